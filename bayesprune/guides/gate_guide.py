@@ -1,0 +1,127 @@
+"""The variational posterior q(ξ) q(w) q(Λ) (Eq. (7) of docs/method.md)."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam
+from torch import nn
+
+from bayesprune.guides.straight_through import StraightThroughBernoulli
+from bayesprune.models.gated_model import HyperPrior
+from bayesprune.models.network import GatedMLP
+
+
+class GateGuide(PyroModule):
+    """q(ξ_s) = Bernoulli(θ_s), q(w) = δ(w − μ) or N(μ, σ²), q(π) = δ(θ), q(σ₁²) = δ(σ̂₁²).
+
+    θ is stored as itself (a ``PyroParam`` per layer, no squashing transform) and kept in [0, 1]
+    by projection after every optimiser step (:func:`project_`). The weight means μ are the
+    network's own parameters, so the trained network *is* the posterior mean. The prior parameters
+    are point estimates updated in closed form (:func:`bayesprune.inference.update_slab_variances`).
+
+    :param net: the network whose parameters are the posterior means μ.
+    :param hyper: prior settings (used for the initial σ̂₁² = reference variance 1/fan_in).
+    :param weights: ``"point"`` (point masses, the default) or ``"gaussian"`` (mean-field normal,
+        reparameterised).
+    :param init_theta: initial gate probability θ₀ for every unit.
+    :param init_sigma: initial posterior standard deviation for ``weights="gaussian"``.
+
+    Parameters are module-local (``pyro.settings`` ``module_local_params``), never in the global
+    param store.
+
+    References:
+        Titsias & Lázaro-Gredilla, "Spike and Slab Variational Inference for Multi-Task and
+        Multiple Kernel Learning", NeurIPS 2011.
+    """
+
+    def __init__(
+        self,
+        net: GatedMLP,
+        hyper: HyperPrior,
+        weights: str = "point",
+        init_theta: float = 1.0,
+        init_sigma: float = 1e-3,
+    ):
+        with pyro.settings.context(module_local_params=True):
+            self._build(net, hyper, weights, init_theta, init_sigma)
+
+    def _build(self, net, hyper, weights, init_theta, init_sigma) -> None:
+        super().__init__()
+        if weights not in ("point", "gaussian"):
+            raise ValueError(f"weights must be 'point' or 'gaussian', got {weights!r}")
+        if not 0 < init_theta <= 1:
+            raise ValueError(f"init_theta must lie in (0, 1], got {init_theta}")
+        self.net = net
+        self.weights = weights
+        self.theta = PyroModule()
+        for name in net.gated:
+            setattr(self.theta, name, PyroParam(torch.full((net.layers[name].out_features,), init_theta)))
+        self.log_sigma = PyroModule()
+        if weights == "gaussian":
+            for name, layer in net.layers.items():
+                shape = (layer.out_features, layer.in_features + 1)
+                setattr(self.log_sigma, name, PyroParam(torch.full(shape, float(init_sigma)).log()))
+        for name, layer in net.layers.items():
+            self.register_buffer(f"slab_var_{name}", torch.tensor(1.0 / layer.in_features))
+
+    def __call__(self, *args, **kwargs):
+        # Parameters live in the module, not in Pyro's global param store, so that several guides
+        # can coexist and physical removal only has to touch the module.
+        with pyro.settings.context(module_local_params=True):
+            return super().__call__(*args, **kwargs)
+
+    def gate_probs(self, name: str) -> torch.Tensor:
+        """θ of one layer."""
+        return getattr(self.theta, name)
+
+    def slab_var(self, name: str) -> torch.Tensor:
+        """Current point estimate of σ₁² of one layer."""
+        return getattr(self, f"slab_var_{name}")
+
+    def set_slab_var(self, name: str, value: torch.Tensor) -> None:
+        getattr(self, f"slab_var_{name}").copy_(value)
+
+    def weight_posterior(self, name: str) -> dist.Distribution:
+        """q(w) of one layer's augmented weights ``[W | b]``."""
+        mean = self.net.augmented(name)
+        if self.weights == "point":
+            return dist.Delta(mean, event_dim=2)
+        return dist.Normal(mean, getattr(self.log_sigma, name).exp()).to_event(2)
+
+    def forward(self, x, y=None, num_data=None, index=None):
+        num_data = x.shape[0] if num_data is None else num_data
+        thetas = {}
+        for name in self.net.layers:
+            pyro.sample(f"{name}.slab_var", dist.Delta(self.slab_var(name)))
+            if name != "out":
+                thetas[name] = self.gate_probs(name)
+                # Eq. (6): under the flattening hyper-prior the optimal π is θ itself.
+                pyro.sample(f"{name}.prob", dist.Delta(thetas[name], event_dim=1))
+            pyro.sample(f"{name}.weight", self.weight_posterior(name))
+        subsample = torch.arange(x.shape[0]) if index is None else index
+        with pyro.plate("data", num_data, subsample=subsample):
+            for name, theta in thetas.items():
+                pyro.sample(
+                    f"{name}.gate",
+                    StraightThroughBernoulli(theta).expand([x.shape[0], theta.shape[-1]]).to_event(1),
+                )
+
+    def raw_param(self, container: str, name: str) -> nn.Parameter:
+        """The ``nn.Parameter`` storing ``container``'s PyroParam for layer ``name``."""
+        return getattr(self, container)._parameters[f"{name}_unconstrained"]
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """θ ← clip(θ, 0, 1): the projection of projected SGD (Eq. (10))."""
+        for p in self.theta_parameters():
+            p.clamp_(0.0, 1.0)
+
+    def theta_parameters(self) -> list[nn.Parameter]:
+        """The unconstrained parameters holding θ (identity transform), for the θ optimiser."""
+        return [p for n, p in self.named_parameters() if n.startswith("theta.")]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """The network's parameters and, for Gaussian weights, the log standard deviations."""
+        return [p for n, p in self.named_parameters() if not n.startswith("theta.")]

@@ -1,0 +1,161 @@
+"""The objective F of Eq. (8) as a Pyro ELBO with exact expectations over the gates."""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO
+
+from bayesprune.models.distributions import GaussianScaleMixture
+
+ESTIMATORS = ("first-order", "exact", "score")
+
+
+def _is_gate(site: dict) -> bool:
+    return site["type"] == "sample" and site["name"].endswith(".gate")
+
+
+class GatedELBO(Trace_ELBO):
+    """Negative ELBO plus negative log hyper-prior of a gated network, F of Eq. (8).
+
+    Differences from :class:`~pyro.infer.Trace_ELBO`:
+
+    - every GSM weight site contributes its *exact* expectation over q(ξ) (Eq. (4)) instead of a
+      sampled log density, with q(π) = δ(θ), so the gate KL is exactly 0 (Eq. (6));
+    - the per-example gate sites contribute nothing (their KL to Bernoulli(π = θ) is 0);
+    - the gradient with respect to θ of the data term uses the chosen estimator (Eq. (9)):
+
+      ``"first-order"``: ∂L/∂ξ at the sampled ξ, from the straight-through gate samples of the guide
+      (biased, free: the default, see docs/method.md §4);
+      ``"exact"``: Δ_s = Σ_n [ℓ_n(ξ_ns = 1) − ℓ_n(ξ_ns = 0)] with the other gates at their samples,
+      by two extra forward passes per unit (unbiased; a test oracle for small networks);
+      ``"score"``: the score function with a leave-one-out baseline (unbiased, noisy).
+
+    Other sites (σ₁², output weights) are handled as in ``Trace_ELBO``.
+
+    .. warning:: Assumes the model and guide of :mod:`bayesprune` (sites named ``"{layer}.gate"``,
+        ``"{layer}.prob"``, ``"{layer}.weight"`` and an observed ``"obs"`` with one log-likelihood
+        per example) and ``num_particles=1``.
+
+    :param estimator: one of ``"first-order"``, ``"exact"``, ``"score"``.
+    """
+
+    def __init__(self, estimator: str = "first-order", **kwargs):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}: choose one of {', '.join(ESTIMATORS)}")
+        super().__init__(**kwargs)
+        self.estimator = estimator
+
+    def traces(self, model, guide, *args, **kwargs):
+        """Guide trace and the model trace replayed against it."""
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        if self.estimator != "first-order":
+            for site in guide_trace.nodes.values():
+                if _is_gate(site):
+                    site["value"] = site["value"].detach()
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+        return model_trace, guide_trace
+
+    def terms(self, model, guide, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The data term, the prior term and the estimator's surrogate (zero-valued) term."""
+        model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
+        data = prior = torch.zeros(())
+        nll = None
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or _is_gate(site):
+                continue
+            scale = site["scale"]
+            if site["is_observed"]:
+                nll = -site["fn"].log_prob(site["value"])  # ℓ_n, one per example
+                data = data + scale * nll.sum()
+                continue
+            guide_site = guide_trace.nodes[name]
+            if isinstance(site["fn"], GaussianScaleMixture):
+                q = guide_site["fn"]
+                mean, var, entropy = _moments(q, site["value"])
+                prior = prior - scale * (site["fn"].expected_log_prob(mean, var) + entropy)  # Eq. (4)
+            else:
+                prior = prior - scale * (
+                    site["fn"].log_prob(site["value"]).sum()
+                    - guide_site["fn"].log_prob(site["value"]).sum()
+                )
+        surrogate = self.surrogate(model, model_trace, guide_trace, nll, args, kwargs)
+        return {"data": data, "prior": prior, "surrogate": surrogate}
+
+    def surrogate(self, model, model_trace, guide_trace, nll, args, kwargs) -> torch.Tensor:
+        """A term with value 0 whose θ-gradient is the chosen estimator's (Eq. (9))."""
+        if self.estimator == "first-order":
+            return torch.zeros(())
+        scale = model_trace.nodes["obs"]["scale"]
+        gates = {n: s for n, s in guide_trace.nodes.items() if _is_gate(s)}
+        total = torch.zeros(())
+        if self.estimator == "score":
+            nll = nll.detach()
+            batch = nll.shape[0]
+            baseline = (nll.sum() - nll) / max(batch - 1, 1)  # leave-one-out: unbiased
+            for site in gates.values():
+                log_q = site["fn"].base_dist.log_prob(site["value"])  # (B, S)
+                total = total + scale * ((nll - baseline).unsqueeze(-1) * log_q).sum()
+            return total - total.detach()
+        values = {
+            n: s["value"].detach()
+            for n, s in guide_trace.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"]
+        }
+        for name, site in gates.items():
+            delta = exact_gate_differences(model, values, name, args, kwargs)
+            theta = site["fn"].base_dist.probs[0]
+            total = total + scale * (theta * delta.sum(0)).sum()
+        return total - total.detach()
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        terms = self.terms(model, guide, *args, **kwargs)
+        return terms["data"] + terms["prior"] + terms["surrogate"]
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            terms = self.terms(model, guide, *args, **kwargs)
+        return float(terms["data"] + terms["prior"])
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        return float(self.loss_and_grads_terms(model, guide, *args, **kwargs)["loss"])
+
+    def loss_and_grads_terms(self, model, guide, *args, **kwargs) -> dict[str, float]:
+        """Backpropagate F and return its value and its data and prior terms."""
+        terms = self.terms(model, guide, *args, **kwargs)
+        loss = terms["data"] + terms["prior"]
+        (loss + terms["surrogate"]).backward()
+        return {"loss": loss.item(), "data": terms["data"].item(), "prior": terms["prior"].item()}
+
+
+def _moments(q: dist.Distribution, value: torch.Tensor):
+    """Mean, variance and entropy of a point-mass or mean-field normal q(w)."""
+    base = q.base_dist if isinstance(q, dist.Independent) else q
+    if isinstance(base, dist.Delta):
+        return base.v, 0.0, torch.zeros(())
+    return base.loc, base.scale**2, base.entropy().sum()
+
+
+def exact_gate_differences(model, values: dict, gate_site: str, args, kwargs) -> torch.Tensor:
+    """ℓ_n(ξ_ns = 1) − ℓ_n(ξ_ns = 0) for every example n and unit s of one gate site.
+
+    The other gates keep their sampled values; two forward passes per unit.
+
+    :returns: tensor of shape ``(B, S)``.
+    """
+    xi = values[gate_site]
+    columns = []
+    for s in range(xi.shape[-1]):
+        nll = []
+        for state in (1.0, 0.0):
+            flipped = xi.clone()
+            flipped[:, s] = state
+            data = {**values, gate_site: flipped}
+            trace = poutine.trace(poutine.condition(model, data=data)).get_trace(*args, **kwargs)
+            obs = trace.nodes["obs"]
+            nll.append(-obs["fn"].log_prob(obs["value"]))
+        columns.append(nll[0] - nll[1])
+    return torch.stack(columns, -1).detach()

@@ -1,0 +1,52 @@
+"""Closed-form update of the prior parameters under the hyper-prior (Eq. (11))."""
+
+from __future__ import annotations
+
+import torch
+
+from bayesprune.guides.gate_guide import GateGuide
+from bayesprune.models.gated_model import HyperPrior
+
+
+@torch.no_grad()
+def slab_variance(
+    sq_norms: torch.Tensor, theta: torch.Tensor, row_size: int, rho: float, alpha: float, beta: float
+) -> torch.Tensor:
+    """The σ₁² that minimises F given the weights and gates (Eq. (11)).
+
+    With σ₀² = ρ σ₁² tied, F depends on σ₁² through
+    ``Σ_s [θ_s E‖w_s‖²/(2σ₁²) + (1 − θ_s) E‖w_s‖²/(2ρσ₁²) + (n_s/2) log σ₁²]`` plus the
+    inverse-gamma term ``(α + 1) log σ₁² + β/σ₁²``; setting the derivative to zero gives
+    ``σ₁² = (β + ½ Σ_s E‖w_s‖² (θ_s + (1 − θ_s)/ρ)) / (α + 1 + ½ S n)``. The temperature scales all
+    of these terms alike, so it cancels. The result is at least β / (α + 1 + S n / 2): it cannot
+    collapse.
+
+    :param sq_norms: E‖w_s‖² per unit, shape ``(S,)``.
+    :param theta: gate probabilities, shape ``(S,)`` (ones for an ungated layer).
+    :param row_size: n, values per unit (fan-in + 1).
+    """
+    weighted = (sq_norms * (theta + (1 - theta) / rho)).sum()
+    return (beta + 0.5 * weighted) / (alpha + 1 + 0.5 * sq_norms.numel() * row_size)
+
+
+@torch.no_grad()
+def update_slab_variances(guide: GateGuide, hyper: HyperPrior) -> dict[str, float]:
+    """Set every layer's σ̂₁² to its closed-form optimum; return the new values."""
+    out = {}
+    for name, layer in guide.net.layers.items():
+        mean = guide.net.augmented(name)
+        var = 0.0 if guide.weights == "point" else guide.weight_posterior(name).base_dist.scale ** 2
+        sq = (mean.pow(2) + var).sum(-1)
+        theta = guide.gate_probs(name) if name != "out" else torch.ones_like(sq)
+        width, fan_in = layer.out_features, layer.in_features
+        value = slab_variance(
+            sq,
+            theta,
+            fan_in + 1,
+            hyper.rho,
+            hyper.concentration(fan_in, width),
+            hyper.rate(fan_in, width),
+        )
+        guide.set_slab_var(name, value)
+        out[name] = float(value)
+    return out

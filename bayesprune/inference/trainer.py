@@ -1,0 +1,232 @@
+"""The training loop: SVI steps, projected gate updates, prior updates and pruning (Algorithm 1)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from bayesprune.data import Dataset
+from bayesprune.export import deterministic_network, summarize
+from bayesprune.guides.gate_guide import GateGuide
+from bayesprune.inference.elbo import GatedELBO
+from bayesprune.inference.prior_update import update_slab_variances
+from bayesprune.inference.shrink import PruningCondition, remove_units
+from bayesprune.models.gated_model import GatedModel, HyperPrior
+from bayesprune.models.network import GatedMLP
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the CLI flags of ``bayesprune train``).
+
+    :param temperature: τ, the prior temperature (see :class:`HyperPrior`).
+    :param lr_theta: Adam learning rate of the projected θ updates (Eq. (10)).
+    :param check_every: steps between pruning checks (Eq. (12)).
+    :param patience: consecutive checks with θ = 0 before a unit is removed.
+    :param prior_every: steps between closed-form prior updates (Eq. (11)).
+    """
+
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    lr_theta: float = 1e-2
+    seed: int = 0
+    estimator: str = "first-order"
+    weights: str = "point"
+    temperature: float = HyperPrior.temperature
+    rho: float = HyperPrior.rho
+    strength: float = HyperPrior.strength
+    init_theta: float = 1.0
+    check_every: int = 100
+    patience: int = 3
+    prior_every: int = 10
+
+    def hyper(self) -> HyperPrior:
+        return HyperPrior(rho=self.rho, strength=self.strength, temperature=self.temperature)
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000) -> float:
+    """Test error (fraction) of a deterministic network."""
+    wrong = 0
+    for i in range(0, len(x), batch):
+        wrong += (net(x[i : i + batch]).argmax(-1) != y[i : i + batch]).sum().item()
+    return wrong / len(x)
+
+
+class Trainer:
+    """Train and prune a :class:`GatedMLP` on a :class:`Dataset`.
+
+    Each step draws a mini-batch, samples the gates, backpropagates F (Eq. (8)) through the
+    :class:`GatedELBO`, takes an Adam step on the weights and a projected Adam step on θ; every
+    ``prior_every`` steps the prior parameters get their closed-form update, every ``check_every``
+    steps the pruning condition is checked and units that meet it are removed physically.
+
+    :param net: the network to train (modified in place).
+    :param data: the dataset.
+    :param config: settings.
+    :param out: run directory (``config.json``, ``metrics.jsonl``, checkpoints, ``summary.json``,
+        ``model.pt``), or ``None`` to write nothing.
+    """
+
+    def __init__(self, net: GatedMLP, data: Dataset, config: TrainConfig, out: Path | None = None):
+        self.net, self.data, self.config = net, data, config
+        self.out = None if out is None else Path(out)
+        hyper = config.hyper()
+        self.model = GatedModel(net, hyper)
+        self.guide = GateGuide(net, hyper, weights=config.weights, init_theta=config.init_theta)
+        self.elbo = GatedELBO(estimator=config.estimator)
+        self.opt_w = torch.optim.Adam(self.guide.weight_parameters(), lr=config.lr)
+        self.opt_theta = torch.optim.Adam(self.guide.theta_parameters(), lr=config.lr_theta)
+        self.condition = PruningCondition(config.patience)
+        self.initial_widths = list(net.widths)
+        self.initial = {"weights": net.weight_count(), "flops": net.flops()}
+        self.history: list[dict] = []
+        self.prune_events: list[dict] = []
+        self.step = 0
+
+    def train_step(self, x, y, index) -> dict[str, float]:
+        """One SVI step with projected θ updates (Eq. (10))."""
+        self.opt_w.zero_grad(set_to_none=True)
+        self.opt_theta.zero_grad(set_to_none=True)
+        terms = self.elbo.loss_and_grads_terms(
+            self.model, self.guide, x, y, num_data=len(self.data.x_train), index=index
+        )
+        self.opt_w.step()
+        self.opt_theta.step()
+        self.guide.project_()
+        self.step += 1
+        if self.step % self.config.prior_every == 0:
+            update_slab_variances(self.guide, self.config.hyper())
+        if self.step % self.config.check_every == 0:
+            self.prune(epoch_fraction=None)
+        return terms
+
+    def prune(self, epoch_fraction: float | None) -> None:
+        """Remove every unit that meets the pruning condition."""
+        for name, keep in self.condition(self.guide).items():
+            before = self.net.layers[name].out_features
+            remove_units(self.guide, name, keep, [self.opt_w, self.opt_theta])
+            self.prune_events.append(
+                {"step": self.step, "layer": name, "removed": before - len(keep)}
+            )
+
+    def fit(self, progress: bool = True) -> dict:
+        """Run the configured number of epochs; return the summary (also written to ``out``)."""
+        cfg = self.config
+        pyro.set_rng_seed(cfg.seed)
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+            (self.out / "metrics.jsonl").write_text("")
+        x_all, y_all = self.data.x_train, self.data.y_train
+        n = len(x_all)
+        steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+        self.total_steps = steps_per_epoch * cfg.epochs
+        step_times: list[float] = []
+        start = time.perf_counter()
+        with pyro.validation_enabled(False):
+            bar = tqdm(total=self.total_steps, disable=not progress, desc="train", unit="step")
+            for epoch in range(1, cfg.epochs + 1):
+                perm = torch.randperm(n)
+                sums = {"data": 0.0, "prior": 0.0}
+                epoch_start = time.perf_counter()
+                for b in range(steps_per_epoch):
+                    idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                    t0 = time.perf_counter()
+                    terms = self.train_step(x_all[idx], y_all[idx], idx)
+                    if len(step_times) < 60 and not self.prune_events:
+                        step_times.append(time.perf_counter() - t0)
+                    sums["data"] += terms["data"] / n  # mean NLL per example
+                    sums["prior"] += terms["prior"] / n
+                    bar.update(1)
+                record = self.epoch_record(epoch, sums, steps_per_epoch, epoch_start)
+                bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
+                tqdm.write(self.format_record(record))
+                self.history.append(record)
+                if self.out is not None:
+                    with open(self.out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    self.save_checkpoint(epoch)
+            bar.close()
+        wall = time.perf_counter() - start
+        steady = step_times[5:] or step_times
+        return self.finish(wall, sum(steady) / max(len(steady), 1))
+
+    def epoch_record(self, epoch, sums, steps, epoch_start) -> dict:
+        thetas = torch.cat([self.guide.gate_probs(n).detach() for n in self.net.gated])
+        det = deterministic_network(self.guide)
+        return {
+            "epoch": epoch,
+            "step": self.step,
+            "data_term": sums["data"] / steps,
+            "prior_term": sums["prior"] / steps,
+            "test_error": evaluate(det, self.data.x_test, self.data.y_test),
+            "widths": list(self.net.widths),
+            "theta": {n: self.guide.gate_probs(n).detach().tolist() for n in self.net.gated},
+            "slab_var": {n: float(self.guide.slab_var(n)) for n in self.net.layers},
+            "gates_binary_fraction": binary_fraction(thetas),
+            "steps_per_second": steps / (time.perf_counter() - epoch_start),
+        }
+
+    @staticmethod
+    def format_record(r: dict) -> str:
+        return (
+            f"epoch {r['epoch']:3d}  data {r['data_term']:.4f}  prior {r['prior_term']:.1f}  "
+            f"test err {r['test_error']:.4f}  widths {r['widths']}  "
+            f"binary {r['gates_binary_fraction']:.3f}  {r['steps_per_second']:.0f} steps/s"
+        )
+
+    def save_checkpoint(self, epoch: int) -> None:
+        ckpt = self.out / "checkpoints"
+        ckpt.mkdir(exist_ok=True)
+        torch.save(
+            {
+                "epoch": epoch,
+                "widths": self.net.widths,
+                "guide": self.guide.state_dict(),
+                "opt_w": self.opt_w.state_dict(),
+                "opt_theta": self.opt_theta.state_dict(),
+            },
+            ckpt / f"epoch_{epoch:03d}.pt",
+        )
+
+    def finish(self, wall: float, step_seconds: float) -> dict:
+        det = deterministic_network(self.guide)
+        last = max((e["step"] for e in self.prune_events), default=0)
+        steps_per_epoch = self.total_steps / self.config.epochs
+        thetas = torch.cat([self.guide.gate_probs(n).detach() for n in self.net.gated])
+        summary = summarize(
+            det,
+            arch="mlp",
+            dataset=self.data.name,
+            seed=self.config.seed,
+            epochs=self.config.epochs,
+            initial_widths=self.initial_widths,
+            initial=self.initial,
+            test_error=evaluate(det, self.data.x_test, self.data.y_test),
+            last_prune_epoch=(last / steps_per_epoch) if last else 0.0,
+            gates_binary_fraction=binary_fraction(thetas),
+            train_wall_seconds=wall,
+            step_seconds_full_width=step_seconds,
+        )
+        summary["prune_events"] = self.prune_events
+        summary["total_steps"] = self.total_steps
+        if "teacher_widths" in self.data.meta:
+            summary["teacher_widths"] = self.data.meta["teacher_widths"]
+        if self.out is not None:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            torch.save(det, self.out / "model.pt")
+        return summary
+
+
+def binary_fraction(theta: torch.Tensor, tol: float = 1e-3) -> float:
+    """Share of gates with θ within ``tol`` of 0 or 1 (P1)."""
+    binary = (theta <= tol) | (theta >= 1 - tol)
+    return float(binary.float().mean()) if theta.numel() else 1.0

@@ -1,0 +1,116 @@
+"""The GSM weight prior and the flattening hyper-prior as Pyro distributions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution, constraints
+from torch.distributions.utils import broadcast_all
+
+
+class Flattening(TorchDistribution):
+    """The flattening hyper-prior on the gate prior probabilities π ∈ [0, 1]^S.
+
+    It is flat on the closed unit cube (log density 0), so the optimal π for a Bernoulli posterior
+    with parameter θ is π = θ and the gate KL vanishes: the objective is then affine in each θ
+    (Eq. (6)). Unlike ``Uniform(0, 1)`` it has support on the *closed* interval, because the optimum
+    sits at the vertices.
+
+    :param size: number of gates S.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.unit_interval, 1)
+
+    def __init__(self, size: int, validate_args: bool | None = None):
+        self.size = int(size)
+        super().__init__(torch.Size(), torch.Size([self.size]), validate_args=validate_args)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        inside = ((value >= 0) & (value <= 1)).all(-1)
+        zero = torch.zeros(inside.shape, dtype=value.dtype, device=value.device)
+        return zero.masked_fill(~inside, -math.inf)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return torch.rand(sample_shape + self.event_shape)
+
+
+class GaussianScaleMixture(TorchDistribution):
+    """Spike-and-slab GSM prior over the rows of a weight matrix, one mixture per unit.
+
+    Row s (the unit's incoming weights and bias, n_s values) is drawn from
+    ``π_s N(0, σ₁² I) + (1 − π_s) N(0, σ₀² I)`` (Eq. (2)): the gate ξ_s picks the scale of the whole
+    row. ``batch_shape`` is ``()``, ``event_shape`` is ``(S, n)``.
+
+    :param probs: slab probabilities π, shape ``(S,)``.
+    :param spike_scale: σ₀ (scalar tensor).
+    :param slab_scale: σ₁ (scalar tensor), σ₁ > σ₀.
+    :param row_size: n, the number of values per row.
+    :param row_mask: optional boolean ``(S,)``; rows that are ``False`` are left out of the density
+        (pruned units, see :class:`~bayesprune.inference.PruneMessenger`).
+    """
+
+    arg_constraints = {
+        "probs": constraints.unit_interval,
+        "spike_scale": constraints.positive,
+        "slab_scale": constraints.positive,
+    }
+    support = constraints.independent(constraints.real, 2)
+
+    def __init__(
+        self, probs, spike_scale, slab_scale, row_size: int, row_mask=None, validate_args=None
+    ):
+        self.probs = probs
+        self.row_mask = row_mask
+        self.spike_scale, self.slab_scale = broadcast_all(
+            torch.as_tensor(spike_scale, dtype=probs.dtype),
+            torch.as_tensor(slab_scale, dtype=probs.dtype),
+        )
+        self.row_size = int(row_size)
+        event_shape = torch.Size([probs.shape[-1], self.row_size])
+        super().__init__(torch.Size(), event_shape, validate_args=validate_args)
+
+    def row_log_normal(self, sq_norm: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """log N(w_s; 0, scale² I) of each row from its squared norm (Eq. (3))."""
+        var = scale**2
+        return -0.5 * sq_norm / var - 0.5 * self.row_size * torch.log(2 * math.pi * var)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        sq = value.pow(2).sum(-1)
+        slab = torch.log(self.probs) + self.row_log_normal(sq, self.slab_scale)
+        spike = torch.log1p(-self.probs) + self.row_log_normal(sq, self.spike_scale)
+        return self._sum_rows(torch.logaddexp(slab, spike))
+
+    def _sum_rows(self, per_row: torch.Tensor) -> torch.Tensor:
+        if self.row_mask is not None:
+            per_row = per_row * self.row_mask.to(per_row.dtype)
+        return per_row.sum(-1)
+
+    def mask_rows(self, keep: torch.Tensor) -> GaussianScaleMixture:
+        """The same prior restricted to the rows where ``keep`` is ``True``."""
+        mask = keep if self.row_mask is None else self.row_mask & keep
+        return GaussianScaleMixture(
+            self.probs, self.spike_scale, self.slab_scale, self.row_size, row_mask=mask
+        )
+
+    def expected_log_prob(
+        self, mean: torch.Tensor, var: torch.Tensor | float = 0.0, gate_probs=None
+    ) -> torch.Tensor:
+        """E_{q(w) q(ξ)}[log p(w | ξ)] for q(w) = N(mean, var) and q(ξ_s) = Bernoulli(gate_probs).
+
+        This is −Σ_s [θ_s A_s + (1 − θ_s) B_s] of Eq. (4); with point-mass weights ``var = 0``.
+        ``gate_probs`` defaults to π (the flattening optimum π = θ).
+        """
+        theta = self.probs if gate_probs is None else gate_probs
+        sq = (mean.pow(2) + var).sum(-1)
+        on = self.row_log_normal(sq, self.slab_scale)
+        off = self.row_log_normal(sq, self.spike_scale)
+        return self._sum_rows(theta * on + (1 - theta) * off)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            shape = sample_shape + self.event_shape
+            gate = torch.bernoulli(self.probs.expand(shape[:-1])).unsqueeze(-1)
+            scale = gate * self.slab_scale + (1 - gate) * self.spike_scale
+            return torch.randn(shape) * scale

@@ -1,0 +1,123 @@
+"""The Pyro model of a gated network (Eqs. (1)-(5) of docs/method.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+
+from bayesprune.models.distributions import Flattening, GaussianScaleMixture
+from bayesprune.models.network import GatedMLP
+
+
+@dataclass(frozen=True)
+class HyperPrior:
+    """Settings of the GSM prior and its hyper-prior.
+
+    :param rho: spike-to-slab variance ratio σ₀²/σ₁² (Eq. (2)).
+    :param strength: weight of the inverse-gamma hyper-prior on σ₁², in pseudo-weights per weight:
+        α_l = strength · (number of weights in layer l) / 2 and β_l = α_l / fan_in, so the prior's
+        reference variance is 1/fan_in whatever the layer's width or the initial weight scale
+        (Eq. (5)). It bounds σ₁² from below, which prevents the empirical-Bayes collapse.
+    :param temperature: τ, the scale on every prior term (a ``poutine.scale`` around the prior
+        sites). τ = 1 is the plain posterior; τ < 1 a tempered one.
+    """
+
+    rho: float = 0.1
+    strength: float = 1.0
+    temperature: float = 0.05
+
+    def __post_init__(self):
+        if not 0 < self.rho < 1:
+            raise ValueError(f"rho must lie in (0, 1), got {self.rho}")
+        if self.strength <= 0 or self.temperature <= 0:
+            raise ValueError("strength and temperature must be positive")
+
+    def concentration(self, fan_in: int, width: int) -> float:
+        """α_l of Eq. (5)."""
+        return self.strength * width * (fan_in + 1) / 2
+
+    def rate(self, fan_in: int, width: int) -> float:
+        """β_l of Eq. (5): the hyper-prior's reference variance is 1/fan_in."""
+        return self.concentration(fan_in, width) / fan_in
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GatedModel:
+    """p(Λ) p(w | π, σ) p(ξ | π) p(y | x, w, ξ) for a :class:`GatedMLP`.
+
+    Sample sites, per gated layer ``l``:
+
+    - ``"{l}.prob"``: gate prior probabilities π ~ Flattening (Eq. (5)),
+    - ``"{l}.slab_var"``: σ₁² ~ InverseGamma(α_l, β_l), with σ₀² = ρ σ₁² (Eq. (5)),
+    - ``"{l}.weight"``: the augmented weights ``[W | b]`` ~ GSM(π, σ₀, σ₁) row by row (Eq. (2)),
+    - ``"{l}.gate"``: per-example gates ξ ~ Bernoulli(π) inside the ``"data"`` plate (Eq. (1)),
+
+    plus ``"out.slab_var"`` and ``"out.weight"`` (a plain Gaussian, the output layer is never
+    gated) and the likelihood ``"obs"``. The per-example gates are local copies of the unit's gate:
+    E_q[Σ_n log p(y_n | x_n, w, ξ)] is separable over examples, so drawing an independent gate per
+    example is an unbiased, lower-variance estimate of the data term, like local
+    reparameterisation. Every prior site sits under ``poutine.scale(temperature)``.
+
+    :param net: the network; only its current shape is read (the guide owns the parameters).
+    :param hyper: prior settings.
+    """
+
+    def __init__(self, net: GatedMLP, hyper: HyperPrior):
+        self.net = net
+        self.hyper = hyper
+
+    def layer_prior(self, name: str) -> None:
+        """Declare the prior sites of one layer and return its sampled augmented weights."""
+        layer = self.net.layers[name]
+        width, fan_in = layer.out_features, layer.in_features
+        alpha = torch.tensor(self.hyper.concentration(fan_in, width))
+        beta = torch.tensor(self.hyper.rate(fan_in, width))
+        slab_var = pyro.sample(f"{name}.slab_var", dist.InverseGamma(alpha, beta))
+        if name == "out":
+            return pyro.sample(
+                f"{name}.weight",
+                dist.Normal(0.0, slab_var.sqrt()).expand([width, fan_in + 1]).to_event(2),
+            ), None
+        probs = pyro.sample(f"{name}.prob", Flattening(width))
+        gsm = GaussianScaleMixture(
+            probs, (self.hyper.rho * slab_var).sqrt(), slab_var.sqrt(), fan_in + 1
+        )
+        return pyro.sample(f"{name}.weight", gsm), probs
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        num_data: int | None = None,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the model on a mini-batch.
+
+        :param x: inputs of the mini-batch.
+        :param y: labels (observed) or ``None``.
+        :param num_data: N, the size of the full training set (defaults to the batch size).
+        :param index: the mini-batch's indices into the training set (for the plate).
+        """
+        num_data = x.shape[0] if num_data is None else num_data
+        params, probs = {}, {}
+        with poutine.scale(scale=self.hyper.temperature):
+            for name in self.net.layers:
+                params[name], probs[name] = self.layer_prior(name)
+        subsample = torch.arange(x.shape[0]) if index is None else index
+        with pyro.plate("data", num_data, subsample=subsample):
+            gates = {
+                name: pyro.sample(
+                    f"{name}.gate",
+                    dist.Bernoulli(probs[name]).expand([x.shape[0], probs[name].shape[-1]]).to_event(1),
+                )
+                for name in self.net.gated
+            }
+            logits = self.net(x, gates=gates, params=params)
+            pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
+        return logits
