@@ -60,9 +60,9 @@ def teacher_network(
 def make_teacher(
     num_train: int = 20000,
     num_test: int = 5000,
-    in_features: int = 20,
-    widths: tuple[int, ...] = (16, 8),
-    num_classes: int = 4,
+    in_features: int = 10,
+    widths: tuple[int, ...] = (12, 6),
+    num_classes: int = 3,
     seed: int = 0,
 ) -> Dataset:
     """Synthetic classification labelled, noise-free, by a random ReLU teacher MLP.

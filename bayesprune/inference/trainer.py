@@ -26,7 +26,9 @@ class TrainConfig:
     """Settings of one training run (the CLI flags of ``bayesprune train``).
 
     :param temperature: τ, the prior temperature (see :class:`HyperPrior`).
-    :param lr_theta: Adam learning rate of the projected θ updates (Eq. (10)).
+    :param theta_optimizer: ``"sgd"`` (projected SGD with momentum 0.9 on the per-example
+        objective F/N, Eq. (10)) or ``"adam"``.
+    :param lr_theta: learning rate of the projected θ updates.
     :param check_every: steps between pruning checks (Eq. (12)).
     :param patience: consecutive checks with θ = 0 before a unit is removed.
     :param prior_every: steps between closed-form prior updates (Eq. (11)).
@@ -35,7 +37,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 100
     lr: float = 1e-3
-    lr_theta: float = 1e-2
+    theta_optimizer: str = "sgd"
+    lr_theta: float = 1.0
     seed: int = 0
     estimator: str = "first-order"
     weights: str = "point"
@@ -49,6 +52,20 @@ class TrainConfig:
 
     def hyper(self) -> HyperPrior:
         return HyperPrior(rho=self.rho, strength=self.strength, temperature=self.temperature)
+
+
+def theta_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> torch.optim.Optimizer:
+    """The optimiser of the projected θ updates (Eq. (10)).
+
+    F is a sum over N examples, so ∂F/∂θ is N times the per-example effect Δ_s; SGD divides the
+    learning rate by N so that ``lr_theta`` is a step per unit of per-example loss.
+    """
+    params = guide.theta_parameters()
+    if config.theta_optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr_theta / num_data, momentum=0.9)
+    if config.theta_optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr_theta)
+    raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
 
 
 @torch.no_grad()
@@ -83,7 +100,7 @@ class Trainer:
         self.guide = GateGuide(net, hyper, weights=config.weights, init_theta=config.init_theta)
         self.elbo = GatedELBO(estimator=config.estimator)
         self.opt_w = torch.optim.Adam(self.guide.weight_parameters(), lr=config.lr)
-        self.opt_theta = torch.optim.Adam(self.guide.theta_parameters(), lr=config.lr_theta)
+        self.opt_theta = theta_optimizer(self.guide, config, len(data.x_train))
         self.condition = PruningCondition(config.patience)
         self.initial_widths = list(net.widths)
         self.initial = {"weights": net.weight_count(), "flops": net.flops()}

@@ -1,0 +1,129 @@
+"""Command line: ``bayesprune train``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from bayesprune.data import DATASETS, DataError, load_dataset
+from bayesprune.inference.elbo import ESTIMATORS
+from bayesprune.inference.trainer import TrainConfig, Trainer
+
+ARCHS = {"mlp": (300, 100)}
+
+
+class UsageError(Exception):
+    """A mistake the user can fix; reported as one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths must be comma-separated integers, got {text!r}")
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return widths
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    parser = _Parser(prog="bayesprune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("train", help="train and prune a network")
+    t.add_argument("--arch", default="mlp", choices=sorted(ARCHS), help="architecture")
+    t.add_argument("--widths", type=_widths, default=None,
+                   help="hidden widths, e.g. 300,100 (LeNet-300-100, the default)")
+    t.add_argument("--dataset", default="teacher", choices=DATASETS)
+    t.add_argument("--data-dir", default=None, help="root folder with torchvision's layout")
+    t.add_argument("--epochs", type=_positive(int), default=d.epochs)
+    t.add_argument("--batch-size", type=_positive(int), default=d.batch_size)
+    t.add_argument("--lr", type=_positive(float), default=d.lr, help="Adam learning rate (weights)")
+    t.add_argument("--lr-theta", type=_positive(float), default=d.lr_theta,
+                   help="learning rate of the projected gate updates")
+    t.add_argument("--theta-optimizer", default=d.theta_optimizer, choices=("sgd", "adam"))
+    t.add_argument("--temperature", type=_positive(float), default=d.temperature,
+                   help="prior temperature τ (scale on every prior term)")
+    t.add_argument("--rho", type=_positive(float), default=d.rho, help="spike/slab variance ratio")
+    t.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
+    t.add_argument("--weights", default=d.weights, choices=("point", "gaussian"))
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--init", default="kaiming", choices=("kaiming", "xavier", "normal"))
+    t.add_argument("--threads", type=_positive(int), default=None, help="torch threads")
+    t.add_argument("--out", default=None, help="run directory (must be new or empty)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _run_dir(args) -> Path:
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(f"run directory {out} exists and is not empty; choose another --out")
+        return out
+    base = Path("runs") / f"{args.dataset}-{args.arch}-seed{args.seed}"
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
+def train(args) -> int:
+    import torch
+
+    from bayesprune.models.network import GatedMLP
+    from bayesprune.report import plot_training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not 0 < args.rho < 1:
+        raise UsageError(f"--rho must lie in (0, 1), got {args.rho}")
+    out = _run_dir(args)
+    data = load_dataset(args.dataset, args.data_dir)
+    torch.manual_seed(args.seed)
+    widths = args.widths or ARCHS[args.arch]
+    net = GatedMLP(data.in_features, widths, data.num_classes, init=args.init)
+    names = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    print(f"bayesprune: training {args.arch} {list(widths)} on {data.name} -> {out}", file=sys.stderr)
+    summary = Trainer(net, data, config, out=out).fit(progress=not args.no_progress)
+    plot_training(out)
+    keys = ("widths", "test_error", "weights_kept_fraction", "gates_binary_fraction")
+    print(json.dumps({k: summary[k] for k in keys}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return train(args)
+    except (UsageError, DataError) as err:
+        print(f"bayesprune: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
