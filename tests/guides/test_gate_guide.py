@@ -1,0 +1,48 @@
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from bayesprune.guides import GateGuide, StraightThroughBernoulli
+from bayesprune.models import GatedMLP, HyperPrior
+
+
+def test_theta_one_draws_deterministic_ones_and_zero_draws_zeros():
+    d = StraightThroughBernoulli(torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    xi = d.rsample((1000,))
+    assert torch.all(xi[:, 0] == 1) and torch.all(xi[:, 2] == 1)
+    assert torch.all(xi[:, 1] == 0) and torch.all(xi[:, 3] == 0)
+
+
+def test_straight_through_value_is_exact_and_gradient_is_first_order():
+    theta = torch.tensor([0.3, 0.8], requires_grad=True)
+    xi = StraightThroughBernoulli(theta).rsample((50,))
+    assert torch.all((xi == 0) | (xi == 1))
+    weights = torch.tensor([2.0, -3.0])
+    (xi * weights).sum().backward()  # ∂L/∂ξ summed over the 50 draws
+    assert torch.allclose(theta.grad, 50 * weights)
+
+
+def test_guide_sites_and_projection():
+    net = GatedMLP(4, (3, 2), 2)
+    guide = GateGuide(net, HyperPrior(), init_theta=0.5)
+    x = torch.randn(7, 4)
+    with pyro.validation_enabled(False):
+        tr = poutine.trace(guide).get_trace(x, num_data=70, index=torch.arange(7))
+    assert tr.nodes["fc1.gate"]["value"].shape == (7, 3)
+    assert tr.nodes["fc2.weight"]["value"].shape == (2, 4)
+    assert torch.equal(tr.nodes["fc1.prob"]["value"], guide.gate_probs("fc1"))
+    with torch.no_grad():
+        guide.raw_param("theta", "fc1").copy_(torch.tensor([-0.2, 0.4, 1.7]))
+    guide.project_()
+    assert guide.gate_probs("fc1").tolist() == pytest.approx([0.0, 0.4, 1.0])
+    # parameters are local to the module, not in Pyro's global param store
+    assert len(pyro.get_param_store()) == 0
+
+
+def test_guide_rejects_bad_settings():
+    net = GatedMLP(4, (3,), 2)
+    with pytest.raises(ValueError):
+        GateGuide(net, HyperPrior(), weights="laplace")
+    with pytest.raises(ValueError):
+        GateGuide(net, HyperPrior(), init_theta=0.0)

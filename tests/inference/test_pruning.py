@@ -1,0 +1,120 @@
+"""Pruning handler and physical removal: outputs unchanged, shapes and counts shrink."""
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from bayesprune.guides import GateGuide
+from bayesprune.inference import PruneMessenger, PruningCondition, remove_units
+from bayesprune.inference.trainer import TrainConfig, Trainer
+from bayesprune.models import GatedMLP, GatedModel, HyperPrior
+from bayesprune.data import make_teacher
+
+
+def _guide(weights="point"):
+    torch.manual_seed(0)
+    net = GatedMLP(6, (5, 4), 3)
+    return net, GateGuide(net, HyperPrior(), weights=weights)
+
+
+def _gated_output(net, guide, x):
+    gates = {n: guide.gate_probs(n).detach() for n in net.gated}  # θ ∈ {0, 1}: deterministic
+    return net(x, gates=gates)
+
+
+@pytest.mark.parametrize("layer", ["fc1", "fc2"])
+@pytest.mark.parametrize("weights", ["point", "gaussian"])
+def test_removing_a_zero_gate_unit_keeps_outputs_and_shrinks_everything(layer, weights):
+    net, guide = _guide(weights)
+    x = torch.randn(10, 6)
+    with torch.no_grad():
+        guide.raw_param("theta", layer)[2] = 0.0
+    opt = torch.optim.Adam(guide.parameters(), lr=1e-2)
+    guide.net.augmented(layer).sum().backward()  # give the optimiser some state
+    opt.step()
+    with torch.no_grad():
+        guide.raw_param("theta", layer)[2] = 0.0
+    before = _gated_output(net, guide, x)
+    count = net.weight_count()
+    fan_out = net.layers[net.next_layer(layer)].out_features
+    remove_units(guide, layer, torch.tensor([0, 1, 3, 4][: net.layers[layer].out_features - 1]),
+                 [opt])
+    after = _gated_output(net, guide, x)
+    assert torch.allclose(before, after, atol=1e-6)
+    width = net.layers[layer].out_features
+    fan_in = net.layers[layer].in_features
+    assert net.weight_count() == count - (fan_in + 1) - fan_out
+    assert net.layers[net.next_layer(layer)].weight.shape == (fan_out, width)
+    assert guide.gate_probs(layer).shape == (width,)
+    for p in guide.parameters():  # optimiser moments follow their parameters
+        for v in opt.state[p].values():
+            if v.dim():
+                assert v.shape == p.shape
+    opt.step()  # and the optimiser still works
+    if weights == "gaussian":
+        assert guide.raw_param("log_sigma", layer).shape == (width, fan_in + 1)
+
+
+def test_never_removes_the_last_unit():
+    net, guide = _guide()
+    with torch.no_grad():
+        guide.raw_param("theta", "fc2").zero_()
+        guide.raw_param("theta", "fc2")[1] = 1e-9
+    condition = PruningCondition(patience=2)
+    assert condition(guide) == {}
+    keep = condition(guide)
+    assert list(keep) == ["fc2"] and keep["fc2"].tolist() == [1]
+    with pytest.raises(ValueError):
+        remove_units(guide, "fc2", torch.tensor([], dtype=torch.long))
+
+
+def test_prune_messenger_removes_the_units_sites():
+    net, guide = _guide()
+    model = GatedModel(net, HyperPrior())
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    pruned = {"fc1": torch.tensor([False, True, False, False, True])}
+    with pyro.validation_enabled(False):
+        with PruneMessenger(pruned):
+            guide_tr = poutine.trace(guide).get_trace(x, y)
+            model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, y)
+    gates = guide_tr.nodes["fc1.gate"]["value"]
+    assert torch.all(gates[:, 1] == 0) and torch.all(gates[:, 4] == 0)
+    assert torch.all(gates[:, [0, 2, 3]] == 1)
+    site = model_tr.nodes["fc1.weight"]
+    keep = ~pruned["fc1"]
+    reduced = site["fn"].log_prob(site["value"])
+    full = model_tr.nodes["fc1.weight"]["fn"].mask_rows(torch.ones(5, dtype=torch.bool))
+    expected = full.log_prob(site["value"]) - (
+        full.mask_rows(~keep).log_prob(site["value"])
+    )
+    assert torch.allclose(reduced, expected, atol=1e-4)
+    # the pruned units no longer affect the output: perturb their weights and compare
+    def run(handler):
+        with pyro.validation_enabled(False), handler, torch.no_grad():
+            tr = poutine.trace(guide).get_trace(x, y)
+            return poutine.replay(model, trace=tr)(x, y)
+
+    before, before_plain = run(PruneMessenger(pruned)), run(poutine.block())
+    with torch.no_grad():
+        net.layers["fc1"].weight[[1, 4]] += 5.0
+    assert torch.allclose(run(PruneMessenger(pruned)), before)
+    assert not torch.allclose(run(poutine.block()), before_plain)
+
+
+def test_rejects_bad_masks():
+    with pytest.raises(ValueError):
+        PruneMessenger({"fc1": torch.tensor([1, 0])})
+
+
+def test_training_removes_units_physically():
+    data = make_teacher(num_train=2000, num_test=500)
+    torch.manual_seed(0)
+    net = GatedMLP(data.in_features, (40, 20), data.num_classes)
+    cfg = TrainConfig(epochs=6, temperature=100.0, check_every=20)
+    trainer = Trainer(net, data, cfg)
+    summary = trainer.fit(progress=False)
+    assert sum(net.widths) < 60
+    assert trainer.prune_events
+    assert net.layers["fc2"].in_features == net.layers["fc1"].out_features
+    assert summary["weights_kept"] <= net.weight_count()

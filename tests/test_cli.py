@@ -1,0 +1,59 @@
+import json
+
+from bayesprune.cli import main
+
+KEYS = {
+    "arch", "dataset", "seed", "epochs", "initial_widths", "widths", "test_error", "weights_total",
+    "weights_kept", "weights_kept_fraction", "flops_kept_fraction", "last_prune_epoch",
+    "gates_binary_fraction", "train_wall_seconds", "step_seconds_full_width", "teacher_widths",
+}
+
+
+def test_train_writes_a_complete_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--widths", "16,8", "--epochs", "2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert KEYS <= set(summary)
+    assert summary["initial_widths"] == [16, 8] and summary["teacher_widths"] == [10, 5]
+    assert 0 <= summary["test_error"] < 0.5
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
+    assert (out / "training.png").stat().st_size > 0
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    import torch
+
+    net = torch.load(out / "model.pt", weights_only=False)
+    assert isinstance(net, torch.nn.Sequential)
+    assert net(torch.zeros(3, 4)).shape == (3, 3)
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bayesprune: error:")
+    return err[0]
+
+
+def test_bad_flag_is_one_line_and_exit_2(capsys):
+    assert main(["train", "--epochs", "zero"]) == 2
+    assert "epochs" in _one_line_error(capsys)
+    assert main(["train", "--arch", "resnet"]) == 2
+    assert "resnet" in _one_line_error(capsys)
+    assert main(["train", "--widths", "300,-1"]) == 2
+    _one_line_error(capsys)
+
+
+def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out",
+                 str(tmp_path / "r")])
+    assert code == 2
+    assert "MNIST/raw" in _one_line_error(capsys)
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("precious")
+    assert main(["train", "--out", str(out), "--epochs", "1"]) == 2
+    assert "not empty" in _one_line_error(capsys)
+    assert (out / "summary.json").read_text() == "precious"
