@@ -58,7 +58,9 @@ def train_dense(
         "gates_binary_fraction": None,
         "train_wall_seconds": wall,
         "step_seconds_full_width": sum(step_times[5:]) / max(len(step_times[5:]), 1),
-        **({"teacher_widths": data.meta["teacher_widths"]} if "teacher_widths" in data.meta else {}),
+        **(
+            {"teacher_widths": data.meta["teacher_widths"]} if "teacher_widths" in data.meta else {}
+        ),
     }
 
 

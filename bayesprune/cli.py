@@ -28,7 +28,8 @@ def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"widths must be comma-separated integers, got {text!r}")
+        msg = f"widths must be comma-separated integers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
     return widths
@@ -39,7 +40,7 @@ def _positive(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
@@ -53,18 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train and prune a network")
     t.add_argument("--arch", default="mlp", choices=sorted(ARCHS), help="architecture")
-    t.add_argument("--widths", type=_widths, default=None,
-                   help="hidden widths, e.g. 300,100 (LeNet-300-100, the default)")
+    t.add_argument(
+        "--widths",
+        type=_widths,
+        default=None,
+        help="hidden widths, e.g. 300,100 (LeNet-300-100, the default)",
+    )
     t.add_argument("--dataset", default="teacher", choices=DATASETS)
     t.add_argument("--data-dir", default=None, help="root folder with torchvision's layout")
     t.add_argument("--epochs", type=_positive(int), default=d.epochs)
     t.add_argument("--batch-size", type=_positive(int), default=d.batch_size)
     t.add_argument("--lr", type=_positive(float), default=d.lr, help="Adam learning rate (weights)")
-    t.add_argument("--lr-theta", type=_positive(float), default=d.lr_theta,
-                   help="learning rate of the projected gate updates")
+    t.add_argument(
+        "--lr-theta",
+        type=_positive(float),
+        default=d.lr_theta,
+        help="learning rate of the projected gate updates",
+    )
     t.add_argument("--theta-optimizer", default=d.theta_optimizer, choices=("sgd", "adam"))
-    t.add_argument("--temperature", type=_positive(float), default=d.temperature,
-                   help="prior temperature τ (scale on every prior term)")
+    t.add_argument(
+        "--temperature",
+        type=_positive(float),
+        default=d.temperature,
+        help="prior temperature τ (scale on every prior term)",
+    )
     t.add_argument("--rho", type=_positive(float), default=d.rho, help="spike/slab variance ratio")
     t.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
     t.add_argument("--weights", default=d.weights, choices=("point", "gaussian"))
@@ -107,7 +120,9 @@ def train(args) -> int:
     net = GatedMLP(data.in_features, widths, data.num_classes, init=args.init)
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    print(f"bayesprune: training {args.arch} {list(widths)} on {data.name} -> {out}", file=sys.stderr)
+    print(
+        f"bayesprune: training {args.arch} {list(widths)} on {data.name} -> {out}", file=sys.stderr
+    )
     summary = Trainer(net, data, config, out=out).fit(progress=not args.no_progress)
     plot_training(out)
     keys = ("widths", "test_error", "weights_kept_fraction", "gates_binary_fraction")

@@ -138,7 +138,9 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
             break
     else:
         where = (
-            f"{Path(data_dir) / _FOLDERS[name] / 'raw'}" if data_dir else f"--data-dir DIR (files in DIR/{_FOLDERS[name]}/raw/)"
+            f"{Path(data_dir) / _FOLDERS[name] / 'raw'}"
+            if data_dir
+            else f"--data-dir DIR (files in DIR/{_FOLDERS[name]}/raw/)"
         )
         hint = " or `apt-get install dataset-fashion-mnist`" if name == "fashion-mnist" else ""
         raise DataError(
@@ -148,8 +150,12 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
     for split in ("train", "test"):
         if arrays[f"{split}_x"].shape[0] != arrays[f"{split}_y"].shape[0]:
             raise DataError(f"{name}: {split} images and labels differ in count (corrupt files)")
-    x_train = torch.from_numpy(arrays["train_x"].reshape(len(arrays["train_x"]), -1).astype(np.float32) / 255)
-    x_test = torch.from_numpy(arrays["test_x"].reshape(len(arrays["test_x"]), -1).astype(np.float32) / 255)
+    x_train = torch.from_numpy(
+        arrays["train_x"].reshape(len(arrays["train_x"]), -1).astype(np.float32) / 255
+    )
+    x_test = torch.from_numpy(
+        arrays["test_x"].reshape(len(arrays["test_x"]), -1).astype(np.float32) / 255
+    )
     mean, std = x_train.mean(), x_train.std()
     return Dataset(
         name,

@@ -3,9 +3,22 @@ import json
 from bayesprune.cli import main
 
 KEYS = {
-    "arch", "dataset", "seed", "epochs", "initial_widths", "widths", "test_error", "weights_total",
-    "weights_kept", "weights_kept_fraction", "flops_kept_fraction", "last_prune_epoch",
-    "gates_binary_fraction", "train_wall_seconds", "step_seconds_full_width", "teacher_widths",
+    "arch",
+    "dataset",
+    "seed",
+    "epochs",
+    "initial_widths",
+    "widths",
+    "test_error",
+    "weights_total",
+    "weights_kept",
+    "weights_kept_fraction",
+    "flops_kept_fraction",
+    "last_prune_epoch",
+    "gates_binary_fraction",
+    "train_wall_seconds",
+    "step_seconds_full_width",
+    "teacher_widths",
 }
 
 
@@ -18,7 +31,10 @@ def test_train_writes_a_complete_run_directory(tmp_path, capsys):
     assert summary["initial_widths"] == [16, 8] and summary["teacher_widths"] == [10, 5]
     assert 0 <= summary["test_error"] < 0.5
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "epoch_001.pt",
+        "epoch_002.pt",
+    ]
     assert (out / "training.png").stat().st_size > 0
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
     import torch
@@ -44,8 +60,9 @@ def test_bad_flag_is_one_line_and_exit_2(capsys):
 
 
 def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
-    code = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out",
-                 str(tmp_path / "r")])
+    code = main(
+        ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]
+    )
     assert code == 2
     assert "MNIST/raw" in _one_line_error(capsys)
 

@@ -19,7 +19,9 @@ def _fake_mnist(root, folder="MNIST", gz=False, n=30):
     rng = np.random.default_rng(0)
     suffix = ".gz" if gz else ""
     for split, count in (("train", n), ("t10k", n // 3)):
-        _write_idx(raw / f"{split}-images-idx3-ubyte{suffix}", rng.integers(0, 255, (count, 28, 28)), gz)
+        _write_idx(
+            raw / f"{split}-images-idx3-ubyte{suffix}", rng.integers(0, 255, (count, 28, 28)), gz
+        )
         _write_idx(raw / f"{split}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, (count,)), gz)
     return raw
 

@@ -57,7 +57,11 @@ class GateGuide(PyroModule):
         self.weights = weights
         self.theta = PyroModule()
         for name in net.gated:
-            setattr(self.theta, name, PyroParam(torch.full((net.layers[name].out_features,), init_theta)))
+            setattr(
+                self.theta,
+                name,
+                PyroParam(torch.full((net.layers[name].out_features,), init_theta)),
+            )
         self.log_sigma = PyroModule()
         if weights == "gaussian":
             for name, layer in net.layers.items():
@@ -105,7 +109,9 @@ class GateGuide(PyroModule):
             for name, theta in thetas.items():
                 pyro.sample(
                     f"{name}.gate",
-                    StraightThroughBernoulli(theta).expand([x.shape[0], theta.shape[-1]]).to_event(1),
+                    StraightThroughBernoulli(theta)
+                    .expand([x.shape[0], theta.shape[-1]])
+                    .to_event(1),
                 )
 
     def raw_param(self, container: str, name: str) -> nn.Parameter:

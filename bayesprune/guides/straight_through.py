@@ -12,7 +12,8 @@ class StraightThroughBernoulli(Bernoulli):
     The value is the exact sample ξ ∈ {0, 1} (θ = 1 draws a deterministic 1, θ = 0 a deterministic
     0), and the derivative of any loss L(ξ) with respect to θ is ∂L/∂ξ at the sampled ξ: the
     first-order gate-gradient estimator of Eq. (9), obtained from the same backward pass as the
-    weight gradients. Other estimators detach this path (see :class:`~bayesprune.inference.GatedELBO`).
+    weight gradients. Other estimators detach this path
+    (see :class:`~bayesprune.inference.GatedELBO`).
     """
 
     has_rsample = True

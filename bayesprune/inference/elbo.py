@@ -43,7 +43,9 @@ class GatedELBO(Trace_ELBO):
 
     def __init__(self, estimator: str = "first-order", **kwargs):
         if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}: choose one of {', '.join(ESTIMATORS)}")
+            raise ValueError(
+                f"unknown estimator {estimator!r}: choose one of {', '.join(ESTIMATORS)}"
+            )
         super().__init__(**kwargs)
         self.estimator = estimator
 
@@ -76,7 +78,9 @@ class GatedELBO(Trace_ELBO):
             if isinstance(site["fn"], GaussianScaleMixture):
                 q = guide_site["fn"]
                 mean, var, entropy = _moments(q, site["value"])
-                prior = prior - scale * (site["fn"].expected_log_prob(mean, var) + entropy)  # Eq. (4)
+                prior = prior - scale * (
+                    site["fn"].expected_log_prob(mean, var) + entropy
+                )  # Eq. (4)
             else:
                 prior = prior - scale * (
                     site["fn"].log_prob(site["value"]).sum()

@@ -10,7 +10,12 @@ from bayesprune.models.gated_model import HyperPrior
 
 @torch.no_grad()
 def slab_variance(
-    sq_norms: torch.Tensor, theta: torch.Tensor, row_size: int, rho: float, alpha: float, beta: float
+    sq_norms: torch.Tensor,
+    theta: torch.Tensor,
+    row_size: int,
+    rho: float,
+    alpha: float,
+    beta: float,
 ) -> torch.Tensor:
     """The σ₁² that minimises F given the weights and gates (Eq. (11)).
 

@@ -114,7 +114,9 @@ class GatedModel:
             gates = {
                 name: pyro.sample(
                     f"{name}.gate",
-                    dist.Bernoulli(probs[name]).expand([x.shape[0], probs[name].shape[-1]]).to_event(1),
+                    dist.Bernoulli(probs[name])
+                    .expand([x.shape[0], probs[name].shape[-1]])
+                    .to_event(1),
                 )
                 for name in self.net.gated
             }

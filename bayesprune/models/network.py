@@ -64,7 +64,7 @@ class GatedMLP(nn.Module):
         return names[names.index(name) + 1]
 
     def augmented(self, name: str) -> torch.Tensor:
-        """The layer's weights with the bias as a last column: row s is w_s, the unit's parameters."""
+        """The layer's weights with the bias as a last column: row s is the unit's w_s."""
         layer = self.layers[name]
         return torch.cat([layer.weight, layer.bias.unsqueeze(-1)], dim=-1)
 

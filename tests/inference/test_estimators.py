@@ -49,9 +49,9 @@ def exact_gradient(net, guide, x, y):
         xi = torch.tensor(bits)
         parts = torch.split(xi, sizes)
         prob = torch.ones(())
-        for t, p in zip(thetas, parts):
+        for t, p in zip(thetas, parts, strict=True):
             prob = prob * torch.prod(t * p + (1 - t) * (1 - p))
-        gates = dict(zip(net.gated, parts))
+        gates = dict(zip(net.gated, parts, strict=True))
         nll = F.cross_entropy(net(x, gates=gates), y, reduction="sum")
         total = total + prob * nll.detach()
     grads = torch.autograd.grad(total, thetas)

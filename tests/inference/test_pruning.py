@@ -5,11 +5,11 @@ import pytest
 import torch
 from pyro import poutine
 
+from bayesprune.data import make_teacher
 from bayesprune.guides import GateGuide
 from bayesprune.inference import PruneMessenger, PruningCondition, remove_units
 from bayesprune.inference.trainer import TrainConfig, Trainer
 from bayesprune.models import GatedMLP, GatedModel, HyperPrior
-from bayesprune.data import make_teacher
 
 
 def _guide(weights="point"):
@@ -38,8 +38,9 @@ def test_removing_a_zero_gate_unit_keeps_outputs_and_shrinks_everything(layer, w
     before = _gated_output(net, guide, x)
     count = net.weight_count()
     fan_out = net.layers[net.next_layer(layer)].out_features
-    remove_units(guide, layer, torch.tensor([0, 1, 3, 4][: net.layers[layer].out_features - 1]),
-                 [opt])
+    remove_units(
+        guide, layer, torch.tensor([0, 1, 3, 4][: net.layers[layer].out_features - 1]), [opt]
+    )
     after = _gated_output(net, guide, x)
     assert torch.allclose(before, after, atol=1e-6)
     width = net.layers[layer].out_features
@@ -85,10 +86,9 @@ def test_prune_messenger_removes_the_units_sites():
     keep = ~pruned["fc1"]
     reduced = site["fn"].log_prob(site["value"])
     full = model_tr.nodes["fc1.weight"]["fn"].mask_rows(torch.ones(5, dtype=torch.bool))
-    expected = full.log_prob(site["value"]) - (
-        full.mask_rows(~keep).log_prob(site["value"])
-    )
+    expected = full.log_prob(site["value"]) - (full.mask_rows(~keep).log_prob(site["value"]))
     assert torch.allclose(reduced, expected, atol=1e-4)
+
     # the pruned units no longer affect the output: perturb their weights and compare
     def run(handler):
         with pyro.validation_enabled(False), handler, torch.no_grad():

@@ -29,7 +29,9 @@ def test_gsm_log_prob_matches_explicit_mixture():
 
 
 def test_gsm_log_prob_integrates_to_one_in_one_dimension():
-    gsm = GaussianScaleMixture(torch.tensor([0.3]), torch.tensor(0.2), torch.tensor(1.0), row_size=1)
+    gsm = GaussianScaleMixture(
+        torch.tensor([0.3]), torch.tensor(0.2), torch.tensor(1.0), row_size=1
+    )
     grid = torch.linspace(-8, 8, 20001).reshape(-1, 1, 1)
     density = torch.stack([gsm.log_prob(g) for g in grid]).exp()
     mass = torch.trapezoid(density, grid.flatten())

@@ -1,0 +1,121 @@
+"""Shared helpers of the benchmarks: run dense and bayesprune in one process, write JSON + table."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from bayesprune.baseline import train_dense
+from bayesprune.data import Dataset
+from bayesprune.inference.trainer import TrainConfig, Trainer
+from bayesprune.models.network import GatedMLP
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+COLUMNS = [
+    ("test error (%)", lambda r: f"{100 * r['test_error']:.2f}"),
+    ("widths", lambda r: "-".join(map(str, r["widths"]))),
+    ("weights kept", lambda r: f"{r['weights_kept']} ({100 * r['weights_kept_fraction']:.1f}%)"),
+    ("FLOPs kept (%)", lambda r: f"{100 * r['flops_kept_fraction']:.1f}"),
+    (
+        "binary gates (%)",
+        lambda r: (
+            "-" if r["gates_binary_fraction"] is None else f"{100 * r['gates_binary_fraction']:.1f}"
+        ),
+    ),
+    (
+        "pruned in first 25% (%)",
+        lambda r: (
+            "-"
+            if r.get("pruned_early_fraction") is None
+            else f"{100 * r['pruned_early_fraction']:.1f}"
+        ),
+    ),
+    ("last prune epoch", lambda r: f"{r['last_prune_epoch']:.2f}"),
+    ("train wall (s)", lambda r: f"{r['train_wall_seconds']:.1f}"),
+    ("step at full width (ms)", lambda r: f"{1000 * r['step_seconds_full_width']:.2f}"),
+]
+
+
+def pruned_early_fraction(summary: dict, fraction: float = 0.25) -> float | None:
+    """P2: share of the finally pruned units that were removed within the first 25% of steps."""
+    events = summary["prune_events"]
+    total = sum(e["removed"] for e in events)
+    if total == 0:
+        return None
+    early = sum(e["removed"] for e in events if e["step"] <= fraction * summary["total_steps"])
+    return early / total
+
+
+def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dict:
+    """Dense and bayesprune runs of the same network, optimiser, epochs and batch size."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    dense = train_dense(
+        GatedMLP(data.in_features, widths, data.num_classes),
+        data,
+        config.epochs,
+        config.batch_size,
+        config.lr,
+        config.seed,
+        progress=True,
+    )
+    torch.manual_seed(config.seed)
+    net = GatedMLP(data.in_features, widths, data.num_classes)
+    pruned = Trainer(net, data, config).fit(progress=True)
+    pruned["pruned_early_fraction"] = pruned_early_fraction(pruned)
+    env = {
+        "threads": threads,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    return {"dense": dense, "bayesprune": pruned, "config": vars(config), "environment": env}
+
+
+def write(name: str, result: dict) -> None:
+    """Save ``results/<name>.json`` and refresh the table of ``README.md``."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    render_readme()
+
+
+def render_readme() -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Each script trains the dense network (plain PyTorch, same optimiser, epochs and batch",
+        "size) and bayesprune in one process with a pinned thread count, and writes",
+        '`results/<name>.json` (`{"dense": ..., "bayesprune": ...}`, the keys of `summary.json`)',
+        "and this table. Regenerate with `.venv/bin/python benchmarks/<name>.py`.",
+        "",
+    ]
+    for path in sorted(RESULTS.glob("*.json")):
+        result = json.loads(path.read_text())
+        cfg, env = result["config"], result["environment"]
+        lines += [
+            f"## {path.stem}",
+            "",
+            f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam lr {cfg['lr']}, "
+            f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
+            f"{env['threads']} thread(s), torch {env['torch']}, {env['machine']}.",
+            "",
+            "| run | " + " | ".join(c for c, _ in COLUMNS) + " |",
+            "|---|" + "---|" * len(COLUMNS),
+        ]
+        for run in ("dense", "bayesprune"):
+            lines.append(f"| {run} | " + " | ".join(f(result[run]) for _, f in COLUMNS) + " |")
+        d, b = result["dense"], result["bayesprune"]
+        lines += [
+            "",
+            f"Error gap {100 * (b['test_error'] - d['test_error']):+.2f} points; "
+            f"wall-time ratio {b['train_wall_seconds'] / d['train_wall_seconds']:.2f}; "
+            f"full-width step ratio "
+            f"{b['step_seconds_full_width'] / d['step_seconds_full_width']:.2f}.",
+            "",
+        ]
+    (HERE / "README.md").write_text("\n".join(lines))

@@ -1,0 +1,31 @@
+"""LeNet-300-100 on Fashion-MNIST: dense against bayesprune (issue 2's benchmark).
+
+Usage: ``.venv/bin/python benchmarks/fmnist_lenet300.py [--epochs 10] [--threads 1]``
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import compare, write  # noqa: E402
+
+from bayesprune.data import load_dataset  # noqa: E402
+from bayesprune.inference.trainer import TrainConfig  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    data = load_dataset("fashion-mnist", args.data_dir)
+    config = TrainConfig(epochs=args.epochs, seed=args.seed)
+    write("fmnist_lenet300", compare(data, (300, 100), config, threads=args.threads))
+
+
+if __name__ == "__main__":
+    main()
