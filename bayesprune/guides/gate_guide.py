@@ -27,6 +27,9 @@ class GateGuide(PyroModule):
         reparameterised).
     :param init_theta: initial gate probability θ₀ for every unit.
     :param init_sigma: initial posterior standard deviation for ``weights="gaussian"``.
+    :param posterior: ``"structured"`` (default): q(w_s | ξ_s = 0) is the spike prior and
+        q(w_s | ξ_s = 1) the weight posterior, so an off unit costs nothing (Eq. (4s));
+        ``"mean-field"``: one q(w) shared by both gate states (Eq. (4)).
 
     Parameters are module-local (``pyro.settings`` ``module_local_params``), never in the global
     param store.
@@ -43,12 +46,16 @@ class GateGuide(PyroModule):
         weights: str = "point",
         init_theta: float = 1.0,
         init_sigma: float = 1e-3,
+        posterior: str = "structured",
     ):
         with pyro.settings.context(module_local_params=True):
-            self._build(net, hyper, weights, init_theta, init_sigma)
+            self._build(net, hyper, weights, init_theta, init_sigma, posterior)
 
-    def _build(self, net, hyper, weights, init_theta, init_sigma) -> None:
+    def _build(self, net, hyper, weights, init_theta, init_sigma, posterior) -> None:
         super().__init__()
+        if posterior not in ("structured", "mean-field"):
+            raise ValueError(f"posterior must be 'structured' or 'mean-field', got {posterior!r}")
+        self.structured = posterior == "structured"
         if weights not in ("point", "gaussian"):
             raise ValueError(f"weights must be 'point' or 'gaussian', got {weights!r}")
         if not 0 < init_theta <= 1:
@@ -103,7 +110,10 @@ class GateGuide(PyroModule):
                 thetas[name] = self.gate_probs(name)
                 # Eq. (6): under the flattening hyper-prior the optimal π is θ itself.
                 pyro.sample(f"{name}.prob", dist.Delta(thetas[name], event_dim=1))
-            pyro.sample(f"{name}.weight", self.weight_posterior(name))
+            structured = self.structured and name != "out"
+            pyro.sample(
+                f"{name}.weight", self.weight_posterior(name), infer={"structured": structured}
+            )
         subsample = torch.arange(x.shape[0]) if index is None else index
         with pyro.plate("data", num_data, subsample=subsample):
             for name, theta in thetas.items():

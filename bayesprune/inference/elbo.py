@@ -9,7 +9,7 @@ from pyro.infer import Trace_ELBO
 
 from bayesprune.models.distributions import GaussianScaleMixture
 
-ESTIMATORS = ("first-order", "exact", "score")
+ESTIMATORS = ("first-order", "secant", "exact", "score")
 
 
 def _is_gate(site: dict) -> bool:
@@ -27,7 +27,11 @@ class GatedELBO(Trace_ELBO):
     - the gradient with respect to θ of the data term uses the chosen estimator (Eq. (9)):
 
       ``"first-order"``: ∂L/∂ξ at the sampled ξ, from the straight-through gate samples of the guide
-      (biased, free: the default, see docs/method.md §4);
+      (biased, free);
+      ``"secant"``: Δ_s ≈ Σ_n [g_ns + (½ − ξ_ns) h_ns], the first-order term g corrected by a
+      Gauss-Newton curvature h = ĝ², ĝ the gate gradient at labels ŷ sampled from the model
+      (the second-order secant of L(ξ_s = 1) − L(ξ_s = 0); exact for a quadratic loss in ξ_s;
+      two extra backward passes to the gates only);
       ``"exact"``: Δ_s = Σ_n [ℓ_n(ξ_ns = 1) − ℓ_n(ξ_ns = 0)] with the other gates at their samples,
       by two extra forward passes per unit (unbiased; a test oracle for small networks);
       ``"score"``: the score function with a leave-one-out baseline (unbiased, noisy).
@@ -56,12 +60,16 @@ class GatedELBO(Trace_ELBO):
             for site in guide_trace.nodes.values():
                 if _is_gate(site):
                     site["value"] = site["value"].detach()
+                    if self.estimator == "secant" and torch.is_grad_enabled():
+                        site["value"].requires_grad_(True)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs
         )
         return model_trace, guide_trace
 
-    def terms(self, model, guide, *args, **kwargs) -> dict[str, torch.Tensor]:
+    def terms(
+        self, model, guide, *args, surrogate: bool = True, **kwargs
+    ) -> dict[str, torch.Tensor]:
         """The data term, the prior term and the estimator's surrogate (zero-valued) term."""
         model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
         data = prior = torch.zeros(())
@@ -78,6 +86,10 @@ class GatedELBO(Trace_ELBO):
             if isinstance(site["fn"], GaussianScaleMixture):
                 q = guide_site["fn"]
                 mean, var, entropy = _moments(q, site["value"])
+                if guide_site["infer"].get("structured"):
+                    kl = site["fn"].structured_kl(mean, None if _is_delta(q) else var)
+                    prior = prior + scale * kl  # Eq. (4s)
+                    continue
                 prior = prior - scale * (
                     site["fn"].expected_log_prob(mean, var) + entropy
                 )  # Eq. (4)
@@ -86,8 +98,11 @@ class GatedELBO(Trace_ELBO):
                     site["fn"].log_prob(site["value"]).sum()
                     - guide_site["fn"].log_prob(site["value"]).sum()
                 )
-        surrogate = self.surrogate(model, model_trace, guide_trace, nll, args, kwargs)
-        return {"data": data, "prior": prior, "surrogate": surrogate}
+        zero = torch.zeros(())
+        extra = (
+            self.surrogate(model, model_trace, guide_trace, nll, args, kwargs) if surrogate else zero
+        )
+        return {"data": data, "prior": prior, "surrogate": extra}
 
     def surrogate(self, model, model_trace, guide_trace, nll, args, kwargs) -> torch.Tensor:
         """A term with value 0 whose θ-gradient is the chosen estimator's (Eq. (9))."""
@@ -96,6 +111,12 @@ class GatedELBO(Trace_ELBO):
         scale = model_trace.nodes["obs"]["scale"]
         gates = {n: s for n, s in guide_trace.nodes.items() if _is_gate(s)}
         total = torch.zeros(())
+        if self.estimator == "secant":
+            for site in gates.values():
+                delta = self.secant_differences(model_trace, site["value"])
+                theta = site["fn"].base_dist.probs[0]
+                total = total + scale * (theta * delta.sum(0)).sum()
+            return total - total.detach()
         if self.estimator == "score":
             nll = nll.detach()
             batch = nll.shape[0]
@@ -115,13 +136,25 @@ class GatedELBO(Trace_ELBO):
             total = total + scale * (theta * delta.sum(0)).sum()
         return total - total.detach()
 
+    @staticmethod
+    def secant_differences(model_trace, xi: torch.Tensor) -> torch.Tensor:
+        """g + (½ − ξ) h per example and unit of one gate site (Eq. (9s)), shape ``(B, S)``."""
+        obs = model_trace.nodes["obs"]
+        logits = obs["fn"].logits
+        nll = -obs["fn"].log_prob(obs["value"]).sum()
+        (g,) = torch.autograd.grad(nll, xi, retain_graph=True)
+        sampled = torch.distributions.Categorical(logits=logits.detach()).sample()
+        nll_sampled = -obs["fn"].log_prob(sampled).sum()
+        (g_hat,) = torch.autograd.grad(nll_sampled, xi, retain_graph=True)
+        return (g + (0.5 - xi.detach()) * g_hat.pow(2)).detach()
+
     def differentiable_loss(self, model, guide, *args, **kwargs):
         terms = self.terms(model, guide, *args, **kwargs)
         return terms["data"] + terms["prior"] + terms["surrogate"]
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
-            terms = self.terms(model, guide, *args, **kwargs)
+            terms = self.terms(model, guide, *args, surrogate=False, **kwargs)
         return float(terms["data"] + terms["prior"])
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
@@ -133,6 +166,11 @@ class GatedELBO(Trace_ELBO):
         loss = terms["data"] + terms["prior"]
         (loss + terms["surrogate"]).backward()
         return {"loss": loss.item(), "data": terms["data"].item(), "prior": terms["prior"].item()}
+
+
+def _is_delta(q: dist.Distribution) -> bool:
+    base = q.base_dist if isinstance(q, dist.Independent) else q
+    return isinstance(base, dist.Delta)
 
 
 def _moments(q: dist.Distribution, value: torch.Tensor):

@@ -35,23 +35,46 @@ def slab_variance(
 
 
 @torch.no_grad()
+def structured_slab_variance(
+    sq_norms: torch.Tensor,
+    theta: torch.Tensor,
+    row_size: int,
+    alpha: float,
+    beta: float,
+    var_sums: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The σ₁² that minimises F under the structured posterior (Eq. (11s)).
+
+    F depends on σ₁² through ``Σ_s θ_s KL_s`` plus the hyper-prior. With point-mass weights the
+    on-state width is tied to σ₀² = ρσ₁², so only ``θ_s ‖μ_s‖²/(2σ₁²)`` varies and
+    ``σ₁² = (β + ½ Σ_s θ_s ‖μ_s‖²)/(α + 1)``. With Gaussian weights of variance sums V_s,
+    ``σ₁² = (β + ½ Σ_s θ_s (‖μ_s‖² + V_s))/(α + 1 + ½ n Σ_s θ_s)``. Both are ≥ β/(α + 1 + …).
+    """
+    if var_sums is None:
+        return (beta + 0.5 * (theta * sq_norms).sum()) / (alpha + 1)
+    weighted = (theta * (sq_norms + var_sums)).sum()
+    return (beta + 0.5 * weighted) / (alpha + 1 + 0.5 * row_size * theta.sum())
+
+
+@torch.no_grad()
 def update_slab_variances(guide: GateGuide, hyper: HyperPrior) -> dict[str, float]:
     """Set every layer's σ̂₁² to its closed-form optimum; return the new values."""
     out = {}
     for name, layer in guide.net.layers.items():
         mean = guide.net.augmented(name)
         var = 0.0 if guide.weights == "point" else guide.weight_posterior(name).base_dist.scale ** 2
-        sq = (mean.pow(2) + var).sum(-1)
-        theta = guide.gate_probs(name) if name != "out" else torch.ones_like(sq)
         width, fan_in = layer.out_features, layer.in_features
-        value = slab_variance(
-            sq,
-            theta,
-            fan_in + 1,
-            hyper.rho,
-            hyper.concentration(fan_in, width),
-            hyper.rate(fan_in, width),
-        )
+        alpha, beta = hyper.concentration(fan_in, width), hyper.rate(fan_in, width)
+        if guide.structured and name != "out":
+            var_sums = None if guide.weights == "point" else var.sum(-1)
+            theta = guide.gate_probs(name)
+            value = structured_slab_variance(
+                mean.pow(2).sum(-1), theta, fan_in + 1, alpha, beta, var_sums
+            )
+        else:
+            sq = (mean.pow(2) + var).sum(-1)
+            theta = guide.gate_probs(name) if name != "out" else torch.ones_like(sq)
+            value = slab_variance(sq, theta, fan_in + 1, hyper.rho, alpha, beta)
         guide.set_slab_var(name, value)
         out[name] = float(value)
     return out

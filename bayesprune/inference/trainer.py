@@ -39,9 +39,11 @@ class TrainConfig:
     lr: float = 1e-3
     theta_optimizer: str = "sgd"
     lr_theta: float = 1.0
+    theta_momentum: float = 0.9
     seed: int = 0
     estimator: str = "first-order"
     weights: str = "point"
+    posterior: str = "structured"
     temperature: float = HyperPrior.temperature
     rho: float = HyperPrior.rho
     strength: float = HyperPrior.strength
@@ -62,7 +64,9 @@ def theta_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> tor
     """
     params = guide.theta_parameters()
     if config.theta_optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr_theta / num_data, momentum=0.9)
+        return torch.optim.SGD(
+            params, lr=config.lr_theta / num_data, momentum=config.theta_momentum
+        )
     if config.theta_optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr_theta)
     raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
@@ -97,7 +101,13 @@ class Trainer:
         self.out = None if out is None else Path(out)
         hyper = config.hyper()
         self.model = GatedModel(net, hyper)
-        self.guide = GateGuide(net, hyper, weights=config.weights, init_theta=config.init_theta)
+        self.guide = GateGuide(
+            net,
+            hyper,
+            weights=config.weights,
+            init_theta=config.init_theta,
+            posterior=config.posterior,
+        )
         self.elbo = GatedELBO(estimator=config.estimator)
         self.opt_w = torch.optim.Adam(self.guide.weight_parameters(), lr=config.lr)
         self.opt_theta = theta_optimizer(self.guide, config, len(data.x_train))

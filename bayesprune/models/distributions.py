@@ -108,6 +108,24 @@ class GaussianScaleMixture(TorchDistribution):
         off = self.row_log_normal(sq, self.spike_scale)
         return self._sum_rows(theta * on + (1 - theta) * off)
 
+    def structured_kl(self, mean: torch.Tensor, var=None, gate_probs=None) -> torch.Tensor:
+        """Σ_s θ_s KL(N(μ_s, v_s) ‖ N(0, σ₁² I)) for the structured posterior of Eq. (4s).
+
+        The structured spike-and-slab posterior sets q(w_s | ξ_s = 0) to the spike prior itself
+        (KL 0: an off unit costs nothing) and q(w_s | ξ_s = 1) = N(μ_s, v_s). For point-mass
+        weights (``var=None``) the on-state width is tied to the spike, v = σ₀², so a kept weight
+        is described to the spike's resolution; the KL per row is then
+        ``(n/2)(ln(1/ρ) + ρ − 1) + ‖μ_s‖²/(2σ₁²)``.
+        """
+        theta = self.probs if gate_probs is None else gate_probs
+        slab_var = self.slab_scale**2
+        if var is None:
+            var = (self.spike_scale**2).expand_as(mean)
+        else:
+            var = torch.as_tensor(var, dtype=mean.dtype).expand_as(mean)
+        kl = 0.5 * (torch.log(slab_var / var) + (var + mean.pow(2)) / slab_var - 1).sum(-1)
+        return self._sum_rows(theta * kl)
+
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             shape = sample_shape + self.event_shape

@@ -82,12 +82,13 @@ def test_unbiased_estimators_agree_with_enumeration(tiny, estimator, draws):
     )
 
 
-def test_first_order_gets_the_sign_of_clearly_useful_and_useless_units(tiny):
+@pytest.mark.parametrize("estimator", ["first-order", "secant"])
+def test_biased_estimators_get_the_sign_of_clearly_useful_and_useless_units(tiny, estimator):
     net, guide, model, x, y = tiny
     truth = exact_gradient(net, guide, x, y)
     clear = truth.abs() > 0.2 * truth.abs().max()
     assert (truth[clear] > 0).any() and (truth[clear] < 0).any(), truth  # both kinds present
-    mean = estimator_samples("first-order", net, guide, model, x, y, 400).mean(0)
+    mean = estimator_samples(estimator, net, guide, model, x, y, 400).mean(0)
     assert torch.equal(torch.sign(mean[clear]), torch.sign(truth[clear])), (mean, truth)
 
 
