@@ -25,7 +25,7 @@ def train_dense(
 ) -> dict:
     """Train ``net`` without gates or priors (Adam on the cross-entropy); return its summary."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)  # as the gated run
     n = len(data.x_train)
     steps = (n + batch_size - 1) // batch_size
     step_times: list[float] = []

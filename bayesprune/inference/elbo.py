@@ -112,8 +112,9 @@ class GatedELBO(Trace_ELBO):
         gates = {n: s for n, s in guide_trace.nodes.items() if _is_gate(s)}
         total = torch.zeros(())
         if self.estimator == "secant":
-            for site in gates.values():
-                delta = self.secant_differences(model_trace, site["value"])
+            xis = [site["value"] for site in gates.values()]
+            deltas = secant_differences(model_trace.nodes["obs"], xis)
+            for site, delta in zip(gates.values(), deltas, strict=True):
                 theta = site["fn"].base_dist.probs[0]
                 total = total + scale * (theta * delta.sum(0)).sum()
             return total - total.detach()
@@ -136,18 +137,6 @@ class GatedELBO(Trace_ELBO):
             total = total + scale * (theta * delta.sum(0)).sum()
         return total - total.detach()
 
-    @staticmethod
-    def secant_differences(model_trace, xi: torch.Tensor) -> torch.Tensor:
-        """g + (½ − ξ) h per example and unit of one gate site (Eq. (9s)), shape ``(B, S)``."""
-        obs = model_trace.nodes["obs"]
-        logits = obs["fn"].logits
-        nll = -obs["fn"].log_prob(obs["value"]).sum()
-        (g,) = torch.autograd.grad(nll, xi, retain_graph=True)
-        sampled = torch.distributions.Categorical(logits=logits.detach()).sample()
-        nll_sampled = -obs["fn"].log_prob(sampled).sum()
-        (g_hat,) = torch.autograd.grad(nll_sampled, xi, retain_graph=True)
-        return (g + (0.5 - xi.detach()) * g_hat.pow(2)).detach()
-
     def differentiable_loss(self, model, guide, *args, **kwargs):
         terms = self.terms(model, guide, *args, **kwargs)
         return terms["data"] + terms["prior"] + terms["surrogate"]
@@ -166,6 +155,25 @@ class GatedELBO(Trace_ELBO):
         loss = terms["data"] + terms["prior"]
         (loss + terms["surrogate"]).backward()
         return {"loss": loss.item(), "data": terms["data"].item(), "prior": terms["prior"].item()}
+
+
+def secant_differences(obs: dict, xis: list[torch.Tensor]) -> list[torch.Tensor]:
+    """g + (½ − ξ) h per example and unit for each gate tensor (Eq. (9s)), each ``(B, S)``.
+
+    g = ∂Σ_n ℓ_n/∂ξ_n at the sampled gates; h = ĝ², ĝ the same gradient at labels ŷ ~ p(y | x)
+    sampled once from the model: E[ĝ²] is the Gauss-Newton diagonal of ℓ_n in ξ_ns. The gates must
+    be leaves of the graph that requires grad; the graph is retained for the main backward.
+    """
+    logits = obs["fn"].logits
+    nll = -obs["fn"].log_prob(obs["value"]).sum()
+    grads = torch.autograd.grad(nll, xis, retain_graph=True)
+    sampled = torch.distributions.Categorical(logits=logits.detach()).sample()
+    nll_sampled = -obs["fn"].log_prob(sampled).sum()
+    grads_hat = torch.autograd.grad(nll_sampled, xis, retain_graph=True)
+    return [
+        (g + (0.5 - xi.detach()) * g_hat.pow(2)).detach()
+        for g, g_hat, xi in zip(grads, grads_hat, xis, strict=True)
+    ]
 
 
 def _is_delta(q: dist.Distribution) -> bool:

@@ -15,6 +15,7 @@ from bayesprune.data import Dataset
 from bayesprune.export import deterministic_network, summarize
 from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo import GatedELBO
+from bayesprune.inference.fused import FusedObjective
 from bayesprune.inference.prior_update import update_slab_variances
 from bayesprune.inference.shrink import PruningCondition, remove_units
 from bayesprune.models.gated_model import GatedModel, HyperPrior
@@ -26,6 +27,9 @@ class TrainConfig:
     """Settings of one training run (the CLI flags of ``bayesprune train``).
 
     :param temperature: τ, the prior temperature (see :class:`HyperPrior`).
+    :param engine: ``"fused"`` (:class:`FusedObjective`, the same objective without Pyro's
+        tracing) or ``"pyro"`` (:class:`GatedELBO` through ``poutine.trace``); the ``"exact"`` and
+        ``"score"`` estimators need ``"pyro"``.
     :param theta_optimizer: ``"sgd"`` (projected SGD with momentum 0.9 on the per-example
         objective F/N, Eq. (10)) or ``"adam"``.
     :param lr_theta: learning rate of the projected θ updates.
@@ -38,18 +42,19 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     theta_optimizer: str = "sgd"
-    lr_theta: float = 1.0
+    lr_theta: float = 100.0
     theta_momentum: float = 0.9
     seed: int = 0
-    estimator: str = "first-order"
+    estimator: str = "secant"
+    engine: str = "fused"
     weights: str = "point"
     posterior: str = "structured"
     temperature: float = HyperPrior.temperature
     rho: float = HyperPrior.rho
     strength: float = HyperPrior.strength
     init_theta: float = 1.0
-    check_every: int = 100
-    patience: int = 3
+    check_every: int = 50
+    patience: int = 2
     prior_every: int = 10
 
     def hyper(self) -> HyperPrior:
@@ -65,10 +70,10 @@ def theta_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> tor
     params = guide.theta_parameters()
     if config.theta_optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=config.lr_theta / num_data, momentum=config.theta_momentum
+            params, lr=config.lr_theta / num_data, momentum=config.theta_momentum, foreach=True
         )
     if config.theta_optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr_theta)
+        return torch.optim.Adam(params, lr=config.lr_theta, foreach=True)
     raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
 
 
@@ -108,8 +113,13 @@ class Trainer:
             init_theta=config.init_theta,
             posterior=config.posterior,
         )
-        self.elbo = GatedELBO(estimator=config.estimator)
-        self.opt_w = torch.optim.Adam(self.guide.weight_parameters(), lr=config.lr)
+        if config.engine == "fused":
+            self.objective = FusedObjective(self.guide, hyper, config.estimator)
+        elif config.engine == "pyro":
+            self.elbo = GatedELBO(estimator=config.estimator)
+        else:
+            raise ValueError(f"unknown engine {config.engine!r}: choose fused or pyro")
+        self.opt_w = torch.optim.Adam(self.guide.weight_parameters(), lr=config.lr, foreach=True)
         self.opt_theta = theta_optimizer(self.guide, config, len(data.x_train))
         self.condition = PruningCondition(config.patience)
         self.initial_widths = list(net.widths)
@@ -122,9 +132,13 @@ class Trainer:
         """One SVI step with projected θ updates (Eq. (10))."""
         self.opt_w.zero_grad(set_to_none=True)
         self.opt_theta.zero_grad(set_to_none=True)
-        terms = self.elbo.loss_and_grads_terms(
-            self.model, self.guide, x, y, num_data=len(self.data.x_train), index=index
-        )
+        num_data = len(self.data.x_train)
+        if self.config.engine == "fused":
+            terms = self.objective.loss_and_grads_terms(x, y, num_data)
+        else:
+            terms = self.elbo.loss_and_grads_terms(
+                self.model, self.guide, x, y, num_data=num_data, index=index
+            )
         self.opt_w.step()
         self.opt_theta.step()
         self.guide.project_()

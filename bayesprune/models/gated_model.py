@@ -28,7 +28,7 @@ class HyperPrior:
 
     rho: float = 0.1
     strength: float = 1.0
-    temperature: float = 0.1
+    temperature: float = 0.03
 
     def __post_init__(self):
         if not 0 < self.rho < 1:
