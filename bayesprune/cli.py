@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bayesprune.data import DATASETS, DataError, load_dataset
 from bayesprune.inference.elbo import ESTIMATORS
+from bayesprune.inference.fused import FUSED_ESTIMATORS
 from bayesprune.inference.trainer import TrainConfig, Trainer
 
 ARCHS = {"mlp": (300, 100)}
@@ -80,7 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--rho", type=_positive(float), default=d.rho, help="spike/slab variance ratio")
     t.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
+    t.add_argument(
+        "--engine",
+        default=d.engine,
+        choices=("fused", "pyro"),
+        help="fused: the objective without Pyro tracing (fast); pyro: GatedELBO",
+    )
     t.add_argument("--weights", default=d.weights, choices=("point", "gaussian"))
+    t.add_argument("--posterior", default=d.posterior, choices=("structured", "mean-field"))
+    t.add_argument(
+        "--check-every",
+        type=_positive(int),
+        default=d.check_every,
+        help="steps between pruning checks",
+    )
+    t.add_argument(
+        "--patience",
+        type=_positive(int),
+        default=d.patience,
+        help="consecutive checks with θ = 0 before a unit is removed",
+    )
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--init", default="kaiming", choices=("kaiming", "xavier", "normal"))
     t.add_argument("--threads", type=_positive(int), default=None, help="torch threads")
@@ -113,6 +133,8 @@ def train(args) -> int:
         torch.set_num_threads(args.threads)
     if not 0 < args.rho < 1:
         raise UsageError(f"--rho must lie in (0, 1), got {args.rho}")
+    if args.engine == "fused" and args.estimator not in FUSED_ESTIMATORS:
+        raise UsageError(f"--estimator {args.estimator} needs --engine pyro")
     out = _run_dir(args)
     data = load_dataset(args.dataset, args.data_dir)
     torch.manual_seed(args.seed)

@@ -57,6 +57,8 @@ def test_bad_flag_is_one_line_and_exit_2(capsys):
     assert "resnet" in _one_line_error(capsys)
     assert main(["train", "--widths", "300,-1"]) == 2
     _one_line_error(capsys)
+    assert main(["train", "--estimator", "exact"]) == 2
+    assert "--engine pyro" in _one_line_error(capsys)
 
 
 def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
@@ -74,3 +76,12 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
     assert main(["train", "--out", str(out), "--epochs", "1"]) == 2
     assert "not empty" in _one_line_error(capsys)
     assert (out / "summary.json").read_text() == "precious"
+
+
+def test_pyro_engine_runs_end_to_end(tmp_path):
+    out = tmp_path / "pyro"
+    args = ["train", "--widths", "8,4", "--epochs", "1", "--engine", "pyro", "--estimator",
+            "score", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["initial_widths"] == [8, 4] and summary["test_error"] < 0.67

@@ -100,7 +100,9 @@ class GatedELBO(Trace_ELBO):
                 )
         zero = torch.zeros(())
         extra = (
-            self.surrogate(model, model_trace, guide_trace, nll, args, kwargs) if surrogate else zero
+            self.surrogate(model, model_trace, guide_trace, nll, args, kwargs)
+            if surrogate
+            else zero
         )
         return {"data": data, "prior": prior, "surrogate": extra}
 

@@ -57,8 +57,10 @@ class FusedObjective:
         )
         sq = layer.weight.pow(2).sum(-1) + layer.bias.pow(2)
         if name == "out":  # −log N(w; 0, σ²I), Eq. (3)
-            return term + sq.sum() / (2 * slab_var) + 0.5 * sq.numel() * (fan_in + 1) * torch.log(
-                2 * torch.pi * slab_var
+            return (
+                term
+                + sq.sum() / (2 * slab_var)
+                + 0.5 * sq.numel() * (fan_in + 1) * torch.log(2 * torch.pi * slab_var)
             )
         kl = point_mass_structured_kl(sq, slab_var, self.hyper.rho, fan_in + 1)
         return term + (theta * kl).sum()  # Eq. (4s)

@@ -106,7 +106,6 @@ def test_secant_matches_enumeration_when_unit_effects_are_small(tiny):
     assert torch.all((secant - truth).abs() <= 0.2 * scale), (secant, truth)
 
 
-
 def test_exact_gate_differences_match_explicit_flips(tiny):
     net, guide, model, x, y = tiny
     from bayesprune.inference import exact_gate_differences
