@@ -41,16 +41,6 @@ COLUMNS = [
 ]
 
 
-def pruned_early_fraction(summary: dict, fraction: float = 0.25) -> float | None:
-    """P2: share of the finally pruned units that were removed within the first 25% of steps."""
-    events = summary["prune_events"]
-    total = sum(e["removed"] for e in events)
-    if total == 0:
-        return None
-    early = sum(e["removed"] for e in events if e["step"] <= fraction * summary["total_steps"])
-    return early / total
-
-
 def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dict:
     """Dense and bayesprune runs of the same network, optimiser, epochs and batch size."""
     torch.set_num_threads(threads)
@@ -67,7 +57,6 @@ def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dic
     torch.manual_seed(config.seed)
     net = GatedMLP(data.in_features, widths, data.num_classes)
     pruned = Trainer(net, data, config).fit(progress=True)
-    pruned["pruned_early_fraction"] = pruned_early_fraction(pruned)
     env = {
         "threads": threads,
         "torch": torch.__version__,

@@ -21,10 +21,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--name", default="fmnist_lenet300", help="results/<name>.json")
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", args.data_dir)
     config = TrainConfig(epochs=args.epochs, seed=args.seed)
-    write("fmnist_lenet300", compare(data, (300, 100), config, threads=args.threads))
+    write(args.name, compare(data, (300, 100), config, threads=args.threads))
 
 
 if __name__ == "__main__":

@@ -44,3 +44,7 @@ def test_summary_is_consistent_with_the_exported_network(run):
     removed = sum(e["removed"] for e in summary["prune_events"])
     assert removed == sum(summary["initial_widths"]) - sum(trainer.net.widths)
     assert 0 <= summary["gates_binary_fraction"] <= 1
+    early = sum(
+        e["removed"] for e in summary["prune_events"] if e["step"] <= summary["total_steps"] / 4
+    )
+    assert summary["pruned_early_fraction"] == early / removed

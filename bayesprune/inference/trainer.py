@@ -259,12 +259,23 @@ class Trainer:
         )
         summary["prune_events"] = self.prune_events
         summary["total_steps"] = self.total_steps
+        summary["pruned_early_fraction"] = pruned_early_fraction(
+            self.prune_events, self.total_steps
+        )
         if "teacher_widths" in self.data.meta:
             summary["teacher_widths"] = self.data.meta["teacher_widths"]
         if self.out is not None:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             torch.save(det, self.out / "model.pt")
         return summary
+
+
+def pruned_early_fraction(events: list[dict], total_steps: int, fraction: float = 0.25):
+    """P2: share of the removed units that went within the first 25% of the steps (None if none)."""
+    total = sum(e["removed"] for e in events)
+    if total == 0:
+        return None
+    return sum(e["removed"] for e in events if e["step"] <= fraction * total_steps) / total
 
 
 def binary_fraction(theta: torch.Tensor, tol: float = 1e-3) -> float:
