@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bayesprune.data import Dataset
-from bayesprune.export import count_flops, count_weights, hidden_widths
+from bayesprune.export import count_weights
 from bayesprune.inference.trainer import evaluate
 from bayesprune.models.network import GatedMLP
 
@@ -47,8 +47,8 @@ def train_dense(
         "dataset": data.name,
         "seed": seed,
         "epochs": epochs,
-        "initial_widths": hidden_widths_of(net),
-        "widths": hidden_widths_of(net),
+        "initial_widths": list(net.widths),
+        "widths": list(net.widths),
         "test_error": evaluate(net, data.x_test, data.y_test),
         "weights_total": weights,
         "weights_kept": weights,
@@ -62,10 +62,3 @@ def train_dense(
             {"teacher_widths": data.meta["teacher_widths"]} if "teacher_widths" in data.meta else {}
         ),
     }
-
-
-def hidden_widths_of(net: GatedMLP) -> list[int]:
-    return list(net.widths)
-
-
-__all__ = ["train_dense", "count_flops", "count_weights", "hidden_widths"]

@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--theta-optimizer", default=d.theta_optimizer, choices=("sgd", "adam"))
     t.add_argument(
+        "--theta-momentum",
+        type=float,
+        default=d.theta_momentum,
+        help="momentum of the projected SGD on θ",
+    )
+    t.add_argument(
         "--temperature",
         type=_positive(float),
         default=d.temperature,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -41,6 +42,49 @@ COLUMNS = [
 ]
 
 
+def step_cost(data: Dataset, widths, config: TrainConfig, blocks: int = 7, steps: int = 40) -> dict:
+    """Median milliseconds per training step at full width: plain PyTorch, fused, Pyro ELBO.
+
+    The three are interleaved block by block in this process, so that load from elsewhere on the
+    machine hits them alike; no unit is pruned (checks are disabled).
+    """
+    import statistics
+    from dataclasses import replace
+
+    import pyro
+    import torch.nn.functional as F
+
+    x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
+    index = torch.arange(len(x))
+    dense = GatedMLP(data.in_features, widths, data.num_classes)
+    opt = torch.optim.Adam(dense.parameters(), lr=config.lr, foreach=True)
+
+    def dense_step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(dense(x), y).backward()
+        opt.step()
+
+    runners = {"dense": dense_step}
+    for engine in ("fused", "pyro"):
+        net = GatedMLP(data.in_features, widths, data.num_classes)
+        trainer = Trainer(net, data, replace(config, engine=engine, check_every=10**9))
+        runners[engine] = lambda t=trainer: t.train_step(x, y, index)
+    times = {name: [] for name in runners}
+    with pyro.validation_enabled(False):
+        for _ in range(blocks):
+            for name, step in runners.items():
+                for _ in range(5):
+                    step()
+                start = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                times[name].append((time.perf_counter() - start) / steps * 1000)
+    out = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
+    out["fused_ratio"] = out["fused_ms"] / out["dense_ms"]
+    out["pyro_ratio"] = out["pyro_ms"] / out["dense_ms"]
+    return out
+
+
 def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dict:
     """Dense and bayesprune runs of the same network, optimiser, epochs and batch size."""
     torch.set_num_threads(threads)
@@ -63,7 +107,14 @@ def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dic
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
     }
-    return {"dense": dense, "bayesprune": pruned, "config": vars(config), "environment": env}
+    cost = step_cost(data, widths, config)
+    return {
+        "dense": dense,
+        "bayesprune": pruned,
+        "step_cost": cost,
+        "config": vars(config),
+        "environment": env,
+    }
 
 
 def write(name: str, result: dict) -> None:
@@ -94,6 +145,7 @@ def render_readme() -> None:
             "",
             f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam lr {cfg['lr']}, "
             f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
+            f"θ step {cfg['lr_theta']} with momentum {cfg.get('theta_momentum', 0.9)}, "
             f"{env['threads']} thread(s), torch {env['torch']}, {env['machine']}.",
             "",
             "| run | " + " | ".join(c for c, _ in COLUMNS) + " |",
@@ -106,10 +158,19 @@ def render_readme() -> None:
             "",
             f"Error gap {100 * (b['test_error'] - d['test_error']):+.2f} points; "
             f"wall-time ratio {b['train_wall_seconds'] / d['train_wall_seconds']:.2f}; "
-            f"full-width step ratio "
+            f"full-width step ratio in the runs "
             f"{b['step_seconds_full_width'] / d['step_seconds_full_width']:.2f}.",
             "",
         ]
+        if "step_cost" in result:
+            c = result["step_cost"]
+            lines += [
+                "Step cost at full width (median of interleaved blocks, same process): "
+                f"plain PyTorch {c['dense_ms']:.2f} ms, bayesprune fused {c['fused_ms']:.2f} ms "
+                f"({c['fused_ratio']:.2f}×), bayesprune through the Pyro ELBO "
+                f"{c['pyro_ms']:.2f} ms ({c['pyro_ratio']:.2f}×).",
+                "",
+            ]
     (HERE / "README.md").write_text("\n".join(lines))
 
 
@@ -119,7 +180,8 @@ def render_robustness(name: str, result: dict) -> list[str]:
     lines = [
         f"## {name}",
         "",
-        f"{cfg['epochs']} epochs, temperature {cfg['temperature']}, estimator {cfg['estimator']}.",
+        f"{cfg['epochs']} epochs, temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
+        f"θ step {cfg['lr_theta']} with momentum {cfg.get('theta_momentum', 0.9)}.",
         "P3 asks for a coefficient of variation of the final widths ≤ 10% across seeds and ≤ 20%",
         "across starting widths and initialisations.",
         "",

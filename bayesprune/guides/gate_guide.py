@@ -131,13 +131,13 @@ class GateGuide(PyroModule):
     @torch.no_grad()
     def project_(self) -> None:
         """θ ← clip(θ, 0, 1): the projection of projected SGD (Eq. (10))."""
-        for p in self.theta_parameters():
+        for p in self.theta.parameters():
             p.clamp_(0.0, 1.0)
 
     def theta_parameters(self) -> list[nn.Parameter]:
         """The unconstrained parameters holding θ (identity transform), for the θ optimiser."""
-        return [p for n, p in self.named_parameters() if n.startswith("theta.")]
+        return list(self.theta.parameters())
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """The network's parameters and, for Gaussian weights, the log standard deviations."""
-        return [p for n, p in self.named_parameters() if not n.startswith("theta.")]
+        return [*self.net.parameters(), *self.log_sigma.parameters()]

@@ -61,18 +61,19 @@ def update_slab_variances(guide: GateGuide, hyper: HyperPrior) -> dict[str, floa
     """Set every layer's σ̂₁² to its closed-form optimum; return the new values."""
     out = {}
     for name, layer in guide.net.layers.items():
-        mean = guide.net.augmented(name)
-        var = 0.0 if guide.weights == "point" else guide.weight_posterior(name).base_dist.scale ** 2
+        sq_mean = guide.net.row_sq_norms(name)
+        var_sums = (
+            None
+            if guide.weights == "point"
+            else guide.weight_posterior(name).base_dist.scale.pow(2).sum(-1)
+        )
         width, fan_in = layer.out_features, layer.in_features
         alpha, beta = hyper.concentration(fan_in, width), hyper.rate(fan_in, width)
         if guide.structured and name != "out":
-            var_sums = None if guide.weights == "point" else var.sum(-1)
             theta = guide.gate_probs(name)
-            value = structured_slab_variance(
-                mean.pow(2).sum(-1), theta, fan_in + 1, alpha, beta, var_sums
-            )
+            value = structured_slab_variance(sq_mean, theta, fan_in + 1, alpha, beta, var_sums)
         else:
-            sq = (mean.pow(2) + var).sum(-1)
+            sq = sq_mean if var_sums is None else sq_mean + var_sums
             theta = guide.gate_probs(name) if name != "out" else torch.ones_like(sq)
             value = slab_variance(sq, theta, fan_in + 1, hyper.rho, alpha, beta)
         guide.set_slab_var(name, value)

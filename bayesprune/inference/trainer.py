@@ -42,8 +42,8 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     theta_optimizer: str = "sgd"
-    lr_theta: float = 100.0
-    theta_momentum: float = 0.9
+    lr_theta: float = 10.0
+    theta_momentum: float = 0.99
     seed: int = 0
     estimator: str = "secant"
     engine: str = "fused"
@@ -146,10 +146,10 @@ class Trainer:
         if self.step % self.config.prior_every == 0:
             update_slab_variances(self.guide, self.config.hyper())
         if self.step % self.config.check_every == 0:
-            self.prune(epoch_fraction=None)
+            self.prune()
         return terms
 
-    def prune(self, epoch_fraction: float | None) -> None:
+    def prune(self) -> None:
         """Remove every unit that meets the pruning condition."""
         for name, keep in self.condition(self.guide).items():
             before = self.net.layers[name].out_features
@@ -201,6 +201,7 @@ class Trainer:
         return self.finish(wall, sum(steady) / max(len(steady), 1))
 
     def epoch_record(self, epoch, sums, steps, epoch_start) -> dict:
+        steps_per_second = steps / (time.perf_counter() - epoch_start)
         thetas = torch.cat([self.guide.gate_probs(n).detach() for n in self.net.gated])
         det = deterministic_network(self.guide)
         return {
@@ -213,7 +214,7 @@ class Trainer:
             "theta": {n: self.guide.gate_probs(n).detach().tolist() for n in self.net.gated},
             "slab_var": {n: float(self.guide.slab_var(n)) for n in self.net.layers},
             "gates_binary_fraction": binary_fraction(thetas),
-            "steps_per_second": steps / (time.perf_counter() - epoch_start),
+            "steps_per_second": steps_per_second,
         }
 
     @staticmethod

@@ -72,8 +72,8 @@ class GatedModel:
         self.net = net
         self.hyper = hyper
 
-    def layer_prior(self, name: str) -> None:
-        """Declare the prior sites of one layer and return its sampled augmented weights."""
+    def layer_prior(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Declare the prior sites of one layer; return its augmented weights and π (or None)."""
         layer = self.net.layers[name]
         width, fan_in = layer.out_features, layer.in_features
         alpha = torch.tensor(self.hyper.concentration(fan_in, width))

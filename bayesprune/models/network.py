@@ -68,6 +68,11 @@ class GatedMLP(nn.Module):
         layer = self.layers[name]
         return torch.cat([layer.weight, layer.bias.unsqueeze(-1)], dim=-1)
 
+    def row_sq_norms(self, name: str) -> torch.Tensor:
+        """‖w_s‖² of every unit's augmented row, without building ``[W | b]``."""
+        layer = self.layers[name]
+        return torch.linalg.vector_norm(layer.weight, dim=-1).pow(2) + layer.bias.pow(2)
+
     def forward(
         self,
         x: torch.Tensor,
