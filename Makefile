@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/bayesprune train --dataset teacher --out runs/demo
+	$(VENV)/bin/bayesprune train --dataset teacher
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check bayesprune tests benchmarks

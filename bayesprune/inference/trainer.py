@@ -220,7 +220,7 @@ class Trainer:
     @staticmethod
     def format_record(r: dict) -> str:
         return (
-            f"epoch {r['epoch']:3d}  data {r['data_term']:.4f}  prior {r['prior_term']:.1f}  "
+            f"epoch {r['epoch']:3d}  data {r['data_term']:.4f}  prior {r['prior_term']:.4f}  "
             f"test err {r['test_error']:.4f}  widths {r['widths']}  "
             f"binary {r['gates_binary_fraction']:.3f}  {r['steps_per_second']:.0f} steps/s"
         )
