@@ -117,6 +117,17 @@ def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dic
     }
 
 
+def commit() -> str:
+    """The git commit the benchmark ran on (with ``+`` if the tree had changes)."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True).stdout
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return head + ("+" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+
+
 def write(name: str, result: dict) -> None:
     """Save ``results/<name>.json`` and refresh the table of ``README.md``."""
     RESULTS.mkdir(exist_ok=True)
@@ -146,7 +157,8 @@ def render_readme() -> None:
             f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam lr {cfg['lr']}, "
             f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
             f"θ step {cfg['lr_theta']} with momentum {cfg.get('theta_momentum', 0.9)}, "
-            f"{env['threads']} thread(s), torch {env['torch']}, {env['machine']}.",
+            f"{env['threads']} thread(s), torch {env['torch']}, {env['machine']}, "
+            f"commit {env.get('commit', 'unknown')}.",
             "",
             "| run | " + " | ".join(c for c, _ in COLUMNS) + " |",
             "|---|" + "---|" * len(COLUMNS),
@@ -181,7 +193,8 @@ def render_robustness(name: str, result: dict) -> list[str]:
         f"## {name}",
         "",
         f"{cfg['epochs']} epochs, temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
-        f"θ step {cfg['lr_theta']} with momentum {cfg.get('theta_momentum', 0.9)}.",
+        f"θ step {cfg['lr_theta']} with momentum {cfg.get('theta_momentum', 0.9)}, "
+        f"commit {result.get('commit', 'unknown')}.",
         "P3 asks for a coefficient of variation of the final widths ≤ 10% across seeds and ≤ 20%",
         "across starting widths and initialisations.",
         "",

@@ -22,9 +22,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--name", default="fmnist_lenet300", help="results/<name>.json")
+    parser.add_argument("--lr-theta", type=float, default=TrainConfig.lr_theta)
+    parser.add_argument("--theta-momentum", type=float, default=TrainConfig.theta_momentum)
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", args.data_dir)
-    config = TrainConfig(epochs=args.epochs, seed=args.seed)
+    config = TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        lr_theta=args.lr_theta,
+        theta_momentum=args.theta_momentum,
+    )
     write(args.name, compare(data, (300, 100), config, threads=args.threads))
 
 

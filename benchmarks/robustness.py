@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write  # noqa: E402
+from common import commit, write  # noqa: E402
 
 from bayesprune.data import load_dataset  # noqa: E402
 from bayesprune.inference.trainer import TrainConfig, Trainer  # noqa: E402
@@ -32,10 +32,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="fmnist_lenet300_robustness")
+    parser.add_argument("--lr-theta", type=float, default=TrainConfig.lr_theta)
+    parser.add_argument("--theta-momentum", type=float, default=TrainConfig.theta_momentum)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist")
-    base = TrainConfig(epochs=args.epochs)
+    base = TrainConfig(
+        epochs=args.epochs, lr_theta=args.lr_theta, theta_momentum=args.theta_momentum
+    )
     settings = [("seeds", f"seed {s}", (300, 100), "kaiming", s) for s in range(5)]
     settings += [("starting widths", f"×{m}", (300 * m, 100 * m), "kaiming", 0) for m in (1, 2, 4)]
     settings += [("initialisations", i, (300, 100), i, 0) for i in ("kaiming", "xavier", "normal")]
@@ -54,7 +59,7 @@ def main() -> None:
         }
         for group, bound in BOUNDS.items()
     }
-    write("fmnist_lenet300_robustness", {"runs": runs, "spread": spread, "config": vars(base)})
+    write(args.name, {"runs": runs, "spread": spread, "config": vars(base), "commit": commit()})
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def run(tmp_path_factory):
 def test_learns_the_teacher_and_prunes(run):
     data, trainer, summary, _ = run
     assert summary["test_error"] <= 0.12  # measured 0.089 after 8 epochs (dense 64-32: 0.036)
-    assert sum(summary["widths"]) <= sum(summary["initial_widths"]) / 2
+    # issue 2's teacher target, from a start about 3x the teacher: within 2x of the true widths
+    for width, true in zip(summary["widths"], summary["teacher_widths"], strict=True):
+        assert true / 2 <= width <= 2 * true, (summary["widths"], summary["teacher_widths"])
     assert summary["gates_binary_fraction"] >= 0.9
 
 

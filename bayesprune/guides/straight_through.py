@@ -20,8 +20,16 @@ class StraightThroughBernoulli(Bernoulli):
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         probs = self.probs.expand(self._extended_shape(sample_shape))
-        xi = torch.bernoulli(probs.detach())
+        xi = draw_gates(probs.detach())
         return xi + (probs - probs.detach())  # exactly ξ in value
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return super().log_prob(value.detach())
+
+
+def draw_gates(probs: torch.Tensor) -> torch.Tensor:
+    """ξ ~ Bernoulli(probs); when every probability is 0 or 1 (the usual case once the gates have
+    converged) the draw is deterministic and no random number is used."""
+    if bool(((probs > 0) & (probs < 1)).any()):
+        return torch.bernoulli(probs)
+    return probs.clone()

@@ -159,6 +159,11 @@ class GatedELBO(Trace_ELBO):
         return {"loss": loss.item(), "data": terms["data"].item(), "prior": terms["prior"].item()}
 
 
+def sample_labels(logits: torch.Tensor) -> torch.Tensor:
+    """ŷ_n ~ Categorical(softmax(logits_n)), without building a distribution object."""
+    return torch.multinomial(torch.softmax(logits.detach(), -1), 1).squeeze(-1)
+
+
 def secant_differences(obs: dict, xis: list[torch.Tensor]) -> list[torch.Tensor]:
     """g + (½ − ξ) h per example and unit for each gate tensor (Eq. (9s)), each ``(B, S)``.
 
@@ -169,7 +174,7 @@ def secant_differences(obs: dict, xis: list[torch.Tensor]) -> list[torch.Tensor]
     logits = obs["fn"].logits
     nll = -obs["fn"].log_prob(obs["value"]).sum()
     grads = torch.autograd.grad(nll, xis, retain_graph=True)
-    sampled = torch.distributions.Categorical(logits=logits.detach()).sample()
+    sampled = sample_labels(logits)
     nll_sampled = -obs["fn"].log_prob(sampled).sum()
     grads_hat = torch.autograd.grad(nll_sampled, xis, retain_graph=True)
     return [

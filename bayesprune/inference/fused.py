@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from bayesprune.guides.gate_guide import GateGuide
+from bayesprune.guides.straight_through import draw_gates
+from bayesprune.inference.elbo import sample_labels
 from bayesprune.models.distributions import (
     GaussianScaleMixture,
     inverse_gamma_log_prob,
@@ -112,7 +114,7 @@ class FusedObjective:
             params[name], *moments[name] = self._weights(name)
         for name in net.gated:
             theta = self.thetas[name]
-            xi = torch.bernoulli(theta.detach().expand(batch, theta.shape[-1]))
+            xi = draw_gates(theta.detach().expand(batch, theta.shape[-1]))
             if self.estimator == "first-order":
                 xi = xi + (theta - theta.detach())  # straight-through: Eq. (9)
             else:
@@ -127,7 +129,7 @@ class FusedObjective:
         loss = data + prior
         if self.estimator == "secant":
             leaves = list(gates.values())
-            sampled = torch.distributions.Categorical(logits=logits.detach()).sample()
+            sampled = sample_labels(logits)
             nll_sampled = F.cross_entropy(logits, sampled, reduction="sum")
             grads_hat = torch.autograd.grad(nll_sampled, leaves, retain_graph=True)
             loss.backward()

@@ -17,6 +17,7 @@ from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo import GatedELBO
 from bayesprune.inference.fused import FusedObjective
 from bayesprune.inference.prior_update import update_slab_variances
+from bayesprune.inference.projected_sgd import ProjectedSGD
 from bayesprune.inference.shrink import PruningCondition, remove_units
 from bayesprune.models.gated_model import GatedModel, HyperPrior
 from bayesprune.models.network import GatedMLP
@@ -30,8 +31,8 @@ class TrainConfig:
     :param engine: ``"fused"`` (:class:`FusedObjective`, the same objective without Pyro's
         tracing) or ``"pyro"`` (:class:`GatedELBO` through ``poutine.trace``); the ``"exact"`` and
         ``"score"`` estimators need ``"pyro"``.
-    :param theta_optimizer: ``"sgd"`` (projected SGD with momentum 0.9 on the per-example
-        objective F/N, Eq. (10)) or ``"adam"``.
+    :param theta_optimizer: ``"sgd"`` (:class:`ProjectedSGD` with momentum ``theta_momentum`` on
+        the per-example objective F/N, Eq. (10)) or ``"adam"`` (Adam, then the projection).
     :param lr_theta: learning rate of the projected θ updates.
     :param check_every: steps between pruning checks (Eq. (12)).
     :param patience: consecutive checks with θ = 0 before a unit is removed.
@@ -69,9 +70,7 @@ def theta_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> tor
     """
     params = guide.theta_parameters()
     if config.theta_optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr_theta / num_data, momentum=config.theta_momentum, foreach=True
-        )
+        return ProjectedSGD(params, lr=config.lr_theta / num_data, momentum=config.theta_momentum)
     if config.theta_optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr_theta, foreach=True)
     raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
@@ -141,7 +140,8 @@ class Trainer:
             )
         self.opt_w.step()
         self.opt_theta.step()
-        self.guide.project_()
+        if not isinstance(self.opt_theta, ProjectedSGD):
+            self.guide.project_()
         self.step += 1
         if self.step % self.config.prior_every == 0:
             update_slab_variances(self.guide, self.config.hyper())
