@@ -21,8 +21,10 @@ class GatedELBO(Trace_ELBO):
 
     Differences from :class:`~pyro.infer.Trace_ELBO`:
 
-    - every GSM weight site contributes its *exact* expectation over q(ξ) (Eq. (4)) instead of a
-      sampled log density, with q(π) = δ(θ), so the gate KL is exactly 0 (Eq. (6));
+    - every GSM weight site contributes its *exact* expectation over q(ξ) instead of a sampled log
+      density: −Σ_s θ_s KL_s when the guide marks the site ``infer={"structured": True}``
+      (Eq. (4s)), the mean-field expectation of Eq. (4) otherwise; q(π) = δ(θ), so the gate KL
+      is exactly 0 (Eq. (6));
     - the per-example gate sites contribute nothing (their KL to Bernoulli(π = θ) is 0);
     - the gradient with respect to θ of the data term uses the chosen estimator (Eq. (9)):
 
@@ -42,10 +44,11 @@ class GatedELBO(Trace_ELBO):
         ``"{layer}.prob"``, ``"{layer}.weight"`` and an observed ``"obs"`` with one log-likelihood
         per example) and ``num_particles=1``.
 
-    :param estimator: one of ``"first-order"``, ``"exact"``, ``"score"``.
+    :param estimator: one of ``"secant"`` (the library's default), ``"first-order"``, ``"exact"``,
+        ``"score"``.
     """
 
-    def __init__(self, estimator: str = "first-order", **kwargs):
+    def __init__(self, estimator: str = "secant", **kwargs):
         if estimator not in ESTIMATORS:
             raise ValueError(
                 f"unknown estimator {estimator!r}: choose one of {', '.join(ESTIMATORS)}"
