@@ -102,6 +102,7 @@ def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dic
     net = GatedMLP(data.in_features, widths, data.num_classes)
     pruned = Trainer(net, data, config).fit(progress=True)
     env = {
+        "commit": commit(),
         "threads": threads,
         "torch": torch.__version__,
         "machine": platform.machine(),
