@@ -119,14 +119,15 @@ def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dic
 
 
 def commit() -> str:
-    """The git commit the benchmark ran on (with ``+`` if the tree had changes)."""
+    """The git commit the benchmark ran on (``+``: the package or a script had local changes)."""
     import subprocess
 
     def git(*args):
         return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True).stdout
 
     head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    return head + ("+" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "../bayesprune", "*.py")
+    return head + ("+" if changed.strip() else "")
 
 
 def write(name: str, result: dict) -> None:
