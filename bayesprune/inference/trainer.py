@@ -103,7 +103,7 @@ class Trainer:
     def __init__(self, net: GatedMLP, data: Dataset, config: TrainConfig, out: Path | None = None):
         self.net, self.data, self.config = net, data, config
         self.out = None if out is None else Path(out)
-        hyper = config.hyper()
+        self.hyper = hyper = config.hyper()
         self.model = GatedModel(net, hyper)
         self.guide = GateGuide(
             net,
@@ -144,7 +144,7 @@ class Trainer:
             self.guide.project_()
         self.step += 1
         if self.step % self.config.prior_every == 0:
-            update_slab_variances(self.guide, self.config.hyper())
+            update_slab_variances(self.guide, self.hyper)
         if self.step % self.config.check_every == 0:
             self.prune()
         return terms
