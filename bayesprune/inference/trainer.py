@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bayesprune.data import Dataset
-from bayesprune.export import deterministic_network, summarize
+from bayesprune.export import count_flops, count_weights, deterministic_network, summarize
 from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo import GatedELBO
 from bayesprune.inference.fused import FusedObjective
@@ -122,7 +122,7 @@ class Trainer:
         self.opt_theta = theta_optimizer(self.guide, config, len(data.x_train))
         self.condition = PruningCondition(config.patience)
         self.initial_widths = list(net.widths)
-        self.initial = {"weights": net.weight_count(), "flops": net.flops()}
+        self.initial = {"weights": count_weights(net), "flops": count_flops(net)}
         self.history: list[dict] = []
         self.prune_events: list[dict] = []
         self.step = 0

@@ -97,11 +97,3 @@ class GatedMLP(nn.Module):
                 if gates is not None and name in gates:
                     h = h * gates[name]
         return h
-
-    def weight_count(self) -> int:
-        """Number of weights and biases."""
-        return sum(p.numel() for p in self.parameters())
-
-    def flops(self) -> int:
-        """Multiply-accumulates of one forward pass for one example."""
-        return sum(layer.in_features * layer.out_features for layer in self.layers.values())

@@ -6,6 +6,7 @@ import torch
 from pyro import poutine
 
 from bayesprune.data import make_teacher
+from bayesprune.export import count_weights
 from bayesprune.guides import GateGuide
 from bayesprune.inference import PruneMessenger, PruningCondition, remove_units
 from bayesprune.inference.trainer import TrainConfig, Trainer
@@ -36,7 +37,7 @@ def test_removing_a_zero_gate_unit_keeps_outputs_and_shrinks_everything(layer, w
     with torch.no_grad():
         guide.raw_param("theta", layer)[2] = 0.0
     before = _gated_output(net, guide, x)
-    count = net.weight_count()
+    count = count_weights(net)
     fan_out = net.layers[net.next_layer(layer)].out_features
     remove_units(
         guide, layer, torch.tensor([0, 1, 3, 4][: net.layers[layer].out_features - 1]), [opt]
@@ -45,7 +46,7 @@ def test_removing_a_zero_gate_unit_keeps_outputs_and_shrinks_everything(layer, w
     assert torch.allclose(before, after, atol=1e-6)
     width = net.layers[layer].out_features
     fan_in = net.layers[layer].in_features
-    assert net.weight_count() == count - (fan_in + 1) - fan_out
+    assert count_weights(net) == count - (fan_in + 1) - fan_out
     assert net.layers[net.next_layer(layer)].weight.shape == (fan_out, width)
     assert guide.gate_probs(layer).shape == (width,)
     for p in guide.parameters():  # optimiser moments follow their parameters
@@ -117,4 +118,4 @@ def test_training_removes_units_physically():
     assert sum(net.widths) < 60
     assert trainer.prune_events
     assert net.layers["fc2"].in_features == net.layers["fc1"].out_features
-    assert summary["weights_kept"] <= net.weight_count()
+    assert summary["weights_kept"] <= count_weights(net)
