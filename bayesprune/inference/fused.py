@@ -49,6 +49,16 @@ class FusedObjective:
         q = self.guide.weight_posterior(name).base_dist
         return q.rsample(), mean, q.scale**2, q
 
+    def _hyper_prior_term(self, name: str) -> float:
+        """−log InverseGamma(σ̂₁²; α_l, β_l) of one layer (Eq. (5)); σ̂₁² gets no gradient."""
+        layer = self.guide.net.layers[name]
+        width, fan_in = layer.out_features, layer.in_features
+        return -inverse_gamma_log_prob(
+            float(self.guide.slab_var(name)),
+            self.hyper.concentration(fan_in, width),
+            self.hyper.rate(fan_in, width),
+        )
+
     @torch.no_grad()
     def _point_mass_prior_(self, name: str, theta) -> float:
         """Add the tempered prior's gradients of one layer in place; return its value.
@@ -60,11 +70,9 @@ class FusedObjective:
         """
         tau = self.hyper.temperature
         layer = self.guide.net.layers[name]
-        width, fan_in = layer.out_features, layer.in_features
+        fan_in = layer.in_features
         slab_var = self.guide.slab_var(name)
-        value = -inverse_gamma_log_prob(
-            float(slab_var), self.hyper.concentration(fan_in, width), self.hyper.rate(fan_in, width)
-        )
+        value = self._hyper_prior_term(name)
         sq = self.guide.net.row_sq_norms(name)
         if name == "out":  # −log N(w; 0, σ²I), Eq. (3)
             value += float(sq.sum() / (2 * slab_var)) + 0.5 * sq.numel() * (fan_in + 1) * float(
@@ -84,12 +92,9 @@ class FusedObjective:
 
     def _prior(self, name: str, weights, mean, var, q, theta) -> torch.Tensor:
         """−log p(σ₁²) and the (expected) weight prior term of one layer, before tempering."""
-        layer = self.guide.net.layers[name]
-        width, fan_in = layer.out_features, layer.in_features
+        fan_in = self.guide.net.layers[name].in_features
         slab_var = self.guide.slab_var(name)
-        alpha = torch.tensor(self.hyper.concentration(fan_in, width))
-        beta = torch.tensor(self.hyper.rate(fan_in, width))
-        term = -dist.InverseGamma(alpha, beta).log_prob(slab_var)
+        term = self._hyper_prior_term(name)
         if name == "out":  # sampled, as Trace_ELBO does for a non-GSM site
             log_p = dist.Normal(0.0, slab_var.sqrt()).log_prob(weights).sum()
             return term - log_p + (0.0 if q is None else q.log_prob(weights).sum())
