@@ -21,11 +21,17 @@ def plot_training(run_dir: Path) -> Path:
     """Save ``training.png``: widths, test error, objective terms per epoch and the final θ."""
     records = load_metrics(run_dir)
     epochs = [r["epoch"] for r in records]
+    summary_path = Path(run_dir) / "summary.json"
+    start = (
+        json.loads(summary_path.read_text())["initial_widths"] if summary_path.exists() else None
+    )
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     ax = axes[0, 0]
     for i, name in enumerate(records[0]["theta"]):
-        ax.plot(epochs, [r["widths"][i] for r in records], marker="o", label=name)
-    ax.set(xlabel="epoch", ylabel="width", title="layer widths")
+        widths = [r["widths"][i] for r in records]
+        ax.plot(([0] if start else []) + epochs, ([start[i]] if start else []) + widths,
+                marker="o", label=name)  # fmt: skip
+    ax.set(xlabel="epoch", ylabel="width", title="layer widths (epoch 0: start)", ylim=(0, None))
     ax.legend()
     ax = axes[0, 1]
     ax.plot(epochs, [100 * r["test_error"] for r in records], marker="o")
