@@ -49,6 +49,17 @@ def _positive(kind):
     return parse
 
 
+def _unit_interval(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     parser = _Parser(prog="bayesprune", description=__doc__)
@@ -75,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--theta-optimizer", default=d.theta_optimizer, choices=("sgd", "adam"))
     t.add_argument(
         "--theta-momentum",
-        type=float,
+        type=_unit_interval,
         default=d.theta_momentum,
         help="momentum of the projected SGD on θ",
     )
