@@ -36,28 +36,27 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def _positive(kind):
+def _number(kind, ok, requirement: str):
+    """An argparse type: a ``kind`` number for which ``ok(value)`` holds."""
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must {requirement}, got {text}")
         return value
 
     return parse
 
 
-def _unit_interval(text: str) -> float:
-    """A number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
-    return value
+def _positive(kind):
+    return _number(kind, lambda v: v > 0, "be positive")
+
+
+_unit_interval = _number(float, lambda v: 0 <= v < 1, "lie in [0, 1)")
+_open_unit_interval = _number(float, lambda v: 0 < v < 1, "lie in (0, 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.temperature,
         help="prior temperature τ (scale on every prior term)",
     )
-    t.add_argument("--rho", type=_positive(float), default=d.rho, help="spike/slab variance ratio")
+    t.add_argument(
+        "--rho", type=_open_unit_interval, default=d.rho, help="spike/slab variance ratio"
+    )
     t.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
     t.add_argument(
         "--engine",
@@ -148,8 +149,6 @@ def train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not 0 < args.rho < 1:
-        raise UsageError(f"--rho must lie in (0, 1), got {args.rho}")
     if args.engine == "fused" and args.estimator not in FUSED_ESTIMATORS:
         raise UsageError(f"--estimator {args.estimator} needs --engine pyro")
     out = _run_dir(args)

@@ -57,6 +57,8 @@ def test_bad_flag_is_one_line_and_exit_2(capsys):
     assert "resnet" in _one_line_error(capsys)
     assert main(["train", "--widths", "300,-1"]) == 2
     _one_line_error(capsys)
+    assert main(["train", "--rho", "1"]) == 2
+    assert "--rho" in _one_line_error(capsys)
     assert main(["train", "--theta-momentum", "1.5"]) == 2
     assert "theta-momentum" in _one_line_error(capsys)
     assert main(["train", "--estimator", "exact"]) == 2
