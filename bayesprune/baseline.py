@@ -9,47 +9,61 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bayesprune.data import Dataset
-from bayesprune.export import count_weights
+from bayesprune.export import architecture, count_weights
 from bayesprune.inference.trainer import evaluate
-from bayesprune.models.network import GatedMLP
+from bayesprune.models.network import GatedNet
 
 
 def train_dense(
-    net: GatedMLP,
+    net: GatedNet,
     data: Dataset,
     epochs: int,
     batch_size: int = 100,
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict:
-    """Train ``net`` without gates or priors (Adam on the cross-entropy); return its summary."""
+    """Train ``net`` without gates or priors (Adam on the cross-entropy); return its summary.
+
+    Uses the dataset's augmentation, if any, like the gated run.
+    """
     torch.manual_seed(seed)
+    device = torch.device(device)
+    net, data = net.to(device), data.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)  # as the gated run
     n = len(data.x_train)
     steps = (n + batch_size - 1) // batch_size
     step_times: list[float] = []
     start = time.perf_counter()
     for _ in tqdm(range(epochs), disable=not progress, desc="dense"):
-        perm = torch.randperm(n)
+        net.train()
+        perm = torch.randperm(n, device=device)
         for b in range(steps):
             idx = perm[b * batch_size : (b + 1) * batch_size]
+            x = data.x_train[idx] if data.augment is None else data.augment(data.x_train[idx])
+            timed = len(step_times) < 60
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(data.x_train[idx]), data.y_train[idx]).backward()
+            F.cross_entropy(net(x), data.y_train[idx]).backward()
             opt.step()
-            if len(step_times) < 60:
+            if timed:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 step_times.append(time.perf_counter() - t0)
     wall = time.perf_counter() - start
     weights = count_weights(net)
+    plain = net.to_sequential().eval()
     return {
-        "arch": "mlp",
+        "arch": net.arch,
         "dataset": data.name,
         "seed": seed,
         "epochs": epochs,
         "initial_widths": list(net.widths),
         "widths": list(net.widths),
-        "test_error": evaluate(net, data.x_test, data.y_test),
+        "initial_architecture": architecture(plain),
+        "architecture": architecture(plain),
+        "test_error": evaluate(plain, data.x_test, data.y_test),
         "weights_total": weights,
         "weights_kept": weights,
         "weights_kept_fraction": 1.0,

@@ -13,7 +13,7 @@ from bayesprune.inference.elbo import ESTIMATORS
 from bayesprune.inference.fused import FUSED_ESTIMATORS
 from bayesprune.inference.trainer import TrainConfig, Trainer
 
-ARCHS = {"mlp": (300, 100)}
+ARCHS = ("mlp", "lenet5", "vgg16")
 
 
 class UsageError(Exception):
@@ -64,12 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bayesprune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train and prune a network")
-    t.add_argument("--arch", default="mlp", choices=sorted(ARCHS), help="architecture")
+    t.add_argument(
+        "--arch",
+        default="mlp",
+        choices=ARCHS,
+        help="mlp (LeNet-300-100 by default), lenet5 (LeNet-5-Caffe) or vgg16 (CIFAR VGG16-BN)",
+    )
     t.add_argument(
         "--widths",
         type=_widths,
         default=None,
-        help="hidden widths, e.g. 300,100 (LeNet-300-100, the default)",
+        help="mlp hidden widths, e.g. 300,100 (LeNet-300-100, the default)",
+    )
+    t.add_argument(
+        "--width-mult",
+        type=_positive(float),
+        default=1.0,
+        help="scale every hidden layer (quick runs, starting-width studies)",
     )
     t.add_argument("--dataset", default="teacher", choices=DATASETS)
     t.add_argument("--data-dir", default=None, help="root folder with torchvision's layout")
@@ -121,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--init", default="kaiming", choices=("kaiming", "xavier", "normal"))
+    t.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
     t.add_argument("--threads", type=_positive(int), default=None, help="torch threads")
     t.add_argument("--out", default=None, help="run directory (must be new or empty)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -144,18 +156,30 @@ def _run_dir(args) -> Path:
 def train(args) -> int:
     import torch
 
-    from bayesprune.models.network import GatedMLP
+    from bayesprune.models.network import build_network
     from bayesprune.report import plot_training
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.engine == "fused" and args.estimator not in FUSED_ESTIMATORS:
         raise UsageError(f"--estimator {args.estimator} needs --engine pyro")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        msg = f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:0)"
+        raise UsageError(msg) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available to torch here")
     out = _run_dir(args)
     data = load_dataset(args.dataset, args.data_dir)
     torch.manual_seed(args.seed)
-    widths = args.widths or ARCHS[args.arch]
-    net = GatedMLP(data.in_features, widths, data.num_classes, init=args.init)
+    try:
+        net = build_network(
+            args.arch, data.in_shape, data.num_classes, args.widths, args.width_mult, args.init
+        )
+    except ValueError as err:
+        raise UsageError(f"--arch {args.arch} on {args.dataset}: {err}") from None
+    widths = net.widths
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     print(

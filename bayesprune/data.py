@@ -1,16 +1,21 @@
-"""Datasets: the embedded ``teacher`` default, and MNIST / Fashion-MNIST from local files."""
+"""Datasets: the embedded ``teacher``; MNIST, Fashion-MNIST and CIFAR-10 from local files."""
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-DATASETS = ("teacher", "mnist", "fashion-mnist")
+DATASETS = ("teacher", "mnist", "fashion-mnist", "cifar10")
+CIFAR10_FOLDER = "cifar-10-batches-py"
+_CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -27,7 +32,11 @@ class DataError(Exception):
 
 @dataclass
 class Dataset:
-    """Tensors of a classification dataset, inputs flattened to ``(N, D)`` and standardised."""
+    """Tensors of a classification dataset, standardised: ``(N, D)`` or images ``(N, C, H, W)``.
+
+    :param augment: optional training-time augmentation, applied to each mini-batch on the
+        batch's device (e.g. :class:`RandomCropFlip` for CIFAR-10).
+    """
 
     name: str
     x_train: torch.Tensor
@@ -36,10 +45,58 @@ class Dataset:
     y_test: torch.Tensor
     num_classes: int
     meta: dict = field(default_factory=dict)
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """Shape of one input."""
+        return tuple(self.x_train.shape[1:])
 
     @property
     def in_features(self) -> int:
-        return self.x_train.shape[1]
+        """Number of input values per example."""
+        return math.prod(self.in_shape)
+
+    def to(self, device: str | torch.device) -> Dataset:
+        """The same dataset with its tensors on ``device`` (itself if they are there already)."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        return Dataset(
+            self.name, num_classes=self.num_classes, meta=self.meta, augment=self.augment, **moved
+        )
+
+
+class RandomCropFlip:
+    """Random crop with zero padding (of the raw image) and random horizontal flip, per example.
+
+    Works on standardised batches ``(B, C, H, W)`` on any device: the padding value is the
+    standardised value of a black pixel, so the result equals torchvision's
+    ``RandomCrop(H, padding)`` + ``RandomHorizontalFlip()`` applied before normalisation.
+
+    :param padding: pixels of padding on each side (4 for CIFAR-10).
+    :param fill: per-channel padding value (``(0 − mean)/std``).
+    """
+
+    def __init__(self, padding: int, fill: torch.Tensor):
+        self.padding = int(padding)
+        self.fill = torch.as_tensor(fill, dtype=torch.float32).flatten()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p = self.padding
+        padded = self.fill.to(x.device).view(1, c, 1, 1).expand(b, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p : p + h, p : p + w] = x
+        dy = torch.randint(0, 2 * p + 1, (b, 1), device=x.device)
+        dx = torch.randint(0, 2 * p + 1, (b, 1), device=x.device)
+        rows = (dy + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+        cols = (dx + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+        flip = torch.rand(b, device=x.device) < 0.5
+        cols = torch.where(flip.view(b, 1, 1, 1), cols.flip(-1), cols)
+        batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+        channel = torch.arange(c, device=x.device).view(1, c, 1, 1)
+        return padded[batch, channel, rows, cols]
 
 
 def teacher_network(
@@ -150,12 +207,8 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
     for split in ("train", "test"):
         if arrays[f"{split}_x"].shape[0] != arrays[f"{split}_y"].shape[0]:
             raise DataError(f"{name}: {split} images and labels differ in count (corrupt files)")
-    x_train = torch.from_numpy(
-        arrays["train_x"].reshape(len(arrays["train_x"]), -1).astype(np.float32) / 255
-    )
-    x_test = torch.from_numpy(
-        arrays["test_x"].reshape(len(arrays["test_x"]), -1).astype(np.float32) / 255
-    )
+    x_train = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255).unsqueeze(1)
+    x_test = torch.from_numpy(arrays["test_x"].astype(np.float32) / 255).unsqueeze(1)
     mean, std = x_train.mean(), x_train.std()
     return Dataset(
         name,
@@ -168,10 +221,61 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
     )
 
 
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {err}") from err
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise DataError(f"{path} is not a CIFAR-10 batch (expected N×3072 bytes and N labels)")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True) -> Dataset:
+    """CIFAR-10 from torchvision's layout ``<data_dir>/cifar-10-batches-py/`` (the Python pickles).
+
+    The pickles are read directly (torchvision md5-checks them, which rules out test fixtures).
+    Inputs are standardised per channel with the training set's statistics; with ``augment`` the
+    training batches get a random crop with padding 4 and a random horizontal flip.
+    """
+    candidates = [] if data_dir is None else [Path(data_dir) / CIFAR10_FOLDER, Path(data_dir)]
+    for folder in candidates:
+        if all((folder / f).is_file() for f in _CIFAR10_FILES):
+            break
+    else:
+        where = (
+            f"{Path(data_dir) / CIFAR10_FOLDER}"
+            if data_dir
+            else f"--data-dir DIR (files in DIR/{CIFAR10_FOLDER}/)"
+        )
+        raise DataError(f"cifar10 not found: put {', '.join(_CIFAR10_FILES)} in {where}")
+    train = [_read_cifar_batch(folder / f) for f in _CIFAR10_FILES[:-1]]
+    x_test_raw, y_test = _read_cifar_batch(folder / _CIFAR10_FILES[-1])
+    x_train = torch.from_numpy(np.concatenate([x for x, _ in train]).astype(np.float32) / 255)
+    x_test = torch.from_numpy(x_test_raw.astype(np.float32) / 255)
+    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_train.std(dim=(0, 2, 3), keepdim=True)
+    return Dataset(
+        "cifar10",
+        (x_train - mean) / std,
+        torch.from_numpy(np.concatenate([y for _, y in train])),
+        (x_test - mean) / std,
+        torch.from_numpy(y_test),
+        10,
+        meta={"source": str(folder)},
+        augment=RandomCropFlip(4, (-mean / std).flatten()) if augment else None,
+    )
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """Load a dataset by name (one of :data:`DATASETS`)."""
     if name == "teacher":
         return make_teacher()
     if name in _FOLDERS:
         return load_idx_dataset(name, data_dir)
+    if name == "cifar10":
+        return load_cifar10(data_dir)
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -10,61 +13,96 @@ from bayesprune.guides.gate_guide import GateGuide
 
 @torch.no_grad()
 def deterministic_network(guide: GateGuide) -> nn.Sequential:
-    """The most probable network under q: ξ_s = 1 where θ_s > ½, units with ξ_s = 0 dropped.
+    """The most probable network under q: ξ_s = 1 where θ_s > ½, units with ξ_s = 0 removed.
 
     With binary gates (P1) this is the only network q gives any mass to. Returns a plain
-    ``nn.Sequential`` of ``Linear`` and ``ReLU`` layers with no trace of gates or Pyro.
+    ``nn.Sequential`` (``Conv2d``, ``BatchNorm2d``, ``ReLU``, ``MaxPool2d``, ``Flatten``,
+    ``Linear``) in eval mode, with no trace of gates or Pyro, on the network's device.
     """
-    net = guide.net
-    modules: list[nn.Module] = []
-    keep_in = None
-    for name, layer in net.layers.items():
-        weight, bias = layer.weight, layer.bias
-        if keep_in is not None:
-            weight = weight[:, keep_in]
-        keep = (
-            torch.arange(layer.out_features)
-            if name == "out"
-            else torch.nonzero(guide.gate_probs(name) > 0.5).flatten()
-        )
+    net = copy.deepcopy(guide.net)
+    for name in net.gated:
+        keep = torch.nonzero(guide.gate_probs(name) > 0.5).flatten()
         if keep.numel() == 0:  # every gate off: the layer emits zeros; keep one silent unit
-            keep = torch.tensor([0])
-            weight, bias = torch.zeros_like(weight), torch.zeros_like(bias)
-        linear = nn.Linear(weight.shape[1], len(keep))
-        linear.weight.copy_(weight[keep])
-        linear.bias.copy_(bias[keep])
-        modules.append(linear)
-        if name != "out":
-            modules.append(nn.ReLU())
-        keep_in = keep
-    return nn.Sequential(nn.Flatten(), *modules)
+            keep = keep.new_zeros(1)
+            net.silence_(name, 0)
+        if keep.numel() < net.width(name):
+            net.remove_units_(name, keep)
+    return net.to_sequential().eval()
 
 
 def count_weights(module: nn.Module) -> int:
-    """Weights and biases of a plain network."""
+    """Trainable weights and biases of a network (BatchNorm's γ and β included)."""
     return sum(p.numel() for p in module.parameters())
 
 
-def count_flops(module: nn.Module) -> int:
-    """Multiply-accumulates of the Linear layers for one example."""
-    return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))
+@torch.no_grad()
+def count_flops(module: nn.Module, in_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of the Conv2d and Linear layers for one example of ``in_shape``."""
+    total = 0
+
+    def hook(layer, _inputs, output):
+        nonlocal total
+        if isinstance(layer, nn.Conv2d):
+            total += output[0].numel() * layer.weight[0].numel()
+        else:
+            total += layer.in_features * layer.out_features
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in module.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    device = next(module.parameters()).device
+    was_training = module.training
+    try:
+        module.eval()
+        module(torch.zeros(1, *in_shape, device=device))
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return total
 
 
 def hidden_widths(module: nn.Module) -> list[int]:
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    return [m.out_features for m in linears[:-1]]
+    """Units or filters of every hidden Conv2d / Linear layer, input to output."""
+    layers = [m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in layers[:-1]]
 
 
-def summarize(network: nn.Module, *, initial: dict, initial_widths: list[int], **fields) -> dict:
+def architecture(module: nn.Module) -> str:
+    """The literature's notation: hidden widths, with the flattened input of the first Linear.
+
+    LeNet-300-100 reads ``784-300-100``, LeNet-5-Caffe ``20-50-800-500`` (conv1-conv2-fc1in-fc1).
+    """
+    parts: list[int] = []
+    layers = [m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.Conv2d):
+            parts.append(layer.out_channels)
+            continue
+        if i == 0 or isinstance(layers[i - 1], nn.Conv2d):
+            parts.append(layer.in_features)
+        if i < len(layers) - 1:
+            parts.append(layer.out_features)
+    return "-".join(map(str, parts))
+
+
+def summarize(
+    network: nn.Module, *, initial: dict, initial_widths: list[int], in_shape, **fields
+) -> dict:
     """The machine-readable ``summary.json`` record of a trained network (issue 2's keys)."""
     kept = count_weights(network)
+    head = ("arch", "dataset", "seed", "epochs")
     return {
-        **{k: v for k, v in fields.items() if k in ("arch", "dataset", "seed", "epochs")},
+        **{k: v for k, v in fields.items() if k in head},
         "initial_widths": list(initial_widths),
         "widths": hidden_widths(network),
-        **{k: v for k, v in fields.items() if k not in ("arch", "dataset", "seed", "epochs")},
+        "initial_architecture": initial.get("architecture"),
+        "architecture": architecture(network),
+        **{k: v for k, v in fields.items() if k not in head},
         "weights_total": initial["weights"],
         "weights_kept": kept,
         "weights_kept_fraction": kept / initial["weights"],
-        "flops_kept_fraction": count_flops(network) / initial["flops"],
+        "flops_kept_fraction": count_flops(network, in_shape) / initial["flops"],
     }

@@ -37,7 +37,8 @@ def test_teacher_is_deterministic_and_labelled_by_the_teacher():
 def test_mnist_layout_is_read(tmp_path, gz):
     _fake_mnist(tmp_path, gz=gz)
     data = load_dataset("mnist", tmp_path)
-    assert data.x_train.shape == (30, 784) and data.x_test.shape == (10, 784)
+    assert data.x_train.shape == (30, 1, 28, 28) and data.x_test.shape == (10, 1, 28, 28)
+    assert data.in_features == 784 and data.in_shape == (1, 28, 28)
     assert abs(data.x_train.mean().item()) < 1e-4
 
 

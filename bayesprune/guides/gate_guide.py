@@ -10,7 +10,7 @@ from torch import nn
 
 from bayesprune.guides.straight_through import StraightThroughBernoulli
 from bayesprune.models.gated_model import HyperPrior
-from bayesprune.models.network import GatedMLP
+from bayesprune.models.network import GatedNet
 
 
 class GateGuide(PyroModule):
@@ -41,7 +41,7 @@ class GateGuide(PyroModule):
 
     def __init__(
         self,
-        net: GatedMLP,
+        net: GatedNet,
         hyper: HyperPrior,
         weights: str = "point",
         init_theta: float = 1.0,
@@ -67,15 +67,15 @@ class GateGuide(PyroModule):
             setattr(
                 self.theta,
                 name,
-                PyroParam(torch.full((net.layers[name].out_features,), init_theta)),
+                PyroParam(torch.full((net.width(name),), init_theta)),
             )
         self.log_sigma = PyroModule()
         if weights == "gaussian":
-            for name, layer in net.layers.items():
-                shape = (layer.out_features, layer.in_features + 1)
+            for name in net.layers:
+                shape = (net.width(name), net.fan_in(name) + 1)
                 setattr(self.log_sigma, name, PyroParam(torch.full(shape, float(init_sigma)).log()))
-        for name, layer in net.layers.items():
-            self.register_buffer(f"slab_var_{name}", torch.tensor(1.0 / layer.in_features))
+        for name in net.layers:
+            self.register_buffer(f"slab_var_{name}", torch.tensor(1.0 / net.fan_in(name)))
 
     def __call__(self, *args, **kwargs):
         # Parameters live in the module, not in Pyro's global param store, so that several guides

@@ -29,7 +29,9 @@ class StraightThroughBernoulli(Bernoulli):
 
 def draw_gates(probs: torch.Tensor) -> torch.Tensor:
     """ξ ~ Bernoulli(probs); when every probability is 0 or 1 (the usual case once the gates have
-    converged) the draw is deterministic and no random number is used."""
-    if bool(((probs > 0) & (probs < 1)).any()):
+    converged) the draw is deterministic and, on the CPU, no random number is used. On a GPU the
+    check would synchronise with the host every step, so the draw is always made there (a
+    Bernoulli draw at probability 0 or 1 is exact anyway)."""
+    if probs.is_cuda or bool(((probs > 0) & (probs < 1)).any()):
         return torch.bernoulli(probs)
     return probs.clone()

@@ -159,7 +159,11 @@ class GatedELBO(Trace_ELBO):
         terms = self.terms(model, guide, *args, **kwargs)
         loss = terms["data"] + terms["prior"]
         (loss + terms["surrogate"]).backward()
-        return {"loss": loss.item(), "data": terms["data"].item(), "prior": terms["prior"].item()}
+        return {
+            "loss": loss.detach(),
+            "data": terms["data"].detach(),
+            "prior": terms["prior"].detach(),
+        }
 
 
 def sample_labels(logits: torch.Tensor) -> torch.Tensor:

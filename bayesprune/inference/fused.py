@@ -49,18 +49,18 @@ class FusedObjective:
         q = self.guide.weight_posterior(name).base_dist
         return q.rsample(), mean, q.scale**2, q
 
-    def _hyper_prior_term(self, name: str) -> float:
+    def _hyper_prior_term(self, name: str) -> torch.Tensor:
         """−log InverseGamma(σ̂₁²; α_l, β_l) of one layer (Eq. (5)); σ̂₁² gets no gradient."""
-        layer = self.guide.net.layers[name]
-        width, fan_in = layer.out_features, layer.in_features
+        net = self.guide.net
+        width, fan_in = net.width(name), net.fan_in(name)
         return -inverse_gamma_log_prob(
-            float(self.guide.slab_var(name)),
+            self.guide.slab_var(name).detach(),
             self.hyper.concentration(fan_in, width),
             self.hyper.rate(fan_in, width),
         )
 
     @torch.no_grad()
-    def _point_mass_prior_(self, name: str, theta) -> float:
+    def _point_mass_prior_(self, name: str, theta) -> torch.Tensor:
         """Add the tempered prior's gradients of one layer in place; return its value.
 
         Point-mass weights, structured posterior: the prior term is
@@ -69,30 +69,29 @@ class FusedObjective:
         layer). Written out, they cost one pass over the weights instead of an autograd graph.
         """
         tau = self.hyper.temperature
-        layer = self.guide.net.layers[name]
-        fan_in = layer.in_features
+        net = self.guide.net
+        layer, fan_in = net.layers[name], net.fan_in(name)
         slab_var = self.guide.slab_var(name)
         value = self._hyper_prior_term(name)
-        sq = self.guide.net.row_sq_norms(name)
+        sq = net.row_sq_norms(name)
         if name == "out":  # −log N(w; 0, σ²I), Eq. (3)
-            value += float(sq.sum() / (2 * slab_var)) + 0.5 * sq.numel() * (fan_in + 1) * float(
-                torch.log(2 * torch.pi * slab_var)
-            )
+            value = value + sq.sum() / (2 * slab_var)
+            value = value + 0.5 * sq.numel() * (fan_in + 1) * torch.log(2 * torch.pi * slab_var)
             coef = tau / slab_var
-            layer.weight.grad.add_(layer.weight, alpha=float(coef))
-            layer.bias.grad.add_(layer.bias, alpha=float(coef))
+            layer.weight.grad.add_(layer.weight * coef)
+            layer.bias.grad.add_(layer.bias * coef)
             return tau * value
         kl = point_mass_structured_kl(sq, slab_var, self.hyper.rho, fan_in + 1)
-        value += float((theta * kl).sum())  # Eq. (4s)
+        value = value + (theta * kl).sum()  # Eq. (4s)
         coef = tau * theta / slab_var
-        layer.weight.grad.addcmul_(layer.weight, coef.unsqueeze(-1))
+        layer.weight.grad.addcmul_(layer.weight, coef.reshape(-1, *[1] * (layer.weight.dim() - 1)))
         layer.bias.grad.addcmul_(layer.bias, coef)
         _accumulate(theta, tau * kl)
         return tau * value
 
     def _prior(self, name: str, weights, mean, var, q, theta) -> torch.Tensor:
         """−log p(σ₁²) and the (expected) weight prior term of one layer, before tempering."""
-        fan_in = self.guide.net.layers[name].in_features
+        fan_in = self.guide.net.fan_in(name)
         slab_var = self.guide.slab_var(name)
         term = self._hyper_prior_term(name)
         if name == "out":  # sampled, as Trace_ELBO does for a non-GSM site
@@ -108,11 +107,14 @@ class FusedObjective:
 
     def loss_and_grads_terms(
         self, x: torch.Tensor, y: torch.Tensor, num_data: int
-    ) -> dict[str, float]:
-        """Backpropagate F for one mini-batch; return its value and its data and prior terms."""
+    ) -> dict[str, torch.Tensor]:
+        """Backpropagate F for one mini-batch; return its value and its data and prior terms.
+
+        The terms are detached 0-dim tensors on the network's device (no host synchronisation).
+        """
         net, batch = self.guide.net, x.shape[0]
         scale = num_data / batch
-        prior = torch.zeros(())
+        prior = torch.zeros((), device=x.device)
         params, gates, thetas, moments = {}, {}, {}, {}
         fast = self.guide.weights == "point" and self.guide.structured
         for name in net.layers if not fast else ():  # guide's order of draws: weights, gates
@@ -145,11 +147,9 @@ class FusedObjective:
         else:
             loss.backward()
         if fast:
-            prior = torch.tensor(
-                sum(self._point_mass_prior_(name, thetas.get(name)) for name in net.layers)
-            )
+            prior = sum(self._point_mass_prior_(name, thetas.get(name)) for name in net.layers)
             loss = data.detach() + prior
-        return {"loss": loss.item(), "data": data.item(), "prior": prior.item()}
+        return {"loss": loss.detach(), "data": data.detach(), "prior": prior.detach()}
 
 
 def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:

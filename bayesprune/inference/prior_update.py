@@ -57,17 +57,17 @@ def structured_slab_variance(
 
 
 @torch.no_grad()
-def update_slab_variances(guide: GateGuide, hyper: HyperPrior) -> dict[str, float]:
+def update_slab_variances(guide: GateGuide, hyper: HyperPrior) -> dict[str, torch.Tensor]:
     """Set every layer's σ̂₁² to its closed-form optimum; return the new values."""
     out = {}
-    for name, layer in guide.net.layers.items():
+    for name in guide.net.layers:
         sq_mean = guide.net.row_sq_norms(name)
         var_sums = (
             None
             if guide.weights == "point"
             else guide.weight_posterior(name).base_dist.scale.pow(2).sum(-1)
         )
-        width, fan_in = layer.out_features, layer.in_features
+        width, fan_in = guide.net.width(name), guide.net.fan_in(name)
         alpha, beta = hyper.concentration(fan_in, width), hyper.rate(fan_in, width)
         if guide.structured and name != "out":
             theta = guide.gate_probs(name)
@@ -77,5 +77,5 @@ def update_slab_variances(guide: GateGuide, hyper: HyperPrior) -> dict[str, floa
             theta = guide.gate_probs(name) if name != "out" else torch.ones_like(sq)
             value = slab_variance(sq, theta, fan_in + 1, hyper.rho, alpha, beta)
         guide.set_slab_var(name, value)
-        out[name] = float(value)
+        out[name] = value  # a tensor: no host synchronisation on a GPU
     return out

@@ -33,8 +33,9 @@ def remove_units(
 ) -> None:
     """Physically remove the units of ``layer`` that are not in ``keep``.
 
-    Slices the layer's rows and biases, the next layer's input columns, θ, the Gaussian posterior
-    scales of both layers, and the matching optimiser moments (in place, so the optimisers keep
+    Slices the layer's rows and biases (and BatchNorm entries), the next layer's input columns
+    (:meth:`GatedNet.remove_units_`), θ, the Gaussian posterior scales of both layers, and the
+    matching optimiser moments (in place, so the optimisers keep
     working on the same parameter objects). The slab variance is a per-layer scalar and stays.
 
     :param guide: the guide owning the network and the variational parameters.
@@ -47,28 +48,23 @@ def remove_units(
     keep = torch.as_tensor(keep, dtype=torch.long).flatten()
     if keep.numel() == 0:
         raise ValueError("refusing to remove the last unit of a layer")
+    keep = keep.to(guide.gate_probs(layer).device)
     optimizers = list(optimizers)
     net = guide.net
-    this, nxt = net.layers[layer], net.layers[net.next_layer(layer)]
-    columns = torch.cat([keep, torch.tensor([nxt.in_features])])  # augmented: keep the bias column
+    nxt = net.next_layer(layer)
+    columns = torch.cat(  # augmented: the next layer's input columns, and its bias column
+        [net.input_columns(nxt, keep), torch.tensor([net.fan_in(nxt)], device=keep.device)]
+    )
+    net.remove_units_(layer, keep, lambda p, index: _slice_param(p, index, optimizers))
 
     def rows(t):
         return t.index_select(0, keep)
 
-    def cols(t):
-        return t.index_select(-1, keep)
-
-    _slice_param(this.weight, rows, optimizers)
-    _slice_param(this.bias, rows, optimizers)
-    _slice_param(nxt.weight, cols, optimizers)
-    this.out_features = nxt.in_features = int(keep.numel())
     _slice_param(guide.raw_param("theta", layer), rows, optimizers)
     if guide.weights == "gaussian":
         _slice_param(guide.raw_param("log_sigma", layer), rows, optimizers)
         _slice_param(
-            guide.raw_param("log_sigma", net.next_layer(layer)),
-            lambda t: t.index_select(-1, columns),
-            optimizers,
+            guide.raw_param("log_sigma", nxt), lambda t: t.index_select(-1, columns), optimizers
         )
 
 

@@ -12,7 +12,13 @@ import torch
 from tqdm.auto import tqdm
 
 from bayesprune.data import Dataset
-from bayesprune.export import count_flops, count_weights, deterministic_network, summarize
+from bayesprune.export import (
+    architecture,
+    count_flops,
+    count_weights,
+    deterministic_network,
+    summarize,
+)
 from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo import GatedELBO
 from bayesprune.inference.fused import FusedObjective
@@ -20,7 +26,7 @@ from bayesprune.inference.prior_update import update_slab_variances
 from bayesprune.inference.projected_sgd import ProjectedSGD
 from bayesprune.inference.shrink import PruningCondition, remove_units
 from bayesprune.models.gated_model import GatedModel, HyperPrior
-from bayesprune.models.network import GatedMLP
+from bayesprune.models.network import GatedNet
 
 
 @dataclass
@@ -37,6 +43,9 @@ class TrainConfig:
     :param check_every: steps between pruning checks (Eq. (12)).
     :param patience: consecutive checks with θ = 0 before a unit is removed.
     :param prior_every: steps between closed-form prior updates (Eq. (11)).
+    :param device: where the network, the data and every step live (``"cpu"``, ``"cuda"``, ...);
+        on a GPU a step does not synchronise with the host (the objective's terms stay on the
+        device until the epoch's log line).
     """
 
     epochs: int = 10
@@ -57,6 +66,7 @@ class TrainConfig:
     check_every: int = 50
     patience: int = 2
     prior_every: int = 10
+    device: str = "cpu"
 
     def hyper(self) -> HyperPrior:
         return HyperPrior(rho=self.rho, strength=self.strength, temperature=self.temperature)
@@ -86,7 +96,7 @@ def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
 
 
 class Trainer:
-    """Train and prune a :class:`GatedMLP` on a :class:`Dataset`.
+    """Train and prune a :class:`GatedNet` (MLP or convolutional) on a :class:`Dataset`.
 
     Each step draws a mini-batch, samples the gates, backpropagates F (Eq. (8)) through the
     :class:`GatedELBO`, takes an Adam step on the weights and a projected Adam step on θ; every
@@ -100,8 +110,11 @@ class Trainer:
         ``model.pt``), or ``None`` to write nothing.
     """
 
-    def __init__(self, net: GatedMLP, data: Dataset, config: TrainConfig, out: Path | None = None):
-        self.net, self.data, self.config = net, data, config
+    def __init__(self, net: GatedNet, data: Dataset, config: TrainConfig, out: Path | None = None):
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+        self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
         self.hyper = hyper = config.hyper()
         self.model = GatedModel(net, hyper)
@@ -111,7 +124,7 @@ class Trainer:
             weights=config.weights,
             init_theta=config.init_theta,
             posterior=config.posterior,
-        )
+        ).to(self.device)
         if config.engine == "fused":
             self.objective = FusedObjective(self.guide, hyper, config.estimator)
         elif config.engine == "pyro":
@@ -122,7 +135,11 @@ class Trainer:
         self.opt_theta = theta_optimizer(self.guide, config, len(data.x_train))
         self.condition = PruningCondition(config.patience)
         self.initial_widths = list(net.widths)
-        self.initial = {"weights": count_weights(net), "flops": count_flops(net)}
+        self.initial = {
+            "weights": count_weights(net),
+            "flops": count_flops(net.to_sequential(), net.in_shape),
+            "architecture": architecture(net.to_sequential()),
+        }
         self.history: list[dict] = []
         self.prune_events: list[dict] = []
         self.step = 0
@@ -152,7 +169,7 @@ class Trainer:
     def prune(self) -> None:
         """Remove every unit that meets the pruning condition."""
         for name, keep in self.condition(self.guide).items():
-            before = self.net.layers[name].out_features
+            before = self.net.width(name)
             remove_units(self.guide, name, keep, [self.opt_w, self.opt_theta])
             self.prune_events.append(
                 {"step": self.step, "layer": name, "removed": before - len(keep)}
@@ -167,6 +184,7 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
             (self.out / "metrics.jsonl").write_text("")
         x_all, y_all = self.data.x_train, self.data.y_train
+        augment = self.data.augment
         n = len(x_all)
         steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
         self.total_steps = steps_per_epoch * cfg.epochs
@@ -175,14 +193,19 @@ class Trainer:
         with pyro.validation_enabled(False):
             bar = tqdm(total=self.total_steps, disable=not progress, desc="train", unit="step")
             for epoch in range(1, cfg.epochs + 1):
-                perm = torch.randperm(n)
-                sums = {"data": 0.0, "prior": 0.0}
+                self.net.train()
+                perm = torch.randperm(n, device=self.device)
+                sums = {k: torch.zeros((), device=self.device) for k in ("data", "prior")}
                 epoch_start = time.perf_counter()
                 for b in range(steps_per_epoch):
                     idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                    x = x_all[idx] if augment is None else augment(x_all[idx])
+                    timed = len(step_times) < 60 and not self.prune_events
                     t0 = time.perf_counter()
-                    terms = self.train_step(x_all[idx], y_all[idx], idx)
-                    if len(step_times) < 60 and not self.prune_events:
+                    terms = self.train_step(x, y_all[idx], idx)
+                    if timed:  # the first steps only: a GPU synchronises for the timing
+                        if self.device.type == "cuda":
+                            torch.cuda.synchronize(self.device)
                         step_times.append(time.perf_counter() - t0)
                     sums["data"] += terms["data"] / n  # mean NLL per example
                     sums["prior"] += terms["prior"] / n
@@ -207,8 +230,8 @@ class Trainer:
         return {
             "epoch": epoch,
             "step": self.step,
-            "data_term": sums["data"] / steps,
-            "prior_term": sums["prior"] / steps,
+            "data_term": float(sums["data"]) / steps,
+            "prior_term": float(sums["prior"]) / steps,
             "test_error": evaluate(det, self.data.x_test, self.data.y_test),
             "widths": list(self.net.widths),
             "theta": {n: self.guide.gate_probs(n).detach().tolist() for n in self.net.gated},
@@ -246,12 +269,13 @@ class Trainer:
         thetas = torch.cat([self.guide.gate_probs(n).detach() for n in self.net.gated])
         summary = summarize(
             det,
-            arch="mlp",
+            arch=getattr(self.net, "arch", "mlp"),
             dataset=self.data.name,
             seed=self.config.seed,
             epochs=self.config.epochs,
             initial_widths=self.initial_widths,
             initial=self.initial,
+            in_shape=self.net.in_shape,
             test_error=evaluate(det, self.data.x_test, self.data.y_test),
             last_prune_epoch=(last / steps_per_epoch) if last else 0.0,
             gates_binary_fraction=binary_fraction(thetas),

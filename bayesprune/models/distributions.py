@@ -142,11 +142,12 @@ def point_mass_structured_kl(sq_norms, slab_var, rho, row_size: int):
     return 0.5 * row_size * (-torch.log(rho) + rho - 1) + sq_norms / (2 * slab_var)
 
 
-def inverse_gamma_log_prob(value: float, concentration: float, rate: float) -> float:
-    """log InverseGamma(value; α, β), in plain floats (for the fused objective's value)."""
+def inverse_gamma_log_prob(value, concentration: float, rate: float):
+    """log InverseGamma(value; α, β) for a float or a tensor ``value`` (α, β plain floats)."""
+    log = torch.log if isinstance(value, torch.Tensor) else math.log
     return (
         concentration * math.log(rate)
         - math.lgamma(concentration)
-        - (concentration + 1) * math.log(value)
+        - (concentration + 1) * log(value)
         - rate / value
     )

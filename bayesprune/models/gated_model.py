@@ -10,7 +10,7 @@ import torch
 from pyro import poutine
 
 from bayesprune.models.distributions import Flattening, GaussianScaleMixture
-from bayesprune.models.network import GatedMLP
+from bayesprune.models.network import GatedNet
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class HyperPrior:
 
 
 class GatedModel:
-    """p(Λ) p(w | π, σ) p(ξ | π) p(y | x, w, ξ) for a :class:`GatedMLP`.
+    """p(Λ) p(w | π, σ) p(ξ | π) p(y | x, w, ξ) for a :class:`GatedNet`.
 
     Sample sites, per gated layer ``l``:
 
@@ -68,16 +68,16 @@ class GatedModel:
     :param hyper: prior settings.
     """
 
-    def __init__(self, net: GatedMLP, hyper: HyperPrior):
+    def __init__(self, net: GatedNet, hyper: HyperPrior):
         self.net = net
         self.hyper = hyper
 
     def layer_prior(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Declare the prior sites of one layer; return its augmented weights and π (or None)."""
-        layer = self.net.layers[name]
-        width, fan_in = layer.out_features, layer.in_features
-        alpha = torch.tensor(self.hyper.concentration(fan_in, width))
-        beta = torch.tensor(self.hyper.rate(fan_in, width))
+        width, fan_in = self.net.width(name), self.net.fan_in(name)
+        device = self.net.layers[name].weight.device
+        alpha = torch.tensor(self.hyper.concentration(fan_in, width), device=device)
+        beta = torch.tensor(self.hyper.rate(fan_in, width), device=device)
         slab_var = pyro.sample(f"{name}.slab_var", dist.InverseGamma(alpha, beta))
         if name == "out":
             return pyro.sample(

@@ -1,52 +1,171 @@
-"""The gated network: an MLP whose hidden units are multiplied by Bernoulli gates.
+"""Gated networks: fully connected and convolutional, a Bernoulli gate on every unit and filter.
 
-The gate multiplies the unit's output *after* its activation (Eq. (1) of docs/method.md), so a
-unit whose gate is 0 emits exactly 0 and can be removed without changing the network's function.
+The gate multiplies a unit's output *after* its activation (Eq. (1) of docs/method.md), so a unit
+(a hidden neuron, or a whole feature map of a convolution) whose gate is 0 emits exactly 0 and can
+be removed without changing the network's function. Removal is physical:
+:meth:`GatedNet.remove_units_` slices the unit's weights, its BatchNorm entries and the consumer
+layer's input columns, for every pattern these networks contain (Conv→Conv, Conv→BatchNorm,
+Conv→pool→Flatten→Linear, Linear→Linear).
 """
 
 from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+INITS = ("kaiming", "xavier", "normal")
 
-class GatedMLP(nn.Module):
-    """A fully connected ReLU network with one gate per hidden unit.
+# The layer plans of the paper's networks: ("conv", channels, kernel, padding), ("pool",),
+# ("flatten",), ("fc", width). The classifier ("out") is appended by GatedNet.
+LENET5 = (
+    ("conv", 20, 5, 0),
+    ("pool",),
+    ("conv", 50, 5, 0),
+    ("pool",),
+    ("flatten",),
+    ("fc", 500),
+)
+VGG16_CHANNELS = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 
-    Layers are named ``fc1 .. fcL`` (hidden, gated) and ``out`` (never gated).
 
-    :param in_features: input dimension.
-    :param widths: hidden widths, e.g. ``(300, 100)`` for LeNet-300-100.
-    :param out_features: number of classes.
-    :param init: weight initialisation, ``"kaiming"``, ``"xavier"`` or ``"normal"`` (N(0, 0.01²)).
+def _slice_data(param: torch.Tensor, index: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    param.data = index(param.data).clone()
+    param.grad = None
+
+
+def _scaled(width: int, mult: float) -> int:
+    return max(1, round(width * mult))
+
+
+class GatedNet(nn.Module):
+    """A feed-forward ReLU network, described by a plan, with one gate per hidden unit or filter.
+
+    Layers are named ``conv1, conv2, ...`` and ``fc1, fc2, ...`` (hidden, gated) and ``out`` (the
+    classifier, never gated). A hidden layer computes ReLU(BatchNorm(layer(h))) (BatchNorm only
+    for convolutions and only with ``batch_norm``), then the gate, then any pooling.
+
+    :param in_shape: shape of one input, ``(D,)`` or ``(C, H, W)``.
+    :param plan: the hidden layers in order: ``("conv", channels, kernel, padding)``,
+        ``("pool",)`` (2×2 max-pooling), ``("flatten",)``, ``("fc", width)``.
+    :param num_classes: outputs of the classifier.
+    :param batch_norm: BatchNorm after every convolution.
+    :param init: ``"kaiming"``, ``"xavier"`` or ``"normal"`` (N(0, 0.01²)); biases start at 0.
     """
 
+    arch = "custom"  # the architecture's name in summaries (set by the named constructors)
+
     def __init__(
-        self, in_features: int, widths: tuple[int, ...], out_features: int, init: str = "kaiming"
+        self,
+        in_shape: Sequence[int],
+        plan: Sequence[tuple],
+        num_classes: int,
+        batch_norm: bool = False,
+        init: str = "kaiming",
     ):
         super().__init__()
-        if not widths or any(int(w) < 1 for w in widths):
-            raise ValueError(f"hidden widths must be positive integers, got {widths}")
-        sizes = [in_features, *[int(w) for w in widths], out_features]
+        self.in_shape = tuple(int(d) for d in in_shape)
         self.layers = nn.ModuleDict()
-        for i in range(len(sizes) - 1):
-            name = "out" if i == len(sizes) - 2 else f"fc{i + 1}"
-            self.layers[name] = nn.Linear(sizes[i], sizes[i + 1])
+        self.norms = nn.ModuleDict()
+        self.ops: list[tuple[str, str | None]] = []
+        # columns of a layer's flattened fan-in that belong to one input unit (k² for a
+        # convolution, H·W for the Linear after a Flatten, 1 otherwise)
+        self.blocks: dict[str, int] = {}
+        shape = self.in_shape
+        counts = {"conv": 0, "fc": 0}
+        block = 1  # columns per input unit of the next Linear (H·W right after a Flatten)
+        for step in [*plan, ("out", num_classes)]:
+            kind = step[0]
+            if kind in ("fc", "out") and len(shape) == 3:  # feature maps into a Linear: flatten
+                shape, block = self._flatten(shape)
+            if kind == "pool":
+                if len(shape) != 3 or min(shape[1:]) < 2:
+                    raise ValueError(f"cannot pool a feature map of shape {shape}")
+                shape = (shape[0], shape[1] // 2, shape[2] // 2)
+                self.ops.append(("pool", None))
+            elif kind == "flatten":
+                if len(shape) == 3:
+                    shape, block = self._flatten(shape)
+            elif kind == "conv":
+                _, channels, kernel, padding = step
+                if len(shape) != 3:
+                    raise ValueError("a convolution needs a (C, H, W) input, not a flat one")
+                counts["conv"] += 1
+                name = f"conv{counts['conv']}"
+                self._check_width(channels, name)
+                self.layers[name] = nn.Conv2d(shape[0], channels, kernel, padding=padding)
+                if batch_norm:
+                    self.norms[name] = nn.BatchNorm2d(channels)
+                self.blocks[name] = kernel * kernel
+                size = [d + 2 * padding - kernel + 1 for d in shape[1:]]
+                if min(size) < 1:
+                    raise ValueError(f"{name}: kernel {kernel} does not fit a {shape} input")
+                shape = (channels, *size)
+                self.ops.append(("conv", name))
+            elif kind in ("fc", "out"):
+                if kind == "out":
+                    name = "out"
+                else:
+                    counts["fc"] += 1
+                    name = f"fc{counts['fc']}"
+                self._check_width(step[1], name)
+                self.blocks[name], block = block, 1
+                self.layers[name] = nn.Linear(shape[0], step[1])
+                shape = (step[1],)
+                self.ops.append(("fc", name))
+            else:
+                raise ValueError(f"unknown layer kind {kind!r} in plan")
         self.reset_parameters(init)
 
+    def _flatten(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+        """Append a Flatten; return the flat shape and the columns each channel feeds."""
+        self.ops.append(("flatten", None))
+        return (math.prod(shape),), math.prod(shape[1:])
+
+    @staticmethod
+    def _check_width(width, name: str) -> None:
+        if int(width) < 1:
+            raise ValueError(f"{name}: widths must be positive integers, got {width}")
+
     def reset_parameters(self, init: str) -> None:
-        """Initialise every layer with one of the supported schemes."""
+        """Initialise every layer with one of the supported schemes (BatchNorm: γ = 1, β = 0)."""
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}: choose kaiming, xavier or normal")
         for layer in self.layers.values():
             if init == "kaiming":
                 nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
             elif init == "xavier":
                 nn.init.xavier_uniform_(layer.weight)
-            elif init == "normal":
-                nn.init.normal_(layer.weight, std=0.01)
             else:
-                raise ValueError(f"unknown init {init!r}: choose kaiming, xavier or normal")
+                nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
+        for norm in self.norms.values():
+            norm.reset_parameters()
+
+    # --- shape -------------------------------------------------------------------------------
 
     @property
     def gated(self) -> list[str]:
@@ -55,8 +174,16 @@ class GatedMLP(nn.Module):
 
     @property
     def widths(self) -> list[int]:
-        """Current hidden widths."""
-        return [self.layers[name].out_features for name in self.gated]
+        """Current hidden widths (units or filters per gated layer)."""
+        return [self.width(name) for name in self.gated]
+
+    def width(self, name: str) -> int:
+        """Number of units (rows) of a layer."""
+        return self.layers[name].weight.shape[0]
+
+    def fan_in(self, name: str) -> int:
+        """Inputs per unit: in_features, or in_channels · k² for a convolution."""
+        return self.layers[name].weight[0].numel()
 
     def next_layer(self, name: str) -> str:
         """Name of the layer that consumes ``name``'s units."""
@@ -64,14 +191,23 @@ class GatedMLP(nn.Module):
         return names[names.index(name) + 1]
 
     def augmented(self, name: str) -> torch.Tensor:
-        """The layer's weights with the bias as a last column: row s is the unit's w_s."""
+        """The layer's flattened weights with the bias as a last column: row s is the unit's w_s."""
         layer = self.layers[name]
-        return torch.cat([layer.weight, layer.bias.unsqueeze(-1)], dim=-1)
+        return torch.cat([layer.weight.flatten(1), layer.bias.unsqueeze(-1)], dim=-1)
 
     def row_sq_norms(self, name: str) -> torch.Tensor:
         """‖w_s‖² of every unit's augmented row, without building ``[W | b]``."""
         layer = self.layers[name]
-        return torch.linalg.vector_norm(layer.weight, dim=-1).pow(2) + layer.bias.pow(2)
+        return layer.weight.flatten(1).pow(2).sum(-1) + layer.bias.pow(2)
+
+    def input_columns(self, name: str, units: torch.Tensor) -> torch.Tensor:
+        """Columns of ``name``'s flattened fan-in fed by the given units of the previous layer."""
+        block = self.blocks[name]
+        units = torch.as_tensor(units, dtype=torch.long, device=self.layers[name].weight.device)
+        offsets = torch.arange(block, device=units.device)
+        return (units.unsqueeze(-1) * block + offsets).flatten()
+
+    # --- forward ------------------------------------------------------------------------------
 
     def forward(
         self,
@@ -81,19 +217,195 @@ class GatedMLP(nn.Module):
     ) -> torch.Tensor:
         """Logits of the gated network.
 
-        :param x: inputs, shape ``(B, in_features)`` (extra trailing dims are flattened).
+        :param x: inputs, shape ``(B, *in_shape)`` (flat inputs of the right size are reshaped).
         :param gates: per layer, gates of shape ``(B, S)`` or ``(S,)``; missing layers are ungated.
         :param params: per layer, augmented weights ``[W | b]`` replacing the module's own.
         """
-        h = x.flatten(1)
-        for name, layer in self.layers.items():
+        h = x.reshape(x.shape[0], *self.in_shape)
+        for kind, name in self.ops:
+            if kind == "pool":
+                h = F.max_pool2d(h, 2)
+                continue
+            if kind == "flatten":
+                h = h.flatten(1)
+                continue
+            layer = self.layers[name]
             if params is not None and name in params:
                 wb = params[name]
-                h = F.linear(h, wb[:, :-1], wb[:, -1])
+                weight, bias = wb[:, :-1].reshape(layer.weight.shape), wb[:, -1]
             else:
-                h = layer(h)
-            if name != "out":
-                h = F.relu(h)  # Eq. (1): the gate acts after the activation
-                if gates is not None and name in gates:
-                    h = h * gates[name]
+                weight, bias = layer.weight, layer.bias
+            if kind == "conv":
+                h = F.conv2d(h, weight, bias, padding=layer.padding)
+            else:
+                h = F.linear(h, weight, bias)
+            if name == "out":
+                break
+            if name in self.norms:
+                h = self.norms[name](h)
+            h = F.relu(h)  # Eq. (1): the gate acts after the activation
+            if gates is not None and name in gates:
+                g = gates[name]
+                h = h * g.reshape(*g.shape, *([1] * (h.dim() - 2)))
         return h
+
+    # --- physical removal ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def remove_units_(
+        self,
+        name: str,
+        keep: torch.Tensor,
+        slice_param: Callable[[nn.Parameter, Callable], None] = _slice_data,
+    ) -> None:
+        """Keep only the units ``keep`` of gated layer ``name``, in place.
+
+        Slices the layer's weight rows and biases, its BatchNorm's γ, β and running statistics, and
+        the next layer's input columns (a block of k² per channel for a convolution, H·W per
+        channel for the Linear after a Flatten, one column for a Linear). ``slice_param(p, index)``
+        is called for every parameter so that callers can slice optimiser state alongside.
+        """
+        if name not in self.gated:
+            raise ValueError(f"{name!r} is not a gated layer")
+        keep = torch.as_tensor(keep, dtype=torch.long).flatten().to(self.layers[name].weight.device)
+        if keep.numel() == 0:
+            raise ValueError("refusing to remove the last unit of a layer")
+        nxt_name = self.next_layer(name)
+        this, nxt = self.layers[name], self.layers[nxt_name]
+        columns = self.input_columns(nxt_name, keep)
+
+        def rows(t):
+            return t.index_select(0, keep)
+
+        def cols(t):
+            if t.dim() > 2:  # a convolution's (out, in, k, k): one slice per input channel
+                return t.index_select(1, keep)
+            return t.index_select(1, columns)
+
+        slice_param(this.weight, rows)
+        slice_param(this.bias, rows)
+        if name in self.norms:
+            norm = self.norms[name]
+            slice_param(norm.weight, rows)
+            slice_param(norm.bias, rows)
+            norm.running_mean = rows(norm.running_mean).clone()
+            norm.running_var = rows(norm.running_var).clone()
+            norm.num_features = len(keep)
+        slice_param(nxt.weight, cols)
+        if isinstance(this, nn.Conv2d):
+            this.out_channels = len(keep)
+        else:
+            this.out_features = len(keep)
+        if isinstance(nxt, nn.Conv2d):
+            nxt.in_channels = len(keep)
+        else:
+            nxt.in_features = len(columns)
+
+    @torch.no_grad()
+    def silence_(self, name: str, unit: int) -> None:
+        """Make one unit emit exactly 0 whatever its input (weights, bias and BatchNorm zeroed)."""
+        layer = self.layers[name]
+        layer.weight[unit].zero_()
+        layer.bias[unit].zero_()
+        if name in self.norms:
+            self.norms[name].weight[unit].zero_()
+            self.norms[name].bias[unit].zero_()
+
+    def to_sequential(self) -> nn.Sequential:
+        """The ungated network as a plain ``nn.Sequential`` (copies of the modules)."""
+        modules: list[nn.Module] = []
+        for kind, name in self.ops:
+            if kind == "pool":
+                modules.append(nn.MaxPool2d(2))
+            elif kind == "flatten":
+                modules.append(nn.Flatten())
+            else:
+                modules.append(copy.deepcopy(self.layers[name]))
+                if name != "out":
+                    if name in self.norms:
+                        modules.append(copy.deepcopy(self.norms[name]))
+                    modules.append(nn.ReLU())
+        if self.ops[0][0] != "flatten" and len(self.in_shape) == 1:
+            modules.insert(0, nn.Flatten())
+        return nn.Sequential(*modules)
+
+
+class GatedMLP(GatedNet):
+    """A fully connected ReLU network with one gate per hidden unit (``fc1 .. fcL``, ``out``).
+
+    :param in_features: input dimension (inputs with more dims are flattened).
+    :param widths: hidden widths, e.g. ``(300, 100)`` for LeNet-300-100.
+    :param out_features: number of classes.
+    :param init: weight initialisation, ``"kaiming"``, ``"xavier"`` or ``"normal"`` (N(0, 0.01²)).
+    """
+
+    arch = "mlp"
+
+    def __init__(
+        self, in_features: int, widths: tuple[int, ...], out_features: int, init: str = "kaiming"
+    ):
+        if not widths or any(int(w) < 1 for w in widths):
+            raise ValueError(f"hidden widths must be positive integers, got {widths}")
+        plan = [("fc", int(w)) for w in widths]
+        super().__init__((int(in_features),), plan, out_features, init=init)
+
+
+def lenet5(
+    in_shape: Sequence[int], num_classes: int, width_mult: float = 1.0, init: str = "kaiming"
+) -> GatedNet:
+    """LeNet-5-Caffe: conv 20@5×5, pool, conv 50@5×5, pool, fc 800→500, fc 500→classes.
+
+    Gates on both convolutions' filters and on the 500 hidden units; ``width_mult`` scales every
+    hidden layer.
+    """
+    plan = [
+        (step[0], _scaled(step[1], width_mult), *step[2:]) if step[0] in ("conv", "fc") else step
+        for step in LENET5
+    ]
+    net = GatedNet(in_shape, plan, num_classes, init=init)
+    net.arch = "lenet5"
+    return net
+
+
+def vgg16(
+    in_shape: Sequence[int], num_classes: int, width_mult: float = 1.0, init: str = "kaiming"
+) -> GatedNet:
+    """VGG16 for CIFAR: 13 convolutions 3×3 (64-64-M-128-128-M-256×3-M-512×3-M-512×3-M), each
+    with BatchNorm, then fc 512→512→classes. Gates on every filter and on the 512 fc units."""
+    plan: list[tuple] = [
+        ("pool",) if c == "M" else ("conv", _scaled(c, width_mult), 3, 1) for c in VGG16_CHANNELS
+    ]
+    plan += [("flatten",), ("fc", _scaled(512, width_mult))]
+    net = GatedNet(in_shape, plan, num_classes, batch_norm=True, init=init)
+    net.arch = "vgg16"
+    return net
+
+
+ARCHITECTURES = {"mlp": None, "lenet5": lenet5, "vgg16": vgg16}
+
+
+def build_network(
+    arch: str,
+    in_shape: Sequence[int],
+    num_classes: int,
+    widths: Sequence[int] | None = None,
+    width_mult: float = 1.0,
+    init: str = "kaiming",
+) -> GatedNet:
+    """Construct a named architecture (``mlp``, ``lenet5``, ``vgg16``) for an input shape.
+
+    ``widths`` sets the MLP's hidden widths (default 300, 100, LeNet-300-100); ``width_mult``
+    scales every hidden layer of any architecture.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    if arch == "mlp":
+        widths = tuple(widths or (300, 100))
+        return GatedMLP(
+            math.prod(in_shape), tuple(_scaled(w, width_mult) for w in widths), num_classes, init
+        )
+    if widths is not None:
+        raise ValueError(f"--widths applies to the mlp; scale {arch} with width_mult")
+    if len(in_shape) != 3:
+        raise ValueError(f"{arch} needs image inputs (C, H, W), got shape {tuple(in_shape)}")
+    return ARCHITECTURES[arch](in_shape, num_classes, width_mult, init)
