@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -12,14 +13,14 @@ import torch
 from bayesprune.baseline import train_dense
 from bayesprune.data import Dataset
 from bayesprune.inference.trainer import TrainConfig, Trainer
-from bayesprune.models.network import GatedMLP
+from bayesprune.models.network import GatedNet
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 COLUMNS = [
     ("test error (%)", lambda r: f"{100 * r['test_error']:.2f}"),
-    ("widths", lambda r: "-".join(map(str, r["widths"]))),
+    ("architecture", lambda r: r.get("architecture") or "-".join(map(str, r["widths"]))),
     ("weights kept", lambda r: f"{r['weights_kept']} ({100 * r['weights_kept_fraction']:.1f}%)"),
     ("FLOPs kept (%)", lambda r: f"{100 * r['flops_kept_fraction']:.1f}"),
     (
@@ -42,7 +43,13 @@ COLUMNS = [
 ]
 
 
-def step_cost(data: Dataset, widths, config: TrainConfig, blocks: int = 7, steps: int = 40) -> dict:
+def step_cost(
+    data: Dataset,
+    make_net: Callable[[], GatedNet],
+    config: TrainConfig,
+    blocks: int = 7,
+    steps: int = 40,
+) -> dict:
     """Median milliseconds per training step at full width: plain PyTorch, fused, Pyro ELBO.
 
     The three are interleaved block by block in this process, so that load from elsewhere on the
@@ -56,7 +63,7 @@ def step_cost(data: Dataset, widths, config: TrainConfig, blocks: int = 7, steps
 
     x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
     index = torch.arange(len(x))
-    dense = GatedMLP(data.in_features, widths, data.num_classes)
+    dense = make_net()
     opt = torch.optim.Adam(dense.parameters(), lr=config.lr, foreach=True)
 
     def dense_step():
@@ -66,7 +73,7 @@ def step_cost(data: Dataset, widths, config: TrainConfig, blocks: int = 7, steps
 
     runners = {"dense": dense_step}
     for engine in ("fused", "pyro"):
-        net = GatedMLP(data.in_features, widths, data.num_classes)
+        net = make_net()
         trainer = Trainer(net, data, replace(config, engine=engine, check_every=10**9))
         runners[engine] = lambda t=trainer: t.train_step(x, y, index)
     times = {name: [] for name in runners}
@@ -85,12 +92,17 @@ def step_cost(data: Dataset, widths, config: TrainConfig, blocks: int = 7, steps
     return out
 
 
-def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dict:
-    """Dense and bayesprune runs of the same network, optimiser, epochs and batch size."""
+def compare(
+    data: Dataset, make_net: Callable[[], GatedNet], config: TrainConfig, threads: int = 1
+) -> dict:
+    """Dense and bayesprune runs of the same network, optimiser, epochs and batch size.
+
+    :param make_net: builds a freshly initialised network (called after seeding torch).
+    """
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     dense = train_dense(
-        GatedMLP(data.in_features, widths, data.num_classes),
+        make_net(),
         data,
         config.epochs,
         config.batch_size,
@@ -99,8 +111,7 @@ def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dic
         progress=True,
     )
     torch.manual_seed(config.seed)
-    net = GatedMLP(data.in_features, widths, data.num_classes)
-    pruned = Trainer(net, data, config).fit(progress=True)
+    pruned = Trainer(make_net(), data, config).fit(progress=True)
     env = {
         "commit": commit(),
         "threads": threads,
@@ -108,7 +119,7 @@ def compare(data: Dataset, widths, config: TrainConfig, threads: int = 1) -> dic
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
     }
-    cost = step_cost(data, widths, config)
+    cost = step_cost(data, make_net, config)
     return {
         "dense": dense,
         "bayesprune": pruned,

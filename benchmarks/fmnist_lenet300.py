@@ -13,6 +13,7 @@ from common import compare, write  # noqa: E402
 
 from bayesprune.data import load_dataset  # noqa: E402
 from bayesprune.inference.trainer import TrainConfig  # noqa: E402
+from bayesprune.models.network import GatedMLP  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +33,10 @@ def main() -> None:
         lr_theta=args.lr_theta,
         theta_momentum=args.theta_momentum,
     )
-    write(args.name, compare(data, (300, 100), config, threads=args.threads))
+    def make_net():
+        return GatedMLP(data.in_features, (300, 100), data.num_classes)
+
+    write(args.name, compare(data, make_net, config, threads=args.threads))
 
 
 if __name__ == "__main__":

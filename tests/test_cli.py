@@ -1,5 +1,7 @@
 import json
 
+import torch
+
 from bayesprune.cli import main
 
 KEYS = {
@@ -37,8 +39,6 @@ def test_train_writes_a_complete_run_directory(tmp_path, capsys):
     ]
     assert (out / "training.png").stat().st_size > 0
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
-    import torch
-
     net = torch.load(out / "model.pt", weights_only=False)
     assert isinstance(net, torch.nn.Sequential)
     assert net(torch.zeros(3, 4)).shape == (3, 3)
@@ -89,3 +89,38 @@ def test_pyro_engine_runs_end_to_end(tmp_path):
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["initial_widths"] == [8, 4] and summary["test_error"] < 0.67
+
+
+def test_lenet5_and_vgg16_train_end_to_end_on_small_data(tmp_path, fake_cifar10):
+    from tests.test_data import _fake_mnist
+
+    _fake_mnist(tmp_path, n=60)
+    out = tmp_path / "lenet5"
+    args = ["train", "--arch", "lenet5", "--dataset", "mnist", "--data-dir", str(tmp_path),
+            "--width-mult", "0.2", "--epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arch"] == "lenet5" and summary["initial_architecture"] == "4-10-160-100"
+    # the VGG16 smoke run of issue 3: --width-mult 0.25 on synthetic CIFAR-10, on the CPU
+    out = tmp_path / "vgg"
+    args = ["train", "--arch", "vgg16", "--dataset", "cifar10", "--data-dir", str(fake_cifar10),
+            "--width-mult", "0.25", "--epochs", "1", "--batch-size", "50", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["initial_widths"] == [16, 16, 32, 32, 64, 64, 64] + [128] * 6 + [128]
+    assert len(summary["widths"]) == 14 and summary["weights_kept"] <= summary["weights_total"]
+    net = torch.load(out / "model.pt", weights_only=False)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_architecture_and_device_mistakes_are_one_line(capsys):
+    assert main(["train", "--arch", "lenet5", "--dataset", "teacher"]) == 2
+    assert "image inputs" in _one_line_error(capsys)
+    assert main(["train", "--width-mult", "0"]) == 2
+    assert "width-mult" in _one_line_error(capsys)
+    assert main(["train", "--device", "toaster"]) == 2
+    assert "toaster" in _one_line_error(capsys)
+    if not torch.cuda.is_available():
+        assert main(["train", "--device", "cuda"]) == 2
+        assert "CUDA" in _one_line_error(capsys)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bayesprune.data import DataError, load_dataset, make_teacher
+from bayesprune.data import DataError, RandomCropFlip, load_dataset, make_teacher
 
 
 def _write_idx(path, array, gz=False):
@@ -58,3 +58,42 @@ def test_corrupt_dataset_is_reported(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("imagenet")
+
+
+def test_cifar10_is_read_from_the_pickles_and_standardised(fake_cifar10):
+    data = load_dataset("cifar10", fake_cifar10)
+    assert data.x_train.shape == (250, 3, 32, 32) and data.x_test.shape == (20, 3, 32, 32)
+    assert data.in_shape == (3, 32, 32) and data.num_classes == 10
+    mean, std = data.x_train.mean(dim=(0, 2, 3)), data.x_train.std(dim=(0, 2, 3))
+    assert torch.allclose(mean, torch.zeros(3), atol=1e-5)
+    assert torch.allclose(std, torch.ones(3), atol=1e-4)
+    assert data.augment is not None
+
+
+def test_cifar10_missing_or_corrupt_is_a_data_error(tmp_path, fake_cifar10):
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", tmp_path / "nowhere")
+    (fake_cifar10 / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="data_batch_3"):
+        load_dataset("cifar10", fake_cifar10)
+
+
+def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
+    fill = torch.tensor([-1.0, -2.0, -3.0])
+    augment = RandomCropFlip(4, fill)
+    x = torch.randn(64, 3, 8, 8)
+    out = augment(x)
+    padded = fill.view(1, 3, 1, 1).expand(64, 3, 16, 16).clone()
+    padded[:, :, 4:12, 4:12] = x
+    flips = 0
+    for i in range(64):
+        windows = [
+            (padded[i, :, dy : dy + 8, dx : dx + 8], flip)
+            for dy in range(9)
+            for dx in range(9)
+            for flip in (False, True)
+        ]
+        matches = [f for w, f in windows if torch.equal(w.flip(-1) if f else w, out[i])]
+        assert matches, f"example {i} is not a crop of its padded image"
+        flips += all(matches)
+    assert 10 < flips < 54  # both flipped and unflipped crops occur

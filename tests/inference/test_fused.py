@@ -7,18 +7,27 @@ import torch
 from bayesprune.guides import GateGuide
 from bayesprune.inference import GatedELBO
 from bayesprune.inference.fused import FusedObjective
-from bayesprune.models import GatedMLP, GatedModel, HyperPrior
+from bayesprune.models import GatedMLP, GatedModel, GatedNet, HyperPrior
+
+THETAS = (1.0, 0.5, 0.2, 0.0, 0.9, 1.0, 0.3, 1.0, 0.6, 0.7)
 
 
-def _setup(weights, posterior):
+def _setup(weights, posterior, conv=False):
     torch.manual_seed(3)
-    net = GatedMLP(7, (6, 5), 3)
+    if conv:  # conv (filter gates) -> pool -> flatten -> fc (unit gates) -> out
+        plan = [("conv", 6, 3, 1), ("pool",), ("fc", 5)]
+        net = GatedNet((2, 6, 6), plan, 3)
+        x = torch.randn(11, 2, 6, 6)
+    else:
+        net = GatedMLP(7, (6, 5), 3)
+        x = torch.randn(11, 7)
     hyper = HyperPrior(temperature=0.3)
     guide = GateGuide(net, hyper, weights=weights, posterior=posterior, init_sigma=0.05)
     with torch.no_grad():
-        guide.raw_param("theta", "fc1").copy_(torch.tensor([1.0, 0.5, 0.2, 0.0, 0.9, 1.0]))
-        guide.raw_param("theta", "fc2").copy_(torch.tensor([0.3, 1.0, 0.6, 1.0, 0.7]))
-    x, y = torch.randn(11, 7), torch.randint(0, 3, (11,))
+        for name in net.gated:
+            theta = guide.raw_param("theta", name)
+            theta.copy_(torch.tensor(THETAS[: theta.numel()]))
+    y = torch.randint(0, 3, (11,))
     return net, hyper, guide, GatedModel(net, hyper), x, y
 
 
@@ -31,8 +40,9 @@ def _grads(guide):
 @pytest.mark.parametrize("estimator", ["first-order", "secant"])
 @pytest.mark.parametrize("weights", ["point", "gaussian"])
 @pytest.mark.parametrize("posterior", ["structured", "mean-field"])
-def test_fused_matches_the_pyro_elbo(estimator, weights, posterior):
-    net, hyper, guide, model, x, y = _setup(weights, posterior)
+@pytest.mark.parametrize("conv", [False, True], ids=["mlp", "conv"])
+def test_fused_matches_the_pyro_elbo(estimator, weights, posterior, conv):
+    net, hyper, guide, model, x, y = _setup(weights, posterior, conv)
     pyro.set_rng_seed(5)
     with pyro.validation_enabled(False):
         ref = GatedELBO(estimator).loss_and_grads_terms(model, guide, x, y, num_data=110)

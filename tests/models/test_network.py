@@ -1,0 +1,133 @@
+"""Gated networks: shapes, and physical removal for every pattern of LeNet-5 and VGG16."""
+
+import pytest
+import torch
+
+from bayesprune.export import architecture, count_weights, deterministic_network
+from bayesprune.guides import GateGuide
+from bayesprune.inference import remove_units
+from bayesprune.models import GatedNet, HyperPrior, build_network, lenet5, vgg16
+
+# (network, layer to prune, the pattern it exercises)
+SCENARIOS = {
+    "conv->conv": (lambda: lenet5((1, 28, 28), 10, width_mult=0.3), "conv1"),
+    "conv->pool->flatten->linear": (lambda: lenet5((1, 28, 28), 10, width_mult=0.3), "conv2"),
+    "linear->linear": (lambda: lenet5((1, 28, 28), 10, width_mult=0.3), "fc1"),
+    "conv->batchnorm->conv": (lambda: vgg16((3, 32, 32), 10, width_mult=0.125), "conv1"),
+    "conv->batchnorm->pool->flatten->linear": (
+        lambda: GatedNet((3, 8, 8), [("conv", 6, 3, 1), ("pool",), ("fc", 7)], 4, batch_norm=True),
+        "conv1",
+    ),
+}
+
+
+def _prepared(make, weights):
+    """A network with non-trivial BatchNorm statistics and affine parameters, and its guide."""
+    torch.manual_seed(0)
+    net = make()
+    guide = GateGuide(net, HyperPrior(), weights=weights)
+    x = torch.randn(16, *net.in_shape)
+    with torch.no_grad():
+        for norm in net.norms.values():
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+        net.train()
+        for _ in range(3):
+            net(x + torch.randn_like(x))
+    net.eval()
+    return net, guide, x
+
+
+def _gated_output(net, guide, x):
+    gates = {n: guide.gate_probs(n).detach() for n in net.gated}  # θ ∈ {0, 1}: deterministic
+    return net(x, gates=gates)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("weights", ["point", "gaussian"])
+def test_removing_a_zero_gate_unit_keeps_outputs(scenario, weights):
+    make, layer = SCENARIOS[scenario]
+    net, guide, x = _prepared(make, weights)
+    opt = torch.optim.Adam(guide.parameters(), lr=1e-2)
+    net.augmented(layer).sum().backward()  # give the optimiser some state
+    opt.step()
+    with torch.no_grad():
+        guide.raw_param("theta", layer)[1] = 0.0
+    nxt = net.next_layer(layer)
+    before = _gated_output(net, guide, x)
+    width, fan_in = net.width(layer), net.fan_in(layer)
+    fan_out, block = net.width(nxt), net.blocks[nxt]
+    count = count_weights(net)
+    keep = torch.tensor([i for i in range(width) if i != 1])
+    remove_units(guide, layer, keep, [opt])
+
+    assert torch.allclose(_gated_output(net, guide, x), before, atol=1e-5)
+    # shapes and parameter counts: one row + bias (+ γ, β), and fan_out · block input columns
+    assert net.width(layer) == width - 1 and guide.gate_probs(layer).shape == (width - 1,)
+    removed = fan_in + 1 + (2 if layer in net.norms else 0) + fan_out * block
+    assert count_weights(net) == count - removed
+    assert net.fan_in(nxt) == (width - 1) * block
+    if layer in net.norms:
+        norm = net.norms[layer]
+        assert norm.running_mean.shape == norm.running_var.shape == (width - 1,)
+    for p in guide.parameters():  # optimiser moments follow their parameters
+        for v in opt.state[p].values():
+            if v.dim():
+                assert v.shape == p.shape
+    if weights == "gaussian":
+        assert guide.raw_param("log_sigma", layer).shape == (width - 1, fan_in + 1)
+        assert guide.raw_param("log_sigma", nxt).shape == (fan_out, (width - 1) * block + 1)
+    opt.step()  # the optimiser still works
+    # the exported network is the gated one with its zero-gate units gone
+    det = deterministic_network(guide)
+    assert torch.allclose(det(x), _gated_output(net, guide, x), atol=1e-5)
+
+
+def test_exported_network_drops_units_with_theta_below_half():
+    net, guide, x = _prepared(SCENARIOS["conv->batchnorm->conv"][0], "point")
+    with torch.no_grad():
+        guide.raw_param("theta", "conv2")[:3] = 0.0
+        guide.raw_param("theta", "conv5")[:] = 0.0  # a whole layer off: one silent filter stays
+    det = deterministic_network(guide)
+    assert torch.allclose(det(x), _gated_output(net, guide, x), atol=1e-5)
+    widths = [m.out_channels for m in det.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths[1] == net.width("conv2") - 3 and widths[4] == 1
+    assert count_weights(det) < count_weights(net)
+
+
+def test_architectures_and_their_notation():
+    net = lenet5((1, 28, 28), 10)
+    assert net.widths == [20, 50, 500] and net.fan_in("fc1") == 800 and net.blocks["fc1"] == 16
+    assert architecture(net.to_sequential()) == "20-50-800-500"
+    assert count_weights(net) == 431080  # LeNet-5-Caffe's 431K parameters
+    vgg = vgg16((3, 32, 32), 10)
+    assert len([n for n in vgg.gated if n.startswith("conv")]) == 13 and vgg.fan_in("fc1") == 512
+    assert len(vgg.norms) == 13
+    assert vgg(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert build_network("vgg16", (3, 32, 32), 10, width_mult=0.25).widths[0] == 16
+    assert architecture(build_network("mlp", (1, 28, 28), 10).to_sequential()) == "784-300-100"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("lenet5", (4,), 3, None),  # flat inputs
+        ("vgg16", (3, 32, 32), 10, (10, 5)),  # --widths is for the MLP
+        ("resnet", (3, 32, 32), 10, None),
+    ],
+)
+def test_build_network_rejects_mismatches(args):
+    with pytest.raises(ValueError):
+        build_network(*args)
+
+
+def test_gates_broadcast_over_feature_maps():
+    torch.manual_seed(1)
+    net = lenet5((1, 28, 28), 10, width_mult=0.2)
+    x = torch.randn(3, 1, 28, 28)
+    per_example = {n: torch.ones(3, net.width(n)) for n in net.gated}
+    per_example["conv2"][0] = 0.0  # example 0: every conv2 filter off
+    out = net(x, gates=per_example)
+    fc_only = net(x[:1], gates={"conv2": torch.zeros(net.width("conv2"))})
+    assert torch.allclose(out[:1], fc_only, atol=1e-6)
+    assert torch.allclose(out[1:], net(x[1:]), atol=1e-6)
