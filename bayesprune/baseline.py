@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from bayesprune.data import Dataset
 from bayesprune.export import architecture, count_weights
-from bayesprune.inference.trainer import evaluate
+from bayesprune.inference.trainer import evaluate, lr_schedule
 from bayesprune.models.network import GatedNet
 
 
@@ -23,6 +23,7 @@ def train_dense(
     seed: int = 0,
     progress: bool = False,
     device: str = "cpu",
+    schedule: str = "constant",
 ) -> dict:
     """Train ``net`` without gates or priors (Adam on the cross-entropy); return its summary.
 
@@ -34,6 +35,7 @@ def train_dense(
     opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)  # as the gated run
     n = len(data.x_train)
     steps = (n + batch_size - 1) // batch_size
+    scheduler = lr_schedule(opt, schedule, steps * epochs)
     step_times: list[float] = []
     start = time.perf_counter()
     for _ in tqdm(range(epochs), disable=not progress, desc="dense"):
@@ -47,6 +49,8 @@ def train_dense(
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(x), data.y_train[idx]).backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             if timed:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)

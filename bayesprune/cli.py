@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive(int), default=d.batch_size)
     t.add_argument("--lr", type=_positive(float), default=d.lr, help="Adam learning rate (weights)")
     t.add_argument(
+        "--lr-schedule",
+        default=d.lr_schedule,
+        choices=("constant", "cosine"),
+        help="learning-rate schedule of the weights",
+    )
+    t.add_argument(
         "--lr-theta",
         type=_positive(float),
         default=d.lr_theta,

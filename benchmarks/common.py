@@ -61,9 +61,11 @@ def step_cost(
     import pyro
     import torch.nn.functional as F
 
-    x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
-    index = torch.arange(len(x))
-    dense = make_net()
+    device = torch.device(config.device)
+    x = data.x_train[: config.batch_size].to(device)
+    y = data.y_train[: config.batch_size].to(device)
+    index = torch.arange(len(x), device=device)
+    dense = make_net().to(device)
     opt = torch.optim.Adam(dense.parameters(), lr=config.lr, foreach=True)
 
     def dense_step():
@@ -82,9 +84,11 @@ def step_cost(
             for name, step in runners.items():
                 for _ in range(5):
                     step()
+                _sync(device)
                 start = time.perf_counter()
                 for _ in range(steps):
                     step()
+                _sync(device)
                 times[name].append((time.perf_counter() - start) / steps * 1000)
     out = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
     out["fused_ratio"] = out["fused_ms"] / out["dense_ms"]
@@ -92,12 +96,22 @@ def step_cost(
     return out
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def compare(
-    data: Dataset, make_net: Callable[[], GatedNet], config: TrainConfig, threads: int = 1
+    data: Dataset,
+    make_net: Callable[[], GatedNet],
+    config: TrainConfig,
+    threads: int = 1,
+    measure_step_cost: bool = True,
 ) -> dict:
     """Dense and bayesprune runs of the same network, optimiser, epochs and batch size.
 
     :param make_net: builds a freshly initialised network (called after seeding torch).
+    :param measure_step_cost: also time full-width steps in interleaved blocks (:func:`step_cost`).
     """
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
@@ -109,6 +123,8 @@ def compare(
         config.lr,
         config.seed,
         progress=True,
+        device=config.device,
+        schedule=config.lr_schedule,
     )
     torch.manual_seed(config.seed)
     pruned = Trainer(make_net(), data, config).fit(progress=True)
@@ -118,15 +134,14 @@ def compare(
         "torch": torch.__version__,
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(config.device)
+        if config.device.startswith("cuda")
+        else "cpu",
     }
-    cost = step_cost(data, make_net, config)
-    return {
-        "dense": dense,
-        "bayesprune": pruned,
-        "step_cost": cost,
-        "config": vars(config),
-        "environment": env,
-    }
+    result = {"dense": dense, "bayesprune": pruned, "config": vars(config), "environment": env}
+    if measure_step_cost:
+        result["step_cost"] = step_cost(data, make_net, config)
+    return result
 
 
 def commit() -> str:
@@ -141,11 +156,16 @@ def commit() -> str:
     return head + ("+" if changed.strip() else "")
 
 
-def write(name: str, result: dict) -> None:
-    """Save ``results/<name>.json`` and refresh the table of ``README.md``."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    render_readme()
+def write(name: str, result: dict, results_dir: Path | None = None) -> None:
+    """Save ``results/<name>.json`` and refresh the table of ``README.md``.
+
+    With another ``results_dir`` (smoke runs, tests) only the JSON is written there.
+    """
+    folder = RESULTS if results_dir is None else Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if folder.resolve() == RESULTS.resolve():
+        render_readme()
 
 
 def render_readme() -> None:

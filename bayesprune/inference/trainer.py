@@ -37,6 +37,8 @@ class TrainConfig:
     :param engine: ``"fused"`` (:class:`FusedObjective`, the same objective without Pyro's
         tracing) or ``"pyro"`` (:class:`GatedELBO` through ``poutine.trace``); the ``"exact"`` and
         ``"score"`` estimators need ``"pyro"``.
+    :param lr_schedule: ``"constant"`` or ``"cosine"`` (the weights' learning rate decays to 0
+        along a half cosine over the run, stepped every step; the θ step is never scheduled).
     :param theta_optimizer: ``"sgd"`` (:class:`ProjectedSGD` with momentum ``theta_momentum`` on
         the per-example objective F/N, Eq. (10)) or ``"adam"`` (Adam, then the projection).
     :param lr_theta: learning rate of the projected θ updates.
@@ -51,6 +53,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 100
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     theta_optimizer: str = "sgd"
     lr_theta: float = 10.0
     theta_momentum: float = 0.99
@@ -132,6 +135,7 @@ class Trainer:
         else:
             raise ValueError(f"unknown engine {config.engine!r}: choose fused or pyro")
         self.opt_w = torch.optim.Adam(self.guide.weight_parameters(), lr=config.lr, foreach=True)
+        self.schedule = None  # built in fit(), when the number of steps is known
         self.opt_theta = theta_optimizer(self.guide, config, len(data.x_train))
         self.condition = PruningCondition(config.patience)
         self.initial_widths = list(net.widths)
@@ -156,6 +160,8 @@ class Trainer:
                 self.model, self.guide, x, y, num_data=num_data, index=index
             )
         self.opt_w.step()
+        if self.schedule is not None:
+            self.schedule.step()
         self.opt_theta.step()
         if not isinstance(self.opt_theta, ProjectedSGD):
             self.guide.project_()
@@ -188,6 +194,7 @@ class Trainer:
         n = len(x_all)
         steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
         self.total_steps = steps_per_epoch * cfg.epochs
+        self.schedule = lr_schedule(self.opt_w, cfg.lr_schedule, self.total_steps)
         step_times: list[float] = []
         start = time.perf_counter()
         with pyro.validation_enabled(False):
@@ -293,6 +300,15 @@ class Trainer:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             torch.save(det, self.out / "model.pt")
         return summary
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int):
+    """The weights' learning-rate schedule: ``None`` (constant) or a per-step cosine decay."""
+    if kind == "constant":
+        return None
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    raise ValueError(f"unknown lr schedule {kind!r}: choose constant or cosine")
 
 
 def pruned_early_fraction(events: list[dict], total_steps: int, fraction: float = 0.25):
