@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from bayesprune.data import DATASETS, DataError, load_dataset
+from bayesprune.guides.gate_guide import POSTERIORS
 from bayesprune.inference.elbo import ESTIMATORS
 from bayesprune.inference.fused import FUSED_ESTIMATORS
 from bayesprune.inference.trainer import TrainConfig, Trainer
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fused: the objective without Pyro tracing (fast); pyro: GatedELBO",
     )
     t.add_argument("--weights", default=d.weights, choices=("point", "gaussian"))
-    t.add_argument("--posterior", default=d.posterior, choices=("structured", "mean-field"))
+    t.add_argument("--posterior", default=d.posterior, choices=POSTERIORS)
     t.add_argument(
         "--check-every",
         type=_positive(int),

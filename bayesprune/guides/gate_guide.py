@@ -12,6 +12,8 @@ from bayesprune.guides.straight_through import StraightThroughBernoulli
 from bayesprune.models.gated_model import HyperPrior
 from bayesprune.models.network import GatedNet
 
+POSTERIORS = ("coupled", "structured", "mean-field")
+
 
 class GateGuide(PyroModule):
     """q(ξ_s) = Bernoulli(θ_s), q(w) = δ(w − μ) or N(μ, σ²), q(π) = δ(θ), q(σ₁²) = δ(σ̂₁²).
@@ -27,9 +29,11 @@ class GateGuide(PyroModule):
         reparameterised).
     :param init_theta: initial gate probability θ₀ for every unit.
     :param init_sigma: initial posterior standard deviation for ``weights="gaussian"``.
-    :param posterior: ``"structured"`` (default): q(w_s | ξ_s = 0) is the spike prior and
-        q(w_s | ξ_s = 1) the weight posterior, so an off unit costs nothing (Eq. (4s));
-        ``"mean-field"``: one q(w) shared by both gate states (Eq. (4)).
+    :param posterior: ``"coupled"`` (default): a weight has its posterior only when both the unit
+        it feeds and the unit feeding it are on, and is the prior otherwise (Eq. (4c)), so a
+        unit pays for its incoming *and* outgoing weights; ``"structured"``: q(w_s | ξ_s = 0) is
+        the spike prior and q(w_s | ξ_s = 1) the weight posterior, so an off unit costs nothing
+        (Eq. (4s)); ``"mean-field"``: one q(w) shared by both gate states (Eq. (4)).
 
     Parameters are module-local (``pyro.settings`` ``module_local_params``), never in the global
     param store.
@@ -46,16 +50,17 @@ class GateGuide(PyroModule):
         weights: str = "point",
         init_theta: float = 1.0,
         init_sigma: float = 1e-3,
-        posterior: str = "structured",
+        posterior: str = "coupled",
     ):
         with pyro.settings.context(module_local_params=True):
             self._build(net, hyper, weights, init_theta, init_sigma, posterior)
 
     def _build(self, net, hyper, weights, init_theta, init_sigma, posterior) -> None:
         super().__init__()
-        if posterior not in ("structured", "mean-field"):
-            raise ValueError(f"posterior must be 'structured' or 'mean-field', got {posterior!r}")
-        self.structured = posterior == "structured"
+        if posterior not in POSTERIORS:
+            raise ValueError(f"posterior must be one of {', '.join(POSTERIORS)}, got {posterior!r}")
+        self.structured = posterior in ("coupled", "structured")
+        self.coupled = posterior == "coupled"
         if weights not in ("point", "gaussian"):
             raise ValueError(f"weights must be 'point' or 'gaussian', got {weights!r}")
         if not 0 < init_theta <= 1:
@@ -112,7 +117,9 @@ class GateGuide(PyroModule):
                 pyro.sample(f"{name}.prob", dist.Delta(thetas[name], event_dim=1))
             structured = self.structured and name != "out"
             pyro.sample(
-                f"{name}.weight", self.weight_posterior(name), infer={"structured": structured}
+                f"{name}.weight",
+                self.weight_posterior(name),
+                infer={"structured": structured, "coupled": structured and self.coupled},
             )
         subsample = torch.arange(x.shape[0]) if index is None else index
         with pyro.plate("data", num_data, subsample=subsample):

@@ -90,7 +90,11 @@ class GatedELBO(Trace_ELBO):
                 q = guide_site["fn"]
                 mean, var, entropy = _moments(q, site["value"])
                 if guide_site["infer"].get("structured"):
-                    kl = site["fn"].structured_kl(mean, None if _is_delta(q) else var)
+                    coupled = guide_site["infer"].get("coupled")
+                    columns = site["fn"].column_probs if coupled else None
+                    kl = site["fn"].structured_kl(
+                        mean, None if _is_delta(q) else var, column_probs=columns
+                    )
                     prior = prior + scale * kl  # Eq. (4s)
                     continue
                 prior = prior - scale * (

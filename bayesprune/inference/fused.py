@@ -81,11 +81,25 @@ class FusedObjective:
             layer.weight.grad.add_(layer.weight * coef)
             layer.bias.grad.add_(layer.bias * coef)
             return tau * value
-        kl = point_mass_structured_kl(sq, slab_var, self.hyper.rho, fan_in + 1)
+        weight = layer.weight
+        coef = (tau * theta / slab_var).reshape(-1, *[1] * (weight.dim() - 1))
+        previous = net.previous_gated(name)
+        if not self.guide.coupled or previous is None:
+            kl = point_mass_structured_kl(sq, slab_var, self.hyper.rho, fan_in + 1)
+            weight.grad.addcmul_(weight, coef)
+        else:  # Eq. (4c): each weight counts with the probability that its input unit is on
+            block, inputs = net.blocks[name], self.thetas[previous].detach()
+            live = inputs.reshape(1, -1, 1)  # (1, units of the previous layer, 1)
+            per_unit = weight.pow(2).reshape(weight.shape[0], inputs.numel(), block)
+            sq = (per_unit.sum(-1) @ inputs) + layer.bias.pow(2)
+            kl = point_mass_structured_kl(sq, slab_var, self.hyper.rho, 1 + block * inputs.sum())
+            weight.grad.add_((weight * coef).reshape_as(per_unit).mul_(live).reshape_as(weight))
+            # ∂/∂θ_in(s) of τ Σ_t θ_t KL_t: the description of unit s's outgoing weights
+            c = point_mass_structured_kl(torch.zeros(()), slab_var, self.hyper.rho, block)
+            out_cost = c * theta.sum() + (theta @ per_unit.sum(-1)) / (2 * slab_var)
+            _accumulate(self.thetas[previous], tau * out_cost)
         value = value + (theta * kl).sum()  # Eq. (4s)
-        coef = tau * theta / slab_var
-        layer.weight.grad.addcmul_(layer.weight, coef.reshape(-1, *[1] * (layer.weight.dim() - 1)))
-        layer.bias.grad.addcmul_(layer.bias, coef)
+        layer.bias.grad.addcmul_(layer.bias, coef.flatten())
         _accumulate(theta, tau * kl)
         return tau * value
 
@@ -102,7 +116,13 @@ class FusedObjective:
             theta, (self.hyper.rho * slab_var).sqrt(), slab_var.sqrt(), fan_in + 1
         )
         if self.guide.structured:
-            return term + gsm.structured_kl(mean, var)  # Eq. (4s)
+            previous = self.guide.net.previous_gated(name)
+            columns = (
+                self.guide.net.column_probs(name, self.thetas.get(previous))
+                if self.guide.coupled
+                else None
+            )
+            return term + gsm.structured_kl(mean, var, column_probs=columns)  # Eq. (4s), (4c)
         return term - gsm.expected_log_prob(mean, 0.0 if var is None else var) - q_entropy
 
     def loss_and_grads_terms(

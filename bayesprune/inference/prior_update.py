@@ -60,18 +60,23 @@ def structured_slab_variance(
 def update_slab_variances(guide: GateGuide, hyper: HyperPrior) -> dict[str, torch.Tensor]:
     """Set every layer's σ̂₁² to its closed-form optimum; return the new values."""
     out = {}
-    for name in guide.net.layers:
-        sq_mean = guide.net.row_sq_norms(name)
-        var_sums = (
-            None
-            if guide.weights == "point"
-            else guide.weight_posterior(name).base_dist.scale.pow(2).sum(-1)
+    net = guide.net
+    for name in net.layers:
+        sq_mean = net.row_sq_norms(name)
+        var = (
+            None if guide.weights == "point" else guide.weight_posterior(name).base_dist.scale ** 2
         )
-        width, fan_in = guide.net.width(name), guide.net.fan_in(name)
+        var_sums = None if var is None else var.sum(-1)
+        width, fan_in = net.width(name), net.fan_in(name)
         alpha, beta = hyper.concentration(fan_in, width), hyper.rate(fan_in, width)
         if guide.structured and name != "out":
-            theta = guide.gate_probs(name)
-            value = structured_slab_variance(sq_mean, theta, fan_in + 1, alpha, beta, var_sums)
+            theta, row_size = guide.gate_probs(name), fan_in + 1
+            previous = net.previous_gated(name)
+            if guide.coupled and previous is not None:  # Eq. (4c): live inputs only
+                columns = net.column_probs(name, guide.gate_probs(previous))
+                sq_mean, row_size = net.augmented(name).pow(2) @ columns, columns.sum()
+                var_sums = None if var is None else var @ columns
+            value = structured_slab_variance(sq_mean, theta, row_size, alpha, beta, var_sums)
         else:
             sq = sq_mean if var_sums is None else sq_mean + var_sums
             theta = guide.gate_probs(name) if name != "out" else torch.ones_like(sq)

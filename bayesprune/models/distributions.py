@@ -59,10 +59,18 @@ class GaussianScaleMixture(TorchDistribution):
     support = constraints.independent(constraints.real, 2)
 
     def __init__(
-        self, probs, spike_scale, slab_scale, row_size: int, row_mask=None, validate_args=None
+        self,
+        probs,
+        spike_scale,
+        slab_scale,
+        row_size: int,
+        row_mask=None,
+        column_probs=None,
+        validate_args=None,
     ):
         self.probs = probs
         self.row_mask = row_mask
+        self.column_probs = column_probs  # for the coupled posterior only (structured_kl)
         self.spike_scale, self.slab_scale = broadcast_all(
             torch.as_tensor(spike_scale, dtype=probs.dtype),
             torch.as_tensor(slab_scale, dtype=probs.dtype),
@@ -91,7 +99,12 @@ class GaussianScaleMixture(TorchDistribution):
         """The same prior restricted to the rows where ``keep`` is ``True``."""
         mask = keep if self.row_mask is None else self.row_mask & keep
         return GaussianScaleMixture(
-            self.probs, self.spike_scale, self.slab_scale, self.row_size, row_mask=mask
+            self.probs,
+            self.spike_scale,
+            self.slab_scale,
+            self.row_size,
+            row_mask=mask,
+            column_probs=self.column_probs,
         )
 
     def expected_log_prob(
@@ -108,7 +121,9 @@ class GaussianScaleMixture(TorchDistribution):
         off = self.row_log_normal(sq, self.spike_scale)
         return self._sum_rows(theta * on + (1 - theta) * off)
 
-    def structured_kl(self, mean: torch.Tensor, var=None, gate_probs=None) -> torch.Tensor:
+    def structured_kl(
+        self, mean: torch.Tensor, var=None, gate_probs=None, column_probs=None
+    ) -> torch.Tensor:
         """Σ_s θ_s KL(N(μ_s, v_s) ‖ N(0, σ₁² I)) for the structured posterior of Eq. (4s).
 
         The structured spike-and-slab posterior sets q(w_s | ξ_s = 0) to the spike prior itself
@@ -116,15 +131,25 @@ class GaussianScaleMixture(TorchDistribution):
         weights (``var=None``) the on-state width is tied to the spike, v = σ₀², so a kept weight
         is described to the spike's resolution; the KL per row is then
         ``(n/2)(ln(1/ρ) + ρ − 1) + ‖μ_s‖²/(2σ₁²)``.
+
+        ``column_probs`` (one per column: the probability that the column's input unit is on)
+        gives the coupled posterior of Eq. (4c): a weight whose input unit is off is not
+        described either (q = prior, KL 0), so each weight's KL is weighted by the probability
+        that its input is on, and n becomes the expected number of live inputs.
         """
         theta = self.probs if gate_probs is None else gate_probs
         slab_var = self.slab_scale**2
         if var is None:
             rho = self.spike_scale**2 / slab_var
-            kl = point_mass_structured_kl(mean.pow(2).sum(-1), slab_var, rho, self.row_size)
+            if column_probs is None:
+                sq, size = mean.pow(2).sum(-1), self.row_size
+            else:
+                sq, size = mean.pow(2) @ column_probs, column_probs.sum()
+            kl = point_mass_structured_kl(sq, slab_var, rho, size)
         else:
             var = torch.as_tensor(var, dtype=mean.dtype).expand_as(mean)
-            kl = 0.5 * (torch.log(slab_var / var) + (var + mean.pow(2)) / slab_var - 1).sum(-1)
+            per_weight = 0.5 * (torch.log(slab_var / var) + (var + mean.pow(2)) / slab_var - 1)
+            kl = per_weight.sum(-1) if column_probs is None else per_weight @ column_probs
         return self._sum_rows(theta * kl)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
@@ -135,9 +160,9 @@ class GaussianScaleMixture(TorchDistribution):
             return torch.randn(shape) * scale
 
 
-def point_mass_structured_kl(sq_norms, slab_var, rho, row_size: int):
+def point_mass_structured_kl(sq_norms, slab_var, rho, row_size):
     """KL(N(μ_s, ρσ₁² I) ‖ N(0, σ₁² I)) per row from ‖μ_s‖² (Eq. (4s), point-mass weights):
-    ``(n/2)(ln(1/ρ) + ρ − 1) + ‖μ_s‖²/(2σ₁²)``."""
+    ``(n/2)(ln(1/ρ) + ρ − 1) + ‖μ_s‖²/(2σ₁²)`` (n may be a tensor: the expected live inputs)."""
     rho = torch.as_tensor(rho)
     return 0.5 * row_size * (-torch.log(rho) + rho - 1) + sq_norms / (2 * slab_var)
 

@@ -72,8 +72,14 @@ class GatedModel:
         self.net = net
         self.hyper = hyper
 
-    def layer_prior(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Declare the prior sites of one layer; return its augmented weights and π (or None)."""
+    def layer_prior(
+        self, name: str, input_probs: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Declare the prior sites of one layer; return its augmented weights and π (or None).
+
+        ``input_probs`` (π of the previous gated layer) is attached to the GSM as its
+        ``column_probs``, for the coupled posterior (Eq. (4c)); the density itself ignores it.
+        """
         width, fan_in = self.net.width(name), self.net.fan_in(name)
         device = self.net.layers[name].weight.device
         alpha = torch.tensor(self.hyper.concentration(fan_in, width), device=device)
@@ -86,7 +92,11 @@ class GatedModel:
             ), None
         probs = pyro.sample(f"{name}.prob", Flattening(width))
         gsm = GaussianScaleMixture(
-            probs, (self.hyper.rho * slab_var).sqrt(), slab_var.sqrt(), fan_in + 1
+            probs,
+            (self.hyper.rho * slab_var).sqrt(),
+            slab_var.sqrt(),
+            fan_in + 1,
+            column_probs=self.net.column_probs(name, input_probs),
         )
         return pyro.sample(f"{name}.weight", gsm), probs
 
@@ -108,7 +118,8 @@ class GatedModel:
         params, probs = {}, {}
         with poutine.scale(scale=self.hyper.temperature):
             for name in self.net.layers:
-                params[name], probs[name] = self.layer_prior(name)
+                previous = self.net.previous_gated(name)
+                params[name], probs[name] = self.layer_prior(name, probs.get(previous))
         subsample = torch.arange(x.shape[0]) if index is None else index
         with pyro.plate("data", num_data, subsample=subsample):
             gates = {

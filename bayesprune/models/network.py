@@ -200,6 +200,24 @@ class GatedNet(nn.Module):
         layer = self.layers[name]
         return layer.weight.flatten(1).pow(2).sum(-1) + layer.bias.pow(2)
 
+    def previous_gated(self, name: str) -> str | None:
+        """The gated layer whose units feed ``name`` (``None`` for the first layer)."""
+        names = list(self.layers)
+        i = names.index(name)
+        return names[i - 1] if i > 0 else None
+
+    def column_probs(self, name: str, unit_probs: torch.Tensor | None) -> torch.Tensor | None:
+        """Per column of ``name``'s augmented row, the probability that its input is on.
+
+        ``unit_probs`` are the gate probabilities of the previous gated layer (``None``: the
+        layer reads the network's input, always on, and ``None`` is returned). The bias column
+        is always on.
+        """
+        if unit_probs is None:
+            return None
+        per_column = unit_probs.repeat_interleave(self.blocks[name], dim=-1)
+        return torch.cat([per_column, per_column.new_ones(1)], dim=-1)
+
     def input_columns(self, name: str, units: torch.Tensor) -> torch.Tensor:
         """Columns of ``name``'s flattened fan-in fed by the given units of the previous layer."""
         block = self.blocks[name]

@@ -39,7 +39,7 @@ def _grads(guide):
 
 @pytest.mark.parametrize("estimator", ["first-order", "secant"])
 @pytest.mark.parametrize("weights", ["point", "gaussian"])
-@pytest.mark.parametrize("posterior", ["structured", "mean-field"])
+@pytest.mark.parametrize("posterior", ["coupled", "structured", "mean-field"])
 @pytest.mark.parametrize("conv", [False, True], ids=["mlp", "conv"])
 def test_fused_matches_the_pyro_elbo(estimator, weights, posterior, conv):
     net, hyper, guide, model, x, y = _setup(weights, posterior, conv)
