@@ -61,7 +61,7 @@ class TrainConfig:
     estimator: str = "secant"
     engine: str = "fused"
     weights: str = "point"
-    posterior: str = "structured"
+    posterior: str = "coupled"
     temperature: float = HyperPrior.temperature
     rho: float = HyperPrior.rho
     strength: float = HyperPrior.strength

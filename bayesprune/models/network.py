@@ -73,7 +73,8 @@ class GatedNet(nn.Module):
         ``("pool",)`` (2×2 max-pooling), ``("flatten",)``, ``("fc", width)``.
     :param num_classes: outputs of the classifier.
     :param batch_norm: BatchNorm after every convolution.
-    :param init: ``"kaiming"``, ``"xavier"`` or ``"normal"`` (N(0, 0.01²)); biases start at 0.
+    :param init: ``"kaiming"``, ``"xavier"`` or ``"normal"`` (N(0, 0.01²)) for the hidden layers;
+        the classifier starts at zero and every bias at 0 (:meth:`reset_parameters`).
     """
 
     arch = "custom"  # the architecture's name in summaries (set by the named constructors)
@@ -151,11 +152,20 @@ class GatedNet(nn.Module):
             raise ValueError(f"{name}: widths must be positive integers, got {width}")
 
     def reset_parameters(self, init: str) -> None:
-        """Initialise every layer with one of the supported schemes (BatchNorm: γ = 1, β = 0)."""
+        """Initialise the hidden layers with one of the supported schemes and the classifier at 0.
+
+        A zero classifier makes the initial network a constant predictor: no hidden unit's output
+        reaches the loss yet, so no gate gradient can call a unit harmful merely because a random
+        read-out turns its activity into noise (with a random classifier every unit looks
+        harmful at first and the θ momentum prunes conv filters on that noise; docs/method.md
+        §6). BatchNorm starts at γ = 1, β = 0; biases at 0.
+        """
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}: choose kaiming, xavier or normal")
-        for layer in self.layers.values():
-            if init == "kaiming":
+        for name, layer in self.layers.items():
+            if name == "out":
+                nn.init.zeros_(layer.weight)
+            elif init == "kaiming":
                 nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
             elif init == "xavier":
                 nn.init.xavier_uniform_(layer.weight)

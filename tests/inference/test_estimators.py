@@ -19,6 +19,7 @@ def tiny():
     """A toy: 3 inputs, 4 + 3 gated units (7 gates), 2 classes, trained with gates ~ q(ξ)."""
     torch.manual_seed(1)
     net = GatedMLP(3, (4, 3), 2)
+    torch.nn.init.kaiming_uniform_(net.layers["out"].weight, nonlinearity="relu")  # random read-out
     x = torch.randn(B, 3)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
     theta = {"fc1": torch.tensor([0.5, 0.3, 0.7, 0.5]), "fc2": torch.tensor([0.6, 0.5, 0.4])}

@@ -16,6 +16,7 @@ from bayesprune.models import GatedMLP, GatedModel, HyperPrior
 def _guide(weights="point"):
     torch.manual_seed(0)
     net = GatedMLP(6, (5, 4), 3)
+    torch.nn.init.normal_(net.layers["out"].weight)  # a trained-looking read-out, not zeros
     return net, GateGuide(net, HyperPrior(), weights=weights)
 
 
