@@ -63,6 +63,7 @@ def remove_units(
     _slice_param(nxt.weight, cols, optimizers)
     this.out_features = nxt.in_features = int(keep.numel())
     _slice_param(guide.raw_param("theta", layer), rows, optimizers)
+    setattr(guide, f"unit_ids_{layer}", rows(guide.unit_ids(layer)))  # ids follow their units
     if guide.weights == "gaussian":
         _slice_param(guide.raw_param("log_sigma", layer), rows, optimizers)
         _slice_param(
