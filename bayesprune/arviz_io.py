@@ -10,6 +10,7 @@ Everything else in :mod:`bayesprune` handles plain ``xarray.Dataset`` objects, w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -52,14 +53,22 @@ def has_group(idata: az.InferenceData, name: str) -> bool:
 
 
 def save(idata: az.InferenceData, path: Path) -> Path:
-    """Write ``idata`` to a netCDF file."""
-    idata.to_netcdf(str(path))  # ArviZ 1.x: the same method on the DataTree
-    return Path(path)
+    """Write ``idata`` to a netCDF file.
+
+    Writes a temporary file next to it and renames it, so that a reader still holding the old
+    file open (``az.from_netcdf`` reads lazily) does not block the write.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    idata.to_netcdf(str(partial))  # ArviZ 1.x: the same method on the DataTree
+    os.replace(partial, path)
+    return path
 
 
 def load(path: Path) -> az.InferenceData:
-    """Read an ``InferenceData`` written by :func:`save`."""
-    return az.from_netcdf(str(path))  # ArviZ 1.x: xr.open_datatree(path)
+    """Read an ``InferenceData`` written by :func:`save`, into memory (the file is closed)."""
+    with az.rc_context({"data.load": "eager"}):  # ArviZ 1.x: xr.load_datatree(path)
+        return az.from_netcdf(str(path))
 
 
 def summary(
