@@ -155,5 +155,6 @@ def survivor_summary(idata):
             {f"{n}_unit": survivors(idata, n)},
         )
         for n in gated_layers(idata)
+        if survivors(idata, n).size
     ]
-    return pd.concat(tables)
+    return pd.concat(tables) if tables else pd.DataFrame()

@@ -96,6 +96,10 @@ def plot_gate_forest(idata, name: str, ax) -> None:
     """Forest plot of the gate draws ξ_s (mean θ_s, 94% HDI) of one layer's surviving units."""
     theta = arviz_io.group(idata, "posterior")[f"{name}_theta"].mean(("chain", "draw"))
     ids = survivors(idata, name)
+    if not ids.size:
+        ax.set_title(f"{name}: no surviving units")
+        ax.set_axis_off()
+        return
     order = np.argsort(theta.sel({f"{name}_unit": ids}).values, kind="stable")
     arviz_io.plot_forest(idata, f"{name}_gate", {f"{name}_unit": ids[order][:FOREST_UNITS]}, ax)
     shown = min(len(ids), FOREST_UNITS)
@@ -131,7 +135,7 @@ def save_figures(idata, out_dir: Path, overview: Path | None = None) -> dict[str
         fig, ax = plt.subplots(figsize=(5, 3.5))
         plot(idata, ax)
         files[key] = _save(fig, out_dir / f"{key}.png")
-    rows = max(min(len(survivors(idata, n)), FOREST_UNITS) for n in layers)
+    rows = max(min(len(survivors(idata, n)), FOREST_UNITS) for n in layers) + 1
     fig, axes = plt.subplots(
         1, len(layers), figsize=(4 * len(layers), 1.5 + 0.22 * rows), squeeze=False
     )

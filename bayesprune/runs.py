@@ -91,6 +91,8 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
     checkpoints = sorted((path / "checkpoints").glob("epoch_*.pt"))
     if not checkpoints or not metrics:
         raise RunError(f"{path} has no checkpoints or no epoch records: did training start?")
+    if "unit_ids" not in metrics[0]:
+        raise RunError(f"{path} was written by a bayesprune without unit ids; train it again")
     ckpt = checkpoints[-1] if epoch is None else path / "checkpoints" / f"epoch_{epoch:03d}.pt"
     try:
         saved = torch.load(ckpt, weights_only=True)

@@ -9,6 +9,8 @@ import torch
 
 from bayesprune.cli import main
 from bayesprune.export import deterministic_network
+from bayesprune.inspection import run_to_arviz, survivor_summary, survivors
+from bayesprune.report import save_figures
 from bayesprune.runs import load_run
 
 FIGURES = ("theta_trajectories", "widths", "objective", "accuracy", "theta_histogram", "forest")
@@ -129,3 +131,13 @@ def test_bad_run_directories_are_one_line_errors_and_untouched(tmp_path, run, ca
     assert main(["inspect", str(broken)]) == 2
     assert "cannot load checkpoint" in _one_line_error(capsys)
     assert (broken / "checkpoints" / "epoch_001.pt").read_text() == "not a checkpoint"
+
+
+def test_a_layer_without_survivors_still_gets_its_figures(run, tmp_path):
+    idata = run_to_arviz(load_run(run), draws=5)
+    idata.posterior["fc2_theta"][:] = 0.0  # every fc2 gate off: the posterior mode has no fc2 unit
+    assert survivors(idata, "fc2").size == 0
+    files = save_figures(idata, tmp_path)
+    assert all(path.stat().st_size > 1000 for path in files.values())
+    table = survivor_summary(idata)
+    assert len(table) and all(name.startswith("fc1_") for name in table.index)

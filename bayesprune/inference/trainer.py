@@ -37,8 +37,9 @@ class TrainConfig:
     :param check_every: steps between pruning checks (Eq. (12)).
     :param patience: consecutive checks with θ = 0 before a unit is removed.
     :param prior_every: steps between closed-form prior updates (Eq. (11)).
-    :param trace_every: if positive, append θ, ‖w_s‖ and the θ-gradient of every unit to
-        ``traces.jsonl`` every this many steps (before that step's pruning check); 0: no traces.
+    :param trace_every: if positive (and the trainer has a run directory), append θ, ‖w_s‖ and
+        the θ-gradient of every unit to ``traces.jsonl`` every this many steps (before that step's
+        pruning check); 0: no traces.
     """
 
     epochs: int = 10
