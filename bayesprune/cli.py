@@ -12,6 +12,7 @@ from bayesprune.data import DATASETS, DataError, load_dataset
 from bayesprune.inference.elbo import ESTIMATORS
 from bayesprune.inference.fused import FUSED_ESTIMATORS
 from bayesprune.inference.trainer import TrainConfig, Trainer
+from bayesprune.inspection import DRAWS
 from bayesprune.runs import RunError
 
 ARCHS = {"mlp": (300, 100)}
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="posterior of a run as ArviZ netCDF, summary and figures")
     i.add_argument("run_dir", help="a run directory written by bayesprune train")
     i.add_argument("--epoch", type=_positive(int), default=None, help="checkpoint (default: last)")
-    i.add_argument("--draws", type=_positive(int), default=200, help="posterior draws")
+    i.add_argument("--draws", type=_positive(int), default=DRAWS, help="posterior draws")
     i.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     return parser
 

@@ -44,7 +44,7 @@ def posterior_draws(guide: GateGuide, num_samples: int, rho: float):
     net = guide.net
     sites = [f"{n}.{k}" for n in net.gated for k in ("gate", "prob")]
     sites += [f"{n}.{k}" for n in net.layers for k in ("weight", "slab_var")]
-    x = torch.zeros(1, net.layers[next(iter(net.layers))].in_features)  # the guide reads x's size
+    x = torch.zeros(1, 1)  # the guide reads only the batch size from x: one gate draw per unit
     with pyro.validation_enabled(False):
         samples = Predictive(guide, num_samples=num_samples, return_sites=sites)(x)
     draws, dims, coords = {}, {}, {}

@@ -47,7 +47,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def build_network(state: dict[str, torch.Tensor], prefix: str = "net.layers.") -> GatedMLP:
+def network_from_state(state: dict[str, torch.Tensor], prefix: str = "net.layers.") -> GatedMLP:
     """An untrained network whose layers have the shapes stored in a state dict.
 
     The one place that knows how to rebuild an architecture from saved shapes: layers are the
@@ -96,7 +96,7 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
     ckpt = checkpoints[-1] if epoch is None else path / "checkpoints" / f"epoch_{epoch:03d}.pt"
     try:
         saved = torch.load(ckpt, weights_only=True)
-        net = build_network(saved["guide"])
+        net = network_from_state(saved["guide"])
         guide = GateGuide(net, config.hyper(), weights=config.weights, posterior=config.posterior)
         guide.load_state_dict(saved["guide"])
     except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as err:
