@@ -15,11 +15,11 @@ demo: $(STAMP)
 	$(VENV)/bin/bayesprune train --dataset teacher
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check bayesprune tests benchmarks
+	$(VENV)/bin/ruff check bayesprune tests benchmarks notebooks
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bayesprune tests benchmarks
+	$(VENV)/bin/ruff check bayesprune tests benchmarks notebooks
 
 clean:
 	rm -rf runs .pytest_cache

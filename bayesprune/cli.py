@@ -1,4 +1,4 @@
-"""Command line: ``bayesprune train``."""
+"""Command line: ``bayesprune train`` and ``bayesprune inspect``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from bayesprune.guides.gate_guide import POSTERIORS
 from bayesprune.inference.elbo import ESTIMATORS
 from bayesprune.inference.fused import FUSED_ESTIMATORS
 from bayesprune.inference.trainer import TrainConfig, Trainer
+from bayesprune.inspection import DRAWS
+from bayesprune.runs import RunError
 
 ARCHS = ("mlp", "lenet5", "vgg16")
 
@@ -56,6 +58,7 @@ def _positive(kind):
     return _number(kind, lambda v: v > 0, "be positive")
 
 
+_non_negative = _number(int, lambda v: v >= 0, "be a non-negative integer")
 _unit_interval = _number(float, lambda v: 0 <= v < 1, "lie in [0, 1)")
 _open_unit_interval = _number(float, lambda v: 0 < v < 1, "lie in (0, 1)")
 
@@ -137,12 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.patience,
         help="consecutive checks with θ = 0 before a unit is removed",
     )
+    t.add_argument(
+        "--trace-every",
+        type=_non_negative,
+        default=d.trace_every,
+        help="append θ, weight norms and θ-gradients to traces.jsonl every this many steps",
+    )
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--init", default="kaiming", choices=("kaiming", "xavier", "normal"))
     t.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
     t.add_argument("--threads", type=_positive(int), default=None, help="torch threads")
     t.add_argument("--out", default=None, help="run directory (must be new or empty)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    i = sub.add_parser("inspect", help="posterior of a run as ArviZ netCDF, summary and figures")
+    i.add_argument("run_dir", help="a run directory written by bayesprune train")
+    i.add_argument("--epoch", type=_positive(int), default=None, help="checkpoint (default: last)")
+    i.add_argument("--draws", type=_positive(int), default=DRAWS, help="posterior draws")
+    i.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     return parser
 
 
@@ -164,7 +178,7 @@ def train(args) -> int:
     import torch
 
     from bayesprune.models.network import build_network
-    from bayesprune.report import plot_training
+    from bayesprune.report import inspect_run
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,9 +207,17 @@ def train(args) -> int:
         f"bayesprune: training {args.arch} {list(widths)} on {data.name} -> {out}", file=sys.stderr
     )
     summary = Trainer(net, data, config, out=out).fit(progress=not args.no_progress)
-    plot_training(out)
+    inspect_run(out, show_summary=False)
     keys = ("widths", "test_error", "weights_kept_fraction", "gates_binary_fraction")
     print(json.dumps({k: summary[k] for k in keys}))
+    return 0
+
+
+def inspect(args) -> int:
+    from bayesprune.report import inspect_run
+
+    files = inspect_run(args.run_dir, epoch=args.epoch, draws=args.draws, seed=args.seed)
+    print(f"bayesprune: wrote {', '.join(str(p) for p in files.values())}", file=sys.stderr)
     return 0
 
 
@@ -203,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return train(args)
-    except (UsageError, DataError) as err:
+        return inspect(args) if args.command == "inspect" else train(args)
+    except (UsageError, DataError, RunError) as err:
         print(f"bayesprune: error: {err}", file=sys.stderr)
         return 2
 

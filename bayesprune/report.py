@@ -1,52 +1,184 @@
-"""Figures of a training run, drawn from ``metrics.jsonl``."""
+"""``bayesprune inspect``: a run's ``InferenceData`` written to netCDF, its summary and figures."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+import pyro
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bayesprune import arviz_io  # noqa: E402
+from bayesprune.inspection import (  # noqa: E402
+    DRAWS,
+    gated_layers,
+    run_to_arviz,
+    survivor_summary,
+    survivors,
+)
+from bayesprune.runs import load_run  # noqa: E402
 
-def load_metrics(run_dir: Path) -> list[dict]:
-    """The per-epoch records of a run."""
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+FOREST_UNITS = 30  # at most this many units per layer in the forest plot (the least certain)
 
 
-def plot_training(run_dir: Path) -> Path:
-    """Save ``training.png``: widths, test error, objective terms per epoch and the final θ."""
-    records = load_metrics(run_dir)
-    epochs = [r["epoch"] for r in records]
-    summary_path = Path(run_dir) / "summary.json"
-    start = (
-        json.loads(summary_path.read_text())["initial_widths"] if summary_path.exists() else None
-    )
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    ax = axes[0, 0]
-    for i, name in enumerate(records[0]["theta"]):
-        widths = [r["widths"][i] for r in records]
-        ax.plot(([0] if start else []) + epochs, ([start[i]] if start else []) + widths,
-                marker="o", label=name)  # fmt: skip
+def plot_theta_trajectories(idata, axes) -> None:
+    """θ_s of every unit against training time, one axis per gated layer.
+
+    Uses the per-step ``traces`` group when the run has one, else the per-epoch trajectories; a
+    line ends where its unit was removed.
+    """
+    fine = arviz_io.has_group(idata, "traces")
+    ds = arviz_io.group(idata, "traces" if fine else "trajectories")
+    time = "step" if fine else "epoch"
+    for ax, name in zip(axes, gated_layers(idata), strict=True):
+        theta = ds[f"{name}_theta"]
+        ax.plot(ds[time].values, theta.values, lw=0.8, alpha=0.6)
+        ax.set(xlabel=time, ylabel="θ", ylim=(-0.05, 1.05), title=f"{name}: θ of every unit")
+
+
+def plot_widths(idata, ax) -> None:
+    """Hidden widths against epoch (epoch 0: the starting widths)."""
+    ds, const = arviz_io.group(idata, "trajectories"), arviz_io.group(idata, "constant_data")
+    for name in gated_layers(idata):
+        start = int(const[f"{name}_initial_width"])
+        widths = [start, *ds[f"{name}_width"].values.tolist()]
+        ax.plot([0, *ds["epoch"].values.tolist()], widths, marker="o", label=name)
     ax.set(xlabel="epoch", ylabel="width", title="layer widths (epoch 0: start)", ylim=(0, None))
     ax.legend()
-    ax = axes[0, 1]
-    ax.plot(epochs, [100 * r["test_error"] for r in records], marker="o")
-    ax.set(xlabel="epoch", ylabel="test error (%)", title="test error of the posterior mode")
-    ax = axes[1, 0]
-    ax.plot(epochs, [r["data_term"] for r in records], marker="o", label="data term / N")
-    ax.plot(epochs, [r["prior_term"] for r in records], marker="o", label="prior term / N")
+
+
+def plot_objective(idata, ax) -> None:
+    """The data term and the prior term of F (Eq. (8)) per example, averaged over each epoch."""
+    ds = arviz_io.group(idata, "trajectories")
+    ax.plot(ds["epoch"], ds["data_term"], marker="o", label="data term / N")
+    ax.plot(ds["epoch"], ds["prior_term"], marker="o", label="prior term / N")
     ax.set(xlabel="epoch", ylabel="nats per example", title="objective terms")
     ax.legend()
-    ax = axes[1, 1]
-    thetas = [t for values in records[-1]["theta"].values() for t in values]
-    ax.hist(thetas, bins=20, range=(0, 1))
-    ax.set(xlabel="θ", ylabel="surviving units", title="gate probabilities at the end")
+
+
+def plot_accuracy(idata, ax) -> None:
+    """Test accuracy of the posterior mode after each epoch."""
+    ds = arviz_io.group(idata, "trajectories")
+    ax.plot(ds["epoch"], 100 * (1 - ds["test_error"]), marker="o")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy of the posterior mode")
+
+
+def final_thetas(idata) -> tuple[np.ndarray, int]:
+    """θ of the units present at the end, and the number of units removed (θ = 0 at removal)."""
+    posterior, const = arviz_io.group(idata, "posterior"), arviz_io.group(idata, "constant_data")
+    present, removed = [], 0
+    for name in gated_layers(idata):
+        theta = posterior[f"{name}_theta"].mean(("chain", "draw")).values
+        present.append(theta)
+        removed += int(const[f"{name}_initial_width"]) - theta.size
+    return np.concatenate(present), removed
+
+
+def plot_theta_histogram(idata, ax) -> None:
+    """Histogram of θ over every starting unit: removed units count at θ = 0, where they left."""
+    present, removed = final_thetas(idata)
+    ax.hist(
+        [present, np.zeros(removed)],
+        bins=20,
+        range=(0, 1),
+        stacked=True,
+        label=["present at the end", "removed (θ = 0 at removal)"],
+    )
+    ax.set(xlabel="θ", ylabel="units", title="gate probabilities at the end")
+    ax.legend()
+
+
+def plot_gate_forest(idata, name: str, ax) -> None:
+    """Forest plot of the gate draws ξ_s (mean θ_s, 94% HDI) of one layer's surviving units."""
+    theta = arviz_io.group(idata, "posterior")[f"{name}_theta"].mean(("chain", "draw"))
+    ids = survivors(idata, name)
+    if not ids.size:
+        ax.set_title(f"{name}: no surviving units")
+        ax.set_axis_off()
+        return
+    order = np.argsort(theta.sel({f"{name}_unit": ids}).values, kind="stable")
+    arviz_io.plot_forest(idata, f"{name}_gate", {f"{name}_unit": ids[order][:FOREST_UNITS]}, ax)
+    shown = min(len(ids), FOREST_UNITS)
+    ax.set_title(f"{name}: gates of {shown} of {len(ids)} survivors")
+    ax.set_xlim(-0.05, 1.05)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    path = Path(run_dir) / "training.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def save_figures(idata, out_dir: Path, overview: Path | None = None) -> dict[str, Path]:
+    """Save every figure of a run as a PNG in ``out_dir``; with ``overview``, also a 2×2 summary
+    (widths, accuracy, objective terms, θ histogram) there.
+
+    :returns: the written files, by name.
+    """
+    out_dir = Path(out_dir)
+    layers = gated_layers(idata)
+    files = {}
+    fig, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 3.5), squeeze=False)
+    plot_theta_trajectories(idata, axes[0])
+    files["theta_trajectories"] = _save(fig, out_dir / "theta_trajectories.png")
+    for key, plot in (
+        ("widths", plot_widths),
+        ("objective", plot_objective),
+        ("accuracy", plot_accuracy),
+        ("theta_histogram", plot_theta_histogram),
+    ):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        plot(idata, ax)
+        files[key] = _save(fig, out_dir / f"{key}.png")
+    rows = max(min(len(survivors(idata, n)), FOREST_UNITS) for n in layers) + 1
+    fig, axes = plt.subplots(
+        1, len(layers), figsize=(4 * len(layers), 1.5 + 0.22 * rows), squeeze=False
+    )
+    for name, ax in zip(layers, axes[0], strict=True):
+        plot_gate_forest(idata, name, ax)
+    files["forest"] = _save(fig, out_dir / "forest.png")
+    if overview is not None:
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+        plot_widths(idata, axes[0, 0])
+        plot_accuracy(idata, axes[0, 1])
+        plot_objective(idata, axes[1, 0])
+        plot_theta_histogram(idata, axes[1, 1])
+        files["overview"] = _save(fig, overview)
+    return files
+
+
+def inspect_run(
+    run_dir: str | Path,
+    epoch: int | None = None,
+    draws: int = DRAWS,
+    seed: int = 0,
+    show_summary: bool = True,
+) -> dict[str, Path]:
+    """Write ``RUN_DIR/inspect/posterior.nc`` and the figures; print the survivors' summary.
+
+    Writes the files of :func:`save_figures` in ``RUN_DIR/inspect/`` and the overview
+    ``RUN_DIR/training.png``, overwriting only its own earlier files; deletes nothing.
+
+    :param run_dir: a run directory.
+    :param epoch: the checkpoint to inspect (default: the last).
+    :param draws: number of posterior draws.
+    :param seed: seed of the draws.
+    :param show_summary: print the ArviZ summary of the surviving units.
+    :returns: the written files, by name.
+    """
+    run = load_run(run_dir, epoch)
+    pyro.set_rng_seed(seed)
+    idata = run_to_arviz(run, draws)
+    out = Path(run_dir) / "inspect"
+    out.mkdir(exist_ok=True)
+    files = {"posterior": arviz_io.save(idata, out / "posterior.nc")}
+    files.update(save_figures(idata, out, overview=Path(run_dir) / "training.png"))
+    if show_summary:
+        with pd.option_context("display.width", 120):
+            print(survivor_summary(idata))
+    return files

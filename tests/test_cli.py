@@ -61,6 +61,8 @@ def test_bad_flag_is_one_line_and_exit_2(capsys):
     assert "--rho" in _one_line_error(capsys)
     assert main(["train", "--theta-momentum", "1.5"]) == 2
     assert "theta-momentum" in _one_line_error(capsys)
+    assert main(["train", "--trace-every", "-1"]) == 2
+    assert "trace-every" in _one_line_error(capsys)
     assert main(["train", "--estimator", "exact"]) == 2
     assert "--engine pyro" in _one_line_error(capsys)
 

@@ -81,6 +81,8 @@ class GateGuide(PyroModule):
                 setattr(self.log_sigma, name, PyroParam(torch.full(shape, float(init_sigma)).log()))
         for name in net.layers:
             self.register_buffer(f"slab_var_{name}", torch.tensor(1.0 / net.fan_in(name)))
+        for name in net.gated:  # original unit indices; remove_units slices them with the units
+            self.register_buffer(f"unit_ids_{name}", torch.arange(net.width(name)))
 
     def __call__(self, *args, **kwargs):
         # Parameters live in the module, not in Pyro's global param store, so that several guides
@@ -91,6 +93,10 @@ class GateGuide(PyroModule):
     def gate_probs(self, name: str) -> torch.Tensor:
         """θ of one layer."""
         return getattr(self.theta, name)
+
+    def unit_ids(self, name: str) -> torch.Tensor:
+        """Each current unit's index in the layer as it was built (stable across removals)."""
+        return getattr(self, f"unit_ids_{name}")
 
     def slab_var(self, name: str) -> torch.Tensor:
         """Current point estimate of σ₁² of one layer."""

@@ -61,6 +61,7 @@ def remove_units(
         return t.index_select(0, keep)
 
     _slice_param(guide.raw_param("theta", layer), rows, optimizers)
+    setattr(guide, f"unit_ids_{layer}", rows(guide.unit_ids(layer)))  # ids follow their units
     if guide.weights == "gaussian":
         _slice_param(guide.raw_param("log_sigma", layer), rows, optimizers)
         _slice_param(

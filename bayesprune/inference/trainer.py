@@ -48,6 +48,9 @@ class TrainConfig:
     :param device: where the network, the data and every step live (``"cpu"``, ``"cuda"``, ...);
         on a GPU a step does not synchronise with the host (the objective's terms stay on the
         device until the epoch's log line).
+    :param trace_every: if positive (and the trainer has a run directory), append θ, ‖w_s‖ and
+        the θ-gradient of every unit to ``traces.jsonl`` every this many steps (before that step's
+        pruning check); 0: no traces.
     """
 
     epochs: int = 10
@@ -70,6 +73,7 @@ class TrainConfig:
     patience: int = 2
     prior_every: int = 10
     device: str = "cpu"
+    trace_every: int = 0
 
     def hyper(self) -> HyperPrior:
         return HyperPrior(rho=self.rho, strength=self.strength, temperature=self.temperature)
@@ -168,6 +172,8 @@ class Trainer:
         self.step += 1
         if self.step % self.config.prior_every == 0:
             update_slab_variances(self.guide, self.hyper)
+        if self.config.trace_every and self.step % self.config.trace_every == 0:
+            self.trace()
         if self.step % self.config.check_every == 0:
             self.prune()
         return terms
@@ -175,11 +181,35 @@ class Trainer:
     def prune(self) -> None:
         """Remove every unit that meets the pruning condition."""
         for name, keep in self.condition(self.guide).items():
-            before = self.net.width(name)
+            ids = self.guide.unit_ids(name)
+            removed = ids[~torch.isin(torch.arange(len(ids), device=ids.device), keep)].tolist()
             remove_units(self.guide, name, keep, [self.opt_w, self.opt_theta])
             self.prune_events.append(
-                {"step": self.step, "layer": name, "removed": before - len(keep)}
+                {"step": self.step, "layer": name, "removed": len(removed), "unit_ids": removed}
             )
+
+    @torch.no_grad()
+    def unit_state(self) -> dict[str, dict[str, list]]:
+        """Per gated layer: the units' original ids, θ and weight norms ‖w_s‖ (augmented rows)."""
+        names = self.net.gated
+        return {
+            "unit_ids": {n: self.guide.unit_ids(n).tolist() for n in names},
+            "theta": {n: self.guide.gate_probs(n).detach().tolist() for n in names},
+            "weight_norm": {n: self.net.row_sq_norms(n).sqrt().tolist() for n in names},
+        }
+
+    def trace(self) -> None:
+        """Append the unit state and ∂F/∂θ_s / N (the θ-drift of the mean ODE) to traces.jsonl."""
+        if self.out is None:
+            return
+        n = len(self.data.x_train)
+        drift = {}
+        for name in self.net.gated:
+            grad = self.guide.raw_param("theta", name).grad
+            drift[name] = None if grad is None else (grad / n).tolist()
+        record = {"step": self.step, **self.unit_state(), "theta_grad": drift}
+        with open(self.out / "traces.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def fit(self, progress: bool = True) -> dict:
         """Run the configured number of epochs; return the summary (also written to ``out``)."""
@@ -189,6 +219,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
             (self.out / "metrics.jsonl").write_text("")
+            if cfg.trace_every:
+                (self.out / "traces.jsonl").write_text("")
         x_all, y_all = self.data.x_train, self.data.y_train
         augment = self.data.augment
         n = len(x_all)
@@ -241,7 +273,7 @@ class Trainer:
             "prior_term": float(sums["prior"]) / steps,
             "test_error": evaluate(det, self.data.x_test, self.data.y_test),
             "widths": list(self.net.widths),
-            "theta": {n: self.guide.gate_probs(n).detach().tolist() for n in self.net.gated},
+            **self.unit_state(),
             "slab_var": {n: float(self.guide.slab_var(n)) for n in self.net.layers},
             "gates_binary_fraction": binary_fraction(thetas),
             "steps_per_second": steps_per_second,
@@ -262,6 +294,7 @@ class Trainer:
             {
                 "epoch": epoch,
                 "widths": self.net.widths,
+                "net_spec": self.net.spec(),
                 "guide": self.guide.state_dict(),
                 "opt_w": self.opt_w.state_dict(),
                 "opt_theta": self.opt_theta.state_dict(),

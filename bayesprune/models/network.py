@@ -89,6 +89,7 @@ class GatedNet(nn.Module):
     ):
         super().__init__()
         self.in_shape = tuple(int(d) for d in in_shape)
+        self.num_classes, self.batch_norm = int(num_classes), bool(batch_norm)
         self.layers = nn.ModuleDict()
         self.norms = nn.ModuleDict()
         self.ops: list[tuple[str, str | None]] = []
@@ -338,6 +339,41 @@ class GatedNet(nn.Module):
         if name in self.norms:
             self.norms[name].weight[unit].zero_()
             self.norms[name].bias[unit].zero_()
+
+    def spec(self) -> dict:
+        """Plain-typed constructor arguments at the *current* widths (for checkpoints).
+
+        ``GatedNet.from_spec(net.spec())`` builds a network of the same architecture and shapes,
+        so a pruned checkpoint's state dict loads into it.
+        """
+        plan: list[list] = []
+        for kind, name in self.ops:
+            if kind == "conv":
+                layer = self.layers[name]
+                plan.append(["conv", self.width(name), layer.kernel_size[0], layer.padding[0]])
+            elif kind == "fc" and name != "out":
+                plan.append(["fc", self.width(name)])
+            elif kind in ("pool", "flatten"):
+                plan.append([kind])
+        return {
+            "arch": self.arch,
+            "in_shape": list(self.in_shape),
+            "plan": plan,
+            "num_classes": self.num_classes,
+            "batch_norm": self.batch_norm,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> GatedNet:
+        """The network described by :meth:`spec` (freshly initialised)."""
+        net = GatedNet(
+            spec["in_shape"],
+            [tuple(step) for step in spec["plan"]],
+            spec["num_classes"],
+            batch_norm=spec["batch_norm"],
+        )
+        net.arch = spec["arch"]
+        return net
 
     def to_sequential(self) -> nn.Sequential:
         """The ungated network as a plain ``nn.Sequential`` (copies of the modules)."""

@@ -59,6 +59,15 @@ def test_removing_a_zero_gate_unit_keeps_outputs_and_shrinks_everything(layer, w
         assert guide.raw_param("log_sigma", layer).shape == (width, fan_in + 1)
 
 
+def test_unit_ids_follow_their_units_through_removals():
+    net, guide = _guide()
+    remove_units(guide, "fc1", torch.tensor([0, 2, 4]))
+    remove_units(guide, "fc1", torch.tensor([1, 2]))
+    assert guide.unit_ids("fc1").tolist() == [2, 4]
+    assert guide.unit_ids("fc2").tolist() == [0, 1, 2, 3]
+    assert guide.state_dict()["unit_ids_fc1"].tolist() == [2, 4]  # saved with checkpoints
+
+
 def test_never_removes_the_last_unit():
     net, guide = _guide()
     with torch.no_grad():

@@ -1,0 +1,160 @@
+"""What the gates learned: a run as an ArviZ ``InferenceData``, its summary and its figures.
+
+Groups of the ``InferenceData`` (``RUN_DIR/inspect/posterior.nc``), with one dimension
+``{layer}_unit`` per layer whose coordinates are the units' original indices (stable across
+removals):
+
+- ``posterior`` (one chain, ``draw``): draws from ``pyro.infer.Predictive`` over the guide at the
+  loaded checkpoint, for the units still present: ``{l}_gate`` (ξ_s), ``{l}_theta`` (the draw of
+  π_s, which is θ_s since q(π) = δ(θ)), ``{l}_weight_norm`` (‖w_s‖ of the drawn augmented row
+  ``[W | b]``; the drawn matrices themselves are not stored: for point masses every draw is the
+  same matrix, and at LeNet-300-100 size they would be ~1 MB per draw), ``{l}_slab_scale`` σ₁ and
+  ``{l}_spike_scale`` σ₀ = √ρ σ₁ (every layer; ``out_unit`` are the classes);
+- ``trajectories`` (``epoch``, every unit ever present): ``{l}_theta`` and ``{l}_weight_norm``
+  after each epoch (NaN once the unit is removed), ``{l}_removed_at_step``, and per epoch
+  ``{l}_width``, ``{l}_slab_scale``, ``{l}_spike_scale``, ``data_term``, ``prior_term``,
+  ``test_error``, ``gates_binary_fraction``;
+- ``traces`` (``step``; only for runs trained with ``--trace-every``): ``{l}_theta``,
+  ``{l}_weight_norm`` and ``{l}_theta_grad`` (∂F/∂θ_s / N, the θ-drift) every few steps;
+- ``constant_data``: ``rho``, ``temperature``, ``{l}_initial_width``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyro
+import torch
+import xarray as xr
+from pyro.infer import Predictive
+
+from bayesprune import arviz_io
+from bayesprune.guides.gate_guide import GateGuide
+from bayesprune.runs import Run
+
+DRAWS = 200
+
+
+@torch.no_grad()
+def posterior_draws(guide: GateGuide, num_samples: int, rho: float):
+    """Draws of the gates, θ, weight norms and prior scales from ``Predictive`` over the guide.
+
+    :returns: ``(draws, dims, coords)`` as :func:`bayesprune.arviz_io.to_arviz` takes them.
+    """
+    net = guide.net
+    sites = [f"{n}.{k}" for n in net.gated for k in ("gate", "prob")]
+    sites += [f"{n}.{k}" for n in net.layers for k in ("weight", "slab_var")]
+    x = torch.zeros(1, 1)  # the guide reads only the batch size from x: one gate draw per unit
+    with pyro.validation_enabled(False):
+        samples = Predictive(guide, num_samples=num_samples, return_sites=sites)(x)
+    draws, dims, coords = {}, {}, {}
+    for name in net.layers:
+        dim = f"{name}_unit"
+        width = net.width(name)
+        coords[dim] = guide.unit_ids(name).numpy() if name in net.gated else np.arange(width)
+        weight = samples[f"{name}.weight"].reshape(num_samples, width, -1)
+        draws[f"{name}_weight_norm"] = torch.linalg.vector_norm(weight, dim=-1).numpy()
+        dims[f"{name}_weight_norm"] = [dim]
+        slab_scale = samples[f"{name}.slab_var"].reshape(num_samples).sqrt().numpy()
+        draws[f"{name}_slab_scale"] = slab_scale
+        draws[f"{name}_spike_scale"] = np.sqrt(rho) * slab_scale  # σ₀² = ρ σ₁², Eq. (2)
+        if name in net.gated:
+            for var, site in (("gate", "gate"), ("theta", "prob")):
+                draws[f"{name}_{var}"] = samples[f"{name}.{site}"].reshape(num_samples, width)
+                dims[f"{name}_{var}"] = [dim]
+    return {k: np.asarray(v, dtype=np.float64) for k, v in draws.items()}, dims, coords
+
+
+def unit_series(records: list[dict], key: str, layer: str, ids: np.ndarray) -> np.ndarray:
+    """``records[t][key][layer]`` placed by unit id: shape ``(len(records), len(ids))``, NaN
+    where a unit is absent (removed)."""
+    column = {int(u): i for i, u in enumerate(ids)}
+    out = np.full((len(records), len(ids)), np.nan)
+    for t, record in enumerate(records):
+        values = record[key][layer]
+        if values is None:
+            continue
+        cols = [column[u] for u in record["unit_ids"][layer]]
+        out[t, cols] = values
+    return out
+
+
+def unit_coords(run: Run) -> dict[str, np.ndarray]:
+    """Per gated layer, every unit id the run ever had (0 .. starting width − 1)."""
+    layers = run.guide.net.gated
+    if run.summary is not None:
+        return {n: np.arange(w) for n, w in zip(layers, run.summary["initial_widths"], strict=True)}
+    seen = {n: {u for r in run.metrics + run.traces for u in r["unit_ids"][n]} for n in layers}
+    return {n: np.arange(max(ids) + 1) for n, ids in seen.items()}
+
+
+def trajectories(run: Run, ids: dict[str, np.ndarray]) -> xr.Dataset:
+    """The ``trajectories`` group: per-epoch records of ``metrics.jsonl`` by unit id."""
+    records = run.metrics
+    data: dict[str, tuple] = {}
+    removed_at = {n: np.full(len(u), np.nan) for n, u in ids.items()}
+    for event in (run.summary or {}).get("prune_events", []):
+        removed_at[event["layer"]][event["unit_ids"]] = event["step"]
+    for i, name in enumerate(ids):
+        dims = ("epoch", f"{name}_unit")
+        data[f"{name}_theta"] = (dims, unit_series(records, "theta", name, ids[name]))
+        data[f"{name}_weight_norm"] = (dims, unit_series(records, "weight_norm", name, ids[name]))
+        data[f"{name}_removed_at_step"] = (dims[1:], removed_at[name])
+        data[f"{name}_width"] = ("epoch", [r["widths"][i] for r in records])
+    for name in records[0]["slab_var"]:
+        slab = np.sqrt([r["slab_var"][name] for r in records])
+        data[f"{name}_slab_scale"] = ("epoch", slab)
+        data[f"{name}_spike_scale"] = ("epoch", np.sqrt(run.config.rho) * slab)
+    for key in ("step", "data_term", "prior_term", "test_error", "gates_binary_fraction"):
+        data[key] = ("epoch", [r[key] for r in records])
+    coords = {"epoch": [r["epoch"] for r in records], **{f"{n}_unit": u for n, u in ids.items()}}
+    return xr.Dataset(data, coords=coords)
+
+
+def traces(run: Run, ids: dict[str, np.ndarray]) -> xr.Dataset:
+    """The ``traces`` group: the per-step records of ``traces.jsonl`` by unit id."""
+    data = {}
+    for name in ids:
+        dims = ("step", f"{name}_unit")
+        for key in ("theta", "weight_norm", "theta_grad"):
+            data[f"{name}_{key}"] = (dims, unit_series(run.traces, key, name, ids[name]))
+    coords = {"step": [r["step"] for r in run.traces], **{f"{n}_unit": u for n, u in ids.items()}}
+    return xr.Dataset(data, coords=coords)
+
+
+def run_to_arviz(run: Run, draws: int = DRAWS) -> arviz_io.az.InferenceData:
+    """The ``InferenceData`` of a run (groups in the module docstring)."""
+    posterior, dims, coords = posterior_draws(run.guide, draws, run.config.rho)
+    ids = unit_coords(run)
+    constants = {"rho": run.config.rho, "temperature": run.config.temperature}
+    constants.update({f"{n}_initial_width": len(u) for n, u in ids.items()})
+    groups = {"constant_data": xr.Dataset(constants), "trajectories": trajectories(run, ids)}
+    if run.traces:
+        groups["traces"] = traces(run, ids)
+    return arviz_io.to_arviz(posterior, dims, coords, groups)
+
+
+def survivors(idata, layer: str) -> np.ndarray:
+    """Ids of the units of the posterior mode (θ_s > ½) of one layer."""
+    theta = arviz_io.group(idata, "posterior")[f"{layer}_theta"].mean(("chain", "draw"))
+    return theta[f"{layer}_unit"].values[theta.values > 0.5]
+
+
+def gated_layers(idata) -> list[str]:
+    """The gated layers of an ``InferenceData`` written by :func:`run_to_arviz`."""
+    posterior = arviz_io.group(idata, "posterior")
+    return [name[: -len("_gate")] for name in posterior.data_vars if name.endswith("_gate")]
+
+
+def survivor_summary(idata):
+    """ArviZ summary (mean, sd, HDI) of the gates, θ and weight norms of the surviving units."""
+    tables = [
+        arviz_io.summary(
+            idata,
+            [f"{n}_{v}" for v in ("gate", "theta", "weight_norm")],
+            {f"{n}_unit": survivors(idata, n)},
+        )
+        for n in gated_layers(idata)
+        if survivors(idata, n).size
+    ]
+    return pd.concat(tables) if tables else pd.DataFrame()

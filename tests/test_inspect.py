@@ -1,0 +1,143 @@
+"""``bayesprune inspect``: the InferenceData of a tiny teacher run, its figures and bad input."""
+
+import json
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+
+from bayesprune.cli import main
+from bayesprune.export import deterministic_network
+from bayesprune.inspection import run_to_arviz, survivor_summary, survivors
+from bayesprune.report import save_figures
+from bayesprune.runs import load_run
+
+FIGURES = ("theta_trajectories", "widths", "objective", "accuracy", "theta_histogram", "forest")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("inspect") / "run"
+    args = ["train", "--widths", "16,8", "--epochs", "2", "--trace-every", "10", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def inspected(run):
+    assert main(["inspect", str(run), "--draws", "40"]) == 0
+    return az.from_netcdf(run / "inspect" / "posterior.nc")
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bayesprune: error:"), err
+    return err[0]
+
+
+def test_train_and_inspect_write_the_figures(run, inspected):
+    for name in FIGURES:
+        assert (run / "inspect" / f"{name}.png").stat().st_size > 1000, name
+    assert (run / "training.png").stat().st_size > 1000
+
+
+def test_posterior_matches_the_last_checkpoint(run, inspected):
+    ckpt = torch.load(run / "checkpoints" / "epoch_002.pt", weights_only=True)
+    post = inspected.posterior
+    assert post.sizes["chain"] == 1 and post.sizes["draw"] == 40
+    for layer in ("fc1", "fc2"):
+        theta = ckpt["guide"][f"theta.{layer}_unconstrained"].numpy()
+        ids = ckpt["guide"][f"unit_ids_{layer}"].numpy()
+        assert post[f"{layer}_theta"].dims == ("chain", "draw", f"{layer}_unit")
+        np.testing.assert_array_equal(post[f"{layer}_unit"].values, ids)
+        np.testing.assert_allclose(post[f"{layer}_theta"].values[0, 0], theta, rtol=1e-6)
+        # gates are draws from Bernoulli(θ): binary, and exactly θ where θ is 0 or 1
+        gates = post[f"{layer}_gate"].values
+        assert set(np.unique(gates)) <= {0.0, 1.0}
+        binary = (theta == 0) | (theta == 1)
+        assert np.all(gates[0][:, binary] == theta[binary])
+        w = ckpt["guide"][f"net.layers.{layer}.weight"]
+        b = ckpt["guide"][f"net.layers.{layer}.bias"]
+        norms = torch.cat([w, b[:, None]], 1).norm(dim=1).numpy()
+        np.testing.assert_allclose(post[f"{layer}_weight_norm"].values[0, 0], norms, rtol=1e-5)
+        slab = float(ckpt["guide"][f"slab_var_{layer}"]) ** 0.5
+        np.testing.assert_allclose(post[f"{layer}_slab_scale"].values, slab, rtol=1e-6)
+        np.testing.assert_allclose(post[f"{layer}_spike_scale"].values, slab * 0.1**0.5, rtol=1e-6)
+    assert post["out_weight_norm"].dims == ("chain", "draw", "out_unit")
+
+
+def test_trajectories_follow_units_by_id_until_removal(run, inspected):
+    summary = json.loads((run / "summary.json").read_text())
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    traj, traces = inspected.trajectories, inspected.traces
+    np.testing.assert_array_equal(traj["epoch"].values, [1, 2])
+    assert np.all(traces["step"].values % 10 == 0)
+    for i, layer in enumerate(("fc1", "fc2")):
+        start = summary["initial_widths"][i]
+        assert traj.sizes[f"{layer}_unit"] == start
+        assert int(inspected.constant_data[f"{layer}_initial_width"]) == start
+        removed = [u for e in summary["prune_events"] if e["layer"] == layer for u in e["unit_ids"]]
+        final = metrics[-1]["unit_ids"][layer]
+        assert sorted(removed + final) == list(range(start))  # every unit: removed or kept
+        theta = traj[f"{layer}_theta"].sel(epoch=2)
+        np.testing.assert_allclose(theta.sel({f"{layer}_unit": final}), metrics[-1]["theta"][layer])
+        assert np.all(np.isnan(theta.sel({f"{layer}_unit": removed})))
+        for event in (e for e in summary["prune_events"] if e["layer"] == layer):
+            at = traj[f"{layer}_removed_at_step"].sel({f"{layer}_unit": event["unit_ids"]})
+            assert np.all(at == event["step"])
+            # traced just before the check that removed them: θ exactly 0, then gone
+            units = {f"{layer}_unit": event["unit_ids"]}
+            before = traces[f"{layer}_theta"].sel(step=event["step"], **units)
+            assert np.all(before == 0)
+            after = traces[f"{layer}_theta"].sel(**units).where(traces.step > event["step"])
+            assert np.all(np.isnan(after.dropna("step", how="all")))
+
+
+def test_load_run_rebuilds_the_trained_network(run):
+    loaded = load_run(run)
+    assert loaded.epoch == 2 and loaded.config.epochs == 2
+    saved = torch.load(run / "model.pt", weights_only=False)
+    x = torch.randn(50, 4)
+    torch.testing.assert_close(deterministic_network(loaded.guide)(x), saved(x))
+    assert load_run(run, epoch=1).epoch == 1
+
+
+def test_summary_lists_the_survivors(run, capsys):
+    assert main(["inspect", str(run), "--draws", "10"]) == 0
+    out = capsys.readouterr().out
+    kept = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["unit_ids"]["fc1"]
+    assert f"fc1_theta[{kept[0]}]" in out and "hdi_97%" in out
+
+
+def test_bad_run_directories_are_one_line_errors_and_untouched(tmp_path, run, capsys):
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in _one_line_error(capsys)
+    (tmp_path / "notes.txt").write_text("precious")
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert "not a readable run directory" in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert main(["inspect", str(run), "--epoch", "7"]) == 2
+    assert "epoch_007.pt" in _one_line_error(capsys)
+    assert main(["inspect", str(run), "--draws", "0"]) == 2
+    assert "--draws" in _one_line_error(capsys)
+    broken = tmp_path / "broken"
+    (broken / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl"):
+        (broken / name).write_text((run / name).read_text())
+    (broken / "checkpoints" / "epoch_001.pt").write_text("not a checkpoint")
+    assert main(["inspect", str(broken)]) == 2
+    assert "cannot load checkpoint" in _one_line_error(capsys)
+    assert (broken / "checkpoints" / "epoch_001.pt").read_text() == "not a checkpoint"
+
+
+def test_a_layer_without_survivors_still_gets_its_figures(run, tmp_path):
+    idata = run_to_arviz(load_run(run), draws=5)
+    idata.posterior["fc2_theta"][:] = 0.0  # every fc2 gate off: the posterior mode has no fc2 unit
+    assert survivors(idata, "fc2").size == 0
+    files = save_figures(idata, tmp_path)
+    assert all(path.stat().st_size > 1000 for path in files.values())
+    table = survivor_summary(idata)
+    assert len(table) and all(name.startswith("fc1_") for name in table.index)
