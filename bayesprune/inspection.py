@@ -45,15 +45,26 @@ def posterior_draws(guide: GateGuide, num_samples: int, rho: float):
     sites = [f"{n}.{k}" for n in net.gated for k in ("gate", "prob")]
     sites += [f"{n}.{k}" for n in net.layers for k in ("weight", "slab_var")]
     x = torch.zeros(1, 1)  # the guide reads only the batch size from x: one gate draw per unit
+    # weight draws are reduced to row norms chunk by chunk: VGG16's 15M weights × 200 draws
+    # would not fit in memory at once (each chunk holds at most ~5e7 values)
+    per_draw = sum(net.width(n) * (net.fan_in(n) + 1) for n in net.layers)
+    chunk = max(1, min(num_samples, int(5e7 // per_draw)))
+    parts = []
     with pyro.validation_enabled(False):
-        samples = Predictive(guide, num_samples=num_samples, return_sites=sites)(x)
+        for start in range(0, num_samples, chunk):
+            count = min(chunk, num_samples - start)
+            part = Predictive(guide, num_samples=count, return_sites=sites)(x)
+            for name in net.layers:
+                weight = part.pop(f"{name}.weight").reshape(count, net.width(name), -1)
+                part[f"{name}.weight_norm"] = torch.linalg.vector_norm(weight, dim=-1)
+            parts.append(part)
+    samples = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     draws, dims, coords = {}, {}, {}
     for name in net.layers:
         dim = f"{name}_unit"
         width = net.width(name)
         coords[dim] = guide.unit_ids(name).numpy() if name in net.gated else np.arange(width)
-        weight = samples[f"{name}.weight"].reshape(num_samples, width, -1)
-        draws[f"{name}_weight_norm"] = torch.linalg.vector_norm(weight, dim=-1).numpy()
+        draws[f"{name}_weight_norm"] = samples[f"{name}.weight_norm"].numpy()
         dims[f"{name}_weight_norm"] = [dim]
         slab_scale = samples[f"{name}.slab_var"].reshape(num_samples).sqrt().numpy()
         draws[f"{name}_slab_scale"] = slab_scale
