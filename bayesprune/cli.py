@@ -208,7 +208,7 @@ def train(args) -> int:
     )
     summary = Trainer(net, data, config, out=out).fit(progress=not args.no_progress)
     inspect_run(out, show_summary=False)
-    keys = ("widths", "test_error", "weights_kept_fraction", "gates_binary_fraction")
+    keys = ("architecture", "test_error", "weights_kept_fraction", "gates_binary_fraction")
     print(json.dumps({k: summary[k] for k in keys}))
     return 0
 
