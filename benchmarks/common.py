@@ -176,6 +176,9 @@ def render_readme() -> None:
         "size) and bayesprune in one process with a pinned thread count, and writes",
         '`results/<name>.json` (`{"dense": ..., "bayesprune": ...}`, the keys of `summary.json`)',
         "and this table. Regenerate with `.venv/bin/python benchmarks/<name>.py`.",
+        "Each table names the commit it ran on; runs before commit a19c390 used the previous",
+        "default (structured posterior, kaiming-initialised classifier), later ones the coupled",
+        "posterior and a zero classifier (docs/method.md §2, §4, §6b).",
         "",
     ]
     for path in sorted(RESULTS.glob("*.json")):
@@ -188,6 +191,7 @@ def render_readme() -> None:
             f"## {path.stem}",
             "",
             f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam lr {cfg['lr']}, "
+            f"posterior {cfg.get('posterior', 'structured')}, "
             f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
             f"θ step {cfg['lr_theta']} with momentum {cfg.get('theta_momentum', 0.9)}, "
             f"{env['threads']} thread(s), torch {env['torch']}, {env['machine']}, "
@@ -225,7 +229,8 @@ def render_robustness(name: str, result: dict) -> list[str]:
     lines = [
         f"## {name}",
         "",
-        f"{cfg['epochs']} epochs, temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
+        f"{cfg['epochs']} epochs, posterior {cfg.get('posterior', 'structured')}, "
+        f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
         f"θ step {cfg['lr_theta']} with momentum {cfg.get('theta_momentum', 0.9)}, "
         f"commit {result.get('commit', 'unknown')}.",
         "P3 asks for a coefficient of variation of the final widths ≤ 10% across seeds and ≤ 20%",
