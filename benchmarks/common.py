@@ -183,6 +183,9 @@ def render_readme() -> None:
     ]
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
+        if "mean_gap_points" in result:
+            lines += render_seeds(path.stem, result)
+            continue
         if "runs" in result:
             lines += render_robustness(path.stem, result)
             continue
@@ -256,3 +259,35 @@ def render_robustness(name: str, result: dict) -> list[str]:
             f"| {group} | {cvs} | {100 * max(stats['cv']):.1f}% | {100 * stats['bound']:.0f}% |"
         )
     return lines + [""]
+
+
+def render_seeds(name: str, result: dict) -> list[str]:
+    """Table of a seed sweep: dense and bayesprune test error per seed, and the mean gap."""
+    cfg = result["config"]
+    lines = [
+        f"## {name}",
+        "",
+        f"{result['arch']}, {cfg['epochs']} epochs, posterior {cfg['posterior']}, "
+        f"temperature {cfg['temperature']}, {result['threads']} thread(s), "
+        f"commit {result['commit']}.",
+        "",
+        "| seed | dense test error (%) | bayesprune test error (%) | gap (points) | architecture "
+        "| weights kept (%) | binary gates (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        d, b = run["dense"], run["bayesprune"]
+        lines.append(
+            f"| {run['seed']} | {100 * d['test_error']:.2f} | {100 * b['test_error']:.2f} | "
+            f"{100 * (b['test_error'] - d['test_error']):+.2f} | {b['architecture']} | "
+            f"{100 * b['weights_kept_fraction']:.1f} | {100 * b['gates_binary_fraction']:.1f} |"
+        )
+    mean = result["mean_test_error"]
+    lines += [
+        "",
+        f"Mean test error: dense {100 * mean['dense']:.2f}%, bayesprune "
+        f"{100 * mean['bayesprune']:.2f}%; mean gap {result['mean_gap_points']:+.2f} points "
+        "(target: within 0.3).",
+        "",
+    ]
+    return lines
