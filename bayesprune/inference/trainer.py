@@ -340,7 +340,7 @@ class Trainer:
             summary["teacher_widths"] = self.data.meta["teacher_widths"]
         if self.out is not None:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            torch.save(det, self.out / "model.pt")
+            torch.save(det.cpu(), self.out / "model.pt")  # loads anywhere without map_location
         return summary
 
 
