@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from bayesprune.data import Dataset
 from bayesprune.export import architecture, count_weights
-from bayesprune.inference.trainer import evaluate, lr_schedule
+from bayesprune.inference.trainer import evaluate, lr_schedule, synchronize
 from bayesprune.models.network import GatedNet
 
 
@@ -52,8 +52,7 @@ def train_dense(
             if scheduler is not None:
                 scheduler.step()
             if timed:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                synchronize(device)
                 step_times.append(time.perf_counter() - t0)
     wall = time.perf_counter() - start
     weights = count_weights(net)

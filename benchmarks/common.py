@@ -12,7 +12,7 @@ import torch
 
 from bayesprune.baseline import train_dense
 from bayesprune.data import Dataset
-from bayesprune.inference.trainer import TrainConfig, Trainer
+from bayesprune.inference.trainer import TrainConfig, Trainer, synchronize
 from bayesprune.models.network import GatedNet
 
 HERE = Path(__file__).resolve().parent
@@ -84,21 +84,16 @@ def step_cost(
             for name, step in runners.items():
                 for _ in range(5):
                     step()
-                _sync(device)
+                synchronize(device)
                 start = time.perf_counter()
                 for _ in range(steps):
                     step()
-                _sync(device)
+                synchronize(device)
                 times[name].append((time.perf_counter() - start) / steps * 1000)
     out = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
     out["fused_ratio"] = out["fused_ms"] / out["dense_ms"]
     out["pyro_ratio"] = out["pyro_ms"] / out["dense_ms"]
     return out
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def compare(
@@ -142,6 +137,37 @@ def compare(
     if measure_step_cost:
         result["step_cost"] = step_cost(data, make_net, config)
     return result
+
+
+def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
+    """Command line of the Fashion-MNIST benchmarks: parse, run :func:`compare`, write.
+
+    :param name: the default results name (``results/<name>.json``).
+    :param make_net: ``make_net(data)`` builds a freshly initialised network for the dataset.
+    """
+    import argparse
+
+    from bayesprune.data import load_dataset
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--name", default=name, help="results/<name>.json")
+    parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
+    parser.add_argument("--lr-theta", type=float, default=TrainConfig.lr_theta)
+    parser.add_argument("--theta-momentum", type=float, default=TrainConfig.theta_momentum)
+    args = parser.parse_args()
+    data = load_dataset("fashion-mnist", args.data_dir)
+    config = TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        temperature=args.temperature,
+        lr_theta=args.lr_theta,
+        theta_momentum=args.theta_momentum,
+    )
+    write(args.name, compare(data, lambda: make_net(data), config, threads=args.threads))
 
 
 def commit() -> str:

@@ -93,6 +93,12 @@ def theta_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> tor
     raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timer reads true time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000) -> float:
     """Test error (fraction) of a deterministic network."""
@@ -143,10 +149,11 @@ class Trainer:
         self.opt_theta = theta_optimizer(self.guide, config, len(data.x_train))
         self.condition = PruningCondition(config.patience)
         self.initial_widths = list(net.widths)
+        plain = net.to_sequential()
         self.initial = {
             "weights": count_weights(net),
-            "flops": count_flops(net.to_sequential(), net.in_shape),
-            "architecture": architecture(net.to_sequential()),
+            "flops": count_flops(plain, net.in_shape),
+            "architecture": architecture(plain),
         }
         self.history: list[dict] = []
         self.prune_events: list[dict] = []
@@ -244,8 +251,7 @@ class Trainer:
                     t0 = time.perf_counter()
                     terms = self.train_step(x, y_all[idx], idx)
                     if timed:  # the first steps only: a GPU synchronises for the timing
-                        if self.device.type == "cuda":
-                            torch.cuda.synchronize(self.device)
+                        synchronize(self.device)
                         step_times.append(time.perf_counter() - t0)
                     sums["data"] += terms["data"] / n  # mean NLL per example
                     sums["prior"] += terms["prior"] / n
