@@ -17,6 +17,7 @@ from bayesprune.inspection import DRAWS
 from bayesprune.runs import RunError
 
 ARCHS = ("mlp", "lenet5", "vgg16")
+EXIT_FAILED_RUN = 3  # the run finished its epochs but collapsed or diverged (summary "status")
 
 
 class UsageError(Exception):
@@ -59,8 +60,13 @@ def _positive(kind):
 
 
 _non_negative = _number(int, lambda v: v >= 0, "be a non-negative integer")
-_unit_interval = _number(float, lambda v: 0 <= v < 1, "lie in [0, 1)")
 _open_unit_interval = _number(float, lambda v: 0 < v < 1, "lie in (0, 1)")
+
+
+def _warmup_tolerance(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    return _number(float, lambda v: 0 < v <= 1, "lie in (0, 1] or be 'none'")(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,16 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--theta-optimizer", default=d.theta_optimizer, choices=("sgd", "adam"))
     t.add_argument(
-        "--theta-momentum",
-        type=_unit_interval,
-        default=d.theta_momentum,
-        help="momentum of the projected SGD on θ",
+        "--theta-window",
+        type=_positive(float),
+        default=d.theta_window,
+        help="examples over which the gate evidence is averaged (Eq. (10))",
+    )
+    t.add_argument(
+        "--warmup-tolerance",
+        type=_warmup_tolerance,
+        default=d.warmup_tolerance,
+        help="θ moves once the data term falls by less than this fraction from one block of "
+        "examples to the next (Eq. (10w)); 'none': from the first step",
     )
     t.add_argument(
         "--temperature",
         type=_positive(float),
         default=d.temperature,
-        help="prior temperature τ (scale on every prior term)",
+        help="prior temperature τ (scale on every prior term); default: 0.03·(N/60000)^½",
+    )
+    t.add_argument(
+        "--train-subset",
+        type=_positive(int),
+        default=d.train_subset,
+        help="train on a fixed random subset of this many training examples (seeded)",
     )
     t.add_argument(
         "--rho", type=_open_unit_interval, default=d.rho, help="spike/slab variance ratio"
@@ -206,10 +225,18 @@ def train(args) -> int:
     print(
         f"bayesprune: training {args.arch} {list(widths)} on {data.name} -> {out}", file=sys.stderr
     )
-    summary = Trainer(net, data, config, out=out).fit(progress=not args.no_progress)
+    try:
+        trainer = Trainer(net, data, config, out=out)
+    except DataError as err:
+        raise UsageError(f"--train-subset: {err}") from None
+    summary = trainer.fit(progress=not args.no_progress)
     inspect_run(out, show_summary=False)
-    keys = ("architecture", "test_error", "weights_kept_fraction", "gates_binary_fraction")
+    keys = ("status", "architecture", "test_error", "weights_kept_fraction")
+    keys += ("gates_binary_fraction",)
     print(json.dumps({k: summary[k] for k in keys}))
+    if summary["status"] != "finished":
+        print(f"bayesprune: run {summary['status']}: {summary['status_reason']}", file=sys.stderr)
+        return EXIT_FAILED_RUN
     return 0
 
 

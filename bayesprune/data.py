@@ -57,6 +57,29 @@ class Dataset:
         """Number of input values per example."""
         return math.prod(self.in_shape)
 
+    def subset(self, size: int, seed: int = 0) -> Dataset:
+        """The same dataset trained on a fixed random subset of ``size`` training examples.
+
+        The subset is drawn with its own generator seeded by ``seed``, so it is the same in every
+        run with that seed (learning curves, the robustness matrix); the test set is unchanged.
+        """
+        total = len(self.x_train)
+        if not 1 <= size <= total:
+            raise DataError(f"train subset must be between 1 and {total} examples, got {size}")
+        gen = torch.Generator().manual_seed(seed)
+        index = torch.randperm(total, generator=gen)[:size].sort().values.to(self.x_train.device)
+        meta = {**self.meta, "train_subset": size, "train_total": total}
+        return Dataset(
+            self.name,
+            self.x_train[index],
+            self.y_train[index],
+            self.x_test,
+            self.y_test,
+            self.num_classes,
+            meta=meta,
+            augment=self.augment,
+        )
+
     def to(self, device: str | torch.device) -> Dataset:
         """The same dataset with its tensors on ``device`` (itself if they are there already)."""
         device = torch.device(device)

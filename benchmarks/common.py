@@ -157,7 +157,7 @@ def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
     parser.add_argument("--name", default=name, help="results/<name>.json")
     parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
     parser.add_argument("--lr-theta", type=float, default=TrainConfig.lr_theta)
-    parser.add_argument("--theta-momentum", type=float, default=TrainConfig.theta_momentum)
+    parser.add_argument("--theta-window", type=float, default=TrainConfig.theta_window)
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", args.data_dir)
     config = TrainConfig(
@@ -165,7 +165,7 @@ def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
         seed=args.seed,
         temperature=args.temperature,
         lr_theta=args.lr_theta,
-        theta_momentum=args.theta_momentum,
+        theta_window=args.theta_window,
     )
     write(args.name, compare(data, lambda: make_net(data), config, threads=args.threads))
 
@@ -215,6 +215,9 @@ def render_readme() -> None:
         if "runs" in result:
             lines += render_robustness(path.stem, result)
             continue
+        if "cells" in result:
+            lines += render_matrix(path.stem, result)
+            continue
         cfg, env = result["config"], result["environment"]
         lines += [
             f"## {path.stem}",
@@ -222,7 +225,7 @@ def render_readme() -> None:
             f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam lr {cfg['lr']}, "
             f"posterior {cfg.get('posterior', 'structured')}, "
             f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
-            f"θ step {cfg['lr_theta']} with momentum {cfg.get('theta_momentum', 0.9)}, "
+            f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
             f"{env['threads']} thread(s), torch {env['torch']}, {env['machine']}, "
             f"commit {env.get('commit', 'unknown')}.",
             "",
@@ -252,6 +255,58 @@ def render_readme() -> None:
     (HERE / "README.md").write_text("\n".join(lines))
 
 
+def theta_averaging(cfg: dict) -> str:
+    """How a run averaged the θ evidence: per step (momentum, before issue 9) or per example."""
+    if "theta_window" in cfg:
+        return f"per example, evidence over {cfg['theta_window']:.0f} examples"
+    return f"with momentum {cfg.get('theta_momentum', 0.9)} per step"
+
+
+def render_matrix(name: str, result: dict) -> list[str]:
+    """Table of the robustness matrix: every cell, dense against bayesprune, and the checks."""
+    lines = [
+        f"## {name}",
+        "",
+        f"Default settings (overrides: {result['overrides'] or 'none'}), 1 thread per run, "
+        f"commit {result['commit']}. Regenerate with "
+        "`.venv/bin/python benchmarks/robustness_matrix.py` (about 40 minutes on 2 cores).",
+        "",
+        "| case | seed | τ | dense error (%) | bayesprune error (%) | gap (points) | widths "
+        "| weights kept (%) | binary (%) | pruned in first 25% (%) | warm-up ends (step) "
+        "| status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in result["cells"]:
+        d, b = c.get("dense"), c["bayesprune"]
+        early = b.get("pruned_early_fraction")
+        lines.append(
+            f"| {c['case']} | {c['seed']} | {b['temperature']:.4f} | "
+            + (f"{100 * d['test_error']:.2f} | " if d else "- | ")
+            + f"{100 * b['test_error']:.2f} | "
+            + (f"{100 * (b['test_error'] - d['test_error']):+.2f} | " if d else "- | ")
+            + f"{'-'.join(map(str, b['widths']))} | {100 * b['weights_kept_fraction']:.1f} | "
+            f"{100 * b['gates_binary_fraction']:.1f} | "
+            + ("-" if early is None else f"{100 * early:.0f}")
+            + f" | {b.get('warmup_step')} | {b['status']} |"
+        )
+    checks = result["checks"]
+    lines += ["", "Mean gap to dense per case (points): " + ", ".join(
+        f"{case} {gap:+.2f}" for case, gap in checks["gap_points"].items()) + "."]  # fmt: skip
+    groups = (("batch_width_cv", "batch 32/100/256"), ("lr_width_cv", "lr 3e-4/1e-3/3e-3"))
+    for key, label in groups:
+        if key in checks:
+            cvs = ", ".join(f"{100 * v:.1f}%" for v in checks[key])
+            lines.append(f"Width CV per layer across {label}: {cvs} (target ≤ 20%).")
+    if "size_widths" in checks:
+        widths = " → ".join("-".join(f"{w:.0f}" for w in ws) for ws in checks["size_widths"])
+        lines.append(
+            f"Mean widths at N = 3k → 10k → 30k → 60k: {widths} "
+            f"(non-decreasing within 10%: {'yes' if checks['size_non_decreasing'] else 'no'})."
+        )
+    lines.append(f"Collapsed or failed cells: {', '.join(checks['collapsed']) or 'none'}.")
+    return lines + [""]
+
+
 def render_robustness(name: str, result: dict) -> list[str]:
     """Table of a robustness sweep (P3): final widths per run and their spread per group."""
     cfg = result["config"]
@@ -260,7 +315,7 @@ def render_robustness(name: str, result: dict) -> list[str]:
         "",
         f"{cfg['epochs']} epochs, posterior {cfg.get('posterior', 'structured')}, "
         f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
-        f"θ step {cfg['lr_theta']} with momentum {cfg.get('theta_momentum', 0.9)}, "
+        f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
         f"commit {result.get('commit', 'unknown')}.",
         "P3 asks for a coefficient of variation of the final widths ≤ 10% across seeds and ≤ 20%",
         "across starting widths and initialisations.",

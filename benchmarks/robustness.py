@@ -34,12 +34,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="fmnist_lenet300_robustness")
     parser.add_argument("--lr-theta", type=float, default=TrainConfig.lr_theta)
-    parser.add_argument("--theta-momentum", type=float, default=TrainConfig.theta_momentum)
+    parser.add_argument("--theta-window", type=float, default=TrainConfig.theta_window)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist")
     base = TrainConfig(
-        epochs=args.epochs, lr_theta=args.lr_theta, theta_momentum=args.theta_momentum
+        epochs=args.epochs, lr_theta=args.lr_theta, theta_window=args.theta_window
     )
     settings = [("seeds", f"seed {s}", (300, 100), "kaiming", s) for s in range(5)]
     settings += [("starting widths", f"×{m}", (300 * m, 100 * m), "kaiming", 0) for m in (1, 2, 4)]

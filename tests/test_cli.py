@@ -93,6 +93,13 @@ def test_pyro_engine_runs_end_to_end(tmp_path):
     assert summary["initial_widths"] == [8, 4] and summary["test_error"] < 0.67
 
 
+def _status_matches_exit_code(code: int, out) -> dict:
+    """Random-noise smoke data may end at chance level: then the run must say so (exit 3)."""
+    summary = json.loads((out / "summary.json").read_text())
+    assert (code, summary["status"]) in {(0, "finished"), (3, "collapsed")}
+    return summary
+
+
 def test_lenet5_and_vgg16_train_end_to_end_on_small_data(tmp_path, fake_cifar10):
     from tests.test_data import _fake_mnist
 
@@ -100,16 +107,14 @@ def test_lenet5_and_vgg16_train_end_to_end_on_small_data(tmp_path, fake_cifar10)
     out = tmp_path / "lenet5"
     args = ["train", "--arch", "lenet5", "--dataset", "mnist", "--data-dir", str(tmp_path),
             "--width-mult", "0.2", "--epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
-    assert main(args) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = _status_matches_exit_code(main(args), out)
     assert summary["arch"] == "lenet5" and summary["initial_architecture"] == "4-10-160-100"
     # the VGG16 smoke run of issue 3: --width-mult 0.25 on synthetic CIFAR-10, on the CPU
     out = tmp_path / "vgg"
     args = ["train", "--arch", "vgg16", "--dataset", "cifar10", "--data-dir", str(fake_cifar10),
             "--width-mult", "0.25", "--epochs", "1", "--batch-size", "50", "--out", str(out),
             "--no-progress"]  # fmt: skip
-    assert main(args) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = _status_matches_exit_code(main(args), out)
     assert summary["initial_widths"] == [16, 16, 32, 32, 64, 64, 64] + [128] * 6 + [128]
     assert len(summary["widths"]) == 14 and summary["weights_kept"] <= summary["weights_total"]
     net = torch.load(out / "model.pt", weights_only=False)

@@ -1,4 +1,4 @@
-"""Projected SGD with momentum: the θ update of Eq. (10)."""
+"""Projected gate updates on the per-example clock: the θ update of Eq. (10)."""
 
 from __future__ import annotations
 
@@ -6,34 +6,52 @@ import torch
 
 
 class ProjectedSGD(torch.optim.Optimizer):
-    """v ← β v + ∇, θ ← clip(θ − η v, low, high): heavy-ball SGD followed by the projection.
+    """Evidence average and projected step, both measured in examples seen, not in steps.
 
-    The projection makes the vertices θ ∈ {0, 1} reachable exactly, which the pruning condition
-    (Eq. (12)) relies on. State ``momentum_buffer`` has the parameter's shape, so physical removal
-    slices it with the parameter.
+    With ĝ = ∇/N the mini-batch estimate of the per-example θ-gradient (the parameters' ``grad``
+    holds ∂F/∂θ of the whole-data objective F), a step that has seen B examples does
+
+        m ← m + a (ĝ − m),   a = min(1, B / window)        (the evidence: an average over the
+                                                             last ``window`` examples)
+        θ ← clip(θ − η B m, low, high)                       (η per example seen)
+
+    so k steps of batch B and k/2 steps of batch 2B move θ alike in expectation: the drift of θ
+    per example, and the number of examples its evidence averages, do not depend on the batch
+    size (Eq. (10)). ``m`` starts at 0 and fills over ``window`` examples. The projection makes
+    the vertices θ ∈ {0, 1} reachable exactly, which the pruning condition (Eq. (12)) relies on.
+    State ``evidence`` has the parameter's shape, so physical removal slices it with the
+    parameter.
 
     :param params: the θ tensors.
-    :param lr: step size η.
-    :param momentum: β.
+    :param lr: η, the step per example seen and per unit of per-example evidence.
+    :param window: the number of examples the evidence averages (``1/a`` batches of size B).
+    :param num_data: N, the number of training examples (∇ is divided by it).
     :param bounds: the box to project onto.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, bounds=(0.0, 1.0)):
-        if lr <= 0 or not 0 <= momentum < 1:
-            raise ValueError(f"need lr > 0 and 0 <= momentum < 1, got {lr}, {momentum}")
-        super().__init__(params, {"lr": lr, "momentum": momentum, "bounds": tuple(bounds)})
+    def __init__(self, params, lr: float, window: float, num_data: int, bounds=(0.0, 1.0)):
+        if lr <= 0 or window <= 0 or num_data < 1:
+            msg = f"need lr > 0, window > 0, num_data >= 1; got {lr}, {window}, {num_data}"
+            raise ValueError(msg)
+        defaults = {"lr": lr, "window": float(window), "num_data": int(num_data)}
+        super().__init__(params, {**defaults, "bounds": tuple(bounds)})
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, examples: int = 1, move: bool = True):
+        """Average the evidence of a step that saw ``examples`` examples; move θ if ``move``.
+
+        ``move=False`` accumulates evidence without moving θ (the warm-up of Eq. (10w)).
+        """
         for group in self.param_groups:
             low, high = group["bounds"]
+            rate = min(1.0, examples / group["window"])
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = p.grad.detach().clone()
-                else:
-                    buf.mul_(group["momentum"]).add_(p.grad)
-                p.add_(buf, alpha=-group["lr"]).clamp_(low, high)
+                evidence = state.get("evidence")
+                if evidence is None:
+                    evidence = state["evidence"] = torch.zeros_like(p)
+                evidence.lerp_(p.grad / group["num_data"], rate)
+                if move:
+                    p.add_(evidence, alpha=-group["lr"] * examples).clamp_(low, high)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,15 +34,24 @@ from bayesprune.models.network import GatedNet
 class TrainConfig:
     """Settings of one training run (the CLI flags of ``bayesprune train``).
 
-    :param temperature: τ, the prior temperature (see :class:`HyperPrior`).
     :param engine: ``"fused"`` (:class:`FusedObjective`, the same objective without Pyro's
         tracing) or ``"pyro"`` (:class:`GatedELBO` through ``poutine.trace``); the ``"exact"`` and
         ``"score"`` estimators need ``"pyro"``.
     :param lr_schedule: ``"constant"`` or ``"cosine"`` (the weights' learning rate decays to 0
         along a half cosine over the run, stepped every step; the θ step is never scheduled).
-    :param theta_optimizer: ``"sgd"`` (:class:`ProjectedSGD` with momentum ``theta_momentum`` on
-        the per-example objective F/N, Eq. (10)) or ``"adam"`` (Adam, then the projection).
-    :param lr_theta: learning rate of the projected θ updates.
+    :param theta_optimizer: ``"sgd"`` (:class:`ProjectedSGD`: the per-example evidence averaged
+        over ``theta_window`` examples, a step of ``lr_theta`` per example, Eq. (10)) or
+        ``"adam"`` (Adam, then the projection).
+    :param lr_theta: step of the projected θ updates per example seen (``"sgd"``), or Adam's
+        learning rate.
+    :param theta_window: the number of examples the θ evidence averages (``"sgd"``); also the
+        largest block of the warm-up rule.
+    :param warmup_tolerance: the evidence rule (Eq. (10w)): θ moves only once the mean data term
+        of a block of ``min(N, theta_window)`` examples is less than this fraction below the
+        block before; ``None``: from the first step.
+    :param temperature: τ; ``None`` (default): τ(N) of :func:`temperature_for` (Eq. (13)).
+    :param train_subset: train on a fixed random subset of this many training examples, drawn
+        with ``seed`` (:meth:`Dataset.subset`).
     :param check_every: steps between pruning checks (Eq. (12)).
     :param patience: consecutive checks with θ = 0 before a unit is removed.
     :param prior_every: steps between closed-form prior updates (Eq. (11)).
@@ -59,13 +69,15 @@ class TrainConfig:
     lr_schedule: str = "constant"
     theta_optimizer: str = "sgd"
     lr_theta: float = 10.0
-    theta_momentum: float = 0.99
+    theta_window: float = 10_000
+    warmup_tolerance: float | None = 0.1
+    train_subset: int | None = None
     seed: int = 0
     estimator: str = "secant"
     engine: str = "fused"
     weights: str = "point"
     posterior: str = "coupled"
-    temperature: float = HyperPrior.temperature
+    temperature: float | None = None
     rho: float = HyperPrior.rho
     strength: float = HyperPrior.strength
     init_theta: float = 1.0
@@ -75,19 +87,45 @@ class TrainConfig:
     device: str = "cpu"
     trace_every: int = 0
 
-    def hyper(self) -> HyperPrior:
-        return HyperPrior(rho=self.rho, strength=self.strength, temperature=self.temperature)
+    def hyper(self, num_data: int | None = None) -> HyperPrior:
+        """The prior settings, with τ from :func:`temperature_for` unless ``temperature`` is set.
+
+        :param num_data: N, the number of training examples (needed when τ follows N).
+        """
+        tau = self.temperature
+        if tau is None:
+            tau = HyperPrior.temperature if num_data is None else temperature_for(num_data)
+        return HyperPrior(rho=self.rho, strength=self.strength, temperature=tau)
+
+
+REFERENCE_TEMPERATURE = HyperPrior.temperature  # τ at REFERENCE_EXAMPLES
+REFERENCE_EXAMPLES = 60_000
+
+
+def temperature_for(num_data: int) -> float:
+    """τ(N) = τ_ref (N / N_ref)^½ (Eq. (13)): the price of a unit per example falls like 1/√N.
+
+    A unit is kept when its summed evidence N Δ_s exceeds τ KL_s; with τ ∝ √N the bar on the
+    per-example evidence Δ_s falls like the standard error of a mean over N examples, so a
+    unit whose effect is detectable in the data is kept and the widths grow with N
+    (docs/method.md §4). τ_ref = 0.03 at N_ref = 60,000 reproduces the previous full-data default.
+    """
+    return REFERENCE_TEMPERATURE * (num_data / REFERENCE_EXAMPLES) ** 0.5
 
 
 def theta_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> torch.optim.Optimizer:
     """The optimiser of the projected θ updates (Eq. (10)).
 
-    F is a sum over N examples, so ∂F/∂θ is N times the per-example effect Δ_s; SGD divides the
-    learning rate by N so that ``lr_theta`` is a step per unit of per-example loss.
+    F is a sum over N examples, so ∂F/∂θ is N times the per-example effect Δ_s;
+    :class:`ProjectedSGD` divides by N and steps per example seen, so ``lr_theta`` is a step per
+    example and per unit of per-example loss, and ``theta_window`` the number of examples its
+    evidence averages.
     """
     params = guide.theta_parameters()
     if config.theta_optimizer == "sgd":
-        return ProjectedSGD(params, lr=config.lr_theta / num_data, momentum=config.theta_momentum)
+        return ProjectedSGD(
+            params, lr=config.lr_theta, window=config.theta_window, num_data=num_data
+        )
     if config.theta_optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr_theta, foreach=True)
     raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
@@ -127,9 +165,11 @@ class Trainer:
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+        if config.train_subset is not None:
+            data = data.subset(config.train_subset, seed=config.seed)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
-        self.hyper = hyper = config.hyper()
+        self.hyper = hyper = config.hyper(len(data.x_train))
         self.model = GatedModel(net, hyper)
         self.guide = GateGuide(
             net,
@@ -158,6 +198,41 @@ class Trainer:
         self.history: list[dict] = []
         self.prune_events: list[dict] = []
         self.step = 0
+        self.status, self.status_reason = "finished", None
+        labels = torch.bincount(self.data.y_train, minlength=self.data.num_classes).double()
+        freq = labels / labels.sum()
+        self.chance_error = float(1 - freq.max())  # a constant predictor's training error
+        self.constant_nll = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
+        self.recent_data = None  # per-example data term, averaged over the last ~10 steps
+        self.warm_step = None if config.warmup_tolerance is not None else 0
+        self.block = {"sum": torch.zeros((), device=self.device), "examples": 0, "previous": None}
+
+    def warmed_up(self, data: torch.Tensor, examples: int) -> bool:
+        """The evidence rule (Eq. (10w)): θ moves once the data term has stopped falling fast.
+
+        The data term per example is averaged over consecutive blocks of
+        ``min(N, theta_window)`` examples; the warm-up ends at the first block whose mean is
+        less than ``warmup_tolerance`` (relatively) below the block before. Until then the
+        network is still learning to use its units, and Δ_s measured on it understates what
+        they are worth (at the zero-initialised read-out Δ_s = 0 exactly), so the θ step only
+        accumulates evidence. Blocks count examples, so the rule does not depend on the batch
+        size; it reads the data term, so a smaller learning rate simply waits longer.
+        """
+        if self.warm_step is not None:
+            return True
+        block = self.block
+        block["sum"] += data
+        block["examples"] += examples
+        if block["examples"] < min(len(self.data.x_train), self.config.theta_window):
+            return False
+        mean = float(block["sum"]) / block["examples"]  # one host sync per block
+        previous, block["previous"] = block["previous"], mean
+        block["sum"].zero_()
+        block["examples"] = 0
+        if previous is not None and previous - mean < self.config.warmup_tolerance * previous:
+            self.warm_step = self.step + 1
+            return True
+        return False
 
     def train_step(self, x, y, index) -> dict[str, float]:
         """One SVI step with projected θ updates (Eq. (10))."""
@@ -173,8 +248,15 @@ class Trainer:
         self.opt_w.step()
         if self.schedule is not None:
             self.schedule.step()
-        self.opt_theta.step()
-        if not isinstance(self.opt_theta, ProjectedSGD):
+        per_example = terms["data"] / num_data  # the mini-batch's mean NLL per example
+        self.recent_data = (
+            per_example if self.recent_data is None else self.recent_data.lerp(per_example, 0.1)
+        )
+        move = self.warmed_up(per_example * x.shape[0], x.shape[0])
+        if isinstance(self.opt_theta, ProjectedSGD):
+            self.opt_theta.step(examples=x.shape[0], move=move)
+        elif move:
+            self.opt_theta.step()
             self.guide.project_()
         self.step += 1
         if self.step % self.config.prior_every == 0:
@@ -185,6 +267,22 @@ class Trainer:
             self.prune()
         return terms
 
+    def check_health(self, record: dict) -> None:
+        """Mark the run ``failed`` (non-finite objective) or ``collapsed`` (chance level)."""
+        if self.status != "finished":
+            return
+        if not math.isfinite(record["data_term"]) or not math.isfinite(record["prior_term"]):
+            self.status, self.status_reason = "failed", (
+                f"the objective is not finite at epoch {record['epoch']} "
+                f"(data term {record['data_term']}, prior term {record['prior_term']})"
+            )
+        elif record["train_error"] >= self.chance_error - 0.01:
+            self.status, self.status_reason = "collapsed", (
+                f"training error {record['train_error']:.3f} at epoch {record['epoch']} is no "
+                f"better than a constant predictor's ({self.chance_error:.3f}); "
+                f"widths {record['widths']}"
+            )
+
     def prune(self) -> None:
         """Remove every unit that meets the pruning condition."""
         for name, keep in self.condition(self.guide).items():
@@ -194,6 +292,13 @@ class Trainer:
             self.prune_events.append(
                 {"step": self.step, "layer": name, "removed": len(removed), "unit_ids": removed}
             )
+            data = float(self.recent_data)
+            if len(keep) == 1 and data >= self.constant_nll and self.status == "finished":
+                self.status, self.status_reason = "collapsed", (
+                    f"layer {name} was cut to its last unit at step {self.step} while the data "
+                    f"term ({data:.3f} nats per example) was no better than a constant "
+                    f"predictor's ({self.constant_nll:.3f})"
+                )
 
     @torch.no_grad()
     def unit_state(self) -> dict[str, dict[str, list]]:
@@ -224,7 +329,8 @@ class Trainer:
         pyro.set_rng_seed(cfg.seed)
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+            resolved = {**asdict(cfg), "temperature": self.hyper.temperature}  # τ(N) as used
+            (self.out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
             (self.out / "metrics.jsonl").write_text("")
             if cfg.trace_every:
                 (self.out / "traces.jsonl").write_text("")
@@ -261,6 +367,7 @@ class Trainer:
                 bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
                 tqdm.write(self.format_record(record))
                 self.history.append(record)
+                self.check_health(record)
                 if self.out is not None:
                     with open(self.out / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(record) + "\n")
@@ -281,6 +388,7 @@ class Trainer:
             "data_term": float(sums["data"]) / steps,
             "prior_term": float(sums["prior"]) / steps,
             "test_error": evaluate(det, self.data.x_test, self.data.y_test),
+            "train_error": evaluate(det, self.data.x_train[:10_000], self.data.y_train[:10_000]),
             "widths": list(self.net.widths),
             **self.unit_state(),
             "slab_var": {n: float(self.guide.slab_var(n)) for n in self.net.layers},
@@ -339,6 +447,11 @@ class Trainer:
         )
         summary["prune_events"] = self.prune_events
         summary["total_steps"] = self.total_steps
+        summary["status"] = self.status
+        summary["status_reason"] = self.status_reason
+        summary["train_subset"] = self.data.meta.get("train_subset")
+        summary["temperature"] = self.hyper.temperature
+        summary["warmup_step"] = self.warm_step
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
         )

@@ -4,25 +4,48 @@ import torch
 from bayesprune.inference.projected_sgd import ProjectedSGD
 
 
-def test_matches_heavy_ball_sgd_inside_the_box_and_projects_at_its_edges():
-    theta = torch.nn.Parameter(torch.tensor([0.5, 0.5, 0.02, 0.97]))
-    reference = torch.nn.Parameter(theta.detach().clone())
-    opt = ProjectedSGD([theta], lr=0.1, momentum=0.9)
-    ref = torch.optim.SGD([reference], lr=0.1, momentum=0.9)
-    grads = [torch.tensor([0.1, -0.2, 0.5, -0.5]), torch.tensor([0.05, -0.1, 0.5, -0.5])]
-    for g in grads:
-        theta.grad, reference.grad = g.clone(), g.clone()
-        opt.step()
-        ref.step()
-    assert torch.allclose(theta[:2], reference[:2])
-    assert theta[2].item() == 0.0 and theta[3].item() == 1.0  # exactly on the vertices
-    assert torch.allclose(
-        opt.state[theta]["momentum_buffer"], ref.state[reference]["momentum_buffer"]
-    )
+def run(batch: int, steps: int, grads: torch.Tensor, window: float = 400.0) -> torch.Tensor:
+    """θ after ``steps`` steps of ``batch`` examples each, ∂F/∂θ = N · grads (N = 1000)."""
+    theta = torch.nn.Parameter(torch.full_like(grads, 0.5))
+    opt = ProjectedSGD([theta], lr=1e-3, window=window, num_data=1000)
+    for _ in range(steps):
+        theta.grad = 1000 * grads.clone()
+        opt.step(examples=batch)
+    return theta.detach()
+
+
+def test_evidence_is_an_average_per_example_and_the_step_is_per_example():
+    grads = torch.tensor([0.1, -0.2])
+    theta = torch.nn.Parameter(torch.tensor([0.5, 0.5]))
+    opt = ProjectedSGD([theta], lr=1e-3, window=400.0, num_data=1000)
+    theta.grad = 1000 * grads
+    opt.step(examples=100)
+    evidence = 0.25 * grads  # m = 0 + (100/400)(ĝ − 0)
+    assert torch.allclose(opt.state[theta]["evidence"], evidence)
+    assert torch.allclose(theta, 0.5 - 1e-3 * 100 * evidence)
+
+
+def test_same_examples_seen_move_theta_alike_whatever_the_batch_size():
+    grads = torch.tensor([0.3, -0.3, 0.05])
+    # 4,000 examples in batches of 50 or of 200: the same drift once the window is full
+    small, large = run(50, 80, grads), run(200, 20, grads)
+    assert torch.allclose(small, large, atol=0.02)
+    assert small[0] < 0.5 < small[1]
+
+
+def test_projects_onto_the_vertices_and_accumulates_without_moving():
+    theta = torch.nn.Parameter(torch.tensor([0.02, 0.97]))
+    opt = ProjectedSGD([theta], lr=1.0, window=100.0, num_data=10)
+    theta.grad = torch.tensor([5.0, -5.0])
+    opt.step(examples=100, move=False)
+    assert theta.tolist() == pytest.approx([0.02, 0.97])  # warm-up: evidence only
+    assert torch.allclose(opt.state[theta]["evidence"], torch.tensor([0.5, -0.5]))
+    opt.step(examples=100)
+    assert theta[0].item() == 0.0 and theta[1].item() == 1.0  # exactly on the vertices
 
 
 def test_rejects_bad_settings():
     with pytest.raises(ValueError):
-        ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=0.0)
+        ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=0.0, window=1.0, num_data=1)
     with pytest.raises(ValueError):
-        ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0, momentum=1.0)
+        ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0, window=0.0, num_data=1)

@@ -1,0 +1,178 @@
+"""P6 robustness matrix: bayesprune against dense across data sizes, batch sizes, learning rates.
+
+Usage::
+
+    .venv/bin/python benchmarks/robustness_matrix.py                 # every cell, 2 seeds
+    .venv/bin/python benchmarks/robustness_matrix.py --cells mlp-n3k mlp-n10k --seeds 0
+
+Every cell trains the dense network (plain PyTorch, same network, optimiser, epochs, batch size
+and training subset) and bayesprune with the default :class:`TrainConfig`, one process per run
+and one thread per process (``--jobs`` processes at a time), and writes
+``results/robustness_matrix.json`` (``{"cells": [{"case", "seed", "dense", "bayesprune"}, ...],
+"checks": ...}``) and its table in ``README.md``. ``--set key=value`` overrides a
+:class:`TrainConfig` field for the bayesprune runs (experiments; the settings are recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, commit, render_readme  # noqa: E402
+
+FMNIST = {"dataset": "fashion-mnist", "arch": "mlp", "epochs": 10, "batch_size": 100, "lr": 1e-3}
+CASES = {
+    "mlp-n3k": {**FMNIST, "train_subset": 3_000},
+    "mlp-n10k": {**FMNIST, "train_subset": 10_000},
+    "mlp-n30k": {**FMNIST, "train_subset": 30_000},
+    "mlp-n60k": {**FMNIST},
+    "mlp-b32": {**FMNIST, "batch_size": 32},
+    "mlp-b256": {**FMNIST, "batch_size": 256},
+    "mlp-lr3e-4": {**FMNIST, "lr": 3e-4},
+    "mlp-lr3e-3": {**FMNIST, "lr": 3e-3},
+    "lenet5-n10k": {**FMNIST, "arch": "lenet5", "train_subset": 10_000},
+    "lenet5-n60k": {**FMNIST, "arch": "lenet5"},
+    "teacher-300-100": {**FMNIST, "dataset": "teacher", "widths": (300, 100)},
+    "teacher-32-16": {**FMNIST, "dataset": "teacher", "widths": (32, 16)},
+}
+# groups whose final widths must agree (coefficient of variation ≤ 20%) or grow with N
+SIZE_GROUP = ["mlp-n3k", "mlp-n10k", "mlp-n30k", "mlp-n60k"]
+BATCH_GROUP = ["mlp-b32", "mlp-n60k", "mlp-b256"]
+LR_GROUP = ["mlp-lr3e-4", "mlp-n60k", "mlp-lr3e-3"]
+SUMMARY_KEYS = (
+    "arch", "dataset", "seed", "epochs", "initial_widths", "widths", "architecture",
+    "test_error", "weights_total", "weights_kept", "weights_kept_fraction", "flops_kept_fraction",
+    "gates_binary_fraction", "pruned_early_fraction", "last_prune_epoch", "train_wall_seconds",
+    "status", "train_subset", "teacher_widths", "warmup_step", "temperature",
+)  # fmt: skip
+
+
+def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
+    """Train dense (if asked) and bayesprune for one cell; return their summaries."""
+    import torch
+
+    from bayesprune.baseline import train_dense
+    from bayesprune.data import load_dataset
+    from bayesprune.inference.trainer import TrainConfig, Trainer
+    from bayesprune.models.network import build_network
+
+    torch.set_num_threads(1)
+    spec = CASES[case]
+    data = load_dataset(spec["dataset"])
+    subset = spec.get("train_subset")
+    config = TrainConfig(
+        epochs=spec["epochs"],
+        batch_size=spec["batch_size"],
+        lr=spec["lr"],
+        seed=seed,
+        train_subset=subset,
+    )
+    config = replace(config, **overrides)
+
+    def make_net():
+        torch.manual_seed(seed)
+        return build_network(spec["arch"], data.in_shape, data.num_classes, spec.get("widths"))
+
+    out = {"case": case, "seed": seed, "overrides": overrides}
+    if dense:
+        train = data if subset is None else data.subset(subset, seed=seed)
+        summary = train_dense(make_net(), train, config.epochs, config.batch_size, config.lr, seed)
+        out["dense"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
+    summary = Trainer(make_net(), data, config).fit(progress=False)
+    out["bayesprune"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
+    print(
+        f"{case} seed {seed}: widths {summary['widths']} error {summary['test_error']:.4f}"
+        + (f" (dense {out['dense']['test_error']:.4f})" if dense else ""),
+        flush=True,
+    )
+    return out
+
+
+def cv(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) / mean
+
+
+def mean_widths(cells: list[dict], case: str) -> list[float] | None:
+    runs = [c["bayesprune"]["widths"] for c in cells if c["case"] == case]
+    if not runs:
+        return None
+    return [sum(w[i] for w in runs) / len(runs) for i in range(len(runs[0]))]
+
+
+def checks(cells: list[dict]) -> dict:
+    """The issue's targets, evaluated on the cells present (means over seeds)."""
+    out: dict = {"collapsed": [f"{c['case']}/{c['seed']}" for c in cells
+                               if c["bayesprune"].get("status") != "finished"]}  # fmt: skip
+    gaps = {}
+    for case in dict.fromkeys(c["case"] for c in cells):
+        runs = [c for c in cells if c["case"] == case and "dense" in c]
+        if runs:
+            gap = sum(r["bayesprune"]["test_error"] - r["dense"]["test_error"] for r in runs)
+            gaps[case] = 100 * gap / len(runs)
+    out["gap_points"] = gaps
+    for name, group in (("batch", BATCH_GROUP), ("lr", LR_GROUP)):
+        widths = [mean_widths(cells, c) for c in group]
+        if all(w is not None for w in widths):
+            out[f"{name}_width_cv"] = [cv([w[i] for w in widths]) for i in range(len(widths[0]))]
+    widths = [mean_widths(cells, c) for c in SIZE_GROUP]
+    if all(w is not None for w in widths):
+        out["size_widths"] = widths
+        out["size_non_decreasing"] = all(
+            later[i] >= 0.9 * earlier[i]
+            for earlier, later in zip(widths[:-1], widths[1:], strict=True)
+            for i in range(len(earlier))
+        )
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    from bayesprune.inference.trainer import TrainConfig
+
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise SystemExit(f"--set: {key!r} is not a TrainConfig field")
+        default = getattr(TrainConfig(), key)
+        out[key] = type(default)(value) if default is not None else int(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cells", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides key=value")
+    parser.add_argument("--no-dense", action="store_true", help="skip the dense runs")
+    parser.add_argument("--name", default="robustness_matrix", help="results/<name>.json")
+    parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
+    args = parser.parse_args(argv)
+    overrides = parse_overrides(args.set)
+    jobs = [(case, seed) for case in args.cells for seed in args.seeds]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [
+            pool.submit(run_cell, case, seed, overrides, not args.no_dense) for case, seed in jobs
+        ]
+        cells = [f.result() for f in futures]
+    result = {"commit": commit(), "threads": 1, "overrides": overrides, "cells": cells}
+    result["checks"] = checks(cells)
+    print(json.dumps(result["checks"], indent=1))
+    folder = RESULTS if args.results_dir is None else Path(args.results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if folder.resolve() == RESULTS.resolve():
+        render_readme()
+
+
+if __name__ == "__main__":
+    main()
