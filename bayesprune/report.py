@@ -179,6 +179,6 @@ def inspect_run(
     files = {"posterior": arviz_io.save(idata, out / "posterior.nc")}
     files.update(save_figures(idata, out, overview=Path(run_dir) / "training.png"))
     if show_summary:
-        with pd.option_context("display.width", 120):
+        with pd.option_context("display.width", 120, "display.max_rows", 200):
             print(survivor_summary(idata))
     return files

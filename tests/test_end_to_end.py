@@ -14,7 +14,7 @@ def run(tmp_path_factory):
     torch.set_num_threads(1)
     data = make_teacher()
     torch.manual_seed(0)
-    net = GatedMLP(data.in_features, (32, 16), data.num_classes)
+    net = GatedMLP(data.in_features, (300, 100), data.num_classes)
     trainer = Trainer(net, data, TrainConfig(epochs=8), out=tmp_path_factory.mktemp("run"))
     initial_slab = {n: float(trainer.guide.slab_var(n)) for n in net.layers}
     summary = trainer.fit(progress=False)
@@ -23,14 +23,18 @@ def run(tmp_path_factory):
 
 def test_learns_the_teacher_and_prunes(run):
     data, trainer, summary, _ = run
-    assert summary["test_error"] <= 0.08  # measured 0.068 after 8 epochs (dense 64-32: 0.036)
-    # pruned, but no layer below half the teacher's width. Issue 2's "within 2x of the teacher"
-    # is not met by the shipped objective (32-16 -> 26-16; docs/method.md §6): a unit with 5
-    # inputs costs ~1e-5 nats per example, so any unit that helps at all stays.
+    assert summary["status"] == "finished"
+    assert summary["test_error"] <= 0.05  # measured 0.034 after 8 epochs (dense 300-100: 0.039)
+    # pruned (the evidence rule removes dead and useless units: 300-100 -> 283-95), but no layer
+    # below half the teacher's width. Issue 9's "within 2x of the teacher" is not met: a unit
+    # with 5 inputs costs ~1e-5 nats per example, so any unit that helps at all stays, and
+    # redundant copies are not priced (docs/method.md §7).
     assert sum(summary["widths"]) < sum(summary["initial_widths"]) - 4
     for width, true in zip(summary["widths"], summary["teacher_widths"], strict=True):
         assert width >= true / 2, (summary["widths"], summary["teacher_widths"])
-    assert summary["gates_binary_fraction"] >= 0.9
+    assert summary["gates_binary_fraction"] >= 0.99
+    # Eq. (10w): θ waited for the data term to stop falling (20,000 examples: a block is 10,000)
+    assert summary["warmup_step"] >= 2 * 10_000 // 100
 
 
 def test_slab_scale_stays_bounded(run):

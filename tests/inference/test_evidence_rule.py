@@ -1,0 +1,107 @@
+"""The evidence rule of issue 9: θ waits for the data term, τ follows N, collapses are reported."""
+
+import json
+
+import pytest
+import torch
+
+from bayesprune.cli import EXIT_FAILED_RUN, main
+from bayesprune.data import DataError, make_teacher
+from bayesprune.inference.trainer import TrainConfig, Trainer, temperature_for
+from bayesprune.models import GatedMLP
+
+
+def _trainer(config: TrainConfig, widths=(16, 8), num_train=4000, out=None) -> Trainer:
+    data = make_teacher(num_train=num_train, num_test=500)
+    torch.manual_seed(config.seed)
+    return Trainer(GatedMLP(data.in_features, widths, data.num_classes), data, config, out=out)
+
+
+def _thetas(trainer: Trainer) -> torch.Tensor:
+    return torch.cat([trainer.guide.gate_probs(n).detach() for n in trainer.net.gated])
+
+
+def test_theta_does_not_move_before_the_data_term_has_settled():
+    # 4,000 examples: blocks of 4,000; the first comparison is after the second block (epoch 2)
+    trainer = _trainer(TrainConfig(epochs=1, batch_size=50, temperature=3.0))
+    trainer.fit(progress=False)
+    assert trainer.warm_step is None
+    assert torch.all(_thetas(trainer) == 1.0)  # evidence accumulated, θ untouched
+    evidence = [trainer.opt_theta.state[p]["evidence"] for p in trainer.guide.theta_parameters()]
+    assert any(e.abs().sum() > 0 for e in evidence)
+    # the same run without the rule moves θ in the first epoch (the race of issue 9)
+    eager = _trainer(TrainConfig(epochs=1, batch_size=50, temperature=3.0, warmup_tolerance=None))
+    eager.fit(progress=False)
+    assert torch.any(_thetas(eager) < 1.0) or eager.prune_events
+
+
+def test_warm_up_blocks_count_examples_not_steps():
+    # the clock of Eq. (10w) is examples seen: with batches of 50 or of 200 the warm-up ends
+    # at a boundary of 4,000-example blocks, never before the second one. (Where it ends
+    # depends on how fast the weights learn per example, which the batch size does change:
+    # measured 24,000 examples at batch 50 and 8,000 at batch 200 here.)
+    for batch in (50, 200):
+        trainer = _trainer(TrainConfig(epochs=6, batch_size=batch))
+        trainer.fit(progress=False)
+        assert trainer.warm_step is not None
+        examples = trainer.warm_step * batch  # examples seen when θ started to move
+        assert examples % 4000 == 0 and examples >= 8000, (batch, examples)
+
+
+def test_temperature_follows_the_square_root_of_the_data_size(tmp_path):
+    assert temperature_for(60_000) == pytest.approx(0.03)
+    assert temperature_for(15_000) == pytest.approx(0.015)
+    trainer = _trainer(TrainConfig(epochs=1), num_train=2_400, out=tmp_path / "run")
+    assert trainer.hyper.temperature == pytest.approx(0.03 * (2_400 / 60_000) ** 0.5)
+    trainer.fit(progress=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["temperature"] == pytest.approx(trainer.hyper.temperature)  # τ as used
+    explicit = _trainer(TrainConfig(epochs=1, temperature=0.5))
+    assert explicit.hyper.temperature == 0.5
+
+
+def test_train_subset_is_fixed_by_the_seed():
+    data = make_teacher(num_train=1000, num_test=10)
+    a, b, c = data.subset(300, seed=1), data.subset(300, seed=1), data.subset(300, seed=2)
+    assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.x_train, c.x_train)
+    assert a.meta["train_subset"] == 300 and len(a.y_train) == 300
+    assert torch.equal(a.x_test, data.x_test)
+    rows = {tuple(r) for r in data.x_train.tolist()}
+    assert all(tuple(r) in rows for r in a.x_train.tolist())
+    with pytest.raises(DataError):
+        data.subset(1001)
+    trainer = _trainer(TrainConfig(epochs=1, train_subset=500))
+    assert len(trainer.data.x_train) == 500
+
+
+def _one_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
+    return err[-1]
+
+
+def test_a_forced_collapse_is_reported_and_exits_non_zero(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--widths", "16,8", "--train-subset", "2000", "--epochs", "2",
+            "--warmup-tolerance", "none", "--temperature", "30", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == EXIT_FAILED_RUN
+    line = _one_line(capsys)
+    assert line.startswith("bayesprune: run collapsed:") and "constant predictor" in line
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "collapsed" and summary["widths"] == [1, 1]
+    assert (out / "model.pt").exists()  # what was written stays
+
+
+def test_a_healthy_run_is_finished(tmp_path):
+    trainer = _trainer(TrainConfig(epochs=2), out=tmp_path / "run")
+    summary = trainer.fit(progress=False)
+    assert summary["status"] == "finished" and summary["status_reason"] is None
+
+
+def test_train_subset_mistakes_are_one_line_errors(capsys, tmp_path):
+    assert main(["train", "--train-subset", "0"]) == 2
+    assert "train-subset" in _one_line(capsys)
+    assert main(["train", "--train-subset", "999999", "--out", str(tmp_path / "r")]) == 2
+    assert "train subset" in _one_line(capsys)
+    assert main(["train", "--warmup-tolerance", "2"]) == 2
+    assert "warmup-tolerance" in _one_line(capsys)
