@@ -41,7 +41,14 @@ CASES = {
     "lenet5-n60k": {**FMNIST, "arch": "lenet5"},
     "teacher-300-100": {**FMNIST, "dataset": "teacher", "widths": (300, 100)},
     "teacher-32-16": {**FMNIST, "dataset": "teacher", "widths": (32, 16)},
+    # quick cells (no download; the test suite runs them): small teacher subsets, where the
+    # pre-issue-9 rule collapsed to 1-1
+    "teacher-n1k": {**FMNIST, "dataset": "teacher", "widths": (300, 100), "train_subset": 1_000,
+                    "epochs": 5},
+    "teacher-n3k": {**FMNIST, "dataset": "teacher", "widths": (300, 100), "train_subset": 3_000,
+                    "epochs": 3},
 }
+FULL = [case for case in CASES if not case.startswith(("teacher-n1k", "teacher-n3k"))]
 # groups whose final widths must agree (coefficient of variation ≤ 20%) or grow with N
 SIZE_GROUP = ["mlp-n3k", "mlp-n10k", "mlp-n30k", "mlp-n60k"]
 BATCH_GROUP = ["mlp-b32", "mlp-n60k", "mlp-b256"]
@@ -134,22 +141,32 @@ def checks(cells: list[dict]) -> dict:
 
 
 def parse_overrides(items: list[str]) -> dict:
+    """``key=value`` pairs for :class:`TrainConfig` fields (``none``, ints, floats, strings)."""
     from bayesprune.inference.trainer import TrainConfig
 
-    types = {f.name: f.type for f in fields(TrainConfig)}
+    names = {f.name for f in fields(TrainConfig)}
     out = {}
     for item in items:
-        key, _, value = item.partition("=")
-        if key not in types:
+        key, _, text = item.partition("=")
+        if key not in names:
             raise SystemExit(f"--set: {key!r} is not a TrainConfig field")
-        default = getattr(TrainConfig(), key)
-        out[key] = type(default)(value) if default is not None else int(value)
+        value: object = text
+        if text.lower() == "none":
+            value = None
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    continue
+        out[key] = value
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cells", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cells", nargs="+", default=FULL, choices=list(CASES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
     parser.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides key=value")
@@ -159,11 +176,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.set)
     jobs = [(case, seed) for case in args.cells for seed in args.seeds]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [
-            pool.submit(run_cell, case, seed, overrides, not args.no_dense) for case, seed in jobs
-        ]
-        cells = [f.result() for f in futures]
+    if args.jobs == 1:  # in this process (tests)
+        cells = [run_cell(case, seed, overrides, not args.no_dense) for case, seed in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [
+                pool.submit(run_cell, case, seed, overrides, not args.no_dense)
+                for case, seed in jobs
+            ]
+            cells = [f.result() for f in futures]
     result = {"commit": commit(), "threads": 1, "overrides": overrides, "cells": cells}
     result["checks"] = checks(cells)
     print(json.dumps(result["checks"], indent=1))

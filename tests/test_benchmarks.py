@@ -24,3 +24,32 @@ def test_vgg16_cifar10_benchmark_smoke_run(fake_cifar10, tmp_path):
     ] * 7
     assert pruned["weights_kept"] <= dense["weights_total"] == pruned["weights_total"]
     assert result["environment"]["device"] == "cpu" and torch.get_num_threads() == 1
+
+
+MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "robustness_matrix.py"
+
+
+def _matrix(tmp_path, *extra):
+    spec = importlib.util.spec_from_file_location("robustness_matrix", MATRIX)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--cells", "teacher-n1k", "teacher-n3k", "--seeds", "0", "--jobs", "1",
+                 "--results-dir", str(tmp_path), *extra])  # fmt: skip
+    return json.loads((tmp_path / "robustness_matrix.json").read_text())
+
+
+def test_short_robustness_matrix_does_not_collapse(tmp_path):
+    # the short version of benchmarks/robustness_matrix.py: small teacher subsets, where
+    # the rule before issue 9 cut every layer to one unit at chance level
+    result = _matrix(tmp_path)
+    assert result["checks"]["collapsed"] == []
+    for cell in result["cells"]:
+        pruned, dense = cell["bayesprune"], cell["dense"]
+        assert pruned["status"] == "finished" and min(pruned["widths"]) > 5, cell["case"]
+        assert pruned["test_error"] <= dense["test_error"] + 0.05, cell["case"]
+
+
+def test_short_robustness_matrix_sees_the_old_collapse(tmp_path):
+    # the same cells with θ free from the first step and a fixed τ: the check must catch it
+    result = _matrix(tmp_path, "--no-dense", "--set", "warmup_tolerance=none", "temperature=0.03")
+    assert sorted(result["checks"]["collapsed"]) == ["teacher-n1k/0", "teacher-n3k/0"]
