@@ -120,8 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup-tolerance",
         type=_warmup_tolerance,
         default=d.warmup_tolerance,
-        help="θ moves once the data term falls by less than this fraction from one block of "
-        "examples to the next (Eq. (10w)); 'none': from the first step",
+        help="θ moves once a block of examples improves the data term by less than this "
+        "fraction of all learnt so far (Eq. (10w)); 'none': from the first step",
+    )
+    t.add_argument(
+        "--release",
+        default=d.release,
+        choices=("ordered", "together"),
+        help="after the warm-up, release the layers' θ from the output back, one evidence "
+        "window apart (Eq. (10o)), or all together",
     )
     t.add_argument(
         "--temperature",
@@ -157,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience",
         type=_positive(int),
         default=d.patience,
-        help="consecutive checks with θ = 0 before a unit is removed",
+        help="consecutive checks with θ = 0 before a unit is removed (default: enough to span "
+        "the evidence window, ⌈window / (batch · check-every)⌉ + 1)",
     )
     t.add_argument(
         "--trace-every",

@@ -37,10 +37,12 @@ class ProjectedSGD(torch.optim.Optimizer):
         super().__init__(params, {**defaults, "bounds": tuple(bounds)})
 
     @torch.no_grad()
-    def step(self, closure=None, examples: int = 1, move: bool = True):
-        """Average the evidence of a step that saw ``examples`` examples; move θ if ``move``.
+    def step(self, closure=None, examples: int = 1, move=True):
+        """Average the evidence of a step that saw ``examples`` examples; move θ where allowed.
 
-        ``move=False`` accumulates evidence without moving θ (the warm-up of Eq. (10w)).
+        :param move: ``True`` (every θ moves), ``False`` (none: the warm-up of Eq. (10w)
+            accumulates evidence without moving θ) or a collection of the θ parameters that
+            may move (the ordered release of Eq. (10o)).
         """
         for group in self.param_groups:
             low, high = group["bounds"]
@@ -53,5 +55,5 @@ class ProjectedSGD(torch.optim.Optimizer):
                 if evidence is None:
                     evidence = state["evidence"] = torch.zeros_like(p)
                 evidence.lerp_(p.grad / group["num_data"], rate)
-                if move:
+                if move is True or (move is not False and p in move):
                     p.add_(evidence, alpha=-group["lr"] * examples).clamp_(low, high)

@@ -47,13 +47,18 @@ class TrainConfig:
     :param theta_window: the number of examples the θ evidence averages (``"sgd"``); also the
         largest block of the warm-up rule.
     :param warmup_tolerance: the evidence rule (Eq. (10w)): θ moves only once the mean data term
-        of a block of ``min(N, theta_window)`` examples is less than this fraction below the
-        block before; ``None``: from the first step.
+        of a block of ``min(N, theta_window)`` examples improves on the block before by less
+        than this fraction of everything learnt so far; ``None``: from the first step.
+    :param release: ``"ordered"`` (Eq. (10o): after the warm-up the last gated layer's θ moves
+        first, each earlier layer one evidence window after its consumer, so a unit is priced
+        against the consumers that have decided) or ``"together"``.
     :param temperature: τ; ``None`` (default): τ(N) of :func:`temperature_for` (Eq. (13)).
     :param train_subset: train on a fixed random subset of this many training examples, drawn
         with ``seed`` (:meth:`Dataset.subset`).
     :param check_every: steps between pruning checks (Eq. (12)).
-    :param patience: consecutive checks with θ = 0 before a unit is removed.
+    :param patience: consecutive checks with θ = 0 before a unit is removed; ``None`` (default):
+        enough checks to span the evidence window, ⌈theta_window / (batch_size · check_every)⌉ + 1
+        (Eq. (12)), so a unit is removed only after θ has sat at 0 for a whole window of examples.
     :param prior_every: steps between closed-form prior updates (Eq. (11)).
     :param device: where the network, the data and every step live (``"cpu"``, ``"cuda"``, ...);
         on a GPU a step does not synchronise with the host (the objective's terms stay on the
@@ -71,6 +76,7 @@ class TrainConfig:
     lr_theta: float = 10.0
     theta_window: float = 10_000
     warmup_tolerance: float | None = 0.1
+    release: str = "ordered"
     train_subset: int | None = None
     seed: int = 0
     estimator: str = "secant"
@@ -82,7 +88,7 @@ class TrainConfig:
     strength: float = HyperPrior.strength
     init_theta: float = 1.0
     check_every: int = 50
-    patience: int = 2
+    patience: int | None = None
     prior_every: int = 10
     device: str = "cpu"
     trace_every: int = 0
@@ -131,6 +137,19 @@ def theta_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> tor
     raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
 
 
+def pruning_patience(config: TrainConfig) -> int:
+    """m of Eq. (12): the configured patience, or enough checks to span the evidence window.
+
+    At θ_s = 0 the evidence m_s of Eq. (10) still remembers the push that brought the unit there
+    for about ``theta_window`` examples; a unit outside the absorbing set leaves 0 within that
+    time, one inside stays. (m − 1) checks c steps of B examples apart must therefore cover
+    the window: m = ⌈W / (B c)⌉ + 1 (3 at the defaults, 8 at batch 32, 2 at batch 256).
+    """
+    if config.patience is not None:
+        return config.patience
+    return math.ceil(config.theta_window / (config.batch_size * config.check_every)) + 1
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU), so that a timer reads true time."""
     if device.type == "cuda":
@@ -165,6 +184,8 @@ class Trainer:
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+        if config.release not in ("ordered", "together"):
+            raise ValueError(f"unknown release {config.release!r}: choose ordered or together")
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
@@ -187,7 +208,7 @@ class Trainer:
         self.opt_w = torch.optim.Adam(self.guide.weight_parameters(), lr=config.lr, foreach=True)
         self.schedule = None  # built in fit(), when the number of steps is known
         self.opt_theta = theta_optimizer(self.guide, config, len(data.x_train))
-        self.condition = PruningCondition(config.patience)
+        self.condition = PruningCondition(pruning_patience(config))
         self.initial_widths = list(net.widths)
         plain = net.to_sequential()
         self.initial = {
@@ -205,18 +226,41 @@ class Trainer:
         self.constant_nll = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
         self.recent_data = None  # per-example data term, averaged over the last ~10 steps
         self.warm_step = None if config.warmup_tolerance is not None else 0
+        self.examples_released = 0
+        self.release_steps: dict[str, int] = {}
         self.block = {"sum": torch.zeros((), device=self.device), "examples": 0, "previous": None}
+
+    def released_layers(self, data: torch.Tensor, examples: int) -> list[str]:
+        """The gated layers whose θ may move after this step (Eqs. (10w), (10o)).
+
+        None during the warm-up; then the layers from the output back, one evidence window
+        (``theta_window`` examples) apart with ``release="ordered"``, all at once with
+        ``"together"``.
+        """
+        if not self.warmed_up(data, examples):
+            return []
+        gated = self.net.gated
+        if self.config.release == "together":
+            released = list(gated)
+        else:
+            self.examples_released += examples
+            count = 1 + int(self.examples_released // self.config.theta_window)
+            released = gated[max(0, len(gated) - count) :]
+        for name in released:
+            self.release_steps.setdefault(name, self.step + 1)
+        return released
 
     def warmed_up(self, data: torch.Tensor, examples: int) -> bool:
         """The evidence rule (Eq. (10w)): θ moves once the data term has stopped falling fast.
 
         The data term per example is averaged over consecutive blocks of
-        ``min(N, theta_window)`` examples; the warm-up ends at the first block whose mean is
-        less than ``warmup_tolerance`` (relatively) below the block before. Until then the
-        network is still learning to use its units, and Δ_s measured on it understates what
-        they are worth (at the zero-initialised read-out Δ_s = 0 exactly), so the θ step only
-        accumulates evidence. Blocks count examples, so the rule does not depend on the batch
-        size; it reads the data term, so a smaller learning rate simply waits longer.
+        ``min(N, theta_window)`` examples; the warm-up ends at the first block that improved on
+        the block before by less than ``warmup_tolerance`` times everything learnt so far (the
+        constant predictor's loss, where the zero-initialised read-out starts, minus the
+        block's). Until then the network is still learning to use its units, and Δ_s measured
+        on it understates what they are worth (at the zero read-out Δ_s = 0 exactly), so the θ
+        step only accumulates evidence. Blocks count examples, so the batch size does not set
+        the clock; the rule reads the data term, so a smaller learning rate waits longer.
         """
         if self.warm_step is not None:
             return True
@@ -229,7 +273,8 @@ class Trainer:
         previous, block["previous"] = block["previous"], mean
         block["sum"].zero_()
         block["examples"] = 0
-        if previous is not None and previous - mean < self.config.warmup_tolerance * previous:
+        learnt = self.constant_nll - mean  # what the network has learnt since its start
+        if previous is not None and previous - mean < self.config.warmup_tolerance * learnt:
             self.warm_step = self.step + 1
             return True
         return False
@@ -252,11 +297,16 @@ class Trainer:
         self.recent_data = (
             per_example if self.recent_data is None else self.recent_data.lerp(per_example, 0.1)
         )
-        move = self.warmed_up(per_example * x.shape[0], x.shape[0])
+        released = self.released_layers(per_example * x.shape[0], x.shape[0])
+        move = {self.guide.raw_param("theta", name) for name in released}
         if isinstance(self.opt_theta, ProjectedSGD):
             self.opt_theta.step(examples=x.shape[0], move=move)
         elif move:
+            frozen = {p: p.detach().clone() for p in self.guide.theta_parameters() if p not in move}
             self.opt_theta.step()
+            with torch.no_grad():
+                for p, value in frozen.items():
+                    p.copy_(value)
             self.guide.project_()
         self.step += 1
         if self.step % self.config.prior_every == 0:
@@ -329,7 +379,11 @@ class Trainer:
         pyro.set_rng_seed(cfg.seed)
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            resolved = {**asdict(cfg), "temperature": self.hyper.temperature}  # τ(N) as used
+            resolved = {  # τ(N) and m as used
+                **asdict(cfg),
+                "temperature": self.hyper.temperature,
+                "patience": self.condition.patience,
+            }
             (self.out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
             (self.out / "metrics.jsonl").write_text("")
             if cfg.trace_every:
@@ -452,6 +506,7 @@ class Trainer:
         summary["train_subset"] = self.data.meta.get("train_subset")
         summary["temperature"] = self.hyper.temperature
         summary["warmup_step"] = self.warm_step
+        summary["release_steps"] = self.release_steps
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
         )

@@ -49,3 +49,13 @@ def test_rejects_bad_settings():
         ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=0.0, window=1.0, num_data=1)
     with pytest.raises(ValueError):
         ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0, window=0.0, num_data=1)
+
+
+def test_only_the_released_parameters_move():
+    first = torch.nn.Parameter(torch.tensor([0.5]))
+    second = torch.nn.Parameter(torch.tensor([0.5]))
+    opt = ProjectedSGD([first, second], lr=1e-2, window=10.0, num_data=1)
+    first.grad, second.grad = torch.tensor([1.0]), torch.tensor([1.0])
+    opt.step(examples=10, move={second})
+    assert first.item() == 0.5 and second.item() == pytest.approx(0.4)
+    assert opt.state[first]["evidence"].item() == 1.0  # evidence accumulates all the same
