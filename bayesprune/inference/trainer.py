@@ -223,6 +223,7 @@ class Trainer:
         labels = torch.bincount(self.data.y_train, minlength=self.data.num_classes).double()
         freq = labels / labels.sum()
         self.chance_error = float(1 - freq.max())  # a constant predictor's training error
+        self.best_train_error = 1.0
         self.constant_nll = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
         self.recent_data = None  # per-example data term, averaged over the last ~10 steps
         self.warm_step = None if config.warmup_tolerance is not None else 0
@@ -318,15 +319,24 @@ class Trainer:
         return terms
 
     def check_health(self, record: dict) -> None:
-        """Mark the run ``failed`` (non-finite objective) or ``collapsed`` (chance level)."""
+        """Mark the run ``failed`` (non-finite objective) or ``collapsed`` (chance level).
+
+        Collapsed: the posterior mode's training error is no better than a constant
+        predictor's at the last epoch, or at an earlier one after it had been clearly better
+        (it passed through chance level). A first epoch that has not yet learnt is not a
+        collapse; a run that never learns ends at chance and is reported at its last epoch.
+        """
         if self.status != "finished":
             return
+        at_chance = record["train_error"] >= self.chance_error - 0.01
+        learnt_before = self.best_train_error < self.chance_error - 0.05
+        self.best_train_error = min(self.best_train_error, record["train_error"])
         if not math.isfinite(record["data_term"]) or not math.isfinite(record["prior_term"]):
             self.status, self.status_reason = "failed", (
                 f"the objective is not finite at epoch {record['epoch']} "
                 f"(data term {record['data_term']}, prior term {record['prior_term']})"
             )
-        elif record["train_error"] >= self.chance_error - 0.01:
+        elif at_chance and (learnt_before or record["epoch"] == self.config.epochs):
             self.status, self.status_reason = "collapsed", (
                 f"training error {record['train_error']:.3f} at epoch {record['epoch']} is no "
                 f"better than a constant predictor's ({self.chance_error:.3f}); "
