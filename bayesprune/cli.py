@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr-theta",
         type=_positive(float),
         default=d.lr_theta,
-        help="learning rate of the projected gate updates",
+        help="θ step per example seen and unit of evidence (Eq. (10)); Adam lr with adam",
     )
     t.add_argument("--theta-optimizer", default=d.theta_optimizer, choices=("sgd", "adam"))
     t.add_argument(
