@@ -204,7 +204,9 @@ def render_readme() -> None:
         "and this table. Regenerate with `.venv/bin/python benchmarks/<name>.py`.",
         "Each table names the commit it ran on; runs before commit a19c390 used the previous",
         "default (structured posterior, kaiming-initialised classifier), later ones the coupled",
-        "posterior and a zero classifier (docs/method.md §2, §4, §6b).",
+        "posterior and a zero classifier (docs/method.md §2, §4, §6b). Tables at commit 4b32018",
+        "or later use the evidence rule of issue 9 (per-example θ, warm-up, ordered release from",
+        "42c3466 on, τ(N); docs/method.md §4, §6c); the others are the previous θ rule.",
         "",
     ]
     for path in sorted(RESULTS.glob("*.json")):
