@@ -239,8 +239,9 @@ def train(args) -> int:
         raise UsageError(f"--train-subset: {err}") from None
     summary = trainer.fit(progress=not args.no_progress)
     inspect_run(out, show_summary=False)
-    keys = ("status", "architecture", "test_error", "weights_kept_fraction")
-    keys += ("gates_binary_fraction",)
+    keys = (
+        "status", "architecture", "test_error", "weights_kept_fraction", "gates_binary_fraction"
+    )
     print(json.dumps({k: summary[k] for k in keys}))
     if summary["status"] != "finished":
         print(f"bayesprune: run {summary['status']}: {summary['status_reason']}", file=sys.stderr)
