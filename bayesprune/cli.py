@@ -10,8 +10,8 @@ from pathlib import Path
 
 from bayesprune.data import DATASETS, DataError, load_dataset
 from bayesprune.guides.gate_guide import POSTERIORS
-from bayesprune.inference.elbo import ESTIMATORS
-from bayesprune.inference.fused import FUSED_ESTIMATORS
+from bayesprune.inference.elbo import ESTIMATORS, IMPLEMENTATIONS
+from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
 from bayesprune.inference.trainer import TrainConfig, Trainer
 from bayesprune.inspection import DRAWS
 from bayesprune.runs import RunError
@@ -147,10 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
     t.add_argument(
-        "--engine",
-        default=d.engine,
-        choices=("fused", "pyro"),
-        help="fused: the objective without Pyro tracing (fast); pyro: GatedELBO",
+        "--elbo",
+        default=d.elbo,
+        choices=IMPLEMENTATIONS,
+        help="how GatedELBO evaluates the objective: fast (no traces), traced (poutine.trace, "
+        "the reference; needed by the exact and score estimators), auto: fast where it applies",
     )
     t.add_argument("--weights", default=d.weights, choices=("point", "gaussian"))
     t.add_argument("--posterior", default=d.posterior, choices=POSTERIORS)
@@ -209,8 +210,8 @@ def train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.engine == "fused" and args.estimator not in FUSED_ESTIMATORS:
-        raise UsageError(f"--estimator {args.estimator} needs --engine pyro")
+    if args.elbo == "fast" and args.estimator not in FAST_ESTIMATORS:
+        raise UsageError(f"--estimator {args.estimator} needs --elbo traced (or auto)")
     try:
         device = torch.device(args.device)
     except RuntimeError:

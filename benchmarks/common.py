@@ -50,7 +50,8 @@ def step_cost(
     blocks: int = 7,
     steps: int = 40,
 ) -> dict:
-    """Median milliseconds per training step at full width: plain PyTorch, fused, Pyro ELBO.
+    """Median milliseconds per training step at full width: plain PyTorch, SVI with the ELBO's
+    fast evaluation, SVI with its traced evaluation.
 
     The three are interleaved block by block in this process, so that load from elsewhere on the
     machine hits them alike; no unit is pruned (checks are disabled).
@@ -74,10 +75,10 @@ def step_cost(
         opt.step()
 
     runners = {"dense": dense_step}
-    for engine in ("fused", "pyro"):
+    for key, elbo in (("svi", "auto"), ("svi_traced", "traced")):
         net = make_net()
-        trainer = Trainer(net, data, replace(config, engine=engine, check_every=10**9))
-        runners[engine] = lambda t=trainer: t.train_step(x, y, index)
+        trainer = Trainer(net, data, replace(config, elbo=elbo, check_every=10**9))
+        runners[key] = lambda t=trainer: t.train_step(x, y, index)
     times = {name: [] for name in runners}
     with pyro.validation_enabled(False):
         for _ in range(blocks):
@@ -91,8 +92,8 @@ def step_cost(
                 synchronize(device)
                 times[name].append((time.perf_counter() - start) / steps * 1000)
     out = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
-    out["fused_ratio"] = out["fused_ms"] / out["dense_ms"]
-    out["pyro_ratio"] = out["pyro_ms"] / out["dense_ms"]
+    out["svi_ratio"] = out["svi_ms"] / out["dense_ms"]
+    out["svi_traced_ratio"] = out["svi_traced_ms"] / out["dense_ms"]
     return out
 
 
@@ -123,16 +124,7 @@ def compare(
     )
     torch.manual_seed(config.seed)
     pruned = Trainer(make_net(), data, config).fit(progress=True)
-    env = {
-        "commit": commit(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "device": torch.cuda.get_device_name(config.device)
-        if config.device.startswith("cuda")
-        else "cpu",
-    }
+    env = {"threads": threads, **environment(config.device)}
     result = {"dense": dense, "bayesprune": pruned, "config": vars(config), "environment": env}
     if measure_step_cost:
         result["step_cost"] = step_cost(data, make_net, config)
@@ -168,6 +160,17 @@ def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
         theta_window=args.theta_window,
     )
     write(args.name, compare(data, lambda: make_net(data), config, threads=args.threads))
+
+
+def environment(device: str = "cpu") -> dict:
+    """Commit, torch version and machine of a benchmark run."""
+    return {
+        "commit": commit(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+    }
 
 
 def commit() -> str:
@@ -211,6 +214,9 @@ def render_readme() -> None:
     ]
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
+        if path.stem == "step_cost":
+            lines += render_step_cost(result)
+            continue
         if "mean_gap_points" in result:
             lines += render_seeds(path.stem, result)
             continue
@@ -245,7 +251,16 @@ def render_readme() -> None:
             f"{b['step_seconds_full_width'] / d['step_seconds_full_width']:.2f}.",
             "",
         ]
-        if "step_cost" in result:
+        if "step_cost" in result and "svi_ms" in result["step_cost"]:
+            c = result["step_cost"]
+            lines += [
+                "Step cost at full width (median of interleaved blocks, same process): "
+                f"plain PyTorch {c['dense_ms']:.2f} ms, SVI step (fast ELBO) {c['svi_ms']:.2f} ms "
+                f"({c['svi_ratio']:.2f}×), SVI step (traced ELBO) "
+                f"{c['svi_traced_ms']:.2f} ms ({c['svi_traced_ratio']:.2f}×).",
+                "",
+            ]
+        elif "step_cost" in result:  # before issue 10: the fused engine beside the Pyro ELBO
             c = result["step_cost"]
             lines += [
                 "Step cost at full width (median of interleaved blocks, same process): "
@@ -255,6 +270,28 @@ def render_readme() -> None:
                 "",
             ]
     (HERE / "README.md").write_text("\n".join(lines))
+
+
+def render_step_cost(result: dict) -> list[str]:
+    lines = [
+        "## step_cost",
+        "",
+        f"One full-width training step, batch {result['batch_size']}, "
+        f"{result['threads']} thread(s), torch {result['torch']}, {result['machine']}, commit "
+        f"{result['commit']} (`benchmarks/step_cost.py`; medians of interleaved blocks in one "
+        "process; targets: SVI ≤ 1.5× plain for the MLP, ≤ 1.3× for LeNet-5).",
+        "",
+        "| network | plain (ms) | SVI, fast ELBO (ms) | ratio | SVI, traced ELBO (ms) | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("mlp", "lenet5"):
+        if name in result:
+            c = result[name]
+            lines.append(
+                f"| {name} | {c['plain_ms']:.2f} | {c['svi_ms']:.2f} | {c['svi_ratio']:.2f}× | "
+                f"{c['svi_traced_ms']:.2f} | {c['svi_traced_ratio']:.2f}× |"
+            )
+    return lines + [""]
 
 
 def theta_averaging(cfg: dict) -> str:

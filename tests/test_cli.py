@@ -63,8 +63,8 @@ def test_bad_flag_is_one_line_and_exit_2(capsys):
     assert "theta-momentum" in _one_line_error(capsys)
     assert main(["train", "--trace-every", "-1"]) == 2
     assert "trace-every" in _one_line_error(capsys)
-    assert main(["train", "--estimator", "exact"]) == 2
-    assert "--engine pyro" in _one_line_error(capsys)
+    assert main(["train", "--estimator", "exact", "--elbo", "fast"]) == 2
+    assert "--elbo traced" in _one_line_error(capsys)
 
 
 def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
@@ -84,9 +84,9 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
     assert (out / "summary.json").read_text() == "precious"
 
 
-def test_pyro_engine_runs_end_to_end(tmp_path):
+def test_traced_elbo_runs_end_to_end(tmp_path):
     out = tmp_path / "pyro"
-    args = ["train", "--widths", "8,4", "--epochs", "1", "--engine", "pyro", "--estimator",
+    args = ["train", "--widths", "8,4", "--epochs", "1", "--elbo", "traced", "--estimator",
             "score", "--out", str(out), "--no-progress"]  # fmt: skip
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())

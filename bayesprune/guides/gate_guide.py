@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterable
+from contextlib import contextmanager
+
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, PyroParam
+from pyro.params.param_store import param_with_module_name
+from pyro.poutine.runtime import effectful
 from torch import nn
+from torch.distributions import constraints
 
+from bayesprune.guides.constraints import projected_unit_interval
 from bayesprune.guides.straight_through import StraightThroughBernoulli
 from bayesprune.models.gated_model import HyperPrior
 from bayesprune.models.network import GatedNet
@@ -18,10 +26,16 @@ POSTERIORS = ("coupled", "structured", "mean-field")
 class GateGuide(PyroModule):
     """q(ξ_s) = Bernoulli(θ_s), q(w) = δ(w − μ) or N(μ, σ²), q(π) = δ(θ), q(σ₁²) = δ(σ̂₁²).
 
-    θ is stored as itself (a ``PyroParam`` per layer, no squashing transform) and kept in [0, 1]
-    by projection after every optimiser step (:func:`project_`). The weight means μ are the
-    network's own parameters, so the trained network *is* the posterior mean. The prior parameters
-    are point estimates updated in closed form (:func:`bayesprune.inference.update_slab_variances`).
+    θ is a ``PyroParam`` per layer with the constraint
+    :data:`~bayesprune.guides.constraints.projected_unit_interval`: θ = clip(u, 0, 1) of its
+    stored value u, which the projected optimiser (:class:`~bayesprune.inference.GateOptim`)
+    keeps in [0, 1], so θ reaches 0 and 1 exactly (Eq. (10)). The weight means μ are the
+    network's own parameters, so the trained network *is* the posterior mean; every call of the
+    guide declares them as ``param`` sites (``"net.{module}.{param}"``) whose values carry
+    ``.unconstrained`` like Pyro's own, so :class:`pyro.infer.SVI` with any ``pyro.optim``
+    optimiser trains them. The prior parameters are point estimates updated in closed form
+    (:func:`bayesprune.inference.update_slab_variances`). The guide owns all of this state:
+    :meth:`remove_units` removes units physically, :meth:`set_gate_probs` sets θ.
 
     :param net: the network whose parameters are the posterior means μ.
     :param hyper: prior settings (used for the initial σ̂₁² = reference variance 1/fan_in).
@@ -72,8 +86,13 @@ class GateGuide(PyroModule):
             setattr(
                 self.theta,
                 name,
-                PyroParam(torch.full((net.width(name),), init_theta)),
+                PyroParam(
+                    torch.full((net.width(name),), init_theta),
+                    constraint=projected_unit_interval,
+                    event_dim=1,
+                ),
             )
+            self._storage("theta", name)._bayesprune_gate = True  # routed to the projected step
         self.log_sigma = PyroModule()
         if weights == "gaussian":
             for name in net.layers:
@@ -83,6 +102,14 @@ class GateGuide(PyroModule):
             self.register_buffer(f"slab_var_{name}", torch.tensor(1.0 / net.fan_in(name)))
         for name in net.gated:  # original unit indices; remove_units slices them with the units
             self.register_buffer(f"unit_ids_{name}", torch.arange(net.width(name)))
+
+    def __getattr__(self, name: str):
+        # The network is reached without PyroModule's implicit ``param`` statements, whose values
+        # are the bare nn.Parameters that SVI cannot step; :meth:`declare_network_params`
+        # declares them instead.
+        if name == "net":
+            return self._modules["net"]
+        return super().__getattr__(name)
 
     def __call__(self, *args, **kwargs):
         # Parameters live in the module, not in Pyro's global param store, so that several guides
@@ -112,8 +139,36 @@ class GateGuide(PyroModule):
             return dist.Delta(mean, event_dim=2)
         return dist.Normal(mean, getattr(self.log_sigma, name).exp()).to_event(2)
 
+    @contextmanager
+    def reading(self):
+        """Read the guide's parameters outside a guide call, declaring them to Pyro as a call
+        would (θ, the Gaussian scales, the network's parameters): the fast evaluation of
+        :class:`~bayesprune.inference.GatedELBO` runs inside this, so ``SVI`` sees them."""
+        with pyro.settings.context(module_local_params=True), self._pyro_context:
+            self.declare_network_params()
+            yield self
+
+    def declare_network_params(self) -> None:
+        """A ``param`` statement for each of the network's parameters (inside a guide call).
+
+        The value is a view of the parameter with ``.unconstrained`` pointing at it, as Pyro's
+        constrained parameters have, so ``SVI`` finds and steps it; nothing is stored on the
+        parameter itself (it stays picklable).
+        """
+        if not self._pyro_context.active:
+            return
+        prefix = self._pyro_get_fullname("net")
+        for name, p in self.net.named_parameters():
+            fullname = param_with_module_name(prefix, name)
+            value = p.view_as(p)
+            value.unconstrained = weakref.ref(p)
+            effectful(type="param")(lambda *_, v=value, **__: v)(
+                fullname, value, constraint=constraints.real, name=fullname
+            )
+
     def forward(self, x, y=None, num_data=None, index=None):
         num_data = x.shape[0] if num_data is None else num_data
+        self.declare_network_params()
         thetas = {}
         for name in self.net.layers:
             pyro.sample(f"{name}.slab_var", dist.Delta(self.slab_var(name)))
@@ -137,20 +192,85 @@ class GateGuide(PyroModule):
                     .to_event(1),
                 )
 
-    def raw_param(self, container: str, name: str) -> nn.Parameter:
+    def _storage(self, container: str, name: str) -> nn.Parameter:
         """The ``nn.Parameter`` storing ``container``'s PyroParam for layer ``name``."""
         return getattr(self, container)._parameters[f"{name}_unconstrained"]
 
     @torch.no_grad()
+    def set_gate_probs(self, name: str, value) -> None:
+        """Set θ of one layer (projected onto [0, 1])."""
+        storage = self._storage("theta", name)
+        storage.copy_(torch.as_tensor(value, dtype=storage.dtype).clamp(0.0, 1.0))
+
+    @torch.no_grad()
     def project_(self) -> None:
-        """θ ← clip(θ, 0, 1): the projection of projected SGD (Eq. (10))."""
+        """u ← clip(u, 0, 1) for θ's storage: the projection of projected SGD (Eq. (10))."""
         for p in self.theta.parameters():
             p.clamp_(0.0, 1.0)
 
-    def theta_parameters(self) -> list[nn.Parameter]:
-        """The unconstrained parameters holding θ (identity transform), for the θ optimiser."""
-        return list(self.theta.parameters())
+    def theta_parameters(self, layers: Iterable[str] | None = None) -> list[nn.Parameter]:
+        """The parameters storing θ (for an optimiser; θ = clip of each, see the class doc), of
+        every gated layer or of ``layers``."""
+        names = self.net.gated if layers is None else layers
+        return [self._storage("theta", name) for name in names]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """The network's parameters and, for Gaussian weights, the log standard deviations."""
         return [*self.net.parameters(), *self.log_sigma.parameters()]
+
+    @torch.no_grad()
+    def remove_units(
+        self, layer: str, keep: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer] = ()
+    ) -> None:
+        """Physically remove the units of ``layer`` that are not in ``keep``.
+
+        Slices the layer's rows and biases (and BatchNorm entries), the next layer's input columns
+        (:meth:`GatedNet.remove_units_`), θ, the Gaussian posterior scales of both layers, the
+        units' original ids, and the matching state of ``optimizers`` (torch optimisers, or
+        :class:`~bayesprune.inference.GateOptim`), in place, so the optimisers keep working on
+        the same parameter objects. The slab variance is a per-layer scalar and stays.
+
+        :param layer: a gated layer name.
+        :param keep: indices (long) of the units to keep, at least one.
+        """
+        if layer not in self.net.gated:
+            raise ValueError(f"{layer!r} is not a gated layer")
+        keep = torch.as_tensor(keep, dtype=torch.long).flatten()
+        if keep.numel() == 0:
+            raise ValueError("refusing to remove the last unit of a layer")
+        keep = keep.to(self.gate_probs(layer).device)
+        torch_optimizers = []
+        for opt in optimizers:
+            torch_optimizers.extend(
+                opt.torch_optimizers() if hasattr(opt, "torch_optimizers") else [opt]
+            )
+        net = self.net
+        nxt = net.next_layer(layer)
+        columns = torch.cat(  # augmented: the next layer's input columns, and its bias column
+            [net.input_columns(nxt, keep), torch.tensor([net.fan_in(nxt)], device=keep.device)]
+        )
+
+        def sliced(p, index):
+            _slice_param(p, index, torch_optimizers)
+
+        net.remove_units_(layer, keep, sliced)
+
+        def rows(t):
+            return t.index_select(0, keep)
+
+        sliced(self._storage("theta", layer), rows)
+        setattr(self, f"unit_ids_{layer}", rows(self.unit_ids(layer)))  # ids follow their units
+        if self.weights == "gaussian":
+            sliced(self._storage("log_sigma", layer), rows)
+            sliced(self._storage("log_sigma", nxt), lambda t: t.index_select(-1, columns))
+
+
+def _slice_param(param: nn.Parameter, index, optimizers) -> None:
+    """Apply ``index`` to a parameter in place and to every optimiser state tensor of its shape."""
+    for opt in optimizers:
+        state = opt.state.get(param, {})
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                state[key] = index(value).clone()
+    param.data = index(param.data).clone()
+    param.grad = None

@@ -1,15 +1,20 @@
-"""Inference: the ELBO, prior updates, the pruning handler, physical removal, training."""
+"""Inference: one ELBO, one pruning handler, one optimiser; prior updates, removal, training."""
 
 from bayesprune.inference.elbo import ESTIMATORS, GatedELBO, exact_gate_differences
 from bayesprune.inference.prior_update import slab_variance, update_slab_variances
-from bayesprune.inference.pruning import PruneMessenger, prune
+from bayesprune.inference.projected_sgd import GateOptim, ProjectedAdam, ProjectedSGD
+from bayesprune.inference.pruning import PruneMessenger, active_pruning, prune
 from bayesprune.inference.shrink import PruningCondition, remove_units
 
 __all__ = [
     "ESTIMATORS",
+    "GateOptim",
     "GatedELBO",
+    "ProjectedAdam",
+    "ProjectedSGD",
     "PruneMessenger",
     "PruningCondition",
+    "active_pruning",
     "exact_gate_differences",
     "prune",
     "remove_units",

@@ -5,11 +5,24 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
+from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.trace_messenger import TraceMessenger
 
+from bayesprune.guides.gate_guide import GateGuide
+from bayesprune.inference.elbo_fast import (
+    FAST_ESTIMATORS,
+    add_prior_weight_grads,
+    evaluate,
+    fast_prior_applies,
+)
+from bayesprune.inference.pruning import PruneMessenger, active_pruning
 from bayesprune.models.distributions import GaussianScaleMixture
+from bayesprune.models.gated_model import GatedModel
 
 ESTIMATORS = ("first-order", "secant", "exact", "score")
+IMPLEMENTATIONS = ("auto", "fast", "traced")
 
 
 def _is_gate(site: dict) -> bool:
@@ -19,7 +32,8 @@ def _is_gate(site: dict) -> bool:
 class GatedELBO(Trace_ELBO):
     """Negative ELBO plus negative log hyper-prior of a gated network, F of Eq. (8).
 
-    Differences from :class:`~pyro.infer.Trace_ELBO`:
+    A :class:`~pyro.infer.Trace_ELBO` for :class:`pyro.infer.SVI`: ``SVI(model, guide, optim,
+    loss=GatedELBO())``. Differences from ``Trace_ELBO``:
 
     - every GSM weight site contributes its *exact* expectation over q(ξ) instead of a sampled log
       density: −Σ_s θ_s KL_s when the guide marks the site ``infer={"structured": True}``
@@ -33,28 +47,86 @@ class GatedELBO(Trace_ELBO):
       ``"secant"``: Δ_s ≈ Σ_n [g_ns + (½ − ξ_ns) h_ns], the first-order term g corrected by a
       Gauss-Newton curvature h = ĝ², ĝ the gate gradient at labels ŷ sampled from the model
       (the second-order secant of L(ξ_s = 1) − L(ξ_s = 0); exact for a quadratic loss in ξ_s;
-      two extra backward passes to the gates only);
+      one extra backward pass to the gates only);
       ``"exact"``: Δ_s = Σ_n [ℓ_n(ξ_ns = 1) − ℓ_n(ξ_ns = 0)] with the other gates at their samples,
       by two extra forward passes per unit (unbiased; a test oracle for small networks);
       ``"score"``: the score function with a leave-one-out baseline (unbiased, noisy).
 
-    Other sites (σ₁², output weights) are handled as in ``Trace_ELBO``.
+    Other sites (σ₁², the read-out's weights, sites of other guides such as an ``AutoNormal``)
+    count as in ``Trace_ELBO``: log p − log q at the sampled value, with the site's scale and mask.
 
-    .. warning:: Assumes the model and guide of :mod:`bayesprune` (sites named ``"{layer}.gate"``,
-        ``"{layer}.prob"``, ``"{layer}.weight"`` and an observed ``"obs"`` with one log-likelihood
-        per example) and ``num_particles=1``.
+    **Two evaluations of the same F.** ``implementation="traced"`` runs the guide and the model
+    under ``poutine.trace``/``replay`` and reads the sites: it works for any guide of the model
+    (``AutoGuideList`` included) and under any handler; it is the reference. ``"fast"``
+    computes the same terms from the tensors of the library's own :class:`GateGuide` and
+    :class:`GatedModel` (:mod:`bayesprune.inference.elbo_fast`), without traces; it honours the
+    :class:`~bayesprune.inference.PruneMessenger` (so a pruned step is as cheap as the traced one
+    is exact) and refuses other handlers. ``"auto"`` (default) takes the fast evaluation when it
+    applies and the traced one otherwise. Both declare the same ``param`` sites, so ``SVI``
+    steps the same parameters.
+
+    .. note:: The gate expectations are exact and each example draws its own gates, so more
+        particles add nothing a larger batch would not: ``num_particles`` must be 1.
 
     :param estimator: one of ``"secant"`` (the library's default), ``"first-order"``, ``"exact"``,
         ``"score"``.
+    :param implementation: ``"auto"``, ``"fast"`` or ``"traced"``.
     """
 
-    def __init__(self, estimator: str = "secant", **kwargs):
+    def __init__(self, estimator: str = "secant", implementation: str = "auto", **kwargs):
         if estimator not in ESTIMATORS:
             raise ValueError(
                 f"unknown estimator {estimator!r}: choose one of {', '.join(ESTIMATORS)}"
             )
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"unknown implementation {implementation!r}: choose one of "
+                f"{', '.join(IMPLEMENTATIONS)}"
+            )
+        if implementation == "fast" and estimator not in FAST_ESTIMATORS:
+            raise ValueError(f"the fast evaluation supports {FAST_ESTIMATORS}, not {estimator!r}")
+        if kwargs.get("num_particles", 1) != 1:
+            raise ValueError(
+                "GatedELBO takes its gate expectations exactly and draws one gate per example "
+                f"and unit, so num_particles must be 1 (got {kwargs['num_particles']}): use a "
+                "larger batch for a lower-variance step"
+            )
+        if kwargs.get("vectorize_particles"):
+            raise ValueError("GatedELBO does not vectorize particles (num_particles is 1)")
         super().__init__(**kwargs)
         self.estimator = estimator
+        self.implementation = implementation
+        self.last_terms: dict[str, torch.Tensor] | None = None
+
+    # --- which evaluation -----------------------------------------------------------------------
+
+    def fast_applies(self, model, guide) -> str | None:
+        """``None`` if the fast evaluation computes F for this model and guide now, else why."""
+        if self.estimator not in FAST_ESTIMATORS:
+            return f"the {self.estimator!r} estimator needs the traced evaluation"
+        if not isinstance(guide, GateGuide) or not isinstance(model, GatedModel):
+            return "the model and guide are not bayesprune's GatedModel and GateGuide"
+        if model.net is not guide.net:
+            return "the model and the guide hold different networks"
+        for frame in _PYRO_STACK:
+            if isinstance(frame, PruneMessenger):
+                if frame.net is not guide.net:
+                    return "a PruneMessenger of another network is active"
+                if not fast_prior_applies(guide):
+                    return "pruning handler with Gaussian or mean-field weights"
+            elif not (isinstance(frame, TraceMessenger) and frame.param_only):
+                return f"handler {type(frame).__name__} is active"
+        return None
+
+    def _fast(self, model, guide) -> bool:
+        if self.implementation == "traced":
+            return False
+        reason = self.fast_applies(model, guide)
+        if reason is not None and self.implementation == "fast":
+            raise ValueError(f"GatedELBO(implementation='fast') does not apply: {reason}")
+        return reason is None
+
+    # --- the traced evaluation ------------------------------------------------------------------
 
     def traces(self, model, guide, *args, **kwargs):
         """Guide trace and the model trace replayed against it."""
@@ -73,17 +145,18 @@ class GatedELBO(Trace_ELBO):
     def terms(
         self, model, guide, *args, surrogate: bool = True, **kwargs
     ) -> dict[str, torch.Tensor]:
-        """The data term, the prior term and the estimator's surrogate (zero-valued) term."""
+        """The traced evaluation: data term, prior term, the estimator's surrogate term (value 0;
+        ``"exact"`` and ``"score"``), and what the secant needs after the backward pass."""
         model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
         data = prior = torch.zeros(())
         nll = None
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or _is_gate(site):
                 continue
-            scale = site["scale"]
+            scale, mask = site["scale"], site["mask"]
             if site["is_observed"]:
                 nll = -site["fn"].log_prob(site["value"])  # ℓ_n, one per example
-                data = data + scale * nll.sum()
+                data = data + scale_and_mask(nll, scale, mask).sum()
                 continue
             guide_site = guide_trace.nodes[name]
             if isinstance(site["fn"], GaussianScaleMixture):
@@ -95,38 +168,36 @@ class GatedELBO(Trace_ELBO):
                     kl = site["fn"].structured_kl(
                         mean, None if _is_delta(q) else var, column_probs=columns
                     )
-                    prior = prior + scale * kl  # Eq. (4s)
+                    prior = prior + scale_and_mask(kl, scale, mask)  # Eq. (4s)
                     continue
-                prior = prior - scale * (
-                    site["fn"].expected_log_prob(mean, var) + entropy
-                )  # Eq. (4)
+                expected = site["fn"].expected_log_prob(mean, var) + entropy  # Eq. (4)
+                prior = prior - scale_and_mask(expected, scale, mask)
             else:
-                prior = prior - scale * (
+                log_r = (
                     site["fn"].log_prob(site["value"]).sum()
                     - guide_site["fn"].log_prob(site["value"]).sum()
                 )
-        zero = torch.zeros(())
-        extra = (
-            self.surrogate(model, model_trace, guide_trace, nll, args, kwargs)
-            if surrogate
-            else zero
-        )
-        return {"data": data, "prior": prior, "surrogate": extra}
+                prior = prior - scale_and_mask(log_r, scale, mask)
+        obs = model_trace.nodes["obs"]
+        gates = {n: s for n, s in guide_trace.nodes.items() if _is_gate(s)}
+        out = {"data": data, "prior": prior, "surrogate": torch.zeros(())}
+        out["logits"] = obs["fn"].logits
+        layer = {n: n.rpartition(".")[0] for n in gates}  # "fc1.gate" -> "fc1"
+        out["gates"] = {layer[n]: s["value"] for n, s in gates.items()}
+        # θ as each gate site uses it: (B, S), expanded from θ; row 0 is θ itself in value
+        out["thetas"] = {layer[n]: s["fn"].base_dist.probs for n, s in gates.items()}
+        out["scale"] = obs["scale"]
+        if surrogate and self.estimator in ("exact", "score"):
+            out["surrogate"] = self.oracle_surrogate(
+                model, guide_trace, nll, obs, out["thetas"], args, kwargs
+            )
+        return out
 
-    def surrogate(self, model, model_trace, guide_trace, nll, args, kwargs) -> torch.Tensor:
-        """A term with value 0 whose θ-gradient is the chosen estimator's (Eq. (9))."""
-        if self.estimator == "first-order":
-            return torch.zeros(())
-        scale = model_trace.nodes["obs"]["scale"]
+    def oracle_surrogate(self, model, guide_trace, nll, obs, thetas, args, kwargs) -> torch.Tensor:
+        """A term with value 0 whose θ-gradient is the ``"exact"`` or ``"score"`` estimator's."""
+        scale = obs["scale"]
         gates = {n: s for n, s in guide_trace.nodes.items() if _is_gate(s)}
         total = torch.zeros(())
-        if self.estimator == "secant":
-            xis = [site["value"] for site in gates.values()]
-            deltas = secant_differences(model_trace.nodes["obs"], xis)
-            for site, delta in zip(gates.values(), deltas, strict=True):
-                theta = site["fn"].base_dist.probs[0]
-                total = total + scale * (theta * delta.sum(0)).sum()
-            return total - total.detach()
         if self.estimator == "score":
             nll = nll.detach()
             batch = nll.shape[0]
@@ -140,34 +211,99 @@ class GatedELBO(Trace_ELBO):
             for n, s in guide_trace.nodes.items()
             if s["type"] == "sample" and not s["is_observed"]
         }
-        for name, site in gates.items():
+        for name in gates:
             delta = exact_gate_differences(model, values, name, args, kwargs)
-            theta = site["fn"].base_dist.probs[0]
-            total = total + scale * (theta * delta.sum(0)).sum()
+            total = total + scale * (_row(thetas[name.rpartition(".")[0]]) * delta.sum(0)).sum()
         return total - total.detach()
 
+    # --- Pyro's ELBO interface ------------------------------------------------------------------
+
+    def _evaluate(self, model, guide, *args, **kwargs) -> dict:
+        if not self._fast(model, guide):
+            return self.terms(model, guide, *args, **kwargs)
+        x, y = _batch(args, kwargs)
+        num_data = kwargs.get("num_data")
+        num_data = x.shape[0] if num_data is None else num_data
+        with guide.reading():
+            ev = evaluate(
+                guide, model.hyper, x, y, num_data, self.estimator, active_pruning(guide.net)
+            )
+        return {
+            "data": ev.data,
+            "prior": ev.prior,
+            "surrogate": torch.zeros((), device=x.device),
+            "logits": ev.logits,
+            "gates": ev.gates,
+            "thetas": ev.thetas,
+            "scale": ev.scale,
+            "weight_grads": ev.weight_grads,
+        }
+
+    def data_gate_gradients(self, model, guide, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """One draw of the estimator's ∂(data term)/∂θ per gated layer (Eq. (9)); no parameter's
+        ``.grad`` changes. For tests and diagnostics."""
+        terms = self._evaluate(model, guide, *args, **kwargs)
+        thetas = terms["thetas"]
+        if self.estimator == "secant":
+            leaves = list(terms["gates"].values())
+            grads_hat = sampled_label_gate_grads(terms["logits"], leaves)
+            grads = torch.autograd.grad(terms["data"], leaves)
+            return {
+                name: secant_delta(g, g_hat, xi, terms["scale"]).sum(0)
+                for name, g, g_hat, xi in zip(thetas, grads, grads_hat, leaves, strict=True)
+            }
+        grads = torch.autograd.grad(
+            terms["data"] + terms["surrogate"], list(thetas.values()), allow_unused=True
+        )
+        return {
+            name: torch.zeros_like(_row(t)) if g is None else (g.sum(0) if g.dim() == 2 else g)
+            for (name, t), g in zip(thetas.items(), grads, strict=True)
+        }
+
     def differentiable_loss(self, model, guide, *args, **kwargs):
+        """F with the gradients of the first-order estimator (the traced evaluation)."""
+        if self.estimator != "first-order":
+            raise ValueError(
+                "differentiable_loss gives autograd's gradient, the first-order estimator's; "
+                f"the {self.estimator!r} estimator needs loss_and_grads"
+            )
         terms = self.terms(model, guide, *args, **kwargs)
-        return terms["data"] + terms["prior"] + terms["surrogate"]
+        return terms["data"] + terms["prior"]
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
-            terms = self.terms(model, guide, *args, surrogate=False, **kwargs)
+            terms = self._evaluate(model, guide, *args, **kwargs)
         return float(terms["data"] + terms["prior"])
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """Backpropagate F; return its value. The terms stay in :attr:`last_terms` (on the
+        device, detached): ``"loss"``, ``"data"``, ``"prior"``."""
         return float(self.loss_and_grads_terms(model, guide, *args, **kwargs)["loss"])
 
-    def loss_and_grads_terms(self, model, guide, *args, **kwargs) -> dict[str, float]:
-        """Backpropagate F and return its value and its data and prior terms."""
-        terms = self.terms(model, guide, *args, **kwargs)
+    def loss_and_grads_terms(self, model, guide, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Backpropagate F and return its value and its data and prior terms (detached)."""
+        terms = self._evaluate(model, guide, *args, **kwargs)
         loss = terms["data"] + terms["prior"]
-        (loss + terms["surrogate"]).backward()
-        return {
+        secant = self.estimator == "secant" and terms["gates"]
+        if secant:  # ĝ: the gate gradient at labels drawn from the model (Eq. (9s))
+            leaves = list(terms["gates"].values())
+            grads_hat = sampled_label_gate_grads(terms["logits"], leaves)
+        # θ's evidence goes back through θ's constraint again after this pass: keep that graph
+        (loss + terms["surrogate"]).backward(retain_graph=bool(secant))
+        if secant:
+            evidence = torch.zeros((), device=loss.device)
+            for name, g_hat in zip(terms["gates"], grads_hat, strict=True):
+                xi = terms["gates"][name]
+                delta = secant_delta(xi.grad, g_hat, xi, terms["scale"])
+                evidence = evidence + (_row(terms["thetas"][name]) * delta.sum(0)).sum()
+            evidence.backward()  # θ's gradient: Σ_n Δ_ns, through θ's constraint
+        add_prior_weight_grads(terms.get("weight_grads", ()))
+        self.last_terms = {
             "loss": loss.detach(),
             "data": terms["data"].detach(),
             "prior": terms["prior"].detach(),
         }
+        return self.last_terms
 
 
 def sample_labels(logits: torch.Tensor) -> torch.Tensor:
@@ -175,23 +311,37 @@ def sample_labels(logits: torch.Tensor) -> torch.Tensor:
     return torch.multinomial(torch.softmax(logits.detach(), -1), 1).squeeze(-1)
 
 
-def secant_differences(obs: dict, xis: list[torch.Tensor]) -> list[torch.Tensor]:
-    """g + (½ − ξ) h per example and unit for each gate tensor (Eq. (9s)), each ``(B, S)``.
+def sampled_label_gate_grads(logits: torch.Tensor, gates: list[torch.Tensor]):
+    """ĝ = ∂Σ_n ℓ_n(ŷ_n)/∂ξ at labels ŷ ~ p(y | x) drawn once from the model (graph retained).
 
-    g = ∂Σ_n ℓ_n/∂ξ_n at the sampled gates; h = ĝ², ĝ the same gradient at labels ŷ ~ p(y | x)
-    sampled once from the model: E[ĝ²] is the Gauss-Newton diagonal of ℓ_n in ξ_ns. The gates must
-    be leaves of the graph that requires grad; the graph is retained for the main backward.
+    E[ĝ²] is the Gauss-Newton diagonal of ℓ_n in ξ_ns, the curvature of the secant (Eq. (9s)).
     """
-    logits = obs["fn"].logits
-    nll = -obs["fn"].log_prob(obs["value"]).sum()
-    grads = torch.autograd.grad(nll, xis, retain_graph=True)
     sampled = sample_labels(logits)
-    nll_sampled = -obs["fn"].log_prob(sampled).sum()
-    grads_hat = torch.autograd.grad(nll_sampled, xis, retain_graph=True)
-    return [
-        (g + (0.5 - xi.detach()) * g_hat.pow(2)).detach()
-        for g, g_hat, xi in zip(grads, grads_hat, xis, strict=True)
-    ]
+    nll = torch.nn.functional.cross_entropy(logits, sampled, reduction="sum")
+    return torch.autograd.grad(nll, gates, retain_graph=True)
+
+
+def secant_delta(grad, grad_hat, xi, scale) -> torch.Tensor:
+    """Δ_ns = g_ns + (½ − ξ_ns) h_ns per example and unit (Eq. (9s)), times the data scale N/B.
+
+    ``grad`` is the gate gradient of the scaled data term (N/B Σ_n ℓ_n), ``grad_hat`` the
+    unscaled ĝ of :func:`sampled_label_gate_grads`, h = ĝ².
+    """
+    return grad + scale * (0.5 - xi.detach()) * grad_hat.pow(2)
+
+
+def _row(theta: torch.Tensor) -> torch.Tensor:
+    """θ (S,) from a gate site's probabilities, (B, S) expanded from θ, or θ itself."""
+    return theta[0] if theta.dim() == 2 else theta
+
+
+def _batch(args, kwargs):
+    """(x, y) of a model call ``model(x, y, num_data=..., index=...)``."""
+    x = args[0] if args else kwargs["x"]
+    y = args[1] if len(args) > 1 else kwargs.get("y")
+    if y is None:
+        raise ValueError("GatedELBO needs observed labels y")
+    return x, y
 
 
 def _is_delta(q: dist.Distribution) -> bool:

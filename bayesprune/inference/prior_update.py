@@ -57,29 +57,50 @@ def structured_slab_variance(
 
 
 @torch.no_grad()
-def update_slab_variances(guide: GateGuide, hyper: HyperPrior) -> dict[str, torch.Tensor]:
-    """Set every layer's σ̂₁² to its closed-form optimum; return the new values."""
+def update_slab_variances(
+    guide: GateGuide, hyper: HyperPrior, pruning=None
+) -> dict[str, torch.Tensor]:
+    """Set every layer's σ̂₁² to its closed-form optimum; return the new values.
+
+    :param pruning: a :class:`~bayesprune.inference.PruneMessenger` whose collapsed units are
+        left out, as if removed (their rows, the columns they feed, the layers' α and β).
+    """
     out = {}
     net = guide.net
+    keep = {} if pruning is None else pruning.keep
     for name in net.layers:
-        sq_mean = net.row_sq_norms(name)
+        rows = keep.get(name)
+        columns = None if pruning is None else pruning.column_mask(name)
+        weights = net.augmented(name)
+        if columns is not None:
+            weights = weights * columns.to(weights.dtype)
+        sq_mean = weights.pow(2).sum(-1)
         var = (
             None if guide.weights == "point" else guide.weight_posterior(name).base_dist.scale ** 2
         )
         var_sums = None if var is None else var.sum(-1)
-        width, fan_in = net.width(name), net.fan_in(name)
+        width, fan_in = (
+            (net.width(name), net.fan_in(name)) if pruning is None else pruning.shape(name)
+        )
         alpha, beta = hyper.concentration(fan_in, width), hyper.rate(fan_in, width)
         if guide.structured and name != "out":
-            theta, row_size = guide.gate_probs(name), fan_in + 1
+            theta, row_size = guide.gate_probs(name).detach(), fan_in + 1
+            if rows is not None:
+                theta = theta * rows.to(theta.dtype)
             previous = net.previous_gated(name)
             if guide.coupled and previous is not None:  # Eq. (4c): live inputs only
-                columns = net.column_probs(name, guide.gate_probs(previous))
-                sq_mean, row_size = net.augmented(name).pow(2) @ columns, columns.sum()
-                var_sums = None if var is None else var @ columns
+                inputs = guide.gate_probs(previous).detach()
+                if previous in keep:
+                    inputs = inputs * keep[previous].to(inputs.dtype)
+                live = net.column_probs(name, inputs)
+                sq_mean, row_size = net.augmented(name).pow(2) @ live, live.sum()
+                var_sums = None if var is None else var @ live
             value = structured_slab_variance(sq_mean, theta, row_size, alpha, beta, var_sums)
         else:
             sq = sq_mean if var_sums is None else sq_mean + var_sums
-            theta = guide.gate_probs(name) if name != "out" else torch.ones_like(sq)
+            theta = guide.gate_probs(name).detach() if name != "out" else torch.ones_like(sq)
+            if rows is not None:  # pruned rows are absent
+                sq, theta = sq[rows], theta[rows]
             value = slab_variance(sq, theta, fan_in + 1, hyper.rho, alpha, beta)
         guide.set_slab_var(name, value)
         out[name] = value  # a tensor: no host synchronisation on a GPU

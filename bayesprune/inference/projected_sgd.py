@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from pyro.optim import PyroOptim
 
 
 class ProjectedSGD(torch.optim.Optimizer):
@@ -57,3 +58,147 @@ class ProjectedSGD(torch.optim.Optimizer):
                 evidence.lerp_(p.grad / group["num_data"], rate)
                 if move is True or (move is not False and p in move):
                     p.add_(evidence, alpha=-group["lr"] * examples).clamp_(low, high)
+
+
+class GateOptim(PyroOptim):
+    """A ``pyro.optim`` optimiser for SVI on a gated network: projected θ steps, Adam elsewhere.
+
+    :class:`pyro.infer.SVI` hands every step the parameters its trace saw. Those the guide marks
+    as θ's storage (:class:`~bayesprune.guides.GateGuide`) take the projected step of
+    :class:`ProjectedSGD` (Eq. (10)); all others (the network's weights, Gaussian scales, or an
+    ``AutoNormal``'s parameters) share one multi-tensor ``torch.optim`` optimiser (Adam by
+    default). Unlike :class:`~pyro.optim.PyroOptim`'s one optimiser per parameter, both are
+    single optimisers over all their parameters (``foreach`` kernels), and parameters seen for the
+    first time join them as new groups.
+
+    Per step, :meth:`configure` says how many examples the mini-batch had (the θ clock of Eq.
+    (10); ``batch_size`` by default) and which θ may move (Eqs. (10w), (10o)).
+
+    :param weights_args: keyword arguments of the weights' optimiser (e.g. ``{"lr": 1e-3}``).
+    :param gates_args: keyword arguments of :class:`ProjectedSGD` (``lr``, ``window``,
+        ``num_data``).
+    :param batch_size: examples per step unless :meth:`configure` says otherwise.
+    :param params: parameters to build the optimisers on now (else on the first step), so that
+        a learning-rate scheduler can be attached to :attr:`weights` before training.
+    :param weights_optimizer: the ``torch.optim`` class of the weights' optimiser.
+    :param gates_optimizer: θ's optimiser class (:class:`ProjectedSGD` by default, or
+        :class:`ProjectedAdam`); its ``step`` takes ``examples`` and ``move``.
+    """
+
+    def __init__(
+        self,
+        weights_args: dict,
+        gates_args: dict,
+        batch_size: int = 1,
+        params=None,
+        weights_optimizer=torch.optim.Adam,
+        gates_optimizer=None,
+    ):
+        super().__init__(weights_optimizer, weights_args)
+        self.gates_args = dict(gates_args)
+        self.gates_optimizer = ProjectedSGD if gates_optimizer is None else gates_optimizer
+        self.gate_grads: dict | None = None  # {param: grad} of the last step, when recorded
+        self.record_gate_grads = False
+        self.batch_size = int(batch_size)
+        self.weights: torch.optim.Optimizer | None = None
+        self.gates: ProjectedSGD | None = None
+        self._seen: set = set()
+        self.configure()
+        if params is not None:
+            self._admit(list(params))
+
+    def configure(self, examples: int | None = None, move=True) -> None:
+        """Set the next step's number of examples and which θ may move (see ProjectedSGD.step).
+
+        ``move`` may be a callable returning that value, called at the θ step (after the
+        objective of the step is known).
+        """
+        self._examples = self.batch_size if examples is None else int(examples)
+        self._move = move
+
+    @staticmethod
+    def is_gate(p: torch.Tensor) -> bool:
+        """Whether ``p`` stores gate probabilities (marked so by the guide)."""
+        return getattr(p, "_bayesprune_gate", False)
+
+    def _admit(self, params) -> None:
+        new = [p for p in params if p not in self._seen]
+        if not new:
+            return
+        self._seen.update(new)
+        gates = [p for p in new if self.is_gate(p)]
+        others = [p for p in new if not self.is_gate(p)]
+        if others:
+            if self.weights is None:
+                kwargs = {"foreach": True, **self.pt_optim_args}
+                self.weights = self.pt_optim_constructor(others, **kwargs)
+            else:
+                self.weights.add_param_group({"params": others})
+        if gates:
+            if self.gates is None:
+                self.gates = self.gates_optimizer(gates, **self.gates_args)
+            else:
+                self.gates.add_param_group({"params": gates})
+
+    def __call__(self, params, *args, **kwargs) -> None:
+        """One step on ``params`` (the parameters SVI's trace saw)."""
+        params = list(params)
+        self._admit(params)
+        if self.weights is not None:
+            self.weights.step()
+        if self.gates is not None:
+            if self.record_gate_grads:
+                self.gate_grads = {
+                    p: p.grad.detach().clone()
+                    for group in self.gates.param_groups
+                    for p in group["params"]
+                    if p.grad is not None
+                }
+            move = self._move() if callable(self._move) else self._move
+            self.gates.step(examples=self._examples, move=move)
+
+    def torch_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The underlying optimisers (their state follows physical removal of units)."""
+        return [opt for opt in (self.weights, self.gates) if opt is not None]
+
+    def get_state(self) -> dict:
+        return {
+            "weights": None if self.weights is None else self.weights.state_dict(),
+            "gates": None if self.gates is None else self.gates.state_dict(),
+        }
+
+    def set_state(self, state_dict: dict) -> None:
+        for key in ("weights", "gates"):
+            opt = getattr(self, key)
+            if state_dict.get(key) is not None:
+                if opt is None:
+                    raise ValueError(
+                        f"GateOptim.set_state: build the {key} optimiser first (params=)"
+                    )
+                opt.load_state_dict(state_dict[key])
+
+
+class ProjectedAdam(torch.optim.Adam):
+    """Adam on θ followed by the projection onto [0, 1] (``--theta-optimizer adam``).
+
+    Steps per mini-batch, not per example (unlike :class:`ProjectedSGD`); kept as an alternative.
+    :meth:`step` takes the same ``examples`` and ``move`` arguments as ProjectedSGD's.
+    """
+
+    def __init__(self, params, lr: float, window: float = 1.0, num_data: int = 1):
+        super().__init__(params, lr=lr, foreach=True)
+
+    @torch.no_grad()
+    def step(self, closure=None, examples: int = 1, move=True):
+        frozen = {
+            p: p.detach().clone()
+            for group in self.param_groups
+            for p in group["params"]
+            if move is False or (move is not True and p not in move)
+        }
+        super().step()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p in frozen:
+                    p.copy_(frozen[p])
+                p.clamp_(0.0, 1.0)

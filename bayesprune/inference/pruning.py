@@ -1,62 +1,124 @@
-"""The pruning handler: a Messenger that removes pruned units' sites from a model or guide."""
+"""The pruning handler: a Messenger that drops collapsed units' sites from a model or guide."""
 
 from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
 
 from bayesprune.models.distributions import GaussianScaleMixture
+from bayesprune.models.network import GatedNet
 
 
 class PruneMessenger(Messenger):
-    """Remove the pruned units of each gated layer from a model or guide.
+    """Run a model or guide as if the collapsed units of a network were physically removed.
 
-    For a layer ``l`` with a boolean mask ``pruned[l]`` of shape ``(S,)``:
+    For each gated layer ``l`` with a boolean mask ``pruned[l]`` of shape ``(S,)``:
 
-    - site ``"{l}.gate"``: the gates of pruned units get probability 0, so they are exactly 0
-      (also when replayed or conditioned) and add nothing to the log density;
-    - site ``"{l}.weight"`` (a :class:`GaussianScaleMixture`): the rows of pruned units are left
-      out of the prior density and of its expectation.
+    - ``"{l}.gate"``: the gates of pruned units get probability 0, so their value is exactly 0
+      (also when replayed or conditioned) and their log density adds nothing;
+    - ``"{l}.weight"`` (a :class:`GaussianScaleMixture`): the rows of pruned units are dropped
+      from the density; so are, in the consumer's ``"{next}.weight"`` site, the columns those
+      units fed (the read-out's Gaussian site included);
+    - ``"{l}.slab_var"`` and ``"{next}.slab_var"``: the inverse-gamma hyper-prior gets the
+      α, β of the layer's pruned shape (α ∝ its number of weights, β = α / fan-in, Eq. (5)).
 
-    Pruned units then contribute neither to the network's output nor to any term of the objective,
-    exactly as if they had been removed, but shapes are unchanged; physical removal is
-    :func:`bayesprune.inference.remove_units`.
+    So the traced objective, in value and in the gradients of the kept parameters, is the one of
+    the physically pruned network (``tests/inference/test_pruning.py``), while every tensor keeps
+    its shape: a training step can run under the handler from the check that finds units
+    collapsed until their physical removal (:meth:`GateGuide.remove_units`). The fast evaluation
+    of :class:`~bayesprune.inference.GatedELBO` reads the active handlers (:func:`active_masks`)
+    and computes the same.
 
-    :param pruned: per layer name, a 1-d boolean tensor that is ``True`` for pruned units.
+    :param net: the network whose units are pruned (for the shapes of its layers).
+    :param pruned: per gated layer name, a 1-d boolean tensor that is ``True`` for pruned units.
     """
 
-    def __init__(self, pruned: dict[str, torch.Tensor]):
+    def __init__(self, net: GatedNet, pruned: dict[str, torch.Tensor]):
         super().__init__()
         for name, mask in pruned.items():
+            if name not in net.gated:
+                raise ValueError(f"pruned[{name!r}]: not a gated layer of the network")
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 1:
                 raise ValueError(f"pruned[{name!r}] must be a 1-d boolean tensor")
+            if mask.numel() != net.width(name):
+                raise ValueError(
+                    f"pruned[{name!r}] has {mask.numel()} entries for {net.width(name)} units"
+                )
+        self.net = net
         self.keep = {name: ~mask for name, mask in pruned.items()}
 
-    def _site(self, msg) -> tuple[str | None, str]:
-        layer, _, kind = msg["name"].rpartition(".")
-        return (layer if layer in self.keep else None), kind
+    def column_mask(self, name: str) -> torch.Tensor | None:
+        """Kept columns of layer ``name``'s augmented rows (``None``: its inputs are all kept)."""
+        previous = self.net.previous_gated(name)
+        if previous not in self.keep:
+            return None
+        return self.net.column_probs(name, self.keep[previous].float()).bool()
+
+    def shape(self, name: str) -> tuple[int, int]:
+        """(width, fan-in) of layer ``name`` once the pruned units are removed."""
+        width = self.net.width(name)
+        if name in self.keep:
+            width = int(self.keep[name].sum())
+        previous = self.net.previous_gated(name)
+        fan_in = self.net.fan_in(name)
+        if previous in self.keep:
+            fan_in = self.net.blocks[name] * int(self.keep[previous].sum())
+        return width, fan_in
 
     def _process_message(self, msg):
-        layer, kind = self._site(msg)
-        if layer is None:
+        if msg["type"] != "sample":
             return
-        keep = self.keep[layer]
+        layer, _, kind = msg["name"].rpartition(".")
+        if layer not in self.net.layers:
+            return
         fn = msg["fn"]
-        if kind == "gate":
+        if kind == "gate" and layer in self.keep:
             base = fn.base_dist if isinstance(fn, dist.Independent) else fn
-            masked = type(base)(probs=base.probs * keep.to(base.probs.dtype))
+            masked = type(base)(probs=base.probs * self.keep[layer].to(base.probs.dtype))
             msg["fn"] = masked.to_event(fn.event_dim) if fn.event_dim else masked
-        elif kind == "weight" and isinstance(fn, GaussianScaleMixture):
-            msg["fn"] = fn.mask_rows(keep)
+        elif kind == "weight":
+            columns = self.column_mask(layer)
+            if isinstance(fn, GaussianScaleMixture):
+                if layer in self.keep:
+                    fn = fn.mask_rows(self.keep[layer])
+                if columns is not None:
+                    fn = fn.mask_columns(columns)
+                msg["fn"] = fn
+            elif columns is not None and isinstance(fn, dist.Independent):  # the read-out
+                base = fn.base_dist
+                msg["fn"] = base.mask(columns).to_event(fn.reinterpreted_batch_ndims)
+        elif kind == "slab_var" and isinstance(fn, dist.InverseGamma):
+            width, fan_in = self.net.width(layer), self.net.fan_in(layer)
+            kept_width, kept_fan_in = self.shape(layer)
+            if (kept_width, kept_fan_in) != (width, fan_in):
+                ratio = kept_width * (kept_fan_in + 1) / (width * (fan_in + 1))
+                alpha = fn.concentration * ratio
+                msg["fn"] = dist.InverseGamma(alpha, alpha / kept_fan_in)
 
     def _postprocess_message(self, msg):
-        layer, kind = self._site(msg)
-        if layer is not None and kind == "gate":
+        layer, _, kind = msg["name"].rpartition(".")
+        if msg["type"] == "sample" and kind == "gate" and layer in self.keep:
             msg["value"] = msg["value"] * self.keep[layer].to(msg["value"].dtype)
 
 
-def prune(fn=None, pruned: dict[str, torch.Tensor] | None = None):
+def prune(fn=None, net: GatedNet | None = None, pruned: dict[str, torch.Tensor] | None = None):
     """Functional form of :class:`PruneMessenger`, like ``pyro.poutine.mask``."""
-    msngr = PruneMessenger(pruned or {})
+    if net is None:
+        raise ValueError("prune needs the network whose units are pruned (net=...)")
+    msngr = PruneMessenger(net, pruned or {})
     return msngr(fn) if fn is not None else msngr
+
+
+def active_pruning(net: GatedNet) -> PruneMessenger | None:
+    """The pruning in force for ``net``: every :class:`PruneMessenger` on Pyro's stack combined
+    into one (not entered), or ``None`` when no handler prunes it."""
+    keep: dict[str, torch.Tensor] = {}
+    for frame in _PYRO_STACK:
+        if isinstance(frame, PruneMessenger) and frame.net is net:
+            for name, mask in frame.keep.items():
+                keep[name] = mask if name not in keep else keep[name] & mask
+    if not keep:
+        return None
+    return PruneMessenger(net, {name: ~mask for name, mask in keep.items()})

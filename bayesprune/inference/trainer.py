@@ -21,11 +21,11 @@ from bayesprune.export import (
     summarize,
 )
 from bayesprune.guides.gate_guide import GateGuide
-from bayesprune.inference.elbo import GatedELBO
-from bayesprune.inference.fused import FusedObjective
+from bayesprune.inference.elbo import IMPLEMENTATIONS, GatedELBO
 from bayesprune.inference.prior_update import update_slab_variances
-from bayesprune.inference.projected_sgd import ProjectedSGD
-from bayesprune.inference.shrink import PruningCondition, remove_units
+from bayesprune.inference.projected_sgd import GateOptim, ProjectedAdam, ProjectedSGD
+from bayesprune.inference.pruning import PruneMessenger
+from bayesprune.inference.shrink import PruningCondition
 from bayesprune.models.gated_model import GatedModel, HyperPrior
 from bayesprune.models.network import GatedNet
 
@@ -34,9 +34,9 @@ from bayesprune.models.network import GatedNet
 class TrainConfig:
     """Settings of one training run (the CLI flags of ``bayesprune train``).
 
-    :param engine: ``"fused"`` (:class:`FusedObjective`, the same objective without Pyro's
-        tracing) or ``"pyro"`` (:class:`GatedELBO` through ``poutine.trace``); the ``"exact"`` and
-        ``"score"`` estimators need ``"pyro"``.
+    :param elbo: how :class:`GatedELBO` evaluates F: ``"auto"`` (its fast evaluation where it
+        applies, else the traced one), ``"fast"`` or ``"traced"`` (``poutine.trace``, the
+        reference); the ``"exact"`` and ``"score"`` estimators need ``"traced"``.
     :param lr_schedule: ``"constant"`` or ``"cosine"`` (the weights' learning rate decays to 0
         along a half cosine over the run, stepped every step; the θ step is never scheduled).
     :param theta_optimizer: ``"sgd"`` (:class:`ProjectedSGD`: the per-example evidence averaged
@@ -80,7 +80,7 @@ class TrainConfig:
     train_subset: int | None = None
     seed: int = 0
     estimator: str = "secant"
-    engine: str = "fused"
+    elbo: str = "auto"
     weights: str = "point"
     posterior: str = "coupled"
     temperature: float | None = None
@@ -119,22 +119,26 @@ def temperature_for(num_data: int) -> float:
     return REFERENCE_TEMPERATURE * (num_data / REFERENCE_EXAMPLES) ** 0.5
 
 
-def theta_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> torch.optim.Optimizer:
-    """The optimiser of the projected θ updates (Eq. (10)).
+THETA_OPTIMIZERS = {"sgd": ProjectedSGD, "adam": ProjectedAdam}
+
+
+def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> GateOptim:
+    """The ``pyro.optim`` optimiser of a run: Adam on the weights, projected steps on θ (Eq. (10)).
 
     F is a sum over N examples, so ∂F/∂θ is N times the per-example effect Δ_s;
     :class:`ProjectedSGD` divides by N and steps per example seen, so ``lr_theta`` is a step per
     example and per unit of per-example loss, and ``theta_window`` the number of examples its
     evidence averages.
     """
-    params = guide.theta_parameters()
-    if config.theta_optimizer == "sgd":
-        return ProjectedSGD(
-            params, lr=config.lr_theta, window=config.theta_window, num_data=num_data
-        )
-    if config.theta_optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr_theta, foreach=True)
-    raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
+    if config.theta_optimizer not in THETA_OPTIMIZERS:
+        raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
+    return GateOptim(
+        {"lr": config.lr},
+        {"lr": config.lr_theta, "window": config.theta_window, "num_data": num_data},
+        batch_size=config.batch_size,
+        params=guide.parameters(),
+        gates_optimizer=THETA_OPTIMIZERS[config.theta_optimizer],
+    )
 
 
 def pruning_patience(config: TrainConfig) -> int:
@@ -168,10 +172,14 @@ def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
 class Trainer:
     """Train and prune a :class:`GatedNet` (MLP or convolutional) on a :class:`Dataset`.
 
-    Each step draws a mini-batch, samples the gates, backpropagates F (Eq. (8)) through the
-    :class:`GatedELBO`, takes an Adam step on the weights and a projected Adam step on θ; every
-    ``prior_every`` steps the prior parameters get their closed-form update, every ``check_every``
-    steps the pruning condition is checked and units that meet it are removed physically.
+    Each step is one ``pyro.infer.SVI`` step of the :class:`GatedModel` and :class:`GateGuide`
+    with the :class:`GatedELBO` as its loss and a :class:`GateOptim` (Adam on the weights, the
+    projected per-example step of Eq. (10) on θ, which moves only after the warm-up and in the
+    release order of Eqs. (10w), (10o)); every ``prior_every`` steps the prior parameters get
+    their closed-form update (Eq. (11)); every ``check_every`` steps the pruning condition
+    (Eq. (12)) is checked. Units that meet it are *collapsed*: until the next check the steps
+    run under the :class:`PruneMessenger`, whose objective is the pruned network's, and at the
+    next check they are removed physically (:meth:`GateGuide.remove_units`).
 
     :param net: the network to train (modified in place).
     :param data: the dataset.
@@ -199,15 +207,14 @@ class Trainer:
             init_theta=config.init_theta,
             posterior=config.posterior,
         ).to(self.device)
-        if config.engine == "fused":
-            self.objective = FusedObjective(self.guide, hyper, config.estimator)
-        elif config.engine == "pyro":
-            self.elbo = GatedELBO(estimator=config.estimator)
-        else:
-            raise ValueError(f"unknown engine {config.engine!r}: choose fused or pyro")
-        self.opt_w = torch.optim.Adam(self.guide.weight_parameters(), lr=config.lr, foreach=True)
+        if config.elbo not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown elbo {config.elbo!r}: choose {', '.join(IMPLEMENTATIONS)}")
+        self.elbo = GatedELBO(estimator=config.estimator, implementation=config.elbo)
+        self.optim = make_optimizer(self.guide, config, len(data.x_train))
+        self.svi = pyro.infer.SVI(self.model, self.guide, self.optim, loss=self.elbo)
         self.schedule = None  # built in fit(), when the number of steps is known
-        self.opt_theta = theta_optimizer(self.guide, config, len(data.x_train))
+        self.collapsed: dict[str, torch.Tensor] = {}  # per layer: units awaiting removal
+        self.collapsed_step = None
         self.condition = PruningCondition(pruning_patience(config))
         self.initial_widths = list(net.widths)
         plain = net.to_sequential()
@@ -280,43 +287,42 @@ class Trainer:
             return True
         return False
 
-    def train_step(self, x, y, index) -> dict[str, float]:
-        """One SVI step with projected θ updates (Eq. (10))."""
-        self.opt_w.zero_grad(set_to_none=True)
-        self.opt_theta.zero_grad(set_to_none=True)
-        num_data = len(self.data.x_train)
-        if self.config.engine == "fused":
-            terms = self.objective.loss_and_grads_terms(x, y, num_data)
-        else:
-            terms = self.elbo.loss_and_grads_terms(
-                self.model, self.guide, x, y, num_data=num_data, index=index
-            )
-        self.opt_w.step()
+    def train_step(self, x, y, index) -> dict[str, torch.Tensor]:
+        """One SVI step (under the pruning handler while collapsed units await removal)."""
+        num_data, batch = len(self.data.x_train), x.shape[0]
+        self.optim.configure(examples=batch, move=lambda: self.movable(batch))
+        self.optim.record_gate_grads = bool(
+            self.config.trace_every and (self.step + 1) % self.config.trace_every == 0
+        )
+        with self.pruning():
+            self.svi.step(x, y, num_data=num_data, index=index)
+        terms = self.elbo.last_terms
         if self.schedule is not None:
             self.schedule.step()
-        per_example = terms["data"] / num_data  # the mini-batch's mean NLL per example
-        self.recent_data = (
-            per_example if self.recent_data is None else self.recent_data.lerp(per_example, 0.1)
-        )
-        released = self.released_layers(per_example * x.shape[0], x.shape[0])
-        move = {self.guide.raw_param("theta", name) for name in released}
-        if isinstance(self.opt_theta, ProjectedSGD):
-            self.opt_theta.step(examples=x.shape[0], move=move)
-        elif move:
-            frozen = {p: p.detach().clone() for p in self.guide.theta_parameters() if p not in move}
-            self.opt_theta.step()
-            with torch.no_grad():
-                for p, value in frozen.items():
-                    p.copy_(value)
-            self.guide.project_()
         self.step += 1
         if self.step % self.config.prior_every == 0:
-            update_slab_variances(self.guide, self.hyper)
+            with self.pruning() as handler:
+                update_slab_variances(self.guide, self.hyper, pruning=handler)
         if self.config.trace_every and self.step % self.config.trace_every == 0:
             self.trace()
         if self.step % self.config.check_every == 0:
             self.prune()
         return terms
+
+    def pruning(self):
+        """The :class:`PruneMessenger` of the collapsed units (a no-op context if none)."""
+        if not self.collapsed:
+            return _NoPruning()
+        return PruneMessenger(self.net, self.collapsed)
+
+    def movable(self, examples: int) -> set:
+        """The θ storage the optimiser may move after this step (called at its θ step)."""
+        per_example = self.elbo.last_terms["data"] / len(self.data.x_train)
+        self.recent_data = (
+            per_example if self.recent_data is None else self.recent_data.lerp(per_example, 0.1)
+        )
+        released = self.released_layers(per_example * examples, examples)
+        return set(self.guide.theta_parameters(released))
 
     def check_health(self, record: dict) -> None:
         """Mark the run ``failed`` (non-finite objective) or ``collapsed`` (chance level).
@@ -344,21 +350,38 @@ class Trainer:
             )
 
     def prune(self) -> None:
-        """Remove every unit that meets the pruning condition."""
-        for name, keep in self.condition(self.guide).items():
-            ids = self.guide.unit_ids(name)
-            removed = ids[~torch.isin(torch.arange(len(ids), device=ids.device), keep)].tolist()
-            remove_units(self.guide, name, keep, [self.opt_w, self.opt_theta])
-            self.prune_events.append(
-                {"step": self.step, "layer": name, "removed": len(removed), "unit_ids": removed}
-            )
-            data = float(self.recent_data)
-            if len(keep) == 1 and data >= self.constant_nll and self.status == "finished":
+        """Remove the units collapsed at the previous check; find the newly collapsed ones."""
+        self.remove_collapsed()
+        self.collapsed = self.condition(self.guide)
+        self.collapsed_step = self.step
+        data = float(self.recent_data)
+        for name, collapsed in self.collapsed.items():
+            left = int((~collapsed).sum())
+            if left == 1 and data >= self.constant_nll and self.status == "finished":
                 self.status, self.status_reason = "collapsed", (
                     f"layer {name} was cut to its last unit at step {self.step} while the data "
                     f"term ({data:.3f} nats per example) was no better than a constant "
                     f"predictor's ({self.constant_nll:.3f})"
                 )
+
+    def remove_collapsed(self) -> None:
+        """Physically remove the collapsed units (:meth:`GateGuide.remove_units`)."""
+        for name, collapsed in self.collapsed.items():
+            ids = self.guide.unit_ids(name)
+            keep = torch.nonzero(~collapsed).flatten()
+            removed = ids[collapsed].tolist()
+            self.guide.remove_units(name, keep, [self.optim])
+            self.condition.removed(name, keep)
+            self.prune_events.append(
+                {
+                    "step": self.step,
+                    "collapsed_step": self.collapsed_step,
+                    "layer": name,
+                    "removed": len(removed),
+                    "unit_ids": removed,
+                }
+            )
+        self.collapsed = {}
 
     @torch.no_grad()
     def unit_state(self) -> dict[str, dict[str, list]]:
@@ -376,8 +399,9 @@ class Trainer:
             return
         n = len(self.data.x_train)
         drift = {}
+        grads = self.optim.gate_grads or {}
         for name in self.net.gated:
-            grad = self.guide.raw_param("theta", name).grad
+            grad = grads.get(self.guide.theta_parameters([name])[0])
             drift[name] = None if grad is None else (grad / n).tolist()
         record = {"step": self.step, **self.unit_state(), "theta_grad": drift}
         with open(self.out / "traces.jsonl", "a") as f:
@@ -403,7 +427,7 @@ class Trainer:
         n = len(x_all)
         steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
         self.total_steps = steps_per_epoch * cfg.epochs
-        self.schedule = lr_schedule(self.opt_w, cfg.lr_schedule, self.total_steps)
+        self.schedule = lr_schedule(self.optim.weights, cfg.lr_schedule, self.total_steps)
         step_times: list[float] = []
         bookkeeping = 0.0  # per-epoch evaluation, logs, checkpoints: not training
         start = time.perf_counter()
@@ -438,6 +462,7 @@ class Trainer:
                     self.save_checkpoint(epoch)
                 bookkeeping += time.perf_counter() - log_start
             bar.close()
+            self.remove_collapsed()
         wall = time.perf_counter() - start - bookkeeping
         steady = step_times[5:] or step_times
         return self.finish(wall, sum(steady) / max(len(steady), 1), bookkeeping)
@@ -477,8 +502,7 @@ class Trainer:
                 "widths": self.net.widths,
                 "net_spec": self.net.spec(),
                 "guide": self.guide.state_dict(),
-                "opt_w": self.opt_w.state_dict(),
-                "opt_theta": self.opt_theta.state_dict(),
+                "optim": self.optim.get_state(),
             },
             ckpt / f"epoch_{epoch:03d}.pt",
         )
@@ -549,3 +573,13 @@ def binary_fraction(theta: torch.Tensor, tol: float = 1e-3) -> float:
     """Share of gates with θ within ``tol`` of 0 or 1 (P1)."""
     binary = (theta <= tol) | (theta >= 1 - tol)
     return float(binary.float().mean()) if theta.numel() else 1.0
+
+
+class _NoPruning:
+    """Context manager standing in for a PruneMessenger when nothing is collapsed."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

@@ -49,6 +49,9 @@ class GaussianScaleMixture(TorchDistribution):
     :param row_size: n, the number of values per row.
     :param row_mask: optional boolean ``(S,)``; rows that are ``False`` are left out of the density
         (pruned units, see :class:`~bayesprune.inference.PruneMessenger`).
+    :param column_mask: optional boolean ``(n,)``; columns that are ``False`` (the inputs from
+        pruned units of the layer before) are left out of every row, which then has
+        ``column_mask.sum()`` values.
     """
 
     arg_constraints = {
@@ -66,10 +69,12 @@ class GaussianScaleMixture(TorchDistribution):
         row_size: int,
         row_mask=None,
         column_probs=None,
+        column_mask=None,
         validate_args=None,
     ):
         self.probs = probs
         self.row_mask = row_mask
+        self.column_mask = column_mask
         self.column_probs = column_probs  # for the coupled posterior only (structured_kl)
         self.spike_scale, self.slab_scale = broadcast_all(
             torch.as_tensor(spike_scale, dtype=probs.dtype),
@@ -81,11 +86,20 @@ class GaussianScaleMixture(TorchDistribution):
 
     def row_log_normal(self, sq_norm: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """log N(w_s; 0, scale² I) of each row from its squared norm (Eq. (3))."""
-        var = scale**2
-        return -0.5 * sq_norm / var - 0.5 * self.row_size * torch.log(2 * math.pi * var)
+        return -gaussian_nll(sq_norm, self._size(), scale**2)
+
+    def _size(self):
+        """Values per row (kept columns only)."""
+        return self.row_size if self.column_mask is None else self.column_mask.sum()
+
+    def _row_sums(self, per_value: torch.Tensor) -> torch.Tensor:
+        """Σ over each row's (kept) columns."""
+        if self.column_mask is None:
+            return per_value.sum(-1)
+        return per_value @ self.column_mask.to(per_value.dtype)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        sq = value.pow(2).sum(-1)
+        sq = self._row_sums(value.pow(2))
         slab = torch.log(self.probs) + self.row_log_normal(sq, self.slab_scale)
         spike = torch.log1p(-self.probs) + self.row_log_normal(sq, self.spike_scale)
         return self._sum_rows(torch.logaddexp(slab, spike))
@@ -105,6 +119,20 @@ class GaussianScaleMixture(TorchDistribution):
             self.row_size,
             row_mask=mask,
             column_probs=self.column_probs,
+            column_mask=self.column_mask,
+        )
+
+    def mask_columns(self, keep: torch.Tensor) -> GaussianScaleMixture:
+        """The same prior with the columns where ``keep`` is ``False`` left out of every row."""
+        mask = keep if self.column_mask is None else self.column_mask & keep
+        return GaussianScaleMixture(
+            self.probs,
+            self.spike_scale,
+            self.slab_scale,
+            self.row_size,
+            row_mask=self.row_mask,
+            column_probs=self.column_probs,
+            column_mask=mask,
         )
 
     def expected_log_prob(
@@ -116,7 +144,7 @@ class GaussianScaleMixture(TorchDistribution):
         ``gate_probs`` defaults to π (the flattening optimum π = θ).
         """
         theta = self.probs if gate_probs is None else gate_probs
-        sq = (mean.pow(2) + var).sum(-1)
+        sq = self._row_sums(mean.pow(2) + var)
         on = self.row_log_normal(sq, self.slab_scale)
         off = self.row_log_normal(sq, self.spike_scale)
         return self._sum_rows(theta * on + (1 - theta) * off)
@@ -139,6 +167,9 @@ class GaussianScaleMixture(TorchDistribution):
         """
         theta = self.probs if gate_probs is None else gate_probs
         slab_var = self.slab_scale**2
+        if self.column_mask is not None:
+            mask = self.column_mask.to(mean.dtype)
+            column_probs = mask if column_probs is None else column_probs * mask
         if var is None:
             rho = self.spike_scale**2 / slab_var
             if column_probs is None:
@@ -160,6 +191,15 @@ class GaussianScaleMixture(TorchDistribution):
             return torch.randn(shape) * scale
 
 
+# The prior's terms, each written once; the traced ELBO reaches them through the distributions
+# above, the fast evaluation (bayesprune/inference/elbo_fast.py) calls them directly.
+
+
+def gaussian_nll(sq_norm, size, var):
+    """−log N(w; 0, var·I) of a vector of ``size`` values from its squared norm (Eq. (3))."""
+    return 0.5 * sq_norm / var + 0.5 * size * torch.log(2 * math.pi * torch.as_tensor(var))
+
+
 def point_mass_structured_kl(sq_norms, slab_var, rho, row_size):
     """KL(N(μ_s, ρσ₁² I) ‖ N(0, σ₁² I)) per row from ‖μ_s‖² (Eq. (4s), point-mass weights):
     ``(n/2)(ln(1/ρ) + ρ − 1) + ‖μ_s‖²/(2σ₁²)`` (n may be a tensor: the expected live inputs)."""
@@ -168,7 +208,8 @@ def point_mass_structured_kl(sq_norms, slab_var, rho, row_size):
 
 
 def inverse_gamma_log_prob(value, concentration: float, rate: float):
-    """log InverseGamma(value; α, β) for a float or a tensor ``value`` (α, β plain floats)."""
+    """log InverseGamma(value; α, β) of the slab variance (Eq. (5)) for a float or a tensor
+    ``value`` (α, β plain floats)."""
     log = torch.log if isinstance(value, torch.Tensor) else math.log
     return (
         concentration * math.log(rate)

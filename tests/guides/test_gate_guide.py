@@ -32,9 +32,7 @@ def test_guide_sites_and_projection():
     assert tr.nodes["fc1.gate"]["value"].shape == (7, 3)
     assert tr.nodes["fc2.weight"]["value"].shape == (2, 4)
     assert torch.equal(tr.nodes["fc1.prob"]["value"], guide.gate_probs("fc1"))
-    with torch.no_grad():
-        guide.raw_param("theta", "fc1").copy_(torch.tensor([-0.2, 0.4, 1.7]))
-    guide.project_()
+    guide.set_gate_probs("fc1", [-0.2, 0.4, 1.7])  # projected onto [0, 1]
     assert guide.gate_probs("fc1").tolist() == pytest.approx([0.0, 0.4, 1.0])
     # parameters are local to the module, not in Pyro's global param store
     assert len(pyro.get_param_store()) == 0

@@ -35,15 +35,14 @@ def tiny():
         )
     hyper = HyperPrior()
     guide = GateGuide(net, hyper, init_theta=0.5)
-    with torch.no_grad():
-        for name, t in theta.items():
-            guide.raw_param("theta", name).copy_(t)
+    for name, t in theta.items():
+        guide.set_gate_probs(name, t)
     return net, guide, GatedModel(net, hyper), x, y
 
 
 def exact_gradient(net, guide, x, y):
     """∂/∂θ of E_q[Σ_n ℓ_n(ξ_n)] by enumerating all 2^7 gate configurations."""
-    thetas = [guide.raw_param("theta", n) for n in net.gated]
+    thetas = [guide.gate_probs(n).detach().clone().requires_grad_(True) for n in net.gated]
     sizes = [t.numel() for t in thetas]
     total = torch.zeros(())
     for bits in itertools.product([0.0, 1.0], repeat=sum(sizes)):
@@ -60,14 +59,12 @@ def exact_gradient(net, guide, x, y):
 
 
 def estimator_samples(estimator, net, guide, model, x, y, draws):
-    elbo = GatedELBO(estimator=estimator)
-    thetas = [guide.raw_param("theta", n) for n in net.gated]
+    elbo = GatedELBO(estimator=estimator, implementation="traced")
     out = []
     with pyro.validation_enabled(False):
         for _ in range(draws):
-            terms = elbo.terms(model, guide, x, y, num_data=B)
-            grads = torch.autograd.grad(terms["data"] + terms["surrogate"], thetas)
-            out.append(torch.cat(grads))
+            grads = elbo.data_gate_gradients(model, guide, x, y, num_data=B)
+            out.append(torch.cat([grads[n] for n in net.gated]))
     return torch.stack(out)
 
 

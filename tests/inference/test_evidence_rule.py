@@ -28,7 +28,7 @@ def test_theta_does_not_move_before_the_data_term_has_settled():
     trainer.fit(progress=False)
     assert trainer.warm_step is None
     assert torch.all(_thetas(trainer) == 1.0)  # evidence accumulated, θ untouched
-    evidence = [trainer.opt_theta.state[p]["evidence"] for p in trainer.guide.theta_parameters()]
+    evidence = [trainer.optim.gates.state[p]["evidence"] for p in trainer.guide.theta_parameters()]
     assert any(e.abs().sum() > 0 for e in evidence)
     # the same run without the rule moves θ in the first epoch (the race of issue 9)
     eager = _trainer(TrainConfig(epochs=1, batch_size=50, temperature=3.0, warmup_tolerance=None))

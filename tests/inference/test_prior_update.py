@@ -42,8 +42,8 @@ def test_update_minimises_the_objective_in_every_layer(posterior, weights):
     hyper = HyperPrior(temperature=0.3)
     guide = GateGuide(net, hyper, weights=weights, posterior=posterior, init_sigma=0.05)
     with torch.no_grad():
-        guide.raw_param("theta", "conv1").copy_(torch.tensor([1.0, 0.3, 0.0, 0.8, 1.0]))
-        guide.raw_param("theta", "fc1").copy_(torch.tensor([0.6, 1.0, 0.0, 1.0]))
+        guide.set_gate_probs("conv1", [1.0, 0.3, 0.0, 0.8, 1.0])
+        guide.set_gate_probs("fc1", [0.6, 1.0, 0.0, 1.0])
     model = GatedModel(net, hyper)
     x, y = torch.randn(5, 2, 6, 6), torch.randint(0, 3, (5,))
     values = update_slab_variances(guide, hyper)

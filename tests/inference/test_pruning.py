@@ -1,5 +1,8 @@
 """Pruning handler and physical removal: outputs unchanged, shapes and counts shrink."""
 
+import copy
+from contextlib import nullcontext
+
 import pyro
 import pytest
 import torch
@@ -8,9 +11,21 @@ from pyro import poutine
 from bayesprune.data import make_teacher
 from bayesprune.export import count_weights
 from bayesprune.guides import GateGuide
-from bayesprune.inference import PruneMessenger, PruningCondition, remove_units
+from bayesprune.inference import (
+    GatedELBO,
+    PruneMessenger,
+    PruningCondition,
+    remove_units,
+    update_slab_variances,
+)
 from bayesprune.inference.trainer import TrainConfig, Trainer
-from bayesprune.models import GatedMLP, GatedModel, HyperPrior
+from bayesprune.models import GatedMLP, GatedModel, GatedNet, HyperPrior
+
+
+def _set_theta(guide, layer, index, value):
+    theta = guide.gate_probs(layer).detach().clone()
+    theta[index] = value
+    guide.set_gate_probs(layer, theta)
 
 
 def _guide(weights="point"):
@@ -31,12 +46,12 @@ def test_removing_a_zero_gate_unit_keeps_outputs_and_shrinks_everything(layer, w
     net, guide = _guide(weights)
     x = torch.randn(10, 6)
     with torch.no_grad():
-        guide.raw_param("theta", layer)[2] = 0.0
+        _set_theta(guide, layer, 2, 0.0)
     opt = torch.optim.Adam(guide.parameters(), lr=1e-2)
     guide.net.augmented(layer).sum().backward()  # give the optimiser some state
     opt.step()
     with torch.no_grad():
-        guide.raw_param("theta", layer)[2] = 0.0
+        _set_theta(guide, layer, 2, 0.0)
     before = _gated_output(net, guide, x)
     count = count_weights(net)
     fan_out = net.layers[net.next_layer(layer)].out_features
@@ -56,7 +71,7 @@ def test_removing_a_zero_gate_unit_keeps_outputs_and_shrinks_everything(layer, w
                 assert v.shape == p.shape
     opt.step()  # and the optimiser still works
     if weights == "gaussian":
-        assert guide.raw_param("log_sigma", layer).shape == (width, fan_in + 1)
+        assert guide.weight_posterior(layer).base_dist.scale.shape == (width, fan_in + 1)
 
 
 def test_unit_ids_follow_their_units_through_removals():
@@ -71,12 +86,12 @@ def test_unit_ids_follow_their_units_through_removals():
 def test_never_removes_the_last_unit():
     net, guide = _guide()
     with torch.no_grad():
-        guide.raw_param("theta", "fc2").zero_()
-        guide.raw_param("theta", "fc2")[1] = 1e-9
+        guide.set_gate_probs("fc2", torch.zeros(net.width("fc2")))
+        _set_theta(guide, "fc2", 1, 1e-9)
     condition = PruningCondition(patience=2)
     assert condition(guide) == {}
-    keep = condition(guide)
-    assert list(keep) == ["fc2"] and keep["fc2"].tolist() == [1]
+    collapsed = condition(guide)
+    assert list(collapsed) == ["fc2"] and collapsed["fc2"].tolist() == [True, False, True, True]
     with pytest.raises(ValueError):
         remove_units(guide, "fc2", torch.tensor([], dtype=torch.long))
 
@@ -87,7 +102,7 @@ def test_prune_messenger_removes_the_units_sites():
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
     pruned = {"fc1": torch.tensor([False, True, False, False, True])}
     with pyro.validation_enabled(False):
-        with PruneMessenger(pruned):
+        with PruneMessenger(net, pruned):
             guide_tr = poutine.trace(guide).get_trace(x, y)
             model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, y)
     gates = guide_tr.nodes["fc1.gate"]["value"]
@@ -106,16 +121,81 @@ def test_prune_messenger_removes_the_units_sites():
             tr = poutine.trace(guide).get_trace(x, y)
             return poutine.replay(model, trace=tr)(x, y)
 
-    before, before_plain = run(PruneMessenger(pruned)), run(poutine.block())
+    before, before_plain = run(PruneMessenger(net, pruned)), run(poutine.block())
     with torch.no_grad():
         net.layers["fc1"].weight[[1, 4]] += 5.0
-    assert torch.allclose(run(PruneMessenger(pruned)), before)
+    assert torch.allclose(run(PruneMessenger(net, pruned)), before)
     assert not torch.allclose(run(poutine.block()), before_plain)
 
 
 def test_rejects_bad_masks():
-    with pytest.raises(ValueError):
-        PruneMessenger({"fc1": torch.tensor([1, 0])})
+    net, _ = _guide()
+    with pytest.raises(ValueError, match="boolean"):
+        PruneMessenger(net, {"fc1": torch.tensor([1, 0, 0, 0, 0])})
+    with pytest.raises(ValueError, match="entries"):
+        PruneMessenger(net, {"fc1": torch.tensor([True, False])})
+    with pytest.raises(ValueError, match="gated"):
+        PruneMessenger(net, {"out": torch.tensor([True, False, False])})
+
+
+NETWORKS = {
+    "mlp": (lambda: GatedMLP(6, (5, 4), 3), (6,), {"fc1": [1, 3], "fc2": [2]}),
+    "conv": (
+        lambda: GatedNet((2, 6, 6), [("conv", 5, 3, 1), ("pool",), ("fc", 4)], 3),
+        (2, 6, 6),
+        {"conv1": [0, 3], "fc1": [1]},
+    ),
+}
+
+
+@pytest.mark.parametrize("network", list(NETWORKS))
+@pytest.mark.parametrize("posterior", ["coupled", "structured", "mean-field"])
+@pytest.mark.parametrize("estimator", ["secant", "first-order"])
+@pytest.mark.parametrize("implementation", ["fast", "traced"])
+def test_objective_under_the_handler_is_the_physically_pruned_networks(
+    network, posterior, estimator, implementation
+):
+    """Value and gradients of every kept parameter, and the slab-variance update, equal the
+    physically pruned network's (θ ∈ {0, 1}: the gate draws use no random numbers)."""
+    if implementation == "fast" and posterior == "mean-field":
+        pytest.skip("the fast evaluation covers the structured posteriors")
+    make, in_shape, prune_ids = NETWORKS[network]
+    torch.manual_seed(2)
+    net = make()
+    torch.nn.init.normal_(net.layers["out"].weight)
+    hyper = HyperPrior(temperature=0.3)
+    guide = GateGuide(net, hyper, posterior=posterior)
+    for name in net.gated:  # a few kept units off as well: θ = 0 is not what prunes them
+        guide.set_gate_probs(name, (torch.arange(net.width(name)) % 3 != 2).float())
+    pruned = {
+        n: torch.isin(torch.arange(net.width(n)), torch.tensor(i)) for n, i in prune_ids.items()
+    }
+    small_guide = copy.deepcopy(guide)
+    for name, mask in pruned.items():
+        small_guide.remove_units(name, torch.nonzero(~mask).flatten())
+    x, y = torch.randn(9, *in_shape), torch.randint(0, 3, (9,))
+    elbo = GatedELBO(estimator, implementation=implementation)
+    results = []
+    for g, handler in ((guide, PruneMessenger(net, pruned)), (small_guide, nullcontext())):
+        pyro.set_rng_seed(7)
+        with pyro.validation_enabled(False), handler:
+            terms = elbo.loss_and_grads_terms(GatedModel(g.net, hyper), g, x, y, num_data=90)
+            update_slab_variances(g, hyper, pruning=handler if g is guide else None)
+        results.append(terms)
+    for key in ("loss", "data", "prior"):
+        assert float(results[0][key]) == pytest.approx(float(results[1][key]), rel=1e-5), key
+    # the full guide's gradients, sliced as the units are removed, are the small guide's
+    sliced = copy.deepcopy(guide)
+    with torch.no_grad():
+        for p, q in zip(sliced.parameters(), guide.parameters(), strict=True):
+            p.copy_(q.grad if q.grad is not None else torch.zeros_like(q))
+    for name, mask in pruned.items():
+        sliced.remove_units(name, torch.nonzero(~mask).flatten())
+    small = dict(small_guide.named_parameters())
+    for name, expected in sliced.named_parameters():
+        assert torch.allclose(small[name].grad, expected, rtol=1e-4, atol=1e-6), name
+    for name in net.layers:
+        assert torch.allclose(guide.slab_var(name), small_guide.slab_var(name), rtol=1e-5), name
 
 
 def test_training_removes_units_physically():

@@ -21,6 +21,12 @@ SCENARIOS = {
 }
 
 
+def _set_theta(guide, layer, index, value):
+    theta = guide.gate_probs(layer).detach().clone()
+    theta[index] = value
+    guide.set_gate_probs(layer, theta)
+
+
 def _prepared(make, weights):
     """A network with non-trivial BatchNorm statistics and affine parameters, and its guide."""
     torch.manual_seed(0)
@@ -52,7 +58,7 @@ def test_removing_a_zero_gate_unit_keeps_outputs(scenario, weights):
     net.augmented(layer).sum().backward()  # give the optimiser some state
     opt.step()
     with torch.no_grad():
-        guide.raw_param("theta", layer)[1] = 0.0
+        _set_theta(guide, layer, 1, 0.0)
     nxt = net.next_layer(layer)
     before = _gated_output(net, guide, x)
     width, fan_in = net.width(layer), net.fan_in(layer)
@@ -75,8 +81,11 @@ def test_removing_a_zero_gate_unit_keeps_outputs(scenario, weights):
             if v.dim():
                 assert v.shape == p.shape
     if weights == "gaussian":
-        assert guide.raw_param("log_sigma", layer).shape == (width - 1, fan_in + 1)
-        assert guide.raw_param("log_sigma", nxt).shape == (fan_out, (width - 1) * block + 1)
+        assert guide.weight_posterior(layer).base_dist.scale.shape == (width - 1, fan_in + 1)
+        assert guide.weight_posterior(nxt).base_dist.scale.shape == (
+            fan_out,
+            (width - 1) * block + 1,
+        )
     opt.step()  # the optimiser still works
     # the exported network is the gated one with its zero-gate units gone
     det = deterministic_network(guide)
@@ -86,8 +95,8 @@ def test_removing_a_zero_gate_unit_keeps_outputs(scenario, weights):
 def test_exported_network_drops_units_with_theta_below_half():
     net, guide, x = _prepared(SCENARIOS["conv->batchnorm->conv"][0], "point")
     with torch.no_grad():
-        guide.raw_param("theta", "conv2")[:3] = 0.0
-        guide.raw_param("theta", "conv5")[:] = 0.0  # a whole layer off: one silent filter stays
+        _set_theta(guide, "conv2", slice(None, 3), 0.0)
+        _set_theta(guide, "conv5", slice(None), 0.0)  # a whole layer off: one silent filter stays
     det = deterministic_network(guide)
     assert torch.allclose(det(x), _gated_output(net, guide, x), atol=1e-5)
     widths = [m.out_channels for m in det.modules() if isinstance(m, torch.nn.Conv2d)]

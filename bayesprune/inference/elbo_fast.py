@@ -1,0 +1,219 @@
+"""The fast evaluation of :class:`~bayesprune.inference.GatedELBO`: no Pyro traces, same numbers.
+
+For the library's own model and guide the ELBO knows every site in advance, so building two
+``poutine.trace`` records per step (which at LeNet-300-100 size costs more than the network) buys
+nothing. :func:`evaluate` computes the same terms from the guide's tensors, in the same order of
+random draws (``tests/inference/test_elbo_implementations.py`` checks values and gradients against
+the traced evaluation), calling the prior functions of :mod:`bayesprune.models.distributions`.
+With point-mass weights and a structured posterior (the default) the weight prior is evaluated
+with the weights detached and its weight gradients are added in closed form after the backward
+pass (:func:`add_prior_weight_grads`, checked against autograd of the same functions), so the
+prior costs one pass over the weights and no autograd graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from bayesprune.guides.gate_guide import GateGuide
+from bayesprune.guides.straight_through import draw_gates
+from bayesprune.inference.pruning import PruneMessenger
+from bayesprune.models.distributions import (
+    GaussianScaleMixture,
+    gaussian_nll,
+    inverse_gamma_log_prob,
+    point_mass_structured_kl,
+)
+from bayesprune.models.gated_model import HyperPrior
+
+FAST_ESTIMATORS = ("first-order", "secant")
+
+
+@dataclass
+class Evaluation:
+    """One mini-batch's terms, before the backward pass."""
+
+    data: torch.Tensor
+    prior: torch.Tensor
+    logits: torch.Tensor
+    gates: dict[str, torch.Tensor]  # ξ per gated layer, (B, S); leaves for the secant
+    thetas: dict[str, torch.Tensor]  # θ per gated layer (differentiable w.r.t. its storage)
+    scale: float
+    weight_grads: list = field(default_factory=list)  # (parameter, gradient) added after backward
+
+
+def fast_prior_applies(guide: GateGuide) -> bool:
+    """Point-mass weights under a structured posterior: the closed-form prior gradients apply."""
+    return guide.weights == "point" and guide.structured
+
+
+def layer_shape(guide: GateGuide, name: str, pruning: PruneMessenger | None) -> tuple[int, int]:
+    """(width, fan-in) of a layer, as the pruned network would have it."""
+    if pruning is not None:
+        return pruning.shape(name)
+    return guide.net.width(name), guide.net.fan_in(name)
+
+
+def hyper_prior_term(guide, hyper: HyperPrior, name: str, pruning) -> torch.Tensor:
+    """−log InverseGamma(σ̂₁²; α_l, β_l) of one layer (Eq. (5)); σ̂₁² gets no gradient."""
+    width, fan_in = layer_shape(guide, name, pruning)
+    return -inverse_gamma_log_prob(
+        guide.slab_var(name).detach(),
+        hyper.concentration(fan_in, width),
+        hyper.rate(fan_in, width),
+    )
+
+
+@torch.no_grad()
+def _columns(guide, name, pruning) -> torch.Tensor | None:
+    """Kept input columns of ``name`` (no bias column), as a float vector, or None (all)."""
+    mask = None if pruning is None else pruning.column_mask(name)
+    return None if mask is None else mask[:-1].to(guide.net.layers[name].weight.dtype)
+
+
+def point_mass_prior(
+    guide, hyper: HyperPrior, thetas, pruning, grads: list, attach_weights: bool = False
+) -> torch.Tensor:
+    """τ [Σ_l Σ_s θ_s KL_s − log p(σ₁²)] with the weights detached, θ differentiable.
+
+    Appends to ``grads`` the prior's gradient for every weight and bias (``τ θ_s w/σ₁²``, the
+    coupled posterior's ``τ θ_s θ_in w/σ₁²``, ``τ w/σ²`` for the read-out): the gradients
+    autograd gives for the same expression with ``attach_weights=True``
+    (``tests/inference/test_elbo_implementations.py``).
+    """
+    tau, net = hyper.temperature, guide.net
+    total = torch.zeros((), device=net.layers["out"].weight.device)
+    keep = {} if pruning is None else pruning.keep
+    for name, layer in net.layers.items():
+        slab_var = guide.slab_var(name)
+        total = total + hyper_prior_term(guide, hyper, name, pruning)
+        weight, bias = layer.weight, layer.bias
+        if not attach_weights:
+            weight, bias = weight.detach(), bias.detach()
+        width, fan_in = layer_shape(guide, name, pruning)
+        flat = weight.flatten(1)
+        columns = _columns(guide, name, pruning)
+        if name == "out":  # −log N(w; 0, σ²I), Eq. (3)
+            sq_w = flat.pow(2) if columns is None else flat.pow(2) * columns
+            sq = sq_w.sum() + bias.pow(2).sum()
+            total = total + gaussian_nll(sq, width * (fan_in + 1), slab_var)
+            coef = tau / slab_var
+            w_grad = weight * coef if columns is None else (flat * columns * coef).view_as(weight)
+            grads += [(layer.weight, w_grad), (layer.bias, bias * coef)]
+            continue
+        theta = thetas[name]
+        if name in keep:
+            theta = theta * keep[name].to(theta.dtype)  # pruned rows: no description
+        previous = net.previous_gated(name)
+        if guide.coupled and previous is not None:  # Eq. (4c): each weight × P(input on)
+            inputs = thetas[previous]
+            if previous in keep:
+                inputs = inputs * keep[previous].to(inputs.dtype)
+            block = net.blocks[name]
+            per_unit = flat.pow(2).reshape(flat.shape[0], -1, block).sum(-1)
+            sq = per_unit @ inputs + bias.pow(2)
+            kl = point_mass_structured_kl(sq, slab_var, hyper.rho, 1 + block * inputs.sum())
+            live = inputs.detach().repeat_interleave(block)
+        else:  # Eq. (4s)
+            sq_w = flat.pow(2) if columns is None else flat.pow(2) @ columns
+            sq = (sq_w if sq_w.dim() == 1 else sq_w.sum(-1)) + bias.pow(2)
+            kl = point_mass_structured_kl(sq, slab_var, hyper.rho, fan_in + 1)
+            live = columns
+        total = total + (theta * kl).sum()
+        coef = (tau * theta.detach() / slab_var).unsqueeze(-1)
+        w_grad = flat * coef if live is None else flat * coef * live
+        grads += [(layer.weight, w_grad.view_as(weight)), (layer.bias, bias * coef.squeeze(-1))]
+    return tau * total
+
+
+def _sampled_weights(guide: GateGuide, name: str):
+    """Sampled augmented weights, their mean, variance and q (None for point masses)."""
+    mean = guide.net.augmented(name)
+    if guide.weights == "point":
+        return mean, mean, None, None
+    q = guide.weight_posterior(name).base_dist
+    return q.rsample(), mean, q.scale**2, q
+
+
+def general_prior(guide, hyper: HyperPrior, name, weights, mean, var, q, thetas):
+    """−log p(σ₁²) and the (expected) weight prior term of one layer, before tempering.
+
+    Gaussian weights or the mean-field posterior: the same distributions as the model's sites,
+    differentiated by autograd.
+    """
+    net = guide.net
+    fan_in = net.fan_in(name)
+    slab_var = guide.slab_var(name)
+    term = hyper_prior_term(guide, hyper, name, None)
+    if name == "out":  # sampled, as Trace_ELBO does for a non-GSM site
+        log_q = 0.0 if q is None else q.log_prob(weights).sum()
+        return term + gaussian_nll(weights.pow(2).sum(), weights.numel(), slab_var) + log_q
+    q_entropy = 0.0 if q is None else q.entropy().sum()
+    gsm = GaussianScaleMixture(
+        thetas[name], (hyper.rho * slab_var).sqrt(), slab_var.sqrt(), fan_in + 1
+    )
+    if guide.structured:
+        previous = net.previous_gated(name)
+        columns = net.column_probs(name, thetas.get(previous)) if guide.coupled else None
+        return term + gsm.structured_kl(mean, var, column_probs=columns)  # Eq. (4s), (4c)
+    return term - gsm.expected_log_prob(mean, 0.0 if var is None else var) - q_entropy
+
+
+def evaluate(
+    guide: GateGuide,
+    hyper: HyperPrior,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_data: int,
+    estimator: str,
+    pruning: PruneMessenger | None = None,
+) -> Evaluation:
+    """The data and prior terms of F (Eq. (8)) for one mini-batch, with the gates drawn.
+
+    Must run inside the guide's parameter context (:meth:`GateGuide.reading`), so that the
+    parameters it reads are declared to Pyro.
+    """
+    net, batch = guide.net, x.shape[0]
+    scale = num_data / batch
+    params, moments, gates, thetas = {}, {}, {}, {}
+    fast = fast_prior_applies(guide)
+    if pruning is not None and not fast:
+        raise NotImplementedError("pruning handler with Gaussian or mean-field weights")
+    for name in net.layers if not fast else ():  # the guide's order of draws: weights, gates
+        params[name], *moments[name] = _sampled_weights(guide, name)
+    keep = {} if pruning is None else pruning.keep
+    for name in net.gated:
+        theta = thetas[name] = guide.gate_probs(name)
+        probs = theta.detach()
+        if name in keep:
+            probs = probs * keep[name].to(probs.dtype)
+        xi = draw_gates(probs.expand(batch, probs.shape[-1]))
+        if estimator == "first-order":
+            xi = xi + (theta - theta.detach())  # straight-through: Eq. (9)
+        else:
+            xi.requires_grad_(True)
+        gates[name] = xi
+    weight_grads: list = []
+    if fast:
+        prior = point_mass_prior(guide, hyper, thetas, pruning, weight_grads)
+    else:
+        prior = hyper.temperature * sum(
+            general_prior(guide, hyper, name, params[name], *moments[name], thetas)
+            for name in net.layers
+        )
+    logits = net(x, gates=gates, params=params or None)
+    data = scale * F.cross_entropy(logits, y, reduction="sum")
+    return Evaluation(data, prior, logits, gates, thetas, scale, weight_grads)
+
+
+@torch.no_grad()
+def add_prior_weight_grads(grads: list) -> None:
+    """param.grad += gradient for each (parameter, gradient) of :func:`point_mass_prior`."""
+    for param, grad in grads:
+        if param.grad is None:
+            param.grad = grad.clone()
+        else:
+            param.grad.add_(grad)
