@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.nn import PyroModule, PyroParam
 from pyro.params.param_store import param_with_module_name
 from pyro.poutine.runtime import effectful
@@ -21,6 +22,7 @@ from bayesprune.models.gated_model import HyperPrior
 from bayesprune.models.network import GatedNet
 
 POSTERIORS = ("coupled", "structured", "mean-field")
+WEIGHTS = ("point", "gaussian", None)
 
 
 class GateGuide(PyroModule):
@@ -39,8 +41,10 @@ class GateGuide(PyroModule):
 
     :param net: the network whose parameters are the posterior means μ.
     :param hyper: prior settings (used for the initial σ̂₁² = reference variance 1/fan_in).
-    :param weights: ``"point"`` (point masses, the default) or ``"gaussian"`` (mean-field normal,
-        reparameterised).
+    :param weights: ``"point"`` (point masses, the default), ``"gaussian"`` (mean-field normal,
+        reparameterised) or ``None``: the guide has no weight sites and leaves them to another
+        guide, e.g. ``AutoGuideList([AutoNormal(poutine.block(model, expose=weight_sites)),
+        GateGuide(net, hyper, weights=None)])`` (the network's own parameters are then unused).
     :param init_theta: initial gate probability θ₀ for every unit.
     :param init_sigma: initial posterior standard deviation for ``weights="gaussian"``.
     :param posterior: ``"coupled"`` (default): a weight has its posterior only when both the unit
@@ -75,8 +79,8 @@ class GateGuide(PyroModule):
             raise ValueError(f"posterior must be one of {', '.join(POSTERIORS)}, got {posterior!r}")
         self.structured = posterior in ("coupled", "structured")
         self.coupled = posterior == "coupled"
-        if weights not in ("point", "gaussian"):
-            raise ValueError(f"weights must be 'point' or 'gaussian', got {weights!r}")
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be 'point', 'gaussian' or None, got {weights!r}")
         if not 0 < init_theta <= 1:
             raise ValueError(f"init_theta must lie in (0, 1], got {init_theta}")
         self.net = net
@@ -155,7 +159,7 @@ class GateGuide(PyroModule):
         constrained parameters have, so ``SVI`` finds and steps it; nothing is stored on the
         parameter itself (it stays picklable).
         """
-        if not self._pyro_context.active:
+        if not self._pyro_context.active or self.weights is None:
             return
         prefix = self._pyro_get_fullname("net")
         for name, p in self.net.named_parameters():
@@ -176,6 +180,8 @@ class GateGuide(PyroModule):
                 thetas[name] = self.gate_probs(name)
                 # Eq. (6): under the flattening hyper-prior the optimal π is θ itself.
                 pyro.sample(f"{name}.prob", dist.Delta(thetas[name], event_dim=1))
+            if self.weights is None:  # another guide (an AutoNormal, ...) has the weights
+                continue
             structured = self.structured and name != "out"
             pyro.sample(
                 f"{name}.weight",
@@ -183,7 +189,9 @@ class GateGuide(PyroModule):
                 infer={"structured": structured, "coupled": structured and self.coupled},
             )
         subsample = torch.arange(x.shape[0]) if index is None else index
-        with pyro.plate("data", num_data, subsample=subsample):
+        with poutine.block():  # no "data" subsample site: an AutoGuideList records its own
+            plate = pyro.plate("data", num_data, subsample=subsample)
+        with plate:
             for name, theta in thetas.items():
                 pyro.sample(
                     f"{name}.gate",

@@ -9,6 +9,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.trace_messenger import TraceMessenger
+from pyro.poutine.util import site_is_subsample
 
 from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo_fast import (
@@ -151,7 +152,7 @@ class GatedELBO(Trace_ELBO):
         data = prior = torch.zeros(())
         nll = None
         for name, site in model_trace.nodes.items():
-            if site["type"] != "sample" or _is_gate(site):
+            if site["type"] != "sample" or _is_gate(site) or site_is_subsample(site):
                 continue
             scale, mask = site["scale"], site["mask"]
             if site["is_observed"]:

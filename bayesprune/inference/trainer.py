@@ -354,6 +354,8 @@ class Trainer:
         self.remove_collapsed()
         self.collapsed = self.condition(self.guide)
         self.collapsed_step = self.step
+        if self.guide.weights != "point":  # the handler is exact for point-mass weights only
+            self.remove_collapsed()
         data = float(self.recent_data)
         for name, collapsed in self.collapsed.items():
             left = int((~collapsed).sum())

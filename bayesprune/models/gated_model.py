@@ -84,7 +84,7 @@ class GatedModel:
         device = self.net.layers[name].weight.device
         alpha = torch.tensor(self.hyper.concentration(fan_in, width), device=device)
         beta = torch.tensor(self.hyper.rate(fan_in, width), device=device)
-        slab_var = pyro.sample(f"{name}.slab_var", dist.InverseGamma(alpha, beta))
+        slab_var = _unbatched(pyro.sample(f"{name}.slab_var", dist.InverseGamma(alpha, beta)), 0)
         if name == "out":
             return pyro.sample(
                 f"{name}.weight",
@@ -119,7 +119,11 @@ class GatedModel:
         with poutine.scale(scale=self.hyper.temperature):
             for name in self.net.layers:
                 previous = self.net.previous_gated(name)
-                params[name], probs[name] = self.layer_prior(name, probs.get(previous))
+                weight, prob = self.layer_prior(name, probs.get(previous))
+                # Predictive (sequential) hands back global samples with a singleton dim per
+                # plate: drop it, the network takes one set of weights
+                params[name] = _unbatched(weight, 2)
+                probs[name] = None if prob is None else _unbatched(prob, 1)
         subsample = torch.arange(x.shape[0]) if index is None else index
         with pyro.plate("data", num_data, subsample=subsample):
             gates = {
@@ -134,3 +138,16 @@ class GatedModel:
             logits = self.net(x, gates=gates, params=params)
             pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
         return logits
+
+
+def _unbatched(value: torch.Tensor, event_dim: int) -> torch.Tensor:
+    """``value`` without leading singleton dims beyond its ``event_dim`` (one sample only)."""
+    extra = value.dim() - event_dim
+    if extra > 0:
+        if any(d != 1 for d in value.shape[:extra]):
+            raise ValueError(
+                f"GatedModel takes one sample of each global site, got shape "
+                f"{tuple(value.shape)} (use Predictive(..., parallel=False))"
+            )
+        value = value.reshape(value.shape[extra:])
+    return value

@@ -1,0 +1,85 @@
+"""Stock Pyro on bayesprune's model, guide, ELBO and optimiser (issue 10, deliverable 4)."""
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Predictive
+from pyro.infer.autoguide import AutoGuideList, AutoNormal
+
+from bayesprune.data import make_teacher
+from bayesprune.guides import GateGuide
+from bayesprune.inference import GatedELBO, GateOptim
+from bayesprune.models import GatedMLP, GatedModel, HyperPrior
+
+N = 500
+
+
+@pytest.fixture
+def setup():
+    data = make_teacher(num_train=N, num_test=100)
+    torch.manual_seed(0)
+    net = GatedMLP(data.in_features, (20, 10), data.num_classes)
+    hyper = HyperPrior()
+    return net, hyper, GatedModel(net, hyper), data.x_train[:100], data.y_train[:100]
+
+
+def _steps(svi, x, y, count=60):
+    with pyro.validation_enabled(False):
+        return [svi.step(x, y, num_data=N) for _ in range(count)]
+
+
+def test_svi_with_pyro_adam_and_our_elbo_trains_every_parameter(setup):
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper, init_theta=0.7)
+    before = {n: p.detach().clone() for n, p in guide.named_parameters()}
+    losses = _steps(SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=GatedELBO()), x, y)
+    assert losses[-1] < 0.5 * losses[0]
+    for name, p in guide.named_parameters():  # θ included: SVI found and stepped it
+        assert not torch.equal(p, before[name]), name
+    for name in net.gated:  # θ = clip of its storage: a probability whatever Adam did
+        theta = guide.gate_probs(name)
+        assert torch.all((theta >= 0) & (theta <= 1))
+
+
+def test_gate_optim_takes_the_projected_step_on_theta(setup):
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper)
+    optim = GateOptim({"lr": 1e-2}, {"lr": 10.0, "window": 1000, "num_data": N}, batch_size=100)
+    _steps(SVI(model, guide, optim, loss=GatedELBO()), x, y, count=30)
+    assert set(optim.gates.param_groups[0]["params"]) == set(guide.theta_parameters())
+    assert not set(optim.weights.param_groups[0]["params"]) & set(guide.theta_parameters())
+    for p in guide.theta_parameters():  # the storage itself stays in [0, 1]: projection
+        assert torch.all((p >= 0) & (p <= 1))
+    assert any(torch.any(p < 1) for p in guide.theta_parameters())
+
+
+def test_predictive_returns_posterior_predictive_labels(setup):
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper, init_theta=0.5)
+    samples = Predictive(model, guide=guide, num_samples=4)(x)
+    assert samples["obs"].shape == (4, len(x))
+    assert samples["fc1.gate"].shape == (4, len(x), 20)
+    assert samples["obs"].min() >= 0 and samples["obs"].max() < 3
+    with pytest.raises(ValueError, match="one sample"):
+        Predictive(model, guide=guide, num_samples=4, parallel=True)(x)
+
+
+def test_auto_guide_list_with_auto_normal_weights_and_our_gate_guide(setup):
+    net, hyper, model, x, y = setup
+    guide = AutoGuideList(model)
+    guide.append(AutoNormal(poutine.block(model, expose=[f"{n}.weight" for n in net.layers])))
+    guide.append(GateGuide(net, hyper, weights=None))
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=GatedELBO())
+    losses = _steps(svi, x, y, count=1)
+    locs = {n: p.detach().clone() for n, p in guide.named_parameters() if "locs" in n}
+    assert set(locs) == {f"0.locs.{n}.weight_unconstrained" for n in net.layers}
+    losses += _steps(svi, x, y)
+    assert losses[-1] < losses[0]
+    params = dict(guide.named_parameters())
+    assert all(not torch.equal(params[n], v) for n, v in locs.items())
+
+
+def test_num_particles_other_than_one_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="num_particles must be 1"):
+        GatedELBO(num_particles=4)
