@@ -22,6 +22,13 @@ from bayesprune.models.gated_model import HyperPrior
 from bayesprune.models.network import GatedNet
 
 POSTERIORS = ("coupled", "structured", "mean-field")
+
+
+def _param_value(name, value, **kwargs):
+    return value
+
+
+_declare_param = effectful(_param_value, type="param")  # a param statement returning ``value``
 WEIGHTS = ("point", "gaussian", None)
 
 
@@ -162,13 +169,16 @@ class GateGuide(PyroModule):
         if not self._pyro_context.active or self.weights is None:
             return
         prefix = self._pyro_get_fullname("net")
-        for name, p in self.net.named_parameters():
-            fullname = param_with_module_name(prefix, name)
+        names = self.__dict__.get("_param_names")
+        if names is None or names[0] != prefix:  # parameters keep their identity when sliced
+            names = self.__dict__["_param_names"] = (
+                prefix,
+                [(param_with_module_name(prefix, n), p) for n, p in self.net.named_parameters()],
+            )
+        for fullname, p in names[1]:
             value = p.view_as(p)
             value.unconstrained = weakref.ref(p)
-            effectful(type="param")(lambda *_, v=value, **__: v)(
-                fullname, value, constraint=constraints.real, name=fullname
-            )
+            _declare_param(fullname, value, constraint=constraints.real, name=fullname)
 
     def forward(self, x, y=None, num_data=None, index=None):
         num_data = x.shape[0] if num_data is None else num_data

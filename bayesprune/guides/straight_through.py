@@ -27,11 +27,13 @@ class StraightThroughBernoulli(Bernoulli):
         return super().log_prob(value.detach())
 
 
-def draw_gates(probs: torch.Tensor) -> torch.Tensor:
-    """ξ ~ Bernoulli(probs); when every probability is 0 or 1 (the usual case once the gates have
-    converged) the draw is deterministic and, on the CPU, no random number is used. On a GPU the
-    check would synchronise with the host every step, so the draw is always made there (a
-    Bernoulli draw at probability 0 or 1 is exact anyway)."""
+def draw_gates(probs: torch.Tensor, shape: torch.Size | tuple | None = None) -> torch.Tensor:
+    """ξ ~ Bernoulli(probs), expanded to ``shape`` if given; when every probability is 0 or 1 (the
+    usual case once the gates have converged) the draw is deterministic and, on the CPU, no random
+    number is used. The check reads ``probs`` before expansion (one value per unit). On a GPU it
+    would synchronise with the host every step, so the draw is always made there (a Bernoulli
+    draw at probability 0 or 1 is exact anyway)."""
+    expanded = probs if shape is None else probs.expand(shape)
     if probs.is_cuda or bool(((probs > 0) & (probs < 1)).any()):
-        return torch.bernoulli(probs)
-    return probs.clone()
+        return torch.bernoulli(expanded)
+    return expanded.clone()

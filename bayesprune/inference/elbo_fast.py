@@ -58,13 +58,23 @@ def layer_shape(guide: GateGuide, name: str, pruning: PruneMessenger | None) -> 
 
 
 def hyper_prior_term(guide, hyper: HyperPrior, name: str, pruning) -> torch.Tensor:
-    """−log InverseGamma(σ̂₁²; α_l, β_l) of one layer (Eq. (5)); σ̂₁² gets no gradient."""
+    """−log InverseGamma(σ̂₁²; α_l, β_l) of one layer (Eq. (5)); σ̂₁² gets no gradient.
+
+    σ̂₁² changes only at the prior updates (every ``prior_every`` steps), so the value is kept
+    with the guide until σ̂₁² (its version counter), the layer's shape or the hyper-prior change.
+    """
     width, fan_in = layer_shape(guide, name, pruning)
-    return -inverse_gamma_log_prob(
-        guide.slab_var(name).detach(),
-        hyper.concentration(fan_in, width),
-        hyper.rate(fan_in, width),
-    )
+    slab_var = guide.slab_var(name)
+    key = (slab_var._version, width, fan_in, hyper.concentration(fan_in, width))
+    cache = guide.__dict__.setdefault("_hyper_prior_cache", {})
+    if name not in cache or cache[name][0] != key:
+        value = -inverse_gamma_log_prob(
+            slab_var.detach().clone(),
+            hyper.concentration(fan_in, width),
+            hyper.rate(fan_in, width),
+        )
+        cache[name] = (key, value)
+    return cache[name][1]
 
 
 @torch.no_grad()
@@ -79,10 +89,11 @@ def point_mass_prior(
 ) -> torch.Tensor:
     """τ [Σ_l Σ_s θ_s KL_s − log p(σ₁²)] with the weights detached, θ differentiable.
 
-    Appends to ``grads`` the prior's gradient for every weight and bias (``τ θ_s w/σ₁²``, the
-    coupled posterior's ``τ θ_s θ_in w/σ₁²``, ``τ w/σ²`` for the read-out): the gradients
-    autograd gives for the same expression with ``attach_weights=True``
-    (``tests/inference/test_elbo_implementations.py``).
+    Appends to ``grads`` the prior's gradient for every weight and bias as ``(parameter, base,
+    coef)``, the gradient being ``base · coef`` (``τ θ_s w/σ₁²``, the coupled posterior's
+    ``τ θ_s θ_in w/σ₁²``, ``τ w/σ²`` for the read-out): what autograd gives for the same
+    expression with ``attach_weights=True`` (``tests/inference/test_elbo_implementations.py``).
+    Each weight matrix is read about three times, with at most two temporaries of its size.
     """
     tau, net = hyper.temperature, guide.net
     total = torch.zeros((), device=net.layers["out"].weight.device)
@@ -97,12 +108,11 @@ def point_mass_prior(
         flat = weight.flatten(1)
         columns = _columns(guide, name, pruning)
         if name == "out":  # −log N(w; 0, σ²I), Eq. (3)
-            sq_w = flat.pow(2) if columns is None else flat.pow(2) * columns
-            sq = sq_w.sum() + bias.pow(2).sum()
+            base = flat if columns is None else flat * columns
+            sq = (base * flat).sum() + bias.pow(2).sum()
             total = total + gaussian_nll(sq, width * (fan_in + 1), slab_var)
             coef = tau / slab_var
-            w_grad = weight * coef if columns is None else (flat * columns * coef).view_as(weight)
-            grads += [(layer.weight, w_grad), (layer.bias, bias * coef)]
+            grads += [(layer.weight, base, coef), (layer.bias, bias, coef)]
             continue
         theta = thetas[name]
         if name in keep:
@@ -113,19 +123,23 @@ def point_mass_prior(
             if previous in keep:
                 inputs = inputs * keep[previous].to(inputs.dtype)
             block = net.blocks[name]
-            per_unit = flat.pow(2).reshape(flat.shape[0], -1, block).sum(-1)
-            sq = per_unit @ inputs + bias.pow(2)
+            squares = flat.square()
+            if block > 1:
+                squares = squares.reshape(flat.shape[0], -1, block).sum(-1)
+            sq = squares @ inputs + bias.pow(2)  # differentiable in θ of the inputs
             kl = point_mass_structured_kl(sq, slab_var, hyper.rho, 1 + block * inputs.sum())
-            live = inputs.detach().repeat_interleave(block)
+            live = inputs.detach()
+            base = flat * (live if block == 1 else live.repeat_interleave(block))
         else:  # Eq. (4s)
-            sq_w = flat.pow(2) if columns is None else flat.pow(2) @ columns
-            sq = (sq_w if sq_w.dim() == 1 else sq_w.sum(-1)) + bias.pow(2)
+            base = flat if columns is None else flat * columns
+            sq = (base * flat).sum(-1) if columns is not None or attach_weights else None
+            if sq is None:
+                sq = torch.linalg.vector_norm(flat, dim=-1).square()
+            sq = sq + bias.pow(2)
             kl = point_mass_structured_kl(sq, slab_var, hyper.rho, fan_in + 1)
-            live = columns
         total = total + (theta * kl).sum()
-        coef = (tau * theta.detach() / slab_var).unsqueeze(-1)
-        w_grad = flat * coef if live is None else flat * coef * live
-        grads += [(layer.weight, w_grad.view_as(weight)), (layer.bias, bias * coef.squeeze(-1))]
+        coef = tau * theta.detach() / slab_var
+        grads += [(layer.weight, base, coef.unsqueeze(-1)), (layer.bias, bias, coef)]
     return tau * total
 
 
@@ -190,7 +204,7 @@ def evaluate(
         probs = theta.detach()
         if name in keep:
             probs = probs * keep[name].to(probs.dtype)
-        xi = draw_gates(probs.expand(batch, probs.shape[-1]))
+        xi = draw_gates(probs, (batch, probs.shape[-1]))
         if estimator == "first-order":
             xi = xi + (theta - theta.detach())  # straight-through: Eq. (9)
         else:
@@ -211,9 +225,10 @@ def evaluate(
 
 @torch.no_grad()
 def add_prior_weight_grads(grads: list) -> None:
-    """param.grad += gradient for each (parameter, gradient) of :func:`point_mass_prior`."""
-    for param, grad in grads:
+    """param.grad += base · coef for each ``(parameter, base, coef)`` of
+    :func:`point_mass_prior`, in place."""
+    for param, base, coef in grads:
         if param.grad is None:
-            param.grad = grad.clone()
+            param.grad = (base * coef).reshape(param.shape)
         else:
-            param.grad.add_(grad)
+            param.grad.view(base.shape).addcmul_(base, coef)

@@ -156,6 +156,8 @@ class GateOptim(PyroOptim):
                 }
             move = self._move() if callable(self._move) else self._move
             self.gates.step(examples=self._examples, move=move)
+        for p in params:  # as zero_grad(set_to_none=True): SVI's zero_grads then skips them,
+            p.grad = None  # and the next backward writes the gradient instead of adding to 0
 
     def torch_optimizers(self) -> list[torch.optim.Optimizer]:
         """The underlying optimisers (their state follows physical removal of units)."""

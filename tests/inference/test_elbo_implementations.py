@@ -67,10 +67,11 @@ def test_closed_form_prior_gradients_are_autograds_of_the_same_function(posterio
     value = point_mass_prior(guide, hyper, thetas, None, grads)
     attached = point_mass_prior(guide, hyper, thetas, None, [], attach_weights=True)
     assert float(value.detach()) == pytest.approx(float(attached.detach()), rel=1e-6)
-    params = [p for p, _ in grads]
+    params = [p for p, *_ in grads]
     assert len(params) == 2 * len(net.layers)
     autograd = torch.autograd.grad(attached, params)
-    for (param, closed_form), reference in zip(grads, autograd, strict=True):
+    for (param, base, coef), reference in zip(grads, autograd, strict=True):
+        closed_form = (base * coef).reshape(param.shape)
         assert torch.allclose(closed_form, reference, rtol=1e-5, atol=1e-7), param.shape
 
 
