@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from bayesprune.data import Dataset
 from bayesprune.export import architecture, count_weights
-from bayesprune.inference.trainer import evaluate, lr_schedule, synchronize
+from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
 from bayesprune.models.network import GatedNet
 
 
@@ -33,21 +33,16 @@ def train_dense(
     device = torch.device(device)
     net, data = net.to(device), data.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)  # as the gated run
-    n = len(data.x_train)
-    steps = (n + batch_size - 1) // batch_size
-    scheduler = lr_schedule(opt, schedule, steps * epochs)
+    scheduler = lr_schedule(opt, schedule, steps_per_epoch(data, batch_size) * epochs)
     step_times: list[float] = []
     start = time.perf_counter()
     for _ in tqdm(range(epochs), disable=not progress, desc="dense"):
         net.train()
-        perm = torch.randperm(n, device=device)
-        for b in range(steps):
-            idx = perm[b * batch_size : (b + 1) * batch_size]
-            x = data.x_train[idx] if data.augment is None else data.augment(data.x_train[idx])
+        for x, y, _ in batches(data, batch_size, device):
             timed = len(step_times) < 60
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x), data.y_train[idx]).backward()
+            F.cross_entropy(net(x), y).backward()
             opt.step()
             if scheduler is not None:
                 scheduler.step()

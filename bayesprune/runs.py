@@ -1,17 +1,66 @@
-"""A run directory read back: its configuration, its records and the guide at a checkpoint."""
+"""A run directory: written during training (:class:`RunWriter`) and read back (:func:`load_run`).
+
+Layout: ``config.json`` (the settings as resolved), ``metrics.jsonl`` (one record per epoch),
+``traces.jsonl`` (per-step unit states, with ``--trace-every``), ``checkpoints/epoch_NNN.pt``,
+``summary.json`` and ``model.pt`` (the deployable network) at the end.
+"""
 
 from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from bayesprune.config import TrainConfig
 from bayesprune.guides.gate_guide import GateGuide
-from bayesprune.inference.trainer import TrainConfig
 from bayesprune.models.network import GatedNet
+
+
+class RunWriter:
+    """Writes the files of one run directory (created if missing).
+
+    :param path: the run directory.
+    :param traces: whether ``traces.jsonl`` is written.
+    """
+
+    def __init__(self, path: str | Path, traces: bool = False):
+        self.path = Path(path)
+        self.traces = traces
+
+    def start(self, config: dict) -> None:
+        """Create the directory, write ``config.json`` and empty record files."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (self.path / "metrics.jsonl").write_text("")
+        if self.traces:
+            (self.path / "traces.jsonl").write_text("")
+
+    def _append(self, name: str, record: dict) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def epoch(self, record: dict) -> None:
+        """Append one epoch's record to ``metrics.jsonl``."""
+        self._append("metrics.jsonl", record)
+
+    def trace(self, record: dict) -> None:
+        """Append one step's unit state to ``traces.jsonl``."""
+        self._append("traces.jsonl", record)
+
+    def checkpoint(self, epoch: int, state: dict) -> None:
+        """Save ``checkpoints/epoch_NNN.pt`` (plain tensors and containers: loads with
+        ``weights_only=True``)."""
+        folder = self.path / "checkpoints"
+        folder.mkdir(exist_ok=True)
+        torch.save({"epoch": epoch, **state}, folder / f"epoch_{epoch:03d}.pt")
+
+    def finish(self, summary: dict, model: torch.nn.Module) -> None:
+        """Write ``summary.json`` and ``model.pt`` (the network on the CPU)."""
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        torch.save(model.cpu(), self.path / "model.pt")  # loads anywhere without map_location
 
 
 class RunError(Exception):
@@ -64,8 +113,7 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
         traces = read_jsonl(traces_path) if traces_path.exists() else []
     except (OSError, ValueError) as err:
         raise RunError(f"{path} is not a readable run directory ({err})") from None
-    names = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in raw.items() if k in names})
+    config = TrainConfig.from_dict(raw)
     checkpoints = sorted((path / "checkpoints").glob("epoch_*.pt"))
     if not checkpoints or not metrics:
         raise RunError(f"{path} has no checkpoints or no epoch records: did training start?")

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import compare, write  # noqa: E402
 
+from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
-from bayesprune.inference.trainer import TrainConfig  # noqa: E402
 from bayesprune.models.network import vgg16  # noqa: E402
 
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 
 from bayesprune.baseline import train_dense
+from bayesprune.config import TrainConfig
 from bayesprune.data import Dataset
-from bayesprune.inference.trainer import TrainConfig, Trainer, synchronize
+from bayesprune.inference.trainer import Trainer
+from bayesprune.loop import synchronize
 from bayesprune.models.network import GatedNet
 
 HERE = Path(__file__).resolve().parent

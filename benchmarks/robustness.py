@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, write  # noqa: E402
 
+from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
-from bayesprune.inference.trainer import TrainConfig, Trainer  # noqa: E402
+from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.models.network import GatedMLP  # noqa: E402
 
 BOUNDS = {"seeds": 0.10, "starting widths": 0.20, "initialisations": 0.20}

@@ -66,8 +66,9 @@ def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
     import torch
 
     from bayesprune.baseline import train_dense
+    from bayesprune.config import TrainConfig
     from bayesprune.data import load_dataset
-    from bayesprune.inference.trainer import TrainConfig, Trainer
+    from bayesprune.inference.trainer import Trainer
     from bayesprune.models.network import build_network
 
     torch.set_num_threads(1)
@@ -142,7 +143,7 @@ def checks(cells: list[dict]) -> dict:
 
 def parse_overrides(items: list[str]) -> dict:
     """``key=value`` pairs for :class:`TrainConfig` fields (``none``, ints, floats, strings)."""
-    from bayesprune.inference.trainer import TrainConfig
+    from bayesprune.config import TrainConfig
 
     names = {f.name for f in fields(TrainConfig)}
     out = {}

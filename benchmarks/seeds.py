@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import commit, write  # noqa: E402
 
 from bayesprune.baseline import train_dense  # noqa: E402
+from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
-from bayesprune.inference.trainer import TrainConfig, Trainer  # noqa: E402
+from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.models.network import build_network  # noqa: E402
 
 KEEP = ("architecture", "test_error", "weights_kept_fraction", "gates_binary_fraction")

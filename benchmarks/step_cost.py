@@ -31,8 +31,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from common import environment, write  # noqa: E402
 
+from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import Dataset  # noqa: E402
-from bayesprune.inference.trainer import TrainConfig, Trainer  # noqa: E402
+from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.models.network import GatedMLP, lenet5  # noqa: E402
 
 NETWORKS = {

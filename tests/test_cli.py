@@ -131,3 +131,17 @@ def test_architecture_and_device_mistakes_are_one_line(capsys):
     if not torch.cuda.is_available():
         assert main(["train", "--device", "cuda"]) == 2
         assert "CUDA" in _one_line_error(capsys)
+
+
+def test_every_train_config_field_is_a_documented_flag():
+    from dataclasses import fields
+
+    from bayesprune.cli import build_parser
+    from bayesprune.config import TrainConfig
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a for a in train._actions}
+    for f in fields(TrainConfig):
+        assert f.name in flags, f.name
+        assert f.metadata["help"] and flags[f.name].help == f.metadata["help"], f.name
+        assert flags[f.name].default == f.default, f.name

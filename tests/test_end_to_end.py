@@ -3,9 +3,11 @@
 import pytest
 import torch
 
+from bayesprune.config import TrainConfig
 from bayesprune.data import make_teacher
 from bayesprune.export import count_weights
-from bayesprune.inference.trainer import TrainConfig, Trainer, evaluate
+from bayesprune.inference.trainer import Trainer
+from bayesprune.loop import evaluate
 from bayesprune.models import GatedMLP
 
 
@@ -52,7 +54,9 @@ def test_summary_is_consistent_with_the_exported_network(run):
     assert evaluate(det, data.x_test, data.y_test) == summary["test_error"]
     removed = sum(e["removed"] for e in summary["prune_events"])
     assert removed == sum(summary["initial_widths"]) - sum(trainer.net.widths)
-    assert 0 <= summary["gates_binary_fraction"] <= 1
+    thetas = torch.cat([trainer.guide.gate_probs(n).detach() for n in trainer.net.gated])
+    binary = ((thetas <= 1e-3) | (thetas >= 1 - 1e-3)).float().mean()
+    assert summary["gates_binary_fraction"] == pytest.approx(float(binary))
     early = sum(
         e["removed"] for e in summary["prune_events"] if e["step"] <= summary["total_steps"] / 4
     )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pyro
 import torch
 from tqdm.auto import tqdm
 
+from bayesprune.config import TrainConfig, pruning_patience
 from bayesprune.data import Dataset
 from bayesprune.export import (
     architecture,
@@ -26,98 +26,10 @@ from bayesprune.inference.prior_update import update_slab_variances
 from bayesprune.inference.projected_sgd import GateOptim, ProjectedAdam, ProjectedSGD
 from bayesprune.inference.pruning import PruneMessenger
 from bayesprune.inference.shrink import PruningCondition
-from bayesprune.models.gated_model import GatedModel, HyperPrior
+from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
+from bayesprune.models.gated_model import GatedModel
 from bayesprune.models.network import GatedNet
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (the CLI flags of ``bayesprune train``).
-
-    :param elbo: how :class:`GatedELBO` evaluates F: ``"auto"`` (its fast evaluation where it
-        applies, else the traced one), ``"fast"`` or ``"traced"`` (``poutine.trace``, the
-        reference); the ``"exact"`` and ``"score"`` estimators need ``"traced"``.
-    :param lr_schedule: ``"constant"`` or ``"cosine"`` (the weights' learning rate decays to 0
-        along a half cosine over the run, stepped every step; the θ step is never scheduled).
-    :param theta_optimizer: ``"sgd"`` (:class:`ProjectedSGD`: the per-example evidence averaged
-        over ``theta_window`` examples, a step of ``lr_theta`` per example, Eq. (10)) or
-        ``"adam"`` (Adam, then the projection).
-    :param lr_theta: step of the projected θ updates per example seen (``"sgd"``), or Adam's
-        learning rate.
-    :param theta_window: the number of examples the θ evidence averages (``"sgd"``); also the
-        largest block of the warm-up rule.
-    :param warmup_tolerance: the evidence rule (Eq. (10w)): θ moves only once the mean data term
-        of a block of ``min(N, theta_window)`` examples improves on the block before by less
-        than this fraction of everything learnt so far; ``None``: from the first step.
-    :param release: ``"ordered"`` (Eq. (10o): after the warm-up the last gated layer's θ moves
-        first, each earlier layer one evidence window after its consumer, so a unit is priced
-        against the consumers that have decided) or ``"together"``.
-    :param temperature: τ; ``None`` (default): τ(N) of :func:`temperature_for` (Eq. (13)).
-    :param train_subset: train on a fixed random subset of this many training examples, drawn
-        with ``seed`` (:meth:`Dataset.subset`).
-    :param check_every: steps between pruning checks (Eq. (12)).
-    :param patience: consecutive checks with θ = 0 before a unit is removed; ``None`` (default):
-        enough checks to span the evidence window, ⌈theta_window / (batch_size · check_every)⌉ + 1
-        (Eq. (12)), so a unit is removed only after θ has sat at 0 for a whole window of examples.
-    :param prior_every: steps between closed-form prior updates (Eq. (11)).
-    :param device: where the network, the data and every step live (``"cpu"``, ``"cuda"``, ...);
-        on a GPU a step does not synchronise with the host (the objective's terms stay on the
-        device until the epoch's log line).
-    :param trace_every: if positive (and the trainer has a run directory), append θ, ‖w_s‖ and
-        the θ-gradient of every unit to ``traces.jsonl`` every this many steps (before that step's
-        pruning check); 0: no traces.
-    """
-
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    theta_optimizer: str = "sgd"
-    lr_theta: float = 10.0
-    theta_window: float = 10_000
-    warmup_tolerance: float | None = 0.1
-    release: str = "ordered"
-    train_subset: int | None = None
-    seed: int = 0
-    estimator: str = "secant"
-    elbo: str = "auto"
-    weights: str = "point"
-    posterior: str = "coupled"
-    temperature: float | None = None
-    rho: float = HyperPrior.rho
-    strength: float = HyperPrior.strength
-    init_theta: float = 1.0
-    check_every: int = 50
-    patience: int | None = None
-    prior_every: int = 10
-    device: str = "cpu"
-    trace_every: int = 0
-
-    def hyper(self, num_data: int | None = None) -> HyperPrior:
-        """The prior settings, with τ from :func:`temperature_for` unless ``temperature`` is set.
-
-        :param num_data: N, the number of training examples (needed when τ follows N).
-        """
-        tau = self.temperature
-        if tau is None:
-            tau = HyperPrior.temperature if num_data is None else temperature_for(num_data)
-        return HyperPrior(rho=self.rho, strength=self.strength, temperature=tau)
-
-
-REFERENCE_TEMPERATURE = HyperPrior.temperature  # τ at REFERENCE_EXAMPLES
-REFERENCE_EXAMPLES = 60_000
-
-
-def temperature_for(num_data: int) -> float:
-    """τ(N) = τ_ref (N / N_ref)^½ (Eq. (13)): the price of a unit per example falls like 1/√N.
-
-    A unit is kept when its summed evidence N Δ_s exceeds τ KL_s; with τ ∝ √N the bar on the
-    per-example evidence Δ_s falls like the standard error of a mean over N examples, so a
-    unit whose effect is detectable in the data is kept and the widths grow with N
-    (docs/method.md §4). τ_ref = 0.03 at N_ref = 60,000 reproduces the previous full-data default.
-    """
-    return REFERENCE_TEMPERATURE * (num_data / REFERENCE_EXAMPLES) ** 0.5
-
+from bayesprune.runs import RunWriter
 
 THETA_OPTIMIZERS = {"sgd": ProjectedSGD, "adam": ProjectedAdam}
 
@@ -139,34 +51,6 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
         params=guide.parameters(),
         gates_optimizer=THETA_OPTIMIZERS[config.theta_optimizer],
     )
-
-
-def pruning_patience(config: TrainConfig) -> int:
-    """m of Eq. (12): the configured patience, or enough checks to span the evidence window.
-
-    At θ_s = 0 the evidence m_s of Eq. (10) still remembers the push that brought the unit there
-    for about ``theta_window`` examples; a unit outside the absorbing set leaves 0 within that
-    time, one inside stays. (m − 1) checks c steps of B examples apart must therefore cover
-    the window: m = ⌈W / (B c)⌉ + 1 (3 at the defaults, 8 at batch 32, 2 at batch 256).
-    """
-    if config.patience is not None:
-        return config.patience
-    return math.ceil(config.theta_window / (config.batch_size * config.check_every)) + 1
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (a no-op on the CPU), so that a timer reads true time."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000) -> float:
-    """Test error (fraction) of a deterministic network."""
-    wrong = 0
-    for i in range(0, len(x), batch):
-        wrong += (net(x[i : i + batch]).argmax(-1) != y[i : i + batch]).sum().item()
-    return wrong / len(x)
 
 
 class Trainer:
@@ -198,6 +82,7 @@ class Trainer:
             data = data.subset(config.train_subset, seed=config.seed)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
+        self.writer = None if out is None else RunWriter(out, traces=bool(config.trace_every))
         self.hyper = hyper = config.hyper(len(data.x_train))
         self.model = GatedModel(net, hyper)
         self.guide = GateGuide(
@@ -397,7 +282,7 @@ class Trainer:
 
     def trace(self) -> None:
         """Append the unit state and ∂F/∂θ_s / N (the θ-drift of the mean ODE) to traces.jsonl."""
-        if self.out is None:
+        if self.writer is None:
             return
         n = len(self.data.x_train)
         drift = {}
@@ -406,29 +291,22 @@ class Trainer:
             grad = grads.get(self.guide.theta_parameters([name])[0])
             drift[name] = None if grad is None else (grad / n).tolist()
         record = {"step": self.step, **self.unit_state(), "theta_grad": drift}
-        with open(self.out / "traces.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.writer.trace(record)
 
     def fit(self, progress: bool = True) -> dict:
         """Run the configured number of epochs; return the summary (also written to ``out``)."""
         cfg = self.config
         pyro.set_rng_seed(cfg.seed)
-        if self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
+        if self.writer is not None:
             resolved = {  # τ(N) and m as used
                 **asdict(cfg),
                 "temperature": self.hyper.temperature,
                 "patience": self.condition.patience,
             }
-            (self.out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-            (self.out / "metrics.jsonl").write_text("")
-            if cfg.trace_every:
-                (self.out / "traces.jsonl").write_text("")
-        x_all, y_all = self.data.x_train, self.data.y_train
-        augment = self.data.augment
-        n = len(x_all)
-        steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
-        self.total_steps = steps_per_epoch * cfg.epochs
+            self.writer.start(resolved)
+        n = len(self.data.x_train)
+        steps = steps_per_epoch(self.data, cfg.batch_size)
+        self.total_steps = steps * cfg.epochs
         self.schedule = lr_schedule(self.optim.weights, cfg.lr_schedule, self.total_steps)
         step_times: list[float] = []
         bookkeeping = 0.0  # per-epoch evaluation, logs, checkpoints: not training
@@ -437,15 +315,12 @@ class Trainer:
             bar = tqdm(total=self.total_steps, disable=not progress, desc="train", unit="step")
             for epoch in range(1, cfg.epochs + 1):
                 self.net.train()
-                perm = torch.randperm(n, device=self.device)
                 sums = {k: torch.zeros((), device=self.device) for k in ("data", "prior")}
                 epoch_start = time.perf_counter()
-                for b in range(steps_per_epoch):
-                    idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                    x = x_all[idx] if augment is None else augment(x_all[idx])
+                for x, y, idx in batches(self.data, cfg.batch_size, self.device):
                     timed = len(step_times) < 60 and not self.prune_events
                     t0 = time.perf_counter()
-                    terms = self.train_step(x, y_all[idx], idx)
+                    terms = self.train_step(x, y, idx)
                     if timed:  # the first steps only: a GPU synchronises for the timing
                         synchronize(self.device)
                         step_times.append(time.perf_counter() - t0)
@@ -453,15 +328,14 @@ class Trainer:
                     sums["prior"] += terms["prior"] / n
                     bar.update(1)
                 log_start = time.perf_counter()
-                record = self.epoch_record(epoch, sums, steps_per_epoch, epoch_start)
+                record = self.epoch_record(epoch, sums, steps, epoch_start)
                 bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
                 tqdm.write(self.format_record(record))
                 self.history.append(record)
                 self.check_health(record)
-                if self.out is not None:
-                    with open(self.out / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    self.save_checkpoint(epoch)
+                if self.writer is not None:
+                    self.writer.epoch(record)
+                    self.writer.checkpoint(epoch, self.checkpoint_state())
                 bookkeeping += time.perf_counter() - log_start
             bar.close()
             self.remove_collapsed()
@@ -495,19 +369,14 @@ class Trainer:
             f"binary {r['gates_binary_fraction']:.3f}  {r['steps_per_second']:.0f} steps/s"
         )
 
-    def save_checkpoint(self, epoch: int) -> None:
-        ckpt = self.out / "checkpoints"
-        ckpt.mkdir(exist_ok=True)
-        torch.save(
-            {
-                "epoch": epoch,
-                "widths": self.net.widths,
-                "net_spec": self.net.spec(),
-                "guide": self.guide.state_dict(),
-                "optim": self.optim.get_state(),
-            },
-            ckpt / f"epoch_{epoch:03d}.pt",
-        )
+    def checkpoint_state(self) -> dict:
+        """What a checkpoint holds: the network's shape, the guide and the optimiser's state."""
+        return {
+            "widths": self.net.widths,
+            "net_spec": self.net.spec(),
+            "guide": self.guide.state_dict(),
+            "optim": self.optim.get_state(),
+        }
 
     def finish(self, wall: float, step_seconds: float, bookkeeping: float = 0.0) -> dict:
         """Write ``summary.json`` and ``model.pt``.
@@ -548,19 +417,9 @@ class Trainer:
         )
         if "teacher_widths" in self.data.meta:
             summary["teacher_widths"] = self.data.meta["teacher_widths"]
-        if self.out is not None:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            torch.save(det.cpu(), self.out / "model.pt")  # loads anywhere without map_location
+        if self.writer is not None:
+            self.writer.finish(summary, det)
         return summary
-
-
-def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int):
-    """The weights' learning-rate schedule: ``None`` (constant) or a per-step cosine decay."""
-    if kind == "constant":
-        return None
-    if kind == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
-    raise ValueError(f"unknown lr schedule {kind!r}: choose constant or cosine")
 
 
 def pruned_early_fraction(events: list[dict], total_steps: int, fraction: float = 0.25):

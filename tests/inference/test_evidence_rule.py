@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from bayesprune.cli import EXIT_FAILED_RUN, main
+from bayesprune.config import TrainConfig, temperature_for
 from bayesprune.data import DataError, make_teacher
-from bayesprune.inference.trainer import TrainConfig, Trainer, temperature_for
+from bayesprune.inference.trainer import Trainer
 from bayesprune.models import GatedMLP
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from pyro import poutine
 
+from bayesprune.config import TrainConfig
 from bayesprune.data import make_teacher
 from bayesprune.export import count_weights
 from bayesprune.guides import GateGuide
@@ -18,7 +19,7 @@ from bayesprune.inference import (
     remove_units,
     update_slab_variances,
 )
-from bayesprune.inference.trainer import TrainConfig, Trainer
+from bayesprune.inference.trainer import Trainer
 from bayesprune.models import GatedMLP, GatedModel, GatedNet, HyperPrior
 
 
@@ -208,4 +209,6 @@ def test_training_removes_units_physically():
     assert sum(net.widths) < 60 and summary["status"] == "finished"
     assert trainer.prune_events
     assert net.layers["fc2"].in_features == net.layers["fc1"].out_features
-    assert summary["weights_kept"] <= count_weights(net)
+    # the gated network left after training is the deployable one: nothing left to drop
+    assert summary["weights_kept"] == count_weights(net)
+    assert all(bool((trainer.guide.gate_probs(n) > 0.5).all()) for n in net.gated)

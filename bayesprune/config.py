@@ -1,0 +1,198 @@
+"""Settings of a training run: :class:`TrainConfig`, each field one ``bayesprune train`` flag.
+
+Every field carries its help text, its parser and its choices in ``metadata``; the CLI builds its
+flags from them (:func:`add_config_arguments`), so a setting and its flag are written once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import MISSING, dataclass, field, fields
+
+from bayesprune.guides.gate_guide import POSTERIORS
+from bayesprune.inference.elbo import ESTIMATORS, IMPLEMENTATIONS
+from bayesprune.models.gated_model import HyperPrior
+
+LR_SCHEDULES = ("constant", "cosine")
+THETA_OPTIMIZERS = ("sgd", "adam")
+RELEASES = ("ordered", "together")
+WEIGHT_POSTERIORS = ("point", "gaussian")
+
+
+# --- parsers of flag values (argparse types: a clear message, no traceback) ---------------------
+
+
+def number(kind, ok, requirement: str):
+    """An argparse type: a ``kind`` number for which ``ok(value)`` holds."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must {requirement}, got {text}")
+        return value
+
+    return parse
+
+
+def positive(kind):
+    return number(kind, lambda v: 0 < v < math.inf, "be positive and finite")
+
+
+non_negative = number(int, lambda v: v >= 0, "be a non-negative integer")
+open_unit_interval = number(float, lambda v: 0 < v < 1, "lie in (0, 1)")
+unit_interval_positive = number(float, lambda v: 0 < v <= 1, "lie in (0, 1]")
+
+
+def warmup_tolerance(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    return number(float, lambda v: 0 < v <= 1, "lie in (0, 1] or be 'none'")(text)
+
+
+def _option(default, help: str, type=None, choices=None):
+    """A dataclass field with the metadata of its CLI flag."""
+    return field(default=default, metadata={"help": help, "type": type, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run; the field docs are the ``bayesprune train --help`` texts.
+
+    See docs/method.md §4 for the rules the θ settings implement: the per-example θ step and
+    evidence window (Eq. (10)), the warm-up (Eq. (10w)), the ordered release (Eq. (10o)), the
+    temperature τ(N) (Eq. (13)), the pruning condition (Eq. (12)) and the prior update (Eq. (11)).
+    """
+
+    epochs: int = _option(10, "passes over the training set", positive(int))
+    batch_size: int = _option(100, "examples per step", positive(int))
+    lr: float = _option(1e-3, "Adam learning rate (weights)", positive(float))
+    lr_schedule: str = _option(
+        "constant", "learning-rate schedule of the weights (cosine: to 0 over the run)",
+        choices=LR_SCHEDULES,
+    )  # fmt: skip
+    theta_optimizer: str = _option(
+        "sgd", "θ optimiser: sgd (ProjectedSGD on the per-example clock, Eq. (10)) or adam "
+        "(Adam per step, then the projection)", choices=THETA_OPTIMIZERS,
+    )  # fmt: skip
+    lr_theta: float = _option(
+        10.0, "θ step per example seen and unit of evidence (Eq. (10)); Adam lr with adam",
+        positive(float),
+    )  # fmt: skip
+    theta_window: float = _option(
+        10_000, "examples over which the gate evidence is averaged (Eq. (10)); also the "
+        "warm-up's largest block", positive(float),
+    )  # fmt: skip
+    warmup_tolerance: float | None = _option(
+        0.1, "θ moves once a block of examples improves the data term by less than this "
+        "fraction of all learnt so far (Eq. (10w)); 'none': from the first step",
+        warmup_tolerance,
+    )  # fmt: skip
+    release: str = _option(
+        "ordered", "after the warm-up, release the layers' θ from the output back, one "
+        "evidence window apart (Eq. (10o)), or all together", choices=RELEASES,
+    )  # fmt: skip
+    train_subset: int | None = _option(
+        None, "train on a fixed random subset of this many training examples (seeded)",
+        positive(int),
+    )  # fmt: skip
+    seed: int = _option(0, "seed of the initialisation, the batches and the gates", int)
+    estimator: str = _option(
+        "secant", "gate-gradient estimator (Eq. (9)); exact and score need the traced ELBO",
+        choices=ESTIMATORS,
+    )  # fmt: skip
+    elbo: str = _option(
+        "auto", "how GatedELBO evaluates the objective: fast (no traces), traced "
+        "(poutine.trace, the reference), auto: fast where it applies", choices=IMPLEMENTATIONS,
+    )  # fmt: skip
+    weights: str = _option(
+        "point", "weight posterior: point masses or mean-field Gaussians",
+        choices=WEIGHT_POSTERIORS,
+    )  # fmt: skip
+    posterior: str = _option(
+        "coupled", "how gates and weights are coupled in q (Eqs. (4), (4s), (4c))",
+        choices=POSTERIORS,
+    )  # fmt: skip
+    temperature: float | None = _option(
+        None, "prior temperature τ (scale on every prior term); default: 0.03·(N/60000)^½ "
+        "(Eq. (13))", positive(float),
+    )  # fmt: skip
+    rho: float = _option(HyperPrior.rho, "spike/slab variance ratio ρ", open_unit_interval)
+    strength: float = _option(
+        HyperPrior.strength, "weight of the inverse-gamma hyper-prior on σ₁², in pseudo-weights "
+        "per weight (Eq. (5))", positive(float),
+    )  # fmt: skip
+    init_theta: float = _option(1.0, "initial gate probability θ₀", unit_interval_positive)
+    check_every: int = _option(50, "steps between pruning checks (Eq. (12))", positive(int))
+    patience: int | None = _option(
+        None, "consecutive checks with θ = 0 before a unit is removed (default: enough to "
+        "span the evidence window, ⌈window / (batch · check-every)⌉ + 1)", positive(int),
+    )  # fmt: skip
+    prior_every: int = _option(
+        10, "steps between closed-form prior updates (Eq. (11))", positive(int)
+    )
+    device: str = _option("cpu", "cpu, cuda or cuda:N (every step runs there)")
+    trace_every: int = _option(
+        0, "append θ, weight norms and θ-gradients to traces.jsonl every this many steps",
+        non_negative,
+    )  # fmt: skip
+
+    def hyper(self, num_data: int | None = None) -> HyperPrior:
+        """The prior settings, with τ from :func:`temperature_for` unless ``temperature`` is set.
+
+        :param num_data: N, the number of training examples (needed when τ follows N).
+        """
+        tau = self.temperature
+        if tau is None:
+            tau = HyperPrior.temperature if num_data is None else temperature_for(num_data)
+        return HyperPrior(rho=self.rho, strength=self.strength, temperature=tau)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from a dict (``config.json``), ignoring keys that are not fields."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+REFERENCE_TEMPERATURE = HyperPrior.temperature  # τ at REFERENCE_EXAMPLES
+REFERENCE_EXAMPLES = 60_000
+
+
+def temperature_for(num_data: int) -> float:
+    """τ(N) = τ_ref (N / N_ref)^½ (Eq. (13)): the price of a unit per example falls like 1/√N.
+
+    A unit is kept when its summed evidence N Δ_s exceeds τ KL_s; with τ ∝ √N the bar on the
+    per-example evidence Δ_s falls like the standard error of a mean over N examples, so a
+    unit whose effect is detectable in the data is kept and the widths grow with N
+    (docs/method.md §4). τ_ref = 0.03 at N_ref = 60,000 reproduces the previous full-data default.
+    """
+    return REFERENCE_TEMPERATURE * (num_data / REFERENCE_EXAMPLES) ** 0.5
+
+
+def pruning_patience(config: TrainConfig) -> int:
+    """m of Eq. (12): the configured patience, or enough checks to span the evidence window.
+
+    At θ_s = 0 the evidence m_s of Eq. (10) still remembers the push that brought the unit there
+    for about ``theta_window`` examples; a unit outside the absorbing set leaves 0 within that
+    time, one inside stays. (m − 1) checks c steps of B examples apart must therefore cover
+    the window: m = ⌈W / (B c)⌉ + 1 (3 at the defaults, 8 at batch 32, 2 at batch 256).
+    """
+    if config.patience is not None:
+        return config.patience
+    return math.ceil(config.theta_window / (config.batch_size * config.check_every)) + 1
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field (``batch_size`` → ``--batch-size``)."""
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        default = f.default if f.default is not MISSING else None
+        kwargs = {"default": default, "help": meta.get("help")}
+        if meta.get("choices") is not None:
+            kwargs["choices"] = meta["choices"]
+        if meta.get("type") is not None:
+            kwargs["type"] = meta["type"]
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)

@@ -1,0 +1,51 @@
+"""The batch loop shared by the gated training and the dense baseline, and its helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from bayesprune.data import Dataset
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timer reads true time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000) -> float:
+    """Test error (fraction) of a deterministic network."""
+    wrong = 0
+    for i in range(0, len(x), batch):
+        wrong += (net(x[i : i + batch]).argmax(-1) != y[i : i + batch]).sum().item()
+    return wrong / len(x)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int):
+    """The weights' learning-rate schedule: ``None`` (constant) or a per-step cosine decay."""
+    if kind == "constant":
+        return None
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    raise ValueError(f"unknown lr schedule {kind!r}: choose constant or cosine")
+
+
+def steps_per_epoch(data: Dataset, batch_size: int) -> int:
+    """Mini-batches per pass over the training set (the last one may be smaller)."""
+    return (len(data.x_train) + batch_size - 1) // batch_size
+
+
+def batches(
+    data: Dataset, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch of mini-batches ``(x, y, index)`` in a fresh random order (``torch.randperm``),
+    with the dataset's augmentation applied to ``x``."""
+    n = len(data.x_train)
+    perm = torch.randperm(n, device=device)
+    for b in range(steps_per_epoch(data, batch_size)):
+        idx = perm[b * batch_size : (b + 1) * batch_size]
+        x = data.x_train[idx] if data.augment is None else data.augment(data.x_train[idx])
+        yield x, data.y_train[idx], idx
