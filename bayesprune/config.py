@@ -10,14 +10,14 @@ import argparse
 import math
 from dataclasses import MISSING, dataclass, field, fields
 
-from bayesprune.guides.gate_guide import POSTERIORS
+from bayesprune.guides.gate_guide import POSTERIORS, WEIGHTS
 from bayesprune.inference.elbo import ESTIMATORS, IMPLEMENTATIONS
+from bayesprune.inference.projected_sgd import THETA_OPTIMIZERS
+from bayesprune.loop import LR_SCHEDULES
 from bayesprune.models.gated_model import HyperPrior
 
-LR_SCHEDULES = ("constant", "cosine")
-THETA_OPTIMIZERS = ("sgd", "adam")
 RELEASES = ("ordered", "together")
-WEIGHT_POSTERIORS = ("point", "gaussian")
+WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
 
 
 # --- parsers of flag values (argparse types: a clear message, no traceback) ---------------------
@@ -76,7 +76,7 @@ class TrainConfig:
     )  # fmt: skip
     theta_optimizer: str = _option(
         "sgd", "θ optimiser: sgd (ProjectedSGD on the per-example clock, Eq. (10)) or adam "
-        "(Adam per step, then the projection)", choices=THETA_OPTIMIZERS,
+        "(Adam per step, then the projection)", choices=tuple(THETA_OPTIMIZERS),
     )  # fmt: skip
     lr_theta: float = _option(
         10.0, "θ step per example seen and unit of evidence (Eq. (10)); Adam lr with adam",

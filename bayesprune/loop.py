@@ -24,13 +24,16 @@ def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
     return wrong / len(x)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int):
     """The weights' learning-rate schedule: ``None`` (constant) or a per-step cosine decay."""
+    if kind not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {kind!r}: choose {' or '.join(LR_SCHEDULES)}")
     if kind == "constant":
         return None
-    if kind == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
-    raise ValueError(f"unknown lr schedule {kind!r}: choose constant or cosine")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
 
 
 def steps_per_epoch(data: Dataset, batch_size: int) -> int:

@@ -204,3 +204,6 @@ class ProjectedAdam(torch.optim.Adam):
                 if p in frozen:
                     p.copy_(frozen[p])
                 p.clamp_(0.0, 1.0)
+
+
+THETA_OPTIMIZERS = {"sgd": ProjectedSGD, "adam": ProjectedAdam}  # --theta-optimizer

@@ -11,7 +11,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from bayesprune.config import TrainConfig, pruning_patience
+from bayesprune.config import RELEASES, TrainConfig, pruning_patience
 from bayesprune.data import Dataset
 from bayesprune.export import (
     architecture,
@@ -23,15 +23,13 @@ from bayesprune.export import (
 from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo import IMPLEMENTATIONS, GatedELBO
 from bayesprune.inference.prior_update import update_slab_variances
-from bayesprune.inference.projected_sgd import GateOptim, ProjectedAdam, ProjectedSGD
+from bayesprune.inference.projected_sgd import THETA_OPTIMIZERS, GateOptim
 from bayesprune.inference.pruning import PruneMessenger
 from bayesprune.inference.shrink import PruningCondition
 from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
 from bayesprune.models.gated_model import GatedModel
 from bayesprune.models.network import GatedNet
 from bayesprune.runs import RunWriter
-
-THETA_OPTIMIZERS = {"sgd": ProjectedSGD, "adam": ProjectedAdam}
 
 
 def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> GateOptim:
@@ -76,8 +74,8 @@ class Trainer:
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda requested but torch.cuda.is_available() is False")
-        if config.release not in ("ordered", "together"):
-            raise ValueError(f"unknown release {config.release!r}: choose ordered or together")
+        if config.release not in RELEASES:
+            raise ValueError(f"unknown release {config.release!r}: choose {' or '.join(RELEASES)}")
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
