@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", default="kaiming", choices=INITS, help="initialisation")
     t.add_argument("--threads", type=positive(int), default=None, help="torch threads")
     t.add_argument("--out", default=None, help="run directory (must be new or empty)")
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its newest checkpoint (its own settings are used)",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     i = sub.add_parser("inspect", help="posterior of a run as ArviZ netCDF, summary and figures")
     i.add_argument("run_dir", help="a run directory written by bayesprune train")
@@ -81,32 +87,51 @@ def _run_dir(args) -> Path:
         out = Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UsageError(f"run directory {out} exists and is not empty; choose another --out")
-        return out
-    base = Path("runs") / f"{args.dataset}-{args.arch}-seed{args.seed}"
-    out, k = base, 1
-    while out.exists():
-        k += 1
-        out = base.with_name(f"{base.name}-{k}")
+    else:
+        base = Path("runs") / f"{args.dataset}-{args.arch}-seed{args.seed}"
+        out, k = base, 1
+        while out.exists():
+            k += 1
+            out = base.with_name(f"{base.name}-{k}")
+    try:  # find out now, not after the data are loaded, that the directory cannot be written
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"cannot write run directory {out}: {err.strerror or err}") from None
     return out
+
+
+RUN_ARGS = ("arch", "dataset", "data_dir", "widths", "width_mult", "init")
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name!r} is not a device to train on (cpu, cuda, cuda:0)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available to torch here")
+    return device
 
 
 def train(args) -> int:
     import torch
 
     from bayesprune.models.network import build_network
-    from bayesprune.report import inspect_run
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.resume is not None:
+        return resume(args)
     if args.elbo == "fast" and args.estimator not in FAST_ESTIMATORS:
         raise UsageError(f"--estimator {args.estimator} needs --elbo traced (or auto)")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        msg = f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:0)"
-        raise UsageError(msg) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available to torch here")
+    _device(args.device)
     out = _run_dir(args)
     data = load_dataset(args.dataset, args.data_dir)
     torch.manual_seed(args.seed)
@@ -116,17 +141,34 @@ def train(args) -> int:
         )
     except ValueError as err:
         raise UsageError(f"--arch {args.arch} on {args.dataset}: {err}") from None
-    widths = net.widths
     config = TrainConfig.from_dict(vars(args))
     print(
-        f"bayesprune: training {args.arch} {list(widths)} on {data.name} -> {out}", file=sys.stderr
+        f"bayesprune: training {args.arch} {list(net.widths)} on {data.name} -> {out}",
+        file=sys.stderr,
     )
     try:
         trainer = Trainer(net, data, config, out=out)
     except DataError as err:
         raise UsageError(f"--train-subset: {err}") from None
-    summary = trainer.fit(progress=not args.no_progress)
-    inspect_run(out, show_summary=False)
+    run = {k: getattr(args, k) for k in RUN_ARGS}
+    return _fit(trainer, out, args, run)
+
+
+def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
+    from bayesprune.inference.trainer import TrainingInterrupted
+    from bayesprune.report import inspect_run
+
+    try:
+        summary = trainer.fit(progress=not args.no_progress, run=run)
+    except TrainingInterrupted as stop:
+        print(
+            f"bayesprune: interrupted ({stop}); state saved, continue with: "
+            f"bayesprune train --resume {out}",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
+    if not trainer.diverged:
+        inspect_run(out, show_summary=False)
     keys = (
         "status", "architecture", "test_error", "weights_kept_fraction", "gates_binary_fraction"
     )
@@ -135,6 +177,47 @@ def train(args) -> int:
         print(f"bayesprune: run {summary['status']}: {summary['status_reason']}", file=sys.stderr)
         return EXIT_FAILED_RUN
     return 0
+
+
+def resume(args) -> int:
+    """Continue an interrupted run from its newest complete checkpoint."""
+    from bayesprune.data import file_records
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import GatedNet
+    from bayesprune.runs import RunWriter, latest_state, read_config
+
+    out = Path(args.resume)
+    raw = read_config(out)
+    summary_path = out / "summary.json"
+    if summary_path.exists():
+        try:
+            status = json.loads(summary_path.read_text()).get("status")
+        except (ValueError, AttributeError, OSError):
+            status = None
+        if status in ("finished", "collapsed", "failed"):
+            raise UsageError(f"run {out} already ended ({status}); nothing to resume")
+    run = raw.get("run") or {}
+    if not isinstance(run, dict) or "dataset" not in run:
+        raise UsageError(f"{out}/config.json does not say which data the run used; cannot resume")
+    config = TrainConfig.from_dict(raw, validate=True)
+    _device(config.device)
+    data = load_dataset(run["dataset"], run.get("data_dir"))
+    recorded = (raw.get("data") or {}).get("files") or []
+    if recorded and [f["sha256"] for f in file_records(f["path"] for f in recorded)] != [
+        f["sha256"] for f in recorded
+    ]:
+        raise UsageError(f"the data files of {out} changed since the run started")
+    state, path = latest_state(out)
+    RunWriter(out).truncate(state["epoch"], state["step"])
+    net = GatedNet.from_spec(state["net_spec"])
+    trainer = Trainer(net, data, config, out=out)
+    trainer.restore(state)
+    print(
+        f"bayesprune: resuming {out} at step {state['step']} (epoch {state['epoch']}, "
+        f"{path.name})",
+        file=sys.stderr,
+    )
+    return _fit(trainer, out, args)
 
 
 def inspect(args) -> int:
@@ -153,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, RunError) as err:
         print(f"bayesprune: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bayesprune: interrupted before training started; nothing to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

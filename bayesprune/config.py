@@ -47,6 +47,10 @@ open_unit_interval = number(float, lambda v: 0 < v < 1, "lie in (0, 1)")
 unit_interval_positive = number(float, lambda v: 0 < v <= 1, "lie in (0, 1]")
 
 
+seed_type = number(int, lambda v: 0 <= v < 2**32, "lie in 0 .. 2^32 - 1 (numpy's seeds)")
+learning_rate = number(float, lambda v: 0 < v <= 1, "lie in (0, 1] (Adam's step size)")
+
+
 def warmup_tolerance(text: str) -> float | None:
     if text.lower() == "none":
         return None
@@ -69,7 +73,7 @@ class TrainConfig:
 
     epochs: int = _option(10, "passes over the training set", positive(int))
     batch_size: int = _option(100, "examples per step", positive(int))
-    lr: float = _option(1e-3, "Adam learning rate (weights)", positive(float))
+    lr: float = _option(1e-3, "Adam learning rate (weights), in (0, 1]", learning_rate)
     lr_schedule: str = _option(
         "constant", "learning-rate schedule of the weights (cosine: to 0 over the run)",
         choices=LR_SCHEDULES,
@@ -99,7 +103,9 @@ class TrainConfig:
         None, "train on a fixed random subset of this many training examples (seeded)",
         positive(int),
     )  # fmt: skip
-    seed: int = _option(0, "seed of the initialisation, the batches and the gates", int)
+    seed: int = _option(
+        0, "seed of the initialisation, the batches and the gates (0 .. 2^32 - 1)", seed_type
+    )
     estimator: str = _option(
         "secant", "gate-gradient estimator (Eq. (9)); exact and score need the traced ELBO",
         choices=ESTIMATORS,
@@ -151,10 +157,32 @@ class TrainConfig:
         return HyperPrior(rho=self.rho, strength=self.strength, temperature=tau)
 
     @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        """A config from a dict (``config.json``), ignoring keys that are not fields."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+    def from_dict(cls, values: dict, validate: bool = False) -> TrainConfig:
+        """A config from a dict (``config.json``), ignoring keys that are not fields.
+
+        :param validate: check every value with its flag's parser and choices (a file edited by
+            hand): :class:`ValueError` naming the field.
+        """
+        chosen = {f.name: f for f in fields(cls) if f.name in values}
+        if validate:
+            for name, f in chosen.items():
+                _validate(name, values[name], f.metadata)
+        return cls(**{name: values[name] for name in chosen})
+
+
+def _validate(name: str, value, meta) -> None:
+    if value is None and meta.get("type") is not None:
+        return  # optional settings (temperature, patience, ...) may be unset
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise ValueError(f"{name} = {value!r}: choose one of {meta['choices']}")
+    parse = meta.get("type")
+    if parse is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"{name} = {value!r} is not a number")
+        try:
+            parse(str(value))
+        except argparse.ArgumentTypeError as err:
+            raise ValueError(f"{name} = {value!r}: {err}") from None
 
 
 REFERENCE_TEMPERATURE = HyperPrior.temperature  # τ at REFERENCE_EXAMPLES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import pickle
@@ -196,21 +197,21 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 def candidate_folders(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
     """Where an MNIST-format dataset is looked for, in order."""
-    folders = []
-    if data_dir is not None:
+    if data_dir is not None:  # a folder the user named is used or refused, never bypassed
         root = Path(data_dir)
-        folders += [root / _FOLDERS[name] / "raw", root]
-    if name == "fashion-mnist":
-        folders.append(DEBIAN_FASHION_MNIST)
-    return folders
+        return [root / _FOLDERS[name] / "raw", root]
+    return [DEBIAN_FASHION_MNIST] if name == "fashion-mnist" else []
 
 
 def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """MNIST or Fashion-MNIST from torchvision's layout ``<data_dir>/<MNIST|FashionMNIST>/raw/``.
 
-    Fashion-MNIST is also found without flags where Debian's ``dataset-fashion-mnist`` puts it.
-    Files may be raw or gzipped IDX.
+    Fashion-MNIST is also found without flags where Debian's ``dataset-fashion-mnist`` puts it
+    (only when no ``data_dir`` is given). Files may be raw or gzipped IDX. The contents are
+    validated: images of rank 3 with the same size in both splits, labels in 0-9.
     """
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"--data-dir {data_dir} is not a directory")
     folders = candidate_folders(name, data_dir)
     for folder in folders:
         paths = {key: _find_idx(folder, stem) for key, stem in _IDX_FILES.items()}
@@ -228,11 +229,23 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
         )
     arrays = {key: _read_idx(path) for key, path in paths.items()}
     for split in ("train", "test"):
-        if arrays[f"{split}_x"].shape[0] != arrays[f"{split}_y"].shape[0]:
+        images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DataError(
+                f"{paths[f'{split}_x']}: expected images of shape (N, H, W) and labels (N,), "
+                f"got {images.shape} and {labels.shape}"
+            )
+        if images.shape[0] != labels.shape[0]:
             raise DataError(f"{name}: {split} images and labels differ in count (corrupt files)")
+        _check_labels(labels, 10, paths[f"{split}_y"])
+    if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
+        raise DataError(
+            f"{name}: training images are {arrays['train_x'].shape[1:]} but test images "
+            f"{arrays['test_x'].shape[1:]}"
+        )
     x_train = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255).unsqueeze(1)
     x_test = torch.from_numpy(arrays["test_x"].astype(np.float32) / 255).unsqueeze(1)
-    mean, std = x_train.mean(), x_train.std()
+    mean, std = x_train.mean(), _safe_std(x_train.std())
     return Dataset(
         name,
         (x_train - mean) / std,
@@ -240,20 +253,70 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
         (x_test - mean) / std,
         torch.from_numpy(arrays["test_y"].astype(np.int64)),
         10,
-        meta={"source": str(paths["train_x"].parent)},
+        meta={"source": str(paths["train_x"].parent), "files": file_records(paths.values())},
     )
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, path) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(
+            f"{path}: labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}"
+        )
+
+
+def _safe_std(std: torch.Tensor) -> torch.Tensor:
+    """A standard deviation to divide by: constant pixels (std 0) are left at 0, not NaN."""
+    return torch.where(std > 0, std, torch.ones_like(std))
+
+
+def file_records(paths) -> list[dict]:
+    """Path, size and SHA-256 of each data file (provenance, recorded in config.json)."""
+    records = []
+    for path in paths:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        records.append(
+            {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+        )
+    return records
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and nothing else: the only classes it will build are numpy's
+    array reconstruction (a batch is a dict of bytes, lists and one uint8 array); any other
+    global, the way a crafted pickle runs code, is refused before it is touched."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name} (not part of a CIFAR batch)")
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        if not isinstance(batch, dict):
+            raise TypeError(f"expected a dict, got {type(batch).__name__}")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
+    except (
+        OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
+        AttributeError, IndexError, MemoryError,
+    ) as err:  # fmt: skip
         raise DataError(f"cannot read CIFAR-10 batch {path}: {err}") from err
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DataError(f"{path} is not a CIFAR-10 batch (expected N×3072 bytes and N labels)")
+    _check_labels(labels, 10, path)
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -264,6 +327,8 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
     Inputs are standardised per channel with the training set's statistics; with ``augment`` the
     training batches get a random crop with padding 4 and a random horizontal flip.
     """
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"--data-dir {data_dir} is not a directory")
     candidates = [] if data_dir is None else [Path(data_dir) / CIFAR10_FOLDER, Path(data_dir)]
     for folder in candidates:
         if all((folder / f).is_file() for f in _CIFAR10_FILES):
@@ -280,7 +345,7 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
     x_train = torch.from_numpy(np.concatenate([x for x, _ in train]).astype(np.float32) / 255)
     x_test = torch.from_numpy(x_test_raw.astype(np.float32) / 255)
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
-    std = x_train.std(dim=(0, 2, 3), keepdim=True)
+    std = _safe_std(x_train.std(dim=(0, 2, 3), keepdim=True))
     return Dataset(
         "cifar10",
         (x_train - mean) / std,
@@ -288,7 +353,7 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
         (x_test - mean) / std,
         torch.from_numpy(y_test),
         10,
-        meta={"source": str(folder)},
+        meta={"source": str(folder), "files": file_records(folder / f for f in _CIFAR10_FILES)},
         augment=RandomCropFlip(4, (-mean / std).flatten()) if augment else None,
     )
 

@@ -106,3 +106,85 @@ def summarize(
         "weights_kept_fraction": kept / initial["weights"],
         "flops_kept_fraction": count_flops(network, in_shape) / initial["flops"],
     }
+
+
+MODEL_FORMAT = "bayesprune.sequential/1"
+
+
+def sequential_spec(module: nn.Sequential) -> list[dict]:
+    """The layers of a deployable network as plain data (types and sizes, no code)."""
+    layers = []
+    for m in module:
+        if isinstance(m, nn.Conv2d):
+            layers.append(
+                {
+                    "type": "Conv2d",
+                    "in": m.in_channels,
+                    "out": m.out_channels,
+                    "kernel": list(m.kernel_size),
+                    "padding": list(m.padding),
+                }
+            )
+        elif isinstance(m, nn.Linear):
+            layers.append({"type": "Linear", "in": m.in_features, "out": m.out_features})
+        elif isinstance(m, nn.BatchNorm2d):
+            layers.append({"type": "BatchNorm2d", "features": m.num_features, "eps": m.eps})
+        elif isinstance(m, nn.MaxPool2d):
+            layers.append({"type": "MaxPool2d", "kernel": m.kernel_size})
+        elif isinstance(m, (nn.ReLU, nn.Flatten)):
+            layers.append({"type": type(m).__name__})
+        else:
+            raise ValueError(f"cannot describe layer {type(m).__name__}")
+    return layers
+
+
+def build_sequential(layers: list[dict]) -> nn.Sequential:
+    """The network described by :func:`sequential_spec` (fresh parameters)."""
+    modules: list[nn.Module] = []
+    for spec in layers:
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind == "Conv2d":
+            modules.append(
+                nn.Conv2d(
+                    spec["in"], spec["out"], tuple(spec["kernel"]), padding=tuple(spec["padding"])
+                )
+            )
+        elif kind == "Linear":
+            modules.append(nn.Linear(spec["in"], spec["out"]))
+        elif kind == "BatchNorm2d":
+            modules.append(nn.BatchNorm2d(spec["features"], eps=spec["eps"]))
+        elif kind == "MaxPool2d":
+            modules.append(nn.MaxPool2d(spec["kernel"]))
+        elif kind in ("ReLU", "Flatten"):
+            modules.append(getattr(nn, kind)())
+        else:
+            raise ValueError(f"unknown layer {spec!r}")
+    return nn.Sequential(*modules)
+
+
+def model_record(module: nn.Sequential, in_shape) -> dict:
+    """What ``model.pt`` holds: the layer list, the weights and the input shape, all plain data,
+    so it loads with ``torch.load(..., weights_only=True)``: opening a shared file runs no code."""
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    return {
+        "format": MODEL_FORMAT,
+        "layers": sequential_spec(module),
+        "in_shape": list(in_shape),
+        "state_dict": state,
+    }
+
+
+def load_model(path) -> nn.Sequential:
+    """The deployable network saved in ``model.pt`` (safe: ``weights_only=True``), in eval mode.
+
+    :raises ValueError: the file is not a bayesprune model (or was written by another version).
+    """
+    try:
+        record = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # unpickling errors of every kind: report, never execute
+        raise ValueError(f"cannot load {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a bayesprune model ({MODEL_FORMAT})")
+    module = build_sequential(record["layers"])
+    module.load_state_dict(record["state_dict"])
+    return module.eval()

@@ -42,13 +42,19 @@ def steps_per_epoch(data: Dataset, batch_size: int) -> int:
 
 
 def batches(
-    data: Dataset, batch_size: int, device: torch.device
+    data: Dataset,
+    batch_size: int,
+    device: torch.device,
+    perm: torch.Tensor | None = None,
+    start: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One epoch of mini-batches ``(x, y, index)`` in a fresh random order (``torch.randperm``),
-    with the dataset's augmentation applied to ``x``."""
+    """One epoch of mini-batches ``(x, y, index)``, with the dataset's augmentation applied to
+    ``x``: in the order ``perm`` (a fresh ``torch.randperm`` if ``None``), from batch ``start``
+    on (a resumed epoch)."""
     n = len(data.x_train)
-    perm = torch.randperm(n, device=device)
-    for b in range(steps_per_epoch(data, batch_size)):
+    if perm is None:
+        perm = torch.randperm(n, device=device)
+    for b in range(start, steps_per_epoch(data, batch_size)):
         idx = perm[b * batch_size : (b + 1) * batch_size]
         x = data.x_train[idx] if data.augment is None else data.augment(data.x_train[idx])
         yield x, data.y_train[idx], idx

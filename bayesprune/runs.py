@@ -8,7 +8,7 @@ Layout: ``config.json`` (the settings as resolved), ``metrics.jsonl`` (one recor
 from __future__ import annotations
 
 import json
-import pickle
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +19,50 @@ from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.models.network import GatedNet
 
 
+def versions() -> dict:
+    """Versions of the software a run used (recorded in config.json)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for package in ("bayesprune", "torch", "pyro-ppl", "numpy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Write a file completely or not at all: ``write(f)`` fills a temporary file in the same
+    folder, which is flushed, synced and renamed over ``path`` (readers never see half a file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
 class RunWriter:
-    """Writes the files of one run directory (created if missing).
+    """Writes the files of one run directory (created if missing), each atomically.
+
+    ``summary.json`` is written first with ``"status": "running"`` and last with the final
+    status; the JSON-lines files are appended a whole line at a time (a reader skips a torn last
+    line, :func:`read_jsonl`).
 
     :param path: the run directory.
     :param traces: whether ``traces.jsonl`` is written.
@@ -31,16 +73,19 @@ class RunWriter:
         self.traces = traces
 
     def start(self, config: dict) -> None:
-        """Create the directory, write ``config.json`` and empty record files."""
+        """Create the directory, write ``config.json``, empty record files and a ``running``
+        ``summary.json``."""
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        (self.path / "metrics.jsonl").write_text("")
+        atomic_write_text(self.path / "config.json", json.dumps(config, indent=2) + "\n")
+        atomic_write_text(self.path / "metrics.jsonl", "")
         if self.traces:
-            (self.path / "traces.jsonl").write_text("")
+            atomic_write_text(self.path / "traces.jsonl", "")
+        self.summary({"status": "running"})
 
     def _append(self, name: str, record: dict) -> None:
         with open(self.path / name, "a") as f:
             f.write(json.dumps(record) + "\n")
+            f.flush()
 
     def epoch(self, record: dict) -> None:
         """Append one epoch's record to ``metrics.jsonl``."""
@@ -50,17 +95,34 @@ class RunWriter:
         """Append one step's unit state to ``traces.jsonl``."""
         self._append("traces.jsonl", record)
 
-    def checkpoint(self, epoch: int, state: dict) -> None:
-        """Save ``checkpoints/epoch_NNN.pt`` (plain tensors and containers: loads with
+    def checkpoint(self, name: str, state: dict) -> Path:
+        """Save ``checkpoints/<name>.pt`` (plain tensors and containers: it loads with
         ``weights_only=True``)."""
         folder = self.path / "checkpoints"
         folder.mkdir(exist_ok=True)
-        torch.save({"epoch": epoch, **state}, folder / f"epoch_{epoch:03d}.pt")
+        path = folder / f"{name}.pt"
+        atomic_torch_save(state, path)
+        return path
 
-    def finish(self, summary: dict, model: torch.nn.Module) -> None:
-        """Write ``summary.json`` and ``model.pt`` (the network on the CPU)."""
-        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        torch.save(model.cpu(), self.path / "model.pt")  # loads anywhere without map_location
+    def truncate(self, epoch: int, step: int) -> None:
+        """Drop the records written after a checkpoint (epoch ``epoch``, step ``step``) that a
+        resumed run will write again."""
+        for name, key, last in (("metrics.jsonl", "epoch", epoch), ("traces.jsonl", "step", step)):
+            path = self.path / name
+            if path.exists():
+                kept = [r for r in read_jsonl(path) if r.get(key, 0) <= last]
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def summary(self, summary: dict) -> None:
+        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def finish(self, summary: dict, model: torch.nn.Module, in_shape) -> None:
+        """Write ``model.pt`` (the deployable network as plain data, :func:`load_model`), then
+        ``summary.json`` with the final status: the last file written."""
+        from bayesprune.export import model_record
+
+        atomic_torch_save(model_record(model, in_shape), self.path / "model.pt")
+        self.summary(summary)
 
 
 class RunError(Exception):
@@ -91,42 +153,118 @@ class Run:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines file (one object per non-empty line)."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a JSON-lines file (one object per non-empty line); a torn last line (the
+    process was killed while appending) is skipped."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise
+    return records
 
 
 def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
     """Read a run directory and rebuild its guide from a checkpoint.
 
     :param run_dir: a directory written by ``bayesprune train`` (or :class:`Trainer` with ``out``).
-    :param epoch: the checkpoint to load; ``None``: the last one.
-    :raises RunError: the directory, ``config.json``, ``metrics.jsonl`` or the checkpoint is
-        missing or unreadable.
+    :param epoch: the checkpoint to load; ``None``: the newest readable one (an interrupted or
+        killed run may have left a damaged last file: the one before it is used).
+    :raises RunError: the directory, ``config.json``, ``metrics.jsonl``, ``summary.json`` or the
+        checkpoint is missing, unreadable or not what bayesprune writes (one line says which).
     """
     path = Path(run_dir)
-    if not path.is_dir():
-        raise RunError(f"run directory {path} does not exist")
+    raw = read_config(path)
     try:
-        raw = json.loads((path / "config.json").read_text())
+        config = TrainConfig.from_dict(raw, validate=True)
         metrics = read_jsonl(path / "metrics.jsonl")
         traces_path = path / "traces.jsonl"
         traces = read_jsonl(traces_path) if traces_path.exists() else []
     except (OSError, ValueError) as err:
         raise RunError(f"{path} is not a readable run directory ({err})") from None
-    config = TrainConfig.from_dict(raw)
-    checkpoints = sorted((path / "checkpoints").glob("epoch_*.pt"))
-    if not checkpoints or not metrics:
-        raise RunError(f"{path} has no checkpoints or no epoch records: did training start?")
+    if not metrics or not all(isinstance(m, dict) for m in metrics):
+        raise RunError(f"{path} has no epoch records: did training start?")
     if "unit_ids" not in metrics[0]:
         raise RunError(f"{path} was written by a bayesprune without unit ids; train it again")
-    ckpt = checkpoints[-1] if epoch is None else path / "checkpoints" / f"epoch_{epoch:03d}.pt"
+    folder = path / "checkpoints"
+    if epoch is not None:
+        candidates = [folder / f"epoch_{epoch:03d}.pt"]
+    else:
+        candidates = sorted(folder.glob("epoch_*.pt"), reverse=True)
+    if not candidates:
+        raise RunError(f"{path} has no checkpoints: did training finish an epoch?")
+    errors = []
+    for ckpt in candidates:
+        try:
+            saved, guide = _load_guide(ckpt, config)
+            break
+        except RunError as err:
+            errors.append(str(err))
+    else:
+        raise RunError(errors[0] if len(errors) == 1 else f"no readable checkpoint: {errors[0]}")
+    summary_path = path / "summary.json"
+    summary = _read_json(summary_path, dict) if summary_path.exists() else None
+    return Run(path, config, int(saved["epoch"]), guide, metrics, traces, summary)
+
+
+def read_config(run_dir: Path) -> dict:
+    """``config.json`` of a run directory (a JSON object, else :class:`RunError`)."""
+    if not Path(run_dir).is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    if not (Path(run_dir) / "config.json").is_file():
+        raise RunError(f"{run_dir} is not a readable run directory (no config.json)")
+    return _read_json(Path(run_dir) / "config.json", dict)
+
+
+def latest_state(run_dir: Path) -> tuple[dict, Path]:
+    """The newest readable full checkpoint (``last.pt`` or ``epoch_NNN.pt``, by step)."""
+    folder = Path(run_dir) / "checkpoints"
+    best, errors = None, []
+    for ckpt in [folder / "last.pt", *sorted(folder.glob("epoch_*.pt"))]:
+        if not ckpt.exists():
+            continue
+        try:
+            state = load_checkpoint(ckpt)
+        except RunError as err:
+            errors.append(str(err))
+            continue
+        if "rng" in state and (best is None or state["step"] > best[0]["step"]):
+            best = (state, ckpt)
+    if best is None:
+        reason = f" ({errors[-1]})" if errors else ""
+        raise RunError(f"{run_dir} has no checkpoint to resume from{reason}")
+    return best
+
+
+def _read_json(path: Path, kind: type):
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(value, kind):
+        raise RunError(f"{path} is not a bayesprune {path.name} (expected a JSON object)")
+    return value
+
+
+def load_checkpoint(ckpt: Path) -> dict:
+    """A checkpoint's state (``weights_only=True``: a crafted pickle is refused, never run)."""
     try:
         saved = torch.load(ckpt, weights_only=True, map_location="cpu")
+    except Exception as err:  # every unpickling failure is a damaged or foreign file
+        raise RunError(f"cannot load checkpoint {ckpt}: {str(err).splitlines()[0]}") from None
+    if not isinstance(saved, dict) or not {"epoch", "net_spec", "guide"} <= set(saved):
+        raise RunError(f"{ckpt} is not a bayesprune checkpoint")
+    return saved
+
+
+def _load_guide(ckpt: Path, config: TrainConfig) -> tuple[dict, GateGuide]:
+    saved = load_checkpoint(ckpt)
+    try:
         net = GatedNet.from_spec(saved["net_spec"])
         guide = GateGuide(net, config.hyper(), weights=config.weights, posterior=config.posterior)
         guide.load_state_dict(saved["guide"])
-    except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as err:
-        raise RunError(f"cannot load checkpoint {ckpt}: {err}".splitlines()[0]) from None
-    summary_path = path / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return Run(path, config, int(saved["epoch"]), guide, metrics, traces, summary)
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise RunError(f"cannot load checkpoint {ckpt}: {str(err).splitlines()[0]}") from None
+    return saved, guide

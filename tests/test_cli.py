@@ -3,6 +3,7 @@ import json
 import torch
 
 from bayesprune.cli import main
+from bayesprune.export import load_model
 
 KEYS = {
     "arch",
@@ -39,7 +40,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, capsys):
     ]
     assert (out / "training.png").stat().st_size > 0
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
-    net = torch.load(out / "model.pt", weights_only=False)
+    net = load_model(out / "model.pt")
     assert isinstance(net, torch.nn.Sequential)
     assert net(torch.zeros(3, 4)).shape == (3, 3)
 
@@ -117,7 +118,7 @@ def test_lenet5_and_vgg16_train_end_to_end_on_small_data(tmp_path, fake_cifar10)
     summary = _status_matches_exit_code(main(args), out)
     assert summary["initial_widths"] == [16, 16, 32, 32, 64, 64, 64] + [128] * 6 + [128]
     assert len(summary["widths"]) == 14 and summary["weights_kept"] <= summary["weights_total"]
-    net = torch.load(out / "model.pt", weights_only=False)
+    net = load_model(out / "model.pt")
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 

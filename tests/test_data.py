@@ -71,8 +71,10 @@ def test_cifar10_is_read_from_the_pickles_and_standardised(fake_cifar10):
 
 
 def test_cifar10_missing_or_corrupt_is_a_data_error(tmp_path, fake_cifar10):
-    with pytest.raises(DataError, match="cifar-10-batches-py"):
+    with pytest.raises(DataError, match="not a directory"):
         load_dataset("cifar10", tmp_path / "nowhere")
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", tmp_path)
     (fake_cifar10 / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="data_batch_3"):
         load_dataset("cifar10", fake_cifar10)
@@ -97,3 +99,78 @@ def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
         assert matches, f"example {i} is not a crop of its padded image"
         flips += all(matches)
     assert 10 < flips < 54  # both flipped and unflipped crops occur
+
+
+class _Payload:
+    """Unpickling this calls os.system: the classic crafted pickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar_pickle_is_refused_and_nothing_runs(tmp_path, fake_cifar10):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    batch = fake_cifar10 / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({b"data": _Payload(marker), b"labels": [0]}))
+    with pytest.raises(DataError, match="refused to load"):
+        load_dataset("cifar10", fake_cifar10)
+    assert not marker.exists()
+
+
+def _replace(raw, name, array):
+    for suffix in ("", ".gz"):
+        (raw / f"{name}{suffix}").unlink(missing_ok=True)
+    _write_idx(raw / name, array)
+
+
+@pytest.mark.parametrize(
+    "name,array,message",
+    [
+        ("train-labels-idx1-ubyte", np.full(30, 255), "labels must lie in 0..9"),
+        ("t10k-labels-idx1-ubyte", np.full(10, 77), "labels must lie in 0..9"),
+        ("t10k-images-idx3-ubyte", np.zeros((10, 14, 14)), "test images"),
+        ("train-images-idx3-ubyte", np.zeros(30), "expected images of shape"),
+    ],
+    ids=["train-labels-255", "test-labels-77", "test-14x14", "rank-1-images"],
+)
+def test_valid_idx_files_with_wrong_content_are_refused(tmp_path, name, array, message):
+    raw = _fake_mnist(tmp_path)
+    _replace(raw, name, array)
+    with pytest.raises(DataError, match=message):
+        load_dataset("mnist", tmp_path)
+
+
+def test_constant_images_give_finite_inputs(tmp_path):
+    raw = _fake_mnist(tmp_path)
+    _replace(raw, "train-images-idx3-ubyte", np.zeros((30, 28, 28)))
+    _replace(raw, "t10k-images-idx3-ubyte", np.zeros((10, 28, 28)))
+    data = load_dataset("mnist", tmp_path)
+    assert torch.isfinite(data.x_train).all() and torch.isfinite(data.x_test).all()
+
+
+def test_a_data_dir_given_is_used_or_refused_never_bypassed(tmp_path):
+    # Fashion-MNIST may exist system-wide: a typo in --data-dir must not train on it silently
+    with pytest.raises(DataError, match="not a directory"):
+        load_dataset("fashion-mnist", tmp_path / "typo")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("fashion-mnist", tmp_path / "empty")
+
+
+def test_data_files_are_recorded_with_size_and_hash(tmp_path):
+    import hashlib
+
+    raw = _fake_mnist(tmp_path)
+    files = load_dataset("mnist", tmp_path).meta["files"]
+    assert len(files) == 4
+    first = next(f for f in files if f["path"].endswith("train-images-idx3-ubyte"))
+    content = (raw / "train-images-idx3-ubyte").read_bytes()
+    assert first["bytes"] == len(content)
+    assert first["sha256"] == hashlib.sha256(content).hexdigest()

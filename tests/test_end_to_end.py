@@ -5,7 +5,7 @@ import torch
 
 from bayesprune.config import TrainConfig
 from bayesprune.data import make_teacher
-from bayesprune.export import count_weights
+from bayesprune.export import count_weights, load_model
 from bayesprune.inference.trainer import Trainer
 from bayesprune.loop import evaluate
 from bayesprune.models import GatedMLP
@@ -49,7 +49,7 @@ def test_slab_scale_stays_bounded(run):
 
 def test_summary_is_consistent_with_the_exported_network(run):
     data, trainer, summary, _ = run
-    det = torch.load(trainer.out / "model.pt", weights_only=False)
+    det = load_model(trainer.out / "model.pt")
     assert count_weights(det) == summary["weights_kept"]
     assert evaluate(det, data.x_test, data.y_test) == summary["test_error"]
     removed = sum(e["removed"] for e in summary["prune_events"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bayesprune.cli import main
-from bayesprune.export import deterministic_network
+from bayesprune.export import deterministic_network, load_model
 from bayesprune.inspection import run_to_arviz, survivor_summary, survivors
 from bayesprune.report import save_figures
 from bayesprune.runs import load_run
@@ -99,7 +99,7 @@ def test_trajectories_follow_units_by_id_until_removal(run, inspected):
 def test_load_run_rebuilds_the_trained_network(run):
     loaded = load_run(run)
     assert loaded.epoch == 2 and loaded.config.epochs == 2
-    saved = torch.load(run / "model.pt", weights_only=False)
+    saved = load_model(run / "model.pt")
     x = torch.randn(50, 4)
     torch.testing.assert_close(deterministic_network(loaded.guide)(x), saved(x))
     assert load_run(run, epoch=1).epoch == 1
@@ -141,3 +141,34 @@ def test_a_layer_without_survivors_still_gets_its_figures(run, tmp_path):
     assert all(path.stat().st_size > 1000 for path in files.values())
     table = survivor_summary(idata)
     assert len(table) and all(name.startswith("fc1_") for name in table.index)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("target", ["model.pt", "checkpoints/epoch_002.pt"])
+def test_a_crafted_pickle_in_a_run_is_refused_and_nothing_runs(run, tmp_path, target):
+    import pickle
+    import shutil
+
+    from bayesprune.runs import RunError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    marker = tmp_path / "pwned"
+    (copy / target).write_bytes(pickle.dumps(_Payload(marker)))
+    if target == "model.pt":
+        with pytest.raises(ValueError, match="cannot load"):
+            load_model(copy / target)
+    else:  # the damaged newest checkpoint is refused; the one before it is read instead
+        assert load_run(copy).epoch == 1
+        with pytest.raises(RunError, match="cannot load checkpoint"):
+            load_run(copy, epoch=2)
+    assert not marker.exists()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
+import signal
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pyro
 import torch
 from tqdm.auto import tqdm
@@ -29,7 +33,7 @@ from bayesprune.inference.shrink import PruningCondition
 from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
 from bayesprune.models.gated_model import GatedModel
 from bayesprune.models.network import GatedNet
-from bayesprune.runs import RunWriter
+from bayesprune.runs import RunWriter, versions
 
 
 def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> GateOptim:
@@ -120,6 +124,10 @@ class Trainer:
         self.examples_released = 0
         self.release_steps: dict[str, int] = {}
         self.block = {"sum": torch.zeros((), device=self.device), "examples": 0, "previous": None}
+        self.epoch, self.position = 0, 0  # completed epochs; steps done in the current one
+        self.perm, self.sums, self.epoch_start = None, None, time.perf_counter()
+        self.resumed, self.diverged = None, False
+        self.wall, self.bookkeeping, self.clock_start = 0.0, 0.0, time.perf_counter()
 
     def released_layers(self, data: torch.Tensor, examples: int) -> list[str]:
         """The gated layers whose θ may move after this step (Eqs. (10w), (10o)).
@@ -178,8 +186,14 @@ class Trainer:
             self.config.trace_every and (self.step + 1) % self.config.trace_every == 0
         )
         with self.pruning():
-            self.svi.step(x, y, num_data=num_data, index=index)
+            loss = self.svi.step(x, y, num_data=num_data, index=index)
         terms = self.elbo.last_terms
+        if not math.isfinite(loss):
+            self.diverge(
+                f"the objective is not finite at step {self.step + 1} (data term "
+                f"{float(terms['data'])}, prior term {float(terms['prior'])})"
+            )
+            return terms
         if self.schedule is not None:
             self.schedule.step()
         self.step += 1
@@ -232,8 +246,22 @@ class Trainer:
                 f"widths {record['widths']}"
             )
 
+    def diverge(self, reason: str) -> None:
+        """Stop the run as ``failed``: the last checkpoint written is the last good state."""
+        self.status, self.status_reason, self.diverged = "failed", reason, True
+
+    def check_finite(self) -> bool:
+        """Whether every parameter and θ is finite (else the run fails, naming the tensor)."""
+        for name, p in self.guide.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                self.diverge(f"parameter {name} is not finite at step {self.step}")
+                return False
+        return True
+
     def prune(self) -> None:
         """Remove the units collapsed at the previous check; find the newly collapsed ones."""
+        if not self.check_finite():
+            return
         self.remove_collapsed()
         self.collapsed = self.condition(self.guide)
         self.collapsed_step = self.step
@@ -291,55 +319,116 @@ class Trainer:
         record = {"step": self.step, **self.unit_state(), "theta_grad": drift}
         self.writer.trace(record)
 
-    def fit(self, progress: bool = True) -> dict:
-        """Run the configured number of epochs; return the summary (also written to ``out``)."""
+    def fit(self, progress: bool = True, run: dict | None = None) -> dict:
+        """Run the configured epochs (from where a restored checkpoint left off); return the
+        summary (also written to ``out``).
+
+        SIGINT and SIGTERM finish the current step, write ``checkpoints/last.pt`` and
+        ``summary.json`` with status ``interrupted``, and raise :class:`TrainingInterrupted`. A
+        non-finite objective stops the run with status ``failed`` (the last good checkpoint
+        stays; no ``model.pt``).
+
+        :param run: extra settings recorded in ``config.json`` under ``"run"`` (what the CLI
+            needs to rebuild the data and network on ``--resume``).
+        """
         cfg = self.config
-        pyro.set_rng_seed(cfg.seed)
-        if self.writer is not None:
-            resolved = {  # τ(N) and m as used
-                **asdict(cfg),
-                "temperature": self.hyper.temperature,
-                "patience": self.condition.patience,
-            }
-            self.writer.start(resolved)
         n = len(self.data.x_train)
         steps = steps_per_epoch(self.data, cfg.batch_size)
         self.total_steps = steps * cfg.epochs
-        self.schedule = lr_schedule(self.optim.weights, cfg.lr_schedule, self.total_steps)
+        if self.schedule is None:
+            self.schedule = lr_schedule(self.optim.weights, cfg.lr_schedule, self.total_steps)
+        if self.resumed is None:
+            pyro.set_rng_seed(cfg.seed)
+            if self.writer is not None:
+                self.writer.start(self.resolved_config(run))
+        elif self.writer is not None:
+            self.writer.summary({"status": "running", "resumed_at_step": self.step})
         step_times: list[float] = []
-        bookkeeping = 0.0  # per-epoch evaluation, logs, checkpoints: not training
         start = time.perf_counter()
-        with pyro.validation_enabled(False):
+        with pyro.validation_enabled(False), _StopSignals() as stop:
             bar = tqdm(total=self.total_steps, disable=not progress, desc="train", unit="step")
-            for epoch in range(1, cfg.epochs + 1):
-                self.net.train()
-                sums = {k: torch.zeros((), device=self.device) for k in ("data", "prior")}
-                epoch_start = time.perf_counter()
-                for x, y, idx in batches(self.data, cfg.batch_size, self.device):
+            bar.update(self.step)
+            while self.epoch < cfg.epochs and self.status != "failed":
+                if self.position == 0:  # a new epoch: its order of examples and its sums
+                    self.net.train()
+                    self.perm = torch.randperm(n, device=self.device)
+                    self.sums = {k: torch.zeros((), device=self.device) for k in ("data", "prior")}
+                    self.epoch_start = time.perf_counter()
+                for x, y, idx in batches(
+                    self.data, cfg.batch_size, self.device, perm=self.perm, start=self.position
+                ):
                     timed = len(step_times) < 60 and not self.prune_events
                     t0 = time.perf_counter()
                     terms = self.train_step(x, y, idx)
+                    self.position += 1
                     if timed:  # the first steps only: a GPU synchronises for the timing
                         synchronize(self.device)
                         step_times.append(time.perf_counter() - t0)
-                    sums["data"] += terms["data"] / n  # mean NLL per example
-                    sums["prior"] += terms["prior"] / n
+                    if self.status == "failed":
+                        break
+                    self.sums["data"] += terms["data"] / n  # mean NLL per example
+                    self.sums["prior"] += terms["prior"] / n
                     bar.update(1)
-                log_start = time.perf_counter()
-                record = self.epoch_record(epoch, sums, steps, epoch_start)
-                bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
-                tqdm.write(self.format_record(record))
-                self.history.append(record)
-                self.check_health(record)
-                if self.writer is not None:
-                    self.writer.epoch(record)
-                    self.writer.checkpoint(epoch, self.checkpoint_state())
-                bookkeeping += time.perf_counter() - log_start
+                    if stop.signal is not None:
+                        bar.close()
+                        self.interrupt(stop.signal)
+                if self.status == "failed":
+                    break
+                self.end_epoch(steps, bar)
             bar.close()
             self.remove_collapsed()
-        wall = time.perf_counter() - start - bookkeeping
+        wall = self.wall + time.perf_counter() - start - self.bookkeeping
         steady = step_times[5:] or step_times
-        return self.finish(wall, sum(steady) / max(len(steady), 1), bookkeeping)
+        return self.finish(wall, sum(steady) / max(len(steady), 1), self.bookkeeping)
+
+    def end_epoch(self, steps: int, bar) -> None:
+        """Log the epoch, check the run's health, write its record and its checkpoint."""
+        log_start = time.perf_counter()
+        self.epoch += 1
+        self.position = 0
+        record = self.epoch_record(self.epoch, self.sums, steps, self.epoch_start)
+        bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
+        tqdm.write(self.format_record(record))
+        self.history.append(record)
+        self.check_health(record)
+        if self.writer is not None:
+            self.writer.epoch(record)
+            self.writer.checkpoint(f"epoch_{self.epoch:03d}", self.checkpoint_state())
+        self.bookkeeping += time.perf_counter() - log_start
+
+    def interrupt(self, signum: int) -> None:
+        """Checkpoint the state after the current step, mark the run interrupted, and stop."""
+        path = None
+        if self.writer is not None:
+            path = self.writer.checkpoint("last", self.checkpoint_state())
+            self.writer.summary(
+                {
+                    "status": "interrupted",
+                    "status_reason": f"{signal.Signals(signum).name} at step {self.step}",
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "checkpoint": str(path),
+                }
+            )
+        raise TrainingInterrupted(signum, self.step, path)
+
+    def resolved_config(self, run: dict | None = None) -> dict:
+        """config.json: the settings as used (τ(N) and m resolved), the run's extra settings,
+        the data's provenance and the versions of the software."""
+        return {
+            **asdict(self.config),
+            "temperature": self.hyper.temperature,
+            "patience": self.condition.patience,
+            "run": run or {},
+            "data": {
+                "name": self.data.name,
+                "source": self.data.meta.get("source"),
+                "files": self.data.meta.get("files", []),
+                "train_examples": len(self.data.x_train),
+                "test_examples": len(self.data.x_test),
+            },
+            "versions": versions(),
+        }
 
     def epoch_record(self, epoch, sums, steps, epoch_start) -> dict:
         steps_per_second = steps / (time.perf_counter() - epoch_start)
@@ -368,13 +457,83 @@ class Trainer:
         )
 
     def checkpoint_state(self) -> dict:
-        """What a checkpoint holds: the network's shape, the guide and the optimiser's state."""
+        """Everything a resumed run needs to continue bitwise as if never stopped.
+
+        The network's shape and the guide (parameters, θ, σ̂₁², unit ids), the optimisers'
+        moments and evidence, the schedule, the pruning counters and collapsed units, the
+        trainer's clocks (epoch, position in the epoch and its order of examples, step, warm-up
+        block, release), its records, and the random states of torch, numpy and Python. Only
+        tensors and plain containers: it loads with ``weights_only=True``.
+        """
+        np_state = np.random.get_state()
         return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "perm": self.perm if self.position else None,
+            "sums": self.sums if self.position else None,
+            "step": self.step,
             "widths": self.net.widths,
             "net_spec": self.net.spec(),
             "guide": self.guide.state_dict(),
             "optim": self.optim.get_state(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
+            "condition": dict(self.condition.counts),
+            "collapsed": dict(self.collapsed),
+            "trainer": {
+                "collapsed_step": self.collapsed_step,
+                "warm_step": self.warm_step,
+                "block": dict(self.block),
+                "examples_released": self.examples_released,
+                "release_steps": dict(self.release_steps),
+                "recent_data": self.recent_data,
+                "best_train_error": self.best_train_error,
+                "status": self.status,
+                "status_reason": self.status_reason,
+                "history": self.history,
+                "prune_events": self.prune_events,
+                "initial_widths": self.initial_widths,
+                "initial": self.initial,
+                "wall": self.wall + time.perf_counter() - self.clock_start,
+                "bookkeeping": self.bookkeeping,
+            },
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+                "python": random.getstate(),
+            },
         }
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`checkpoint_state` (the network must already have its shape)."""
+        self.guide.load_state_dict(state["guide"])
+        self.optim.set_state(state["optim"])
+        self.epoch, self.position, self.step = state["epoch"], state["position"], state["step"]
+        self.perm, self.sums = state["perm"], state["sums"]
+        steps = steps_per_epoch(self.data, self.config.batch_size)
+        self.total_steps = steps * self.config.epochs
+        self.schedule = lr_schedule(self.optim.weights, self.config.lr_schedule, self.total_steps)
+        if self.schedule is not None and state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        self.condition.counts = dict(state["condition"])
+        self.collapsed = dict(state["collapsed"])
+        t = state["trainer"]
+        self.collapsed_step, self.warm_step = t["collapsed_step"], t["warm_step"]
+        self.block = dict(t["block"])
+        self.examples_released, self.release_steps = t["examples_released"], t["release_steps"]
+        self.recent_data, self.best_train_error = t["recent_data"], t["best_train_error"]
+        self.status, self.status_reason = t["status"], t["status_reason"]
+        self.history, self.prune_events = list(t["history"]), list(t["prune_events"])
+        self.initial_widths, self.initial = t["initial_widths"], t["initial"]
+        self.wall, self.bookkeeping = t["wall"], t["bookkeeping"]
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, keys.numpy(), *rest))
+        random.setstate(rng["python"])
+        self.resumed = self.step
 
     def finish(self, wall: float, step_seconds: float, bookkeeping: float = 0.0) -> dict:
         """Write ``summary.json`` and ``model.pt``.
@@ -415,8 +574,12 @@ class Trainer:
         )
         if "teacher_widths" in self.data.meta:
             summary["teacher_widths"] = self.data.meta["teacher_widths"]
+        summary["resumed_at_step"] = self.resumed
         if self.writer is not None:
-            self.writer.finish(summary, det)
+            if self.diverged:  # no model of non-finite parameters; the checkpoints stay
+                self.writer.summary(summary)
+            else:
+                self.writer.finish(summary, det, self.net.in_shape)
         return summary
 
 
@@ -441,4 +604,36 @@ class _NoPruning:
         return None
 
     def __exit__(self, *exc):
+        return False
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a step; its state is in ``checkpoint``."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} at step {step}")
+
+
+class _StopSignals:
+    """While active (main thread only), SIGINT and SIGTERM set :attr:`signal` instead of
+    killing the process, so the training loop can stop after its current step."""
+
+    def __init__(self):
+        self.signal = None
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
         return False

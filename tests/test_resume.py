@@ -1,0 +1,90 @@
+"""Exact resume after SIGKILL or SIGTERM, from the command line (issue 11)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ARGS = [
+    "--epochs", "6", "--widths", "40,20", "--temperature", "0.3", "--check-every", "20",
+    "--warmup-tolerance", "none", "--no-progress", "--threads", "1",
+]  # fmt: skip
+
+
+def _cli(*args, **kwargs):
+    cmd = [sys.executable, "-m", "bayesprune.cli", *args]
+    return subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **kwargs
+    )
+
+
+def _stop_after_first_epoch(out, sig):
+    proc = _cli("train", *ARGS, "--out", str(out))
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "epoch_001.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(0.2)
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def _model(out):
+    return torch.load(out / "model.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "reference"
+    proc = _cli("train", *ARGS, "--out", str(out))
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    return _model(out)
+
+
+def _assert_same(model, reference):
+    assert model["layers"] == reference["layers"]
+    for key, value in reference["state_dict"].items():
+        assert torch.equal(model["state_dict"][key], value), key
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_resumes_to_the_same_network_bitwise(tmp_path, reference, sig):
+    out = tmp_path / "run"
+    code, err = _stop_after_first_epoch(out, sig)
+    summary = json.loads((out / "summary.json").read_text())
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL and summary["status"] == "running"
+    else:  # the current step finishes, a checkpoint is written, one line, 128 + signal
+        assert code == 128 + sig, err
+        lines = [line for line in err.splitlines() if line.startswith("bayesprune:")]
+        assert "interrupted" in lines[-1] and "--resume" in lines[-1]
+        assert "Traceback" not in err
+        assert summary["status"] == "interrupted"
+        assert (out / "checkpoints" / "last.pt").exists()
+    assert not (out / "model.pt").exists()
+    resumed = _cli("train", "--resume", str(out), "--no-progress")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+    _assert_same(_model(out), reference)
+    epochs = [
+        json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert epochs == list(range(1, 7))  # no epoch logged twice
+
+
+def test_resume_of_a_finished_run_is_refused(tmp_path):
+    from bayesprune.cli import main
+
+    out = tmp_path / "done"
+    assert (
+        main(["train", "--epochs", "1", "--widths", "4,3", "--out", str(out), "--no-progress"]) == 0
+    )
+    assert main(["train", "--resume", str(out)]) == 2
