@@ -60,8 +60,12 @@ def save(idata: az.InferenceData, path: Path) -> Path:
     """
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    idata.to_netcdf(str(partial))  # ArviZ 1.x: the same method on the DataTree
-    os.replace(partial, path)
+    try:
+        idata.to_netcdf(str(partial))  # ArviZ 1.x: the same method on the DataTree
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a failed write leaves the previous file, no debris
+        raise
     return path
 
 

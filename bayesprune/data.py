@@ -240,8 +240,8 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
         _check_labels(labels, 10, paths[f"{split}_y"])
     if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
         raise DataError(
-            f"{name}: training images are {arrays['train_x'].shape[1:]} but test images "
-            f"{arrays['test_x'].shape[1:]}"
+            f"{name} in {paths['train_x'].parent}: training images are "
+            f"{arrays['train_x'].shape[1:]} but test images {arrays['test_x'].shape[1:]}"
         )
     x_train = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255).unsqueeze(1)
     x_test = torch.from_numpy(arrays["test_x"].astype(np.float32) / 255).unsqueeze(1)

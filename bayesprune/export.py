@@ -182,7 +182,10 @@ def load_model(path) -> nn.Sequential:
     try:
         record = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # unpickling errors of every kind: report, never execute
-        raise ValueError(f"cannot load {path}: {str(err).splitlines()[0]}") from None
+        lines = str(err).strip().splitlines()
+        raise ValueError(
+            f"cannot load {path}: {lines[0] if lines else type(err).__name__}"
+        ) from None
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a bayesprune model ({MODEL_FORMAT})")
     module = build_sequential(record["layers"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +21,7 @@ from bayesprune.inspection import (  # noqa: E402
     survivor_summary,
     survivors,
 )
-from bayesprune.runs import load_run  # noqa: E402
+from bayesprune.runs import RunError, atomic_write, load_run  # noqa: E402
 
 FOREST_UNITS = 30  # at most this many units per layer in the forest plot (the least certain)
 
@@ -108,9 +109,12 @@ def plot_gate_forest(idata, name: str, ax) -> None:
 
 
 def _save(fig, path: Path) -> Path:
+    """Render to memory, then write the PNG atomically (never a 0-byte or half file)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
     return path
 
 
@@ -175,9 +179,12 @@ def inspect_run(
     pyro.set_rng_seed(seed)
     idata = run_to_arviz(run, draws)
     out = Path(run_dir) / "inspect"
-    out.mkdir(exist_ok=True)
-    files = {"posterior": arviz_io.save(idata, out / "posterior.nc")}
-    files.update(save_figures(idata, out, overview=Path(run_dir) / "training.png"))
+    try:
+        out.mkdir(exist_ok=True)
+        files = {"posterior": arviz_io.save(idata, out / "posterior.nc")}
+        files.update(save_figures(idata, out, overview=Path(run_dir) / "training.png"))
+    except OSError as err:
+        raise RunError(f"cannot write {out}: {err.strerror or err}") from None
     if show_summary:
         with pd.option_context("display.width", 120, "display.max_rows", 200):
             print(survivor_summary(idata))

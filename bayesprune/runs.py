@@ -19,6 +19,12 @@ from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.models.network import GatedNet
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type's name if it has none."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 def versions() -> dict:
     """Versions of the software a run used (recorded in config.json)."""
     import platform
@@ -242,7 +248,7 @@ def _read_json(path: Path, kind: type):
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise RunError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+        raise RunError(f"cannot read {path}: {first_line(err)}") from None
     if not isinstance(value, kind):
         raise RunError(f"{path} is not a bayesprune {path.name} (expected a JSON object)")
     return value
@@ -253,7 +259,7 @@ def load_checkpoint(ckpt: Path) -> dict:
     try:
         saved = torch.load(ckpt, weights_only=True, map_location="cpu")
     except Exception as err:  # every unpickling failure is a damaged or foreign file
-        raise RunError(f"cannot load checkpoint {ckpt}: {str(err).splitlines()[0]}") from None
+        raise RunError(f"cannot load checkpoint {ckpt}: {first_line(err)}") from None
     if not isinstance(saved, dict) or not {"epoch", "net_spec", "guide"} <= set(saved):
         raise RunError(f"{ckpt} is not a bayesprune checkpoint")
     return saved
@@ -266,5 +272,5 @@ def _load_guide(ckpt: Path, config: TrainConfig) -> tuple[dict, GateGuide]:
         guide = GateGuide(net, config.hyper(), weights=config.weights, posterior=config.posterior)
         guide.load_state_dict(saved["guide"])
     except (RuntimeError, KeyError, ValueError, TypeError) as err:
-        raise RunError(f"cannot load checkpoint {ckpt}: {str(err).splitlines()[0]}") from None
+        raise RunError(f"cannot load checkpoint {ckpt}: {first_line(err)}") from None
     return saved, guide

@@ -309,7 +309,11 @@ class GatedELBO(Trace_ELBO):
 
 def sample_labels(logits: torch.Tensor) -> torch.Tensor:
     """ŷ_n ~ Categorical(softmax(logits_n)), without building a distribution object."""
-    return torch.multinomial(torch.softmax(logits.detach(), -1), 1).squeeze(-1)
+    probs = torch.softmax(logits.detach(), -1)
+    # non-finite logits (a diverged step) draw uniformly: the loss is then non-finite and the
+    # trainer stops the run with one line, instead of multinomial raising mid-step
+    probs = probs.nan_to_num(1.0 / probs.shape[-1])
+    return torch.multinomial(probs, 1).squeeze(-1)
 
 
 def sampled_label_gate_grads(logits: torch.Tensor, gates: list[torch.Tensor]):

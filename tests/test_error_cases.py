@@ -1,0 +1,173 @@
+"""Every mistake in issue 11's list: one line on stderr, exit 2, nothing already written lost."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from bayesprune.cli import main
+from tests.test_data import _fake_mnist, _replace
+
+QUICK = ["--epochs", "1", "--widths", "4,3", "--no-progress"]
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bayesprune: error:"), err
+    return err[0]
+
+
+def _file(tmp_path):
+    path = tmp_path / "a-file"
+    path.write_text("x")
+    return path
+
+
+TRAIN_CASES = {
+    "out-in-proc": (lambda t: ["--out", "/proc/x/run"], "cannot write"),
+    "out-in-sys": (lambda t: ["--out", "/sys/x/run"], "cannot write"),
+    "out-under-a-file": (lambda t: ["--out", str(_file(t) / "sub")], "cannot write"),
+    "lr-1e30": (lambda t: ["--lr", "1e30"], "--lr"),
+    "lr-inf": (lambda t: ["--lr", "inf"], "--lr"),
+    "temperature-inf": (lambda t: ["--temperature", "inf"], "--temperature"),
+    "seed-negative": (lambda t: ["--seed", "-1"], "--seed"),
+    "seed-20-digits": (lambda t: ["--seed", "12345678901234567890"], "--seed"),
+    "device-meta": (lambda t: ["--device", "meta"], "--device"),
+    "data-dir-missing": (
+        lambda t: ["--dataset", "fashion-mnist", "--data-dir", str(t / "typo")],
+        "not a directory",
+    ),
+    "data-dir-empty": (
+        lambda t: ["--dataset", "fashion-mnist", "--data-dir", str((t / "e").mkdir() or t / "e")],
+        "not found",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_train_mistakes(tmp_path, capsys, case):
+    make, message = TRAIN_CASES[case]
+    args = make(tmp_path)
+    out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
+    assert main(["train", *QUICK, *out, *args]) == 2
+    assert message in _one_line(capsys)
+    assert not (tmp_path / "run" / "config.json").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "name,array",
+    [
+        ("train-labels-idx1-ubyte", np.full(30, 255)),
+        ("t10k-labels-idx1-ubyte", np.full(10, 77)),
+        ("t10k-images-idx3-ubyte", np.zeros((10, 14, 14))),
+        ("train-images-idx3-ubyte", np.zeros(30)),
+    ],
+    ids=["labels-255", "test-labels-77", "test-images-14x14", "rank-1-images"],
+)
+def test_idx_files_with_wrong_content(tmp_path, capsys, name, array):
+    raw = _fake_mnist(tmp_path)
+    _replace(raw, name, array)
+    args = ["train", *QUICK, "--dataset", "mnist", "--data-dir", str(tmp_path)]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    assert str(raw) in _one_line(capsys)
+
+
+def test_all_zero_images_train_without_nan(tmp_path, capsys):
+    raw = _fake_mnist(tmp_path)
+    _replace(raw, "train-images-idx3-ubyte", np.zeros((30, 28, 28)))
+    out = tmp_path / "run"
+    args = ["train", *QUICK, "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(out)]
+    assert main(args) in (0, 3)  # constant inputs: it may not learn, but no NaN and no traceback
+    assert json.loads((out / "summary.json").read_text())["status"] != "failed"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    assert (
+        main(["train", "--epochs", "2", "--widths", "6,4", "--no-progress", "--out", str(out)]) == 0
+    )
+    return out
+
+
+def _garbage_summary(run):
+    (run / "summary.json").write_text("{not json")
+
+
+def _list_summary(run):
+    (run / "summary.json").write_text("[]")
+
+
+def _only_checkpoints(run, content):
+    for ckpt in (run / "checkpoints").glob("*.pt"):
+        ckpt.unlink()
+    (run / "checkpoints" / "epoch_001.pt").write_bytes(content)
+
+
+def _zero_byte_checkpoint(run):
+    _only_checkpoints(run, b"")
+
+
+def _list_checkpoint(run):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save([1, 2, 3], buffer)
+    _only_checkpoints(run, buffer.getvalue())
+
+
+def _bad_rho(run):
+    config = json.loads((run / "config.json").read_text())
+    config["rho"] = "abc"
+    (run / "config.json").write_text(json.dumps(config))
+
+
+def _inspect_is_a_file(run):
+    shutil.rmtree(run / "inspect")
+    (run / "inspect").write_text("mine")
+
+
+INSPECT_CASES = {
+    "garbage-summary": (_garbage_summary, "summary.json"),
+    "summary-is-a-list": (_list_summary, "summary.json"),
+    "zero-byte-checkpoint": (_zero_byte_checkpoint, "checkpoint"),
+    "checkpoint-is-a-list": (_list_checkpoint, "not a bayesprune checkpoint"),
+    "rho-abc": (_bad_rho, "rho"),
+    "inspect-is-a-file": (_inspect_is_a_file, "inspect"),
+}
+
+
+@pytest.mark.parametrize("case", list(INSPECT_CASES))
+def test_inspect_mistakes(tmp_path, capsys, finished, case):
+    damage, message = INSPECT_CASES[case]
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    damage(run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["inspect", str(run)]) == 2
+    assert message in _one_line(capsys)
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before  # nothing the user had is lost or changed
+
+
+def test_a_non_finite_objective_stops_the_run_with_one_line(tmp_path, capsys, monkeypatch):
+    import bayesprune.models.network as network
+
+    build = network.build_network
+
+    def poisoned(*args, **kwargs):
+        net = build(*args, **kwargs)
+        with torch.no_grad():
+            net.layers["fc1"].weight[0, 0] = float("nan")
+        return net
+
+    monkeypatch.setattr(network, "build_network", poisoned)
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--out", str(out)]) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "not finite at step 1" in lines[-1] and "Traceback" not in "\n".join(lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "step 1" in summary["status_reason"]
+    assert not (out / "model.pt").exists()
