@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from bayesprune.config import TrainConfig, add_config_arguments, positive
@@ -159,7 +161,7 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
     from bayesprune.report import inspect_run
 
     try:
-        summary = trainer.fit(progress=not args.no_progress, run=run)
+        summary = trainer.fit(progress=not args.no_progress, run=run, write_summary=False)
     except TrainingInterrupted as stop:
         print(
             f"bayesprune: interrupted ({stop}); state saved, continue with: "
@@ -169,6 +171,7 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
         return 128 + stop.signum
     if not trainer.diverged:
         inspect_run(out, show_summary=False)
+    trainer.writer.summary(summary)  # the last file: a run cut short before it reads "running"
     keys = (
         "status", "architecture", "test_error", "weights_kept_fraction", "gates_binary_fraction"
     )
@@ -230,15 +233,36 @@ def inspect(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    # SIGINT and SIGTERM: one line and 130/143 wherever they land (the training loop installs
+    # its own handlers, which finish the step and write a checkpoint)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = parser.parse_args(argv)
         return inspect(args) if args.command == "inspect" else train(args)
     except (UsageError, DataError, RunError) as err:
         print(f"bayesprune: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bayesprune: interrupted before training started; nothing to resume", file=sys.stderr)
-        return 130
+    except _Stopped as stop:
+        print(
+            f"bayesprune: stopped by {signal.Signals(stop.signum).name} outside the training "
+            "loop; every file written is complete (a started run resumes with --resume)",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Stopped(BaseException):  # like KeyboardInterrupt: no "except Exception" swallows it
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise _Stopped(signum)
 
 
 if __name__ == "__main__":

@@ -122,13 +122,11 @@ class RunWriter:
     def summary(self, summary: dict) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
 
-    def finish(self, summary: dict, model: torch.nn.Module, in_shape) -> None:
-        """Write ``model.pt`` (the deployable network as plain data, :func:`load_model`), then
-        ``summary.json`` with the final status: the last file written."""
+    def model(self, model: torch.nn.Module, in_shape) -> None:
+        """Write ``model.pt``: the deployable network as plain data (:func:`load_model`)."""
         from bayesprune.export import model_record
 
         atomic_torch_save(model_record(model, in_shape), self.path / "model.pt")
-        self.summary(summary)
 
 
 class RunError(Exception):
@@ -146,7 +144,8 @@ class Run:
     :param metrics: the per-epoch records (``metrics.jsonl``).
     :param traces: the per-step records (``traces.jsonl``, written with ``--trace-every``; else
         empty).
-    :param summary: ``summary.json``, or ``None`` if training did not finish.
+    :param summary: ``summary.json``, or ``None`` if training has not ended (the file then holds
+        only ``"status"``: running or interrupted).
     """
 
     path: Path
@@ -212,6 +211,8 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
         raise RunError(errors[0] if len(errors) == 1 else f"no readable checkpoint: {errors[0]}")
     summary_path = path / "summary.json"
     summary = _read_json(summary_path, dict) if summary_path.exists() else None
+    if summary is not None and "initial_widths" not in summary:
+        summary = None  # a run still going (or stopped): its summary holds only the status
     return Run(path, config, int(saved["epoch"]), guide, metrics, traces, summary)
 
 

@@ -319,7 +319,9 @@ class Trainer:
         record = {"step": self.step, **self.unit_state(), "theta_grad": drift}
         self.writer.trace(record)
 
-    def fit(self, progress: bool = True, run: dict | None = None) -> dict:
+    def fit(
+        self, progress: bool = True, run: dict | None = None, write_summary: bool = True
+    ) -> dict:
         """Run the configured epochs (from where a restored checkpoint left off); return the
         summary (also written to ``out``).
 
@@ -330,8 +332,11 @@ class Trainer:
 
         :param run: extra settings recorded in ``config.json`` under ``"run"`` (what the CLI
             needs to rebuild the data and network on ``--resume``).
+        :param write_summary: write the final ``summary.json`` (``False``: the caller writes it
+            once its own files are complete, so that it stays the last file written).
         """
         cfg = self.config
+        self.write_summary = write_summary
         n = len(self.data.x_train)
         steps = steps_per_epoch(self.data, cfg.batch_size)
         self.total_steps = steps * cfg.epochs
@@ -576,10 +581,10 @@ class Trainer:
             summary["teacher_widths"] = self.data.meta["teacher_widths"]
         summary["resumed_at_step"] = self.resumed
         if self.writer is not None:
-            if self.diverged:  # no model of non-finite parameters; the checkpoints stay
+            if not self.diverged:  # no model of non-finite parameters; the checkpoints stay
+                self.writer.model(det, self.net.in_shape)
+            if self.write_summary:
                 self.writer.summary(summary)
-            else:
-                self.writer.finish(summary, det, self.net.in_shape)
         return summary
 
 
