@@ -244,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, RunError) as err:
         print(f"bayesprune: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the disk filled up, a folder vanished...: files are atomic, so
+        where = f" ({err.filename})" if err.filename else ""  # what was written is complete
+        print(
+            f"bayesprune: error: {err.strerror or err}{where}; the files written so far are "
+            "complete (a started run resumes with --resume)",
+            file=sys.stderr,
+        )
+        return 2
     except _Stopped as stop:
         print(
             f"bayesprune: stopped by {signal.Signals(stop.signum).name} outside the training "

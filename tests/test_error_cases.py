@@ -171,3 +171,27 @@ def test_a_non_finite_objective_stops_the_run_with_one_line(tmp_path, capsys, mo
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed" and "step 1" in summary["status_reason"]
     assert not (out / "model.pt").exists()
+
+
+def test_a_failed_write_mid_run_is_one_line_and_leaves_no_partial_file(
+    tmp_path, capsys, monkeypatch
+):
+    # the disk fills up while a checkpoint is written: one line, exit 2, no truncated file
+    import bayesprune.runs as runs
+
+    real = runs.atomic_torch_save
+
+    def full_disk(obj, path):
+        if "epoch_002" in str(path):
+            raise OSError(28, "No space left on device", str(path))
+        real(obj, path)
+
+    monkeypatch.setattr(runs, "atomic_torch_save", full_disk)
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--epochs", "3", "--widths", "4,3", "--no-progress", "--out", str(out)]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()  # the "training ..." line, then one
+    assert err[-1].startswith("bayesprune: error:") and "Traceback" not in "\n".join(err)
+    assert "No space left on device" in err[-1] and "--resume" in err[-1]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_001.pt"]
