@@ -1,4 +1,4 @@
-"""Command line: ``bayesprune train`` and ``bayesprune inspect``."""
+"""Command line: ``bayesprune train``, ``inspect``, ``export`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bayesprune.config import TrainConfig, add_config_arguments, positive
 from bayesprune.data import DATASETS, DataError, load_dataset
+from bayesprune.export import EXPORT_FORMATS
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
 from bayesprune.inference.trainer import Trainer
 from bayesprune.inspection import DRAWS
@@ -76,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its newest checkpoint (its own settings are used)",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e = sub.add_parser("export", help="the pruned network as a file that loads without bayesprune")
+    e.add_argument("run_dir", help="a finished run directory (its model.pt)")
+    e.add_argument("--format", required=True, choices=tuple(EXPORT_FORMATS))
+    e.add_argument("--out", default=None, help="file to write (default: RUN_DIR/model.<ext>)")
+    b = sub.add_parser("bench", help="latency, throughput, size: pruned against dense")
+    b.add_argument("run_dir", help="a finished run directory")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    b.add_argument("--batch", type=_batches, default=(1, 256), help="batch sizes, e.g. 1,256")
+    b.add_argument("--threads", type=positive(int), default=1, help="torch threads (default 1)")
     i = sub.add_parser("inspect", help="posterior of a run as ArviZ netCDF, summary and figures")
     i.add_argument("run_dir", help="a run directory written by bayesprune train")
     i.add_argument("--epoch", type=positive(int), default=None, help="checkpoint (default: last)")
@@ -223,6 +233,49 @@ def resume(args) -> int:
     return _fit(trainer, out, args)
 
 
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected batch sizes like 1,256, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _model_path(run_dir: str) -> Path:
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} has no model.pt: export and bench need a finished run")
+    return path
+
+
+def export(args) -> int:
+    from bayesprune.export import ExportError, export_model
+
+    model = _model_path(args.run_dir)
+    out = Path(args.out) if args.out else model.with_suffix(EXPORT_FORMATS[args.format])
+    try:
+        path = export_model(model, args.format, out)
+    except (ExportError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    print(f"bayesprune: wrote {path} ({path.stat().st_size:,} bytes)", file=sys.stderr)
+    return 0
+
+
+def bench(args) -> int:
+    import torch
+
+    from bayesprune.bench import bench_run, format_table
+
+    _model_path(args.run_dir)
+    torch.set_num_threads(args.threads)
+    result = bench_run(args.run_dir, _device(args.device).type, args.batch)
+    print(format_table(result))
+    print(f"bayesprune: wrote {Path(args.run_dir) / 'bench.json'}", file=sys.stderr)
+    return 0
+
+
 def inspect(args) -> int:
     from bayesprune.report import inspect_run
 
@@ -240,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = parser.parse_args(argv)
-        return inspect(args) if args.command == "inspect" else train(args)
+        commands = {"inspect": inspect, "export": export, "bench": bench, "train": train}
+        return commands[args.command](args)
     except (UsageError, DataError, RunError) as err:
         print(f"bayesprune: error: {err}", file=sys.stderr)
         return 2

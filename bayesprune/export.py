@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -179,6 +181,11 @@ def load_model(path) -> nn.Sequential:
 
     :raises ValueError: the file is not a bayesprune model (or was written by another version).
     """
+    return load_model_record(path)[0]
+
+
+def load_model_record(path) -> tuple[nn.Sequential, dict]:
+    """:func:`load_model` and the record it was built from (layers, input shape, weights)."""
     try:
         record = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # unpickling errors of every kind: report, never execute
@@ -190,4 +197,86 @@ def load_model(path) -> nn.Sequential:
         raise ValueError(f"{path} is not a bayesprune model ({MODEL_FORMAT})")
     module = build_sequential(record["layers"])
     module.load_state_dict(record["state_dict"])
-    return module.eval()
+    return module.eval(), record
+
+
+EXPORT_FORMATS = {"torchscript": ".ts", "onnx": ".onnx", "safetensors": ".safetensors"}
+
+
+class ExportError(Exception):
+    """An export cannot be made here (a missing optional package); the message says what to do."""
+
+
+def export_model(model_path, fmt: str, out) -> Path:
+    """Write the deployable network of ``model.pt`` as a file that loads without bayesprune.
+
+    - ``torchscript``: ``torch.jit.load(path)`` gives the network (code and weights);
+    - ``onnx``: an ONNX graph with a dynamic batch dimension (input ``input``, output
+      ``logits``); needs the optional extra ``bayesprune[onnx]`` (onnx, onnxruntime), and is
+      checked with onnxruntime against the network's predictions;
+    - ``safetensors``: the weights, with the layer list and input shape as JSON in the file's
+      metadata (``layers``, ``in_shape``): no code at all (README shows how to rebuild it).
+
+    Gates are folded in: the file is the posterior mode, pruned units absent.
+    """
+    from bayesprune.runs import atomic_write
+
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
+    module, record = load_model_record(model_path)
+    out = Path(out)
+    example = torch.zeros(2, *record["in_shape"])
+    if fmt == "torchscript":
+        scripted = torch.jit.script(module)
+        atomic_write(out, lambda f: torch.jit.save(scripted, f))
+    elif fmt == "safetensors":
+        try:
+            from safetensors.torch import save as save_safetensors
+        except ImportError:
+            raise ExportError("safetensors export needs the safetensors package") from None
+        metadata = {
+            "format": MODEL_FORMAT,
+            "layers": json.dumps(record["layers"]),
+            "in_shape": json.dumps(record["in_shape"]),
+        }
+        tensors = {k: v.contiguous() for k, v in record["state_dict"].items()}
+        data = save_safetensors(tensors, metadata=metadata)
+        atomic_write(out, lambda f: f.write(data))
+    else:
+        _export_onnx(module, example, out)
+    return out
+
+
+def _export_onnx(module: nn.Sequential, example: torch.Tensor, out: Path) -> None:
+    import importlib.util
+    import io
+    import warnings
+
+    from bayesprune.runs import atomic_write
+
+    if importlib.util.find_spec("onnx") is None:
+        raise ExportError("ONNX export needs the optional extra: pip install 'bayesprune[onnx]'")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its future
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    atomic_write(out, lambda f: f.write(buffer.getvalue()))
+    if importlib.util.find_spec("onnxruntime") is not None:  # check the file, not the exporter
+        import numpy as np
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        x = torch.randn(3, *example.shape[1:])
+        got = session.run(None, {"input": x.numpy()})[0]
+        with torch.no_grad():
+            want = module(x).numpy()
+        if not np.allclose(got, want, rtol=1e-4, atol=1e-5):
+            raise ExportError(f"{out}: onnxruntime's predictions differ from the network's")

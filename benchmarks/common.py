@@ -219,6 +219,9 @@ def render_readme() -> None:
         if path.stem == "step_cost":
             lines += render_step_cost(result)
             continue
+        if path.stem == "inference":
+            lines += render_inference(result)
+            continue
         if "mean_gap_points" in result:
             lines += render_seeds(path.stem, result)
             continue
@@ -272,6 +275,28 @@ def render_readme() -> None:
                 "",
             ]
     (HERE / "README.md").write_text("\n".join(lines))
+
+
+def render_inference(result: dict) -> list[str]:
+    lines = [
+        "## inference",
+        "",
+        f"Pruned vs dense networks after {result['epochs']} epochs on Fashion-MNIST (defaults), "
+        f"CPU, batch {result['batch']}, {result['threads']} thread, torch {result['torch']}, "
+        f"commit {result['commit']} (`benchmarks/inference.py`: `bayesprune train`, then "
+        "`bayesprune bench`; targets for LeNet-5: ≥ 3× faster, file ≥ 10× smaller).",
+        "",
+        "| network | dense (ms) | pruned (ms) | speed-up | dense bytes | pruned bytes | smaller |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("mlp", "lenet5"):
+        if name in result:
+            r = result[name]
+            lines.append(
+                f"| {name} | {r['dense_ms']:.2f} | {r['pruned_ms']:.2f} | {r['speedup']:.2f}× | "
+                f"{r['dense_bytes']:,} | {r['pruned_bytes']:,} | {r['size_ratio']:.1f}× |"
+            )
+    return lines + [""]
 
 
 def render_step_cost(result: dict) -> list[str]:

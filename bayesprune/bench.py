@@ -1,0 +1,121 @@
+"""``bayesprune bench``: the pruned network against the dense one it started from, where it runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from bayesprune.export import count_flops, count_weights, load_model_record, model_record
+from bayesprune.loop import synchronize
+from bayesprune.runs import RunError, atomic_write_text, read_config
+
+
+def dense_network(run_dir: Path, record: dict) -> torch.nn.Sequential:
+    """The dense network the run started from (same architecture, starting widths; fresh
+    weights: the timing does not depend on their values)."""
+    from bayesprune.models.network import build_network
+
+    config = read_config(run_dir)
+    run = config.get("run") or {}
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        initial = summary["initial_widths"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunError(f"{run_dir} has no finished summary.json: bench a finished run") from None
+    if "arch" not in run:
+        raise RunError(f"{run_dir}/config.json does not record the architecture (an old run)")
+    in_shape, num_classes = record["in_shape"], record["layers"][-1]["out"]
+    if run["arch"] == "mlp":
+        net = build_network("mlp", in_shape, num_classes, initial)
+    else:
+        net = build_network(run["arch"], in_shape, num_classes, None, run.get("width_mult", 1.0))
+    if list(net.widths) != list(initial):
+        raise RunError(f"cannot rebuild the starting network of {run_dir} ({initial})")
+    return net.to_sequential().eval()
+
+
+def _latency_ms(module, x, device, repeats: int) -> float:
+    with torch.no_grad():
+        start = time.perf_counter()
+        for _ in range(repeats):
+            module(x)
+        synchronize(device)
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def bench_run(
+    run_dir: str | Path,
+    device: str = "cpu",
+    batches: tuple[int, ...] = (1, 256),
+    blocks: int = 7,
+    min_seconds: float = 0.05,
+) -> dict:
+    """Latency (median over interleaved blocks, after warm-up), throughput, parameters, FLOPs
+    and file size of the pruned network and of the dense one it started from; also written to
+    ``RUN_DIR/bench.json``."""
+    run_dir = Path(run_dir)
+    dev = torch.device(device)
+    pruned, record = load_model_record(run_dir / "model.pt")
+    dense = dense_network(run_dir, record)
+    models = {"dense": dense.to(dev), "pruned": pruned.to(dev)}
+    in_shape = record["in_shape"]
+    buffer = io.BytesIO()
+    torch.save(model_record(dense, in_shape), buffer)
+    result: dict = {
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "threads": torch.get_num_threads(),
+        "batches": {},
+    }
+    for name, module in models.items():
+        result[name] = {
+            "params": count_weights(module),
+            "flops": count_flops(module.cpu(), in_shape),
+            "bytes": (run_dir / "model.pt").stat().st_size
+            if name == "pruned"
+            else len(buffer.getvalue()),
+        }
+        models[name] = module.to(dev)
+    for batch in batches:
+        x = torch.randn(batch, *in_shape, device=dev)
+        repeats = {}
+        for name, module in models.items():  # warm-up, and enough calls per block
+            _latency_ms(module, x, dev, 3)
+            once = max(_latency_ms(module, x, dev, 3), 1e-3)
+            repeats[name] = max(1, int(min_seconds * 1000 / once))
+        times = {name: [] for name in models}
+        for _ in range(blocks):
+            for name, module in models.items():
+                times[name].append(_latency_ms(module, x, dev, repeats[name]))
+        row = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
+        row["speedup"] = row["dense_ms"] / row["pruned_ms"]
+        for name in models:
+            row[f"{name}_per_s"] = batch / row[f"{name}_ms"] * 1000
+        result["batches"][str(batch)] = row
+    atomic_write_text(run_dir / "bench.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The bench result as a small text table."""
+    d, p = result["dense"], result["pruned"]
+    lines = [
+        f"device {result['device']}, {result['threads']} thread(s)",
+        f"{'':12}{'dense':>14}{'pruned':>14}{'ratio':>9}",
+        f"{'parameters':12}{d['params']:>14,}{p['params']:>14,}{d['params'] / p['params']:>8.1f}×",
+        f"{'FLOPs/ex.':12}{d['flops']:>14,}{p['flops']:>14,}{d['flops'] / p['flops']:>8.1f}×",
+        f"{'file bytes':12}{d['bytes']:>14,}{p['bytes']:>14,}{d['bytes'] / p['bytes']:>8.1f}×",
+    ]
+    for batch, row in result["batches"].items():
+        lines.append(
+            f"{'batch ' + batch + ' ms':12}{row['dense_ms']:>14.3f}{row['pruned_ms']:>14.3f}"
+            f"{row['speedup']:>8.1f}×"
+        )
+        lines.append(
+            f"{'  ex./s':12}{row['dense_per_s']:>14,.0f}{row['pruned_per_s']:>14,.0f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""Export (TorchScript, ONNX, safetensors) and bench of the pruned network (issue 12)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from bayesprune.cli import main
+from bayesprune.export import deterministic_network, export_model
+from bayesprune.guides import GateGuide
+from bayesprune.models import GatedMLP, GatedNet, HyperPrior
+from bayesprune.runs import RunWriter
+
+# Loads each format with torch (and onnxruntime / safetensors) only: bayesprune is blocked.
+LOADER = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["bayesprune"] = None  # importing bayesprune now fails
+    import torch
+    fmt, path, x_path, out_path = sys.argv[1:]
+    x = torch.load(x_path)
+    if fmt == "torchscript":
+        y = torch.jit.load(path)(x)
+    elif fmt == "onnx":
+        import onnxruntime
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        y = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    else:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        with safe_open(path, "pt") as f:
+            layers = json.loads(f.metadata()["layers"])
+        modules = []
+        for spec in layers:
+            kind = spec["type"]
+            if kind == "Conv2d":
+                modules.append(torch.nn.Conv2d(
+                    spec["in"], spec["out"], tuple(spec["kernel"]), padding=tuple(spec["padding"])))
+            elif kind == "Linear":
+                modules.append(torch.nn.Linear(spec["in"], spec["out"]))
+            elif kind == "BatchNorm2d":
+                modules.append(torch.nn.BatchNorm2d(spec["features"], eps=spec["eps"]))
+            elif kind == "MaxPool2d":
+                modules.append(torch.nn.MaxPool2d(spec["kernel"]))
+            else:
+                modules.append(getattr(torch.nn, kind)())
+        net = torch.nn.Sequential(*modules)
+        net.load_state_dict(load_file(path))
+        y = net.eval()(x)
+    torch.save(y.detach(), out_path)
+    """
+)
+
+
+def _network(kind):
+    torch.manual_seed(0)
+    if kind == "mlp":
+        net, x = GatedMLP(6, (8, 5), 3), torch.randn(7, 6)
+    else:
+        plan = [("conv", 6, 3, 1), ("pool",), ("conv", 5, 3, 1), ("pool",), ("fc", 7)]
+        net, x = GatedNet((2, 8, 8), plan, 3, batch_norm=True), torch.randn(7, 2, 8, 8)
+    torch.nn.init.normal_(net.layers["out"].weight)
+    guide = GateGuide(net, HyperPrior())
+    for name in net.gated:  # some units off: the export must drop them
+        theta = torch.ones(net.width(name))
+        theta[1] = 0.0
+        guide.set_gate_probs(name, theta)
+    net.eval()
+    return net, guide, x
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "safetensors"])
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_exported_network_predicts_as_the_trained_one_without_bayesprune(tmp_path, fmt, kind):
+    if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("the optional extra bayesprune[onnx] (onnx, onnxruntime) is not installed")
+    net, guide, x = _network(kind)
+    det = deterministic_network(guide)
+    RunWriter(tmp_path).model(det, net.in_shape)
+    path = export_model(tmp_path / "model.pt", fmt, tmp_path / f"model.{fmt}")
+    torch.save(x, tmp_path / "x.pt")
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LOADER,
+            fmt,
+            str(path),
+            str(tmp_path / "x.pt"),
+            str(tmp_path / "y.pt"),
+        ],
+        check=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    got = torch.load(tmp_path / "y.pt")
+    with torch.no_grad():
+        want = det(x)
+        gated = net(x, gates={n: guide.gate_probs(n).detach() for n in net.gated})
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(want, gated, rtol=1e-4, atol=1e-5)  # gates folded in
+    assert sum(p.numel() for p in det.parameters()) < sum(p.numel() for p in net.parameters())
+
+
+def test_export_and_bench_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--epochs", "2", "--widths", "12,8", "--no-progress", "--out", str(out)])
+        == 0
+    )
+    assert main(["export", str(out), "--format", "torchscript"]) == 0
+    assert (out / "model.ts").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["bench", str(out), "--batch", "1,8"]) == 0
+    table = capsys.readouterr().out
+    assert "parameters" in table and "batch 8 ms" in table
+    result = json.loads((out / "bench.json").read_text())
+    assert set(result["batches"]) == {"1", "8"} and result["threads"] == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert result["pruned"]["params"] == summary["weights_kept"]
+    assert result["dense"]["params"] == summary["weights_total"]
+    for row in result["batches"].values():
+        assert row["dense_ms"] > 0 and row["pruned_ms"] > 0
+
+
+def test_export_mistakes_are_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no model.pt" in err[0]
