@@ -222,6 +222,9 @@ def render_readme() -> None:
         if path.stem == "inference":
             lines += render_inference(result)
             continue
+        if path.stem == "profile_step":
+            lines += render_profile(result)
+            continue
         if "mean_gap_points" in result:
             lines += render_seeds(path.stem, result)
             continue
@@ -275,6 +278,31 @@ def render_readme() -> None:
                 "",
             ]
     (HERE / "README.md").write_text("\n".join(lines))
+
+
+def render_profile(result: dict) -> list[str]:
+    lines = [
+        "## profile_step",
+        "",
+        "Where one full-width training step goes (`benchmarks/profile_step.py`, batch "
+        f"{result['batch_size']}, {result['threads']} thread, commit {result['commit']}; "
+        "medians of interleaved blocks; the parts are differences of measured variants, see the "
+        "script).",
+        "",
+        "| network | plain | step | secant (ĝ pass + evidence) | prior | SVI + optimisers + "
+        "bookkeeping | aten ops: plain / step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("mlp", "lenet5"):
+        if name in result:
+            r = result[name]
+            lines.append(
+                f"| {name} | {r['plain_ms']:.2f} ms | {r['step_ms']:.2f} ms | "
+                f"{r['secant_ms']:.2f} ms | {r['prior_ms']:.2f} ms | "
+                f"{r['svi_optimiser_bookkeeping_ms']:.2f} ms | "
+                f"{r['plain_aten_ops']:.0f} / {r['step_aten_ops']:.0f} |"
+            )
+    return lines + [""]
 
 
 def render_inference(result: dict) -> list[str]:

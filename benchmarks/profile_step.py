@@ -1,0 +1,113 @@
+"""Where a full-width training step's time goes (issue 12, deliverable 3: the profile).
+
+For LeNet-300-100 and LeNet-5 (Fashion-MNIST shapes, batch 100, 1 thread), in one process with
+blocks interleaved, medians of:
+
+- ``plain``: the same network, cross-entropy, Adam (``torch.optim``);
+- ``step``: ``Trainer.train_step`` (SVI, fast ELBO, secant estimator, GateOptim, bookkeeping);
+- ``first_order``: the same with the first-order estimator: ``step − first_order`` is the
+  secant's cost (its backward at sampled labels and the evidence pass);
+- ``elbo``: ``GatedELBO.loss_and_grads`` alone (no SVI, no optimiser): ``step − elbo`` is SVI's
+  parameter trace, GateOptim (Adam and the projected θ step) and the trainer's bookkeeping;
+- ``prior``: the fast evaluation's prior with its closed-form weight gradients;
+
+and the number of aten operations per step (``torch.profiler``) of ``plain`` and ``step``.
+Writes ``benchmarks/results/profile_step.json`` and its table in benchmarks/README.md.
+
+Usage: ``.venv/bin/python benchmarks/profile_step.py [--blocks 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pyro  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from common import environment, write  # noqa: E402
+from step_cost import NETWORKS, synthetic  # noqa: E402
+
+from bayesprune.config import TrainConfig  # noqa: E402
+from bayesprune.inference.elbo_fast import point_mass_prior  # noqa: E402
+from bayesprune.inference.trainer import Trainer  # noqa: E402
+
+
+def aten_ops(step, count: int = 5) -> float:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(count):
+            step()
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / count
+
+
+def measure(name: str, blocks: int, steps: int) -> dict:
+    config = TrainConfig(check_every=10**9)
+    data = synthetic(config.batch_size)
+    x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
+    index = torch.arange(len(x))
+    torch.manual_seed(0)
+    plain = NETWORKS[name]()
+    opt = torch.optim.Adam(plain.parameters(), lr=config.lr, foreach=True)
+
+    def plain_step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(plain(x), y).backward()
+        opt.step()
+
+    secant = Trainer(NETWORKS[name](), data, config)
+    first = Trainer(NETWORKS[name](), data, replace(config, estimator="first-order"))
+    guide = secant.guide
+    thetas = {n: guide.gate_probs(n).detach() for n in secant.net.gated}
+
+    def elbo_only():
+        secant.elbo.loss_and_grads(secant.model, guide, x, y, num_data=len(data.x_train))
+        for p in guide.parameters():
+            p.grad = None
+
+    runners = {
+        "plain": plain_step,
+        "step": lambda: secant.train_step(x, y, index),
+        "first_order": lambda: first.train_step(x, y, index),
+        "elbo": elbo_only,
+        "prior": lambda: point_mass_prior(guide, secant.hyper, thetas, None, []),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    with pyro.validation_enabled(False):
+        for _ in range(blocks):
+            for key, run in runners.items():
+                for _ in range(3):
+                    run()
+                start = time.perf_counter()
+                for _ in range(steps):
+                    run()
+                times[key].append((time.perf_counter() - start) / steps * 1000)
+        ops = {"plain_aten_ops": aten_ops(plain_step), "step_aten_ops": aten_ops(runners["step"])}
+    out = {f"{k}_ms": statistics.median(v) for k, v in times.items()}
+    out["secant_ms"] = out["step_ms"] - out["first_order_ms"]
+    out["svi_optimiser_bookkeeping_ms"] = out["step_ms"] - out["elbo_ms"]
+    return {**out, **ops}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--blocks", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    result: dict = {"threads": 1, "batch_size": 100, **environment()}
+    for name, steps in (("mlp", 30), ("lenet5", 10)):
+        result[name] = measure(name, args.blocks, steps)
+        print(name, {k: round(v, 3) for k, v in result[name].items()}, flush=True)
+    write("profile_step", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
