@@ -35,9 +35,11 @@ def train_dense(
     opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)  # as the gated run
     scheduler = lr_schedule(opt, schedule, steps_per_epoch(data, batch_size) * epochs)
     step_times: list[float] = []
+    epoch_seconds: list[float] = []
     start = time.perf_counter()
     for _ in tqdm(range(epochs), disable=not progress, desc="dense"):
         net.train()
+        epoch_start = time.perf_counter()
         for x, y, _ in batches(data, batch_size, device):
             timed = len(step_times) < 60
             t0 = time.perf_counter()
@@ -49,6 +51,8 @@ def train_dense(
             if timed:
                 synchronize(device)
                 step_times.append(time.perf_counter() - t0)
+        synchronize(device)
+        epoch_seconds.append(time.perf_counter() - epoch_start)
     wall = time.perf_counter() - start
     weights = count_weights(net)
     plain = net.to_sequential().eval()
@@ -69,6 +73,7 @@ def train_dense(
         "last_prune_epoch": 0.0,
         "gates_binary_fraction": None,
         "train_wall_seconds": wall,
+        "epoch_train_seconds": epoch_seconds,
         "step_seconds_full_width": sum(step_times[5:]) / max(len(step_times[5:]), 1),
         **(
             {"teacher_widths": data.meta["teacher_widths"]} if "teacher_widths" in data.meta else {}

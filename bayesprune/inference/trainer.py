@@ -389,9 +389,11 @@ class Trainer:
     def end_epoch(self, steps: int, bar) -> None:
         """Log the epoch, check the run's health, write its record and its checkpoint."""
         log_start = time.perf_counter()
+        synchronize(self.device)
         self.epoch += 1
         self.position = 0
         record = self.epoch_record(self.epoch, self.sums, steps, self.epoch_start)
+        record["train_seconds"] = log_start - self.epoch_start  # the epoch's steps only
         bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
         tqdm.write(self.format_record(record))
         self.history.append(record)
@@ -580,6 +582,7 @@ class Trainer:
         if "teacher_widths" in self.data.meta:
             summary["teacher_widths"] = self.data.meta["teacher_widths"]
         summary["resumed_at_step"] = self.resumed
+        summary["epoch_train_seconds"] = [r.get("train_seconds") for r in self.history]
         if self.writer is not None:
             if not self.diverged:  # no model of non-finite parameters; the checkpoints stay
                 self.writer.model(det, self.net.in_shape)

@@ -1,0 +1,52 @@
+"""Training cost over time, bayesprune against dense: ``benchmarks/training_cost.png``.
+
+Reads ``results/fmnist_lenet300.json`` and ``results/fmnist_lenet5.json`` (written by
+``fmnist_lenet300.py`` and ``fmnist_lenet5.py``: dense and bayesprune with the same recipe, one
+process, 1 thread) and plots the wall time per epoch and its cumulative sum (training steps only:
+bayesprune's per-epoch evaluation, logs and checkpoints are excluded, as the dense run has none).
+
+Usage: ``.venv/bin/python benchmarks/training_cost.py``
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RUNS = {"LeNet-300-100": "fmnist_lenet300", "LeNet-5": "fmnist_lenet5"}
+
+
+def main() -> Path:
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for col, (title, name) in enumerate(RUNS.items()):
+        result = json.loads((HERE / "results" / f"{name}.json").read_text())
+        for run, style in (("dense", "k--"), ("bayesprune", "C0-")):
+            seconds = result[run].get("epoch_train_seconds")
+            if not seconds:
+                raise SystemExit(f"{name}.json has no per-epoch times: rerun benchmarks/{name}.py")
+            epochs = np.arange(1, len(seconds) + 1)
+            axes[0, col].plot(epochs, seconds, style, marker="o", label=run)
+            axes[1, col].plot(epochs, np.cumsum(seconds), style, marker="o", label=run)
+        ratio = result["bayesprune"]["train_wall_seconds"] / result["dense"]["train_wall_seconds"]
+        axes[0, col].set_title(f"{title}: wall per epoch (total {ratio:.2f}× dense)")
+        axes[1, col].set_title(f"{title}: cumulative")
+        for ax in axes[:, col]:
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("seconds")
+            ax.legend()
+    fig.tight_layout()
+    out = HERE / "training_cost.png"
+    fig.savefig(out, dpi=100)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
