@@ -45,6 +45,49 @@ COLUMNS = [
 ]
 
 
+def plain_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float):
+    """One plain PyTorch training step of ``net`` on ``(x, y)``: cross-entropy, Adam."""
+    import torch.nn.functional as F
+
+    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def interleaved_ms(
+    runners: dict[str, Callable[[], object]],
+    blocks: int,
+    steps: int,
+    warmup: int = 5,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Median milliseconds per call of each runner, blocks of ``steps`` calls interleaved (after
+    ``warmup`` calls each), so that load from elsewhere on the machine hits them alike."""
+    import statistics
+
+    import pyro
+
+    device = torch.device("cpu") if device is None else device
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    with pyro.validation_enabled(False):
+        for _ in range(blocks):
+            for name, run in runners.items():
+                for _ in range(warmup):
+                    run()
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    run()
+                synchronize(device)
+                times[name].append((time.perf_counter() - start) / steps * 1000)
+    return {f"{name}_ms": statistics.median(t) for name, t in times.items()}
+
+
 def step_cost(
     data: Dataset,
     make_net: Callable[[], GatedNet],
@@ -58,42 +101,17 @@ def step_cost(
     The three are interleaved block by block in this process, so that load from elsewhere on the
     machine hits them alike; no unit is pruned (checks are disabled).
     """
-    import statistics
     from dataclasses import replace
-
-    import pyro
-    import torch.nn.functional as F
 
     device = torch.device(config.device)
     x = data.x_train[: config.batch_size].to(device)
     y = data.y_train[: config.batch_size].to(device)
     index = torch.arange(len(x), device=device)
-    dense = make_net().to(device)
-    opt = torch.optim.Adam(dense.parameters(), lr=config.lr, foreach=True)
-
-    def dense_step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(dense(x), y).backward()
-        opt.step()
-
-    runners = {"dense": dense_step}
+    runners = {"dense": plain_step(make_net().to(device), x, y, config.lr)}
     for key, elbo in (("svi", "auto"), ("svi_traced", "traced")):
-        net = make_net()
-        trainer = Trainer(net, data, replace(config, elbo=elbo, check_every=10**9))
+        trainer = Trainer(make_net(), data, replace(config, elbo=elbo, check_every=10**9))
         runners[key] = lambda t=trainer: t.train_step(x, y, index)
-    times = {name: [] for name in runners}
-    with pyro.validation_enabled(False):
-        for _ in range(blocks):
-            for name, step in runners.items():
-                for _ in range(5):
-                    step()
-                synchronize(device)
-                start = time.perf_counter()
-                for _ in range(steps):
-                    step()
-                synchronize(device)
-                times[name].append((time.perf_counter() - start) / steps * 1000)
-    out = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
+    out = interleaved_ms(runners, blocks, steps, device=device)
     out["svi_ratio"] = out["svi_ms"] / out["dense_ms"]
     out["svi_traced_ratio"] = out["svi_traced_ms"] / out["dense_ms"]
     return out
@@ -280,6 +298,14 @@ def render_readme() -> None:
     (HERE / "README.md").write_text("\n".join(lines))
 
 
+def _network_table(result: dict, lines: list[str], row: Callable[[dict], str]) -> list[str]:
+    """``lines`` (title, text, table header) and one table row per network in ``result``."""
+    for name in ("mlp", "lenet5"):
+        if name in result:
+            lines.append(f"| {name} | {row(result[name])} |")
+    return lines + [""]
+
+
 def render_profile(result: dict) -> list[str]:
     lines = [
         "## profile_step",
@@ -293,16 +319,13 @@ def render_profile(result: dict) -> list[str]:
         "bookkeeping | aten ops: plain / step |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in ("mlp", "lenet5"):
-        if name in result:
-            r = result[name]
-            lines.append(
-                f"| {name} | {r['plain_ms']:.2f} ms | {r['step_ms']:.2f} ms | "
-                f"{r['secant_ms']:.2f} ms | {r['prior_ms']:.2f} ms | "
-                f"{r['svi_optimiser_bookkeeping_ms']:.2f} ms | "
-                f"{r['plain_aten_ops']:.0f} / {r['step_aten_ops']:.0f} |"
-            )
-    return lines + [""]
+    return _network_table(
+        result,
+        lines,
+        lambda r: f"{r['plain_ms']:.2f} ms | {r['step_ms']:.2f} ms | {r['secant_ms']:.2f} ms | "
+        f"{r['prior_ms']:.2f} ms | {r['svi_optimiser_bookkeeping_ms']:.2f} ms | "
+        f"{r['plain_aten_ops']:.0f} / {r['step_aten_ops']:.0f}",
+    )
 
 
 def render_inference(result: dict) -> list[str]:
@@ -317,14 +340,12 @@ def render_inference(result: dict) -> list[str]:
         "| network | dense (ms) | pruned (ms) | speed-up | dense bytes | pruned bytes | smaller |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in ("mlp", "lenet5"):
-        if name in result:
-            r = result[name]
-            lines.append(
-                f"| {name} | {r['dense_ms']:.2f} | {r['pruned_ms']:.2f} | {r['speedup']:.2f}× | "
-                f"{r['dense_bytes']:,} | {r['pruned_bytes']:,} | {r['size_ratio']:.1f}× |"
-            )
-    return lines + [""]
+    return _network_table(
+        result,
+        lines,
+        lambda r: f"{r['dense_ms']:.2f} | {r['pruned_ms']:.2f} | {r['speedup']:.2f}× | "
+        f"{r['dense_bytes']:,} | {r['pruned_bytes']:,} | {r['size_ratio']:.1f}×",
+    )
 
 
 def render_step_cost(result: dict) -> list[str]:
@@ -339,14 +360,12 @@ def render_step_cost(result: dict) -> list[str]:
         "| network | plain (ms) | SVI, fast ELBO (ms) | ratio | SVI, traced ELBO (ms) | ratio |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("mlp", "lenet5"):
-        if name in result:
-            c = result[name]
-            lines.append(
-                f"| {name} | {c['plain_ms']:.2f} | {c['svi_ms']:.2f} | {c['svi_ratio']:.2f}× | "
-                f"{c['svi_traced_ms']:.2f} | {c['svi_traced_ratio']:.2f}× |"
-            )
-    return lines + [""]
+    return _network_table(
+        result,
+        lines,
+        lambda c: f"{c['plain_ms']:.2f} | {c['svi_ms']:.2f} | {c['svi_ratio']:.2f}× | "
+        f"{c['svi_traced_ms']:.2f} | {c['svi_traced_ratio']:.2f}×",
+    )
 
 
 def theta_averaging(cfg: dict) -> str:

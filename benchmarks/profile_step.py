@@ -20,9 +20,7 @@ Usage: ``.venv/bin/python benchmarks/profile_step.py [--blocks 5]``
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from common import environment, write  # noqa: E402
+from common import environment, interleaved_ms, plain_step, write  # noqa: E402
 from step_cost import NETWORKS, synthetic  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
@@ -54,14 +51,7 @@ def measure(name: str, blocks: int, steps: int) -> dict:
     x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
     index = torch.arange(len(x))
     torch.manual_seed(0)
-    plain = NETWORKS[name]()
-    opt = torch.optim.Adam(plain.parameters(), lr=config.lr, foreach=True)
-
-    def plain_step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(plain(x), y).backward()
-        opt.step()
-
+    plain = plain_step(NETWORKS[name](), x, y, config.lr)
     secant = Trainer(NETWORKS[name](), data, config)
     first = Trainer(NETWORKS[name](), data, replace(config, estimator="first-order"))
     guide = secant.guide
@@ -73,24 +63,15 @@ def measure(name: str, blocks: int, steps: int) -> dict:
             p.grad = None
 
     runners = {
-        "plain": plain_step,
+        "plain": plain,
         "step": lambda: secant.train_step(x, y, index),
         "first_order": lambda: first.train_step(x, y, index),
         "elbo": elbo_only,
         "prior": lambda: point_mass_prior(guide, secant.hyper, thetas, None, []),
     }
-    times: dict[str, list[float]] = {k: [] for k in runners}
+    out = interleaved_ms(runners, blocks, steps, warmup=3)
     with pyro.validation_enabled(False):
-        for _ in range(blocks):
-            for key, run in runners.items():
-                for _ in range(3):
-                    run()
-                start = time.perf_counter()
-                for _ in range(steps):
-                    run()
-                times[key].append((time.perf_counter() - start) / steps * 1000)
-        ops = {"plain_aten_ops": aten_ops(plain_step), "step_aten_ops": aten_ops(runners["step"])}
-    out = {f"{k}_ms": statistics.median(v) for k, v in times.items()}
+        ops = {"plain_aten_ops": aten_ops(plain), "step_aten_ops": aten_ops(runners["step"])}
     out["secant_ms"] = out["step_ms"] - out["first_order_ms"]
     out["svi_optimiser_bookkeeping_ms"] = out["step_ms"] - out["elbo_ms"]
     return {**out, **ops}

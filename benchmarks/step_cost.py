@@ -18,22 +18,16 @@ Usage: ``.venv/bin/python benchmarks/step_cost.py [--threads 1] [--blocks 7] [--
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pyro  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from common import environment, write  # noqa: E402
+from common import environment, step_cost, write  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import Dataset  # noqa: E402
-from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.models.network import GatedMLP, lenet5  # noqa: E402
 
 NETWORKS = {
@@ -51,36 +45,9 @@ def synthetic(batch: int) -> Dataset:
 
 
 def measure(name: str, config: TrainConfig, blocks: int, steps: int) -> dict:
-    data = synthetic(config.batch_size)
-    x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
-    index = torch.arange(len(x))
     torch.manual_seed(0)
-    plain = NETWORKS[name]()
-    opt = torch.optim.Adam(plain.parameters(), lr=config.lr, foreach=True)
-
-    def plain_step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(plain(x), y).backward()
-        opt.step()
-
-    runners = {"plain": plain_step}
-    for key, elbo in (("svi", "auto"), ("svi_traced", "traced")):
-        trainer = Trainer(NETWORKS[name](), data, replace(config, elbo=elbo, check_every=10**9))
-        runners[key] = lambda t=trainer: t.train_step(x, y, index)
-    times: dict[str, list[float]] = {key: [] for key in runners}
-    with pyro.validation_enabled(False):
-        for _ in range(blocks):
-            for key, step in runners.items():
-                for _ in range(5):
-                    step()
-                start = time.perf_counter()
-                for _ in range(steps):
-                    step()
-                times[key].append((time.perf_counter() - start) / steps * 1000)
-    out = {f"{key}_ms": statistics.median(t) for key, t in times.items()}
-    out["svi_ratio"] = out["svi_ms"] / out["plain_ms"]
-    out["svi_traced_ratio"] = out["svi_traced_ms"] / out["plain_ms"]
-    return out
+    cost = step_cost(synthetic(config.batch_size), NETWORKS[name], config, blocks, steps)
+    return {("plain_ms" if k == "dense_ms" else k): v for k, v in cost.items()}
 
 
 def main(argv=None) -> dict:
