@@ -194,7 +194,6 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
 
 def resume(args) -> int:
     """Continue an interrupted run from its newest complete checkpoint."""
-    from bayesprune.data import file_records
     from bayesprune.inference.trainer import Trainer
     from bayesprune.models.network import GatedNet
     from bayesprune.runs import RunWriter, latest_state, read_config
@@ -216,9 +215,8 @@ def resume(args) -> int:
     _device(config.device)
     data = load_dataset(run["dataset"], run.get("data_dir"))
     recorded = (raw.get("data") or {}).get("files") or []
-    if recorded and [f["sha256"] for f in file_records(f["path"] for f in recorded)] != [
-        f["sha256"] for f in recorded
-    ]:
+    loaded = data.meta.get("files", [])  # hashed by the loader just now
+    if [f["sha256"] for f in recorded] != [f["sha256"] for f in loaded]:
         raise UsageError(f"the data files of {out} changed since the run started")
     state, path = latest_state(out)
     RunWriter(out).truncate(state["epoch"], state["step"])

@@ -143,22 +143,13 @@ def test_a_layer_without_survivors_still_gets_its_figures(run, tmp_path):
     assert len(table) and all(name.startswith("fc1_") for name in table.index)
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("target", ["model.pt", "checkpoints/epoch_002.pt"])
 def test_a_crafted_pickle_in_a_run_is_refused_and_nothing_runs(run, tmp_path, target):
     import pickle
     import shutil
 
     from bayesprune.runs import RunError
+    from tests.test_data import _Payload
 
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)

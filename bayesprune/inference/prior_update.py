@@ -71,10 +71,10 @@ def update_slab_variances(
     for name in net.layers:
         rows = keep.get(name)
         columns = None if pruning is None else pruning.column_mask(name)
-        weights = net.augmented(name)
-        if columns is not None:
-            weights = weights * columns.to(weights.dtype)
-        sq_mean = weights.pow(2).sum(-1)
+        if columns is None:  # ‖w_s‖² without building [W | b]
+            sq_mean = net.row_sq_norms(name)
+        else:  # over the columns fed by kept units only
+            sq_mean = net.augmented(name).pow(2) @ columns.to(net.layers[name].weight.dtype)
         var = (
             None if guide.weights == "point" else guide.weight_posterior(name).base_dist.scale ** 2
         )

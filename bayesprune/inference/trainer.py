@@ -7,6 +7,7 @@ import random
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -209,7 +210,7 @@ class Trainer:
     def pruning(self):
         """The :class:`PruneMessenger` of the collapsed units (a no-op context if none)."""
         if not self.collapsed:
-            return _NoPruning()
+            return nullcontext()
         return PruneMessenger(self.net, self.collapsed)
 
     def movable(self, examples: int) -> set:
@@ -603,16 +604,6 @@ def binary_fraction(theta: torch.Tensor, tol: float = 1e-3) -> float:
     """Share of gates with θ within ``tol`` of 0 or 1 (P1)."""
     binary = (theta <= tol) | (theta >= 1 - tol)
     return float(binary.float().mean()) if theta.numel() else 1.0
-
-
-class _NoPruning:
-    """Context manager standing in for a PruneMessenger when nothing is collapsed."""
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 class TrainingInterrupted(Exception):

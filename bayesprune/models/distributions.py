@@ -109,31 +109,26 @@ class GaussianScaleMixture(TorchDistribution):
             per_row = per_row * self.row_mask.to(per_row.dtype)
         return per_row.sum(-1)
 
+    def _with(self, **changes) -> GaussianScaleMixture:
+        """The same prior with some of its masks or column probabilities replaced."""
+        kwargs = {
+            "row_mask": self.row_mask,
+            "column_probs": self.column_probs,
+            "column_mask": self.column_mask,
+            **changes,
+        }
+        return GaussianScaleMixture(
+            self.probs, self.spike_scale, self.slab_scale, self.row_size, **kwargs
+        )
+
     def mask_rows(self, keep: torch.Tensor) -> GaussianScaleMixture:
         """The same prior restricted to the rows where ``keep`` is ``True``."""
-        mask = keep if self.row_mask is None else self.row_mask & keep
-        return GaussianScaleMixture(
-            self.probs,
-            self.spike_scale,
-            self.slab_scale,
-            self.row_size,
-            row_mask=mask,
-            column_probs=self.column_probs,
-            column_mask=self.column_mask,
-        )
+        return self._with(row_mask=keep if self.row_mask is None else self.row_mask & keep)
 
     def mask_columns(self, keep: torch.Tensor) -> GaussianScaleMixture:
         """The same prior with the columns where ``keep`` is ``False`` left out of every row."""
         mask = keep if self.column_mask is None else self.column_mask & keep
-        return GaussianScaleMixture(
-            self.probs,
-            self.spike_scale,
-            self.slab_scale,
-            self.row_size,
-            row_mask=self.row_mask,
-            column_probs=self.column_probs,
-            column_mask=mask,
-        )
+        return self._with(column_mask=mask)
 
     def expected_log_prob(
         self, mean: torch.Tensor, var: torch.Tensor | float = 0.0, gate_probs=None
