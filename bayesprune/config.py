@@ -17,6 +17,7 @@ from bayesprune.loop import LR_SCHEDULES
 from bayesprune.models.gated_model import HyperPrior
 
 RELEASES = ("ordered", "together")
+MERGES = ("on", "off")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
 
 
@@ -98,6 +99,10 @@ class TrainConfig:
     release: str = _option(
         "ordered", "after the warm-up, release the layers' θ from the output back, one "
         "evidence window apart (Eq. (10o)), or all together", choices=RELEASES,
+    )  # fmt: skip
+    merge: str = _option(
+        "on", "merge moves (Eq. (14)): every evidence window, remove units of the released "
+        "layers that the others can take over, when that lowers the objective", choices=MERGES,
     )  # fmt: skip
     train_subset: int | None = _option(
         None, "train on a fixed random subset of this many training examples (seeded)",

@@ -11,7 +11,8 @@ removals):
   same matrix, and at LeNet-300-100 size they would be ~1 MB per draw), ``{l}_slab_scale`` σ₁ and
   ``{l}_spike_scale`` σ₀ = √ρ σ₁ (every layer; ``out_unit`` are the classes);
 - ``trajectories`` (``epoch``, every unit ever present): ``{l}_theta`` and ``{l}_weight_norm``
-  after each epoch (NaN once the unit is removed), ``{l}_removed_at_step``, and per epoch
+  after each epoch (NaN once the unit is removed), ``{l}_removed_at_step``, ``{l}_merged``
+  (removed by a merge move, Eq. (14), rather than by its gate), and per epoch
   ``{l}_width``, ``{l}_slab_scale``, ``{l}_spike_scale``, ``data_term``, ``prior_term``,
   ``test_error``, ``gates_binary_fraction``;
 - ``traces`` (``step``; only for runs trained with ``--trace-every``): ``{l}_theta``,
@@ -104,13 +105,16 @@ def trajectories(run: Run, ids: dict[str, np.ndarray]) -> xr.Dataset:
     records = run.metrics
     data: dict[str, tuple] = {}
     removed_at = {n: np.full(len(u), np.nan) for n, u in ids.items()}
+    merged = {n: np.zeros(len(u), bool) for n, u in ids.items()}
     for event in (run.summary or {}).get("prune_events", []):
         removed_at[event["layer"]][event["unit_ids"]] = event["step"]
+        merged[event["layer"]][event["unit_ids"]] = bool(event.get("merged"))
     for i, name in enumerate(ids):
         dims = ("epoch", f"{name}_unit")
         data[f"{name}_theta"] = (dims, unit_series(records, "theta", name, ids[name]))
         data[f"{name}_weight_norm"] = (dims, unit_series(records, "weight_norm", name, ids[name]))
         data[f"{name}_removed_at_step"] = (dims[1:], removed_at[name])
+        data[f"{name}_merged"] = (dims[1:], merged[name])
         data[f"{name}_width"] = ("epoch", [r["widths"][i] for r in records])
     for name in records[0]["slab_var"]:
         slab = np.sqrt([r["slab_var"][name] for r in records])

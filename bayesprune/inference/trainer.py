@@ -27,6 +27,7 @@ from bayesprune.export import (
 )
 from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo import IMPLEMENTATIONS, GatedELBO
+from bayesprune.inference.merge import MergeMoves, merges_apply
 from bayesprune.inference.prior_update import update_slab_variances
 from bayesprune.inference.projected_sgd import THETA_OPTIMIZERS, GateOptim
 from bayesprune.inference.pruning import PruneMessenger
@@ -35,6 +36,8 @@ from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, syn
 from bayesprune.models.gated_model import GatedModel
 from bayesprune.models.network import GatedNet
 from bayesprune.runs import RunWriter, versions
+
+MERGE_SAMPLE = 4096  # training examples on which a merge move's change of F is measured
 
 
 def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> GateOptim:
@@ -104,6 +107,11 @@ class Trainer:
         self.collapsed: dict[str, torch.Tensor] = {}  # per layer: units awaiting removal
         self.collapsed_step = None
         self.condition = PruningCondition(pruning_patience(config))
+        self.merges = (
+            MergeMoves(self.guide, hyper, len(data.x_train))
+            if config.merge == "on" and merges_apply(self.guide)
+            else None
+        )
         self.initial_widths = list(net.widths)
         plain = net.to_sequential()
         self.initial = {
@@ -264,6 +272,7 @@ class Trainer:
         if not self.check_finite():
             return
         self.remove_collapsed()
+        self.merge()
         self.collapsed = self.condition(self.guide)
         self.collapsed_step = self.step
         if self.guide.weights != "point":  # the handler is exact for point-mass weights only
@@ -277,6 +286,49 @@ class Trainer:
                     f"term ({data:.3f} nats per example) was no better than a constant "
                     f"predictor's ({self.constant_nll:.3f})"
                 )
+
+    def merge(self) -> None:
+        """Merge moves (Eq. (14)) on the released layers, once per evidence window of examples.
+
+        The round runs at every ``⌈theta_window / (batch · check_every)⌉``-th check, on a sample
+        of up to ``MERGE_SAMPLE`` training examples drawn from a generator seeded by the run's
+        seed and the step (so a resumed run draws the same), layers from the input on (a move
+        re-wires the consumer, which the next layer's round then sees).
+        """
+        if self.merges is None or not self.release_steps:
+            return
+        cfg = self.config
+        every = max(1, math.ceil(cfg.theta_window / (cfg.batch_size * cfg.check_every)))
+        if (self.step // cfg.check_every) % every:
+            return
+        n = len(self.data.x_train)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        index = torch.randperm(n, generator=gen)[: min(n, MERGE_SAMPLE)].to(self.device)
+        x, y = self.data.x_train[index], self.data.y_train[index]
+        for name in self.net.gated:
+            if name not in self.release_steps:
+                continue
+            moves, removed = self.merges.layer(name, x, y)
+            if not removed:
+                continue
+            ids = self.guide.unit_ids(name)
+            gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=ids.device)
+            gone[removed] = True
+            keep = torch.nonzero(~gone).flatten()
+            self.guide.remove_units(name, keep, [self.optim])
+            self.condition.removed(name, keep)
+            self.prune_events.append(
+                {
+                    "step": self.step,
+                    "collapsed_step": self.step,
+                    "layer": name,
+                    "removed": len(removed),
+                    "unit_ids": [m.unit for m in moves],
+                    "merged": True,
+                    "delta_data": sum(m.delta_data for m in moves),
+                    "delta_prior": sum(m.delta_prior for m in moves),
+                }
+            )
 
     def remove_collapsed(self) -> None:
         """Physically remove the collapsed units (:meth:`GateGuide.remove_units`)."""

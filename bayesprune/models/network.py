@@ -250,8 +250,24 @@ class GatedNet(nn.Module):
         :param gates: per layer, gates of shape ``(B, S)`` or ``(S,)``; missing layers are ungated.
         :param params: per layer, augmented weights ``[W | b]`` replacing the module's own.
         """
-        h = x.reshape(x.shape[0], *self.in_shape)
-        for kind, name in self.ops:
+        return self.run_ops(x.reshape(x.shape[0], *self.in_shape), gates, params)
+
+    def op_index(self, name: str) -> int:
+        """Position of layer ``name`` in :attr:`ops` (what :meth:`run_ops` counts)."""
+        return next(i for i, (kind, n) in enumerate(self.ops) if n == name)
+
+    def run_ops(
+        self,
+        h: torch.Tensor,
+        gates: dict[str, torch.Tensor] | None = None,
+        params: dict[str, torch.Tensor] | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> torch.Tensor:
+        """Apply ``ops[start:stop]`` to ``h`` (the whole network: :meth:`forward`): what a layer
+        receives is ``run_ops(x, stop=op_index(layer))``, and the rest of the network
+        ``run_ops(h, start=op_index(layer))``."""
+        for kind, name in self.ops[start:stop]:
             if kind == "pool":
                 h = F.max_pool2d(h, 2)
                 continue

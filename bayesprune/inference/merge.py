@@ -1,0 +1,211 @@
+"""Merge moves: remove a unit whose job the other units of its layer can take over (Eq. (14)).
+
+The gate gradient ∂F/∂θ_s of Eq. (9) measures what the network loses when unit s is switched off
+*with every other weight held fixed*. For a unit that duplicates another (or that the rest of its
+layer reproduces), that loss is large although the function does not need the unit: the consumer
+could read the copy instead. What decides redundancy is the *profile* objective, min over the
+weights of F with the unit off. A merge move evaluates it for one unit, the way merge moves of
+memoized variational inference do (Hughes & Sudderth, NeurIPS 2013): propose the unit's removal
+with the consumer re-wired to the least-squares reconstruction of the unit's output from the other
+live units of its layer (and a constant), compute the change of F on a sample of training
+examples, and accept the move only if F falls. Accepted moves therefore lower the objective the
+gates optimise; nothing is assumed about how well the others compensate, it is measured, and
+the moves are taken one at a time, each on the network the previous one left.
+
+For an exact duplicate the reconstruction is exact, the data term does not change and the move
+saves the unit's whole price: one of the pair always goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bayesprune.guides.gate_guide import GateGuide
+from bayesprune.inference.elbo_fast import fast_prior_applies, point_mass_prior
+from bayesprune.models.gated_model import HyperPrior
+
+CHUNK = 512  # examples per forward pass
+BUDGET = 2**26  # values of the held-out half's consumer inputs kept at once (256 MB in float32)
+
+
+@dataclass
+class Merge:
+    """One accepted move."""
+
+    layer: str
+    unit: int  # the removed unit's original id
+    delta_data: float  # N × change of the mean data term (nats)
+    delta_prior: float  # change of the prior term (nats, τ included)
+
+
+def merges_apply(guide: GateGuide) -> bool:
+    """Merge moves need the prior's closed form (point-mass weights, structured posterior)."""
+    return fast_prior_applies(guide)
+
+
+def unit_features(h: torch.Tensor, width: int) -> torch.Tensor:
+    """The consumer's input as one column per unit: (examples × positions, width).
+
+    ``h`` is what the consumer receives: (n, S) for a Linear after a Linear, (n, S·P) after a
+    Flatten (P positions per unit, contiguous), (n, S, H, W) for a convolution.
+    """
+    if h.dim() == 4:
+        return h.permute(0, 2, 3, 1).reshape(-1, width)
+    n = h.shape[0]
+    return h.reshape(n, width, -1).transpose(1, 2).reshape(-1, width)
+
+
+class MergeMoves:
+    """Greedy merge moves on one layer at a time (:meth:`layer`).
+
+    A move is accepted when the data say, with confidence, that it lowers F: with d_n the change
+    of example n's loss on held-out half of the sample (the other half fits the
+    reconstruction), N (mean(d) + z·sd(d)/√n) + ΔP < 0, where ΔP is the change of the prior
+    term (the unit's price, less what the re-wired weights now cost). A move whose effect on
+    the data is within noise of zero is accepted only for a price well above that noise.
+
+    :param guide: the guide (point-mass weights, structured or coupled posterior).
+    :param hyper: the hyper-prior (its temperature prices the units).
+    :param num_data: N, the number of training examples (the data term is N × the mean).
+    :param confidence: z of the one-sided bound.
+    :param max_rejections: a layer's round stops after this many rejected proposals.
+    """
+
+    def __init__(
+        self,
+        guide: GateGuide,
+        hyper: HyperPrior,
+        num_data: int,
+        confidence: float = 2.0,
+        max_rejections: int = 10,
+    ):
+        if not merges_apply(guide):
+            raise ValueError("merge moves need point-mass weights and a structured posterior")
+        self.guide, self.hyper, self.num_data = guide, hyper, num_data
+        self.confidence, self.max_rejections = confidence, max_rejections
+
+    def _mode_gates(self) -> dict[str, torch.Tensor]:
+        guide = self.guide
+        return {n: (guide.gate_probs(n).detach() > 0.5).to(guide.gate_probs(n).dtype)
+                for n in guide.net.gated}  # fmt: skip
+
+    def _prior(self, gates: dict[str, torch.Tensor]) -> float:
+        return float(point_mass_prior(self.guide, self.hyper, gates, None, []))
+
+    @torch.no_grad()
+    def layer(self, name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[list[Merge], list[int]]:
+        """Merge units of gated layer ``name`` into the others while F falls (on ``x``, ``y``).
+
+        The first half of the sample fits the reconstructions, the second measures the moves.
+        Changes the consumer's weights of every accepted move in place and returns the moves
+        and the (current) indices of the removed units; the caller removes them physically
+        (their gates are not touched). The network is evaluated at the posterior mode (a unit
+        is on iff θ > ½), in evaluation mode.
+        """
+        net = self.guide.net
+        consumer = net.next_layer(name)
+        layer = net.layers[consumer]
+        was_training = net.training
+        net.eval()
+        try:
+            gates = self._mode_gates()
+            live = gates[name].bool().clone()
+            if int(live.sum()) < 2:
+                return [], []
+            start = net.op_index(consumer)
+            x = x.reshape(x.shape[0], *net.in_shape)
+            per_example = net.run_ops(x[:1], gates, stop=start).numel()
+            n = min(x.shape[0], max(256, 2 * BUDGET // per_example))  # big maps: fewer examples
+            x, y = x[:n], y[:n]
+            width, half = net.width(name), n // 2
+
+            def received(xs):  # what the consumer receives
+                return torch.cat([net.run_ops(c, gates, stop=start) for c in xs.split(CHUNK)])
+
+            # second moments of the units' outputs and a constant, over examples and positions
+            gram = 0.0
+            count = 0
+            for chunk in x[:half].split(CHUNK):
+                feats = unit_features(received(chunk), width).to(torch.float64)
+                aug = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], 1)
+                gram = gram + aug.T @ aug
+                count += feats.shape[0]
+            gram = gram / count
+            ridge = 1e-8 * float(gram.diagonal().mean())
+            eye = torch.eye(width + 1, dtype=gram.dtype, device=gram.device)
+            constant = torch.tensor([width], device=live.device)
+            h, y = received(x[half:]), y[half:]
+
+            def losses():
+                logits = torch.cat([net.run_ops(c, gates, start=start) for c in h.split(CHUNK)])
+                return F.cross_entropy(logits, y, reduction="none")
+
+            before, prior = losses(), self._prior(gates)
+            block = net.blocks[consumer]
+            ids = self.guide.unit_ids(name)
+            merges, removed, rejected = [], [], torch.zeros_like(live)
+            while int((~rejected).sum()) and int(live.sum()) > 1:
+                idx = torch.cat([torch.nonzero(live).flatten(), constant])
+                k = len(idx)
+                inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[:k, :k])
+                residual = 1.0 / inv.diagonal()[:-1]  # output energy the others cannot rebuild
+                score = residual * self._outgoing(layer, block, width).to(gram.dtype)[idx[:-1]]
+                score[rejected[idx[:-1]]] = float("inf")
+                pick = int(torch.argmin(score))
+                if not torch.isfinite(score[pick]):
+                    break
+                unit = int(idx[pick])
+                coef = -inv[:, pick] / inv[pick, pick]  # h_unit ≈ Σ_j coef_j h_j + coef_const
+                coef[pick] = 0.0
+                saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
+                self._rewire(layer, block, width, unit, idx, coef)
+                gates[name][unit] = 0.0
+                after, new_prior = losses(), self._prior(gates)
+                diff = after - before
+                bound = float(diff.mean()) + self.confidence * float(diff.std()) / len(diff) ** 0.5
+                delta_prior = new_prior - prior
+                if bound * self.num_data + delta_prior < 0:
+                    delta_data = float(diff.mean()) * self.num_data
+                    merges.append(Merge(name, int(ids[unit]), delta_data, delta_prior))
+                    removed.append(unit)
+                    live[unit] = False
+                    before, prior = after, new_prior
+                else:
+                    layer.weight.copy_(saved[0])
+                    layer.bias.copy_(saved[1])
+                    gates[name][unit] = 1.0
+                    rejected[unit] = True
+                    if int(rejected.sum()) >= self.max_rejections:
+                        break
+            return merges, removed
+        finally:
+            net.train(was_training)
+
+    @staticmethod
+    def _outgoing(layer, block: int, width: int) -> torch.Tensor:
+        """‖weights unit s feeds‖² per unit of the producing layer."""
+        w = layer.weight.detach()
+        if w.dim() == 4:  # a convolution: (out, in, k, k)
+            return w.square().sum((0, 2, 3))
+        return w.square().reshape(w.shape[0], width, block).sum((0, 2))
+
+    @staticmethod
+    def _rewire(layer, block: int, width: int, unit: int, idx, coef) -> None:
+        """Consumer reads Σ_j coef_j h_j + coef_const instead of h_unit; h_unit's weights → 0."""
+        w, b = layer.weight.data, layer.bias.data
+        others, const = idx[:-1], float(coef[-1])
+        c = coef[:-1].to(w.dtype)
+        if w.dim() == 4:
+            out_w = w[:, unit].clone()  # (out, k, k)
+            w[:, others] += c.view(1, -1, 1, 1) * out_w.unsqueeze(1)
+            b += const * out_w.sum((1, 2))
+            w[:, unit] = 0.0
+            return
+        view = w.view(w.shape[0], width, block)
+        out_w = view[:, unit].clone()  # (out, P)
+        view[:, others] += c.view(1, -1, 1) * out_w.unsqueeze(1)
+        b += const * out_w.sum(1)
+        view[:, unit] = 0.0

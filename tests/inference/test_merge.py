@@ -1,0 +1,147 @@
+"""Merge moves (Eq. (14)): a duplicated unit goes, a unit the others cannot rebuild stays."""
+
+import pytest
+import torch
+
+from bayesprune.config import TrainConfig
+from bayesprune.data import make_teacher
+from bayesprune.guides import GateGuide
+from bayesprune.inference import update_slab_variances
+from bayesprune.inference.merge import MergeMoves, unit_features
+from bayesprune.inference.trainer import Trainer
+from bayesprune.models import GatedMLP, GatedNet, HyperPrior
+
+CONV_PLAN = [("conv", 4, 3, 0), ("pool",), ("conv", 5, 2, 0), ("flatten",), ("fc", 6)]
+
+
+def _network(kind: str) -> GatedNet:
+    torch.manual_seed(0)
+    if kind == "mlp":
+        net = GatedMLP(6, (5, 4), 3)
+    else:
+        net = GatedNet((1, 8, 8), CONV_PLAN, 3)
+    # a read-out at the prior's scale (σ² = 1/fan-in): larger outgoing weights make splitting
+    # them over two copies cheaper than the copy's price (the Gaussian slab's reward, §6d)
+    out = net.layers["out"]
+    torch.nn.init.normal_(out.weight, std=out.in_features**-0.5)
+    for name in net.gated:  # positive biases: no unit is dead on the sample
+        torch.nn.init.uniform_(net.layers[name].bias, 0.1, 0.5)
+    return net
+
+
+def _inputs(net: GatedNet, n: int = 512) -> torch.Tensor:
+    return torch.randn(n, *net.in_shape, generator=torch.Generator().manual_seed(1))
+
+
+@torch.no_grad()
+def _duplicate(net: GatedNet, layer: str, source: int, copy: int) -> None:
+    """Make unit ``copy`` an exact copy of ``source`` and split the read-out between them."""
+    this, consumer = net.layers[layer], net.layers[net.next_layer(layer)]
+    this.weight[copy] = this.weight[source]
+    this.bias[copy] = this.bias[source]
+    width, block = net.width(layer), net.blocks[net.next_layer(layer)]
+    if consumer.weight.dim() == 4:
+        total = consumer.weight[:, source] + consumer.weight[:, copy]
+        consumer.weight[:, source] = consumer.weight[:, copy] = total / 2
+    else:
+        view = consumer.weight.view(consumer.weight.shape[0], width, block)
+        total = view[:, source] + view[:, copy]
+        view[:, source] = view[:, copy] = total / 2
+
+
+def _fitted(net: GatedNet, x: torch.Tensor) -> torch.Tensor:
+    """Label the inputs by the network's own decisions, a fifth of them flipped at random, and
+    fit them: a network at a minimum of a loss it cannot drive to 0, where a unit that matters
+    cannot be taken out without raising it."""
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        y = net(x).argmax(-1)
+    flip = torch.rand(len(y), generator=gen) < 0.2
+    y[flip] = torch.randint(0, 3, (int(flip.sum()),), generator=gen)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(500):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return y
+
+
+def _moves(net, num_data=60_000):
+    hyper = HyperPrior()
+    guide = GateGuide(net, hyper)
+    update_slab_variances(guide, hyper)  # σ₁² follows the weights' scale, as in training
+    return guide, MergeMoves(guide, hyper, num_data)
+
+
+def _dead(net, layer, x) -> set[int]:
+    """Units of ``layer`` that emit 0 on every example of ``x``."""
+    with torch.no_grad():
+        h = net.run_ops(x, stop=net.op_index(net.next_layer(layer)))
+    feats = unit_features(h, net.width(layer))
+    return set(torch.nonzero(feats.abs().sum(0) == 0).flatten().tolist())
+
+
+@pytest.mark.parametrize(
+    "kind,layer", [("mlp", "fc1"), ("mlp", "fc2"), ("conv", "conv1"), ("conv", "conv2"),
+                   ("conv", "fc1")]
+)  # fmt: skip
+def test_an_exact_duplicate_is_merged_and_the_function_kept(kind, layer):
+    net = _network(kind)
+    x = _inputs(net)
+    y = _fitted(net, x)
+    source = min(set(range(net.width(layer))) - _dead(net, layer, x))  # a unit that works
+    copy = net.width(layer) - 1 if source != net.width(layer) - 1 else 0
+    _duplicate(net, layer, source, copy)
+    guide, moves = _moves(net)
+    before, dead = net(x), _dead(net, layer, x)
+    merges, removed = moves.layer(layer, x, y)
+    pair = [u for u in removed if u in (source, copy)]
+    assert len(pair) == 1, removed  # one of the pair, and besides it only dead units
+    assert set(removed) - set(pair) <= dead, (removed, dead)
+    assert merges[removed.index(pair[0])].delta_prior < 0  # its price is saved
+    keep = torch.tensor([u for u in range(net.width(layer)) if u not in removed])
+    guide.remove_units(layer, keep)
+    torch.testing.assert_close(net(x), before, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_units_the_others_cannot_rebuild_are_kept(kind):
+    net = _network(kind)
+    x = _inputs(net)
+    y = _fitted(net, x)
+    _, moves = _moves(net)
+    for layer in net.gated:
+        dead = _dead(net, layer, x)
+        merges, removed = moves.layer(layer, x, y)
+        assert set(removed) <= dead, (layer, merges, dead)
+
+
+def test_unit_features_put_one_unit_per_column():
+    h = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3 * 4)  # 3 units, 4 positions
+    feats = unit_features(h, 3)
+    assert feats.shape == (8, 3)
+    torch.testing.assert_close(feats[:4, 1], h[0, 4:8])
+    maps = h.reshape(2, 3, 2, 2)
+    torch.testing.assert_close(unit_features(maps, 3)[:4, 2], maps[0, 2].flatten())
+
+
+def _teacher_run(merge: str) -> dict:
+    data = make_teacher(num_train=4000, num_test=1000)
+    net = GatedMLP(4, (60, 30), 3)
+    config = TrainConfig(
+        epochs=6, batch_size=50, theta_window=2000, check_every=10, seed=0, merge=merge
+    )
+    return Trainer(net, data, config).fit(progress=False, write_summary=False)
+
+
+def test_merges_price_redundant_units_in_training():
+    """On the teacher (4 → 10 → 5 → 3) a 60-30 student keeps many redundant units without
+    merges; with them the second layer ends narrower, and every move lowered F."""
+    off, on = _teacher_run("off"), _teacher_run("on")
+    merged = [e for e in on["prune_events"] if e.get("merged")]
+    assert merged and not any(e.get("merged") for e in off["prune_events"])
+    assert all(e["delta_data"] + e["delta_prior"] < 0 for e in merged)
+    widths_on = [int(w) for w in on["architecture"].split("-")[1:]]
+    widths_off = [int(w) for w in off["architecture"].split("-")[1:]]
+    assert widths_on[1] < widths_off[1], (on["architecture"], off["architecture"])
+    assert on["test_error"] < 0.15
