@@ -200,10 +200,11 @@ def evaluate(
         params[name], *moments[name] = _sampled_weights(guide, name)
     keep = {} if pruning is None else pruning.keep
     for name in net.gated:
-        theta = thetas[name] = guide.gate_probs(name)
+        theta = guide.gate_probs(name)
+        if name in keep:  # a pruned unit's θ is not in the pruned network's objective
+            theta = theta * keep[name].to(theta.dtype)
+        thetas[name] = theta
         probs = theta.detach()
-        if name in keep:
-            probs = probs * keep[name].to(probs.dtype)
         xi = draw_gates(probs, (batch, probs.shape[-1]))
         if estimator == "first-order":
             xi = xi + (theta - theta.detach())  # straight-through: Eq. (9)

@@ -197,6 +197,9 @@ def test_objective_under_the_handler_is_the_physically_pruned_networks(
         assert torch.allclose(small[name].grad, expected, rtol=1e-4, atol=1e-6), name
     for name in net.layers:
         assert torch.allclose(guide.slab_var(name), small_guide.slab_var(name), rtol=1e-5), name
+    for name, mask in pruned.items():  # a pruned unit's θ is not in the pruned objective
+        grad = guide.theta_parameters([name])[0].grad
+        assert grad is None or not grad[mask].any(), (name, grad)
 
 
 def test_training_removes_units_physically():
