@@ -172,11 +172,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
     parser.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides key=value")
     parser.add_argument("--no-dense", action="store_true", help="skip the dense runs")
+    parser.add_argument(
+        "--dense-from", default=None, help="take the dense runs from this matrix JSON (the dense "
+        "recipe does not depend on bayesprune's settings) instead of running them again",
+    )  # fmt: skip
     parser.add_argument("--name", default="robustness_matrix", help="results/<name>.json")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.set)
     started_at = commit()  # the code the runs import, whatever is committed while they run
+    dense_from = None
+    if args.dense_from is not None:
+        previous = json.loads(Path(args.dense_from).read_text())
+        dense_from = {(c["case"], c["seed"]): c["dense"] for c in previous["cells"] if c["dense"]}
+        wanted = [(case, seed) for case in args.cells for seed in args.seeds]
+        missing = [job for job in wanted if job not in dense_from]
+        if missing:
+            parser.error(f"--dense-from {args.dense_from} has no dense run for {missing}")
+        args.no_dense = True
     jobs = [(case, seed) for case in args.cells for seed in args.seeds]
     if args.jobs == 1:  # in this process (tests)
         cells = [run_cell(case, seed, overrides, not args.no_dense) for case, seed in jobs]
@@ -187,7 +200,12 @@ def main(argv: list[str] | None = None) -> None:
                 for case, seed in jobs
             ]
             cells = [f.result() for f in futures]
+    if dense_from is not None:
+        for cell in cells:
+            cell["dense"] = dense_from[(cell["case"], cell["seed"])]
     result = {"commit": started_at, "threads": 1, "overrides": overrides, "cells": cells}
+    if dense_from is not None:
+        result["dense_from"] = {"file": args.dense_from, "commit": previous.get("commit")}
     result["checks"] = checks(cells)
     print(json.dumps(result["checks"], indent=1))
     folder = RESULTS if args.results_dir is None else Path(args.results_dir)

@@ -288,9 +288,12 @@ class Trainer:
                 )
 
     def merge(self) -> None:
-        """Merge moves (Eq. (14)) on the released layers, once per evidence window of examples.
+        """Merge moves (Eq. (14)) on the settled layers, once per evidence window of examples.
 
-        The round runs at every ``⌈theta_window / (batch · check_every)⌉``-th check, on a sample
+        A layer is settled once its θ has been released and its gates have collapsed no unit for
+        one evidence window: the gates decide first (each unit on its own worth, at fixed
+        weights), the moves then act on what they kept. The round runs at every
+        ``⌈theta_window / (batch · check_every)⌉``-th check, on a sample
         of up to ``MERGE_SAMPLE`` training examples drawn from a generator seeded by the run's
         seed and the step (so a resumed run draws the same), layers from the input on (a move
         re-wires the consumer, which the next layer's round then sees).
@@ -305,8 +308,16 @@ class Trainer:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         index = torch.randperm(n, generator=gen)[: min(n, MERGE_SAMPLE)].to(self.device)
         x, y = self.data.x_train[index], self.data.y_train[index]
+        window = every * cfg.check_every
         for name in self.net.gated:
             if name not in self.release_steps:
+                continue
+            gate_decisions = [  # the layer's gates decided this recently: not settled yet
+                e["collapsed_step"]
+                for e in self.prune_events
+                if e["layer"] == name and not e.get("merged")
+            ]
+            if self.step - max([self.release_steps[name], *gate_decisions]) < window:
                 continue
             moves, removed = self.merges.layer(name, x, y)
             if not removed:
