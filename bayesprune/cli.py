@@ -211,7 +211,7 @@ def resume(args) -> int:
     run = raw.get("run") or {}
     if not isinstance(run, dict) or "dataset" not in run:
         raise UsageError(f"{out}/config.json does not say which data the run used; cannot resume")
-    config = TrainConfig.from_dict(raw, validate=True)
+    config = TrainConfig.from_record(raw)
     _device(config.device)
     data = load_dataset(run["dataset"], run.get("data_dir"))
     recorded = (raw.get("data") or {}).get("files") or []

@@ -18,6 +18,8 @@ from bayesprune.models.gated_model import HyperPrior
 
 RELEASES = ("ordered", "together")
 MERGES = ("on", "off")
+# settings added after runs were recorded without them: the value those runs trained with
+PREDATING = {"merge": "off"}
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
 
 
@@ -160,6 +162,13 @@ class TrainConfig:
         if tau is None:
             tau = HyperPrior.temperature if num_data is None else temperature_for(num_data)
         return HyperPrior(rho=self.rho, strength=self.strength, temperature=tau)
+
+    @classmethod
+    def from_record(cls, values: dict) -> TrainConfig:
+        """The config of a recorded run (``config.json``), validated: a setting the file predates
+        takes the value that reproduces what that run did (:data:`PREDATING`), not today's
+        default, so ``--resume`` and ``inspect`` of an older run see the rule it trained with."""
+        return cls.from_dict({**PREDATING, **values}, validate=True)
 
     @classmethod
     def from_dict(cls, values: dict, validate: bool = False) -> TrainConfig:

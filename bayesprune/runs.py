@@ -183,7 +183,7 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
     path = Path(run_dir)
     raw = read_config(path)
     try:
-        config = TrainConfig.from_dict(raw, validate=True)
+        config = TrainConfig.from_record(raw)
         metrics = read_jsonl(path / "metrics.jsonl")
         traces_path = path / "traces.jsonl"
         traces = read_jsonl(traces_path) if traces_path.exists() else []

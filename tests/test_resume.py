@@ -107,3 +107,25 @@ def test_a_signal_outside_the_training_loop_is_one_line(tmp_path):
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("bayesprune: stopped by SIGTERM")
     assert json.loads((out / "summary.json").read_text())["status"] == "running"
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_trained_with(tmp_path):
+    """config.json of a run from before merge moves has no "merge": the resumed run must go on
+    without them (TrainConfig.from_record), not switch to today's default mid-run."""
+    from bayesprune.config import TrainConfig
+
+    assert TrainConfig.from_record({"epochs": 3}).merge == "off"
+    assert TrainConfig.from_record({"merge": "on"}).merge == "on"
+    assert TrainConfig.from_dict({"epochs": 3}).merge == "on"  # a new run: today's default
+    out = tmp_path / "run"
+    code, err = _stop_after_first_epoch(out, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err
+    config = json.loads((out / "config.json").read_text())
+    assert config.pop("merge") == "on"
+    (out / "config.json").write_text(json.dumps(config))
+    resumed = _cli("train", "--resume", str(out), "--no-progress")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    after = [e for e in summary["prune_events"] if e["step"] > summary["resumed_at_step"]]
+    assert not any(e.get("merged") for e in after)  # the reference run merges at 300-900
