@@ -214,6 +214,11 @@ def temperature_for(num_data: int) -> float:
     return REFERENCE_TEMPERATURE * (num_data / REFERENCE_EXAMPLES) ** 0.5
 
 
+def checks_per_window(config: TrainConfig) -> int:
+    """⌈W / (B c)⌉: pruning checks (c steps of B examples apart) that span one evidence window."""
+    return math.ceil(config.theta_window / (config.batch_size * config.check_every))
+
+
 def pruning_patience(config: TrainConfig) -> int:
     """m of Eq. (12): the configured patience, or enough checks to span the evidence window.
 
@@ -224,7 +229,7 @@ def pruning_patience(config: TrainConfig) -> int:
     """
     if config.patience is not None:
         return config.patience
-    return math.ceil(config.theta_window / (config.batch_size * config.check_every)) + 1
+    return checks_per_window(config) + 1
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

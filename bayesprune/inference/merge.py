@@ -147,12 +147,17 @@ class MergeMoves:
             block = net.blocks[consumer]
             ids = self.guide.unit_ids(name)
             merges, removed, rejected = [], [], torch.zeros_like(live)
-            while int((~rejected).sum()) and int(live.sum()) > 1:
+
+            def reconstruction():  # changes only when a move is accepted
                 idx = torch.cat([torch.nonzero(live).flatten(), constant])
-                k = len(idx)
-                inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[:k, :k])
+                inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[: len(idx), : len(idx)])
                 residual = 1.0 / inv.diagonal()[:-1]  # output energy the others cannot rebuild
-                score = residual * self._outgoing(layer, block, width).to(gram.dtype)[idx[:-1]]
+                outgoing = self._outgoing(layer, block, width).to(gram.dtype)[idx[:-1]]
+                return idx, inv, residual * outgoing
+
+            idx, inv, base_score = reconstruction()
+            while int((~rejected).sum()) and int(live.sum()) > 1:
+                score = base_score.clone()
                 score[rejected[idx[:-1]]] = float("inf")
                 pick = int(torch.argmin(score))
                 if not torch.isfinite(score[pick]):
@@ -173,6 +178,7 @@ class MergeMoves:
                     removed.append(unit)
                     live[unit] = False
                     before, prior = after, new_prior
+                    idx, inv, base_score = reconstruction()
                 else:
                     layer.weight.copy_(saved[0])
                     layer.bias.copy_(saved[1])

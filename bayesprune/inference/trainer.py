@@ -16,7 +16,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from bayesprune.config import RELEASES, TrainConfig, pruning_patience
+from bayesprune.config import RELEASES, TrainConfig, checks_per_window, pruning_patience
 from bayesprune.data import Dataset
 from bayesprune.export import (
     architecture,
@@ -301,7 +301,7 @@ class Trainer:
         if self.merges is None or not self.release_steps:
             return
         cfg = self.config
-        every = max(1, math.ceil(cfg.theta_window / (cfg.batch_size * cfg.check_every)))
+        every = checks_per_window(cfg)
         if (self.step // cfg.check_every) % every:
             return
         n = len(self.data.x_train)
@@ -322,43 +322,34 @@ class Trainer:
             moves, removed = self.merges.layer(name, x, y)
             if not removed:
                 continue
-            ids = self.guide.unit_ids(name)
-            gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=ids.device)
+            gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)
             gone[removed] = True
-            keep = torch.nonzero(~gone).flatten()
-            self.guide.remove_units(name, keep, [self.optim])
-            self.condition.removed(name, keep)
-            self.prune_events.append(
-                {
-                    "step": self.step,
-                    "collapsed_step": self.step,
-                    "layer": name,
-                    "removed": len(removed),
-                    "unit_ids": [m.unit for m in moves],
-                    "merged": True,
-                    "delta_data": sum(m.delta_data for m in moves),
-                    "delta_prior": sum(m.delta_prior for m in moves),
-                }
+            self.remove(
+                name,
+                gone,
+                self.step,
+                unit_ids=[m.unit for m in moves],  # in the order the moves were accepted
+                merged=True,
+                delta_data=sum(m.delta_data for m in moves),
+                delta_prior=sum(m.delta_prior for m in moves),
             )
 
     def remove_collapsed(self) -> None:
         """Physically remove the collapsed units (:meth:`GateGuide.remove_units`)."""
         for name, collapsed in self.collapsed.items():
-            ids = self.guide.unit_ids(name)
-            keep = torch.nonzero(~collapsed).flatten()
-            removed = ids[collapsed].tolist()
-            self.guide.remove_units(name, keep, [self.optim])
-            self.condition.removed(name, keep)
-            self.prune_events.append(
-                {
-                    "step": self.step,
-                    "collapsed_step": self.collapsed_step,
-                    "layer": name,
-                    "removed": len(removed),
-                    "unit_ids": removed,
-                }
-            )
+            self.remove(name, collapsed, self.collapsed_step)
         self.collapsed = {}
+
+    def remove(self, name: str, gone: torch.Tensor, collapsed_step, **record) -> None:
+        """Remove the units of layer ``name`` marked in the bool mask ``gone`` physically, with
+        their optimiser state and pruning counters, and record the event (``record``: extra
+        keys, as the merge moves' ``merged``, ``delta_data``, ``delta_prior``)."""
+        ids = self.guide.unit_ids(name)[gone].tolist()  # original ids, before the slicing
+        keep = torch.nonzero(~gone).flatten()
+        self.guide.remove_units(name, keep, [self.optim])
+        self.condition.removed(name, keep)
+        event = {"step": self.step, "collapsed_step": collapsed_step, "layer": name}
+        self.prune_events.append({**event, "removed": len(ids), "unit_ids": ids, **record})
 
     @torch.no_grad()
     def unit_state(self) -> dict[str, dict[str, list]]:
