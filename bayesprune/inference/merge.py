@@ -138,12 +138,25 @@ class MergeMoves:
             eye = torch.eye(width + 1, dtype=gram.dtype, device=gram.device)
             constant = torch.tensor([width], device=live.device)
             h, y = received(x[half:]), y[half:]
+            conv = layer.weight.dim() == 4
 
-            def losses():
-                logits = torch.cat([net.run_ops(c, gates, start=start) for c in h.split(CHUNK)])
+            def consumer_map(hs):  # the consumer's convolution or linear map, current weights
+                if conv:
+                    return torch.cat(
+                        [F.conv2d(c, layer.weight, layer.bias, padding=layer.padding)
+                         for c in hs.split(CHUNK)]
+                    )  # fmt: skip
+                return torch.cat([F.linear(c, layer.weight, layer.bias) for c in hs.split(CHUNK)])
+
+            def losses(z):  # the held-out losses when the consumer's map gives z
+                logits = torch.cat(
+                    [net.run_ops(net.activate(consumer, c, gates), gates, start=start + 1)
+                     for c in z.split(CHUNK)]
+                )  # fmt: skip
                 return F.cross_entropy(logits, y, reduction="none")
 
-            before, prior = losses(), self._prior(gates)
+            z = consumer_map(h)
+            before, prior = losses(z), self._prior(gates)
             block = net.blocks[consumer]
             ids = self.guide.unit_ids(name)
             merges, removed, rejected = [], [], torch.zeros_like(live)
@@ -165,10 +178,11 @@ class MergeMoves:
                 unit = int(idx[pick])
                 coef = -inv[:, pick] / inv[pick, pick]  # h_unit ≈ Σ_j coef_j h_j + coef_const
                 coef[pick] = 0.0
-                saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
-                self._rewire(layer, block, width, unit, idx, coef)
                 gates[name][unit] = 0.0
-                after, new_prior = losses(), self._prior(gates)
+                after = losses(z + self._change(layer, h, width, unit, idx, coef))
+                saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
+                self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
+                new_prior = self._prior(gates)  # cost too
                 diff = after - before
                 bound = float(diff.mean()) + self.confidence * float(diff.std()) / len(diff) ** 0.5
                 delta_prior = new_prior - prior
@@ -177,7 +191,8 @@ class MergeMoves:
                     merges.append(Merge(name, int(ids[unit]), delta_data, delta_prior))
                     removed.append(unit)
                     live[unit] = False
-                    before, prior = after, new_prior
+                    z = consumer_map(h)
+                    before, prior = losses(z), new_prior
                     idx, inv, base_score = reconstruction()
                 else:
                     layer.weight.copy_(saved[0])
@@ -197,6 +212,30 @@ class MergeMoves:
         if w.dim() == 4:  # a convolution: (out, in, k, k)
             return w.square().sum((0, 2, 3))
         return w.square().reshape(w.shape[0], width, block).sum((0, 2))
+
+    @staticmethod
+    def _change(layer, h: torch.Tensor, width: int, unit: int, idx, coef) -> torch.Tensor:
+        """What :meth:`_rewire` would change in the consumer's map of ``h``, without touching
+        its weights: the map is linear in its input and its weights, so re-wiring adds the map,
+        by the unit's outgoing weights alone, of the reconstruction's residual
+        r = Σ_j coef_j h_j − h_unit, plus coef_const times their sum. One input channel instead
+        of the whole layer: a rejected proposal costs the residual and the layers after the
+        consumer, not the consumer."""
+        w = layer.weight
+        full = torch.zeros(width, dtype=w.dtype, device=w.device)
+        full[idx[:-1]] = coef[:-1].to(w.dtype)
+        const = float(coef[-1])
+        if w.dim() == 4:
+            out_w = w[:, unit : unit + 1]  # (out, 1, k, k)
+            parts = []
+            for c in h.split(CHUNK):
+                r = torch.einsum("nshw,s->nhw", c, full) - c[:, unit]
+                parts.append(F.conv2d(r.unsqueeze(1), out_w, padding=layer.padding))
+            return torch.cat(parts) + const * w[:, unit].sum((1, 2)).view(1, -1, 1, 1)
+        out_w = w.view(w.shape[0], width, -1)[:, unit]  # (out, P)
+        hv = h.view(h.shape[0], width, -1)
+        r = torch.einsum("nsp,s->np", hv, full) - hv[:, unit]
+        return r @ out_w.T + const * out_w.sum(1)
 
     @staticmethod
     def _rewire(layer, block: int, width: int, unit: int, idx, coef) -> None:

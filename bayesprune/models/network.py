@@ -286,12 +286,21 @@ class GatedNet(nn.Module):
                 h = F.linear(h, weight, bias)
             if name == "out":
                 break
-            if name in self.norms:
-                h = self.norms[name](h)
-            h = F.relu(h)  # Eq. (1): the gate acts after the activation
-            if gates is not None and name in gates:
-                g = gates[name]
-                h = h * g.reshape(*g.shape, *([1] * (h.dim() - 2)))
+            h = self.activate(name, h, gates)
+        return h
+
+    def activate(self, name: str, z: torch.Tensor, gates=None) -> torch.Tensor:
+        """What follows layer ``name``'s linear map or convolution ``z``: its normalisation, the
+        ReLU and its gates (Eq. (1): the gate acts after the activation); ``z`` itself for the
+        read-out."""
+        if name == "out":
+            return z
+        if name in self.norms:
+            z = self.norms[name](z)
+        h = F.relu(z)
+        if gates is not None and name in gates:
+            g = gates[name]
+            h = h * g.reshape(*g.shape, *([1] * (h.dim() - 2)))
         return h
 
     # --- physical removal ---------------------------------------------------------------------

@@ -94,11 +94,18 @@ def test_an_exact_duplicate_is_merged_and_the_function_kept(kind, layer):
     _duplicate(net, layer, source, copy)
     guide, moves = _moves(net)
     before, dead = net(x), _dead(net, layer, x)
+    prior_before = moves._prior(moves._mode_gates())
     merges, removed = moves.layer(layer, x, y)
     pair = [u for u in removed if u in (source, copy)]
     assert len(pair) == 1, removed  # one of the pair, and besides it only dead units
     assert set(removed) - set(pair) <= dead, (removed, dead)
     assert merges[removed.index(pair[0])].delta_prior < 0  # its price is saved
+    # ΔP is the prior of the re-wired network without the units (the consumer's new weights
+    # cost something too), not only the units' price
+    gates = moves._mode_gates()
+    gates[layer][removed] = 0.0
+    total = sum(m.delta_prior for m in merges)
+    assert total == pytest.approx(moves._prior(gates) - prior_before, rel=1e-4, abs=1e-3)
     keep = torch.tensor([u for u in range(net.width(layer)) if u not in removed])
     guide.remove_units(layer, keep)
     torch.testing.assert_close(net(x), before, atol=1e-4, rtol=1e-4)
@@ -145,3 +152,38 @@ def test_merges_price_redundant_units_in_training():
     widths_off = [int(w) for w in off["architecture"].split("-")[1:]]
     assert widths_on[1] < widths_off[1], (on["architecture"], off["architecture"])
     assert on["test_error"] < 0.15
+
+
+def _map(layer, h):
+    if layer.weight.dim() == 4:
+        return torch.nn.functional.conv2d(h, layer.weight, layer.bias, padding=layer.padding)
+    return torch.nn.functional.linear(h, layer.weight, layer.bias)
+
+
+@pytest.mark.parametrize(
+    "kind, layer", [("mlp", "fc1"), ("mlp", "fc2"), ("conv", "conv1"), ("conv", "conv2")]
+)
+def test_a_proposal_is_evaluated_as_the_rewired_network_computes_it(kind, layer):
+    """A proposal adds the consumer's map of the reconstruction residual to the cached map
+    (MergeMoves._change) instead of re-wiring and running the consumer: it must give what the
+    re-wired consumer gives, for Linear, flatten and convolution consumers (padding included)."""
+    net = _network(kind)
+    consumer = net.next_layer(layer)
+    target = net.layers[consumer]
+    if target.weight.dim() == 4:
+        target.padding = (1, 1)  # the border positions of a padded convolution
+    start, width = net.op_index(consumer), net.width(layer)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        h = net.run_ops(_inputs(net, 64), stop=start)
+        z = _map(target, h)
+        activated = net.run_ops(h, start=start, stop=start + 1)
+        assert torch.allclose(net.activate(consumer, z), activated)
+        idx = torch.arange(width + 1)  # every unit, then the constant
+        coef = torch.randn(width + 1, dtype=torch.float64, generator=gen)
+        coef[1] = 0.0  # unit 1 is the one proposed
+        changed = z + MergeMoves._change(target, h, width, 1, idx, coef)
+        MergeMoves._rewire(target, net.blocks[consumer], width, 1, idx, coef)
+        rewired = _map(target, h)
+    assert not torch.allclose(rewired, z, atol=1e-3)  # the re-wiring changed something
+    torch.testing.assert_close(changed, rewired, rtol=1e-5, atol=1e-5)
