@@ -7,10 +7,12 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from bayesprune.config import TrainConfig, add_config_arguments, positive
 from bayesprune.data import DATASETS, DataError, load_dataset
+from bayesprune.distributed import ACCELERATORS, STRATEGIES, local_rank, process_rank
 from bayesprune.export import EXPORT_FORMATS
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
 from bayesprune.inference.trainer import Trainer
@@ -77,6 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its newest checkpoint (its own settings are used)",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--strategy",
+        default="single",
+        choices=STRATEGIES,
+        help="single: one process (the default); ddp: data-parallel processes on PyTorch "
+        "Lightning, pruning in lock-step (pip install 'bayesprune[distributed]')",
+    )
+    t.add_argument(
+        "--devices",
+        type=positive(int),
+        default=1,
+        help="processes with --strategy ddp (one per GPU with --accelerator gpu)",
+    )
+    t.add_argument(
+        "--accelerator",
+        default="cpu",
+        choices=ACCELERATORS,
+        help="with --strategy ddp: cpu (gloo) or gpu (nccl, one device per process)",
+    )
     e = sub.add_parser("export", help="the pruned network as a file that loads without bayesprune")
     e.add_argument("run_dir", help="a finished run directory (its model.pt)")
     e.add_argument("--format", required=True, choices=tuple(EXPORT_FORMATS))
@@ -143,8 +164,9 @@ def train(args) -> int:
         return resume(args)
     if args.elbo == "fast" and args.estimator not in FAST_ESTIMATORS:
         raise UsageError(f"--estimator {args.estimator} needs --elbo traced (or auto)")
+    _distributed_device(args)
     _device(args.device)
-    out = _run_dir(args)
+    out = _run_dir(args) if process_rank() == 0 else None  # the other processes write nothing
     data = load_dataset(args.dataset, args.data_dir)
     torch.manual_seed(args.seed)
     try:
@@ -154,10 +176,11 @@ def train(args) -> int:
     except ValueError as err:
         raise UsageError(f"--arch {args.arch} on {args.dataset}: {err}") from None
     config = TrainConfig.from_dict(vars(args))
-    print(
-        f"bayesprune: training {args.arch} {list(net.widths)} on {data.name} -> {out}",
-        file=sys.stderr,
-    )
+    if out is not None:
+        print(
+            f"bayesprune: training {args.arch} {list(net.widths)} on {data.name} -> {out}",
+            file=sys.stderr,
+        )
     try:
         trainer = Trainer(net, data, config, out=out)
     except DataError as err:
@@ -166,10 +189,38 @@ def train(args) -> int:
     return _fit(trainer, out, args, run)
 
 
+def _distributed_device(args) -> None:
+    """With --strategy ddp the accelerator sets each process's device (cuda:LOCAL_RANK)."""
+    if getattr(args, "strategy", "single") != "ddp":
+        if getattr(args, "devices", 1) != 1:
+            raise UsageError("--devices needs --strategy ddp")
+        return
+    try:
+        from bayesprune.distributed import require_lightning
+
+        require_lightning()
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    args.device = "cpu" if args.accelerator == "cpu" else f"cuda:{local_rank()}"
+
+
 def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
     from bayesprune.inference.trainer import TrainingInterrupted
-    from bayesprune.report import inspect_run
 
+    if getattr(args, "strategy", "single") == "ddp":
+        from bayesprune.distributed import fit_distributed
+
+        summary = fit_distributed(
+            trainer,
+            args.devices,
+            args.accelerator,
+            progress=not args.no_progress,
+            run=run,
+            threads=args.threads,
+        )
+        if summary is None:  # not process 0: it reports
+            return 0
+        return _report(trainer, out, summary)
     try:
         summary = trainer.fit(progress=not args.no_progress, run=run, write_summary=False)
     except TrainingInterrupted as stop:
@@ -179,11 +230,22 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + stop.signum
+    return _report(trainer, out, summary)
+
+
+def _report(trainer, out: Path, summary: dict) -> int:
+    """inspect the finished run, write the final summary.json last, print its one-line digest."""
+    from bayesprune.report import inspect_run
+
     if not trainer.diverged:
         inspect_run(out, show_summary=False)
     trainer.writer.summary(summary)  # the last file: a run cut short before it reads "running"
     keys = (
-        "status", "architecture", "test_error", "weights_kept_fraction", "gates_binary_fraction"
+        "status",
+        "architecture",
+        "test_error",
+        "weights_kept_fraction",
+        "gates_binary_fraction",
     )
     print(json.dumps({k: summary[k] for k in keys}))
     if summary["status"] != "finished":
@@ -212,6 +274,9 @@ def resume(args) -> int:
     if not isinstance(run, dict) or "dataset" not in run:
         raise UsageError(f"{out}/config.json does not say which data the run used; cannot resume")
     config = TrainConfig.from_record(raw)
+    _distributed_device(args)
+    if args.strategy == "ddp":
+        config = replace(config, device=args.device)
     _device(config.device)
     data = load_dataset(run["dataset"], run.get("data_dir"))
     recorded = (raw.get("data") or {}).get("files") or []
@@ -219,15 +284,18 @@ def resume(args) -> int:
     if [f["sha256"] for f in recorded] != [f["sha256"] for f in loaded]:
         raise UsageError(f"the data files of {out} changed since the run started")
     state, path = latest_state(out)
-    RunWriter(out).truncate(state["epoch"], state["step"])
+    writes = process_rank() == 0  # with --strategy ddp the other processes write nothing
+    if writes:
+        RunWriter(out).truncate(state["epoch"], state["step"])
     net = GatedNet.from_spec(state["net_spec"])
-    trainer = Trainer(net, data, config, out=out)
+    trainer = Trainer(net, data, config, out=out if writes else None)
     trainer.restore(state)
-    print(
-        f"bayesprune: resuming {out} at step {state['step']} (epoch {state['epoch']}, "
-        f"{path.name})",
-        file=sys.stderr,
-    )
+    if writes:
+        print(
+            f"bayesprune: resuming {out} at step {state['step']} (epoch {state['epoch']}, "
+            f"{path.name})",
+            file=sys.stderr,
+        )
     return _fit(trainer, out, args)
 
 

@@ -240,6 +240,9 @@ def render_readme() -> None:
         if path.stem == "inference":
             lines += render_inference(result)
             continue
+        if path.stem == "ddp":
+            lines += render_ddp(result)
+            continue
         if path.stem == "profile_step":
             lines += render_profile(result)
             continue
@@ -346,6 +349,29 @@ def render_inference(result: dict) -> list[str]:
         lambda r: f"{r['dense_ms']:.2f} | {r['pruned_ms']:.2f} | {r['speedup']:.2f}× | "
         f"{r['dense_bytes']:,} | {r['pruned_bytes']:,} | {r['size_ratio']:.1f}×",
     )
+
+
+def render_ddp(result: dict) -> list[str]:
+    r = result["lenet5"]
+    lines = [
+        "## ddp",
+        "",
+        f"LeNet-5 at full width, Fashion-MNIST subset of {result['subset']}, {result['epochs']} "
+        f"epochs, global batch {result['global_batch']}, {result['threads_per_process']} thread "
+        f"per process, gloo, torch {result['torch']}, {result['machine']}, commit "
+        f"{result.get('commit', 'unknown')} (`benchmarks/ddp.py`; best of "
+        f"{len(r['runs']['1'])} interleaved runs each).",
+        "",
+        "| processes | examples/s |",
+        "|---|---|",
+        f"| 1, no Lightning (`--strategy single`) | {r['single_process_examples_per_s']:.0f} |",
+        f"| 1 (`--strategy ddp --devices 1`) | {r['examples_per_s']['1']:.0f} |",
+        f"| 2 (`--strategy ddp --devices 2`) | {r['examples_per_s']['2']:.0f} |",
+        "",
+        f"2 processes over 1: {r['speedup_2_over_1']:.2f}× (target ≥ 1.6×).",
+        "",
+    ]
+    return lines
 
 
 def render_step_cost(result: dict) -> list[str]:

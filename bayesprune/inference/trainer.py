@@ -136,6 +136,10 @@ class Trainer:
         self.epoch, self.position = 0, 0  # completed epochs; steps done in the current one
         self.perm, self.sums, self.epoch_start = None, None, time.perf_counter()
         self.resumed, self.diverged = None, False
+        # data-parallel training (bayesprune.distributed): the examples of this step summed over
+        # the processes, which is what the θ clock and the warm-up count (None: this process's)
+        self.global_batch: int | None = None
+        self.echo = True  # print the epoch records (the other processes of a DDP run do not)
         self.wall, self.bookkeeping, self.clock_start = 0.0, 0.0, time.perf_counter()
 
     def released_layers(self, data: torch.Tensor, examples: int) -> list[str]:
@@ -189,7 +193,8 @@ class Trainer:
 
     def train_step(self, x, y, index) -> dict[str, torch.Tensor]:
         """One SVI step (under the pruning handler while collapsed units await removal)."""
-        num_data, batch = len(self.data.x_train), x.shape[0]
+        num_data = len(self.data.x_train)
+        batch = x.shape[0] if self.global_batch is None else self.global_batch
         self.optim.configure(examples=batch, move=lambda: self.movable(batch))
         self.optim.record_gate_grads = bool(
             self.config.trace_every and (self.step + 1) % self.config.trace_every == 0
@@ -450,7 +455,8 @@ class Trainer:
         record = self.epoch_record(self.epoch, self.sums, steps, self.epoch_start)
         record["train_seconds"] = log_start - self.epoch_start  # the epoch's steps only
         bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
-        tqdm.write(self.format_record(record))
+        if self.echo:
+            tqdm.write(self.format_record(record))
         self.history.append(record)
         self.check_health(record)
         if self.writer is not None:

@@ -1,0 +1,407 @@
+"""Data-parallel training on PyTorch Lightning (DDP), pruning in lock-step.
+
+``bayesprune train --strategy ddp --devices N [--accelerator cpu|gpu]`` runs the objective of the
+single-process :class:`~bayesprune.inference.trainer.Trainer` under ``lightning.Trainer``: the
+same SVI step (model, guide, :class:`~bayesprune.inference.elbo.GatedELBO`,
+:class:`~bayesprune.inference.projected_sgd.GateOptim`), the same evidence rule, pruning checks
+and merge moves, on N processes that each see 1/N of every global mini-batch.
+
+How the N processes stay one run:
+
+- **Gradients.** The ELBO does its own backward passes (the secant's second one included), inside
+  ``training_step``, where DDP's reducer is not armed (Lightning's manual optimisation). So the
+  reduction is explicit, in :class:`GradientSync`, called by ``GateOptim`` before any parameter
+  moves: every gradient (weights *and* θ) and the step's objective terms are flattened into one
+  buffer, each process weighting its share by its examples / the global batch, and summed with
+  one ``all_reduce``. The result is the gradient of the global batch's objective, identical on
+  every process, so 2 processes × batch 50 take the step 1 process × batch 100 takes (up to the
+  order of floating-point sums) and every process's parameters stay bitwise equal.
+- **Evidence.** The θ clock and the warm-up count the global batch (``Trainer.global_batch``) and
+  read the all-reduced data term, so the evidence rule, the release order, the pruning condition
+  and the merge moves (same seeded sample, same parameters) decide the same on every process.
+- **Lock-step check.** After every pruning event each process hashes its architecture and
+  parameters; the hashes are all-gathered and must be equal (else the run stops with
+  :class:`LockstepError`). Then process 0's parameters are broadcast to all (what a DDP
+  wrapper's constructor does for new shapes); the optimisers' states were sliced with the units
+  (:meth:`GateGuide.remove_units`). There is no ``DistributedDataParallel`` wrapper to rebuild:
+  its reducer all-reduces during *one* backward of the module's output, while an SVI step runs
+  its own backward passes, and it keeps the parameters' gradient accumulators alive, which go
+  stale when units are removed in place (the first version, with the wrapper rebuilt after each
+  event, failed on the step after the first removal with a gradient of the old shape).
+- **Files.** Only process 0 writes (checkpoints are the single-process ones, atomic), so a run
+  started on N processes resumes on M (any M, 1 included) from its last checkpoint.
+
+What differs from one process: the gate draws (each process draws its own examples' gates from
+its own stream: the same distribution, other draws) and the order of examples (a permutation
+seeded by the run's seed and the epoch, the same on every process). A DDP run and a
+single-process run with the same seed are therefore two draws of the same stochastic process,
+not the same draw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import warnings
+
+import pyro
+import torch
+
+from bayesprune.inference.trainer import Trainer
+from bayesprune.loop import steps_per_epoch, synchronize
+
+STRATEGIES = ("single", "ddp")
+ACCELERATORS = ("cpu", "gpu")
+
+
+class LockstepError(RuntimeError):
+    """The processes of a data-parallel run disagree on the architecture or the parameters."""
+
+
+def process_rank() -> int:
+    """This process's global rank as the launcher set it (0 outside a distributed launch)."""
+    for key in ("RANK", "LOCAL_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def require_lightning():
+    """Import ``lightning.pytorch`` or say how to install it."""
+    try:
+        import lightning.pytorch as pl
+    except ImportError:
+        raise ImportError(
+            "--strategy ddp needs PyTorch Lightning: pip install 'bayesprune[distributed]'"
+        ) from None
+    return pl
+
+
+class GradientSync:
+    """One ``all_reduce`` per step of every gradient and of the objective's terms.
+
+    Called by :class:`GateOptim` with the parameters of the step (a set, in no fixed order), it
+    orders them as the guide lists its parameters, so that every process packs the same buffer.
+    Each process scales its share by ``local / global`` examples before the sum, which makes
+    the result the global batch's gradient also when the last batch splits unevenly.
+    """
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.local = 1
+        self.total = 1
+        self.reductions = 0
+
+    def __call__(self, params) -> None:
+        import torch.distributed as dist
+
+        t = self.trainer
+        wanted = set(params)
+        ordered = [p for p in t.guide.parameters() if p in wanted and p.grad is not None]
+        if len(ordered) != sum(1 for p in wanted if p.grad is not None):
+            raise LockstepError("a parameter of the step is not the guide's: cannot all-reduce it")
+        terms = t.elbo.last_terms
+        keys = sorted(k for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1)
+        flat = torch.cat(
+            [p.grad.reshape(-1) for p in ordered]
+            + [terms[k].detach().reshape(1).to(ordered[0].grad.dtype) for k in keys]
+        )
+        flat.mul_(self.local / self.total)
+        dist.all_reduce(flat)
+        offset = 0
+        for p in ordered:
+            n = p.grad.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            offset += n
+        for i, k in enumerate(keys):
+            terms[k] = flat[offset + i].to(terms[k].dtype)
+        self.reductions += 1
+
+
+def state_digest(trainer: Trainer) -> str:
+    """SHA-256 of the architecture and of every parameter's bytes (lock-step check)."""
+    h = hashlib.sha256(repr(list(trainer.net.widths)).encode())
+    for name, p in trainer.guide.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """This process's share of each global mini-batch of one epoch, one item per step.
+
+    The order of examples is a permutation seeded by the run's seed and the epoch, the same on
+    every process; each global batch is split into ``world`` contiguous parts. Items are
+    ``(x, y, index, global_batch_size)``; a resumed epoch starts at ``start``.
+    """
+
+    def __init__(self, trainer: Trainer, rank: int, world: int):
+        self.t, self.rank, self.world = trainer, rank, world
+        self.batch = trainer.config.batch_size
+        self.n = len(trainer.data.x_train)
+        self.start = trainer.position
+        if trainer.position and trainer.perm is not None:  # a resumed epoch: its own order
+            self.perm = trainer.perm.cpu()
+        else:
+            gen = torch.Generator().manual_seed(trainer.config.seed * 1_000_003 + trainer.epoch)
+            self.perm = torch.randperm(self.n, generator=gen)
+
+    def __len__(self) -> int:
+        steps = steps_per_epoch(self.t.data, self.batch)
+        if self.n - (steps - 1) * self.batch < self.world:  # a last batch too small to share
+            steps -= 1
+        return steps - self.start
+
+    def __getitem__(self, i: int):
+        step = self.start + i
+        idx = self.perm[step * self.batch : (step + 1) * self.batch]
+        mine = torch.tensor_split(idx, self.world)[self.rank]
+        data = self.t.data
+        mine = mine.to(data.x_train.device)
+        x = data.x_train[mine] if data.augment is None else data.augment(data.x_train[mine])
+        return x, data.y_train[mine], mine, len(idx)
+
+
+def lightning_module(trainer: Trainer):
+    """The ``LightningModule`` around ``trainer``'s SVI step (built on first use, so that the
+    single-process path never imports Lightning)."""
+    pl = require_lightning()
+
+    class PruningModule(pl.LightningModule):
+        """Lightning's view of a :class:`Trainer`: its SVI step per batch, its epoch records."""
+
+        def __init__(self, core: Trainer):
+            super().__init__()
+            self.core = core
+            self.guide = core.guide  # the parameters DDP wraps (the network's are the guide's)
+            self.automatic_optimization = False  # the SVI step steps GateOptim itself
+            self.sync = GradientSync(core)
+            self.lockstep_checks = 0
+            self.events_seen = len(core.prune_events)
+            self.batches = None
+            self.bar = None
+            self.step_times: list[float] = []  # full-width steps, as Trainer.fit times them
+            self.started = self.ended = None
+            self.threads = None
+
+        # -- data ------------------------------------------------------------------------
+        def train_dataloader(self):  # once per epoch (reload_dataloaders_every_n_epochs=1)
+            self.batches = StepBatches(self.core, self.global_rank, self.trainer.world_size)
+            return torch.utils.data.DataLoader(self.batches, batch_size=None, shuffle=False)
+
+        def configure_optimizers(self):
+            return None  # GateOptim lives in the core trainer (SVI steps it)
+
+        # -- the loop ----------------------------------------------------------------------
+        def on_train_start(self):
+            core, world = self.core, self.trainer.world_size
+            core.optim.reduce_grads = self.sync if world > 1 else None
+            if self.threads is not None:  # Lightning set cores / processes; the user said
+                torch.set_num_threads(self.threads)
+            self.resync()  # one start: process 0's parameters (a resumed run's too)
+            # each process draws the gates of its own examples: its own stream
+            pyro.set_rng_seed(core.config.seed * 7919 + 104_729 * self.global_rank + core.step)
+            self.started = time.perf_counter()  # the training clock: launch and setup excluded
+
+        def on_train_end(self):
+            self.ended = time.perf_counter()
+
+        def on_train_epoch_start(self):
+            core = self.core
+            if core.position == 0:
+                core.net.train()
+                core.sums = {k: torch.zeros((), device=core.device) for k in ("data", "prior")}
+                core.epoch_start = time.perf_counter()
+            core.perm = self.batches.perm.to(core.device)  # recorded if a checkpoint is cut
+
+        def training_step(self, batch, batch_idx):
+            core = self.core
+            x, y, index, total = batch
+            total = int(total)
+            self.sync.local, self.sync.total = x.shape[0], total
+            core.global_batch = total
+            timed = len(self.step_times) < 60 and not core.prune_events
+            t0 = time.perf_counter()
+            terms = core.train_step(x, y, index)
+            if timed:
+                synchronize(core.device)
+                self.step_times.append(time.perf_counter() - t0)
+            core.position += 1
+            if core.status == "failed":
+                self.trainer.should_stop = True
+                return None
+            n = len(core.data.x_train)
+            core.sums["data"] += terms["data"] / n
+            core.sums["prior"] += terms["prior"] / n
+            if self.bar is not None:
+                self.bar.update(1)
+            return None
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            if len(self.core.prune_events) != self.events_seen:
+                self.events_seen = len(self.core.prune_events)
+                try:
+                    self.check_lockstep()
+                except LockstepError as err:  # every process saw the same digests: all stop
+                    self.core.diverge(str(err))
+                    self.trainer.should_stop = True
+                    return
+                self.resync()
+
+        def on_train_epoch_end(self):
+            core = self.core
+            if core.status == "failed":
+                return
+            steps = len(self.batches) + self.batches.start
+            bar = self.bar if self.bar is not None else _NullBar()
+            before, t0 = core.bookkeeping, time.perf_counter()
+            core.end_epoch(steps, bar)
+            if self.trainer.world_size > 1:  # the slowest process's evaluation is bookkeeping
+                import torch.distributed as dist
+
+                dist.barrier()
+            core.bookkeeping = before + time.perf_counter() - t0
+
+        # -- lock-step -----------------------------------------------------------------------
+        def check_lockstep(self) -> None:
+            """All processes hold the same architecture and the same parameter bytes."""
+            import torch.distributed as dist
+
+            if self.trainer.world_size == 1:
+                return
+            digests = [None] * self.trainer.world_size
+            dist.all_gather_object(digests, (list(self.core.net.widths), state_digest(self.core)))
+            if any(d != digests[0] for d in digests):
+                raise LockstepError(
+                    f"processes diverged at step {self.core.step}: "
+                    + "; ".join(
+                        f"rank {r}: widths {w} digest {h[:12]}" for r, (w, h) in enumerate(digests)
+                    )
+                )
+            self.lockstep_checks += 1
+
+        def resync(self) -> None:
+            """What a new DDP wrapper's constructor does for the new shapes: process 0's
+            parameters and buffers, broadcast to all (a no-op when in lock-step)."""
+            import torch.distributed as dist
+
+            if self.trainer.world_size == 1:
+                return
+            with torch.no_grad():
+                for tensor in [*self.guide.parameters(), *self.guide.buffers()]:
+                    dist.broadcast(tensor.data, src=0)
+
+    return PruningModule(trainer)
+
+
+class _NullBar:
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+
+def fit_distributed(
+    trainer: Trainer,
+    devices: int,
+    accelerator: str = "cpu",
+    progress: bool = True,
+    run: dict | None = None,
+    threads: int | None = None,
+) -> dict | None:
+    """Train ``trainer`` under ``lightning.Trainer`` with DDP on ``devices`` processes.
+
+    Returns the summary on process 0 (which writes every file) and ``None`` on the others.
+    ``threads``: torch threads per process (default: Lightning's, the cores / processes).
+    """
+    pl = require_lightning()
+    from lightning.pytorch.strategies import DDPStrategy
+    from tqdm.auto import tqdm
+
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"unknown accelerator {accelerator!r}: choose cpu or gpu")
+    cfg = trainer.config
+    steps = steps_per_epoch(trainer.data, cfg.batch_size)
+    trainer.total_steps = steps * cfg.epochs
+    if trainer.schedule is None:
+        from bayesprune.loop import lr_schedule
+
+        trainer.schedule = lr_schedule(trainer.optim.weights, cfg.lr_schedule, trainer.total_steps)
+    module = lightning_module(trainer)
+    module.threads = threads
+    backend = "gloo" if accelerator == "cpu" else "nccl"
+
+    class SVIStrategy(DDPStrategy):
+        """Lightning's DDP (launch, process group, ranks) without the DDP wrapper's reducer:
+        the reducer all-reduces during one backward of the module's output, while an SVI step
+        runs its own backward passes inside ``training_step``, and it holds the parameters'
+        gradient accumulators, which go stale when units are removed in place. The reduction is
+        :class:`GradientSync`'s, one bucket per step."""
+
+        def configure_ddp(self) -> None:
+            pass
+
+    strategy = SVIStrategy(process_group_backend=backend, start_method="popen")
+    warnings.filterwarnings("ignore", module="lightning")
+    for name in ("lightning.pytorch", "lightning.fabric"):  # its banners; errors still show
+        logging.getLogger(name).setLevel(logging.WARNING)
+    lt = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        max_epochs=cfg.epochs - trainer.epoch,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        reload_dataloaders_every_n_epochs=1,
+        inference_mode=False,
+    )
+    rank = lt.global_rank
+    if rank != 0:
+        trainer.writer, trainer.echo = None, False  # one writer, one voice: process 0
+    elif trainer.writer is not None:
+        if trainer.resumed is None:
+            trainer.writer.start(trainer.resolved_config(run))
+        else:
+            trainer.writer.summary({"status": "running", "resumed_at_step": trainer.step})
+    trainer.write_summary = False
+    if rank == 0:
+        module.bar = tqdm(
+            total=trainer.total_steps,
+            disable=not progress,
+            desc="train",
+            unit="step",
+            initial=trainer.step,
+        )
+    start = time.perf_counter()
+    with pyro.validation_enabled(False):
+        lt.fit(module)
+    if module.bar is not None:
+        module.bar.close()
+    trainer.remove_collapsed()
+    ended = module.ended if module.ended is not None else time.perf_counter()
+    started = module.started if module.started is not None else start
+    wall = trainer.wall + ended - started - trainer.bookkeeping
+    steady = module.step_times[5:] or module.step_times
+    step_seconds = sum(steady) / max(len(steady), 1)
+    summary = trainer.finish(wall, step_seconds, trainer.bookkeeping)
+    summary["strategy"] = {
+        "name": "ddp",
+        "devices": lt.world_size,
+        "accelerator": accelerator,
+        "lockstep_checks": module.lockstep_checks,
+        "gradient_reductions": module.sync.reductions,
+        # launching the processes, the process group, Lightning's setup (not in the wall time)
+        "setup_seconds": started - start,
+    }
+    if rank != 0:
+        return None
+    return summary

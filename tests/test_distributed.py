@@ -1,0 +1,220 @@
+"""Data-parallel training on PyTorch Lightning (issue 13): lock-step pruning, 2 × 50 = 1 × 100."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+pytest.importorskip("lightning", reason="the distributed extra (lightning) is not installed")
+
+ARGS = [
+    "--dataset", "teacher", "--epochs", "6", "--widths", "40,20", "--temperature", "0.3",
+    "--check-every", "20", "--warmup-tolerance", "none", "--no-progress", "--threads", "1",
+]  # fmt: skip
+DDP = ["--strategy", "ddp", "--devices", "2", "--accelerator", "cpu"]
+
+
+def _cli(*args, **kwargs):
+    cmd = [sys.executable, "-m", "bayesprune.cli", *args]
+    return subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **kwargs
+    )
+
+
+def _run(*args, timeout=300):
+    proc = _cli(*args)
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return out, err
+
+
+def _summary(out):
+    return json.loads((out / "summary.json").read_text())
+
+
+def _epochs(out):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["epoch"] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same seed and global batch on 2 processes (DDP, gloo) and on one."""
+    root = tmp_path_factory.mktemp("runs")
+    _run("train", *ARGS, *DDP, "--out", str(root / "ddp"))
+    _run("train", *ARGS, "--out", str(root / "single"))
+    return root / "ddp", root / "single"
+
+
+def test_ddp_run_prunes_in_lockstep_and_process_0_alone_writes(runs):
+    ddp, _ = runs
+    summary = _summary(ddp)
+    assert summary["status"] == "finished"
+    strategy = summary["strategy"]
+    assert strategy["name"] == "ddp" and strategy["devices"] == 2
+    # every step that removed units was followed by the all-gathered hash comparison of both
+    # processes' architecture and parameter bytes (LockstepError otherwise)
+    event_steps = {e["step"] for e in summary["prune_events"]}
+    assert len(event_steps) >= 3
+    assert strategy["lockstep_checks"] == len(event_steps)
+    assert strategy["gradient_reductions"] == summary["total_steps"]
+    assert any(e.get("merged") for e in summary["prune_events"])  # merge moves ran too
+    assert _epochs(ddp) == list(range(1, 7))  # one writer: no record twice
+    assert (ddp / "model.pt").exists() and (ddp / "checkpoints" / "epoch_006.pt").exists()
+
+
+def test_ddp_final_architecture_matches_one_process_within_the_seed_spread(runs):
+    """Not bitwise: each process draws its own examples' gates and the order of examples is
+    seeded differently, so the two runs are two draws of one process. Across seeds 0-2 one
+    process ends at 25-9, 26-10, 23-10 and two at 25-10, 29-9, 19-11: a layer may differ by up
+    to 30% (+1 unit)."""
+    ddp, single = runs
+    a = _summary(ddp)["widths"]
+    b = _summary(single)["widths"]
+    assert len(a) == len(b)
+    for wa, wb in zip(a, b, strict=True):
+        assert abs(wa - wb) <= 0.3 * wb + 1, (a, b)
+    assert a != [40, 20]  # both pruned
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BATCHES = [99, 100, 37]  # global batches, each split over the processes (99 → 50 + 49)
+
+
+def _small_trainer():
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import load_dataset
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import build_network
+
+    torch.manual_seed(0)
+    data = load_dataset("teacher")
+    net = build_network("mlp", data.in_shape, data.num_classes, (12, 6))
+    config = TrainConfig(seed=0, prior_every=2, check_every=1000, merge="off")
+    return Trainer(net, data, config)
+
+
+def _steps(rank: int, world: int, port: int, path: str) -> None:
+    """Three SVI steps of the same global batches, this process's share of each."""
+    import pyro
+    import torch.distributed as dist
+
+    from bayesprune.distributed import GradientSync
+
+    torch.set_num_threads(1)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    pyro.set_rng_seed(0)
+    trainer = _small_trainer()
+    sync = GradientSync(trainer)
+    trainer.optim.reduce_grads = sync if world > 1 else None
+    start = 0
+    for size in BATCHES:
+        idx = torch.arange(start, start + size)
+        start += size
+        mine = torch.tensor_split(idx, world)[rank]
+        sync.local, sync.total = len(mine), size
+        trainer.global_batch = size
+        trainer.train_step(trainer.data.x_train[mine], trainer.data.y_train[mine], mine)
+    if rank == 0:
+        params = {n: p.detach().clone() for n, p in trainer.guide.named_parameters()}
+        torch.save({"params": params, "data": float(trainer.recent_data)}, path)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_two_processes_with_half_batches_take_the_one_process_step(tmp_path):
+    """θ₀ = 1: every gate is 1, so the step depends on the batches only; the all-reduced
+    gradient (each share weighted by its examples, 99 = 50 + 49) and the all-reduced data term
+    must reproduce the single-process steps up to the order of floating-point sums."""
+    import torch.multiprocessing as mp
+
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    _steps(0, 1, 0, str(one))
+    mp.spawn(_steps, args=(2, _free_port(), str(two)), nprocs=2, join=True)
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    assert a["params"].keys() == b["params"].keys()
+    moved = 0
+    for name, value in a["params"].items():
+        torch.testing.assert_close(b["params"][name], value, rtol=1e-4, atol=1e-6, msg=name)
+        moved += 1
+    assert moved > 0
+    assert b["data"] == pytest.approx(a["data"], rel=1e-5)
+
+
+def test_a_run_resumes_on_another_number_of_processes(tmp_path):
+    """Started on 1 process, resumed on 2; started on 2, resumed on 1."""
+    out = tmp_path / "one-then-two"
+    proc = _cli("train", *ARGS, "--out", str(out))
+    _wait_for_checkpoint(out, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert _summary(out)["status"] == "interrupted"
+    _run("train", "--resume", str(out), *DDP, "--no-progress")
+    summary = _summary(out)
+    assert summary["status"] == "finished" and summary["strategy"]["devices"] == 2
+    assert summary["resumed_at_step"] > 0
+    assert _epochs(out) == list(range(1, 7))
+
+    out = tmp_path / "two-then-one"
+    proc = _cli("train", *ARGS, *DDP, "--out", str(out), start_new_session=True)
+    _wait_for_checkpoint(out, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the process it started
+    proc.communicate(timeout=120)
+    assert _summary(out)["status"] == "running"  # cut short: never claims to have finished
+    _run("train", "--resume", str(out), "--no-progress")
+    summary = _summary(out)
+    assert summary["status"] == "finished" and "strategy" not in summary
+    assert summary["resumed_at_step"] > 0
+    assert _epochs(out) == list(range(1, 7))
+
+
+def _wait_for_checkpoint(out, proc):
+    deadline = time.time() + 180
+    while not (out / "checkpoints" / "epoch_002.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.1)
+
+
+def test_ddp_needs_its_flags_right(tmp_path):
+    from bayesprune.cli import main
+
+    assert main(["train", "--devices", "2", "--out", str(tmp_path / "a")]) == 2
+    assert main(["train", "--strategy", "ddp", "--accelerator", "tpu"]) == 2
+    assert not (tmp_path / "a").exists()
+
+
+def test_the_lockstep_digest_sees_one_changed_bit_of_one_parameter():
+    from bayesprune.distributed import state_digest
+
+    trainer = _small_trainer()
+    before = state_digest(trainer)
+    assert state_digest(trainer) == before
+    p = next(trainer.guide.parameters())
+    with torch.no_grad():
+        p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(float("inf")))
+    assert state_digest(trainer) != before
+
+
+def test_the_single_process_path_does_not_import_lightning(tmp_path):
+    code = (
+        "import sys; from bayesprune.cli import main; "
+        f"main(['train', '--epochs', '1', '--widths', '4,3', '--no-progress', '--out', "
+        f"r'{tmp_path / 'run'}']); print('lightning' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
