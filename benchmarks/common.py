@@ -359,8 +359,8 @@ def render_ddp(result: dict) -> list[str]:
         f"LeNet-5 at full width, Fashion-MNIST subset of {result['subset']}, {result['epochs']} "
         f"epochs, global batch {result['global_batch']}, {result['threads_per_process']} thread "
         f"per process, gloo, torch {result['torch']}, {result['machine']}, commit "
-        f"{result.get('commit', 'unknown')} (`benchmarks/ddp.py`; best of "
-        f"{len(r['runs']['1'])} interleaved runs each).",
+        f"{result.get('commit', 'unknown')} (`benchmarks/ddp.py`; median of "
+        f"{len(r['runs']['1'])} interleaved runs each, all in the JSON).",
         "",
         "| processes | examples/s |",
         "|---|---|",
