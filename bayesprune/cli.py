@@ -210,14 +210,24 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
     if getattr(args, "strategy", "single") == "ddp":
         from bayesprune.distributed import fit_distributed
 
-        summary = fit_distributed(
-            trainer,
-            args.devices,
-            args.accelerator,
-            progress=not args.no_progress,
-            run=run,
-            threads=args.threads,
-        )
+        try:
+            summary = fit_distributed(
+                trainer,
+                args.devices,
+                args.accelerator,
+                progress=not args.no_progress,
+                run=run,
+                threads=args.threads,
+            )
+        except _Stopped as stop:
+            if out is not None:
+                print(
+                    f"bayesprune: stopped by {signal.Signals(stop.signum).name}; the processes "
+                    f"stop at once (no checkpoint of this step); continue from the last epoch's "
+                    f"checkpoint with: bayesprune train --resume {out} [--strategy ddp ...]",
+                    file=sys.stderr,
+                )
+            return 128 + stop.signum
         if summary is None:  # not process 0: it reports
             return 0
         return _report(trainer, out, summary)

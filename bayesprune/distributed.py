@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import time
 import warnings
 
@@ -383,7 +384,15 @@ def fit_distributed(
         )
     start = time.perf_counter()
     with pyro.validation_enabled(False):
-        lt.fit(module)
+        try:
+            lt.fit(module)
+        except Exception as err:
+            if rank == 0:
+                raise
+            # process 0 stopped (a signal, an error it reports itself): one line, not a trace
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(f"bayesprune: process {rank} stops: {first[:200]}", file=sys.stderr)
+            raise SystemExit(1) from None
     if module.bar is not None:
         module.bar.close()
     trainer.remove_collapsed()
