@@ -201,6 +201,11 @@ def _distributed_device(args) -> None:
         require_lightning()
     except ImportError as err:
         raise UsageError(str(err)) from None
+    if args.batch_size is not None and args.batch_size < args.devices:
+        raise UsageError(
+            f"--batch-size {args.batch_size} is smaller than --devices {args.devices}: every "
+            "process needs an example of every batch"
+        )
     args.device = "cpu" if args.accelerator == "cpu" else f"cuda:{local_rank()}"
 
 
@@ -287,6 +292,11 @@ def resume(args) -> int:
     _distributed_device(args)
     if args.strategy == "ddp":
         config = replace(config, device=args.device)
+        if config.batch_size < args.devices:
+            raise UsageError(
+                f"the run's batch size {config.batch_size} is smaller than --devices "
+                f"{args.devices}: every process needs an example of every batch"
+            )
     _device(config.device)
     data = load_dataset(run["dataset"], run.get("data_dir"))
     recorded = (raw.get("data") or {}).get("files") or []

@@ -122,7 +122,36 @@ class GradientSync:
             offset += n
         for i, k in enumerate(keys):
             terms[k] = flat[offset + i].to(terms[k].dtype)
+        self.reduce_running_stats()
         self.reductions += 1
+
+    def reduce_running_stats(self) -> None:
+        """BatchNorm's running statistics, averaged over the processes after every step.
+
+        Each process updates them from its own share of the batch; the merge moves and the
+        epoch records evaluate the network in eval mode, with these statistics, so they must be
+        the same everywhere (else the processes' moves differ). Train-mode BatchNorm still
+        normalises by each share's own statistics (no SyncBatchNorm): for networks with
+        BatchNorm, P processes × B/P examples are not exactly one process × B.
+        """
+        import torch.distributed as dist
+
+        stats = [
+            b
+            for m in self.trainer.net.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            for b in (m.running_mean, m.running_var)
+            if b is not None
+        ]
+        if not stats:
+            return
+        flat = torch.cat([b.reshape(-1) for b in stats])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for b in stats:
+            b.copy_(flat[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()
 
 
 def state_digest(trainer: Trainer) -> str:
@@ -183,7 +212,8 @@ def lightning_module(trainer: Trainer):
             self.guide = core.guide  # the parameters DDP wraps (the network's are the guide's)
             self.automatic_optimization = False  # the SVI step steps GateOptim itself
             self.sync = GradientSync(core)
-            self.lockstep_checks = 0
+            self.lockstep_checks = 0  # comparisons of all processes' digests (every check)
+            self.lockstep_events = 0  # ... at which units had been removed
             self.events_seen = len(core.prune_events)
             self.batches = None
             self.bar = None
@@ -209,6 +239,7 @@ def lightning_module(trainer: Trainer):
             # each process draws the gates of its own examples: its own stream
             pyro.set_rng_seed(core.config.seed * 7919 + 104_729 * self.global_rank + core.step)
             self.started = time.perf_counter()  # the training clock: launch and setup excluded
+            core.clock_start = self.started  # (a checkpoint's wall time too)
 
         def on_train_end(self):
             self.ended = time.perf_counter()
@@ -245,14 +276,21 @@ def lightning_module(trainer: Trainer):
             return None
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
-            if len(self.core.prune_events) != self.events_seen:
-                self.events_seen = len(self.core.prune_events)
-                try:
-                    self.check_lockstep()
-                except LockstepError as err:  # every process saw the same digests: all stop
-                    self.core.diverge(str(err))
-                    self.trainer.should_stop = True
-                    return
+            core = self.core
+            if core.step % core.config.check_every or core.status == "failed":
+                return
+            # every process compares at every pruning check, whether or not it removed units
+            # itself: a process that removed units alone would otherwise wait in a collective
+            # the others never enter
+            events = len(core.prune_events) != self.events_seen
+            self.events_seen = len(core.prune_events)
+            try:
+                changed = self.check_lockstep(events)
+            except LockstepError as err:  # every process saw the same digests: all stop
+                core.diverge(str(err))
+                self.trainer.should_stop = True
+                return
+            if changed:
                 self.resync()
 
         def on_train_epoch_end(self):
@@ -270,22 +308,28 @@ def lightning_module(trainer: Trainer):
             core.bookkeeping = before + time.perf_counter() - t0
 
         # -- lock-step -----------------------------------------------------------------------
-        def check_lockstep(self) -> None:
-            """All processes hold the same architecture and the same parameter bytes."""
+        def check_lockstep(self, events: bool) -> bool:
+            """All processes hold the same architecture and the same parameter bytes; returns
+            whether units were removed since the last check (on any process)."""
             import torch.distributed as dist
 
             if self.trainer.world_size == 1:
-                return
+                return events
+            mine = (list(self.core.net.widths), state_digest(self.core), events)
             digests = [None] * self.trainer.world_size
-            dist.all_gather_object(digests, (list(self.core.net.widths), state_digest(self.core)))
-            if any(d != digests[0] for d in digests):
+            dist.all_gather_object(digests, mine)
+            self.lockstep_checks += 1
+            changed = any(d[2] for d in digests)
+            self.lockstep_events += changed
+            if any(d[:2] != digests[0][:2] for d in digests):
                 raise LockstepError(
                     f"processes diverged at step {self.core.step}: "
                     + "; ".join(
-                        f"rank {r}: widths {w} digest {h[:12]}" for r, (w, h) in enumerate(digests)
+                        f"rank {r}: widths {w} digest {h[:12]}"
+                        for r, (w, h, _) in enumerate(digests)
                     )
                 )
-            self.lockstep_checks += 1
+            return changed
 
         def resync(self) -> None:
             """What a new DDP wrapper's constructor does for the new shapes: process 0's
@@ -366,6 +410,11 @@ def fit_distributed(
         inference_mode=False,
     )
     rank = lt.global_rank
+    if cfg.batch_size < lt.world_size:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} is smaller than the {lt.world_size} processes: "
+            "every process needs an example of every batch"
+        )
     if rank != 0:
         trainer.writer, trainer.echo = None, False  # one writer, one voice: process 0
     elif trainer.writer is not None:
@@ -374,6 +423,11 @@ def fit_distributed(
         else:
             trainer.writer.summary({"status": "running", "resumed_at_step": trainer.step})
     trainer.write_summary = False
+    if trainer.position and len(StepBatches(trainer, rank, lt.world_size)) == 0:
+        # stopped (on one process) after its epoch's last batch that N processes can share:
+        # close that epoch here, as the loop would have
+        trainer.end_epoch(steps, _NullBar())
+        lt.fit_loop.max_epochs = cfg.epochs - trainer.epoch
     if rank == 0:
         module.bar = tqdm(
             total=trainer.total_steps,
@@ -387,10 +441,10 @@ def fit_distributed(
         try:
             lt.fit(module)
         except Exception as err:
-            if rank == 0:
-                raise
-            # process 0 stopped (a signal, an error it reports itself): one line, not a trace
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if rank == 0 or "connection closed" not in str(err).lower():
+                raise  # this process's own error: its whole trace
+            # another process is gone (a signal, an error it reports itself): one line
+            first = str(err).strip().splitlines()[0]
             print(f"bayesprune: process {rank} stops: {first[:200]}", file=sys.stderr)
             raise SystemExit(1) from None
     if module.bar is not None:
@@ -407,6 +461,7 @@ def fit_distributed(
         "devices": lt.world_size,
         "accelerator": accelerator,
         "lockstep_checks": module.lockstep_checks,
+        "lockstep_checks_after_removals": module.lockstep_events,
         "gradient_reductions": module.sync.reductions,
         # launching the processes, the process group, Lightning's setup (not in the wall time)
         "setup_seconds": started - start,

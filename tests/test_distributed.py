@@ -58,11 +58,13 @@ def test_ddp_run_prunes_in_lockstep_and_process_0_alone_writes(runs):
     assert summary["status"] == "finished"
     strategy = summary["strategy"]
     assert strategy["name"] == "ddp" and strategy["devices"] == 2
-    # every step that removed units was followed by the all-gathered hash comparison of both
-    # processes' architecture and parameter bytes (LockstepError otherwise)
+    # at every pruning check (every 20 steps) both processes compared a hash of their
+    # architecture and parameter bytes (LockstepError otherwise), also after every removal
+    # (the last check's collapsed units are removed after the loop, at the same step)
+    assert strategy["lockstep_checks"] == summary["total_steps"] // 20
     event_steps = {e["step"] for e in summary["prune_events"]}
     assert len(event_steps) >= 3
-    assert strategy["lockstep_checks"] == len(event_steps)
+    assert len(event_steps) - 1 <= strategy["lockstep_checks_after_removals"] <= len(event_steps)
     assert strategy["gradient_reductions"] == summary["total_steps"]
     assert any(e.get("merged") for e in summary["prune_events"])  # merge moves ran too
     assert _epochs(ddp) == list(range(1, 7))  # one writer: no record twice
@@ -194,6 +196,9 @@ def test_ddp_needs_its_flags_right(tmp_path):
 
     assert main(["train", "--devices", "2", "--out", str(tmp_path / "a")]) == 2
     assert main(["train", "--strategy", "ddp", "--accelerator", "tpu"]) == 2
+    flags = ["train", "--strategy", "ddp", "--devices", "4", "--batch-size", "3"]
+    assert main([*flags, "--out", str(tmp_path / "b")]) == 2  # a process without examples
+    assert not (tmp_path / "b").exists()
     assert not (tmp_path / "a").exists()
 
 
@@ -218,3 +223,37 @@ def test_the_single_process_path_does_not_import_lightning(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def _running_stats(rank: int, world: int, port: int, path: str) -> None:
+    """Each process's BatchNorm statistics from its own share; after the step's reduction all
+    processes must hold the same (the merge moves evaluate in eval mode with them)."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from bayesprune.distributed import GradientSync
+    from bayesprune.models.network import build_network
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    net = build_network("vgg16", (3, 32, 32), 10, width_mult=1 / 16)
+    gen = torch.Generator().manual_seed(10 + rank)  # each process its own examples
+    net.train()
+    net(torch.randn(4, 3, 32, 32, generator=gen))
+    GradientSync(SimpleNamespace(net=net)).reduce_running_stats()
+    stats = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    torch.save(stats, f"{path}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_batchnorm_statistics_agree_across_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    path = str(tmp_path / "stats")
+    mp.spawn(_running_stats, args=(2, _free_port(), path), nprocs=2, join=True)
+    a, b = (torch.load(f"{path}.{r}", weights_only=True) for r in (0, 1))
+    assert a.keys() == b.keys() and len(a) >= 26  # 13 BatchNorms: running mean and variance
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

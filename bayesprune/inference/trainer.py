@@ -202,6 +202,8 @@ class Trainer:
         with self.pruning():
             loss = self.svi.step(x, y, num_data=num_data, index=index)
         terms = self.elbo.last_terms
+        if self.global_batch is not None:  # data-parallel: the all-reduced objective decides,
+            loss = float(terms["loss"])  # so every process stops at the same step
         if not math.isfinite(loss):
             self.diverge(
                 f"the objective is not finite at step {self.step + 1} (data term "
@@ -578,6 +580,8 @@ class Trainer:
         self.optim.set_state(state["optim"])
         self.epoch, self.position, self.step = state["epoch"], state["position"], state["step"]
         self.perm, self.sums = state["perm"], state["sums"]
+        if self.sums is not None:  # checkpoints load on the CPU; the sums live on the device
+            self.sums = {k: v.to(self.device) for k, v in self.sums.items()}
         steps = steps_per_epoch(self.data, self.config.batch_size)
         self.total_steps = steps * self.config.epochs
         self.schedule = lr_schedule(self.optim.weights, self.config.lr_schedule, self.total_steps)
@@ -588,8 +592,11 @@ class Trainer:
         t = state["trainer"]
         self.collapsed_step, self.warm_step = t["collapsed_step"], t["warm_step"]
         self.block = dict(t["block"])
+        self.block["sum"] = self.block["sum"].to(self.device)
         self.examples_released, self.release_steps = t["examples_released"], t["release_steps"]
         self.recent_data, self.best_train_error = t["recent_data"], t["best_train_error"]
+        if torch.is_tensor(self.recent_data):
+            self.recent_data = self.recent_data.to(self.device)
         self.status, self.status_reason = t["status"], t["status_reason"]
         self.history, self.prune_events = list(t["history"]), list(t["prune_events"])
         self.initial_widths, self.initial = t["initial_widths"], t["initial"]
