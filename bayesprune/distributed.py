@@ -154,6 +154,14 @@ class GradientSync:
             offset += b.numel()
 
 
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the processes (in place; returned for chaining)."""
+    import torch.distributed as dist
+
+    dist.all_reduce(t)
+    return t
+
+
 def state_digest(trainer: Trainer) -> str:
     """SHA-256 of the architecture and of every parameter's bytes (lock-step check)."""
     h = hashlib.sha256(repr(list(trainer.net.widths)).encode())
@@ -233,6 +241,9 @@ def lightning_module(trainer: Trainer):
         def on_train_start(self):
             core, world = self.core, self.trainer.world_size
             core.optim.reduce_grads = self.sync if world > 1 else None
+            if world > 1 and core.merges is not None:  # each process measures its share
+                core.merges.shard = (self.global_rank, world)
+                core.merges.reduce = all_reduce_sum
             if self.threads is not None:  # Lightning set cores / processes; the user said
                 torch.set_num_threads(self.threads)
             self.resync()  # one start: process 0's parameters (a resumed run's too)

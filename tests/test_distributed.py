@@ -257,3 +257,55 @@ def test_batchnorm_statistics_agree_across_processes(tmp_path):
     assert a.keys() == b.keys() and len(a) >= 26  # 13 BatchNorms: running mean and variance
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def _sharded_merges(rank: int, world: int, port: int, path: str) -> None:
+    """A merge round with each process measuring its share of the sample (rank 0 saves)."""
+    import torch.distributed as dist
+
+    from bayesprune.distributed import all_reduce_sum
+    from tests.inference.test_merge import _duplicate, _fitted, _inputs, _moves, _network
+
+    torch.set_num_threads(1)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    out = {}
+    for kind, layer in (("mlp", "fc1"), ("conv", "conv1")):
+        net = _network(kind)
+        x = _inputs(net)
+        y = _fitted(net, x)
+        _duplicate(net, layer, 0, net.width(layer) - 1)
+        _, moves = _moves(net)
+        if world > 1:
+            moves.shard, moves.reduce = (rank, world), all_reduce_sum
+        merges, removed = moves.layer(layer, x, y)
+        pair = [u for u in removed if u in (0, net.width(layer) - 1)]
+        out[kind] = (len(removed), len(pair), [m.delta_prior for m in merges])
+    d = torch.randn(257, generator=torch.Generator().manual_seed(5))  # 129 + 128 examples
+    out["moments"] = moves._moments(torch.tensor_split(d, world)[rank])
+    if rank == 0:
+        torch.save(out, path)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_merge_rounds_sharded_over_processes_decide_as_one_process(tmp_path):
+    """Each process fits the reconstruction on its share of the fitting half and measures the
+    proposals on its share of the held-out half; the summed statistics must lead to the moves
+    one process takes on the whole sample (here: a duplicated unit, MLP and convolution). Which
+    of two exact copies goes is a tie that rounding breaks, so the test compares how many
+    units go, that one of the pair does, and the prices saved."""
+    import torch.multiprocessing as mp
+
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    _sharded_merges(0, 1, 0, str(one))
+    mp.spawn(_sharded_merges, args=(2, _free_port(), str(two)), nprocs=2, join=True)
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    d = torch.randn(257, generator=torch.Generator().manual_seed(5))
+    assert b["moments"][2] == 257  # the statistics of every share together
+    assert b["moments"][:2] == pytest.approx((float(d.mean()), float(d.std())), rel=1e-6)
+    for kind in ("mlp", "conv"):
+        (n_a, pair_a, prices_a), (n_b, pair_b, prices_b) = a[kind], b[kind]
+        assert (n_a, pair_a) == (n_b, pair_b) and pair_a == 1, (kind, a[kind], b[kind])
+        assert prices_b == pytest.approx(prices_a, rel=1e-3), kind

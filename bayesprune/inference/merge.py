@@ -86,6 +86,18 @@ class MergeMoves:
             raise ValueError("merge moves need point-mass weights and a structured posterior")
         self.guide, self.hyper, self.num_data = guide, hyper, num_data
         self.confidence, self.max_rejections = confidence, max_rejections
+        # data-parallel training (bayesprune.distributed): this process measures its share
+        # (rank, processes) of each half of the sample, and ``reduce`` sums a float64 tensor
+        # over the processes, so every process takes the same decisions from the whole sample
+        self.shard: tuple[int, int] = (0, 1)
+        self.reduce = None
+
+    def _mine(self, xs: torch.Tensor) -> torch.Tensor:
+        rank, world = self.shard
+        return xs if world == 1 else torch.tensor_split(xs, world)[rank]
+
+    def _sum(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.reduce is None else self.reduce(t)
 
     def _mode_gates(self) -> dict[str, torch.Tensor]:
         guide = self.guide
@@ -126,18 +138,20 @@ class MergeMoves:
                 return torch.cat([net.run_ops(c, gates, stop=start) for c in xs.split(CHUNK)])
 
             # second moments of the units' outputs and a constant, over examples and positions
-            gram = 0.0
+            gram = torch.zeros(width + 1, width + 1, dtype=torch.float64, device=x.device)
             count = 0
-            for chunk in x[:half].split(CHUNK):
+            for chunk in self._mine(x[:half]).split(CHUNK):
                 feats = unit_features(received(chunk), width).to(torch.float64)
                 aug = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], 1)
                 gram = gram + aug.T @ aug
                 count += feats.shape[0]
+            gram = self._sum(gram)
+            count = int(self._sum(gram.new_tensor(float(count))).item())
             gram = gram / count
             ridge = 1e-8 * float(gram.diagonal().mean())
             eye = torch.eye(width + 1, dtype=gram.dtype, device=gram.device)
             constant = torch.tensor([width], device=live.device)
-            h, y = received(x[half:]), y[half:]
+            h, y = received(self._mine(x[half:])), self._mine(y[half:])
             conv = layer.weight.dim() == 4
 
             def consumer_map(hs):  # the consumer's convolution or linear map, current weights
@@ -183,11 +197,11 @@ class MergeMoves:
                 saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
                 self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
                 new_prior = self._prior(gates)  # cost too
-                diff = after - before
-                bound = float(diff.mean()) + self.confidence * float(diff.std()) / len(diff) ** 0.5
+                mean, sd, m = self._moments(after - before)
+                bound = mean + self.confidence * sd / m**0.5
                 delta_prior = new_prior - prior
                 if bound * self.num_data + delta_prior < 0:
-                    delta_data = float(diff.mean()) * self.num_data
+                    delta_data = mean * self.num_data
                     merges.append(Merge(name, int(ids[unit]), delta_data, delta_prior))
                     removed.append(unit)
                     live[unit] = False
@@ -204,6 +218,18 @@ class MergeMoves:
             return merges, removed
         finally:
             net.train(was_training)
+
+    def _moments(self, diff: torch.Tensor) -> tuple[float, float, int]:
+        """Mean, standard deviation (n − 1) and count of the loss changes over the whole
+        held-out half (summed over the processes' shares)."""
+        if self.reduce is None:  # one process: the statistics as they always were computed
+            return float(diff.mean()), float(diff.std()), len(diff)
+        d = diff.to(torch.float64)
+        sums = self._sum(torch.stack([d.new_tensor(float(len(d))), d.sum(), d.square().sum()]))
+        m, total, squares = (float(v) for v in sums)
+        mean = total / m
+        var = max(squares - m * mean * mean, 0.0) / max(m - 1, 1)
+        return mean, var**0.5, int(m)
 
     @staticmethod
     def _outgoing(layer, block: int, width: int) -> torch.Tensor:
