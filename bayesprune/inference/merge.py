@@ -152,15 +152,9 @@ class MergeMoves:
             eye = torch.eye(width + 1, dtype=gram.dtype, device=gram.device)
             constant = torch.tensor([width], device=live.device)
             h, y = received(self._mine(x[half:])), self._mine(y[half:])
-            conv = layer.weight.dim() == 4
 
             def consumer_map(hs):  # the consumer's convolution or linear map, current weights
-                if conv:
-                    return torch.cat(
-                        [F.conv2d(c, layer.weight, layer.bias, padding=layer.padding)
-                         for c in hs.split(CHUNK)]
-                    )  # fmt: skip
-                return torch.cat([F.linear(c, layer.weight, layer.bias) for c in hs.split(CHUNK)])
+                return torch.cat([net.map(consumer, c) for c in hs.split(CHUNK)])
 
             def losses(z):  # the held-out losses when the consumer's map gives z
                 logits = torch.cat(

@@ -274,20 +274,25 @@ class GatedNet(nn.Module):
             if kind == "flatten":
                 h = h.flatten(1)
                 continue
-            layer = self.layers[name]
             if params is not None and name in params:
                 wb = params[name]
-                weight, bias = wb[:, :-1].reshape(layer.weight.shape), wb[:, -1]
+                weight = wb[:, :-1].reshape(self.layers[name].weight.shape)
+                h = self.map(name, h, weight, wb[:, -1])
             else:
-                weight, bias = layer.weight, layer.bias
-            if kind == "conv":
-                h = F.conv2d(h, weight, bias, padding=layer.padding)
-            else:
-                h = F.linear(h, weight, bias)
+                h = self.map(name, h)
             if name == "out":
                 break
             h = self.activate(name, h, gates)
         return h
+
+    def map(self, name: str, h: torch.Tensor, weight=None, bias=None) -> torch.Tensor:
+        """Layer ``name``'s convolution or linear map of ``h`` (its own weights unless given)."""
+        layer = self.layers[name]
+        weight = layer.weight if weight is None else weight
+        bias = layer.bias if bias is None else bias
+        if weight.dim() == 4:
+            return F.conv2d(h, weight, bias, padding=layer.padding)
+        return F.linear(h, weight, bias)
 
     def activate(self, name: str, z: torch.Tensor, gates=None) -> torch.Tensor:
         """What follows layer ``name``'s linear map or convolution ``z``: its normalisation, the
