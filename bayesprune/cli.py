@@ -164,7 +164,7 @@ def train(args) -> int:
         return resume(args)
     if args.elbo == "fast" and args.estimator not in FAST_ESTIMATORS:
         raise UsageError(f"--estimator {args.estimator} needs --elbo traced (or auto)")
-    _distributed_device(args)
+    _distributed_device(args, args.batch_size)
     _device(args.device)
     out = _run_dir(args) if process_rank() == 0 else None  # the other processes write nothing
     data = load_dataset(args.dataset, args.data_dir)
@@ -189,8 +189,9 @@ def train(args) -> int:
     return _fit(trainer, out, args, run)
 
 
-def _distributed_device(args) -> None:
-    """With --strategy ddp the accelerator sets each process's device (cuda:LOCAL_RANK)."""
+def _distributed_device(args, batch_size: int) -> None:
+    """With --strategy ddp the accelerator sets each process's device (cuda:LOCAL_RANK); every
+    process needs an example of every batch of ``batch_size``."""
     if getattr(args, "strategy", "single") != "ddp":
         if getattr(args, "devices", 1) != 1:
             raise UsageError("--devices needs --strategy ddp")
@@ -201,9 +202,9 @@ def _distributed_device(args) -> None:
         require_lightning()
     except ImportError as err:
         raise UsageError(str(err)) from None
-    if args.batch_size is not None and args.batch_size < args.devices:
+    if batch_size < args.devices:
         raise UsageError(
-            f"--batch-size {args.batch_size} is smaller than --devices {args.devices}: every "
+            f"the batch size {batch_size} is smaller than --devices {args.devices}: every "
             "process needs an example of every batch"
         )
     args.device = "cpu" if args.accelerator == "cpu" else f"cuda:{local_rank()}"
@@ -289,14 +290,9 @@ def resume(args) -> int:
     if not isinstance(run, dict) or "dataset" not in run:
         raise UsageError(f"{out}/config.json does not say which data the run used; cannot resume")
     config = TrainConfig.from_record(raw)
-    _distributed_device(args)
+    _distributed_device(args, config.batch_size)
     if args.strategy == "ddp":
         config = replace(config, device=args.device)
-        if config.batch_size < args.devices:
-            raise UsageError(
-                f"the run's batch size {config.batch_size} is smaller than --devices "
-                f"{args.devices}: every process needs an example of every batch"
-            )
     _device(config.device)
     data = load_dataset(run["dataset"], run.get("data_dir"))
     recorded = (raw.get("data") or {}).get("files") or []
