@@ -258,10 +258,9 @@ def lightning_module(trainer: Trainer):
         def on_train_epoch_start(self):
             core = self.core
             if core.position == 0:
-                core.net.train()
-                core.sums = {k: torch.zeros((), device=core.device) for k in ("data", "prior")}
-                core.epoch_start = time.perf_counter()
-            core.perm = self.batches.perm.to(core.device)  # recorded if a checkpoint is cut
+                core.start_epoch(self.batches.perm.to(core.device))
+            else:  # a resumed epoch: its order, recorded if a checkpoint is cut
+                core.perm = self.batches.perm.to(core.device)
 
         def training_step(self, batch, batch_idx):
             core = self.core
@@ -279,9 +278,7 @@ def lightning_module(trainer: Trainer):
             if core.status == "failed":
                 self.trainer.should_stop = True
                 return None
-            n = len(core.data.x_train)
-            core.sums["data"] += terms["data"] / n
-            core.sums["prior"] += terms["prior"] / n
+            core.count_step(terms)
             if self.bar is not None:
                 self.bar.update(1)
             return None
@@ -309,9 +306,8 @@ def lightning_module(trainer: Trainer):
             if core.status == "failed":
                 return
             steps = len(self.batches) + self.batches.start
-            bar = self.bar if self.bar is not None else _NullBar()
             before, t0 = core.bookkeeping, time.perf_counter()
-            core.end_epoch(steps, bar)
+            core.end_epoch(steps, self.bar)
             if self.trainer.world_size > 1:  # the slowest process's evaluation is bookkeeping
                 import torch.distributed as dist
 
@@ -356,11 +352,6 @@ def lightning_module(trainer: Trainer):
     return PruningModule(trainer)
 
 
-class _NullBar:
-    def set_postfix(self, *args, **kwargs):
-        pass
-
-
 def fit_distributed(
     trainer: Trainer,
     devices: int,
@@ -381,12 +372,6 @@ def fit_distributed(
     if accelerator not in ACCELERATORS:
         raise ValueError(f"unknown accelerator {accelerator!r}: choose cpu or gpu")
     cfg = trainer.config
-    steps = steps_per_epoch(trainer.data, cfg.batch_size)
-    trainer.total_steps = steps * cfg.epochs
-    if trainer.schedule is None:
-        from bayesprune.loop import lr_schedule
-
-        trainer.schedule = lr_schedule(trainer.optim.weights, cfg.lr_schedule, trainer.total_steps)
     module = lightning_module(trainer)
     module.threads = threads
     backend = "gloo" if accelerator == "cpu" else "nccl"
@@ -428,16 +413,11 @@ def fit_distributed(
         )
     if rank != 0:
         trainer.writer, trainer.echo = None, False  # one writer, one voice: process 0
-    elif trainer.writer is not None:
-        if trainer.resumed is None:
-            trainer.writer.start(trainer.resolved_config(run))
-        else:
-            trainer.writer.summary({"status": "running", "resumed_at_step": trainer.step})
-    trainer.write_summary = False
+    steps = trainer.begin(run, write_summary=False)
     if trainer.position and len(StepBatches(trainer, rank, lt.world_size)) == 0:
         # stopped (on one process) after its epoch's last batch that N processes can share:
         # close that epoch here, as the loop would have
-        trainer.end_epoch(steps, _NullBar())
+        trainer.end_epoch(steps)
         lt.fit_loop.max_epochs = cfg.epochs - trainer.epoch
     if rank == 0:
         module.bar = tqdm(

@@ -398,18 +398,10 @@ class Trainer:
             once its own files are complete, so that it stays the last file written).
         """
         cfg = self.config
-        self.write_summary = write_summary
         n = len(self.data.x_train)
-        steps = steps_per_epoch(self.data, cfg.batch_size)
-        self.total_steps = steps * cfg.epochs
-        if self.schedule is None:
-            self.schedule = lr_schedule(self.optim.weights, cfg.lr_schedule, self.total_steps)
+        steps = self.begin(run, write_summary)
         if self.resumed is None:
             pyro.set_rng_seed(cfg.seed)
-            if self.writer is not None:
-                self.writer.start(self.resolved_config(run))
-        elif self.writer is not None:
-            self.writer.summary({"status": "running", "resumed_at_step": self.step})
         step_times: list[float] = []
         start = time.perf_counter()
         with pyro.validation_enabled(False), _StopSignals() as stop:
@@ -417,10 +409,7 @@ class Trainer:
             bar.update(self.step)
             while self.epoch < cfg.epochs and self.status != "failed":
                 if self.position == 0:  # a new epoch: its order of examples and its sums
-                    self.net.train()
-                    self.perm = torch.randperm(n, device=self.device)
-                    self.sums = {k: torch.zeros((), device=self.device) for k in ("data", "prior")}
-                    self.epoch_start = time.perf_counter()
+                    self.start_epoch(torch.randperm(n, device=self.device))
                 for x, y, idx in batches(
                     self.data, cfg.batch_size, self.device, perm=self.perm, start=self.position
                 ):
@@ -433,8 +422,7 @@ class Trainer:
                         step_times.append(time.perf_counter() - t0)
                     if self.status == "failed":
                         break
-                    self.sums["data"] += terms["data"] / n  # mean NLL per example
-                    self.sums["prior"] += terms["prior"] / n
+                    self.count_step(terms)
                     bar.update(1)
                     if stop.signal is not None:
                         bar.close()
@@ -448,15 +436,47 @@ class Trainer:
         steady = step_times[5:] or step_times
         return self.finish(wall, sum(steady) / max(len(steady), 1), self.bookkeeping)
 
-    def end_epoch(self, steps: int, bar) -> None:
-        """Log the epoch, check the run's health, write its record and its checkpoint."""
+    def begin(self, run: dict | None, write_summary: bool) -> int:
+        """Before the first step of this process's part of the run: the number of steps, the
+        schedule, ``config.json`` (a new run) or a ``running`` summary (a resumed one).
+        Returns the steps per epoch."""
+        cfg = self.config
+        self.write_summary = write_summary
+        steps = steps_per_epoch(self.data, cfg.batch_size)
+        self.total_steps = steps * cfg.epochs
+        if self.schedule is None:
+            self.schedule = lr_schedule(self.optim.weights, cfg.lr_schedule, self.total_steps)
+        if self.writer is not None:
+            if self.resumed is None:
+                self.writer.start(self.resolved_config(run))
+            else:
+                self.writer.summary({"status": "running", "resumed_at_step": self.step})
+        return steps
+
+    def start_epoch(self, perm: torch.Tensor) -> None:
+        """A new epoch: its order of examples ``perm`` and its sums."""
+        self.net.train()
+        self.perm = perm
+        self.sums = {k: torch.zeros((), device=self.device) for k in ("data", "prior")}
+        self.epoch_start = time.perf_counter()
+
+    def count_step(self, terms: dict) -> None:
+        """Add a finished step's objective terms to the epoch's sums (mean per example)."""
+        n = len(self.data.x_train)
+        self.sums["data"] += terms["data"] / n
+        self.sums["prior"] += terms["prior"] / n
+
+    def end_epoch(self, steps: int, bar=None) -> None:
+        """Log the epoch (on the progress ``bar`` if any), check the run's health, write its
+        record and its checkpoint."""
         log_start = time.perf_counter()
         synchronize(self.device)
         self.epoch += 1
         self.position = 0
         record = self.epoch_record(self.epoch, self.sums, steps, self.epoch_start)
         record["train_seconds"] = log_start - self.epoch_start  # the epoch's steps only
-        bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
+        if bar is not None:
+            bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
         if self.echo:
             tqdm.write(self.format_record(record))
         self.history.append(record)
