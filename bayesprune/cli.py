@@ -388,7 +388,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except _Stopped as stop:
+    except (_Stopped, ImportError) as err:
+        # a signal that lands while a C extension initialises (matplotlib's backend, when the
+        # run is inspected) reaches us as that import's ImportError, caused by _Stopped
+        stop = err if isinstance(err, _Stopped) else err.__cause__
+        if not isinstance(stop, _Stopped):
+            raise
         print(
             f"bayesprune: stopped by {signal.Signals(stop.signum).name} outside the training "
             "loop; every file written is complete (a started run resumes with --resume)",
