@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from bayesprune.data import Dataset
 from bayesprune.export import architecture, count_weights
+from bayesprune.inference.projected_sgd import multi_tensor
 from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
 from bayesprune.models.network import GatedNet
 
@@ -32,7 +33,7 @@ def train_dense(
     torch.manual_seed(seed)
     device = torch.device(device)
     net, data = net.to(device), data.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)  # as the gated run
+    opt = multi_tensor(torch.optim.Adam, net.parameters(), {"lr": lr})  # as the gated run
     scheduler = lr_schedule(opt, schedule, steps_per_epoch(data, batch_size) * epochs)
     step_times: list[float] = []
     epoch_seconds: list[float] = []

@@ -46,10 +46,13 @@ COLUMNS = [
 
 
 def plain_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float):
-    """One plain PyTorch training step of ``net`` on ``(x, y)``: cross-entropy, Adam."""
+    """One plain PyTorch training step of ``net`` on ``(x, y)``: cross-entropy, Adam (the same
+    kernels as the gated run's, :func:`~bayesprune.inference.projected_sgd.multi_tensor`)."""
     import torch.nn.functional as F
 
-    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)
+    from bayesprune.inference.projected_sgd import multi_tensor
+
+    opt = multi_tensor(torch.optim.Adam, net.parameters(), {"lr": lr})
 
     def step():
         opt.zero_grad(set_to_none=True)
