@@ -85,12 +85,17 @@ def require_lightning():
 
 
 class GradientSync:
-    """One ``all_reduce`` per step of every gradient and of the objective's terms.
+    """The step's gradients and objective terms summed over the processes, in two messages.
 
-    Called by :class:`GateOptim` with the parameters of the step (a set, in no fixed order), it
-    orders them as the guide lists its parameters, so that every process packs the same buffer.
-    Each process scales its share by ``local / global`` examples before the sum, which makes
-    the result the global batch's gradient also when the last batch splits unevenly.
+    :class:`~bayesprune.inference.GatedELBO` calls :meth:`start` as soon as the data term's
+    backward pass has written the weights' gradients: they are packed (in the guide's parameter
+    order, so every process packs the same buffer) and their ``all_reduce`` runs in the
+    background while the secant's ĝ pass and θ's evidence pass run. :meth:`finish` then sums
+    θ's gradients and the objective's terms in a second, small message, waits for the first and
+    unpacks both. Each process scales its share by ``local / global`` examples before the sum,
+    which makes the result the global batch's gradient also when the last batch splits
+    unevenly. The prior's closed-form weight gradients are added after :meth:`finish`: they
+    depend on the weights alone, which are the same in every process.
     """
 
     def __init__(self, trainer: Trainer):
@@ -98,32 +103,61 @@ class GradientSync:
         self.local = 1
         self.total = 1
         self.reductions = 0
+        self._pending = None  # (work, buffer, parameters) of the weights' reduction
 
-    def __call__(self, params) -> None:
-        import torch.distributed as dist
+    def _pack(self, params, extra=()) -> torch.Tensor:
+        flat = torch.cat([p.grad.reshape(-1) for p in params] + list(extra))
+        return flat.mul_(self.local / self.total)
 
-        t = self.trainer
-        wanted = set(params)
-        ordered = [p for p in t.guide.parameters() if p in wanted and p.grad is not None]
-        if len(ordered) != sum(1 for p in wanted if p.grad is not None):
-            raise LockstepError("a parameter of the step is not the guide's: cannot all-reduce it")
-        terms = t.elbo.last_terms
-        keys = sorted(k for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1)
-        flat = torch.cat(
-            [p.grad.reshape(-1) for p in ordered]
-            + [terms[k].detach().reshape(1).to(ordered[0].grad.dtype) for k in keys]
-        )
-        flat.mul_(self.local / self.total)
-        dist.all_reduce(flat)
+    @staticmethod
+    def _unpack(flat: torch.Tensor, params) -> int:
         offset = 0
-        for p in ordered:
+        for p in params:
             n = p.grad.numel()
             p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
             offset += n
+        return offset
+
+    def start(self) -> None:
+        """Start summing the weights' gradients (asynchronously)."""
+        import torch.distributed as dist
+
+        if self._pending is not None:  # a step that raised between start and finish
+            self._pending[0].wait()
+        optim = self.trainer.optim
+        params = [
+            p for p in self.trainer.guide.parameters()
+            if p.grad is not None and not optim.is_gate(p)
+        ]  # fmt: skip
+        flat = self._pack(params) if params else torch.zeros(1, device=self.trainer.device)
+        self._pending = (dist.all_reduce(flat, async_op=True), flat, params)
+
+    def finish(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sum θ's gradients and the scalar ``terms``, wait for the weights; return the terms."""
+        import torch.distributed as dist
+
+        if self._pending is None:
+            self.start()
+        work, flat, params = self._pending
+        self._pending = None
+        optim = self.trainer.optim
+        gates = [
+            p for p in self.trainer.guide.parameters()
+            if p.grad is not None and optim.is_gate(p)
+        ]  # fmt: skip
+        keys = sorted(k for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1)
+        dtype = flat.dtype
+        small = self._pack(gates, [terms[k].detach().reshape(1).to(dtype) for k in keys])
+        dist.all_reduce(small)
+        work.wait()
+        self._unpack(flat, params)
+        offset = self._unpack(small, gates)
+        out = dict(terms)
         for i, k in enumerate(keys):
-            terms[k] = flat[offset + i].to(terms[k].dtype)
+            out[k] = small[offset + i].to(terms[k].dtype)
         self.reduce_running_stats()
         self.reductions += 1
+        return out
 
     def reduce_running_stats(self) -> None:
         """BatchNorm's running statistics, averaged over the processes after every step.
@@ -240,7 +274,7 @@ def lightning_module(trainer: Trainer):
         # -- the loop ----------------------------------------------------------------------
         def on_train_start(self):
             core, world = self.core, self.trainer.world_size
-            core.optim.reduce_grads = self.sync if world > 1 else None
+            core.elbo.grad_sync = self.sync if world > 1 else None
             if world > 1 and core.merges is not None:  # each process measures its share
                 core.merges.shard = (self.global_rank, world)
                 core.merges.reduce = all_reduce_sum

@@ -121,7 +121,7 @@ def _steps(rank: int, world: int, port: int, path: str) -> None:
     pyro.set_rng_seed(0)
     trainer = _small_trainer()
     sync = GradientSync(trainer)
-    trainer.optim.reduce_grads = sync if world > 1 else None
+    trainer.elbo.grad_sync = sync if world > 1 else None
     start = 0
     for size in BATCHES:
         idx = torch.arange(start, start + size)

@@ -98,6 +98,10 @@ class GatedELBO(Trace_ELBO):
         self.estimator = estimator
         self.implementation = implementation
         self.last_terms: dict[str, torch.Tensor] | None = None
+        # data-parallel training (bayesprune.distributed.GradientSync): ``start()`` is called
+        # once the data term's weight gradients exist, ``finish(terms)`` once every gradient of
+        # the step does, before the prior's closed-form weight gradients are added
+        self.grad_sync = None
 
     # --- which evaluation -----------------------------------------------------------------------
 
@@ -286,24 +290,28 @@ class GatedELBO(Trace_ELBO):
         terms = self._evaluate(model, guide, *args, **kwargs)
         loss = terms["data"] + terms["prior"]
         secant = self.estimator == "secant" and terms["gates"]
+        # the secant's ĝ pass and θ's evidence go back through the graph again: keep it
+        (loss + terms["surrogate"]).backward(retain_graph=bool(secant))
+        if self.grad_sync is not None:  # the weights' gradients travel during the ĝ pass
+            self.grad_sync.start()
         if secant:  # ĝ: the gate gradient at labels drawn from the model (Eq. (9s))
             leaves = list(terms["gates"].values())
             grads_hat = sampled_label_gate_grads(terms["logits"], leaves)
-        # θ's evidence goes back through θ's constraint again after this pass: keep that graph
-        (loss + terms["surrogate"]).backward(retain_graph=bool(secant))
-        if secant:
             evidence = torch.zeros((), device=loss.device)
             for name, g_hat in zip(terms["gates"], grads_hat, strict=True):
                 xi = terms["gates"][name]
                 delta = secant_delta(xi.grad, g_hat, xi, terms["scale"])
                 evidence = evidence + (_row(terms["thetas"][name]) * delta.sum(0)).sum()
             evidence.backward()  # θ's gradient: Σ_n Δ_ns, through θ's constraint
-        add_prior_weight_grads(terms.get("weight_grads", ()))
         self.last_terms = {
             "loss": loss.detach(),
             "data": terms["data"].detach(),
             "prior": terms["prior"].detach(),
         }
+        if self.grad_sync is not None:
+            self.last_terms = self.grad_sync.finish(self.last_terms)
+        # the prior's weight gradients depend on the weights alone, the same in every process
+        add_prior_weight_grads(terms.get("weight_grads", ()))
         return self.last_terms
 
 

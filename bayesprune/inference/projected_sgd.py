@@ -116,9 +116,6 @@ class GateOptim(PyroOptim):
         self.gates_optimizer = ProjectedSGD if gates_optimizer is None else gates_optimizer
         self.gate_grads: dict | None = None  # {param: grad} of the last step, when recorded
         self.record_gate_grads = False
-        # called with the step's parameters before any of them moves: data-parallel training
-        # (bayesprune.distributed) all-reduces the gradients there
-        self.reduce_grads = None
         self.batch_size = int(batch_size)
         self.weights: torch.optim.Optimizer | None = None
         self.gates: ProjectedSGD | None = None
@@ -162,8 +159,6 @@ class GateOptim(PyroOptim):
     def __call__(self, params, *args, **kwargs) -> None:
         """One step on ``params`` (the parameters SVI's trace saw)."""
         params = list(params)
-        if self.reduce_grads is not None:
-            self.reduce_grads(params)
         self._admit(params)
         if self.weights is not None:
             self.weights.step()
