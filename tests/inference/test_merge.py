@@ -187,33 +187,3 @@ def test_a_proposal_is_evaluated_as_the_rewired_network_computes_it(kind, layer)
         rewired = _map(target, h)
     assert not torch.allclose(rewired, z, atol=1e-3)  # the re-wiring changed something
     torch.testing.assert_close(changed, rewired, rtol=1e-5, atol=1e-5)
-
-
-def test_merge_rounds_back_off_while_they_find_nothing_and_resume_on_a_change():
-    """After k empty rounds in a row a layer's next round waits 2^(k−1) evidence windows; a
-    removal in a neighbouring layer brings it back at the next window."""
-    data = make_teacher(num_train=2000, num_test=200)
-    torch.manual_seed(0)
-    config = TrainConfig(batch_size=50, theta_window=1000, check_every=10, seed=0)
-    trainer = Trainer(GatedMLP(4, (8, 6), 3), data, config)
-    window = 20  # ⌈1000 / (50 · 10)⌉ = 2 checks of 10 steps
-    rounds = []
-
-    def nothing_to_merge(name, x, y):
-        rounds.append((name, trainer.step))
-        return [], []
-
-    trainer.merges.layer = nothing_to_merge
-    trainer.release_steps = {"fc1": 0, "fc2": 0}
-    for step in range(window, 161, window):
-        trainer.step = step
-        trainer.merge()
-    assert [s for n, s in rounds if n == "fc1"] == [20, 40, 80, 160]
-    assert trainer.merge_rounds == {"run": 8, "skipped": 8}
-    trainer.prune_events.append(  # fc2 loses a unit: fc1's consumer changed
-        {"layer": "fc2", "step": 170, "collapsed_step": 170, "merged": True, "removed": 1}
-    )
-    trainer.step = 180
-    trainer.merge()
-    assert [s for n, s in rounds if n == "fc1"] == [20, 40, 80, 160, 180]
-    assert trainer.checkpoint_state()["trainer"]["merge_quiet"]["fc1"] == [1, 180]
