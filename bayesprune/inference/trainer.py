@@ -132,9 +132,6 @@ class Trainer:
         self.warm_step = None if config.warmup_tolerance is not None else 0
         self.examples_released = 0
         self.release_steps: dict[str, int] = {}
-        # merge rounds per layer: [rounds in a row that found no move, step of the last round]
-        self.merge_quiet: dict[str, list[int]] = {}
-        self.merge_rounds = {"run": 0, "skipped": 0}
         self.block = {"sum": torch.zeros((), device=self.device), "examples": 0, "previous": None}
         self.epoch, self.position = 0, 0  # completed epochs; steps done in the current one
         self.perm, self.sums, self.epoch_start = None, None, time.perf_counter()
@@ -307,13 +304,6 @@ class Trainer:
         of up to ``MERGE_SAMPLE`` training examples drawn from a generator seeded by the run's
         seed and the step (so a resumed run draws the same), layers from the input on (a move
         re-wires the consumer, which the next layer's round then sees).
-
-        A round that found no move is evidence that the layer has settled: after k such rounds
-        in a row the layer's next round waits 2^(k−1) evidence windows (1, 2, 4, ...), and any
-        removal in the layer or a neighbouring layer (gates or moves) brings it back to every
-        window. A layer that never changes again then costs log₂ of the run's windows rounds
-        instead of one per window; a redundancy that appears late is merged at most that
-        interval later.
         """
         if self.merges is None or not self.release_steps:
             return
@@ -336,16 +326,7 @@ class Trainer:
             ]
             if self.step - max([self.release_steps[name], *gate_decisions]) < window:
                 continue
-            empty, last = self.merge_quiet.get(name, [0, -1])
-            neighbours = (self.net.previous_gated(name), name, self.net.next_layer(name))
-            if any(e["layer"] in neighbours and e["step"] > last for e in self.prune_events):
-                empty = 0  # the layer or a neighbour changed since its last round
-            if empty and self.step - last < window * 2 ** (empty - 1):
-                self.merge_rounds["skipped"] += 1
-                continue
-            self.merge_rounds["run"] += 1
             moves, removed = self.merges.layer(name, x, y)
-            self.merge_quiet[name] = [0 if removed else empty + 1, self.step]
             if not removed:
                 continue
             gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)
@@ -594,8 +575,6 @@ class Trainer:
                 "block": dict(self.block),
                 "examples_released": self.examples_released,
                 "release_steps": dict(self.release_steps),
-                "merge_quiet": {k: list(v) for k, v in self.merge_quiet.items()},
-                "merge_rounds": dict(self.merge_rounds),
                 "recent_data": self.recent_data,
                 "best_train_error": self.best_train_error,
                 "status": self.status,
@@ -635,8 +614,6 @@ class Trainer:
         self.block = dict(t["block"])
         self.block["sum"] = self.block["sum"].to(self.device)
         self.examples_released, self.release_steps = t["examples_released"], t["release_steps"]
-        self.merge_quiet = {k: list(v) for k, v in t.get("merge_quiet", {}).items()}
-        self.merge_rounds = dict(t.get("merge_rounds", {"run": 0, "skipped": 0}))
         self.recent_data, self.best_train_error = t["recent_data"], t["best_train_error"]
         if torch.is_tensor(self.recent_data):
             self.recent_data = self.recent_data.to(self.device)
@@ -687,7 +664,6 @@ class Trainer:
         summary["temperature"] = self.hyper.temperature
         summary["warmup_step"] = self.warm_step
         summary["release_steps"] = self.release_steps
-        summary["merge_rounds"] = dict(self.merge_rounds)
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
         )
