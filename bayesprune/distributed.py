@@ -10,10 +10,11 @@ How the N processes stay one run:
 
 - **Gradients.** The ELBO does its own backward passes (the secant's second one included), inside
   ``training_step``, where DDP's reducer is not armed (Lightning's manual optimisation). So the
-  reduction is explicit, in :class:`GradientSync`, called by ``GateOptim`` before any parameter
-  moves: every gradient (weights *and* θ) and the step's objective terms are flattened into one
-  buffer, each process weighting its share by its examples / the global batch, and summed with
-  one ``all_reduce``. The result is the gradient of the global batch's objective, identical on
+  reduction is explicit, in :class:`GradientSync`, called by ``GatedELBO`` (its ``grad_sync``)
+  before any parameter moves: the weights' gradients leave in one asynchronous ``all_reduce``
+  as soon as the data term's backward has written them, θ's gradients and the step's objective
+  terms in a second, small one, each process weighting its share by its examples / the global
+  batch. The result is the gradient of the global batch's objective, identical on
   every process, so 2 processes × batch 50 take the step 1 process × batch 100 takes (up to the
   order of floating-point sums) and every process's parameters stay bitwise equal.
 - **Evidence.** The θ clock and the warm-up count the global batch (``Trainer.global_batch``) and
@@ -415,7 +416,7 @@ def fit_distributed(
         the reducer all-reduces during one backward of the module's output, while an SVI step
         runs its own backward passes inside ``training_step``, and it holds the parameters'
         gradient accumulators, which go stale when units are removed in place. The reduction is
-        :class:`GradientSync`'s, one bucket per step."""
+        :class:`GradientSync`'s, two messages per step."""
 
         def configure_ddp(self) -> None:
             pass
