@@ -52,7 +52,7 @@ import pyro
 import torch
 
 from bayesprune.inference.trainer import Trainer
-from bayesprune.loop import steps_per_epoch, synchronize
+from bayesprune.loop import steps_per_epoch
 
 STRATEGIES = ("single", "ddp")
 ACCELERATORS = ("cpu", "gpu")
@@ -260,7 +260,6 @@ def lightning_module(trainer: Trainer):
             self.events_seen = len(core.prune_events)
             self.batches = None
             self.bar = None
-            self.step_times: list[float] = []  # full-width steps, as Trainer.fit times them
             self.started = self.ended = None
             self.threads = None
 
@@ -303,12 +302,7 @@ def lightning_module(trainer: Trainer):
             total = int(total)
             self.sync.local, self.sync.total = x.shape[0], total
             core.global_batch = total
-            timed = len(self.step_times) < 60 and not core.prune_events
-            t0 = time.perf_counter()
-            terms = core.train_step(x, y, index)
-            if timed:
-                synchronize(core.device)
-                self.step_times.append(time.perf_counter() - t0)
+            terms = core.timed_step(x, y, index)
             core.position += 1
             if core.status == "failed":
                 self.trainer.should_stop = True
@@ -479,9 +473,7 @@ def fit_distributed(
     ended = module.ended if module.ended is not None else time.perf_counter()
     started = module.started if module.started is not None else start
     wall = trainer.wall + ended - started - trainer.bookkeeping
-    steady = module.step_times[5:] or module.step_times
-    step_seconds = sum(steady) / max(len(steady), 1)
-    summary = trainer.finish(wall, step_seconds, trainer.bookkeeping)
+    summary = trainer.finish(wall, trainer.step_seconds(), trainer.bookkeeping)
     summary["strategy"] = {
         "name": "ddp",
         "devices": lt.world_size,

@@ -141,6 +141,7 @@ class Trainer:
         self.global_batch: int | None = None
         self.echo = True  # print the epoch records (the other processes of a DDP run do not)
         self.wall, self.bookkeeping, self.clock_start = 0.0, 0.0, time.perf_counter()
+        self.step_times: list[float] = []  # the first full-width steps of this process's part
 
     def released_layers(self, data: torch.Tensor, examples: int) -> list[str]:
         """The gated layers whose θ may move after this step (Eqs. (10w), (10o)).
@@ -402,7 +403,6 @@ class Trainer:
         steps = self.begin(run, write_summary)
         if self.resumed is None:
             pyro.set_rng_seed(cfg.seed)
-        step_times: list[float] = []
         start = time.perf_counter()
         with pyro.validation_enabled(False), _StopSignals() as stop:
             bar = tqdm(total=self.total_steps, disable=not progress, desc="train", unit="step")
@@ -413,13 +413,8 @@ class Trainer:
                 for x, y, idx in batches(
                     self.data, cfg.batch_size, self.device, perm=self.perm, start=self.position
                 ):
-                    timed = len(step_times) < 60 and not self.prune_events
-                    t0 = time.perf_counter()
-                    terms = self.train_step(x, y, idx)
+                    terms = self.timed_step(x, y, idx)
                     self.position += 1
-                    if timed:  # the first steps only: a GPU synchronises for the timing
-                        synchronize(self.device)
-                        step_times.append(time.perf_counter() - t0)
                     if self.status == "failed":
                         break
                     self.count_step(terms)
@@ -433,8 +428,23 @@ class Trainer:
             bar.close()
             self.remove_collapsed()
         wall = self.wall + time.perf_counter() - start - self.bookkeeping
-        steady = step_times[5:] or step_times
-        return self.finish(wall, sum(steady) / max(len(steady), 1), self.bookkeeping)
+        return self.finish(wall, self.step_seconds(), self.bookkeeping)
+
+    def timed_step(self, x, y, index) -> dict[str, torch.Tensor]:
+        """:meth:`train_step`, timed while the network is at full width (the first 60 steps
+        only: a GPU synchronises for the timing)."""
+        timed = len(self.step_times) < 60 and not self.prune_events
+        t0 = time.perf_counter()
+        terms = self.train_step(x, y, index)
+        if timed:
+            synchronize(self.device)
+            self.step_times.append(time.perf_counter() - t0)
+        return terms
+
+    def step_seconds(self) -> float:
+        """The mean full-width step time, the first 5 (warm-up) steps left out."""
+        steady = self.step_times[5:] or self.step_times
+        return sum(steady) / max(len(steady), 1)
 
     def begin(self, run: dict | None, write_summary: bool) -> int:
         """Before the first step of this process's part of the run: the number of steps, the
