@@ -10,13 +10,12 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from bayesprune.config import TrainConfig, add_config_arguments, positive
+from bayesprune.config import INSPECT_DRAWS, TrainConfig, add_config_arguments, positive
 from bayesprune.data import DATASETS, DataError, load_dataset
 from bayesprune.distributed import ACCELERATORS, STRATEGIES, local_rank, process_rank
 from bayesprune.export import EXPORT_FORMATS
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
 from bayesprune.inference.trainer import Trainer
-from bayesprune.inspection import DRAWS
 from bayesprune.models.network import ARCHITECTURES, INITS
 from bayesprune.runs import RunError
 
@@ -110,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="posterior of a run as ArviZ netCDF, summary and figures")
     i.add_argument("run_dir", help="a run directory written by bayesprune train")
     i.add_argument("--epoch", type=positive(int), default=None, help="checkpoint (default: last)")
-    i.add_argument("--draws", type=positive(int), default=DRAWS, help="posterior draws")
+    i.add_argument("--draws", type=positive(int), default=INSPECT_DRAWS, help="posterior draws")
     i.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     return parser
 

@@ -18,6 +18,8 @@ from bayesprune.models.gated_model import HyperPrior
 
 RELEASES = ("ordered", "together")
 MERGES = ("on", "off")
+# posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
+INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
 PREDATING = {"merge": "off"}
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights

@@ -30,10 +30,9 @@ import xarray as xr
 from pyro.infer import Predictive
 
 from bayesprune import arviz_io
+from bayesprune.config import INSPECT_DRAWS as DRAWS
 from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.runs import Run
-
-DRAWS = 200
 
 
 @torch.no_grad()

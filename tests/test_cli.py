@@ -146,3 +146,14 @@ def test_every_train_config_field_is_a_documented_flag():
         assert f.name in flags, f.name
         assert f.metadata["help"] and flags[f.name].help == f.metadata["help"], f.name
         assert flags[f.name].default == f.default, f.name
+
+
+def test_cli_imports_no_arviz_until_a_run_is_inspected():
+    # a GPU machine without ArviZ (or a user's `bayesprune --help`) must not pay for it:
+    # only `inspect` and the report at the end of a run read ArviZ
+    import subprocess
+    import sys
+
+    code = "import sys, bayesprune.cli; print(sorted({'arviz', 'xarray'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
