@@ -249,6 +249,9 @@ def render_readme() -> None:
         if path.stem == "profile_step":
             lines += render_profile(result)
             continue
+        if path.stem == "gpu":
+            lines += render_gpu(result)
+            continue
         if "mean_gap_points" in result:
             lines += render_seeds(path.stem, result)
             continue
@@ -312,6 +315,65 @@ def _network_table(result: dict, lines: list[str], row: Callable[[dict], str]) -
     return lines + [""]
 
 
+def render_gpu(result: dict) -> list[str]:
+    """benchmarks/gpu.py: step cost and training runs on a GPU."""
+    env, parts = result["environment"], result["parts"]
+    lines = [
+        "## gpu",
+        "",
+        f"`benchmarks/gpu.py` on {env['device']}, torch {env['torch']}, commit {env['commit']}.",
+        "",
+    ]
+    cifar = parts.get("cifar10", {})
+    if cifar.get("found") is False:
+        lines += ["CIFAR-10 was not on the machine (searched: "
+                  f"{', '.join(str(p) for p in cifar['searched'])}).", ""]  # fmt: skip
+    cost = parts.get("step_cost", {})
+    if "error" not in cost and cost:
+        lines += [
+            "Milliseconds per full-width training step (median of interleaved blocks):",
+            "",
+            "| network | batch | plain PyTorch | SVI (fast ELBO) | ratio | SVI (traced) | ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, batch in (("mlp", 100), ("lenet5", 100), ("vgg16", 128)):
+            if name in cost:
+                c = cost[name]
+                lines.append(
+                    f"| {name} | {batch} | {c['dense_ms']:.2f} | {c['svi_ms']:.2f} | "
+                    f"{c['svi_ratio']:.2f}× | {c['svi_traced_ms']:.2f} | "
+                    f"{c['svi_traced_ratio']:.2f}× |"
+                )
+        lines.append("")
+    titles = {
+        "cifar10": "VGG16 on CIFAR-10",
+        "lenet5_fmnist": "LeNet-5 on Fashion-MNIST, batch 100",
+        "vgg16_fmnist32": "VGG16 on Fashion-MNIST padded to 3×32×32 (a stand-in: no CIFAR-10 "
+        "on the machine), Adam 1e-3 cosine, batch 128, crop + flip",
+    }
+    for key, title in titles.items():
+        run = parts.get(key, {})
+        if "dense" not in run:
+            continue
+        epochs = len(run["dense"]["epoch_train_seconds"])
+        lines += [
+            f"{title}, {epochs} epochs:",
+            "",
+            "| run | test error | widths | weights kept | train wall (s) | status |",
+            "|---|---|---|---|---|---|",
+        ]
+        for side in ("dense", "bayesprune"):
+            r = run[side]
+            lines.append(
+                f"| {side} | {100 * r['test_error']:.2f}% | {'-'.join(map(str, r['widths']))} | "
+                f"{100 * r['weights_kept_fraction']:.2f}% | {r['train_wall_seconds']:.1f} | "
+                f"{r.get('status', '')} |"
+            )
+        reason = run["bayesprune"].get("status_reason")
+        lines += [""] + ([f"bayesprune's status: {reason}.", ""] if reason else [])
+    return lines
+
+
 def render_profile(result: dict) -> list[str]:
     lines = [
         "## profile_step",
@@ -328,9 +390,11 @@ def render_profile(result: dict) -> list[str]:
     return _network_table(
         result,
         lines,
-        lambda r: f"{r['plain_ms']:.2f} ms | {r['step_ms']:.2f} ms | {r['secant_ms']:.2f} ms | "
-        f"{r['prior_ms']:.2f} ms | {r['svi_optimiser_bookkeeping_ms']:.2f} ms | "
-        f"{r['plain_aten_ops']:.0f} / {r['step_aten_ops']:.0f}",
+        lambda r: (
+            f"{r['plain_ms']:.2f} ms | {r['step_ms']:.2f} ms | {r['secant_ms']:.2f} ms | "
+            f"{r['prior_ms']:.2f} ms | {r['svi_optimiser_bookkeeping_ms']:.2f} ms | "
+            f"{r['plain_aten_ops']:.0f} / {r['step_aten_ops']:.0f}"
+        ),
     )
 
 
@@ -349,8 +413,10 @@ def render_inference(result: dict) -> list[str]:
     return _network_table(
         result,
         lines,
-        lambda r: f"{r['dense_ms']:.2f} | {r['pruned_ms']:.2f} | {r['speedup']:.2f}× | "
-        f"{r['dense_bytes']:,} | {r['pruned_bytes']:,} | {r['size_ratio']:.1f}×",
+        lambda r: (
+            f"{r['dense_ms']:.2f} | {r['pruned_ms']:.2f} | {r['speedup']:.2f}× | "
+            f"{r['dense_bytes']:,} | {r['pruned_bytes']:,} | {r['size_ratio']:.1f}×"
+        ),
     )
 
 
@@ -401,8 +467,10 @@ def render_step_cost(result: dict) -> list[str]:
     return _network_table(
         result,
         lines,
-        lambda c: f"{c['plain_ms']:.2f} | {c['svi_ms']:.2f} | {c['svi_ratio']:.2f}× | "
-        f"{c['svi_traced_ms']:.2f} | {c['svi_traced_ratio']:.2f}×",
+        lambda c: (
+            f"{c['plain_ms']:.2f} | {c['svi_ms']:.2f} | {c['svi_ratio']:.2f}× | "
+            f"{c['svi_traced_ms']:.2f} | {c['svi_traced_ratio']:.2f}×"
+        ),
     )
 
 

@@ -55,3 +55,26 @@ def test_short_robustness_matrix_sees_the_old_collapse(tmp_path):
     result = _matrix(tmp_path, "--no-dense", "--set", "warmup_tolerance=none", "temperature=0.03",
                      "release=together", "patience=2")  # fmt: skip
     assert sorted(result["checks"]["collapsed"]) == ["teacher-n1k/0", "teacher-n3k/0"]
+
+
+GPU_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+
+
+def test_gpu_script_records_each_part_and_its_failure(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_checks", GPU_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    from bayesprune.data import Dataset
+
+    grey = Dataset("tiny", torch.rand(6, 1, 28, 28), torch.arange(6), torch.rand(2, 1, 28, 28),
+                   torch.arange(2), 10)  # fmt: skip
+    wide = script.fmnist32(grey)
+    assert wide.in_shape == (3, 32, 32) and wide.augment(wide.x_train).shape == (6, 3, 32, 32)
+    assert torch.equal(wide.x_train[:, 1, 2:30, 2:30], grey.x_train[:, 0])
+    out = tmp_path / "gpu.json"
+    # no data there: the Fashion-MNIST part fails, is recorded, and the script goes on
+    script.main(["--device", "cpu", "--parts", "cifar10,lenet5_fmnist", "--out", str(out),
+                 "--data-dir", str(tmp_path / "nothing")])  # fmt: skip
+    parts = json.loads(out.read_text())["parts"]
+    assert parts["cifar10"]["found"] is False
+    assert parts["lenet5_fmnist"]["error"].startswith("DataError")

@@ -1,0 +1,225 @@
+"""The GPU checks, in one process, for a machine lent for a few minutes (issues 12 and 13).
+
+Parts, each written to the JSON as soon as it ends (so that a run cut short keeps what it did),
+skipped once ``--budget`` seconds have passed:
+
+1. ``cifar10``: whether CIFAR-10 is on the machine (``--data-dir`` or a search of the usual
+   places); if it is, ``benchmarks/cifar10_vgg16.py``'s recipe for ``--vgg-epochs`` epochs.
+2. ``step_cost``: milliseconds per full-width step on the GPU, plain PyTorch against SVI with
+   ``GatedELBO`` (fast and traced), for LeNet-300-100 and LeNet-5 (batch 100) and VGG16 (batch
+   128, CIFAR-shaped random data): :func:`common.step_cost`, interleaved blocks.
+3. ``lenet5_fmnist``: LeNet-5 on Fashion-MNIST, dense against bayesprune, ``--epochs`` epochs
+   (:func:`common.compare` with ``device=args.device``): wall time, error, widths.
+4. ``vgg16_fmnist32``: where CIFAR-10 is absent, VGG16 (BatchNorm) on Fashion-MNIST padded to
+   32×32 and repeated to 3 channels, the CIFAR recipe (Adam, cosine, batch 128, crop 4 + flip):
+   a real image set, so test error, time to final width and weights kept mean something; it is
+   not CIFAR-10's number.
+
+Usage (on the GPU machine): ``python benchmarks/gpu.py --data-dir DIR [--out FILE]`` (default
+``benchmarks/results/gpu.json`` and the table in benchmarks/README.md). The CLI's own
+GPU paths (``--device cuda``, ``--strategy ddp --accelerator gpu``) are run beside it from the
+shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from common import compare, environment, render_readme, step_cost  # noqa: E402
+
+from bayesprune.config import TrainConfig  # noqa: E402
+from bayesprune.data import DataError, Dataset, RandomCropFlip, load_dataset  # noqa: E402
+from bayesprune.models.network import GatedMLP, lenet5, vgg16  # noqa: E402
+
+CIFAR_PLACES = ("/data", "/datasets", "/usr/share/datasets", "/root", "/opt", "/tmp", "/mnt")
+
+
+def find_cifar(data_dir: str | None) -> str | None:
+    """A folder holding ``cifar-10-batches-py``, or None."""
+    places = ([data_dir] if data_dir else []) + list(CIFAR_PLACES)
+    for place in places:
+        if not os.path.isdir(place):
+            continue
+        for root, dirs, _ in os.walk(place):
+            if root.count(os.sep) - place.count(os.sep) > 4:
+                dirs[:] = []
+                continue
+            batch = Path(root) / "cifar-10-batches-py" / "data_batch_1"
+            if batch.is_file() and batch.stat().st_size > 30_000_000:  # real, not a test's copy
+                return root
+    return None
+
+
+def fmnist32(data: Dataset) -> Dataset:
+    """Fashion-MNIST as 3×32×32 images (2 pixels of background on each side, the grey channel
+    repeated), with the CIFAR augmentation (random crop, padding 4, and flip)."""
+    fill = float(data.x_train.min())
+
+    def grow(x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (2, 2, 2, 2), value=fill).repeat(1, 3, 1, 1)
+
+    return Dataset(
+        "fashion-mnist-32x32x3",
+        grow(data.x_train),
+        data.y_train,
+        grow(data.x_test),
+        data.y_test,
+        data.num_classes,
+        meta={**data.meta, "stand_in_for": "cifar10"},
+        augment=RandomCropFlip(4, torch.full((3,), fill)),
+    )
+
+
+def random_images(shape: tuple[int, ...], batch: int) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch * 4, *shape, generator=g)
+    y = torch.randint(0, 10, (batch * 4,), generator=g)
+    return Dataset("random", x, y, x[:batch], y[:batch], 10)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/gpu.json")
+    parser.add_argument("--epochs", type=int, default=10, help="LeNet-5 on Fashion-MNIST")
+    parser.add_argument("--vgg-epochs", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=400, help="seconds; later parts skipped")
+    parser.add_argument("--subset", type=int, default=None, help="training examples (smoke)")
+    parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the script")
+    parser.add_argument("--parts", default="cifar10,step_cost,lenet5_fmnist,vgg16_fmnist32")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    result: dict = {"environment": environment(args.device), "parts": {}}
+
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / "gpu.json"
+
+    def save() -> None:
+        out.write_text(json.dumps(result, indent=1, default=str))
+
+    def part(name: str, run) -> None:
+        if name not in args.parts.split(","):
+            return
+        left = args.budget - (time.perf_counter() - start)
+        if left <= 0:
+            result["parts"][name] = {"skipped": "budget spent"}
+            save()
+            return
+        t0 = time.perf_counter()
+        print(f"== {name} ({left:.0f} s of budget left)", flush=True)
+        try:
+            out = run()
+        except Exception as err:  # a failing part is recorded, the others still run
+            out = {"error": f"{type(err).__name__}: {err}"}
+        out["part_seconds"] = time.perf_counter() - t0
+        result["parts"][name] = out
+        print(name, json.dumps(out, default=str)[:2000], flush=True)
+        save()
+
+    cifar_root = find_cifar(args.data_dir)
+
+    def cifar_part():
+        if cifar_root is None:
+            return {"found": False, "searched": [args.data_dir, *CIFAR_PLACES]}
+        data = load_dataset("cifar10", cifar_root)
+        config = TrainConfig(
+            epochs=args.vgg_epochs, batch_size=128, lr_schedule="cosine", device=args.device
+        )
+        run = compare(data, lambda: vgg16(data.in_shape, 10), config, measure_step_cost=False)
+        return {"found": True, "root": cifar_root, **summarise(run)}
+
+    def step_part():
+        out = {}
+        base = TrainConfig(device=args.device)
+        nets = {
+            "mlp": (lambda: GatedMLP(784, (300, 100), 10), (1, 28, 28), 100),
+            "lenet5": (lambda: lenet5((1, 28, 28), 10), (1, 28, 28), 100),
+            "vgg16": (lambda: vgg16((3, 32, 32), 10), (3, 32, 32), 128),
+        }
+        for name, (make, shape, batch) in nets.items():
+            torch.manual_seed(0)
+            config = replace(base, batch_size=batch)
+            out[name] = step_cost(random_images(shape, batch), make, config, blocks=5, steps=20)
+            print(name, out[name], flush=True)
+        return out
+
+    fmnist = None
+
+    def fmnist_data() -> Dataset:
+        nonlocal fmnist
+        if fmnist is None:
+            fmnist = load_dataset("fashion-mnist", args.data_dir)
+            if args.subset:
+                fmnist = fmnist.subset(args.subset)
+        return fmnist
+
+    def lenet5_part():
+        data = fmnist_data()
+        config = TrainConfig(epochs=args.epochs, device=args.device)
+        run = compare(data, lambda: lenet5(data.in_shape, 10), config, measure_step_cost=False)
+        return summarise(run)
+
+    def vgg_part():
+        if cifar_root is not None:
+            return {"skipped": "CIFAR-10 found: part cifar10 ran the real recipe"}
+        data = fmnist32(fmnist_data())
+        config = TrainConfig(
+            epochs=args.vgg_epochs, batch_size=128, lr_schedule="cosine", device=args.device
+        )
+        run = compare(data, lambda: vgg16(data.in_shape, 10), config, measure_step_cost=False)
+        return summarise(run)
+
+    part("cifar10", cifar_part)
+    part("step_cost", step_part)
+    part("lenet5_fmnist", lenet5_part)
+    part("vgg16_fmnist32", vgg_part)
+    result["total_seconds"] = time.perf_counter() - start
+    save()
+    if args.out is None:
+        render_readme()
+    return result
+
+
+KEYS = (
+    "test_error",
+    "widths",
+    "weights_kept",
+    "weights_kept_fraction",
+    "flops_kept_fraction",
+    "train_wall_seconds",
+    "epoch_train_seconds",
+    "status",
+    "status_reason",
+    "last_prune_epoch",
+    "warmup_step",
+    "release_steps",
+    "total_steps",
+    "step_seconds_full_width",
+    "prune_events",
+)
+
+
+def summarise(run: dict) -> dict:
+    """The summary keys that matter here, dense and bayesprune (the whole summaries are long)."""
+    out = {}
+    for side in ("dense", "bayesprune"):
+        summary = run[side]
+        out[side] = {k: summary[k] for k in KEYS if k in summary}
+        out[side]["other_keys"] = sorted(set(summary) - set(KEYS))
+    return out
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as err:
+        sys.exit(f"gpu.py: {err}")
