@@ -21,7 +21,7 @@ MERGES = ("on", "off")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
-PREDATING = {"merge": "off"}
+PREDATING = {"merge": "off", "theta_transit": 1.0}
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
 
 
@@ -94,6 +94,10 @@ class TrainConfig:
     theta_window: float = _option(
         10_000, "examples over which the gate evidence is averaged (Eq. (10)); also the "
         "warm-up's largest block", positive(float),
+    )  # fmt: skip
+    theta_transit: float = _option(
+        0.5, "the largest fraction of a layer's units whose θ may be away from 1 at once "
+        "(Eq. (10t)); 1: no limit", unit_interval_positive,
     )  # fmt: skip
     warmup_tolerance: float | None = _option(
         0.1, "θ moves once a block of examples improves the data term by less than this "

@@ -6,6 +6,8 @@ Usage on a GPU machine with CIFAR-10 in ``DIR/cifar-10-batches-py``:
 Both runs use Adam (lr 1e-3) with a cosine decay, batch 128, random crop (padding 4) and flip.
 Target (issue 3): test error ≤ 7.5% with ≤ 10% of the weights kept. The CPU smoke run in
 ``tests/test_benchmarks.py`` runs this script at ``--width-mult 0.25`` on synthetic data.
+Not yet run on CIFAR-10; at full width on a real image stand-in the current rule collapses
+(docs/method.md §6f, ``benchmarks/gpu.py``).
 """
 
 import argparse

@@ -16,6 +16,8 @@ class ProjectedSGD(torch.optim.Optimizer):
                                                              last ``window`` examples)
         θ ← clip(θ − η B m, low, high)                       (η per example seen)
 
+    (with at most a fraction ``transit`` of a layer's units away from ``high`` at once)
+
     so k steps of batch B and k/2 steps of batch 2B move θ alike in expectation: the drift of θ
     per example, and the number of examples its evidence averages, do not depend on the batch
     size (Eq. (10)). ``m`` starts at 0 and fills over ``window`` examples. The projection makes
@@ -28,13 +30,33 @@ class ProjectedSGD(torch.optim.Optimizer):
     :param window: the number of examples the evidence averages (``1/a`` batches of size B).
     :param num_data: N, the number of training examples (∇ is divided by it).
     :param bounds: the box to project onto.
+    :param transit: the largest fraction of a layer's units (one θ tensor) whose θ may be away
+        from ``high`` at once (Eq. (10t)); a unit whose step would take it below ``high`` waits
+        at ``high`` while that many are away, those with the largest evidence go first. 1: no
+        limit.
     """
 
-    def __init__(self, params, lr: float, window: float, num_data: int, bounds=(0.0, 1.0)):
-        if lr <= 0 or window <= 0 or num_data < 1:
-            msg = f"need lr > 0, window > 0, num_data >= 1; got {lr}, {window}, {num_data}"
+    def __init__(
+        self,
+        params,
+        lr: float,
+        window: float,
+        num_data: int,
+        bounds=(0.0, 1.0),
+        transit: float = 1.0,
+    ):
+        if lr <= 0 or window <= 0 or num_data < 1 or not 0 < transit <= 1:
+            msg = (
+                "need lr > 0, window > 0, num_data >= 1, 0 < transit <= 1; "
+                f"got {lr}, {window}, {num_data}, {transit}"
+            )
             raise ValueError(msg)
-        defaults = {"lr": lr, "window": float(window), "num_data": int(num_data)}
+        defaults = {
+            "lr": lr,
+            "window": float(window),
+            "num_data": int(num_data),
+            "transit": float(transit),
+        }
         super().__init__(params, {**defaults, "bounds": tuple(bounds)})
 
     @torch.no_grad()
@@ -56,8 +78,29 @@ class ProjectedSGD(torch.optim.Optimizer):
                 if evidence is None:
                     evidence = state["evidence"] = torch.zeros_like(p)
                 evidence.lerp_(p.grad / group["num_data"], rate)
-                if move is True or (move is not False and p in move):
+                if move is not True and (move is False or p not in move):
+                    continue
+                transit = group.get("transit", 1.0)  # (a checkpoint from before Eq. (10t))
+                if transit >= 1:
                     p.add_(evidence, alpha=-group["lr"] * examples).clamp_(low, high)
+                else:
+                    p.copy_(_limit_transit(p, evidence, group["lr"] * examples, low, high, transit))
+
+
+def _limit_transit(theta, evidence, scale, low, high, fraction) -> torch.Tensor:
+    """The projected step of Eq. (10) with at most ``⌊fraction · n⌋`` of the n units away from
+    ``high`` afterwards (Eq. (10t)): units already away move freely; of those that would leave
+    ``high`` now, the ones with the largest evidence go first, up to the free places. Tensor
+    operations only (no host synchronisation on a GPU); ties go to the lower index."""
+    new = (theta - scale * evidence).clamp(low, high)
+    at_top = theta >= high
+    leaving = at_top & (new < high)
+    free = int(fraction * theta.numel()) - (~at_top).sum()
+    score = torch.where(leaving, evidence, torch.full_like(evidence, -torch.inf))
+    order = torch.argsort(score, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return torch.where(leaving & (rank >= free), theta, new)
 
 
 def multi_tensor(constructor, params, kwargs: dict) -> torch.optim.Optimizer:
@@ -203,7 +246,9 @@ class ProjectedAdam(torch.optim.Adam):
     :meth:`step` takes the same ``examples`` and ``move`` arguments as ProjectedSGD's.
     """
 
-    def __init__(self, params, lr: float, window: float = 1.0, num_data: int = 1):
+    def __init__(
+        self, params, lr: float, window: float = 1.0, num_data: int = 1, transit: float = 1.0
+    ):  # the transit limit of Eq. (10t) is ProjectedSGD's; here every θ moves freely
         super().__init__(params, lr=lr, foreach=True)
 
     @torch.no_grad()

@@ -52,7 +52,12 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
         raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
     return GateOptim(
         {"lr": config.lr},
-        {"lr": config.lr_theta, "window": config.theta_window, "num_data": num_data},
+        {
+            "lr": config.lr_theta,
+            "window": config.theta_window,
+            "num_data": num_data,
+            "transit": config.theta_transit,
+        },
         batch_size=config.batch_size,
         params=guide.parameters(),
         gates_optimizer=THETA_OPTIMIZERS[config.theta_optimizer],

@@ -59,3 +59,32 @@ def test_only_the_released_parameters_move():
     opt.step(examples=10, move={second})
     assert first.item() == 0.5 and second.item() == pytest.approx(0.4)
     assert opt.state[first]["evidence"].item() == 1.0  # evidence accumulates all the same
+
+
+def test_at_most_the_transit_fraction_of_a_layer_is_away_from_one():
+    # eight units, every one's evidence says "down", most strongly for the last ones
+    grads = torch.linspace(0.1, 0.8, 8)
+    theta = torch.nn.Parameter(torch.ones(8))
+    opt = ProjectedSGD([theta], lr=1e-3, window=100.0, num_data=10, transit=0.5)
+    away = []
+    for _ in range(30):
+        theta.grad = 10 * grads.clone()
+        opt.step(examples=100)
+        away.append(int((theta < 1).sum()))
+    assert max(away) == 4  # half of the layer, never more
+    assert torch.equal(theta[:4].detach(), torch.ones(4))  # the weakest evidence waits
+    assert bool((theta[4:] == 0).all())  # the strongest went, all the way
+    # once those are gone (removed: the tensor shrinks), the next ones may go
+    survivors = torch.nn.Parameter(theta.detach()[:4].clone())
+    opt = ProjectedSGD([survivors], lr=1e-3, window=100.0, num_data=10, transit=0.5)
+    survivors.grad = 10 * grads[:4].clone()
+    opt.step(examples=100)
+    assert int((survivors < 1).sum()) == 2
+
+
+def test_without_a_transit_limit_the_whole_layer_moves_together():
+    theta = torch.nn.Parameter(torch.ones(8))
+    opt = ProjectedSGD([theta], lr=1e-3, window=100.0, num_data=10, transit=1.0)
+    theta.grad = 10 * torch.linspace(0.1, 0.8, 8)
+    opt.step(examples=100)
+    assert bool((theta < 1).all())
