@@ -469,10 +469,10 @@ def fit_distributed(
             raise SystemExit(1) from None
     if module.bar is not None:
         module.bar.close()
-    # Lightning's teardown moves the module to the CPU; the data and the optimisers' moments
-    # stay on the process's device, where the rest (removal, evaluation, export) runs
+    # Lightning's teardown moves the module (the guide, and the network inside it) to the CPU;
+    # the data and the optimisers' moments stay on the process's device, where the rest
+    # (removal, evaluation, export) runs
     trainer.guide.to(trainer.device)
-    trainer.net.to(trainer.device)
     trainer.remove_collapsed()
     ended = module.ended if module.ended is not None else time.perf_counter()
     started = module.started if module.started is not None else start

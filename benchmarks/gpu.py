@@ -127,15 +127,19 @@ def main(argv=None) -> dict:
 
     cifar_root = find_cifar(args.data_dir)
 
-    def cifar_part():
-        if cifar_root is None:
-            return {"found": False, "searched": [args.data_dir, *CIFAR_PLACES]}
-        data = load_dataset("cifar10", cifar_root)
+    def vgg_recipe(data: Dataset) -> dict:
+        """Dense and bayesprune VGG16 with cifar10_vgg16.py's recipe (Adam, cosine, batch 128)."""
         config = TrainConfig(
             epochs=args.vgg_epochs, batch_size=128, lr_schedule="cosine", device=args.device
         )
         run = compare(data, lambda: vgg16(data.in_shape, 10), config, measure_step_cost=False)
-        return {"found": True, "root": cifar_root, **summarise(run)}
+        return summarise(run)
+
+    def cifar_part():
+        if cifar_root is None:
+            return {"found": False, "searched": [args.data_dir, *CIFAR_PLACES]}
+        data = load_dataset("cifar10", cifar_root)
+        return {"found": True, "root": cifar_root, **vgg_recipe(data)}
 
     def step_part():
         out = {}
@@ -171,12 +175,7 @@ def main(argv=None) -> dict:
     def vgg_part():
         if cifar_root is not None:
             return {"skipped": "CIFAR-10 found: part cifar10 ran the real recipe"}
-        data = fmnist32(fmnist_data())
-        config = TrainConfig(
-            epochs=args.vgg_epochs, batch_size=128, lr_schedule="cosine", device=args.device
-        )
-        run = compare(data, lambda: vgg16(data.in_shape, 10), config, measure_step_cost=False)
-        return summarise(run)
+        return vgg_recipe(fmnist32(fmnist_data()))
 
     part("cifar10", cifar_part)
     part("step_cost", step_part)

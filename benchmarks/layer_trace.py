@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyro  # noqa: E402
 import torch  # noqa: E402
 from gpu import fmnist32  # noqa: E402
+from robustness_matrix import parse_overrides  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
@@ -32,17 +32,6 @@ from bayesprune.export import deterministic_network  # noqa: E402
 from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.loop import batches, evaluate  # noqa: E402
 from bayesprune.models.network import vgg16  # noqa: E402
-
-
-def overrides(pairs: list[str]) -> dict:
-    types = {f.name: type(f.default) for f in fields(TrainConfig)}
-    out = {}
-    for pair in pairs:
-        key, value = pair.split("=", 1)
-        if key not in types:
-            raise SystemExit(f"layer_trace.py: unknown TrainConfig field {key!r}")
-        out[key] = types[key](value) if types[key] is not type(None) else value
-    return out
 
 
 def main(argv=None) -> None:
@@ -59,8 +48,14 @@ def main(argv=None) -> None:
     data = fmnist32(load_dataset("fashion-mnist", args.data_dir))
     if args.train < len(data.x_train):
         data = data.subset(args.train, seed=args.seed)
-    config = TrainConfig(epochs=args.epochs, batch_size=128, lr_schedule="cosine",
-                         device=args.device, seed=args.seed, **overrides(args.set))  # fmt: skip
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=128,
+        lr_schedule="cosine",
+        device=args.device,
+        seed=args.seed,
+        **parse_overrides(args.set),
+    )
     torch.manual_seed(args.seed)
     pyro.set_rng_seed(args.seed)
     trainer = Trainer(vgg16(data.in_shape, 10, width_mult=args.width), data, config)
