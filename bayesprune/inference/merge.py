@@ -19,6 +19,7 @@ saves the unit's whole price: one of the pair always goes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,9 @@ class MergeMoves:
     :param guide: the guide (point-mass weights, structured or coupled posterior).
     :param hyper: the hyper-prior (its temperature prices the units).
     :param num_data: N, the number of training examples (the data term is N × the mean).
-    :param confidence: z of the one-sided bound.
+    :param confidence: z of the one-sided bound of a unit's first test; a unit proposed again
+        is tested at a stricter z (:meth:`z`), so that over all its tests the chance of
+        accepting a move that does not lower F stays that of one test at ``confidence``.
     :param max_rejections: a layer's round stops after this many rejected proposals.
     """
 
@@ -86,11 +89,26 @@ class MergeMoves:
             raise ValueError("merge moves need point-mass weights and a structured posterior")
         self.guide, self.hyper, self.num_data = guide, hyper, num_data
         self.confidence, self.max_rejections = confidence, max_rejections
+        self.tests: dict[tuple[str, int], int] = {}  # (layer, original unit id): times tested
         # data-parallel training (bayesprune.distributed): this process measures its share
         # (rank, processes) of each half of the sample, and ``reduce`` sums a float64 tensor
         # over the processes, so every process takes the same decisions from the whole sample
         self.shard: tuple[int, int] = (0, 1)
         self.reduce = None
+
+    def z(self, k: int) -> float:
+        """z of a unit's k-th test (k = 1, 2, …): level α/(k(k+1)), α = 1 − Φ(confidence).
+
+        A unit is proposed in every round until it goes, on a new sample each time. At a fixed
+        z a move whose true effect is no gain would be accepted once the noise of one sample
+        falls below −z·sd/√n, and a run makes dozens of rounds: the accepted moves were the
+        lucky draws (measured: their held-out data term *fell* on average, −6e-4 nats per
+        example on Fashion-MNIST, while the units went on being removed to the last step).
+        Since Σ_k α/(k(k+1)) = α, the union bound keeps the probability that such a move is
+        ever accepted at α, the level of a single test, however often it is proposed.
+        """
+        alpha = 1.0 - NormalDist().cdf(self.confidence)
+        return NormalDist().inv_cdf(1.0 - alpha / (k * (k + 1)))
 
     def _mine(self, xs: torch.Tensor) -> torch.Tensor:
         rank, world = self.shard
@@ -192,7 +210,9 @@ class MergeMoves:
                 self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
                 new_prior = self._prior(gates)  # cost too
                 mean, sd, m = self._moments(after - before)
-                bound = mean + self.confidence * sd / m**0.5
+                key = (name, int(ids[unit]))
+                self.tests[key] = self.tests.get(key, 0) + 1
+                bound = mean + self.z(self.tests[key]) * sd / m**0.5
                 delta_prior = new_prior - prior
                 if bound * self.num_data + delta_prior < 0:
                     delta_data = mean * self.num_data

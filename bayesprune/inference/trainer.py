@@ -596,6 +596,7 @@ class Trainer:
                 "status_reason": self.status_reason,
                 "history": self.history,
                 "prune_events": self.prune_events,
+                "merge_tests": None if self.merges is None else dict(self.merges.tests),
                 "initial_widths": self.initial_widths,
                 "initial": self.initial,
                 "wall": self.wall + time.perf_counter() - self.clock_start,
@@ -634,6 +635,8 @@ class Trainer:
             self.recent_data = self.recent_data.to(self.device)
         self.status, self.status_reason = t["status"], t["status_reason"]
         self.history, self.prune_events = list(t["history"]), list(t["prune_events"])
+        if self.merges is not None:  # checkpoints before the per-unit tests: none counted
+            self.merges.tests = dict(t.get("merge_tests") or {})
         self.initial_widths, self.initial = t["initial_widths"], t["initial"]
         self.wall, self.bookkeeping = t["wall"], t["bookkeeping"]
         rng = state["rng"]

@@ -187,3 +187,39 @@ def test_a_proposal_is_evaluated_as_the_rewired_network_computes_it(kind, layer)
         rewired = _map(target, h)
     assert not torch.allclose(rewired, z, atol=1e-3)  # the re-wiring changed something
     torch.testing.assert_close(changed, rewired, rtol=1e-5, atol=1e-5)
+
+
+def test_repeated_tests_keep_the_level_of_one():
+    """z_k spends the one-test level α = 1 − Φ(2) over a unit's tests: Σ_k (1 − Φ(z_k)) = α,
+    each test stricter than the last."""
+    from statistics import NormalDist
+
+    _, moves = _moves(_network("mlp"))
+    zs = [moves.z(k) for k in range(1, 20_001)]
+    assert zs[0] > moves.confidence and all(a < b for a, b in zip(zs, zs[1:], strict=False))
+    alpha = 1 - NormalDist().cdf(moves.confidence)
+    spent = sum(1 - NormalDist().cdf(z) for z in zs)
+    assert spent <= alpha and spent == pytest.approx(alpha, rel=1e-3)
+
+
+def test_a_unit_proposed_again_faces_a_stricter_test(monkeypatch):
+    """A move the first test accepts is refused once its unit has been tested often: the data
+    term's change is pinned to mean 0, standard error 0.1 (per example), and the price per
+    example is set between z_1·0.1 and z_10·0.1."""
+    net = _network("mlp")
+    x = _inputs(net)
+    y = _fitted(net, x)
+    guide, moves = _moves(net, num_data=1)
+    monkeypatch.setattr(moves, "_moments", lambda diff: (0.0, 1.0, 100))
+    # the price of every unit of fc2 is 0.3 nats, nothing else costs: -ΔP/N = 0.3
+    monkeypatch.setattr(moves, "_prior", lambda gates: float(gates["fc2"].sum()) * 0.3)
+    assert moves.z(1) * 0.1 < 0.3 < moves.z(10) * 0.1
+    ids = guide.unit_ids("fc2").tolist()
+    for uid in ids:
+        moves.tests[("fc2", uid)] = 9  # the next test is each unit's tenth
+    merges, removed = moves.layer("fc2", x, y)
+    assert removed == [] and all(moves.tests[("fc2", u)] == 10 for u in ids)
+    moves.tests.clear()  # first tests: the same moves are accepted
+    merges, removed = moves.layer("fc2", x, y)
+    assert len(removed) == net.width("fc2") - 1, removed  # all but the last unit
+    assert all(moves.tests[("fc2", m.unit)] == 1 for m in merges)
