@@ -18,10 +18,11 @@ from bayesprune.models.gated_model import HyperPrior
 
 RELEASES = ("ordered", "together")
 MERGES = ("on", "off")
+MERGE_TESTS = ("spend", "fixed")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
-PREDATING = {"merge": "off", "theta_transit": 1.0}
+PREDATING = {"merge": "off", "theta_transit": 1.0, "merge_tests": "fixed"}
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
 
 
@@ -111,6 +112,12 @@ class TrainConfig:
     merge: str = _option(
         "on", "merge moves (Eq. (14)): every evidence window, remove units of the released "
         "layers that the others can take over, when that lowers the objective", choices=MERGES,
+    )  # fmt: skip
+    merge_tests: str = _option(
+        "spend", "the merge moves' test (Eq. (14a)): spend: each further test of a unit is "
+        "stricter, so that all its tests together accept a move that does not lower the "
+        "objective no more often than one 2-sd test; fixed: every test at 2 sd",
+        choices=MERGE_TESTS,
     )  # fmt: skip
     train_subset: int | None = _option(
         None, "train on a fixed random subset of this many training examples (seeded)",

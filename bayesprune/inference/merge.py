@@ -75,6 +75,7 @@ class MergeMoves:
         is tested at a stricter z (:meth:`z`), so that over all its tests the chance of
         accepting a move that does not lower F stays that of one test at ``confidence``.
     :param max_rejections: a layer's round stops after this many rejected proposals.
+    :param spend: whether repeated tests get stricter (Eq. (14a)); False: all at ``confidence``.
     """
 
     def __init__(
@@ -84,11 +85,13 @@ class MergeMoves:
         num_data: int,
         confidence: float = 2.0,
         max_rejections: int = 10,
+        spend: bool = True,
     ):
         if not merges_apply(guide):
             raise ValueError("merge moves need point-mass weights and a structured posterior")
         self.guide, self.hyper, self.num_data = guide, hyper, num_data
         self.confidence, self.max_rejections = confidence, max_rejections
+        self.spend = spend  # False: every test at ``confidence`` (before Eq. (14a))
         self.tests: dict[tuple[str, int], int] = {}  # (layer, original unit id): times tested
         # data-parallel training (bayesprune.distributed): this process measures its share
         # (rank, processes) of each half of the sample, and ``reduce`` sums a float64 tensor
@@ -107,6 +110,8 @@ class MergeMoves:
         Since Σ_k α/(k(k+1)) = α, the union bound keeps the probability that such a move is
         ever accepted at α, the level of a single test, however often it is proposed.
         """
+        if not self.spend:
+            return self.confidence
         alpha = 1.0 - NormalDist().cdf(self.confidence)
         return NormalDist().inv_cdf(1.0 - alpha / (k * (k + 1)))
 

@@ -223,3 +223,20 @@ def test_a_unit_proposed_again_faces_a_stricter_test(monkeypatch):
     merges, removed = moves.layer("fc2", x, y)
     assert len(removed) == net.width("fc2") - 1, removed  # all but the last unit
     assert all(moves.tests[("fc2", m.unit)] == 1 for m in merges)
+    # --merge-tests fixed (runs from before Eq. (14a)): the tenth test is the first one
+    net = _network("mlp")
+    _fitted(net, x)
+    guide, moves = _moves(net, num_data=1)
+    moves.spend = False
+    monkeypatch.setattr(moves, "_moments", lambda diff: (0.0, 1.0, 100))
+    monkeypatch.setattr(moves, "_prior", lambda gates: float(gates["fc2"].sum()) * 0.3)
+    for uid in guide.unit_ids("fc2").tolist():
+        moves.tests[("fc2", uid)] = 9
+    assert len(moves.layer("fc2", x, y)[1]) == net.width("fc2") - 1
+
+
+def test_the_trainer_builds_the_test_the_config_names():
+    data = make_teacher(num_train=200, num_test=50)
+    for setting, spend in (("spend", True), ("fixed", False)):
+        trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_tests=setting))
+        assert trainer.merges.spend is spend
