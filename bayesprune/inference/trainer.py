@@ -113,9 +113,7 @@ class Trainer:
         self.collapsed_step = None
         self.condition = PruningCondition(pruning_patience(config))
         self.merges = (
-            MergeMoves(
-                self.guide, hyper, len(data.x_train), spend=config.merge_tests == "spend"
-            )
+            MergeMoves(self.guide, hyper, len(data.x_train), spend=config.merge_tests == "spend")
             if config.merge == "on" and merges_apply(self.guide)
             else None
         )
