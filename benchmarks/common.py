@@ -252,6 +252,9 @@ def render_readme() -> None:
         if path.stem == "gpu":
             lines += render_gpu(result)
             continue
+        if path.stem == "evidence_probe":
+            lines += render_evidence_probe(result)
+            continue
         if "mean_gap_points" in result:
             lines += render_seeds(path.stem, result)
             continue
@@ -396,6 +399,52 @@ def render_profile(result: dict) -> list[str]:
             f"{r['plain_aten_ops']:.0f} / {r['step_aten_ops']:.0f}"
         ),
     )
+
+
+def render_evidence_probe(result: dict) -> list[str]:
+    lines = [
+        "## evidence_probe",
+        "",
+        "Each unit's evidence −Δ_s (loss increase when it alone is off, 10,000 training examples)"
+        " against its price per example, LeNet-300-100, full Fashion-MNIST, batch 100, at the "
+        "current weights and at their average over the last "
+        f"{result['window']:.0f} examples; 1 thread, commit {result['commit']} "
+        "(`benchmarks/evidence_probe.py`, docs/method.md §6c).",
+        "",
+        "| lr | seed | step | layer | weights | units | below price | negative | "
+        "evidence/price quantiles 10-25-50-75-90% |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    finals = []
+    for run in result["runs"]:
+        if "probes" not in run:
+            finals.append(run)
+            continue
+        for step, probe in run["probes"].items():
+            for where in ("current", "average"):
+                for layer, r in probe[where].items():
+                    if layer == "loss":
+                        continue
+                    quantiles = " / ".join(f"{q:.2f}" for q in r["ratio_quantiles"])
+                    lines.append(
+                        f"| {run['lr']:g} | {run['seed']} | {step} | {layer} | {where} | "
+                        f"{r['units']} | {r['below_price']} | {r['negative']} | {quantiles} |"
+                    )
+    if finals:
+        lines += [
+            "",
+            "Runs with θ's evidence evaluated at the averaged weights (an experiment, not an "
+            "option):",
+            "",
+            "| lr | seed | widths | test error (%) | weights kept (%) |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['lr']:g} | {r['seed']} | {'-'.join(map(str, r['widths']))} | "
+            f"{100 * r['test_error']:.2f} | {100 * r['weights_kept_fraction']:.1f} |"
+            for r in finals
+        ]
+    return lines + [""]
 
 
 def render_inference(result: dict) -> list[str]:
