@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bayesprune.guides.gate_guide import GateGuide
+from bayesprune.models.network import MaxPool2x2
 
 
 @torch.no_grad()
@@ -156,7 +157,8 @@ def build_sequential(layers: list[dict]) -> nn.Sequential:
         elif kind == "BatchNorm2d":
             modules.append(nn.BatchNorm2d(spec["features"], eps=spec["eps"]))
         elif kind == "MaxPool2d":
-            modules.append(nn.MaxPool2d(spec["kernel"]))
+            pool = spec["kernel"] in (2, [2, 2], (2, 2))
+            modules.append(MaxPool2x2() if pool else nn.MaxPool2d(spec["kernel"]))
         elif kind in ("ReLU", "Flatten"):
             modules.append(getattr(nn, kind)())
         else:

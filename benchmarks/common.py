@@ -252,6 +252,9 @@ def render_readme() -> None:
         if path.stem == "gpu":
             lines += render_gpu(result)
             continue
+        if path.stem == "pooling":
+            lines += render_pooling(result)
+            continue
         if path.stem == "evidence_probe":
             lines += render_evidence_probe(result)
             continue
@@ -399,6 +402,39 @@ def render_profile(result: dict) -> list[str]:
             f"{r['plain_aten_ops']:.0f} / {r['step_aten_ops']:.0f}"
         ),
     )
+
+
+def render_pooling(result: dict) -> list[str]:
+    pool, nets = result["pool"], result["lenet5"]
+    map_shape = "×".join(map(str, result["pool_map"]))
+    lines = [
+        "## pooling",
+        "",
+        "2×2 max-pooling on the CPU, torch's `max_pool2d` against `bayesprune.models.network."
+        f"max_pool_2x2` (same values and gradients), {result['threads']} thread, torch "
+        f"{result['torch']}, commit {result['commit']} (`benchmarks/pooling.py`; medians of "
+        "interleaved blocks).",
+        "",
+        "| | torch | bayesprune |",
+        "|---|---|---|",
+        f"| pooling a {map_shape} map, no gradient | {pool['torch_forward_ms']:.2f} ms | "
+        f"{pool['bayesprune_forward_ms']:.2f} ms |",
+        f"| same, forward + backward | {pool['torch_train_ms']:.2f} ms | "
+        f"{pool['bayesprune_train_ms']:.2f} ms |",
+    ]
+    for name, label in (("dense_ms", "20-50-500"), ("pruned_ms", "19-25-82")):
+        lines.append(
+            f"| LeNet-5 {label}, batch {result['lenet5_batch']}, inference | "
+            f"{nets['torch'][name]:.2f} ms | {nets['bayesprune'][name]:.2f} ms |"
+        )
+    speedups = [nets[p]["dense_ms"] / nets[p]["pruned_ms"] for p in ("torch", "bayesprune")]
+    lines += [
+        "",
+        f"Pruned over dense: {speedups[0]:.2f}× with torch's pooling, {speedups[1]:.2f}× with "
+        "bayesprune's.",
+        "",
+    ]
+    return lines
 
 
 def render_evidence_probe(result: dict) -> list[str]:

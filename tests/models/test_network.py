@@ -140,3 +140,28 @@ def test_gates_broadcast_over_feature_maps():
     fc_only = net(x[:1], gates={"conv2": torch.zeros(net.width("conv2"))})
     assert torch.allclose(out[:1], fc_only, atol=1e-6)
     assert torch.allclose(out[1:], net(x[1:]), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 24, 24), (2, 5, 7, 9), (1, 2, 2, 2)])
+def test_max_pool_2x2_is_max_pool2d_in_values_and_gradients(shape):
+    """The fast 2×2 pooling gives F.max_pool2d's values and routes each window's gradient to
+    the same element: the first maximum in scan order, ties included (ReLU zeros, off gates)."""
+    import torch.nn.functional as F
+
+    from bayesprune.models.network import MaxPool2x2, max_pool_2x2
+
+    torch.manual_seed(0)
+    h = torch.randn(*shape).relu()  # a quarter of the windows have tied zeros
+    h[0, 0] = 0.0  # an all-zero map: every window tied
+    h[..., 0, 1] = h[..., 0, 0]  # tied positive maxima in the first windows
+    grad = torch.randn(*F.max_pool2d(h, 2).shape)
+    got_h, want_h = h.clone().requires_grad_(), h.clone().requires_grad_()
+    got, want = max_pool_2x2(got_h), F.max_pool2d(want_h, 2)
+    assert torch.equal(got, want)
+    got.backward(grad)
+    want.backward(grad)
+    assert torch.equal(got_h.grad, want_h.grad)
+    with torch.no_grad():
+        assert torch.equal(max_pool_2x2(h), want)
+        assert torch.equal(MaxPool2x2()(h), want)
+        assert torch.equal(torch.jit.script(MaxPool2x2())(h), want)
