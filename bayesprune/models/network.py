@@ -63,6 +63,12 @@ def _pool_views(h: torch.Tensor) -> list[torch.Tensor]:
     return [h[..., 0::2, 0::2], h[..., 0::2, 1::2], h[..., 1::2, 0::2], h[..., 1::2, 1::2]]
 
 
+def _window_max(h: torch.Tensor) -> torch.Tensor:
+    """Each 2×2 window's maximum from the strided views (scriptable: MaxPool2x2 calls it)."""
+    views = _pool_views(h)
+    return torch.maximum(torch.maximum(views[0], views[1]), torch.maximum(views[2], views[3]))
+
+
 class _MaxPool2x2(torch.autograd.Function):
     """``F.max_pool2d(h, 2)`` from elementwise maxima of strided views, same gradient.
 
@@ -75,8 +81,7 @@ class _MaxPool2x2(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h):
-        a, b, c, d = _pool_views(h)
-        out = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+        out = _window_max(h)
         ctx.save_for_backward(h, out)
         return out
 
@@ -103,8 +108,7 @@ def max_pool_2x2(h: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(h, 2)
     if torch.is_grad_enabled() and h.requires_grad:
         return _MaxPool2x2.apply(h)
-    a, b, c, d = _pool_views(h)
-    return torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+    return _window_max(h)
 
 
 class MaxPool2x2(nn.MaxPool2d):
@@ -115,9 +119,7 @@ class MaxPool2x2(nn.MaxPool2d):
         super().__init__(2)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        h = input[..., : input.shape[-2] // 2 * 2, : input.shape[-1] // 2 * 2]
-        top = torch.maximum(h[..., 0::2, 0::2], h[..., 0::2, 1::2])
-        return torch.maximum(top, torch.maximum(h[..., 1::2, 0::2], h[..., 1::2, 1::2]))
+        return _window_max(input)
 
 
 def _scaled(width: int, mult: float) -> int:
