@@ -332,9 +332,13 @@ class GatedNet(nn.Module):
         """Apply ``ops[start:stop]`` to ``h`` (the whole network: :meth:`forward`): what a layer
         receives is ``run_ops(x, stop=op_index(layer))``, and the rest of the network
         ``run_ops(h, start=op_index(layer))``."""
-        for kind, name in self.ops[start:stop]:
+        ops = self.ops[start:stop]
+        pooled = False  # the pool after this convolution already ran, before its ReLU
+        for i, (kind, name) in enumerate(ops):
             if kind == "pool":
-                h = max_pool_2x2(h)
+                if not pooled:
+                    h = max_pool_2x2(h)
+                pooled = False
                 continue
             if kind == "flatten":
                 h = h.flatten(1)
@@ -347,7 +351,8 @@ class GatedNet(nn.Module):
                 h = self.map(name, h)
             if name == "out":
                 break
-            h = self.activate(name, h, gates)
+            pooled = i + 1 < len(ops) and ops[i + 1][0] == "pool"
+            h = self.activate(name, h, gates, pool=pooled)
         return h
 
     def map(self, name: str, h: torch.Tensor, weight=None, bias=None) -> torch.Tensor:
@@ -359,14 +364,26 @@ class GatedNet(nn.Module):
             return F.conv2d(h, weight, bias, padding=layer.padding)
         return F.linear(h, weight, bias)
 
-    def activate(self, name: str, z: torch.Tensor, gates=None) -> torch.Tensor:
+    def activate(self, name: str, z: torch.Tensor, gates=None, pool: bool = False) -> torch.Tensor:
         """What follows layer ``name``'s linear map or convolution ``z``: its normalisation, the
         ReLU and its gates (Eq. (1): the gate acts after the activation); ``z`` itself for the
-        read-out."""
+        read-out.
+
+        ``pool``: also the 2×2 max-pooling that follows, applied before the ReLU and the gates.
+        Max-pooling commutes with both (the ReLU is monotone, a gate is a non-negative scale
+        per channel), so the values are those of pooling last, and the ReLU, the gates and
+        their backward passes run on a quarter of the values (LeNet-5's first layer: 100×20×24×24
+        values, 4× the pooled map). The weights' gradients are the same; a gate's gradient is
+        the same where the gate is positive, and where it is drawn 0 it is now the derivative
+        of the pooled output in the gate (the window maxima) instead of max_pool2d's tie-break
+        among the zeros (the first value of each window).
+        """
         if name == "out":
             return z
         if name in self.norms:
             z = self.norms[name](z)
+        if pool:
+            z = max_pool_2x2(z)
         h = F.relu(z)
         if gates is not None and name in gates:
             g = gates[name]

@@ -165,3 +165,67 @@ def test_max_pool_2x2_is_max_pool2d_in_values_and_gradients(shape):
         assert torch.equal(max_pool_2x2(h), want)
         assert torch.equal(MaxPool2x2()(h), want)
         assert torch.equal(torch.jit.script(MaxPool2x2())(h), want)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_pooling_before_relu_and_gates_keeps_values_and_gradients(batch_norm):
+    """A convolution followed by a pool runs BatchNorm → pool → ReLU → gate instead of
+    BatchNorm → ReLU → gate → pool: the same values and weight gradients; the same gate gradient
+    where a gate is on, and for a gate drawn 0 the derivative of the pooled output (the window
+    maxima), not max_pool2d's tie-break among the zeros."""
+    import torch.nn.functional as F
+
+    from bayesprune.models.network import GatedNet
+
+    torch.manual_seed(0)
+    plan = [("conv", 6, 3, 1), ("pool",), ("conv", 5, 3, 0), ("pool",), ("fc", 7)]
+    net = GatedNet((2, 10, 10), plan, 3, batch_norm=batch_norm).double().eval()
+    with torch.no_grad():
+        net.layers["out"].weight.normal_()  # a read-out that reads every unit
+        for norm in net.norms.values():  # negative scales: BatchNorm must come before the pool
+            norm.weight.normal_()
+            norm.running_mean.normal_()
+    x, y = torch.randn(8, 2, 10, 10, dtype=torch.double), torch.randint(0, 3, (8,))
+    gates = {
+        name: torch.bernoulli(torch.full((8, net.width(name)), 0.6, dtype=torch.double))
+        for name in net.gated
+    }
+    gates["conv1"][:, 0] = 0.0  # a filter drawn off for every example
+
+    def pool_last(h, gates):  # the order of Eq. (1) as written: gate, then pool
+        for kind, name in net.ops:
+            if kind == "pool":
+                h = F.max_pool2d(h, 2)
+            elif kind == "flatten":
+                h = h.flatten(1)
+            else:
+                h = net.activate(name, net.map(name, h), gates)
+        return h
+
+    results = []
+    for run in (lambda g: net(x, gates=g), lambda g: pool_last(x, g)):
+        net.zero_grad()
+        leaves = {n: g.clone().requires_grad_() for n, g in gates.items()}
+        logits = run(leaves)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        results.append((logits.detach(), grads, {n: g.grad for n, g in leaves.items()}))
+    (logits, grads, gate_grads), (want_logits, want_grads, want_gate_grads) = results
+    want_loss = loss.detach()
+    assert torch.equal(logits, want_logits)
+    for got, want in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, want)
+    for name in net.gated:
+        on = gates[name] > 0
+        torch.testing.assert_close(gate_grads[name][on], want_gate_grads[name][on])
+    # the off filter: the gradient is the derivative of the loss as the gate opens from 0
+    # (a one-sided difference; the loss is smooth in ξ ≥ 0 near 0), which pooling last misses
+    off = gate_grads["conv1"][:, 0].sum()
+    eps = 1e-3
+    with torch.no_grad():
+        opened = {n: g.clone() for n, g in gates.items()}
+        opened["conv1"][:, 0] = eps
+        difference = (F.cross_entropy(net(x, gates=opened), y) - want_loss) / eps
+    torch.testing.assert_close(off, difference, rtol=1e-2, atol=1e-5)
+    assert not torch.allclose(off, want_gate_grads["conv1"][:, 0].sum(), rtol=1e-2, atol=1e-5)
