@@ -210,7 +210,8 @@ class MergeMoves:
                 coef = -inv[:, pick] / inv[pick, pick]  # h_unit ≈ Σ_j coef_j h_j + coef_const
                 coef[pick] = 0.0
                 gates[name][unit] = 0.0
-                after = losses(z + self._change(layer, h, width, unit, idx, coef))
+                proposed = z + self._change(layer, h, width, unit, idx, coef)
+                after = losses(proposed)
                 saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
                 self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
                 new_prior = self._prior(gates)  # cost too
@@ -224,8 +225,9 @@ class MergeMoves:
                     merges.append(Merge(name, int(ids[unit]), delta_data, delta_prior))
                     removed.append(unit)
                     live[unit] = False
-                    z = consumer_map(h)
-                    before, prior = losses(z), new_prior
+                    # the re-wired consumer's map and losses are the proposal's (the map is
+                    # linear in its weights): no second pass over the held-out half
+                    z, before, prior = proposed, after, new_prior
                     idx, inv, base_score = reconstruction()
                 else:
                     layer.weight.copy_(saved[0])

@@ -189,6 +189,43 @@ def test_a_proposal_is_evaluated_as_the_rewired_network_computes_it(kind, layer)
     torch.testing.assert_close(changed, rewired, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind, layer", [("mlp", "fc1"), ("conv", "conv2"), ("conv", "fc1")])
+def test_the_moves_of_a_round_add_up_to_the_round(kind, layer):
+    """Each accepted move is measured against the network the previous one left: the data
+    changes recorded for a round's moves add up to the change of the held-out loss from the
+    network before the round to the one after it (the round carries the accepted proposal's
+    map and losses forward instead of recomputing them)."""
+    import torch.nn.functional as F
+
+    net = _network(kind)
+    x = _inputs(net)
+    y = _fitted(net, x)
+    # a data term this small against the Bayesian price (τ = 1): most proposals are accepted
+    num_data, hyper = 20, HyperPrior(temperature=1.0)
+    guide = GateGuide(net, hyper)
+    update_slab_variances(guide, hyper)
+    moves = MergeMoves(guide, hyper, num_data)
+    held_x, held_y = x[len(x) // 2 :], y[len(x) // 2 :]
+
+    def held_out(gates):
+        with torch.no_grad():
+            return F.cross_entropy(net(held_x, gates=gates), held_y)
+
+    before = held_out(moves._mode_gates())
+    accepted, removed = moves.layer(layer, x, y)
+    assert len(accepted) >= 2
+    gates = moves._mode_gates()
+    gates[layer][removed] = 0.0
+    total = sum(m.delta_data for m in accepted)
+    assert abs(total) > 1e-3 * num_data  # the moves did change the held-out loss
+    torch.testing.assert_close(
+        torch.tensor(total, dtype=torch.float64),
+        num_data * (held_out(gates) - before).double(),
+        rtol=1e-3,
+        atol=1e-5,
+    )
+
+
 def test_repeated_tests_keep_the_level_of_one():
     """z_k spends the one-test level α = 1 − Φ(2) over a unit's tests: Σ_k (1 − Φ(z_k)) = α,
     each test stricter than the last."""
