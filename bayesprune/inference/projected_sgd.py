@@ -95,6 +95,8 @@ def _limit_transit(theta, evidence, scale, low, high, fraction) -> torch.Tensor:
     new = (theta - scale * evidence).clamp(low, high)
     at_top = theta >= high
     leaving = at_top & (new < high)
+    if not theta.is_cuda and not bool(leaving.any()):  # nobody leaves: the plain step
+        return new
     free = int(fraction * theta.numel()) - (~at_top).sum()
     score = torch.where(leaving, evidence, torch.full_like(evidence, -torch.inf))
     order = torch.argsort(score, descending=True, stable=True)

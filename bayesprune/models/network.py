@@ -259,7 +259,7 @@ class GatedNet(nn.Module):
 
     def fan_in(self, name: str) -> int:
         """Inputs per unit: in_features, or in_channels · k² for a convolution."""
-        return self.layers[name].weight[0].numel()
+        return math.prod(self.layers[name].weight.shape[1:])
 
     def next_layer(self, name: str) -> str:
         """Name of the layer that consumes ``name``'s units."""
