@@ -572,8 +572,9 @@ def render_matrix(name: str, result: dict) -> list[str]:
         f"## {name}",
         "",
         f"Default settings (overrides: {result['overrides'] or 'none'}), 1 thread per run, "
-        f"commit {result['commit']}. `.venv/bin/python benchmarks/robustness_matrix.py` reruns "
-        "it on the current code (about 50 minutes on 2 cores).",
+        f"commit {result['commit']}. `.venv/bin/python benchmarks/robustness_matrix.py"
+        + (" --outside" if all(c["case"].startswith("out-") for c in result["cells"]) else "")
+        + "` reruns it on the current code (the whole matrix: about 50 minutes on 2 cores).",
         "",
         "| case | seed | τ | dense error (%) | bayesprune error (%) | gap (points) | widths "
         "| weights kept (%) | binary (%) | pruned in first 25% (%) | warm-up ends (step) "
