@@ -131,7 +131,9 @@ class MergeMoves:
         return float(point_mass_prior(self.guide, self.hyper, gates, None, []))
 
     @torch.no_grad()
-    def layer(self, name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[list[Merge], list[int]]:
+    def layer(
+        self, name: str, x: torch.Tensor, y: torch.Tensor, cache: dict | None = None
+    ) -> tuple[list[Merge], list[int]]:
         """Merge units of gated layer ``name`` into the others while F falls (on ``x``, ``y``).
 
         The first half of the sample fits the reconstructions, the second measures the moves.
@@ -139,6 +141,12 @@ class MergeMoves:
         and the (current) indices of the removed units; the caller removes them physically
         (their gates are not touched). The network is evaluated at the posterior mode (a unit
         is on iff θ > ½), in evaluation mode.
+
+        ``cache``: one dict for the rounds of several layers on the same sample, from the input
+        on. A round leaves there what its consumer received, and the next layer's round goes on
+        from it instead of running the network from the input again, the same operations on
+        the same chunks (bitwise the same values); a round that accepts a move changes the
+        network and empties it.
         """
         net = self.guide.net
         consumer = net.next_layer(name)
@@ -156,15 +164,25 @@ class MergeMoves:
             n = min(x.shape[0], max(256, 2 * BUDGET // per_example))  # big maps: fewer examples
             x, y = x[:n], y[:n]
             width, half = net.width(name), n // 2
+            prefix = None if cache is None else cache.pop("received", None)
+            if prefix is not None and (prefix["stop"] > start or prefix["n"] != n):
+                prefix = None  # computed for another sample size or further on
 
-            def received(xs):  # what the consumer receives
-                return torch.cat([net.run_ops(c, gates, stop=start) for c in xs.split(CHUNK)])
+            def received(xs, part: str) -> list[torch.Tensor]:  # what the consumer receives
+                if prefix is None:
+                    return [net.run_ops(c, gates, stop=start) for c in xs.split(CHUNK)]
+                return [net.run_ops(c, gates, start=prefix["stop"], stop=start)
+                        for c in prefix[part]]  # fmt: skip
 
+            first = received(self._mine(x[:half]), "first")
+            second = received(self._mine(x[half:]), "second")
+            if cache is not None:
+                cache["received"] = {"stop": start, "n": n, "first": first, "second": second}
             # second moments of the units' outputs and a constant, over examples and positions
             gram = torch.zeros(width + 1, width + 1, dtype=torch.float64, device=x.device)
             count = 0
-            for chunk in self._mine(x[:half]).split(CHUNK):
-                feats = unit_features(received(chunk), width).to(torch.float64)
+            for chunk in first:
+                feats = unit_features(chunk, width).to(torch.float64)
                 aug = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], 1)
                 gram = gram + aug.T @ aug
                 count += feats.shape[0]
@@ -174,7 +192,7 @@ class MergeMoves:
             ridge = 1e-8 * float(gram.diagonal().mean())
             eye = torch.eye(width + 1, dtype=gram.dtype, device=gram.device)
             constant = torch.tensor([width], device=live.device)
-            h, y = received(self._mine(x[half:])), self._mine(y[half:])
+            h, y = torch.cat(second), self._mine(y[half:])
 
             def consumer_map(hs):  # the consumer's convolution or linear map, current weights
                 return torch.cat([net.map(consumer, c) for c in hs.split(CHUNK)])
@@ -236,6 +254,8 @@ class MergeMoves:
                     rejected[unit] = True
                     if int(rejected.sum()) >= self.max_rejections:
                         break
+            if merges and cache is not None:  # the network changed: nothing to go on from
+                cache.clear()
             return merges, removed
         finally:
             net.train(was_training)

@@ -322,6 +322,7 @@ class Trainer:
         index = torch.randperm(n, generator=gen)[: min(n, MERGE_SAMPLE)].to(self.device)
         x, y = self.data.x_train[index], self.data.y_train[index]
         window = every * cfg.check_every
+        cache: dict = {}  # what a round's consumer received, for the next layer's round
         for name in self.net.gated:
             if name not in self.release_steps:
                 continue
@@ -332,7 +333,7 @@ class Trainer:
             ]
             if self.step - max([self.release_steps[name], *gate_decisions]) < window:
                 continue
-            moves, removed = self.merges.layer(name, x, y)
+            moves, removed = self.merges.layer(name, x, y, cache)
             if not removed:
                 continue
             gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)

@@ -226,6 +226,46 @@ def test_the_moves_of_a_round_add_up_to_the_round(kind, layer):
     )
 
 
+@pytest.mark.parametrize("cheap", [False, True])
+def test_rounds_on_one_sample_go_on_from_the_previous_layer(cheap):
+    """Rounds of consecutive layers on one sample share what a round's consumer received: the
+    next round runs on from it (no pass from the input) and takes the moves, weights and
+    data changes it takes on its own; a round that accepted moves changed the network, and the
+    next one starts again from the input (``cheap``: a data term that accepts moves)."""
+    import copy
+
+    net = _network("conv")
+    x = _inputs(net)
+    y = _fitted(net, x)
+    num_data, hyper = (1, HyperPrior(temperature=1.0)) if cheap else (60_000, HyperPrior())
+    results, from_input = [], []
+    for shared in (False, True):
+        copied = copy.deepcopy(net)
+        guide = GateGuide(copied, hyper)
+        update_slab_variances(guide, hyper)
+        moves = MergeMoves(guide, hyper, num_data)
+        calls: list[tuple[int, int]] = []
+
+        def counted(h, *args, start=0, run_ops=copied.run_ops, calls=calls, **kwargs):
+            calls.append((start, h.shape[0]))
+            return run_ops(h, *args, start=start, **kwargs)
+
+        copied.run_ops = counted
+        cache = {} if shared else None
+        first = moves.layer("conv1", x, y, cache)
+        calls.clear()
+        second = moves.layer("conv2", x, y, cache)
+        from_input.append(any(start == 0 and size > 1 for start, size in calls))
+        results.append((first, second, [p.detach().clone() for p in copied.parameters()]))
+    (first, second, params), (first_shared, second_shared, params_shared) = results
+    assert first == first_shared and second == second_shared
+    for a, b in zip(params, params_shared, strict=True):
+        assert torch.equal(a, b)
+    assert from_input[0]  # without the cache every round runs from the input
+    assert bool(first[0]) == cheap  # the cheap data term accepts moves, the other none
+    assert from_input[1] == cheap  # ... and only then does the next round start again
+
+
 def test_repeated_tests_keep_the_level_of_one():
     """z_k spends the one-test level α = 1 − Φ(2) over a unit's tests: Σ_k (1 − Φ(z_k)) = α,
     each test stricter than the last."""
