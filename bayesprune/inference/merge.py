@@ -29,7 +29,9 @@ from bayesprune.inference.elbo_fast import fast_prior_applies, point_mass_prior
 from bayesprune.models.gated_model import HyperPrior
 
 CHUNK = 512  # examples per forward pass
-BUDGET = 2**26  # values of the held-out half's consumer inputs kept at once (256 MB in float32)
+# values of the held-out half's consumer inputs kept at once (256 MB in float32); the rounds of
+# one check keep the previous round's two halves as well (Trainer.merge's cache)
+BUDGET = 2**26
 
 
 @dataclass
@@ -142,11 +144,11 @@ class MergeMoves:
         (their gates are not touched). The network is evaluated at the posterior mode (a unit
         is on iff θ > ½), in evaluation mode.
 
-        ``cache``: one dict for the rounds of several layers on the same sample, from the input
-        on. A round leaves there what its consumer received, and the next layer's round goes on
-        from it instead of running the network from the input again, the same operations on
-        the same chunks (bitwise the same values); a round that accepts a move changes the
-        network and empties it.
+        ``cache``: one dict for the rounds of several layers on the same sample (the same
+        ``x`` object), from the input on. A round leaves there what its consumer received, and
+        the next layer's round goes on from it instead of running the network from the input
+        again, the same operations on the same chunks (bitwise the same values); a round that
+        accepts a move changes the network and empties it.
         """
         net = self.guide.net
         consumer = net.next_layer(name)
@@ -159,40 +161,51 @@ class MergeMoves:
             if int(live.sum()) < 2:
                 return [], []
             start = net.op_index(consumer)
+            sample = x  # the caller's tensor: a cache holds activations of this sample only
             x = x.reshape(x.shape[0], *net.in_shape)
             per_example = net.run_ops(x[:1], gates, stop=start).numel()
             n = min(x.shape[0], max(256, 2 * BUDGET // per_example))  # big maps: fewer examples
             x, y = x[:n], y[:n]
             width, half = net.width(name), n // 2
             prefix = None if cache is None else cache.pop("received", None)
-            if prefix is not None and (prefix["stop"] > start or prefix["n"] != n):
-                prefix = None  # computed for another sample size or further on
+            if prefix is not None and (
+                prefix["sample"] is not sample or prefix["stop"] > start or prefix["n"] != n
+            ):
+                prefix = None  # another sample, another sample size, or further on
 
-            def received(xs, part: str) -> list[torch.Tensor]:  # what the consumer receives
+            def received(part: str, xs: torch.Tensor):  # what the consumer receives, by chunk
                 if prefix is None:
-                    return [net.run_ops(c, gates, stop=start) for c in xs.split(CHUNK)]
-                return [net.run_ops(c, gates, start=prefix["stop"], stop=start)
-                        for c in prefix[part]]  # fmt: skip
+                    return (net.run_ops(c, gates, stop=start) for c in xs.split(CHUNK))
+                return (net.run_ops(c, gates, start=prefix["stop"], stop=start)
+                        for c in prefix[part])  # fmt: skip
 
-            first = received(self._mine(x[:half]), "first")
-            second = received(self._mine(x[half:]), "second")
-            if cache is not None:
-                cache["received"] = {"stop": start, "n": n, "first": first, "second": second}
             # second moments of the units' outputs and a constant, over examples and positions
             gram = torch.zeros(width + 1, width + 1, dtype=torch.float64, device=x.device)
-            count = 0
-            for chunk in first:
+            count, first = 0, []
+            for chunk in received("first", self._mine(x[:half])):
+                if cache is not None:  # kept for the next layer's round only
+                    first.append(chunk)
                 feats = unit_features(chunk, width).to(torch.float64)
                 aug = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], 1)
                 gram = gram + aug.T @ aug
                 count += feats.shape[0]
+            h = torch.cat(list(received("second", self._mine(x[half:]))))
+            prefix = None  # the previous round's activations are not needed any more
+            if cache is not None:  # the held-out half as views of h, in the same chunks
+                cache["received"] = {
+                    "sample": sample,
+                    "stop": start,
+                    "n": n,
+                    "first": first,
+                    "second": list(h.split(CHUNK)),
+                }
             gram = self._sum(gram)
             count = int(self._sum(gram.new_tensor(float(count))).item())
             gram = gram / count
             ridge = 1e-8 * float(gram.diagonal().mean())
             eye = torch.eye(width + 1, dtype=gram.dtype, device=gram.device)
             constant = torch.tensor([width], device=live.device)
-            h, y = torch.cat(second), self._mine(y[half:])
+            y = self._mine(y[half:])
 
             def consumer_map(hs):  # the consumer's convolution or linear map, current weights
                 return torch.cat([net.map(consumer, c) for c in hs.split(CHUNK)])

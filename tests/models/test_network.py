@@ -213,6 +213,10 @@ def test_pooling_before_relu_and_gates_keeps_values_and_gradients(batch_norm):
         results.append((logits.detach(), grads, {n: g.grad for n, g in leaves.items()}))
     (logits, grads, gate_grads), (want_logits, want_grads, want_gate_grads) = results
     want_loss = loss.detach()
+    with torch.no_grad():  # a slice that ends between a convolution and its pool pools later
+        for shared in (gates, {n: g[0] for n, g in gates.items()}):  # (B, S) and (S,) gates
+            split = net.run_ops(net.run_ops(x, shared, stop=1), shared, start=1)
+            assert torch.equal(split, net(x, gates=shared))
     assert torch.equal(logits, want_logits)
     for got, want in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(got, want)
