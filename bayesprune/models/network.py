@@ -312,7 +312,9 @@ class GatedNet(nn.Module):
         """Logits of the gated network.
 
         :param x: inputs, shape ``(B, *in_shape)`` (flat inputs of the right size are reshaped).
-        :param gates: per layer, gates of shape ``(B, S)`` or ``(S,)``; missing layers are ungated.
+        :param gates: per layer, gates of shape ``(B, S)`` or ``(S,)``, non-negative (a pool
+            after a convolution runs before its gates, which commutes only with a scale ≥ 0);
+            missing layers are ungated.
         :param params: per layer, augmented weights ``[W | b]`` replacing the module's own.
         """
         return self.run_ops(x.reshape(x.shape[0], *self.in_shape), gates, params)
