@@ -12,36 +12,19 @@ Usage: ``.venv/bin/python benchmarks/pooling.py`` → ``results/pooling.json`` a
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import RESULTS, environment, render_readme  # noqa: E402
+from common import environment, interleaved_ms, write  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bayesprune.models.network import MaxPool2x2, max_pool_2x2  # noqa: E402
 
 BLOCKS = 7
-
-
-def median_ms(funcs: dict, calls: int = 20) -> dict:
-    """Median milliseconds per call of each function, blocks interleaved."""
-    for f in funcs.values():
-        for _ in range(3):
-            f()
-    times = {name: [] for name in funcs}
-    for _ in range(BLOCKS):
-        for name, f in funcs.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                f()
-            times[name].append((time.perf_counter() - start) / calls * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def lenet5(c1: int, c2: int, f1: int, pool) -> nn.Sequential:
@@ -71,13 +54,16 @@ def main() -> dict:
     def torch_pool(x):
         return F.max_pool2d(x, 2)
 
-    pool_ms = median_ms(
+    pool_ms = interleaved_ms(
         {
-            "torch_forward_ms": no_grad(torch_pool),
-            "bayesprune_forward_ms": no_grad(max_pool_2x2),
-            "torch_train_ms": train(torch_pool),
-            "bayesprune_train_ms": train(max_pool_2x2),
-        }
+            "torch_forward": no_grad(torch_pool),
+            "bayesprune_forward": no_grad(max_pool_2x2),
+            "torch_train": train(torch_pool),
+            "bayesprune_train": train(max_pool_2x2),
+        },
+        BLOCKS,
+        20,
+        warmup=3,
     )
     x = torch.randn(256, 1, 28, 28)
     nets = {
@@ -93,7 +79,7 @@ def main() -> dict:
 
         return f
 
-    net_ms = median_ms({name: infer(net) for name, net in nets.items()}, calls=10)
+    net_ms = interleaved_ms({name: infer(net) for name, net in nets.items()}, BLOCKS, 10, warmup=3)
     result = {
         "threads": 1,
         **environment(),
@@ -102,14 +88,13 @@ def main() -> dict:
         "lenet5_batch": 256,
         "lenet5": {
             pool: {
-                "dense_ms": net_ms[f"(20, 50, 500)_{pool}"],
-                "pruned_ms": net_ms[f"(19, 25, 82)_{pool}"],
+                "dense_ms": net_ms[f"(20, 50, 500)_{pool}_ms"],
+                "pruned_ms": net_ms[f"(19, 25, 82)_{pool}_ms"],
             }
             for pool in ("torch", "bayesprune")
         },
     }
-    (RESULTS / "pooling.json").write_text(__import__("json").dumps(result, indent=1) + "\n")
-    render_readme()
+    write("pooling", result)
     print(result)
     return result
 

@@ -72,9 +72,9 @@ def _window_max(h: torch.Tensor) -> torch.Tensor:
 class _MaxPool2x2(torch.autograd.Function):
     """``F.max_pool2d(h, 2)`` from elementwise maxima of strided views, same gradient.
 
-    On the CPU, torch's max_pool2d kernel for NCHW maps took 6.8 ms for LeNet-5's first pool
+    On the CPU, torch's max_pool2d kernel for NCHW maps took 8.3 ms for LeNet-5's first pool
     at batch 100 (1 thread), longer than the convolution before it; three elementwise maxima
-    take 0.9 ms (``benchmarks/README.md``, "pooling"). The backward routes each window's gradient to
+    take 1.2 ms (``benchmarks/README.md``, "pooling"). The backward routes each window's gradient to
     the first maximal element in max_pool2d's scan order, as its indices do, so values and
     gradients are those of max_pool2d (``tests/models/test_network.py``).
     """
