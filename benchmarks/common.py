@@ -258,6 +258,9 @@ def render_readme() -> None:
         if path.stem == "evidence_probe":
             lines += render_evidence_probe(result)
             continue
+        if path.stem == "teacher_widths":
+            lines += render_teacher_widths(result)
+            continue
         if "mean_gap_points" in result:
             lines += render_seeds(path.stem, result)
             continue
@@ -609,6 +612,35 @@ def render_matrix(name: str, result: dict) -> list[str]:
             f"(non-decreasing within 10%: {'yes' if checks['size_non_decreasing'] else 'no'})."
         )
     lines.append(f"Collapsed or failed cells: {', '.join(checks['collapsed']) or 'none'}.")
+    return lines + [""]
+
+
+def render_teacher_widths(result: dict) -> list[str]:
+    """benchmarks/teacher_widths.py: narrow dense students and bayesprune at three τ."""
+    seeds = result["seeds"]
+    lines = [
+        "## teacher_widths",
+        "",
+        f"`benchmarks/teacher_widths.py`, teacher data (4 inputs, teacher 10-5, 20,000 "
+        f"noise-free examples), seeds {', '.join(map(str, seeds))}, batch 100, Adam 1e-3, "
+        f"commit {result['commit']}. Issue 9's target: widths within 2× of 10-5 (≤ 20-10) at "
+        "≥ 95% accuracy. Error: mean over the seeds; widths per seed.",
+        "",
+        "| run | start | τ | epochs | final widths | test error (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple, list[dict]] = {}
+    for r in result["runs"]:
+        tau = r.get("temperature")
+        key = (r["kind"], tuple(r["start"]), None if tau is None else round(tau, 4), r["epochs"])
+        groups.setdefault(key, []).append(r)
+    for (kind, start, tau, epochs), runs in groups.items():
+        widths = " / ".join("-".join(map(str, r["widths"])) for r in runs)
+        err = 100 * sum(r["test_error"] for r in runs) / len(runs)
+        lines.append(
+            f"| {kind} | {'-'.join(map(str, start))} | {'' if tau is None else tau} | "
+            f"{epochs} | {widths} | {err:.2f} |"
+        )
     return lines + [""]
 
 
