@@ -58,6 +58,15 @@ OUTSIDE = {
                           "epochs": 5},
     "out-mlp-100-50-20ep": {**FMNIST, "widths": (100, 50), "epochs": 20},
     "out-lenet5-n3k": {**FMNIST, "arch": "lenet5", "train_subset": 3_000},
+    # a second set, chosen the same way (session of 2026-12-01)
+    "out-mlp-1000-300-n10k": {**FMNIST, "widths": (1000, 300), "train_subset": 10_000},
+    "out-mlp-n20k-b50-lr5e-4-8ep": {**FMNIST, "train_subset": 20_000, "batch_size": 50,
+                                    "lr": 5e-4, "epochs": 8},
+    "out-mlp-n2k-30ep": {**FMNIST, "train_subset": 2_000, "epochs": 30},
+    "out-lenet5-n30k-b64-5ep": {**FMNIST, "arch": "lenet5", "train_subset": 30_000,
+                                "batch_size": 64, "epochs": 5},
+    "out-teacher-n5k-b32": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                            "train_subset": 5_000, "batch_size": 32},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
