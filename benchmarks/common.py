@@ -191,9 +191,22 @@ def environment(device: str = "cpu") -> dict:
         "commit": commit(),
         "torch": torch.__version__,
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
         "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux): runs are bitwise reproducible on one
+    machine, not across CPUs (another CPU's kernels round differently and a run's decisions
+    can part), so a result names the CPU it ran on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def commit() -> str:
@@ -278,7 +291,8 @@ def render_readme() -> None:
             f"posterior {cfg.get('posterior', 'structured')}, "
             f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
             f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
-            f"{env['threads']} thread(s), torch {env['torch']}, {env['machine']}, "
+            f"{env['threads']} thread(s), torch {env['torch']}, "
+            f"{env.get('processor', env['machine'])}, "
             f"commit {env.get('commit', 'unknown')}.",
             "",
             "| run | " + " | ".join(c for c, _ in COLUMNS) + " |",

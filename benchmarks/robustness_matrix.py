@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, commit, render_readme  # noqa: E402
+from common import RESULTS, commit, cpu_model, render_readme  # noqa: E402
 
 FMNIST = {"dataset": "fashion-mnist", "arch": "mlp", "epochs": 10, "batch_size": 100, "lr": 1e-3}
 CASES = {
@@ -43,10 +43,20 @@ CASES = {
     "teacher-32-16": {**FMNIST, "dataset": "teacher", "widths": (32, 16)},
     # quick cells (no download; the test suite runs them): small teacher subsets, where the
     # pre-issue-9 rule collapsed to 1-1
-    "teacher-n1k": {**FMNIST, "dataset": "teacher", "widths": (300, 100), "train_subset": 1_000,
-                    "epochs": 5},
-    "teacher-n3k": {**FMNIST, "dataset": "teacher", "widths": (300, 100), "train_subset": 3_000,
-                    "epochs": 3},
+    "teacher-n1k": {
+        **FMNIST,
+        "dataset": "teacher",
+        "widths": (300, 100),
+        "train_subset": 1_000,
+        "epochs": 5,
+    },
+    "teacher-n3k": {
+        **FMNIST,
+        "dataset": "teacher",
+        "widths": (300, 100),
+        "train_subset": 3_000,
+        "epochs": 3,
+    },
 }
 # settings no issue names (docs/method.md §6e), to see whether the rule holds where nobody tuned
 # it: ``--cells`` them by name (``--outside`` runs them all)
@@ -233,7 +243,13 @@ def main(argv: list[str] | None = None) -> None:
     if dense_from is not None:
         for cell in cells:
             cell["dense"] = dense_from[(cell["case"], cell["seed"])]
-    result = {"commit": started_at, "threads": 1, "overrides": overrides, "cells": cells}
+    result = {
+        "commit": started_at,
+        "cpu": cpu_model(),
+        "threads": 1,
+        "overrides": overrides,
+        "cells": cells,
+    }
     if dense_from is not None:
         result["dense_from"] = {"file": args.dense_from, "commit": previous.get("commit")}
     result["checks"] = checks(cells)

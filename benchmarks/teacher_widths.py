@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, write  # noqa: E402
+from common import commit, cpu_model, write  # noqa: E402
 
 DENSE_WIDTHS = [(300, 100), (32, 16), (49, 7), (20, 10), (10, 5)]
 STARTS = [(300, 100), (32, 16)]
@@ -77,7 +77,11 @@ def main() -> None:
     ]
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run, *zip(*jobs, strict=True)))
-    write(args.name, {"runs": runs, "seeds": args.seeds, "commit": commit()}, args.results_dir)
+    write(
+        args.name,
+        {"runs": runs, "seeds": args.seeds, "commit": commit(), "cpu": cpu_model()},
+        args.results_dir,
+    )
 
 
 if __name__ == "__main__":
