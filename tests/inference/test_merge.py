@@ -324,3 +324,50 @@ def test_the_trainer_builds_the_test_the_config_names():
     for setting, spend in (("spend", True), ("fixed", False)):
         trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_tests=setting))
         assert trainer.merges.spend is spend
+
+
+def test_a_layer_is_merged_only_once_its_producers_gates_have_finished():
+    """Eq. (14p): fc2's merge round waits while fc1's gates are still deciding (a unit waits
+    at θ = 0, or no quiet window since the release + patience dwell or the last gate
+    decision); fc1 itself (fed by the inputs) is merged as soon as it is settled."""
+    data = make_teacher(num_train=1000, num_test=100)
+    config = TrainConfig(epochs=1, batch_size=50, theta_window=1000, check_every=10, seed=0)
+    trainer = Trainer(GatedMLP(4, (8, 6), 3), data, config)
+    window = 2 * config.check_every  # ⌈1000 / (50 · 10)⌉ checks
+    dwell = trainer.condition.patience * config.check_every
+    calls = []
+    trainer.merges.layer = lambda name, x, y, cache=None: (calls.append(name), ([], []))[1]
+    trainer.release_steps = {"fc2": 0, "fc1": 0}
+
+    def round_at(step):
+        calls.clear()
+        trainer.step = step
+        trainer.merge()
+        return list(calls)
+
+    def next_round(step):  # rounds run at every window-th step
+        return -(-step // window) * window
+
+    def finished_at(step):
+        trainer.step = step
+        return trainer.gates_finished("fc1", window)
+
+    first = dwell + window  # a quiet window after the earliest step a decision could land
+    assert not finished_at(first - 1) and finished_at(first)
+    assert round_at(window) == ["fc1"]  # fc1 settled, its gates not finished: fc2 waits
+    assert round_at(next_round(first) - window) == ["fc1"]
+    assert round_at(next_round(first)) == ["fc1", "fc2"]
+    with torch.no_grad():  # a fc1 unit waits at θ = 0: a decision under way
+        theta = trainer.guide.gate_probs("fc1").detach().clone()
+        theta[3] = 0.0
+        trainer.guide.set_gate_probs("fc1", theta)
+    assert round_at(next_round(first)) == ["fc1"]
+    with torch.no_grad():
+        theta[3] = 1.0
+        trainer.guide.set_gate_probs("fc1", theta)
+    later = next_round(first) + 4 * window
+    trainer.prune_events.append(  # fc1's gates collapsed a unit one check ago
+        {"step": later - 10, "collapsed_step": later - 10, "layer": "fc1", "removed": 1}
+    )
+    assert round_at(later) == []  # fc1 not settled, so fc2's producer not finished either
+    assert round_at(next_round(later - 10 + window)) == ["fc1", "fc2"]
