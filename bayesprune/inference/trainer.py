@@ -305,10 +305,7 @@ class Trainer:
 
         A layer is settled once its θ has been released and its gates have collapsed no unit for
         one evidence window: the gates decide first (each unit on its own worth, at fixed
-        weights), the moves then act on what they kept. A layer fed by a gated layer is merged
-        only once that producer's gates have *finished* (:meth:`gates_finished`): a unit's
-        price includes the weights from its live inputs, and a producer whose gates are still
-        deciding prices it against inputs that are about to go (Eq. (14p)). The round runs at every
+        weights), the moves then act on what they kept. The round runs at every
         ``⌈theta_window / (batch · check_every)⌉``-th check, on a sample
         of up to ``MERGE_SAMPLE`` training examples drawn from a generator seeded by the run's
         seed and the step (so a resumed run draws the same), layers from the input on (a move
@@ -329,11 +326,13 @@ class Trainer:
         for name in self.net.gated:
             if name not in self.release_steps:
                 continue
-            if self.step - max([self.release_steps[name], *self.gate_decisions(name)]) < window:
+            gate_decisions = [  # the layer's gates decided this recently: not settled yet
+                e["collapsed_step"]
+                for e in self.prune_events
+                if e["layer"] == name and not e.get("merged")
+            ]
+            if self.step - max([self.release_steps[name], *gate_decisions]) < window:
                 continue
-            producer = self.net.previous_gated(name)
-            if producer is not None and not self.gates_finished(producer, window):
-                continue  # Eq. (14p)
             moves, removed = self.merges.layer(name, x, y, cache)
             if not removed:
                 continue
@@ -348,31 +347,6 @@ class Trainer:
                 delta_data=sum(m.delta_data for m in moves),
                 delta_prior=sum(m.delta_prior for m in moves),
             )
-
-    def gate_decisions(self, name: str) -> list[int]:
-        """Steps at which layer ``name``'s gates collapsed units (merge moves not counted)."""
-        return [
-            e["collapsed_step"]
-            for e in self.prune_events
-            if e["layer"] == name and not e.get("merged")
-        ]
-
-    def gates_finished(self, name: str, window: int) -> bool:
-        """Whether layer ``name``'s gates have finished deciding (Eq. (14p)).
-
-        They have when (i) no unit of it waits at θ = 0 (a decision under way: the patience
-        dwell of Eq. (12) runs), and (ii) one evidence window (``window`` steps) has passed
-        since its last gate decision, or since the first step at which one could have landed
-        (its release plus the patience dwell), whichever is later: under the transit limit
-        (10t) a layer is decided in rounds, each a transit and a dwell, and a quiet window
-        right after the release or between two rounds does not mean the gates are done.
-        """
-        if name not in self.release_steps:
-            return False
-        if bool((self.guide.gate_probs(name).detach() == 0).any()):
-            return False
-        earliest = self.release_steps[name] + self.condition.patience * self.config.check_every
-        return self.step - max([earliest, *self.gate_decisions(name)]) >= window
 
     def remove_collapsed(self) -> None:
         """Physically remove the collapsed units (:meth:`GateGuide.remove_units`)."""
