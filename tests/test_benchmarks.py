@@ -78,3 +78,28 @@ def test_gpu_script_records_each_part_and_its_failure(tmp_path):
     parts = json.loads(out.read_text())["parts"]
     assert parts["cifar10"]["found"] is False
     assert parts["lenet5_fmnist"]["error"].startswith("DataError")
+
+
+TEACHER_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "teacher_widths.py"
+
+
+def test_teacher_widths_script_runs_and_tabulates_each_kind():
+    """benchmarks/teacher_widths.py: one dense and one bayesprune run (1 epoch, a fixed τ), and
+    the table of benchmarks/README.md groups them by kind, start, τ and epochs."""
+    import sys
+
+    sys.path.insert(0, str(TEACHER_SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("teacher_widths", TEACHER_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    from common import render_teacher_widths
+
+    dense = script.run("dense", (8, 4), 1, 0, None)
+    pruned = script.run("bayesprune", (8, 4), 1, 0, 1.0)
+    assert dense["widths"] == [8, 4] and 0.0 <= dense["test_error"] <= 1.0
+    assert pruned["temperature"] == 1.0 and pruned["status"] == "finished"
+    assert all(w <= s for w, s in zip(pruned["widths"], [8, 4], strict=True))
+    table = render_teacher_widths({"runs": [dense, pruned], "seeds": [0], "commit": "test"})
+    rows = [line for line in table if line.startswith(("| dense", "| bayesprune"))]
+    assert rows[0].startswith("| dense | 8-4 |  | 1 | 8-4 |")
+    assert rows[1].startswith("| bayesprune | 8-4 | 1.0 | 1 | ")
