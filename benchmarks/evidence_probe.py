@@ -216,9 +216,10 @@ def main() -> None:
     seeds = [int(v) for v in args.seeds.split(",")]
     steps = [int(v) for v in args.steps.split(",")]
     tasks = [(m, lr, s, steps, args.window) for m in modes for lr in lrs for s in seeds]
+    started_at = commit()  # the code the runs import, whatever is committed while they run
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run, *zip(*tasks, strict=True)))
-    result = {"commit": commit(), "threads": 1, "window": args.window, "runs": runs}
+    result = {"commit": started_at, "threads": 1, "window": args.window, "runs": runs}
     path = RESULTS / "evidence_probe.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     render_readme()

@@ -45,6 +45,7 @@ def main() -> None:
     settings = [("seeds", f"seed {s}", (300, 100), "kaiming", s) for s in range(5)]
     settings += [("starting widths", f"×{m}", (300 * m, 100 * m), "kaiming", 0) for m in (1, 2, 4)]
     settings += [("initialisations", i, (300, 100), i, 0) for i in ("kaiming", "xavier", "normal")]
+    started_at = commit()  # the code the runs import, whatever is committed while they run
     runs = []
     for group, label, widths, init, seed in settings:
         torch.manual_seed(seed)
@@ -60,7 +61,7 @@ def main() -> None:
         }
         for group, bound in BOUNDS.items()
     }
-    write(args.name, {"runs": runs, "spread": spread, "config": vars(base), "commit": commit()})
+    write(args.name, {"runs": runs, "spread": spread, "config": vars(base), "commit": started_at})
 
 
 if __name__ == "__main__":

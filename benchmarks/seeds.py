@@ -38,6 +38,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist")
     base = TrainConfig(epochs=args.epochs)
+    started_at = commit()  # the code the runs import, whatever is committed while they run
     runs = []
     for seed in args.seeds:
         row = {"seed": seed}
@@ -61,7 +62,7 @@ def main() -> None:
         ),
         "config": vars(base),
         "threads": args.threads,
-        "commit": commit(),
+        "commit": started_at,
     }
     write(f"fmnist_{args.arch}_seeds", result)
 

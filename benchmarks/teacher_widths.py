@@ -52,7 +52,7 @@ def run(kind: str, widths: tuple[int, ...], epochs: int, seed: int, tau: float |
         out.update(
             widths=summary["widths"],
             test_error=summary["test_error"],
-            temperature=config.hyper(len(data.y_train)).temperature,
+            temperature=summary["temperature"],
             weights_kept_fraction=summary["weights_kept_fraction"],
             status=summary["status"],
         )
@@ -75,11 +75,12 @@ def main() -> None:
         for e in EPOCHS
         for s in args.seeds
     ]
+    started_at = commit()  # the code the runs import, whatever is committed while they run
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run, *zip(*jobs, strict=True)))
     write(
         args.name,
-        {"runs": runs, "seeds": args.seeds, "commit": commit(), "cpu": cpu_model()},
+        {"runs": runs, "seeds": args.seeds, "commit": started_at, "cpu": cpu_model()},
         args.results_dir,
     )
 

@@ -86,13 +86,10 @@ TEACHER_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "teacher_w
 def test_teacher_widths_script_runs_and_tabulates_each_kind():
     """benchmarks/teacher_widths.py: one dense and one bayesprune run (1 epoch, a fixed τ), and
     the table of benchmarks/README.md groups them by kind, start, τ and epochs."""
-    import sys
-
-    sys.path.insert(0, str(TEACHER_SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("teacher_widths", TEACHER_SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    from common import render_teacher_widths
+    from common import render_teacher_widths  # on sys.path: the script puts its folder there
 
     dense = script.run("dense", (8, 4), 1, 0, None)
     pruned = script.run("bayesprune", (8, 4), 1, 0, 1.0)
