@@ -22,7 +22,8 @@ MERGE_TESTS = ("spend", "fixed")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
-PREDATING = {"merge": "off", "theta_transit": 1.0, "merge_tests": "fixed"}
+PREDATING = {"merge": "off", "theta_transit": 1.0, "merge_tests": "fixed", "window_cap": "none"}
+WINDOW_CAPS = ("data", "none")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
 
 
@@ -96,6 +97,10 @@ class TrainConfig:
         10_000, "examples over which the gate evidence is averaged (Eq. (10)); also the "
         "warm-up's largest block", positive(float),
     )  # fmt: skip
+    window_cap: str = _option(
+        "data", "data: the evidence window is min(N, theta-window) examples, one pass over a "
+        "smaller training set (Eq. (10n)); none: theta-window whatever N", choices=WINDOW_CAPS,
+    )  # fmt: skip
     theta_transit: float = _option(
         0.5, "the largest fraction of a layer's units whose θ may be away from 1 at once "
         "(Eq. (10t)); 1: no limit", unit_interval_positive,
@@ -152,7 +157,10 @@ class TrainConfig:
         "per weight (Eq. (5))", positive(float),
     )  # fmt: skip
     init_theta: float = _option(1.0, "initial gate probability θ₀", unit_interval_positive)
-    check_every: int = _option(50, "steps between pruning checks (Eq. (12))", positive(int))
+    check_every: int | None = _option(
+        None, "steps between pruning checks (Eq. (12)); default: half an evidence window, "
+        "⌈window / (2 · batch)⌉ (50 at batch 100)", positive(int),
+    )  # fmt: skip
     patience: int | None = _option(
         None, "consecutive checks with θ = 0 before a unit is removed (default: enough to "
         "span the evidence window, ⌈window / (batch · check-every)⌉ + 1)", positive(int),
@@ -227,22 +235,51 @@ def temperature_for(num_data: int) -> float:
     return REFERENCE_TEMPERATURE * (num_data / REFERENCE_EXAMPLES) ** 0.5
 
 
-def checks_per_window(config: TrainConfig) -> int:
-    """⌈W / (B c)⌉: pruning checks (c steps of B examples apart) that span one evidence window."""
-    return math.ceil(config.theta_window / (config.batch_size * config.check_every))
+def evidence_window(config: TrainConfig, num_data: int) -> float:
+    """W_N of Eq. (10n): the examples the gate evidence averages, min(N, W) (``window_cap``
+    "data") or W ("none").
+
+    The evidence of a unit in a training set of N examples is its mean per-example θ-gradient
+    over those N; one pass computes it, and averaging over more than one pass only repeats the
+    same examples while slowing every decision, counted in epochs, by W/N. Capped at N, every
+    clock of the schedule (the evidence average, the release spacing, the check interval, the
+    dwell of Eq. (12), the merge rounds) spans the same part of the data, one pass, at every
+    N ≤ W, as the warm-up's blocks of min(N, W) examples (Eq. (10w)) already did.
+    """
+    if config.window_cap == "none":
+        return float(config.theta_window)
+    return float(min(num_data, config.theta_window))
 
 
-def pruning_patience(config: TrainConfig) -> int:
+def check_interval(config: TrainConfig, num_data: int) -> int:
+    """c: the configured ``check_every``, or half an evidence window, ⌈W_N / (2B)⌉ steps.
+
+    Counted in examples, so the batch size does not change how often (per example seen) the
+    pruning condition is checked: 50 steps at batch 100 and N ≥ W, 157 at batch 32, 20 at 256,
+    5 on 1,000 examples at batch 100.
+    """
+    if config.check_every is not None:
+        return config.check_every
+    return max(1, math.ceil(evidence_window(config, num_data) / (2 * config.batch_size)))
+
+
+def checks_per_window(config: TrainConfig, num_data: int) -> int:
+    """⌈W_N / (B c)⌉: pruning checks (c steps of B examples apart) that span one evidence window."""
+    window = evidence_window(config, num_data)
+    return math.ceil(window / (config.batch_size * check_interval(config, num_data)))
+
+
+def pruning_patience(config: TrainConfig, num_data: int) -> int:
     """m of Eq. (12): the configured patience, or enough checks to span the evidence window.
 
     At θ_s = 0 the evidence m_s of Eq. (10) still remembers the push that brought the unit there
-    for about ``theta_window`` examples; a unit outside the absorbing set leaves 0 within that
-    time, one inside stays. (m − 1) checks c steps of B examples apart must therefore cover
-    the window: m = ⌈W / (B c)⌉ + 1 (3 at the defaults, 8 at batch 32, 2 at batch 256).
+    for about W_N examples (:func:`evidence_window`); a unit outside the absorbing set leaves 0
+    within that time, one inside stays. (m − 1) checks c steps of B examples apart must
+    therefore cover the window: m = ⌈W_N / (B c)⌉ + 1 (3 with the default check interval).
     """
     if config.patience is not None:
         return config.patience
-    return checks_per_window(config) + 1
+    return checks_per_window(config, num_data) + 1
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -314,7 +314,7 @@ def lightning_module(trainer: Trainer):
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
             core = self.core
-            if core.step % core.config.check_every or core.status == "failed":
+            if core.step % core.check_every or core.status == "failed":
                 return
             # every process compares at every pruning check, whether or not it removed units
             # itself: a process that removed units alone would otherwise wait in a collective

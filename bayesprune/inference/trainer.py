@@ -16,7 +16,14 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from bayesprune.config import RELEASES, TrainConfig, checks_per_window, pruning_patience
+from bayesprune.config import (
+    RELEASES,
+    TrainConfig,
+    check_interval,
+    checks_per_window,
+    evidence_window,
+    pruning_patience,
+)
 from bayesprune.data import Dataset
 from bayesprune.export import (
     architecture,
@@ -45,8 +52,8 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
 
     F is a sum over N examples, so ∂F/∂θ is N times the per-example effect Δ_s;
     :class:`ProjectedSGD` divides by N and steps per example seen, so ``lr_theta`` is a step per
-    example and per unit of per-example loss, and ``theta_window`` the number of examples its
-    evidence averages.
+    example and per unit of per-example loss, and its evidence averages W_N = min(N,
+    ``theta_window``) examples (:func:`~bayesprune.config.evidence_window`).
     """
     if config.theta_optimizer not in THETA_OPTIMIZERS:
         raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
@@ -54,7 +61,7 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
         {"lr": config.lr},
         {
             "lr": config.lr_theta,
-            "window": config.theta_window,
+            "window": evidence_window(config, num_data),
             "num_data": num_data,
             "transit": config.theta_transit,
         },
@@ -111,7 +118,10 @@ class Trainer:
         self.schedule = None  # built in fit(), when the number of steps is known
         self.collapsed: dict[str, torch.Tensor] = {}  # per layer: units awaiting removal
         self.collapsed_step = None
-        self.condition = PruningCondition(pruning_patience(config))
+        n = len(data.x_train)
+        self.window = evidence_window(config, n)  # W_N (Eq. (10n)), in examples
+        self.check_every = check_interval(config, n)  # steps between pruning checks
+        self.condition = PruningCondition(pruning_patience(config, n))
         self.merges = (
             MergeMoves(self.guide, hyper, len(data.x_train), spend=config.merge_tests == "spend")
             if config.merge == "on" and merges_apply(self.guide)
@@ -152,7 +162,7 @@ class Trainer:
         """The gated layers whose θ may move after this step (Eqs. (10w), (10o)).
 
         None during the warm-up; then the layers from the output back, one evidence window
-        (``theta_window`` examples) apart with ``release="ordered"``, all at once with
+        (W_N examples, Eq. (10n)) apart with ``release="ordered"``, all at once with
         ``"together"``.
         """
         if not self.warmed_up(data, examples):
@@ -162,7 +172,7 @@ class Trainer:
             released = list(gated)
         else:
             self.examples_released += examples
-            count = 1 + int(self.examples_released // self.config.theta_window)
+            count = 1 + int(self.examples_released // self.window)
             released = gated[max(0, len(gated) - count) :]
         for name in released:
             self.release_steps.setdefault(name, self.step + 1)
@@ -224,7 +234,7 @@ class Trainer:
                 update_slab_variances(self.guide, self.hyper, pruning=handler)
         if self.config.trace_every and self.step % self.config.trace_every == 0:
             self.trace()
-        if self.step % self.config.check_every == 0:
+        if self.step % self.check_every == 0:
             self.prune()
         return terms
 
@@ -306,7 +316,7 @@ class Trainer:
         A layer is settled once its θ has been released and its gates have collapsed no unit for
         one evidence window: the gates decide first (each unit on its own worth, at fixed
         weights), the moves then act on what they kept. The round runs at every
-        ``⌈theta_window / (batch · check_every)⌉``-th check, on a sample
+        ``⌈W_N / (batch · check interval)⌉``-th check, on a sample
         of up to ``MERGE_SAMPLE`` training examples drawn from a generator seeded by the run's
         seed and the step (so a resumed run draws the same), layers from the input on (a move
         re-wires the consumer, which the next layer's round then sees).
@@ -314,14 +324,14 @@ class Trainer:
         if self.merges is None or not self.release_steps:
             return
         cfg = self.config
-        every = checks_per_window(cfg)
-        if (self.step // cfg.check_every) % every:
-            return
         n = len(self.data.x_train)
+        every = checks_per_window(cfg, n)
+        if (self.step // self.check_every) % every:
+            return
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         index = torch.randperm(n, generator=gen)[: min(n, MERGE_SAMPLE)].to(self.device)
         x, y = self.data.x_train[index], self.data.y_train[index]
-        window = every * cfg.check_every
+        window = every * self.check_every
         cache: dict = {}  # what a round's consumer received, for the next layer's round
         for name in self.net.gated:
             if name not in self.release_steps:
@@ -519,11 +529,12 @@ class Trainer:
         raise TrainingInterrupted(signum, self.step, path)
 
     def resolved_config(self, run: dict | None = None) -> dict:
-        """config.json: the settings as used (τ(N) and m resolved), the run's extra settings,
+        """config.json: the settings as used (τ(N), c and m resolved), the run's extra settings,
         the data's provenance and the versions of the software."""
         return {
             **asdict(self.config),
             "temperature": self.hyper.temperature,
+            "check_every": self.check_every,
             "patience": self.condition.patience,
             "run": run or {},
             "data": {
@@ -682,6 +693,7 @@ class Trainer:
         summary["train_subset"] = self.data.meta.get("train_subset")
         summary["temperature"] = self.hyper.temperature
         summary["warmup_step"] = self.warm_step
+        summary["evidence_window"] = self.window
         summary["release_steps"] = self.release_steps
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from bayesprune.cli import EXIT_FAILED_RUN, main
-from bayesprune.config import TrainConfig, temperature_for
+from bayesprune.config import (
+    TrainConfig,
+    check_interval,
+    evidence_window,
+    pruning_patience,
+    temperature_for,
+)
 from bayesprune.data import DataError, make_teacher
 from bayesprune.inference.trainer import Trainer
 from bayesprune.models import GatedMLP
@@ -121,3 +127,27 @@ def test_layers_are_released_from_the_output_back_one_window_apart():
     together = _trainer(replace(config, release="together"))
     steps = together.fit(progress=False)["release_steps"]
     assert steps["fc1"] == steps["fc2"] == together.warm_step
+
+
+def test_every_clock_spans_one_pass_over_a_training_set_smaller_than_the_window():
+    # Eq. (10n): W_N = min(N, W); the check interval is half of it in examples, so the dwell of
+    # Eq. (12) spans W_N at every batch size
+    default = TrainConfig()
+    assert evidence_window(default, 60_000) == 10_000 and evidence_window(default, 3_000) == 3_000
+    assert evidence_window(replace(default, window_cap="none"), 3_000) == 10_000
+    for batch, interval in ((32, 157), (100, 50), (256, 20)):
+        config = replace(default, batch_size=batch)
+        assert check_interval(config, 60_000) == interval
+        assert pruning_patience(config, 60_000) == 3
+    assert check_interval(default, 1_000) == 5 and pruning_patience(default, 1_000) == 3
+    assert check_interval(replace(default, check_every=7), 1_000) == 7  # a set value is kept
+    # a run recorded before the cap resumes with the rule it trained with
+    assert TrainConfig.from_record({"check_every": 50}).window_cap == "none"
+    # on 1,500 examples the evidence averages one pass and the layers are released one pass
+    # apart; without the cap, W = 10,000 examples (6.7 passes) apart
+    config = TrainConfig(epochs=12, batch_size=50, lr=1e-2)
+    for cap, window in (("data", 1_500), ("none", 10_000)):
+        trainer = _trainer(replace(config, window_cap=cap), num_train=1_500)
+        assert trainer.optim.gates.param_groups[0]["window"] == window
+        steps = trainer.fit(progress=False)["release_steps"]
+        assert abs((steps["fc1"] - steps["fc2"]) * 50 - window) <= 50, (cap, steps)
