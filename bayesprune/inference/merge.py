@@ -100,7 +100,6 @@ class MergeMoves:
         # over the processes, so every process takes the same decisions from the whole sample
         self.shard: tuple[int, int] = (0, 1)
         self.reduce = None
-        self.survivors = None  # PROBE: callable -> {layer: mask of units expected to stay}
 
     def z(self, k: int) -> float:
         """z of a unit's k-th test (k = 1, 2, …): level α/(k(k+1)), α = 1 − Φ(confidence).
@@ -131,9 +130,6 @@ class MergeMoves:
                 for n in guide.net.gated}  # fmt: skip
 
     def _prior(self, gates: dict[str, torch.Tensor]) -> float:
-        masks = getattr(self, "_masks", None)
-        if masks:
-            gates = {n: g * masks[n] if n in masks else g for n, g in gates.items()}
         return float(point_mass_prior(self.guide, self.hyper, gates, None, []))
 
     @torch.no_grad()
@@ -161,9 +157,6 @@ class MergeMoves:
         net.eval()
         try:
             gates = self._mode_gates()
-            if self.survivors is not None:
-                self._masks = {n: m.to(gates[n].dtype) for n, m in self.survivors().items()
-                               if n != name}  # fmt: skip
             live = gates[name].bool().clone()
             if int(live.sum()) < 2:
                 return [], []

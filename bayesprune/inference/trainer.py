@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import threading
@@ -128,8 +127,6 @@ class Trainer:
             if config.merge == "on" and merges_apply(self.guide)
             else None
         )
-        if self.merges is not None and os.environ.get("BP_EXPECTED_WIDTH"):
-            self.merges.survivors = self.expected_survivors
         self.initial_widths = list(net.widths)
         plain = net.to_sequential()
         self.initial = {
@@ -360,16 +357,6 @@ class Trainer:
                 delta_data=sum(m.delta_data for m in moves),
                 delta_prior=sum(m.delta_prior for m in moves),
             )
-
-    def expected_survivors(self) -> dict:
-        """PROBE: units whose evidence favours keeping them (m ≤ 0), per gated layer."""
-        state = self.optim.gates.state if self.optim.gates is not None else {}
-        out = {}
-        for name, p in zip(self.net.gated, self.guide.theta_parameters(), strict=True):
-            ev = state.get(p, {}).get("evidence")
-            if ev is not None:
-                out[name] = (ev <= 0).detach()
-        return out
 
     def remove_collapsed(self) -> None:
         """Physically remove the collapsed units (:meth:`GateGuide.remove_units`)."""
