@@ -133,6 +133,8 @@ def compare(
     :param measure_step_cost: also time full-width steps in interleaved blocks (:func:`step_cost`).
     """
     torch.set_num_threads(threads)
+    # before the runs: a commit made while they run must not label them
+    env = {"threads": threads, **environment(config.device)}
     torch.manual_seed(config.seed)
     dense = train_dense(
         make_net(),
@@ -147,7 +149,6 @@ def compare(
     )
     torch.manual_seed(config.seed)
     pruned = Trainer(make_net(), data, config).fit(progress=True)
-    env = {"threads": threads, **environment(config.device)}
     result = {"dense": dense, "bayesprune": pruned, "config": vars(config), "environment": env}
     if measure_step_cost:
         result["step_cost"] = step_cost(data, make_net, config)
