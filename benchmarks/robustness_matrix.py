@@ -77,6 +77,10 @@ OUTSIDE = {
                                 "batch_size": 64, "epochs": 5},
     "out-teacher-n5k-b32": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
                             "train_subset": 5_000, "batch_size": 32},
+    # a third set, after Eq. (10n) (session of 2026-12-01): below one window of examples
+    "out-lenet5-n1k": {**FMNIST, "arch": "lenet5", "train_subset": 1_000},
+    "out-mlp-n500-20ep": {**FMNIST, "train_subset": 500, "epochs": 20},
+    "out-mlp-n5k-b16-5ep": {**FMNIST, "train_subset": 5_000, "batch_size": 16, "epochs": 5},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
