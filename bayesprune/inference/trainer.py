@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import threading
@@ -344,12 +343,6 @@ class Trainer:
             ]
             if self.step - max([self.release_steps[name], *gate_decisions]) < window:
                 continue
-            if os.environ.get("BP_STRICT_SETTLED"):  # PROBE
-                if bool((self.guide.gate_probs(name).detach() == 0).any()):
-                    continue
-                earliest = self.release_steps[name] + self.condition.patience * self.check_every
-                if self.step - max([earliest, *gate_decisions]) < window:
-                    continue
             moves, removed = self.merges.layer(name, x, y, cache)
             if not removed:
                 continue
