@@ -275,6 +275,9 @@ def render_readme() -> None:
         if path.stem == "teacher_widths":
             lines += render_teacher_widths(result)
             continue
+        if path.stem == "evidence_optimism":
+            lines += render_evidence_optimism(result)
+            continue
         if "mean_gap_points" in result:
             lines += render_seeds(path.stem, result)
             continue
@@ -658,6 +661,35 @@ def render_teacher_widths(result: dict) -> list[str]:
             f"| {kind} | {'-'.join(map(str, start))} | {'' if tau is None else tau} | "
             f"{epochs} | {widths} | {err:.2f} |"
         )
+    return lines + [""]
+
+
+def render_evidence_optimism(result: dict) -> list[str]:
+    """benchmarks/evidence_optimism.py: kept units' value on training vs test data, and price."""
+    lines = [
+        "## evidence_optimism",
+        "",
+        "`benchmarks/evidence_optimism.py`, Fashion-MNIST, LeNet-300-100, the shipped rule, "
+        f"commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. Per kept unit of the "
+        "posterior-mode network: its value (loss increase per example when its output is 0) on "
+        "the N training examples and on the test set, and its price τ KL_s / N; medians over "
+        "the layer's kept units (nats per example), and how many kept units' value is below "
+        "their price.",
+        "",
+        "| N | seed | widths | test error (%) | layer | value, train | value, test | optimism "
+        "| price | optimism / price | below price: train / test |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        for name, d in run["digest"].items():
+            ratio = d["median_optimism"] / d["median_price"] if d["median_price"] else float("nan")
+            lines.append(
+                f"| {run['size']} | {run['seed']} | {'-'.join(map(str, run['widths']))} | "
+                f"{100 * run['test_error']:.2f} | {name} | {d['median_value_train']:.2e} | "
+                f"{d['median_value_test']:.2e} | {d['median_optimism']:.2e} | "
+                f"{d['median_price']:.2e} | {ratio:.1f} | {d['train_below_price']} / "
+                f"{d['test_below_price']} of {d['units']} |"
+            )
     return lines + [""]
 
 
