@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import commit, cpu_model, write  # noqa: E402
 
 
-def measure(size: int, seed: int, epochs: int) -> dict:
+def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
+            widths: tuple[int, ...] = (300, 100)) -> dict:  # fmt: skip
     """Train at ``size`` examples and return, per gated layer, the kept units' values and prices."""
     import torch
     import torch.nn.functional as F
@@ -40,10 +41,10 @@ def measure(size: int, seed: int, epochs: int) -> dict:
     from bayesprune.models import GatedMLP
 
     torch.set_num_threads(1)
-    data = load_dataset("fashion-mnist")
+    data = load_dataset(dataset)
     config = TrainConfig(train_subset=size, seed=seed, epochs=epochs)
     torch.manual_seed(seed)
-    trainer = Trainer(GatedMLP(784, (300, 100), 10), data, config)
+    trainer = Trainer(GatedMLP(data.in_features, widths, data.num_classes), data, config)
     summary = trainer.fit(progress=False)
     guide = trainer.guide
     thetas = {n: guide.gate_probs(n).detach().clone().requires_grad_() for n in guide.net.gated}
@@ -81,6 +82,7 @@ def measure(size: int, seed: int, epochs: int) -> dict:
             )
         layers[name] = units
     return {
+        "dataset": dataset,
         "size": size,
         "seed": seed,
         "epochs": epochs,
@@ -119,10 +121,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--widths", default="300,100")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
     args = parser.parse_args(argv)
     label = commit()  # before the runs: a commit made while they run must not label them
-    jobs = [(n, s, args.epochs) for n in args.sizes for s in args.seeds]
+    widths = tuple(int(w) for w in args.widths.split(","))
+    jobs = [(n, s, args.epochs, args.dataset, widths) for n in args.sizes for s in args.seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(measure, *zip(*jobs, strict=True)))
     for run in runs:

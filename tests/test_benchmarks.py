@@ -100,3 +100,26 @@ def test_teacher_widths_script_runs_and_tabulates_each_kind():
     rows = [line for line in table if line.startswith(("| dense", "| bayesprune"))]
     assert rows[0].startswith("| dense | 8-4 |  | 1 | 8-4 |")
     assert rows[1].startswith("| bayesprune | 8-4 | 1.0 | 1 | ")
+
+
+OPTIMISM_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evidence_optimism.py"
+
+
+def test_evidence_optimism_measures_every_kept_unit():
+    """benchmarks/evidence_optimism.py on the teacher: one entry per kept unit, the training
+    value is what switching the unit off costs on the training examples, and the table shows
+    one row per layer."""
+    spec = importlib.util.spec_from_file_location("evidence_optimism", OPTIMISM_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    from common import render_evidence_optimism
+
+    run = script.measure(2_000, 0, 3, dataset="teacher", widths=(16, 8))
+    assert [len(run["layers"][n]) for n in ("fc1", "fc2")] == run["widths"]
+    units = [u for layer in run["layers"].values() for u in layer]
+    assert all(u["price"] > 0 for u in units)  # τ KL_s > 0 for every kept unit
+    assert any(u["value_train"] > 0 for u in units)  # the network uses its units
+    run["digest"] = script.digest(run)
+    assert run["digest"]["fc1"]["units"] == run["widths"][0]
+    table = render_evidence_optimism({"commit": "test", "runs": [run]})
+    assert sum(line.startswith("| 2000 | 0 |") for line in table) == 2
