@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
 import random
 import signal
 import threading
@@ -100,18 +98,6 @@ class Trainer:
             raise ValueError(f"unknown release {config.release!r}: choose {' or '.join(RELEASES)}")
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
-        self.holdout = None
-        if os.environ.get("BP_HOLDOUT"):  # PROBE: a share of the training set for the merges only
-            share = float(os.environ["BP_HOLDOUT"])
-            gen = torch.Generator().manual_seed(config.seed + 7)
-            perm = torch.randperm(len(data.x_train), generator=gen)
-            cut = int(round(share * len(perm)))
-            held, kept = perm[:cut].sort().values, perm[cut:].sort().values
-            self.holdout = (
-                data.x_train[held].to(config.device),
-                data.y_train[held].to(config.device),
-            )
-            data = dataclasses.replace(data, x_train=data.x_train[kept], y_train=data.y_train[kept])
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
         self.writer = None if out is None else RunWriter(out, traces=bool(config.trace_every))
@@ -343,13 +329,8 @@ class Trainer:
         if (self.step // self.check_every) % every:
             return
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-        if self.holdout is not None:
-            hx, hy = self.holdout
-            index = torch.randperm(len(hx), generator=gen)[: min(len(hx), MERGE_SAMPLE)]
-            x, y = hx[index.to(hx.device)], hy[index.to(hx.device)]
-        else:
-            index = torch.randperm(n, generator=gen)[: min(n, MERGE_SAMPLE)].to(self.device)
-            x, y = self.data.x_train[index], self.data.y_train[index]
+        index = torch.randperm(n, generator=gen)[: min(n, MERGE_SAMPLE)].to(self.device)
+        x, y = self.data.x_train[index], self.data.y_train[index]
         window = every * self.check_every
         cache: dict = {}  # what a round's consumer received, for the next layer's round
         for name in self.net.gated:
