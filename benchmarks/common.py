@@ -664,6 +664,15 @@ def render_teacher_widths(result: dict) -> list[str]:
     return lines + [""]
 
 
+def tic_cells(d: dict) -> str:
+    """The TIC columns of an evidence_optimism row (empty for runs recorded before them)."""
+    if "median_tic" not in d:
+        return " | |"
+    corr = d.get("tic_correlation")
+    ratio = d["median_tic"] / d["median_optimism"] if d["median_optimism"] else float("nan")
+    return f" {d['median_tic']:.2e} | {ratio:.1f}, {'–' if corr is None else f'{corr:.2f}'} |"
+
+
 def render_evidence_optimism(result: dict) -> list[str]:
     """benchmarks/evidence_optimism.py: kept units' value on training vs test data, and price."""
     lines = [
@@ -674,11 +683,12 @@ def render_evidence_optimism(result: dict) -> list[str]:
         "posterior-mode network: its value (loss increase per example when its output is 0) on "
         "the N training examples and on the test set, and its price τ KL_s / N; medians over "
         "the layer's kept units (nats per example), and how many kept units' value is below "
-        "their price.",
+        "their price; TIC: a Takeuchi estimate of the optimism (the script's doc) and its "
+        "correlation with the measured one over the layer's units.",
         "",
         "| N | seed | widths | test error (%) | layer | value, train | value, test | optimism "
-        "| price | optimism / price | below price: train / test |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| price | optimism / price | below price: train / test | TIC | TIC / optimism, corr. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in result["runs"]:
         for name, d in run["digest"].items():
@@ -688,7 +698,7 @@ def render_evidence_optimism(result: dict) -> list[str]:
                 f"{100 * run['test_error']:.2f} | {name} | {d['median_value_train']:.2e} | "
                 f"{d['median_value_test']:.2e} | {d['median_optimism']:.2e} | "
                 f"{d['median_price']:.2e} | {ratio:.1f} | {d['train_below_price']} / "
-                f"{d['test_below_price']} of {d['units']} |"
+                f"{d['test_below_price']} of {d['units']} |{tic_cells(d)}"
             )
     return lines + [""]
 

@@ -10,7 +10,12 @@ epochs) it trains bayesprune and then, on the posterior-mode network, measures f
 - the same on the 10,000 test examples, v_test (never used by the method; a diagnostic only);
 - its price per example, τ KL_s / N (the prior's θ-gradient under the coupled posterior, Eq. (4c)),
 
-and writes ``results/evidence_optimism.json`` and its table in ``README.md``. A unit is kept when
+and a Takeuchi (TIC) estimate of the optimism of the unit's parameters, tr(H⁻¹J)/N with H the
+Gauss-Newton curvature of the loss plus the prior's and J the per-example gradients' second
+moment, on a sample of up to 3,000 training examples: per unit, the full matrix over its incoming
+weights and bias plus the diagonal over its outgoing weights ("tic"). TIC assumes weights at a
+minimum of the training objective; the comparison says how far 10 epochs are from that.
+It writes ``results/evidence_optimism.json`` and its table in ``README.md``. A unit is kept when
 v_train (in expectation under q) exceeds the price; the optimism v_train − v_test is what that
 test overstates, and against the price it says how much of a kept unit's margin is fit to the
 training sample (docs/method.md §6g). About a minute per size.
@@ -60,6 +65,8 @@ def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
     def losses() -> dict[str, float]:
         return {k: F.cross_entropy(mode(x), y).item() for k, (x, y) in sets.items()}
 
+    tic = takeuchi(mode, trainer.data.x_train, trainer.data.y_train, size, trainer.hyper,
+                   {n: float(guide.slab_var(n)) for n in guide.net.layers})  # fmt: skip
     layers = {}
     for i, name in enumerate(guide.net.gated):
         kept = torch.nonzero(guide.gate_probs(name) > 0.5).flatten().tolist()
@@ -78,6 +85,7 @@ def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
                     "value_train": off["train"] - base["train"],
                     "value_test": off["test"] - base["test"],
                     "price": float(thetas[name].grad[unit]) / size,
+                    "tic": float(tic[i][column]) / size,
                 }
             )
         layers[name] = units
@@ -93,6 +101,65 @@ def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
     }
 
 
+def takeuchi(mode, x, y, size: int, hyper, slab_vars: dict, sample: int = 3_000) -> list:
+    """Per hidden layer of a two-hidden-layer MLP (the posterior-mode ``nn.Sequential``), each
+    unit's tr(H⁻¹J): full over its incoming weights and bias, diagonal over its outgoing ones.
+
+    Gauss-Newton: with p the softmax and e = p − y, a unit with back-signal vector u (its
+    pre-activation's Jacobian into the logits, masked by the ReLUs) has per-example gradient
+    (u·e)·input and curvature (uᵀ(diag p − ppᵀ)u)·input inputᵀ; the prior adds τ/(σ² N) per
+    described weight (F is N times the per-example loss).
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    first, second, out = [m for m in mode if isinstance(m, nn.Linear)]
+    gen = torch.Generator().manual_seed(0)
+    index = torch.randperm(len(x), generator=gen)[:sample]
+    x = x[index].flatten(1).double()
+    y = y[index]
+    w1, w2, w3 = (m.weight.detach().double() for m in (first, second, out))
+    prior = {n: hyper.temperature / (v * size) for n, v in slab_vars.items()}
+    with torch.no_grad():
+        a1 = x @ w1.T + first.bias.double()
+        h1 = a1.relu()
+        a2 = h1 @ w2.T + second.bias.double()
+        h2 = a2.relu()
+        p = (h2 @ w3.T + out.bias.double()).softmax(-1)
+        e = p - F.one_hot(y, p.shape[1]).double()
+        m1, m2 = (a1 > 0).double(), (a2 > 0).double()
+        jac2 = w3.unsqueeze(0) * m2.unsqueeze(1)  # B × C × H2: logits per fc2 pre-activation
+        jac1 = torch.einsum("bct,ts->bcs", jac2, w2) * m1.unsqueeze(1)
+
+        def signal(jac):  # per-example gradient factor u·e and curvature uᵀ(diag p − ppᵀ)u
+            grad = (e.unsqueeze(-1) * jac).sum(1)
+            curv = (p.unsqueeze(-1) * jac.square()).sum(1) - (p.unsqueeze(-1) * jac).sum(1) ** 2
+            return grad, curv
+
+        def incoming(inputs, grad, curv, ridge):
+            inputs = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], 1)
+            eye = torch.eye(inputs.shape[1], dtype=inputs.dtype)
+            values = []
+            for s in range(grad.shape[1]):
+                h = (inputs * curv[:, s : s + 1]).T @ inputs / len(inputs) + ridge * eye
+                j = (inputs * grad[:, s : s + 1].square()).T @ inputs / len(inputs)
+                values.append(torch.linalg.solve(h, j).diagonal().sum())
+            return torch.stack(values)
+
+        def outgoing(grad, curv, activations, ridge):  # diagonal over the weights a unit feeds
+            j = torch.einsum("bt,bs->ts", grad.square(), activations.square()) / len(grad)
+            h = torch.einsum("bt,bs->ts", curv, activations.square()) / len(grad)
+            return (j / (h + ridge)).sum(0)
+
+        g1, c1 = signal(jac1)
+        g2, c2 = signal(jac2)
+        fc1 = incoming(x, g1, c1, prior["fc1"]) + outgoing(g2, c2, h1, prior["fc2"])
+        g3, c3 = e, p * (1 - p)  # the read-out's logits: u = the unit vector of each class
+        fc2 = incoming(h1, g2, c2, prior["fc2"]) + outgoing(g3, c3, h2, prior["out"])
+    return [fc1, fc2]
+
+
 def digest(run: dict) -> dict[str, dict]:
     """Per layer: medians of value and optimism, and how many kept units fall below the price."""
     import statistics
@@ -103,16 +170,27 @@ def digest(run: dict) -> dict[str, dict]:
         test = [u["value_test"] for u in units]
         price = [u["price"] for u in units]
         optimism = [a - b for a, b in zip(train, test, strict=True)]
+        tic = [u["tic"] for u in units]
         out[name] = {
             "units": len(units),
             "median_value_train": statistics.median(train),
             "median_value_test": statistics.median(test),
             "median_price": statistics.median(price),
             "median_optimism": statistics.median(optimism),
+            "median_tic": statistics.median(tic),
+            "tic_correlation": _correlation(optimism, tic),
             "train_below_price": sum(a < p for a, p in zip(train, price, strict=True)),
             "test_below_price": sum(b < p for b, p in zip(test, price, strict=True)),
         }
     return out
+
+
+def _correlation(a: list[float], b: list[float]) -> float | None:
+    import statistics
+
+    if len(a) < 3 or statistics.pstdev(a) == 0 or statistics.pstdev(b) == 0:
+        return None
+    return statistics.correlation(a, b)
 
 
 def main(argv=None) -> dict:

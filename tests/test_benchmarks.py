@@ -118,6 +118,7 @@ def test_evidence_optimism_measures_every_kept_unit():
     assert [len(run["layers"][n]) for n in ("fc1", "fc2")] == run["widths"]
     units = [u for layer in run["layers"].values() for u in layer]
     assert all(u["price"] > 0 for u in units)  # τ KL_s > 0 for every kept unit
+    assert all(u["tic"] > 0 for u in units)  # tr(H⁻¹J) of positive definite matrices
     assert any(u["value_train"] > 0 for u in units)  # the network uses its units
     run["digest"] = script.digest(run)
     assert run["digest"]["fc1"]["units"] == run["widths"][0]
