@@ -1,8 +1,9 @@
 """P3 on Fashion-MNIST LeNet-300-100: final widths across seeds, starting widths and inits.
 
-Usage: ``.venv/bin/python benchmarks/robustness.py [--epochs 10]``. Runs one training per
-setting (5 seeds; starting widths ×1, ×2, ×4; kaiming, xavier and normal initialisation) and writes
-``results/fmnist_lenet300_robustness.json`` and the table in ``README.md``.
+Usage: ``.venv/bin/python benchmarks/robustness.py [--epochs 10] [--train-subset N --name NAME]``.
+Runs one training per setting (5 seeds; starting widths ×1, ×2, ×4; kaiming, xavier and normal
+initialisation) and writes ``results/fmnist_lenet300_robustness.json`` and the table in
+``README.md``. With ``--train-subset`` each run trains on its seed's fixed subset of N examples.
 """
 
 import argparse
@@ -36,11 +37,15 @@ def main() -> None:
     parser.add_argument("--name", default="fmnist_lenet300_robustness")
     parser.add_argument("--lr-theta", type=float, default=TrainConfig.lr_theta)
     parser.add_argument("--theta-window", type=float, default=TrainConfig.theta_window)
+    parser.add_argument("--train-subset", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist")
     base = TrainConfig(
-        epochs=args.epochs, lr_theta=args.lr_theta, theta_window=args.theta_window
+        epochs=args.epochs,
+        lr_theta=args.lr_theta,
+        theta_window=args.theta_window,
+        train_subset=args.train_subset,
     )
     settings = [("seeds", f"seed {s}", (300, 100), "kaiming", s) for s in range(5)]
     settings += [("starting widths", f"×{m}", (300 * m, 100 * m), "kaiming", 0) for m in (1, 2, 4)]
