@@ -583,7 +583,10 @@ def render_step_cost(result: dict) -> list[str]:
 def theta_averaging(cfg: dict) -> str:
     """How a run averaged the θ evidence: per step (momentum, before issue 9) or per example."""
     if "theta_window" in cfg:
-        return f"per example, evidence over {cfg['theta_window']:.0f} examples"
+        window = cfg["theta_window"]
+        if cfg.get("window_cap") == "data" and cfg.get("train_subset"):  # Eq. (10n)
+            window = min(window, cfg["train_subset"])
+        return f"per example, evidence over {window:.0f} examples"
     return f"with momentum {cfg.get('theta_momentum', 0.9)} per step"
 
 
@@ -712,7 +715,9 @@ def render_robustness(name: str, result: dict) -> list[str]:
         f"{cfg['epochs']} epochs, posterior {cfg.get('posterior', 'structured')}, "
         f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
         f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
-        f"commit {result.get('commit', 'unknown')}.",
+        + (f"{cfg['train_subset']} training examples (each seed its own subset), "
+           if cfg.get("train_subset") else "")
+        + f"commit {result.get('commit', 'unknown')}.",
         "P3 asks for a coefficient of variation of the final widths ≤ 10% across seeds and ≤ 20%",
         "across starting widths and initialisations.",
         "",
