@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 
 from bayesprune.baseline import train_dense
-from bayesprune.config import TrainConfig
+from bayesprune.config import PREDATING, TrainConfig, evidence_window
 from bayesprune.data import Dataset
 from bayesprune.inference.trainer import Trainer
 from bayesprune.loop import synchronize
@@ -583,9 +584,9 @@ def render_step_cost(result: dict) -> list[str]:
 def theta_averaging(cfg: dict) -> str:
     """How a run averaged the θ evidence: per step (momentum, before issue 9) or per example."""
     if "theta_window" in cfg:
-        window = cfg["theta_window"]
-        if cfg.get("window_cap") == "data" and cfg.get("train_subset"):  # Eq. (10n)
-            window = min(window, cfg["train_subset"])
+        # W_N of Eq. (10n) as the run used it (a run recorded before the cap: W)
+        config = TrainConfig.from_dict({**PREDATING, **cfg})
+        window = evidence_window(config, cfg.get("train_subset") or math.inf)
         return f"per example, evidence over {window:.0f} examples"
     return f"with momentum {cfg.get('theta_momentum', 0.9)} per step"
 
@@ -668,9 +669,7 @@ def render_teacher_widths(result: dict) -> list[str]:
 
 
 def tic_cells(d: dict) -> str:
-    """The TIC columns of an evidence_optimism row (empty for runs recorded before them)."""
-    if "median_tic" not in d:
-        return " | |"
+    """The TIC columns of an evidence_optimism row."""
     corr = d.get("tic_correlation")
     ratio = d["median_tic"] / d["median_optimism"] if d["median_optimism"] else float("nan")
     return f" {d['median_tic']:.2e} | {ratio:.1f}, {'–' if corr is None else f'{corr:.2f}'} |"
