@@ -263,6 +263,8 @@ def _report(trainer, out: Path, summary: dict) -> int:
         "gates_binary_fraction",
     )
     print(json.dumps({k: summary[k] for k in keys}))
+    if summary.get("note"):
+        print(f"bayesprune: note: {summary['note']}", file=sys.stderr)
     if summary["status"] != "finished":
         print(f"bayesprune: run {summary['status']}: {summary['status_reason']}", file=sys.stderr)
         return EXIT_FAILED_RUN

@@ -45,6 +45,26 @@ def test_train_writes_a_complete_run_directory(tmp_path, capsys):
     assert net(torch.zeros(3, 4)).shape == (3, 3)
 
 
+def test_a_run_too_short_to_decide_says_so_and_exits_0(tmp_path, capsys):
+    """One pass over 2,000 examples is one warm-up block: the evidence rule (Eq. (10w)) cannot
+    have let θ move, so nothing is pruned. That is not a failure (exit 0, status finished),
+    but the run must say which layers were left undecided and why, not look like a verdict."""
+    out = tmp_path / "short"
+    args = ["train", "--widths", "16,8", "--train-subset", "2000", "--out", str(out)]
+    assert main([*args, "--epochs", "1", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["widths"] == [16, 8]
+    assert summary["undecided_layers"] == ["fc1", "fc2"]
+    note = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert len(note) == 1 and "still falling" in note[0] and "more epochs" in note[0]
+    out = tmp_path / "long"  # 20,000 examples for 3 epochs: every layer released, no note
+    args = ["train", "--widths", "16,8", "--epochs", "3", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["undecided_layers"] == [] and summary["note"] is None
+    assert "note:" not in capsys.readouterr().err
+
+
 def _one_line_error(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bayesprune: error:")

@@ -660,6 +660,27 @@ class Trainer:
         random.setstate(rng["python"])
         self.resumed = self.step
 
+    def undecided(self) -> tuple[list[str], str | None]:
+        """The gated layers whose θ never moved in this run, and a one-line note saying why.
+
+        The rule decides on evidence only (Eqs. (10w), (10o)): θ waits until the data term has
+        settled (two or more blocks of min(N, W) examples) and each earlier layer one evidence
+        window after its consumer. A run shorter than that ends with those layers at their
+        starting width; that is not a failure, but a user who asked for pruning must be told.
+        """
+        undecided = [n for n in self.net.gated if n not in self.release_steps]
+        if not undecided or self.status != "finished":
+            return undecided, None
+        if self.warm_step is None:
+            why = ("the data term was still falling at the end of the run, so the evidence rule "
+                   "(docs/method.md Eq. (10w)) never let θ move")  # fmt: skip
+        else:
+            why = ("each layer is released one evidence window of examples after the layer it "
+                   "feeds (Eq. (10o)), and the run ended first")  # fmt: skip
+        note = (f"no pruning decision on {', '.join(undecided)} (left at full width): {why}; "
+                "train for more epochs to prune them")  # fmt: skip
+        return undecided, note
+
     def finish(self, wall: float, step_seconds: float, bookkeeping: float = 0.0) -> dict:
         """Write ``summary.json`` and ``model.pt``.
 
@@ -695,6 +716,7 @@ class Trainer:
         summary["warmup_step"] = self.warm_step
         summary["evidence_window"] = self.window
         summary["release_steps"] = self.release_steps
+        summary["undecided_layers"], summary["note"] = self.undecided()
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
         )
