@@ -668,11 +668,15 @@ def render_teacher_widths(result: dict) -> list[str]:
     return lines + [""]
 
 
-def tic_cells(d: dict) -> str:
-    """The TIC columns of an evidence_optimism row."""
-    corr = d.get("tic_correlation")
-    ratio = d["median_tic"] / d["median_optimism"] if d["median_optimism"] else float("nan")
-    return f" {d['median_tic']:.2e} | {ratio:.1f}, {'–' if corr is None else f'{corr:.2f}'} |"
+def tic_cells(d: dict, key: str = "tic") -> str:
+    """The TIC (``key="tic"``) or effective-parameter (``"dof"``) columns of an
+    evidence_optimism row: the median estimate, its ratio to the median measured optimism and
+    its correlation with the measured optimism over the layer's units."""
+    if f"median_{key}" not in d:
+        return " – | – |"  # a run recorded before the estimate existed
+    corr = d.get(f"{key}_correlation")
+    ratio = d[f"median_{key}"] / d["median_optimism"] if d["median_optimism"] else float("nan")
+    return f" {d[f'median_{key}']:.2e} | {ratio:.1f}, {'–' if corr is None else f'{corr:.2f}'} |"
 
 
 def render_evidence_optimism(result: dict) -> list[str]:
@@ -686,11 +690,16 @@ def render_evidence_optimism(result: dict) -> list[str]:
         "the N training examples and on the test set, and its price τ KL_s / N; medians over "
         "the layer's kept units (nats per example), and how many kept units' value is below "
         "their price; TIC: a Takeuchi estimate of the optimism (the script's doc) and its "
-        "correlation with the measured one over the layer's units.",
+        "correlation with the measured one over the layer's units; γ/N: the unit's effective "
+        "number of parameters (MacKay's well-determined parameters, Moody's p_eff) per "
+        "example, the same estimate with the Hessian in place of J and the untempered prior; "
+        "kept by γ: units with value, train − γ/N above the price, and of them how many the "
+        "test set keeps too.",
         "",
         "| N | seed | widths | test error (%) | layer | value, train | value, test | optimism "
-        "| price | optimism / price | below price: train / test | TIC | TIC / optimism, corr. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| price | optimism / price | below price: train / test | TIC | TIC / optimism, corr. "
+        "| γ/N | γ / optimism, corr. | kept by γ (of them by test) / by test |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in result["runs"]:
         for name, d in run["digest"].items():
@@ -700,7 +709,9 @@ def render_evidence_optimism(result: dict) -> list[str]:
                 f"{100 * run['test_error']:.2f} | {name} | {d['median_value_train']:.2e} | "
                 f"{d['median_value_test']:.2e} | {d['median_optimism']:.2e} | "
                 f"{d['median_price']:.2e} | {ratio:.1f} | {d['train_below_price']} / "
-                f"{d['test_below_price']} of {d['units']} |{tic_cells(d)}"
+                f"{d['test_below_price']} of {d['units']} |{tic_cells(d)}{tic_cells(d, 'dof')}"
+                + (f" {d['dof_kept']} ({d['dof_kept_agree']}) / {d['test_kept']} |"
+                   if "dof_kept" in d else " – |")
             )
     return lines + [""]
 

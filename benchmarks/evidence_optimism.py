@@ -14,7 +14,13 @@ and a Takeuchi (TIC) estimate of the optimism of the unit's parameters, tr(H⁻�
 Gauss-Newton curvature of the loss plus the prior's and J the per-example gradients' second
 moment, on a sample of up to 3,000 training examples: per unit, the full matrix over its incoming
 weights and bias plus the diagonal over its outgoing weights ("tic"). TIC assumes weights at a
-minimum of the training objective; the comparison says how far 10 epochs are from that.
+minimum of the training objective; the comparison says how far 10 epochs are from that. Over the
+same blocks, the unit's effective number of parameters γ_s = tr(H (H + R)⁻¹) ("dof"; MacKay's
+number of well-determined parameters, Moody's p_eff) with R the *untempered* prior precision
+1/(σ₁² N) per example ("dof_tempered": τ/(σ₁² N)): for a well-specified model J = H and the
+optimism of a fitted block is γ/N. Finally ("removals") the test error and loss of the mode with
+every unit that fails "value, train − γ/N > price", or "value, test > price", switched off at
+once (no retraining): whether the units that fail one at a time can all go together.
 It writes ``results/evidence_optimism.json`` and its table in ``README.md``. A unit is kept when
 v_train (in expectation under q) exceeds the price; the optimism v_train − v_test is what that
 test overstates, and against the price it says how much of a kept unit's margin is fit to the
@@ -65,8 +71,10 @@ def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
     def losses() -> dict[str, float]:
         return {k: F.cross_entropy(mode(x), y).item() for k, (x, y) in sets.items()}
 
-    tic = takeuchi(mode, trainer.data.x_train, trainer.data.y_train, size, trainer.hyper,
-                   {n: float(guide.slab_var(n)) for n in guide.net.layers})  # fmt: skip
+    tic, dof, dof_tempered = takeuchi(
+        mode, trainer.data.x_train, trainer.data.y_train, size, trainer.hyper,
+        {n: float(guide.slab_var(n)) for n in guide.net.layers},
+    )  # fmt: skip
     layers = {}
     for i, name in enumerate(guide.net.gated):
         kept = torch.nonzero(guide.gate_probs(name) > 0.5).flatten().tolist()
@@ -86,10 +94,36 @@ def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
                     "value_test": off["test"] - base["test"],
                     "price": float(thetas[name].grad[unit]) / size,
                     "tic": float(tic[i][column]) / size,
+                    "dof": float(dof[i][column]) / size,
+                    "dof_tempered": float(dof_tempered[i][column]) / size,
                 }
             )
         layers[name] = units
+
+    @torch.no_grad()
+    def removal(rule) -> dict:
+        """Test error and loss of the mode with every unit failing ``rule`` switched off at once."""
+        saved = [m.weight.clone() for m in linears]
+        removed = []
+        for i, name in enumerate(guide.net.gated):
+            drop = [c for c, u in enumerate(layers[name]) if not rule(u)]
+            linears[i + 1].weight[:, drop] = 0.0
+            removed.append(len(drop))
+        x, y = sets["test"]
+        logits = mode(x)
+        out = {"removed": removed, "test_loss": F.cross_entropy(logits, y).item(),
+               "test_error": (logits.argmax(-1) != y).float().mean().item()}  # fmt: skip
+        for m, w in zip(linears, saved, strict=True):
+            m.weight.copy_(w)
+        return out
+
+    removals = {
+        "none": removal(lambda u: True),
+        "dof": removal(lambda u: u["value_train"] - u["dof"] > u["price"]),
+        "test": removal(lambda u: u["value_test"] > u["price"]),
+    }
     return {
+        "removals": removals,
         "dataset": dataset,
         "size": size,
         "seed": seed,
@@ -103,7 +137,9 @@ def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
 
 def takeuchi(mode, x, y, size: int, hyper, slab_vars: dict, sample: int = 3_000) -> list:
     """Per hidden layer of a two-hidden-layer MLP (the posterior-mode ``nn.Sequential``), each
-    unit's tr(H⁻¹J): full over its incoming weights and bias, diagonal over its outgoing ones.
+    unit's tr((H + R)⁻¹J) with the tempered prior R, and its effective parameters
+    tr(H (H + R)⁻¹) with the untempered and the tempered R: full over its incoming weights and
+    bias, diagonal over its outgoing ones. Returns the three as lists of per-layer tensors.
 
     Gauss-Newton: with p the softmax and e = p − y, a unit with back-signal vector u (its
     pre-activation's Jacobian into the logits, masked by the ReLUs) has per-example gradient
@@ -120,7 +156,8 @@ def takeuchi(mode, x, y, size: int, hyper, slab_vars: dict, sample: int = 3_000)
     x = x[index].flatten(1).double()
     y = y[index]
     w1, w2, w3 = (m.weight.detach().double() for m in (first, second, out))
-    prior = {n: hyper.temperature / (v * size) for n, v in slab_vars.items()}
+    tempered = {n: hyper.temperature / (v * size) for n, v in slab_vars.items()}
+    untempered = {n: 1.0 / (v * size) for n, v in slab_vars.items()}
     with torch.no_grad():
         a1 = x @ w1.T + first.bias.double()
         h1 = a1.relu()
@@ -137,27 +174,39 @@ def takeuchi(mode, x, y, size: int, hyper, slab_vars: dict, sample: int = 3_000)
             curv = (p.unsqueeze(-1) * jac.square()).sum(1) - (p.unsqueeze(-1) * jac).sum(1) ** 2
             return grad, curv
 
-        def incoming(inputs, grad, curv, ridge):
+        def incoming(inputs, grad, curv, layer):
             inputs = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], 1)
             eye = torch.eye(inputs.shape[1], dtype=inputs.dtype)
             values = []
             for s in range(grad.shape[1]):
-                h = (inputs * curv[:, s : s + 1]).T @ inputs / len(inputs) + ridge * eye
+                h = (inputs * curv[:, s : s + 1]).T @ inputs / len(inputs)
                 j = (inputs * grad[:, s : s + 1].square()).T @ inputs / len(inputs)
-                values.append(torch.linalg.solve(h, j).diagonal().sum())
-            return torch.stack(values)
+                values.append(
+                    [
+                        torch.linalg.solve(h + tempered[layer] * eye, j).diagonal().sum(),
+                        torch.linalg.solve(h + untempered[layer] * eye, h).diagonal().sum(),
+                        torch.linalg.solve(h + tempered[layer] * eye, h).diagonal().sum(),
+                    ]
+                )
+            return torch.tensor(values, dtype=torch.float64).T
 
-        def outgoing(grad, curv, activations, ridge):  # diagonal over the weights a unit feeds
+        def outgoing(grad, curv, activations, layer):  # diagonal over the weights a unit feeds
             j = torch.einsum("bt,bs->ts", grad.square(), activations.square()) / len(grad)
             h = torch.einsum("bt,bs->ts", curv, activations.square()) / len(grad)
-            return (j / (h + ridge)).sum(0)
+            return torch.stack(
+                [
+                    (j / (h + tempered[layer])).sum(0),
+                    (h / (h + untempered[layer])).sum(0),
+                    (h / (h + tempered[layer])).sum(0),
+                ]
+            )
 
         g1, c1 = signal(jac1)
         g2, c2 = signal(jac2)
-        fc1 = incoming(x, g1, c1, prior["fc1"]) + outgoing(g2, c2, h1, prior["fc2"])
+        fc1 = incoming(x, g1, c1, "fc1") + outgoing(g2, c2, h1, "fc2")
         g3, c3 = e, p * (1 - p)  # the read-out's logits: u = the unit vector of each class
-        fc2 = incoming(h1, g2, c2, prior["fc2"]) + outgoing(g3, c3, h2, prior["out"])
-    return [fc1, fc2]
+        fc2 = incoming(h1, g2, c2, "fc2") + outgoing(g3, c3, h2, "out")
+    return [(fc1[k], fc2[k]) for k in range(3)]
 
 
 def digest(run: dict) -> dict[str, dict]:
@@ -179,10 +228,30 @@ def digest(run: dict) -> dict[str, dict]:
             "median_optimism": statistics.median(optimism),
             "median_tic": statistics.median(tic),
             "tic_correlation": _correlation(optimism, tic),
+            **_dof_digest(units, optimism),
             "train_below_price": sum(a < p for a, p in zip(train, price, strict=True)),
             "test_below_price": sum(b < p for b, p in zip(test, price, strict=True)),
         }
     return out
+
+
+def _dof_digest(units: list[dict], optimism: list[float]) -> dict:
+    """The effective-parameter estimate γ/N against the measured optimism, and the units that
+    "value, train − γ/N > price" keeps against those the test set keeps (value, test > price)."""
+    import statistics
+
+    if not units or "dof" not in units[0]:
+        return {}  # recorded before the estimate
+    dof = [u["dof"] for u in units]
+    by_dof = [u["value_train"] - u["dof"] > u["price"] for u in units]
+    by_test = [u["value_test"] > u["price"] for u in units]
+    return {
+        "median_dof": statistics.median(dof),
+        "dof_correlation": _correlation(optimism, dof),
+        "dof_kept": sum(by_dof),
+        "dof_kept_agree": sum(a and b for a, b in zip(by_dof, by_test, strict=True)),
+        "test_kept": sum(by_test),
+    }
 
 
 def _correlation(a: list[float], b: list[float]) -> float | None:

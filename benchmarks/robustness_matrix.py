@@ -81,6 +81,15 @@ OUTSIDE = {
     "out-lenet5-n1k": {**FMNIST, "arch": "lenet5", "train_subset": 1_000},
     "out-mlp-n500-20ep": {**FMNIST, "train_subset": 500, "epochs": 20},
     "out-mlp-n5k-b16-5ep": {**FMNIST, "train_subset": 5_000, "batch_size": 16, "epochs": 5},
+    # a fourth set (session of 2026-12-01, third): depths and starting widths not tried before
+    "out-mlp-500-n20k": {**FMNIST, "widths": (500,), "train_subset": 20_000},
+    "out-mlp4-n30k-5ep": {**FMNIST, "widths": (256, 256, 256, 256), "train_subset": 30_000,
+                          "epochs": 5},
+    "out-mlp-50-50": {**FMNIST, "widths": (50, 50)},
+    "out-lenet5-n10k-b32-5ep": {**FMNIST, "arch": "lenet5", "train_subset": 10_000,
+                                "batch_size": 32, "epochs": 5},
+    "out-mlp-b32-lr3e-4": {**FMNIST, "batch_size": 32, "lr": 3e-4, "epochs": 5},
+    "out-mlp-n10k-2ep": {**FMNIST, "train_subset": 10_000, "epochs": 2},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
@@ -97,6 +106,7 @@ SUMMARY_KEYS = (
     "test_error", "weights_total", "weights_kept", "weights_kept_fraction", "flops_kept_fraction",
     "gates_binary_fraction", "pruned_early_fraction", "last_prune_epoch", "train_wall_seconds",
     "status", "train_subset", "teacher_widths", "warmup_step", "temperature", "release_steps",
+    "undecided_layers",
 )  # fmt: skip
 
 

@@ -119,8 +119,15 @@ def test_evidence_optimism_measures_every_kept_unit():
     units = [u for layer in run["layers"].values() for u in layer]
     assert all(u["price"] > 0 for u in units)  # τ KL_s > 0 for every kept unit
     assert all(u["tic"] > 0 for u in units)  # tr(H⁻¹J) of positive definite matrices
+    # effective parameters: between 0 and the unit's weights (fan-in + 1, plus what it feeds)
+    feeds = {"fc1": 4 + 1 + 8, "fc2": 16 + 1 + 3}  # 4 inputs, 3 classes
+    for name, layer in run["layers"].items():
+        assert all(0 < u["dof"] * 2_000 < feeds[name] for u in layer)
+        assert all(u["dof"] <= u["dof_tempered"] for u in layer)  # a weaker prior fits more
+    assert run["removals"]["none"]["removed"] == [0, 0]
     assert any(u["value_train"] > 0 for u in units)  # the network uses its units
     run["digest"] = script.digest(run)
     assert run["digest"]["fc1"]["units"] == run["widths"][0]
+    assert run["digest"]["fc2"]["dof_kept"] <= run["widths"][1]
     table = render_evidence_optimism({"commit": "test", "runs": [run]})
     assert sum(line.startswith("| 2000 | 0 |") for line in table) == 2
