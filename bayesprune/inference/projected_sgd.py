@@ -77,11 +77,7 @@ class ProjectedSGD(torch.optim.Optimizer):
                 evidence = state.get("evidence")
                 if evidence is None:
                     evidence = state["evidence"] = torch.zeros_like(p)
-                grad = p.grad
-                optimism = state.get("optimism")  # probe: γ_s of the unit (F units)
-                if optimism is not None:
-                    grad = grad + optimism
-                evidence.lerp_(grad / group["num_data"], rate)
+                evidence.lerp_(p.grad / group["num_data"], rate)
                 if move is not True and (move is False or p not in move):
                     continue
                 transit = group.get("transit", 1.0)  # (a checkpoint from before Eq. (10t))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import threading
@@ -297,8 +296,6 @@ class Trainer:
             return
         self.remove_collapsed()
         self.merge()
-        if os.environ.get("BP_OPTIMISM"):
-            self.optimism()
         self.collapsed = self.condition(self.guide)
         self.collapsed_step = self.step
         if self.guide.weights != "point":  # the handler is exact for point-mass weights only
@@ -312,54 +309,6 @@ class Trainer:
                     f"term ({data:.3f} nats per example) was no better than a constant "
                     f"predictor's ({self.constant_nll:.3f})"
                 )
-
-    def optimism(self) -> None:
-        """Probe: each unit's effective number of parameters γ_s = tr(H (H + R)⁻¹) (K-FAC
-        Gauss-Newton on a sample, untempered prior R = 1/(σ₁² N)), added to its θ-gradient."""
-        from torch.nn import functional as F
-
-        net, guide = self.net, self.guide
-        n = len(self.data.x_train)
-        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step)
-        idx = torch.randperm(n, generator=gen)[: min(n, 2048)]
-        h = self.data.x_train[idx].to(self.device).flatten(1)
-        names = list(net.layers)
-        inputs, pre = {}, {}
-        with torch.enable_grad():
-            for name in names:
-                layer = net.layers[name]
-                inputs[name] = h.detach()
-                a = h @ layer.weight.detach().T + layer.bias.detach()
-                if not a.requires_grad:
-                    a.requires_grad_(True)
-                pre[name] = a
-                if name in net.gated:
-                    h = a.relu() * guide.gate_probs(name).detach()
-                else:
-                    h = a
-            with torch.no_grad():
-                target = torch.multinomial(h.softmax(-1).cpu(), 1, generator=gen).flatten()
-                target = target.to(h.device)
-            loss = F.cross_entropy(h, target, reduction="sum")
-            grads = torch.autograd.grad(loss, [pre[m] for m in names])
-        curv = {m: g.square().mean(0) for m, g in zip(names, grads, strict=True)}
-        for i, name in enumerate(names[:-1]):
-            x = inputs[name]
-            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], 1)
-            x64 = x.double()
-            lam = torch.linalg.eigvalsh(x64.T @ x64 / len(x)).clamp(min=0).to(x.dtype)
-            ridge = 1.0 / (float(guide.slab_var(name)) * n)
-            c = curv[name].unsqueeze(1) * lam.unsqueeze(0)  # units × directions
-            gamma_in = (c / (c + ridge)).sum(1)
-            consumer = names[i + 1]
-            a_sq = inputs[consumer].square().mean(0)  # E[h_s²] as the consumer sees it
-            ridge_out = 1.0 / (float(guide.slab_var(consumer)) * n)
-            d = curv[consumer].unsqueeze(1) * a_sq.unsqueeze(0)  # consumers × units
-            gamma_out = (d / (d + ridge_out)).sum(0)
-            theta = guide.theta_parameters([name])[0]
-            self.optim.gates.state[theta]["optimism"] = (gamma_in + gamma_out).to(theta.dtype)
-            self.optimism_record = getattr(self, "optimism_record", {})
-            self.optimism_record[name] = float((gamma_in + gamma_out).median())
 
     def merge(self) -> None:
         """Merge moves (Eq. (14)) on the settled layers, once per evidence window of examples.
