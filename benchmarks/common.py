@@ -279,6 +279,9 @@ def render_readme() -> None:
         if path.stem == "evidence_optimism":
             lines += render_evidence_optimism(result)
             continue
+        if "kept_widths" in result:
+            lines += render_kept_widths(path.stem, result)
+            continue
         if "mean_gap_points" in result:
             lines += render_seeds(path.stem, result)
             continue
@@ -677,6 +680,31 @@ def tic_cells(d: dict, key: str = "tic") -> str:
     corr = d.get(f"{key}_correlation")
     ratio = d[f"median_{key}"] / d["median_optimism"] if d["median_optimism"] else float("nan")
     return f" {d[f'median_{key}']:.2e} | {ratio:.1f}, {'–' if corr is None else f'{corr:.2f}'} |"
+
+
+def render_kept_widths(name: str, result: dict) -> list[str]:
+    """benchmarks/kept_widths.py: a gap to dense split into the kept width and the pruning."""
+    lines = [
+        f"## {name}",
+        "",
+        "`benchmarks/kept_widths.py`, the bayesprune runs of "
+        f"`{Path(result['from']).name}` (commit {result.get('from_commit')}), dense networks "
+        f"at commit {result['commit']}, {result.get('cpu', 'unknown CPU')}, 1 thread per run. "
+        "Dense at the kept widths: a plain network of the widths bayesprune ended with, trained "
+        "from scratch with the cell's recipe. Width part = dense at the kept widths − dense; "
+        "pruning part = bayesprune − dense at the kept widths (points).",
+        "",
+        "| cell | seed | epochs | kept widths | dense (%) | dense at kept widths (%) "
+        "| bayesprune (%) | gap | width part | pruning part |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["kept_widths"]:
+        d, k, b = (100 * r[key] for key in ("dense", "dense_kept", "bayesprune"))
+        lines.append(
+            f"| {r['case']} | {r['seed']} | {r['epochs']} | {'-'.join(map(str, r['widths']))} "
+            f"| {d:.2f} | {k:.2f} | {b:.2f} | {b - d:+.2f} | {k - d:+.2f} | {b - k:+.2f} |"
+        )
+    return lines + [""]
 
 
 def render_evidence_optimism(result: dict) -> list[str]:

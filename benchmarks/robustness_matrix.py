@@ -90,6 +90,10 @@ OUTSIDE = {
                                 "batch_size": 32, "epochs": 5},
     "out-mlp-b32-lr3e-4": {**FMNIST, "batch_size": 32, "lr": 3e-4, "epochs": 5},
     "out-mlp-n10k-2ep": {**FMNIST, "train_subset": 10_000, "epochs": 2},
+    # P3's starting width for a convnet (LeNet-5 ×1 is the matrix's lenet5-n10k)
+    "out-lenet5-x2-n10k": {**FMNIST, "arch": "lenet5", "width_mult": 2.0, "train_subset": 10_000},
+    "out-lenet5-x0.5-n10k": {**FMNIST, "arch": "lenet5", "width_mult": 0.5,
+                             "train_subset": 10_000},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
@@ -135,7 +139,10 @@ def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
 
     def make_net():
         torch.manual_seed(seed)
-        return build_network(spec["arch"], data.in_shape, data.num_classes, spec.get("widths"))
+        return build_network(
+            spec["arch"], data.in_shape, data.num_classes, spec.get("widths"),
+            spec.get("width_mult", 1.0),
+        )  # fmt: skip
 
     out = {"case": case, "seed": seed, "overrides": overrides}
     if dense:

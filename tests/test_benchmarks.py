@@ -131,3 +131,32 @@ def test_evidence_optimism_measures_every_kept_unit():
     assert run["digest"]["fc2"]["dof_kept"] <= run["widths"][1]
     table = render_evidence_optimism({"commit": "test", "runs": [run]})
     assert sum(line.startswith("| 2000 | 0 |") for line in table) == 2
+
+
+KEPT_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "kept_widths.py"
+
+
+def test_kept_widths_trains_dense_networks_of_the_kept_widths(tmp_path):
+    """benchmarks/kept_widths.py: for a matrix cell it trains the full dense network (the
+    result has none) and one of the kept widths with the epochs bayesprune ran, and the table
+    splits the gap into width and pruning parts that add up to it."""
+    spec = importlib.util.spec_from_file_location("kept_widths", KEPT_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    from common import render_kept_widths
+
+    source = tmp_path / "matrix.json"
+    cell = {"epochs": 1, "widths": [8, 4], "test_error": 0.25}
+    source.write_text(json.dumps({"commit": "x", "cells": [
+        {"case": "teacher-n1k", "seed": 0, "bayesprune": cell},
+        {"case": "lenet5-n10k", "seed": 0, "bayesprune": cell},  # not an MLP: skipped
+    ]}))  # fmt: skip
+    result = script.main(["--from", str(source), "--results-dir", str(tmp_path), "--jobs", "1"])
+    (row,) = result["kept_widths"]
+    assert (row["case"], row["epochs"], row["widths"]) == ("teacher-n1k", 1, [8, 4])
+    assert 0 < row["dense"] < 1 and 0 < row["dense_kept"] < 1
+    assert row["dense"] != row["dense_kept"]  # two different networks were trained
+    table = render_kept_widths("kept", result)
+    cells = table[-2].split("|")
+    gap, width, pruning = (float(c) for c in cells[8:11])
+    assert abs(gap - (width + pruning)) < 0.011
