@@ -94,6 +94,8 @@ OUTSIDE = {
     "out-lenet5-x2-n10k": {**FMNIST, "arch": "lenet5", "width_mult": 2.0, "train_subset": 10_000},
     "out-lenet5-x0.5-n10k": {**FMNIST, "arch": "lenet5", "width_mult": 0.5,
                              "train_subset": 10_000},
+    "out-lenet5-x2": {**FMNIST, "arch": "lenet5", "width_mult": 2.0},
+    "out-lenet5-x0.5": {**FMNIST, "arch": "lenet5", "width_mult": 0.5},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
