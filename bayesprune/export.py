@@ -202,7 +202,12 @@ def load_model_record(path) -> tuple[nn.Sequential, dict]:
     return module.eval(), record
 
 
-EXPORT_FORMATS = {"torchscript": ".ts", "onnx": ".onnx", "safetensors": ".safetensors"}
+EXPORT_FORMATS = {
+    "pt2": ".pt2",
+    "torchscript": ".ts",
+    "onnx": ".onnx",
+    "safetensors": ".safetensors",
+}
 
 
 class ExportError(Exception):
@@ -212,7 +217,11 @@ class ExportError(Exception):
 def export_model(model_path, fmt: str, out) -> Path:
     """Write the deployable network of ``model.pt`` as a file that loads without bayesprune.
 
-    - ``torchscript``: ``torch.jit.load(path)`` gives the network (code and weights);
+    - ``pt2``: a ``torch.export`` program (``torch.export.load(path).module()`` gives the
+      network; aten operations and weights, a dynamic batch dimension): the format PyTorch
+      recommends now that it deprecates TorchScript;
+    - ``torchscript``: ``torch.jit.load(path)`` gives the network (code and weights; PyTorch
+      2.14 deprecates ``torch.jit``, so prefer ``pt2``);
     - ``onnx``: an ONNX graph with a dynamic batch dimension (input ``input``, output
       ``logits``); needs the optional extra ``bayesprune[onnx]`` (onnx, onnxruntime), and is
       checked with onnxruntime against the network's predictions;
@@ -228,7 +237,11 @@ def export_model(model_path, fmt: str, out) -> Path:
     module, record = load_model_record(model_path)
     out = Path(out)
     example = torch.zeros(2, *record["in_shape"])
-    if fmt == "torchscript":
+    if fmt == "pt2":
+        batch = torch.export.Dim.DYNAMIC
+        program = torch.export.export(module, (example,), dynamic_shapes={"input": {0: batch}})
+        atomic_write(out, lambda f: torch.export.save(program, f))
+    elif fmt == "torchscript":
         scripted = torch.jit.script(module)
         atomic_write(out, lambda f: torch.jit.save(scripted, f))
     elif fmt == "safetensors":

@@ -1,4 +1,4 @@
-"""Export (TorchScript, ONNX, safetensors) and bench of the pruned network (issue 12)."""
+"""Export (torch.export, TorchScript, ONNX, safetensors) and bench of the pruned network."""
 
 import importlib.util
 import json
@@ -23,7 +23,9 @@ LOADER = textwrap.dedent(
     import torch
     fmt, path, x_path, out_path = sys.argv[1:]
     x = torch.load(x_path)
-    if fmt == "torchscript":
+    if fmt == "pt2":
+        y = torch.export.load(path).module()(x)
+    elif fmt == "torchscript":
         y = torch.jit.load(path)(x)
     elif fmt == "onnx":
         import onnxruntime
@@ -73,7 +75,7 @@ def _network(kind):
     return net, guide, x
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "safetensors"])
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript", "onnx", "safetensors"])
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 def test_exported_network_predicts_as_the_trained_one_without_bayesprune(tmp_path, fmt, kind):
     if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
