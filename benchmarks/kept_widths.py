@@ -25,27 +25,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, write  # noqa: E402
-from robustness_matrix import CASES  # noqa: E402
+from robustness_matrix import CASES, dense_summary  # noqa: E402
 
 
 def dense_error(case: str, seed: int, epochs: int, widths: tuple[int, ...] | None) -> float:
     """Test error of the dense network of ``widths`` (None: the cell's own) with the recipe."""
     import torch
 
-    from bayesprune.baseline import train_dense
     from bayesprune.data import load_dataset
-    from bayesprune.models.network import build_network
 
     torch.set_num_threads(1)
     spec = CASES[case]
     data = load_dataset(spec["dataset"])
-    subset = spec.get("train_subset")
-    train = data if subset is None else data.subset(subset, seed=seed)
-    torch.manual_seed(seed)
-    net = build_network(
-        spec["arch"], data.in_shape, data.num_classes, widths or spec.get("widths")
-    )
-    summary = train_dense(net, train, epochs, spec["batch_size"], spec["lr"], seed)
+    summary = dense_summary(case, seed, data, epochs, spec["batch_size"], spec["lr"], widths)
     return summary["test_error"]
 
 

@@ -116,15 +116,37 @@ SUMMARY_KEYS = (
 )  # fmt: skip
 
 
+def cell_network(case: str, seed: int, data, widths: tuple[int, ...] | None = None):
+    """The cell's network (or an MLP of ``widths``), initialised after ``torch.manual_seed``."""
+    import torch
+
+    from bayesprune.models.network import build_network
+
+    spec = CASES[case]
+    torch.manual_seed(seed)
+    return build_network(
+        spec["arch"], data.in_shape, data.num_classes, widths or spec.get("widths"),
+        spec.get("width_mult", 1.0),
+    )  # fmt: skip
+
+
+def dense_summary(case: str, seed: int, data, epochs: int, batch_size: int, lr: float,
+                  widths: tuple[int, ...] | None = None) -> dict:  # fmt: skip
+    """The dense baseline of a cell: plain PyTorch on the cell's (seeded) training subset."""
+    from bayesprune.baseline import train_dense
+
+    subset = CASES[case].get("train_subset")
+    train = data if subset is None else data.subset(subset, seed=seed)
+    return train_dense(cell_network(case, seed, data, widths), train, epochs, batch_size, lr, seed)
+
+
 def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
     """Train dense (if asked) and bayesprune for one cell; return their summaries."""
     import torch
 
-    from bayesprune.baseline import train_dense
     from bayesprune.config import TrainConfig
     from bayesprune.data import load_dataset
     from bayesprune.inference.trainer import Trainer
-    from bayesprune.models.network import build_network
 
     torch.set_num_threads(1)
     spec = CASES[case]
@@ -139,19 +161,11 @@ def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
     )
     config = replace(config, **overrides)
 
-    def make_net():
-        torch.manual_seed(seed)
-        return build_network(
-            spec["arch"], data.in_shape, data.num_classes, spec.get("widths"),
-            spec.get("width_mult", 1.0),
-        )  # fmt: skip
-
     out = {"case": case, "seed": seed, "overrides": overrides}
     if dense:
-        train = data if subset is None else data.subset(subset, seed=seed)
-        summary = train_dense(make_net(), train, config.epochs, config.batch_size, config.lr, seed)
+        summary = dense_summary(case, seed, data, config.epochs, config.batch_size, config.lr)
         out["dense"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
-    summary = Trainer(make_net(), data, config).fit(progress=False)
+    summary = Trainer(cell_network(case, seed, data), data, config).fit(progress=False)
     out["bayesprune"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
     print(
         f"{case} seed {seed}: widths {summary['widths']} error {summary['test_error']:.4f}"
