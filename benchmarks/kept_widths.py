@@ -25,18 +25,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, write  # noqa: E402
-from robustness_matrix import CASES, dense_summary  # noqa: E402
+from robustness_matrix import CASES, cell_data, dense_summary  # noqa: E402
 
 
 def dense_error(case: str, seed: int, epochs: int, widths: tuple[int, ...] | None) -> float:
     """Test error of the dense network of ``widths`` (None: the cell's own) with the recipe."""
     import torch
 
-    from bayesprune.data import load_dataset
-
     torch.set_num_threads(1)
-    spec = CASES[case]
-    data = load_dataset(spec["dataset"])
+    spec, data = CASES[case], cell_data(case)
     summary = dense_summary(case, seed, data, epochs, spec["batch_size"], spec["lr"], widths)
     return summary["test_error"]
 

@@ -96,6 +96,13 @@ OUTSIDE = {
                              "train_subset": 10_000},
     "out-lenet5-x2": {**FMNIST, "arch": "lenet5", "width_mult": 2.0},
     "out-lenet5-x0.5": {**FMNIST, "arch": "lenet5", "width_mult": 0.5},
+    # real tabular data, not images (scikit-learn's bundled sets, no download; session of
+    # 2026-12-01, fourth): 1,438 / 456 / 143 training examples, 64 / 30 / 13 features
+    "out-digits": {**FMNIST, "dataset": "sklearn-digits"},
+    "out-digits-50ep": {**FMNIST, "dataset": "sklearn-digits", "epochs": 50},
+    "out-cancer-20ep": {**FMNIST, "dataset": "sklearn-breast_cancer", "epochs": 20},
+    "out-cancer-100ep": {**FMNIST, "dataset": "sklearn-breast_cancer", "epochs": 100},
+    "out-wine-100ep": {**FMNIST, "dataset": "sklearn-wine", "epochs": 100},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
@@ -114,6 +121,40 @@ SUMMARY_KEYS = (
     "status", "train_subset", "teacher_widths", "warmup_step", "temperature", "release_steps",
     "undecided_layers",
 )  # fmt: skip
+
+
+def sklearn_dataset(name: str):
+    """One of scikit-learn's bundled classification sets as a :class:`Dataset`.
+
+    A fixed 80/20 split (the same test set for every seed, as Fashion-MNIST's), features
+    standardised with the training part's mean and standard deviation.
+    """
+    import torch
+
+    from bayesprune.data import Dataset
+
+    try:
+        from sklearn import datasets
+    except ImportError as err:
+        msg = "the sklearn-* cells need scikit-learn (pip install scikit-learn)"
+        raise SystemExit(msg) from err
+    x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))
+    test, train = order[: len(x) // 5], order[len(x) // 5 :]
+    mean, std = x[train].mean(0), x[train].std(0).clamp_min(1e-6)
+    x = (x - mean) / std
+    return Dataset(name, x[train], y[train], x[test], y[test], int(y.max()) + 1)
+
+
+def cell_data(case: str):
+    """The cell's dataset (Fashion-MNIST, the teacher, or a scikit-learn set)."""
+    from bayesprune.data import load_dataset
+
+    name = CASES[case]["dataset"]
+    if name.startswith("sklearn-"):
+        return sklearn_dataset(name.removeprefix("sklearn-"))
+    return load_dataset(name)
 
 
 def cell_network(case: str, seed: int, data, widths: tuple[int, ...] | None = None):
@@ -145,12 +186,11 @@ def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
     import torch
 
     from bayesprune.config import TrainConfig
-    from bayesprune.data import load_dataset
     from bayesprune.inference.trainer import Trainer
 
     torch.set_num_threads(1)
     spec = CASES[case]
-    data = load_dataset(spec["dataset"])
+    data = cell_data(case)
     subset = spec.get("train_subset")
     config = TrainConfig(
         epochs=spec["epochs"],
