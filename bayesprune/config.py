@@ -19,10 +19,14 @@ from bayesprune.models.gated_model import HyperPrior
 RELEASES = ("ordered", "together")
 MERGES = ("on", "off")
 MERGE_TESTS = ("spend", "fixed")
+MERGE_PRICES = ("expected", "current")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
-PREDATING = {"merge": "off", "theta_transit": 1.0, "merge_tests": "fixed", "window_cap": "none"}
+PREDATING = {
+    "merge": "off", "theta_transit": 1.0, "merge_tests": "fixed", "window_cap": "none",
+    "merge_price": "current",
+}  # fmt: skip
 WINDOW_CAPS = ("data", "none")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
 
@@ -123,6 +127,11 @@ class TrainConfig:
         "stricter, so that all its tests together accept a move that does not lower the "
         "objective no more often than one 2-sd test; fixed: every test at 2 sd",
         choices=MERGE_TESTS,
+    )  # fmt: skip
+    merge_price: str = _option(
+        "expected", "what a merge move is priced against (Eq. (14e)): expected: the other "
+        "layers' units whose gate evidence favours keeping them, the widths their gates are "
+        "heading for; current: every live unit", choices=MERGE_PRICES,
     )  # fmt: skip
     train_subset: int | None = _option(
         None, "train on a fixed random subset of this many training examples (seeded)",

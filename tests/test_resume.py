@@ -119,6 +119,8 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_traine
     assert TrainConfig.from_dict({"epochs": 3}).merge == "on"  # a new run: today's default
     assert TrainConfig.from_record({"merge": "on"}).merge_tests == "fixed"  # before Eq. (14a)
     assert TrainConfig.from_dict({}).merge_tests == "spend"
+    assert TrainConfig.from_record({"merge": "on"}).merge_price == "current"  # before (14e)
+    assert TrainConfig.from_dict({}).merge_price == "expected"
     out = tmp_path / "run"
     code, err = _stop_after_first_epoch(out, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, err

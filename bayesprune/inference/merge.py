@@ -18,6 +18,7 @@ saves the unit's whole price: one of the pair always goes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -100,6 +101,9 @@ class MergeMoves:
         # over the processes, so every process takes the same decisions from the whole sample
         self.shard: tuple[int, int] = (0, 1)
         self.reduce = None
+        # Eq. (14e): per gated layer, the units its gates are heading for keeping (None: price
+        # every live unit); a move is priced against those of the *other* layers
+        self.expected: Callable[[], dict[str, torch.Tensor]] | None = None
 
     def z(self, k: int) -> float:
         """z of a unit's k-th test (k = 1, 2, …): level α/(k(k+1)), α = 1 − Φ(confidence).
@@ -131,6 +135,17 @@ class MergeMoves:
 
     def _prior(self, gates: dict[str, torch.Tensor]) -> float:
         return float(point_mass_prior(self.guide, self.hyper, gates, None, []))
+
+    def _pricing_gates(self, name: str, gates: dict[str, torch.Tensor]) -> dict:
+        """The gates a move on layer ``name`` is priced with (Eq. (14e)).
+
+        ``name``'s own entry is ``gates[name]`` itself (the proposals switch its units in
+        place); every other layer keeps only the units its gates are heading for keeping, so
+        that a layer is not priced against producer (or consumer) units on their way out.
+        """
+        keep = {} if self.expected is None else self.expected()
+        return {n: g if n == name or n not in keep else g * keep[n].to(g.dtype)
+                for n, g in gates.items()}  # fmt: skip
 
     @torch.no_grad()
     def layer(
@@ -218,7 +233,8 @@ class MergeMoves:
                 return F.cross_entropy(logits, y, reduction="none")
 
             z = consumer_map(h)
-            before, prior = losses(z), self._prior(gates)
+            priced = self._pricing_gates(name, gates)
+            before, prior = losses(z), self._prior(priced)
             block = net.blocks[consumer]
             ids = self.guide.unit_ids(name)
             merges, removed, rejected = [], [], torch.zeros_like(live)
@@ -245,7 +261,7 @@ class MergeMoves:
                 after = losses(proposed)
                 saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
                 self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
-                new_prior = self._prior(gates)  # cost too
+                new_prior = self._prior(priced)  # cost too
                 mean, sd, m = self._moments(after - before)
                 key = (name, int(ids[unit]))
                 self.tests[key] = self.tests.get(key, 0) + 1

@@ -127,6 +127,8 @@ class Trainer:
             if config.merge == "on" and merges_apply(self.guide)
             else None
         )
+        if self.merges is not None and config.merge_price == "expected":
+            self.merges.expected = self.heading_for
         self.initial_widths = list(net.widths)
         plain = net.to_sequential()
         self.initial = {
@@ -357,6 +359,22 @@ class Trainer:
                 delta_data=sum(m.delta_data for m in moves),
                 delta_prior=sum(m.delta_prior for m in moves),
             )
+
+    def heading_for(self) -> dict[str, torch.Tensor]:
+        """Per gated layer, the units whose evidence favours keeping them (m ≤ 0, Eq. (10)).
+
+        The vertex each unit's θ is moving to (θ falls while m > 0); what the merge moves price
+        the other layers at (Eq. (14e)). Layers without an evidence average (θ by Adam, or
+        before the first step) are left out: priced at every live unit.
+        """
+        gates = self.optim.gates
+        state = {} if gates is None else gates.state
+        out = {}
+        for name, p in zip(self.net.gated, self.guide.theta_parameters(), strict=True):
+            evidence = state.get(p, {}).get("evidence")
+            if evidence is not None and evidence.shape == p.shape:
+                out[name] = evidence.detach() <= 0
+        return out
 
     def remove_collapsed(self) -> None:
         """Physically remove the collapsed units (:meth:`GateGuide.remove_units`)."""

@@ -324,3 +324,50 @@ def test_the_trainer_builds_the_test_the_config_names():
     for setting, spend in (("spend", True), ("fixed", False)):
         trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_tests=setting))
         assert trainer.merges.spend is spend
+
+
+@pytest.mark.parametrize("kind,layer,producer", [("mlp", "fc2", "fc1"), ("conv", "fc1", "conv2")])
+def test_a_move_is_priced_against_the_units_the_producer_is_heading_for(kind, layer, producer):
+    """Eq. (14e): producer units on their way out (evidence m > 0) are not part of the price."""
+    import copy
+
+    net = _network(kind)
+    x = _inputs(net)
+    y = _fitted(net, x)
+    source = min(set(range(net.width(layer))) - _dead(net, layer, x))
+    twin = net.width(layer) - 1 if source != net.width(layer) - 1 else 0
+    _duplicate(net, layer, source, twin)
+    leaving = torch.zeros(net.width(producer), dtype=torch.bool)
+    leaving[: net.width(producer) // 2 + 1] = True
+    heading = {producer: ~leaving, layer: torch.zeros(net.width(layer), dtype=torch.bool)}
+    saved = {}
+    for rule in ("current", "expected"):
+        guide, moves = _moves(copy.deepcopy(net))
+        if rule == "expected":  # the layer's own entry must not switch its units off
+            moves.expected = lambda: heading
+        priced = moves._pricing_gates(layer, moves._mode_gates())
+        prior_before = moves._prior(priced)
+        merges, removed = moves.layer(layer, x, y)
+        pair = [u for u in removed if u in (source, twin)]
+        assert len(pair) == 1, (rule, removed)
+        saved[rule] = merges[removed.index(pair[0])].delta_prior
+        # ΔP is the prior with the leaving producer units off, before and after the moves
+        priced[layer][removed] = 0.0
+        total = sum(m.delta_prior for m in merges)
+        assert total == pytest.approx(moves._prior(priced) - prior_before, rel=1e-4, abs=1e-3)
+    # the copy's incoming weights from the leaving producer units are not counted as saved
+    assert saved["current"] < saved["expected"] < 0, saved
+
+
+def test_the_trainer_prices_merges_at_the_evidence_s_vertices():
+    data = make_teacher(num_train=200, num_test=50)
+    trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(epochs=1, batch_size=50))
+    assert trainer.merges.expected == trainer.heading_for
+    trainer.fit(progress=False)
+    heading = trainer.heading_for()
+    state = trainer.optim.gates.state
+    for name, p in zip(trainer.net.gated, trainer.guide.theta_parameters(), strict=True):
+        torch.testing.assert_close(heading[name], state[p]["evidence"] <= 0)
+    assert any(bool((~h).any()) for h in heading.values())  # some unit on its way out
+    current = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_price="current"))
+    assert current.merges.expected is None
