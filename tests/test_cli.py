@@ -177,3 +177,25 @@ def test_cli_imports_no_arviz_until_a_run_is_inspected():
     code = "import sys, bayesprune.cli; print(sorted({'arviz', 'xarray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_that_ends_with_gates_in_transit_says_so(tmp_path):
+    """Every layer released, but more than 1% of the gates between 0 and 1 at the end (P1 not
+    reached): the deployed network is the posterior mode, and the summary must say that some
+    of its units were kept by θ > ½ rather than decided."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    data = make_teacher(num_train=2000, num_test=200)
+    trainer = Trainer(GatedMLP(4, (16, 8), 3), data, TrainConfig(epochs=12), out=tmp_path / "r")
+    summary = trainer.fit(progress=False)
+    assert summary["undecided_layers"] == [] and summary["note"] is None  # decided: no note
+    with torch.no_grad():  # two of the 19 remaining gates half-way
+        trainer.guide.theta_parameters()[0][:2] = 0.5
+    _, note = trainer.undecided()
+    assert note is not None and note.startswith("2 of ") and "more epochs" in note
+    with torch.no_grad():  # back at 1: no gate in between, no note
+        trainer.guide.theta_parameters()[0][:2] = 1.0
+    assert trainer.undecided()[1] is None

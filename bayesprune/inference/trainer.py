@@ -687,8 +687,10 @@ class Trainer:
         starting width; that is not a failure, but a user who asked for pruning must be told.
         """
         undecided = [n for n in self.net.gated if n not in self.release_steps]
-        if not undecided or self.status != "finished":
+        if self.status != "finished":
             return undecided, None
+        if not undecided:
+            return undecided, self.in_transit_note()
         if self.warm_step is None:
             why = ("the data term was still falling at the end of the run, so the evidence rule "
                    "(docs/method.md Eq. (10w)) never let θ move")  # fmt: skip
@@ -698,6 +700,22 @@ class Trainer:
         note = (f"no pruning decision on {', '.join(undecided)} (left at full width): {why}; "
                 "train for more epochs to prune them")  # fmt: skip
         return undecided, note
+
+    def in_transit_note(self) -> str | None:
+        """A note when more than 1% of the gates end between 0 and 1 (P1 not reached).
+
+        Every layer was released, but the run ended while units were on their way (the transit
+        limit (10t) lets half of a layer go at a time, and a few hundred steps on a small data
+        set may not finish the last half): the deployed network is the posterior mode, so the
+        user must be told that some of its units were kept or dropped by θ ≷ ½, not decided.
+        """
+        thetas = torch.cat([self.guide.gate_probs(n).detach() for n in self.net.gated])
+        moving = int(in_between(thetas).sum())
+        if moving <= 0.01 * thetas.numel():
+            return None
+        return (f"{moving} of {thetas.numel()} gates were still between 0 and 1 at the end "
+                "(a finished decision has at least 99% at 0 or 1, docs/method.md P1): the "
+                "network kept the units with θ > ½; train for more epochs for a final decision")
 
     def finish(self, wall: float, step_seconds: float, bookkeeping: float = 0.0) -> dict:
         """Write ``summary.json`` and ``model.pt``.
@@ -758,10 +776,14 @@ def pruned_early_fraction(events: list[dict], total_steps: int, fraction: float 
     return sum(e["removed"] for e in events if e["step"] <= fraction * total_steps) / total
 
 
+def in_between(theta: torch.Tensor, tol: float = 1e-3) -> torch.Tensor:
+    """Which gates are more than ``tol`` away from both 0 and 1."""
+    return (theta > tol) & (theta < 1 - tol)
+
+
 def binary_fraction(theta: torch.Tensor, tol: float = 1e-3) -> float:
     """Share of gates with θ within ``tol`` of 0 or 1 (P1)."""
-    binary = (theta <= tol) | (theta >= 1 - tol)
-    return float(binary.float().mean()) if theta.numel() else 1.0
+    return 1.0 - float(in_between(theta, tol).float().mean()) if theta.numel() else 1.0
 
 
 class TrainingInterrupted(Exception):
