@@ -103,6 +103,11 @@ OUTSIDE = {
     "out-cancer-20ep": {**FMNIST, "dataset": "sklearn-breast_cancer", "epochs": 20},
     "out-cancer-100ep": {**FMNIST, "dataset": "sklearn-breast_cancer", "epochs": 100},
     "out-wine-100ep": {**FMNIST, "dataset": "sklearn-wine", "epochs": 100},
+    # P3 for three hidden layers: out-mlp3-n20k-5ep from half and twice its widths
+    "out-mlp3-x0.5-n20k-5ep": {**FMNIST, "widths": (500, 300, 100), "width_mult": 0.5,
+                               "train_subset": 20_000, "epochs": 5},
+    "out-mlp3-x2-n20k-5ep": {**FMNIST, "widths": (500, 300, 100), "width_mult": 2.0,
+                             "train_subset": 20_000, "epochs": 5},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
