@@ -372,7 +372,7 @@ class Trainer:
         out = {}
         for name, p in zip(self.net.gated, self.guide.theta_parameters(), strict=True):
             evidence = state.get(p, {}).get("evidence")
-            if evidence is not None and evidence.shape == p.shape:
+            if evidence is not None:  # sliced with θ at every removal (ProjectedSGD)
                 out[name] = evidence.detach() <= 0
         return out
 
@@ -679,7 +679,8 @@ class Trainer:
         self.resumed = self.step
 
     def undecided(self) -> tuple[list[str], str | None]:
-        """The gated layers whose θ never moved in this run, and a one-line note saying why.
+        """The gated layers whose θ never moved in this run, and a one-line note saying why
+        (or, when every layer moved, :meth:`in_transit_note`).
 
         The rule decides on evidence only (Eqs. (10w), (10o)): θ waits until the data term has
         settled (two or more blocks of min(N, W) examples) and each earlier layer one evidence
