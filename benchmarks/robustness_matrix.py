@@ -136,7 +136,7 @@ def sklearn_dataset(name: str):
     """
     import torch
 
-    from bayesprune.data import Dataset
+    from bayesprune.data import Dataset, _safe_std
 
     try:
         from sklearn import datasets
@@ -147,7 +147,7 @@ def sklearn_dataset(name: str):
     x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))
     test, train = order[: len(x) // 5], order[len(x) // 5 :]
-    mean, std = x[train].mean(0), x[train].std(0).clamp_min(1e-6)
+    mean, std = x[train].mean(0), _safe_std(x[train].std(0))  # as the image loaders do
     x = (x - mean) / std
     return Dataset(name, x[train], y[train], x[test], y[test], int(y.max()) + 1)
 
