@@ -108,6 +108,15 @@ OUTSIDE = {
                                "train_subset": 20_000, "epochs": 5},
     "out-mlp3-x2-n20k-5ep": {**FMNIST, "widths": (500, 300, 100), "width_mult": 2.0,
                              "train_subset": 20_000, "epochs": 5},
+    # a fifth set (session of 2026-12-01, fifth): schedules, step counts and data not tried
+    "out-mlp-cosine": {**FMNIST, "lr_schedule": "cosine"},
+    "out-mlp-b1024-lr3e-3": {**FMNIST, "batch_size": 1024, "lr": 3e-3},
+    "out-mlp-n30k-lr1e-4": {**FMNIST, "train_subset": 30_000, "lr": 1e-4},
+    "out-mlp6-64-n20k": {**FMNIST, "widths": (64,) * 6, "train_subset": 20_000},
+    "out-teacher-1000-500": {**FMNIST, "dataset": "teacher", "widths": (1000, 500)},
+    "out-iris-200ep": {**FMNIST, "dataset": "sklearn-iris", "epochs": 200, "batch_size": 16},
+    "out-lenet5-n5k-lr3e-3-cosine": {**FMNIST, "arch": "lenet5", "train_subset": 5_000,
+                                     "lr": 3e-3, "lr_schedule": "cosine"},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
