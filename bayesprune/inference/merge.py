@@ -18,7 +18,6 @@ saves the unit's whole price: one of the pair always goes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -31,8 +30,6 @@ from bayesprune.inference.elbo_fast import fast_prior_applies, point_mass_prior
 from bayesprune.models.gated_model import HyperPrior
 
 CHUNK = 512  # examples per forward pass
-# Eq. (14r): ridges of a take-over's least squares, relative to the units' mean output energy
-RIDGES = (1e-8, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 # values of the held-out half's consumer inputs kept at once (256 MB in float32); the rounds of
 # one check keep the previous round's two halves as well (Trainer.merge's cache)
 BUDGET = 2**26
@@ -107,7 +104,6 @@ class MergeMoves:
         # Eq. (14e): per gated layer, the units its gates are heading for keeping (None: price
         # every live unit); a move is priced against those of the *other* layers
         self.expected: Callable[[], dict[str, torch.Tensor]] | None = None
-        self.fit = __import__("os").environ.get("BP_FIT", "ridge")
 
     def z(self, k: int) -> float:
         """z of a unit's k-th test (k = 1, 2, …): level α/(k(k+1)), α = 1 − Φ(confidence).
@@ -202,14 +198,13 @@ class MergeMoves:
             gram = torch.zeros(width + 1, width + 1, dtype=torch.float64, device=x.device)
             count, first = 0, []
             for chunk in received("first", self._mine(x[:half])):
-                if cache is not None or self.fit == "ridge":  # the fit half's own moves; and
-                    first.append(chunk)  # for the next layer's round
+                if cache is not None:  # kept for the next layer's round only
+                    first.append(chunk)
                 feats = unit_features(chunk, width).to(torch.float64)
                 aug = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], 1)
                 gram = gram + aug.T @ aug
                 count += feats.shape[0]
             h = torch.cat(list(received("second", self._mine(x[half:]))))
-            h_fit = torch.cat(first) if self.fit == "ridge" else None
             prefix = None  # the previous round's activations are not needed any more
             if cache is not None:  # the held-out half as views of h, in the same chunks
                 cache["received"] = {
@@ -222,26 +217,22 @@ class MergeMoves:
             gram = self._sum(gram)
             count = int(self._sum(gram.new_tensor(float(count))).item())
             gram = gram / count
-            energy = float(gram.diagonal().mean())
-            ridges = [r * energy for r in (RIDGES if self.fit == "ridge" else RIDGES[:1])]
+            ridge = 1e-8 * float(gram.diagonal().mean())
             eye = torch.eye(width + 1, dtype=gram.dtype, device=gram.device)
             constant = torch.tensor([width], device=live.device)
-            y_fit, y = self._mine(y[:half]), self._mine(y[half:])
+            y = self._mine(y[half:])
 
             def consumer_map(hs):  # the consumer's convolution or linear map, current weights
                 return torch.cat([net.map(consumer, c) for c in hs.split(CHUNK)])
 
-            def losses(z, labels=y):  # the (held-out) losses when the consumer's map gives z
+            def losses(z):  # the held-out losses when the consumer's map gives z
                 logits = torch.cat(
                     [net.run_ops(net.activate(consumer, c, gates), gates, start=start + 1)
                      for c in z.split(CHUNK)]
                 )  # fmt: skip
-                return F.cross_entropy(logits, labels, reduction="none")
+                return F.cross_entropy(logits, y, reduction="none")
 
             z = consumer_map(h)
-            if h_fit is not None:
-                z_fit = consumer_map(h_fit)
-                before_fit = losses(z_fit, y_fit)
             priced = self._pricing_gates(name, gates)
             before, prior = losses(z), self._prior(priced)
             block = net.blocks[consumer]
@@ -250,18 +241,12 @@ class MergeMoves:
 
             def reconstruction():  # changes only when a move is accepted
                 idx = torch.cat([torch.nonzero(live).flatten(), constant])
-                sub, k = gram[idx][:, idx], len(idx)
-                invs = [torch.linalg.inv(sub + r * eye[:k, :k]) for r in ridges]
-                residual = 1.0 / invs[0].diagonal()[:-1]  # output energy the others cannot rebuild
+                inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[: len(idx), : len(idx)])
+                residual = 1.0 / inv.diagonal()[:-1]  # output energy the others cannot rebuild
                 outgoing = self._outgoing(layer, block, width).to(gram.dtype)[idx[:-1]]
-                return idx, invs, residual * outgoing
+                return idx, inv, residual * outgoing
 
-            def rewired_prior(unit, idx, coef):  # ΔP counts the re-wired weights' cost too
-                saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
-                self._rewire(layer, block, width, unit, idx, coef)
-                return self._prior(priced), saved
-
-            idx, invs, base_score = reconstruction()
+            idx, inv, base_score = reconstruction()
             while int((~rejected).sum()) and int(live.sum()) > 1:
                 score = base_score.clone()
                 score[rejected[idx[:-1]]] = float("inf")
@@ -269,36 +254,18 @@ class MergeMoves:
                 if not torch.isfinite(score[pick]):
                     break
                 unit = int(idx[pick])
-                key = (name, int(ids[unit]))
-                z_unit = self.z(self.tests.get(key, 0) + 1)
+                coef = -inv[:, pick] / inv[pick, pick]  # h_unit ≈ Σ_j coef_j h_j + coef_const
+                coef[pick] = 0.0
                 gates[name][unit] = 0.0
-                coefs = []  # h_unit ≈ Σ_j coef_j h_j + coef_const, one per ridge
-                for inv in invs:
-                    coef = -inv[:, pick] / inv[pick, pick]
-                    coef[pick] = 0.0
-                    coefs.append(coef)
-                if len(coefs) > 1:  # Eq. (14r): the ridge whose move the fit half likes best
-                    best, choice = math.inf, 0
-                    for i, coef in enumerate(coefs):
-                        fit_after = losses(z_fit + self._change(layer, h_fit, width, unit, idx,
-                                                                coef), y_fit)  # fmt: skip
-                        trial_prior, saved = rewired_prior(unit, idx, coef)
-                        layer.weight.copy_(saved[0])
-                        layer.bias.copy_(saved[1])
-                        f_mean, f_sd, f_m = self._moments(fit_after - before_fit)
-                        value = self.num_data * (f_mean + z_unit * f_sd / f_m**0.5)
-                        value += trial_prior - prior
-                        if value < best:
-                            best, choice, chosen_fit = value, i, fit_after
-                    coef = coefs[choice]
-                else:
-                    coef = coefs[0]
                 proposed = z + self._change(layer, h, width, unit, idx, coef)
                 after = losses(proposed)
-                new_prior, saved = rewired_prior(unit, idx, coef)
+                saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
+                self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
+                new_prior = self._prior(priced)  # cost too
                 mean, sd, m = self._moments(after - before)
+                key = (name, int(ids[unit]))
                 self.tests[key] = self.tests.get(key, 0) + 1
-                bound = mean + z_unit * sd / m**0.5
+                bound = mean + self.z(self.tests[key]) * sd / m**0.5
                 delta_prior = new_prior - prior
                 if bound * self.num_data + delta_prior < 0:
                     delta_data = mean * self.num_data
@@ -308,10 +275,7 @@ class MergeMoves:
                     # the re-wired consumer's map and losses are the proposal's (the map is
                     # linear in its weights): no second pass over the held-out half
                     z, before, prior = proposed, after, new_prior
-                    if h_fit is not None:
-                        z_fit = z_fit + self._change(layer, h_fit, width, unit, idx, coef)
-                        before_fit = chosen_fit
-                    idx, invs, base_score = reconstruction()
+                    idx, inv, base_score = reconstruction()
                 else:
                     layer.weight.copy_(saved[0])
                     layer.bias.copy_(saved[1])
