@@ -104,7 +104,6 @@ class MergeMoves:
         # Eq. (14e): per gated layer, the units its gates are heading for keeping (None: price
         # every live unit); a move is priced against those of the *other* layers
         self.expected: Callable[[], dict[str, torch.Tensor]] | None = None
-        self.group_start = int(__import__("os").environ.get("BP_GROUP", "0"))  # 0: one unit
 
     def z(self, k: int) -> float:
         """z of a unit's k-th test (k = 1, 2, …): level α/(k(k+1)), α = 1 − Φ(confidence).
@@ -248,63 +247,40 @@ class MergeMoves:
                 return idx, inv, residual * outgoing
 
             idx, inv, base_score = reconstruction()
-            group = max(1, int(live.sum()) // self.group_start) if self.group_start else 1
             while int((~rejected).sum()) and int(live.sum()) > 1:
                 score = base_score.clone()
                 score[rejected[idx[:-1]]] = float("inf")
-                order = torch.argsort(score)
-                finite = int(torch.isfinite(score).sum())
-                if not finite:
+                pick = int(torch.argmin(score))
+                if not torch.isfinite(score[pick]):
                     break
-                g = min(group, finite, int(live.sum()) - 1)
-                picks = order[:g]
-                units = [int(idx[p]) for p in picks]
-                if g == 1:
-                    pick, unit = int(picks[0]), units[0]
-                    coef = -inv[:, pick] / inv[pick, pick]  # h_unit ≈ Σ_j coef_j h_j + const
-                    coef[pick] = 0.0
-                    change = self._change(layer, h, width, unit, idx, coef)
-                else:  # Eq. (14g): the group's regression on the rest, −M_·S M_SS⁻¹
-                    coef = -inv[:, picks] @ torch.linalg.inv(inv[picks][:, picks])
-                    coef[picks] = 0.0
-                    change = self._change_group(layer, h, width, units, idx, coef)
-                for unit in units:
-                    gates[name][unit] = 0.0
-                proposed = z + change
+                unit = int(idx[pick])
+                coef = -inv[:, pick] / inv[pick, pick]  # h_unit ≈ Σ_j coef_j h_j + coef_const
+                coef[pick] = 0.0
+                gates[name][unit] = 0.0
+                proposed = z + self._change(layer, h, width, unit, idx, coef)
                 after = losses(proposed)
                 saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
-                if g == 1:
-                    self._rewire(layer, block, width, unit, idx, coef)
-                else:
-                    self._rewire_group(layer, block, width, units, idx, coef)
-                new_prior = self._prior(priced)  # ΔP: the re-wired weights' cost too
+                self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
+                new_prior = self._prior(priced)  # cost too
                 mean, sd, m = self._moments(after - before)
-                keys = [(name, int(ids[u])) for u in units]
-                for key in keys:
-                    self.tests[key] = self.tests.get(key, 0) + 1
-                bound = mean + self.z(max(self.tests[k] for k in keys)) * sd / m**0.5
+                key = (name, int(ids[unit]))
+                self.tests[key] = self.tests.get(key, 0) + 1
+                bound = mean + self.z(self.tests[key]) * sd / m**0.5
                 delta_prior = new_prior - prior
                 if bound * self.num_data + delta_prior < 0:
                     delta_data = mean * self.num_data
-                    for u in units:
-                        merges.append(Merge(name, int(ids[u]), delta_data / g, delta_prior / g))
-                        removed.append(u)
-                        live[u] = False
+                    merges.append(Merge(name, int(ids[unit]), delta_data, delta_prior))
+                    removed.append(unit)
+                    live[unit] = False
                     # the re-wired consumer's map and losses are the proposal's (the map is
                     # linear in its weights): no second pass over the held-out half
                     z, before, prior = proposed, after, new_prior
                     idx, inv, base_score = reconstruction()
-                    if self.group_start:
-                        group = 2 * g
                 else:
                     layer.weight.copy_(saved[0])
                     layer.bias.copy_(saved[1])
-                    for u in units:
-                        gates[name][u] = 1.0
-                    if g > 1:
-                        group = g // 2
-                        continue
-                    rejected[units[0]] = True
+                    gates[name][unit] = 1.0
+                    rejected[unit] = True
                     if int(rejected.sum()) >= self.max_rejections:
                         break
             if merges and cache is not None:  # the network changed: nothing to go on from
@@ -356,42 +332,6 @@ class MergeMoves:
         hv = h.view(h.shape[0], width, -1)
         r = torch.einsum("nsp,s->np", hv, full) - hv[:, unit]
         return r @ out_w.T + const * out_w.sum(1)
-
-    @staticmethod
-    def _change_group(layer, h, width: int, units: list, idx, coef) -> torch.Tensor:
-        """:meth:`_change` for a group: coef is (live + 1, g), one column per removed unit."""
-        w = layer.weight
-        full = torch.zeros(width, len(units), dtype=w.dtype, device=w.device)
-        full[idx[:-1]] = coef[:-1].to(w.dtype)
-        const = coef[-1].to(w.dtype)
-        if w.dim() == 4:
-            out_w = w[:, units]  # (out, g, k, k)
-            parts = []
-            for c in h.split(CHUNK):
-                r = torch.einsum("nshw,sg->nghw", c, full) - c[:, units]
-                parts.append(F.conv2d(r, out_w, padding=layer.padding))
-            return torch.cat(parts) + (out_w.sum((2, 3)) @ const).view(1, -1, 1, 1)
-        out_w = w.view(w.shape[0], width, -1)[:, units]  # (out, g, P)
-        hv = h.view(h.shape[0], width, -1)
-        r = torch.einsum("nsp,sg->ngp", hv, full) - hv[:, units]
-        return torch.einsum("ngp,ogp->no", r, out_w) + out_w.sum(2) @ const
-
-    @staticmethod
-    def _rewire_group(layer, block: int, width: int, units: list, idx, coef) -> None:
-        """:meth:`_rewire` for a group (coef as in :meth:`_change_group`)."""
-        w, b = layer.weight.data, layer.bias.data
-        live, c, const = idx[:-1], coef[:-1].to(w.dtype), coef[-1].to(w.dtype)
-        if w.dim() == 4:
-            out_w = w[:, units].clone()  # (out, g, k, k)
-            w[:, live] += torch.einsum("sg,ogkl->oskl", c, out_w)
-            b += out_w.sum((2, 3)) @ const
-            w[:, units] = 0.0
-            return
-        view = w.view(w.shape[0], width, block)
-        out_w = view[:, units].clone()  # (out, g, P)
-        view[:, live] += torch.einsum("sg,ogp->osp", c, out_w)
-        b += out_w.sum(2) @ const
-        view[:, units] = 0.0
 
     @staticmethod
     def _rewire(layer, block: int, width: int, unit: int, idx, coef) -> None:
