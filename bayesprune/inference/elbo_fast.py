@@ -128,20 +128,6 @@ def point_mass_prior(
                 squares = squares.reshape(flat.shape[0], -1, block).sum(-1)
             sq = squares @ inputs + bias.pow(2)  # differentiable in θ of the inputs
             kl = point_mass_structured_kl(sq, slab_var, hyper.rho, 1 + block * inputs.sum())
-            heading = getattr(guide, "_heading", None)
-            mask = None if heading is None else heading().get(previous)
-            if mask is not None and not attach_weights:  # probe: θ_t priced at the vertex
-                seen = (inputs * mask.to(inputs.dtype)).detach()
-                sq_h = squares @ seen + bias.pow(2)
-                kl_h = point_mass_structured_kl(sq_h, slab_var, hyper.rho, 1 + block * seen.sum())
-                total = total + (theta * kl_h.detach()).sum() - (theta.detach() * kl_h.detach()).sum()
-                theta_for_kl = theta.detach()
-                total = total + (theta_for_kl * kl).sum()
-                coef = tau * theta.detach() / slab_var
-                live = inputs.detach()
-                base = flat * (live if block == 1 else live.repeat_interleave(block))
-                grads += [(layer.weight, base, coef.unsqueeze(-1)), (layer.bias, bias, coef)]
-                continue
             live = inputs.detach()
             base = flat * (live if block == 1 else live.repeat_interleave(block))
         else:  # Eq. (4s)

@@ -129,8 +129,6 @@ class Trainer:
         )
         if self.merges is not None and config.merge_price == "expected":
             self.merges.expected = self.heading_for
-        if __import__("os").environ.get("BP_GATE_HEADING"):
-            self.guide.__dict__["_heading"] = self.heading_for
         self.initial_widths = list(net.widths)
         plain = net.to_sequential()
         self.initial = {
