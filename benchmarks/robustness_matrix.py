@@ -185,14 +185,33 @@ def cell_network(case: str, seed: int, data, widths: tuple[int, ...] | None = No
     )  # fmt: skip
 
 
-def dense_summary(case: str, seed: int, data, epochs: int, batch_size: int, lr: float,
-                  widths: tuple[int, ...] | None = None) -> dict:  # fmt: skip
+def dense_summary(
+    case: str, seed: int, data, epochs: int, batch_size: int, lr: float,
+    widths: tuple[int, ...] | None = None, schedule: str = "constant",
+) -> dict:  # fmt: skip
     """The dense baseline of a cell: plain PyTorch on the cell's (seeded) training subset."""
     from bayesprune.baseline import train_dense
 
     subset = CASES[case].get("train_subset")
     train = data if subset is None else data.subset(subset, seed=seed)
-    return train_dense(cell_network(case, seed, data, widths), train, epochs, batch_size, lr, seed)
+    network = cell_network(case, seed, data, widths)
+    return train_dense(network, train, epochs, batch_size, lr, seed, schedule=schedule)
+
+
+NETWORK_KEYS = ("dataset", "arch", "widths", "width_mult", "train_subset")  # read elsewhere
+
+
+def training_settings(case: str) -> dict:
+    """The cell's TrainConfig settings; a key that is neither one nor a network key is an
+    error (a setting the runs would silently ignore)."""
+    from bayesprune.config import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    spec = {k: v for k, v in CASES[case].items() if k not in NETWORK_KEYS}
+    unknown = sorted(set(spec) - names)
+    if unknown:
+        raise ValueError(f"cell {case}: unknown settings {unknown}")
+    return spec
 
 
 def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
@@ -206,18 +225,15 @@ def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
     spec = CASES[case]
     data = cell_data(case)
     subset = spec.get("train_subset")
-    config = TrainConfig(
-        epochs=spec["epochs"],
-        batch_size=spec["batch_size"],
-        lr=spec["lr"],
-        seed=seed,
-        train_subset=subset,
-    )
+    config = TrainConfig(seed=seed, train_subset=subset, **training_settings(case))
     config = replace(config, **overrides)
 
     out = {"case": case, "seed": seed, "overrides": overrides}
     if dense:
-        summary = dense_summary(case, seed, data, config.epochs, config.batch_size, config.lr)
+        summary = dense_summary(
+            case, seed, data, config.epochs, config.batch_size, config.lr,
+            schedule=config.lr_schedule,
+        )  # fmt: skip
         out["dense"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
     summary = Trainer(cell_network(case, seed, data), data, config).fit(progress=False)
     out["bayesprune"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}

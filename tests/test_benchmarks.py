@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cifar10_vgg16.py"
@@ -29,10 +30,27 @@ def test_vgg16_cifar10_benchmark_smoke_run(fake_cifar10, tmp_path):
 MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "robustness_matrix.py"
 
 
-def _matrix(tmp_path, *extra):
+def _matrix_script():
     spec = importlib.util.spec_from_file_location("robustness_matrix", MATRIX)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_every_matrix_cell_setting_reaches_the_runs():
+    # a cell's settings go to TrainConfig (and the dense run's schedule); one the runs would
+    # ignore is an error, not a cell that silently trains the default recipe
+    script = _matrix_script()
+    assert script.training_settings("out-mlp-cosine")["lr_schedule"] == "cosine"
+    for case in script.CASES:
+        script.training_settings(case)
+    script.CASES["misspelt"] = {**script.FMNIST, "lr_shedule": "cosine"}
+    with pytest.raises(ValueError, match="lr_shedule"):
+        script.training_settings("misspelt")
+
+
+def _matrix(tmp_path, *extra):
+    script = _matrix_script()
     script.main(["--cells", "teacher-n1k", "teacher-n3k", "--seeds", "0", "--jobs", "1",
                  "--results-dir", str(tmp_path), *extra])  # fmt: skip
     return json.loads((tmp_path / "robustness_matrix.json").read_text())
