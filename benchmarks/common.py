@@ -279,6 +279,9 @@ def render_readme() -> None:
         if path.stem == "evidence_optimism":
             lines += render_evidence_optimism(result)
             continue
+        if path.stem == "lr_units":
+            lines += render_lr_units(result)
+            continue
         if "kept_widths" in result:
             lines += render_kept_widths(path.stem, result)
             continue
@@ -742,6 +745,38 @@ def render_evidence_optimism(result: dict) -> list[str]:
                    if "dof_kept" in d else " – |")
             )
     return lines + [""]
+
+
+def render_lr_units(result: dict) -> list[str]:
+    """benchmarks/lr_units.py: the units a dense network uses at each learning rate."""
+    price = result["prices"]
+    lines = [
+        "## lr_units",
+        "",
+        "`benchmarks/lr_units.py`: dense LeNet-300-100 on Fashion-MNIST (batch 100, Adam, 10 "
+        f"epochs, 1 thread), commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. At "
+        "three steps, per hidden layer, the units whose value (loss increase on 10,000 "
+        "training examples when the unit's output is 0) exceeds a bayesprune unit's price at "
+        f"60,000 examples (fc1 {price['fc1']:.2e}, fc2 {price['fc2']:.2e} nats per example), "
+        "the second layer's count by the secant estimate of Eq. (9s), and the units active on "
+        "fewer than 1% of the examples.",
+        "",
+        "| lr | seed | test error (%) | step | train loss | fc1 above price | fc1 rare "
+        "| fc2 above price (secant) | fc2 rare |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        for step, c in run["checks"].items():
+            lines.append(
+                f"| {run['lr']:g} | {run['seed']} | {100 * run['test_error']:.2f} | {step} | "
+                f"{c['train_loss']:.3f} | {c['fc1_above_price']} | {c['fc1_rare']} | "
+                f"{c['fc2_above_price']} ({c['fc2_above_price_secant']}) | {c['fc2_rare']} |"
+            )
+    cvs = ", ".join(
+        f"{k.replace('_above_price_cv_at_', ' at step ')} {100 * v:.1f}%"
+        for k, v in result["summary"].items()
+    )
+    return lines + ["", f"CV across the rates of the mean count (2 seeds): {cvs}.", ""]
 
 
 def render_robustness(name: str, result: dict) -> list[str]:
