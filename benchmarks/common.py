@@ -421,15 +421,31 @@ def render_profile(result: dict) -> list[str]:
         "bookkeeping | aten ops: plain / step |",
         "|---|---|---|---|---|---|---|",
     ]
-    return _network_table(
-        result,
-        lines,
-        lambda r: (
+
+    def row(r: dict) -> str:
+        return (
             f"{r['plain_ms']:.2f} ms | {r['step_ms']:.2f} ms | {r['secant_ms']:.2f} ms | "
             f"{r['prior_ms']:.2f} ms | {r['svi_optimiser_bookkeeping_ms']:.2f} ms | "
             f"{r['plain_aten_ops']:.0f} / {r['step_aten_ops']:.0f}"
-        ),
-    )
+        )
+
+    lines = _network_table(result, lines, row)
+    pruned = [n for n in ("mlp", "lenet5") if f"{n}_pruned" in result]
+    if pruned:
+        lines += [
+            "At the widths the training-cost runs ended with (the first units of each layer "
+            "kept; about nine tenths of a run's steps), with the full-width plain step (dense):",
+            "",
+            "| network | widths | dense | plain | step | secant | prior | SVI + optimisers + "
+            "bookkeeping | aten ops: plain / step |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for n in pruned:
+            r = result[f"{n}_pruned"]
+            widths = "-".join(map(str, r["widths"]))
+            lines.append(f"| {n} | {widths} | {r['dense_ms']:.2f} ms | {row(r)} |")
+        lines.append("")
+    return lines
 
 
 def render_pooling(result: dict) -> list[str]:

@@ -11,7 +11,10 @@ blocks interleaved, medians of:
   parameter trace, GateOptim (Adam and the projected θ step) and the trainer's bookkeeping;
 - ``prior``: the fast evaluation's prior with its closed-form weight gradients;
 
-and the number of aten operations per step (``torch.profiler``) of ``plain`` and ``step``.
+and the number of aten operations per step (``torch.profiler``) of ``plain`` and ``step``; then the
+same at the widths the training-cost benchmarks ended with (``results/fmnist_lenet300.json``,
+``fmnist_lenet5.json``: the first units of each layer kept), where about nine tenths of a run's
+steps are taken, with the full-width plain step (``dense``) beside them.
 Writes ``benchmarks/results/profile_step.json`` and its table in benchmarks/README.md.
 
 Usage: ``.venv/bin/python benchmarks/profile_step.py [--blocks 5]``
@@ -20,6 +23,7 @@ Usage: ``.venv/bin/python benchmarks/profile_step.py [--blocks 5]``
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from common import environment, interleaved_ms, plain_step, write  # noqa: E402
+from common import RESULTS, environment, interleaved_ms, plain_step, write  # noqa: E402
 from step_cost import NETWORKS, synthetic  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
@@ -45,15 +49,29 @@ def aten_ops(step, count: int = 5) -> float:
     return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / count
 
 
-def measure(name: str, blocks: int, steps: int) -> dict:
+def pruned_widths(name: str) -> list[int]:
+    """The widths bayesprune ended with in the training-cost benchmark of ``name``."""
+    file = {"mlp": "fmnist_lenet300", "lenet5": "fmnist_lenet5"}[name]
+    return json.loads((RESULTS / f"{file}.json").read_text())["bayesprune"]["widths"]
+
+
+def build(name: str, widths: list[int] | None = None):
+    """The network at full width, or with its gated layers cut to ``widths`` (the first units)."""
+    net = NETWORKS[name]()
+    for layer, width in zip(net.gated, widths or [], strict=False):
+        net.remove_units_(layer, torch.arange(width))
+    return net
+
+
+def measure(name: str, blocks: int, steps: int, widths: list[int] | None = None) -> dict:
     config = TrainConfig(check_every=10**9)
     data = synthetic(config.batch_size)
     x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
     index = torch.arange(len(x))
     torch.manual_seed(0)
-    plain = plain_step(NETWORKS[name](), x, y, config.lr)
-    secant = Trainer(NETWORKS[name](), data, config)
-    first = Trainer(NETWORKS[name](), data, replace(config, estimator="first-order"))
+    plain = plain_step(build(name, widths), x, y, config.lr)
+    secant = Trainer(build(name, widths), data, config)
+    first = Trainer(build(name, widths), data, replace(config, estimator="first-order"))
     guide = secant.guide
     thetas = {n: guide.gate_probs(n).detach() for n in secant.net.gated}
 
@@ -64,6 +82,7 @@ def measure(name: str, blocks: int, steps: int) -> dict:
 
     runners = {
         "plain": plain,
+        **({"dense": plain_step(build(name), x, y, config.lr)} if widths else {}),
         "step": lambda: secant.train_step(x, y, index),
         "first_order": lambda: first.train_step(x, y, index),
         "elbo": elbo_only,
@@ -74,7 +93,7 @@ def measure(name: str, blocks: int, steps: int) -> dict:
         ops = {"plain_aten_ops": aten_ops(plain), "step_aten_ops": aten_ops(runners["step"])}
     out["secant_ms"] = out["step_ms"] - out["first_order_ms"]
     out["svi_optimiser_bookkeeping_ms"] = out["step_ms"] - out["elbo_ms"]
-    return {**out, **ops}
+    return {**out, **ops, **({"widths": list(widths)} if widths else {})}
 
 
 def main(argv=None) -> dict:
@@ -86,6 +105,10 @@ def main(argv=None) -> dict:
     for name, steps in (("mlp", 30), ("lenet5", 10)):
         result[name] = measure(name, args.blocks, steps)
         print(name, {k: round(v, 3) for k, v in result[name].items()}, flush=True)
+    for name, steps in (("mlp", 30), ("lenet5", 10)):  # where 90% of a run's steps are taken
+        key = f"{name}_pruned"
+        result[key] = measure(name, args.blocks, steps, pruned_widths(name))
+        print(key, result[key], flush=True)
     write("profile_step", result)
     return result
 
