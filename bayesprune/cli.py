@@ -163,11 +163,6 @@ def train(args) -> int:
         return resume(args)
     if args.elbo == "fast" and args.estimator not in FAST_ESTIMATORS:
         raise UsageError(f"--estimator {args.estimator} needs --elbo traced (or auto)")
-    if args.theta_window < args.batch_size:
-        raise UsageError(
-            f"--theta-window {args.theta_window:g} is smaller than --batch-size "
-            f"{args.batch_size}: the gate evidence must average at least one step's examples"
-        )
     _distributed_device(args, args.batch_size)
     _device(args.device)
     out = _run_dir(args) if process_rank() == 0 else None  # the other processes write nothing

@@ -96,11 +96,6 @@ class Trainer:
             raise ValueError("device cuda requested but torch.cuda.is_available() is False")
         if config.release not in RELEASES:
             raise ValueError(f"unknown release {config.release!r}: choose {' or '.join(RELEASES)}")
-        if config.theta_window < config.batch_size:  # evidence of one step's noise (issue 9)
-            raise ValueError(
-                f"theta_window {config.theta_window:g} is smaller than the batch size "
-                f"{config.batch_size}: the gate evidence must average at least one step's examples"
-            )
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config

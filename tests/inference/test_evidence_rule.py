@@ -151,11 +151,3 @@ def test_every_clock_spans_one_pass_over_a_training_set_smaller_than_the_window(
         assert trainer.optim.gates.param_groups[0]["window"] == window
         steps = trainer.fit(progress=False)["release_steps"]
         assert abs((steps["fc1"] - steps["fc2"]) * 50 - window) <= 50, (cap, steps)
-
-
-def test_an_evidence_window_shorter_than_a_step_is_refused():
-    # the evidence would be one mini-batch's gradient and every warm-up block a single step:
-    # θ would race the read-out again, as before issue 9
-    with pytest.raises(ValueError, match="theta_window 50 is smaller than the batch size 100"):
-        _trainer(TrainConfig(batch_size=100, theta_window=50))
-    _trainer(TrainConfig(batch_size=100, theta_window=100))  # one step's examples: allowed
