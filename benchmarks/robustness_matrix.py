@@ -117,6 +117,10 @@ OUTSIDE = {
     "out-iris-200ep": {**FMNIST, "dataset": "sklearn-iris", "epochs": 200, "batch_size": 16},
     "out-lenet5-n5k-lr3e-3-cosine": {**FMNIST, "arch": "lenet5", "train_subset": 5_000,
                                      "lr": 3e-3, "lr_schedule": "cosine"},
+    # large batches, few steps (150 and 90 steps in all)
+    "out-mlp-b4096-lr3e-3": {**FMNIST, "batch_size": 4096, "lr": 3e-3},
+    "out-teacher-b8192-lr1e-2-30ep": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                                      "batch_size": 8192, "lr": 1e-2, "epochs": 30},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
