@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import threading
@@ -202,19 +201,10 @@ class Trainer:
             return False
         mean = float(block["sum"]) / block["examples"]  # one host sync per block
         previous, block["previous"] = block["previous"], mean
-        block["seen"] = block.get("seen", 0) + block["examples"]
-        block.setdefault("history", []).append((block["seen"], mean))
         block["sum"].zero_()
         block["examples"] = 0
         learnt = self.constant_nll - mean  # what the network has learnt since its start
-        bar = self.config.warmup_tolerance * learnt
-        rule = os.environ.get("BP_WARMUP", "block")  # probe: the warm-up's criterion
-        if rule == "half":  # the second half of the examples seen brought < 10% of all learnt
-            earlier = [m for seen, m in block["history"] if seen <= block["seen"] / 2]
-            settled = bool(earlier) and abs(earlier[-1] - mean) < bar
-        else:  # the last block brought < 10% of all learnt
-            settled = previous is not None and previous - mean < bar
-        if settled:
+        if previous is not None and previous - mean < self.config.warmup_tolerance * learnt:
             self.warm_step = self.step + 1
             return True
         return False
