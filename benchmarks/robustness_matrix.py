@@ -191,11 +191,14 @@ def cell_network(case: str, seed: int, data, widths: tuple[int, ...] | None = No
 
 def dense_summary(
     case: str, seed: int, data, epochs: int, batch_size: int, lr: float,
-    widths: tuple[int, ...] | None = None, schedule: str = "constant",
+    widths: tuple[int, ...] | None = None, schedule: str | None = None,
 ) -> dict:  # fmt: skip
-    """The dense baseline of a cell: plain PyTorch on the cell's (seeded) training subset."""
+    """The dense baseline of a cell: plain PyTorch on the cell's (seeded) training subset, with
+    the cell's learning-rate schedule unless ``schedule`` says otherwise."""
     from bayesprune.baseline import train_dense
 
+    if schedule is None:
+        schedule = training_settings(case).get("lr_schedule", "constant")
     subset = CASES[case].get("train_subset")
     train = data if subset is None else data.subset(subset, seed=seed)
     network = cell_network(case, seed, data, widths)

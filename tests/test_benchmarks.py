@@ -37,13 +37,21 @@ def _matrix_script():
     return script
 
 
-def test_every_matrix_cell_setting_reaches_the_runs():
-    # a cell's settings go to TrainConfig (and the dense run's schedule); one the runs would
-    # ignore is an error, not a cell that silently trains the default recipe
+def test_every_matrix_cell_setting_reaches_the_runs(monkeypatch):
+    # a cell's settings go to TrainConfig and to the dense run's schedule (whoever asks for the
+    # dense run: benchmarks/kept_widths.py passes no schedule); one the runs would ignore is an
+    # error, not a cell that silently trains the default recipe
+    import bayesprune.baseline as baseline
+
     script = _matrix_script()
     assert script.training_settings("out-mlp-cosine")["lr_schedule"] == "cosine"
     for case in script.CASES:
         script.training_settings(case)
+    seen = {}
+    monkeypatch.setattr(baseline, "train_dense", lambda *a, schedule, **k: seen.update(s=schedule))
+    script.CASES["cosine-teacher"] = {**script.CASES["teacher-n1k"], "lr_schedule": "cosine"}
+    script.dense_summary("cosine-teacher", 0, script.cell_data("teacher-n1k"), 1, 100, 1e-3)
+    assert seen["s"] == "cosine"
     script.CASES["misspelt"] = {**script.FMNIST, "lr_shedule": "cosine"}
     with pytest.raises(ValueError, match="lr_shedule"):
         script.training_settings("misspelt")
