@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import threading
@@ -198,9 +197,7 @@ class Trainer:
         block = self.block
         block["sum"] += data
         block["examples"] += examples
-        steps = float(os.environ.get("BP_WARMUP_STEPS", "0"))  # probe: a block holds >= K steps
-        size = max(min(len(self.data.x_train), self.config.theta_window), steps * examples)
-        if block["examples"] < size:
+        if block["examples"] < min(len(self.data.x_train), self.config.theta_window):
             return False
         mean = float(block["sum"]) / block["examples"]  # one host sync per block
         previous, block["previous"] = block["previous"], mean
