@@ -285,6 +285,9 @@ def render_readme() -> None:
         if "kept_widths" in result:
             lines += render_kept_widths(path.stem, result)
             continue
+        if "tradeoff" in result:
+            lines += render_tradeoff(path.stem, result)
+            continue
         if "mean_gap_points" in result:
             lines += render_seeds(path.stem, result)
             continue
@@ -722,6 +725,51 @@ def render_kept_widths(name: str, result: dict) -> list[str]:
         lines.append(
             f"| {r['case']} | {r['seed']} | {r['epochs']} | {'-'.join(map(str, r['widths']))} "
             f"| {d:.2f} | {k:.2f} | {b:.2f} | {b - d:+.2f} | {k - d:+.2f} | {b - k:+.2f} |"
+        )
+    return lines + [""]
+
+
+def render_tradeoff(name: str, result: dict) -> list[str]:
+    """benchmarks/tradeoff.py: error against weights kept, τ swept, and two baselines."""
+    r = result["recipe"]
+    dense = [100 * d["test_error"] for d in result["dense"]]
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/tradeoff.py --case {result['case']}` ({r['epochs']} epochs, batch "
+        f"{r['batch_size']}, Adam lr {r['lr']}, {r['schedule']} rate; seeds "
+        f"{', '.join(map(str, result['seeds']))}), commit {result['commit']}, "
+        f"{result.get('cpu', 'unknown CPU')}, 1 thread per run; plot `{name}.png`. bayesprune at "
+        "τ = s·τ(N); *dense at kept widths*: a fresh network of bayesprune's widths trained from "
+        "scratch; *magnitude*: the dense network trained for half the epochs, cut to the same "
+        "widths by group L2 norm, fine-tuned for the other half. Dense (full width): "
+        f"{', '.join(f'{d:.2f}' for d in dense)}% (mean {sum(dense) / len(dense):.2f}%).",
+        "",
+        "| s | τ | seed | widths | weights kept (%) | bayesprune (%) | dense at kept widths (%) "
+        "| magnitude + fine-tune (%) | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(result["rows"], key=lambda row: (row["scale"], row["seed"])):
+        lines.append(
+            f"| {row['scale']:g} | {row['temperature']:.4f} | {row['seed']} | "
+            f"{'-'.join(map(str, row['widths']))} | {100 * row['weights_kept_fraction']:.1f} | "
+            f"{100 * row['bayesprune_error']:.2f} | {100 * row['dense_kept_error']:.2f} | "
+            f"{100 * row['magnitude_error']:.2f} | {row['status']} |"
+        )
+    lines += ["", "Means per s (points against the full dense network's mean):", ""]
+    lines += ["| s | weights kept (%) | bayesprune | dense at kept widths | magnitude |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    base = sum(dense) / len(dense)
+    for scale in result["scales"]:
+        sel = [row for row in result["rows"] if row["scale"] == scale]
+
+        def mean(key, sel=sel):
+            return 100 * sum(row[key] for row in sel) / len(sel)
+
+        lines.append(
+            f"| {scale:g} | {mean('weights_kept_fraction'):.1f} | "
+            f"{mean('bayesprune_error') - base:+.2f} | {mean('dense_kept_error') - base:+.2f} | "
+            f"{mean('magnitude_error') - base:+.2f} |"
         )
     return lines + [""]
 
