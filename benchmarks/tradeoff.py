@@ -200,11 +200,16 @@ def main(argv=None) -> dict:
     name = args.name or f"tradeoff_{args.case}"
     label = commit()
     jobs = [(args.case, seed, scale) for seed in args.seeds for scale in args.scales]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(run_bayesprune, *zip(*jobs, strict=True)))
+    if args.jobs == 1:  # in this process (tests)
+        runs = [run_bayesprune(*job) for job in jobs]
         kept = {seed: [r["widths"] for r in runs if r["seed"] == seed] for seed in args.seeds}
-        futures = [pool.submit(run_baselines, args.case, seed, kept[seed]) for seed in args.seeds]
-        baselines = {f.result()["seed"]: f.result() for f in futures}
+        baselines = {s: run_baselines(args.case, s, kept[s]) for s in args.seeds}
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            runs = list(pool.map(run_bayesprune, *zip(*jobs, strict=True)))
+            kept = {seed: [r["widths"] for r in runs if r["seed"] == seed] for seed in args.seeds}
+            futures = {s: pool.submit(run_baselines, args.case, s, kept[s]) for s in args.seeds}
+            baselines = {s: f.result() for s, f in futures.items()}
     rows = []
     for run in runs:
         base = baselines[run["seed"]]

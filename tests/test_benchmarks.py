@@ -186,3 +186,73 @@ def test_kept_widths_trains_dense_networks_of_the_kept_widths(tmp_path):
     cells = table[-2].split("|")
     gap, width, pruning = (float(c) for c in cells[8:11])
     assert abs(gap - (width + pruning)) < 0.011
+
+
+TRADEOFF_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tradeoff.py"
+
+
+def _tradeoff_script():
+    spec = importlib.util.spec_from_file_location("tradeoff", TRADEOFF_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet5"])
+def test_magnitude_baseline_keeps_the_largest_groups(arch):
+    """The train-prune-fine-tune baseline of benchmarks/tradeoff.py cuts each layer to the units
+    whose group (incoming weights and bias, outgoing weights) has the largest L2 norm. Units
+    silenced beforehand are the ones cut, so the cut network computes what the full one did."""
+    from bayesprune.models.network import build_network
+
+    script = _tradeoff_script()
+    torch.manual_seed(0)
+    if arch == "mlp":
+        net, shape = build_network("mlp", (1, 6, 6), 3, (12, 8)), (1, 6, 6)
+    else:
+        net, shape = build_network("lenet5", (1, 28, 28), 3, width_mult=0.2), (1, 28, 28)
+    with torch.no_grad():
+        net.layers["out"].weight.normal_()  # the classifier starts at 0: make outputs differ
+    x = torch.randn(5, *shape)
+    dead = {}
+    for name in net.gated:
+        width = net.width(name)
+        dead[name] = list(range(1, width, 3))
+        for unit in dead[name]:
+            net.silence_(name, unit)
+            nxt = net.layers[net.next_layer(name)]
+            with torch.no_grad():
+                if nxt.weight.dim() > 2:
+                    nxt.weight[:, unit] = 0
+                else:
+                    nxt.weight[:, net.input_columns(net.next_layer(name), [unit])] = 0
+    before = net.eval()(x)
+    widths = [net.width(n) - len(dead[n]) for n in net.gated]
+    norms = {n: script.group_norms(net, n) for n in net.gated}
+    for name in net.gated:
+        assert bool((norms[name][dead[name]] == 0).all())
+    script.magnitude_pruned(net, widths)
+    assert net.widths == widths
+    torch.testing.assert_close(net(x), before)
+
+
+def test_tradeoff_script_sweeps_the_price_and_trains_both_baselines(tmp_path):
+    """benchmarks/tradeoff.py: one bayesprune run per price, and per run a fresh dense network
+    and a magnitude-pruned one of exactly the widths it kept; the table and plot are written."""
+    script = _tradeoff_script()
+    from common import render_tradeoff
+
+    result = script.main(["--case", "teacher-n1k", "--scales", "1", "4", "--seeds", "0",
+                          "--jobs", "1", "--results-dir", str(tmp_path)])  # fmt: skip
+    assert [row["scale"] for row in result["rows"]] == [1.0, 4.0]
+    first, second = result["rows"]
+    assert second["temperature"] == pytest.approx(4 * first["temperature"])
+    (baseline,) = result["baselines"]
+    for row, kept in zip(result["rows"], baseline["kept"], strict=True):
+        assert kept["widths"] == row["widths"]
+        assert kept["dense_kept"]["widths"] == kept["magnitude"]["widths"] == row["widths"]
+        assert 0 < row["dense_kept_error"] < 1 and 0 < row["magnitude_error"] < 1
+    assert baseline["dense"]["widths"] == [300, 100]
+    assert (tmp_path / "tradeoff_teacher-n1k.png").stat().st_size > 0
+    table = render_tradeoff("t", result)
+    assert sum(line.startswith("| 4 |") for line in table) == 2  # a run row and a means row
