@@ -161,6 +161,8 @@ def train(args) -> int:
         torch.set_num_threads(args.threads)
     if args.resume is not None:
         return resume(args)
+    if args.temperature is not None and args.price_scale != 1:
+        raise UsageError("--price-scale multiplies the default τ(N): drop it or --temperature")
     if args.elbo == "fast" and args.estimator not in FAST_ESTIMATORS:
         raise UsageError(f"--estimator {args.estimator} needs --elbo traced (or auto)")
     _distributed_device(args, args.batch_size)

@@ -160,6 +160,11 @@ class TrainConfig:
         None, "prior temperature τ (scale on every prior term); default: 0.03·(N/60000)^½ "
         "(Eq. (13))", positive(float),
     )  # fmt: skip
+    price_scale: float = _option(
+        1.0, "multiplies the default τ(N) (Eq. (13)): above 1 smaller networks, below 1 larger "
+        "ones, at every N (benchmarks/tradeoff.py); cannot be combined with --temperature",
+        positive(float),
+    )  # fmt: skip
     rho: float = _option(HyperPrior.rho, "spike/slab variance ratio ρ", open_unit_interval)
     strength: float = _option(
         HyperPrior.strength, "weight of the inverse-gamma hyper-prior on σ₁², in pseudo-weights "
@@ -184,21 +189,31 @@ class TrainConfig:
     )  # fmt: skip
 
     def hyper(self, num_data: int | None = None) -> HyperPrior:
-        """The prior settings, with τ from :func:`temperature_for` unless ``temperature`` is set.
+        """The prior settings, with τ = ``price_scale`` · :func:`temperature_for` (N) unless
+        ``temperature`` is set.
 
         :param num_data: N, the number of training examples (needed when τ follows N).
         """
         tau = self.temperature
         if tau is None:
             tau = HyperPrior.temperature if num_data is None else temperature_for(num_data)
+            tau *= self.price_scale
+        elif self.price_scale != 1:
+            raise ValueError(
+                "price_scale multiplies the default τ(N); with temperature set, scale that instead"
+            )
         return HyperPrior(rho=self.rho, strength=self.strength, temperature=tau)
 
     @classmethod
     def from_record(cls, values: dict) -> TrainConfig:
         """The config of a recorded run (``config.json``), validated: a setting the file predates
         takes the value that reproduces what that run did (:data:`PREDATING`), not today's
-        default, so ``--resume`` and ``inspect`` of an older run see the rule it trained with."""
-        return cls.from_dict({**PREDATING, **values}, validate=True)
+        default, so ``--resume`` and ``inspect`` of an older run see the rule it trained with.
+        The recorded ``temperature`` is the τ the run used, ``price_scale`` already in it."""
+        values = {**PREDATING, **values}
+        if values.get("temperature") is not None:
+            values["price_scale"] = 1.0
+        return cls.from_dict(values, validate=True)
 
     @classmethod
     def from_dict(cls, values: dict, validate: bool = False) -> TrainConfig:

@@ -5,7 +5,8 @@ Usage: ``.venv/bin/python benchmarks/tradeoff.py [--case mlp-n60k] [--scales 0.2
 ``benchmarks/robustness_matrix.py`` (its data, network and recipe) and every multiple ``s`` of
 the default temperature τ(N) (docs/method.md Eq. (13)), it trains
 
-- **bayesprune** at τ = s·τ(N) (all other settings default), which decides the widths;
+- **bayesprune** with ``price_scale = s``, τ = s·τ(N) (all other settings default), which
+  decides the widths;
 - **dense at those widths**: a plain network of the kept widths, initialised afresh and trained
   from scratch with the cell's recipe (what the widths are worth without the pruning run);
 - **magnitude pruning + fine-tuning** to those widths: the full dense network trained for half
@@ -93,14 +94,14 @@ def magnitude_pruned(net, widths):
 def run_bayesprune(case: str, seed: int, scale: float) -> dict:
     import torch
 
-    from bayesprune.config import TrainConfig, temperature_for
+    from bayesprune.config import TrainConfig
     from bayesprune.inference.trainer import Trainer
 
     torch.set_num_threads(1)
     data = cell_data(case)
     subset = CASES[case].get("train_subset")
     config = TrainConfig(seed=seed, train_subset=subset, **training_settings(case))
-    config = replace(config, temperature=scale * temperature_for(subset or len(data.x_train)))
+    config = replace(config, price_scale=scale)  # τ = scale · τ(N)
     summary = Trainer(cell_network(case, seed, data), data, config).fit(progress=False)
     print(f"{case} seed {seed} τ×{scale}: widths {summary['widths']} error "
           f"{summary['test_error']:.4f}", flush=True)  # fmt: skip

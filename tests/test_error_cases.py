@@ -32,6 +32,10 @@ TRAIN_CASES = {
     "lr-1e30": (lambda t: ["--lr", "1e30"], "--lr"),
     "lr-inf": (lambda t: ["--lr", "inf"], "--lr"),
     "temperature-inf": (lambda t: ["--temperature", "inf"], "--temperature"),
+    "price-scale-with-temperature": (
+        lambda t: ["--temperature", "0.03", "--price-scale", "2"], "--price-scale"
+    ),
+    "price-scale-zero": (lambda t: ["--price-scale", "0"], "--price-scale"),
     "seed-negative": (lambda t: ["--seed", "-1"], "--seed"),
     "seed-20-digits": (lambda t: ["--seed", "12345678901234567890"], "--seed"),
     "device-meta": (lambda t: ["--device", "meta"], "--device"),

@@ -70,6 +70,21 @@ def test_temperature_follows_the_square_root_of_the_data_size(tmp_path):
     assert explicit.hyper.temperature == 0.5
 
 
+def test_price_scale_multiplies_the_default_temperature_and_survives_the_record(tmp_path):
+    """--price-scale s: τ = s·τ(N) at every N; the run's config.json records the τ it used, and
+    the config read back from it (resume, inspect) gives that same τ."""
+    trainer = _trainer(TrainConfig(epochs=1, price_scale=4.0), num_train=2_400, out=tmp_path / "r")
+    assert trainer.hyper.temperature == pytest.approx(4 * temperature_for(2_400))
+    trainer.fit(progress=False)
+    record = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert record["price_scale"] == 4.0
+    assert TrainConfig.from_record(record).hyper(2_400).temperature == pytest.approx(
+        trainer.hyper.temperature
+    )
+    with pytest.raises(ValueError, match="price_scale"):
+        TrainConfig(temperature=0.5, price_scale=2.0).hyper(2_400)
+
+
 def test_train_subset_is_fixed_by_the_seed():
     data = make_teacher(num_train=1000, num_test=10)
     a, b, c = data.subset(300, seed=1), data.subset(300, seed=1), data.subset(300, seed=2)
