@@ -7,13 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cifar10_vgg16.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str):
+    """benchmarks/<name>.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
 
 
 def test_vgg16_cifar10_benchmark_smoke_run(fake_cifar10, tmp_path):
-    spec = importlib.util.spec_from_file_location("cifar10_vgg16", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("cifar10_vgg16")
     script.main(["--device", "cpu", "--width-mult", "0.25", "--epochs", "1", "--batch-size",
                  "50", "--data-dir", str(fake_cifar10), "--name", "smoke", "--results-dir",
                  str(tmp_path), "--no-step-cost"])  # fmt: skip
@@ -27,14 +33,8 @@ def test_vgg16_cifar10_benchmark_smoke_run(fake_cifar10, tmp_path):
     assert result["environment"]["device"] == "cpu" and torch.get_num_threads() == 1
 
 
-MATRIX = Path(__file__).resolve().parents[1] / "benchmarks" / "robustness_matrix.py"
-
-
 def _matrix_script():
-    spec = importlib.util.spec_from_file_location("robustness_matrix", MATRIX)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return _script("robustness_matrix")
 
 
 def test_every_matrix_cell_setting_reaches_the_runs(monkeypatch):
@@ -83,13 +83,9 @@ def test_short_robustness_matrix_sees_the_old_collapse(tmp_path):
     assert sorted(result["checks"]["collapsed"]) == ["teacher-n1k/0", "teacher-n3k/0"]
 
 
-GPU_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
-
 
 def test_gpu_script_records_each_part_and_its_failure(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_checks", GPU_SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("gpu")
     from bayesprune.data import Dataset
 
     grey = Dataset("tiny", torch.rand(6, 1, 28, 28), torch.arange(6), torch.rand(2, 1, 28, 28),
@@ -106,15 +102,11 @@ def test_gpu_script_records_each_part_and_its_failure(tmp_path):
     assert parts["lenet5_fmnist"]["error"].startswith("DataError")
 
 
-TEACHER_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "teacher_widths.py"
-
 
 def test_teacher_widths_script_runs_and_tabulates_each_kind():
     """benchmarks/teacher_widths.py: one dense and one bayesprune run (1 epoch, a fixed τ), and
     the table of benchmarks/README.md groups them by kind, start, τ and epochs."""
-    spec = importlib.util.spec_from_file_location("teacher_widths", TEACHER_SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("teacher_widths")
     from common import render_teacher_widths  # on sys.path: the script puts its folder there
 
     dense = script.run("dense", (8, 4), 1, 0, None)
@@ -128,16 +120,12 @@ def test_teacher_widths_script_runs_and_tabulates_each_kind():
     assert rows[1].startswith("| bayesprune | 8-4 | 1.0 | 1 | ")
 
 
-OPTIMISM_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evidence_optimism.py"
-
 
 def test_evidence_optimism_measures_every_kept_unit():
     """benchmarks/evidence_optimism.py on the teacher: one entry per kept unit, the training
     value is what switching the unit off costs on the training examples, and the table shows
     one row per layer."""
-    spec = importlib.util.spec_from_file_location("evidence_optimism", OPTIMISM_SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("evidence_optimism")
     from common import render_evidence_optimism
 
     run = script.measure(2_000, 0, 3, dataset="teacher", widths=(16, 8))
@@ -159,16 +147,12 @@ def test_evidence_optimism_measures_every_kept_unit():
     assert sum(line.startswith("| 2000 | 0 |") for line in table) == 2
 
 
-KEPT_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "kept_widths.py"
-
 
 def test_kept_widths_trains_dense_networks_of_the_kept_widths(tmp_path):
     """benchmarks/kept_widths.py: for a matrix cell it trains the full dense network (the
     result has none) and one of the kept widths with the epochs bayesprune ran, and the table
     splits the gap into width and pruning parts that add up to it."""
-    spec = importlib.util.spec_from_file_location("kept_widths", KEPT_SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("kept_widths")
     from common import render_kept_widths
 
     source = tmp_path / "matrix.json"
@@ -188,14 +172,8 @@ def test_kept_widths_trains_dense_networks_of_the_kept_widths(tmp_path):
     assert abs(gap - (width + pruning)) < 0.011
 
 
-TRADEOFF_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tradeoff.py"
-
-
 def _tradeoff_script():
-    spec = importlib.util.spec_from_file_location("tradeoff", TRADEOFF_SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return _script("tradeoff")
 
 
 @pytest.mark.parametrize("arch", ["mlp", "lenet5"])
