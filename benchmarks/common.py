@@ -264,6 +264,9 @@ def render_readme() -> None:
         if path.stem == "profile_step":
             lines += render_profile(result)
             continue
+        if path.stem == "compile_step":
+            lines += render_compile_step(result)
+            continue
         if path.stem == "gpu":
             lines += render_gpu(result)
             continue
@@ -409,6 +412,31 @@ def render_gpu(result: dict) -> list[str]:
         reason = run["bayesprune"].get("status_reason")
         lines += [""] + ([f"bayesprune's status: {reason}.", ""] if reason else [])
     return lines
+
+
+def render_compile_step(result: dict) -> list[str]:
+    """benchmarks/compile_step.py: torch.compile of the plain step and of the SVI step's forward."""
+    lines = [
+        "## compile_step",
+        "",
+        "`torch.compile` (inductor) on the CPU, LeNet-300-100, batch "
+        f"{result['batch_size']}, {result['threads']} thread, torch {result['torch']}, commit "
+        f"{result['commit']}; medians of interleaved blocks "
+        "(`benchmarks/compile_step.py`). The bayesprune step compiles the network's forward "
+        "(`dynamic=True`); the rest of the SVI step is Python.",
+        "",
+        "| widths | plain | plain, compiled | bayesprune step | step, forward compiled "
+        "| first compile: plain / step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| {'-'.join(map(str, r['widths']))} | {r['plain_ms']:.2f} ms | "
+            f"{r['plain_compiled_ms']:.2f} ms | {r['step_ms']:.2f} ms | "
+            f"{r['step_compiled_ms']:.2f} ms | {r['plain_compile_s']:.1f} s / "
+            f"{r['step_compile_s']:.1f} s |"
+        )
+    return lines + [""]
 
 
 def render_profile(result: dict) -> list[str]:
