@@ -65,6 +65,27 @@ def test_a_run_too_short_to_decide_says_so_and_exits_0(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().err
 
 
+def test_a_decision_after_few_steps_says_so(tmp_path):
+    """At a large batch the examples-counted warm-up ends after a handful of optimiser steps
+    (docs/method.md §6i): the run finishes, but its note says the units were decided on a
+    barely trained network. Switching the warm-up off is the user's choice: no note."""
+    from dataclasses import replace
+
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import EARLY_STEPS, Trainer
+    from bayesprune.models import GatedMLP
+
+    data = make_teacher(num_train=8000, num_test=200)
+    config = TrainConfig(epochs=30, batch_size=4000, lr=1e-2)  # 60 steps
+    summary = Trainer(GatedMLP(4, (32, 16), 3), data, config).fit(progress=False)
+    assert summary["status"] == "finished" and summary["warmup_step"] < EARLY_STEPS
+    assert summary["release_steps"] and "barely trained" in summary["note"]
+    off = replace(config, warmup_tolerance=None)
+    summary = Trainer(GatedMLP(4, (32, 16), 3), data, off).fit(progress=False)
+    assert summary["note"] is None or "barely trained" not in summary["note"]
+
+
 def _one_line_error(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bayesprune: error:")

@@ -71,6 +71,8 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
     )
 
 
+EARLY_STEPS = 20  # two time constants of Adam's first moment (β₁ = 0.9): see Trainer.early_note
+
 class Trainer:
     """Train and prune a :class:`GatedNet` (MLP or convolutional) on a :class:`Dataset`.
 
@@ -702,6 +704,25 @@ class Trainer:
                 "train for more epochs to prune them")  # fmt: skip
         return undecided, note
 
+    def early_note(self) -> str | None:
+        """A note when θ started to move after fewer than :data:`EARLY_STEPS` optimiser steps.
+
+        The warm-up's clock counts examples (Eq. (10w)), so at a large batch its blocks are a
+        few steps each, and the units are decided on a network that Adam has moved only a few
+        times (its first moment has a time constant of 1/(1 − β₁) = 10 steps): docs/method.md
+        §6i measured +2 points at batch 4,096 and +9 at 8,192 against dense. Not a failure, but
+        the user must be told. No note when the user switched the warm-up off.
+        """
+        if self.config.warmup_tolerance is None or self.warm_step is None:
+            return None
+        if self.warm_step >= EARLY_STEPS or not self.release_steps:
+            return None
+        batch = self.config.batch_size if self.global_batch is None else self.global_batch
+        return (f"θ started to move after {self.warm_step} optimiser steps (batch {batch}): the "
+                "units were decided on a barely trained network, which at large batches costs "
+                "accuracy (docs/method.md §6i); a smaller batch or more epochs decide on a "
+                "trained one")  # fmt: skip
+
     def in_transit_note(self) -> str | None:
         """A note when more than 1% of the gates end between 0 and 1 (P1 not reached).
 
@@ -753,7 +774,8 @@ class Trainer:
         summary["warmup_step"] = self.warm_step
         summary["evidence_window"] = self.window
         summary["release_steps"] = self.release_steps
-        summary["undecided_layers"], summary["note"] = self.undecided()
+        summary["undecided_layers"], note = self.undecided()
+        summary["note"] = "; ".join(n for n in (note, self.early_note()) if n) or None
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
         )
