@@ -73,6 +73,7 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
 
 EARLY_STEPS = 20  # two time constants of Adam's first moment (β₁ = 0.9): see Trainer.early_note
 
+
 class Trainer:
     """Train and prune a :class:`GatedNet` (MLP or convolutional) on a :class:`Dataset`.
 
@@ -711,9 +712,12 @@ class Trainer:
         few steps each, and the units are decided on a network that Adam has moved only a few
         times (its first moment has a time constant of 1/(1 − β₁) = 10 steps): docs/method.md
         §6i measured +2 points at batch 4,096 and +9 at 8,192 against dense. Not a failure, but
-        the user must be told. No note when the user switched the warm-up off.
+        the user must be told. No note when the user switched the warm-up off, nor on a run
+        that failed (its status says more).
         """
-        if self.config.warmup_tolerance is None or self.warm_step is None:
+        if self.status != "finished" or self.config.warmup_tolerance is None:
+            return None
+        if self.warm_step is None:
             return None
         if self.warm_step >= EARLY_STEPS or not self.release_steps:
             return None
