@@ -63,6 +63,13 @@ def plain_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float
     return step
 
 
+def narrowed(net, widths):
+    """``net`` cut to the first ``widths`` units of its gated layers (in place)."""
+    for name, width in zip(net.gated, widths, strict=True):
+        net.remove_units_(name, torch.arange(width))
+    return net
+
+
 def interleaved_ms(
     runners: dict[str, Callable[[], object]],
     blocks: int,

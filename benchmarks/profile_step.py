@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from common import RESULTS, environment, interleaved_ms, plain_step, write  # noqa: E402
+from common import RESULTS, environment, interleaved_ms, narrowed, plain_step, write  # noqa: E402
 from step_cost import NETWORKS, synthetic  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
@@ -58,9 +58,7 @@ def pruned_widths(name: str) -> list[int]:
 def build(name: str, widths: list[int] | None = None):
     """The network at full width, or with its gated layers cut to ``widths`` (the first units)."""
     net = NETWORKS[name]()
-    for layer, width in zip(net.gated, widths or [], strict=False):
-        net.remove_units_(layer, torch.arange(width))
-    return net
+    return net if widths is None else narrowed(net, widths)
 
 
 def measure(name: str, blocks: int, steps: int, widths: list[int] | None = None) -> dict:

@@ -199,10 +199,15 @@ def dense_summary(
 
     if schedule is None:
         schedule = training_settings(case).get("lr_schedule", "constant")
-    subset = CASES[case].get("train_subset")
-    train = data if subset is None else data.subset(subset, seed=seed)
     network = cell_network(case, seed, data, widths)
+    train = training_data(case, seed, data)
     return train_dense(network, train, epochs, batch_size, lr, seed, schedule=schedule)
+
+
+def training_data(case: str, seed: int, data):
+    """The cell's training set: its seeded subset of ``data`` where it has one."""
+    subset = CASES[case].get("train_subset")
+    return data if subset is None else data.subset(subset, seed=seed)
 
 
 NETWORK_KEYS = ("dataset", "arch", "widths", "width_mult", "train_subset")  # read elsewhere

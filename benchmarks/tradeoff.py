@@ -27,24 +27,21 @@ import argparse
 import copy
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HERE, commit, cpu_model, write  # noqa: E402
+from common import HERE, commit, cpu_model, narrowed, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
     CASES,
-    SUMMARY_KEYS,
     cell_data,
     cell_network,
+    dense_summary,
+    run_cell,
+    training_data,
     training_settings,
 )
-
-
-def train_subset(case: str, seed: int, data):
-    subset = CASES[case].get("train_subset")
-    return data if subset is None else data.subset(subset, seed=seed)
 
 
 def recipe(case: str) -> dict:
@@ -58,15 +55,6 @@ def recipe(case: str) -> dict:
         "schedule": config.lr_schedule,
         "epochs": config.epochs,
     }
-
-
-def narrowed(net, widths):
-    """``net`` cut to the first ``widths`` units of its gated layers (in place)."""
-    import torch
-
-    for name, width in zip(net.gated, widths, strict=True):
-        net.remove_units_(name, torch.arange(width))
-    return net
 
 
 def group_norms(net, name: str):
@@ -92,20 +80,9 @@ def magnitude_pruned(net, widths):
 
 
 def run_bayesprune(case: str, seed: int, scale: float) -> dict:
-    import torch
-
-    from bayesprune.config import TrainConfig
-    from bayesprune.inference.trainer import Trainer
-
-    torch.set_num_threads(1)
-    data = cell_data(case)
-    subset = CASES[case].get("train_subset")
-    config = TrainConfig(seed=seed, train_subset=subset, **training_settings(case))
-    config = replace(config, price_scale=scale)  # τ = scale · τ(N)
-    summary = Trainer(cell_network(case, seed, data), data, config).fit(progress=False)
-    print(f"{case} seed {seed} τ×{scale}: widths {summary['widths']} error "
-          f"{summary['test_error']:.4f}", flush=True)  # fmt: skip
-    return {"seed": seed, "scale": scale, **{k: summary[k] for k in SUMMARY_KEYS if k in summary}}
+    """The matrix cell's bayesprune run with τ = scale · τ(N)."""
+    cell = run_cell(case, seed, {"price_scale": scale}, dense=False)
+    return {"seed": seed, "scale": scale, **cell["bayesprune"]}
 
 
 def run_baselines(case: str, seed: int, kept: list[list[int]]) -> dict:
@@ -116,15 +93,14 @@ def run_baselines(case: str, seed: int, kept: list[list[int]]) -> dict:
 
     torch.set_num_threads(1)
     data = cell_data(case)
-    train, r = train_subset(case, seed, data), recipe(case)
+    train, r = training_data(case, seed, data), recipe(case)
     settings = {k: r[k] for k in ("batch_size", "lr", "schedule")}
     keys = ("test_error", "widths", "weights_kept", "weights_total", "train_wall_seconds")
 
     def summary_of(s):
         return {k: s[k] for k in keys}
 
-    full = summary_of(train_dense(cell_network(case, seed, data), train, r["epochs"],
-                                  seed=seed, **settings))  # fmt: skip
+    full = summary_of(dense_summary(case, seed, data, r["epochs"], r["batch_size"], r["lr"]))
     half = r["epochs"] // 2
     trained = cell_network(case, seed, data)
     train_dense(trained, train, half, seed=seed, **settings)
@@ -201,16 +177,18 @@ def main(argv=None) -> dict:
     name = args.name or f"tradeoff_{args.case}"
     label = commit()
     jobs = [(args.case, seed, scale) for seed in args.seeds for scale in args.scales]
-    if args.jobs == 1:  # in this process (tests)
-        runs = [run_bayesprune(*job) for job in jobs]
+    # one process per run, or all in this one with --jobs 1 (tests)
+    with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else nullcontext() as pool:
+
+        def starmap(fn, argsets):
+            if pool is None:
+                return [fn(*a) for a in argsets]
+            return list(pool.map(fn, *zip(*argsets, strict=True)))
+
+        runs = starmap(run_bayesprune, jobs)
         kept = {seed: [r["widths"] for r in runs if r["seed"] == seed] for seed in args.seeds}
-        baselines = {s: run_baselines(args.case, s, kept[s]) for s in args.seeds}
-    else:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            runs = list(pool.map(run_bayesprune, *zip(*jobs, strict=True)))
-            kept = {seed: [r["widths"] for r in runs if r["seed"] == seed] for seed in args.seeds}
-            futures = {s: pool.submit(run_baselines, args.case, s, kept[s]) for s in args.seeds}
-            baselines = {s: f.result() for s, f in futures.items()}
+        found = starmap(run_baselines, [(args.case, s, kept[s]) for s in args.seeds])
+        baselines = {b["seed"]: b for b in found}
     rows = []
     for run in runs:
         base = baselines[run["seed"]]
