@@ -2,12 +2,17 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# torch==2.13.0 resolves to this machine's local 2.13.0+cpu wheel; override for a GPU build,
+# e.g. make test TORCH='torch==2.14.1'
+TORCH ?= torch==2.13.0
 
 .PHONY: demo test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first (about 0.7 GB; a CUDA build with its libraries is about 5.5 GB)
+	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
