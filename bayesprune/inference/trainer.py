@@ -281,6 +281,7 @@ class Trainer:
                 f"training error {record['train_error']:.3f} at epoch {record['epoch']} is no "
                 f"better than a constant predictor's ({self.chance_error:.3f}); "
                 f"widths {record['widths']}"
+                + ("" if learnt_before else "; no epoch was clearly better: the run never learnt")
             )
 
     def diverge(self, reason: str) -> None:

@@ -117,6 +117,21 @@ def test_a_forced_collapse_is_reported_and_exits_non_zero(tmp_path, capsys):
     assert (out / "model.pt").exists()  # what was written stays
 
 
+def test_a_run_that_never_learnt_says_so_and_a_late_collapse_does_not():
+    trainer = _trainer(TrainConfig(epochs=3))
+    chance = trainer.chance_error
+    at_chance = {"train_error": chance, "data_term": 1.0, "prior_term": 0.0, "widths": [1, 1]}
+    learnt = {**at_chance, "epoch": 1, "train_error": chance / 2, "widths": [16, 8]}
+    trainer.check_health(learnt)
+    trainer.check_health({**at_chance, "epoch": 2})  # it had learnt: a collapse at epoch 2
+    assert trainer.status == "collapsed" and "never learnt" not in trainer.status_reason
+    trainer = _trainer(TrainConfig(epochs=3))
+    for epoch in (1, 2, 3):  # at chance in every epoch: reported at the last, as never learnt
+        trainer.check_health({**at_chance, "epoch": epoch})
+        assert trainer.status == ("collapsed" if epoch == 3 else "finished")
+    assert trainer.status_reason.endswith("no epoch was clearly better: the run never learnt")
+
+
 def test_a_healthy_run_is_finished(tmp_path):
     trainer = _trainer(TrainConfig(epochs=2), out=tmp_path / "run")
     summary = trainer.fit(progress=False)
