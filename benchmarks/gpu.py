@@ -15,6 +15,9 @@ skipped once ``--budget`` seconds have passed:
    a real image set, so test error, time to final width and weights kept mean something; it is
    not CIFAR-10's number.
 
+Setup there: a CUDA build of torch, ``make .venv/.installed TORCH='torch==2.14.1'`` (the
+Makefile's default is the CPU build, which has no CUDA).
+
 Usage (on the GPU machine): ``python benchmarks/gpu.py --data-dir DIR [--out FILE]`` (default
 ``benchmarks/results/gpu.json`` and the table in benchmarks/README.md). The CLI's own
 GPU paths (``--device cuda``, ``--strategy ddp --accelerator gpu``) are run beside it from the
