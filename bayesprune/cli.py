@@ -182,6 +182,13 @@ def train(args) -> int:
             f"bayesprune: training {args.arch} {list(net.widths)} on {data.name} -> {out}",
             file=sys.stderr,
         )
+        if config.estimator == "exact":  # one forward pass per unit and step: say it up front
+            print(
+                f"bayesprune: note: --estimator exact runs the network twice per gated unit and "
+                f"step ({sum(net.widths)} units here: {2 * sum(net.widths)} extra forward passes "
+                f"a step); it is meant for checking the estimators on small networks",
+                file=sys.stderr,
+            )
     try:
         trainer = Trainer(net, data, config, out=out)
     except DataError as err:

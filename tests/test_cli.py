@@ -135,6 +135,19 @@ def test_traced_elbo_runs_end_to_end(tmp_path):
     assert summary["initial_widths"] == [8, 4] and summary["test_error"] < 0.67
 
 
+def test_the_exact_estimator_says_what_it_costs_before_it_starts(tmp_path, capsys):
+    out = tmp_path / "exact"
+    args = ["train", "--widths", "3,2", "--epochs", "1", "--train-subset", "300", "--estimator",
+            "exact", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "--estimator exact runs the network twice per gated unit" in err
+    assert "(5 units here: 10 extra forward passes a step)" in err
+    assert main(["train", "--widths", "3,2", "--epochs", "1", "--train-subset", "300",
+                 "--out", str(tmp_path / "secant"), "--no-progress"]) == 0  # fmt: skip
+    assert "--estimator exact" not in capsys.readouterr().err
+
+
 def _status_matches_exit_code(code: int, out) -> dict:
     """Random-noise smoke data may end at chance level: then the run must say so (exit 3)."""
     summary = json.loads((out / "summary.json").read_text())
