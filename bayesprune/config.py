@@ -188,6 +188,15 @@ class TrainConfig:
         non_negative,
     )  # fmt: skip
 
+    def __post_init__(self):
+        # a misspelt option (or None for "none") from the Python API would otherwise fall back
+        # to some default without a word: the CLI's choices hold here too
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                value = getattr(self, f.name)
+                raise ValueError(f"TrainConfig.{f.name} = {value!r}: choose one of {choices}")
+
     def hyper(self, num_data: int | None = None) -> HyperPrior:
         """The prior settings, with τ = ``price_scale`` · :func:`temperature_for` (N) unless
         ``temperature`` is set.

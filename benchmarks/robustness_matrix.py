@@ -103,6 +103,9 @@ OUTSIDE = {
     "out-cancer-20ep": {**FMNIST, "dataset": "sklearn-breast_cancer", "epochs": 20},
     "out-cancer-100ep": {**FMNIST, "dataset": "sklearn-breast_cancer", "epochs": 100},
     "out-wine-100ep": {**FMNIST, "dataset": "sklearn-wine", "epochs": 100},
+    # iris (session of 2026-12-01, seventh): 120 training examples, 4 features, 3 classes
+    "out-iris-100ep": {**FMNIST, "dataset": "sklearn-iris", "epochs": 100},
+    "out-iris-300ep": {**FMNIST, "dataset": "sklearn-iris", "epochs": 300},
     # P3 for three hidden layers: out-mlp3-n20k-5ep from half and twice its widths
     "out-mlp3-x0.5-n20k-5ep": {**FMNIST, "widths": (500, 300, 100), "width_mult": 0.5,
                                "train_subset": 20_000, "epochs": 5},
@@ -299,14 +302,16 @@ def parse_overrides(items: list[str]) -> dict:
     """``key=value`` pairs for :class:`TrainConfig` fields (``none``, ints, floats, strings)."""
     from bayesprune.config import TrainConfig
 
-    names = {f.name for f in fields(TrainConfig)}
+    types = {f.name: str(f.type) for f in fields(TrainConfig)}
     out = {}
     for item in items:
         key, _, text = item.partition("=")
-        if key not in names:
+        if key not in types:
             raise SystemExit(f"--set: {key!r} is not a TrainConfig field")
         value: object = text
-        if text.lower() == "none":
+        if types[key] == "str":  # a string option: "none" is one of its values (window_cap)
+            pass
+        elif text.lower() == "none":
             value = None
         else:
             for kind in (int, float):

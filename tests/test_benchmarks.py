@@ -64,6 +64,19 @@ def _matrix(tmp_path, *extra):
     return json.loads((tmp_path / "robustness_matrix.json").read_text())
 
 
+def test_set_overrides_keep_none_as_a_string_option_value():
+    # "none" is a value of the string option window_cap ("data" | "none") and means "no value"
+    # for a numeric one; read as None, window_cap fell back to the default without a word
+    from bayesprune.config import TrainConfig, evidence_window
+
+    parse = _script("robustness_matrix").parse_overrides
+    overrides = parse(["window_cap=none", "warmup_tolerance=none", "lr=0.01", "release=together"])
+    assert overrides == {"window_cap": "none", "warmup_tolerance": None, "lr": 0.01,
+                         "release": "together"}  # fmt: skip
+    config = TrainConfig(window_cap=overrides["window_cap"])
+    assert evidence_window(config, 500) == config.theta_window > 500
+
+
 def test_short_robustness_matrix_does_not_collapse(tmp_path):
     # the short version of benchmarks/robustness_matrix.py: small teacher subsets, where
     # the rule before issue 9 cut every layer to one unit at chance level

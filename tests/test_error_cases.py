@@ -199,3 +199,16 @@ def test_a_failed_write_mid_run_is_one_line_and_leaves_no_partial_file(
     assert err[-1].startswith("bayesprune: error:") and "Traceback" not in "\n".join(err)
     assert "No space left on device" in err[-1] and "--resume" in err[-1]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_001.pt"]
+
+
+@pytest.mark.parametrize(
+    "setting", [{"window_cap": None}, {"window_cap": "nonne"}, {"estimator": "exakt"},
+                {"release": "all"}, {"posterior": None}],  # fmt: skip
+)
+def test_a_python_config_with_a_value_outside_its_choices_is_refused(setting):
+    from bayesprune.config import TrainConfig
+
+    ((name, value),) = setting.items()
+    with pytest.raises(ValueError, match=f"TrainConfig.{name} = {value!r}: choose one of"):
+        TrainConfig(**setting)
+    TrainConfig(window_cap="none", estimator="exact", release="together")  # valid values pass
