@@ -7,8 +7,8 @@ flags from them (:func:`add_config_arguments`), so a setting and its flag are wr
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import math
 from dataclasses import MISSING, dataclass, field, fields
 
 from bayesprune.guides.gate_guide import POSTERIORS, WEIGHTS
