@@ -7,7 +7,6 @@ flags from them (:func:`add_config_arguments`), so a setting and its flag are wr
 from __future__ import annotations
 
 import argparse
-import os
 import math
 from dataclasses import MISSING, dataclass, field, fields
 
@@ -282,11 +281,7 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
     """
     if config.window_cap == "none":
         return float(config.theta_window)
-    window = float(min(num_data, config.theta_window))
-    steps = int(os.environ.get("BP_WINDOW_STEPS", "0"))  # probe: at least this many steps
-    if steps:
-        window = min(float(config.theta_window), max(window, float(steps * config.batch_size)))
-    return window
+    return float(min(num_data, config.theta_window))
 
 
 def check_interval(config: TrainConfig, num_data: int) -> int:
