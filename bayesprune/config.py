@@ -103,7 +103,8 @@ class TrainConfig:
     )  # fmt: skip
     window_cap: str = _option(
         "data", "data: the evidence window is min(N, theta-window) examples, one pass over a "
-        "smaller training set (Eq. (10n)); none: theta-window whatever N", choices=WINDOW_CAPS,
+        "smaller training set, but at least 10 steps (Eq. (10n)); none: theta-window whatever N",
+        choices=WINDOW_CAPS,
     )  # fmt: skip
     theta_transit: float = _option(
         0.5, "the largest fraction of a layer's units whose θ may be away from 1 at once "
@@ -278,10 +279,22 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
     clock of the schedule (the evidence average, the release spacing, the check interval, the
     dwell of Eq. (12), the merge rounds) spans the same part of the data, one pass, at every
     N ≤ W, as the warm-up's blocks of min(N, W) examples (Eq. (10w)) already did.
+
+    A pass of fewer than :data:`WINDOW_MIN_STEPS` optimiser steps (N < 10 B: iris's 120
+    examples at batch 100 are 1.2 steps) is stretched to that many steps, never beyond W: the
+    gates of a tiny set otherwise follow one or two mini-batches and flicker.
     """
     if config.window_cap == "none":
         return float(config.theta_window)
-    return float(min(num_data, config.theta_window))
+    one_pass = min(num_data, config.theta_window)
+    floor = WINDOW_MIN_STEPS * config.batch_size  # a pass shorter than Adam's memory
+    return float(min(config.theta_window, max(one_pass, floor)))
+
+
+# 1 / (1 − β₁) at Adam's β₁ = 0.9: the steps over which the weights' optimiser averages its
+# gradients. A unit's evidence is read through how the weights respond to its gate; an average
+# over fewer steps follows that response's transient, not the unit's value (Eq. (10n)).
+WINDOW_MIN_STEPS = 10
 
 
 def check_interval(config: TrainConfig, num_data: int) -> int:

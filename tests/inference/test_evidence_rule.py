@@ -8,6 +8,7 @@ import torch
 
 from bayesprune.cli import EXIT_FAILED_RUN, main
 from bayesprune.config import (
+    WINDOW_MIN_STEPS,
     TrainConfig,
     check_interval,
     evidence_window,
@@ -157,6 +158,22 @@ def test_layers_are_released_from_the_output_back_one_window_apart():
     together = _trainer(replace(config, release="together"))
     steps = together.fit(progress=False)["release_steps"]
     assert steps["fc1"] == steps["fc2"] == together.warm_step
+
+
+def test_a_pass_shorter_than_adams_memory_is_stretched_to_ten_steps():
+    # Eq. (10n): a pass of fewer than 1/(1 − β₁) = 10 steps (iris: 120 examples at batch 100)
+    # becomes 10 steps, never more than W; a pass of 10 steps or more is left alone
+    default = TrainConfig()
+    assert WINDOW_MIN_STEPS == 10
+    assert evidence_window(default, 120) == 1_000 and evidence_window(default, 500) == 1_000
+    assert evidence_window(default, 1_000) == 1_000 and evidence_window(default, 1_500) == 1_500
+    assert evidence_window(replace(default, batch_size=16), 500) == 500  # 31 steps
+    assert evidence_window(replace(default, batch_size=4_096), 60_000) == 10_000  # capped at W
+    assert evidence_window(replace(default, batch_size=50), 120) == 500
+    # the clocks that follow the window: the check interval is half of it, the patience spans it
+    assert check_interval(default, 120) == 5 and pruning_patience(default, 120) == 3
+    trainer = _trainer(default, num_train=120)
+    assert trainer.optim.gates.param_groups[0]["window"] == 1_000
 
 
 def test_every_clock_spans_one_pass_over_a_training_set_smaller_than_the_window():
