@@ -193,10 +193,7 @@ class TrainConfig:
         # a misspelt option (or None for "none") from the Python API would otherwise fall back
         # to some default without a word: the CLI's choices hold here too
         for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices is not None and getattr(self, f.name) not in choices:
-                value = getattr(self, f.name)
-                raise ValueError(f"TrainConfig.{f.name} = {value!r}: choose one of {choices}")
+            _check_choice(f"TrainConfig.{f.name}", getattr(self, f.name), f.metadata)
 
     def hyper(self, num_data: int | None = None) -> HyperPrior:
         """The prior settings, with τ = ``price_scale`` · :func:`temperature_for` (N) unless
@@ -239,11 +236,16 @@ class TrainConfig:
         return cls(**{name: values[name] for name in chosen})
 
 
+def _check_choice(name: str, value, meta) -> None:
+    """ValueError naming ``name`` unless ``value`` is one of the field's choices (if it has any)."""
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise ValueError(f"{name} = {value!r}: choose one of {meta['choices']}")
+
+
 def _validate(name: str, value, meta) -> None:
     if value is None and meta.get("type") is not None:
         return  # optional settings (temperature, patience, ...) may be unset
-    if meta.get("choices") is not None and value not in meta["choices"]:
-        raise ValueError(f"{name} = {value!r}: choose one of {meta['choices']}")
+    _check_choice(name, value, meta)
     parse = meta.get("type")
     if parse is not None:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
