@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import threading
@@ -200,7 +201,10 @@ class Trainer:
         block = self.block
         block["sum"] += data
         block["examples"] += examples
-        if block["examples"] < min(len(self.data.x_train), self.config.theta_window):
+        size = min(len(self.data.x_train), self.config.theta_window)
+        if os.environ.get("BP_FLOOR") == "all":  # probe: warm-up blocks of W_N examples too
+            size = self.window
+        if block["examples"] < size:
             return False
         mean = float(block["sum"]) / block["examples"]  # one host sync per block
         previous, block["previous"] = block["previous"], mean
