@@ -291,7 +291,7 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
         return float(config.theta_window)
     one_pass = min(num_data, config.theta_window)
     floor = WINDOW_MIN_STEPS * config.batch_size  # a pass shorter than Adam's memory
-    if os.environ.get("BP_FLOOR") in ("all", "window"):  # probe: the floor also beyond W
+    if os.environ.get("BP_FLOOR") == "all":  # probe: the floor also beyond W
         return float(max(one_pass, floor))
     return float(min(config.theta_window, max(one_pass, floor)))
 
