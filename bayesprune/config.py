@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import MISSING, dataclass, field, fields
 
 from bayesprune.guides.gate_guide import POSTERIORS, WEIGHTS
@@ -291,8 +290,6 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
         return float(config.theta_window)
     one_pass = min(num_data, config.theta_window)
     floor = WINDOW_MIN_STEPS * config.batch_size  # a pass shorter than Adam's memory
-    if os.environ.get("BP_FLOOR") == "all":  # probe: the floor also beyond W
-        return float(max(one_pass, floor))
     return float(min(config.theta_window, max(one_pass, floor)))
 
 

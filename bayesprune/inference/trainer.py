@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import threading
@@ -201,10 +200,7 @@ class Trainer:
         block = self.block
         block["sum"] += data
         block["examples"] += examples
-        size = min(len(self.data.x_train), self.config.theta_window)
-        if os.environ.get("BP_FLOOR") == "all":  # probe: warm-up blocks of W_N examples too
-            size = self.window
-        if block["examples"] < size:
+        if block["examples"] < min(len(self.data.x_train), self.config.theta_window):
             return False
         mean = float(block["sum"]) / block["examples"]  # one host sync per block
         previous, block["previous"] = block["previous"], mean
