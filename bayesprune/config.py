@@ -282,15 +282,17 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
     dwell of Eq. (12), the merge rounds) spans the same part of the data, one pass, at every
     N ≤ W, as the warm-up's blocks of min(N, W) examples (Eq. (10w)) already did.
 
-    A pass of fewer than :data:`WINDOW_MIN_STEPS` optimiser steps (N < 10 B: iris's 120
-    examples at batch 100 are 1.2 steps) is stretched to that many steps, never beyond W: the
-    gates of a tiny set otherwise follow one or two mini-batches and flicker.
+    A window of fewer than :data:`WINDOW_MIN_STEPS` optimiser steps is stretched to that many
+    steps, W_N = max(min(N, W), 10 B): the gates otherwise follow one or two mini-batches and
+    flicker. A small N shortens the window (iris's 120 examples at batch 100 are 1.2 steps) as
+    a large batch does (W = 10,000 examples at batch 8,192 are 1.2 steps); the floor binds
+    where min(N, W) < 10 B, so the clocks are batch-size invariant for B ≤ min(N, W) / 10.
     """
     if config.window_cap == "none":
         return float(config.theta_window)
     one_pass = min(num_data, config.theta_window)
-    floor = WINDOW_MIN_STEPS * config.batch_size  # a pass shorter than Adam's memory
-    return float(min(config.theta_window, max(one_pass, floor)))
+    floor = WINDOW_MIN_STEPS * config.batch_size  # a window shorter than Adam's memory
+    return float(max(one_pass, floor))
 
 
 # 1 / (1 − β₁) at Adam's β₁ = 0.9: the steps over which the weights' optimiser averages its

@@ -124,6 +124,14 @@ OUTSIDE = {
     "out-mlp-b4096-lr3e-3": {**FMNIST, "batch_size": 4096, "lr": 3e-3},
     "out-teacher-b8192-lr1e-2-30ep": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
                                       "batch_size": 8192, "lr": 1e-2, "epochs": 30},
+    # batches above W / 10 = 1,000 examples, where Eq. (10n)'s window used to span < 10 steps
+    "out-mlp-n10k-b2000-lr3e-3-30ep": {**FMNIST, "train_subset": 10_000, "batch_size": 2000,
+                                       "lr": 3e-3, "epochs": 30},
+    "out-teacher-b2048-lr3e-3-20ep": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                                      "batch_size": 2048, "lr": 3e-3, "epochs": 20},
+    "out-digits-fullbatch-lr1e-2-200ep": {**FMNIST, "dataset": "sklearn-digits",
+                                          "batch_size": 2048, "lr": 1e-2, "epochs": 200},
+    "out-lenet5-b2048-lr3e-3": {**FMNIST, "arch": "lenet5", "batch_size": 2048, "lr": 3e-3},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [

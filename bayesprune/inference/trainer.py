@@ -712,7 +712,8 @@ class Trainer:
         The warm-up's clock counts examples (Eq. (10w)), so at a large batch its blocks are a
         few steps each, and the units are decided on a network that Adam has moved only a few
         times (its first moment has a time constant of 1/(1 − β₁) = 10 steps): docs/method.md
-        §6i measured +2 points at batch 4,096 and +9 at 8,192 against dense. Not a failure, but
+        §6i measured +2 points at batch 4,096 and +9 at 8,192 against dense while the evidence
+        windows were 1-2 steps, §6l +1.1 and +0.3 with windows of 10 steps. Not a failure, but
         the user must be told. No note when the user switched the warm-up off, nor on a run
         that failed (its status says more).
         """
@@ -725,7 +726,7 @@ class Trainer:
         batch = self.config.batch_size if self.global_batch is None else self.global_batch
         return (f"θ started to move after {self.warm_step} optimiser steps (batch {batch}): the "
                 "units were decided on a barely trained network, which at large batches costs "
-                "accuracy (docs/method.md §6i); a smaller batch or more epochs decide on a "
+                "accuracy (docs/method.md §6i, §6l); a smaller batch or more epochs decide on a "
                 "trained one")  # fmt: skip
 
     def in_transit_note(self) -> str | None:

@@ -161,14 +161,18 @@ def test_layers_are_released_from_the_output_back_one_window_apart():
 
 
 def test_a_pass_shorter_than_adams_memory_is_stretched_to_ten_steps():
-    # Eq. (10n): a pass of fewer than 1/(1 − β₁) = 10 steps (iris: 120 examples at batch 100)
-    # becomes 10 steps, never more than W; a pass of 10 steps or more is left alone
+    # Eq. (10n): a window of fewer than 1/(1 − β₁) = 10 steps (iris: 120 examples at batch 100;
+    # W = 10,000 examples at batch 8,192) becomes 10 steps; one of 10 steps or more is left alone
     default = TrainConfig()
     assert WINDOW_MIN_STEPS == 10
     assert evidence_window(default, 120) == 1_000 and evidence_window(default, 500) == 1_000
     assert evidence_window(default, 1_000) == 1_000 and evidence_window(default, 1_500) == 1_500
     assert evidence_window(replace(default, batch_size=16), 500) == 500  # 31 steps
-    assert evidence_window(replace(default, batch_size=4_096), 60_000) == 10_000  # capped at W
+    # a large batch shortens the window as a small N does: 10 steps beyond W too (§6l)
+    assert evidence_window(replace(default, batch_size=4_096), 60_000) == 40_960
+    assert evidence_window(replace(default, batch_size=8_192), 20_000) == 81_920
+    assert evidence_window(replace(default, batch_size=1_000), 60_000) == 10_000  # 10 steps
+    assert check_interval(replace(default, batch_size=8_192), 20_000) == 5
     assert evidence_window(replace(default, batch_size=50), 120) == 500
     # the clocks that follow the window: the check interval is half of it, the patience spans it
     assert check_interval(default, 120) == 5 and pruning_patience(default, 120) == 3
