@@ -103,7 +103,8 @@ class TrainConfig:
     )  # fmt: skip
     window_cap: str = _option(
         "data", "data: the evidence window is min(N, theta-window) examples, one pass over a "
-        "smaller training set, but at least 10 steps (Eq. (10n)); none: theta-window whatever N",
+        "smaller training set; none: theta-window whatever N; either way at least 10 steps "
+        "(Eq. (10n))",
         choices=WINDOW_CAPS,
     )  # fmt: skip
     theta_transit: float = _option(
@@ -273,7 +274,7 @@ def temperature_for(num_data: int) -> float:
 
 def evidence_window(config: TrainConfig, num_data: int) -> float:
     """W_N of Eq. (10n): the examples the gate evidence averages, min(N, W) (``window_cap``
-    "data") or W ("none").
+    "data") or W ("none"), but at least 10 steps' worth.
 
     The evidence of a unit in a training set of N examples is its mean per-example θ-gradient
     over those N; one pass computes it, and averaging over more than one pass only repeats the
@@ -288,11 +289,11 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
     a large batch does (W = 10,000 examples at batch 8,192 are 1.2 steps); the floor binds
     where min(N, W) < 10 B, so the clocks are batch-size invariant for B ≤ min(N, W) / 10.
     """
-    if config.window_cap == "none":
-        return float(config.theta_window)
-    one_pass = min(num_data, config.theta_window)
+    window = config.theta_window
+    if config.window_cap == "data":
+        window = min(num_data, window)  # one pass
     floor = WINDOW_MIN_STEPS * config.batch_size  # a window shorter than Adam's memory
-    return float(max(one_pass, floor))
+    return float(max(window, floor))
 
 
 # 1 / (1 − β₁) at Adam's β₁ = 0.9: the steps over which the weights' optimiser averages its

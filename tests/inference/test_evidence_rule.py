@@ -173,6 +173,9 @@ def test_a_pass_shorter_than_adams_memory_is_stretched_to_ten_steps():
     assert evidence_window(replace(default, batch_size=8_192), 20_000) == 81_920
     assert evidence_window(replace(default, batch_size=1_000), 60_000) == 10_000  # 10 steps
     assert check_interval(replace(default, batch_size=8_192), 20_000) == 5
+    # the floor is not a cap: without the cap at N the window is W, and still 10 steps
+    assert evidence_window(replace(default, window_cap="none", batch_size=8_192), 120) == 81_920
+    assert evidence_window(replace(default, window_cap="none"), 120) == 10_000
     assert evidence_window(replace(default, batch_size=50), 120) == 500
     # the clocks that follow the window: the check interval is half of it, the patience spans it
     assert check_interval(default, 120) == 5 and pruning_patience(default, 120) == 3
