@@ -287,12 +287,14 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
     steps, W_N = max(min(N, W), 10 B): the gates otherwise follow one or two mini-batches and
     flicker. A small N shortens the window (iris's 120 examples at batch 100 are 1.2 steps) as
     a large batch does (W = 10,000 examples at batch 8,192 are 1.2 steps); the floor binds
-    where min(N, W) < 10 B, so the clocks are batch-size invariant for B ≤ min(N, W) / 10.
+    where min(N, W) < 10 B, so the clocks are batch-size invariant for B ≤ min(N, W) / 10. A
+    batch above N is one step of N examples, so the floor is 10 min(B, N).
     """
     window = config.theta_window
     if config.window_cap == "data":
         window = min(num_data, window)  # one pass
-    floor = WINDOW_MIN_STEPS * config.batch_size  # a window shorter than Adam's memory
+    # a window shorter than Adam's memory; a batch larger than the data set is the whole set
+    floor = WINDOW_MIN_STEPS * min(config.batch_size, num_data)
     return float(max(window, floor))
 
 

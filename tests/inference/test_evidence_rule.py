@@ -173,8 +173,10 @@ def test_a_pass_shorter_than_adams_memory_is_stretched_to_ten_steps():
     assert evidence_window(replace(default, batch_size=8_192), 20_000) == 81_920
     assert evidence_window(replace(default, batch_size=1_000), 60_000) == 10_000  # 10 steps
     assert check_interval(replace(default, batch_size=8_192), 20_000) == 5
+    # a batch above N is one step of N examples: 10 steps are 10 N (digits at batch 2,048)
+    assert evidence_window(replace(default, batch_size=2_048), 1_438) == 14_380
     # the floor is not a cap: without the cap at N the window is W, and still 10 steps
-    assert evidence_window(replace(default, window_cap="none", batch_size=8_192), 120) == 81_920
+    assert evidence_window(replace(default, window_cap="none", batch_size=8_192), 20_000) == 81_920
     assert evidence_window(replace(default, window_cap="none"), 120) == 10_000
     assert evidence_window(replace(default, batch_size=50), 120) == 500
     # the clocks that follow the window: the check interval is half of it, the patience spans it
