@@ -724,10 +724,10 @@ class Trainer:
         if self.warm_step >= EARLY_STEPS or not self.release_steps:
             return None
         batch = self.config.batch_size if self.global_batch is None else self.global_batch
-        return (f"θ started to move after {self.warm_step} optimiser steps (batch {batch}): the "
-                "units were decided on a barely trained network, which at large batches costs "
-                "accuracy (docs/method.md §6i, §6l); a smaller batch or more epochs decide on a "
-                "trained one")  # fmt: skip
+        return (f"θ started to move after {self.warm_step} optimiser steps (batch {batch}), on a "
+                "barely trained network: the pruned network then has few steps to re-fit, which "
+                "at large batches has cost up to a point of accuracy (docs/method.md §6i, §6l); a "
+                "smaller batch or more epochs decide on a trained one")  # fmt: skip
 
     def in_transit_note(self) -> str | None:
         """A note when more than 1% of the gates end between 0 and 1 (P1 not reached).
