@@ -132,6 +132,12 @@ OUTSIDE = {
     "out-digits-fullbatch-lr1e-2-200ep": {**FMNIST, "dataset": "sklearn-digits",
                                           "batch_size": 2048, "lr": 1e-2, "epochs": 200},
     "out-lenet5-b2048-lr3e-3": {**FMNIST, "arch": "lenet5", "batch_size": 2048, "lr": 3e-3},
+    "out-mlp-n3k-b1500-lr3e-3-50ep": {**FMNIST, "train_subset": 3_000, "batch_size": 1500,
+                                      "lr": 3e-3, "epochs": 50},
+    "out-teacher-n2k-fullbatch-lr1e-2-300ep": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                                               "train_subset": 2_000, "batch_size": 2048,
+                                               "lr": 1e-2, "epochs": 300},
+    "out-mlp-b2500-20ep": {**FMNIST, "batch_size": 2500, "epochs": 20},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
