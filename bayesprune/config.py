@@ -284,11 +284,11 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
     N ≤ W, as the warm-up's blocks of min(N, W) examples (Eq. (10w)) already did.
 
     A window of fewer than :data:`WINDOW_MIN_STEPS` optimiser steps is stretched to that many
-    steps, W_N = max(min(N, W), 10 B): the gates otherwise follow one or two mini-batches and
-    flicker. A small N shortens the window (iris's 120 examples at batch 100 are 1.2 steps) as
-    a large batch does (W = 10,000 examples at batch 8,192 are 1.2 steps); the floor binds
-    where min(N, W) < 10 B, so the clocks are batch-size invariant for B ≤ min(N, W) / 10. A
-    batch above N is one step of N examples, so the floor is 10 min(B, N).
+    steps, W_N = max(min(N, W), 10 min(B, N)) (a batch above N is one step of N examples): the
+    gates otherwise follow one or two mini-batches and flicker. A small N shortens the window
+    (iris's 120 examples at batch 100 are 1.2 steps) as a large batch does (W = 10,000 examples
+    at batch 8,192 are 1.2 steps); the floor binds where min(N, W) < 10 B, so the clocks are
+    batch-size invariant for B ≤ min(N, W) / 10.
     """
     window = config.theta_window
     if config.window_cap == "data":
