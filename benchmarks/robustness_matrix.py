@@ -141,6 +141,10 @@ OUTSIDE = {
     # P3 at a large batch: out-mlp-b4096-lr3e-3 from half and twice its starting widths
     "out-mlp-x0.5-b4096-lr3e-3": {**FMNIST, "width_mult": 0.5, "batch_size": 4096, "lr": 3e-3},
     "out-mlp-x2-b4096-lr3e-3": {**FMNIST, "width_mult": 2.0, "batch_size": 4096, "lr": 3e-3},
+    # training sets a user may bring: noisy labels, rare classes (test sets unchanged)
+    "out-mlp-n10k-noise20": {**FMNIST, "train_subset": 10_000, "label_noise": 0.2},
+    "out-mlp-noise40": {**FMNIST, "label_noise": 0.4},
+    "out-mlp-rare5-10pct": {**FMNIST, "rare_classes": (5, 0.1)},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
@@ -186,13 +190,48 @@ def sklearn_dataset(name: str):
 
 
 def cell_data(case: str):
-    """The cell's dataset (Fashion-MNIST, the teacher, or a scikit-learn set)."""
+    """The cell's dataset (Fashion-MNIST, the teacher, or a scikit-learn set), with the
+    cell's label noise or class imbalance applied to its training part."""
     from bayesprune.data import load_dataset
 
-    name = CASES[case]["dataset"]
+    spec = CASES[case]
+    name = spec["dataset"]
     if name.startswith("sklearn-"):
-        return sklearn_dataset(name.removeprefix("sklearn-"))
-    return load_dataset(name)
+        data = sklearn_dataset(name.removeprefix("sklearn-"))
+    else:
+        data = load_dataset(name)
+    if "label_noise" in spec:
+        data = noisy_labels(data, spec["label_noise"])
+    if "rare_classes" in spec:
+        data = rare_classes(data, *spec["rare_classes"])
+    return data
+
+
+def noisy_labels(data, fraction: float):
+    """``data`` with a fixed random ``fraction`` of its training labels replaced by another
+    class, drawn uniformly (the same examples and labels in every run; test labels kept)."""
+    import dataclasses
+
+    import torch
+
+    gen = torch.Generator().manual_seed(4321)
+    y = data.y_train.clone()
+    flip = torch.rand(len(y), generator=gen) < fraction
+    other = torch.randint(1, data.num_classes, (len(y),), generator=gen)
+    y[flip] = (y[flip] + other[flip]) % data.num_classes
+    return dataclasses.replace(data, y_train=y)
+
+
+def rare_classes(data, first: int, keep: float):
+    """``data`` with the training examples of classes ``first`` and above thinned to a fixed
+    random ``keep`` fraction (a class-imbalanced training set; the test set is unchanged)."""
+    import dataclasses
+
+    import torch
+
+    gen = torch.Generator().manual_seed(4321)
+    kept = (data.y_train < first) | (torch.rand(len(data.y_train), generator=gen) < keep)
+    return dataclasses.replace(data, x_train=data.x_train[kept], y_train=data.y_train[kept])
 
 
 def cell_network(case: str, seed: int, data, widths: tuple[int, ...] | None = None):
@@ -230,7 +269,8 @@ def training_data(case: str, seed: int, data):
     return data if subset is None else data.subset(subset, seed=seed)
 
 
-NETWORK_KEYS = ("dataset", "arch", "widths", "width_mult", "train_subset")  # read elsewhere
+NETWORK_KEYS = ("dataset", "arch", "widths", "width_mult", "train_subset", "label_noise",
+                "rare_classes")  # read elsewhere
 
 
 def training_settings(case: str) -> dict:
