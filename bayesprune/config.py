@@ -304,25 +304,27 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
 WINDOW_MIN_STEPS = 10
 
 
-def check_interval(config: TrainConfig, num_data: int) -> int:
+def check_interval(config: TrainConfig, num_data: int, window: float | None = None) -> int:
     """c: the configured ``check_every``, or half an evidence window, ⌈W_N / (2B)⌉ steps.
 
     Counted in examples, so the batch size does not change how often (per example seen) the
     pruning condition is checked: 50 steps at batch 100 and N ≥ W, 157 at batch 32, 20 at 256,
-    5 on 1,000 examples at batch 100.
+    5 on 1,000 examples at batch 100. ``window``: W_N if not :func:`evidence_window`'s (a
+    resumed run's own, :meth:`~bayesprune.inference.trainer.Trainer.restore`).
     """
     if config.check_every is not None:
         return config.check_every
-    return max(1, math.ceil(evidence_window(config, num_data) / (2 * config.batch_size)))
+    window = evidence_window(config, num_data) if window is None else window
+    return max(1, math.ceil(window / (2 * config.batch_size)))
 
 
-def checks_per_window(config: TrainConfig, num_data: int) -> int:
+def checks_per_window(config: TrainConfig, num_data: int, window: float | None = None) -> int:
     """⌈W_N / (B c)⌉: pruning checks (c steps of B examples apart) that span one evidence window."""
-    window = evidence_window(config, num_data)
-    return math.ceil(window / (config.batch_size * check_interval(config, num_data)))
+    window = evidence_window(config, num_data) if window is None else window
+    return math.ceil(window / (config.batch_size * check_interval(config, num_data, window)))
 
 
-def pruning_patience(config: TrainConfig, num_data: int) -> int:
+def pruning_patience(config: TrainConfig, num_data: int, window: float | None = None) -> int:
     """m of Eq. (12): the configured patience, or enough checks to span the evidence window.
 
     At θ_s = 0 the evidence m_s of Eq. (10) still remembers the push that brought the unit there
@@ -332,7 +334,7 @@ def pruning_patience(config: TrainConfig, num_data: int) -> int:
     """
     if config.patience is not None:
         return config.patience
-    return checks_per_window(config, num_data) + 1
+    return checks_per_window(config, num_data, window) + 1
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

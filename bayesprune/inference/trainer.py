@@ -331,7 +331,7 @@ class Trainer:
             return
         cfg = self.config
         n = len(self.data.x_train)
-        every = checks_per_window(cfg, n)
+        every = checks_per_window(cfg, n, self.window)
         if (self.step // self.check_every) % every:
             return
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
@@ -648,6 +648,7 @@ class Trainer:
         """Continue from :meth:`checkpoint_state` (the network must already have its shape)."""
         self.guide.load_state_dict(state["guide"])
         self.optim.set_state(state["optim"])
+        self.use_saved_window()
         self.epoch, self.position, self.step = state["epoch"], state["position"], state["step"]
         self.perm, self.sums = state["perm"], state["sums"]
         if self.sums is not None:  # checkpoints load on the CPU; the sums live on the device
@@ -681,6 +682,25 @@ class Trainer:
         np.random.set_state((name, keys.numpy(), *rest))
         random.setstate(rng["python"])
         self.resumed = self.step
+
+    def use_saved_window(self) -> None:
+        """Go on with the evidence window W_N the run started with (Eq. (10n)).
+
+        The θ optimiser's restored state holds the window its evidence averaged over (torch
+        optimisers restore their groups' settings with their moments). A run saved by a version
+        whose W_N differed (before the cap at N, or before the 10-step floor beyond W) would
+        otherwise average its evidence over the old window and space its releases, checks and
+        merge rounds by the new one: every clock keeps the saved window instead, so the resumed
+        run continues the rule it trained with.
+        """
+        groups = [] if self.optim.gates is None else self.optim.gates.param_groups
+        saved = groups[0].get("window") if groups else None
+        if saved is None or saved == self.window:
+            return
+        n = len(self.data.x_train)
+        self.window = float(saved)
+        self.check_every = check_interval(self.config, n, self.window)
+        self.condition.patience = pruning_patience(self.config, n, self.window)
 
     def undecided(self) -> tuple[list[str], str | None]:
         """The gated layers whose θ never moved in this run, and a one-line note saying why

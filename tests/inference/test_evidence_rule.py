@@ -185,6 +185,29 @@ def test_a_pass_shorter_than_adams_memory_is_stretched_to_ten_steps():
     assert trainer.optim.gates.param_groups[0]["window"] == 1_000
 
 
+def test_a_resumed_run_keeps_the_evidence_window_it_started_with():
+    # a run saved by a version whose W_N differed (here: before the 10-step floor, one pass of
+    # 1,500 examples at batch 500, 3 steps) resumes with that window on every clock, not with
+    # today's θ average on the saved window and releases, checks and merges on the new one
+    config = TrainConfig(epochs=2, batch_size=500, lr=1e-2, warmup_tolerance=None)
+    trainer = _trainer(config, num_train=1_500)
+    assert trainer.window == 5_000 and trainer.check_every == 5  # 10 steps today
+    for step in range(3):
+        index = torch.arange(step * 500, (step + 1) * 500)
+        trainer.train_step(trainer.data.x_train[index], trainer.data.y_train[index], index)
+    state = trainer.checkpoint_state()
+    state["optim"]["gates"]["param_groups"][0]["window"] = 1_500.0  # the old rule's W_N
+    resumed = _trainer(config, num_train=1_500)
+    resumed.restore(state)
+    assert resumed.optim.gates.param_groups[0]["window"] == 1_500
+    assert resumed.window == 1_500
+    assert resumed.check_every == 2 and resumed.condition.patience == 3  # ⌈1,500 / 1,000⌉
+    # a checkpoint of today's rule resumes unchanged
+    again = _trainer(config, num_train=1_500)
+    again.restore(trainer.checkpoint_state())
+    assert again.window == 5_000 and again.check_every == 5 and again.condition.patience == 3
+
+
 def test_every_clock_spans_one_pass_over_a_training_set_smaller_than_the_window():
     # Eq. (10n): W_N = min(N, W); the check interval is half of it in examples, so the dwell of
     # Eq. (12) spans W_N at every batch size
