@@ -145,6 +145,8 @@ OUTSIDE = {
     "out-mlp-n10k-noise20": {**FMNIST, "train_subset": 10_000, "label_noise": 0.2},
     "out-mlp-noise40": {**FMNIST, "label_noise": 0.4},
     "out-mlp-rare5-10pct": {**FMNIST, "rare_classes": (5, 0.1)},
+    "out-lenet5-noise40": {**FMNIST, "arch": "lenet5", "label_noise": 0.4},
+    "out-lenet5-rare5-10pct": {**FMNIST, "arch": "lenet5", "rare_classes": (5, 0.1)},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
