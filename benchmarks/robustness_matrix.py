@@ -141,6 +141,9 @@ OUTSIDE = {
     # P3 at a large batch: out-mlp-b4096-lr3e-3 from half and twice its starting widths
     "out-mlp-x0.5-b4096-lr3e-3": {**FMNIST, "width_mult": 0.5, "batch_size": 4096, "lr": 3e-3},
     "out-mlp-x2-b4096-lr3e-3": {**FMNIST, "width_mult": 2.0, "batch_size": 4096, "lr": 3e-3},
+    # the ×2 start at the batches between: 256 (a matrix cell) and 1,024 (the floor binds above)
+    "out-mlp-x2-b256": {**FMNIST, "width_mult": 2.0, "batch_size": 256},
+    "out-mlp-x2-b1024-lr3e-3": {**FMNIST, "width_mult": 2.0, "batch_size": 1024, "lr": 3e-3},
     # training sets a user may bring: noisy labels, rare classes (test sets unchanged)
     "out-mlp-n10k-noise20": {**FMNIST, "train_subset": 10_000, "label_noise": 0.2},
     "out-mlp-noise40": {**FMNIST, "label_noise": 0.4},
