@@ -292,6 +292,9 @@ def render_readme() -> None:
         if path.stem == "lr_units":
             lines += render_lr_units(result)
             continue
+        if path.stem == "release_state":
+            lines += render_release_state(result)
+            continue
         if "kept_widths" in result:
             lines += render_kept_widths(path.stem, result)
             continue
@@ -844,6 +847,33 @@ def render_evidence_optimism(result: dict) -> list[str]:
                 + (f" {d['dof_kept']} ({d['dof_kept_agree']}) / {d['test_kept']} |"
                    if "dof_kept" in d else " – |")
             )
+    return lines + [""]
+
+
+def render_release_state(result: dict) -> list[str]:
+    """benchmarks/release_state.py: the second layer at the step its θ is released."""
+    lines = [
+        "## release_state",
+        "",
+        "`benchmarks/release_state.py`: LeNet-300-100 on full Fashion-MNIST, the shipped rule, "
+        f"1 thread, commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. At the step "
+        "the second layer's θ is released: its units whose evidence m > 0 (θ heading for 0), "
+        "the median price τ KL_s / N (every live first-layer input counted, Eq. (4c)) and value "
+        "(price − m) per example, and the price counting only the first-layer units whose own "
+        "evidence favours keeping them (a gate-side Eq. (14e)).",
+        "",
+        "| start | batch | seed | release step | fc2 units | m > 0 | price | value "
+        "| fc2 active on < 1% | fc1 units keeping | price at those | below it |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| ×{r['mult']:g} | {r['batch_size']} | {r['seed']} | {r['release_step']} | "
+            f"{r['fc2_width']} | {r['fc2_leaving']} | {r['fc2_price_median']:.2e} | "
+            f"{r['fc2_value_median']:.2e} | {r['fc2_rare']} | {r['fc1_keeping']} of "
+            f"{r['fc1_width']} | {r['fc2_price_at_keeping_median']:.2e} | "
+            f"{r['fc2_below_price_at_keeping']} |"
+        )
     return lines + [""]
 
 
