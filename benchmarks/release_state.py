@@ -67,6 +67,7 @@ def measure(mult: float, batch: int, seed: int) -> dict:
     priced = price(live)
     value = priced - m
     keeping = (evidence("fc1") <= 0).float()
+    priced_keeping = price(keeping)
     with torch.no_grad():
         h = trainer.data.x_train[:SAMPLE]
         relus = []
@@ -88,8 +89,8 @@ def measure(mult: float, batch: int, seed: int) -> dict:
         "fc2_value_median": float(value.median()),
         "fc2_rare": int((active < 0.01).sum()),
         "fc1_keeping": int(keeping.sum()),
-        "fc2_price_at_keeping_median": float(price(keeping).median()),
-        "fc2_below_price_at_keeping": int((value < price(keeping)).sum()),
+        "fc2_price_at_keeping_median": float(priced_keeping.median()),
+        "fc2_below_price_at_keeping": int((value < priced_keeping).sum()),
     }
 
 
