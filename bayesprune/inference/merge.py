@@ -265,8 +265,7 @@ class MergeMoves:
                 mean, sd, m = self._moments(after - before)
                 key = (name, int(ids[unit]))
                 self.tests[key] = self.tests.get(key, 0) + 1
-                fpc = (max(0.0, 1 - m / self.num_data) if __import__("os").environ.get("BP_FPC") else 1.0) ** 0.5
-                bound = mean + self.z(self.tests[key]) * sd / m**0.5 * fpc
+                bound = mean + self.z(self.tests[key]) * sd / m**0.5
                 delta_prior = new_prior - prior
                 if bound * self.num_data + delta_prior < 0:
                     delta_data = mean * self.num_data

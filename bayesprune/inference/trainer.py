@@ -44,7 +44,7 @@ from bayesprune.models.gated_model import GatedModel
 from bayesprune.models.network import GatedNet
 from bayesprune.runs import RunWriter, versions
 
-MERGE_SAMPLE = int(__import__("os").environ.get("BP_MERGE_SAMPLE", 4096))  # training examples on which a merge move's change of F is measured
+MERGE_SAMPLE = 4096  # training examples on which a merge move's change of F is measured
 
 
 def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> GateOptim:
