@@ -295,6 +295,12 @@ def render_readme() -> None:
         if path.stem == "release_state":
             lines += render_release_state(result)
             continue
+        if path.stem == "profile_value":
+            lines += render_profile_value(result)
+            continue
+        if path.stem == "second_layer_widths":
+            lines += render_second_layer_widths(result)
+            continue
         if "kept_widths" in result:
             lines += render_kept_widths(path.stem, result)
             continue
@@ -874,6 +880,80 @@ def render_release_state(result: dict) -> list[str]:
             f"{r['fc1_width']} | {r['fc2_price_at_keeping_median']:.2e} | "
             f"{r['fc2_below_price_at_keeping']} |"
         )
+    return lines + [""]
+
+
+def render_profile_value(result: dict) -> list[str]:
+    """benchmarks/profile_value.py: each unit's merge move measured on 30,000 examples."""
+    lines = [
+        "## profile_value",
+        "",
+        "`benchmarks/profile_value.py`: LeNet-300-100 on full Fashion-MNIST, the shipped rule, "
+        f"10 epochs, 1 thread, commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. "
+        "On the final network, every live unit's merge move (Eq. (14): the consumer re-wired to "
+        "the unit's linear reconstruction, fitted on 30,000 training examples) measured on the "
+        "other 30,000: the median price and profile cost (quantiles 10/50/90%) in nats per "
+        "example, the moves that lower F on that mean, those the merge test accepts (z = 2.28) "
+        "with a round's 2,048 held-out examples and with 30,000, and the median price in "
+        "standard errors of a mean over the whole training set. Nothing is accepted.",
+        "",
+        "| start | batch | lr | seed | widths | test error (%) | layer | units | price "
+        "| profile cost | lower F | accepted, 2,048 | accepted, 30,000 | price / se |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        for name, v in r["layers"].items():
+            cost = " / ".join(f"{c:.1e}" for c in v["cost_q10_q50_q90"])
+            lines.append(
+                f"| ×{r['mult']:g} | {r['batch_size']} | {r['lr']:g} | {r['seed']} | "
+                f"{'-'.join(map(str, r['widths']))} | {100 * r['test_error']:.2f} | {name} | "
+                f"{v['units']} | {v['price_median']:.1e} | {cost} | {v['lower_F']} | "
+                f"{v['accepted_2048']} | {v['accepted_30000']} | "
+                f"{v['price_in_se_median']:.2f} |"
+            )
+    return lines + [""]
+
+
+def render_second_layer_widths(result: dict) -> list[str]:
+    """benchmarks/second_layer_widths.py: dense networks of each hidden width."""
+    runs = result["runs"]
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [
+        "## second_layer_widths",
+        "",
+        "`benchmarks/second_layer_widths.py`: dense LeNet-300-100-style networks on full "
+        f"Fashion-MNIST (Adam 1e-3, batch 100, {result['epochs']} epochs, 1 thread), commit "
+        f"{result['commit']}, {result.get('cpu', 'unknown CPU')}. Mean over seeds "
+        f"{', '.join(map(str, seeds))}: the final training data term (nats per example, all "
+        "60,000 examples), the test error, and the objective per example, data term + "
+        f"{result['price']:.1e} × the hidden layers' live weights (a weight's price at "
+        "τ(60,000), from profile_value.py's unit prices); the last column counts the seeds "
+        "whose objective is lowest at that width among the rows that vary the same layer.",
+        "",
+        "| widths | data term | test error (%) | objective | lowest for seeds |",
+        "|---|---|---|---|---|",
+    ]
+    shapes = sorted({(r["fc1"], r["fc2"]) for r in runs}, key=lambda s: (s[0] != 85, s))
+    groups = {"fc2": [s for s in shapes if s[0] == 85], "fc1": [s for s in shapes if s[1] == 90]}
+    best: dict[tuple, int] = {}
+    for group in groups.values():
+        for seed in seeds:
+            mine = [r for r in runs if r["seed"] == seed and (r["fc1"], r["fc2"]) in group]
+            if mine:
+                top = min(mine, key=lambda r: r["objective"])
+                key = (top["fc1"], top["fc2"], len(group))
+                best[key] = best.get(key, 0) + 1
+    for group in groups.values():
+        for shape in group:
+            mine = [r for r in runs if (r["fc1"], r["fc2"]) == shape]
+            n = len(mine)
+            wins = best.get((*shape, len(group)), 0)
+            lines.append(
+                f"| 784-{shape[0]}-{shape[1]}-10 | "
+                f"{sum(r['train_data_term'] for r in mine) / n:.4f} | "
+                f"{100 * sum(r['test_error'] for r in mine) / n:.2f} | "
+                f"{sum(r['objective'] for r in mine) / n:.4f} | {wins} of {len(seeds)} |"
+            )
     return lines + [""]
 
 
