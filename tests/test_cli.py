@@ -57,12 +57,49 @@ def test_a_run_too_short_to_decide_says_so_and_exits_0(tmp_path, capsys):
     assert summary["undecided_layers"] == ["fc1", "fc2"]
     note = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
     assert len(note) == 1 and "still falling" in note[0] and "more epochs" in note[0]
-    out = tmp_path / "long"  # 20,000 examples for 3 epochs: every layer released, no note
+    out = tmp_path / "long"  # 20,000 examples for 3 epochs: every layer released
     args = ["train", "--widths", "16,8", "--epochs", "3", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["undecided_layers"] == [] and summary["note"] is None
-    assert "note:" not in capsys.readouterr().err
+    assert summary["undecided_layers"] == []
+    assert summary["note"] is None or "no pruning decision" not in summary["note"]
+    assert "still falling" not in capsys.readouterr().err
+
+
+def test_a_layer_that_keeps_nearly_all_its_units_is_reported(tmp_path, capsys):
+    """A pruning rule only removes units: a layer started narrower than the price would make
+    it keeps about all of them, and its width is then the start's (docs/method.md §6n). The
+    run finishes (exit 0), and the summary and one note line name the layers that kept 90%
+    or more; a layer that kept less is not named."""
+    out = tmp_path / "narrow"  # the teacher's layers keep everything from 16-8 (§6n)
+    args = ["train", "--widths", "16,8", "--epochs", "3", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["widths"] == [16, 8]
+    assert summary["near_start_layers"] == ["fc1", "fc2"]
+    note = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert len(note) == 1 and "fc1 16 of 16, fc2 8 of 8" in note[0] and "wider" in note[0]
+
+
+def test_the_near_start_report_names_only_layers_that_kept_nine_tenths():
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    trainer = Trainer(GatedMLP(4, (16, 8), 3), make_teacher(num_train=200, num_test=50),
+                      TrainConfig(epochs=1))  # fmt: skip
+    trainer.release_steps = {"fc1": 1, "fc2": 1}
+    assert trainer.near_start_note([16, 8])[0] == ["fc1", "fc2"]
+    trainer.initial_widths = [18, 9]  # 16 of 18 is 89%, 8 of 9 is 89%: below nine tenths
+    assert trainer.near_start_note([16, 8]) == ([], None)
+    trainer.initial_widths = [17, 9]  # 16 of 17 is 94%
+    layers, note = trainer.near_start_note([16, 8])
+    assert layers == ["fc1"] and "fc1 16 of 17 starting" in note and "fc2" not in note
+    del trainer.release_steps["fc1"]  # undecided: the undecided note speaks for it
+    assert trainer.near_start_note([16, 8]) == ([], None)
+    trainer.release_steps["fc1"], trainer.status = 1, "collapsed"
+    assert trainer.near_start_note([16, 8]) == ([], None)
 
 
 def test_a_decision_after_few_steps_says_so(tmp_path):
@@ -225,7 +262,8 @@ def test_a_run_that_ends_with_gates_in_transit_says_so(tmp_path):
     data = make_teacher(num_train=2000, num_test=200)
     trainer = Trainer(GatedMLP(4, (16, 8), 3), data, TrainConfig(epochs=12), out=tmp_path / "r")
     summary = trainer.fit(progress=False)
-    assert summary["undecided_layers"] == [] and summary["note"] is None  # decided: no note
+    assert summary["undecided_layers"] == []  # decided: no in-transit note
+    assert summary["note"] is None or "between 0 and 1" not in summary["note"]
     with torch.no_grad():  # two of the 19 remaining gates half-way
         trainer.guide.theta_parameters()[0][:2] = 0.5
     _, note = trainer.undecided()
