@@ -298,8 +298,8 @@ def render_readme() -> None:
         if path.stem == "profile_value":
             lines += render_profile_value(result)
             continue
-        if path.stem == "second_layer_widths":
-            lines += render_second_layer_widths(result)
+        if path.stem.startswith("second_layer_widths"):
+            lines += render_second_layer_widths(path.stem, result)
             continue
         if "kept_widths" in result:
             lines += render_kept_widths(path.stem, result)
@@ -914,40 +914,43 @@ def render_profile_value(result: dict) -> list[str]:
     return lines + [""]
 
 
-def render_second_layer_widths(result: dict) -> list[str]:
+def render_second_layer_widths(name: str, result: dict) -> list[str]:
     """benchmarks/second_layer_widths.py: dense networks of each hidden width."""
     runs = result["runs"]
     seeds = sorted({r["seed"] for r in runs})
+    subset = result.get("train_subset")
+    where = "full Fashion-MNIST" if subset is None else f"{subset:,} Fashion-MNIST examples"
     lines = [
-        "## second_layer_widths",
+        f"## {name}",
         "",
-        "`benchmarks/second_layer_widths.py`: dense LeNet-300-100-style networks on full "
-        f"Fashion-MNIST (Adam 1e-3, batch 100, {result['epochs']} epochs, 1 thread), commit "
-        f"{result['commit']}, {result.get('cpu', 'unknown CPU')}. Mean over seeds "
+        f"`benchmarks/second_layer_widths.py`: dense LeNet-300-100-style networks on {where} "
+        f"(Adam {result.get('lr', 1e-3):g}, batch 100, {result['epochs']} epochs, 1 thread), "
+        f"commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. Mean over seeds "
         f"{', '.join(map(str, seeds))}: the final training data term (nats per example, all "
-        "60,000 examples), the test error, and the objective per example, data term + "
-        f"{result['price']:.1e} × the hidden layers' live weights (a weight's price at "
-        "τ(60,000), from profile_value.py's unit prices); the last column counts the seeds "
+        "training examples), the test error, and the objective per example, data term + "
+        f"{result['price']:.2e} × the hidden layers' live weights (a weight's price at τ(N), "
+        "from profile_value.py's unit prices at 60,000); the last column counts the seeds "
         "whose objective is lowest at that width among the rows that vary the same layer.",
         "",
         "| widths | data term | test error (%) | objective | lowest for seeds |",
         "|---|---|---|---|---|",
     ]
-    shapes = sorted({(r["fc1"], r["fc2"]) for r in runs}, key=lambda s: (s[0] != 85, s))
-    groups = {"fc2": [s for s in shapes if s[0] == 85], "fc1": [s for s in shapes if s[1] == 90]}
+    shapes = sorted({(r["fc1"], r["fc2"]) for r in runs})
+    at1, at2 = result.get("fc1_at", 85), result.get("fc2_at", 90)
+    groups = {"fc2": [s for s in shapes if s[0] == at1], "fc1": [s for s in shapes if s[1] == at2]}
     best: dict[tuple, int] = {}
-    for group in groups.values():
+    for layer, group in groups.items():
         for seed in seeds:
             mine = [r for r in runs if r["seed"] == seed and (r["fc1"], r["fc2"]) in group]
             if mine:
                 top = min(mine, key=lambda r: r["objective"])
-                key = (top["fc1"], top["fc2"], len(group))
+                key = (layer, top["fc1"], top["fc2"])
                 best[key] = best.get(key, 0) + 1
-    for group in groups.values():
+    for layer, group in groups.items():
         for shape in group:
             mine = [r for r in runs if (r["fc1"], r["fc2"]) == shape]
             n = len(mine)
-            wins = best.get((*shape, len(group)), 0)
+            wins = best.get((layer, *shape), 0)
             lines.append(
                 f"| 784-{shape[0]}-{shape[1]}-10 | "
                 f"{sum(r['train_data_term'] for r in mine) / n:.4f} | "
