@@ -298,6 +298,9 @@ def render_readme() -> None:
         if path.stem == "profile_value":
             lines += render_profile_value(result)
             continue
+        if path.stem == "lenet5_widths":
+            lines += render_lenet5_widths(result)
+            continue
         if path.stem.startswith("second_layer_widths"):
             lines += render_second_layer_widths(path.stem, result)
             continue
@@ -956,6 +959,51 @@ def render_second_layer_widths(name: str, result: dict) -> list[str]:
                 f"{sum(r['train_data_term'] for r in mine) / n:.4f} | "
                 f"{100 * sum(r['test_error'] for r in mine) / n:.2f} | "
                 f"{sum(r['objective'] for r in mine) / n:.4f} | {wins} of {len(seeds)} |"
+            )
+    return lines + [""]
+
+
+def render_lenet5_widths(result: dict) -> list[str]:
+    """benchmarks/lenet5_widths.py: dense LeNet-5s of each width, one layer moved at a time."""
+    runs, center = result["runs"], tuple(result["center"])
+    seeds = sorted({r["seed"] for r in runs})
+    subset = result.get("train_subset")
+    where = "full Fashion-MNIST" if subset is None else f"{subset:,} Fashion-MNIST examples"
+    lines = [
+        "## lenet5_widths",
+        "",
+        f"`benchmarks/lenet5_widths.py`: dense LeNet-5s on {where} (Adam 1e-3, batch 100, "
+        f"{result['epochs']} epochs, 1 thread), commit {result['commit']}, "
+        f"{result.get('cpu', 'unknown CPU')}. Around {'-'.join(map(str, center))} "
+        "(conv1-conv2-fc1), one layer moved at a time; mean over seeds "
+        f"{', '.join(map(str, seeds))}: the final training data term, the test error, and the "
+        f"objective per example, data term + {result['price']:.2e} × the gated layers' "
+        "weights; the last column counts the seeds whose objective is lowest at that width "
+        "among the rows that move the same layer (the centre belongs to all three).",
+        "",
+        "| layer moved | widths | data term | test error (%) | objective | lowest for seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for layer, name in enumerate(("conv1", "conv2", "fc1")):
+        others = [i for i in range(3) if i != layer]
+        group = sorted(
+            {tuple(r["widths"]) for r in runs if all(r["widths"][i] == center[i] for i in others)},
+            key=lambda shape: shape[layer],
+        )
+        wins: dict[tuple, int] = {}
+        for seed in seeds:
+            mine = [r for r in runs if r["seed"] == seed and tuple(r["widths"]) in group]
+            top = tuple(min(mine, key=lambda r: r["objective"])["widths"])
+            wins[top] = wins.get(top, 0) + 1
+        for shape in group:
+            mine = [r for r in runs if tuple(r["widths"]) == shape]
+            k = len(mine)
+            lines.append(
+                f"| {name} | {'-'.join(map(str, shape))} | "
+                f"{sum(r['train_data_term'] for r in mine) / k:.4f} | "
+                f"{100 * sum(r['test_error'] for r in mine) / k:.2f} | "
+                f"{sum(r['objective'] for r in mine) / k:.4f} | {wins.get(shape, 0)} of "
+                f"{len(seeds)} |"
             )
     return lines + [""]
 

@@ -148,6 +148,9 @@ OUTSIDE = {
     "out-mlp-n10k-noise20": {**FMNIST, "train_subset": 10_000, "label_noise": 0.2},
     "out-mlp-noise40": {**FMNIST, "label_noise": 0.4},
     "out-mlp-rare5-10pct": {**FMNIST, "rare_classes": (5, 0.1)},
+    # second layers started at or above the width the objective asks for (docs §6n)
+    "out-mlp-300-200": {**FMNIST, "widths": (300, 200)},
+    "out-mlp-300-400": {**FMNIST, "widths": (300, 400)},
     # LeNet-5 along the matrix's batch and learning-rate axes (the matrix has them for the MLP)
     "out-lenet5-b256": {**FMNIST, "arch": "lenet5", "batch_size": 256},
     "out-lenet5-lr3e-4": {**FMNIST, "arch": "lenet5", "lr": 3e-4},

@@ -1,0 +1,107 @@
+"""What the objective asks of LeNet-5's widths, with every width trained from scratch.
+
+Usage: ``.venv/bin/python benchmarks/lenet5_widths.py [--center 20 24 90] [--conv1 10 40]
+[--conv2 12 50] [--fc1 45 180] [--train-subset 10000] [--seeds 0 1 2] [--jobs 2]``.
+
+The LeNet-300-100 version of this question is ``second_layer_widths.py`` (docs/method.md §6n).
+Here: dense LeNet-5-Caffe networks (conv 5×5, pool, conv 5×5, pool, fc, fc) whose three hidden
+widths are the ``--center`` (by default what the shipped rule keeps at 10,000 examples: 20
+conv1 filters, 22-25 conv2 filters, 84-96 fc1 units) with one layer at a time moved to each
+width of its sweep, trained with plain PyTorch and the matrix's recipe (Adam 1e-3, batch 100,
+10 epochs, 1 thread) on each seed's subset as the matrix draws it. Per network: the final
+training data term (mean cross-entropy over the training set, evaluation mode), the test
+error, and the objective per example, data term + price × the live weights of the gated
+layers (every weight and bias but the output layer's: under Eq. (4c) a weight costs while both
+its ends are on), the price per weight 4.8e-7 × (60,000 / N)^½ as in second_layer_widths.py.
+Writes ``results/lenet5_widths.json`` and its README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import commit, cpu_model, write  # noqa: E402
+
+
+def measure(widths: tuple[int, int, int], seed: int, epochs: int, subset: int | None) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from bayesprune.baseline import train_dense
+    from bayesprune.data import load_dataset
+    from bayesprune.models.network import LENET5, GatedNet
+
+    torch.set_num_threads(1)
+    data = load_dataset("fashion-mnist")
+    if subset is not None:
+        data = data.subset(subset, seed=seed)
+    torch.manual_seed(seed)
+    sizes = iter(widths)
+    plan = [(s[0], next(sizes), *s[2:]) if s[0] in ("conv", "fc") else s for s in LENET5]
+    net = GatedNet(data.in_shape, plan, data.num_classes)
+    net.arch = "lenet5"
+    summary = train_dense(net, data, epochs, 100, 1e-3, seed)
+    plain = net.to_sequential().eval()
+    linears = [m for m in plain.modules() if isinstance(m, torch.nn.Linear)]
+    output = sum(p.numel() for p in linears[-1].parameters())
+    with torch.no_grad():
+        total = sum(
+            float(F.cross_entropy(plain(x), y, reduction="sum"))
+            for x, y in zip(data.x_train.split(2000), data.y_train.split(2000), strict=True)
+        )
+    return {
+        "widths": list(widths),
+        "seed": seed,
+        "train_data_term": total / len(data.x_train),
+        "test_error": summary["test_error"],
+        "gated_weights": sum(p.numel() for p in plain.parameters()) - output,
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--center", type=int, nargs=3, default=[20, 24, 90])
+    parser.add_argument("--conv1", type=int, nargs="*", default=[10, 40])
+    parser.add_argument("--conv2", type=int, nargs="*", default=[12, 50])
+    parser.add_argument("--fc1", type=int, nargs="*", default=[45, 180])
+    parser.add_argument("--train-subset", type=int, default=10_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    center = tuple(args.center)
+    shapes = [center]
+    for layer, sweep in enumerate((args.conv1, args.conv2, args.fc1)):
+        for k in sweep:
+            shape = list(center)
+            shape[layer] = k
+            shapes.append(tuple(shape))
+    jobs = [(shape, s, args.epochs, args.train_subset) for shape in shapes for s in args.seeds]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(measure, *zip(*jobs, strict=True)))
+    n = 60_000 if args.train_subset is None else args.train_subset
+    price = 4.8e-7 * (60_000 / n) ** 0.5
+    for run in runs:
+        run["objective"] = run["train_data_term"] + price * run["gated_weights"]
+        print(run, flush=True)
+    result = {
+        "commit": commit(),
+        "cpu": cpu_model(),
+        "threads": 1,
+        "price": price,
+        "epochs": args.epochs,
+        "train_subset": args.train_subset,
+        "center": list(center),
+        "runs": runs,
+    }
+    write("lenet5_widths", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
