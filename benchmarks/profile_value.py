@@ -79,6 +79,10 @@ def layer_values(trainer, name: str, fit, held) -> dict:
         gates[name][unit] = 1.0
         cost.append(float(d.mean()))
         sd.append(float(d.std()))
+    units = [
+        {"unit": int(u), "cost": c, "sd": d, "price": p}
+        for u, c, d, p in zip(idx[:-1].tolist(), cost, sd, price, strict=True)
+    ]
     cost, sd, price = (torch.tensor(v, dtype=torch.float64) for v in (cost, sd, price))
     quantiles = torch.quantile(cost, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
     return {
@@ -89,6 +93,7 @@ def layer_values(trainer, name: str, fit, held) -> dict:
         "accepted_2048": int((cost + Z1 * sd / 2048**0.5 < price).sum()),
         "accepted_30000": int((cost + Z1 * sd / len(held) ** 0.5 < price).sum()),
         "price_in_se_median": float((price / (sd / n**0.5)).median()),
+        "per_unit": units,  # not kept in the JSON (measure drops it)
     }
 
 
@@ -113,6 +118,8 @@ def measure(mult: float, batch: int, lr: float, seed: int) -> dict:
     trainer.net.eval()
     with torch.no_grad():
         layers = {name: layer_values(trainer, name, fit, held) for name in trainer.net.gated}
+    for values in layers.values():
+        values.pop("per_unit")
     return {
         "mult": mult,
         "batch_size": batch,

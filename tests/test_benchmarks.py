@@ -247,3 +247,37 @@ def test_tradeoff_script_sweeps_the_price_and_trains_both_baselines(tmp_path):
     assert (tmp_path / "tradeoff_teacher-n1k.png").stat().st_size > 0
     table = render_tradeoff("t", result)
     assert sum(line.startswith("| 4 |") for line in table) == 2  # a run row and a means row
+
+
+def test_profile_value_finds_a_duplicate_below_its_price_and_leaves_the_network_alone():
+    """benchmarks/profile_value.py measures every unit's merge move without taking it: an exact
+    copy of another unit (the read-out split between them) costs nothing once the other takes
+    over, so it is below its price; the network is the same afterwards."""
+    script = _script("profile_value")
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    torch.manual_seed(0)
+    data = make_teacher(num_train=2000, num_test=100)
+    trainer = Trainer(GatedMLP(4, (16, 8), 3), data, TrainConfig(epochs=1))
+    trainer.fit(progress=False)
+    net = trainer.net
+    with torch.no_grad():  # fc2 unit 1 := unit 0, the read-out split between them
+        fc2, out = net.layers["fc2"], net.layers["out"]
+        fc2.weight[1], fc2.bias[1] = fc2.weight[0], fc2.bias[0]
+        out.weight[:, 0] = out.weight[:, 1] = (out.weight[:, 0] + out.weight[:, 1]) / 2
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    order = torch.randperm(2000, generator=torch.Generator().manual_seed(0))
+    net.eval()
+    with torch.no_grad():
+        values = script.layer_values(trainer, "fc2", order[:1000], order[1000:])
+    assert values["units"] == net.width("fc2") == 8
+    assert values["price_median"] > 0
+    copy = next(u for u in values["per_unit"] if u["unit"] == 1)
+    # the others rebuild the copy exactly: no example's loss changes, and it saves its price
+    assert abs(copy["cost"]) < 1e-6 and copy["sd"] < 1e-5 and copy["price"] > 0
+    assert 1 <= values["accepted_30000"] <= values["lower_F"]
+    assert values["accepted_2048"] <= values["lower_F"]
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
