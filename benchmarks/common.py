@@ -923,10 +923,12 @@ def render_second_layer_widths(name: str, result: dict) -> list[str]:
     seeds = sorted({r["seed"] for r in runs})
     subset = result.get("train_subset")
     where = "full Fashion-MNIST" if subset is None else f"{subset:,} Fashion-MNIST examples"
+    if result.get("dataset") == "teacher":
+        where = "the demo's 20,000 teacher examples"
     lines = [
         f"## {name}",
         "",
-        f"`benchmarks/second_layer_widths.py`: dense LeNet-300-100-style networks on {where} "
+        f"`benchmarks/second_layer_widths.py`: dense two-hidden-layer networks on {where} "
         f"(Adam {result.get('lr', 1e-3):g}, batch 100, {result['epochs']} epochs, 1 thread), "
         f"commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. Mean over seeds "
         f"{', '.join(map(str, seeds))}: the final training data term (nats per example, all "

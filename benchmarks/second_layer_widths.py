@@ -1,22 +1,23 @@
 """What the objective asks of the second layer's width, with every width trained from scratch.
 
 Usage: ``.venv/bin/python benchmarks/second_layer_widths.py [--fc2 25 50 90 130 200]
-[--fc1 50 150 300] [--fc1-at 85] [--fc2-at 90] [--train-subset N] [--lr 1e-3] [--seeds 0 1 2 3]
-[--price P] [--jobs 2] [--name second_layer_widths]``.
+[--fc1 50 150 300] [--fc1-at 85] [--fc2-at 90] [--dataset fashion-mnist|teacher]
+[--train-subset N] [--lr 1e-3] [--seeds 0 1 2 3] [--price P] [--jobs 2]
+[--name second_layer_widths]``.
 
 LeNet-300-100 keeps 48 / 89 / 93 second-layer units from the starts 150-50 / 300-100 / 600-200
 (batch 100, full Fashion-MNIST; docs/method.md §6n), and ``benchmarks/profile_value.py`` finds
 the kept units worth 5-22 times their price even when the others take over (linear
 reconstruction). Linear take-over is an upper bound on a unit's profile cost; this script
-measures the profile itself: dense networks 784-``fc1-at``-k-10 for each second-layer width k
-in ``--fc2``, and 784-k-``fc2-at``-10 for each first-layer width k in ``--fc1`` (by default 85
-and 90, where every start's first layer and the 300-100 start's second layer end on the full
-set), trained with plain PyTorch and the matrix's recipe (Adam 1e-3, batch 100, 10 epochs, 1
-thread), on the full training set or, with ``--train-subset``, on each seed's subset as the
-matrix draws it. Per network: the final training
-data term (mean cross-entropy on all 60,000 training examples, evaluation mode), its test
+measures the profile itself: dense networks 784-``fc1-at``-k-10 for each second-layer width k in
+``--fc2``, and 784-k-``fc2-at``-10 for each first-layer width k in ``--fc1`` (by default 85 and
+90, where every start's first layer and the 300-100 start's second layer end on the full set),
+trained with plain PyTorch and the matrix's recipe (Adam 1e-3, batch 100, 10 epochs, 1 thread),
+on the full training set or, with ``--train-subset``, on each seed's subset as the matrix draws
+it (``--dataset teacher``: the demo's 20,000 teacher examples instead). Per network: the final
+training data term (mean cross-entropy over the whole training set, evaluation mode), its test
 error, and the objective per example it implies, data term + price × the hidden layers' live
-weights (784 + 1 per first-layer unit, k₁ + 1 per second-layer unit: under Eq. (4c) a weight
+weights (inputs + 1 per first-layer unit, k₁ + 1 per second-layer unit: under Eq. (4c) a weight
 costs while both its ends are on), ``--price`` being the price of one weight per example at
 τ(60,000) that profile_value.py's measured unit prices imply (3.9e-5 for a second-layer unit
 with 82 inputs and a bias, 4.5e-4 for a first-layer unit with 785 inputs and 89 outputs: about
@@ -37,7 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import commit, cpu_model, write  # noqa: E402
 
 
-def measure(fc1: int, fc2: int, seed: int, epochs: int, subset: int | None, lr: float) -> dict:
+def measure(
+    fc1: int, fc2: int, seed: int, epochs: int, subset: int | None, lr: float, dataset: str
+) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -46,11 +49,12 @@ def measure(fc1: int, fc2: int, seed: int, epochs: int, subset: int | None, lr: 
     from bayesprune.models.network import build_network
 
     torch.set_num_threads(1)
-    data = load_dataset("fashion-mnist")
+    data = load_dataset(dataset)
     if subset is not None:
         data = data.subset(subset, seed=seed)
     torch.manual_seed(seed)
     net = build_network("mlp", data.in_shape, data.num_classes, (fc1, fc2))
+    inputs = net.layers["fc1"].in_features
     summary = train_dense(net, data, epochs, 100, lr, seed)
     plain = net.to_sequential().eval()
     with torch.no_grad():
@@ -64,6 +68,7 @@ def measure(fc1: int, fc2: int, seed: int, epochs: int, subset: int | None, lr: 
         "seed": seed,
         "train_data_term": total / len(data.x_train),
         "test_error": summary["test_error"],
+        "gated_weights": fc1 * (inputs + 1) + fc2 * (fc1 + 1),
     }
 
 
@@ -73,6 +78,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--fc1", type=int, nargs="+", default=[50, 150, 300])
     parser.add_argument("--fc1-at", type=int, default=85, help="fc1 width of the fc2 sweep")
     parser.add_argument("--fc2-at", type=int, default=90, help="fc2 width of the fc1 sweep")
+    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "teacher"])
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--name", default="second_layer_widths")
@@ -82,20 +88,20 @@ def main(argv=None) -> dict:
                         help="per weight and example (default 4.8e-7 × (60,000 / N)^½)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
-    n = 60_000 if args.train_subset is None else args.train_subset
+    n = {"fashion-mnist": 60_000, "teacher": 20_000}[args.dataset]
+    n = n if args.train_subset is None else args.train_subset
     price = 4.8e-7 * (60_000 / n) ** 0.5 if args.price is None else args.price
     shapes = [(args.fc1_at, k) for k in args.fc2] + [(k, args.fc2_at) for k in args.fc1]
     shapes = list(dict.fromkeys(shapes))
     jobs = [
-        (k1, k2, s, args.epochs, args.train_subset, args.lr)
+        (k1, k2, s, args.epochs, args.train_subset, args.lr, args.dataset)
         for k1, k2 in shapes
         for s in args.seeds
     ]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(measure, *zip(*jobs, strict=True)))
     for run in runs:
-        weights = run["fc1"] * 785 + run["fc2"] * (run["fc1"] + 1)
-        run["objective"] = run["train_data_term"] + weights * price
+        run["objective"] = run["train_data_term"] + run["gated_weights"] * price
         print(run, flush=True)
     result = {
         "commit": commit(),
@@ -103,6 +109,7 @@ def main(argv=None) -> dict:
         "threads": 1,
         "price": price,
         "epochs": args.epochs,
+        "dataset": args.dataset,
         "train_subset": args.train_subset,
         "lr": args.lr,
         "fc1_at": args.fc1_at,

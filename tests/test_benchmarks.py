@@ -281,3 +281,28 @@ def test_profile_value_finds_a_duplicate_below_its_price_and_leaves_the_network_
     assert 1 <= values["accepted_30000"] <= values["lower_F"]
     assert values["accepted_2048"] <= values["lower_F"]
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_width_sweeps_count_the_live_weights_a_width_pays_for(monkeypatch):
+    """benchmarks/second_layer_widths.py and lenet5_widths.py price a dense network at the
+    weights of its gated layers (every weight and bias but the output layer's, Eq. (4c)); the
+    data term is the mean cross-entropy over the training set."""
+    from bayesprune.data import Dataset
+
+    sweep = _script("second_layer_widths")
+    run = sweep.measure(8, 4, 0, 1, None, 1e-3, "teacher")  # 4 inputs, 3 classes
+    assert run["gated_weights"] == 8 * (4 + 1) + 4 * (8 + 1)
+    assert 0.0 < run["train_data_term"] < 2.0 and 0.0 <= run["test_error"] <= 1.0
+
+    gen = torch.Generator().manual_seed(0)
+    images = Dataset("fake", torch.randn(200, 1, 28, 28, generator=gen),
+                     torch.randint(0, 10, (200,), generator=gen),
+                     torch.randn(50, 1, 28, 28, generator=gen),
+                     torch.randint(0, 10, (50,), generator=gen), 10)  # fmt: skip
+    import bayesprune.data
+
+    monkeypatch.setattr(bayesprune.data, "load_dataset", lambda name: images)
+    run = _script("lenet5_widths").measure((3, 4, 6), 0, 1, None)
+    # conv1 3 × (25 + 1), conv2 4 × (3·25 + 1), fc1 6 × (4·4·4 + 1): the output layer is free
+    assert run["gated_weights"] == 3 * 26 + 4 * 76 + 6 * 65
+    assert run["widths"] == [3, 4, 6] and run["train_data_term"] > 0.0
