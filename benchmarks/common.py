@@ -942,6 +942,7 @@ def render_second_layer_widths(name: str, result: dict) -> list[str]:
     ]
     shapes = sorted({(r["fc1"], r["fc2"]) for r in runs})
     at1, at2 = result.get("fc1_at", 85), result.get("fc2_at", 90)
+    ends = (4, 3) if result.get("dataset") == "teacher" else (784, 10)  # inputs, classes
     groups = {"fc2": [s for s in shapes if s[0] == at1], "fc1": [s for s in shapes if s[1] == at2]}
     best: dict[tuple, int] = {}
     for layer, group in groups.items():
@@ -957,7 +958,7 @@ def render_second_layer_widths(name: str, result: dict) -> list[str]:
             n = len(mine)
             wins = best.get((layer, *shape), 0)
             lines.append(
-                f"| 784-{shape[0]}-{shape[1]}-10 | "
+                f"| {ends[0]}-{shape[0]}-{shape[1]}-{ends[1]} | "
                 f"{sum(r['train_data_term'] for r in mine) / n:.4f} | "
                 f"{100 * sum(r['test_error'] for r in mine) / n:.2f} | "
                 f"{sum(r['objective'] for r in mine) / n:.4f} | {wins} of {len(seeds)} |"
