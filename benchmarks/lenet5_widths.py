@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, write  # noqa: E402
+from second_layer_widths import weight_price  # noqa: E402
 
 
 def measure(widths: tuple[int, int, int], seed: int, epochs: int, subset: int | None) -> dict:
@@ -84,8 +85,7 @@ def main(argv=None) -> dict:
     jobs = [(shape, s, args.epochs, args.train_subset) for shape in shapes for s in args.seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(measure, *zip(*jobs, strict=True)))
-    n = 60_000 if args.train_subset is None else args.train_subset
-    price = 4.8e-7 * (60_000 / n) ** 0.5
+    price = weight_price(60_000 if args.train_subset is None else args.train_subset)
     for run in runs:
         run["objective"] = run["train_data_term"] + price * run["gated_weights"]
         print(run, flush=True)

@@ -37,6 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, write  # noqa: E402
 
+PRICE_60K = 4.8e-7  # one live weight's price per example at τ(60,000) (profile_value.py)
+
+
+def weight_price(n: int) -> float:
+    """A live weight's price per example at N = ``n``: τ(N)/N ∝ N^(−½) (Eq. (13))."""
+    return PRICE_60K * (60_000 / n) ** 0.5
+
 
 def measure(
     fc1: int, fc2: int, seed: int, epochs: int, subset: int | None, lr: float, dataset: str
@@ -90,7 +97,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     n = {"fashion-mnist": 60_000, "teacher": 20_000}[args.dataset]
     n = n if args.train_subset is None else args.train_subset
-    price = 4.8e-7 * (60_000 / n) ** 0.5 if args.price is None else args.price
+    price = weight_price(n) if args.price is None else args.price
     shapes = [(args.fc1_at, k) for k in args.fc2] + [(k, args.fc2_at) for k in args.fc1]
     shapes = list(dict.fromkeys(shapes))
     jobs = [
