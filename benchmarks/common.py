@@ -298,8 +298,8 @@ def render_readme() -> None:
         if path.stem == "profile_value":
             lines += render_profile_value(result)
             continue
-        if path.stem == "lenet5_widths":
-            lines += render_lenet5_widths(result)
+        if path.stem.startswith("lenet5_widths"):
+            lines += render_lenet5_widths(path.stem, result)
             continue
         if path.stem.startswith("second_layer_widths"):
             lines += render_second_layer_widths(path.stem, result)
@@ -966,14 +966,14 @@ def render_second_layer_widths(name: str, result: dict) -> list[str]:
     return lines + [""]
 
 
-def render_lenet5_widths(result: dict) -> list[str]:
+def render_lenet5_widths(name: str, result: dict) -> list[str]:
     """benchmarks/lenet5_widths.py: dense LeNet-5s of each width, one layer moved at a time."""
     runs, center = result["runs"], tuple(result["center"])
     seeds = sorted({r["seed"] for r in runs})
     subset = result.get("train_subset")
     where = "full Fashion-MNIST" if subset is None else f"{subset:,} Fashion-MNIST examples"
     lines = [
-        "## lenet5_widths",
+        f"## {name}",
         "",
         f"`benchmarks/lenet5_widths.py`: dense LeNet-5s on {where} (Adam 1e-3, batch 100, "
         f"{result['epochs']} epochs, 1 thread), commit {result['commit']}, "

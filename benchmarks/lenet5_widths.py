@@ -1,7 +1,8 @@
 """What the objective asks of LeNet-5's widths, with every width trained from scratch.
 
 Usage: ``.venv/bin/python benchmarks/lenet5_widths.py [--center 20 24 90] [--conv1 10 40]
-[--conv2 12 50] [--fc1 45 180] [--train-subset 10000] [--seeds 0 1 2] [--jobs 2]``.
+[--conv2 12 50] [--fc1 45 180] [--train-subset 10000] [--seeds 0 1 2] [--jobs 2]
+[--name lenet5_widths]``.
 
 The LeNet-300-100 version of this question is ``second_layer_widths.py`` (docs/method.md §6n).
 Here: dense LeNet-5-Caffe networks (conv 5×5, pool, conv 5×5, pool, fc, fc) whose three hidden
@@ -13,7 +14,7 @@ training data term (mean cross-entropy over the training set, evaluation mode), 
 error, and the objective per example, data term + price × the live weights of the gated
 layers (every weight and bias but the output layer's: under Eq. (4c) a weight costs while both
 its ends are on), the price per weight 4.8e-7 × (60,000 / N)^½ as in second_layer_widths.py.
-Writes ``results/lenet5_widths.json`` and its README table.
+Writes ``results/<name>.json`` and its README table.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--name", default="lenet5_widths")
     args = parser.parse_args(argv)
     center = tuple(args.center)
     shapes = [center]
@@ -99,7 +101,7 @@ def main(argv=None) -> dict:
         "center": list(center),
         "runs": runs,
     }
-    write("lenet5_widths", result)
+    write(args.name, result)
     return result
 
 
