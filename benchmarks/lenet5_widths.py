@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, write  # noqa: E402
-from second_layer_widths import weight_price  # noqa: E402
+from second_layer_widths import run_sweep, weight_price  # noqa: E402
 
 
 def measure(widths: tuple[int, int, int], seed: int, epochs: int, subset: int | None) -> dict:
@@ -85,24 +83,17 @@ def main(argv=None) -> dict:
             shape[layer] = k
             shapes.append(tuple(shape))
     jobs = [(shape, s, args.epochs, args.train_subset) for shape in shapes for s in args.seeds]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(measure, *zip(*jobs, strict=True)))
     price = weight_price(60_000 if args.train_subset is None else args.train_subset)
-    for run in runs:
-        run["objective"] = run["train_data_term"] + price * run["gated_weights"]
-        print(run, flush=True)
-    result = {
-        "commit": commit(),
-        "cpu": cpu_model(),
-        "threads": 1,
-        "price": price,
-        "epochs": args.epochs,
-        "train_subset": args.train_subset,
-        "center": list(center),
-        "runs": runs,
-    }
-    write(args.name, result)
-    return result
+    return run_sweep(
+        args.name,
+        measure,
+        jobs,
+        args.jobs,
+        price,
+        epochs=args.epochs,
+        train_subset=args.train_subset,
+        center=list(center),
+    )
 
 
 if __name__ == "__main__":

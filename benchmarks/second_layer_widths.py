@@ -45,6 +45,30 @@ def weight_price(n: int) -> float:
     return PRICE_60K * (60_000 / n) ** 0.5
 
 
+def run_sweep(name: str, measure, jobs: list, workers: int, price: float, **settings) -> dict:
+    """Train every job (``measure(*job)``) in ``workers`` processes, add each run's objective
+    per example (its final training data term + ``price`` per gated weight), and write
+    ``results/<name>.json`` with ``settings``. One worker trains in this process."""
+    if workers <= 1:
+        runs = [measure(*job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            runs = list(pool.map(measure, *zip(*jobs, strict=True)))
+    for run in runs:
+        run["objective"] = run["train_data_term"] + run["gated_weights"] * price
+        print(run, flush=True)
+    result = {
+        "commit": commit(),
+        "cpu": cpu_model(),
+        "threads": 1,
+        "price": price,
+        **settings,
+        "runs": runs,
+    }
+    write(name, result)
+    return result
+
+
 def measure(
     fc1: int, fc2: int, seed: int, epochs: int, subset: int | None, lr: float, dataset: str
 ) -> dict:
@@ -91,8 +115,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--name", default="second_layer_widths")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--price", type=float, default=None,
-                        help="per weight and example (default 4.8e-7 × (60,000 / N)^½)")
+    parser.add_argument(
+        "--price",
+        type=float,
+        default=None,
+        help="per weight and example (default 4.8e-7 × (60,000 / N)^½)",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
     n = {"fashion-mnist": 60_000, "teacher": 20_000}[args.dataset]
@@ -105,26 +133,19 @@ def main(argv=None) -> dict:
         for k1, k2 in shapes
         for s in args.seeds
     ]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(measure, *zip(*jobs, strict=True)))
-    for run in runs:
-        run["objective"] = run["train_data_term"] + run["gated_weights"] * price
-        print(run, flush=True)
-    result = {
-        "commit": commit(),
-        "cpu": cpu_model(),
-        "threads": 1,
-        "price": price,
-        "epochs": args.epochs,
-        "dataset": args.dataset,
-        "train_subset": args.train_subset,
-        "lr": args.lr,
-        "fc1_at": args.fc1_at,
-        "fc2_at": args.fc2_at,
-        "runs": runs,
-    }
-    write(args.name, result)
-    return result
+    return run_sweep(
+        args.name,
+        measure,
+        jobs,
+        args.jobs,
+        price,
+        epochs=args.epochs,
+        dataset=args.dataset,
+        train_subset=args.train_subset,
+        lr=args.lr,
+        fc1_at=args.fc1_at,
+        fc2_at=args.fc2_at,
+    )
 
 
 if __name__ == "__main__":

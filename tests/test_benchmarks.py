@@ -283,6 +283,20 @@ def test_profile_value_finds_a_duplicate_below_its_price_and_leaves_the_network_
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
+def test_a_width_sweep_prices_each_run_and_records_its_settings(monkeypatch):
+    """run_sweep (both width sweeps): objective = data term + price × gated weights, per run."""
+    sweep = _script("second_layer_widths")
+    written = {}
+    monkeypatch.setattr(sweep, "write", lambda name, result: written.update({name: result}))
+
+    def fake(width, seed):
+        return {"widths": [width], "seed": seed, "train_data_term": 0.5, "gated_weights": width}
+
+    result = sweep.run_sweep("probe", fake, [(10, 0), (30, 1)], 1, 0.01, epochs=3)
+    assert [r["objective"] for r in result["runs"]] == pytest.approx([0.6, 0.8])
+    assert written["probe"] is result and result["epochs"] == 3 and result["price"] == 0.01
+
+
 def test_width_sweeps_count_the_live_weights_a_width_pays_for(monkeypatch):
     """benchmarks/second_layer_widths.py and lenet5_widths.py price a dense network at the
     weights of its gated layers (every weight and bias but the output layer's, Eq. (4c)); the
