@@ -672,9 +672,13 @@ def render_matrix(name: str, result: dict) -> list[str]:
         f"commit {result['commit']}, CPU {result.get('cpu', 'not recorded')}"
         + (f", dense runs from `{result['dense_from']['file']}`" if "dense_from" in result else "")
         + (f"; rule: {result['rule']}" if "rule" in result else "")
-        + ". `.venv/bin/python benchmarks/robustness_matrix.py"
-        + (" --outside" if all(c["case"].startswith("out-") for c in result["cells"]) else "")
-        + "` reruns it on the current code (the whole matrix: about 50 minutes on 2 cores).",
+        + (
+            f". {result['rerun']}"
+            if "rerun" in result
+            else ". `.venv/bin/python benchmarks/robustness_matrix.py"
+            + (" --outside" if all(c["case"].startswith("out-") for c in result["cells"]) else "")
+            + "` reruns it on the current code (the whole matrix: about 50 minutes on 2 cores)."
+        ),
         "",
         "| case | seed | τ | dense error (%) | bayesprune error (%) | gap (points) | widths "
         "| weights kept (%) | binary (%) | pruned in first 25% (%) | warm-up ends (step) "
