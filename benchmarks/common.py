@@ -298,6 +298,9 @@ def render_readme() -> None:
         if path.stem == "profile_value":
             lines += render_profile_value(result)
             continue
+        if path.stem == "joint_value":
+            lines += render_joint_value(result)
+            continue
         if path.stem.startswith("lenet5_widths"):
             lines += render_lenet5_widths(path.stem, result)
             continue
@@ -888,6 +891,32 @@ def render_release_state(result: dict) -> list[str]:
             f"{r['fc2_below_price_at_keeping']} |"
         )
     return lines + [""]
+
+
+def render_joint_value(result: dict) -> list[str]:
+    """benchmarks/joint_value.py: the units a removal took out, alone and together."""
+    r = result
+    return [
+        "## joint_value",
+        "",
+        f"`benchmarks/joint_value.py`: run `{Path(r['run']).name}` (final widths "
+        f"{'-'.join(map(str, r['final_widths']))}, test error {100 * r['test_error']:.2f}%) at "
+        f"its epoch-{r['epoch']} checkpoint (step {r['step']}, widths "
+        f"{'-'.join(map(str, r['widths']))}), before {r['layer']}'s θ moved; the "
+        f"{r['removed']} {r['layer']} units the run removed at step {r['removed_at_step']}, "
+        f"switched off on {r['examples']:,} training examples with every gate at its posterior "
+        f"mode; commit {r['commit']}, {r.get('cpu', 'unknown CPU')}, 1 thread. Nats per "
+        "example; a unit's price is 4.8e-7 (60,000 / N)^½ per live weight it owns or feeds, "
+        f"against the {r['consumer']} units on at the checkpoint and at the end.",
+        "",
+        "| data term | removed: each alone (median) | removed: each alone (sum) | removed: "
+        "together | kept: each alone (median) | price per unit (checkpoint / end) |",
+        "|---|---|---|---|---|---|",
+        f"| {r['data_term']:.4f} | {r['own_removed_median']:.2e} | {r['own_removed_sum']:.4f} | "
+        f"**{r['joint_removed']:.4f}** | {r['own_kept_median']:.2e} | "
+        f"{r['price_per_unit']:.2e} / {r['price_per_unit_at_final_consumer']:.2e} |",
+        "",
+    ]
 
 
 def render_profile_value(result: dict) -> list[str]:

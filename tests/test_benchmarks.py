@@ -283,6 +283,31 @@ def test_profile_value_finds_a_duplicate_below_its_price_and_leaves_the_network_
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
+def test_joint_value_switches_off_the_units_it_names_and_only_those():
+    """benchmarks/joint_value.py: a unit that feeds nothing costs nothing alone; switching off
+    one unit "together" is its own cost; nothing switched off costs nothing; the network and the
+    gates it was given are left as they were; a unit's live weights follow (4c)."""
+    from bayesprune.models.network import build_network
+
+    script = _script("joint_value")
+    torch.manual_seed(0)
+    net = build_network("mlp", (4,), 3, (5, 4))
+    with torch.no_grad():
+        net.layers["out"].weight.normal_()  # the classifier starts at zero (docs §2)
+        net.layers["fc2"].weight[:, 2] = 0.0  # fc1's unit 2 feeds nothing
+    x, y = torch.randn(300, 4), torch.randint(0, 3, (300,))
+    gates = {n: torch.ones(net.width(n)) for n in net.gated}
+    before = [p.detach().clone() for p in net.parameters()]
+    full, own, joint = script.off_costs(net, gates, "fc1", [1], x, y, chunk=64)
+    assert own[2] == 0.0 and min(abs(c) for i, c in enumerate(own) if i != 2) > 0.0
+    assert joint == pytest.approx(own[1], abs=1e-6)
+    assert script.off_costs(net, gates, "fc1", [], x, y)[2] == pytest.approx(0.0, abs=1e-6)
+    assert full == pytest.approx(float(torch.nn.functional.cross_entropy(net(x), y)), rel=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    assert all(bool((g == 1.0).all()) for g in gates.values())
+    assert script.unit_weights(net, "fc1", live=3) == 4 + 1 + 3
+
+
 def test_a_width_sweep_prices_each_run_and_records_its_settings(monkeypatch):
     """run_sweep (both width sweeps): objective = data term + price × gated weights, per run."""
     sweep = _script("second_layer_widths")
