@@ -298,8 +298,8 @@ def render_readme() -> None:
         if path.stem == "profile_value":
             lines += render_profile_value(result)
             continue
-        if path.stem == "joint_value":
-            lines += render_joint_value(result)
+        if path.stem.startswith("joint_value"):
+            lines += render_joint_value(path.stem, result)
             continue
         if path.stem.startswith("lenet5_widths"):
             lines += render_lenet5_widths(path.stem, result)
@@ -893,11 +893,11 @@ def render_release_state(result: dict) -> list[str]:
     return lines + [""]
 
 
-def render_joint_value(result: dict) -> list[str]:
+def render_joint_value(name: str, result: dict) -> list[str]:
     """benchmarks/joint_value.py: the units a removal took out, alone and together."""
     r = result
     return [
-        "## joint_value",
+        f"## {name}",
         "",
         f"`benchmarks/joint_value.py`: run `{Path(r['run']).name}` (final widths "
         f"{'-'.join(map(str, r['final_widths']))}, test error {100 * r['test_error']:.2f}%) at "

@@ -7,13 +7,14 @@ The gates' evidence (Eq. (9s)) is each unit's value with the others present. doc
 found LeNet-5's conv2 at 60,000 examples cut to about half its start, where dense networks
 trained from scratch say the objective is lowest at the start. This script loads a run at a
 checkpoint taken before the layer's θ was released (default: the last such epoch), takes the
-units that removal took out, and measures on ``--examples`` training examples, with every gate
-at its posterior mode (θ > ½), the data term's change per example when each unit of the layer is
-switched off alone, and when the removed units are switched off together; beside them, a unit's
-price per example, 4.8e-7 (60,000 / N)^½ per live weight it owns or feeds (the approximation of
-``benchmarks/second_layer_widths.py``). Without ``--run`` it trains LeNet-5 on full Fashion-MNIST
-with ``--theta-window 60000`` (seed 0, 10 epochs, 1 thread: about 6 minutes), the run of §6p
-whose conv2 is still whole at epoch 2. Writes ``results/joint_value.json`` and its README table.
+units of the layer's first removal after it, and measures on ``--examples`` of the run's own
+training examples, with every gate at its posterior mode (θ > ½), the data term's change per
+example when each unit of the layer is switched off alone, and when the removed units are
+switched off together; beside them, a unit's price per example, 4.8e-7 (60,000 / N)^½ per live
+weight it owns or feeds (the approximation of ``benchmarks/second_layer_widths.py``). Without
+``--run`` it trains LeNet-5 on full Fashion-MNIST with ``--theta-window 60000`` (seed 0, 10
+epochs, 1 thread: about 6 minutes), the run of §6p whose conv2 is still whole at epoch 2.
+Writes ``results/<--name>.json`` (default ``joint_value``) and its README table.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def measure(run_dir: Path, layer: str, epoch: int | None, examples: int) -> dict
     ids = guide.unit_ids(layer).tolist()
     together = [ids.index(u) for u in removed]
     data = load_dataset(summary["dataset"])
+    if summary.get("train_subset"):  # the run's own training examples
+        data = data.subset(summary["train_subset"], seed=summary["seed"])
     n = len(data.x_train)
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:examples]
     full, own, joint = off_costs(
@@ -132,6 +135,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--layer", default="conv2")
     parser.add_argument("--epoch", type=int, default=None)
     parser.add_argument("--examples", type=int, default=20_000)
+    parser.add_argument("--name", default="joint_value")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     label = commit()
@@ -146,7 +150,7 @@ def main(argv=None) -> dict:
     result = {"commit": label, "cpu": cpu_model(), "threads": 1}
     result.update(measure(run_dir, args.layer, args.epoch, args.examples))
     print(json.dumps(result, indent=1), flush=True)
-    write("joint_value", result)
+    write(args.name, result)
     return result
 
 
