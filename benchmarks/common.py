@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from bayesprune.baseline import train_dense
 from bayesprune.config import PREDATING, TrainConfig, evidence_window
@@ -61,6 +62,16 @@ def plain_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float
         opt.step()
 
     return step
+
+
+@torch.no_grad()
+def mean_nll(model, x: torch.Tensor, y: torch.Tensor, batch: int = 5000) -> float:
+    """Mean cross-entropy of a deterministic ``model`` over ``(x, y)``, ``batch`` rows at a time
+    (the data term per example; ``bayesprune.loop.evaluate`` is its twin for the error)."""
+    total = 0.0
+    for i in range(0, len(x), batch):
+        total += F.cross_entropy(model(x[i : i + batch]), y[i : i + batch], reduction="sum").item()
+    return total / len(x)
 
 
 def narrowed(net, widths):

@@ -23,29 +23,24 @@ import argparse
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from common import HERE, commit, cpu_model, write  # noqa: E402
+from common import HERE, commit, cpu_model, mean_nll, write  # noqa: E402
 from second_layer_widths import weight_price  # noqa: E402
 
 DEFAULT_RUN = HERE.parent / "runs" / "joint_value_lenet5_w60000"
 
 
-@torch.no_grad()
 def off_costs(net, gates: dict, layer: str, together: list[int], x, y, chunk: int = 1000):
     """The mean data term with ``gates``, and its change when each unit of ``layer`` is switched
     off alone and when the units at positions ``together`` are switched off at once."""
 
     def data_term(g) -> float:
-        total = sum(
-            F.cross_entropy(net(x[i : i + chunk], gates=g), y[i : i + chunk], reduction="sum")
-            for i in range(0, len(x), chunk)
-        )
-        return float(total) / len(x)
+        return mean_nll(partial(net, gates=g), x, y, chunk)
 
     def without(positions) -> float:
         g = {**gates, layer: gates[layer].clone()}

@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import mean_nll  # noqa: E402
 from second_layer_widths import run_sweep, weight_price  # noqa: E402
 
 
 def measure(widths: tuple[int, int, int], seed: int, epochs: int, subset: int | None) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from bayesprune.baseline import train_dense
     from bayesprune.data import load_dataset
@@ -49,15 +49,10 @@ def measure(widths: tuple[int, int, int], seed: int, epochs: int, subset: int | 
     plain = net.to_sequential().eval()
     linears = [m for m in plain.modules() if isinstance(m, torch.nn.Linear)]
     output = sum(p.numel() for p in linears[-1].parameters())
-    with torch.no_grad():
-        total = sum(
-            float(F.cross_entropy(plain(x), y, reduction="sum"))
-            for x, y in zip(data.x_train.split(2000), data.y_train.split(2000), strict=True)
-        )
     return {
         "widths": list(widths),
         "seed": seed,
-        "train_data_term": total / len(data.x_train),
+        "train_data_term": mean_nll(plain, data.x_train, data.y_train, 2000),
         "test_error": summary["test_error"],
         "gated_weights": sum(p.numel() for p in plain.parameters()) - output,
     }

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, write  # noqa: E402
+from common import commit, cpu_model, mean_nll, write  # noqa: E402
 
 PRICE_60K = 4.8e-7  # one live weight's price per example at τ(60,000) (profile_value.py)
 
@@ -73,7 +73,6 @@ def measure(
     fc1: int, fc2: int, seed: int, epochs: int, subset: int | None, lr: float, dataset: str
 ) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from bayesprune.baseline import train_dense
     from bayesprune.data import load_dataset
@@ -88,16 +87,11 @@ def measure(
     inputs = net.layers["fc1"].in_features
     summary = train_dense(net, data, epochs, 100, lr, seed)
     plain = net.to_sequential().eval()
-    with torch.no_grad():
-        total = sum(
-            float(F.cross_entropy(plain(x), y, reduction="sum"))
-            for x, y in zip(data.x_train.split(5000), data.y_train.split(5000), strict=True)
-        )
     return {
         "fc1": fc1,
         "fc2": fc2,
         "seed": seed,
-        "train_data_term": total / len(data.x_train),
+        "train_data_term": mean_nll(plain, data.x_train, data.y_train, 5000),
         "test_error": summary["test_error"],
         "gated_weights": fc1 * (inputs + 1) + fc2 * (fc1 + 1),
     }
