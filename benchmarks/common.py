@@ -961,6 +961,16 @@ def render_profile_value(result: dict) -> list[str]:
     return lines + [""]
 
 
+def _sweep_means(runs: list[dict]) -> str:
+    """Table cells of a width sweep's row: mean data term, test error (%) and objective."""
+    n = len(runs)
+    return (
+        f"{sum(r['train_data_term'] for r in runs) / n:.4f} | "
+        f"{100 * sum(r['test_error'] for r in runs) / n:.2f} | "
+        f"{sum(r['objective'] for r in runs) / n:.4f}"
+    )
+
+
 def render_second_layer_widths(name: str, result: dict) -> list[str]:
     """benchmarks/second_layer_widths.py: dense networks of each hidden width."""
     runs = result["runs"]
@@ -999,13 +1009,10 @@ def render_second_layer_widths(name: str, result: dict) -> list[str]:
     for layer, group in groups.items():
         for shape in group:
             mine = [r for r in runs if (r["fc1"], r["fc2"]) == shape]
-            n = len(mine)
             wins = best.get((layer, *shape), 0)
             lines.append(
-                f"| {ends[0]}-{shape[0]}-{shape[1]}-{ends[1]} | "
-                f"{sum(r['train_data_term'] for r in mine) / n:.4f} | "
-                f"{100 * sum(r['test_error'] for r in mine) / n:.2f} | "
-                f"{sum(r['objective'] for r in mine) / n:.4f} | {wins} of {len(seeds)} |"
+                f"| {ends[0]}-{shape[0]}-{shape[1]}-{ends[1]} | {_sweep_means(mine)} | "
+                f"{wins} of {len(seeds)} |"
             )
     return lines + [""]
 
@@ -1044,13 +1051,9 @@ def render_lenet5_widths(name: str, result: dict) -> list[str]:
             wins[top] = wins.get(top, 0) + 1
         for shape in group:
             mine = [r for r in runs if tuple(r["widths"]) == shape]
-            k = len(mine)
             lines.append(
-                f"| {name} | {'-'.join(map(str, shape))} | "
-                f"{sum(r['train_data_term'] for r in mine) / k:.4f} | "
-                f"{100 * sum(r['test_error'] for r in mine) / k:.2f} | "
-                f"{sum(r['objective'] for r in mine) / k:.4f} | {wins.get(shape, 0)} of "
-                f"{len(seeds)} |"
+                f"| {name} | {'-'.join(map(str, shape))} | {_sweep_means(mine)} | "
+                f"{wins.get(shape, 0)} of {len(seeds)} |"
             )
     return lines + [""]
 
