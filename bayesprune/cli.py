@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--widths",
         type=_widths,
         default=None,
-        help="mlp hidden widths, e.g. 300,100 (LeNet-300-100, the default)",
+        help="mlp hidden widths, e.g. 300,100 (LeNet-300-100, the default); lenet5: conv1,conv2,"
+        "fc1 (20,50,500 by default)",
     )
     t.add_argument(
         "--width-mult",

@@ -538,16 +538,21 @@ class GatedMLP(GatedNet):
 
 
 def lenet5(
-    in_shape: Sequence[int], num_classes: int, width_mult: float = 1.0, init: str = "kaiming"
+    in_shape: Sequence[int],
+    num_classes: int,
+    width_mult: float = 1.0,
+    init: str = "kaiming",
+    widths: tuple[int, int, int] | None = None,
 ) -> GatedNet:
     """LeNet-5-Caffe: conv 20@5×5, pool, conv 50@5×5, pool, fc 800→500, fc 500→classes.
 
-    Gates on both convolutions' filters and on the 500 hidden units; ``width_mult`` scales every
-    hidden layer.
+    Gates on both convolutions' filters and on the 500 hidden units; ``widths`` replaces the
+    three (conv1, conv2, fc1), and ``width_mult`` scales every hidden layer.
     """
+    sizes = iter(widths or [step[1] for step in LENET5 if step[0] in ("conv", "fc")])
     plan = [
-        (step[0], _scaled(step[1], width_mult), *step[2:]) if step[0] in ("conv", "fc") else step
-        for step in LENET5
+        (kind, _scaled(next(sizes), width_mult), *rest[1:]) if kind in ("conv", "fc") else (kind,)
+        for kind, *rest in LENET5
     ]
     net = GatedNet(in_shape, plan, num_classes, init=init)
     net.arch = "lenet5"
@@ -581,8 +586,9 @@ def build_network(
 ) -> GatedNet:
     """Construct a named architecture (``mlp``, ``lenet5``, ``vgg16``) for an input shape.
 
-    ``widths`` sets the MLP's hidden widths (default 300, 100, LeNet-300-100); ``width_mult``
-    scales every hidden layer of any architecture.
+    ``widths`` sets the MLP's hidden widths (default 300, 100, LeNet-300-100) or LeNet-5's
+    conv1, conv2 and fc1 widths (default 20, 50, 500); ``width_mult`` scales every hidden layer
+    of any architecture.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
@@ -591,8 +597,12 @@ def build_network(
         return GatedMLP(
             math.prod(in_shape), tuple(_scaled(w, width_mult) for w in widths), num_classes, init
         )
-    if widths is not None:
-        raise ValueError(f"--widths applies to the mlp; scale {arch} with width_mult")
+    if widths is not None and arch != "lenet5":
+        raise ValueError(f"--widths applies to the mlp and lenet5; scale {arch} with width_mult")
+    if widths is not None and len(widths) != 3:
+        raise ValueError(f"lenet5 takes three widths (conv1, conv2, fc1), got {len(widths)}")
     if len(in_shape) != 3:
         raise ValueError(f"{arch} needs image inputs (C, H, W), got shape {tuple(in_shape)}")
+    if widths is not None:
+        return lenet5(in_shape, num_classes, width_mult, init, tuple(widths))
     return ARCHITECTURES[arch](in_shape, num_classes, width_mult, init)

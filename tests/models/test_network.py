@@ -115,13 +115,18 @@ def test_architectures_and_their_notation():
     assert vgg(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert build_network("vgg16", (3, 32, 32), 10, width_mult=0.25).widths[0] == 16
     assert architecture(build_network("mlp", (1, 28, 28), 10).to_sequential()) == "784-300-100"
+    narrow = build_network("lenet5", (1, 28, 28), 10, (8, 30, 100))  # --widths conv1,conv2,fc1
+    assert narrow.widths == [8, 30, 100] and narrow.fan_in("fc1") == 30 * 16
+    assert architecture(narrow.to_sequential()) == "8-30-480-100"
+    assert build_network("lenet5", (1, 28, 28), 10, (8, 30, 100), 0.5).widths == [4, 15, 50]
 
 
 @pytest.mark.parametrize(
     "args",
     [
         ("lenet5", (4,), 3, None),  # flat inputs
-        ("vgg16", (3, 32, 32), 10, (10, 5)),  # --widths is for the MLP
+        ("vgg16", (3, 32, 32), 10, (10, 5)),  # --widths is for the MLP and LeNet-5
+        ("lenet5", (1, 28, 28), 10, (20, 50)),  # LeNet-5 takes conv1, conv2, fc1
         ("resnet", (3, 32, 32), 10, None),
     ],
 )
