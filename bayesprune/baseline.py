@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +26,13 @@ def train_dense(
     progress: bool = False,
     device: str = "cpu",
     schedule: str = "constant",
+    monitor: Callable[[int, GatedNet], None] | None = None,
 ) -> dict:
     """Train ``net`` without gates or priors (Adam on the cross-entropy); return its summary.
 
-    Uses the dataset's augmentation, if any, like the gated run.
+    Uses the dataset's augmentation, if any, like the gated run. ``monitor(step, net)``, if
+    given, is called after every step (``step`` counts from 1; ``net`` is in training mode and
+    must be left so; its time counts in the wall time, not in the step time).
     """
     torch.manual_seed(seed)
     device = torch.device(device)
@@ -38,6 +42,7 @@ def train_dense(
     step_times: list[float] = []
     epoch_seconds: list[float] = []
     start = time.perf_counter()
+    step = 0
     for _ in tqdm(range(epochs), disable=not progress, desc="dense"):
         net.train()
         epoch_start = time.perf_counter()
@@ -52,6 +57,9 @@ def train_dense(
             if timed:
                 synchronize(device)
                 step_times.append(time.perf_counter() - t0)
+            step += 1
+            if monitor is not None:
+                monitor(step, net)
         synchronize(device)
         epoch_seconds.append(time.perf_counter() - epoch_start)
     wall = time.perf_counter() - start

@@ -1055,7 +1055,52 @@ def render_lenet5_widths(name: str, result: dict) -> list[str]:
                 f"| {name} | {'-'.join(map(str, shape))} | {_sweep_means(mine)} | "
                 f"{wins.get(shape, 0)} of {len(seeds)} |"
             )
-    return lines + [""]
+    return lines + [""] + _lenet5_curves(result, center, seeds)
+
+
+def _lenet5_curves(result: dict, center: tuple, seeds: list[int]) -> list[str]:
+    """The objective per example after each step of ``--at``, per layer moved (mean over
+    seeds), and the width each seed's objective is lowest at."""
+    if not result.get("at"):
+        return []
+    runs, price = result["runs"], result["price"]
+    lines = [
+        f"Objective per example over training (data term on all training examples after each "
+        f"step + {price:.2e} × weights; mean over seeds), and the width where it is lowest, "
+        "per seed.",
+        "",
+    ]
+    for layer, name in enumerate(("conv1", "conv2", "fc1")):
+        others = [i for i in range(3) if i != layer]
+        group = sorted(
+            {tuple(r["widths"]) for r in runs if all(r["widths"][i] == center[i] for i in others)},
+            key=lambda shape: shape[layer],
+        )
+        if len(group) < 2:
+            continue
+        widths = [shape[layer] for shape in group]
+        lines += [
+            f"| {name}: step | " + " | ".join(f"{w}" for w in widths) + " | lowest, per seed |",
+            "|---|" + "---|" * (len(widths) + 1),
+        ]
+        for step in result["at"]:
+            value = {}
+            for shape in group:
+                for r in runs:
+                    if tuple(r["widths"]) == shape:
+                        point = next(c for c in r["curve"] if c["step"] == step)
+                        value[shape, r["seed"]] = (
+                            point["train_data_term"] + price * r["gated_weights"]
+                        )
+            means = [sum(value[shape, s] for s in seeds) / len(seeds) for shape in group]
+            lowest = [min(group, key=lambda shape, s=s: value[shape, s])[layer] for s in seeds]
+            lines.append(
+                f"| {step} | "
+                + " | ".join(f"{m:.4f}" for m in means)
+                + f" | {', '.join(map(str, lowest))} |"
+            )
+        lines.append("")
+    return lines
 
 
 def render_lr_units(result: dict) -> list[str]:

@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python benchmarks/lenet5_widths.py [--center 20 24 90] [--conv1 10 40]
 [--conv2 12 50] [--fc1 45 180] [--train-subset 10000] [--seeds 0 1 2] [--jobs 2]
-[--name lenet5_widths]``.
+[--at 100 400 1000] [--name lenet5_widths]``.
 
 The LeNet-300-100 version of this question is ``second_layer_widths.py`` (docs/method.md §6n).
 Here: dense LeNet-5-Caffe networks (conv 5×5, pool, conv 5×5, pool, fc, fc) whose three hidden
@@ -14,6 +14,9 @@ training data term (mean cross-entropy over the training set, evaluation mode), 
 error, and the objective per example, data term + price × the live weights of the gated
 layers (every weight and bias but the output layer's: under Eq. (4c) a weight costs while both
 its ends are on), the price per weight 4.8e-7 × (60,000 / N)^½ as in second_layer_widths.py.
+With ``--at STEP ...`` each network's training data term is also measured after those steps
+(the run's ``curve``), so the table says which width the objective prefers at each point of
+training, e.g. when the shipped rule decides a layer (docs/method.md §6p).
 Writes ``results/<name>.json`` and its README table.
 """
 
@@ -29,23 +32,31 @@ from common import mean_nll  # noqa: E402
 from second_layer_widths import run_sweep, weight_price  # noqa: E402
 
 
-def measure(widths: tuple[int, int, int], seed: int, epochs: int, subset: int | None) -> dict:
+def measure(
+    widths: tuple[int, int, int], seed: int, epochs: int, subset: int | None, at: tuple = ()
+) -> dict:
     import torch
 
     from bayesprune.baseline import train_dense
     from bayesprune.data import load_dataset
-    from bayesprune.models.network import LENET5, GatedNet
+    from bayesprune.models.network import lenet5
 
     torch.set_num_threads(1)
     data = load_dataset("fashion-mnist")
     if subset is not None:
         data = data.subset(subset, seed=seed)
     torch.manual_seed(seed)
-    sizes = iter(widths)
-    plan = [(s[0], next(sizes), *s[2:]) if s[0] in ("conv", "fc") else s for s in LENET5]
-    net = GatedNet(data.in_shape, plan, data.num_classes)
-    net.arch = "lenet5"
-    summary = train_dense(net, data, epochs, 100, 1e-3, seed)
+    net = lenet5(data.in_shape, data.num_classes, widths=widths)
+    curve: list[dict] = []
+
+    def monitor(step: int, model) -> None:
+        if step in at:
+            model.eval()
+            term = mean_nll(model, data.x_train, data.y_train, 2000)
+            curve.append({"step": step, "train_data_term": term})
+            model.train()
+
+    summary = train_dense(net, data, epochs, 100, 1e-3, seed, monitor=monitor if at else None)
     plain = net.to_sequential().eval()
     linears = [m for m in plain.modules() if isinstance(m, torch.nn.Linear)]
     output = sum(p.numel() for p in linears[-1].parameters())
@@ -55,6 +66,7 @@ def measure(widths: tuple[int, int, int], seed: int, epochs: int, subset: int | 
         "train_data_term": mean_nll(plain, data.x_train, data.y_train, 2000),
         "test_error": summary["test_error"],
         "gated_weights": sum(p.numel() for p in plain.parameters()) - output,
+        **({"curve": curve} if at else {}),
     }
 
 
@@ -68,6 +80,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--at", type=int, nargs="*", default=[], help="steps at which to measure the data term too"
+    )
     parser.add_argument("--name", default="lenet5_widths")
     args = parser.parse_args(argv)
     center = tuple(args.center)
@@ -77,7 +92,8 @@ def main(argv=None) -> dict:
             shape = list(center)
             shape[layer] = k
             shapes.append(tuple(shape))
-    jobs = [(shape, s, args.epochs, args.train_subset) for shape in shapes for s in args.seeds]
+    at = tuple(sorted(set(args.at)))
+    jobs = [(shape, s, args.epochs, args.train_subset, at) for shape in shapes for s in args.seeds]
     price = weight_price(60_000 if args.train_subset is None else args.train_subset)
     return run_sweep(
         args.name,
@@ -88,6 +104,7 @@ def main(argv=None) -> dict:
         epochs=args.epochs,
         train_subset=args.train_subset,
         center=list(center),
+        **({"at": list(at)} if at else {}),
     )
 
 

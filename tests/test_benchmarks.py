@@ -347,3 +347,27 @@ def test_width_sweeps_count_the_live_weights_a_width_pays_for(monkeypatch):
     # conv1 3 × (25 + 1), conv2 4 × (3·25 + 1), fc1 6 × (4·4·4 + 1): the output layer is free
     assert run["gated_weights"] == 3 * 26 + 4 * 76 + 6 * 65
     assert run["widths"] == [3, 4, 6] and run["train_data_term"] > 0.0
+
+
+def test_a_width_curve_measures_the_network_after_each_named_step_and_leaves_training_alone(
+    monkeypatch,
+):
+    """lenet5_widths.py --at: the data term after the last step is the final one, and measuring
+    on the way changes nothing of the training (baseline.train_dense's monitor)."""
+    from bayesprune.data import Dataset
+
+    gen = torch.Generator().manual_seed(1)
+    images = Dataset("fake", torch.randn(200, 1, 28, 28, generator=gen),
+                     torch.randint(0, 10, (200,), generator=gen),
+                     torch.randn(50, 1, 28, 28, generator=gen),
+                     torch.randint(0, 10, (50,), generator=gen), 10)  # fmt: skip
+    import bayesprune.data
+
+    monkeypatch.setattr(bayesprune.data, "load_dataset", lambda name: images)
+    script = _script("lenet5_widths")
+    plain = script.measure((3, 4, 6), 0, 2, None)  # 2 epochs of 2 steps
+    curve = script.measure((3, 4, 6), 0, 2, None, (1, 4))
+    assert [c["step"] for c in curve["curve"]] == [1, 4]
+    assert curve["curve"][1]["train_data_term"] == pytest.approx(plain["train_data_term"])
+    assert curve["curve"][0]["train_data_term"] != pytest.approx(plain["train_data_term"])
+    assert curve["test_error"] == plain["test_error"] and "curve" not in plain
