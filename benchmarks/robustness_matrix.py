@@ -158,6 +158,11 @@ OUTSIDE = {
     "out-lenet5-b32": {**FMNIST, "arch": "lenet5", "batch_size": 32},
     "out-lenet5-noise40": {**FMNIST, "arch": "lenet5", "label_noise": 0.4},
     "out-lenet5-rare5-10pct": {**FMNIST, "arch": "lenet5", "rare_classes": (5, 0.1)},
+    # conv2 priced against a narrow consumer from the start (docs/method.md §6q): fc1 100, not 500
+    "out-lenet5-fc1-100": {**FMNIST, "arch": "lenet5", "widths": (20, 50, 100)},
+    "out-lenet5-fc1-250": {**FMNIST, "arch": "lenet5", "widths": (20, 50, 250)},
+    "out-lenet5-fc1-100-n10k": {**FMNIST, "arch": "lenet5", "widths": (20, 50, 100),
+                                "train_subset": 10_000},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
