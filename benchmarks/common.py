@@ -1017,6 +1017,18 @@ def render_second_layer_widths(name: str, result: dict) -> list[str]:
     return lines + [""]
 
 
+def _lenet5_groups(runs: list[dict], center: tuple):
+    """(index, name, shapes) per LeNet-5 layer: the shapes that move only that layer from
+    ``center`` (the centre included), ordered by its width."""
+    for layer, name in enumerate(("conv1", "conv2", "fc1")):
+        others = [i for i in range(3) if i != layer]
+        group = sorted(
+            {tuple(r["widths"]) for r in runs if all(r["widths"][i] == center[i] for i in others)},
+            key=lambda shape: shape[layer],
+        )
+        yield layer, name, group
+
+
 def render_lenet5_widths(name: str, result: dict) -> list[str]:
     """benchmarks/lenet5_widths.py: dense LeNet-5s of each width, one layer moved at a time."""
     runs, center = result["runs"], tuple(result["center"])
@@ -1038,12 +1050,7 @@ def render_lenet5_widths(name: str, result: dict) -> list[str]:
         "| layer moved | widths | data term | test error (%) | objective | lowest for seeds |",
         "|---|---|---|---|---|---|",
     ]
-    for layer, name in enumerate(("conv1", "conv2", "fc1")):
-        others = [i for i in range(3) if i != layer]
-        group = sorted(
-            {tuple(r["widths"]) for r in runs if all(r["widths"][i] == center[i] for i in others)},
-            key=lambda shape: shape[layer],
-        )
+    for _, name, group in _lenet5_groups(runs, center):
         wins: dict[tuple, int] = {}
         for seed in seeds:
             mine = [r for r in runs if r["seed"] == seed and tuple(r["widths"]) in group]
@@ -1070,12 +1077,7 @@ def _lenet5_curves(result: dict, center: tuple, seeds: list[int]) -> list[str]:
         "per seed.",
         "",
     ]
-    for layer, name in enumerate(("conv1", "conv2", "fc1")):
-        others = [i for i in range(3) if i != layer]
-        group = sorted(
-            {tuple(r["widths"]) for r in runs if all(r["widths"][i] == center[i] for i in others)},
-            key=lambda shape: shape[layer],
-        )
+    for layer, name, group in _lenet5_groups(runs, center):
         if len(group) < 2:
             continue
         widths = [shape[layer] for shape in group]

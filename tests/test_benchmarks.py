@@ -324,25 +324,29 @@ def test_a_width_sweep_prices_each_run_and_records_its_settings(monkeypatch):
     assert written["probe"] is result and result["epochs"] == 3 and result["price"] == 0.01
 
 
+def _fake_images(monkeypatch, seed: int) -> None:
+    """``load_dataset`` returns 200 random 28×28 training images (50 test) of 10 classes."""
+    import bayesprune.data
+    from bayesprune.data import Dataset
+
+    gen = torch.Generator().manual_seed(seed)
+    images = Dataset("fake", torch.randn(200, 1, 28, 28, generator=gen),
+                     torch.randint(0, 10, (200,), generator=gen),
+                     torch.randn(50, 1, 28, 28, generator=gen),
+                     torch.randint(0, 10, (50,), generator=gen), 10)  # fmt: skip
+    monkeypatch.setattr(bayesprune.data, "load_dataset", lambda name: images)
+
+
 def test_width_sweeps_count_the_live_weights_a_width_pays_for(monkeypatch):
     """benchmarks/second_layer_widths.py and lenet5_widths.py price a dense network at the
     weights of its gated layers (every weight and bias but the output layer's, Eq. (4c)); the
     data term is the mean cross-entropy over the training set."""
-    from bayesprune.data import Dataset
-
     sweep = _script("second_layer_widths")
     run = sweep.measure(8, 4, 0, 1, None, 1e-3, "teacher")  # 4 inputs, 3 classes
     assert run["gated_weights"] == 8 * (4 + 1) + 4 * (8 + 1)
     assert 0.0 < run["train_data_term"] < 2.0 and 0.0 <= run["test_error"] <= 1.0
 
-    gen = torch.Generator().manual_seed(0)
-    images = Dataset("fake", torch.randn(200, 1, 28, 28, generator=gen),
-                     torch.randint(0, 10, (200,), generator=gen),
-                     torch.randn(50, 1, 28, 28, generator=gen),
-                     torch.randint(0, 10, (50,), generator=gen), 10)  # fmt: skip
-    import bayesprune.data
-
-    monkeypatch.setattr(bayesprune.data, "load_dataset", lambda name: images)
+    _fake_images(monkeypatch, seed=0)
     run = _script("lenet5_widths").measure((3, 4, 6), 0, 1, None)
     # conv1 3 × (25 + 1), conv2 4 × (3·25 + 1), fc1 6 × (4·4·4 + 1): the output layer is free
     assert run["gated_weights"] == 3 * 26 + 4 * 76 + 6 * 65
@@ -354,16 +358,7 @@ def test_a_width_curve_measures_the_network_after_each_named_step_and_leaves_tra
 ):
     """lenet5_widths.py --at: the data term after the last step is the final one, and measuring
     on the way changes nothing of the training (baseline.train_dense's monitor)."""
-    from bayesprune.data import Dataset
-
-    gen = torch.Generator().manual_seed(1)
-    images = Dataset("fake", torch.randn(200, 1, 28, 28, generator=gen),
-                     torch.randint(0, 10, (200,), generator=gen),
-                     torch.randn(50, 1, 28, 28, generator=gen),
-                     torch.randint(0, 10, (50,), generator=gen), 10)  # fmt: skip
-    import bayesprune.data
-
-    monkeypatch.setattr(bayesprune.data, "load_dataset", lambda name: images)
+    _fake_images(monkeypatch, seed=1)
     script = _script("lenet5_widths")
     plain = script.measure((3, 4, 6), 0, 2, None)  # 2 epochs of 2 steps
     curve = script.measure((3, 4, 6), 0, 2, None, (1, 4))
