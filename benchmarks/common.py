@@ -1071,6 +1071,12 @@ def _lenet5_curves(result: dict, center: tuple, seeds: list[int]) -> list[str]:
     if not result.get("at"):
         return []
     runs, price = result["runs"], result["price"]
+    objective = {  # (shape, seed, step) -> data term after the step + price × weights
+        (tuple(r["widths"]), r["seed"], c["step"]): c["train_data_term"]
+        + price * r["gated_weights"]
+        for r in runs
+        for c in r["curve"]
+    }
     lines = [
         f"Objective per example over training (data term on all training examples after each "
         f"step + {price:.2e} × weights; mean over seeds), and the width where it is lowest, "
@@ -1086,16 +1092,10 @@ def _lenet5_curves(result: dict, center: tuple, seeds: list[int]) -> list[str]:
             "|---|" + "---|" * (len(widths) + 1),
         ]
         for step in result["at"]:
-            value = {}
-            for shape in group:
-                for r in runs:
-                    if tuple(r["widths"]) == shape:
-                        point = next(c for c in r["curve"] if c["step"] == step)
-                        value[shape, r["seed"]] = (
-                            point["train_data_term"] + price * r["gated_weights"]
-                        )
-            means = [sum(value[shape, s] for s in seeds) / len(seeds) for shape in group]
-            lowest = [min(group, key=lambda shape, s=s: value[shape, s])[layer] for s in seeds]
+            means = [sum(objective[shape, s, step] for s in seeds) / len(seeds) for shape in group]
+            lowest = [
+                min(group, key=lambda shape, s=s: objective[shape, s, step])[layer] for s in seeds
+            ]
             lines.append(
                 f"| {step} | "
                 + " | ".join(f"{m:.4f}" for m in means)
