@@ -549,6 +549,8 @@ def lenet5(
     Gates on both convolutions' filters and on the 500 hidden units; ``widths`` replaces the
     three (conv1, conv2, fc1), and ``width_mult`` scales every hidden layer.
     """
+    if widths is not None and len(widths) != 3:
+        raise ValueError(f"lenet5 takes three widths (conv1, conv2, fc1), got {len(widths)}")
     sizes = iter(widths or [step[1] for step in LENET5 if step[0] in ("conv", "fc")])
     plan = [
         (kind, _scaled(next(sizes), width_mult), *rest[1:]) if kind in ("conv", "fc") else (kind,)
@@ -599,8 +601,6 @@ def build_network(
         )
     if widths is not None and arch != "lenet5":
         raise ValueError(f"--widths applies to the mlp and lenet5; scale {arch} with width_mult")
-    if widths is not None and len(widths) != 3:
-        raise ValueError(f"lenet5 takes three widths (conv1, conv2, fc1), got {len(widths)}")
     if len(in_shape) != 3:
         raise ValueError(f"{arch} needs image inputs (C, H, W), got shape {tuple(in_shape)}")
     if widths is not None:
