@@ -20,12 +20,13 @@ RELEASES = ("ordered", "together")
 MERGES = ("on", "off")
 MERGE_TESTS = ("spend", "fixed")
 MERGE_PRICES = ("expected", "current")
+PRODUCER_PRICES = ("expected", "current")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
 PREDATING = {
     "merge": "off", "theta_transit": 1.0, "merge_tests": "fixed", "window_cap": "none",
-    "merge_price": "current",
+    "merge_price": "current", "producer_price": "current",
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
@@ -134,6 +135,11 @@ class TrainConfig:
         "expected", "what a merge move is priced against (Eq. (14e)): expected: the other "
         "layers' units whose gate evidence favours keeping them, the widths their gates are "
         "heading for; current: every live unit", choices=MERGE_PRICES,
+    )  # fmt: skip
+    producer_price: str = _option(
+        "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "
+        "the consumer units whose gate evidence favours keeping them, the width their gates "
+        "are heading for; current: every live consumer unit", choices=PRODUCER_PRICES,
     )  # fmt: skip
     train_subset: int | None = _option(
         None, "train on a fixed random subset of this many training examples (seeded)",

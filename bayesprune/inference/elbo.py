@@ -17,6 +17,8 @@ from bayesprune.inference.elbo_fast import (
     add_prior_weight_grads,
     evaluate,
     fast_prior_applies,
+    vertex_correction,
+    vertex_pricing_applies,
 )
 from bayesprune.inference.pruning import PruneMessenger, active_pruning
 from bayesprune.models.distributions import GaussianScaleMixture
@@ -102,6 +104,10 @@ class GatedELBO(Trace_ELBO):
         # once the data term's weight gradients exist, ``finish(terms)`` once every gradient of
         # the step does, before the prior's closed-form weight gradients are added
         self.grad_sync = None
+        # Eq. (10e): None, or a callable returning per gated layer the units whose gates head
+        # for 1 (bool); a producer's θ-gradient then prices the weights it feeds at those
+        # consumer units only (the value of F and every other gradient are unchanged)
+        self.vertex = None
 
     # --- which evaluation -----------------------------------------------------------------------
 
@@ -223,15 +229,39 @@ class GatedELBO(Trace_ELBO):
 
     # --- Pyro's ELBO interface ------------------------------------------------------------------
 
+    def _vertex(self, guide) -> dict | None:
+        if self.vertex is None:
+            return None
+        if not (isinstance(guide, GateGuide) and vertex_pricing_applies(guide)):
+            raise ValueError(
+                "vertex pricing (Eq. (10e)) needs bayesprune's GateGuide with point-mass "
+                "weights and the coupled posterior"
+            )
+        return self.vertex()
+
     def _evaluate(self, model, guide, *args, **kwargs) -> dict:
+        vertex = self._vertex(guide)
         if not self._fast(model, guide):
-            return self.terms(model, guide, *args, **kwargs)
+            terms = self.terms(model, guide, *args, **kwargs)
+            if vertex:
+                pruning = active_pruning(guide.net)
+                terms["surrogate"] = terms["surrogate"] + vertex_correction(
+                    guide, model.hyper, pruning, vertex
+                )
+            return terms
         x, y = _batch(args, kwargs)
         num_data = kwargs.get("num_data")
         num_data = x.shape[0] if num_data is None else num_data
         with guide.reading():
             ev = evaluate(
-                guide, model.hyper, x, y, num_data, self.estimator, active_pruning(guide.net)
+                guide,
+                model.hyper,
+                x,
+                y,
+                num_data,
+                self.estimator,
+                active_pruning(guide.net),
+                vertex=vertex,
             )
         return {
             "data": ev.data,

@@ -84,8 +84,59 @@ def _columns(guide, name, pruning) -> torch.Tensor | None:
     return None if mask is None else mask[:-1].to(guide.net.layers[name].weight.dtype)
 
 
+def vertex_pricing_applies(guide: GateGuide) -> bool:
+    """Eq. (10e) changes a gradient only where a unit pays for the weights it feeds: point-mass
+    weights under the coupled posterior (Eq. (4c))."""
+    return fast_prior_applies(guide) and guide.coupled
+
+
+def coupled_kl(hyper: HyperPrior, flat, bias, inputs, block: int, slab_var) -> torch.Tensor:
+    """KL_t of Eq. (4c) for each unit t of a layer whose inputs are on with probability
+    ``inputs`` (θ of the producer, one per channel of ``block`` columns): differentiable in
+    ``inputs``, which is how a producer pays for the weights it feeds."""
+    squares = flat.square()
+    if block > 1:
+        squares = squares.reshape(flat.shape[0], -1, block).sum(-1)
+    sq = squares @ inputs + bias.pow(2)
+    return point_mass_structured_kl(sq, slab_var, hyper.rho, 1 + block * inputs.sum())
+
+
+def leaving_units(theta: torch.Tensor, heading: torch.Tensor) -> torch.Tensor:
+    """θ of the units whose gates head for 0 (``heading`` False), 0 for the others."""
+    return theta.detach() * (~heading).to(theta.dtype)
+
+
+def vertex_correction(guide, hyper: HyperPrior, pruning, vertex: dict) -> torch.Tensor:
+    """Eq. (10e) for an evaluation that priced the producers at every live consumer (the traced
+    one): a term of value 0 whose θ-gradient takes out what the consumer units heading for 0
+    (``vertex[name]`` False) add to their producers' price. :func:`point_mass_prior` does the
+    same inside its own pass."""
+    net, keep = guide.net, {} if pruning is None else pruning.keep
+    total = torch.zeros((), device=net.layers["out"].weight.device)
+    for name in net.gated:
+        previous = net.previous_gated(name)
+        if previous is None or name not in vertex:
+            continue
+        theta, inputs = guide.gate_probs(name), guide.gate_probs(previous)
+        if name in keep:
+            theta = theta * keep[name].to(theta.dtype)
+        if previous in keep:
+            inputs = inputs * keep[previous].to(inputs.dtype)
+        layer = net.layers[name]
+        flat, bias = layer.weight.detach().flatten(1), layer.bias.detach()
+        kl = coupled_kl(hyper, flat, bias, inputs, net.blocks[name], guide.slab_var(name))
+        total = total - (leaving_units(theta, vertex[name]) * (kl - kl.detach())).sum()
+    return hyper.temperature * total
+
+
 def point_mass_prior(
-    guide, hyper: HyperPrior, thetas, pruning, grads: list, attach_weights: bool = False
+    guide,
+    hyper: HyperPrior,
+    thetas,
+    pruning,
+    grads: list,
+    attach_weights: bool = False,
+    vertex: dict | None = None,
 ) -> torch.Tensor:
     """τ [Σ_l Σ_s θ_s KL_s − log p(σ₁²)] with the weights detached, θ differentiable.
 
@@ -94,7 +145,13 @@ def point_mass_prior(
     ``τ θ_s θ_in w/σ₁²``, ``τ w/σ²`` for the read-out): what autograd gives for the same
     expression with ``attach_weights=True`` (``tests/inference/test_elbo_implementations.py``).
     Each weight matrix is read about three times, with at most two temporaries of its size.
+
+    ``vertex`` (Eq. (10e)): per gated layer, the units whose gates head for 1; a producer's
+    θ-gradient then prices the weights it feeds at those consumer units only. The value, the
+    consumers' θ-gradients and the weights' gradients are unchanged.
     """
+    if vertex is not None and attach_weights:
+        raise ValueError("vertex pricing changes θ-gradients only: use attach_weights=False")
     tau, net = hyper.temperature, guide.net
     total = torch.zeros((), device=net.layers["out"].weight.device)
     keep = {} if pruning is None else pruning.keep
@@ -123,11 +180,9 @@ def point_mass_prior(
             if previous in keep:
                 inputs = inputs * keep[previous].to(inputs.dtype)
             block = net.blocks[name]
-            squares = flat.square()
-            if block > 1:
-                squares = squares.reshape(flat.shape[0], -1, block).sum(-1)
-            sq = squares @ inputs + bias.pow(2)  # differentiable in θ of the inputs
-            kl = point_mass_structured_kl(sq, slab_var, hyper.rho, 1 + block * inputs.sum())
+            kl = coupled_kl(hyper, flat, bias, inputs, block, slab_var)
+            if vertex is not None and name in vertex:  # Eq. (10e): value 0, θ of the inputs
+                total = total - (leaving_units(theta, vertex[name]) * (kl - kl.detach())).sum()
             live = inputs.detach()
             base = flat * (live if block == 1 else live.repeat_interleave(block))
         else:  # Eq. (4s)
@@ -184,6 +239,7 @@ def evaluate(
     num_data: int,
     estimator: str,
     pruning: PruneMessenger | None = None,
+    vertex: dict | None = None,
 ) -> Evaluation:
     """The data and prior terms of F (Eq. (8)) for one mini-batch, with the gates drawn.
 
@@ -213,7 +269,9 @@ def evaluate(
         gates[name] = xi
     weight_grads: list = []
     if fast:
-        prior = point_mass_prior(guide, hyper, thetas, pruning, weight_grads)
+        prior = point_mass_prior(guide, hyper, thetas, pruning, weight_grads, vertex=vertex)
+    elif vertex is not None:
+        raise ValueError("vertex pricing (Eq. (10e)) needs point-mass weights")
     else:
         prior = hyper.temperature * sum(
             general_prior(guide, hyper, name, params[name], *moments[name], thetas)

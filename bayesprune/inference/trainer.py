@@ -34,6 +34,7 @@ from bayesprune.export import (
 )
 from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo import IMPLEMENTATIONS, GatedELBO
+from bayesprune.inference.elbo_fast import vertex_pricing_applies
 from bayesprune.inference.merge import MergeMoves, merges_apply
 from bayesprune.inference.prior_update import update_slab_variances
 from bayesprune.inference.projected_sgd import THETA_OPTIMIZERS, GateOptim
@@ -133,6 +134,8 @@ class Trainer:
         )
         if self.merges is not None and config.merge_price == "expected":
             self.merges.expected = self.heading_for
+        if config.producer_price == "expected" and vertex_pricing_applies(self.guide):
+            self.elbo.vertex = self.heading_for  # Eq. (10e)
         self.initial_widths = list(net.widths)
         plain = net.to_sequential()
         self.initial = {

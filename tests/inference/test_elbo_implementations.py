@@ -86,3 +86,53 @@ def test_the_fast_evaluation_refuses_what_it_cannot_do():
     with pyro.validation_enabled(False), pyro.poutine.scale(scale=2.0):
         assert elbo.fast_applies(model, guide) is not None
         assert torch.isfinite(torch.tensor(elbo.loss(model, guide, x, y)))
+
+
+@pytest.mark.parametrize("implementation", ["fast", "traced"])
+@pytest.mark.parametrize("conv", [False, True], ids=["mlp", "conv"])
+def test_vertex_pricing_moves_only_the_producers_gradient_by_the_leaving_consumers_share(
+    implementation, conv
+):
+    """Eq. (10e): with two of the consumer's five units heading for 0, the producer's θ-gradient
+    loses exactly what those two add to its price (their θ times the change of their KL with
+    the producer's θ, computed here by autograd of the prior with the consumer's θ replaced);
+    the value, the consumer's θ-gradient and every weight gradient stay as they were."""
+    net, hyper, guide, model, x, y = _setup("point", "coupled", conv)
+    producer, consumer = net.gated
+    heading = torch.tensor([True, False, True, True, False])  # units 1 and 4 head for 0
+    results = {}
+    for vertex in (None, {consumer: heading}):
+        pyro.set_rng_seed(5)
+        elbo = GatedELBO("secant", implementation=implementation)
+        elbo.vertex = None if vertex is None else (lambda v=vertex: v)
+        with pyro.validation_enabled(False):
+            terms = elbo.loss_and_grads_terms(model, guide, x, y, num_data=110)
+        results[vertex is None] = float(terms["loss"]), _grads(guide)
+    (loss, plain), (loss_v, priced) = results[True], results[False]
+    assert loss_v == pytest.approx(loss, rel=1e-6)
+    key = {name: f"theta.{name}_unconstrained" for name in net.gated}
+    assert set(priced) == set(plain)
+    for name, grad in plain.items():
+        if name != key[producer]:
+            assert torch.allclose(priced[name], grad, rtol=1e-5, atol=1e-7), name
+
+    theta_p = guide.gate_probs(producer).detach().requires_grad_(True)
+    theta_c = guide.gate_probs(consumer).detach()
+
+    def price_gradient(consumer_theta):
+        thetas = {producer: theta_p, consumer: consumer_theta}
+        (grad,) = torch.autograd.grad(point_mass_prior(guide, hyper, thetas, None, []), theta_p)
+        return grad
+
+    share = price_gradient(theta_c * ~heading) - price_gradient(torch.zeros_like(theta_c))
+    assert share.abs().max() > 1e-3  # the leaving units' share is not negligible here
+    shift = plain[key[producer]] - priced[key[producer]]
+    assert torch.allclose(shift, share, rtol=1e-4, atol=1e-6)
+
+
+def test_vertex_pricing_is_refused_where_no_unit_pays_for_the_weights_it_feeds():
+    net, hyper, guide, model, x, y = _setup("point", "structured")
+    elbo = GatedELBO("secant")
+    elbo.vertex = lambda: {net.gated[1]: torch.ones(5, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="coupled posterior"):
+        elbo.loss(model, guide, x, y)

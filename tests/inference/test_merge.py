@@ -371,3 +371,11 @@ def test_the_trainer_prices_merges_at_the_evidence_s_vertices():
     assert any(bool((~h).any()) for h in heading.values())  # some unit on its way out
     current = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_price="current"))
     assert current.merges.expected is None
+
+
+def test_the_trainer_prices_producers_at_their_consumers_vertices_where_that_means_anything():
+    data = make_teacher(num_train=200, num_test=50)
+    trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig())
+    assert trainer.elbo.vertex == trainer.heading_for  # Eq. (10e), the default
+    for config in (TrainConfig(producer_price="current"), TrainConfig(posterior="structured")):
+        assert Trainer(GatedMLP(4, (6, 4), 3), data, config).elbo.vertex is None
