@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the figures and the ArviZ export at the end of the run (training.png, "
+        "inspect/; about 10 s): `bayesprune inspect RUN_DIR` writes them later",
+    )
+    t.add_argument(
         "--strategy",
         default="single",
         choices=STRATEGIES,
@@ -245,7 +251,7 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
             return 128 + stop.signum
         if summary is None:  # not process 0: it reports
             return 0
-        return _report(trainer, out, summary)
+        return _report(trainer, out, summary, figures=not args.no_report)
     try:
         summary = trainer.fit(progress=not args.no_progress, run=run, write_summary=False)
     except TrainingInterrupted as stop:
@@ -255,14 +261,15 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + stop.signum
-    return _report(trainer, out, summary)
+    return _report(trainer, out, summary, figures=not args.no_report)
 
 
-def _report(trainer, out: Path, summary: dict) -> int:
-    """inspect the finished run, write the final summary.json last, print its one-line digest."""
-    from bayesprune.report import inspect_run
+def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
+    """inspect the finished run (unless ``figures`` is False), write the final summary.json
+    last, print its one-line digest."""
+    if figures and not trainer.diverged:
+        from bayesprune.report import inspect_run
 
-    if not trainer.diverged:
         inspect_run(out, show_summary=False)
     trainer.writer.summary(summary)  # the last file: a run cut short before it reads "running"
     keys = (

@@ -51,7 +51,7 @@ def test_a_run_too_short_to_decide_says_so_and_exits_0(tmp_path, capsys):
     but the run must say which layers were left undecided and why, not look like a verdict."""
     out = tmp_path / "short"
     args = ["train", "--widths", "16,8", "--train-subset", "2000", "--out", str(out)]
-    assert main([*args, "--epochs", "1", "--no-progress"]) == 0
+    assert main([*args, "--epochs", "1", "--no-progress", "--no-report"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["widths"] == [16, 8]
     assert summary["undecided_layers"] == ["fc1", "fc2"]
@@ -59,7 +59,7 @@ def test_a_run_too_short_to_decide_says_so_and_exits_0(tmp_path, capsys):
     assert len(note) == 1 and "still falling" in note[0] and "more epochs" in note[0]
     out = tmp_path / "long"  # 20,000 examples for 3 epochs: every layer released
     args = ["train", "--widths", "16,8", "--epochs", "3", "--out", str(out), "--no-progress"]
-    assert main(args) == 0
+    assert main([*args, "--no-report"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["undecided_layers"] == []
     assert summary["note"] is None or "no pruning decision" not in summary["note"]
@@ -73,7 +73,7 @@ def test_a_layer_that_keeps_nearly_all_its_units_is_reported(tmp_path, capsys):
     or more; a layer that kept less is not named."""
     out = tmp_path / "narrow"  # the teacher's layers keep everything from 16-8 (§6n)
     args = ["train", "--widths", "16,8", "--epochs", "3", "--out", str(out), "--no-progress"]
-    assert main(args) == 0
+    assert main([*args, "--no-report"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["widths"] == [16, 8]
     assert summary["near_start_layers"] == ["fc1", "fc2"]
@@ -201,12 +201,14 @@ def test_lenet5_and_vgg16_train_end_to_end_on_small_data(tmp_path, fake_cifar10)
             "--width-mult", "0.2", "--epochs", "1", "--out", str(out), "--no-progress"]  # fmt: skip
     summary = _status_matches_exit_code(main(args), out)
     assert summary["arch"] == "lenet5" and summary["initial_architecture"] == "4-10-160-100"
+    assert (out / "training.png").stat().st_size > 0 and (out / "inspect").is_dir()  # the report
     # the VGG16 smoke run of issue 3: --width-mult 0.25 on synthetic CIFAR-10, on the CPU
     out = tmp_path / "vgg"
     args = ["train", "--arch", "vgg16", "--dataset", "cifar10", "--data-dir", str(fake_cifar10),
             "--width-mult", "0.25", "--epochs", "1", "--batch-size", "50", "--out", str(out),
-            "--no-progress"]  # fmt: skip
+            "--no-progress", "--no-report"]  # fmt: skip
     summary = _status_matches_exit_code(main(args), out)
+    assert not (out / "training.png").exists() and not (out / "inspect").exists()  # --no-report
     assert summary["initial_widths"] == [16, 16, 32, 32, 64, 64, 64] + [128] * 6 + [128]
     assert len(summary["widths"]) == 14 and summary["weights_kept"] <= summary["weights_total"]
     net = load_model(out / "model.pt")

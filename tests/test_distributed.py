@@ -16,6 +16,7 @@ pytest.importorskip("lightning", reason="the distributed extra (lightning) is no
 ARGS = [
     "--dataset", "teacher", "--epochs", "6", "--widths", "40,20", "--temperature", "0.3",
     "--check-every", "20", "--warmup-tolerance", "none", "--no-progress", "--threads", "1",
+    "--no-report",  # the end-of-run figures: tested in test_inspect.py, ~10 s a run here
 ]  # fmt: skip
 DDP = ["--strategy", "ddp", "--devices", "2", "--accelerator", "cpu"]
 
@@ -164,7 +165,7 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
     assert _summary(out)["status"] == "interrupted"
-    _run("train", "--resume", str(out), *DDP, "--no-progress")
+    _run("train", "--resume", str(out), *DDP, "--no-progress", "--no-report")
     summary = _summary(out)
     assert summary["status"] == "finished" and summary["strategy"]["devices"] == 2
     assert summary["resumed_at_step"] > 0
@@ -176,7 +177,7 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the process it started
     proc.communicate(timeout=120)
     assert _summary(out)["status"] == "running"  # cut short: never claims to have finished
-    _run("train", "--resume", str(out), "--no-progress")
+    _run("train", "--resume", str(out), "--no-progress", "--no-report")
     summary = _summary(out)
     assert summary["status"] == "finished" and "strategy" not in summary
     assert summary["resumed_at_step"] > 0

@@ -13,6 +13,7 @@ import torch
 ARGS = [
     "--epochs", "6", "--widths", "40,20", "--temperature", "0.3", "--check-every", "20",
     "--warmup-tolerance", "none", "--no-progress", "--threads", "1",
+    "--no-report",  # the end-of-run figures: tested in test_inspect.py, ~10 s a run here
 ]  # fmt: skip
 
 
@@ -69,7 +70,7 @@ def test_a_stopped_run_resumes_to_the_same_network_bitwise(tmp_path, reference, 
         assert summary["status"] == "interrupted"
         assert (out / "checkpoints" / "last.pt").exists()
     assert not (out / "model.pt").exists()
-    resumed = _cli("train", "--resume", str(out), "--no-progress")
+    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
@@ -129,7 +130,7 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_traine
     config = json.loads((out / "config.json").read_text())
     assert config.pop("merge") == "on"
     (out / "config.json").write_text(json.dumps(config))
-    resumed = _cli("train", "--resume", str(out), "--no-progress")
+    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     summary = json.loads((out / "summary.json").read_text())
