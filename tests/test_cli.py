@@ -166,7 +166,7 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
 def test_traced_elbo_runs_end_to_end(tmp_path):
     out = tmp_path / "pyro"
     args = ["train", "--widths", "8,4", "--epochs", "1", "--elbo", "traced", "--estimator",
-            "score", "--out", str(out), "--no-progress"]  # fmt: skip
+            "score", "--out", str(out), "--no-progress", "--no-report"]  # fmt: skip
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["initial_widths"] == [8, 4] and summary["test_error"] < 0.67
@@ -175,13 +175,13 @@ def test_traced_elbo_runs_end_to_end(tmp_path):
 def test_the_exact_estimator_says_what_it_costs_before_it_starts(tmp_path, capsys):
     out = tmp_path / "exact"
     args = ["train", "--widths", "3,2", "--epochs", "1", "--train-subset", "300", "--estimator",
-            "exact", "--out", str(out), "--no-progress"]  # fmt: skip
+            "exact", "--out", str(out), "--no-progress", "--no-report"]  # fmt: skip
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "--estimator exact runs the network twice per gated unit" in err
     assert "(5 units here: 10 extra forward passes a step)" in err
-    assert main(["train", "--widths", "3,2", "--epochs", "1", "--train-subset", "300",
-                 "--out", str(tmp_path / "secant"), "--no-progress"]) == 0  # fmt: skip
+    assert main(["train", "--widths", "3,2", "--epochs", "1", "--train-subset", "300", "--out",
+                 str(tmp_path / "secant"), "--no-progress", "--no-report"]) == 0  # fmt: skip
     assert "--estimator exact" not in capsys.readouterr().err
 
 

@@ -111,7 +111,8 @@ def test_exported_network_predicts_as_the_trained_one_without_bayesprune(tmp_pat
 def test_export_and_bench_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "run"
     assert (
-        main(["train", "--epochs", "2", "--widths", "12,8", "--no-progress", "--out", str(out)])
+        main(["train", "--epochs", "2", "--widths", "12,8", "--no-progress", "--no-report",
+              "--out", str(out)])
         == 0
     )
     assert main(["export", str(out), "--format", "torchscript"]) == 0

@@ -21,7 +21,7 @@ def run(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("inspect") / "run"
     args = ["train", "--widths", "16,8", "--epochs", "2", "--trace-every", "10", "--out", str(out),
-            "--no-progress"]  # fmt: skip
+            "--no-progress", "--no-report"]  # fmt: skip (the figures: `inspect` below)
     assert main(args) == 0
     return out
 

@@ -86,7 +86,9 @@ def test_resume_of_a_finished_run_is_refused(tmp_path):
 
     out = tmp_path / "done"
     assert (
-        main(["train", "--epochs", "1", "--widths", "4,3", "--out", str(out), "--no-progress"]) == 0
+        main(["train", "--epochs", "1", "--widths", "4,3", "--out", str(out), "--no-progress",
+              "--no-report"])
+        == 0
     )
     assert main(["train", "--resume", str(out)]) == 2
 

@@ -109,7 +109,7 @@ def test_a_forced_collapse_is_reported_and_exits_non_zero(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--widths", "16,8", "--train-subset", "2000", "--epochs", "2",
             "--warmup-tolerance", "none", "--theta-transit", "1", "--temperature", "30",
-            "--out", str(out), "--no-progress"]  # fmt: skip (every protection off: it collapses)
+            "--out", str(out), "--no-progress", "--no-report"]  # fmt: skip (all protection off)
     assert main(args) == EXIT_FAILED_RUN
     line = _one_line(capsys)
     assert line.startswith("bayesprune: run collapsed:") and "constant predictor" in line
