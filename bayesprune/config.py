@@ -19,8 +19,9 @@ from bayesprune.models.gated_model import HyperPrior
 RELEASES = ("ordered", "together")
 MERGES = ("on", "off")
 MERGE_TESTS = ("spend", "fixed")
-MERGE_PRICES = ("expected", "current")
-PRODUCER_PRICES = ("expected", "current")
+# what a price counts (Eq. (14e) for merges, (10e) for the gates): the units the other layer's
+# gates are heading for keeping, or every live unit
+PRICES = ("expected", "current")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
@@ -134,12 +135,12 @@ class TrainConfig:
     merge_price: str = _option(
         "expected", "what a merge move is priced against (Eq. (14e)): expected: the other "
         "layers' units whose gate evidence favours keeping them, the widths their gates are "
-        "heading for; current: every live unit", choices=MERGE_PRICES,
+        "heading for; current: every live unit", choices=PRICES,
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "
         "the consumer units whose gate evidence favours keeping them, the width their gates "
-        "are heading for; current: every live consumer unit", choices=PRODUCER_PRICES,
+        "are heading for; current: every live consumer unit", choices=PRICES,
     )  # fmt: skip
     train_subset: int | None = _option(
         None, "train on a fixed random subset of this many training examples (seeded)",

@@ -90,43 +90,15 @@ def vertex_pricing_applies(guide: GateGuide) -> bool:
     return fast_prior_applies(guide) and guide.coupled
 
 
-def coupled_kl(hyper: HyperPrior, flat, bias, inputs, block: int, slab_var) -> torch.Tensor:
-    """KL_t of Eq. (4c) for each unit t of a layer whose inputs are on with probability
-    ``inputs`` (θ of the producer, one per channel of ``block`` columns): differentiable in
-    ``inputs``, which is how a producer pays for the weights it feeds."""
-    squares = flat.square()
-    if block > 1:
-        squares = squares.reshape(flat.shape[0], -1, block).sum(-1)
-    sq = squares @ inputs + bias.pow(2)
-    return point_mass_structured_kl(sq, slab_var, hyper.rho, 1 + block * inputs.sum())
-
-
-def leaving_units(theta: torch.Tensor, heading: torch.Tensor) -> torch.Tensor:
-    """θ of the units whose gates head for 0 (``heading`` False), 0 for the others."""
-    return theta.detach() * (~heading).to(theta.dtype)
-
-
 def vertex_correction(guide, hyper: HyperPrior, pruning, vertex: dict) -> torch.Tensor:
     """Eq. (10e) for an evaluation that priced the producers at every live consumer (the traced
     one): a term of value 0 whose θ-gradient takes out what the consumer units heading for 0
-    (``vertex[name]`` False) add to their producers' price. :func:`point_mass_prior` does the
-    same inside its own pass."""
-    net, keep = guide.net, {} if pruning is None else pruning.keep
-    total = torch.zeros((), device=net.layers["out"].weight.device)
-    for name in net.gated:
-        previous = net.previous_gated(name)
-        if previous is None or name not in vertex:
-            continue
-        theta, inputs = guide.gate_probs(name), guide.gate_probs(previous)
-        if name in keep:
-            theta = theta * keep[name].to(theta.dtype)
-        if previous in keep:
-            inputs = inputs * keep[previous].to(inputs.dtype)
-        layer = net.layers[name]
-        flat, bias = layer.weight.detach().flatten(1), layer.bias.detach()
-        kl = coupled_kl(hyper, flat, bias, inputs, net.blocks[name], guide.slab_var(name))
-        total = total - (leaving_units(theta, vertex[name]) * (kl - kl.detach())).sum()
-    return hyper.temperature * total
+    (``vertex[name]`` False) add to their producers' price. It is the difference of
+    :func:`point_mass_prior` with and without ``vertex`` (two passes over the weights, on the
+    reference path only), so that (10e) is written once."""
+    thetas = {name: guide.gate_probs(name) for name in guide.net.gated}
+    priced = point_mass_prior(guide, hyper, thetas, pruning, [], vertex=vertex)
+    return priced - point_mass_prior(guide, hyper, thetas, pruning, [])
 
 
 def point_mass_prior(
@@ -180,9 +152,14 @@ def point_mass_prior(
             if previous in keep:
                 inputs = inputs * keep[previous].to(inputs.dtype)
             block = net.blocks[name]
-            kl = coupled_kl(hyper, flat, bias, inputs, block, slab_var)
+            squares = flat.square()
+            if block > 1:
+                squares = squares.reshape(flat.shape[0], -1, block).sum(-1)
+            sq = squares @ inputs + bias.pow(2)  # differentiable in θ of the inputs
+            kl = point_mass_structured_kl(sq, slab_var, hyper.rho, 1 + block * inputs.sum())
             if vertex is not None and name in vertex:  # Eq. (10e): value 0, θ of the inputs
-                total = total - (leaving_units(theta, vertex[name]) * (kl - kl.detach())).sum()
+                leaving = theta.detach() * (~vertex[name]).to(theta.dtype)  # heading for 0
+                total = total - (leaving * (kl - kl.detach())).sum()
             live = inputs.detach()
             base = flat * (live if block == 1 else live.repeat_interleave(block))
         else:  # Eq. (4s)
