@@ -84,9 +84,6 @@ def _columns(guide, name, pruning) -> torch.Tensor | None:
     return None if mask is None else mask[:-1].to(guide.net.layers[name].weight.dtype)
 
 
-_MIRROR = bool(__import__('os').environ.get('BP_MIRROR'))
-
-
 def vertex_pricing_applies(guide: GateGuide) -> bool:
     """Eq. (10e) changes a gradient only where a unit pays for the weights it feeds: point-mass
     weights under the coupled posterior (Eq. (4c))."""
@@ -163,13 +160,6 @@ def point_mass_prior(
             if vertex is not None and name in vertex:  # Eq. (10e): value 0, θ of the inputs
                 leaving = theta.detach() * (~vertex[name]).to(theta.dtype)  # heading for 0
                 total = total - (leaving * (kl - kl.detach())).sum()
-            if vertex is not None and previous in vertex and _MIRROR:  # probe: θ at the vertex
-                with torch.no_grad():
-                    seen = inputs * vertex[previous].to(inputs.dtype)
-                    kl_h = point_mass_structured_kl(
-                        squares @ seen + bias.pow(2), slab_var, hyper.rho, 1 + block * seen.sum()
-                    )
-                total = total + ((theta - theta.detach()) * (kl_h - kl.detach())).sum()
             live = inputs.detach()
             base = flat * (live if block == 1 else live.repeat_interleave(block))
         else:  # Eq. (4s)
