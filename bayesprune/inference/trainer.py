@@ -76,9 +76,6 @@ EARLY_STEPS = 20  # two time constants of Adam's first moment (β₁ = 0.9): see
 NEAR_START = 0.9  # a decided layer that kept this share of its units is reported: near_start_note
 
 
-_TRANSIT_SETTLED = bool(__import__('os').environ.get('BP_TRANSIT_SETTLED'))
-
-
 class Trainer:
     """Train and prune a :class:`GatedNet` (MLP or convolutional) on a :class:`Dataset`.
 
@@ -356,8 +353,6 @@ class Trainer:
             ]
             if self.step - max([self.release_steps[name], *gate_decisions]) < window:
                 continue
-            if _TRANSIT_SETTLED and bool((self.guide.gate_probs(name).detach() < 1).any()):
-                continue  # PROBE: a unit of the layer is in transit, its gates still deciding
             moves, removed = self.merges.layer(name, x, y, cache)
             if not removed:
                 continue
