@@ -29,7 +29,6 @@ from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo_fast import fast_prior_applies, point_mass_prior
 from bayesprune.models.gated_model import HyperPrior
 
-_OWN_HEADING = bool(__import__('os').environ.get('BP_OWN_HEADING'))
 CHUNK = 512  # examples per forward pass
 # values of the held-out half's consumer inputs kept at once (256 MB in float32); the rounds of
 # one check keep the previous round's two halves as well (Trainer.merge's cache)
@@ -173,10 +172,6 @@ class MergeMoves:
         net.eval()
         try:
             gates = self._mode_gates()
-            if _OWN_HEADING and self.expected is not None:  # PROBE: units leaving are gone
-                heading = self.expected().get(name)
-                if heading is not None:
-                    gates[name] = gates[name] * heading.to(gates[name].dtype)
             live = gates[name].bool().clone()
             if int(live.sum()) < 2:
                 return [], []
