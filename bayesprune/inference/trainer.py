@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import threading
@@ -353,7 +354,13 @@ class Trainer:
             ]
             if self.step - max([self.release_steps[name], *gate_decisions]) < window:
                 continue
-            moves, removed = self.merges.layer(name, x, y, cache)
+            limit = None
+            if os.environ.get("BP_MERGE_BUDGET") == "1":  # probe: survivors outnumber leavers
+                theta = self.guide.gate_probs(name).detach()
+                limit = int(cfg.theta_transit * theta.numel()) - int((theta < 1).sum())
+                if limit <= 0:
+                    continue
+            moves, removed = self.merges.layer(name, x, y, cache, limit=limit)
             if not removed:
                 continue
             gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)
