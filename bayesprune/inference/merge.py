@@ -149,8 +149,7 @@ class MergeMoves:
 
     @torch.no_grad()
     def layer(
-        self, name: str, x: torch.Tensor, y: torch.Tensor, cache: dict | None = None,
-        limit: int | None = None,
+        self, name: str, x: torch.Tensor, y: torch.Tensor, cache: dict | None = None
     ) -> tuple[list[Merge], list[int]]:
         """Merge units of gated layer ``name`` into the others while F falls (on ``x``, ``y``).
 
@@ -277,8 +276,6 @@ class MergeMoves:
                     # linear in its weights): no second pass over the held-out half
                     z, before, prior = proposed, after, new_prior
                     idx, inv, base_score = reconstruction()
-                    if limit is not None and len(removed) >= limit:
-                        break
                 else:
                     layer.weight.copy_(saved[0])
                     layer.bias.copy_(saved[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import threading
@@ -354,13 +353,7 @@ class Trainer:
             ]
             if self.step - max([self.release_steps[name], *gate_decisions]) < window:
                 continue
-            limit = None
-            if os.environ.get("BP_MERGE_BUDGET") == "1":  # probe: survivors outnumber leavers
-                theta = self.guide.gate_probs(name).detach()
-                limit = int(cfg.theta_transit * theta.numel()) - int((theta < 1).sum())
-                if limit <= 0:
-                    continue
-            moves, removed = self.merges.layer(name, x, y, cache, limit=limit)
+            moves, removed = self.merges.layer(name, x, y, cache)
             if not removed:
                 continue
             gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)
