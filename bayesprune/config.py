@@ -22,12 +22,14 @@ MERGE_TESTS = ("spend", "fixed")
 # what a price counts (Eq. (14e) for merges, (10e) for the gates): the units the other layer's
 # gates are heading for keeping, or every live unit
 PRICES = ("expected", "current")
+# how many units a merge round may take (Eq. (14t)): the places the transit limit leaves free
+MERGE_BUDGETS = ("transit", "none")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
 PREDATING = {
     "merge": "off", "theta_transit": 1.0, "merge_tests": "fixed", "window_cap": "none",
-    "merge_price": "current", "producer_price": "current",
+    "merge_price": "current", "producer_price": "current", "merge_budget": "none",
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
@@ -136,6 +138,11 @@ class TrainConfig:
         "expected", "what a merge move is priced against (Eq. (14e)): expected: the other "
         "layers' units whose gate evidence favours keeping them, the widths their gates are "
         "heading for; current: every live unit", choices=PRICES,
+    )  # fmt: skip
+    merge_budget: str = _option(
+        "transit", "how many units a merge round may remove (Eq. (14t)): transit: the places "
+        "the transit limit leaves free, so that gates and merges together never take more of "
+        "a layer at once than --theta-transit allows; none: any number", choices=MERGE_BUDGETS,
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "

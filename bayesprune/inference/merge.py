@@ -149,7 +149,12 @@ class MergeMoves:
 
     @torch.no_grad()
     def layer(
-        self, name: str, x: torch.Tensor, y: torch.Tensor, cache: dict | None = None
+        self,
+        name: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        cache: dict | None = None,
+        limit: int | None = None,
     ) -> tuple[list[Merge], list[int]]:
         """Merge units of gated layer ``name`` into the others while F falls (on ``x``, ``y``).
 
@@ -164,6 +169,9 @@ class MergeMoves:
         the next layer's round goes on from it instead of running the network from the input
         again, the same operations on the same chunks (bitwise the same values); a round that
         accepts a move changes the network and empties it.
+
+        ``limit``: the round ends once it has removed this many units (Eq. (14t)); ``None``:
+        no limit.
         """
         net = self.guide.net
         consumer = net.next_layer(name)
@@ -276,6 +284,8 @@ class MergeMoves:
                     # linear in its weights): no second pass over the held-out half
                     z, before, prior = proposed, after, new_prior
                     idx, inv, base_score = reconstruction()
+                    if limit is not None and len(removed) >= limit:
+                        break
                 else:
                     layer.weight.copy_(saved[0])
                     layer.bias.copy_(saved[1])

@@ -353,7 +353,10 @@ class Trainer:
             ]
             if self.step - max([self.release_steps[name], *gate_decisions]) < window:
                 continue
-            moves, removed = self.merges.layer(name, x, y, cache)
+            limit = self.merge_budget(name)
+            if limit is not None and limit <= 0:
+                continue
+            moves, removed = self.merges.layer(name, x, y, cache, limit=limit)
             if not removed:
                 continue
             gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)
@@ -367,6 +370,22 @@ class Trainer:
                 delta_data=sum(m.delta_data for m in moves),
                 delta_prior=sum(m.delta_prior for m in moves),
             )
+
+    def merge_budget(self, name: str) -> int | None:
+        """How many units a merge round may remove from layer ``name`` now (Eq. (14t)), or
+        ``None`` for no limit.
+
+        The transit limit (10t) lets at most ⌊t·n⌋ of a layer's n units be away from θ = 1 at
+        once, so that the rest carry the function while those are decided. A merge removes a
+        unit as surely as a gate does, so a round takes only the places the gates leave free:
+        ⌊t·n⌋ minus the units with θ < 1. No limit where the gates have none (t = 1, or θ by
+        Adam, which has no transit limit) or with ``merge_budget="none"``.
+        """
+        cfg = self.config
+        if cfg.merge_budget == "none" or cfg.theta_optimizer != "sgd" or cfg.theta_transit >= 1:
+            return None
+        theta = self.guide.gate_probs(name).detach()
+        return int(cfg.theta_transit * theta.numel()) - int((theta < 1).sum())
 
     def heading_for(self) -> dict[str, torch.Tensor]:
         """Per gated layer, the units whose evidence favours keeping them (m ≤ 0, Eq. (10)).

@@ -379,3 +379,51 @@ def test_the_trainer_prices_producers_at_their_consumers_vertices_where_that_mea
     assert trainer.elbo.vertex == trainer.heading_for  # Eq. (10e), the default
     for config in (TrainConfig(producer_price="current"), TrainConfig(posterior="structured")):
         assert Trainer(GatedMLP(4, (6, 4), 3), data, config).elbo.vertex is None
+
+
+def test_a_round_stops_at_its_limit():
+    """Eq. (14t): with two exact copies in a layer the round merges both, with a limit of one
+    it stops after the first accepted move."""
+
+    def two_pairs():
+        net = _network("mlp")
+        x = _inputs(net)
+        y = _fitted(net, x)
+        live = sorted(set(range(net.width("fc1"))) - _dead(net, "fc1", x))
+        _duplicate(net, "fc1", live[0], 4)
+        _duplicate(net, "fc1", live[1], 3)
+        return net, x, y
+
+    net, x, y = two_pairs()
+    _, removed = _moves(net)[1].layer("fc1", x, y)
+    assert len(removed) >= 2, removed
+    net, x, y = two_pairs()
+    _, removed = _moves(net)[1].layer("fc1", x, y, limit=1)
+    assert len(removed) == 1, removed
+
+
+def test_a_merge_round_takes_only_the_places_the_transit_limit_leaves():
+    """Eq. (14t): at most ⌊t·n⌋ − (units with θ < 1) units per round; a layer with no free
+    place gets no round; no limit where the gates have none."""
+    data = make_teacher(num_train=200, num_test=50)
+    trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(epochs=1, batch_size=50))
+    theta = trainer.guide.theta_parameters()
+    with torch.no_grad():
+        theta[0][:2] = 0.5  # fc1: 2 of 6 units in transit, ⌊0.5 · 6⌋ = 3 places
+        theta[1][:2] = 0.0  # fc2: 2 of 4 at 0, awaiting removal, ⌊0.5 · 4⌋ = 2 places
+    assert trainer.merge_budget("fc1") == 1
+    assert trainer.merge_budget("fc2") == 0
+    calls = []
+    trainer.merges.layer = lambda name, x, y, cache, limit: calls.append((name, limit)) or ([], [])
+    trainer.release_steps = {"fc1": 0, "fc2": 0}
+    trainer.step = 10**4 * trainer.check_every  # a round's step, windows after the release
+    trainer.merge()
+    assert calls == [("fc1", 1)]
+    for config in (
+        TrainConfig(merge_budget="none"),
+        TrainConfig(theta_transit=1.0),
+        TrainConfig(theta_optimizer="adam"),
+    ):
+        other = Trainer(GatedMLP(4, (6, 4), 3), data, config)
+        other.guide.theta_parameters()[0].data[:2] = 0.5
+        assert other.merge_budget("fc1") is None
