@@ -327,12 +327,14 @@ class GatedELBO(Trace_ELBO):
         if secant:  # ĝ: the gate gradient at labels drawn from the model (Eq. (9s))
             leaves = list(terms["gates"].values())
             grads_hat = sampled_label_gate_grads(terms["logits"], leaves)
-            evidence = torch.zeros((), device=loss.device)
+            thetas, evidence = [], []
             for name, g_hat in zip(terms["gates"], grads_hat, strict=True):
                 xi = terms["gates"][name]
-                delta = secant_delta(xi.grad, g_hat, xi, terms["scale"])
-                evidence = evidence + (_row(terms["thetas"][name]) * delta.sum(0)).sum()
-            evidence.backward()  # θ's gradient: Σ_n Δ_ns, through θ's constraint
+                thetas.append(_row(terms["thetas"][name]))
+                evidence.append(secant_delta(xi.grad, g_hat, xi, terms["scale"]).sum(0))
+            # θ's gradient: Σ_n Δ_ns, through θ's constraint; the backward of Σ_s θ_s Δ_s,
+            # given Δ directly (one engine call, no product and sum to build and undo)
+            torch.autograd.backward(thetas, evidence)
         self.last_terms = {
             "loss": loss.detach(),
             "data": terms["data"].detach(),
