@@ -477,9 +477,10 @@ def render_profile(result: dict) -> list[str]:
         "## profile_step",
         "",
         "Where one full-width training step goes (`benchmarks/profile_step.py`, batch "
-        f"{result['batch_size']}, {result['threads']} thread, commit {result['commit']}; "
-        "medians of interleaved blocks; the parts are differences of measured variants, see the "
-        "script).",
+        f"{result['batch_size']}, {result['threads']} thread, commit {result['commit']}"
+        + (f", {result['processor']}" if result.get("processor") else "")
+        + "; medians of interleaved blocks; the parts are differences of measured variants, see "
+        "the script; a negative part is within the blocks' noise).",
         "",
         "| network | plain | step | secant (ĝ pass + evidence) | prior | SVI + optimisers + "
         "bookkeeping | aten ops: plain / step |",
