@@ -272,6 +272,8 @@ class GatedELBO(Trace_ELBO):
             "thetas": ev.thetas,
             "scale": ev.scale,
             "weight_grads": ev.weight_grads,
+            "labels": y,
+            "rerun": _rerun(guide.net, x),
         }
 
     def data_gate_gradients(self, model, guide, *args, **kwargs) -> dict[str, torch.Tensor]:
@@ -326,7 +328,9 @@ class GatedELBO(Trace_ELBO):
             self.grad_sync.start()
         if secant:  # ĝ: the gate gradient at labels drawn from the model (Eq. (9s))
             leaves = list(terms["gates"].values())
-            grads_hat = sampled_label_gate_grads(terms["logits"], leaves)
+            grads_hat = sampled_label_gate_grads(
+                terms["logits"], leaves, terms.get("labels"), terms.get("rerun"), terms["scale"]
+            )
             thetas, evidence = [], []
             for name, g_hat in zip(terms["gates"], grads_hat, strict=True):
                 xi = terms["gates"][name]
@@ -356,14 +360,55 @@ def sample_labels(logits: torch.Tensor) -> torch.Tensor:
     return torch.multinomial(probs, 1).squeeze(-1)
 
 
-def sampled_label_gate_grads(logits: torch.Tensor, gates: list[torch.Tensor]):
+RERUN_SHARE = 0.4  # above this share of drawn labels that differ, ĝ takes the whole batch
+
+
+def sampled_label_gate_grads(
+    logits: torch.Tensor, gates: list[torch.Tensor], labels=None, rerun=None, scale=None
+):
     """ĝ = ∂Σ_n ℓ_n(ŷ_n)/∂ξ at labels ŷ ~ p(y | x) drawn once from the model (graph retained).
 
     E[ĝ²] is the Gauss-Newton diagonal of ℓ_n in ξ_ns, the curvature of the secant (Eq. (9s)).
+
+    Where the drawn label is the observed one, ĝ_n is the data term's own gate gradient
+    divided by its scale N/B (``gate.grad`` after the loss's backward pass); given ``labels``
+    and ``rerun`` (a function that runs the network on some of the batch's examples with given
+    gates, :func:`_rerun`), only the other examples go back through the network, on a forward
+    pass of their own. A trained network draws its own label for most examples, so this costs a
+    fraction of the full backward pass where the network's arithmetic, not the number of
+    operations, sets the time (convolutions); above ``RERUN_SHARE`` the whole batch is used.
     """
     sampled = sample_labels(logits)
-    nll = torch.nn.functional.cross_entropy(logits, sampled, reduction="sum")
-    return torch.autograd.grad(nll, gates, retain_graph=True)
+    differ = None if labels is None or rerun is None else sampled != labels
+    if differ is None or any(g.grad is None for g in gates):
+        nll = torch.nn.functional.cross_entropy(logits, sampled, reduction="sum")
+        return torch.autograd.grad(nll, gates, retain_graph=True)
+    index = torch.nonzero(differ).flatten()
+    if index.numel() > RERUN_SHARE * differ.numel():
+        nll = torch.nn.functional.cross_entropy(logits, sampled, reduction="sum")
+        return torch.autograd.grad(nll, gates, retain_graph=True)
+    grads = [g.grad / scale for g in gates]
+    if index.numel():
+        subset = [g.detach()[index].requires_grad_(True) for g in gates]
+        logits_part = rerun(index, subset)
+        nll = torch.nn.functional.cross_entropy(logits_part, sampled[index], reduction="sum")
+        for grad, part in zip(grads, torch.autograd.grad(nll, subset), strict=True):
+            grad[index] = part
+    return grads
+
+
+def _rerun(net, x):
+    """``run(index, gates)``: the network's logits on ``x[index]`` with those gates (one per gated
+    layer, in order), for :func:`sampled_label_gate_grads`; None where a forward pass on part of
+    the batch is not that part of the batch's pass (BatchNorm) or would cost more in operations
+    than it saves in arithmetic (no convolution)."""
+    if len(net.norms) or not any(kind == "conv" for kind, _ in net.ops):
+        return None
+
+    def run(index, gates):
+        return net(x[index], gates=dict(zip(net.gated, gates, strict=True)))
+
+    return run
 
 
 def secant_delta(grad, grad_hat, xi, scale) -> torch.Tensor:

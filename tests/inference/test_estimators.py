@@ -120,3 +120,40 @@ def test_exact_gate_differences_match_explicit_flips(tiny):
             net(x, gates={"fc1": xi["fc1.gate"], "fc2": g}), y, reduction="none"
         )
         assert torch.allclose(delta[:, s], (nll(on) - nll(off)).detach(), atol=1e-5)
+
+
+def test_secant_curvature_reruns_only_the_examples_whose_drawn_label_differs():
+    """ĝ of the secant (Eq. (9s)) for a convolutional network: where the label drawn from the
+    model is the observed one, ĝ_n is the data term's gate gradient over N/B, and only the other
+    examples go through the network again; the result is the full backward pass's."""
+    from bayesprune.inference.elbo import _rerun, sample_labels, sampled_label_gate_grads
+    from bayesprune.models.network import build_network
+
+    torch.manual_seed(0)
+    net = build_network("lenet5", (1, 28, 28), 10, None, 0.25)
+    torch.nn.init.normal_(net.layers["out"].weight, std=0.3)  # the classifier starts at 0
+    x = torch.randn(8, 1, 28, 28)
+    gates = {
+        n: torch.bernoulli(torch.full((8, net.width(n)), 0.7)).requires_grad_(True)
+        for n in net.gated
+    }
+    leaves = list(gates.values())
+    logits = net(x, gates=gates)
+    torch.manual_seed(1)
+    labels = sample_labels(logits)
+    labels[[2, 5]] = (labels[[2, 5]] + 1) % 10  # two of eight differ from the draw
+    scale = 7.5
+    (scale * F.cross_entropy(logits, labels, reduction="sum")).backward(retain_graph=True)
+    torch.manual_seed(1)
+    full = sampled_label_gate_grads(logits, leaves)
+    torch.manual_seed(1)
+    rerun = _rerun(net, x)
+    assert rerun is not None
+    calls = []
+    counted = lambda index, g: calls.append(index.tolist()) or rerun(index, g)  # noqa: E731
+    part = sampled_label_gate_grads(logits, leaves, labels, counted, scale)
+    assert calls == [[2, 5]]
+    for a, b in zip(full, part, strict=True):
+        assert a.abs().max() > 1e-3  # gradients that can tell the two apart
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    assert _rerun(GatedMLP(784, [8, 4], 10), torch.randn(2, 784)) is None  # no convolution
