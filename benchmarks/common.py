@@ -282,6 +282,9 @@ def render_readme() -> None:
         if path.stem == "profile_step":
             lines += render_profile(result)
             continue
+        if path.stem == "secant_rerun":
+            lines += render_secant_rerun(result)
+            continue
         if path.stem == "compile_step":
             lines += render_compile_step(result)
             continue
@@ -511,6 +514,29 @@ def render_profile(result: dict) -> list[str]:
             lines.append(f"| {n} | {widths} | {r['dense_ms']:.2f} ms | {row(r)} |")
         lines.append("")
     return lines
+
+
+def render_secant_rerun(result: dict) -> list[str]:
+    lines = [
+        "## secant_rerun",
+        "",
+        "The secant's ĝ pass for LeNet-5, rerunning only the examples whose drawn label differs "
+        "(the default) against the whole batch (`benchmarks/secant_rerun.py`: a run trained on "
+        "a Fashion-MNIST subset, then steps on its random mini-batches in interleaved blocks; "
+        f"batch {result['batch_size']}, {result['threads']} thread, commit {result['commit']}"
+        + (f", {result['processor']}" if result.get("processor") else "")
+        + "; docs/method.md §3, §6u).",
+        "",
+        "| trained epochs | examples | widths | drawn labels differing | rerun | full | saving |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| {r['epochs']} | {r['train_subset']:,} | {'-'.join(map(str, r['widths']))} | "
+            f"{100 * r['share_differing']:.0f}% | {r['rerun_ms']:.1f} ms | {r['full_ms']:.1f} ms "
+            f"| {100 * r['saving']:.0f}% |"
+        )
+    return lines + [""]
 
 
 def render_pooling(result: dict) -> list[str]:
