@@ -272,6 +272,7 @@ class GatedELBO(Trace_ELBO):
             "thetas": ev.thetas,
             "scale": ev.scale,
             "weight_grads": ev.weight_grads,
+            "theta_grads": ev.theta_grads,
             "labels": y,
             "rerun": _rerun(guide.net, x),
         }
@@ -322,8 +323,17 @@ class GatedELBO(Trace_ELBO):
         terms = self._evaluate(model, guide, *args, **kwargs)
         loss = terms["data"] + terms["prior"]
         secant = self.estimator == "secant" and terms["gates"]
+        # the prior's θ-gradient, where the fast evaluation gave it in closed form
+        prior_theta = terms.get("theta_grads") or {}
+        roots, root_grads = [loss + terms["surrogate"]], [None]
+        if not secant:  # (the secant adds it to θ's evidence below: one pass through θ)
+            for name, grad in prior_theta.items():
+                theta = _row(terms["thetas"][name])
+                if theta.requires_grad:
+                    roots.append(theta)
+                    root_grads.append(grad)
         # the secant's ĝ pass and θ's evidence go back through the graph again: keep it
-        (loss + terms["surrogate"]).backward(retain_graph=bool(secant))
+        torch.autograd.backward(roots, root_grads, retain_graph=bool(secant))
         if self.grad_sync is not None:  # the weights' gradients travel during the ĝ pass
             self.grad_sync.start()
         if secant:  # ĝ: the gate gradient at labels drawn from the model (Eq. (9s))
@@ -335,7 +345,8 @@ class GatedELBO(Trace_ELBO):
             for name, g_hat in zip(terms["gates"], grads_hat, strict=True):
                 xi = terms["gates"][name]
                 thetas.append(_row(terms["thetas"][name]))
-                evidence.append(secant_delta(xi.grad, g_hat, xi, terms["scale"]).sum(0))
+                delta = secant_delta(xi.grad, g_hat, xi, terms["scale"]).sum(0)
+                evidence.append(delta if name not in prior_theta else delta + prior_theta[name])
             # θ's gradient: Σ_n Δ_ns, through θ's constraint; the backward of Σ_s θ_s Δ_s,
             # given Δ directly (one engine call, no product and sum to build and undo)
             torch.autograd.backward(thetas, evidence)
@@ -415,9 +426,10 @@ def secant_delta(grad, grad_hat, xi, scale) -> torch.Tensor:
     """Δ_ns = g_ns + (½ − ξ_ns) h_ns per example and unit (Eq. (9s)), times the data scale N/B.
 
     ``grad`` is the gate gradient of the scaled data term (N/B Σ_n ℓ_n), ``grad_hat`` the
-    unscaled ĝ of :func:`sampled_label_gate_grads`, h = ĝ².
+    unscaled ĝ of :func:`sampled_label_gate_grads`, h = ĝ². One fused ``addcmul`` (its CPU
+    kernel multiplies left to right, ``(scale · (½ − ξ)) · h``, as the expression does).
     """
-    return grad + scale * (0.5 - xi.detach()) * grad_hat.pow(2)
+    return grad.addcmul(0.5 - xi.detach(), grad_hat.pow(2), value=scale)
 
 
 def _row(theta: torch.Tensor) -> torch.Tensor:

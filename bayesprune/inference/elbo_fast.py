@@ -23,6 +23,7 @@ from bayesprune.guides.straight_through import draw_gates
 from bayesprune.inference.pruning import PruneMessenger
 from bayesprune.models.distributions import (
     GaussianScaleMixture,
+    _spike_constant,
     gaussian_nll,
     inverse_gamma_log_prob,
     point_mass_structured_kl,
@@ -43,6 +44,8 @@ class Evaluation:
     thetas: dict[str, torch.Tensor]  # θ per gated layer (differentiable w.r.t. its storage)
     scale: float
     weight_grads: list = field(default_factory=list)  # (parameter, gradient) added after backward
+    # the prior's ∂/∂θ per gated layer, in closed form (``prior`` then has no θ in its graph)
+    theta_grads: dict = field(default_factory=dict)
 
 
 def fast_prior_applies(guide: GateGuide) -> bool:
@@ -109,6 +112,7 @@ def point_mass_prior(
     grads: list,
     attach_weights: bool = False,
     vertex: dict | None = None,
+    theta_grads: dict | None = None,
 ) -> torch.Tensor:
     """τ [Σ_l Σ_s θ_s KL_s − log p(σ₁²)] with the weights detached, θ differentiable.
 
@@ -121,9 +125,24 @@ def point_mass_prior(
     ``vertex`` (Eq. (10e)): per gated layer, the units whose gates head for 1; a producer's
     θ-gradient then prices the weights it feeds at those consumer units only. The value, the
     consumers' θ-gradients and the weights' gradients are unchanged.
+
+    ``theta_grads`` (a dict to fill): θ is read detached and the θ-gradient of the returned
+    value is written there in closed form, one tensor per gated layer (what autograd gives,
+    checked in ``tests/inference/test_elbo_implementations.py``; with ``vertex``, that of
+    Eq. (10e)), so the prior adds no node to the autograd graph. With the layer's KL
+    ``KL_s = ½ n C + sq_s / (2σ₁²)``, ``C = ln(1/ρ) + ρ − 1``, and the coupled posterior's
+    ``sq_s = Σ_j ‖w_sj‖² θ_j + b_s²``, ``n = 1 + block Σ_j θ_j`` (Eq. (4c)):
+
+        ∂/∂θ_s = τ KL_s,    ∂/∂θ_j (producer) = τ Σ_s w_s (‖w_sj‖² / (2σ₁²) + ½ block C)
+
+    with ``w_s = θ_s`` (``θ_s`` of the units heading for 1 under ``vertex``).
     """
     if vertex is not None and attach_weights:
         raise ValueError("vertex pricing changes θ-gradients only: use attach_weights=False")
+    if theta_grads is not None:
+        if attach_weights:
+            raise ValueError("closed-form θ-gradients need the weights detached")
+        thetas = {name: theta.detach() for name, theta in thetas.items()}
     tau, net = hyper.temperature, guide.net
     total = torch.zeros((), device=net.layers["out"].weight.device)
     keep = {} if pruning is None else pruning.keep
@@ -157,7 +176,15 @@ def point_mass_prior(
                 squares = squares.reshape(flat.shape[0], -1, block).sum(-1)
             sq = squares @ inputs + bias.pow(2)  # differentiable in θ of the inputs
             kl = point_mass_structured_kl(sq, slab_var, hyper.rho, 1 + block * inputs.sum())
-            if vertex is not None and name in vertex:  # Eq. (10e): value 0, θ of the inputs
+            if theta_grads is not None:  # the producer's share: ∂(Σ_s w_s KL_s)/∂θ_j
+                w = theta if vertex is None or name not in vertex else theta * vertex[name]
+                share = (w @ squares) / (2 * slab_var) + 0.5 * block * _spike_constant(
+                    hyper.rho
+                ) * w.sum()
+                if previous in keep:
+                    share = share * keep[previous].to(share.dtype)
+                _add_grad(theta_grads, previous, share)
+            elif vertex is not None and name in vertex:  # Eq. (10e): value 0, θ of the inputs
                 leaving = theta.detach() * (~vertex[name]).to(theta.dtype)  # heading for 0
                 total = total - (leaving * (kl - kl.detach())).sum()
             live = inputs.detach()
@@ -170,9 +197,18 @@ def point_mass_prior(
             sq = sq + bias.pow(2)
             kl = point_mass_structured_kl(sq, slab_var, hyper.rho, fan_in + 1)
         total = total + (theta * kl).sum()
+        if theta_grads is not None:
+            _add_grad(theta_grads, name, kl if name not in keep else kl * keep[name].to(kl.dtype))
         coef = tau * theta.detach() / slab_var
         grads += [(layer.weight, base, coef.unsqueeze(-1)), (layer.bias, bias, coef)]
+    if theta_grads is not None:
+        for name, grad in theta_grads.items():
+            theta_grads[name] = tau * grad
     return tau * total
+
+
+def _add_grad(grads: dict, name: str, grad: torch.Tensor) -> None:
+    grads[name] = grad if name not in grads else grads[name] + grad
 
 
 def _sampled_weights(guide: GateGuide, name: str):
@@ -245,8 +281,11 @@ def evaluate(
             xi.requires_grad_(True)
         gates[name] = xi
     weight_grads: list = []
+    theta_grads: dict = {}
     if fast:
-        prior = point_mass_prior(guide, hyper, thetas, pruning, weight_grads, vertex=vertex)
+        prior = point_mass_prior(
+            guide, hyper, thetas, pruning, weight_grads, vertex=vertex, theta_grads=theta_grads
+        )
     elif vertex is not None:
         raise ValueError("vertex pricing (Eq. (10e)) needs point-mass weights")
     else:
@@ -256,7 +295,7 @@ def evaluate(
         )
     logits = net(x, gates=gates, params=params or None)
     data = scale * F.cross_entropy(logits, y, reduction="sum")
-    return Evaluation(data, prior, logits, gates, thetas, scale, weight_grads)
+    return Evaluation(data, prior, logits, gates, thetas, scale, weight_grads, theta_grads)
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import torch
 from bayesprune.guides import GateGuide
 from bayesprune.inference import GatedELBO
 from bayesprune.inference.elbo_fast import point_mass_prior
+from bayesprune.inference.pruning import PruneMessenger
 from bayesprune.models import GatedMLP, GatedModel, GatedNet, HyperPrior
 
 THETAS = (1.0, 0.5, 0.2, 0.0, 0.9, 1.0, 0.3, 1.0, 0.6, 0.7)
@@ -73,6 +74,40 @@ def test_closed_form_prior_gradients_are_autograds_of_the_same_function(posterio
     for (param, base, coef), reference in zip(grads, autograd, strict=True):
         closed_form = (base * coef).reshape(param.shape)
         assert torch.allclose(closed_form, reference, rtol=1e-5, atol=1e-7), param.shape
+
+
+@pytest.mark.parametrize("case", ["plain", "vertex", "pruned"])
+@pytest.mark.parametrize("posterior", ["coupled", "structured"])
+@pytest.mark.parametrize("conv", [False, True], ids=["mlp", "conv"])
+def test_closed_form_theta_gradients_are_autograds_of_the_same_function(case, posterior, conv):
+    """The prior's θ-gradient written by ``theta_grads`` (no autograd graph) is autograd's of
+    the same value: with every unit priced, with Eq. (10e)'s vertex (two consumer units heading
+    for 0) and under a pruning handler (one unit of each layer collapsed)."""
+    net, hyper, guide, *_ = _setup("point", posterior, conv)
+    producer, consumer = net.gated
+    vertex = {consumer: torch.tensor([True, False, True, True, False])}
+    pruning = None
+    if case == "pruned":
+        pruning = PruneMessenger(
+            net, {name: torch.arange(net.width(name)) == 2 for name in net.gated}
+        )
+    if case != "vertex" or posterior != "coupled":
+        vertex = None
+    thetas = {name: guide.gate_probs(name).detach().requires_grad_(True) for name in net.gated}
+    reference = point_mass_prior(guide, hyper, thetas, pruning, [], vertex=vertex)
+    autograd = torch.autograd.grad(reference, list(thetas.values()))
+    closed_form: dict = {}
+    value = point_mass_prior(
+        guide, hyper, thetas, pruning, [], vertex=vertex, theta_grads=closed_form
+    )
+    assert not value.requires_grad  # θ read detached: nothing for autograd to do
+    assert float(value) == float(reference.detach())
+    assert set(closed_form) == set(net.gated)
+    for name, grad in zip(net.gated, autograd, strict=True):
+        assert grad.abs().max() > 1e-3, name
+        assert torch.allclose(closed_form[name], grad, rtol=1e-5, atol=1e-7), name
+    if pruning is not None:  # a collapsed unit's θ is not in the pruned network's objective
+        assert all(float(closed_form[name][2]) == 0.0 for name in net.gated)
 
 
 def test_the_fast_evaluation_refuses_what_it_cannot_do():
