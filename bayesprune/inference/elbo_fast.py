@@ -13,6 +13,7 @@ prior costs one pass over the weights and no autograd graph.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -139,10 +140,16 @@ def point_mass_prior(
     """
     if vertex is not None and attach_weights:
         raise ValueError("vertex pricing changes θ-gradients only: use attach_weights=False")
-    if theta_grads is not None:
-        if attach_weights:
-            raise ValueError("closed-form θ-gradients need the weights detached")
-        thetas = {name: theta.detach() for name, theta in thetas.items()}
+    if theta_grads is not None and attach_weights:
+        raise ValueError("closed-form θ-gradients need the weights detached")
+    # with θ-gradients in closed form nothing here needs autograd: no graph, no detaching
+    with torch.no_grad() if theta_grads is not None else nullcontext():
+        return _point_mass_prior(
+            guide, hyper, thetas, pruning, grads, attach_weights, vertex, theta_grads
+        )
+
+
+def _point_mass_prior(guide, hyper, thetas, pruning, grads, attach_weights, vertex, theta_grads):
     tau, net = hyper.temperature, guide.net
     total = torch.zeros((), device=net.layers["out"].weight.device)
     keep = {} if pruning is None else pruning.keep
@@ -150,7 +157,7 @@ def point_mass_prior(
         slab_var = guide.slab_var(name)
         total = total + hyper_prior_term(guide, hyper, name, pruning)
         weight, bias = layer.weight, layer.bias
-        if not attach_weights:
+        if not attach_weights and torch.is_grad_enabled():
             weight, bias = weight.detach(), bias.detach()
         width, fan_in = layer_shape(guide, name, pruning)
         flat = weight.flatten(1)
