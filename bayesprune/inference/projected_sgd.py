@@ -87,17 +87,27 @@ class ProjectedSGD(torch.optim.Optimizer):
                     p.copy_(_limit_transit(p, evidence, group["lr"] * examples, low, high, transit))
 
 
-def _limit_transit(theta, evidence, scale, low, high, fraction) -> torch.Tensor:
+def _limit_transit(theta, evidence, scale, low, high, fraction, host=None) -> torch.Tensor:
     """The projected step of Eq. (10) with at most ``⌊fraction · n⌋`` of the n units away from
     ``high`` afterwards (Eq. (10t)): units already away move freely; of those that would leave
-    ``high`` now, the ones with the largest evidence go first, up to the free places. Tensor
-    operations only (no host synchronisation on a GPU); ties go to the lower index."""
+    ``high`` now, the ones with the largest evidence go first, up to the free places; ties go
+    to the lower index. On a GPU (``host`` False by default there) tensor operations only, no
+    host synchronisation; on the CPU the host first counts the units that would leave and
+    ranks them only when some, but not all, of them fit (the same result, tested)."""
     new = (theta - scale * evidence).clamp(low, high)
     at_top = theta >= high
     leaving = at_top & (new < high)
-    if not theta.is_cuda and not bool(leaving.any()):  # nobody leaves: the plain step
-        return new
-    free = int(fraction * theta.numel()) - (~at_top).sum()
+    if not theta.is_cuda if host is None else host:
+        count = int(leaving.sum())
+        if count == 0:  # nobody leaves: the plain step
+            return new
+        free = int(fraction * theta.numel()) - int((~at_top).sum())
+        if count <= free:  # all of them fit
+            return new
+        if free <= 0:  # no place: every unit that would leave waits at the top
+            return torch.where(leaving, theta, new)
+    else:
+        free = int(fraction * theta.numel()) - (~at_top).sum()
     score = torch.where(leaving, evidence, torch.full_like(evidence, -torch.inf))
     order = torch.argsort(score, descending=True, stable=True)
     rank = torch.empty_like(order)

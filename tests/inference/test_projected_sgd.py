@@ -88,3 +88,33 @@ def test_without_a_transit_limit_the_whole_layer_moves_together():
     theta.grad = 10 * torch.linspace(0.1, 0.8, 8)
     opt.step(examples=100)
     assert bool((theta < 1).all())
+
+
+def test_the_hosts_shortcuts_of_the_transit_limit_are_the_ranked_step():
+    """On the CPU the transit limit skips the ranking when no unit leaves, when all that leave
+    fit and when none fits; each shortcut gives the step of the tensor-only (GPU) path."""
+    from bayesprune.inference.projected_sgd import _limit_transit
+
+    generator = torch.Generator().manual_seed(0)
+    paths = set()
+    for _ in range(300):
+        n = int(torch.randint(1, 12, (), generator=generator))
+        state = torch.randint(0, 4, (n,), generator=generator)  # at 1, in transit, at 0
+        theta = torch.where(state == 0, 0.0, torch.where(state == 1, 0.5, 1.0))
+        evidence = torch.randn(n, generator=generator) * (torch.rand(()) < 0.8)
+        fraction = float(torch.rand((), generator=generator))
+        args = (theta, evidence, 1.0, 0.0, 1.0, fraction)
+        ranked = _limit_transit(*args, host=False)
+        assert torch.equal(_limit_transit(*args, host=True), ranked)
+        leaving = (theta >= 1) & ((theta - evidence).clamp(0, 1) < 1)
+        free = int(fraction * n) - int((theta < 1).sum())
+        paths.add(
+            "none"
+            if not leaving.any()
+            else "fit"
+            if leaving.sum() <= free
+            else "no place"
+            if free <= 0
+            else "ranked"
+        )
+    assert paths == {"none", "fit", "no place", "ranked"}  # every shortcut was exercised
