@@ -34,8 +34,9 @@ class ClipTransform(Transform):
     """θ = clip(u, 0, 1); its "inverse" is the identity on [0, 1] (values outside are clipped).
 
     Not a bijection, so only :data:`transform_to` (never ``biject_to``) knows it. The gradient is
-    1 on [0, 1] *including* the end points (``torch.clamp``'s is 0 there) and 0 outside, so a gate
-    at exactly 0 or 1 still receives its evidence.
+    1 on [0, 1] *including* the end points and 0 outside, so a gate at exactly 0 or 1 still
+    receives its evidence. (``torch.clamp``'s gradient is the same in torch 2.13/2.14; the
+    explicit mask states it whatever a torch version does at the end points.)
     """
 
     domain = constraints.real
