@@ -101,7 +101,7 @@ def test_the_hosts_shortcuts_of_the_transit_limit_are_the_ranked_step():
         n = int(torch.randint(1, 12, (), generator=generator))
         state = torch.randint(0, 4, (n,), generator=generator)  # at 1, in transit, at 0
         theta = torch.where(state == 0, 0.0, torch.where(state == 1, 0.5, 1.0))
-        evidence = torch.randn(n, generator=generator) * (torch.rand(()) < 0.8)
+        evidence = torch.randn(n, generator=generator) * (torch.rand((), generator=generator) < 0.8)
         fraction = float(torch.rand((), generator=generator))
         args = (theta, evidence, 1.0, 0.0, 1.0, fraction)
         ranked = _limit_transit(*args, host=False)
