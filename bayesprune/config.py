@@ -24,12 +24,16 @@ MERGE_TESTS = ("spend", "fixed")
 PRICES = ("expected", "current")
 # how many units a merge round may take (Eq. (14t)): the places the transit limit leaves free
 MERGE_BUDGETS = ("transit", "none")
+# when a layer gets merge rounds (Eq. (14w)): every evidence window from its release, or only
+# once its gates have collapsed no unit for a window
+MERGE_SCHEDULES = ("window", "settled")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
 PREDATING = {
     "merge": "off", "theta_transit": 1.0, "merge_tests": "fixed", "window_cap": "none",
     "merge_price": "current", "producer_price": "current", "merge_budget": "none",
+    "merge_schedule": "settled",
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
@@ -143,6 +147,11 @@ class TrainConfig:
         "transit", "how many units a merge round may remove (Eq. (14t)): transit: the places "
         "the transit limit leaves free, so that gates and merges together never take more of "
         "a layer at once than --theta-transit allows; none: any number", choices=MERGE_BUDGETS,
+    )  # fmt: skip
+    merge_schedule: str = _option(
+        "window", "when a layer gets merge rounds (Eq. (14w)): window: every evidence window "
+        "of examples from its release on, the same rounds in every run; settled: only once its "
+        "gates have collapsed no unit for a window", choices=MERGE_SCHEDULES,
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "

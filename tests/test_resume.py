@@ -128,6 +128,8 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_traine
     assert TrainConfig.from_dict({}).producer_price == "expected"
     assert TrainConfig.from_record({"merge": "on"}).merge_budget == "none"  # before (14t)
     assert TrainConfig.from_dict({}).merge_budget == "transit"
+    assert TrainConfig.from_record({"merge": "on"}).merge_schedule == "settled"  # before (14w)
+    assert TrainConfig.from_dict({}).merge_schedule == "window"
     out = tmp_path / "run"
     code, err = _stop_after_first_epoch(out, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, err

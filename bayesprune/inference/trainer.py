@@ -321,12 +321,15 @@ class Trainer:
                 )
 
     def merge(self) -> None:
-        """Merge moves (Eq. (14)) on the settled layers, once per evidence window of examples.
+        """Merge moves (Eq. (14)) on the released layers, once per evidence window of examples.
 
-        A layer is settled once its θ has been released and its gates have collapsed no unit for
-        one evidence window: the gates decide first (each unit on its own worth, at fixed
-        weights), the moves then act on what they kept. The round runs at every
-        ``⌈W_N / (batch · check interval)⌉``-th check, on a sample
+        A round runs at every ``⌈W_N / (batch · check interval)⌉``-th check, i.e. once per
+        window of examples, on each layer released at least one window earlier (Eq. (14w),
+        ``merge_schedule="window"``): the same rounds at the same points of the example clock
+        in every run, each taking only the places the gates leave free (Eq. (14t)). With
+        ``merge_schedule="settled"`` (the rule before) a layer also waits until its gates have
+        collapsed no unit for one window, so whether a round falls before the end of a short run
+        depends on when its gates fall quiet. Each round works on a sample
         of up to ``MERGE_SAMPLE`` training examples drawn from a generator seeded by the run's
         seed and the step (so a resumed run draws the same), layers from the input on (a move
         re-wires the consumer, which the next layer's round then sees).
@@ -346,12 +349,14 @@ class Trainer:
         for name in self.net.gated:
             if name not in self.release_steps:
                 continue
-            gate_decisions = [  # the layer's gates decided this recently: not settled yet
-                e["collapsed_step"]
-                for e in self.prune_events
-                if e["layer"] == name and not e.get("merged")
-            ]
-            if self.step - max([self.release_steps[name], *gate_decisions]) < window:
+            since = [self.release_steps[name]]
+            if cfg.merge_schedule == "settled":  # the gates' last decision, too
+                since += [
+                    e["collapsed_step"]
+                    for e in self.prune_events
+                    if e["layer"] == name and not e.get("merged")
+                ]
+            if self.step - max(since) < window:
                 continue
             limit = self.merge_budget(name)
             if limit is not None and limit <= 0:

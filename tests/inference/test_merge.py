@@ -427,3 +427,26 @@ def test_a_merge_round_takes_only_the_places_the_transit_limit_leaves():
         other = Trainer(GatedMLP(4, (6, 4), 3), data, config)
         other.guide.theta_parameters()[0].data[:2] = 0.5
         assert other.merge_budget("fc1") is None
+
+
+def test_a_released_layer_gets_its_round_whether_or_not_its_gates_fell_quiet():
+    """Eq. (14w): rounds every evidence window from a layer's release, also right after one of
+    its gates collapsed a unit; with ``merge_schedule="settled"`` (the rule before) only once
+    the gates have collapsed nothing for a window."""
+    data = make_teacher(num_train=200, num_test=50)
+    rounds = {}
+    for schedule in ("window", "settled"):
+        trainer = Trainer(
+            GatedMLP(4, (6, 4), 3), data, TrainConfig(epochs=1, merge_schedule=schedule)
+        )
+        calls = rounds[schedule] = []
+        trainer.merges.layer = lambda name, x, y, cache, limit, calls=calls: (
+            calls.append(name) or ([], [])
+        )
+        trainer.release_steps = {"fc1": 0, "fc2": 0}
+        trainer.step = 10**4 * trainer.check_every  # a round's step, windows after the release
+        trainer.prune_events = [  # fc2's gates collapsed a unit at this very check
+            {"step": trainer.step, "collapsed_step": trainer.step, "layer": "fc2", "removed": 1}
+        ]
+        trainer.merge()
+    assert rounds == {"window": ["fc1", "fc2"], "settled": ["fc1"]}
