@@ -14,10 +14,11 @@ import os as _os
 # MKL's single-precision GEMM takes paths that depend on how its buffers happen to be aligned, so
 # two processes computing the same product can differ in the last bit: a resumed run then parts
 # from the uninterrupted one at rounding level (issue 11; it happened after a merge round had
-# changed the allocation history). Conditional Numerical Reproducibility in strict mode makes the
-# result independent of alignment. It must be set before MKL's first call; a user's own setting
-# wins. Measured on LeNet-300-100 and LeNet-5 runs: the same numbers as without it (docs/method.md
-# §6v).
+# changed the allocation history), and runs in one worker process of a benchmark pool depended on
+# the runs before them. Conditional Numerical Reproducibility in strict mode makes the result
+# independent of alignment. It must be set before MKL's first call; a user's own setting wins.
+# Measured (docs/method.md §6v): a dense LeNet-300-100 step 3.51 ms median either way, and a
+# run from the command line gives the same numbers as without it.
 _os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 __version__ = "0.1.0"
