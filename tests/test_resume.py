@@ -142,3 +142,18 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_traine
     summary = json.loads((out / "summary.json").read_text())
     after = [e for e in summary["prune_events"] if e["step"] > summary["resumed_at_step"]]
     assert not any(e.get("merged") for e in after)  # the reference run merges at 300-900
+
+
+@pytest.mark.parametrize("user", [None, "AVX2"])
+def test_importing_bayesprune_asks_mkl_for_alignment_independent_results(user):
+    """MKL's default GEMM paths depend on how buffers happen to be aligned, which made a resumed
+    run part from the uninterrupted one in the last bit (docs/method.md §6v): bayesprune sets
+    ``MKL_CBWR=AUTO,STRICT`` on import, and leaves a user's own setting alone."""
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    if user is not None:
+        env["MKL_CBWR"] = user
+    code = "import os, bayesprune; print(os.environ['MKL_CBWR'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == (user or "AUTO,STRICT")
