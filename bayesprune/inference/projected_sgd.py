@@ -97,7 +97,9 @@ def _limit_transit(theta, evidence, scale, low, high, fraction, host=None) -> to
     new = (theta - scale * evidence).clamp(low, high)
     at_top = theta >= high
     leaving = at_top & (new < high)
-    if not theta.is_cuda if host is None else host:
+    if host is None:
+        host = not theta.is_cuda
+    if host:
         count = int(leaving.sum())
         if count == 0:  # nobody leaves: the plain step
             return new
