@@ -16,6 +16,7 @@ and one thread per process (``--jobs`` processes at a time), and writes
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -429,6 +430,11 @@ def main(argv: list[str] | None = None) -> None:
         if missing:
             parser.error(f"--dense-from {args.dense_from} has no dense run for {missing}")
         args.no_dense = True
+    needs_sklearn = [c for c in args.cells if CASES[c].get("dataset", "").startswith("sklearn-")]
+    if needs_sklearn and importlib.util.find_spec("sklearn") is None:  # before any run, so that
+        parser.error(  # no finished cell is lost to a missing extra at the end
+            f"cells {needs_sklearn} need scikit-learn (pip install scikit-learn)"
+        )
     jobs = [(case, seed) for case in args.cells for seed in args.seeds]
     if args.jobs == 1:  # in this process (tests)
         cells = [run_cell(case, seed, overrides, not args.no_dense) for case, seed in jobs]
