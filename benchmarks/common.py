@@ -303,6 +303,9 @@ def render_readme() -> None:
         if path.stem == "evidence_optimism":
             lines += render_evidence_optimism(result)
             continue
+        if path.stem == "width_temperature":
+            lines += render_width_temperature(result)
+            continue
         if path.stem == "lr_units":
             lines += render_lr_units(result)
             continue
@@ -1130,6 +1133,31 @@ def _lenet5_curves(result: dict, center: tuple, seeds: list[int]) -> list[str]:
             )
         lines.append("")
     return lines
+
+
+def render_width_temperature(result: dict) -> list[str]:
+    """benchmarks/width_temperature.py: the widths against Adam's noise temperature lr/√B."""
+    lines = [
+        "## width_temperature",
+        "",
+        "`benchmarks/width_temperature.py`: LeNet-300-100 on Fashion-MNIST, 10 epochs, the "
+        f"matrix's recipe at other batch sizes and rates, commit {result['commit']}, "
+        f"{result.get('cpu', 'unknown CPU')}, 1 thread; mean over seeds "
+        f"{result['settings'][0]['seeds']}. T = lr/√batch. Plot: `width_temperature.png`.",
+        "",
+        "| batch | lr | T | fc1 | fc2 | test error (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in sorted(result["settings"], key=lambda s: s["temperature"]):
+        lines.append(
+            f"| {s['batch']} | {s['lr']:g} | {s['temperature']:.2e} | {s['widths'][0]:.1f} | "
+            f"{s['widths'][1]:.1f} | {100 * s['test_error']:.2f} |"
+        )
+    fits = "; ".join(
+        f"{name} {f['intercept']:.1f} {f['per_doubling']:+.1f}·log₂T (R² {f['r2']:.2f})"
+        for name, f in result["fits"].items()
+    )
+    return lines + ["", f"Least-squares lines over the settings' means: {fits}.", ""]
 
 
 def render_lr_units(result: dict) -> list[str]:
