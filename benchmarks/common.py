@@ -306,8 +306,8 @@ def render_readme() -> None:
         if path.stem == "width_temperature":
             lines += render_width_temperature(result)
             continue
-        if path.stem == "lr_units":
-            lines += render_lr_units(result)
+        if path.stem.startswith("lr_units"):
+            lines += render_lr_units(result, path.stem)
             continue
         if path.stem == "release_state":
             lines += render_release_state(result)
@@ -1160,19 +1160,20 @@ def render_width_temperature(result: dict) -> list[str]:
     return lines + ["", f"Least-squares lines over the settings' means: {fits}.", ""]
 
 
-def render_lr_units(result: dict) -> list[str]:
+def render_lr_units(result: dict, name: str = "lr_units") -> list[str]:
     """benchmarks/lr_units.py: the units a dense network uses at each learning rate."""
     price = result["prices"]
+    batch = result["runs"][0].get("batch_size", 100)
     lines = [
-        "## lr_units",
+        f"## {name}",
         "",
-        "`benchmarks/lr_units.py`: dense LeNet-300-100 on Fashion-MNIST (batch 100, Adam, 10 "
+        f"`benchmarks/lr_units.py`: dense LeNet-300-100 on Fashion-MNIST (batch {batch}, Adam, 10 "
         f"epochs, 1 thread), commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. At "
         "three steps, per hidden layer, the units whose value (loss increase on 10,000 "
         "training examples when the unit's output is 0) exceeds a bayesprune unit's price at "
         f"60,000 examples (fc1 {price['fc1']:.2e}, fc2 {price['fc2']:.2e} nats per example), "
         "the second layer's count by the secant estimate of Eq. (9s), and the units active on "
-        "fewer than 1% of the examples.",
+        "fewer than 1% of the examples. Steps are those of batch 100 (the same examples seen).",
         "",
         "| lr | seed | test error (%) | step | train loss | fc1 above price | fc1 rare "
         "| fc2 above price (secant) | fc2 rare |",
