@@ -1154,7 +1154,8 @@ def render_width_temperature(result: dict) -> list[str]:
             f"{s['widths'][1]:.1f} | {100 * s['test_error']:.2f} |"
         )
     fits = "; ".join(
-        f"{name} {f['intercept']:.1f} {f['per_doubling']:+.1f}·log₂T (R² {f['r2']:.2f})"
+        f"{name} {f['intercept'] + f['per_doubling'] * math.log2(1e-4):.1f} units at T = 1e-4, "
+        f"{f['per_doubling']:+.1f} per doubling of T (R² {f['r2']:.2f})"
         for name, f in result["fits"].items()
     )
     return lines + ["", f"Least-squares lines over the settings' means: {fits}.", ""]

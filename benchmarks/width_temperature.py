@@ -24,6 +24,7 @@ and its R², over the settings' means) and ``benchmarks/width_temperature.png``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, write  # noqa: E402
+from common import RESULTS, commit, cpu_model, write  # noqa: E402
 
 GRID = (
     (32, 1e-3), (100, 1e-3), (256, 1e-3), (100, 3e-4), (100, 3e-3),  # the matrix's
@@ -95,6 +96,7 @@ def summarise(runs: list[dict]) -> dict:
 
 def plot(result: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -117,6 +119,7 @@ def plot(result: dict, path: Path) -> None:
         ax.plot(grid, [f["intercept"] + f["per_doubling"] * math.log2(t) for t in grid], "k--",
                 label=f"{f['per_doubling']:+.1f} units per doubling, R² {f['r2']:.2f}")  # fmt: skip
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("T = lr / √batch")
         ax.set_title(f"LeNet-300-100 {name}, Fashion-MNIST, 10 epochs")
         ax.legend(fontsize=7)
@@ -130,14 +133,24 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="redraw the figure from results/width_temperature.json",
+    )
     args = parser.parse_args(argv)
+    figure = Path(__file__).resolve().parent / "width_temperature.png"
+    if args.plot_only:
+        result = json.loads((RESULTS / "width_temperature.json").read_text())
+        plot(result, figure)
+        return result
     started_at = commit()
     jobs = [(b, lr, s) for b, lr in GRID for s in args.seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(run, *zip(*jobs, strict=True)))
     result = {"commit": started_at, "cpu": cpu_model(), "threads": 1, "runs": runs,
               **summarise(runs)}  # fmt: skip
-    plot(result, Path(__file__).resolve().parent / "width_temperature.png")
+    plot(result, figure)
     for s in result["settings"]:
         print(f"batch {s['batch']:4d} lr {s['lr']:.1e} T {s['temperature']:.2e}: "
               f"widths {[round(w, 1) for w in s['widths']]}")  # fmt: skip
