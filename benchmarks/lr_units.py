@@ -44,7 +44,9 @@ def prices() -> dict[str, float]:
     return {name: d["median_price"] for name, d in run["digest"].items()}
 
 
-def measure(lr: float, seed: int, price: dict[str, float], batch_size: int = 100) -> dict:
+def measure(
+    lr: float, seed: int, price: dict[str, float], batch_size: int = 100, widths=(300, 100)
+) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -55,7 +57,7 @@ def measure(lr: float, seed: int, price: dict[str, float], batch_size: int = 100
     torch.set_num_threads(1)
     data = load_dataset("fashion-mnist")
     torch.manual_seed(seed)
-    net = build_network("mlp", data.in_shape, data.num_classes, (300, 100))
+    net = build_network("mlp", data.in_shape, data.num_classes, tuple(widths))
     fc1, fc2, out = (net.layers[n] for n in ("fc1", "fc2", "out"))
     opt = multi_tensor(torch.optim.Adam, net.parameters(), {"lr": lr})
     x, y = data.x_train.flatten(1), data.y_train
@@ -109,6 +111,7 @@ def measure(lr: float, seed: int, price: dict[str, float], batch_size: int = 100
     return {
         "lr": lr,
         "batch_size": batch_size,
+        "widths": list(widths),
         "seed": seed,
         "test_error": error,
         "checks": records,
@@ -126,13 +129,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=100, help="the dense network's batch size")
     parser.add_argument("--name", default="lr_units", help="results/<name>.json")
+    parser.add_argument(
+        "--widths", type=int, nargs=2, default=[300, 100], help="the dense network's hidden widths"
+    )
     args = parser.parse_args(argv)
     price = prices()
     jobs = [(lr, seed) for lr in args.lrs for seed in args.seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(
             pool.map(
-                measure, *zip(*jobs, strict=True), [price] * len(jobs), [args.batch] * len(jobs)
+                measure,
+                *zip(*jobs, strict=True),
+                [price] * len(jobs),
+                [args.batch] * len(jobs),
+                [args.widths] * len(jobs),
             )
         )
     summary = {}

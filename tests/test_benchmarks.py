@@ -26,9 +26,11 @@ def test_vgg16_cifar10_benchmark_smoke_run(fake_cifar10, tmp_path):
     result = json.loads((tmp_path / "smoke.json").read_text())
     dense, pruned = result["dense"], result["bayesprune"]
     assert dense["arch"] == pruned["arch"] == "vgg16"
-    assert dense["initial_widths"] == pruned["initial_widths"] == [16, 16, 32, 32] + [64] * 3 + [
-        128
-    ] * 7
+    assert (
+        dense["initial_widths"]
+        == pruned["initial_widths"]
+        == [16, 16, 32, 32] + [64] * 3 + [128] * 7
+    )
     assert pruned["weights_kept"] <= dense["weights_total"] == pruned["weights_total"]
     assert result["environment"]["device"] == "cpu" and torch.get_num_threads() == 1
 
@@ -64,6 +66,25 @@ def _matrix(tmp_path, *extra):
     return json.loads((tmp_path / "robustness_matrix.json").read_text())
 
 
+def test_matrix_refuses_tabular_cells_without_scikit_learn_before_any_run(monkeypatch, tmp_path):
+    # the sklearn-* cells used to fail when their turn came, after the cells before them had
+    # run, and those results were lost: the missing extra is now refused up front, exit code 2
+    script = _matrix_script()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        script.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sklearn" else real(name, *a),
+    )
+    ran = []
+    monkeypatch.setattr(script, "run_cell", lambda *a, **k: ran.append(a))
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--cells", "teacher-n1k", "out-iris-100ep", "--seeds", "0", "--jobs", "1",
+                     "--no-dense", "--results-dir", str(tmp_path)])  # fmt: skip
+    assert stop.value.code == 2 and ran == []
+    assert not (tmp_path / "robustness_matrix.json").exists()
+
+
 def test_set_overrides_keep_none_as_a_string_option_value():
     # "none" is a value of the string option window_cap ("data" | "none") and means "no value"
     # for a numeric one; read as None, window_cap fell back to the default without a word
@@ -96,7 +117,6 @@ def test_short_robustness_matrix_sees_the_old_collapse(tmp_path):
     assert sorted(result["checks"]["collapsed"]) == ["teacher-n1k/0", "teacher-n3k/0"]
 
 
-
 def test_gpu_script_records_each_part_and_its_failure(tmp_path):
     script = _script("gpu")
     from bayesprune.data import Dataset
@@ -115,7 +135,6 @@ def test_gpu_script_records_each_part_and_its_failure(tmp_path):
     assert parts["lenet5_fmnist"]["error"].startswith("DataError")
 
 
-
 def test_teacher_widths_script_runs_and_tabulates_each_kind():
     """benchmarks/teacher_widths.py: one dense and one bayesprune run (1 epoch, a fixed τ), and
     the table of benchmarks/README.md groups them by kind, start, τ and epochs."""
@@ -131,7 +150,6 @@ def test_teacher_widths_script_runs_and_tabulates_each_kind():
     rows = [line for line in table if line.startswith(("| dense", "| bayesprune"))]
     assert rows[0].startswith("| dense | 8-4 |  | 1 | 8-4 |")
     assert rows[1].startswith("| bayesprune | 8-4 | 1.0 | 1 | ")
-
 
 
 def test_evidence_optimism_measures_every_kept_unit():
@@ -158,7 +176,6 @@ def test_evidence_optimism_measures_every_kept_unit():
     assert run["digest"]["fc2"]["dof_kept"] <= run["widths"][1]
     table = render_evidence_optimism({"commit": "test", "runs": [run]})
     assert sum(line.startswith("| 2000 | 0 |") for line in table) == 2
-
 
 
 def test_kept_widths_trains_dense_networks_of_the_kept_widths(tmp_path):
