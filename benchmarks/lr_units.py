@@ -35,6 +35,7 @@ from common import RESULTS, commit, cpu_model, write  # noqa: E402
 CHECKS = (400, 1200, 6000)  # steps at batch 100; at another batch the same examples seen
 CHECK_EXAMPLES = tuple(100 * c for c in CHECKS)
 SAMPLE = 10_000
+TAU_60K = 0.03  # τ(N) at N = 60,000 (docs/method.md Eq. (13))
 
 
 def prices() -> dict[str, float]:
@@ -45,7 +46,12 @@ def prices() -> dict[str, float]:
 
 
 def measure(
-    lr: float, seed: int, price: dict[str, float], batch_size: int = 100, widths=(300, 100)
+    lr: float,
+    seed: int,
+    price: dict[str, float],
+    batch_size: int = 100,
+    widths=(300, 100),
+    prior_l2: bool = False,
 ) -> dict:
     import torch
     import torch.nn.functional as F
@@ -102,6 +108,12 @@ def measure(
         for batch in torch.randperm(len(x), generator=gen).split(batch_size):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(x[batch]), y[batch]).backward()
+            if prior_l2:  # the prior's pull on the weights, inside Adam's gradient as in bayesprune
+                with torch.no_grad():
+                    for layer in (fc1, fc2, out):
+                        coef = TAU_60K * layer.weight.shape[1] / len(x)  # τ/(N σ²), σ² = 1/fan_in
+                        layer.weight.grad.add_(layer.weight, alpha=coef)
+                        layer.bias.grad.add_(layer.bias, alpha=coef)
             opt.step()
             step += 1
             if step in checks:  # keyed by the batch-100 step of the same examples seen
@@ -112,6 +124,7 @@ def measure(
         "lr": lr,
         "batch_size": batch_size,
         "widths": list(widths),
+        "prior_l2": prior_l2,
         "seed": seed,
         "test_error": error,
         "checks": records,
@@ -132,6 +145,11 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--widths", type=int, nargs=2, default=[300, 100], help="the dense network's hidden widths"
     )
+    parser.add_argument(
+        "--prior-l2",
+        action="store_true",
+        help="add the prior's pull τ w/(N σ²) (σ² = 1/fan_in, θ = 1) to the gradients Adam sees",
+    )
     args = parser.parse_args(argv)
     price = prices()
     jobs = [(lr, seed) for lr in args.lrs for seed in args.seeds]
@@ -143,6 +161,7 @@ def main(argv=None) -> dict:
                 [price] * len(jobs),
                 [args.batch] * len(jobs),
                 [args.widths] * len(jobs),
+                [args.prior_l2] * len(jobs),
             )
         )
     summary = {}
