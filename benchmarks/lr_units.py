@@ -104,14 +104,15 @@ def measure(
     gen = torch.Generator().manual_seed(seed)
     step, records = 0, {}
     checks = {examples // batch_size: examples // 100 for examples in CHECK_EXAMPLES}
+    # with --prior-l2, the prior's pull τ/(N σ²) per layer, σ² = 1/fan_in: fixed for the run
+    pulls = [(layer, TAU_60K * layer.weight.shape[1] / len(x)) for layer in (fc1, fc2, out)]
     for _ in range(10):
         for batch in torch.randperm(len(x), generator=gen).split(batch_size):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(x[batch]), y[batch]).backward()
             if prior_l2:  # the prior's pull on the weights, inside Adam's gradient as in bayesprune
                 with torch.no_grad():
-                    for layer in (fc1, fc2, out):
-                        coef = TAU_60K * layer.weight.shape[1] / len(x)  # τ/(N σ²), σ² = 1/fan_in
+                    for layer, coef in pulls:
                         layer.weight.grad.add_(layer.weight, alpha=coef)
                         layer.bias.grad.add_(layer.bias, alpha=coef)
             opt.step()

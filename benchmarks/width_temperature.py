@@ -65,14 +65,13 @@ def run(batch: int, lr: float, seed: int) -> dict:
 
 
 def fit(xs: list[float], ys: list[float]) -> dict:
-    """Least squares y = a + b x, with R²."""
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-    a = my - b * mx
-    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys, strict=True))
-    ss_tot = sum((y - my) ** 2 for y in ys)
-    return {"intercept": a, "per_doubling": b, "r2": 1 - ss_res / ss_tot}
+    """Least squares y = a + b x, with R² (the squared correlation, for one regressor)."""
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return {
+        "intercept": intercept,
+        "per_doubling": slope,
+        "r2": statistics.correlation(xs, ys) ** 2,
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
