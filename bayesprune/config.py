@@ -33,7 +33,7 @@ INSPECT_DRAWS = 200
 PREDATING = {
     "merge": "off", "theta_transit": 1.0, "merge_tests": "fixed", "window_cap": "none",
     "merge_price": "current", "producer_price": "current", "merge_budget": "none",
-    "merge_schedule": "settled",
+    "merge_schedule": "settled", "theta_confidence": 0.0,
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
@@ -62,6 +62,7 @@ def positive(kind):
 
 
 non_negative = number(int, lambda v: v >= 0, "be a non-negative integer")
+non_negative_finite = number(float, lambda v: 0 <= v < math.inf, "be non-negative and finite")
 open_unit_interval = number(float, lambda v: 0 < v < 1, "lie in (0, 1)")
 unit_interval_positive = number(float, lambda v: 0 < v <= 1, "lie in (0, 1]")
 
@@ -118,6 +119,11 @@ class TrainConfig:
     theta_transit: float = _option(
         0.5, "the largest fraction of a layer's units whose θ may be away from 1 at once "
         "(Eq. (10t)); 1: no limit", unit_interval_positive,
+    )  # fmt: skip
+    theta_confidence: float = _option(
+        2.0, "θ falls only while its evidence says, at this many standard errors, that the unit "
+        "is worth less than its price, and rises otherwise (Eq. (10s)); 0: θ follows the sign "
+        "of the evidence", non_negative_finite,
     )  # fmt: skip
     warmup_tolerance: float | None = _option(
         0.1, "θ moves once a block of examples improves the data term by less than this "

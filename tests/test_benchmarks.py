@@ -111,9 +111,11 @@ def test_short_robustness_matrix_does_not_collapse(tmp_path):
 
 def test_short_robustness_matrix_sees_the_old_collapse(tmp_path):
     # the same cells under the rule before issue 9 (θ free from the first step, all layers at
-    # once, no transit limit, a fixed τ, patience 2): the check must catch its collapse
+    # once, no transit limit, θ on the sign of its evidence, a fixed τ, patience 2): the check
+    # must catch its collapse
     result = _matrix(tmp_path, "--no-dense", "--set", "warmup_tolerance=none", "temperature=0.03",
-                     "release=together", "theta_transit=1", "patience=2")  # fmt: skip
+                     "release=together", "theta_transit=1", "theta_confidence=0",
+                     "patience=2")  # fmt: skip
     assert sorted(result["checks"]["collapsed"]) == ["teacher-n1k/0", "teacher-n3k/0"]
 
 

@@ -25,11 +25,19 @@ class ProjectedSGD(torch.optim.Optimizer):
     State ``evidence`` has the parameter's shape, so physical removal slices it with the
     parameter.
 
+    With ``confidence`` z > 0 the step uses d = m − z·se(m) in place of m (Eq. (10s)): θ falls
+    only while the window's evidence says, at z standard errors, that the unit is worth less than
+    its price, and rises otherwise. se(m)² = v·a/(2 − a) is the variance of the running average
+    for steps whose estimates ĝ vary with variance v, estimated online as the running average of
+    ĝ² (state ``evidence_sq``) less m², while the unit is at ``high`` (held in transit, state
+    ``evidence_se``); d is kept as state ``decision``.
+
     :param params: the θ tensors.
     :param lr: η, the step per example seen and per unit of per-example evidence.
     :param window: the number of examples the evidence averages (``1/a`` batches of size B).
     :param num_data: N, the number of training examples (∇ is divided by it).
     :param bounds: the box to project onto.
+    :param confidence: z of Eq. (10s); 0: θ follows the sign of m (the rule before).
     :param transit: the largest fraction of a layer's units (one θ tensor) whose θ may be away
         from ``high`` at once (Eq. (10t)); a unit whose step would take it below ``high`` waits
         at ``high`` while that many are away, those with the largest evidence go first. 1: no
@@ -44,11 +52,12 @@ class ProjectedSGD(torch.optim.Optimizer):
         num_data: int,
         bounds=(0.0, 1.0),
         transit: float = 1.0,
+        confidence: float = 0.0,
     ):
-        if lr <= 0 or window <= 0 or num_data < 1 or not 0 < transit <= 1:
+        if lr <= 0 or window <= 0 or num_data < 1 or not 0 < transit <= 1 or not confidence >= 0:
             msg = (
-                "need lr > 0, window > 0, num_data >= 1, 0 < transit <= 1; "
-                f"got {lr}, {window}, {num_data}, {transit}"
+                "need lr > 0, window > 0, num_data >= 1, 0 < transit <= 1, confidence >= 0; "
+                f"got {lr}, {window}, {num_data}, {transit}, {confidence}"
             )
             raise ValueError(msg)
         defaults = {
@@ -56,6 +65,7 @@ class ProjectedSGD(torch.optim.Optimizer):
             "window": float(window),
             "num_data": int(num_data),
             "transit": float(transit),
+            "confidence": float(confidence),
         }
         super().__init__(params, {**defaults, "bounds": tuple(bounds)})
 
@@ -77,14 +87,38 @@ class ProjectedSGD(torch.optim.Optimizer):
                 evidence = state.get("evidence")
                 if evidence is None:
                     evidence = state["evidence"] = torch.zeros_like(p)
-                evidence.lerp_(p.grad / group["num_data"], rate)
+                per_example = p.grad / group["num_data"]
+                evidence.lerp_(per_example, rate)
+                decision = evidence
+                z = group.get("confidence", 0.0)  # (a checkpoint from before Eq. (10s))
+                if z > 0:
+                    decision = _decision(state, per_example, evidence, rate, z, p >= high)
                 if move is not True and (move is False or p not in move):
                     continue
                 transit = group.get("transit", 1.0)  # (a checkpoint from before Eq. (10t))
                 if transit >= 1:
-                    p.add_(evidence, alpha=-group["lr"] * examples).clamp_(low, high)
+                    p.add_(decision, alpha=-group["lr"] * examples).clamp_(low, high)
                 else:
-                    p.copy_(_limit_transit(p, evidence, group["lr"] * examples, low, high, transit))
+                    p.copy_(_limit_transit(p, decision, group["lr"] * examples, low, high, transit))
+
+
+def _decision(state: dict, per_example, evidence, rate: float, z: float, on) -> torch.Tensor:
+    """d = m − z·se(m) of Eq. (10s), kept as ``state["decision"]``.
+
+    se(m) is measured while the unit is on (θ at its upper bound, ``on``) and held while it is
+    in transit: there its gate is drawn, and the draws' own spread (the secant's (½ − ξ)·h term
+    flips with ξ) would widen se, lower d and hold θ between the vertices on noise it makes.
+    """
+    square = state.get("evidence_sq")
+    if square is None:
+        square = state["evidence_sq"] = torch.zeros_like(evidence)
+        state["evidence_se"] = torch.zeros_like(evidence)
+    square.lerp_(per_example.square(), rate)
+    # the running average's variance for steps of variance v = E[ĝ²] − m²: v·a/(2 − a)
+    variance = (square - evidence.square()).clamp_(min=0).mul_(rate / (2 - rate))
+    se = state["evidence_se"] = torch.where(on, variance.sqrt_(), state["evidence_se"])
+    state["decision"] = decision = evidence - z * se
+    return decision
 
 
 def _limit_transit(theta, evidence, scale, low, high, fraction, host=None) -> torch.Tensor:
@@ -261,8 +295,15 @@ class ProjectedAdam(torch.optim.Adam):
     """
 
     def __init__(
-        self, params, lr: float, window: float = 1.0, num_data: int = 1, transit: float = 1.0
-    ):  # the transit limit of Eq. (10t) is ProjectedSGD's; here every θ moves freely
+        self,
+        params,
+        lr: float,
+        window: float = 1.0,
+        num_data: int = 1,
+        transit: float = 1.0,
+        confidence: float = 0.0,
+    ):  # the transit limit of Eq. (10t) and the evidence test of Eq. (10s) are ProjectedSGD's:
+        # here every θ moves freely, by Adam's normalised gradient
         super().__init__(params, lr=lr, foreach=True)
 
     @torch.no_grad()

@@ -65,6 +65,7 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
             "window": evidence_window(config, num_data),
             "num_data": num_data,
             "transit": config.theta_transit,
+            "confidence": config.theta_confidence,
         },
         batch_size=config.batch_size,
         params=guide.parameters(),
@@ -226,6 +227,7 @@ class Trainer:
         )
         with self.pruning():
             loss = self.svi.step(x, y, num_data=num_data, index=index)
+        self.hold_collapsed()
         terms = self.elbo.last_terms
         if self.global_batch is not None:  # data-parallel: the all-reduced objective decides,
             loss = float(terms["loss"])  # so every process stops at the same step
@@ -246,6 +248,15 @@ class Trainer:
         if self.step % self.check_every == 0:
             self.prune()
         return terms
+
+    @torch.no_grad()
+    def hold_collapsed(self) -> None:
+        """Keep θ = 0 for the units found collapsed (Eq. (12)) until their physical removal at the
+        next check: they are decided, and the handler has already run the network without them.
+        (Under Eq. (10s) the θ step of a unit whose gate the handler drops could otherwise rise:
+        its evidence fades towards 0, below z standard errors.)"""
+        for name, collapsed in self.collapsed.items():
+            self.guide.theta_parameters([name])[0].masked_fill_(collapsed, 0.0)
 
     def pruning(self):
         """The :class:`PruneMessenger` of the collapsed units (a no-op context if none)."""
@@ -403,7 +414,8 @@ class Trainer:
         state = {} if gates is None else gates.state
         out = {}
         for name, p in zip(self.net.gated, self.guide.theta_parameters(), strict=True):
-            evidence = state.get(p, {}).get("evidence")
+            st = state.get(p, {})  # m, or Eq. (10s)'s m − z·se(m), where θ steps by it
+            evidence = st.get("decision", st.get("evidence"))
             if evidence is not None:  # sliced with θ at every removal (ProjectedSGD)
                 out[name] = evidence.detach() <= 0
         return out

@@ -367,7 +367,8 @@ def test_the_trainer_prices_merges_at_the_evidence_s_vertices():
     heading = trainer.heading_for()
     state = trainer.optim.gates.state
     for name, p in zip(trainer.net.gated, trainer.guide.theta_parameters(), strict=True):
-        torch.testing.assert_close(heading[name], state[p]["evidence"] <= 0)
+        # Eq. (10s): the vertex θ steps towards, m − z·se(m) ≤ 0 (m ≤ 0 at z = 0)
+        torch.testing.assert_close(heading[name], state[p]["decision"] <= 0)
     assert any(bool((~h).any()) for h in heading.values())  # some unit on its way out
     current = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_price="current"))
     assert current.merges.expected is None

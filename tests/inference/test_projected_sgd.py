@@ -118,3 +118,58 @@ def test_the_hosts_shortcuts_of_the_transit_limit_are_the_ranked_step():
             else "ranked"
         )
     assert paths == {"none", "fit", "no place", "ranked"}  # every shortcut was exercised
+
+
+def noisy_run(confidence: float, mean: float, sd: float, batch: int, steps: int, seed: int = 0):
+    """θ of 200 units after ``steps`` steps whose per-example evidence has the given ``mean`` and
+    per-example sd ``sd`` (a batch of B averages B examples: sd/√B per step), window 1,000."""
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.nn.Parameter(torch.ones(200))
+    opt = ProjectedSGD([theta], lr=1.0, window=1000.0, num_data=10, confidence=confidence)
+    records = []
+    for _ in range(steps):
+        noise = torch.randn(200, generator=gen) * sd / batch**0.5
+        theta.grad = 10 * (mean + noise)  # ∂F/∂θ = N · ĝ
+        opt.step(examples=batch)
+        records.append(opt.state[theta]["evidence"].clone())
+    return theta.detach(), opt.state[theta], torch.stack(records)
+
+
+def test_the_evidence_standard_error_is_that_of_the_running_average_at_any_batch_size():
+    # Eq. (10s): se(m)² = v·a/(2 − a), v the steps' variance (∝ 1/B), a = B/W: the spread of m
+    # over time, and the same whatever B (sd²/(2W − B) per example)
+    for batch in (10, 50):
+        _, state, history = noisy_run(2.0, 0.0, 0.5, batch, steps=4000 // batch * 10)
+        settled = history[len(history) // 2 :]  # past the window's filling
+        spread = settled.std(0).mean()
+        se = (state["evidence"] - state["decision"]).mean() / 2.0
+        assert float(se) == pytest.approx(float(spread), rel=0.1)
+        assert float(se) == pytest.approx(0.5 / (2 * 1000 - batch) ** 0.5, rel=0.1)
+
+
+def test_theta_falls_only_on_evidence_beyond_its_standard_error():
+    # units worth 0.3 standard errors more than their price: the noisy average crosses the
+    # price every window or so, and at z = 0 over a quarter of them sit at θ = 0 (where removal
+    # follows) at the end; at z = 2 none. Units worth 10 standard errors less than their price
+    # go at either z.
+    se = 0.5 / (2 * 1000 - 10) ** 0.5
+    worth = {z: noisy_run(z, -0.3 * se, 0.5, 10, steps=2000)[0] for z in (0.0, 2.0)}
+    assert float((worth[0.0] == 0).float().mean()) > 0.2
+    assert not bool((worth[2.0] == 0).any())
+    assert float((worth[2.0] == 1).float().mean()) > 0.95
+    for z in (0.0, 2.0):
+        strong, _, _ = noisy_run(z, 10 * se, 0.5, 10, steps=2000)
+        assert bool((strong == 0).all())
+
+
+def test_confidence_zero_is_the_sign_rule_and_negative_is_refused():
+    grads = torch.tensor([0.3, -0.3, 0.05])
+    theta = torch.nn.Parameter(torch.full_like(grads, 0.5))
+    opt = ProjectedSGD([theta], lr=1e-3, window=400.0, num_data=1000, confidence=0.0)
+    theta.grad = 1000 * grads
+    opt.step(examples=100)
+    assert "decision" not in opt.state[theta]  # no second average: the rule before, to the bit
+    assert torch.equal(theta.detach(), run(100, 1, grads))
+    with pytest.raises(ValueError):
+        ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0, window=1.0, num_data=1,
+                     confidence=-1.0)  # fmt: skip
