@@ -43,7 +43,10 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=5, help="of the cosine schedule")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], help="TrainConfig key=value")
+    parser.add_argument(
+        "--set", nargs="*", action="extend", default=[],
+        help="TrainConfig key=value (repeatable: --set a=1 --set b=2 or --set a=1 b=2)",
+    )
     args = parser.parse_args(argv)
     data = fmnist32(load_dataset("fashion-mnist", args.data_dir))
     if args.train < len(data.x_train):

@@ -400,7 +400,8 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def arg_parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cells", nargs="+", default=FULL, choices=list(CASES))
     parser.add_argument(
@@ -408,7 +409,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
-    parser.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides key=value")
+    parser.add_argument(
+        "--set", nargs="*", action="extend", default=[],
+        help="TrainConfig overrides key=value (repeatable: --set a=1 --set b=2 or --set a=1 b=2)",
+    )
     parser.add_argument("--no-dense", action="store_true", help="skip the dense runs")
     parser.add_argument(
         "--dense-from", default=None, help="take the dense runs from this matrix JSON (the dense "
@@ -416,6 +420,11 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument("--name", default="robustness_matrix", help="results/<name>.json")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = arg_parser()
     args = parser.parse_args(argv)
     if args.outside:
         args.cells = list(OUTSIDE)

@@ -85,6 +85,15 @@ def test_matrix_refuses_tabular_cells_without_scikit_learn_before_any_run(monkey
     assert not (tmp_path / "robustness_matrix.json").exists()
 
 
+def test_repeated_set_options_add_up():
+    # argparse's nargs="*" alone kept only the last --set: "--set epochs=20 --set
+    # theta_confidence=0" ran 10 epochs without a word
+    script = _script("robustness_matrix")
+    argv = ["--set", "epochs=20", "--set", "theta_confidence=0", "lr=0.01"]
+    args = script.arg_parser().parse_args(argv)
+    assert script.parse_overrides(args.set) == {"epochs": 20, "theta_confidence": 0, "lr": 0.01}
+
+
 def test_set_overrides_keep_none_as_a_string_option_value():
     # "none" is a value of the string option window_cap ("data" | "none") and means "no value"
     # for a numeric one; read as None, window_cap fell back to the default without a word
