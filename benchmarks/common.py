@@ -303,8 +303,8 @@ def render_readme() -> None:
         if path.stem == "evidence_optimism":
             lines += render_evidence_optimism(result)
             continue
-        if path.stem == "width_temperature":
-            lines += render_width_temperature(result)
+        if path.stem.startswith("width_temperature"):
+            lines += render_width_temperature(result, path.stem)
             continue
         if path.stem.startswith("lr_units"):
             lines += render_lr_units(result, path.stem)
@@ -1135,15 +1135,15 @@ def _lenet5_curves(result: dict, center: tuple, seeds: list[int]) -> list[str]:
     return lines
 
 
-def render_width_temperature(result: dict) -> list[str]:
+def render_width_temperature(result: dict, name: str = "width_temperature") -> list[str]:
     """benchmarks/width_temperature.py: the widths against Adam's noise temperature lr/√B."""
     lines = [
-        "## width_temperature",
+        f"## {name}",
         "",
         "`benchmarks/width_temperature.py`: LeNet-300-100 on Fashion-MNIST, 10 epochs, the "
         f"matrix's recipe at other batch sizes and rates, commit {result['commit']}, "
         f"{result.get('cpu', 'unknown CPU')}, 1 thread; mean over seeds "
-        f"{result['settings'][0]['seeds']}. T = lr/√batch. Plot: `width_temperature.png`.",
+        f"{result['settings'][0]['seeds']}. T = lr/√batch. Plot: `{name}.png`.",
         "",
         "| batch | lr | T | fc1 | fc2 | test error (%) |",
         "|---|---|---|---|---|---|",

@@ -1,8 +1,9 @@
 """Do the batch size and the learning rate set the widths through one number, Adam's noise
 temperature T = lr / √B? (issue 9: the width CV across batch sizes and learning rates.)
 
-Usage: ``.venv/bin/python benchmarks/width_temperature.py [--seeds 0 1] [--jobs 2]``
-(about 13 minutes on 2 cores).
+Usage: ``.venv/bin/python benchmarks/width_temperature.py [--seeds 0 1] [--jobs 2] [--name N]``
+(about 13 minutes on 2 cores; ``--name`` writes ``results/N.json`` and ``benchmarks/N.png``
+instead of ``width_temperature``, keeping an earlier rule's record).
 
 The matrix varies the batch size (32 / 100 / 256 at lr 1e-3) and the learning rate (3e-4 / 1e-3 /
 3e-3 at batch 100) one at a time. Over eight seeds (docs/method.md §6w) LeNet-300-100's first
@@ -135,12 +136,15 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--plot-only",
         action="store_true",
-        help="redraw the figure from results/width_temperature.json",
+        help="redraw the figure from results/<name>.json",
+    )
+    parser.add_argument(
+        "--name", default="width_temperature", help="results/<name>.json and <name>.png"
     )
     args = parser.parse_args(argv)
-    figure = Path(__file__).resolve().parent / "width_temperature.png"
+    figure = Path(__file__).resolve().parent / f"{args.name}.png"
     if args.plot_only:
-        result = json.loads((RESULTS / "width_temperature.json").read_text())
+        result = json.loads((RESULTS / f"{args.name}.json").read_text())
         plot(result, figure)
         return result
     started_at = commit()
@@ -154,7 +158,7 @@ def main(argv=None) -> dict:
         print(f"batch {s['batch']:4d} lr {s['lr']:.1e} T {s['temperature']:.2e}: "
               f"widths {[round(w, 1) for w in s['widths']]}")  # fmt: skip
     print({k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in result["fits"].items()})
-    write("width_temperature", result)
+    write(args.name, result)
     return result
 
 
