@@ -324,6 +324,9 @@ def render_readme() -> None:
         if path.stem.startswith("second_layer_widths"):
             lines += render_second_layer_widths(path.stem, result)
             continue
+        if "survivors" in result:
+            lines += render_survivors(path.stem, result)
+            continue
         if "kept_widths" in result:
             lines += render_kept_widths(path.stem, result)
             continue
@@ -1133,6 +1136,51 @@ def _lenet5_curves(result: dict, center: tuple, seeds: list[int]) -> list[str]:
             )
         lines.append("")
     return lines
+
+
+def render_survivors(name: str, result: dict) -> list[str]:
+    """benchmarks/survivors.py: the kept units' evidence, and the last hidden layer's values."""
+
+    def q(values, fmt="{:.2g}"):
+        return " / ".join(fmt.format(v) for v in values)
+
+    lines = [
+        f"## {name}",
+        "",
+        "`benchmarks/survivors.py`: Fashion-MNIST, after a finished run, commit "
+        f"{result['commit']}, {result.get('cpu', 'unknown CPU')}, 1 thread. Per gated layer: the "
+        "live units, how many cost more than their price on the point estimate (m > 0), and m/se "
+        "(10% / 50% / 90%; a unit is decided at |m/se| ≥ 2). Last hidden layer: each unit's "
+        "value alone (loss increase per example with its output 0) on the training and test "
+        "examples, against its price (10% / 50% / 90%).",
+        "",
+        "| run | layer | live | m > 0 | within 2 se | m/se |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in result["survivors"]:
+        label = (f"{run['arch']} seed {run['seed']}, N = {run['train_subset'] or 'all'}"
+                 + (f", {run['overrides']}" if run["overrides"] else "")
+                 + f": {'-'.join(map(str, run['widths']))}, {100 * run['test_error']:.2f}%")
+        for layer, row in run["layers"].items():
+            lines.append(f"| {label} | {layer} | {row['live']} | {row['costly']} | "
+                         f"{row['within_2se']} | {q(row['m_over_se'], '{:.1f}')} |")
+            label = ""
+    lines += [
+        "",
+        "| run | last hidden layer | units | price | value, train | value, test | below price "
+        "(train / test) | test value < 0 | optimism / price (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result["survivors"]:
+        last = run["last_hidden"]
+        lines.append(
+            f"| {run['arch']} seed {run['seed']}, N = {run['train_subset'] or 'all'} | "
+            f"{last['layer']} | {last['units']} | {q(last['price'])} | "
+            f"{q(last['value_train'])} | {q(last['value_test'])} | "
+            f"{last['below_price_train']} / {last['below_price_test']} | "
+            f"{last['negative_test']} | {last['optimism_over_price']:.1f} |"
+        )
+    return lines + [""]
 
 
 def render_width_temperature(result: dict, name: str = "width_temperature") -> list[str]:

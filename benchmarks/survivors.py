@@ -1,0 +1,157 @@
+"""Are the units a run keeps decided, and what are they worth out of sample?
+
+Usage: ``.venv/bin/python benchmarks/survivors.py [--arch mlp] [--widths 300,100]
+[--train-subset N] [--seeds 0] [--jobs 2] [--set key=value ...] --name NAME`` (Fashion-MNIST,
+10 epochs, the shipped rule unless ``--set`` says otherwise; a LeNet-300-100 run about a minute,
+LeNet-5 on the full set about six).
+
+After ``Trainer.fit`` it reads, for every live unit of every gated layer,
+
+- the θ optimiser's evidence m (the running average of the θ-gradient per example: positive
+  when the unit costs more than it is worth) and se(m) of Eq. (10s), and summarises m/se per
+  layer (how many survivors are *decided*, i.e. worth their price by z standard errors);
+- for the last hidden layer, on the posterior-mode network, each unit's value alone: the mean
+  cross-entropy increase when its output is set to 0, on the N training examples and on the
+  10,000 test examples (the test set is read by this diagnostic only), against its price
+  τ·∂KL/∂θ_s / N (the prior's closed form, with the run's (10e) heading).
+
+Writes ``results/<name>.json`` and its table in ``README.md`` (docs/method.md §6y).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import commit, cpu_model, write  # noqa: E402
+from robustness_matrix import parse_overrides  # noqa: E402
+
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def _quantiles(values) -> list[float]:
+    import torch
+
+    if len(values) == 0:
+        return []
+    return [float(q) for q in torch.as_tensor(values).quantile(torch.tensor(QUANTILES))]
+
+
+def measure(arch: str, widths, subset, seed: int, overrides: dict) -> dict:
+    """Train one run; return its survivors' evidence and the last hidden layer's values."""
+    import pyro
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import load_dataset
+    from bayesprune.export import deterministic_network
+    from bayesprune.inference.elbo_fast import point_mass_prior
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import build_network
+
+    torch.set_num_threads(1)
+    data = load_dataset("fashion-mnist")
+    pyro.set_rng_seed(0)
+    torch.manual_seed(seed)
+    net = build_network(arch, data.in_shape, data.num_classes, widths, 1.0)
+    config = TrainConfig(seed=seed, train_subset=subset, **overrides)
+    trainer = Trainer(net, data, config)
+    summary = trainer.fit(progress=False)
+    guide, gated = trainer.guide, list(trainer.net.gated)
+    state = trainer.optim.gates.state
+    layers = {}
+    for name, p in zip(gated, guide.theta_parameters(), strict=True):
+        live = guide.gate_probs(name).detach() > 0.5
+        m = state[p]["evidence"][live]
+        se = state[p].get("evidence_se")
+        ratio = (m / se[live]).tolist() if se is not None else []
+        layers[name] = {
+            "live": int(live.sum()),
+            "costly": int((m > 0).sum()),  # worth less than their price on the point estimate
+            "m": _quantiles(m.tolist()),
+            "m_over_se": _quantiles(ratio),
+            "within_2se": sum(abs(r) < 2 for r in ratio),
+        }
+    # the last hidden layer, unit by unit, on the posterior-mode network
+    name = gated[-1]
+    live = guide.gate_probs(name).detach() > 0.5
+    thetas = {n: guide.gate_probs(n).detach() for n in gated}
+    theta_grads: dict = {}
+    with torch.no_grad():
+        point_mass_prior(guide, trainer.hyper, thetas, None, [], vertex=trainer.heading_for(),
+                         theta_grads=theta_grads)  # fmt: skip
+    price = (theta_grads[name] / len(trainer.data.x_train))[live]
+    mode = deterministic_network(guide).eval()
+    last = max(i for i, m in enumerate(mode) if isinstance(m, nn.Linear))
+    head, tail = mode[:last], mode[last]
+    values = {}
+    with torch.no_grad():
+        sets = {"train": (trainer.data.x_train, trainer.data.y_train),
+                "test": (data.x_test, data.y_test)}  # fmt: skip
+        for key, (x, y) in sets.items():
+            h = torch.cat([head(xb) for xb in x.split(2000)])
+            logits = tail(h)
+            base = F.cross_entropy(logits, y, reduction="none")
+            values[key] = torch.tensor([
+                (F.cross_entropy(logits - h[:, u : u + 1] * tail.weight[:, u], y,
+                                 reduction="none") - base).mean().item()
+                for u in range(h.shape[1])
+            ])  # fmt: skip
+    train, test = values["train"], values["test"]
+    return {
+        "arch": arch,
+        "seed": seed,
+        "train_subset": subset,
+        "overrides": overrides,
+        "epochs": summary["epochs"],
+        "widths": summary["widths"],
+        "test_error": summary["test_error"],
+        "layers": layers,
+        "last_hidden": {
+            "layer": name,
+            "units": len(train),
+            "price": _quantiles(price.tolist()),
+            "value_train": _quantiles(train.tolist()),
+            "value_test": _quantiles(test.tolist()),
+            "below_price_train": int((train < price).sum()),
+            "below_price_test": int((test < price).sum()),
+            "negative_test": int((test < 0).sum()),
+            "optimism_over_price": float(((train - test) / price).median()),
+        },
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", default="mlp", choices=["mlp", "lenet5"])
+    parser.add_argument("--widths", default=None, help="e.g. 600,200 (default: the arch's)")
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--set", nargs="*", action="extend", default=[], help="TrainConfig key=value"
+    )
+    parser.add_argument("--name", required=True, help="results/<name>.json")
+    parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
+    args = parser.parse_args(argv)
+    widths = None if args.widths is None else tuple(int(w) for w in args.widths.split(","))
+    overrides = parse_overrides(args.set)
+    started_at = commit()
+    jobs = [(args.arch, widths, args.train_subset, seed, overrides) for seed in args.seeds]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(measure, *zip(*jobs, strict=True)))
+    result = {"survivors": runs, "commit": started_at, "cpu": cpu_model(), "threads": 1}
+    for run in runs:
+        print(run["widths"], run["test_error"], run["last_hidden"])
+    write(args.name, result, args.results_dir)
+    return result
+
+
+if __name__ == "__main__":
+    main()
