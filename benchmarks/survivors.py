@@ -1,9 +1,9 @@
 """Are the units a run keeps decided, and what are they worth out of sample?
 
 Usage: ``.venv/bin/python benchmarks/survivors.py [--arch mlp] [--widths 300,100]
-[--train-subset N] [--seeds 0] [--jobs 2] [--set key=value ...] --name NAME`` (Fashion-MNIST,
-10 epochs, the shipped rule unless ``--set`` says otherwise; a LeNet-300-100 run about a minute,
-LeNet-5 on the full set about six).
+[--train-subset N] [--seeds 0] [--jobs 2] [--set key=value ...] [--dataset fashion-mnist]
+--name NAME`` (10 epochs, the shipped rule unless ``--set`` says otherwise; a LeNet-300-100
+run on Fashion-MNIST about a minute, LeNet-5 on the full set about six).
 
 After ``Trainer.fit`` it reads, for every live unit of every gated layer,
 
@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from common import commit, cpu_model, write  # noqa: E402
 from robustness_matrix import parse_overrides  # noqa: E402
 
@@ -34,18 +36,31 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 
 def _quantiles(values) -> list[float]:
-    import torch
-
     if len(values) == 0:
         return []
     return [float(q) for q in torch.as_tensor(values).quantile(torch.tensor(QUANTILES))]
 
 
-def measure(arch: str, widths, subset, seed: int, overrides: dict) -> dict:
+def unit_values(head, tail, x, y) -> torch.Tensor:
+    """Each last-hidden unit's value alone: the mean cross-entropy increase over ``(x, y)`` when
+    its output is 0. ``head`` maps inputs to the last hidden layer's outputs, ``tail`` is the
+    read-out (a Linear): silencing unit u shifts the logits by −h_u·W[:, u]."""
+    with torch.no_grad():
+        h = torch.cat([head(xb) for xb in x.split(2000)])
+        logits = tail(h)
+        base = F.cross_entropy(logits, y, reduction="none")
+        return torch.tensor([
+            (F.cross_entropy(logits - h[:, u : u + 1] * tail.weight[:, u], y, reduction="none")
+             - base).mean().item()
+            for u in range(h.shape[1])
+        ])  # fmt: skip
+
+
+def measure(
+    arch: str, widths, subset, seed: int, overrides: dict, dataset: str = "fashion-mnist"
+) -> dict:
     """Train one run; return its survivors' evidence and the last hidden layer's values."""
     import pyro
-    import torch
-    import torch.nn.functional as F
     from torch import nn
 
     from bayesprune.config import TrainConfig
@@ -56,7 +71,7 @@ def measure(arch: str, widths, subset, seed: int, overrides: dict) -> dict:
     from bayesprune.models.network import build_network
 
     torch.set_num_threads(1)
-    data = load_dataset("fashion-mnist")
+    data = load_dataset(dataset)
     pyro.set_rng_seed(0)
     torch.manual_seed(seed)
     net = build_network(arch, data.in_shape, data.num_classes, widths, 1.0)
@@ -90,22 +105,11 @@ def measure(arch: str, widths, subset, seed: int, overrides: dict) -> dict:
     mode = deterministic_network(guide).eval()
     last = max(i for i, m in enumerate(mode) if isinstance(m, nn.Linear))
     head, tail = mode[:last], mode[last]
-    values = {}
-    with torch.no_grad():
-        sets = {"train": (trainer.data.x_train, trainer.data.y_train),
-                "test": (data.x_test, data.y_test)}  # fmt: skip
-        for key, (x, y) in sets.items():
-            h = torch.cat([head(xb) for xb in x.split(2000)])
-            logits = tail(h)
-            base = F.cross_entropy(logits, y, reduction="none")
-            values[key] = torch.tensor([
-                (F.cross_entropy(logits - h[:, u : u + 1] * tail.weight[:, u], y,
-                                 reduction="none") - base).mean().item()
-                for u in range(h.shape[1])
-            ])  # fmt: skip
-    train, test = values["train"], values["test"]
+    train = unit_values(head, tail, trainer.data.x_train, trainer.data.y_train)
+    test = unit_values(head, tail, data.x_test, data.y_test)
     return {
         "arch": arch,
+        "dataset": dataset,
         "seed": seed,
         "train_subset": subset,
         "overrides": overrides,
@@ -130,6 +134,7 @@ def measure(arch: str, widths, subset, seed: int, overrides: dict) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="mlp", choices=["mlp", "lenet5"])
+    parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--widths", default=None, help="e.g. 600,200 (default: the arch's)")
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -143,7 +148,9 @@ def main(argv=None) -> dict:
     widths = None if args.widths is None else tuple(int(w) for w in args.widths.split(","))
     overrides = parse_overrides(args.set)
     started_at = commit()
-    jobs = [(args.arch, widths, args.train_subset, seed, overrides) for seed in args.seeds]
+    jobs = [
+        (args.arch, widths, args.train_subset, seed, overrides, args.dataset) for seed in args.seeds
+    ]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(measure, *zip(*jobs, strict=True)))
     result = {"survivors": runs, "commit": started_at, "cpu": cpu_model(), "threads": 1}

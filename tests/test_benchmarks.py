@@ -394,3 +394,37 @@ def test_a_width_curve_measures_the_network_after_each_named_step_and_leaves_tra
     assert curve["curve"][1]["train_data_term"] == pytest.approx(plain["train_data_term"])
     assert curve["curve"][0]["train_data_term"] != pytest.approx(plain["train_data_term"])
     assert curve["test_error"] == plain["test_error"] and "curve" not in plain
+
+
+def test_survivors_unit_values_silence_one_unit_at_a_time():
+    # benchmarks/survivors.py shifts the logits by −h_u·W[:, u] instead of rerunning the
+    # read-out: the same as setting the unit's output to 0
+    import torch.nn.functional as F
+
+    script = _script("survivors")
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU())
+    tail = torch.nn.Linear(6, 3)
+    x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
+    values = script.unit_values(head, tail, x, y)
+    with torch.no_grad():
+        base = F.cross_entropy(tail(head(x)), y)
+        for u in range(6):
+            h = head(x)
+            h[:, u] = 0
+            silenced = F.cross_entropy(tail(h), y) - base
+            assert values[u].item() == pytest.approx(silenced.item(), abs=1e-6)
+
+
+def test_survivors_run_reports_every_live_unit():
+    script = _script("survivors")
+    run = script.measure("mlp", (32, 16), None, 0, {"epochs": 2}, dataset="teacher")
+    assert [row["live"] for row in run["layers"].values()] == run["widths"]
+    last = run["last_hidden"]
+    assert last["layer"] == "fc2" and last["units"] == run["widths"][-1]
+    assert all(p > 0 for p in last["price"])
+    assert 0 <= last["below_price_test"] <= last["units"]
+    from common import render_survivors  # benchmarks/ is on the path once a script is loaded
+
+    table = render_survivors("smoke", {"survivors": [run], "commit": "x", "cpu": "y"})
+    assert sum(line.startswith("| mlp seed 0") for line in table) == 2
