@@ -1144,10 +1144,14 @@ def render_survivors(name: str, result: dict) -> list[str]:
     def q(values, fmt="{:.2g}"):
         return " / ".join(fmt.format(v) for v in values)
 
+    def run_label(run):
+        data = run.get("dataset", "fashion-mnist")  # (files from before --dataset)
+        return f"{run['arch']} seed {run['seed']}, {data}, N = {run['train_subset'] or 'all'}"
+
     lines = [
         f"## {name}",
         "",
-        "`benchmarks/survivors.py`: Fashion-MNIST, after a finished run, commit "
+        "`benchmarks/survivors.py`: after a finished run, commit "
         f"{result['commit']}, {result.get('cpu', 'unknown CPU')}, 1 thread. Per gated layer: the "
         "live units, how many cost more than their price on the point estimate (m > 0), and m/se "
         "(10% / 50% / 90%; a unit is decided at |m/se| ≥ 2). Last hidden layer: each unit's "
@@ -1158,8 +1162,7 @@ def render_survivors(name: str, result: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for run in result["survivors"]:
-        label = (f"{run['arch']} seed {run['seed']}, N = {run['train_subset'] or 'all'}"
-                 + (f", {run['overrides']}" if run["overrides"] else "")
+        label = (run_label(run) + (f", {run['overrides']}" if run["overrides"] else "")
                  + f": {'-'.join(map(str, run['widths']))}, {100 * run['test_error']:.2f}%")
         for layer, row in run["layers"].items():
             lines.append(f"| {label} | {layer} | {row['live']} | {row['costly']} | "
@@ -1174,8 +1177,7 @@ def render_survivors(name: str, result: dict) -> list[str]:
     for run in result["survivors"]:
         last = run["last_hidden"]
         lines.append(
-            f"| {run['arch']} seed {run['seed']}, N = {run['train_subset'] or 'all'} | "
-            f"{last['layer']} | {last['units']} | {q(last['price'])} | "
+            f"| {run_label(run)} | {last['layer']} | {last['units']} | {q(last['price'])} | "
             f"{q(last['value_train'])} | {q(last['value_test'])} | "
             f"{last['below_price_train']} / {last['below_price_test']} | "
             f"{last['negative_test']} | {last['optimism_over_price']:.1f} |"

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyro  # noqa: E402
 import torch  # noqa: E402
 from gpu import fmnist32  # noqa: E402
-from robustness_matrix import parse_overrides  # noqa: E402
+from robustness_matrix import add_overrides_option, parse_overrides  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
@@ -43,10 +43,7 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=5, help="of the cosine schedule")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--set", nargs="*", action="extend", default=[],
-        help="TrainConfig key=value (repeatable: --set a=1 --set b=2 or --set a=1 b=2)",
-    )
+    add_overrides_option(parser)
     args = parser.parse_args(argv)
     data = fmnist32(load_dataset("fashion-mnist", args.data_dir))
     if args.train < len(data.x_train):

@@ -400,6 +400,15 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def add_overrides_option(parser: argparse.ArgumentParser) -> None:
+    """``--set key=value ...``, read by :func:`parse_overrides`; repeatable (``--set a=1 --set
+    b=2`` adds up: ``nargs="*"`` alone kept only the last)."""
+    parser.add_argument(
+        "--set", nargs="*", action="extend", default=[],
+        help="TrainConfig overrides key=value (repeatable: --set a=1 --set b=2 or --set a=1 b=2)",
+    )  # fmt: skip
+
+
 def arg_parser() -> argparse.ArgumentParser:
     """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -409,10 +418,7 @@ def arg_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
-    parser.add_argument(
-        "--set", nargs="*", action="extend", default=[],
-        help="TrainConfig overrides key=value (repeatable: --set a=1 --set b=2 or --set a=1 b=2)",
-    )
+    add_overrides_option(parser)
     parser.add_argument("--no-dense", action="store_true", help="skip the dense runs")
     parser.add_argument(
         "--dense-from", default=None, help="take the dense runs from this matrix JSON (the dense "

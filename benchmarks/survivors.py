@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from common import commit, cpu_model, write  # noqa: E402
-from robustness_matrix import parse_overrides  # noqa: E402
+from robustness_matrix import add_overrides_option, parse_overrides  # noqa: E402
 
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -139,9 +139,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
-    parser.add_argument(
-        "--set", nargs="*", action="extend", default=[], help="TrainConfig key=value"
-    )
+    add_overrides_option(parser)
     parser.add_argument("--name", required=True, help="results/<name>.json")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
     args = parser.parse_args(argv)
