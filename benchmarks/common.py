@@ -330,6 +330,9 @@ def render_readme() -> None:
         if "kept_widths" in result:
             lines += render_kept_widths(path.stem, result)
             continue
+        if "matrix_summary" in result:
+            lines += render_matrix_summary(path.stem, result)
+            continue
         if "tradeoff" in result:
             lines += render_tradeoff(path.stem, result)
             continue
@@ -825,6 +828,62 @@ def render_kept_widths(name: str, result: dict) -> list[str]:
             f"| {r['case']} | {r['seed']} | {r['epochs']} | {'-'.join(map(str, r['widths']))} "
             f"| {d:.2f} | {k:.2f} | {b:.2f} | {b - d:+.2f} | {k - d:+.2f} | {b - k:+.2f} |"
         )
+    return lines + [""]
+
+
+def render_matrix_summary(name: str, result: dict) -> list[str]:
+    """benchmarks/matrix_summary.py: matrix runs pooled over seeds, and the issue's targets."""
+    sources = ", ".join(
+        f"`{Path(s['file']).name}` ({s['commit']}"
+        + (", dense runs only)" if s.get("dense_only") else ")")
+        for s in result["sources"]
+    )
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/matrix_summary.py`: the runs of {sources}, each (cell, seed) once. Gap: "
+        "bayesprune − dense (points), mean ± standard error over the seeds with a dense run; "
+        "target: issue 9's (1.0 at 3,000 examples, 0.5 from 10,000 on). Widths: mean over the "
+        "seeds (range).",
+        "",
+        "| cell | seeds | gap (seeds with dense) | target | widths | weights kept (%) "
+        "| not finished |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case, row in result["matrix_summary"].items():
+        gap = "–"
+        if "gap_mean" in row:
+            gap = f"{row['gap_mean']:+.2f}" + (
+                "" if row["gap_se"] is None else f" ± {row['gap_se']:.2f}"
+            ) + f" ({len(row['gaps'])})"
+        target = row.get("gap_target")
+        verdict = "–" if target is None else f"{target} ({'met' if row['gap_met'] else 'missed'})"
+        widths = "-".join(
+            f"{m:.1f} ({lo}-{hi})"
+            for m, lo, hi in zip(
+                row["widths_mean"], row["widths_min"], row["widths_max"], strict=True
+            )
+        )
+        low, high = (100 * f for f in row["weights_kept_range"])
+        seeds = row["seeds"]
+        span = f"{len(seeds)} ({min(seeds)}-{max(seeds)})"
+        lines.append(
+            f"| {case} | {span} | {gap} | {verdict} | {widths} | {low:.1f}-{high:.1f} "
+            f"| {', '.join(map(str, row['not_finished'])) or 'none'} |"
+        )
+    c = result["checks"]
+    notes = []
+    for axis in ("batch", "lr"):
+        if f"{axis}_width_cv" in c:
+            cvs = " / ".join(f"{100 * v:.1f}%" for v in c[f"{axis}_width_cv"])
+            what = "batch sizes" if axis == "batch" else "learning rates"
+            notes.append(f"width CV across {what} {cvs} (target 20%)")
+    if "size_non_decreasing" in c:
+        widths = " → ".join("-".join(f"{w:.1f}" for w in ws) for ws in c["size_widths"])
+        verdict = "yes" if c["size_non_decreasing"] else "no"
+        notes.append(f"widths in N {widths}: non-decreasing (10% tolerance) {verdict}")
+    if notes:
+        lines += ["", "; ".join(notes) + "."]
     return lines + [""]
 
 

@@ -428,3 +428,64 @@ def test_survivors_run_reports_every_live_unit():
 
     table = render_survivors("smoke", {"survivors": [run], "commit": "x", "cpu": "y"})
     assert sum(line.startswith("| mlp seed 0") for line in table) == 2
+
+
+def _matrix_file(path, cells, commit="abc"):
+    path.write_text(json.dumps({"commit": commit, "cells": cells}))
+    return path
+
+
+def _cell(case, seed, error, widths, dense=None, overrides=None):
+    cell = {
+        "case": case,
+        "seed": seed,
+        "overrides": overrides or {},
+        "bayesprune": {"test_error": error, "widths": widths, "status": "finished",
+                       "weights_kept_fraction": 0.25},
+    }  # fmt: skip
+    if dense is not None:
+        cell["dense"] = {"test_error": dense}
+    return cell
+
+
+def test_matrix_summary_pools_seeds_and_takes_dense_runs_from_other_files(tmp_path):
+    script = _script("matrix_summary")
+    first = _matrix_file(tmp_path / "a.json", [
+        _cell("mlp-n3k", 0, 0.20, [30, 70], dense=0.18),
+        _cell("mlp-n10k", 0, 0.15, [60, 90], dense=0.146),
+    ])  # fmt: skip
+    more = _matrix_file(tmp_path / "b.json", [
+        _cell("mlp-n3k", 0, 0.20, [30, 70]),  # the same run again: taken once
+        _cell("mlp-n3k", 1, 0.19, [34, 76]),  # no dense run of its own
+    ])  # fmt: skip
+    dense = _matrix_file(tmp_path / "c.json", [
+        _cell("mlp-n3k", 1, 0.5, [1, 1], dense=0.18),
+        _cell("mlp-n3k", 0, 0.5, [1, 1], dense=0.99),  # a run's own dense run comes first
+    ])  # fmt: skip
+    result = script.main(["--from", str(first), str(more), "--dense-from", str(dense),
+                          "--name", "s", "--results-dir", str(tmp_path)])  # fmt: skip
+    row = result["matrix_summary"]["mlp-n3k"]
+    assert row["seeds"] == [0, 1] and row["gap_seeds"] == [0, 1]
+    assert row["gaps"] == pytest.approx([2.0, 1.0])
+    assert row["gap_mean"] == pytest.approx(1.5) and row["gap_se"] == pytest.approx(0.5)
+    assert row["gap_target"] == 1.0 and row["gap_met"] is False
+    assert row["widths_mean"] == [32, 73] and row["widths_min"] == [30, 70]
+    ten = result["matrix_summary"]["mlp-n10k"]
+    assert ten["gap_target"] == 0.5 and ten["gap_met"] is True and ten["gap_se"] is None
+    assert [s.get("dense_only", False) for s in result["sources"]] == [False, False, True]
+    common = _script("common")
+    saved = json.loads((tmp_path / "s.json").read_text())
+    table = "\n".join(common.render_matrix_summary("s", saved))
+    assert "| mlp-n3k | 2 (0-1) | +1.50 ± 0.50 (2) | 1.0 (missed) |" in table
+
+
+def test_matrix_summary_refuses_to_pool_different_runs_of_one_cell(tmp_path):
+    script = _script("matrix_summary")
+    first = _matrix_file(tmp_path / "a.json", [_cell("mlp-n3k", 0, 0.20, [30, 70], dense=0.18)])
+    other = _matrix_file(tmp_path / "b.json", [_cell("mlp-n3k", 0, 0.21, [30, 70])])
+    with pytest.raises(SystemExit, match="twice with different results"):
+        script.pool([first, other])
+    setting = _matrix_file(tmp_path / "c.json",
+                           [_cell("mlp-n3k", 1, 0.2, [30, 70], overrides={"epochs": 20})])
+    with pytest.raises(SystemExit, match="overrides"):
+        script.pool([first, setting])
