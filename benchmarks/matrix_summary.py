@@ -76,10 +76,10 @@ def pool(paths: list[Path], dense_paths: list[Path] = ()) -> tuple[list[dict], l
                         f"({seen['widths']} at {seen['test_error']} against {now['widths']} at "
                         f"{now['test_error']}): pool runs of one rule only"
                     )
-                if "dense" not in cells[key] and "dense" in cell:
+                if "dense" not in cells[key] and cell.get("dense"):
                     cells[key] = {**cells[key], "dense": cell["dense"]}
                 continue
-            cells[key] = cell
+            cells[key] = {k: v for k, v in cell.items() if k != "dense" or v}
     for path in dense_paths:
         result = read_cells(path)
         used = False
