@@ -93,6 +93,7 @@ OUTSIDE = {
     "out-mlp-n10k-2ep": {**FMNIST, "train_subset": 10_000, "epochs": 2},
     # P3's starting width for a convnet (LeNet-5 ×1 is the matrix's lenet5-n10k)
     "out-lenet5-x2-n10k": {**FMNIST, "arch": "lenet5", "width_mult": 2.0, "train_subset": 10_000},
+    "out-lenet5-x4-n10k": {**FMNIST, "arch": "lenet5", "width_mult": 4.0, "train_subset": 10_000},
     "out-lenet5-x0.5-n10k": {**FMNIST, "arch": "lenet5", "width_mult": 0.5,
                              "train_subset": 10_000},
     "out-lenet5-x2": {**FMNIST, "arch": "lenet5", "width_mult": 2.0},
