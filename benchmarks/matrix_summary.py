@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write  # noqa: E402
+from common import render_matrix_summary, write  # noqa: E402
 from robustness_matrix import CASES, checks  # noqa: E402
 
 ISSUE_CELLS = ("mlp-", "lenet5-")  # the matrix's cells with a gap target (not the teacher's)
@@ -95,11 +95,10 @@ def pool(paths: list[Path], dense_paths: list[Path] = ()) -> tuple[list[dict], l
 
 
 def mean_se(values: list[float]) -> tuple[float, float | None]:
-    mean = sum(values) / len(values)
+    """The mean and its standard error (sample standard deviation over √n; None for one value)."""
     if len(values) < 2:
-        return mean, None
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var / len(values))
+        return values[0], None
+    return statistics.mean(values), statistics.stdev(values) / len(values) ** 0.5
 
 
 def summarise(cells: list[dict]) -> dict:
@@ -153,13 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"no such file: {', '.join(missing)}")
     cells, sources = pool(args.sources, args.dense_from)
     result = {"matrix_summary": summarise(cells), "checks": checks(cells), "sources": sources}
-    for case, row in result["matrix_summary"].items():
-        gap = "" if "gap_mean" not in row else f"gap {row['gap_mean']:+.2f}" + (
-            "" if row["gap_se"] is None else f" ± {row['gap_se']:.2f}")  # fmt: skip
-        print(f"{case}: {len(row['seeds'])} seeds, {gap} ({len(row.get('gaps', []))} with dense), "
-              "widths "
-              f"{'-'.join(f'{w:.1f}' for w in row['widths_mean'])}")  # fmt: skip
-    print(json.dumps({k: v for k, v in result["checks"].items() if k != "gap_points"}))
+    print("\n".join(render_matrix_summary(args.name, result)))  # the README's table
     write(args.name, result, args.results_dir)
     return result
 
