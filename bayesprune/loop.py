@@ -16,8 +16,12 @@ def synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000) -> float:
-    """Test error (fraction) of a deterministic network."""
+def evaluate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    """Test error (fraction) of a deterministic network, ``batch`` examples per forward pass.
+
+    Small passes keep a convolution's maps in the CPU's caches: LeNet-5 on 10,000 images took
+    3.9 s in passes of 5,000 and 1.1 s in passes of 256 (1 thread; an MLP is the same at
+    either), and the trainer evaluates 20,000 images at every epoch's end."""
     wrong = 0
     for i in range(0, len(x), batch):
         wrong += (net(x[i : i + batch]).argmax(-1) != y[i : i + batch]).sum().item()
