@@ -492,7 +492,8 @@ def render_profile(result: dict) -> list[str]:
         f"{result['batch_size']}, {result['threads']} thread, commit {result['commit']}"
         + (f", {result['processor']}" if result.get("processor") else "")
         + "; medians of interleaved blocks; the parts are differences of measured variants, see "
-        "the script; a negative part is within the blocks' noise).",
+        "the script; a negative part is within the blocks' noise), a fresh network on random "
+        "data as at a run's start.",
         "",
         "| network | plain | step | secant (ĝ pass + evidence) | prior | SVI + optimisers + "
         "bookkeeping | aten ops: plain / step |",
@@ -511,7 +512,8 @@ def render_profile(result: dict) -> list[str]:
     if pruned:
         lines += [
             "At the widths the training-cost runs ended with (the first units of each layer "
-            "kept; about nine tenths of a run's steps), with the full-width plain step (dense):",
+            "kept; about nine tenths of a run's steps), with the full-width plain step (dense); "
+            f"data: {_profile_data(result, pruned)}:",
             "",
             "| network | widths | dense | plain | step | secant | prior | SVI + optimisers + "
             "bookkeeping | aten ops: plain / step |",
@@ -523,6 +525,13 @@ def render_profile(result: dict) -> list[str]:
             lines.append(f"| {n} | {widths} | {r['dense_ms']:.2f} ms | {row(r)} |")
         lines.append("")
     return lines
+
+
+def _profile_data(result: dict, names: list[str]) -> str:
+    """What the pruned-width rows of profile_step were timed on (random data before the
+    ``data`` key existed)."""
+    notes = {result[f"{n}_pruned"].get("data", "random") for n in names}
+    return "; ".join(sorted(notes))
 
 
 def render_secant_rerun(result: dict) -> list[str]:
