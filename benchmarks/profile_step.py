@@ -149,7 +149,8 @@ def main(argv=None) -> dict:
     result: dict = {"threads": 1, "batch_size": 100, **environment()}
     for name, steps in (("mlp", 30), ("lenet5", 10)):
         result[name] = measure(name, args.blocks, steps)
-        print(name, {k: v if isinstance(v, str) else round(v, 3) for k, v in result[name].items()}, flush=True)
+        shown = {k: v if isinstance(v, str) else round(v, 3) for k, v in result[name].items()}
+        print(name, shown, flush=True)
     real = real_data()
     for name, steps in (("mlp", 30), ("lenet5", 10)):  # where 90% of a run's steps are taken
         key = f"{name}_pruned"
