@@ -44,8 +44,13 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bayesprune import __version__
+
     parser = _Parser(prog="bayesprune", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"bayesprune {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="{train,export,bench,inspect}"
+    )
     t = sub.add_parser("train", help="train and prune a network")
     t.add_argument(
         "--arch",
@@ -124,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_dir(args) -> Path:
     if args.out is not None:
         out = Path(args.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file, not a directory; choose another --out")
+        if out.exists() and any(out.iterdir()):
             raise UsageError(f"run directory {out} exists and is not empty; choose another --out")
     else:
         base = Path("runs") / f"{args.dataset}-{args.arch}-seed{args.seed}"
@@ -145,7 +152,7 @@ def _run_dir(args) -> Path:
 RUN_ARGS = ("arch", "dataset", "data_dir", "widths", "width_mult", "init")
 
 
-def _device(name: str):
+def _device(name: str, purpose: str = "to train on"):
     import torch
 
     try:
@@ -153,7 +160,7 @@ def _device(name: str):
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name!r} is not a device to train on (cpu, cuda, cuda:0)")
+        raise UsageError(f"--device {name!r} is not a device {purpose} (cpu, cuda, cuda:0)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available to torch here")
     return device
@@ -162,11 +169,10 @@ def _device(name: str):
 def train(args) -> int:
     import torch
 
-    from bayesprune.models.network import build_network
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.resume is not None:
+        _resume_flags(getattr(args, "argv", None))
         return resume(args)
     if args.temperature is not None and args.price_scale != 1:
         raise UsageError("--price-scale multiplies the default τ(N): drop it or --temperature")
@@ -174,15 +180,14 @@ def train(args) -> int:
         raise UsageError(f"--estimator {args.estimator} needs --elbo traced (or auto)")
     _distributed_device(args, args.batch_size)
     _device(args.device)
+    new_dir = args.out is None or not Path(args.out).exists()
     out = _run_dir(args) if process_rank() == 0 else None  # the other processes write nothing
-    data = load_dataset(args.dataset, args.data_dir)
-    torch.manual_seed(args.seed)
     try:
-        net = build_network(
-            args.arch, data.in_shape, data.num_classes, args.widths, args.width_mult, args.init
-        )
-    except ValueError as err:
-        raise UsageError(f"--arch {args.arch} on {args.dataset}: {err}") from None
+        data, net = _data_and_network(args)
+    except (UsageError, DataError):
+        if out is not None and new_dir and not any(out.iterdir()):
+            out.rmdir()  # made by this command a moment ago, and still empty: leave no trace
+        raise
     config = TrainConfig.from_dict(vars(args))
     if out is not None:
         print(
@@ -202,6 +207,54 @@ def train(args) -> int:
         raise UsageError(f"--train-subset: {err}") from None
     run = {k: getattr(args, k) for k in RUN_ARGS}
     return _fit(trainer, out, args, run)
+
+
+def _data_and_network(args):
+    """The training data and the network to train, or a one-line error (before anything is
+    written to the run directory)."""
+    import torch
+
+    from bayesprune.models.network import build_network
+
+    data = load_dataset(args.dataset, args.data_dir)
+    total = len(data.x_train)
+    if args.train_subset is not None and not 1 <= args.train_subset <= total:
+        raise UsageError(
+            f"--train-subset must be between 1 and {total} ({data.name} has {total} training "
+            f"examples), got {args.train_subset}"
+        )
+    torch.manual_seed(args.seed)
+    try:
+        net = build_network(
+            args.arch, data.in_shape, data.num_classes, args.widths, args.width_mult, args.init
+        )
+    except ValueError as err:
+        raise UsageError(f"--arch {args.arch} on {args.dataset}: {err}") from None
+    return data, net
+
+
+# what --resume may be given with: how to run, never what to train
+RESUME_FLAGS = {
+    "resume", "threads", "no_progress", "no_report", "strategy", "devices", "accelerator"
+}
+
+
+def _resume_flags(argv: list[str] | None) -> None:
+    """Refuse settings given with ``--resume``: the run continues with its own."""
+    if argv is None:
+        return
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train_parser = sub.choices["train"]
+    for action in train_parser._actions:
+        action.default = argparse.SUPPRESS
+    given = set(vars(parser.parse_args(argv))) - RESUME_FLAGS - {"command"}
+    if given:
+        flags = ", ".join(sorted("--" + name.replace("_", "-") for name in given))
+        raise UsageError(
+            f"--resume continues the run with its own settings; drop {flags} (a run with other "
+            "settings is a new run: --out)"
+        )
 
 
 def _distributed_device(args, batch_size: int) -> None:
@@ -301,7 +354,10 @@ def resume(args) -> int:
         try:
             status = json.loads(summary_path.read_text()).get("status")
         except (ValueError, AttributeError, OSError):
-            status = None
+            raise UsageError(
+                f"{summary_path} is damaged (not the JSON object bayesprune writes); refusing "
+                "to resume over it"
+            ) from None
         if status in ("finished", "collapsed", "failed"):
             raise UsageError(f"run {out} already ended ({status}); nothing to resume")
     run = raw.get("run") or {}
@@ -344,6 +400,10 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def _model_path(run_dir: str) -> Path:
+    if not Path(run_dir).exists():
+        raise UsageError(f"run directory {run_dir} does not exist")
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"{run_dir} is a file, not a run directory")
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
         raise UsageError(f"{run_dir} has no model.pt: export and bench need a finished run")
@@ -354,7 +414,18 @@ def export(args) -> int:
     from bayesprune.export import ExportError, export_model
 
     model = _model_path(args.run_dir)
-    out = Path(args.out) if args.out else model.with_suffix(EXPORT_FORMATS[args.format])
+    suffix = EXPORT_FORMATS[args.format]
+    default = model.with_suffix(suffix)
+    out = Path(args.out) if args.out else default
+    if out.suffix != suffix:
+        raise UsageError(f"--out {out}: the {args.format} format writes {suffix} files")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; name the file to write")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    # an earlier export of this format to its default place is replaced; any other file is not
+    if out.exists() and out.resolve() != default.resolve():
+        raise UsageError(f"--out {out} exists; choose a new file (nothing was overwritten)")
     try:
         path = export_model(model, args.format, out)
     except (ExportError, ValueError) as err:
@@ -370,7 +441,11 @@ def bench(args) -> int:
 
     _model_path(args.run_dir)
     torch.set_num_threads(args.threads)
-    result = bench_run(args.run_dir, _device(args.device).type, args.batch)
+    device = _device(args.device, "to bench on").type
+    try:
+        result = bench_run(args.run_dir, device, args.batch)
+    except ValueError as err:  # model.pt is not a bayesprune model (load_model_record)
+        raise UsageError(str(err)) from None
     print(format_table(result))
     print(f"bayesprune: wrote {Path(args.run_dir) / 'bench.json'}", file=sys.stderr)
     return 0
@@ -392,7 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        if not argv:
+            raise UsageError(
+                "no command: bayesprune train|export|bench|inspect (bayesprune --help, "
+                "bayesprune train --help)"
+            )
         args = parser.parse_args(argv)
+        args.argv = argv
         commands = {"inspect": inspect, "export": export, "bench": bench, "train": train}
         return commands[args.command](args)
     except (UsageError, DataError, RunError) as err:

@@ -49,7 +49,8 @@ def number(kind, ok, requirement: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not ok(value):
             raise argparse.ArgumentTypeError(f"must {requirement}, got {text}")
         return value

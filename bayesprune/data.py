@@ -238,6 +238,7 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{name}: {split} images and labels differ in count (corrupt files)")
         _check_labels(labels, 10, paths[f"{split}_y"])
+    _check_identity(name, arrays, paths["train_x"].parent)
     if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
         raise DataError(
             f"{name} in {paths['train_x'].parent}: training images are "
@@ -255,6 +256,29 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
         10,
         meta={"source": str(paths["train_x"].parent), "files": file_records(paths.values())},
     )
+
+
+# The first twelve training and test labels of the published files: MNIST's and
+# Fashion-MNIST's files have the same names and shapes, so a folder of one passed as the other
+# would load without complaint (and its provenance would name the wrong dataset).
+LABEL_SIGNATURES = {
+    "mnist": ((5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5), (7, 2, 1, 0, 4, 1, 4, 9, 5, 9, 0, 6)),
+    "fashion-mnist": ((9, 0, 0, 3, 0, 2, 7, 2, 5, 5, 0, 9), (9, 2, 1, 1, 6, 1, 4, 6, 5, 7, 4, 5)),
+}
+
+
+def _check_identity(name: str, arrays: dict, folder: Path) -> None:
+    """Refuse files that are the *other* dataset's (both splits' first labels match it)."""
+    head = (
+        tuple(int(v) for v in arrays["train_y"][:12]),
+        tuple(int(v) for v in arrays["test_y"][:12]),
+    )
+    for other, signature in LABEL_SIGNATURES.items():
+        if other != name and head == signature:
+            raise DataError(
+                f"the files in {folder} are {other}'s, not {name}'s (their labels are "
+                f"{other}'s): use --dataset {other}, or point --data-dir at {name}"
+            )
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, path) -> None:

@@ -191,9 +191,10 @@ def load_model_record(path) -> tuple[nn.Sequential, dict]:
     try:
         record = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # unpickling errors of every kind: report, never execute
-        lines = str(err).strip().splitlines()
+        # (torch's own message advises weights_only=False, which is not the way for a file
+        # that bayesprune did not write: name the error only)
         raise ValueError(
-            f"cannot load {path}: {lines[0] if lines else type(err).__name__}"
+            f"cannot load {path}: not a model.pt written by bayesprune ({type(err).__name__})"
         ) from None
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a bayesprune model ({MODEL_FORMAT})")

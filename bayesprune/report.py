@@ -166,7 +166,9 @@ def inspect_run(
     """Write ``RUN_DIR/inspect/posterior.nc`` and the figures; print the survivors' summary.
 
     Writes the files of :func:`save_figures` in ``RUN_DIR/inspect/`` and the overview
-    ``RUN_DIR/training.png``, overwriting only its own earlier files; deletes nothing.
+    ``RUN_DIR/training.png``, overwriting only its own earlier files; deletes nothing. With
+    ``epoch``, all of them (the overview too) go to ``RUN_DIR/inspect/epoch_NNN/``, so that the
+    final epoch's files that ``train`` wrote stay as they are.
 
     :param run_dir: a run directory.
     :param epoch: the checkpoint to inspect (default: the last).
@@ -179,10 +181,14 @@ def inspect_run(
     pyro.set_rng_seed(seed)
     idata = run_to_arviz(run, draws)
     out = Path(run_dir) / "inspect"
+    overview = Path(run_dir) / "training.png"
+    if epoch is not None:  # an earlier checkpoint never replaces the run's final files
+        out = out / f"epoch_{epoch:03d}"
+        overview = out / "training.png"
     try:
-        out.mkdir(exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         files = {"posterior": arviz_io.save(idata, out / "posterior.nc")}
-        files.update(save_figures(idata, out, overview=Path(run_dir) / "training.png"))
+        files.update(save_figures(idata, out, overview=overview))
     except OSError as err:
         raise RunError(f"cannot write {out}: {err.strerror or err}") from None
     if show_summary:

@@ -218,8 +218,10 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
 
 def read_config(run_dir: Path) -> dict:
     """``config.json`` of a run directory (a JSON object, else :class:`RunError`)."""
-    if not Path(run_dir).is_dir():
+    if not Path(run_dir).exists():
         raise RunError(f"run directory {run_dir} does not exist")
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory")
     if not (Path(run_dir) / "config.json").is_file():
         raise RunError(f"{run_dir} is not a readable run directory (no config.json)")
     return _read_json(Path(run_dir) / "config.json", dict)

@@ -212,3 +212,88 @@ def test_a_python_config_with_a_value_outside_its_choices_is_refused(setting):
     with pytest.raises(ValueError, match=f"TrainConfig.{name} = {value!r}: choose one of"):
         TrainConfig(**setting)
     TrainConfig(window_cap="none", estimator="exact", release="together")  # valid values pass
+
+
+# --- found by a new-user review (session of 2026-12-03, eighth) --------------------------------
+
+
+def test_the_other_datasets_files_are_refused(tmp_path, capsys):
+    # MNIST's and Fashion-MNIST's files share names and shapes: Fashion-MNIST's files given as
+    # --dataset mnist would train and be recorded as MNIST
+    from bayesprune.data import LABEL_SIGNATURES
+
+    raw = _fake_mnist(tmp_path)
+    train, test = LABEL_SIGNATURES["fashion-mnist"]
+    _replace(raw, "train-labels-idx1-ubyte", np.array([*train] * 2 + [0] * 6))
+    _replace(raw, "t10k-labels-idx1-ubyte", np.array([*test][:10]))
+    args = ["train", *QUICK, "--dataset", "mnist", "--data-dir", str(tmp_path)]
+    assert main([*args, "--out", str(tmp_path / "run")]) in (0, 3)  # ten test labels: loads
+    capsys.readouterr()
+    _replace(raw, "t10k-images-idx3-ubyte", np.zeros((12, 28, 28)))
+    _replace(raw, "t10k-labels-idx1-ubyte", np.array([*test]))
+    assert main([*args, "--out", str(tmp_path / "run2")]) == 2
+    assert "fashion-mnist's, not mnist's" in _one_line(capsys)
+    assert not (tmp_path / "run2").exists()  # the run directory it made is gone again
+
+
+def test_a_train_subset_above_the_data_is_refused_before_the_run_starts(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--train-subset", "30000", "--out", str(out)]) == 2
+    assert "between 1 and 20000" in _one_line(capsys)  # the teacher's 20,000 examples
+    assert not out.exists()
+
+
+def test_resume_refuses_other_settings_and_a_damaged_summary(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert main(["train", "--resume", str(run), "--epochs", "12", "--lr", "0.5"]) == 2
+    assert "drop --epochs, --lr" in _one_line(capsys)
+    assert main(["train", "--resume", str(run), "--epoch", "3"]) == 2  # an abbreviation too
+    assert "drop --epochs" in _one_line(capsys)
+    (run / "summary.json").write_text("{not json")
+    assert main(["train", "--resume", str(run), "--threads", "1", "--no-progress"]) == 2
+    assert "damaged" in _one_line(capsys)
+    assert (run / "summary.json").read_text() == "{not json"
+
+
+def test_export_never_overwrites_a_file_it_did_not_write(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for out, message in (
+        (run / "model.pt", "writes .onnx files"),
+        (run / "summary.onnx", "exists"),
+        (tmp_path / "missing" / "x.onnx", "does not exist"),
+        (run, "writes .onnx files"),
+    ):
+        if out.name == "summary.onnx":
+            out.write_bytes(b"mine")
+            before[out] = b"mine"
+        assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 2, out
+        assert message in _one_line(capsys)
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before
+    if __import__("importlib").util.find_spec("onnx") is not None:  # the default is replaced
+        assert main(["export", str(run), "--format", "onnx"]) == 0
+        assert main(["export", str(run), "--format", "onnx"]) == 0
+
+
+def test_bench_of_a_model_pt_that_is_not_ours_is_one_line(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "model.pt").write_text("garbage")
+    assert main(["bench", str(run), "--batch", "1"]) == 2
+    assert "not a model.pt written by bayesprune" in _one_line(capsys)
+    assert main(["bench", str(run / "summary.json")]) == 2
+    assert "is a file, not a run directory" in _one_line(capsys)
+
+
+def test_inspect_of_an_earlier_epoch_leaves_the_final_files(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    final = {p: p.read_bytes() for p in [run / "training.png", *(run / "inspect").glob("*")]}
+    assert main(["inspect", str(run), "--epoch", "1", "--draws", "20"]) == 0
+    assert {p: p.read_bytes() for p in final} == final
+    assert (run / "inspect" / "epoch_001" / "posterior.nc").stat().st_size > 0
+    assert (run / "inspect" / "epoch_001" / "training.png").stat().st_size > 0

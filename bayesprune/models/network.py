@@ -600,7 +600,7 @@ def build_network(
             math.prod(in_shape), tuple(_scaled(w, width_mult) for w in widths), num_classes, init
         )
     if widths is not None and arch != "lenet5":
-        raise ValueError(f"--widths applies to the mlp and lenet5; scale {arch} with width_mult")
+        raise ValueError(f"--widths applies to the mlp and lenet5; scale {arch} with --width-mult")
     if len(in_shape) != 3:
         raise ValueError(f"{arch} needs image inputs (C, H, W), got shape {tuple(in_shape)}")
     if widths is not None:
