@@ -107,7 +107,7 @@ def format_table(result: dict) -> str:
         f"device {result['device']}, {result['threads']} thread(s)",
         f"{'':12}{'dense':>14}{'pruned':>14}{'ratio':>9}",
         f"{'parameters':12}{d['params']:>14,}{p['params']:>14,}{d['params'] / p['params']:>8.1f}×",
-        f"{'FLOPs/ex.':12}{d['flops']:>14,}{p['flops']:>14,}{d['flops'] / p['flops']:>8.1f}×",
+        f"{'MACs/ex.':12}{d['flops']:>14,}{p['flops']:>14,}{d['flops'] / p['flops']:>8.1f}×",
         f"{'file bytes':12}{d['bytes']:>14,}{p['bytes']:>14,}{d['bytes'] / p['bytes']:>8.1f}×",
     ]
     for batch, row in result["batches"].items():

@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser, metavar="{train,export,bench,inspect}"
     )
-    t = sub.add_parser("train", help="train and prune a network")
+    t = sub.add_parser(
+        "train",
+        help="train and prune a network",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     t.add_argument(
         "--arch",
         default="mlp",
@@ -71,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="scale every hidden layer (quick runs, starting-width studies)",
     )
-    t.add_argument("--dataset", default="teacher", choices=DATASETS)
+    t.add_argument(
+        "--dataset",
+        default="teacher",
+        choices=DATASETS,
+        help="teacher: the embedded synthetic data (4 inputs, labels from a 10-5 network); the "
+        "others are read from --data-dir (Fashion-MNIST also from Debian's package)",
+    )
     t.add_argument("--data-dir", default=None, help="root folder with torchvision's layout")
     add_config_arguments(t)  # one flag per TrainConfig field, with its help and choices
     t.add_argument("--init", default="kaiming", choices=INITS, help="initialisation")
@@ -111,7 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e = sub.add_parser("export", help="the pruned network as a file that loads without bayesprune")
     e.add_argument("run_dir", help="a finished run directory (its model.pt)")
-    e.add_argument("--format", required=True, choices=tuple(EXPORT_FORMATS))
+    e.add_argument(
+        "--format",
+        required=True,
+        choices=tuple(EXPORT_FORMATS),
+        help="pt2 (torch.export), torchscript, onnx (pip install 'bayesprune[onnx]') or "
+        "safetensors (weights and layer list, no code)",
+    )
     e.add_argument("--out", default=None, help="file to write (default: RUN_DIR/model.<ext>)")
     b = sub.add_parser("bench", help="latency, throughput, size: pruned against dense")
     b.add_argument("run_dir", help="a finished run directory")
@@ -333,6 +349,13 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
         "gates_binary_fraction",
     )
     print(json.dumps({k: summary[k] for k in keys}))
+    if summary["status"] == "finished":  # the same in words, and where the files are
+        print(
+            f"bayesprune: {summary['initial_architecture']} -> {summary['architecture']}: "
+            f"{100 * summary['weights_kept_fraction']:.1f}% of the weights kept, test error "
+            f"{100 * summary['test_error']:.2f}%; run directory {out}",
+            file=sys.stderr,
+        )
     if summary.get("note"):
         print(f"bayesprune: note: {summary['note']}", file=sys.stderr)
     if summary["status"] != "finished":
@@ -411,7 +434,7 @@ def _model_path(run_dir: str) -> Path:
 
 
 def export(args) -> int:
-    from bayesprune.export import ExportError, export_model
+    from bayesprune.export import ExportError, export_model, load_model_record
 
     model = _model_path(args.run_dir)
     suffix = EXPORT_FORMATS[args.format]
@@ -428,10 +451,31 @@ def export(args) -> int:
         raise UsageError(f"--out {out} exists; choose a new file (nothing was overwritten)")
     try:
         path = export_model(model, args.format, out)
+        in_shape = load_model_record(model)[1]["in_shape"]
     except (ExportError, ValueError) as err:
         raise UsageError(str(err)) from None
-    print(f"bayesprune: wrote {path} ({path.stat().st_size:,} bytes)", file=sys.stderr)
+    shape = ", ".join(["batch", *map(str, in_shape)])
+    print(
+        f"bayesprune: wrote {path} ({path.stat().st_size:,} bytes); input ({shape}) float32, "
+        f"{_input_note(Path(args.run_dir))}",
+        file=sys.stderr,
+    )
     return 0
+
+
+def _input_note(run_dir: Path) -> str:
+    """How the exported network's inputs are made (config.json's data.normalisation)."""
+    try:
+        data = json.loads((run_dir / "config.json").read_text()).get("data") or {}
+    except (OSError, ValueError, AttributeError):
+        data = {}
+    norm = data.get("normalisation")
+    if not isinstance(norm, dict):
+        return "as the training data were given to it"
+    return (
+        f"x = (pixel / 255 - mean) / std with mean {norm.get('mean')} and std {norm.get('std')} "
+        "(config.json: data.normalisation)"
+    )
 
 
 def bench(args) -> int:

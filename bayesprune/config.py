@@ -42,14 +42,15 @@ WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another 
 # --- parsers of flag values (argparse types: a clear message, no traceback) ---------------------
 
 
-def number(kind, ok, requirement: str):
-    """An argparse type: a ``kind`` number for which ``ok(value)`` holds."""
+def number(kind, ok, requirement: str, alternative: str = ""):
+    """An argparse type: a ``kind`` number for which ``ok(value)`` holds (``alternative``: the
+    word that may stand instead of a number, for the message)."""
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            what = "an integer" if kind is int else "a number"
+            what = ("an integer" if kind is int else "a number") + alternative
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not ok(value):
             raise argparse.ArgumentTypeError(f"must {requirement}, got {text}")
@@ -75,7 +76,7 @@ learning_rate = number(float, lambda v: 0 < v <= 1, "lie in (0, 1] (Adam's step 
 def warmup_tolerance(text: str) -> float | None:
     if text.lower() == "none":
         return None
-    return number(float, lambda v: 0 < v <= 1, "lie in (0, 1] or be 'none'")(text)
+    return number(float, lambda v: 0 < v <= 1, "lie in (0, 1] or be 'none'", " or 'none'")(text)
 
 
 def _option(default, help: str, type=None, choices=None):

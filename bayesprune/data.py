@@ -254,7 +254,11 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
         (x_test - mean) / std,
         torch.from_numpy(arrays["test_y"].astype(np.int64)),
         10,
-        meta={"source": str(paths["train_x"].parent), "files": file_records(paths.values())},
+        meta={
+            "source": str(paths["train_x"].parent),
+            "files": file_records(paths.values()),
+            "normalisation": normalisation(mean, std),
+        },
     )
 
 
@@ -286,6 +290,16 @@ def _check_labels(labels: np.ndarray, num_classes: int, path) -> None:
         raise DataError(
             f"{path}: labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}"
         )
+
+
+def normalisation(mean: torch.Tensor, std: torch.Tensor) -> dict:
+    """How the network's inputs were made from the files' 8-bit pixels, for a deployed network
+    (recorded in config.json): ``x = (pixel / 255 − mean) / std``, per channel."""
+    return {
+        "pixel_scale": 1 / 255,
+        "mean": [float(v) for v in mean.flatten()],
+        "std": [float(v) for v in std.flatten()],
+    }
 
 
 def _safe_std(std: torch.Tensor) -> torch.Tensor:
@@ -377,7 +391,11 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
         (x_test - mean) / std,
         torch.from_numpy(y_test),
         10,
-        meta={"source": str(folder), "files": file_records(folder / f for f in _CIFAR10_FILES)},
+        meta={
+            "source": str(folder),
+            "files": file_records(folder / f for f in _CIFAR10_FILES),
+            "normalisation": normalisation(mean, std),
+        },
         augment=RandomCropFlip(4, (-mean / std).flatten()) if augment else None,
     )
 

@@ -297,3 +297,25 @@ def test_inspect_of_an_earlier_epoch_leaves_the_final_files(finished, tmp_path, 
     assert {p: p.read_bytes() for p in final} == final
     assert (run / "inspect" / "epoch_001" / "posterior.nc").stat().st_size > 0
     assert (run / "inspect" / "epoch_001" / "training.png").stat().st_size > 0
+
+
+def test_a_run_records_how_its_inputs_were_normalised(tmp_path, capsys):
+    # an exported network is only usable with the same input transform: config.json says it
+    # and export prints it
+    _fake_mnist(tmp_path)
+    out = tmp_path / "run"
+    args = ["train", *QUICK, "--no-report", "--dataset", "mnist", "--data-dir", str(tmp_path)]
+    assert main([*args, "--out", str(out)]) in (0, 3)
+    norm = json.loads((out / "config.json").read_text())["data"]["normalisation"]
+    from bayesprune.data import load_dataset
+
+    data = load_dataset("mnist", tmp_path)
+    raw = np.frombuffer((tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").read_bytes()[16:],
+                        dtype=np.uint8).reshape(-1, 1, 28, 28)  # fmt: skip
+    rebuilt = (torch.from_numpy(raw.astype(np.float32)) * norm["pixel_scale"] - norm["mean"][0])
+    torch.testing.assert_close(rebuilt / norm["std"][0], data.x_train)
+    if (out / "model.pt").exists():
+        capsys.readouterr()
+        assert main(["export", str(out), "--format", "safetensors"]) == 0
+        err = capsys.readouterr().err
+        assert "input (batch, 784) float32" in err and "data.normalisation" in err

@@ -603,6 +603,8 @@ class Trainer:
                 "name": self.data.name,
                 "source": self.data.meta.get("source"),
                 "files": self.data.meta.get("files", []),
+                # x = (pixel / 255 − mean) / std, what a deployed network must be given
+                "normalisation": self.data.meta.get("normalisation"),
                 "train_examples": len(self.data.x_train),
                 "test_examples": len(self.data.x_test),
             },
