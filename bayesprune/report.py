@@ -192,6 +192,9 @@ def inspect_run(
     except OSError as err:
         raise RunError(f"cannot write {out}: {err.strerror or err}") from None
     if show_summary:
+        widths = "-".join(str(w) for w in run.guide.net.widths)
+        status = "" if run.summary is None else f", status {run.summary.get('status')}"
+        print(f"{run_dir}, epoch {run.epoch}: hidden widths {widths}{status}; survivors:")
         with pd.option_context("display.width", 120, "display.max_rows", 200):
             print(survivor_summary(idata))
     return files
