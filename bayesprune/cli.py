@@ -16,7 +16,7 @@ from bayesprune.distributed import ACCELERATORS, STRATEGIES, local_rank, process
 from bayesprune.export import EXPORT_FORMATS
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
 from bayesprune.inference.trainer import Trainer
-from bayesprune.models.network import ARCHITECTURES, INITS
+from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS
 from bayesprune.runs import RunError
 
 ARCHS = tuple(ARCHITECTURES)
@@ -188,8 +188,7 @@ def train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.resume is not None:
-        _resume_flags(getattr(args, "argv", None))
-        return resume(args)
+        return resume(args, _resume_flags(getattr(args, "argv", None)))
     if args.temperature is not None and args.price_scale != 1:
         raise UsageError("--price-scale multiplies the default τ(N): drop it or --temperature")
     if args.elbo == "fast" and args.estimator not in FAST_ESTIMATORS:
@@ -255,21 +254,39 @@ RESUME_FLAGS = {
 }
 
 
-def _resume_flags(argv: list[str] | None) -> None:
-    """Refuse settings given with ``--resume``: the run continues with its own."""
+def _resume_flags(argv: list[str] | None) -> dict:
+    """The training settings given on the command line beside ``--resume`` (name: value)."""
     if argv is None:
-        return
+        return {}
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     train_parser = sub.choices["train"]
     for action in train_parser._actions:
         action.default = argparse.SUPPRESS
-    given = set(vars(parser.parse_args(argv))) - RESUME_FLAGS - {"command"}
-    if given:
-        flags = ", ".join(sorted("--" + name.replace("_", "-") for name in given))
+    given = vars(parser.parse_args(argv))
+    return {k: v for k, v in given.items() if k not in RESUME_FLAGS and k != "command"}
+
+
+def _resume_conflicts(given: dict, raw: dict, out: Path) -> None:
+    """Refuse a setting given with ``--resume`` that differs from the run's own (the same
+    command line with ``--resume`` added is accepted: it asks for what the run does)."""
+    run = raw.get("run") or {}
+    differ = []
+    for name, value in sorted(given.items()):
+        if name == "out":
+            recorded, same = str(out), Path(value).resolve() == out.resolve()
+        else:
+            recorded = run.get(name) if name in RUN_ARGS else raw.get(name)
+            if name == "widths" and recorded is None:  # the architecture's own
+                recorded = list(DEFAULT_WIDTHS.get(run.get("arch"), ())) or None
+            mine = list(value) if isinstance(value, tuple) else value
+            same = mine == recorded
+        if not same:
+            differ.append(f"--{name.replace('_', '-')} {value} (the run's: {recorded})")
+    if differ:
         raise UsageError(
-            f"--resume continues the run with its own settings; drop {flags} (a run with other "
-            "settings is a new run: --out)"
+            f"--resume continues the run with its own settings; these differ: {'; '.join(differ)} "
+            "(a run with other settings is a new run: --out)"
         )
 
 
@@ -364,14 +381,16 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
     return 0
 
 
-def resume(args) -> int:
-    """Continue an interrupted run from its newest complete checkpoint."""
+def resume(args, given: dict | None = None) -> int:
+    """Continue an interrupted run from its newest complete checkpoint (``given``: settings
+    named on the command line beside ``--resume``, refused where they differ from the run's)."""
     from bayesprune.inference.trainer import Trainer
     from bayesprune.models.network import GatedNet
     from bayesprune.runs import RunWriter, latest_state, read_config
 
     out = Path(args.resume)
     raw = read_config(out)
+    _resume_conflicts(given or {}, raw, out)
     summary_path = out / "summary.json"
     if summary_path.exists():
         try:

@@ -576,6 +576,11 @@ def vgg16(
 
 
 ARCHITECTURES = {"mlp": None, "lenet5": lenet5, "vgg16": vgg16}
+# what --widths means when it is not given (before --width-mult)
+DEFAULT_WIDTHS = {
+    "mlp": (300, 100),  # LeNet-300-100
+    "lenet5": tuple(step[1] for step in LENET5 if step[0] in ("conv", "fc")),
+}
 
 
 def build_network(
@@ -595,7 +600,7 @@ def build_network(
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
     if arch == "mlp":
-        widths = tuple(widths or (300, 100))
+        widths = tuple(widths or DEFAULT_WIDTHS["mlp"])
         return GatedMLP(
             math.prod(in_shape), tuple(_scaled(w, width_mult) for w in widths), num_classes, init
         )
