@@ -275,6 +275,9 @@ def _resume_conflicts(given: dict, raw: dict, out: Path) -> None:
     for name, value in sorted(given.items()):
         if name == "out":
             recorded, same = str(out), Path(value).resolve() == out.resolve()
+        elif name == "data_dir":  # the same folder, however it is written
+            recorded = run.get(name)
+            same = recorded is not None and Path(value).resolve() == Path(recorded).resolve()
         else:
             recorded = run.get(name) if name in RUN_ARGS else raw.get(name)
             if name == "widths" and recorded is None:  # the architecture's own

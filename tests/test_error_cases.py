@@ -246,7 +246,8 @@ def test_a_train_subset_above_the_data_is_refused_before_the_run_starts(tmp_path
 def test_resume_refuses_other_settings_and_a_damaged_summary(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text('{"epochs": 12, "lr": 0.001}')
+    (run / "config.json").write_text(json.dumps({"epochs": 12, "lr": 0.001,
+                                                  "run": {"data_dir": str(tmp_path)}}))
     assert main(["train", "--resume", str(run), "--epochs", "20", "--lr", "0.5"]) == 2
     line = _one_line(capsys)
     assert "these differ: --epochs 20 (the run's: 12); --lr 0.5 (the run's: 0.001)" in line
@@ -254,7 +255,8 @@ def test_resume_refuses_other_settings_and_a_damaged_summary(tmp_path, capsys):
     assert "--epochs 3 (the run's: 12)" in _one_line(capsys)
     # the run's own settings repeated are what the run does: not refused (this run directory
     # fails later, for want of the data it used)
-    assert main(["train", "--resume", str(run), "--epochs", "12", "--lr", "1e-3"]) == 2
+    same = ["--epochs", "12", "--lr", "1e-3", "--data-dir", f"{tmp_path}/./"]
+    assert main(["train", "--resume", str(run), *same]) == 2
     assert "does not say which data" in _one_line(capsys)
     (run / "summary.json").write_text("{not json")
     assert main(["train", "--resume", str(run), "--threads", "1", "--no-progress"]) == 2
