@@ -5,10 +5,17 @@ STAMP := $(VENV)/.installed
 # torch==2.13.0 resolves to this machine's local 2.13.0+cpu wheel; override for a GPU build,
 # e.g. make test TORCH='torch==2.14.1'
 TORCH ?= torch==2.13.0
+# the torch requirement the .venv was built with: rewritten only when TORCH changes, so that
+# `make test TORCH=...` reinstalls torch in an existing .venv too
+TORCH_PIN := $(VENV)/.torch
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean FORCE
 
-$(STAMP): pyproject.toml
+$(TORCH_PIN): FORCE
+	@mkdir -p $(VENV)
+	@test "$$(cat $@ 2>/dev/null)" = "$(TORCH)" || echo "$(TORCH)" > $@
+
+$(STAMP): pyproject.toml $(TORCH_PIN)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first (about 0.7 GB; a CUDA build with its libraries is about 5.5 GB)
