@@ -10,7 +10,13 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from bayesprune.config import INSPECT_DRAWS, TrainConfig, add_config_arguments, positive
+from bayesprune.config import (
+    INSPECT_DRAWS,
+    PREDATING,
+    TrainConfig,
+    add_config_arguments,
+    positive,
+)
 from bayesprune.data import DATASETS, DataError, load_dataset
 from bayesprune.distributed import ACCELERATORS, STRATEGIES, local_rank, process_rank
 from bayesprune.export import EXPORT_FORMATS
@@ -25,6 +31,17 @@ EXIT_FAILED_RUN = 3  # the run finished its epochs but collapsed or diverged (su
 
 class UsageError(Exception):
     """A mistake the user can fix; reported as one line with exit code 2."""
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append "(default: X)" only where the help does not already speak of its default and
+    there is a value to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="train and prune a network",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     t.add_argument(
         "--arch",
@@ -142,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_dir(args) -> Path:
+def _run_dir(args) -> tuple[Path, list[Path]]:
+    """The run directory, made (and checked writable) now; and the directories this call
+    created, innermost first."""
     if args.out is not None:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
@@ -155,6 +174,7 @@ def _run_dir(args) -> Path:
         while out.exists():
             k += 1
             out = base.with_name(f"{base.name}-{k}")
+    made = [p for p in (out, *out.parents) if not p.exists()]
     try:  # find out now, not after the data are loaded, that the directory cannot be written
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -162,7 +182,16 @@ def _run_dir(args) -> Path:
         probe.unlink()
     except OSError as err:
         raise UsageError(f"cannot write run directory {out}: {err.strerror or err}") from None
-    return out
+    return out, made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these directories, innermost first, while they are empty (never anything else)."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # fails, and stops here, on a directory that is not empty
+        except OSError:
+            return
 
 
 RUN_ARGS = ("arch", "dataset", "data_dir", "widths", "width_mult", "init")
@@ -195,13 +224,11 @@ def train(args) -> int:
         raise UsageError(f"--estimator {args.estimator} needs --elbo traced (or auto)")
     _distributed_device(args, args.batch_size)
     _device(args.device)
-    new_dir = args.out is None or not Path(args.out).exists()
-    out = _run_dir(args) if process_rank() == 0 else None  # the other processes write nothing
+    out, made = _run_dir(args) if process_rank() == 0 else (None, [])  # others write nothing
     try:
         data, net = _data_and_network(args)
-    except (UsageError, DataError):
-        if out is not None and new_dir and not any(out.iterdir()):
-            out.rmdir()  # made by this command a moment ago, and still empty: leave no trace
+    except BaseException:
+        _remove_empty(made)  # made by this command a moment ago, and still empty: no trace
         raise
     config = TrainConfig.from_dict(vars(args))
     if out is not None:
@@ -216,10 +243,7 @@ def train(args) -> int:
                 f"a step); it is meant for checking the estimators on small networks",
                 file=sys.stderr,
             )
-    try:
-        trainer = Trainer(net, data, config, out=out)
-    except DataError as err:
-        raise UsageError(f"--train-subset: {err}") from None
+    trainer = Trainer(net, data, config, out=out)  # (the subset was checked above)
     run = {k: getattr(args, k) for k in RUN_ARGS}
     return _fit(trainer, out, args, run)
 
@@ -232,12 +256,11 @@ def _data_and_network(args):
     from bayesprune.models.network import build_network
 
     data = load_dataset(args.dataset, args.data_dir)
-    total = len(data.x_train)
-    if args.train_subset is not None and not 1 <= args.train_subset <= total:
-        raise UsageError(
-            f"--train-subset must be between 1 and {total} ({data.name} has {total} training "
-            f"examples), got {args.train_subset}"
-        )
+    if args.train_subset is not None:
+        try:
+            data.check_subset(args.train_subset)
+        except DataError as err:
+            raise UsageError(f"--train-subset: {err} ({data.name})") from None
     torch.manual_seed(args.seed)
     try:
         net = build_network(
@@ -251,7 +274,7 @@ def _data_and_network(args):
 # what --resume may be given with: how to run, never what to train
 RESUME_FLAGS = {
     "resume", "threads", "no_progress", "no_report", "strategy", "devices", "accelerator"
-}
+}  # (and --device: resume() moves the run there)
 
 
 def _resume_flags(argv: list[str] | None) -> dict:
@@ -267,10 +290,20 @@ def _resume_flags(argv: list[str] | None) -> dict:
     return {k: v for k, v in given.items() if k not in RESUME_FLAGS and k != "command"}
 
 
+def _shown(value) -> str:
+    """A setting as it is written on the command line."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 def _resume_conflicts(given: dict, raw: dict, out: Path) -> None:
     """Refuse a setting given with ``--resume`` that differs from the run's own (the same
     command line with ``--resume`` added is accepted: it asks for what the run does)."""
     run = raw.get("run") or {}
+    recorded_config = {**PREDATING, **raw}  # what an older run trained with (from_record)
     differ = []
     for name, value in sorted(given.items()):
         if name == "out":
@@ -279,13 +312,14 @@ def _resume_conflicts(given: dict, raw: dict, out: Path) -> None:
             recorded = run.get(name)
             same = recorded is not None and Path(value).resolve() == Path(recorded).resolve()
         else:
-            recorded = run.get(name) if name in RUN_ARGS else raw.get(name)
+            recorded = run.get(name) if name in RUN_ARGS else recorded_config.get(name)
             if name == "widths" and recorded is None:  # the architecture's own
                 recorded = list(DEFAULT_WIDTHS.get(run.get("arch"), ())) or None
             mine = list(value) if isinstance(value, tuple) else value
             same = mine == recorded
         if not same:
-            differ.append(f"--{name.replace('_', '-')} {value} (the run's: {recorded})")
+            flag = name.replace("_", "-")
+            differ.append(f"--{flag} {_shown(value)} (the run's: {_shown(recorded)})")
     if differ:
         raise UsageError(
             f"--resume continues the run with its own settings; these differ: {'; '.join(differ)} "
@@ -393,7 +427,6 @@ def resume(args, given: dict | None = None) -> int:
 
     out = Path(args.resume)
     raw = read_config(out)
-    _resume_conflicts(given or {}, raw, out)
     summary_path = out / "summary.json"
     if summary_path.exists():
         try:
@@ -401,14 +434,19 @@ def resume(args, given: dict | None = None) -> int:
         except (ValueError, AttributeError, OSError):
             raise UsageError(
                 f"{summary_path} is damaged (not the JSON object bayesprune writes); refusing "
-                "to resume over it"
+                "to resume over it: restore the file, or start a new run with --out"
             ) from None
         if status in ("finished", "collapsed", "failed"):
             raise UsageError(f"run {out} already ended ({status}); nothing to resume")
+    given = dict(given or {})
+    device = given.pop("device", None)  # how to run, like --threads: the run goes on there
+    _resume_conflicts(given, raw, out)
     run = raw.get("run") or {}
     if not isinstance(run, dict) or "dataset" not in run:
         raise UsageError(f"{out}/config.json does not say which data the run used; cannot resume")
     config = TrainConfig.from_record(raw)
+    if device is not None:
+        config = replace(config, device=device)
     _distributed_device(args, config.batch_size)
     if args.strategy == "ddp":
         config = replace(config, device=args.device)
@@ -472,8 +510,8 @@ def export(args) -> int:
     if out.exists() and out.resolve() != default.resolve():
         raise UsageError(f"--out {out} exists; choose a new file (nothing was overwritten)")
     try:
-        path = export_model(model, args.format, out)
         in_shape = load_model_record(model)[1]["in_shape"]
+        path = export_model(model, args.format, out)
     except (ExportError, ValueError) as err:
         raise UsageError(str(err)) from None
     shape = ", ".join(["batch", *map(str, in_shape)])
@@ -493,7 +531,12 @@ def _input_note(run_dir: Path) -> str:
         data = {}
     norm = data.get("normalisation")
     if not isinstance(norm, dict):
-        return "as the training data were given to it"
+        if data.get("name") == "teacher":
+            return "as the teacher data are made (no normalisation)"
+        return (
+            "normalised as its data loader does (this run's config.json predates the record "
+            "of it: see bayesprune/data.py)"
+        )
     return (
         f"x = (pixel / 255 - mean) / std with mean {norm.get('mean')} and std {norm.get('std')} "
         "(config.json: data.normalisation)"

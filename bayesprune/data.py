@@ -58,15 +58,21 @@ class Dataset:
         """Number of input values per example."""
         return math.prod(self.in_shape)
 
+    def check_subset(self, size: int) -> int:
+        """The number of training examples, if a subset of ``size`` can be drawn (else
+        :class:`DataError`)."""
+        total = len(self.x_train)
+        if not 1 <= size <= total:
+            raise DataError(f"train subset must be between 1 and {total} examples, got {size}")
+        return total
+
     def subset(self, size: int, seed: int = 0) -> Dataset:
         """The same dataset trained on a fixed random subset of ``size`` training examples.
 
         The subset is drawn with its own generator seeded by ``seed``, so it is the same in every
         run with that seed (learning curves, the robustness matrix); the test set is unchanged.
         """
-        total = len(self.x_train)
-        if not 1 <= size <= total:
-            raise DataError(f"train subset must be between 1 and {total} examples, got {size}")
+        total = self.check_subset(size)
         gen = torch.Generator().manual_seed(seed)
         index = torch.randperm(total, generator=gen)[:size].sort().values.to(self.x_train.device)
         meta = {**self.meta, "train_subset": size, "train_total": total}

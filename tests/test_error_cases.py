@@ -237,17 +237,19 @@ def test_the_other_datasets_files_are_refused(tmp_path, capsys):
 
 
 def test_a_train_subset_above_the_data_is_refused_before_the_run_starts(tmp_path, capsys):
-    out = tmp_path / "run"
+    out = tmp_path / "made" / "by" / "it"
     assert main(["train", *QUICK, "--train-subset", "30000", "--out", str(out)]) == 2
     assert "between 1 and 20000" in _one_line(capsys)  # the teacher's 20,000 examples
-    assert not out.exists()
+    assert not (tmp_path / "made").exists()  # every folder the command made, and only those
+    assert tmp_path.is_dir()
 
 
 def test_resume_refuses_other_settings_and_a_damaged_summary(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"epochs": 12, "lr": 0.001,
-                                                  "run": {"data_dir": str(tmp_path)}}))
+    # a run recorded before --merge existed trained without merges (config.PREDATING)
+    record = {"epochs": 12, "lr": 0.001, "run": {"data_dir": str(tmp_path), "arch": "mlp"}}
+    (run / "config.json").write_text(json.dumps(record))
     assert main(["train", "--resume", str(run), "--epochs", "20", "--lr", "0.5"]) == 2
     line = _one_line(capsys)
     assert "these differ: --epochs 20 (the run's: 12); --lr 0.5 (the run's: 0.001)" in line
@@ -255,9 +257,13 @@ def test_resume_refuses_other_settings_and_a_damaged_summary(tmp_path, capsys):
     assert "--epochs 3 (the run's: 12)" in _one_line(capsys)
     # the run's own settings repeated are what the run does: not refused (this run directory
     # fails later, for want of the data it used)
-    same = ["--epochs", "12", "--lr", "1e-3", "--data-dir", f"{tmp_path}/./"]
+    same = ["--epochs", "12", "--lr", "1e-3", "--data-dir", f"{tmp_path}/./", "--merge", "off"]
+    same += ["--widths", "300,100", "--device", "cpu"]  # the mlp's own widths; where to run
     assert main(["train", "--resume", str(run), *same]) == 2
     assert "does not say which data" in _one_line(capsys)
+    assert main(["train", "--resume", str(run), "--merge", "on", "--widths", "5,3"]) == 2
+    line = _one_line(capsys)
+    assert "--merge on (the run's: off)" in line and "--widths 5,3 (the run's: 300,100)" in line
     (run / "summary.json").write_text("{not json")
     assert main(["train", "--resume", str(run), "--threads", "1", "--no-progress"]) == 2
     assert "damaged" in _one_line(capsys)

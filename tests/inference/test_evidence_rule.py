@@ -143,7 +143,7 @@ def test_train_subset_mistakes_are_one_line_errors(capsys, tmp_path):
     assert main(["train", "--train-subset", "0"]) == 2
     assert "train-subset" in _one_line(capsys)
     assert main(["train", "--train-subset", "999999", "--out", str(tmp_path / "r")]) == 2
-    assert "--train-subset must be between 1 and 20000" in _one_line(capsys)
+    assert "train subset must be between 1 and 20000" in _one_line(capsys)
     assert main(["train", "--warmup-tolerance", "2"]) == 2
     assert "warmup-tolerance" in _one_line(capsys)
 
