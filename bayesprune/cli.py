@@ -23,7 +23,7 @@ from bayesprune.export import EXPORT_FORMATS
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
 from bayesprune.inference.trainer import Trainer
 from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS
-from bayesprune.runs import RunError
+from bayesprune.runs import RunError, read_config, run_directory
 
 ARCHS = tuple(ARCHITECTURES)
 EXIT_FAILED_RUN = 3  # the run finished its epochs but collapsed or diverged (summary "status")
@@ -423,7 +423,7 @@ def resume(args, given: dict | None = None) -> int:
     named on the command line beside ``--resume``, refused where they differ from the run's)."""
     from bayesprune.inference.trainer import Trainer
     from bayesprune.models.network import GatedNet
-    from bayesprune.runs import RunWriter, latest_state, read_config
+    from bayesprune.runs import RunWriter, latest_state
 
     out = Path(args.resume)
     raw = read_config(out)
@@ -483,11 +483,7 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def _model_path(run_dir: str) -> Path:
-    if not Path(run_dir).exists():
-        raise UsageError(f"run directory {run_dir} does not exist")
-    if not Path(run_dir).is_dir():
-        raise UsageError(f"{run_dir} is a file, not a run directory")
-    path = Path(run_dir) / "model.pt"
+    path = run_directory(run_dir) / "model.pt"
     if not path.is_file():
         raise UsageError(f"{run_dir} has no model.pt: export and bench need a finished run")
     return path
@@ -526,9 +522,10 @@ def export(args) -> int:
 def _input_note(run_dir: Path) -> str:
     """How the exported network's inputs are made (config.json's data.normalisation)."""
     try:
-        data = json.loads((run_dir / "config.json").read_text()).get("data") or {}
-    except (OSError, ValueError, AttributeError):
-        data = {}
+        data = read_config(run_dir).get("data")
+    except RunError:  # (export needs only model.pt: say what can be said without it)
+        data = None
+    data = data if isinstance(data, dict) else {}
     norm = data.get("normalisation")
     if not isinstance(norm, dict):
         if data.get("name") == "teacher":

@@ -216,12 +216,19 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
     return Run(path, config, int(saved["epoch"]), guide, metrics, traces, summary)
 
 
+def run_directory(run_dir) -> Path:
+    """``run_dir`` as a path, if it is a directory (else :class:`RunError`: missing, or a file)."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise RunError(f"run directory {run_dir} does not exist")
+    if not path.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory")
+    return path
+
+
 def read_config(run_dir: Path) -> dict:
     """``config.json`` of a run directory (a JSON object, else :class:`RunError`)."""
-    if not Path(run_dir).exists():
-        raise RunError(f"run directory {run_dir} does not exist")
-    if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir} is a file, not a run directory")
+    run_directory(run_dir)
     if not (Path(run_dir) / "config.json").is_file():
         raise RunError(f"{run_dir} is not a readable run directory (no config.json)")
     return _read_json(Path(run_dir) / "config.json", dict)
