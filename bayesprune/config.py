@@ -27,6 +27,7 @@ MERGE_BUDGETS = ("transit", "none")
 # when a layer gets merge rounds (Eq. (14w)): every evidence window from its release, or only
 # once its gates have collapsed no unit for a window
 MERGE_SCHEDULES = ("window", "settled")
+MERGE_GROUPS = ("off", "on")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
@@ -160,6 +161,13 @@ class TrainConfig:
         "window", "when a layer gets merge rounds (Eq. (14w)): window: every evidence window "
         "of examples from its release on, the same rounds in every run; settled: only once its "
         "gates have collapsed no unit for a window", choices=MERGE_SCHEDULES,
+    )  # fmt: skip
+    merge_groups: str = _option(
+        "off", "group merge moves (Eq. (14j)): on: after a layer's single moves, one move of "
+        "a group of its units taken over jointly by the others, tested as one; smaller "
+        "networks, and on layers of cheap units (few inputs each) widths that agree across "
+        "starts (the teacher's first layer: 147-154 units from 300 and from 1000), at some "
+        "accuracy on Fashion-MNIST (docs/method.md §6zb)", choices=MERGE_GROUPS,
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "

@@ -79,6 +79,8 @@ class MergeMoves:
         accepting a move that does not lower F stays that of one test at ``confidence``.
     :param max_rejections: a layer's round stops after this many rejected proposals.
     :param spend: whether repeated tests get stricter (Eq. (14a)); False: all at ``confidence``.
+    :param groups: after a layer's single moves, one move of a group of its units (Eq. (14j),
+        :meth:`_group_move`; linear consumers reading one value per unit).
     """
 
     def __init__(
@@ -89,12 +91,14 @@ class MergeMoves:
         confidence: float = 2.0,
         max_rejections: int = 10,
         spend: bool = True,
+        groups: bool = False,
     ):
         if not merges_apply(guide):
             raise ValueError("merge moves need point-mass weights and a structured posterior")
         self.guide, self.hyper, self.num_data = guide, hyper, num_data
         self.confidence, self.max_rejections = confidence, max_rejections
         self.spend = spend  # False: every test at ``confidence`` (before Eq. (14a))
+        self.groups = groups  # Eq. (14j): a group move after the single moves of a round
         self.tests: dict[tuple[str, int], int] = {}  # (layer, original unit id): times tested
         # data-parallel training (bayesprune.distributed): this process measures its share
         # (rank, processes) of each half of the sample, and ``reduce`` sums a float64 tensor
@@ -293,6 +297,10 @@ class MergeMoves:
                     rejected[unit] = True
                     if int(rejected.sum()) >= self.max_rejections:
                         break
+            if self.groups and block == 1 and layer.weight.dim() == 2 and int(live.sum()) > 3:
+                self._group_move(name, layer, live, idx, base_score, gram, ridge, eye, constant,
+                                 h, z, before, prior, priced, gates, losses, ids, merges,
+                                 removed, limit)
             if merges and cache is not None:  # the network changed: nothing to go on from
                 cache.clear()
             return merges, removed
@@ -310,6 +318,86 @@ class MergeMoves:
         mean = total / m
         var = max(squares - m * mean * mean, 0.0) / max(m - 1, 1)
         return mean, var**0.5, int(m)
+
+    def _group_move(self, name, layer, live, idx, base_score, gram, ridge, eye, constant, h, z,
+                    before, prior, priced, gates, losses, ids, merges, removed, limit) -> None:
+        """Eq. (14j): one move of a group of ``name``'s live units, taken over jointly by the
+        others, after the round's single moves (a linear consumer reading one value per unit).
+
+        The units are ordered by backward elimination on the fitting half: each next one is the
+        cheapest (residual energy × outgoing weights², as the single moves rank them) to
+        rebuild from the units still kept, the inverse Gram downdated as units leave, so a
+        group never takes a unit together with the only other that could rebuild it. The
+        groups are the first k of that order, k = c, c/2, c/4, … ≥ 2, c the round's free places
+        (half the live units at most, Eq. (14t)'s limit); the consumer reads the group's
+        least-squares reconstruction from the kept units and a constant, and the largest group
+        whose move passes the test of Eq. (14), N (mean d + z sd(d)/√n) + ΔP < 0, is taken. A
+        single move prices one unit against the norm its take-over adds to the others'
+        outgoing weights; a group's price grows with its size and its noise does not, which is
+        what a layer of cheap units (few inputs each) needs. The level: the layer's group tests
+        spend α over rounds as a unit's tests do (Eq. (14a)), split evenly over the sizes tried
+        in a round.
+        """
+        cap = int(live.sum()) // 2
+        if limit is not None:
+            cap = min(cap, limit - len(removed))
+        sizes, k = [], cap
+        while k >= 2:
+            sizes.append(k)
+            k //= 2
+        if not sizes:
+            return
+        inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[: len(idx), : len(idx)])
+        outgoing = base_score * inv.diagonal()[:-1]  # base_score is outgoing / inv[j, j]
+        gone = torch.zeros(len(idx) - 1, dtype=torch.bool, device=inv.device)
+        picks = []
+        for _ in range(cap):
+            score = outgoing / inv.diagonal()[:-1]
+            score[gone] = float("inf")
+            p = int(torch.argmin(score))
+            picks.append(p)
+            gone[p] = True
+            inv = inv - torch.outer(inv[:, p], inv[p, :]) / inv[p, p]  # p leaves the regressors
+        order = idx[:-1][torch.tensor(picks, device=idx.device)]
+        key = (name, "group")
+        self.tests[key] = self.tests.get(key, 0) + 1
+        tests = self.tests[key]
+        alpha = 1.0 - NormalDist().cdf(self.confidence)
+        spent = tests * (tests + 1) if self.spend else 1
+        z_group = NormalDist().inv_cdf(1.0 - alpha / (spent * len(sizes)))
+        w, b = layer.weight.data, layer.bias.data
+        for k in sizes:
+            group = order[:k]
+            keep = live.clone()
+            keep[group] = False
+            kept = torch.cat([torch.nonzero(keep).flatten(), constant])
+            n = len(kept)
+            regressors = gram[kept][:, kept] + ridge * eye[:n, :n]
+            coef = torch.linalg.solve(regressors, gram[kept][:, group])
+            # the consumer's map changes by its group weights times the reconstructions' residuals
+            residual = h[:, kept[:-1]].double() @ coef[:-1] + coef[-1] - h[:, group].double()
+            proposed = z + residual.to(w.dtype) @ w[:, group].T
+            gates[name][group] = 0.0
+            after = losses(proposed)
+            saved = (w.clone(), b.clone())
+            out_w = w[:, group].double()
+            w[:, kept[:-1]] += (out_w @ coef[:-1].T).to(w.dtype)
+            b += (out_w @ coef[-1]).to(w.dtype)
+            w[:, group] = 0.0
+            new_prior = self._prior(priced)
+            mean, sd, m = self._moments(after - before)
+            delta_prior = new_prior - prior
+            if (mean + z_group * sd / m**0.5) * self.num_data + delta_prior < 0:
+                for unit in group.tolist():  # the group's changes, shared out over its units
+                    merges.append(
+                        Merge(name, int(ids[unit]), mean * self.num_data / k, delta_prior / k)
+                    )
+                    removed.append(unit)
+                live[group] = False
+                return
+            w.copy_(saved[0])
+            b.copy_(saved[1])
+            gates[name][group] = 1.0
 
     @staticmethod
     def _outgoing(layer, block: int, width: int) -> torch.Tensor:

@@ -129,7 +129,13 @@ class Trainer:
         self.check_every = check_interval(config, n)  # steps between pruning checks
         self.condition = PruningCondition(pruning_patience(config, n))
         self.merges = (
-            MergeMoves(self.guide, hyper, len(data.x_train), spend=config.merge_tests == "spend")
+            MergeMoves(
+                self.guide,
+                hyper,
+                len(data.x_train),
+                spend=config.merge_tests == "spend",
+                groups=config.merge_groups == "on",
+            )
             if config.merge == "on" and merges_apply(self.guide)
             else None
         )

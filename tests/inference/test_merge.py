@@ -451,3 +451,79 @@ def test_a_released_layer_gets_its_round_whether_or_not_its_gates_fell_quiet():
         ]
         trainer.merge()
     assert rounds == {"window": ["fc1", "fc2"], "settled": ["fc1"]}
+
+
+def _copies_network():
+    """An MLP whose first layer holds units 0-4 and a copy of each at twice its scale (units
+    5-9), a unit of its own (10) and a constant (11: no input weights, a positive bias), the
+    read-out at the prior's scale as in :func:`_network`; the labels its own."""
+    torch.manual_seed(0)
+    net = GatedMLP(6, (12, 4), 3)
+    torch.nn.init.normal_(net.layers["out"].weight, std=4**-0.5)
+    for name in net.gated:
+        torch.nn.init.uniform_(net.layers[name].bias, 0.1, 0.5)
+    x = _inputs(net)
+    y = _fitted(net, x)
+    fc1 = net.layers["fc1"]
+    with torch.no_grad():
+        for unit in range(5):
+            _duplicate(net, "fc1", unit, unit + 5)
+            fc1.weight[unit + 5] *= 2
+            fc1.bias[unit + 5] *= 2
+        fc1.weight[11] = 0.0
+        fc1.bias[11] = 0.3
+    return net, x, y
+
+
+def test_a_group_move_takes_units_over_jointly_and_keeps_the_function(monkeypatch):
+    """Eq. (14j): with no single move allowed (z = ∞), the group move removes one unit of each
+    pair and the constant at once, never both of a pair (backward elimination: once a unit
+    is in the group its copy is the only one that rebuilds it), saves their price, and the
+    re-wired network computes what it did (the constant through the consumer's bias)."""
+    net, x, y = _copies_network()
+    guide, moves = _moves(net)
+    monkeypatch.setattr(moves, "z", lambda k: float("inf"))  # the single moves' test only
+    before = net(x)
+    assert moves.layer("fc1", x, y)[1] == []  # without groups nothing goes
+    moves.groups = True
+    merges, removed = moves.layer("fc1", x, y)
+    assert len(removed) == 6 and 11 in removed, removed
+    assert all(len({u, u + 5} & set(removed)) == 1 for u in range(5)), removed
+    assert sum(m.delta_prior for m in merges) < 0 and moves.tests[("fc1", "group")] == 1
+    keep = torch.tensor([u for u in range(12) if u not in removed])
+    guide.remove_units("fc1", keep)
+    torch.testing.assert_close(net(x), before, atol=1e-4, rtol=1e-4)
+
+
+def test_a_group_move_takes_only_the_places_left_and_the_trainer_builds_it():
+    """The group is at most the round's free places (Eq. (14t)'s limit), and
+    ``merge_groups`` turns the moves on."""
+    net, x, y = _copies_network()
+    _, moves = _moves(net)
+    moves.groups = True
+    _, removed = moves.layer("fc1", x, y, limit=3)
+    assert 1 <= len(removed) <= 3, removed
+    data = make_teacher(num_train=200, num_test=50)
+    for setting, groups in (("on", True), ("off", False)):
+        trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_groups=setting))
+        assert trainer.merges.groups is groups
+
+
+def test_group_moves_make_a_cheap_layer_end_alike_from_a_wider_start():
+    """P3 on the teacher's 4-input first layer: from twice the width its units are each worth
+    their price and no single take-over pays, so without group moves it ends near its start;
+    with them it ends where the narrower start does (docs/method.md §6zb)."""
+
+    def fc1(width: int, groups: str) -> int:
+        data = make_teacher(num_train=4000, num_test=1000)
+        torch.manual_seed(0)
+        config = TrainConfig(
+            epochs=6, batch_size=50, theta_window=2000, check_every=10, seed=0,
+            merge_groups=groups,
+        )  # fmt: skip
+        trainer = Trainer(GatedMLP(4, (width, 30), 3), data, config)
+        return int(trainer.fit(progress=False, write_summary=False)["architecture"].split("-")[1])
+
+    narrow, wide, wide_single = fc1(60, "on"), fc1(120, "on"), fc1(120, "off")
+    assert abs(wide - narrow) <= 0.2 * narrow, (narrow, wide)
+    assert wide_single > 1.5 * narrow, (narrow, wide_single)
