@@ -253,6 +253,37 @@ def write(name: str, result: dict, results_dir: Path | None = None) -> None:
         render_readme()
 
 
+def render_group_takeover(result: dict) -> list[str]:
+    """Table of ``group_takeover.py``: the test of Eq. (14) for groups of k units."""
+    lines = [
+        "## group_takeover",
+        "",
+        "`benchmarks/group_takeover.py`: the teacher (4 inputs, teacher 10-5, 20,000 examples) "
+        f"trained with the defaults (single merge moves only), seed {result['seed']}, then, on the "
+        "final network, the test of Eq. (14) for a group of its k units taken over jointly by the "
+        "others (backward-elimination order, least-squares re-wiring fitted on "
+        f"{result['held_out']:,} training examples, measured on {result['held_out']:,} others; "
+        "k = 1 is a single move). Nats over the training set; a move passes when the bound "
+        f"N(mean + 2 sd/√n) + ΔP is below 0. Commit {result['commit']}, {result['processor']}, "
+        "1 thread.",
+        "",
+        "| start → widths (test error) | layer | k | N·mean(d) | N·2sd/√n | ΔP | bound | passes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result["group_takeover"]:
+        label = (
+            "-".join(map(str, run["start"])) + " → " + "-".join(map(str, run["widths"]))
+            + f" ({100 * run['test_error']:.2f}%)"
+        )  # fmt: skip
+        for r in run["rows"]:
+            lines.append(
+                f"| {label} | {r['layer']} ({r['width']}) | {r['k']} | {r['data_nats']:.2f} | "
+                f"{r['noise_nats']:.2f} | {r['delta_prior']:+.2f} | {r['bound']:+.2f} | "
+                f"{'yes' if r['bound'] < 0 else 'no'} |"
+            )
+    return lines + [""]
+
+
 def render_readme() -> None:
     lines = [
         "# Benchmarks",
@@ -299,6 +330,9 @@ def render_readme() -> None:
             continue
         if path.stem == "teacher_widths":
             lines += render_teacher_widths(result)
+            continue
+        if path.stem == "group_takeover":
+            lines += render_group_takeover(result)
             continue
         if path.stem == "evidence_optimism":
             lines += render_evidence_optimism(result)
