@@ -32,6 +32,7 @@ from common import environment, write  # noqa: E402
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
 from bayesprune.inference.elbo_fast import point_mass_prior  # noqa: E402
+from bayesprune.inference.merge import elimination_order  # noqa: E402
 from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.models import GatedMLP  # noqa: E402
 
@@ -72,15 +73,7 @@ def takeover(guide, hyper, data, layer: str, held_out: int, seed: int) -> list[d
     before, prior_before = losses(weight, bias, gates), prior(weight, bias, gates)
     # backward elimination, as MergeMoves._group_move orders the units
     inv = torch.linalg.inv(gram + ridge * eye)
-    outgoing = weight.square().sum(0).double()
-    gone, picks = torch.zeros(width, dtype=torch.bool), []
-    for _ in range(width // 2):
-        score = outgoing / inv.diagonal()[:-1]
-        score[gone] = float("inf")
-        p = int(torch.argmin(score))
-        picks.append(p)
-        gone[p] = True
-        inv = inv - torch.outer(inv[:, p], inv[p, :]) / inv[p, p]
+    picks = elimination_order(inv, weight.square().sum(0).double(), width // 2)
     rows, n_data = [], len(data.x_train)
     for k in (k for k in SIZES if k <= width // 2):
         group = torch.tensor(picks[:k])

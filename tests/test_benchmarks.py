@@ -489,3 +489,37 @@ def test_matrix_summary_refuses_to_pool_different_runs_of_one_cell(tmp_path):
                            [_cell("mlp-n3k", 1, 0.2, [30, 70], overrides={"epochs": 20})])
     with pytest.raises(SystemExit, match="overrides"):
         script.pool([first, setting])
+
+
+def test_group_takeover_measures_the_test_of_each_group_on_the_network_as_it_is():
+    """benchmarks/group_takeover.py: a first layer of four units and a copy of each; the group
+    of four that backward elimination picks holds one of each pair, so its take-over is exact
+    (no data cost) and saves four units' price; each bound is the sum of its parts, and the
+    network is left as it was."""
+    from bayesprune.data import make_teacher
+    from bayesprune.guides import GateGuide
+    from bayesprune.inference import update_slab_variances
+    from bayesprune.models import GatedMLP, HyperPrior
+
+    script = _script("group_takeover")
+    data = make_teacher(num_train=2000, num_test=100)
+    torch.manual_seed(0)
+    net = GatedMLP(4, (8, 4), 3)
+    fc1, fc2 = net.layers["fc1"], net.layers["fc2"]
+    with torch.no_grad():
+        torch.nn.init.normal_(net.layers["out"].weight, std=0.5)  # not the zero read-out
+        torch.nn.init.uniform_(fc1.bias, 0.1, 0.5)
+        for unit in range(4):  # unit + 4 copies unit; the consumer reads half of each
+            fc1.weight[unit + 4], fc1.bias[unit + 4] = fc1.weight[unit], fc1.bias[unit]
+            fc2.weight[:, unit + 4] = fc2.weight[:, unit] = fc2.weight[:, unit] / 2
+    hyper = HyperPrior(temperature=0.02)
+    guide = GateGuide(net, hyper)
+    update_slab_variances(guide, hyper)
+    state = [p.detach().clone() for p in net.parameters()]
+    rows = script.takeover(guide, hyper, data, "fc1", held_out=1000, seed=0)
+    assert [r["k"] for r in rows] == [1, 2, 4]
+    group = rows[-1]
+    assert abs(group["data_nats"]) < 0.05 and group["delta_prior"] < 0, group
+    for r in rows:
+        assert r["bound"] == pytest.approx(r["data_nats"] + r["noise_nats"] + r["delta_prior"])
+    assert all(torch.equal(p, s) for p, s in zip(net.parameters(), state, strict=True))

@@ -62,6 +62,28 @@ def unit_features(h: torch.Tensor, width: int) -> torch.Tensor:
     return h.reshape(n, width, -1).transpose(1, 2).reshape(-1, width)
 
 
+def elimination_order(inv: torch.Tensor, outgoing: torch.Tensor, count: int) -> list[int]:
+    """Backward elimination (Eq. (14j)): ``count`` of the units, in the order in which each is
+    the cheapest to rebuild from those not yet taken.
+
+    ``inv`` is the inverse Gram matrix of the units' outputs and a last constant, ``outgoing``
+    the units' outgoing weights² (one per unit); a unit's cost is its residual energy
+    1/inv_jj times ``outgoing`` (what the single moves rank by), and as each unit leaves the
+    regressors the inverse is downdated (the Schur complement), so the next costs are those
+    given the units still kept.
+    """
+    gone = torch.zeros(len(outgoing), dtype=torch.bool, device=inv.device)
+    picks = []
+    for _ in range(count):
+        score = outgoing / inv.diagonal()[:-1]
+        score[gone] = float("inf")
+        p = int(torch.argmin(score))
+        picks.append(p)
+        gone[p] = True
+        inv = inv - torch.outer(inv[:, p], inv[p, :]) / inv[p, p]  # p leaves the regressors
+    return picks
+
+
 class MergeMoves:
     """Greedy merge moves on one layer at a time (:meth:`layer`).
 
@@ -78,7 +100,8 @@ class MergeMoves:
         is tested at a stricter z (:meth:`z`), so that over all its tests the chance of
         accepting a move that does not lower F stays that of one test at ``confidence``.
     :param max_rejections: a layer's round stops after this many rejected proposals.
-    :param spend: whether repeated tests get stricter (Eq. (14a)); False: all at ``confidence``.
+    :param spend: whether repeated tests get stricter (Eq. (14a)); False: all at ``confidence``
+        (a round's group moves then share its level over their sizes).
     :param groups: after a layer's single moves, one move of a group of its units (Eq. (14j),
         :meth:`_group_move`; linear consumers reading one value per unit).
     """
@@ -99,7 +122,8 @@ class MergeMoves:
         self.confidence, self.max_rejections = confidence, max_rejections
         self.spend = spend  # False: every test at ``confidence`` (before Eq. (14a))
         self.groups = groups  # Eq. (14j): a group move after the single moves of a round
-        self.tests: dict[tuple[str, int], int] = {}  # (layer, original unit id): times tested
+        # (layer, original unit id), or (layer, "group") for its group moves: times tested
+        self.tests: dict[tuple[str, int | str], int] = {}
         # data-parallel training (bayesprune.distributed): this process measures its share
         # (rank, processes) of each half of the sample, and ``reduce`` sums a float64 tensor
         # over the processes, so every process takes the same decisions from the whole sample
@@ -298,9 +322,12 @@ class MergeMoves:
                     if int(rejected.sum()) >= self.max_rejections:
                         break
             if self.groups and block == 1 and layer.weight.dim() == 2 and int(live.sum()) > 3:
-                self._group_move(name, layer, live, idx, base_score, gram, ridge, eye, constant,
-                                 h, z, before, prior, priced, gates, losses, ids, merges,
-                                 removed, limit)
+                self._group_move(
+                    name, layer, live, idx=idx, inv=inv, base_score=base_score, gram=gram,
+                    ridge=ridge, eye=eye, h=h, z=z, before=before, prior=prior, priced=priced,
+                    gates=gates, losses=losses, ids=ids, merges=merges, removed=removed,
+                    limit=limit,
+                )  # fmt: skip
             if merges and cache is not None:  # the network changed: nothing to go on from
                 cache.clear()
             return merges, removed
@@ -319,24 +346,29 @@ class MergeMoves:
         var = max(squares - m * mean * mean, 0.0) / max(m - 1, 1)
         return mean, var**0.5, int(m)
 
-    def _group_move(self, name, layer, live, idx, base_score, gram, ridge, eye, constant, h, z,
+    def _group_move(self, name, layer, live, *, idx, inv, base_score, gram, ridge, eye, h, z,
                     before, prior, priced, gates, losses, ids, merges, removed, limit) -> None:
         """Eq. (14j): one move of a group of ``name``'s live units, taken over jointly by the
         others, after the round's single moves (a linear consumer reading one value per unit).
 
-        The units are ordered by backward elimination on the fitting half: each next one is the
-        cheapest (residual energy × outgoing weights², as the single moves rank them) to
-        rebuild from the units still kept, the inverse Gram downdated as units leave, so a
-        group never takes a unit together with the only other that could rebuild it. The
+        The units are ordered by backward elimination on the fitting half
+        (:func:`elimination_order`): each next one is the cheapest (residual energy × outgoing
+        weights², as the single moves rank them) to rebuild from the units still kept, so a
+        group does not take a unit together with the only other that rebuilds it (units that
+        feed nothing cost nothing either way). The
         groups are the first k of that order, k = c, c/2, c/4, … ≥ 2, c the round's free places
         (half the live units at most, Eq. (14t)'s limit); the consumer reads the group's
         least-squares reconstruction from the kept units and a constant, and the largest group
         whose move passes the test of Eq. (14), N (mean d + z sd(d)/√n) + ΔP < 0, is taken. A
         single move prices one unit against the norm its take-over adds to the others'
-        outgoing weights; a group's price grows with its size and its noise does not, which is
-        what a layer of cheap units (few inputs each) needs. The level: the layer's group tests
-        spend α over rounds as a unit's tests do (Eq. (14a)), split evenly over the sizes tried
-        in a round.
+        outgoing weights; a group's saving grows with its size, its data cost and noise more
+        slowly, which is what a layer of cheap units (few inputs each) needs. The level: the
+        layer's group tests spend α over its rounds as a unit's tests do (Eq. (14a); the count
+        is the layer's, over the whole run), split evenly over the sizes tried in a round; with
+        ``spend`` False (``--merge-tests fixed``) every round's tests share α over its sizes.
+
+        ``idx``, ``inv``, ``base_score``: the live units and the constant, the inverse Gram and
+        the single moves' scores of :meth:`layer`'s last reconstruction (the live units now).
         """
         cap = int(live.sum()) // 2
         if limit is not None:
@@ -347,18 +379,10 @@ class MergeMoves:
             k //= 2
         if not sizes:
             return
-        inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[: len(idx), : len(idx)])
-        outgoing = base_score * inv.diagonal()[:-1]  # base_score is outgoing / inv[j, j]
-        gone = torch.zeros(len(idx) - 1, dtype=torch.bool, device=inv.device)
-        picks = []
-        for _ in range(cap):
-            score = outgoing / inv.diagonal()[:-1]
-            score[gone] = float("inf")
-            p = int(torch.argmin(score))
-            picks.append(p)
-            gone[p] = True
-            inv = inv - torch.outer(inv[:, p], inv[p, :]) / inv[p, p]  # p leaves the regressors
+        # base_score is outgoing / inv_jj: the outgoing weights² back, in the scores' arithmetic
+        picks = elimination_order(inv, base_score * inv.diagonal()[:-1], cap)
         order = idx[:-1][torch.tensor(picks, device=idx.device)]
+        constant = idx[-1:]
         key = (name, "group")
         self.tests[key] = self.tests.get(key, 0) + 1
         tests = self.tests[key]

@@ -495,14 +495,15 @@ def test_a_group_move_takes_units_over_jointly_and_keeps_the_function(monkeypatc
     torch.testing.assert_close(net(x), before, atol=1e-4, rtol=1e-4)
 
 
-def test_a_group_move_takes_only_the_places_left_and_the_trainer_builds_it():
+def test_a_group_move_takes_only_the_places_left_and_the_trainer_builds_it(monkeypatch):
     """The group is at most the round's free places (Eq. (14t)'s limit), and
     ``merge_groups`` turns the moves on."""
     net, x, y = _copies_network()
     _, moves = _moves(net)
+    monkeypatch.setattr(moves, "z", lambda k: float("inf"))  # the single moves' test only
     moves.groups = True
     _, removed = moves.layer("fc1", x, y, limit=3)
-    assert 1 <= len(removed) <= 3, removed
+    assert len(removed) == 3 and moves.tests[("fc1", "group")] == 1, removed  # one group of 3
     data = make_teacher(num_train=200, num_test=50)
     for setting, groups in (("on", True), ("off", False)):
         trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_groups=setting))
@@ -527,3 +528,46 @@ def test_group_moves_make_a_cheap_layer_end_alike_from_a_wider_start():
     narrow, wide, wide_single = fc1(60, "on"), fc1(120, "on"), fc1(120, "off")
     assert abs(wide - narrow) <= 0.2 * narrow, (narrow, wide)
     assert wide_single > 1.5 * narrow, (narrow, wide_single)
+
+
+def test_a_group_proposal_is_measured_on_the_network_it_rewires_and_undone(monkeypatch):
+    """Every proposal's held-out loss changes are those of the re-wired network with the
+    group's gates off (a fitted network, not copies: the reconstructions are inexact), the
+    prior of each proposal sees exactly its group off, and refused groups leave the weights
+    as they were, to the bit."""
+    torch.manual_seed(0)
+    net = GatedMLP(6, (12, 4), 3)
+    for name in net.gated:
+        torch.nn.init.uniform_(net.layers[name].bias, 0.1, 0.5)
+    x = _inputs(net)
+    y = _fitted(net, x)
+    _, moves = _moves(net)
+    monkeypatch.setattr(moves, "z", lambda k: float("inf"))  # no single move passes
+    moves.groups = True
+    held_out, labels = x[len(x) // 2 :], y[len(x) // 2 :]
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(net(held_out), labels, reduction="none")
+    weights = [p.detach().clone() for p in net.parameters()]
+    seen, checked = {}, []
+    prior = moves._prior
+
+    def recording_prior(gates):
+        seen["off"] = int((gates["fc1"] == 0).sum())
+        seen["gates"] = {n: g.clone() for n, g in gates.items()}
+        return prior(gates)
+
+    def checking_moments(diff):
+        with torch.no_grad():  # the consumer's weights are re-wired in place at this point
+            after = torch.nn.functional.cross_entropy(
+                net.run_ops(held_out, seen["gates"]), labels, reduction="none"
+            )
+        torch.testing.assert_close(diff, after - before, atol=1e-4, rtol=1e-4)
+        checked.append(seen["off"])
+        return 1.0, 0.0, len(diff)  # every group refused
+
+    monkeypatch.setattr(moves, "_prior", recording_prior)
+    monkeypatch.setattr(moves, "_moments", checking_moments)
+    assert moves.layer("fc1", x, y)[1] == []
+    assert checked[-2:] == [6, 3], checked  # the groups of the round: half the layer, a quarter
+    for p, w in zip(net.parameters(), weights, strict=True):
+        assert torch.equal(p, w)
