@@ -826,10 +826,17 @@ class Trainer:
         if not near:
             return [], None
         kept = ", ".join(f"{name} {width} of {start}" for name, width, start in near)
+        groups = ""
+        if self.merges is not None and not self.merges.groups:  # the other cause (§6zb)
+            groups = (
+                "; or its units are cheap (few inputs each) and redundant only jointly, which "
+                "no single merge move can take over: --merge-groups on tests them in groups "
+                "(§6zb)"
+            )
         return [name for name, _, _ in near], (
             f"kept {kept} starting units: a layer that keeps nearly all of them may have started "
             "narrower than the price would make it, and then its width is the start's rather "
-            "than the evidence's (docs/method.md §6n); a wider start may end wider"
+            f"than the evidence's (docs/method.md §6n); a wider start may end wider{groups}"
         )
 
     def in_transit_note(self) -> str | None:
