@@ -166,7 +166,7 @@ class TrainConfig:
         "off", "group merge moves (Eq. (14j)): on: after a layer's single moves, one move of "
         "a group of its units taken over jointly by the others, tested as one; smaller "
         "networks, and on layers of cheap units (few inputs each) widths that agree across "
-        "starts (the teacher's first layer: 147-154 units from 300 and from 1000), at some "
+        "starts (the teacher's first layer: 143-232 units from 300, 600 and 1000), at some "
         "accuracy on Fashion-MNIST (docs/method.md §6zb); with --merge on, and not for layers "
         "read by a convolution or a flatten", choices=MERGE_GROUPS,
     )  # fmt: skip
