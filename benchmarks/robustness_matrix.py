@@ -165,6 +165,9 @@ OUTSIDE = {
     "out-lenet5-fc1-250": {**FMNIST, "arch": "lenet5", "widths": (20, 50, 250)},
     "out-lenet5-fc1-100-n10k": {**FMNIST, "arch": "lenet5", "widths": (20, 50, 100),
                                 "train_subset": 10_000},
+    # P3 on real tabular data (64 inputs), for group merge moves (docs/method.md §6zb)
+    "out-digits-150-50": {**FMNIST, "dataset": "sklearn-digits", "widths": (150, 50)},
+    "out-digits-600-200": {**FMNIST, "dataset": "sklearn-digits", "widths": (600, 200)},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
