@@ -32,7 +32,11 @@ from common import environment, write  # noqa: E402
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
 from bayesprune.inference.elbo_fast import point_mass_prior  # noqa: E402
-from bayesprune.inference.merge import elimination_order  # noqa: E402
+from bayesprune.inference.merge import (  # noqa: E402
+    elimination_order,
+    joint_coefficients,
+    rewire_jointly,
+)
 from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.models import GatedMLP  # noqa: E402
 
@@ -80,14 +84,9 @@ def takeover(guide, hyper, data, layer: str, held_out: int, seed: int) -> list[d
         keep = torch.ones(width, dtype=torch.bool)
         keep[group] = False
         kept = torch.cat([torch.nonzero(keep).flatten(), torch.tensor([width])])
-        coef = torch.linalg.solve(
-            gram[kept][:, kept] + ridge * eye[: len(kept), : len(kept)], gram[kept][:, group]
-        )
+        coef = joint_coefficients(gram, ridge, eye, kept, group)
         w, b = weight.clone(), bias.clone()
-        out_w = weight[:, group].double()
-        w[:, kept[:-1]] += (out_w @ coef[:-1].T).float()
-        b += (out_w @ coef[-1]).float()
-        w[:, group] = 0.0
+        rewire_jointly(w, b, kept, group, coef)
         g = {n: v.clone() for n, v in gates.items()}
         g[layer][group] = 0.0
         d = (losses(w, b, g) - before).double()

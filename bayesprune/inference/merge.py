@@ -84,6 +84,25 @@ def elimination_order(inv: torch.Tensor, outgoing: torch.Tensor, count: int) -> 
     return picks
 
 
+def joint_coefficients(gram, ridge: float, eye, kept, group) -> torch.Tensor:
+    """Least-squares coefficients of the ``group`` units' outputs on the ``kept`` ones (Eq.
+    (14j)): (len(kept), len(group)), ``kept`` ending with the constant's index of ``gram``,
+    ridge-regularised as the single moves' inverse; ``eye`` an identity at least that large."""
+    n = len(kept)
+    return torch.linalg.solve(gram[kept][:, kept] + ridge * eye[:n, :n], gram[kept][:, group])
+
+
+@torch.no_grad()
+def rewire_jointly(weight, bias, kept, group, coef) -> None:
+    """A linear consumer reads the ``group``'s reconstruction Σ_j coef_j h_j + coef_const from
+    the ``kept`` units (``kept`` ending with the constant, :func:`joint_coefficients`) instead of
+    the group's outputs, whose weights go to 0; ``weight`` (out, width) and ``bias`` in place."""
+    out_w = weight[:, group].double()
+    weight[:, kept[:-1]] += (out_w @ coef[:-1].T).to(weight.dtype)
+    bias += (out_w @ coef[-1]).to(weight.dtype)
+    weight[:, group] = 0.0
+
+
 class MergeMoves:
     """Greedy merge moves on one layer at a time (:meth:`layer`).
 
@@ -146,8 +165,12 @@ class MergeMoves:
         """
         if not self.spend:
             return self.confidence
+        return self._z_at(k * (k + 1))
+
+    def _z_at(self, share: float) -> float:
+        """z of a one-sided test at level α/``share``, α = 1 − Φ(confidence)."""
         alpha = 1.0 - NormalDist().cdf(self.confidence)
-        return NormalDist().inv_cdf(1.0 - alpha / (k * (k + 1)))
+        return NormalDist().inv_cdf(1.0 - alpha / share)
 
     def _mine(self, xs: torch.Tensor) -> torch.Tensor:
         rank, world = self.shard
@@ -386,28 +409,22 @@ class MergeMoves:
         key = (name, "group")
         self.tests[key] = self.tests.get(key, 0) + 1
         tests = self.tests[key]
-        alpha = 1.0 - NormalDist().cdf(self.confidence)
         spent = tests * (tests + 1) if self.spend else 1
-        z_group = NormalDist().inv_cdf(1.0 - alpha / (spent * len(sizes)))
+        z_group = self._z_at(spent * len(sizes))
         w, b = layer.weight.data, layer.bias.data
         for k in sizes:
             group = order[:k]
             keep = live.clone()
             keep[group] = False
             kept = torch.cat([torch.nonzero(keep).flatten(), constant])
-            n = len(kept)
-            regressors = gram[kept][:, kept] + ridge * eye[:n, :n]
-            coef = torch.linalg.solve(regressors, gram[kept][:, group])
+            coef = joint_coefficients(gram, ridge, eye, kept, group)
             # the consumer's map changes by its group weights times the reconstructions' residuals
             residual = h[:, kept[:-1]].double() @ coef[:-1] + coef[-1] - h[:, group].double()
             proposed = z + residual.to(w.dtype) @ w[:, group].T
             gates[name][group] = 0.0
             after = losses(proposed)
             saved = (w.clone(), b.clone())
-            out_w = w[:, group].double()
-            w[:, kept[:-1]] += (out_w @ coef[:-1].T).to(w.dtype)
-            b += (out_w @ coef[-1]).to(w.dtype)
-            w[:, group] = 0.0
+            rewire_jointly(w, b, kept, group, coef)
             new_prior = self._prior(priced)
             mean, sd, m = self._moments(after - before)
             delta_prior = new_prior - prior
