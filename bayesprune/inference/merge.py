@@ -92,15 +92,32 @@ def joint_coefficients(gram, ridge: float, eye, kept, group) -> torch.Tensor:
     return torch.linalg.solve(gram[kept][:, kept] + ridge * eye[:n, :n], gram[kept][:, group])
 
 
+def _blocks(weight: torch.Tensor, width: int) -> torch.Tensor:
+    """The consumer's weights as (out, width, P): the P weights that read each producer unit
+    (one for a Linear after a Linear, its positions after a Flatten, its k×k slice in a
+    convolution). A view: writing it writes ``weight``."""
+    return weight.view(weight.shape[0], width, -1)
+
+
 @torch.no_grad()
-def rewire_jointly(weight, bias, kept, group, coef) -> None:
-    """A linear consumer reads the ``group``'s reconstruction Σ_j coef_j h_j + coef_const from
-    the ``kept`` units (``kept`` ending with the constant, :func:`joint_coefficients`) instead of
-    the group's outputs, whose weights go to 0; ``weight`` (out, width) and ``bias`` in place."""
-    out_w = weight[:, group].double()
-    weight[:, kept[:-1]] += (out_w @ coef[:-1].T).to(weight.dtype)
-    bias += (out_w @ coef[-1]).to(weight.dtype)
-    weight[:, group] = 0.0
+def rewire_jointly(weight, bias, kept, group, coef, width: int | None = None) -> None:
+    """The consumer reads the ``group``'s reconstruction Σ_j coef_j h_j + coef_const from the
+    ``kept`` units (``kept`` ending with the constant, :func:`joint_coefficients`) instead of
+    the group's outputs, whose weights go to 0; ``weight`` and ``bias`` in place.
+
+    ``weight`` is a Linear's (out, width·P) (P values per unit: 1, or a Flatten's positions)
+    or a convolution's (out, width, k, k); ``width`` (the producer's units) defaults to
+    ``weight.shape[1]``. The consumer is linear in its input, so its map of the
+    reconstruction is its map by the re-wired weights; a constant input map becomes the bias
+    (exact without padding; with padding, what :meth:`MergeMoves._group_change` measures).
+    """
+    view = _blocks(weight, weight.shape[1] if width is None else width)
+    out, per = view.shape[0], view.shape[2]
+    out_w = view[:, group].double().permute(0, 2, 1).reshape(out * per, len(group))
+    moved = (out_w @ coef[:-1].T).reshape(out, per, -1).permute(0, 2, 1)
+    view[:, kept[:-1]] += moved.to(weight.dtype)
+    bias += (out_w @ coef[-1]).reshape(out, per).sum(1).to(weight.dtype)
+    view[:, group] = 0.0
 
 
 class MergeMoves:
@@ -122,7 +139,7 @@ class MergeMoves:
     :param spend: whether repeated tests get stricter (Eq. (14a)); False: all at ``confidence``
         (a round's group moves then share its level over their sizes).
     :param groups: after a layer's single moves, one move of a group of its units (Eq. (14j),
-        :meth:`_group_move`; linear consumers reading one value per unit).
+        :meth:`_group_move`).
     """
 
     def __init__(
@@ -344,7 +361,7 @@ class MergeMoves:
                     rejected[unit] = True
                     if int(rejected.sum()) >= self.max_rejections:
                         break
-            if self.groups and block == 1 and layer.weight.dim() == 2 and int(live.sum()) > 3:
+            if self.groups and int(live.sum()) > 3:
                 self._group_move(
                     name, layer, live, idx=idx, inv=inv, base_score=base_score, gram=gram,
                     ridge=ridge, eye=eye, h=h, z=z, before=before, prior=prior, priced=priced,
@@ -372,7 +389,8 @@ class MergeMoves:
     def _group_move(self, name, layer, live, *, idx, inv, base_score, gram, ridge, eye, h, z,
                     before, prior, priced, gates, losses, ids, merges, removed, limit) -> None:
         """Eq. (14j): one move of a group of ``name``'s live units, taken over jointly by the
-        others, after the round's single moves (a linear consumer reading one value per unit).
+        others, after the round's single moves (any consumer: a Linear, a Flatten's Linear or a
+        convolution, :func:`rewire_jointly`).
 
         The units are ordered by backward elimination on the fitting half
         (:func:`elimination_order`): each next one is the cheapest (residual energy × outgoing
@@ -412,19 +430,18 @@ class MergeMoves:
         spent = tests * (tests + 1) if self.spend else 1
         z_group = self._z_at(spent * len(sizes))
         w, b = layer.weight.data, layer.bias.data
+        width = len(live)
         for k in sizes:
             group = order[:k]
             keep = live.clone()
             keep[group] = False
             kept = torch.cat([torch.nonzero(keep).flatten(), constant])
             coef = joint_coefficients(gram, ridge, eye, kept, group)
-            # the consumer's map changes by its group weights times the reconstructions' residuals
-            residual = h[:, kept[:-1]].double() @ coef[:-1] + coef[-1] - h[:, group].double()
-            proposed = z + residual.to(w.dtype) @ w[:, group].T
+            proposed = z + self._group_change(layer, h, width, kept, group, coef)
             gates[name][group] = 0.0
             after = losses(proposed)
             saved = (w.clone(), b.clone())
-            rewire_jointly(w, b, kept, group, coef)
+            rewire_jointly(w, b, kept, group, coef, width)
             new_prior = self._prior(priced)
             mean, sd, m = self._moments(after - before)
             delta_prior = new_prior - prior
@@ -439,6 +456,34 @@ class MergeMoves:
             w.copy_(saved[0])
             b.copy_(saved[1])
             gates[name][group] = 1.0
+
+    @staticmethod
+    def _group_change(layer, h: torch.Tensor, width: int, kept, group, coef) -> torch.Tensor:
+        """What :func:`rewire_jointly` would change in the consumer's map of ``h`` (Eq. (14j)),
+        without touching its weights: the map, by the group's outgoing weights alone, of the
+        reconstructions' residuals r_g = Σ_j coef_jg h_j + coef_const,g − h_g, the constants
+        through the bias as the re-wiring puts them there (for a Linear after a Linear, the
+        single-value residuals times the group's columns)."""
+        w = layer.weight
+        if w.dim() == 4:  # a convolution: residual maps, convolved with the group's slices
+            out_w = w[:, group]
+            parts = []
+            for c in h.split(CHUNK):
+                r = torch.einsum("njhw,jg->nghw", c[:, kept[:-1]].double(), coef[:-1])
+                r = r - c[:, group].double()
+                parts.append(F.conv2d(r.to(w.dtype), out_w, stride=layer.stride,
+                                      padding=layer.padding, dilation=layer.dilation))  # fmt: skip
+            shift = (out_w.double().sum((2, 3)) @ coef[-1]).to(w.dtype)
+            return torch.cat(parts) + shift.view(1, -1, 1, 1)
+        n, view = h.shape[0], _blocks(w, width)
+        out, per = view.shape[0], view.shape[2]
+        if per == 1:
+            residual = h[:, kept[:-1]].double() @ coef[:-1] + coef[-1] - h[:, group].double()
+            return residual.to(w.dtype) @ w[:, group].T
+        hv = h.view(n, width, per).permute(0, 2, 1)  # (n, P, width)
+        residual = hv[..., kept[:-1]].double() @ coef[:-1] + coef[-1] - hv[..., group].double()
+        out_w = view[:, group].permute(0, 2, 1).reshape(out, per * len(group))
+        return residual.reshape(n, per * len(group)).to(w.dtype) @ out_w.T
 
     @staticmethod
     def _outgoing(layer, block: int, width: int) -> torch.Tensor:

@@ -571,3 +571,63 @@ def test_a_group_proposal_is_measured_on_the_network_it_rewires_and_undone(monke
     assert checked[-2:] == [6, 3], checked  # the groups of the round: half the layer, a quarter
     for p, w in zip(net.parameters(), weights, strict=True):
         assert torch.equal(p, w)
+
+
+@pytest.mark.parametrize(
+    "kind, layer", [("mlp", "fc1"), ("conv", "conv1"), ("conv", "conv2")]
+)  # fmt: skip
+def test_a_group_proposal_is_what_the_rewired_consumer_computes(kind, layer):
+    """Eq. (14j) for every consumer: a group's proposal adds the consumer's map of the
+    reconstructions' residuals (MergeMoves._group_change) to the cached map; it must give what
+    the consumer re-wired by rewire_jointly gives, for a Linear, a convolution (padding
+    included) and the Linear after a Flatten (several values per unit)."""
+    from bayesprune.inference.merge import rewire_jointly
+
+    net = _network(kind)
+    consumer = net.next_layer(layer)
+    target = net.layers[consumer]
+    if target.weight.dim() == 4:
+        target.padding = (1, 1)  # the border positions of a padded convolution
+    start, width = net.op_index(consumer), net.width(layer)
+    gen = torch.Generator().manual_seed(3)
+    group = torch.tensor([1, width - 1])
+    kept = torch.tensor([u for u in range(width) if u not in group.tolist()] + [width])
+    with torch.no_grad():
+        h = net.run_ops(_inputs(net, 64), stop=start)
+        z = _map(target, h)
+        coef = torch.randn(len(kept), len(group), dtype=torch.float64, generator=gen)
+        changed = z + MergeMoves._group_change(target, h, width, kept, group, coef)
+        rewire_jointly(target.weight.data, target.bias.data, kept, group, coef, width)
+        rewired = _map(target, h)
+    assert not torch.allclose(rewired, z, atol=1e-3)  # the re-wiring changed something
+    torch.testing.assert_close(changed, rewired, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2"])
+def test_a_group_move_takes_filters_over_when_a_convolution_or_flatten_reads_them(
+    monkeypatch, layer
+):
+    """The group move of a layer read by a convolution (conv1) or by the Linear after a
+    Flatten (conv2): with no single move allowed, two filters duplicated at twice the scale
+    go together, one of each pair, and the network computes what it did."""
+    net = _network("conv")
+    x = _inputs(net)
+    y = _fitted(net, x)
+    this = net.layers[layer]
+    with torch.no_grad():
+        for source, copy in ((0, 2), (1, 3)):
+            _duplicate(net, layer, source, copy)
+            this.weight[copy] *= 2
+            this.bias[copy] *= 2
+    guide, moves = _moves(net)
+    monkeypatch.setattr(moves, "z", lambda k: float("inf"))  # the single moves' test only
+    before = net(x)
+    assert moves.layer(layer, x, y)[1] == []  # without groups nothing goes
+    moves.groups = True
+    merges, removed = moves.layer(layer, x, y)
+    assert len(removed) == 2 and len({0, 2} & set(removed)) == 1, removed
+    assert len({1, 3} & set(removed)) == 1, removed
+    assert sum(m.delta_prior for m in merges) < 0
+    keep = torch.tensor([u for u in range(net.width(layer)) if u not in removed])
+    guide.remove_units(layer, keep)
+    torch.testing.assert_close(net(x), before, atol=1e-4, rtol=1e-4)
