@@ -792,8 +792,9 @@ def render_matrix(name: str, result: dict) -> list[str]:
             + f" | {b.get('warmup_step')} | {b['status']} |"
         )
     checks = result["checks"]
-    lines += ["", "Mean gap to dense per case (points): " + ", ".join(
-        f"{case} {gap:+.2f}" for case, gap in checks["gap_points"].items()) + "."]  # fmt: skip
+    gaps = ", ".join(f"{case} {gap:+.2f}" for case, gap in checks["gap_points"].items())
+    no_gaps = "No dense runs in this file, so no gaps (run without --no-dense for them)."
+    lines += ["", f"Mean gap to dense per case (points): {gaps}." if gaps else no_gaps]
     groups = (("batch_width_cv", "batch 32/100/256"), ("lr_width_cv", "lr 3e-4/1e-3/3e-3"))
     for key, label in groups:
         if key in checks:
