@@ -167,8 +167,8 @@ class TrainConfig:
         "a group of its units taken over jointly by the others, tested as one; smaller "
         "networks, and on layers of cheap units (few inputs each) widths that agree across "
         "starts (the teacher's first layer: 143-232 units from 300, 600 and 1000), at some "
-        "accuracy on Fashion-MNIST (docs/method.md §6zb); with --merge on, and not for layers "
-        "read by a convolution or a flatten", choices=MERGE_GROUPS,
+        "accuracy on Fashion-MNIST (docs/method.md §6zb); with --merge on; for every layer, "
+        "convolutions' filters included (§6zc)", choices=MERGE_GROUPS,
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "
