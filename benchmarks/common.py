@@ -860,17 +860,25 @@ def render_kept_widths(name: str, result: dict) -> list[str]:
         f"at commit {result['commit']}, {result.get('cpu', 'unknown CPU')}, 1 thread per run. "
         "Dense at the kept widths: a plain network of the widths bayesprune ended with, trained "
         "from scratch with the cell's recipe. Width part = dense at the kept widths − dense; "
-        "pruning part = bayesprune − dense at the kept widths (points).",
+        "pruning part = bayesprune − dense at the kept widths (points)."
+        + (
+            " Re-fitted: bayesprune's final network trained on for one evidence window, "
+            "plain recipe (`--refit`)."
+            if any("refit" in r for r in result["kept_widths"])
+            else ""
+        ),
         "",
         "| cell | seed | epochs | kept widths | dense (%) | dense at kept widths (%) "
-        "| bayesprune (%) | gap | width part | pruning part |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| bayesprune (%) | gap | width part | pruning part | re-fitted (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["kept_widths"]:
         d, k, b = (100 * r[key] for key in ("dense", "dense_kept", "bayesprune"))
+        refit = f"{100 * r['refit']:.2f}" if "refit" in r else "-"
         lines.append(
             f"| {r['case']} | {r['seed']} | {r['epochs']} | {'-'.join(map(str, r['widths']))} "
-            f"| {d:.2f} | {k:.2f} | {b:.2f} | {b - d:+.2f} | {k - d:+.2f} | {b - k:+.2f} |"
+            f"| {d:.2f} | {k:.2f} | {b:.2f} | {b - d:+.2f} | {k - d:+.2f} | {b - k:+.2f} "
+            f"| {refit} |"
         )
     return lines + [""]
 

@@ -13,6 +13,12 @@ gap of bayesprune to dense then splits into
 - the *pruning* part: bayesprune minus dense at the kept widths (what deciding the widths while
   training cost or gained, including the prior's pull on the weights).
 
+With ``--refit`` it also re-runs each bayesprune run (the same seed gives the same network;
+the recorded widths and error are checked) and trains its final network on, with the cell's
+recipe (Adam at the cell's rate, fresh moments, the cell's batches, no gates, no prior), for one
+evidence window (Eq. (10n): min(N, W) examples, at least 10 steps), and records that network's
+error: what the last removals left un-re-fitted when the run ended.
+
 Writes ``results/<name>.json`` and its table in ``README.md``. One process per run, one thread.
 """
 
@@ -38,6 +44,45 @@ def dense_error(case: str, seed: int, epochs: int, widths: tuple[int, ...] | Non
     return summary["test_error"]
 
 
+def refit_error(case: str, seed: int, recorded: dict, overrides: dict) -> float:
+    """The cell's bayesprune run again, then its final network trained on for one evidence
+    window with the plain recipe (see the module's docstring); its test error."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    from robustness_matrix import cell_network, training_data, training_settings
+
+    from bayesprune.config import TrainConfig, evidence_window
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.loop import batches, evaluate
+
+    torch.set_num_threads(1)
+    spec, data = CASES[case], cell_data(case)
+    subset = spec.get("train_subset")
+    config = TrainConfig(seed=seed, train_subset=subset, **{**training_settings(case), **overrides})
+    trainer = Trainer(cell_network(case, seed, data), data, config)
+    summary = trainer.fit(progress=False)
+    if summary["widths"] != recorded["widths"] or summary["test_error"] != recorded["test_error"]:
+        raise SystemExit(f"{case} seed {seed}: the re-run gave {summary['widths']}, "
+                         f"{summary['test_error']}, not the recorded run")  # fmt: skip
+    net, train = trainer.net, training_data(case, seed, data)
+    steps = math.ceil(evidence_window(config, len(train.x_train)) / config.batch_size)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    torch.manual_seed(seed)
+    net.train()
+    done = 0
+    while done < steps:
+        for x, y, _ in batches(train, config.batch_size, "cpu"):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    return evaluate(net.to_sequential().eval(), data.x_test, data.y_test)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="source", required=True, help="a robustness-matrix JSON")
@@ -45,6 +90,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", nargs="*", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
     parser.add_argument("--name", default="kept_widths")
+    parser.add_argument("--refit", action="store_true", help="also re-fit the final networks")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
     args = parser.parse_args(argv)
     label = commit()  # before the runs: a commit made while they run must not label them
@@ -70,6 +116,15 @@ def main(argv=None) -> dict:
         with ProcessPoolExecutor(args.jobs) as pool:
             values = list(pool.map(dense_error, *zip(*jobs, strict=True)))
     errors = dict(zip(jobs, values, strict=True))
+    refits = {}
+    if args.refit:
+        runs = [(c["case"], c["seed"], c["bayesprune"], c.get("overrides", {})) for c in cells]
+        if args.jobs == 1:
+            values = list(map(refit_error, *zip(*runs, strict=True)))
+        else:
+            with ProcessPoolExecutor(args.jobs) as pool:
+                values = list(pool.map(refit_error, *zip(*runs, strict=True)))
+        refits = {run[:2]: v for run, v in zip(runs, values, strict=True)}
     out = []
     for c in cells:
         epochs, widths = c["bayesprune"]["epochs"], tuple(c["bayesprune"]["widths"])
@@ -84,6 +139,7 @@ def main(argv=None) -> dict:
             "bayesprune": c["bayesprune"]["test_error"],
             "dense": full,
             "dense_kept": errors[(c["case"], c["seed"], epochs, widths)],
+            **({"refit": refits[(c["case"], c["seed"])]} if refits else {}),
         }
         out.append(row)
         print(row, flush=True)

@@ -168,6 +168,13 @@ OUTSIDE = {
     # P3 on real tabular data (64 inputs), for group merge moves (docs/method.md §6zb)
     "out-digits-150-50": {**FMNIST, "dataset": "sklearn-digits", "widths": (150, 50)},
     "out-digits-600-200": {**FMNIST, "dataset": "sklearn-digits", "widths": (600, 200)},
+    # CIFAR-shaped inputs (3×32×32, 3,072 values; CIFAR-10 is not on this machine): each image
+    # padded, tinted by a random colour and buried in pixel noise (docs/method.md §6zc)
+    "out-mlp-rgb32-noise-n10k": {**FMNIST, "train_subset": 10_000, "rgb32_noise": 0.5},
+    "out-mlp-rgb32-n10k": {**FMNIST, "train_subset": 10_000, "rgb32_noise": 0.0},
+    "out-lenet5-rgb32-noise-n10k": {**FMNIST, "arch": "lenet5", "train_subset": 10_000,
+                                    "rgb32_noise": 0.5},
+    "out-mlp-rgb32-noise": {**FMNIST, "rgb32_noise": 0.5},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
@@ -227,7 +234,33 @@ def cell_data(case: str):
         data = noisy_labels(data, spec["label_noise"])
     if "rare_classes" in spec:
         data = rare_classes(data, *spec["rare_classes"])
+    if "rgb32_noise" in spec:
+        data = rgb32(data, spec["rgb32_noise"])
     return data
+
+
+def rgb32(data, noise: float):
+    """``data``'s 28×28 images as CIFAR-shaped 3×32×32 ones: zero-padded by 2 pixels, each
+    image tinted by its own random colour (channel gains in [0.3, 1]) plus Gaussian pixel noise
+    of standard deviation ``noise`` (in the standardised images' units), then standardised
+    again; fixed draws, the same in every run, for the training and the test images."""
+    import dataclasses
+
+    import torch
+
+    gen = torch.Generator().manual_seed(4321)
+
+    def colour(x):
+        x = torch.nn.functional.pad(x, (2, 2, 2, 2))
+        gain = 0.3 + 0.7 * torch.rand(len(x), 3, 1, 1, generator=gen)
+        return x * gain + noise * torch.randn(len(x), 3, 32, 32, generator=gen)
+
+    x_train, x_test = colour(data.x_train), colour(data.x_test)
+    mean, std = x_train.mean(), x_train.std()
+    return dataclasses.replace(
+        data, x_train=(x_train - mean) / std, x_test=(x_test - mean) / std,
+        name=f"{data.name}-rgb32-noise{noise:g}",
+    )  # fmt: skip
 
 
 def noisy_labels(data, fraction: float):
@@ -293,7 +326,7 @@ def training_data(case: str, seed: int, data):
 
 
 NETWORK_KEYS = ("dataset", "arch", "widths", "width_mult", "train_subset", "label_noise",
-                "rare_classes")  # read elsewhere
+                "rare_classes", "rgb32_noise")  # read elsewhere
 
 
 def training_settings(case: str) -> dict:

@@ -213,6 +213,48 @@ def test_kept_widths_trains_dense_networks_of_the_kept_widths(tmp_path):
     assert abs(gap - (width + pruning)) < 0.011
 
 
+def test_kept_widths_refit_reruns_the_recorded_run_and_trains_it_on(tmp_path):
+    """--refit re-runs a recorded bayesprune run (refusing one it does not reproduce) and
+    trains its final network on for one evidence window: a network of the same widths with
+    another error."""
+    script = _script("kept_widths")
+    matrix = _matrix_script()
+    matrix.main(["--cells", "teacher-n1k", "--seeds", "0", "--jobs", "1", "--no-dense",
+                 "--set", "epochs=2", "--results-dir", str(tmp_path)])  # fmt: skip
+    source = tmp_path / "robustness_matrix.json"
+    recorded = json.loads(source.read_text())["cells"][0]["bayesprune"]
+    result = script.main(["--from", str(source), "--results-dir", str(tmp_path), "--jobs", "1",
+                          "--refit"])  # fmt: skip
+    (row,) = result["kept_widths"]
+    assert row["widths"] == recorded["widths"] and row["bayesprune"] == recorded["test_error"]
+    assert 0 < row["refit"] < 1 and row["refit"] != row["bayesprune"]
+    tampered = json.loads(source.read_text())
+    tampered["cells"][0]["bayesprune"]["test_error"] += 0.01
+    source.write_text(json.dumps(tampered))
+    with pytest.raises(SystemExit, match="not the recorded run"):
+        script.main(["--from", str(source), "--results-dir", str(tmp_path), "--jobs", "1",
+                     "--refit"])  # fmt: skip
+
+
+def test_rgb32_cells_are_cifar_shaped_and_the_same_in_every_run():
+    """The CIFAR-shaped cells (3×32×32 inputs from Fashion-MNIST, a colour per image and pixel
+    noise) draw the same images every time, standardised, with the labels untouched."""
+    from bayesprune.data import Dataset
+
+    matrix = _matrix_script()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (40,), generator=gen)
+    data = Dataset("tiny", x[:30], y[:30], x[30:], y[30:], 10)
+    a, b = matrix.rgb32(data, 0.5), matrix.rgb32(data, 0.5)
+    assert a.x_train.shape == (30, 3, 32, 32) and a.x_test.shape == (10, 3, 32, 32)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_train, data.y_train)
+    assert abs(float(a.x_train.mean())) < 1e-5 and abs(float(a.x_train.std()) - 1) < 1e-4
+    border = matrix.rgb32(data, 0.0).x_train[:, :, :2]  # without noise the frame is one value
+    assert torch.equal(border, torch.full_like(border, float(border.flatten()[0])))
+    assert not torch.equal(a.x_train[:, :, :2], torch.full_like(border, float(border[0, 0, 0, 0])))
+
+
 def _tradeoff_script():
     return _script("tradeoff")
 
