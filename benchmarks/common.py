@@ -364,6 +364,9 @@ def render_readme() -> None:
         if "kept_widths" in result:
             lines += render_kept_widths(path.stem, result)
             continue
+        if path.stem.startswith("laplace_price"):
+            lines += render_laplace_price(path.stem, result)
+            continue
         if "matrix_summary" in result:
             lines += render_matrix_summary(path.stem, result)
             continue
@@ -879,6 +882,34 @@ def render_kept_widths(name: str, result: dict) -> list[str]:
             f"| {r['case']} | {r['seed']} | {r['epochs']} | {'-'.join(map(str, r['widths']))} "
             f"| {d:.2f} | {k:.2f} | {b:.2f} | {b - d:+.2f} | {k - d:+.2f} | {b - k:+.2f} "
             f"| {refit} |"
+        )
+    return lines + [""]
+
+
+def render_laplace_price(name: str, result: dict) -> list[str]:
+    """benchmarks/laplace_price.py: the shipped size term of a unit's price against the Laplace
+    one, per cell (docs/method.md §6zc)."""
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/laplace_price.py`, layer {result['layer']}, commit {result['commit']}, "
+        f"{result.get('cpu', 'unknown CPU')}, 1 thread per run: after a default run, per live "
+        "unit the shipped price's size term ½ n C (Eq. (4s)) and the Laplace term ½ Σ_k ln(1 + "
+        "N σ₁² E[δ²] λ_k/τ) over the eigenvalues λ_k of the layer's input second moments "
+        "(nats before tempering; 10% / 50% / 90% over the units); participation ratio "
+        "(Σλ)²/Σλ² of the inputs.",
+        "",
+        "| cell | seed | widths | error (%) | fan-in | participation ratio | ½ n C "
+        "| Laplace term | Laplace / ½ n C |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lap = " / ".join(f"{v:.0f}" for v in r["laplace_term"])
+        ratio = " / ".join(f"{v:.2f}" for v in r["ratio"])
+        lines.append(
+            f"| {r['case']} | {r['seed']} | {'-'.join(map(str, r['widths']))} "
+            f"| {100 * r['test_error']:.2f} | {r['fan_in']} | {r['participation_ratio']:.1f} "
+            f"| {r['shipped_size_term']:.0f} | {lap} | {ratio} |"
         )
     return lines + [""]
 

@@ -565,3 +565,40 @@ def test_group_takeover_measures_the_test_of_each_group_on_the_network_as_it_is(
     for r in rows:
         assert r["bound"] == pytest.approx(r["data_nats"] + r["noise_nats"] + r["delta_prior"])
     assert all(torch.equal(p, s) for p, s in zip(net.parameters(), state, strict=True))
+
+
+def test_laplace_price_ignores_how_the_inputs_are_written_down():
+    """benchmarks/laplace_price.py: the same network on its inputs copied twice (each copy
+    scaled by 1/√2, the weights likewise, so the function is unchanged) plus constant-zero
+    inputs has a larger shipped size term ½ n C (n = 49 against 17) and the same Laplace term."""
+    import math
+
+    from bayesprune.models.gated_model import HyperPrior
+    from bayesprune.models.network import build_network
+
+    script = _script("laplace_price")
+
+    class Guide:
+        def slab_var(self, name):
+            return torch.tensor(0.01)
+
+    torch.manual_seed(0)
+    small = build_network("mlp", (16,), 3, (8, 4))
+    with torch.no_grad():  # a read-out that reads the units (it starts at zero: δ = 0)
+        small.layers["out"].weight.normal_()
+    wide = build_network("mlp", (48,), 3, (8, 4))
+    wide.load_state_dict(
+        {k: v for k, v in small.state_dict().items() if "fc1.weight" not in k}, strict=False
+    )
+    w = small.layers["fc1"].weight.detach()
+    with torch.no_grad():
+        wide.layers["fc1"].weight.copy_(torch.cat([w, w, torch.zeros_like(w)], 1) / math.sqrt(2))
+    x = torch.randn(300, 16)
+    x_wide = torch.cat([x, x, torch.zeros_like(x)], 1) / math.sqrt(2)
+    assert torch.allclose(small(x), wide(x_wide), atol=1e-5)
+    hyper = HyperPrior(temperature=1e-4)  # N σ₁² E[δ²] λ / τ well above 1: the log regime
+    a = script.unit_prices(small.eval(), Guide(), hyper, x, chunk=128)
+    b = script.unit_prices(wide.eval(), Guide(), hyper, x_wide, chunk=128)
+    assert b["shipped_size_term"] == pytest.approx(49 / 17 * a["shipped_size_term"])
+    assert b["laplace_term"] == pytest.approx(a["laplace_term"], rel=1e-3)
+    assert a["units"] == b["units"] == 8 and min(a["laplace_term"]) > 1
