@@ -160,6 +160,17 @@ def _map(layer, h):
     return torch.nn.functional.linear(h, layer.weight, layer.bias)
 
 
+def _padded_consumer(kind: str, layer: str):
+    """A network, the layer reading ``layer`` (a convolution given padding, so that the border
+    positions count), its module, its position in the ops and ``layer``'s width."""
+    net = _network(kind)
+    consumer = net.next_layer(layer)
+    target = net.layers[consumer]
+    if target.weight.dim() == 4:
+        target.padding = (1, 1)  # the border positions of a padded convolution
+    return net, consumer, target, net.op_index(consumer), net.width(layer)
+
+
 @pytest.mark.parametrize(
     "kind, layer", [("mlp", "fc1"), ("mlp", "fc2"), ("conv", "conv1"), ("conv", "conv2")]
 )
@@ -167,12 +178,7 @@ def test_a_proposal_is_evaluated_as_the_rewired_network_computes_it(kind, layer)
     """A proposal adds the consumer's map of the reconstruction residual to the cached map
     (MergeMoves._change) instead of re-wiring and running the consumer: it must give what the
     re-wired consumer gives, for Linear, flatten and convolution consumers (padding included)."""
-    net = _network(kind)
-    consumer = net.next_layer(layer)
-    target = net.layers[consumer]
-    if target.weight.dim() == 4:
-        target.padding = (1, 1)  # the border positions of a padded convolution
-    start, width = net.op_index(consumer), net.width(layer)
+    net, consumer, target, start, width = _padded_consumer(kind, layer)
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
         h = net.run_ops(_inputs(net, 64), stop=start)
@@ -583,12 +589,7 @@ def test_a_group_proposal_is_what_the_rewired_consumer_computes(kind, layer):
     included) and the Linear after a Flatten (several values per unit)."""
     from bayesprune.inference.merge import rewire_jointly
 
-    net = _network(kind)
-    consumer = net.next_layer(layer)
-    target = net.layers[consumer]
-    if target.weight.dim() == 4:
-        target.padding = (1, 1)  # the border positions of a padded convolution
-    start, width = net.op_index(consumer), net.width(layer)
+    net, consumer, target, start, width = _padded_consumer(kind, layer)
     gen = torch.Generator().manual_seed(3)
     group = torch.tensor([1, width - 1])
     kept = torch.tensor([u for u in range(width) if u not in group.tolist()] + [width])
