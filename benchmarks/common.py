@@ -367,6 +367,9 @@ def render_readme() -> None:
         if path.stem.startswith("laplace_price"):
             lines += render_laplace_price(path.stem, result)
             continue
+        if path.stem == "probe_laplace_first_layer":
+            lines += render_probe_laplace(path.stem, result)
+            continue
         if "matrix_summary" in result:
             lines += render_matrix_summary(path.stem, result)
             continue
@@ -897,11 +900,11 @@ def render_laplace_price(name: str, result: dict) -> list[str]:
         "unit the shipped price's size term ½ n C (Eq. (4s)) and the Laplace term ½ Σ_k ln(1 + "
         "N σ₁² E[δ²] λ_k/τ) over the eigenvalues λ_k of the layer's input second moments "
         "(nats before tempering; 10% / 50% / 90% over the units); participation ratio "
-        "(Σλ)²/Σλ² of the inputs.",
+        "(Σλ)²/Σλ² of the inputs; the weights' term ‖μ‖²/(2σ₁²) both prices share, and σ₁².",
         "",
         "| cell | seed | widths | error (%) | fan-in | participation ratio | ½ n C "
-        "| Laplace term | Laplace / ½ n C |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Laplace term | Laplace / ½ n C | ‖μ‖²/(2σ₁²) | σ₁² |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lap = " / ".join(f"{v:.0f}" for v in r["laplace_term"])
@@ -909,7 +912,25 @@ def render_laplace_price(name: str, result: dict) -> list[str]:
         lines.append(
             f"| {r['case']} | {r['seed']} | {'-'.join(map(str, r['widths']))} "
             f"| {100 * r['test_error']:.2f} | {r['fan_in']} | {r['participation_ratio']:.1f} "
-            f"| {r['shipped_size_term']:.0f} | {lap} | {ratio} |"
+            f"| {r['shipped_size_term']:.0f} | {lap} | {ratio} | "
+            + (" / ".join(f"{v:.0f}" for v in r["weight_term"]) if "weight_term" in r else "-")
+            + f" | {r['slab_var']:.2e} |"
+        )
+    return lines + [""]
+
+
+def render_probe_laplace(name: str, result: dict) -> list[str]:
+    """The Laplace first-layer price probe (docs/method.md §6zc): widths and errors."""
+    lines = [f"## {name}", "", f"Commit {result['commit']}; {result['what']}", "",
+             "| price | cell | seed | widths | error (%) | default: widths, error (%) "
+             "| dense (%) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in result["runs"]:
+        d = result["defaults_for_comparison"][r["case"]]
+        lines.append(
+            f"| {r['price']} | {r['case']} | {r['seed']} | {'-'.join(map(str, r['widths']))} "
+            f"| {100 * r['test_error']:.2f} | {'-'.join(map(str, d['widths']))}, "
+            f"{100 * d['test_error']:.2f} | {100 * d['dense']:.2f} |"
         )
     return lines + [""]
 

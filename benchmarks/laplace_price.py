@@ -16,7 +16,8 @@ the first layer, over the cell's training examples:
   eigen-directions (the ‖μ‖² term is the same in both and left out);
 
 and the inputs' participation ratio (Σλ)² / Σλ², a count of the directions that carry their
-variance. Nats before tempering; medians and 10% / 90% quantiles over the live units.
+variance; and the term both prices share, ‖μ_s‖²/(2σ₁²), whose σ₁² the hyper-prior (5) refers to
+1/fan-in. Nats before tempering; medians and 10% / 90% quantiles over the live units.
 
 Usage: ``.venv/bin/python benchmarks/laplace_price.py [--cells ...] [--seed 0] [--jobs 2]``;
 writes ``results/laplace_price.json`` and its table in ``README.md``. One thread per run.
@@ -81,6 +82,9 @@ def unit_prices(net, guide, hyper, x, chunk: int = 1000) -> dict:
     size = 0.5 * moments.shape[0] * (math.log(1 / rho) + rho - 1)
     scale = n_examples * slab_var / tau
     laplace = 0.5 * torch.log1p(scale * fisher.unsqueeze(-1) * lam.unsqueeze(0)).sum(-1)
+    layer = net.layers[LAYER]
+    with torch.no_grad():
+        sq = layer.weight.double().flatten(1).pow(2).sum(1) + layer.bias.double().pow(2)
     return {
         "units": int(fisher.numel()),
         "fan_in": int(moments.shape[0] - 1),
@@ -88,6 +92,7 @@ def unit_prices(net, guide, hyper, x, chunk: int = 1000) -> dict:
         "shipped_size_term": size,
         "laplace_term": quantiles(laplace),
         "ratio": quantiles(laplace / size),
+        "weight_term": quantiles(sq / (2 * slab_var)),
         "slab_var": slab_var,
         "temperature": tau,
     }
