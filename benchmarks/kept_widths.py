@@ -51,16 +51,14 @@ def refit_error(case: str, seed: int, recorded: dict, overrides: dict) -> float:
 
     import torch
     import torch.nn.functional as F
-    from robustness_matrix import cell_network, training_data, training_settings
+    from robustness_matrix import cell_config, cell_network, training_data
 
-    from bayesprune.config import TrainConfig, evidence_window
+    from bayesprune.config import evidence_window
     from bayesprune.inference.trainer import Trainer
     from bayesprune.loop import batches, evaluate
 
     torch.set_num_threads(1)
-    spec, data = CASES[case], cell_data(case)
-    subset = spec.get("train_subset")
-    config = TrainConfig(seed=seed, train_subset=subset, **{**training_settings(case), **overrides})
+    data, config = cell_data(case), cell_config(case, seed, overrides)
     trainer = Trainer(cell_network(case, seed, data), data, config)
     summary = trainer.fit(progress=False)
     if summary["widths"] != recorded["widths"] or summary["test_error"] != recorded["test_error"]:

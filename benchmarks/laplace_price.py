@@ -26,7 +26,6 @@ writes ``results/laplace_price.json`` and its table in ``README.md``. One thread
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -36,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import commit, cpu_model, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
     CASES,
+    cell_config,
     cell_data,
     cell_network,
     training_data,
-    training_settings,
 )
 
 CELLS = ["mlp-n10k", "out-mlp-rgb32-n10k", "out-mlp-rgb32-noise-n10k"]
@@ -58,28 +57,29 @@ def unit_prices(net, guide, hyper, x, chunk: int = 1000) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from bayesprune.models.distributions import point_mass_structured_kl
+
     start = net.op_index(LAYER)
     n_examples = len(x)
-    moments, fisher = None, None
+    moments, fisher = 0.0, 0.0
     gen = torch.Generator().manual_seed(0)
     for i in range(0, n_examples, chunk):
         with torch.no_grad():
             h = net.run_ops(x[i : i + chunk].reshape(-1, *net.in_shape), stop=start).flatten(1)
             h1 = torch.cat([h, torch.ones(len(h), 1)], 1).double()
-            part = h1.T @ h1
-            moments = part if moments is None else moments + part
+            moments = moments + h1.T @ h1
         z = net.map(LAYER, h).detach().requires_grad_(True)
         logits = net.run_ops(net.activate(LAYER, z, None, pool=False), start=start + 1)
         drawn = torch.multinomial(torch.softmax(logits.detach(), -1), 1, generator=gen)
         loss = F.cross_entropy(logits, drawn.squeeze(-1), reduction="sum")
         (delta,) = torch.autograd.grad(loss, z)
-        part = delta.double().pow(2).sum(0)
-        fisher = part if fisher is None else fisher + part
+        fisher = fisher + delta.double().pow(2).sum(0)
     moments, fisher = moments / n_examples, fisher / n_examples
     lam = torch.linalg.eigvalsh(moments).clamp(min=0)
     slab_var = float(guide.slab_var(LAYER))
     tau, rho = hyper.temperature, hyper.rho
-    size = 0.5 * moments.shape[0] * (math.log(1 / rho) + rho - 1)
+    zero = torch.zeros((), dtype=torch.float64)  # ½ n C: Eq. (4s)'s KL at μ = 0
+    size = float(point_mass_structured_kl(zero, slab_var, rho, moments.shape[0]))
     scale = n_examples * slab_var / tau
     laplace = 0.5 * torch.log1p(scale * fisher.unsqueeze(-1) * lam.unsqueeze(0)).sum(-1)
     layer = net.layers[LAYER]
@@ -101,14 +101,11 @@ def unit_prices(net, guide, hyper, x, chunk: int = 1000) -> dict:
 def run(case: str, seed: int) -> dict:
     import torch
 
-    from bayesprune.config import TrainConfig
     from bayesprune.inference.trainer import Trainer
 
     torch.set_num_threads(1)
     data = cell_data(case)
-    config = TrainConfig(seed=seed, train_subset=CASES[case].get("train_subset"),
-                         **training_settings(case))  # fmt: skip
-    trainer = Trainer(cell_network(case, seed, data), data, config)
+    trainer = Trainer(cell_network(case, seed, data), data, cell_config(case, seed))
     summary = trainer.fit(progress=False)
     train = training_data(case, seed, data)
     trainer.net.eval()

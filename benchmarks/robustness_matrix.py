@@ -342,19 +342,24 @@ def training_settings(case: str) -> dict:
     return spec
 
 
+def cell_config(case: str, seed: int, overrides: dict | None = None):
+    """The cell's TrainConfig for ``seed``, with ``overrides`` (a run's ``--set``) applied."""
+    from bayesprune.config import TrainConfig
+
+    subset = CASES[case].get("train_subset")
+    config = TrainConfig(seed=seed, train_subset=subset, **training_settings(case))
+    return replace(config, **(overrides or {}))
+
+
 def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
     """Train dense (if asked) and bayesprune for one cell; return their summaries."""
     import torch
 
-    from bayesprune.config import TrainConfig
     from bayesprune.inference.trainer import Trainer
 
     torch.set_num_threads(1)
-    spec = CASES[case]
     data = cell_data(case)
-    subset = spec.get("train_subset")
-    config = TrainConfig(seed=seed, train_subset=subset, **training_settings(case))
-    config = replace(config, **overrides)
+    config = cell_config(case, seed, overrides)
 
     out = {"case": case, "seed": seed, "overrides": overrides}
     if dense:
