@@ -18,7 +18,7 @@ from bayesprune.runs import RunError, atomic_write_text, read_config
 def dense_network(run_dir: Path, record: dict) -> torch.nn.Sequential:
     """The dense network the run started from (same architecture, starting widths; fresh
     weights: the timing does not depend on their values)."""
-    from bayesprune.models.network import build_network
+    from bayesprune.models.network import GatedNet, build_network
 
     config = read_config(run_dir)
     run = config.get("run") or {}
@@ -27,13 +27,23 @@ def dense_network(run_dir: Path, record: dict) -> torch.nn.Sequential:
         initial = summary["initial_widths"]
     except (OSError, ValueError, KeyError, TypeError):
         raise RunError(f"{run_dir} has no finished summary.json: bench a finished run") from None
-    if "arch" not in run:
-        raise RunError(f"{run_dir}/config.json does not record the architecture (an old run)")
     in_shape, num_classes = record["in_shape"], record["layers"][-1]["out"]
-    if run["arch"] == "mlp":
+    if config.get("initial_spec") is not None:  # the starting network as the run recorded it
+        try:
+            net = GatedNet.from_spec(config["initial_spec"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunError(f"{run_dir}/config.json: unreadable initial_spec ({err})") from None
+    elif "arch" not in run:
+        raise RunError(
+            f"{run_dir}/config.json records neither the starting network nor the architecture "
+            "(a run made before bayesprune recorded them)"
+        )
+    elif run["arch"] == "mlp":
         net = build_network("mlp", in_shape, num_classes, initial)
-    else:
-        net = build_network(run["arch"], in_shape, num_classes, None, run.get("width_mult", 1.0))
+    else:  # runs before initial_spec: the CLI's own settings
+        net = build_network(
+            run["arch"], in_shape, num_classes, run.get("widths"), run.get("width_mult", 1.0)
+        )
     if list(net.widths) != list(initial):
         raise RunError(f"cannot rebuild the starting network of {run_dir} ({initial})")
     return net.to_sequential().eval()

@@ -489,6 +489,38 @@ def _model_path(run_dir: str) -> Path:
     return path
 
 
+EXPORTS = "exports.json"  # in a run directory: SHA-256 of each export written to its default name
+
+
+def _sha256(path: Path) -> str:
+    from bayesprune.data import file_records
+
+    return file_records([path])[0]["sha256"]
+
+
+def _earlier_export(path: Path) -> bool:
+    """Whether ``path`` (a default export name in a run directory) is, byte for byte, the file
+    an earlier ``bayesprune export`` wrote there."""
+    try:
+        record = json.loads((path.parent / EXPORTS).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get(path.name) == _sha256(path)
+
+
+def _record_export(path: Path) -> None:
+    from bayesprune.runs import atomic_write_text
+
+    try:
+        record = json.loads((path.parent / EXPORTS).read_text())
+    except (OSError, ValueError):
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    record[path.name] = _sha256(path)
+    atomic_write_text(path.parent / EXPORTS, json.dumps(record, indent=2) + "\n")
+
+
 def export(args) -> int:
     from bayesprune.export import ExportError, export_model, load_model_record
 
@@ -505,11 +537,18 @@ def export(args) -> int:
     # an earlier export of this format to its default place is replaced; any other file is not
     if out.exists() and out.resolve() != default.resolve():
         raise UsageError(f"--out {out} exists; choose a new file (nothing was overwritten)")
+    if out.exists() and not _earlier_export(out):
+        raise UsageError(
+            f"{out} exists and is not an export this run's `bayesprune export` wrote (or it was "
+            "changed since); move it away or give --out (nothing was overwritten)"
+        )
     try:
         in_shape = load_model_record(model)[1]["in_shape"]
         path = export_model(model, args.format, out)
     except (ExportError, ValueError) as err:
         raise UsageError(str(err)) from None
+    if path.resolve() == default.resolve():
+        _record_export(path)
     shape = ", ".join(["batch", *map(str, in_shape)])
     print(
         f"bayesprune: wrote {path} ({path.stat().st_size:,} bytes); input ({shape}) float32, "

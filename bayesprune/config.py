@@ -233,8 +233,12 @@ class TrainConfig:
     def __post_init__(self):
         # a misspelt option (or None for "none") from the Python API would otherwise fall back
         # to some default without a word: the CLI's choices hold here too
+        # and so do their ranges and types (epochs=0 or lr=5 would fail deep inside a run)
         for f in fields(self):
-            _check_choice(f"TrainConfig.{f.name}", getattr(self, f.name), f.metadata)
+            value = getattr(self, f.name)
+            if f.metadata.get("type") is not None and isinstance(value, str):
+                raise ValueError(f"TrainConfig.{f.name} = {value!r} is not a number")
+            _validate(f"TrainConfig.{f.name}", value, f.metadata)
 
     def hyper(self, num_data: int | None = None) -> HyperPrior:
         """The prior settings, with τ = ``price_scale`` · :func:`temperature_for` (N) unless

@@ -351,13 +351,20 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = _CifarUnpickler(f, encoding="bytes").load()
         if not isinstance(batch, dict):
             raise TypeError(f"expected a dict, got {type(batch).__name__}")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        missing = [key.decode() for key in (b"data", b"labels") if key not in batch]
+        if missing:
+            raise KeyError(f"no {' or '.join(repr(k) for k in missing)} entry")
+        data = np.asarray(batch[b"data"])
+        if data.dtype != np.uint8:  # casting floats in [0, 1] would give zeros
+            raise TypeError(f"pixels must be uint8 bytes, got {data.dtype}")
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (
         OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
         AttributeError, IndexError, MemoryError,
     ) as err:  # fmt: skip
-        raise DataError(f"cannot read CIFAR-10 batch {path}: {err}") from err
+        reason = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        reason = (reason.strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {reason}") from err
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DataError(f"{path} is not a CIFAR-10 batch (expected N×3072 bytes and N labels)")
     _check_labels(labels, 10, path)
@@ -383,6 +390,10 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
             if data_dir
             else f"--data-dir DIR (files in DIR/{CIFAR10_FOLDER}/)"
         )
+        found = [f for f in _CIFAR10_FILES if any((c / f).is_file() for c in candidates)]
+        if found:  # a partial copy: name what is missing
+            missing = [f for f in _CIFAR10_FILES if f not in found]
+            raise DataError(f"cifar10 in {where} is incomplete: {', '.join(missing)} missing")
         raise DataError(f"cifar10 not found: put {', '.join(_CIFAR10_FILES)} in {where}")
     train = [_read_cifar_batch(folder / f) for f in _CIFAR10_FILES[:-1]]
     x_test_raw, y_test = _read_cifar_batch(folder / _CIFAR10_FILES[-1])

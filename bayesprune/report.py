@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -178,6 +179,15 @@ def inspect_run(
     :returns: the written files, by name.
     """
     run = load_run(run_dir, epoch)
+    last = run.metrics[-1].get("epoch") if run.metrics else None
+    if epoch is None and isinstance(last, int) and run.epoch < last:
+        # the last epoch's checkpoint is damaged or missing: its files are not replaced
+        print(
+            f"bayesprune: note: the checkpoint of epoch {last} cannot be read; inspecting epoch "
+            f"{run.epoch} into {Path(run_dir) / 'inspect' / f'epoch_{run.epoch:03d}'}",
+            file=sys.stderr,
+        )
+        epoch = run.epoch
     pyro.set_rng_seed(seed)
     idata = run_to_arviz(run, draws)
     out = Path(run_dir) / "inspect"

@@ -80,7 +80,16 @@ class RunWriter:
 
     def start(self, config: dict) -> None:
         """Create the directory, write ``config.json``, empty record files and a ``running``
-        ``summary.json``."""
+        ``summary.json``.
+
+        :raises RunError: the directory exists and is not empty (another run's files would be
+            mixed with this one's, or replaced); nothing is written.
+        """
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise RunError(
+                f"{self.path} exists and is not an empty directory: a new run needs a new or "
+                "empty one (nothing was written)"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / "config.json", json.dumps(config, indent=2) + "\n")
         atomic_write_text(self.path / "metrics.jsonl", "")
@@ -203,8 +212,10 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
     errors = []
     for ckpt in candidates:
         try:
-            saved, guide = _load_guide(ckpt, config)
+            saved, guide = _load_guide(ckpt, config, raw)
             break
+        except ForeignCheckpoint:
+            raise
         except RunError as err:
             errors.append(str(err))
     else:
@@ -234,8 +245,39 @@ def read_config(run_dir: Path) -> dict:
     return _read_json(Path(run_dir) / "config.json", dict)
 
 
+class ForeignCheckpoint(RunError):
+    """A readable checkpoint of another run (never skipped like a damaged one)."""
+
+
+def check_checkpoint(state: dict, config: dict, ckpt: Path) -> None:
+    """Refuse (:class:`ForeignCheckpoint`) a checkpoint that another run wrote.
+
+    Runs record a ``run_id`` in ``config.json`` and in every checkpoint; for runs made before
+    it, the architecture recorded under ``run`` must be the checkpoint's.
+    """
+    run_id = config.get("run_id")
+    if run_id is not None:
+        if state.get("run_id") != run_id:
+            raise ForeignCheckpoint(
+                f"{ckpt} belongs to another run (its run id is not the one in config.json); "
+                "nothing was changed"
+            )
+        return
+    arch = (config.get("run") or {}).get("arch")
+    spec = state.get("net_spec")
+    found = spec.get("arch") if isinstance(spec, dict) else None
+    if arch is not None and found is not None and found != arch:
+        raise ForeignCheckpoint(
+            f"{ckpt} holds a {found} network but the run trains a {arch}; nothing was changed"
+        )
+
+
 def latest_state(run_dir: Path) -> tuple[dict, Path]:
-    """The newest readable full checkpoint (``last.pt`` or ``epoch_NNN.pt``, by step)."""
+    """The newest readable full checkpoint (``last.pt`` or ``epoch_NNN.pt``, by step).
+
+    :raises ForeignCheckpoint: one of them belongs to another run.
+    """
+    config = read_config(Path(run_dir))
     folder = Path(run_dir) / "checkpoints"
     best, errors = None, []
     for ckpt in [folder / "last.pt", *sorted(folder.glob("epoch_*.pt"))]:
@@ -243,6 +285,9 @@ def latest_state(run_dir: Path) -> tuple[dict, Path]:
             continue
         try:
             state = load_checkpoint(ckpt)
+            check_checkpoint(state, config, ckpt)
+        except ForeignCheckpoint:
+            raise
         except RunError as err:
             errors.append(str(err))
             continue
@@ -275,8 +320,9 @@ def load_checkpoint(ckpt: Path) -> dict:
     return saved
 
 
-def _load_guide(ckpt: Path, config: TrainConfig) -> tuple[dict, GateGuide]:
+def _load_guide(ckpt: Path, config: TrainConfig, raw: dict) -> tuple[dict, GateGuide]:
     saved = load_checkpoint(ckpt)
+    check_checkpoint(saved, raw, ckpt)
     try:
         net = GatedNet.from_spec(saved["net_spec"])
         guide = GateGuide(net, config.hyper(), weights=config.weights, posterior=config.posterior)

@@ -80,6 +80,23 @@ def test_cifar10_missing_or_corrupt_is_a_data_error(tmp_path, fake_cifar10):
         load_dataset("cifar10", fake_cifar10)
 
 
+def test_cifar10_batches_that_are_not_cifars_bytes_say_what_is_wrong(fake_cifar10):
+    import pickle
+
+    folder = fake_cifar10 / "cifar-10-batches-py"
+    (folder / "data_batch_2").unlink()
+    with pytest.raises(DataError, match="incomplete: data_batch_2 missing"):
+        load_dataset("cifar10", fake_cifar10)
+    for name, batch, message in (
+        ("data_batch_2", {b"data": np.zeros((4, 3072), np.float32), b"labels": [0] * 4}, "uint8"),
+        ("data_batch_2", {b"data": np.zeros((4, 3072), np.uint8)}, "no 'labels' entry"),
+    ):
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+        with pytest.raises(DataError, match=message):  # floats in [0, 1] are not cast to 0
+            load_dataset("cifar10", fake_cifar10)
+
+
 def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
     fill = torch.tensor([-1.0, -2.0, -3.0])
     augment = RandomCropFlip(4, fill)

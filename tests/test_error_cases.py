@@ -1,6 +1,7 @@
 """Every mistake in issue 11's list: one line on stderr, exit 2, nothing already written lost."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -214,6 +215,24 @@ def test_a_python_config_with_a_value_outside_its_choices_is_refused(setting):
     TrainConfig(window_cap="none", estimator="exact", release="together")  # valid values pass
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [({"epochs": 0}, "positive"), ({"batch_size": -1}, "positive"), ({"lr": 5}, "(0, 1]"),
+     ({"epochs": "2"}, "not a number"), ({"theta_transit": 1.5}, "theta_transit")],
+)  # fmt: skip
+def test_a_python_config_out_of_range_is_refused_where_it_is_made(setting, message):
+    # TrainConfig(epochs=0) used to fail deep inside fit with a ZeroDivisionError
+    from bayesprune.config import TrainConfig
+    from bayesprune.models.network import GatedMLP
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**setting)
+    TrainConfig(epochs=1, batch_size=7, lr=1.0, temperature=None)  # edges inside pass
+    with pytest.raises(ValueError, match="positive integers"):
+        GatedMLP(784, (10.5,), 10)  # not silently 10 units
+    assert GatedMLP(784, (10.0,), 10).widths == [10]
+
+
 # --- found by a new-user review (session of 2026-12-03, eighth) --------------------------------
 
 
@@ -292,6 +311,93 @@ def test_export_never_overwrites_a_file_it_did_not_write(finished, tmp_path, cap
         assert main(["export", str(run), "--format", "onnx"]) == 0
 
 
+def test_a_checkpoint_of_another_run_is_refused_and_nothing_changes(finished, tmp_path, capsys):
+    # a user copies a checkpoint between run directories: --resume and inspect must not train
+    # or draw the other run's network under this run's name
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(finished, run)
+    assert main(["train", *QUICK, "--no-report", "--out", str(other)]) == 0
+    capsys.readouterr()
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    shutil.copy(other / "checkpoints" / "epoch_001.pt", run / "checkpoints" / "last.pt")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 2
+    assert "belongs to another run" in _one_line(capsys)
+    (run / "checkpoints" / "last.pt").unlink()
+    del before[run / "checkpoints" / "last.pt"]
+    shutil.copy(other / "checkpoints" / "epoch_001.pt", run / "checkpoints" / "epoch_002.pt")
+    foreign = run / "checkpoints" / "epoch_002.pt"
+    before[foreign] = foreign.read_bytes()
+    assert main(["inspect", str(run), "--draws", "20"]) == 2
+    assert "belongs to another run" in _one_line(capsys)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_trainer_never_writes_into_another_runs_directory(finished, tmp_path):
+    # the Python API's Trainer(out=...) refuses a non-empty directory, as the CLI does
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import load_dataset
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import GatedMLP
+    from bayesprune.runs import RunError
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    data = load_dataset("teacher")
+    net = GatedMLP(data.in_features, (4, 3), data.num_classes)
+    trainer = Trainer(net, data, TrainConfig(epochs=1, train_subset=500), out=run)
+    with pytest.raises(RunError, match="not an empty directory"):
+        trainer.fit(progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_bench_rebuilds_the_starting_network_of_any_run(tmp_path, capsys):
+    # a LeNet-5 with its own --widths, and a network built in Python: both recorded in
+    # config.json's initial_spec, so bench compares against the network each run started from
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import load_dataset
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import GatedNet
+
+    _fake_mnist(tmp_path)
+    lenet = tmp_path / "lenet"
+    args = ["train", "--arch", "lenet5", "--widths", "3,4,8", "--epochs", "1", "--no-progress"]
+    args += ["--no-report", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(lenet)]
+    assert main(args) == 0
+    data = load_dataset("teacher")
+    plan = [("fc", 7), ("fc", 5), ("fc", 3)]
+    api = tmp_path / "api"
+    net = GatedNet(data.in_shape, plan, data.num_classes)
+    Trainer(net, data, TrainConfig(epochs=1, train_subset=500), out=api).fit(progress=False)
+    capsys.readouterr()
+    for run, widths in ((lenet, [3, 4, 8]), (api, [7, 5, 3])):
+        assert main(["bench", str(run), "--batch", "1", "--threads", "1"]) == 0, capsys.readouterr()
+        bench = json.loads((run / "bench.json").read_text())
+        config = json.loads((run / "config.json").read_text())
+        plan = config["initial_spec"]["plan"]
+        assert [step[1] for step in plan if step[0] in ("conv", "fc")] == widths
+        summary = json.loads((run / "summary.json").read_text())
+        assert bench["dense"]["params"] == summary["weights_total"]
+
+
+def test_export_replaces_only_its_own_earlier_file(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "model.safetensors").write_bytes(b"my notes")
+    assert main(["export", str(run), "--format", "safetensors"]) == 2
+    assert "not an export" in _one_line(capsys)
+    assert (run / "model.safetensors").read_bytes() == b"my notes"
+    (run / "model.safetensors").unlink()
+    assert main(["export", str(run), "--format", "safetensors"]) == 0  # a fresh export
+    assert main(["export", str(run), "--format", "safetensors"]) == 0  # replaces its own
+    capsys.readouterr()
+    (run / "model.safetensors").write_bytes(b"edited since")
+    assert main(["export", str(run), "--format", "safetensors"]) == 2
+    assert "not an export" in _one_line(capsys)
+    assert (run / "model.safetensors").read_bytes() == b"edited since"
+
+
 def test_bench_of_a_model_pt_that_is_not_ours_is_one_line(finished, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
@@ -310,6 +416,20 @@ def test_inspect_of_an_earlier_epoch_leaves_the_final_files(finished, tmp_path, 
     assert {p: p.read_bytes() for p in final} == final
     assert (run / "inspect" / "epoch_001" / "posterior.nc").stat().st_size > 0
     assert (run / "inspect" / "epoch_001" / "training.png").stat().st_size > 0
+
+
+def test_inspect_past_a_damaged_last_checkpoint_says_so_and_keeps_the_final_files(
+    finished, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "checkpoints" / "epoch_002.pt").write_bytes(b"torn")
+    final = {p: p.read_bytes() for p in [run / "training.png", *(run / "inspect").glob("*")]}
+    assert main(["inspect", str(run), "--draws", "20"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the checkpoint of epoch 2 cannot be read; inspecting epoch 1" in err
+    assert {p: p.read_bytes() for p in final} == final
+    assert (run / "inspect" / "epoch_001" / "posterior.nc").stat().st_size > 0
 
 
 def test_a_run_records_how_its_inputs_were_normalised(tmp_path, capsys):

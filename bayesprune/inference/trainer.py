@@ -7,6 +7,7 @@ import random
 import signal
 import threading
 import time
+import uuid
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -144,6 +145,10 @@ class Trainer:
         if config.producer_price == "expected" and vertex_pricing_applies(self.guide):
             self.elbo.vertex = self.heading_for  # Eq. (10e)
         self.initial_widths = list(net.widths)
+        self.initial_spec = net.spec()  # the starting network (config.json: bench rebuilds it)
+        # names this run in config.json and its checkpoints, so that a checkpoint of another
+        # run is refused (os.urandom: the run's random streams are untouched)
+        self.run_id = uuid.uuid4().hex
         plain = net.to_sequential()
         self.initial = {
             "weights": count_weights(net),
@@ -605,6 +610,8 @@ class Trainer:
             "check_every": self.check_every,
             "patience": self.condition.patience,
             "run": run or {},
+            "run_id": self.run_id,
+            "initial_spec": self.initial_spec,
             "data": {
                 "name": self.data.name,
                 "source": self.data.meta.get("source"),
@@ -654,6 +661,7 @@ class Trainer:
         """
         np_state = np.random.get_state()
         return {
+            "run_id": self.run_id,
             "epoch": self.epoch,
             "position": self.position,
             "perm": self.perm if self.position else None,
@@ -680,6 +688,7 @@ class Trainer:
                 "prune_events": self.prune_events,
                 "merge_tests": None if self.merges is None else dict(self.merges.tests),
                 "initial_widths": self.initial_widths,
+                "initial_spec": self.initial_spec,
                 "initial": self.initial,
                 "wall": self.wall + time.perf_counter() - self.clock_start,
                 "bookkeeping": self.bookkeeping,
@@ -721,6 +730,8 @@ class Trainer:
         if self.merges is not None:  # checkpoints before the per-unit tests: none counted
             self.merges.tests = dict(t.get("merge_tests") or {})
         self.initial_widths, self.initial = t["initial_widths"], t["initial"]
+        self.initial_spec = t.get("initial_spec")  # None in checkpoints before it was kept
+        self.run_id = state.get("run_id")
         self.wall, self.bookkeeping = t["wall"], t["bookkeeping"]
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])

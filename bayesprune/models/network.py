@@ -531,7 +531,7 @@ class GatedMLP(GatedNet):
     def __init__(
         self, in_features: int, widths: tuple[int, ...], out_features: int, init: str = "kaiming"
     ):
-        if not widths or any(int(w) < 1 for w in widths):
+        if not widths or any(int(w) != w or w < 1 for w in widths):  # 10.5 is not silently 10
             raise ValueError(f"hidden widths must be positive integers, got {widths}")
         plan = [("fc", int(w)) for w in widths]
         super().__init__((int(in_features),), plan, out_features, init=init)
