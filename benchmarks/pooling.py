@@ -101,4 +101,10 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    # no options; --help prints what the script measures instead of running it
+    argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     main()

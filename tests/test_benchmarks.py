@@ -602,3 +602,17 @@ def test_laplace_price_ignores_how_the_inputs_are_written_down():
     assert b["shipped_size_term"] == pytest.approx(49 / 17 * a["shipped_size_term"])
     assert b["laplace_term"] == pytest.approx(a["laplace_term"], rel=1e-3)
     assert a["units"] == b["units"] == 8 and min(a["laplace_term"]) > 1
+
+
+def test_every_benchmark_script_parses_its_command_line_before_it_runs():
+    # `benchmarks/X.py --help` must print usage, not start a run that overwrites X's results
+    # (pooling.py and training_cost.py did); a script parses arguments itself or through
+    # common.fashion_mnist_main
+    scripts = sorted(p for p in BENCHMARKS.glob("*.py") if p.name != "common.py")
+    assert len(scripts) > 20
+    silent = [
+        p.name
+        for p in scripts
+        if "ArgumentParser" not in (text := p.read_text()) and "fashion_mnist_main(" not in text
+    ]
+    assert silent == []
