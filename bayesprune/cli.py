@@ -410,6 +410,13 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
             f"{100 * summary['test_error']:.2f}%; run directory {out}",
             file=sys.stderr,
         )
+        if summary.get("removed_at_end"):  # why the last epoch's line shows more units
+            gone = ", ".join(f"{k} in {name}" for name, k in summary["removed_at_end"].items())
+            print(
+                f"bayesprune: units found collapsed (θ = 0) at the last pruning check were "
+                f"removed after the last epoch's line ({gone})",
+                file=sys.stderr,
+            )
     if summary.get("note"):
         print(f"bayesprune: note: {summary['note']}", file=sys.stderr)
     if summary["status"] != "finished":

@@ -473,7 +473,7 @@ def fit_distributed(
     # the data and the optimisers' moments stay on the process's device, where the rest
     # (removal, evaluation, export) runs
     trainer.guide.to(trainer.device)
-    trainer.remove_collapsed()
+    trainer.removed_at_end = trainer.remove_collapsed()
     ended = module.ended if module.ended is not None else time.perf_counter()
     started = module.started if module.started is not None else start
     wall = trainer.wall + ended - started - trainer.bookkeeping

@@ -452,3 +452,29 @@ def test_a_run_records_how_its_inputs_were_normalised(tmp_path, capsys):
         assert main(["export", str(out), "--format", "safetensors"]) == 0
         err = capsys.readouterr().err
         assert "input (batch, 784) float32" in err and "data.normalisation" in err
+
+
+def test_units_removed_after_the_last_epochs_line_are_counted_and_named(
+    tmp_path, capsys, monkeypatch
+):
+    # units found collapsed at the last check leave after the last epoch's record: summary.json
+    # says how many, so its widths and metrics.jsonl's last line add up, and the CLI says so
+    from bayesprune.inference.trainer import Trainer
+
+    end_epoch = Trainer.end_epoch
+
+    def collapse_one_at_the_end(self, *args, **kwargs):
+        end_epoch(self, *args, **kwargs)
+        if self.epoch == self.config.epochs:  # as if the last check had found fc1's unit 0
+            gone = torch.zeros(self.net.width("fc1"), dtype=torch.bool)
+            gone[0] = True
+            self.collapsed, self.collapsed_step = {"fc1": gone}, self.step
+
+    monkeypatch.setattr(Trainer, "end_epoch", collapse_one_at_the_end)
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--no-report", "--threads", "1", "--out", str(out)]) == 0
+    assert "removed after the last epoch's line (1 in fc1)" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert summary["removed_at_end"] == {"fc1": 1}
+    assert [w + k for w, k in zip(summary["widths"], (1, 0), strict=True)] == last["widths"]

@@ -157,6 +157,7 @@ class Trainer:
         }
         self.history: list[dict] = []
         self.prune_events: list[dict] = []
+        self.removed_at_end: dict[str, int] = {}  # per layer, by the last removal (fit's end)
         self.step = 0
         self.status, self.status_reason = "finished", None
         labels = torch.bincount(self.data.y_train, minlength=self.data.num_classes).double()
@@ -431,11 +432,15 @@ class Trainer:
                 out[name] = evidence.detach() <= 0
         return out
 
-    def remove_collapsed(self) -> None:
-        """Physically remove the collapsed units (:meth:`GateGuide.remove_units`)."""
+    def remove_collapsed(self) -> dict[str, int]:
+        """Physically remove the collapsed units (:meth:`GateGuide.remove_units`); return how
+        many left each layer."""
+        removed = {}
         for name, collapsed in self.collapsed.items():
+            removed[name] = int(collapsed.sum())
             self.remove(name, collapsed, self.collapsed_step)
         self.collapsed = {}
+        return {name: k for name, k in removed.items() if k}
 
     def remove(self, name: str, gone: torch.Tensor, collapsed_step, **record) -> None:
         """Remove the units of layer ``name`` marked in the bool mask ``gone`` physically, with
@@ -515,7 +520,10 @@ class Trainer:
                     break
                 self.end_epoch(steps, bar)
             bar.close()
-            self.remove_collapsed()
+            # units found collapsed at the last pruning check (removed at the next one) leave
+            # now: after the last epoch's record, so summary.json's widths can be below
+            # metrics.jsonl's last ones
+            self.removed_at_end = self.remove_collapsed()
         wall = self.wall + time.perf_counter() - start - self.bookkeeping
         return self.finish(wall, self.step_seconds(), self.bookkeeping)
 
@@ -893,6 +901,7 @@ class Trainer:
             step_seconds_full_width=step_seconds,
         )
         summary["prune_events"] = self.prune_events
+        summary["removed_at_end"] = self.removed_at_end
         summary["total_steps"] = self.total_steps
         summary["status"] = self.status
         summary["status_reason"] = self.status_reason
