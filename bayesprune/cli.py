@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch",
         default="mlp",
         choices=ARCHS,
-        help="mlp (LeNet-300-100 by default), lenet5 (LeNet-5-Caffe) or vgg16 (CIFAR VGG16-BN)",
+        help="mlp (LeNet-300-100 by default), lenet5 (LeNet-5-Caffe) or vgg16 (CIFAR VGG16-BN, "
+        "32×32 images) (default: mlp)",
     )
     t.add_argument(
         "--widths",
@@ -103,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(t)  # one flag per TrainConfig field, with its help and choices
     t.add_argument("--init", default="kaiming", choices=INITS, help="initialisation")
     t.add_argument("--threads", type=positive(int), default=None, help="torch threads")
-    t.add_argument("--out", default=None, help="run directory (must be new or empty)")
+    t.add_argument(
+        "--out",
+        default=None,
+        help="run directory, new or empty (default: runs/DATASET-ARCH-seedSEED, with -2, -3, … "
+        "appended if it exists)",
+    )
     t.add_argument(
         "--resume",
         default=None,
@@ -226,16 +232,25 @@ def train(args) -> int:
     _device(args.device)
     out, made = _run_dir(args) if process_rank() == 0 else (None, [])  # others write nothing
     try:
+        try:
+            config = TrainConfig.from_dict(vars(args))
+        except ValueError as err:  # settings each valid alone that do not go together
+            raise UsageError(str(err)) from None
         data, net = _data_and_network(args)
     except BaseException:
         _remove_empty(made)  # made by this command a moment ago, and still empty: no trace
         raise
-    config = TrainConfig.from_dict(vars(args))
     if out is not None:
         print(
             f"bayesprune: training {args.arch} {list(net.widths)} on {data.name} -> {out}",
             file=sys.stderr,
         )
+        if config.merge == "on" and (config.weights != "point" or config.posterior == "mean-field"):
+            print(  # merges_apply: the prior's closed form (point masses, structured posterior)
+                "bayesprune: note: merge moves (Eq. (14)) need point-mass weights and the "
+                "structured or coupled posterior; this run has gates only",
+                file=sys.stderr,
+            )
         if config.estimator == "exact":  # one forward pass per unit and step: say it up front
             print(
                 f"bayesprune: note: --estimator exact runs the network twice per gated unit and "
@@ -333,6 +348,8 @@ def _distributed_device(args, batch_size: int) -> None:
     if getattr(args, "strategy", "single") != "ddp":
         if getattr(args, "devices", 1) != 1:
             raise UsageError("--devices needs --strategy ddp")
+        if getattr(args, "accelerator", "cpu") != "cpu":  # as --devices: not silently ignored
+            raise UsageError("--accelerator needs --strategy ddp (a single process: --device)")
         return
     try:
         from bayesprune.distributed import require_lightning
@@ -451,7 +468,10 @@ def resume(args, given: dict | None = None) -> int:
     run = raw.get("run") or {}
     if not isinstance(run, dict) or "dataset" not in run:
         raise UsageError(f"{out}/config.json does not say which data the run used; cannot resume")
-    config = TrainConfig.from_record(raw)
+    try:
+        config = TrainConfig.from_record(raw)
+    except ValueError as err:  # a config.json edited by hand
+        raise UsageError(f"{out}/config.json: {err}") from None
     if device is not None:
         config = replace(config, device=device)
     _distributed_device(args, config.batch_size)

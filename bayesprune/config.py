@@ -239,6 +239,8 @@ class TrainConfig:
             if f.metadata.get("type") is not None and isinstance(value, str):
                 raise ValueError(f"TrainConfig.{f.name} = {value!r} is not a number")
             _validate(f"TrainConfig.{f.name}", value, f.metadata)
+        if self.merge_groups == "on" and self.merge == "off":
+            raise ValueError("merge_groups on needs merge on (group moves are merge moves)")
 
     def hyper(self, num_data: int | None = None) -> HyperPrior:
         """The prior settings, with τ = ``price_scale`` · :func:`temperature_for` (N) unless

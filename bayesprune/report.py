@@ -88,7 +88,7 @@ def plot_theta_histogram(idata, ax) -> None:
         bins=20,
         range=(0, 1),
         stacked=True,
-        label=["present at the end", "removed (θ = 0 at removal)"],
+        label=["present at the end", "removed (θ = 0, or merged), counted at 0"],
     )
     ax.set(xlabel="θ", ylabel="units", title="gate probabilities at the end")
     ax.legend()
@@ -205,6 +205,6 @@ def inspect_run(
         widths = "-".join(str(w) for w in run.guide.net.widths)
         status = "" if run.summary is None else f", status {run.summary.get('status')}"
         print(f"{run_dir}, epoch {run.epoch}: hidden widths {widths}{status}; survivors:")
-        with pd.option_context("display.width", 120, "display.max_rows", 200):
+        with pd.option_context("display.width", 120, "display.max_rows", None):  # every survivor
             print(survivor_summary(idata))
     return files

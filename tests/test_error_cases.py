@@ -478,3 +478,43 @@ def test_units_removed_after_the_last_epochs_line_are_counted_and_named(
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert summary["removed_at_end"] == {"fc1": 1}
     assert [w + k for w, k in zip(summary["widths"], (1, 0), strict=True)] == last["widths"]
+
+
+def test_an_epochs_line_names_the_posterior_modes_widths_when_they_differ(
+    tmp_path, capsys, monkeypatch
+):
+    # a unit at θ = 0 stays in the network until the next check removes it: the epoch's errors
+    # are those of the mode without it, and the record and the line say which widths those are
+    from bayesprune.inference.trainer import Trainer
+
+    epoch_record = Trainer.epoch_record
+
+    def one_gate_at_zero_at_the_end(self, epoch, *args):
+        if epoch == self.config.epochs:
+            with torch.no_grad():
+                self.guide._storage("theta", "fc1")[0] = 0.0
+        return epoch_record(self, epoch, *args)
+
+    monkeypatch.setattr(Trainer, "epoch_record", one_gate_at_zero_at_the_end)
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--no-report", "--threads", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["widths"] == [4, 3] and last["mode_widths"] == [3, 3] == summary["widths"]
+    assert "widths [4, 3] (mode [3, 3])" in capsys.readouterr().out
+
+
+def test_option_combinations_that_would_be_ignored_are_refused_or_named(tmp_path, capsys):
+    _fake_mnist(tmp_path)
+    for args, message in (
+        ([*QUICK, "--merge-groups", "on", "--merge", "off"], "merge_groups on needs merge on"),
+        ([*QUICK, "--accelerator", "gpu"], "--accelerator needs --strategy ddp"),
+        (["--arch", "vgg16", "--dataset", "mnist", "--data-dir", str(tmp_path)], "32×32"),
+    ):
+        out = tmp_path / "refused"
+        assert main(["train", "--epochs", "1", "--out", str(out), *args]) == 2, args
+        assert message in _one_line(capsys)
+        assert not out.exists()
+    out = tmp_path / "gaussian"
+    assert main(["train", *QUICK, "--no-report", "--weights", "gaussian", "--out", str(out)]) == 0
+    assert "merge moves (Eq. (14)) need point-mass weights" in capsys.readouterr().err

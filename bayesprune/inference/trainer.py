@@ -644,6 +644,10 @@ class Trainer:
             "test_error": evaluate(det, self.data.x_test, self.data.y_test),
             "train_error": evaluate(det, self.data.x_train[:10_000], self.data.y_train[:10_000]),
             "widths": list(self.net.widths),
+            # the network the errors are of: units with θ > ½ (at least one per layer)
+            "mode_widths": [
+                max(1, int((self.guide.gate_probs(n) > 0.5).sum())) for n in self.net.gated
+            ],
             **self.unit_state(),
             "slab_var": {n: float(self.guide.slab_var(n)) for n in self.net.layers},
             "gates_binary_fraction": binary_fraction(thetas),
@@ -652,9 +656,12 @@ class Trainer:
 
     @staticmethod
     def format_record(r: dict) -> str:
+        mode = r.get("mode_widths", r["widths"])  # the test error's network, if it differs
         return (
             f"epoch {r['epoch']:3d}  data {r['data_term']:.4f}  prior {r['prior_term']:.4f}  "
-            f"test err {r['test_error']:.4f}  widths {r['widths']}  "
+            f"test err {r['test_error']:.4f}  widths {r['widths']}"
+            + (f" (mode {mode})" if mode != r["widths"] else "")
+            + "  "
             f"binary {r['gates_binary_fraction']:.3f}  {r['steps_per_second']:.0f} steps/s"
         )
 

@@ -610,4 +610,9 @@ def build_network(
         raise ValueError(f"{arch} needs image inputs (C, H, W), got shape {tuple(in_shape)}")
     if widths is not None:
         return lenet5(in_shape, num_classes, width_mult, init, tuple(widths))
+    if arch == "vgg16" and min(in_shape[1:]) < 32:  # five 2×2 poolings
+        raise ValueError(
+            f"vgg16 (CIFAR VGG16-BN, five 2×2 poolings) needs images of at least 32×32 pixels, "
+            f"got {tuple(in_shape)}; use mlp or lenet5 for 28×28 images"
+        )
     return ARCHITECTURES[arch](in_shape, num_classes, width_mult, init)
