@@ -245,12 +245,6 @@ def train(args) -> int:
             f"bayesprune: training {args.arch} {list(net.widths)} on {data.name} -> {out}",
             file=sys.stderr,
         )
-        if config.merge == "on" and (config.weights != "point" or config.posterior == "mean-field"):
-            print(  # merges_apply: the prior's closed form (point masses, structured posterior)
-                "bayesprune: note: merge moves (Eq. (14)) need point-mass weights and the "
-                "structured or coupled posterior; this run has gates only",
-                file=sys.stderr,
-            )
         if config.estimator == "exact":  # one forward pass per unit and step: say it up front
             print(
                 f"bayesprune: note: --estimator exact runs the network twice per gated unit and "
@@ -259,6 +253,12 @@ def train(args) -> int:
                 file=sys.stderr,
             )
     trainer = Trainer(net, data, config, out=out)  # (the subset was checked above)
+    if out is not None and config.merge == "on" and trainer.merges is None:  # merges_apply
+        print(
+            "bayesprune: note: no merge moves in this run (Eq. (14) needs point-mass weights "
+            "and the coupled or structured posterior): units leave only when their gates close",
+            file=sys.stderr,
+        )
     run = {k: getattr(args, k) for k in RUN_ARGS}
     return _fit(trainer, out, args, run)
 
@@ -565,9 +565,14 @@ def export(args) -> int:
     if out.exists() and out.resolve() != default.resolve():
         raise UsageError(f"--out {out} exists; choose a new file (nothing was overwritten)")
     if out.exists() and not _earlier_export(out):
+        why = (
+            "was changed since this run's `bayesprune export` wrote it, or was not written by it"
+            if (out.parent / EXPORTS).exists()
+            else "is not recorded as an export of this run (no exports.json: exports made "
+            "before bayesprune kept that record are not recognised)"
+        )
         raise UsageError(
-            f"{out} exists and is not an export this run's `bayesprune export` wrote (or it was "
-            "changed since); move it away or give --out (nothing was overwritten)"
+            f"{out} exists and {why}: move it away or give --out (nothing was overwritten)"
         )
     try:
         in_shape = load_model_record(model)[1]["in_shape"]

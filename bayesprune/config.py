@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from dataclasses import MISSING, dataclass, field, fields
 
 from bayesprune.guides.gate_guide import POSTERIORS, WEIGHTS
@@ -265,6 +266,8 @@ class TrainConfig:
         default, so ``--resume`` and ``inspect`` of an older run see the rule it trained with.
         The recorded ``temperature`` is the τ the run used, ``price_scale`` already in it."""
         values = {**PREDATING, **values}
+        if values.get("merge") == "off":  # recorded before the pair was refused: groups did nothing
+            values["merge_groups"] = "off"
         if values.get("temperature") is not None:
             values["price_scale"] = 1.0
         return cls.from_dict(values, validate=True)
@@ -295,7 +298,7 @@ def _validate(name: str, value, meta) -> None:
     _check_choice(name, value, meta)
     parse = meta.get("type")
     if parse is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):  # numpy too
             raise ValueError(f"{name} = {value!r} is not a number")
         try:
             parse(str(value))

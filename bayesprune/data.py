@@ -355,8 +355,11 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if missing:
             raise KeyError(f"no {' or '.join(repr(k) for k in missing)} entry")
         data = np.asarray(batch[b"data"])
-        if data.dtype != np.uint8:  # casting floats in [0, 1] would give zeros
-            raise TypeError(f"pixels must be uint8 bytes, got {data.dtype}")
+        if data.dtype.kind not in "ui":  # casting floats in [0, 1] to bytes would give zeros
+            raise TypeError(f"pixels must be integers 0-255 (uint8 bytes), got {data.dtype}")
+        if data.size and (data.min() < 0 or data.max() > 255):
+            raise ValueError(f"pixels must lie in 0-255, got {data.min()}-{data.max()}")
+        data = data.astype(np.uint8, copy=False)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (
         OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,

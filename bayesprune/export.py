@@ -24,13 +24,23 @@ def deterministic_network(guide: GateGuide) -> nn.Sequential:
     """
     net = copy.deepcopy(guide.net)
     for name in net.gated:
-        keep = torch.nonzero(guide.gate_probs(name) > 0.5).flatten()
+        keep = mode_units(guide, name)
         if keep.numel() == 0:  # every gate off: the layer emits zeros; keep one silent unit
             keep = keep.new_zeros(1)
             net.silence_(name, 0)
         if keep.numel() < net.width(name):
             net.remove_units_(name, keep)
     return net.to_sequential().eval()
+
+
+def mode_units(guide: GateGuide, name: str) -> torch.Tensor:
+    """The indices of layer ``name``'s units in the posterior mode (θ_s > ½)."""
+    return torch.nonzero(guide.gate_probs(name) > 0.5).flatten()
+
+
+def mode_widths(guide: GateGuide) -> list[int]:
+    """The widths of :func:`deterministic_network` (a layer with no unit keeps a silent one)."""
+    return [max(1, mode_units(guide, name).numel()) for name in guide.net.gated]
 
 
 def count_weights(module: nn.Module) -> int:

@@ -183,7 +183,8 @@ def inspect_run(
     if epoch is None and isinstance(last, int) and run.epoch < last:
         # the last epoch's checkpoint is damaged or missing: its files are not replaced
         print(
-            f"bayesprune: note: the checkpoint of epoch {last} cannot be read; inspecting epoch "
+            f"bayesprune: note: the checkpoint of epoch {last} is missing or cannot be read; "
+            f"inspecting epoch "
             f"{run.epoch} into {Path(run_dir) / 'inspect' / f'epoch_{run.epoch:03d}'}",
             file=sys.stderr,
         )

@@ -263,6 +263,11 @@ def check_checkpoint(state: dict, config: dict, ckpt: Path) -> None:
                 "nothing was changed"
             )
         return
+    if state.get("run_id") is not None:  # a run that records ids wrote it; this one records none
+        raise ForeignCheckpoint(
+            f"{ckpt} belongs to another run (it has a run id, this run's config.json none); "
+            "nothing was changed"
+        )
     arch = (config.get("run") or {}).get("arch")
     spec = state.get("net_spec")
     found = spec.get("arch") if isinstance(spec, dict) else None

@@ -95,6 +95,9 @@ def test_cifar10_batches_that_are_not_cifars_bytes_say_what_is_wrong(fake_cifar1
             pickle.dump(batch, f)
         with pytest.raises(DataError, match=message):  # floats in [0, 1] are not cast to 0
             load_dataset("cifar10", fake_cifar10)
+    with open(folder / "data_batch_2", "wb") as f:  # integers 0-255 in a wider type: bytes
+        pickle.dump({b"data": np.full((4, 3072), 255, np.int64), b"labels": [1] * 4}, f)
+    assert load_dataset("cifar10", fake_cifar10).x_train.shape[0] == 4 * 50 + 4
 
 
 def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():

@@ -386,7 +386,7 @@ def test_export_replaces_only_its_own_earlier_file(finished, tmp_path, capsys):
     shutil.copytree(finished, run)
     (run / "model.safetensors").write_bytes(b"my notes")
     assert main(["export", str(run), "--format", "safetensors"]) == 2
-    assert "not an export" in _one_line(capsys)
+    assert "is not recorded as an export of this run" in _one_line(capsys)
     assert (run / "model.safetensors").read_bytes() == b"my notes"
     (run / "model.safetensors").unlink()
     assert main(["export", str(run), "--format", "safetensors"]) == 0  # a fresh export
@@ -394,7 +394,7 @@ def test_export_replaces_only_its_own_earlier_file(finished, tmp_path, capsys):
     capsys.readouterr()
     (run / "model.safetensors").write_bytes(b"edited since")
     assert main(["export", str(run), "--format", "safetensors"]) == 2
-    assert "not an export" in _one_line(capsys)
+    assert "was changed since" in _one_line(capsys)
     assert (run / "model.safetensors").read_bytes() == b"edited since"
 
 
@@ -427,7 +427,7 @@ def test_inspect_past_a_damaged_last_checkpoint_says_so_and_keeps_the_final_file
     final = {p: p.read_bytes() for p in [run / "training.png", *(run / "inspect").glob("*")]}
     assert main(["inspect", str(run), "--draws", "20"]) == 0
     err = capsys.readouterr().err
-    assert "note: the checkpoint of epoch 2 cannot be read; inspecting epoch 1" in err
+    assert "note: the checkpoint of epoch 2 is missing or cannot be read; inspecting epoch 1" in err
     assert {p: p.read_bytes() for p in final} == final
     assert (run / "inspect" / "epoch_001" / "posterior.nc").stat().st_size > 0
 
@@ -517,4 +517,50 @@ def test_option_combinations_that_would_be_ignored_are_refused_or_named(tmp_path
         assert not out.exists()
     out = tmp_path / "gaussian"
     assert main(["train", *QUICK, "--no-report", "--weights", "gaussian", "--out", str(out)]) == 0
-    assert "merge moves (Eq. (14)) need point-mass weights" in capsys.readouterr().err
+    assert "no merge moves in this run" in capsys.readouterr().err
+
+
+def _as_before_run_ids(run):
+    """``run`` as bayesprune wrote it before run ids and initial_spec (and --merge-groups with
+    --merge off, which was accepted then and did nothing)."""
+    config = json.loads((run / "config.json").read_text())
+    for key in ("run_id", "initial_spec"):
+        del config[key]
+    config.update(merge="off", merge_groups="on")
+    (run / "config.json").write_text(json.dumps(config))
+    for ckpt in (run / "checkpoints").glob("*.pt"):
+        state = torch.load(ckpt, weights_only=True)
+        del state["run_id"]
+        del state["trainer"]["initial_spec"]
+        torch.save(state, ckpt)
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+
+
+def test_a_run_from_before_run_ids_resumes_and_is_inspected(finished, tmp_path, capsys):
+    import numpy as np
+
+    from bayesprune.config import TrainConfig
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    _as_before_run_ids(run)
+    recorded = json.loads((run / "config.json").read_text())
+    assert TrainConfig.from_record(recorded).merge_groups == "off"
+    ckpt = run / "checkpoints" / "epoch_002.pt"
+    pristine = ckpt.read_bytes()
+    state = torch.load(ckpt, weights_only=True)
+    state["run_id"] = "0" * 32  # a checkpoint of a run that records ids: not this one's
+    torch.save(state, ckpt)
+    assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 2
+    assert "belongs to another run" in _one_line(capsys)
+    del state["run_id"]
+    state["net_spec"]["arch"] = "lenet5"  # older runs: the architecture is compared
+    torch.save(state, ckpt)
+    assert main(["inspect", str(run), "--draws", "20"]) == 2
+    assert "holds a lenet5 network but the run trains a mlp" in _one_line(capsys)
+    ckpt.write_bytes(pristine)
+    assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 0
+    assert main(["inspect", str(run), "--draws", "20"]) == 0
+    capsys.readouterr()
+    # numbers from numpy (a sweep over np.arange) are numbers
+    TrainConfig(epochs=np.int64(3), batch_size=np.int32(64), lr=np.float32(1e-3))

@@ -31,6 +31,7 @@ from bayesprune.export import (
     count_flops,
     count_weights,
     deterministic_network,
+    mode_widths,
     summarize,
 )
 from bayesprune.guides.gate_guide import GateGuide
@@ -645,9 +646,7 @@ class Trainer:
             "train_error": evaluate(det, self.data.x_train[:10_000], self.data.y_train[:10_000]),
             "widths": list(self.net.widths),
             # the network the errors are of: units with θ > ½ (at least one per layer)
-            "mode_widths": [
-                max(1, int((self.guide.gate_probs(n) > 0.5).sum())) for n in self.net.gated
-            ],
+            "mode_widths": mode_widths(self.guide),
             **self.unit_state(),
             "slab_var": {n: float(self.guide.slab_var(n)) for n in self.net.layers},
             "gates_binary_fraction": binary_fraction(thetas),
