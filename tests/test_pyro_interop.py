@@ -83,3 +83,45 @@ def test_auto_guide_list_with_auto_normal_weights_and_our_gate_guide(setup):
 def test_num_particles_other_than_one_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="num_particles must be 1"):
         GatedELBO(num_particles=4)
+
+
+def test_under_a_stock_optimiser_keeping_a_unit_is_not_absorbing(setup):
+    # θ = clip(u): Adam pushes u above 1, where clip's plain gradient is 0 for good; a gradient
+    # that would lower θ must still reach u (removal, below 0, stays absorbing)
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper)
+    storage = guide._storage("theta", "fc1")
+    with torch.no_grad():
+        storage[:3] = torch.tensor([1.2, 0.5, -0.2])
+    for sign, want in ((1.0, [1.0, 1.0, 0.0]), (-1.0, [0.0, -1.0, 0.0])):
+        storage.grad = None
+        (sign * guide.gate_probs("fc1")[:3].sum()).backward()  # +: the loss falls as θ falls
+        assert storage.grad[:3].tolist() == want
+    with torch.no_grad():
+        storage.fill_(1.0)
+    # a stock optimiser on the price alone (no data): every θ must come down from above 1
+    optim = torch.optim.Adam([storage], lr=0.05)
+    for step in range(40):  # 5 steps that raise θ (u goes past 1), then 35 that lower it
+        optim.zero_grad()
+        theta = guide.gate_probs("fc1").sum()
+        (-theta if step < 5 else theta).backward()
+        optim.step()
+        if step == 4:
+            assert torch.all(storage > 1)
+    assert torch.all(guide.gate_probs("fc1") < 1)
+
+
+def test_handler_and_optimiser_refuse_what_would_fail_later(setup):
+    from bayesprune.inference import PruneMessenger
+
+    net, hyper, model, x, y = setup
+    with pytest.raises(ValueError, match="prunes every unit"):
+        PruneMessenger(net, {"fc1": torch.ones(20, dtype=torch.bool)})
+    with pytest.raises(TypeError, match="window"):
+        GateOptim({"lr": 1e-2}, {"lr": 1e-3})
+    guide = GateGuide(net, hyper, weights="gaussian", init_theta=0.7)
+    pruned = torch.zeros(20, dtype=torch.bool)
+    pruned[:3] = True
+    with PruneMessenger(net, {"fc1": pruned}), pyro.validation_enabled(False):
+        with pytest.raises(NotImplementedError, match="only point-mass weights"):
+            GatedELBO(implementation="traced").loss(model, guide, x, y, num_data=N)

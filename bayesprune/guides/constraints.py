@@ -18,9 +18,11 @@ class _ProjectedUnitInterval(constraints._Interval):
 
     - under the projected optimiser (:class:`~bayesprune.inference.ProjectedSGD`) u stays in
       [0, 1] and θ = u: the projected step of Eq. (10);
-    - under any stock optimiser (``pyro.optim.Adam``) u may leave [0, 1], θ stays a valid
-      probability, and its gradient is 0 outside: a unit pushed past 0 stays off, the absorbing
-      state of Eq. (6).
+    - under any stock optimiser (``pyro.optim.Adam``) u may leave [0, 1] and θ stays a valid
+      probability. Below 0 its gradient is 0: a unit pushed past 0 stays off, the absorbing
+      state of Eq. (6). Above 1 a gradient that would lower θ passes (one that would raise it
+      does not), so keeping a unit is not absorbing: u returns to 1 and θ moves when its
+      evidence turns.
     """
 
     def __init__(self):
@@ -30,13 +32,29 @@ class _ProjectedUnitInterval(constraints._Interval):
 projected_unit_interval = _ProjectedUnitInterval()
 
 
+class _Clip(torch.autograd.Function):
+    """clip(u, 0, 1), with the gradient 1 on [0, 1] (end points included), 0 below 0, and
+    above 1 only where it points back into [0, 1] (a descent step lowers u)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        passes = ((x >= 0.0) & (x <= 1.0)) | ((x > 1.0) & (grad > 0))
+        return grad * passes.to(grad.dtype)
+
+
 class ClipTransform(Transform):
     """θ = clip(u, 0, 1); its "inverse" is the identity on [0, 1] (values outside are clipped).
 
     Not a bijection, so only :data:`transform_to` (never ``biject_to``) knows it. The gradient is
-    1 on [0, 1] *including* the end points and 0 outside, so a gate at exactly 0 or 1 still
-    receives its evidence. (``torch.clamp``'s gradient is the same in torch 2.13/2.14; the
-    explicit mask states it whatever a torch version does at the end points.)
+    1 on [0, 1] *including* the end points, so a gate at exactly 0 or 1 still receives its
+    evidence; 0 below 0 (a removed unit stays removed); above 1 (only a stock optimiser gets
+    there) it passes where it would lower θ, so that a kept unit can still leave.
     """
 
     domain = constraints.real
@@ -47,8 +65,7 @@ class ClipTransform(Transform):
         return isinstance(other, ClipTransform)
 
     def _call(self, x):
-        inside = (x >= 0.0) & (x <= 1.0)
-        return torch.where(inside, x, x.detach().clamp(0.0, 1.0))
+        return _Clip.apply(x)
 
     def _inverse(self, y):
         return y.clamp(0.0, 1.0)

@@ -456,6 +456,12 @@ def _moments(q: dist.Distribution, value: torch.Tensor):
     base = q.base_dist if isinstance(q, dist.Independent) else q
     if isinstance(base, dist.Delta):
         return base.v, 0.0, torch.zeros(())
+    if not isinstance(base, dist.Normal):  # e.g. masked by the pruning handler
+        raise NotImplementedError(
+            f"q(w) of type {type(base).__name__}: the objective needs point masses or normals; "
+            "under the pruning handler only point-mass weights are supported (Gaussian-weight "
+            "units are removed at once, docs/method.md §5)"
+        )
     return base.loc, base.scale**2, base.entropy().sum()
 
 

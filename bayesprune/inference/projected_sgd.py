@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from pyro.optim import PyroOptim
 
@@ -205,6 +207,14 @@ class GateOptim(PyroOptim):
         super().__init__(weights_optimizer, weights_args)
         self.gates_args = dict(gates_args)
         self.gates_optimizer = ProjectedSGD if gates_optimizer is None else gates_optimizer
+        try:  # θ's optimiser is built at the first step: its arguments are checked now
+            inspect.signature(self.gates_optimizer).bind([], **self.gates_args)
+        except TypeError as err:
+            raise TypeError(
+                f"GateOptim: gates_args {sorted(self.gates_args)} do not fit "
+                f"{self.gates_optimizer.__name__} ({err}); ProjectedSGD needs lr, window (examples "
+                "its evidence averages) and num_data (N)"
+            ) from None
         self.gate_grads: dict | None = None  # {param: grad} of the last step, when recorded
         self.record_gate_grads = False
         self.batch_size = int(batch_size)

@@ -46,6 +46,8 @@ class PruneMessenger(Messenger):
                 raise ValueError(
                     f"pruned[{name!r}] has {mask.numel()} entries for {net.width(name)} units"
                 )
+            if bool(mask.all()):  # as GateGuide.remove_units: a layer keeps at least one unit
+                raise ValueError(f"pruned[{name!r}] prunes every unit of the layer; keep one")
         self.net = net
         self.keep = {name: ~mask for name, mask in pruned.items()}
 
