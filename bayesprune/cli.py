@@ -483,7 +483,7 @@ def resume(args, given: dict | None = None) -> int:
     loaded = data.meta.get("files", [])  # hashed by the loader just now
     if [f["sha256"] for f in recorded] != [f["sha256"] for f in loaded]:
         raise UsageError(f"the data files of {out} changed since the run started")
-    state, path = latest_state(out)
+    state, path = latest_state(out, raw)
     writes = process_rank() == 0  # with --strategy ddp the other processes write nothing
     if writes:
         RunWriter(out).truncate(state["epoch"], state["step"])
@@ -525,25 +525,25 @@ def _sha256(path: Path) -> str:
     return file_records([path])[0]["sha256"]
 
 
+def _exports(folder: Path) -> dict:
+    """``exports.json`` of a run directory ({} if absent or not a JSON object)."""
+    try:
+        record = json.loads((folder / EXPORTS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _earlier_export(path: Path) -> bool:
     """Whether ``path`` (a default export name in a run directory) is, byte for byte, the file
     an earlier ``bayesprune export`` wrote there."""
-    try:
-        record = json.loads((path.parent / EXPORTS).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get(path.name) == _sha256(path)
+    return _exports(path.parent).get(path.name) == _sha256(path)
 
 
 def _record_export(path: Path) -> None:
     from bayesprune.runs import atomic_write_text
 
-    try:
-        record = json.loads((path.parent / EXPORTS).read_text())
-    except (OSError, ValueError):
-        record = {}
-    if not isinstance(record, dict):
-        record = {}
+    record = _exports(path.parent)
     record[path.name] = _sha256(path)
     atomic_write_text(path.parent / EXPORTS, json.dumps(record, indent=2) + "\n")
 

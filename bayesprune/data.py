@@ -353,7 +353,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise TypeError(f"expected a dict, got {type(batch).__name__}")
         missing = [key.decode() for key in (b"data", b"labels") if key not in batch]
         if missing:
-            raise KeyError(f"no {' or '.join(repr(k) for k in missing)} entry")
+            raise ValueError(f"no {' or '.join(repr(k) for k in missing)} entry")
         data = np.asarray(batch[b"data"])
         if data.dtype.kind not in "ui":  # casting floats in [0, 1] to bytes would give zeros
             raise TypeError(f"pixels must be integers 0-255 (uint8 bytes), got {data.dtype}")
@@ -365,9 +365,9 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
         AttributeError, IndexError, MemoryError,
     ) as err:  # fmt: skip
-        reason = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        reason = (reason.strip().splitlines() or [type(err).__name__])[0]
-        raise DataError(f"cannot read CIFAR-10 batch {path}: {reason}") from err
+        from bayesprune.runs import first_line
+
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {first_line(err)}") from err
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DataError(f"{path} is not a CIFAR-10 batch (expected N×3072 bytes and N labels)")
     _check_labels(labels, 10, path)

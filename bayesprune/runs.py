@@ -277,20 +277,20 @@ def check_checkpoint(state: dict, config: dict, ckpt: Path) -> None:
         )
 
 
-def latest_state(run_dir: Path) -> tuple[dict, Path]:
+def latest_state(run_dir: Path, config: dict | None = None) -> tuple[dict, Path]:
     """The newest readable full checkpoint (``last.pt`` or ``epoch_NNN.pt``, by step).
 
+    :param config: the run's ``config.json`` (read here if not given).
     :raises ForeignCheckpoint: one of them belongs to another run.
     """
-    config = read_config(Path(run_dir))
+    config = read_config(Path(run_dir)) if config is None else config
     folder = Path(run_dir) / "checkpoints"
     best, errors = None, []
     for ckpt in [folder / "last.pt", *sorted(folder.glob("epoch_*.pt"))]:
         if not ckpt.exists():
             continue
         try:
-            state = load_checkpoint(ckpt)
-            check_checkpoint(state, config, ckpt)
+            state = load_checkpoint(ckpt, config)
         except ForeignCheckpoint:
             raise
         except RunError as err:
@@ -314,20 +314,25 @@ def _read_json(path: Path, kind: type):
     return value
 
 
-def load_checkpoint(ckpt: Path) -> dict:
-    """A checkpoint's state (``weights_only=True``: a crafted pickle is refused, never run)."""
+def load_checkpoint(ckpt: Path, config: dict | None = None) -> dict:
+    """A checkpoint's state (``weights_only=True``: a crafted pickle is refused, never run).
+
+    :param config: the run's ``config.json``: a checkpoint of another run is refused
+        (:func:`check_checkpoint`).
+    """
     try:
         saved = torch.load(ckpt, weights_only=True, map_location="cpu")
     except Exception as err:  # every unpickling failure is a damaged or foreign file
         raise RunError(f"cannot load checkpoint {ckpt}: {first_line(err)}") from None
     if not isinstance(saved, dict) or not {"epoch", "net_spec", "guide"} <= set(saved):
         raise RunError(f"{ckpt} is not a bayesprune checkpoint")
+    if config is not None:
+        check_checkpoint(saved, config, ckpt)
     return saved
 
 
 def _load_guide(ckpt: Path, config: TrainConfig, raw: dict) -> tuple[dict, GateGuide]:
-    saved = load_checkpoint(ckpt)
-    check_checkpoint(saved, raw, ckpt)
+    saved = load_checkpoint(ckpt, raw)
     try:
         net = GatedNet.from_spec(saved["net_spec"])
         guide = GateGuide(net, config.hyper(), weights=config.weights, posterior=config.posterior)

@@ -436,12 +436,11 @@ class Trainer:
     def remove_collapsed(self) -> dict[str, int]:
         """Physically remove the collapsed units (:meth:`GateGuide.remove_units`); return how
         many left each layer."""
-        removed = {}
+        removed = {name: int(gone.sum()) for name, gone in self.collapsed.items() if gone.any()}
         for name, collapsed in self.collapsed.items():
-            removed[name] = int(collapsed.sum())
             self.remove(name, collapsed, self.collapsed_step)
         self.collapsed = {}
-        return {name: k for name, k in removed.items() if k}
+        return removed
 
     def remove(self, name: str, gone: torch.Tensor, collapsed_step, **record) -> None:
         """Remove the units of layer ``name`` marked in the bool mask ``gone`` physically, with
