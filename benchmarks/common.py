@@ -145,11 +145,14 @@ def compare(
     config: TrainConfig,
     threads: int = 1,
     measure_step_cost: bool = True,
+    out: str | Path | None = None,
 ) -> dict:
     """Dense and bayesprune runs of the same network, optimiser, epochs and batch size.
 
     :param make_net: builds a freshly initialised network (called after seeding torch).
     :param measure_step_cost: also time full-width steps in interleaved blocks (:func:`step_cost`).
+    :param out: the bayesprune run's directory (metrics per epoch, checkpoints, a summary that
+        says ``interrupted`` if the run is stopped by SIGTERM); none by default.
     """
     torch.set_num_threads(threads)
     # before the runs: a commit made while they run must not label them
@@ -167,7 +170,7 @@ def compare(
         schedule=config.lr_schedule,
     )
     torch.manual_seed(config.seed)
-    pruned = Trainer(make_net(), data, config).fit(progress=True)
+    pruned = Trainer(make_net(), data, config, out=out).fit(progress=True)
     result = {"dense": dense, "bayesprune": pruned, "config": vars(config), "environment": env}
     if measure_step_cost:
         result["step_cost"] = step_cost(data, make_net, config)
@@ -285,6 +288,12 @@ def render_group_takeover(result: dict) -> list[str]:
 
 
 def render_readme() -> None:
+    """Write benchmarks/README.md from every file in benchmarks/results."""
+    (HERE / "README.md").write_text(readme_text())
+
+
+def readme_text() -> str:
+    """benchmarks/README.md as the results files make it."""
     lines = [
         "# Benchmarks",
         "",
@@ -319,8 +328,8 @@ def render_readme() -> None:
         if path.stem == "compile_step":
             lines += render_compile_step(result)
             continue
-        if path.stem == "gpu":
-            lines += render_gpu(result)
+        if path.stem == "gpu" or path.stem.startswith("gpu_"):
+            lines += render_gpu(result, path.stem)
             continue
         if path.stem == "pooling":
             lines += render_pooling(result)
@@ -369,6 +378,9 @@ def render_readme() -> None:
             continue
         if path.stem == "probe_laplace_first_layer":
             lines += render_probe_laplace(path.stem, result)
+            continue
+        if path.stem == "probe_mup_lr":
+            lines += render_probe_mup(path.stem, result)
             continue
         if "matrix_summary" in result:
             lines += render_matrix_summary(path.stem, result)
@@ -429,7 +441,7 @@ def render_readme() -> None:
                 f"{c['pyro_ms']:.2f} ms ({c['pyro_ratio']:.2f}×).",
                 "",
             ]
-    (HERE / "README.md").write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def _network_table(result: dict, lines: list[str], row: Callable[[dict], str]) -> list[str]:
@@ -440,15 +452,18 @@ def _network_table(result: dict, lines: list[str], row: Callable[[dict], str]) -
     return lines + [""]
 
 
-def render_gpu(result: dict) -> list[str]:
-    """benchmarks/gpu.py: step cost and training runs on a GPU."""
+def render_gpu(result: dict, name: str = "gpu") -> list[str]:
+    """benchmarks/gpu.py: step cost and training runs on a GPU (parts named ``<part>_seedN`` are
+    the same part with another seed; ``bench_<net>`` is ``bayesprune bench`` of a part's run)."""
     env, parts = result["environment"], result["parts"]
     lines = [
-        "## gpu",
+        f"## {name}",
         "",
         f"`benchmarks/gpu.py` on {env['device']}, torch {env['torch']}, commit {env['commit']}.",
         "",
     ]
+    if result.get("about"):
+        lines += [result["about"], ""]
     cifar = parts.get("cifar10", {})
     if cifar.get("found") is False:
         lines += ["CIFAR-10 was not on the machine (searched: "
@@ -476,13 +491,20 @@ def render_gpu(result: dict) -> list[str]:
         "vgg16_fmnist32": "VGG16 on Fashion-MNIST padded to 3×32×32 (a stand-in: no CIFAR-10 "
         "on the machine), Adam 1e-3 cosine, batch 128, crop + flip",
     }
-    for key, title in titles.items():
-        run = parts.get(key, {})
+    runs = [
+        (key, title, seed_key)
+        for key, title in titles.items()
+        for seed_key in sorted(parts)
+        if seed_key == key or seed_key.startswith(key + "_seed")
+    ]
+    for key, title, seed_key in runs:
+        run = parts[seed_key]
         if "dense" not in run:
             continue
         epochs = len(run["dense"]["epoch_train_seconds"])
+        seed = f", seed {seed_key.rsplit('_seed', 1)[1]}" if seed_key != key else ""
         lines += [
-            f"{title}, {epochs} epochs:",
+            f"{title}, {epochs} epochs{seed}:",
             "",
             "| run | test error | widths | weights kept | train wall (s) | status |",
             "|---|---|---|---|---|---|",
@@ -496,6 +518,29 @@ def render_gpu(result: dict) -> list[str]:
             )
         reason = run["bayesprune"].get("status_reason")
         lines += [""] + ([f"bayesprune's status: {reason}.", ""] if reason else [])
+    for key in sorted(k for k in parts if k.startswith("bench_")):
+        bench = parts[key]
+        dense, pruned = bench["dense"], bench["pruned"]
+        lines += [
+            f"`bayesprune bench` of the {key[len('bench_'):]} run above on {bench['device']}:",
+            "",
+            "| | dense | pruned | ratio |",
+            "|---|---|---|---|",
+        ]
+        for what, k in (
+            ("parameters", "params"),
+            ("multiply-adds per example", "flops"),
+            ("file bytes", "bytes"),
+        ):
+            lines.append(
+                f"| {what} | {dense[k]:,} | {pruned[k]:,} | {dense[k] / pruned[k]:.1f}× |"
+            )
+        for batch, b in bench["batches"].items():
+            lines.append(
+                f"| batch {batch} latency (ms) | {b['dense_ms']:.3f} | {b['pruned_ms']:.3f} | "
+                f"{b['speedup']:.2f}× |"
+            )
+        lines.append("")
     return lines
 
 
@@ -932,6 +977,26 @@ def render_probe_laplace(name: str, result: dict) -> list[str]:
             f"| {100 * r['test_error']:.2f} | {'-'.join(map(str, d['widths']))}, "
             f"{100 * d['test_error']:.2f} | {100 * d['dense']:.2f} |"
         )
+    return lines + [""]
+
+
+def render_probe_mup(name: str, result: dict) -> list[str]:
+    """The µP learning-rate probe (docs/method.md §6zd): runs beside the recorded default ones."""
+    lines = [f"## {name}", "", f"Commit {result['commit']}; {result['what']}", "",
+             "| mode | cell | seed | widths | error (%) | default: widths, error (%) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    defaults = result["recorded_default_runs"]
+    for r in result["runs"]:
+        d = defaults.get(f"{r['case']}/{r['seed']}")
+        default = f"{'-'.join(map(str, d['widths']))}, {100 * d['test_error']:.2f}" if d else ""
+        lines.append(
+            f"| {r['mode']} | {r['case']} | {r['seed']} | {'-'.join(map(str, r['widths']))} "
+            f"| {100 * r['test_error']:.2f} | {default} |"
+        )
+    lines += ["", "Probe minus default, paired by seed (points):", ""]
+    for case, p in result["paired_with_default"].items():
+        se = "" if p["standard_error"] is None else f" ± {p['standard_error']:.2f}"
+        lines.append(f"- {case}: {p['paired_difference_points']:+.2f}{se} ({p['seeds']} seeds)")
     return lines + [""]
 
 

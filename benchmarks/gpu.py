@@ -15,10 +15,15 @@ skipped once ``--budget`` seconds have passed:
    a real image set, so test error, time to final width and weights kept mean something; it is
    not CIFAR-10's number.
 
-Setup there: a CUDA build of torch, ``make .venv/.installed TORCH='torch==2.14.1'`` (the
-Makefile's default is the CPU build, which has no CUDA).
+Setup there: the machine's own CUDA build of torch, with Pyro carried as wheels (the lent H200
+has no Pyro and no network): ``pip download --no-deps --only-binary=:all: --python-version 3.12
+-d .whl pyro-ppl==1.9.2 pyro-api`` here, then there ``pip install --no-index --no-deps --target
+/tmp/site .whl/*.whl`` and ``PYTHONPATH=/tmp/site:$PWD``. Fashion-MNIST travels as the four
+``.gz`` files in ``<data-dir>/FashionMNIST/raw/``. (On a machine with a network,
+``make .venv/.installed TORCH='torch==2.14.1'`` installs a CUDA build instead of the CPU one.)
 
-Usage (on the GPU machine): ``python benchmarks/gpu.py --data-dir DIR [--out FILE]`` (default
+Usage (on the GPU machine): ``python benchmarks/gpu.py --data-dir DIR [--parts P1,P2] [--seed S]
+[--run-dir NEW_DIR] [--out FILE]`` (parts in the order given; default
 ``benchmarks/results/gpu.json`` and the table in benchmarks/README.md). The CLI's own
 GPU paths (``--device cuda``, ``--strategy ddp --accelerator gpu``) are run beside it from the
 shell.
@@ -99,7 +104,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget", type=float, default=400, help="seconds; later parts skipped")
     parser.add_argument("--subset", type=int, default=None, help="training examples (smoke)")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the script")
-    parser.add_argument("--parts", default="cifar10,step_cost,lenet5_fmnist,vgg16_fmnist32")
+    parser.add_argument("--seed", type=int, default=0, help="of the LeNet-5 and VGG16 runs")
+    parser.add_argument(
+        "--parts",
+        default="cifar10,step_cost,lenet5_fmnist,vgg16_fmnist32",
+        help="comma-separated, run in the order given",
+    )
+    parser.add_argument(
+        "--run-dir",
+        default=None,
+        help="a new folder for the bayesprune VGG16 run (metrics per epoch, checkpoints; a "
+        "summary saying 'interrupted' if the script is stopped with SIGTERM)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     result: dict = {"environment": environment(args.device), "parts": {}}
@@ -110,8 +126,6 @@ def main(argv=None) -> dict:
         out.write_text(json.dumps(result, indent=1, default=str))
 
     def part(name: str, run) -> None:
-        if name not in args.parts.split(","):
-            return
         left = args.budget - (time.perf_counter() - start)
         if left <= 0:
             result["parts"][name] = {"skipped": "budget spent"}
@@ -133,9 +147,19 @@ def main(argv=None) -> dict:
     def vgg_recipe(data: Dataset) -> dict:
         """Dense and bayesprune VGG16 with cifar10_vgg16.py's recipe (Adam, cosine, batch 128)."""
         config = TrainConfig(
-            epochs=args.vgg_epochs, batch_size=128, lr_schedule="cosine", device=args.device
+            epochs=args.vgg_epochs,
+            batch_size=128,
+            lr_schedule="cosine",
+            device=args.device,
+            seed=args.seed,
         )
-        run = compare(data, lambda: vgg16(data.in_shape, 10), config, measure_step_cost=False)
+        run = compare(
+            data,
+            lambda: vgg16(data.in_shape, 10),
+            config,
+            measure_step_cost=False,
+            out=args.run_dir,
+        )
         return summarise(run)
 
     def cifar_part():
@@ -171,7 +195,7 @@ def main(argv=None) -> dict:
 
     def lenet5_part():
         data = fmnist_data()
-        config = TrainConfig(epochs=args.epochs, device=args.device)
+        config = TrainConfig(epochs=args.epochs, device=args.device, seed=args.seed)
         run = compare(data, lambda: lenet5(data.in_shape, 10), config, measure_step_cost=False)
         return summarise(run)
 
@@ -180,10 +204,20 @@ def main(argv=None) -> dict:
             return {"skipped": "CIFAR-10 found: part cifar10 ran the real recipe"}
         return vgg_recipe(fmnist32(fmnist_data()))
 
-    part("cifar10", cifar_part)
-    part("step_cost", step_part)
-    part("lenet5_fmnist", lenet5_part)
-    part("vgg16_fmnist32", vgg_part)
+    parts = {
+        "cifar10": cifar_part,
+        "step_cost": step_part,
+        "lenet5_fmnist": lenet5_part,
+        "vgg16_fmnist32": vgg_part,
+    }
+    if args.run_dir and Path(args.run_dir).exists() and any(Path(args.run_dir).iterdir()):
+        # checked here, not after the dense run has spent the lease's minutes
+        parser.error(f"--run-dir {args.run_dir} is not empty: a new run needs a new folder")
+    for name in args.parts.split(","):
+        if name not in parts:
+            parser.error(f"--parts: unknown part {name!r} (known: {', '.join(parts)})")
+    for name in args.parts.split(","):
+        part(name, parts[name])
     result["total_seconds"] = time.perf_counter() - start
     save()
     if args.out is None:

@@ -144,6 +144,18 @@ def test_gpu_script_records_each_part_and_its_failure(tmp_path):
     parts = json.loads(out.read_text())["parts"]
     assert parts["cifar10"]["found"] is False
     assert parts["lenet5_fmnist"]["error"].startswith("DataError")
+    # parts run in the order given (the one that matters most first, on a short lease)
+    script.main(["--device", "cpu", "--parts", "lenet5_fmnist,cifar10", "--out", str(out),
+                 "--data-dir", str(tmp_path / "nothing")])  # fmt: skip
+    assert list(json.loads(out.read_text())["parts"]) == ["lenet5_fmnist", "cifar10"]
+    with pytest.raises(SystemExit) as stop:  # a misspelt part is refused before anything runs
+        script.main(["--device", "cpu", "--parts", "vgg16", "--out", str(tmp_path / "x.json")])
+    assert stop.value.code == 2 and not (tmp_path / "x.json").exists()
+    (tmp_path / "used" / "old").mkdir(parents=True)  # a folder left by an earlier call
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--device", "cpu", "--parts", "cifar10", "--out", str(tmp_path / "x.json"),
+                     "--run-dir", str(tmp_path / "used")])  # fmt: skip
+    assert stop.value.code == 2 and not (tmp_path / "x.json").exists()
 
 
 def test_teacher_widths_script_runs_and_tabulates_each_kind():
@@ -616,3 +628,11 @@ def test_every_benchmark_script_parses_its_command_line_before_it_runs():
         if "ArgumentParser" not in (text := p.read_text()) and "fashion_mnist_main(" not in text
     ]
     assert silent == []
+
+
+def test_the_benchmarks_readme_is_what_the_results_files_make():
+    """Every results file has a renderer (a file without one stops the whole README), and the
+    committed tables are the ones its results make (nobody edited a number by hand or left a
+    results file out)."""
+    common = _script("common")
+    assert common.readme_text() == (BENCHMARKS / "README.md").read_text()
