@@ -601,6 +601,11 @@ def _input_note(run_dir: Path) -> str:
     if not isinstance(norm, dict):
         if data.get("name") == "teacher":
             return "as the teacher data are made (no normalisation)"
+        if "normalisation" in data:  # recorded as none: tensors given to Trainer as they were
+            return (
+                f"as the run's dataset {data.get('name')!r} gave them to the Trainer (no "
+                "normalisation was recorded: the data were not read by a bayesprune loader)"
+            )
         return (
             "normalised as its data loader does (this run's config.json predates the record "
             "of it: see bayesprune/data.py)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
+import numbers
 import os
 import pickle
 from collections.abc import Callable
@@ -57,6 +58,75 @@ class Dataset:
     def in_features(self) -> int:
         """Number of input values per example."""
         return math.prod(self.in_shape)
+
+    def check(self) -> None:
+        """Refuse, with a :class:`DataError` naming the field, a dataset that a run cannot
+        train on or would score wrongly (the loaders' datasets pass; a user's own tensors are
+        checked here instead of failing deep inside torch, or after an epoch, or not at all)."""
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, numbers.Integral):
+            raise DataError(f"num_classes must be an integer, got {self.num_classes!r}")
+        if self.num_classes < 2:
+            raise DataError(f"num_classes must be at least 2, got {self.num_classes}")
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+                raise DataError(
+                    f"x_{split} and y_{split} must be torch tensors, got "
+                    f"{type(x).__name__} and {type(y).__name__}"
+                )
+            if x.dim() < 2:
+                raise DataError(
+                    f"x_{split} must hold one row per example, (N, features) or (N, C, H, W); "
+                    f"got shape {tuple(x.shape)}"
+                )
+            if len(x) == 0:
+                raise DataError(f"the {split} set is empty (x_{split} has no rows)")
+            if x.dtype != torch.float32:
+                raise DataError(
+                    f"x_{split} must be float32, got {x.dtype}: convert with .float() (scale "
+                    "8-bit pixels to floats first)"
+                )
+            if y.dim() != 1 or y.dtype not in (torch.int64, torch.uint8):
+                raise DataError(
+                    f"y_{split} must be a 1-d tensor of integer class labels (torch.long), got "
+                    f"{y.dtype} of shape {tuple(y.shape)}: use y.long(), or y.argmax(1) for "
+                    "one-hot labels"
+                )
+            if len(y) != len(x):
+                raise DataError(f"x_{split} has {len(x)} examples but y_{split} has {len(y)}")
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= self.num_classes:
+                raise DataError(
+                    f"y_{split}: labels must lie in 0..{self.num_classes - 1} "
+                    f"(num_classes={self.num_classes}), found {low}..{high}"
+                )
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:
+                raise DataError(f"x_{split} holds {bad} NaN or infinite value(s)")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(
+                f"training inputs have shape {tuple(self.x_train.shape[1:])} per example, test "
+                f"inputs {tuple(self.x_test.shape[1:])}"
+            )
+
+    def check_fits(self, in_shape: tuple[int, ...], num_classes: int, flattens: bool) -> None:
+        """Refuse (:class:`DataError`) a network whose inputs or outputs do not match this
+        dataset: ``flattens`` networks (MLPs) take any shape with as many values per example,
+        convolutional ones exactly their ``in_shape``."""
+        if num_classes != self.num_classes:
+            raise DataError(
+                f"the network has {num_classes} outputs but the dataset {self.num_classes} classes"
+            )
+        fits = (
+            math.prod(in_shape) == self.in_features
+            if flattens
+            else tuple(in_shape) == self.in_shape
+        )
+        if not fits:
+            raise DataError(
+                f"the network takes inputs of shape {tuple(in_shape)}, the dataset's are "
+                f"{self.in_shape}"
+            )
 
     def check_subset(self, size: int) -> int:
         """The number of training examples, if a subset of ``size`` can be drawn (else

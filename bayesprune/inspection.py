@@ -106,6 +106,8 @@ def trajectories(run: Run, ids: dict[str, np.ndarray]) -> xr.Dataset:
     removed_at = {n: np.full(len(u), np.nan) for n, u in ids.items()}
     merged = {n: np.zeros(len(u), bool) for n, u in ids.items()}
     for event in (run.summary or {}).get("prune_events", []):
+        if event["step"] > records[-1]["step"]:
+            continue  # after the inspected epoch (load_run stops the records there)
         removed_at[event["layer"]][event["unit_ids"]] = event["step"]
         merged[event["layer"]][event["unit_ids"]] = bool(event.get("merged"))
     for i, name in enumerate(ids):

@@ -83,14 +83,15 @@ def final_thetas(idata) -> tuple[np.ndarray, int]:
 def plot_theta_histogram(idata, ax) -> None:
     """Histogram of θ over every starting unit: removed units count at θ = 0, where they left."""
     present, removed = final_thetas(idata)
+    epoch = int(arviz_io.group(idata, "trajectories")["epoch"].values[-1])
     ax.hist(
         [present, np.zeros(removed)],
         bins=20,
         range=(0, 1),
         stacked=True,
-        label=["present at the end", "removed (θ = 0, or merged), counted at 0"],
+        label=[f"present after epoch {epoch}", "removed (θ = 0, or merged), counted at 0"],
     )
-    ax.set(xlabel="θ", ylabel="units", title="gate probabilities at the end")
+    ax.set(xlabel="θ", ylabel="units", title=f"gate probabilities after epoch {epoch}")
     ax.legend()
 
 

@@ -224,7 +224,14 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
     summary = _read_json(summary_path, dict) if summary_path.exists() else None
     if summary is not None and "initial_widths" not in summary:
         summary = None  # a run still going (or stopped): its summary holds only the status
-    return Run(path, config, int(saved["epoch"]), guide, metrics, traces, summary)
+    loaded = int(saved["epoch"])
+    if any(m.get("epoch", 0) > loaded for m in metrics):
+        # an earlier checkpoint: the records stop where it was saved, so that curves, events and
+        # posterior are of one epoch (those written after it are not of this network)
+        metrics = [m for m in metrics if m.get("epoch", 0) <= loaded] or metrics[:1]
+        last_step = metrics[-1].get("step", 0)
+        traces = [t for t in traces if t.get("step", 0) <= last_step]
+    return Run(path, config, loaded, guide, metrics, traces, summary)
 
 
 def run_directory(run_dir) -> Path:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bayesprune.data import DataError, RandomCropFlip, load_dataset, make_teacher
+from bayesprune.data import DataError, Dataset, RandomCropFlip, load_dataset, make_teacher
 
 
 def _write_idx(path, array, gz=False):
@@ -194,3 +194,67 @@ def test_data_files_are_recorded_with_size_and_hash(tmp_path):
     content = (raw / "train-images-idx3-ubyte").read_bytes()
     assert first["bytes"] == len(content)
     assert first["sha256"] == hashlib.sha256(content).hexdigest()
+
+
+def _own(**change):
+    """A user's own tabular dataset (20 features, 2 classes), with ``change`` applied."""
+    gen = torch.Generator().manual_seed(0)
+    x, xt = torch.randn(60, 20, generator=gen), torch.randn(20, 20, generator=gen)
+    fields = dict(name="own", x_train=x, y_train=(x[:, 0] > 0).long(), x_test=xt,
+                  y_test=(xt[:, 0] > 0).long(), num_classes=2)  # fmt: skip
+    fields.update({k: v(fields) if callable(v) else v for k, v in change.items()})
+    return Dataset(**fields)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(y_train=lambda f: f["y_train"].float()), "y_train must be a 1-d tensor of integer"),
+        (dict(y_train=lambda f: f["y_train"].int()), "got torch.int32"),
+        (dict(y_train=lambda f: f["y_train"] + 1), "labels must lie in 0..1"),
+        (dict(y_test=lambda f: torch.cat([f["y_test"][:-1], torch.tensor([2])])), "y_test"),
+        (dict(num_classes=1), "num_classes must be at least 2"),
+        (dict(y_train=lambda f: torch.nn.functional.one_hot(f["y_train"])), "y.argmax(1)"),
+        (dict(x_train=lambda f: f["x_train"].double()), "x_train must be float32"),
+        (dict(y_train=lambda f: f["y_train"][:-5]), "x_train has 60 examples but y_train has 55"),
+        (dict(x_test=lambda f: f["x_test"][:0], y_test=lambda f: f["y_test"][:0]), "test set is"),
+        (dict(x_train=lambda f: f["x_train"][:, 0]), "one row per example"),
+        (dict(x_test=lambda f: f["x_test"][:, :19]), "test inputs (19,)"),
+        (dict(x_test=lambda f: f["x_test"].index_fill(0, torch.tensor([3]), float("nan"))),
+         "x_test holds 20 NaN"),  # fmt: skip
+    ],
+)
+def test_a_users_own_dataset_is_checked_before_anything_runs(tmp_path, change, message):
+    """Mistakes with one's own tensors are one DataError naming the field, raised when the
+    Trainer is built: not a torch error from inside the step, an error after the first epoch
+    (a test set of other shape), or a silently wrong score (a NaN or an out-of-range test
+    label), and nothing is written."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import GatedMLP
+
+    out = tmp_path / "run"
+    with pytest.raises(DataError) as err:
+        Trainer(GatedMLP(20, (8,), 2), _own(**change), TrainConfig(epochs=1), out=out)
+    assert message in str(err.value)
+    assert not out.exists()
+
+
+def test_a_network_that_does_not_fit_the_dataset_is_refused():
+    from bayesprune.config import TrainConfig
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import GatedMLP, lenet5
+
+    with pytest.raises(DataError, match="3 outputs but the dataset 2 classes"):
+        Trainer(GatedMLP(20, (8,), 3), _own(), TrainConfig(epochs=1))
+    with pytest.raises(DataError, match=r"inputs of shape \(200,\), the dataset's are \(20,\)"):
+        Trainer(GatedMLP(200, (8,), 2), _own(), TrainConfig(epochs=1))
+    images = torch.randn(12, 1, 16, 16)
+    labels = torch.arange(12) % 10
+    flat = Dataset("flat", images.flatten(1), labels, images[:4].flatten(1), labels[:4], 10)
+    with pytest.raises(DataError, match=r"\(1, 16, 16\), the dataset's are \(256,\)"):
+        Trainer(lenet5((1, 16, 16), 10), flat, TrainConfig(epochs=1))
+    # what fits is accepted: an MLP flattens images, a conv net takes its own shape
+    square = Dataset("img", images, labels, images[:4], labels[:4], 10)
+    Trainer(GatedMLP(256, (8,), 10), square, TrainConfig(epochs=1))
+    Trainer(lenet5((1, 16, 16), 10), square, TrainConfig(epochs=1))

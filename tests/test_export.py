@@ -134,3 +134,24 @@ def test_export_mistakes_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--format", "onnx"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no model.pt" in err[0]
+
+
+def test_export_of_a_run_on_ones_own_tensors_says_they_go_in_as_given(tmp_path, capsys):
+    """A run trained from Python on a user's own Dataset records no normalisation; export says
+    so instead of calling the run older than the record."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import Dataset
+    from bayesprune.inference.trainer import Trainer
+
+    torch.manual_seed(0)
+    x, xt = torch.randn(60, 6), torch.randn(20, 6)
+    data = Dataset("mine", x, (x[:, 0] > 0).long(), xt, (xt[:, 0] > 0).long(), 2)
+    out = tmp_path / "run"
+    Trainer(GatedMLP(6, (8,), 2), data, TrainConfig(epochs=1, batch_size=20), out=out).fit(
+        progress=False
+    )
+    capsys.readouterr()
+    assert main(["export", str(out), "--format", "safetensors"]) == 0
+    note = capsys.readouterr().err
+    assert "as the run's dataset 'mine' gave them to the Trainer" in note
+    assert "predates" not in note

@@ -163,3 +163,23 @@ def test_a_crafted_pickle_in_a_run_is_refused_and_nothing_runs(run, tmp_path, ta
         with pytest.raises(RunError, match="cannot load checkpoint"):
             load_run(copy, epoch=2)
     assert not marker.exists()
+
+
+def test_inspect_at_an_earlier_epoch_stops_every_record_there(run, tmp_path):
+    """``inspect --epoch 1`` is epoch 1's posterior with epoch 1's curves, traces and removals:
+    not the whole run's curves beside an earlier network (the figures read "after epoch 1")."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert main(["inspect", str(copy), "--epoch", "1", "--draws", "5"]) == 0
+    idata = az.from_netcdf(copy / "inspect" / "epoch_001" / "posterior.nc")
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    np.testing.assert_array_equal(idata.trajectories["epoch"].values, [1])
+    assert idata.traces["step"].values.max() <= first["step"]
+    for layer in ("fc1", "fc2"):
+        at = idata.trajectories[f"{layer}_removed_at_step"].values
+        assert np.all(np.isnan(at) | (at <= first["step"]))
+        assert idata.trajectories[f"{layer}_width"].values.tolist() == [
+            first["widths"][("fc1", "fc2").index(layer)]
+        ]

@@ -104,6 +104,8 @@ class Trainer:
             raise ValueError("device cuda requested but torch.cuda.is_available() is False")
         if config.release not in RELEASES:
             raise ValueError(f"unknown release {config.release!r}: choose {' or '.join(RELEASES)}")
+        data.check()  # a user's own tensors: one clear error before anything runs
+        data.check_fits(net.in_shape, net.num_classes, flattens=net.flattens)
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config

@@ -512,9 +512,15 @@ class GatedNet(nn.Module):
                     if name in self.norms:
                         modules.append(copy.deepcopy(self.norms[name]))
                     modules.append(nn.ReLU())
-        if self.ops[0][0] != "flatten" and len(self.in_shape) == 1:
+        if self.flattens and self.ops[0][0] != "flatten":
             modules.insert(0, nn.Flatten())
         return nn.Sequential(*modules)
+
+    @property
+    def flattens(self) -> bool:
+        """Whether the network flattens its inputs first (an MLP: any input shape with
+        ``prod(in_shape)`` values per example will do)."""
+        return self.ops[0][0] == "flatten" or len(self.in_shape) == 1
 
 
 class GatedMLP(GatedNet):
