@@ -334,6 +334,9 @@ def readme_text() -> str:
         if path.stem == "pooling":
             lines += render_pooling(result)
             continue
+        if path.stem == "channel_blocks":
+            lines += render_channel_blocks(result)
+            continue
         if path.stem == "evidence_probe":
             lines += render_evidence_probe(result)
             continue
@@ -638,6 +641,34 @@ def render_secant_rerun(result: dict) -> list[str]:
             f"| {r['epochs']} | {r['train_subset']:,} | {'-'.join(map(str, r['widths']))} | "
             f"{100 * r['share_differing']:.0f}% | {r['rerun_ms']:.1f} ms | {r['full_ms']:.1f} ms "
             f"| {100 * r['saving']:.0f}% |"
+        )
+    return lines + [""]
+
+
+def render_channel_blocks(result: dict) -> list[str]:
+    """benchmarks/channel_blocks.py: LeNet-5 inference against its convolutions' widths."""
+    rows = result["rows"]
+    dense = rows[0]
+    lines = [
+        "## channel_blocks",
+        "",
+        "LeNet-5-Caffe inference (plain `torch.nn`, bayesprune's pooling), batch "
+        f"{result['batch']}, {result['threads']} thread, torch {result['torch']}, "
+        f"{result['processor']}, commit {result['commit']} (`benchmarks/channel_blocks.py`; "
+        "medians of interleaved blocks). "
+        "Speed-up over the dense network in the same mode; multiply-adds per image.",
+        "",
+        "| conv1-conv2-fc1 | multiply-adds | default (oneDNN) | oneDNN off | channels last |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            f"{r[f'{mode}_ms']:.2f} ms ({dense[f'{mode}_ms'] / r[f'{mode}_ms']:.2f}×)"
+            for mode in ("default", "mkldnn_off", "channels_last")
+        ]
+        lines.append(
+            f"| {'-'.join(map(str, r['widths']))} | {r['macs']:,} "
+            f"({r['macs'] / dense['macs']:.2f}) | " + " | ".join(cells) + " |"
         )
     return lines + [""]
 
