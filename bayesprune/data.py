@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
-import numbers
+import operator
 import os
 import pickle
 from collections.abc import Callable
@@ -29,7 +29,8 @@ _FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
 class DataError(Exception):
-    """A dataset is missing or unreadable; the message says where the files belong."""
+    """A dataset is missing, unreadable or unfit to train on (or does not fit the network); the
+    message says where the files belong, or which field is wrong."""
 
 
 @dataclass
@@ -63,8 +64,12 @@ class Dataset:
         """Refuse, with a :class:`DataError` naming the field, a dataset that a run cannot
         train on or would score wrongly (the loaders' datasets pass; a user's own tensors are
         checked here instead of failing deep inside torch, or after an epoch, or not at all)."""
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, numbers.Integral):
-            raise DataError(f"num_classes must be an integer, got {self.num_classes!r}")
+        try:  # an int, a numpy integer or a 0-d integer tensor (y.max() + 1)
+            if isinstance(self.num_classes, bool):
+                raise TypeError
+            operator.index(self.num_classes)
+        except TypeError:
+            raise DataError(f"num_classes must be an integer, got {self.num_classes!r}") from None
         if self.num_classes < 2:
             raise DataError(f"num_classes must be at least 2, got {self.num_classes}")
         for split in ("train", "test"):
@@ -88,9 +93,9 @@ class Dataset:
                 )
             if y.dim() != 1 or y.dtype not in (torch.int64, torch.uint8):
                 raise DataError(
-                    f"y_{split} must be a 1-d tensor of integer class labels (torch.long), got "
-                    f"{y.dtype} of shape {tuple(y.shape)}: use y.long(), or y.argmax(1) for "
-                    "one-hot labels"
+                    f"y_{split} must be a 1-d tensor of integer class labels (torch.long, or "
+                    f"uint8), got {y.dtype} of shape {tuple(y.shape)}: use y.long(), or "
+                    "y.argmax(1) for one-hot labels"
                 )
             if len(y) != len(x):
                 raise DataError(f"x_{split} has {len(x)} examples but y_{split} has {len(y)}")
@@ -100,8 +105,8 @@ class Dataset:
                     f"y_{split}: labels must lie in 0..{self.num_classes - 1} "
                     f"(num_classes={self.num_classes}), found {low}..{high}"
                 )
-            bad = int((~torch.isfinite(x)).sum())
-            if bad:
+            if not bool(torch.isfinite(x).all()):
+                bad = int((~torch.isfinite(x)).sum())
                 raise DataError(f"x_{split} holds {bad} NaN or infinite value(s)")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(

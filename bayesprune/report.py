@@ -180,7 +180,7 @@ def inspect_run(
     :returns: the written files, by name.
     """
     run = load_run(run_dir, epoch)
-    last = run.metrics[-1].get("epoch") if run.metrics else None
+    last = run.last_recorded_epoch
     if epoch is None and isinstance(last, int) and run.epoch < last:
         # the last epoch's checkpoint is damaged or missing: its files are not replaced
         print(

@@ -155,6 +155,8 @@ class Run:
         empty).
     :param summary: ``summary.json``, or ``None`` if training has not ended (the file then holds
         only ``"status"``: running or interrupted).
+    :param last_recorded_epoch: the newest epoch in ``metrics.jsonl``; above ``epoch`` when an
+        earlier checkpoint was loaded (``metrics`` and ``traces`` then stop at ``epoch``).
     """
 
     path: Path
@@ -164,6 +166,7 @@ class Run:
     metrics: list[dict]
     traces: list[dict]
     summary: dict | None
+    last_recorded_epoch: int | None = None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -225,13 +228,14 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
     if summary is not None and "initial_widths" not in summary:
         summary = None  # a run still going (or stopped): its summary holds only the status
     loaded = int(saved["epoch"])
+    last = metrics[-1].get("epoch")
     if any(m.get("epoch", 0) > loaded for m in metrics):
         # an earlier checkpoint: the records stop where it was saved, so that curves, events and
         # posterior are of one epoch (those written after it are not of this network)
-        metrics = [m for m in metrics if m.get("epoch", 0) <= loaded] or metrics[:1]
+        metrics = [m for m in metrics if m.get("epoch", 0) <= loaded]
         last_step = metrics[-1].get("step", 0)
         traces = [t for t in traces if t.get("step", 0) <= last_step]
-    return Run(path, config, loaded, guide, metrics, traces, summary)
+    return Run(path, config, loaded, guide, metrics, traces, summary, last)
 
 
 def run_directory(run_dir) -> Path:

@@ -210,9 +210,11 @@ def main(argv=None) -> dict:
         "lenet5_fmnist": lenet5_part,
         "vgg16_fmnist32": vgg_part,
     }
-    if args.run_dir and Path(args.run_dir).exists() and any(Path(args.run_dir).iterdir()):
+    if args.run_dir and Path(args.run_dir).exists():
         # checked here, not after the dense run has spent the lease's minutes
-        parser.error(f"--run-dir {args.run_dir} is not empty: a new run needs a new folder")
+        run_dir = Path(args.run_dir)
+        if not run_dir.is_dir() or any(run_dir.iterdir()):
+            parser.error(f"--run-dir {args.run_dir} is not an empty folder: a new run needs one")
     for name in args.parts.split(","):
         if name not in parts:
             parser.error(f"--parts: unknown part {name!r} (known: {', '.join(parts)})")

@@ -152,10 +152,24 @@ def test_gpu_script_records_each_part_and_its_failure(tmp_path):
         script.main(["--device", "cpu", "--parts", "vgg16", "--out", str(tmp_path / "x.json")])
     assert stop.value.code == 2 and not (tmp_path / "x.json").exists()
     (tmp_path / "used" / "old").mkdir(parents=True)  # a folder left by an earlier call
-    with pytest.raises(SystemExit) as stop:
-        script.main(["--device", "cpu", "--parts", "cifar10", "--out", str(tmp_path / "x.json"),
-                     "--run-dir", str(tmp_path / "used")])  # fmt: skip
-    assert stop.value.code == 2 and not (tmp_path / "x.json").exists()
+    (tmp_path / "afile").write_text("")
+    for used in ("used", "afile"):
+        with pytest.raises(SystemExit) as stop:
+            script.main(["--device", "cpu", "--parts", "cifar10", "--out",
+                         str(tmp_path / "x.json"), "--run-dir", str(tmp_path / used)])  # fmt: skip
+        assert stop.value.code == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_channel_blocks_times_each_mode_on_its_own_copy_of_the_network():
+    """A channels-last runner must not turn the network the other modes time (``.to`` changes
+    a module in place: the first version timed channels-last in every column)."""
+    script = _script("channel_blocks")
+    net, x = script.lenet5(4, 6, 8), torch.randn(2, 1, 28, 28)
+    run = script.runner(net, x, "channels_last")
+    run()
+    assert net[3].weight.is_contiguous() and not net[3].weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
 
 
 def test_teacher_widths_script_runs_and_tabulates_each_kind():

@@ -254,6 +254,9 @@ def test_a_network_that_does_not_fit_the_dataset_is_refused():
     flat = Dataset("flat", images.flatten(1), labels, images[:4].flatten(1), labels[:4], 10)
     with pytest.raises(DataError, match=r"\(1, 16, 16\), the dataset's are \(256,\)"):
         Trainer(lenet5((1, 16, 16), 10), flat, TrainConfig(epochs=1))
+    # num_classes as a user may write it: y.max() + 1 (a 0-d tensor), a numpy integer
+    Trainer(GatedMLP(20, (8,), 2), _own(num_classes=torch.tensor(2)), TrainConfig(epochs=1))
+    Trainer(GatedMLP(20, (8,), 2), _own(num_classes=np.int64(2)), TrainConfig(epochs=1))
     # what fits is accepted: an MLP flattens images, a conv net takes its own shape
     square = Dataset("img", images, labels, images[:4], labels[:4], 10)
     Trainer(GatedMLP(256, (8,), 10), square, TrainConfig(epochs=1))
