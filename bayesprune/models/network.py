@@ -311,7 +311,9 @@ class GatedNet(nn.Module):
     ) -> torch.Tensor:
         """Logits of the gated network.
 
-        :param x: inputs, shape ``(B, *in_shape)`` (flat inputs of the right size are reshaped).
+        :param x: inputs, shape ``(B, *in_shape)`` (flat inputs of the right size are reshaped
+            here; the deployable network of :meth:`to_sequential` reshapes only for an MLP, so
+            the ``Trainer`` asks a convolutional network's data in its ``in_shape``).
         :param gates: per layer, gates of shape ``(B, S)`` or ``(S,)``, non-negative (a pool
             after a convolution runs before its gates, which commutes only with a scale ≥ 0);
             missing layers are ungated.
