@@ -201,6 +201,8 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 RUN_ARGS = ("arch", "dataset", "data_dir", "widths", "width_mult", "init")
+# ProjectedSGD's parts (Eqs. (10t), (10s), (14t), (14e), (10e)): inert under --theta-optimizer adam
+ADAM_INERT = ("theta_transit", "theta_confidence", "merge_budget", "merge_price", "producer_price")
 
 
 def _device(name: str, purpose: str = "to train on"):
@@ -253,6 +255,18 @@ def train(args) -> int:
                 file=sys.stderr,
             )
     trainer = Trainer(net, data, config, out=out)  # (the subset was checked above)
+    inert = [
+        f"--{key.replace('_', '-')}"
+        for key in ADAM_INERT
+        if getattr(config, key) != TrainConfig.__dataclass_fields__[key].default
+    ]
+    if out is not None and config.theta_optimizer == "adam" and inert:
+        print(
+            f"bayesprune: note: {', '.join(inert)} have no effect with --theta-optimizer adam: "
+            "θ moves freely under Adam (no transit limit, no evidence test, no evidence "
+            "average to price merges and producers by)",
+            file=sys.stderr,
+        )
     if out is not None and config.merge == "on" and trainer.merges is None:  # merges_apply
         print(
             "bayesprune: note: no merge moves in this run (Eq. (14) needs point-mass weights "
@@ -270,10 +284,13 @@ def _data_and_network(args):
 
     from bayesprune.models.network import build_network
 
+    if args.data_dir is not None and args.dataset == "teacher":
+        raise UsageError("--data-dir: the teacher data are made in memory, not read from a folder")
     data = load_dataset(args.dataset, args.data_dir)
     if args.train_subset is not None:
         try:
             data.check_subset(args.train_subset)
+            data.subset(args.train_subset, seed=args.seed).check_classes()  # as the run draws it
         except DataError as err:
             raise UsageError(f"--train-subset: {err} ({data.name})") from None
     torch.manual_seed(args.seed)
@@ -362,6 +379,11 @@ def _distributed_device(args, batch_size: int) -> None:
             f"the batch size {batch_size} is smaller than --devices {args.devices}: every "
             "process needs an example of every batch"
         )
+    if args.accelerator == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--accelerator gpu: no CUDA device is available to torch here")
     args.device = "cpu" if args.accelerator == "cpu" else f"cuda:{local_rank()}"
 
 

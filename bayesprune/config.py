@@ -215,8 +215,10 @@ class TrainConfig:
     )  # fmt: skip
     init_theta: float = _option(1.0, "initial gate probability θ₀", unit_interval_positive)
     check_every: int | None = _option(
-        None, "steps between pruning checks (Eq. (12)); default: half an evidence window, "
-        "⌈window / (2 · batch)⌉ (50 at batch 100)", positive(int),
+        None, "steps between pruning checks (Eq. (12)), which also carry the merge rounds: a "
+        "round at the first check of each evidence window, so at every check when checks are "
+        "more than a window apart; default: half an evidence window, ⌈window / (2 · batch)⌉ "
+        "(50 at batch 100)", positive(int),
     )  # fmt: skip
     patience: int | None = _option(
         None, "consecutive checks with θ = 0 before a unit is removed (default: enough to "

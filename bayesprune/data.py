@@ -108,10 +108,21 @@ class Dataset:
             if not bool(torch.isfinite(x).all()):
                 bad = int((~torch.isfinite(x)).sum())
                 raise DataError(f"x_{split} holds {bad} NaN or infinite value(s)")
+        self.check_classes()
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(
                 f"training inputs have shape {tuple(self.x_train.shape[1:])} per example, test "
                 f"inputs {tuple(self.x_test.shape[1:])}"
+            )
+
+    def check_classes(self) -> None:
+        """Refuse a training set of one class (a constant predictor is perfect there, so no
+        run could learn anything or be told from a collapsed one); e.g. a subset of 1."""
+        present = torch.unique(self.y_train)
+        if len(present) < 2:
+            raise DataError(
+                f"the training set holds examples of one class only (label {int(present[0])}) "
+                f"in {len(self.y_train)} example(s): there is nothing to learn"
             )
 
     def check_fits(self, in_shape: tuple[int, ...], num_classes: int, flattens: bool) -> None:

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from bayesprune.cli import main
@@ -278,3 +279,40 @@ def test_a_run_that_ends_with_gates_in_transit_says_so(tmp_path):
     with torch.no_grad():  # back at 1: no gate in between, no note
         trainer.guide.theta_parameters()[0][:2] = 1.0
     assert trainer.undecided()[1] is None
+
+
+def test_settings_adam_does_not_use_are_named_in_a_note(tmp_path, capsys):
+    """Under --theta-optimizer adam θ moves freely: the transit limit, the evidence test and
+    the evidence-priced merges and producers are ProjectedSGD's, so setting them changed
+    nothing, silently (a fifth walkthrough); now a note names them."""
+    args = ["train", "--epochs", "1", "--widths", "12,8", "--theta-optimizer", "adam",
+            "--no-progress", "--no-report"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "no effect with --theta-optimizer adam" not in capsys.readouterr().err
+    given = ["--theta-transit", "0.1", "--merge-price", "current", "--theta-confidence", "2"]
+    assert main([*args, *given, "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    note = [line for line in err if "no effect with --theta-optimizer adam" in line]
+    assert len(note) == 1 and note[0].startswith("bayesprune: note: --theta-transit, --merge-price")
+    assert "--theta-confidence" not in note[0]  # its default: nothing was asked of it
+
+
+def test_data_dir_with_the_teacher_and_a_subset_of_one_class_are_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data-dir", str(tmp_path), "--out", str(out)]) == 2
+    assert "teacher data are made in memory" in _one_line_error(capsys)
+    # a subset of one example is one class: a constant predictor is perfect, nothing to learn
+    # (it used to end as "collapsed ... the run never learnt", exit 3)
+    assert main(["train", "--train-subset", "1", "--out", str(out)]) == 2
+    assert "one class only" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_accelerator_gpu_without_cuda_names_the_accelerator(capsys):
+    pytest.importorskip("lightning")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--strategy", "ddp", "--devices", "1", "--accelerator", "gpu"]) == 2
+    assert _one_line_error(capsys).startswith("bayesprune: error: --accelerator gpu:")

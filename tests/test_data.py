@@ -214,6 +214,7 @@ def _own(**change):
         (dict(y_train=lambda f: f["y_train"] + 1), "labels must lie in 0..1"),
         (dict(y_test=lambda f: torch.cat([f["y_test"][:-1], torch.tensor([2])])), "y_test"),
         (dict(num_classes=1), "num_classes must be at least 2"),
+        (dict(y_train=lambda f: torch.zeros_like(f["y_train"])), "one class only (label 0)"),
         (dict(y_train=lambda f: torch.nn.functional.one_hot(f["y_train"])), "y.argmax(1)"),
         (dict(x_train=lambda f: f["x_train"].double()), "x_train must be float32"),
         (dict(y_train=lambda f: f["y_train"][:-5]), "x_train has 60 examples but y_train has 55"),

@@ -108,6 +108,7 @@ class Trainer:
         data.check_fits(net.in_shape, net.num_classes, flattens=net.flattens)
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
+            data.check_classes()
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
         self.writer = None if out is None else RunWriter(out, traces=bool(config.trace_every))
@@ -350,12 +351,15 @@ class Trainer:
         """Merge moves (Eq. (14)) on the released layers, once per evidence window of examples.
 
         A round runs at every ``⌈W_N / (batch · check interval)⌉``-th check, i.e. once per
-        window of examples, on each layer released at least one window earlier (Eq. (14w),
-        ``merge_schedule="window"``): the same rounds at the same points of the example clock
-        in every run, each taking only the places the gates leave free (Eq. (14t)). With
-        ``merge_schedule="settled"`` (the rule before) a layer also waits until its gates have
-        collapsed no unit for one window, so whether a round falls before the end of a short run
-        depends on when its gates fall quiet. Each round works on a sample
+        window of examples while checks are at most a window apart (the default interval is
+        half a window; a longer ``check_every`` gives a round at every check, fewer than one
+        per window, and none in a run shorter than one interval), on each layer released at
+        least one window earlier (Eq. (14w), ``merge_schedule="window"``): the same rounds at
+        the same points of the example clock in every run, each taking only the places the
+        gates leave free (Eq. (14t)). With ``merge_schedule="settled"`` (the rule before) a
+        layer also waits until its gates have collapsed no unit for one window, so whether a
+        round falls before the end of a short run depends on when its gates fall quiet. Each
+        round works on a sample
         of up to ``MERGE_SAMPLE`` training examples drawn from a generator seeded by the run's
         seed and the step (so a resumed run draws the same), layers from the input on (a move
         re-wires the consumer, which the next layer's round then sees).
