@@ -23,7 +23,7 @@ from bayesprune.export import EXPORT_FORMATS
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
 from bayesprune.inference.trainer import Trainer
 from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS
-from bayesprune.runs import RunError, read_config, run_directory
+from bayesprune.runs import RunError, new_or_empty, read_config, run_directory
 
 ARCHS = tuple(ARCHITECTURES)
 EXIT_FAILED_RUN = 3  # the run finished its epochs but collapsed or diverged (summary "status")
@@ -172,7 +172,7 @@ def _run_dir(args) -> tuple[Path, list[Path]]:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} is a file, not a directory; choose another --out")
-        if out.exists() and any(out.iterdir()):
+        if not new_or_empty(out):
             raise UsageError(f"run directory {out} exists and is not empty; choose another --out")
     else:
         base = Path("runs") / f"{args.dataset}-{args.arch}-seed{args.seed}"

@@ -19,6 +19,11 @@ from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.models.network import GatedNet
 
 
+def new_or_empty(path: Path) -> bool:
+    """Whether ``path`` can take a new run: absent, or an empty directory."""
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type's name if it has none."""
     lines = str(err).strip().splitlines()
@@ -85,7 +90,7 @@ class RunWriter:
         :raises RunError: the directory exists and is not empty (another run's files would be
             mixed with this one's, or replaced); nothing is written.
         """
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+        if not new_or_empty(self.path):
             raise RunError(
                 f"{self.path} exists and is not an empty directory: a new run needs a new or "
                 "empty one (nothing was written)"

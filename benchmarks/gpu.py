@@ -48,6 +48,7 @@ from common import compare, environment, render_readme, step_cost  # noqa: E402
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import DataError, Dataset, RandomCropFlip, load_dataset  # noqa: E402
 from bayesprune.models.network import GatedMLP, lenet5, vgg16  # noqa: E402
+from bayesprune.runs import new_or_empty  # noqa: E402
 
 CIFAR_PLACES = ("/data", "/datasets", "/usr/share/datasets", "/root", "/opt", "/tmp", "/mnt")
 
@@ -210,11 +211,9 @@ def main(argv=None) -> dict:
         "lenet5_fmnist": lenet5_part,
         "vgg16_fmnist32": vgg_part,
     }
-    if args.run_dir and Path(args.run_dir).exists():
-        # checked here, not after the dense run has spent the lease's minutes
-        run_dir = Path(args.run_dir)
-        if not run_dir.is_dir() or any(run_dir.iterdir()):
-            parser.error(f"--run-dir {args.run_dir} is not an empty folder: a new run needs one")
+    # checked here, not after the dense run has spent the lease's minutes (RunWriter's rule)
+    if args.run_dir and not new_or_empty(Path(args.run_dir)):
+        parser.error(f"--run-dir {args.run_dir} is not an empty folder: a new run needs one")
     for name in args.parts.split(","):
         if name not in parts:
             parser.error(f"--parts: unknown part {name!r} (known: {', '.join(parts)})")
