@@ -134,14 +134,15 @@ class GateGuide(PyroModule):
 
     def unit_ids(self, name: str) -> torch.Tensor:
         """Each current unit's index in the layer as it was built (stable across removals)."""
-        return getattr(self, f"unit_ids_{name}")
+        return self._buffers[f"unit_ids_{name}"]
 
     def slab_var(self, name: str) -> torch.Tensor:
-        """Current point estimate of σ₁² of one layer."""
-        return getattr(self, f"slab_var_{name}")
+        """Current point estimate of σ₁² of one layer (a buffer, read without PyroModule's
+        attribute machinery: the prior reads it for every layer at every step)."""
+        return self._buffers[f"slab_var_{name}"]
 
     def set_slab_var(self, name: str, value: torch.Tensor) -> None:
-        getattr(self, f"slab_var_{name}").copy_(value)
+        self.slab_var(name).copy_(value)
 
     def weight_posterior(self, name: str) -> dist.Distribution:
         """q(w) of one layer's augmented weights ``[W | b]``."""

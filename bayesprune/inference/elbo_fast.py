@@ -13,6 +13,7 @@ prior costs one pass over the weights and no autograd graph.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -61,13 +62,16 @@ def layer_shape(guide: GateGuide, name: str, pruning: PruneMessenger | None) -> 
     return guide.net.width(name), guide.net.fan_in(name)
 
 
-def hyper_prior_term(guide, hyper: HyperPrior, name: str, pruning) -> torch.Tensor:
+def hyper_prior_term(
+    guide, hyper: HyperPrior, name: str, pruning, shape: tuple[int, int] | None = None
+) -> torch.Tensor:
     """−log InverseGamma(σ̂₁²; α_l, β_l) of one layer (Eq. (5)); σ̂₁² gets no gradient.
 
     σ̂₁² changes only at the prior updates (every ``prior_every`` steps), so the value is kept
     with the guide until σ̂₁² (its version counter), the layer's shape or the hyper-prior change.
+    ``shape``: the layer's :func:`layer_shape`, where the caller has it already.
     """
-    width, fan_in = layer_shape(guide, name, pruning)
+    width, fan_in = layer_shape(guide, name, pruning) if shape is None else shape
     slab_var = guide.slab_var(name)
     key = (slab_var._version, width, fan_in, hyper.concentration(fan_in, width))
     cache = guide.__dict__.setdefault("_hyper_prior_cache", {})
@@ -153,15 +157,19 @@ def _point_mass_prior(guide, hyper, thetas, pruning, grads, attach_weights, vert
     tau, net = hyper.temperature, guide.net
     total = torch.zeros((), device=net.layers["out"].weight.device)
     keep = {} if pruning is None else pruning.keep
+    detach = not attach_weights and torch.is_grad_enabled()
     for name, layer in net.layers.items():
         slab_var = guide.slab_var(name)
-        total = total + hyper_prior_term(guide, hyper, name, pruning)
         weight, bias = layer.weight, layer.bias
-        if not attach_weights and torch.is_grad_enabled():
+        if pruning is None:  # layer_shape's, read off the weights already in hand
+            width, fan_in = weight.shape[0], math.prod(weight.shape[1:])
+        else:
+            width, fan_in = pruning.shape(name)
+        total = total + hyper_prior_term(guide, hyper, name, pruning, (width, fan_in))
+        if detach:
             weight, bias = weight.detach(), bias.detach()
-        width, fan_in = layer_shape(guide, name, pruning)
         flat = weight.flatten(1)
-        columns = _columns(guide, name, pruning)
+        columns = None if pruning is None else _columns(guide, name, pruning)
         if name == "out":  # −log N(w; 0, σ²I), Eq. (3)
             base = flat if columns is None else flat * columns
             sq = (base * flat).sum() + bias.pow(2).sum()

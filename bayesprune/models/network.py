@@ -243,10 +243,18 @@ class GatedNet(nn.Module):
 
     # --- shape -------------------------------------------------------------------------------
 
+    def _layer_names(self) -> tuple[str, ...]:
+        """The layers' names, input to output (fixed once the network is built: removal slices
+        units, never layers), kept so that the per-step code does not walk the ModuleDict."""
+        names = self.__dict__.get("_names")
+        if names is None:
+            names = self.__dict__["_names"] = tuple(self.layers)
+        return names
+
     @property
     def gated(self) -> list[str]:
         """Names of the gated (hidden) layers, input to output."""
-        return [name for name in self.layers if name != "out"]
+        return list(self._layer_names()[:-1])
 
     @property
     def widths(self) -> list[int]:
@@ -263,7 +271,7 @@ class GatedNet(nn.Module):
 
     def next_layer(self, name: str) -> str:
         """Name of the layer that consumes ``name``'s units."""
-        names = list(self.layers)
+        names = self._layer_names()
         return names[names.index(name) + 1]
 
     def augmented(self, name: str) -> torch.Tensor:
@@ -278,7 +286,7 @@ class GatedNet(nn.Module):
 
     def previous_gated(self, name: str) -> str | None:
         """The gated layer whose units feed ``name`` (``None`` for the first layer)."""
-        names = list(self.layers)
+        names = self._layer_names()
         i = names.index(name)
         return names[i - 1] if i > 0 else None
 
