@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ from bayesprune.config import (
     TrainConfig,
     add_config_arguments,
     positive,
+    seed_type,
 )
 from bayesprune.data import DATASETS, DataError, load_dataset
 from bayesprune.distributed import ACCELERATORS, STRATEGIES, local_rank, process_rank
@@ -23,7 +25,7 @@ from bayesprune.export import EXPORT_FORMATS
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
 from bayesprune.inference.trainer import Trainer
 from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS
-from bayesprune.runs import RunError, new_or_empty, read_config, run_directory
+from bayesprune.runs import RunError, first_line, new_or_empty, read_config, run_directory
 
 ARCHS = tuple(ARCHITECTURES)
 EXIT_FAILED_RUN = 3  # the run finished its epochs but collapsed or diverged (summary "status")
@@ -161,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run_dir", help="a run directory written by bayesprune train")
     i.add_argument("--epoch", type=positive(int), default=None, help="checkpoint (default: last)")
     i.add_argument("--draws", type=positive(int), default=INSPECT_DRAWS, help="posterior draws")
-    i.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
+    i.add_argument("--seed", type=seed_type, default=0, help="seed of the posterior draws")
     return parser
 
 
@@ -216,6 +218,11 @@ def _device(name: str, purpose: str = "to train on"):
         raise UsageError(f"--device {name!r} is not a device {purpose} (cpu, cuda, cuda:0)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available to torch here")
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise UsageError(f"--device {name}: torch sees {count} CUDA device(s) (cuda:0 .. "
+                             f"cuda:{count - 1})")  # fmt: skip
     return device
 
 
@@ -432,7 +439,7 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
     if figures and not trainer.diverged:
         from bayesprune.report import inspect_run
 
-        inspect_run(out, show_summary=False)
+        inspect_run(out, show_summary=False, summary=summary)
     trainer.writer.summary(summary)  # the last file: a run cut short before it reads "running"
     keys = (
         "status",
@@ -531,10 +538,34 @@ def _batches(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _model_path(run_dir: str) -> Path:
-    path = run_directory(run_dir) / "model.pt"
+def _model_path(run_dir: str, command: str) -> Path:
+    """``RUN_DIR/model.pt`` of a run that finished: one whose summary.json says ``collapsed``
+    (a network at chance level), ``running`` (killed after model.pt, before its summary) or
+    anything but ``finished`` is refused, naming the status and its reason. A folder with a
+    model.pt and no summary.json (a network copied on its own) is taken as it is."""
+    folder = run_directory(run_dir)
+    path = folder / "model.pt"
     if not path.is_file():
-        raise UsageError(f"{run_dir} has no model.pt: export and bench need a finished run")
+        raise UsageError(f"{run_dir} has no model.pt: {command} needs a finished run")
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except FileNotFoundError:
+        return path
+    except (OSError, ValueError):
+        summary = None
+    status = summary.get("status") if isinstance(summary, dict) else None
+    if status != "finished":
+        if status is None:
+            why = "its summary.json cannot be read"
+        elif status == "running":
+            why = (
+                "its summary.json says running: it has not finished, or was stopped after "
+                f"model.pt was written (finish it with: bayesprune train --resume {run_dir})"
+            )
+        else:
+            reason = summary.get("status_reason")
+            why = f"its status is {status}" + (f" ({reason})" if reason else "")
+        raise UsageError(f"{run_dir}: {why}; {command} needs a finished run")
     return path
 
 
@@ -573,10 +604,12 @@ def _record_export(path: Path) -> None:
 def export(args) -> int:
     from bayesprune.export import ExportError, export_model, load_model_record
 
-    model = _model_path(args.run_dir)
+    model = _model_path(args.run_dir, "export")
     suffix = EXPORT_FORMATS[args.format]
     default = model.with_suffix(suffix)
-    out = Path(args.out) if args.out else default
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out is empty: name the file to write (or leave --out out)")
+    out = Path(args.out) if args.out is not None else default
     if out.suffix != suffix:
         raise UsageError(f"--out {out}: the {args.format} format writes {suffix} files")
     if out.is_dir():
@@ -614,6 +647,11 @@ def export(args) -> int:
 
 def _input_note(run_dir: Path) -> str:
     """How the exported network's inputs are made (config.json's data.normalisation)."""
+    if not (run_dir / "config.json").exists():  # a model.pt on its own (export needs no more)
+        return (
+            "normalised as the data the network was trained on were (this folder has no "
+            "config.json to say how)"
+        )
     try:
         data = read_config(run_dir).get("data")
     except RunError:  # (export needs only model.pt: say what can be said without it)
@@ -643,13 +681,22 @@ def bench(args) -> int:
 
     from bayesprune.bench import bench_run, format_table
 
-    _model_path(args.run_dir)
+    _model_path(args.run_dir, "bench")
     torch.set_num_threads(args.threads)
-    device = _device(args.device, "to bench on").type
+    device = str(_device(args.device, "to bench on"))  # cuda:N stays cuda:N
     try:
         result = bench_run(args.run_dir, device, args.batch)
     except ValueError as err:  # model.pt is not a bayesprune model (load_model_record)
         raise UsageError(str(err)) from None
+    except (RuntimeError, MemoryError) as err:
+        if not isinstance(err, MemoryError) and "alloc" not in str(err) and "memory" not in str(
+            err
+        ):
+            raise
+        raise UsageError(
+            f"--batch {max(args.batch)}: not enough memory on {device} for a batch of that size "
+            f"({first_line(err)}); nothing was written"
+        ) from None
     print(format_table(result))
     print(f"bayesprune: wrote {Path(args.run_dir) / 'bench.json'}", file=sys.stderr)
     return 0
@@ -685,10 +732,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bayesprune: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # the disk filled up, a folder vanished...: files are atomic, so
-        where = f" ({err.filename})" if err.filename else ""  # what was written is complete
+        where = f" ({_written_name(err.filename)})" if err.filename else ""  # what was written
+        resumes = " (a started run resumes with --resume)" if argv[:1] == ["train"] else ""
         print(
             f"bayesprune: error: {err.strerror or err}{where}; the files written so far are "
-            "complete (a started run resumes with --resume)",
+            f"complete{resumes}",
             file=sys.stderr,
         )
         return 2
@@ -707,6 +755,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _written_name(filename) -> str:
+    """The file a failed write was for: the atomic writes go through a hidden ``.NAME.tmp-PID``
+    beside it, which is not a name the user gave or will find."""
+    path = Path(str(filename))
+    match = re.fullmatch(r"\.(.+)\.tmp-\d+", path.name)
+    return str(path.with_name(match.group(1))) if match else str(filename)
 
 
 class _Stopped(BaseException):  # like KeyboardInterrupt: no "except Exception" swallows it

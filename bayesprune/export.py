@@ -294,15 +294,21 @@ def _export_onnx(module: nn.Sequential, example: torch.Tensor, out: Path) -> Non
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
-    atomic_write(out, lambda f: f.write(buffer.getvalue()))
     if importlib.util.find_spec("onnxruntime") is not None:  # check the file, not the exporter
         import numpy as np
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        # the bytes the file will hold, checked before it is written: a file that fails the
+        # check is never left where the next export would refuse to replace it
+        session = onnxruntime.InferenceSession(
+            buffer.getvalue(), providers=["CPUExecutionProvider"]
+        )
         x = torch.randn(3, *example.shape[1:])
         got = session.run(None, {"input": x.numpy()})[0]
         with torch.no_grad():
             want = module(x).numpy()
         if not np.allclose(got, want, rtol=1e-4, atol=1e-5):
-            raise ExportError(f"{out}: onnxruntime's predictions differ from the network's")
+            raise ExportError(
+                f"{out}: onnxruntime's predictions differ from the network's (not written)"
+            )
+    atomic_write(out, lambda f: f.write(buffer.getvalue()))

@@ -93,8 +93,8 @@ def unit_series(records: list[dict], key: str, layer: str, ids: np.ndarray) -> n
 def unit_coords(run: Run) -> dict[str, np.ndarray]:
     """Per gated layer, every unit id the run ever had (0 .. starting width − 1)."""
     layers = run.guide.net.gated
-    if run.summary is not None:
-        return {n: np.arange(w) for n, w in zip(layers, run.summary["initial_widths"], strict=True)}
+    if run.initial_widths is not None:
+        return {n: np.arange(w) for n, w in zip(layers, run.initial_widths, strict=True)}
     seen = {n: {u for r in run.metrics + run.traces for u in r["unit_ids"][n]} for n in layers}
     return {n: np.arange(max(ids) + 1) for n, ids in seen.items()}
 
@@ -105,7 +105,7 @@ def trajectories(run: Run, ids: dict[str, np.ndarray]) -> xr.Dataset:
     data: dict[str, tuple] = {}
     removed_at = {n: np.full(len(u), np.nan) for n, u in ids.items()}
     merged = {n: np.zeros(len(u), bool) for n, u in ids.items()}
-    for event in (run.summary or {}).get("prune_events", []):
+    for event in run.prune_events:
         if event["step"] > records[-1]["step"]:
             continue  # after the inspected epoch (load_run stops the records there)
         removed_at[event["layer"]][event["unit_ids"]] = event["step"]

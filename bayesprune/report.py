@@ -106,8 +106,11 @@ def plot_gate_forest(idata, name: str, ax) -> None:
     order = np.argsort(theta.sel({f"{name}_unit": ids}).values, kind="stable")
     arviz_io.plot_forest(idata, f"{name}_gate", {f"{name}_unit": ids[order][:FOREST_UNITS]}, ax)
     shown = min(len(ids), FOREST_UNITS)
-    ax.set_title(f"{name}: gates of {shown} of {len(ids)} survivors")
+    theta_ids = theta.sel({f"{name}_unit": ids}).values
+    which = "least certain first" if np.any(theta_ids < 1) else "all at θ = 1: the first ids"
+    ax.set_title(f"{name}: gates of {shown} of {len(ids)} survivors ({which})")
     ax.set_xlim(-0.05, 1.05)
+    ax.set_xlabel("gate draw ξ (mean θ, 94% HDI)")
 
 
 def _save(fig, path: Path) -> Path:
@@ -164,6 +167,7 @@ def inspect_run(
     draws: int = DRAWS,
     seed: int = 0,
     show_summary: bool = True,
+    summary: dict | None = None,
 ) -> dict[str, Path]:
     """Write ``RUN_DIR/inspect/posterior.nc`` and the figures; print the survivors' summary.
 
@@ -177,9 +181,11 @@ def inspect_run(
     :param draws: number of posterior draws.
     :param seed: seed of the draws.
     :param show_summary: print the ArviZ summary of the surviving units.
+    :param summary: the run's final summary, where ``summary.json`` is not yet written (``train``
+        writes it after these files).
     :returns: the written files, by name.
     """
-    run = load_run(run_dir, epoch)
+    run = load_run(run_dir, epoch, summary=summary)
     last = run.last_recorded_epoch
     if epoch is None and isinstance(last, int) and run.epoch < last:
         # the last epoch's checkpoint is damaged or missing: its files are not replaced
@@ -205,7 +211,7 @@ def inspect_run(
         raise RunError(f"cannot write {out}: {err.strerror or err}") from None
     if show_summary:
         widths = "-".join(str(w) for w in run.guide.net.widths)
-        status = "" if run.summary is None else f", status {run.summary.get('status')}"
+        status = "" if run.status is None else f", status {run.status}"
         print(f"{run_dir}, epoch {run.epoch}: hidden widths {widths}{status}; survivors:")
         with pd.option_context("display.width", 120, "display.max_rows", None):  # every survivor
             print(survivor_summary(idata))

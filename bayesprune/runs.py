@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -162,6 +162,12 @@ class Run:
         only ``"status"``: running or interrupted).
     :param last_recorded_epoch: the newest epoch in ``metrics.jsonl``; above ``epoch`` when an
         earlier checkpoint was loaded (``metrics`` and ``traces`` then stop at ``epoch``).
+    :param status: ``summary.json``'s status, also where training has not ended (``running``,
+        ``interrupted``); ``None`` without a summary.
+    :param prune_events: the removals, the summary's or, where training has not ended, those
+        recorded in the loaded checkpoint.
+    :param initial_widths: the starting widths (summary or checkpoint; ``None`` if neither
+        records them).
     """
 
     path: Path
@@ -172,6 +178,9 @@ class Run:
     traces: list[dict]
     summary: dict | None
     last_recorded_epoch: int | None = None
+    status: str | None = None
+    prune_events: list = field(default_factory=list)
+    initial_widths: list | None = None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -188,12 +197,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
+def load_run(run_dir: str | Path, epoch: int | None = None, summary: dict | None = None) -> Run:
     """Read a run directory and rebuild its guide from a checkpoint.
 
     :param run_dir: a directory written by ``bayesprune train`` (or :class:`Trainer` with ``out``).
     :param epoch: the checkpoint to load; ``None``: the newest readable one (an interrupted or
         killed run may have left a damaged last file: the one before it is used).
+    :param summary: the run's final summary where ``summary.json`` does not hold it yet (``train``
+        inspects a run before it writes the summary, which stays the last file written).
     :raises RunError: the directory, ``config.json``, ``metrics.jsonl``, ``summary.json`` or the
         checkpoint is missing, unreadable or not what bayesprune writes (one line says which).
     """
@@ -228,10 +239,17 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
             errors.append(str(err))
     else:
         raise RunError(errors[0] if len(errors) == 1 else f"no readable checkpoint: {errors[0]}")
-    summary_path = path / "summary.json"
-    summary = _read_json(summary_path, dict) if summary_path.exists() else None
+    if summary is None:
+        summary_path = path / "summary.json"
+        summary = _read_json(summary_path, dict) if summary_path.exists() else None
+    status = None if summary is None else summary.get("status")
     if summary is not None and "initial_widths" not in summary:
         summary = None  # a run still going (or stopped): its summary holds only the status
+    # the removals and starting widths: the summary's, else the checkpoint's own record
+    record = summary if summary is not None else saved.get("trainer")
+    record = record if isinstance(record, dict) else {}
+    events = record.get("prune_events") or []
+    initial_widths = record.get("initial_widths")
     loaded = int(saved["epoch"])
     last = metrics[-1].get("epoch")
     if any(m.get("epoch", 0) > loaded for m in metrics):
@@ -240,7 +258,9 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> Run:
         metrics = [m for m in metrics if m.get("epoch", 0) <= loaded]
         last_step = metrics[-1].get("step", 0)
         traces = [t for t in traces if t.get("step", 0) <= last_step]
-    return Run(path, config, loaded, guide, metrics, traces, summary, last)
+    return Run(
+        path, config, loaded, guide, metrics, traces, summary, last, status, events, initial_widths
+    )
 
 
 def run_directory(run_dir) -> Path:
@@ -339,7 +359,14 @@ def load_checkpoint(ckpt: Path, config: dict | None = None) -> dict:
     try:
         saved = torch.load(ckpt, weights_only=True, map_location="cpu")
     except Exception as err:  # every unpickling failure is a damaged or foreign file
-        raise RunError(f"cannot load checkpoint {ckpt}: {first_line(err)}") from None
+        why = first_line(err)
+        if "weights_only" in str(err):  # torch's advice to load it with weights_only=False is
+            # not the way for a file bayesprune did not write as plain data: name the error only
+            why = (
+                f"it holds objects other than tensors and plain data ({type(err).__name__}; "
+                "refused, nothing in it was run)"
+            )
+        raise RunError(f"cannot load checkpoint {ckpt}: {why}") from None
     if not isinstance(saved, dict) or not {"epoch", "net_spec", "guide"} <= set(saved):
         raise RunError(f"{ckpt} is not a bayesprune checkpoint")
     if config is not None:

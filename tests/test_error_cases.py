@@ -447,11 +447,18 @@ def test_a_run_records_how_its_inputs_were_normalised(tmp_path, capsys):
                         dtype=np.uint8).reshape(-1, 1, 28, 28)  # fmt: skip
     rebuilt = (torch.from_numpy(raw.astype(np.float32)) * norm["pixel_scale"] - norm["mean"][0])
     torch.testing.assert_close(rebuilt / norm["std"][0], data.x_train)
-    if (out / "model.pt").exists():
-        capsys.readouterr()
-        assert main(["export", str(out), "--format", "safetensors"]) == 0
-        err = capsys.readouterr().err
-        assert "input (batch, 784) float32" in err and "data.normalisation" in err
+    from bayesprune.cli import _input_note
+
+    # what export prints beside the file (this run on random images collapses, and export
+    # refuses a collapsed network: the note is read directly)
+    note = _input_note(out)
+    assert "data.normalisation" in note and f"mean {norm['mean']}" in note
+    status = json.loads((out / "summary.json").read_text())["status"]
+    capsys.readouterr()
+    exported = main(["export", str(out), "--format", "safetensors"])
+    assert exported == (0 if status == "finished" else 2)
+    if status == "finished":
+        assert "input (batch, 784) float32" in capsys.readouterr().err
 
 
 def test_units_removed_after_the_last_epochs_line_are_counted_and_named(
@@ -564,3 +571,77 @@ def test_a_run_from_before_run_ids_resumes_and_is_inspected(finished, tmp_path, 
     capsys.readouterr()
     # numbers from numpy (a sweep over np.arange) are numbers
     TrainConfig(epochs=np.int64(3), batch_size=np.int32(64), lr=np.float32(1e-3))
+
+
+def test_inspect_and_bench_values_beyond_their_range_are_one_line(finished, tmp_path, capsys):
+    """A seed numpy cannot take, a batch no memory holds, a GPU index that does not exist: one
+    line and exit 2, nothing written (they were tracebacks)."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for seed in ("-1", "99999999999999999999"):
+        assert main(["inspect", str(run), "--seed", seed]) == 2
+        assert "--seed" in _one_line(capsys)
+    assert main(["bench", str(run), "--batch", str(10**13)]) == 2
+    assert "not enough memory on cpu for a batch of that size" in _one_line(capsys)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_bench_on_a_gpu_index_torch_does_not_see_is_refused(monkeypatch):
+    import torch
+
+    from bayesprune.cli import UsageError, _device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert str(_device("cuda:1", "to bench on")) == "cuda:1"
+    with pytest.raises(UsageError, match=r"--device cuda:7: torch sees 2 CUDA device\(s\)"):
+        _device("cuda:7", "to bench on")
+
+
+def test_a_failed_write_names_the_file_asked_for_and_no_resume(monkeypatch, tmp_path, capsys):
+    """An export (or bench, inspect) whose write fails names the file the user asked for, not
+    the hidden temporary beside it, and does not speak of --resume, which is train's."""
+    import bayesprune.cli as cli
+
+    def fails(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".out.onnx.tmp-4242"))
+
+    monkeypatch.setattr(cli, "export", fails)
+    assert main(["export", str(tmp_path), "--format", "onnx"]) == 2
+    line = _one_line(capsys)
+    assert f"Permission denied ({tmp_path / 'out.onnx'})" in line and "--resume" not in line
+
+
+def test_an_onnx_file_that_fails_its_check_is_not_left_behind(
+    finished, tmp_path, monkeypatch, capsys
+):
+    """onnxruntime checks the bytes before they are written: a mismatch leaves no file (one at
+    the default name would block the next export, being unrecorded in exports.json)."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    monkeypatch.setattr(np, "allclose", lambda *a, **k: False)  # the check fails
+    assert main(["export", str(run), "--format", "onnx"]) == 2
+    assert "onnxruntime's predictions differ" in _one_line(capsys)
+    assert not (run / "model.onnx").exists()
+    monkeypatch.undo()
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+
+
+def test_export_out_empty_is_refused_and_a_lone_model_pt_gets_an_honest_note(
+    finished, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    assert main(["export", str(run), "--format", "safetensors", "--out", ""]) == 2
+    assert "--out is empty" in _one_line(capsys)
+    assert not (run / "model.safetensors").exists()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(run / "model.pt", alone / "model.pt")
+    assert main(["export", str(alone), "--format", "safetensors"]) == 0
+    note = capsys.readouterr().err
+    assert "this folder has no config.json" in note and "predates" not in note

@@ -129,6 +129,27 @@ def test_export_and_bench_from_the_command_line(tmp_path, capsys):
     for row in result["batches"].values():
         assert row["dense_ms"] > 0 and row["pruned_ms"] > 0
 
+    # a run that did not finish is neither exported nor benched: one line naming its status
+    import shutil
+
+    for status, reason, said in [
+        ("collapsed", "the run never learnt", "its status is collapsed (the run never learnt)"),
+        ("running", None, "summary.json says running"),
+    ]:
+        copy = tmp_path / status
+        shutil.copytree(out, copy)
+        (copy / "model.ts").unlink()
+        (copy / "summary.json").write_text(
+            json.dumps({**summary, "status": status, "status_reason": reason})
+        )
+        before = (copy / "bench.json").read_bytes()
+        for command in (["export", str(copy), "--format", "torchscript"], ["bench", str(copy)]):
+            capsys.readouterr()
+            assert main(command) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and said in err[0] and "needs a finished run" in err[0], err
+        assert not (copy / "model.ts").exists() and (copy / "bench.json").read_bytes() == before
+
 
 def test_export_mistakes_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--format", "onnx"]) == 2

@@ -20,9 +20,12 @@ FIGURES = ("theta_trajectories", "widths", "objective", "accuracy", "theta_histo
 def run(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("inspect") / "run"
-    args = ["train", "--widths", "16,8", "--epochs", "2", "--trace-every", "10", "--out", str(out),
-            "--no-progress", "--no-report"]  # fmt: skip (the figures: `inspect` below)
+    # wide and long enough that both layers lose units, by a gate and by a merge move
+    args = ["train", "--widths", "64,32", "--epochs", "4", "--trace-every", "10", "--out", str(out),
+            "--no-progress"]  # fmt: skip
     assert main(args) == 0
+    # what `train` itself wrote, before `inspect` (below) replaces it
+    (out / "inspect" / "posterior.nc").rename(out / "train_posterior.nc")
     return out
 
 
@@ -45,7 +48,7 @@ def test_train_and_inspect_write_the_figures(run, inspected):
 
 
 def test_posterior_matches_the_last_checkpoint(run, inspected):
-    ckpt = torch.load(run / "checkpoints" / "epoch_002.pt", weights_only=True)
+    ckpt = torch.load(run / "checkpoints" / "epoch_004.pt", weights_only=True)
     post = inspected.posterior
     assert post.sizes["chain"] == 1 and post.sizes["draw"] == 40
     for layer in ("fc1", "fc2"):
@@ -73,7 +76,10 @@ def test_trajectories_follow_units_by_id_until_removal(run, inspected):
     summary = json.loads((run / "summary.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     traj, traces = inspected.trajectories, inspected.traces
-    np.testing.assert_array_equal(traj["epoch"].values, [1, 2])
+    # both kinds of removal happen in this run, in both layers: the checks below are not empty
+    assert {e["layer"] for e in summary["prune_events"]} == {"fc1", "fc2"}
+    assert {bool(e.get("merged")) for e in summary["prune_events"]} == {True, False}
+    np.testing.assert_array_equal(traj["epoch"].values, [1, 2, 3, 4])
     assert np.all(traces["step"].values % 10 == 0)
     for i, layer in enumerate(("fc1", "fc2")):
         start = summary["initial_widths"][i]
@@ -82,23 +88,61 @@ def test_trajectories_follow_units_by_id_until_removal(run, inspected):
         removed = [u for e in summary["prune_events"] if e["layer"] == layer for u in e["unit_ids"]]
         final = metrics[-1]["unit_ids"][layer]
         assert sorted(removed + final) == list(range(start))  # every unit: removed or kept
-        theta = traj[f"{layer}_theta"].sel(epoch=2)
+        theta = traj[f"{layer}_theta"].sel(epoch=4)
         np.testing.assert_allclose(theta.sel({f"{layer}_unit": final}), metrics[-1]["theta"][layer])
         assert np.all(np.isnan(theta.sel({f"{layer}_unit": removed})))
         for event in (e for e in summary["prune_events"] if e["layer"] == layer):
             at = traj[f"{layer}_removed_at_step"].sel({f"{layer}_unit": event["unit_ids"]})
             assert np.all(at == event["step"])
-            # traced just before the check that removed them: θ exactly 0, then gone
+            merged = traj[f"{layer}_merged"].sel({f"{layer}_unit": event["unit_ids"]})
+            assert np.all(merged == bool(event.get("merged")))
+            # traced just before the check that removed them: θ exactly 0 (a gate's removal;
+            # a merge move takes units at any θ), then gone
             units = {f"{layer}_unit": event["unit_ids"]}
             before = traces[f"{layer}_theta"].sel(step=event["step"], **units)
-            assert np.all(before == 0)
+            assert event.get("merged") or np.all(before == 0)
             after = traces[f"{layer}_theta"].sel(**units).where(traces.step > event["step"])
             assert np.all(np.isnan(after.dropna("step", how="all")))
 
 
+def test_the_posterior_train_writes_records_the_removals(run, inspected):
+    """``train`` inspects the run before it writes summary.json (the last file): its
+    posterior.nc must still hold the removals, as a later ``inspect`` writes them."""
+    written = az.from_netcdf(run / "train_posterior.nc").trajectories
+    for layer in ("fc1", "fc2"):
+        for key in (f"{layer}_removed_at_step", f"{layer}_merged"):
+            np.testing.assert_array_equal(written[key].values, inspected.trajectories[key].values)
+        assert np.isfinite(written[f"{layer}_removed_at_step"].values).any()
+
+
+def test_an_unfinished_run_is_inspected_with_its_status_and_removals(run, tmp_path, capsys):
+    """An interrupted (or still running) run: summary.json holds only its status; the header
+    says it, and the removals come from the loaded checkpoint."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    capsys.readouterr()
+    assert main(["inspect", str(copy), "--draws", "5"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "epoch 4: hidden widths" in header and header.endswith("status interrupted; survivors:")
+    idata = az.from_netcdf(copy / "inspect" / "posterior.nc")
+    ckpt = torch.load(copy / "checkpoints" / "epoch_004.pt", weights_only=True)
+    events = ckpt["trainer"]["prune_events"]
+    assert events
+    for layer in ("fc1", "fc2"):
+        at = idata.trajectories[f"{layer}_removed_at_step"]
+        assert idata.trajectories.sizes[f"{layer}_unit"] == ckpt["trainer"]["initial_widths"][
+            ("fc1", "fc2").index(layer)
+        ]
+        removed = [u for e in events if e["layer"] == layer for u in e["unit_ids"]]
+        assert int(np.isfinite(at.values).sum()) == len(removed)
+
+
 def test_load_run_rebuilds_the_trained_network(run):
     loaded = load_run(run)
-    assert loaded.epoch == 2 and loaded.config.epochs == 2
+    assert loaded.epoch == 4 and loaded.config.epochs == 4
     saved = load_model(run / "model.pt")
     x = torch.randn(50, 4)
     torch.testing.assert_close(deterministic_network(loaded.guide)(x), saved(x))
@@ -143,7 +187,7 @@ def test_a_layer_without_survivors_still_gets_its_figures(run, tmp_path):
     assert len(table) and all(name.startswith("fc1_") for name in table.index)
 
 
-@pytest.mark.parametrize("target", ["model.pt", "checkpoints/epoch_002.pt"])
+@pytest.mark.parametrize("target", ["model.pt", "checkpoints/epoch_004.pt"])
 def test_a_crafted_pickle_in_a_run_is_refused_and_nothing_runs(run, tmp_path, target):
     import pickle
     import shutil
@@ -159,9 +203,12 @@ def test_a_crafted_pickle_in_a_run_is_refused_and_nothing_runs(run, tmp_path, ta
         with pytest.raises(ValueError, match="cannot load"):
             load_model(copy / target)
     else:  # the damaged newest checkpoint is refused; the one before it is read instead
-        assert load_run(copy).epoch == 1
-        with pytest.raises(RunError, match="cannot load checkpoint"):
-            load_run(copy, epoch=2)
+        assert load_run(copy).epoch == 3
+        with pytest.raises(RunError, match="cannot load checkpoint") as refused:
+            load_run(copy, epoch=4)
+        # torch's advice to load it with weights_only=False is not passed on
+        assert "weights_only" not in str(refused.value)
+        assert "refused, nothing in it was run" in str(refused.value)
     assert not marker.exists()
 
 
