@@ -40,14 +40,16 @@ class GateGuide(PyroModule):
     stored value u, which the projected optimiser (:class:`~bayesprune.inference.GateOptim`)
     keeps in [0, 1], so θ reaches 0 and 1 exactly (Eq. (10)). The weight means μ are the
     network's own parameters, so the trained network *is* the posterior mean; every call of the
-    guide declares them as ``param`` sites (``"net.{module}.{param}"``) whose values carry
+    guide declares them as ``param`` sites (named as Pyro names a module's parameters, e.g.
+    ``"net$$$layers.fc1.weight"``) whose values carry
     ``.unconstrained`` like Pyro's own, so :class:`pyro.infer.SVI` with any ``pyro.optim``
     optimiser trains them. The prior parameters are point estimates updated in closed form
     (:func:`bayesprune.inference.update_slab_variances`). The guide owns all of this state:
     :meth:`remove_units` removes units physically, :meth:`set_gate_probs` sets θ.
 
     :param net: the network whose parameters are the posterior means μ.
-    :param hyper: prior settings (used for the initial σ̂₁² = reference variance 1/fan_in).
+    :param hyper: prior settings (not read: the initial σ̂₁² is the reference variance
+        1/fan_in of each layer; kept so that guide and model are built from the same pair).
     :param weights: ``"point"`` (point masses, the default), ``"gaussian"`` (mean-field normal,
         reparameterised) or ``None``: the guide has no weight sites and leaves them to another
         guide, e.g. ``AutoGuideList([AutoNormal(poutine.block(model, expose=weight_sites)),

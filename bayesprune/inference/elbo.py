@@ -40,7 +40,9 @@ class GatedELBO(Trace_ELBO):
 
     - every GSM weight site contributes its *exact* expectation over q(ξ) instead of a sampled log
       density: −Σ_s θ_s KL_s when the guide marks the site ``infer={"structured": True}``
-      (Eq. (4s)), the mean-field expectation of Eq. (4) otherwise; q(π) = δ(θ), so the gate KL
+      (Eq. (4s); with ``"coupled": True`` as well, each weight's KL counted with the probability
+      that its input unit is on, Eq. (4c), the default posterior), the mean-field expectation of
+      Eq. (4) otherwise; q(π) = δ(θ), so the gate KL
       is exactly 0 (Eq. (6));
     - the per-example gate sites contribute nothing (their KL to Bernoulli(π = θ) is 0);
     - the gradient with respect to θ of the data term uses the chosen estimator (Eq. (9)):

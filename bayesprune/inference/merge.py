@@ -132,9 +132,10 @@ class MergeMoves:
     :param guide: the guide (point-mass weights, structured or coupled posterior).
     :param hyper: the hyper-prior (its temperature prices the units).
     :param num_data: N, the number of training examples (the data term is N × the mean).
-    :param confidence: z of the one-sided bound of a unit's first test; a unit proposed again
-        is tested at a stricter z (:meth:`z`), so that over all its tests the chance of
-        accepting a move that does not lower F stays that of one test at ``confidence``.
+    :param confidence: the level, as a z, that a unit's tests spend together (Eq. (14a)): its
+        k-th test is at the stricter z of :meth:`z` (2.28 for the first at the default 2), so
+        that over all its tests the chance of accepting a move that does not lower F stays that
+        of one test at ``confidence``; with ``spend`` False every test is at ``confidence``.
     :param max_rejections: a layer's round stops after this many rejected proposals.
     :param spend: whether repeated tests get stricter (Eq. (14a)); False: all at ``confidence``
         (a round's group moves then share its level over their sizes).

@@ -28,7 +28,7 @@ class PruneMessenger(Messenger):
     the physically pruned network (``tests/inference/test_pruning.py``), while every tensor keeps
     its shape: a training step can run under the handler from the check that finds units
     collapsed until their physical removal (:meth:`GateGuide.remove_units`). The fast evaluation
-    of :class:`~bayesprune.inference.GatedELBO` reads the active handlers (:func:`active_masks`)
+    of :class:`~bayesprune.inference.GatedELBO` reads the active handlers (:func:`active_pruning`)
     and computes the same.
 
     :param net: the network whose units are pruned (for the shapes of its layers).

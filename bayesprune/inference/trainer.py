@@ -55,8 +55,9 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
 
     F is a sum over N examples, so ∂F/∂θ is N times the per-example effect Δ_s;
     :class:`ProjectedSGD` divides by N and steps per example seen, so ``lr_theta`` is a step per
-    example and per unit of per-example loss, and its evidence averages W_N = min(N,
-    ``theta_window``) examples (:func:`~bayesprune.config.evidence_window`).
+    example and per unit of per-example loss, and its evidence averages W_N examples
+    (:func:`~bayesprune.config.evidence_window`: min(N, ``theta_window``), or N with
+    ``window_cap="none"``, but at least 10 steps' examples, Eq. (10n)).
     """
     if config.theta_optimizer not in THETA_OPTIMIZERS:
         raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
@@ -423,9 +424,10 @@ class Trainer:
         return int(cfg.theta_transit * theta.numel()) - int((theta < 1).sum())
 
     def heading_for(self) -> dict[str, torch.Tensor]:
-        """Per gated layer, the units whose evidence favours keeping them (m ≤ 0, Eq. (10)).
+        """Per gated layer, the units whose evidence favours keeping them (d ≤ 0, Eq. (10)).
 
-        The vertex each unit's θ is moving to (θ falls while m > 0); what the merge moves price
+        d is what θ steps by: m − z·se(m) under Eq. (10s) (the default), m without it. The
+        vertex each unit's θ is moving to (θ falls while d > 0); what the merge moves price
         the other layers at (Eq. (14e)). Layers without an evidence average (θ by Adam, or
         before the first step) are left out: priced at every live unit.
         """
