@@ -140,6 +140,9 @@ OUTSIDE = {
                                                "train_subset": 2_000, "batch_size": 2048,
                                                "lr": 1e-2, "epochs": 300},
     "out-mlp-b2500-20ep": {**FMNIST, "batch_size": 2500, "epochs": 20},
+    # the slowest learner of the matrix (lr 3e-4) given twice the epochs, as batch 256 was (§6zf)
+    "out-mlp-lr3e-4-20ep": {**FMNIST, "lr": 3e-4, "epochs": 20},
+    "out-mlp-b256-20ep": {**FMNIST, "batch_size": 256, "epochs": 20},
     # P3 at a large batch: out-mlp-b4096-lr3e-3 from half and twice its starting widths
     "out-mlp-x0.5-b4096-lr3e-3": {**FMNIST, "width_mult": 0.5, "batch_size": 4096, "lr": 3e-3},
     "out-mlp-x2-b4096-lr3e-3": {**FMNIST, "width_mult": 2.0, "batch_size": 4096, "lr": 3e-3},
