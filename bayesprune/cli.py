@@ -535,14 +535,34 @@ def _batches(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected batch sizes like 1,256, got {text!r}") from None
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
+    if max(sizes) > MAX_BATCH:  # (beyond it torch's sizes overflow before memory runs out)
+        raise argparse.ArgumentTypeError(f"batch sizes must be at most {MAX_BATCH}, got {text!r}")
     return sizes
+
+
+MAX_BATCH = 2**31 - 1
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether an error is an allocation that failed (a GPU's out-of-memory error, the CPU
+    allocator's refusal), and not another error that mentions memory."""
+    if isinstance(err, (MemoryError, torch_out_of_memory())):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
+def torch_out_of_memory() -> type:
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", MemoryError)
 
 
 def _model_path(run_dir: str, command: str) -> Path:
     """``RUN_DIR/model.pt`` of a run that finished: one whose summary.json says ``collapsed``
     (a network at chance level), ``running`` (killed after model.pt, before its summary) or
     anything but ``finished`` is refused, naming the status and its reason. A folder with a
-    model.pt and no summary.json (a network copied on its own) is taken as it is."""
+    model.pt and no summary.json (a network copied on its own) is taken as it is here; ``export``
+    needs no more, ``bench`` then asks for the run's summary and config itself."""
     folder = run_directory(run_dir)
     path = folder / "model.pt"
     if not path.is_file():
@@ -555,12 +575,15 @@ def _model_path(run_dir: str, command: str) -> Path:
         summary = None
     status = summary.get("status") if isinstance(summary, dict) else None
     if status != "finished":
-        if status is None:
+        if not isinstance(summary, dict):
             why = "its summary.json cannot be read"
+        elif status is None:
+            why = "its summary.json records no status"
         elif status == "running":
             why = (
                 "its summary.json says running: it has not finished, or was stopped after "
-                f"model.pt was written (finish it with: bayesprune train --resume {run_dir})"
+                f"model.pt was written (a command-line run finishes with: bayesprune train "
+                f"--resume {run_dir})"
             )
         else:
             reason = summary.get("status_reason")
@@ -689,9 +712,7 @@ def bench(args) -> int:
     except ValueError as err:  # model.pt is not a bayesprune model (load_model_record)
         raise UsageError(str(err)) from None
     except (RuntimeError, MemoryError) as err:
-        if not isinstance(err, MemoryError) and "alloc" not in str(err) and "memory" not in str(
-            err
-        ):
+        if not _out_of_memory(err):
             raise
         raise UsageError(
             f"--batch {max(args.batch)}: not enough memory on {device} for a batch of that size "

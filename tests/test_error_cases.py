@@ -582,8 +582,38 @@ def test_inspect_and_bench_values_beyond_their_range_are_one_line(finished, tmp_
     for seed in ("-1", "99999999999999999999"):
         assert main(["inspect", str(run), "--seed", seed]) == 2
         assert "--seed" in _one_line(capsys)
-    assert main(["bench", str(run), "--batch", str(10**13)]) == 2
-    assert "not enough memory on cpu for a batch of that size" in _one_line(capsys)
+    for batch in (2**62, 10**20):  # torch's sizes would overflow: refused as they are read
+        assert main(["bench", str(run), "--batch", str(batch)]) == 2
+        assert "batch sizes must be at most" in _one_line(capsys)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_bench_batch_no_memory_holds_is_one_line(finished, tmp_path, capsys, monkeypatch):
+    """The allocator's refusal (the CPU's, or a GPU's OutOfMemoryError) is one line and exit 2;
+    another error that mentions memory is not relabelled as one."""
+    import torch
+
+    import bayesprune.bench as bench
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for err in (
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate "
+                     "memory: you tried to allocate 16000000000000 bytes"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB"),
+    ):  # fmt: skip
+
+        def refuses(*args, err=err, **kwargs):
+            raise err
+
+        monkeypatch.setattr(bench.torch, "randn", refuses)
+        assert main(["bench", str(run), "--batch", "1000000"]) == 2
+        assert "--batch 1000000: not enough memory on cpu" in _one_line(capsys)
+    other = RuntimeError("CUDA error: an illegal memory access was encountered")
+    monkeypatch.setattr(bench.torch, "randn", lambda *a, **k: (_ for _ in ()).throw(other))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        main(["bench", str(run), "--batch", "8"])
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 

@@ -149,6 +149,13 @@ def test_export_and_bench_from_the_command_line(tmp_path, capsys):
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and said in err[0] and "needs a finished run" in err[0], err
         assert not (copy / "model.ts").exists() and (copy / "bench.json").read_bytes() == before
+    # a summary that records no status (or cannot be read) is not taken for a finished run
+    for text, said in [(json.dumps({"architecture": "4-12-8"}), "records no status"),
+                       ("[1, 2]", "cannot be read")]:  # fmt: skip
+        (copy / "summary.json").write_text(text)
+        capsys.readouterr()
+        assert main(["export", str(copy), "--format", "torchscript"]) == 2
+        assert said in capsys.readouterr().err
 
 
 def test_export_mistakes_are_one_line(tmp_path, capsys):

@@ -56,8 +56,8 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
     F is a sum over N examples, so ∂F/∂θ is N times the per-example effect Δ_s;
     :class:`ProjectedSGD` divides by N and steps per example seen, so ``lr_theta`` is a step per
     example and per unit of per-example loss, and its evidence averages W_N examples
-    (:func:`~bayesprune.config.evidence_window`: min(N, ``theta_window``), or N with
-    ``window_cap="none"``, but at least 10 steps' examples, Eq. (10n)).
+    (:func:`~bayesprune.config.evidence_window`: min(N, ``theta_window``), or ``theta_window``
+    itself with ``window_cap="none"``, but at least 10 steps' examples, Eq. (10n)).
     """
     if config.theta_optimizer not in THETA_OPTIMIZERS:
         raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
