@@ -31,15 +31,38 @@ def plot_theta_trajectories(idata, axes) -> None:
     """θ_s of every unit against training time, one axis per gated layer.
 
     Uses the per-step ``traces`` group when the run has one, else the per-epoch trajectories; a
-    line ends where its unit was removed.
+    line ends where its unit was removed. A merge move removes units whatever their θ (most at
+    θ = 1, where no line falls), so each is marked × where it went, and the title counts the
+    removals of both kinds.
     """
     fine = arviz_io.has_group(idata, "traces")
     ds = arviz_io.group(idata, "traces" if fine else "trajectories")
+    traj = arviz_io.group(idata, "trajectories")
     time = "step" if fine else "epoch"
     for ax, name in zip(axes, gated_layers(idata), strict=True):
         theta = ds[f"{name}_theta"]
         ax.plot(ds[time].values, theta.values, lw=0.8, alpha=0.6)
-        ax.set(xlabel=time, ylabel="θ", ylim=(-0.05, 1.05), title=f"{name}: θ of every unit")
+        removed_at = traj[f"{name}_removed_at_step"].values
+        merged = traj[f"{name}_merged"].values & np.isfinite(removed_at)
+        by_gates = int(np.isfinite(removed_at).sum() - merged.sum())
+        if merged.any():  # where each merged unit went, at its last recorded θ
+            steps = removed_at[merged]
+            when = steps if fine else np.interp(steps, traj["step"].values, traj["epoch"].values)
+            last = theta.values[:, merged]
+            seen = np.isfinite(last)
+            level = np.array(
+                [col[ok][-1] if ok.any() else 1.0 for col, ok in zip(last.T, seen.T, strict=True)]
+            )
+            ax.plot(when, level, "x", color="C3", ms=5, label="merged (at its last recorded θ)")
+            ax.legend(loc="center right")
+        ax.set(
+            xlabel=time,
+            ylabel="θ",
+            ylim=(-0.05, 1.05),
+            title=f"{name}: θ of every unit\n({by_gates} removed by their gates, "
+            f"{int(merged.sum())} merged)",
+        )
+        ax.title.set_fontsize(10)
 
 
 def plot_widths(idata, ax) -> None:
@@ -108,7 +131,7 @@ def plot_gate_forest(idata, name: str, ax) -> None:
     shown = min(len(ids), FOREST_UNITS)
     theta_ids = theta.sel({f"{name}_unit": ids}).values
     which = "least certain first" if np.any(theta_ids < 1) else "all at θ = 1: the first ids"
-    ax.set_title(f"{name}: gates of {shown} of {len(ids)} survivors ({which})")
+    ax.set_title(f"{name}: gates of {shown} of {len(ids)} survivors\n({which})", fontsize=10)
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("gate draw ξ (mean θ, 94% HDI)")
 

@@ -230,3 +230,26 @@ def test_inspect_at_an_earlier_epoch_stops_every_record_there(run, tmp_path):
         assert idata.trajectories[f"{layer}_width"].values.tolist() == [
             first["widths"][("fc1", "fc2").index(layer)]
         ]
+
+
+def test_the_theta_figure_counts_and_marks_both_kinds_of_removal(run, inspected):
+    """Merge moves take units at θ = 1, where no line falls: the figure's titles count the
+    removals of each kind and every merged unit gets its marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bayesprune.report import plot_theta_trajectories
+
+    summary = json.loads((run / "summary.json").read_text())
+    fig, axes = plt.subplots(1, 2)
+    plot_theta_trajectories(inspected, axes)
+    for ax, layer in zip(axes, ("fc1", "fc2"), strict=True):
+        events = [e for e in summary["prune_events"] if e["layer"] == layer]
+        merged = sum(len(e["unit_ids"]) for e in events if e.get("merged"))
+        gated = sum(len(e["unit_ids"]) for e in events if not e.get("merged"))
+        assert f"({gated} removed by their gates, {merged} merged)" in ax.get_title()
+        marks = [line for line in ax.get_lines() if line.get_marker() == "x"]
+        assert sum(len(line.get_xdata()) for line in marks) == merged
+    plt.close(fig)
