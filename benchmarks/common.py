@@ -1275,7 +1275,8 @@ def render_second_layer_widths(name: str, result: dict) -> list[str]:
         f"## {name}",
         "",
         f"`benchmarks/second_layer_widths.py`: dense two-hidden-layer networks on {where} "
-        f"(Adam {result.get('lr', 1e-3):g}, batch 100, {result['epochs']} epochs, 1 thread), "
+        f"(Adam {result.get('lr', 1e-3):g}, batch {result.get('batch_size', 100)}, "
+        f"{result['epochs']} epochs, 1 thread), "
         f"commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. Mean over seeds "
         f"{', '.join(map(str, seeds))}: the final training data term (nats per example, all "
         "training examples), the test error, and the objective per example, data term + "

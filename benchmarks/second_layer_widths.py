@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python benchmarks/second_layer_widths.py [--fc2 25 50 90 130 200]
 [--fc1 50 150 300] [--fc1-at 85] [--fc2-at 90] [--dataset fashion-mnist|teacher]
-[--train-subset N] [--lr 1e-3] [--seeds 0 1 2 3] [--price P] [--jobs 2]
+[--train-subset N] [--lr 1e-3] [--batch-size 100] [--seeds 0 1 2 3] [--price P] [--jobs 2]
 [--name second_layer_widths]``.
 
 LeNet-300-100 keeps 48 / 89 / 93 second-layer units from the starts 150-50 / 300-100 / 600-200
@@ -70,7 +70,14 @@ def run_sweep(name: str, measure, jobs: list, workers: int, price: float, **sett
 
 
 def measure(
-    fc1: int, fc2: int, seed: int, epochs: int, subset: int | None, lr: float, dataset: str
+    fc1: int,
+    fc2: int,
+    seed: int,
+    epochs: int,
+    subset: int | None,
+    lr: float,
+    dataset: str,
+    batch_size: int = 100,
 ) -> dict:
     import torch
 
@@ -85,7 +92,7 @@ def measure(
     torch.manual_seed(seed)
     net = build_network("mlp", data.in_shape, data.num_classes, (fc1, fc2))
     inputs = net.layers["fc1"].in_features
-    summary = train_dense(net, data, epochs, 100, lr, seed)
+    summary = train_dense(net, data, epochs, batch_size, lr, seed)
     plain = net.to_sequential().eval()
     return {
         "fc1": fc1,
@@ -106,6 +113,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "teacher"])
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--batch-size", type=int, default=100, help="examples per step")
     parser.add_argument("--name", default="second_layer_widths")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--epochs", type=int, default=10)
@@ -123,7 +131,7 @@ def main(argv=None) -> dict:
     shapes = [(args.fc1_at, k) for k in args.fc2] + [(k, args.fc2_at) for k in args.fc1]
     shapes = list(dict.fromkeys(shapes))
     jobs = [
-        (k1, k2, s, args.epochs, args.train_subset, args.lr, args.dataset)
+        (k1, k2, s, args.epochs, args.train_subset, args.lr, args.dataset, args.batch_size)
         for k1, k2 in shapes
         for s in args.seeds
     ]
@@ -137,6 +145,7 @@ def main(argv=None) -> dict:
         dataset=args.dataset,
         train_subset=args.train_subset,
         lr=args.lr,
+        batch_size=args.batch_size,
         fc1_at=args.fc1_at,
         fc2_at=args.fc2_at,
     )
