@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 import threading
@@ -25,7 +24,14 @@ from bayesprune.export import EXPORT_FORMATS
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
 from bayesprune.inference.trainer import Trainer
 from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS
-from bayesprune.runs import RunError, first_line, new_or_empty, read_config, run_directory
+from bayesprune.runs import (
+    RunError,
+    first_line,
+    new_or_empty,
+    read_config,
+    run_directory,
+    written_name,
+)
 
 ARCHS = tuple(ARCHITECTURES)
 EXIT_FAILED_RUN = 3  # the run finished its epochs but collapsed or diverged (summary "status")
@@ -546,15 +552,11 @@ MAX_BATCH = 2**31 - 1
 def _out_of_memory(err: BaseException) -> bool:
     """Whether an error is an allocation that failed (a GPU's out-of-memory error, the CPU
     allocator's refusal), and not another error that mentions memory."""
-    if isinstance(err, (MemoryError, torch_out_of_memory())):
-        return True
-    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
-
-
-def torch_out_of_memory() -> type:
     import torch
 
-    return getattr(torch, "OutOfMemoryError", MemoryError)
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
 
 
 def _model_path(run_dir: str, command: str) -> Path:
@@ -753,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bayesprune: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # the disk filled up, a folder vanished...: files are atomic, so
-        where = f" ({_written_name(err.filename)})" if err.filename else ""  # what was written
+        where = f" ({written_name(err.filename)})" if err.filename else ""  # what was written
         resumes = " (a started run resumes with --resume)" if argv[:1] == ["train"] else ""
         print(
             f"bayesprune: error: {err.strerror or err}{where}; the files written so far are "
@@ -776,14 +778,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _written_name(filename) -> str:
-    """The file a failed write was for: the atomic writes go through a hidden ``.NAME.tmp-PID``
-    beside it, which is not a name the user gave or will find."""
-    path = Path(str(filename))
-    match = re.fullmatch(r"\.(.+)\.tmp-\d+", path.name)
-    return str(path.with_name(match.group(1))) if match else str(filename)
 
 
 class _Stopped(BaseException):  # like KeyboardInterrupt: no "except Exception" swallows it

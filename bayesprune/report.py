@@ -126,10 +126,10 @@ def plot_gate_forest(idata, name: str, ax) -> None:
         ax.set_title(f"{name}: no surviving units")
         ax.set_axis_off()
         return
-    order = np.argsort(theta.sel({f"{name}_unit": ids}).values, kind="stable")
+    theta_ids = theta.sel({f"{name}_unit": ids}).values
+    order = np.argsort(theta_ids, kind="stable")
     arviz_io.plot_forest(idata, f"{name}_gate", {f"{name}_unit": ids[order][:FOREST_UNITS]}, ax)
     shown = min(len(ids), FOREST_UNITS)
-    theta_ids = theta.sel({f"{name}_unit": ids}).values
     which = "least certain first" if np.any(theta_ids < 1) else "all at θ = 1: the first ids"
     ax.set_title(f"{name}: gates of {shown} of {len(ids)} survivors\n({which})", fontsize=10)
     ax.set_xlim(-0.05, 1.05)

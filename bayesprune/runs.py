@@ -44,11 +44,24 @@ def versions() -> dict:
     return out
 
 
+TEMPORARY = ".tmp-"  # atomic_write's temporary beside NAME: ".NAME.tmp-PID"
+
+
+def written_name(filename) -> str:
+    """The file a failed write was for: :func:`atomic_write` writes a hidden ``.NAME.tmp-PID``
+    beside it first, which is not a name the user gave or will find (other names unchanged)."""
+    path = Path(str(filename))
+    stem, sep, pid = path.name.rpartition(TEMPORARY)
+    if sep and stem.startswith(".") and len(stem) > 1 and pid.isdigit():
+        return str(path.with_name(stem[1:]))
+    return str(filename)
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Write a file completely or not at all: ``write(f)`` fills a temporary file in the same
     folder, which is flushed, synced and renamed over ``path`` (readers never see half a file)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TEMPORARY}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             write(f)
