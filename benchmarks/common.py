@@ -388,6 +388,9 @@ def readme_text() -> str:
         if "matrix_summary" in result:
             lines += render_matrix_summary(path.stem, result)
             continue
+        if "merge_power" in result:
+            lines += render_merge_power(path.stem, result)
+            continue
         if "tradeoff" in result:
             lines += render_tradeoff(path.stem, result)
             continue
@@ -992,6 +995,35 @@ def render_laplace_price(name: str, result: dict) -> list[str]:
             + (" / ".join(f"{v:.0f}" for v in r["weight_term"]) if "weight_term" in r else "-")
             + f" | {r['slab_var']:.2e} |"
         )
+    return lines + [""]
+
+
+def render_merge_power(name: str, result: dict) -> list[str]:
+    """benchmarks/merge_power.py: per layer, what a single merge move's test could resolve
+    (docs/method.md §6zg)."""
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/merge_power.py`, commit {result['commit']}, "
+        f"{result.get('cpu', 'unknown CPU')}, 1 thread per run: every single merge proposal of "
+        "a default run, per layer: proposals and acceptances; how many would save more price "
+        "(−ΔP) than the test's noise bound N z sd(d)/√n, i.e. could pass at no data cost; how "
+        "many save nothing (ΔP ≥ 0, no sample can pass them); medians of −ΔP, of the bound "
+        "(nats) and of their ratio.",
+        "",
+        "| cell | seed | N | widths | error (%) | layer | proposals | accepted "
+        "| −ΔP > bound | ΔP ≥ 0 | −ΔP | bound | −ΔP / bound |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["merge_power"]:
+        for layer, s in r["layers"].items():
+            lines.append(
+                f"| {r['case']} | {r['seed']} | {r['num_data']} | "
+                f"{'-'.join(map(str, r['widths']))} | {100 * r['test_error']:.2f} | {layer} "
+                f"| {s['proposals']} | {s['accepted']} | {s['saving_above_bound']} "
+                f"| {s['saving_not_positive']} | {s['median_saving']:.2f} "
+                f"| {s['median_bound']:.2f} | {s['median_ratio']:.3f} |"
+            )
     return lines + [""]
 
 
