@@ -106,7 +106,7 @@ def run(case: str, seed: int) -> dict:
     trainer = Trainer(cell_network(case, seed, data), data, cell_config(case, seed))
     log = record_proposals(trainer.merges)
     summary = trainer.fit(progress=False)
-    out = {"case": case, "seed": seed, "num_data": len(data.x_train),
+    out = {"case": case, "seed": seed, "num_data": trainer.merges.num_data,
            "widths": summary["widths"], "test_error": summary["test_error"],
            "layers": summarise(log)}  # fmt: skip
     print(out, flush=True)

@@ -650,3 +650,30 @@ def test_the_benchmarks_readme_is_what_the_results_files_make():
     results file out)."""
     common = _script("common")
     assert common.readme_text() == (BENCHMARKS / "README.md").read_text()
+
+
+def test_merge_power_logs_every_single_proposal_with_the_terms_of_its_test():
+    """benchmarks/merge_power.py: on a teacher run that merges, the proposals it logs as
+    accepted are the run's merge moves, each with the price change the trainer recorded, and
+    every logged test is the one the run applied (accepted iff data + bound − saving < 0)."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    script = _script("merge_power")
+    torch.manual_seed(0)
+    data = make_teacher(num_test=200)  # the demo's 20,000 training examples
+    trainer = Trainer(GatedMLP(4, (64, 32), 3), data, TrainConfig(epochs=4, seed=0))
+    log = script.record_proposals(trainer.merges)
+    trainer.fit(progress=False)
+    merges = [e for e in trainer.prune_events if e.get("merged")]
+    accepted = [r for r in log if r["accepted"]]
+    assert len(merges) > 0 and len(log) > len(accepted)  # moves were tested and some refused
+    assert sum(e["removed"] for e in merges) == len(accepted)
+    assert sum(e["delta_prior"] for e in merges) == pytest.approx(-sum(r["saving"] for r in accepted), rel=1e-6)
+    for r in log:
+        assert r["accepted"] == (r["data"] + r["bound"] - r["saving"] < 0)
+    summary = script.summarise(log)
+    assert sum(s["proposals"] for s in summary.values()) == len(log)
+    assert sum(s["accepted"] for s in summary.values()) == len(accepted)
