@@ -671,7 +671,8 @@ def test_merge_power_logs_every_single_proposal_with_the_terms_of_its_test():
     accepted = [r for r in log if r["accepted"]]
     assert len(merges) > 0 and len(log) > len(accepted)  # moves were tested and some refused
     assert sum(e["removed"] for e in merges) == len(accepted)
-    assert sum(e["delta_prior"] for e in merges) == pytest.approx(-sum(r["saving"] for r in accepted), rel=1e-6)
+    saved = -sum(r["saving"] for r in accepted)
+    assert sum(e["delta_prior"] for e in merges) == pytest.approx(saved, rel=1e-6)
     for r in log:
         assert r["accepted"] == (r["data"] + r["bound"] - r["saving"] < 0)
     summary = script.summarise(log)
