@@ -316,3 +316,30 @@ def test_accelerator_gpu_without_cuda_names_the_accelerator(capsys):
         pytest.skip("this machine has CUDA")
     assert main(["train", "--strategy", "ddp", "--devices", "1", "--accelerator", "gpu"]) == 2
     assert _one_line_error(capsys).startswith("bayesprune: error: --accelerator gpu:")
+
+
+def test_units_still_leaving_at_the_end_are_counted_and_named_in_a_note():
+    """At the rule's fixed point every deployed unit's evidence favours keeping it (d ≤ 0); a
+    run that ends with deployed units whose d > 0 (θ falling, or held at 1 by the transit
+    limit) was still shrinking, and says so once more than 1% of the deployed units are."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    torch.manual_seed(0)
+    trainer = Trainer(GatedMLP(4, (16, 8), 3), make_teacher(num_test=50), TrainConfig(epochs=3))
+    summary = trainer.fit(progress=False)
+    assert summary["status"] == "finished" and set(trainer.release_steps) == {"fc1", "fc2"}
+    assert summary["leaving_units"] == trainer.leaving() == {}  # decided: every kept d ≤ 0
+    assert trainer.leaving_note({}, summary["widths"]) is None
+    fc1 = trainer.guide.theta_parameters()[0]
+    decision = trainer.optim.gates.state[fc1]["decision"]
+    decision[:2] = 1e-3  # two deployed fc1 units whose evidence says leave
+    assert trainer.leaving() == {"fc1": 2}
+    note = trainer.leaving_note(trainer.leaving(), summary["widths"])
+    assert "fc1 2 of 16" in note and "that layer was still shrinking" in note
+    with torch.no_grad():
+        fc1[:2] = 0.0  # θ = clip of the stored value: below ½, not deployed
+    assert trainer.leaving() == {}
+    assert trainer.leaving_note({"fc1": 1}, [60, 40]) is None  # 1 of 100: not above 1%

@@ -871,6 +871,36 @@ class Trainer:
             f"than the evidence's (docs/method.md §6n); a wider start may end wider{groups}"
         )
 
+    def leaving(self) -> dict[str, int]:
+        """Per released layer with an evidence average, how many of the deployed units (θ > ½)
+        had evidence below their price at the end (d > 0 in Eq. (10), d = m − z·se under (10s)):
+        units whose θ was falling, or held at 1 because the transit limit (10t) was full. At the
+        rule's fixed point there are none (every kept unit has d ≤ 0), so a count says that the
+        layer was still shrinking when the run ended. Layers without any are left out."""
+        keeping = self.heading_for()
+        out = {}
+        for name in self.net.gated:
+            if name not in self.release_steps or name not in keeping:
+                continue
+            deployed = self.guide.gate_probs(name).detach() > 0.5
+            count = int((deployed & ~keeping[name]).sum())
+            if count:
+                out[name] = count
+        return out
+
+    def leaving_note(self, leaving: dict[str, int], widths: list[int]) -> str | None:
+        """A note when more than 1% of the deployed units were still leaving at the end
+        (:meth:`leaving`): the widths are the run length's, not yet the evidence's."""
+        if self.status != "finished" or sum(leaving.values()) <= 0.01 * sum(widths):
+            return None
+        width = dict(zip(self.net.gated, widths, strict=True))
+        named = ", ".join(f"{n} {k} of {width[n]}" for n, k in leaving.items())
+        which = "that layer was" if len(leaving) == 1 else "those layers were"
+        return (f"units of the deployed network still had evidence below their price at the end "
+                f"({named}): their θ was falling or held at 1 by the transit limit "
+                f"(docs/method.md Eq. (10t)), so {which} still shrinking; train for more epochs "
+                "for the final width")  # fmt: skip
+
     def in_transit_note(self) -> str | None:
         """A note when more than 1% of the gates end between 0 and 1 (P1 not reached).
 
@@ -925,7 +955,10 @@ class Trainer:
         summary["release_steps"] = self.release_steps
         summary["undecided_layers"], note = self.undecided()
         summary["near_start_layers"], near = self.near_start_note(summary["widths"])
-        summary["note"] = "; ".join(n for n in (note, self.early_note(), near) if n) or None
+        summary["leaving_units"] = self.leaving()
+        leaving = self.leaving_note(summary["leaving_units"], summary["widths"])
+        notes = (note, self.early_note(), leaving, near)
+        summary["note"] = "; ".join(n for n in notes if n) or None
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
         )
