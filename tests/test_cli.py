@@ -343,3 +343,10 @@ def test_units_still_leaving_at_the_end_are_counted_and_named_in_a_note():
         fc1[:2] = 0.0  # θ = clip of the stored value: below ½, not deployed
     assert trainer.leaving() == {}
     assert trainer.leaving_note({"fc1": 1}, [60, 40]) is None  # 1 of 100: not above 1%
+    trainer.status = "failed"  # its evidence may be NaN, and NaN > 0 is False: not measured
+    assert trainer.leaving() is None and trainer.leaving_note({"fc1": 5}, [16, 8]) is None
+    adam = Trainer(GatedMLP(4, (16, 8), 3), make_teacher(num_test=50),
+                   TrainConfig(epochs=3, theta_optimizer="adam"))  # fmt: skip
+    summary = adam.fit(progress=False)  # θ by Adam keeps no evidence: not measured, not "none"
+    assert summary["status"] == "finished" and adam.release_steps
+    assert summary["leaving_units"] is None

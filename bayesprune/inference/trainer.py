@@ -871,13 +871,17 @@ class Trainer:
             f"than the evidence's (docs/method.md §6n); a wider start may end wider{groups}"
         )
 
-    def leaving(self) -> dict[str, int]:
-        """Per released layer with an evidence average, how many of the deployed units (θ > ½)
-        had evidence below their price at the end (d > 0 in Eq. (10), d = m − z·se under (10s)):
-        units whose θ was falling, or held at 1 because the transit limit (10t) was full. At the
-        rule's fixed point there are none (every kept unit has d ≤ 0), so a count says that the
-        layer was still shrinking when the run ended. Layers without any are left out."""
+    def leaving(self) -> dict[str, int] | None:
+        """Per released layer, how many of the deployed units (θ > ½) had evidence below their
+        price at the end (d > 0 in Eq. (10), d = m − z·se under (10s)): units whose θ was
+        falling, or held at 1 because the transit limit (10t) was full. At the rule's fixed
+        point there are none (every kept unit has d ≤ 0), so a count says that the layer was
+        still shrinking when the run ended. Layers without any are left out. ``None`` (not
+        measured) for a run that did not finish (its evidence may not be finite) or whose θ
+        keeps no evidence average (``--theta-optimizer adam``)."""
         keeping = self.heading_for()
+        if self.status != "finished" or not keeping:
+            return None
         out = {}
         for name in self.net.gated:
             if name not in self.release_steps or name not in keeping:
@@ -888,10 +892,10 @@ class Trainer:
                 out[name] = count
         return out
 
-    def leaving_note(self, leaving: dict[str, int], widths: list[int]) -> str | None:
+    def leaving_note(self, leaving: dict[str, int] | None, widths: list[int]) -> str | None:
         """A note when more than 1% of the deployed units were still leaving at the end
         (:meth:`leaving`): the widths are the run length's, not yet the evidence's."""
-        if self.status != "finished" or sum(leaving.values()) <= 0.01 * sum(widths):
+        if not leaving or self.status != "finished" or sum(leaving.values()) <= 0.01 * sum(widths):
             return None
         width = dict(zip(self.net.gated, widths, strict=True))
         named = ", ".join(f"{n} {k} of {width[n]}" for n, k in leaving.items())
