@@ -31,6 +31,7 @@ from bayesprune.export import (
     count_flops,
     count_weights,
     deterministic_network,
+    mode_units,
     mode_widths,
     summarize,
 )
@@ -886,8 +887,7 @@ class Trainer:
         for name in self.net.gated:
             if name not in self.release_steps or name not in keeping:
                 continue
-            deployed = self.guide.gate_probs(name).detach() > 0.5
-            count = int((deployed & ~keeping[name]).sum())
+            count = int((~keeping[name])[mode_units(self.guide, name)].sum())  # deployed ones
             if count:
                 out[name] = count
         return out
