@@ -178,6 +178,19 @@ OUTSIDE = {
     "out-lenet5-rgb32-noise-n10k": {**FMNIST, "arch": "lenet5", "train_subset": 10_000,
                                     "rgb32_noise": 0.5},
     "out-mlp-rgb32-noise": {**FMNIST, "rgb32_noise": 0.5},
+    # between and beside the matrix's points, chosen before any of them was run (docs §6zh)
+    "out-mlp-n5k": {**FMNIST, "train_subset": 5_000},
+    "out-mlp-n20k": {**FMNIST, "train_subset": 20_000},
+    "out-mlp-b64": {**FMNIST, "batch_size": 64},
+    "out-mlp-b512": {**FMNIST, "batch_size": 512},
+    "out-mlp-lr5e-4": {**FMNIST, "lr": 5e-4},
+    "out-mlp-lr2e-3": {**FMNIST, "lr": 2e-3},
+    "out-mlp-400-150": {**FMNIST, "widths": (400, 150)},
+    "out-mlp-n30k-b200-lr2e-3": {**FMNIST, "train_subset": 30_000, "batch_size": 200,
+                                 "lr": 2e-3},
+    "out-mlp3-400-200-100": {**FMNIST, "widths": (400, 200, 100)},
+    "out-lenet5-n20k": {**FMNIST, "arch": "lenet5", "train_subset": 20_000},
+    "out-teacher-100-50": {**FMNIST, "dataset": "teacher", "widths": (100, 50)},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
