@@ -256,6 +256,44 @@ def write(name: str, result: dict, results_dir: Path | None = None) -> None:
         render_readme()
 
 
+def render_matrix_axes(name: str, result: dict) -> list[str]:
+    """``matrix_axes.py``: widths and gaps along N, batch size and learning rate."""
+    labels = {"N": "training examples", "batch": "batch size", "lr": "Adam learning rate"}
+    lines = [
+        f"## {name}",
+        "",
+        "`benchmarks/matrix_axes.py`: LeNet-300-100 on Fashion-MNIST with one setting changed at "
+        "a time from the full-data recipe (60,000 examples, batch 100, Adam 1e-3, 10 epochs), "
+        f"pooled over seeds by `matrix_summary.py` (from {', '.join(result['sources'])}); "
+        f"plot `benchmarks/{result['figure']}`. Gaps in points, mean ± standard error; widths "
+        "as seed means (range).",
+        "",
+        "| axis | value | cell | seeds | widths | gap | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for axis, entry in result["matrix_axes"].items():
+        for r in entry["points"]:
+            ranges = zip(r["widths_mean"], r["widths_min"], r["widths_max"], strict=True)
+            widths = "-".join(f"{m:.1f} ({lo}-{hi})" for m, lo, hi in ranges)
+            gap = "-" if r["gap_mean"] is None else f"{r['gap_mean']:+.2f}" + (
+                "" if r["gap_se"] is None else f" ± {r['gap_se']:.2f}"
+            )
+            met = {True: "yes", False: "**no**", None: "-"}[r["gap_met"]]
+            lines.append(
+                f"| {labels[axis]} | {r['value']:g} | {r['case']} | {r['seeds']} | {widths} | "
+                f"{gap} | {r['gap_target']:g} | {met} |"
+            )
+    lines.append("")
+    for axis, entry in result["matrix_axes"].items():
+        cvs = ", ".join(f"{100 * v:.1f}%" for v in entry.get("width_cv", []))
+        extra = ""
+        if "non_decreasing" in entry:
+            extra = f"; non-decreasing within 10%: {'yes' if entry['non_decreasing'] else 'no'}"
+        lines.append(f"Width CV per layer along {labels[axis]}: {cvs or '-'}{extra}.")
+    lines.append(f"On no axis: {', '.join(result['left_out']) or 'none'}.")
+    return lines + [""]
+
+
 def render_group_takeover(result: dict) -> list[str]:
     """Table of ``group_takeover.py``: the test of Eq. (14) for groups of k units."""
     lines = [
@@ -387,6 +425,9 @@ def readme_text() -> str:
             continue
         if "matrix_summary" in result:
             lines += render_matrix_summary(path.stem, result)
+            continue
+        if "matrix_axes" in result:
+            lines += render_matrix_axes(path.stem, result)
             continue
         if "merge_power" in result:
             lines += render_merge_power(path.stem, result)

@@ -676,3 +676,48 @@ def test_merge_power_logs_every_single_proposal_with_the_terms_of_its_test():
     summary = script.summarise(log)
     assert sum(s["proposals"] for s in summary.values()) == len(log)
     assert sum(s["accepted"] for s in summary.values()) == len(accepted)
+
+
+def _summary_cell(widths, gap, seeds=2):
+    return {"seeds": list(range(seeds)), "widths_mean": widths, "widths_min": widths,
+            "widths_max": widths, "gap_mean": gap, "gap_se": 0.1}  # fmt: skip
+
+
+def test_matrix_axes_puts_each_cell_on_the_one_axis_it_changes(tmp_path):
+    """benchmarks/matrix_axes.py: a cell that changes one of N, batch size or learning rate
+    from the full-data recipe is a point of that axis, the recipe itself of all three, a cell
+    that changes anything else of none; the cell with more seeds wins; the checks are the
+    matrix's (CV over the axis, non-decreasing in N within 10%)."""
+    script = _script("matrix_axes")
+    first = {"matrix_summary": {
+        "mlp-n60k": _summary_cell([100.0, 90.0], 0.2, seeds=16),
+        "mlp-n10k": _summary_cell([60.0, 80.0], 0.7),
+        "mlp-b256": _summary_cell([110.0, 90.0], 0.6),
+        "out-mlp-n30k-b200-lr2e-3": _summary_cell([75.0, 85.0], 0.1),  # two settings: no axis
+        "out-mlp-400-150": _summary_cell([100.0, 137.0], 0.3),  # another start: no axis
+    }}  # fmt: skip
+    second = {"matrix_summary": {
+        "mlp-n10k": _summary_cell([50.0, 70.0], 0.4, seeds=4),  # more seeds: this one counts
+        "out-mlp-n20k": _summary_cell([95.0, 80.0], 0.5),  # fc1 above 30k's: still in N order
+        "mlp-n30k": _summary_cell([80.0, 88.0], 0.3),
+        "mlp-lr3e-4": _summary_cell([120.0, 88.0], 0.6),
+    }}  # fmt: skip
+    paths = []
+    for i, summary in enumerate((first, second)):
+        paths.append(tmp_path / f"s{i}.json")
+        paths[-1].write_text(json.dumps(summary))
+    result = script.main(["--from", *map(str, paths), "--results-dir", str(tmp_path)])
+    axes = result["matrix_axes"]
+    assert [p["case"] for p in axes["N"]["points"]] == [
+        "mlp-n10k", "out-mlp-n20k", "mlp-n30k", "mlp-n60k"
+    ]  # fmt: skip
+    assert [p["case"] for p in axes["batch"]["points"]] == ["mlp-n60k", "mlp-b256"]
+    assert [p["case"] for p in axes["lr"]["points"]] == ["mlp-lr3e-4", "mlp-n60k"]
+    assert result["left_out"] == ["out-mlp-400-150", "out-mlp-n30k-b200-lr2e-3"]
+    n10k = axes["N"]["points"][0]
+    assert n10k["seeds"] == 4 and n10k["widths_mean"] == [50.0, 70.0] and n10k["gap_met"]
+    assert axes["batch"]["width_cv"] == pytest.approx([5 / 105, 0.0])
+    # 95 → 80 at 20k → 30k is a fall of more than 10%
+    assert axes["N"]["non_decreasing"] is False
+    assert (tmp_path / "matrix_axes.png").stat().st_size > 0
+    assert (tmp_path / "matrix_axes.json").exists()
