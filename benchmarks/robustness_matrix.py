@@ -191,6 +191,13 @@ OUTSIDE = {
     "out-mlp3-400-200-100": {**FMNIST, "widths": (400, 200, 100)},
     "out-lenet5-n20k": {**FMNIST, "arch": "lenet5", "train_subset": 20_000},
     "out-teacher-100-50": {**FMNIST, "dataset": "teacher", "widths": (100, 50)},
+    # starting widths no run had used, written down before they ran (docs §6zh)
+    "out-mlp-200-200": {**FMNIST, "widths": (200, 200)},
+    "out-mlp-500-500": {**FMNIST, "widths": (500, 500)},
+    "out-mlp-1000-100": {**FMNIST, "widths": (1000, 100)},
+    "out-mlp-150-150-n10k": {**FMNIST, "widths": (150, 150), "train_subset": 10_000},
+    "out-lenet5-10-100-200-n10k": {**FMNIST, "arch": "lenet5", "widths": (10, 100, 200),
+                                   "train_subset": 10_000},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
