@@ -256,6 +256,28 @@ def write(name: str, result: dict, results_dir: Path | None = None) -> None:
         render_readme()
 
 
+def render_cli_fuzz(name: str, result: dict) -> list[str]:
+    """``cli_fuzz.py``: random training command lines sorted by their exit codes."""
+    counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items())
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/cli_fuzz.py --seed {result['seed']} --count {len(result['cli_fuzz'])}`: "
+        f"random `bayesprune train` command lines (small data, 0-4 further options each), "
+        f"commit {result['commit']}, CPU {result['cpu']}. Outcomes: {counts} (a defect is a "
+        "traceback, an exit code other than 0, 2 or 3, or a run past the time limit). The "
+        "runs that did not end 0:",
+        "",
+        "| command | exit | verdict | last line |",
+        "|---|---|---|---|",
+    ]
+    for r in result["cli_fuzz"]:
+        if r["returncode"] != 0 or r["verdict"] == "defect":
+            last = r["last_line"].replace("|", "/")[:160]
+            lines.append(f"| `{r['command']}` | {r['returncode']} | {r['verdict']} | {last} |")
+    return lines + [""]
+
+
 def render_matrix_axes(name: str, result: dict) -> list[str]:
     """``matrix_axes.py``: widths and gaps along N, batch size and learning rate."""
     labels = {"N": "training examples", "batch": "batch size", "lr": "Adam learning rate"}
@@ -428,6 +450,9 @@ def readme_text() -> str:
             continue
         if "matrix_axes" in result:
             lines += render_matrix_axes(path.stem, result)
+            continue
+        if "cli_fuzz" in result:
+            lines += render_cli_fuzz(path.stem, result)
             continue
         if "merge_power" in result:
             lines += render_merge_power(path.stem, result)

@@ -721,3 +721,25 @@ def test_matrix_axes_puts_each_cell_on_the_one_axis_it_changes(tmp_path):
     assert axes["N"]["non_decreasing"] is False
     assert (tmp_path / "matrix_axes.png").stat().st_size > 0
     assert (tmp_path / "matrix_axes.json").exists()
+
+
+def test_cli_fuzz_calls_a_traceback_or_an_unknown_exit_a_defect(tmp_path):
+    """benchmarks/cli_fuzz.py: exit 0, 2 and 3 are the program's answers; a traceback (even
+    with exit 3), another exit code or a run past its time is a defect; the same seed draws
+    the same command lines, which the CLI parses."""
+    import random
+
+    from bayesprune.cli import build_parser
+
+    script = _script("cli_fuzz")
+    assert script.verdict(0, "bayesprune: note: ...") == "finished"
+    assert script.verdict(2, "bayesprune: error: --lr must be in (0, 1]") == "refused"
+    assert script.verdict(3, "bayesprune: run collapsed: ...") == "collapsed"
+    assert script.verdict(3, "Traceback (most recent call last):\n  ...") == "defect"
+    assert script.verdict(1, "") == "defect"
+    assert script.verdict("timeout", "") == "defect"
+    draws = [[script.command(random.Random(7), tmp_path / "r") for _ in range(1)] for _ in "ab"]
+    assert draws[0] == draws[1]
+    rng = random.Random(3)
+    for _ in range(30):  # every option the generator writes is one the CLI knows
+        build_parser().parse_args(script.command(rng, tmp_path / "r"))

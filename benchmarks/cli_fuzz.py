@@ -1,0 +1,126 @@
+"""Random command lines: does any combination of training options end in a traceback?
+
+Draws ``--count`` command lines for ``bayesprune train`` from a seeded generator (architecture,
+widths, data and its size, epochs, batch size, learning rate and zero to four further options
+such as the estimator, the posterior, the θ optimiser, the merge settings, the clocks, the
+initialisation, ``--width-mult``), runs each in its own process with one thread, and sorts the
+outcomes by the README's exit codes:
+
+- 0: a finished run (its notes, if any, are kept);
+- 2: input refused, one line;
+- 3: a run that collapsed or never learnt, reported in one line;
+- anything else, a traceback on stderr, or a run past ``--timeout``: a **defect**.
+
+The same ``--seed`` draws the same command lines. Writes ``results/<name>.json`` (every command
+line, its exit code, its last line on stderr and the verdict) and its table in
+benchmarks/README.md.
+
+Usage: ``.venv/bin/python benchmarks/cli_fuzz.py --seed 15 --count 40`` (about 10 minutes on
+2 cores with ``--jobs 2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import commit, cpu_model, write  # noqa: E402
+
+BAYESPRUNE = Path(sys.executable).with_name("bayesprune")
+EXPECTED = {0: "finished", 2: "refused", 3: "collapsed"}
+
+
+def command(rng: random.Random, out: Path) -> list[str]:
+    """One random ``bayesprune train`` command line (small data, so that it runs in seconds)."""
+    arch = rng.choice(["mlp", "mlp", "lenet5"])
+    data = "fashion-mnist" if arch == "lenet5" else rng.choice(["teacher", "fashion-mnist"])
+    args = ["train", "--arch", arch, "--dataset", data, "--threads", "1", "--no-progress",
+            "--no-report", "--seed", str(rng.randrange(0, 2**32))]  # fmt: skip
+    if arch == "mlp":
+        layers = rng.choice([1, 2, 3])
+        widths = [str(rng.choice([3, 8, 16, 40, 64, 128, 256])) for _ in range(layers)]
+    else:
+        widths = [str(rng.choice(c)) for c in ([4, 6, 10, 20], [8, 16, 30, 50], [20, 64, 120, 300])]
+    args += ["--widths", ",".join(widths)]
+    subset = rng.choice([150, 400, 1000, 2500] if data == "fashion-mnist" else [None, 300, 2000])
+    if subset:
+        args += ["--train-subset", str(subset)]
+    args += ["--epochs", str(rng.choice([1, 2, 3, 6]))]
+    args += ["--batch-size", str(rng.choice([7, 16, 50, 100, 333, 1000]))]
+    args += ["--lr", str(rng.choice([1e-4, 5e-4, 1e-3, 3e-3, 1e-2, 3e-2]))]
+    options = [
+        ["--theta-confidence", rng.choice(["0", "1", "3"])], ["--merge-groups", "on"],
+        ["--merge", "off"], ["--release", "together"],
+        ["--estimator", rng.choice(["first-order", "exact", "score"])],
+        ["--posterior", rng.choice(["structured", "mean-field"])], ["--weights", "gaussian"],
+        ["--price-scale", rng.choice(["0.1", "3", "20"])],
+        ["--init", rng.choice(["xavier", "normal"])], ["--lr-schedule", "cosine"],
+        ["--theta-transit", rng.choice(["0.2", "1"])],
+        ["--theta-window", rng.choice(["500", "50000"])], ["--window-cap", "none"],
+        ["--theta-optimizer", "adam"], ["--warmup-tolerance", rng.choice(["0.02", "0.5"])],
+        ["--init-theta", rng.choice(["0.5", "0.9"])], ["--patience", rng.choice(["1", "500"])],
+        ["--check-every", rng.choice(["1", "7", "1000"])], ["--elbo", "traced"],
+        ["--width-mult", rng.choice(["0.5", "1.5"])],
+    ]  # fmt: skip
+    for option in rng.sample(options, rng.choice([0, 1, 2, 3, 4])):
+        args += option
+    return [*args, "--out", str(out)]
+
+
+def verdict(returncode, stderr: str) -> str:
+    """What an outcome says about the program: an expected exit, or a defect."""
+    if returncode == "timeout" or "Traceback (most recent call last)" in stderr:
+        return "defect"
+    return EXPECTED.get(returncode, "defect")
+
+
+def run(args: list[str], timeout: float) -> dict:
+    try:
+        done = subprocess.run([str(BAYESPRUNE), *args], capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+        returncode, stderr = done.returncode, done.stderr
+    except subprocess.TimeoutExpired:
+        returncode, stderr = "timeout", ""
+    lines = stderr.strip().splitlines()
+    out = args.index("--out")
+    return {
+        "command": "bayesprune " + " ".join(args[:out]),
+        "returncode": returncode,
+        "last_line": lines[-1] if lines else "",
+        "verdict": verdict(returncode, stderr),
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
+    parser.add_argument("--name", default="cli_fuzz")
+    parser.add_argument("--results-dir", type=Path, help="write the JSON there instead")
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = [command(rng, Path(tmp) / f"run{i}") for i in range(args.count)]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            runs = list(pool.map(lambda c: run(c, args.timeout), commands))
+    for r in runs:
+        print(f"{r['verdict']:9s} {r['returncode']!s:7s} {r['command'][:150]}", flush=True)
+    counts = {v: sum(r["verdict"] == v for r in runs) for v in (*EXPECTED.values(), "defect")}
+    result = {"cli_fuzz": runs, "seed": args.seed, "counts": counts, "commit": commit(),
+              "cpu": cpu_model()}  # fmt: skip
+    write(args.name, result, args.results_dir)
+    print(counts)
+    return result
+
+
+if __name__ == "__main__":
+    main()
