@@ -281,19 +281,23 @@ def render_cli_fuzz(name: str, result: dict) -> list[str]:
 def render_matrix_axes(name: str, result: dict) -> list[str]:
     """``matrix_axes.py``: widths and gaps along N, batch size and learning rate."""
     labels = {"N": "training examples", "batch": "batch size", "lr": "Adam learning rate"}
+    names = {"mlp": "LeNet-300-100", "lenet5": "LeNet-5"}
     lines = [
         f"## {name}",
         "",
-        "`benchmarks/matrix_axes.py`: LeNet-300-100 on Fashion-MNIST with one setting changed at "
-        "a time from the full-data recipe (60,000 examples, batch 100, Adam 1e-3, 10 epochs), "
+        "`benchmarks/matrix_axes.py`: LeNet-300-100 and LeNet-5 on Fashion-MNIST with one "
+        "setting changed at a time from the full-data recipe (60,000 examples, batch 100, Adam "
+        "1e-3, 10 epochs), "
         f"pooled over seeds by `matrix_summary.py` (from {', '.join(result['sources'])}); "
         f"plot `benchmarks/{result['figure']}`. Gaps in points, mean ± standard error; widths "
         "as seed means (range).",
         "",
-        "| axis | value | cell | seeds | widths | gap | target | met |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network | axis | value | cell | seeds | widths | gap | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for axis, entry in result["matrix_axes"].items():
+    panels = [(arch, axis, entry) for arch, arch_axes in result["matrix_axes"].items()
+              for axis, entry in arch_axes.items()]  # fmt: skip
+    for arch, axis, entry in panels:
         for r in entry["points"]:
             ranges = zip(r["widths_mean"], r["widths_min"], r["widths_max"], strict=True)
             widths = "-".join(f"{m:.1f} ({lo}-{hi})" for m, lo, hi in ranges)
@@ -302,16 +306,17 @@ def render_matrix_axes(name: str, result: dict) -> list[str]:
             )
             met = {True: "yes", False: "**no**", None: "-"}[r["gap_met"]]
             lines.append(
-                f"| {labels[axis]} | {r['value']:g} | {r['case']} | {r['seeds']} | {widths} | "
-                f"{gap} | {r['gap_target']:g} | {met} |"
+                f"| {names[arch]} | {labels[axis]} | {r['value']:g} | {r['case']} | "
+                f"{r['seeds']} | {widths} | {gap} | {r['gap_target']:g} | {met} |"
             )
     lines.append("")
-    for axis, entry in result["matrix_axes"].items():
+    for arch, axis, entry in panels:
         cvs = ", ".join(f"{100 * v:.1f}%" for v in entry.get("width_cv", []))
         extra = ""
         if "non_decreasing" in entry:
             extra = f"; non-decreasing within 10%: {'yes' if entry['non_decreasing'] else 'no'}"
-        lines.append(f"Width CV per layer along {labels[axis]}: {cvs or '-'}{extra}.")
+        along = f"{names[arch]}, width CV per layer along {labels[axis]}"
+        lines.append(f"{along}: {cvs or '-'}{extra}.")
     lines.append(f"On no axis: {', '.join(result['left_out']) or 'none'}.")
     return lines + [""]
 

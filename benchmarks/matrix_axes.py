@@ -1,18 +1,19 @@
 """Issue 9's three axes at a glance: widths and gaps along data size, batch size, learning rate.
 
 Reads pooled matrix summaries (``results/matrix_summary*.json``, written by
-``matrix_summary.py``) and places every LeNet-300-100 cell that differs from the matrix's
-full-data recipe (Fashion-MNIST, 300-100, 10 epochs, batch 100, Adam 1e-3) in exactly one of
-the training-set size, the batch size or the learning rate on that axis; ``mlp-n60k`` (the
-recipe itself) is a point of all three. A cell that changes anything else (a start, the
-epochs, two settings at once, the data) is on no axis and is listed as left out.
+``matrix_summary.py``) and places every cell that differs from its architecture's full-data
+recipe (Fashion-MNIST, 10 epochs, batch 100, Adam 1e-3, the default widths: LeNet-300-100 or
+LeNet-5) in exactly one of the training-set size, the batch size or the learning rate on that
+axis; the recipe's own cell (``mlp-n60k``, ``lenet5-n60k``) is a point of all three. A cell
+that changes anything else (a start, the epochs, two settings at once, the data) is on no axis
+and is listed as left out.
 
-For each axis: the mean widths per layer with their range over seeds, the gap to dense with
-its standard error and issue 9's target (1.0 point below 10,000 examples, 0.5 from there on;
-no target between 3,000 and 10,000 is stated, so 1.0 is drawn there), the widths'
-coefficient of variation over the axis's points (population standard deviation over the
-mean, as ``robustness_matrix.cv``) and, along N, whether the widths are non-decreasing within
-10%. Where a cell is in several summaries, the one with the most seeds counts.
+For each architecture and axis: the mean widths per layer with their range over seeds, the gap
+to dense with its standard error and issue 9's target (1.0 point below 10,000 examples, 0.5
+from there on; no target between 3,000 and 10,000 is stated, so 1.0 is drawn there), the
+widths' coefficient of variation over the axis's points (population standard deviation over
+the mean, as ``robustness_matrix.cv``) and, along N, whether the widths are non-decreasing
+within 10%. Where a cell is in several summaries, the one with the most seeds counts.
 
 Usage: ``.venv/bin/python benchmarks/matrix_axes.py`` (the shipped rule's summaries) or
 ``--from results/A.json results/B.json`` → ``results/<name>.json``, ``benchmarks/<name>.png``
@@ -32,21 +33,30 @@ from common import RESULTS, write  # noqa: E402
 from robustness_matrix import CASES, FMNIST, cv  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SOURCES = ("matrix_summary_10s.json", "matrix_summary_unseen_10s.json")
-BASE = "mlp-n60k"
+DEFAULT_SOURCES = (
+    "matrix_summary_10s.json",
+    "matrix_summary_unseen_10s.json",
+    "matrix_summary_lenet5_axes_10s.json",
+)
+# each architecture's full-data recipe: its cell and its settings
+BASES = {"mlp": ("mlp-n60k", FMNIST), "lenet5": ("lenet5-n60k", {**FMNIST, "arch": "lenet5"})}
 # the key each axis varies, and the recipe's value on it
 AXES = {"N": ("train_subset", 60_000), "batch": ("batch_size", 100), "lr": ("lr", 1e-3)}
 
 
-def axis_of(case: str) -> tuple[str, float] | None:
-    """(axis, value) of a cell that differs from the full-data recipe in one axis key only."""
+def axis_of(case: str) -> tuple[str, str, float] | None:
+    """(architecture, axis, value) of a cell that differs from its architecture's full-data
+    recipe in one axis key only."""
     spec = CASES.get(case)
-    if spec is None or case == BASE:
+    if spec is None or spec.get("arch") not in BASES:
         return None
-    differing = {k for k in spec if k not in FMNIST or spec[k] != FMNIST[k]}
+    base_case, base = BASES[spec["arch"]]
+    if case == base_case:
+        return None
+    differing = {k for k in {*spec, *base} if spec.get(k) != base.get(k)}
     for axis, (key, _) in AXES.items():
         if differing == {key}:
-            return axis, float(spec[key])
+            return spec["arch"], axis, float(spec[key])
     return None
 
 
@@ -67,17 +77,28 @@ def collect(paths: list[Path]) -> tuple[dict, list[str], list[str]]:
         for case, stats in summary["matrix_summary"].items():
             if case not in cells or len(stats["seeds"]) > len(cells[case]["seeds"]):
                 cells[case] = {**stats, "source": Path(path).name}
-    left_out = sorted(c for c in cells if c != BASE and axis_of(c) is None)
+    bases = {base for base, _ in BASES.values()}
+    left_out = sorted(c for c in cells if c not in bases and axis_of(c) is None)
     return cells, sources, left_out
 
 
 def axes(cells: dict) -> dict:
-    """Every axis's points in increasing order, their widths' CV and (N) monotonicity."""
+    """Per architecture, every axis's points in increasing order, their widths' CV and (N)
+    monotonicity; an architecture with no cell on any axis is left out."""
+    placed = {c: axis_of(c) for c in cells}
+    return {
+        arch: _arch_axes(cells, placed, arch, base_case)
+        for arch, (base_case, _) in BASES.items()
+        if any(p and p[0] == arch for p in placed.values())
+    }
+
+
+def _arch_axes(cells: dict, placed: dict, arch: str, base_case: str) -> dict:
     out = {}
     for axis, (_, base_value) in AXES.items():
-        points = [(axis_of(c)[1], c) for c in cells if axis_of(c) and axis_of(c)[0] == axis]
-        if BASE in cells:
-            points.append((float(base_value), BASE))
+        points = [(p[2], c) for c, p in placed.items() if p and p[:2] == (arch, axis)]
+        if base_case in cells:
+            points.append((float(base_value), base_case))
         points.sort()
         rows = []
         for value, case in points:
@@ -124,13 +145,20 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = {"N": "training examples", "batch": "batch size", "lr": "Adam learning rate"}
-    fig, grid = plt.subplots(2, 3, figsize=(14, 7.5), squeeze=False)
-    for col, (axis, entry) in enumerate(result["matrix_axes"].items()):
+    names = {"mlp": "LeNet-300-100", "lenet5": "LeNet-5"}
+    archs = result["matrix_axes"]
+    fig, grid = plt.subplots(2 * len(archs), 3, figsize=(14, 7.5 * len(archs)), squeeze=False)
+    panels = [
+        (2 * row, col, arch, axis, entry)
+        for row, (arch, arch_axes) in enumerate(archs.items())
+        for col, (axis, entry) in enumerate(arch_axes.items())
+    ]
+    for row, col, arch, axis, entry in panels:
         rows = entry["points"]
         if not rows:
             continue
         xs = [r["value"] for r in rows]
-        top, bottom = grid[0][col], grid[1][col]
+        top, bottom = grid[row][col], grid[row + 1][col]
         for i in range(len(rows[0]["widths_mean"])):
             mean = [r["widths_mean"][i] for r in rows]
             low = [m - r["widths_min"][i] for m, r in zip(mean, rows, strict=True)]
@@ -139,7 +167,8 @@ def plot(result: dict, path: Path) -> None:
         cvs = ", ".join(f"{100 * v:.1f}%" for v in entry.get("width_cv", []))
         what = (f"non-decreasing: {'yes' if entry.get('non_decreasing') else 'no'}"
                 if axis == "N" else f"CV {cvs}")  # fmt: skip
-        top.set_title(f"widths along {labels[axis]} ({what})", fontsize=10)
+        short = {"N": "N", "batch": "batch", "lr": "lr"}[axis]
+        top.set_title(f"{names[arch]}, widths along {short} ({what})", fontsize=10)
         top.set_ylabel("units kept (seed mean, range)")
         gaps = [(r["value"], r["gap_mean"], r["gap_se"] or 0.0)
                 for r in rows if r["gap_mean"] is not None]  # fmt: skip
@@ -162,11 +191,11 @@ def plot(result: dict, path: Path) -> None:
             ax.set_xlabel(labels[axis])
             ax.legend(fontsize=8)
     fig.suptitle(
-        "LeNet-300-100 on Fashion-MNIST, shipped rule: one setting changed at a time from "
-        "60,000 examples, batch 100, lr 1e-3",
+        "Fashion-MNIST, shipped rule: one setting changed at a time from 60,000 examples, "
+        "batch 100, lr 1e-3, 10 epochs",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -186,9 +215,10 @@ def main(argv=None) -> dict:
     plot(result, figure)
     result["figure"] = figure.name
     write(args.name, result, args.results_dir)
-    for axis, entry in result["matrix_axes"].items():
-        cvs = ", ".join(f"{100 * v:.1f}%" for v in entry.get("width_cv", []))
-        print(f"{axis}: {len(entry['points'])} points, width CV {cvs}", flush=True)
+    for arch, arch_axes in result["matrix_axes"].items():
+        for axis, entry in arch_axes.items():
+            cvs = ", ".join(f"{100 * v:.1f}%" for v in entry.get("width_cv", []))
+            print(f"{arch} {axis}: {len(entry['points'])} points, width CV {cvs}", flush=True)
     return result
 
 

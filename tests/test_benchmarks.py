@@ -707,7 +707,8 @@ def test_matrix_axes_puts_each_cell_on_the_one_axis_it_changes(tmp_path):
         paths.append(tmp_path / f"s{i}.json")
         paths[-1].write_text(json.dumps(summary))
     result = script.main(["--from", *map(str, paths), "--results-dir", str(tmp_path)])
-    axes = result["matrix_axes"]
+    assert set(result["matrix_axes"]) == {"mlp"}  # no LeNet-5 cell here: no LeNet-5 panels
+    axes = result["matrix_axes"]["mlp"]
     assert [p["case"] for p in axes["N"]["points"]] == [
         "mlp-n10k", "out-mlp-n20k", "mlp-n30k", "mlp-n60k"
     ]  # fmt: skip
@@ -721,6 +722,22 @@ def test_matrix_axes_puts_each_cell_on_the_one_axis_it_changes(tmp_path):
     assert axes["N"]["non_decreasing"] is False
     assert (tmp_path / "matrix_axes.png").stat().st_size > 0
     assert (tmp_path / "matrix_axes.json").exists()
+    # LeNet-5's cells go on LeNet-5's axes, against its own recipe, never on the MLP's
+    second["matrix_summary"].update({
+        "lenet5-n60k": _summary_cell([20.0, 35.0, 110.0], 0.3),
+        "lenet5-n10k": _summary_cell([20.0, 44.0, 55.0], -0.4),
+        "out-lenet5-b256": _summary_cell([20.0, 40.0, 120.0], 0.7),
+        "out-lenet5-fc1-100": _summary_cell([20.0, 40.0, 60.0], 0.2),  # another start
+    })  # fmt: skip
+    paths[1].write_text(json.dumps(second))
+    result = script.main(["--from", *map(str, paths), "--results-dir", str(tmp_path)])
+    lenet5, mlp = result["matrix_axes"]["lenet5"], result["matrix_axes"]["mlp"]
+    assert [p["case"] for p in lenet5["N"]["points"]] == ["lenet5-n10k", "lenet5-n60k"]
+    assert [p["case"] for p in lenet5["batch"]["points"]] == ["lenet5-n60k", "out-lenet5-b256"]
+    assert [p["case"] for p in lenet5["lr"]["points"]] == ["lenet5-n60k"]
+    assert not lenet5["batch"]["points"][1]["gap_met"]
+    assert [p["case"] for p in mlp["batch"]["points"]] == ["mlp-n60k", "mlp-b256"]
+    assert "out-lenet5-fc1-100" in result["left_out"]
 
 
 def test_cli_fuzz_calls_a_traceback_or_an_unknown_exit_a_defect(tmp_path):
