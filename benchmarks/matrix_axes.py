@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, write  # noqa: E402
-from robustness_matrix import CASES, FMNIST, cv  # noqa: E402
+from robustness_matrix import CASES, FMNIST, cv, non_decreasing  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SOURCES = (
@@ -102,7 +102,7 @@ def _arch_axes(cells: dict, placed: dict, arch: str, base_case: str) -> dict:
         points.sort()
         rows = []
         for value, case in points:
-            stats = cells[case]
+            stats, target = cells[case], gap_target(axis, value)
             rows.append({
                 "case": case,
                 "value": value,
@@ -112,9 +112,8 @@ def _arch_axes(cells: dict, placed: dict, arch: str, base_case: str) -> dict:
                 "widths_max": stats["widths_max"],
                 "gap_mean": stats["gap_mean"],
                 "gap_se": stats["gap_se"],
-                "gap_target": gap_target(axis, value),
-                "gap_met": None if stats["gap_mean"] is None
-                else stats["gap_mean"] <= gap_target(axis, value),
+                "gap_target": target,
+                "gap_met": None if stats["gap_mean"] is None else stats["gap_mean"] <= target,
                 "source": stats["source"],
             })  # fmt: skip
         entry: dict = {"points": rows}
@@ -122,11 +121,7 @@ def _arch_axes(cells: dict, placed: dict, arch: str, base_case: str) -> dict:
             layers = len(rows[0]["widths_mean"])
             entry["width_cv"] = [cv([r["widths_mean"][i] for r in rows]) for i in range(layers)]
         if axis == "N" and len(rows) >= 2:
-            entry["non_decreasing"] = all(
-                later["widths_mean"][i] >= 0.9 * earlier["widths_mean"][i]
-                for earlier, later in zip(rows[:-1], rows[1:], strict=False)
-                for i in range(len(earlier["widths_mean"]))
-            )
+            entry["non_decreasing"] = non_decreasing([r["widths_mean"] for r in rows])
         out[axis] = entry
     return out
 

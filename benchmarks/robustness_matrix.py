@@ -406,6 +406,16 @@ def cv(values: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) / mean
 
 
+def non_decreasing(widths: list[list[float]]) -> bool:
+    """Whether each layer's width keeps at least 90% of the previous point's, point by point
+    (issue 9: widths non-decreasing in N, 10% tolerance)."""
+    return all(
+        later[i] >= 0.9 * earlier[i]
+        for earlier, later in zip(widths[:-1], widths[1:], strict=True)
+        for i in range(len(earlier))
+    )
+
+
 def mean_widths(cells: list[dict], case: str) -> list[float] | None:
     runs = [c["bayesprune"]["widths"] for c in cells if c["case"] == case]
     if not runs:
@@ -431,11 +441,7 @@ def checks(cells: list[dict]) -> dict:
     widths = [mean_widths(cells, c) for c in SIZE_GROUP]
     if all(w is not None for w in widths):
         out["size_widths"] = widths
-        out["size_non_decreasing"] = all(
-            later[i] >= 0.9 * earlier[i]
-            for earlier, later in zip(widths[:-1], widths[1:], strict=True)
-            for i in range(len(earlier))
-        )
+        out["size_non_decreasing"] = non_decreasing(widths)
     return out
 
 
