@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -256,6 +257,51 @@ def write(name: str, result: dict, results_dir: Path | None = None) -> None:
         render_readme()
 
 
+SELECTIONS = {
+    "variance": "of largest training-set variance",
+    "evidence": "whose zeroing raises the trained dense network's training loss most",
+}
+
+
+def render_input_pixels(name: str, result: dict) -> list[str]:
+    """``input_pixels.py``: the default rule on the highest-variance input values only."""
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/input_pixels.py`, commit {result['commit']}, CPU {result['cpu']}, 1 thread, "
+        f"seeds {', '.join(map(str, result['seeds']))}: each cell's recipe on the input values "
+        + SELECTIONS[result.get("select", "variance")]
+        + " (a fixed cut standing in for input gates; docs/method.md §6zi). Means over seeds; "
+        "the gap is to the dense network on all inputs; weights as a fraction of the full "
+        "network's.",
+        "",
+        "| cell | inputs | dense, all (%) | dense, kept inputs (%) | bayesprune (%) | gap (± se) "
+        "| widths | weights kept |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    runs = result["runs"]
+    for case in result["cells"]:
+        full = {r["seed"]: r["dense_full"] for r in runs if r["case"] == case and r["keep"] is None}
+        for keep in result["keep"]:
+            rows = [r for r in runs if r["case"] == case and r["keep"] == keep]
+            gaps = [100 * (r["bayesprune"]["test_error"] - full[r["seed"]]["test_error"])
+                    for r in rows]  # fmt: skip
+            se = statistics.stdev(gaps) / math.sqrt(len(gaps)) if len(gaps) > 1 else float("nan")
+            fractions = [r["bayesprune"]["weights_kept"] / full[r["seed"]]["weights_total"]
+                         for r in rows]  # fmt: skip
+            widths = "; ".join("-".join(map(str, r["bayesprune"]["widths"])) for r in rows)
+            mean = lambda xs: 100 * statistics.fmean(xs)  # noqa: E731
+            lines.append(
+                f"| {case} | {rows[0]['inputs_kept']} ({keep:g}) "
+                f"| {mean([full[r['seed']]['test_error'] for r in rows]):.2f} "
+                f"| {mean([r['dense_kept']['test_error'] for r in rows]):.2f} "
+                f"| {mean([r['bayesprune']['test_error'] for r in rows]):.2f} "
+                f"| {statistics.fmean(gaps):+.2f} ± {se:.2f} | {widths} "
+                f"| {100 * min(fractions):.1f}-{100 * max(fractions):.1f}% |"
+            )
+    return lines + [""]
+
+
 def render_cli_fuzz(name: str, result: dict) -> list[str]:
     """``cli_fuzz.py``: random training command lines sorted by their exit codes."""
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items())
@@ -357,6 +403,111 @@ def render_readme() -> None:
     (HERE / "README.md").write_text(readme_text())
 
 
+def render_run(name: str, result: dict) -> list[str]:
+    """A run's summary beside its dense run (``fmnist_*.py``, ``robustness.py``-style files
+    whose JSON holds ``config``, ``environment``, ``dense`` and ``bayesprune``)."""
+    lines: list[str] = []
+    cfg, env = result["config"], result["environment"]
+    lines += [
+        f"## {name}",
+        "",
+        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam lr {cfg['lr']}, "
+        f"posterior {cfg.get('posterior', 'structured')}, "
+        f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
+        f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
+        f"{env['threads']} thread(s), torch {env['torch']}, "
+        f"{env.get('processor', env['machine'])}, "
+        f"commit {env.get('commit', 'unknown')}.",
+        "",
+        "| run | " + " | ".join(c for c, _ in COLUMNS) + " |",
+        "|---|" + "---|" * len(COLUMNS),
+    ]
+    for run in ("dense", "bayesprune"):
+        lines.append(f"| {run} | " + " | ".join(f(result[run]) for _, f in COLUMNS) + " |")
+    d, b = result["dense"], result["bayesprune"]
+    lines += [
+        "",
+        f"Error gap {100 * (b['test_error'] - d['test_error']):+.2f} points; "
+        f"wall-time ratio {b['train_wall_seconds'] / d['train_wall_seconds']:.2f}; "
+        f"full-width step ratio in the runs "
+        f"{b['step_seconds_full_width'] / d['step_seconds_full_width']:.2f}.",
+        "",
+    ]
+    if "step_cost" in result and "svi_ms" in result["step_cost"]:
+        c = result["step_cost"]
+        lines += [
+            "Step cost at full width (median of interleaved blocks, same process): "
+            f"plain PyTorch {c['dense_ms']:.2f} ms, SVI step (fast ELBO) {c['svi_ms']:.2f} ms "
+            f"({c['svi_ratio']:.2f}×), SVI step (traced ELBO) "
+            f"{c['svi_traced_ms']:.2f} ms ({c['svi_traced_ratio']:.2f}×).",
+            "",
+        ]
+    elif "step_cost" in result:  # before issue 10: the fused engine beside the Pyro ELBO
+        c = result["step_cost"]
+        lines += [
+            "Step cost at full width (median of interleaved blocks, same process): "
+            f"plain PyTorch {c['dense_ms']:.2f} ms, bayesprune fused {c['fused_ms']:.2f} ms "
+            f"({c['fused_ratio']:.2f}×), bayesprune through the Pyro ELBO "
+            f"{c['pyro_ms']:.2f} ms ({c['pyro_ratio']:.2f}×).",
+            "",
+        ]
+    return lines
+
+
+# How each results file is rendered: the first entry that matches it, by its name (``stem``), the
+# start of its name (``prefix``) or a key of its JSON (``key``), names the renderer; a file no
+# entry matches is a run summary (``render_run``). Order matters where a file matches several.
+RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
+    ("stem", "step_cost", lambda name, r: render_step_cost(r)),
+    ("stem", "inference", lambda name, r: render_inference(r)),
+    ("stem", "ddp", lambda name, r: render_ddp(r)),
+    ("stem", "profile_step", lambda name, r: render_profile(r)),
+    ("stem", "secant_rerun", lambda name, r: render_secant_rerun(r)),
+    ("stem", "compile_step", lambda name, r: render_compile_step(r)),
+    ("stem", "gpu", lambda name, r: render_gpu(r, name)),
+    ("prefix", "gpu_", lambda name, r: render_gpu(r, name)),
+    ("stem", "pooling", lambda name, r: render_pooling(r)),
+    ("stem", "channel_blocks", lambda name, r: render_channel_blocks(r)),
+    ("stem", "evidence_probe", lambda name, r: render_evidence_probe(r)),
+    ("stem", "teacher_widths", lambda name, r: render_teacher_widths(r)),
+    ("stem", "group_takeover", lambda name, r: render_group_takeover(r)),
+    ("stem", "evidence_optimism", lambda name, r: render_evidence_optimism(r)),
+    ("prefix", "width_temperature", lambda name, r: render_width_temperature(r, name)),
+    ("prefix", "lr_units", lambda name, r: render_lr_units(r, name)),
+    ("stem", "release_state", lambda name, r: render_release_state(r)),
+    ("stem", "profile_value", lambda name, r: render_profile_value(r)),
+    ("prefix", "joint_value", lambda name, r: render_joint_value(name, r)),
+    ("prefix", "lenet5_widths", lambda name, r: render_lenet5_widths(name, r)),
+    ("prefix", "second_layer_widths", lambda name, r: render_second_layer_widths(name, r)),
+    ("key", "survivors", lambda name, r: render_survivors(name, r)),
+    ("key", "kept_widths", lambda name, r: render_kept_widths(name, r)),
+    ("prefix", "laplace_price", lambda name, r: render_laplace_price(name, r)),
+    ("stem", "probe_laplace_first_layer", lambda name, r: render_probe_laplace(name, r)),
+    ("stem", "probe_mup_lr", lambda name, r: render_probe_mup(name, r)),
+    ("key", "matrix_summary", lambda name, r: render_matrix_summary(name, r)),
+    ("key", "matrix_axes", lambda name, r: render_matrix_axes(name, r)),
+    ("key", "input_pixels", lambda name, r: render_input_pixels(name, r)),
+    ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
+    ("key", "merge_power", lambda name, r: render_merge_power(name, r)),
+    ("key", "tradeoff", lambda name, r: render_tradeoff(name, r)),
+    ("key", "mean_gap_points", lambda name, r: render_seeds(name, r)),
+    ("key", "runs", lambda name, r: render_robustness(name, r)),
+    ("key", "cells", lambda name, r: render_matrix(name, r)),
+]
+
+
+def renderer(name: str, result: dict) -> Callable[[str, dict], list[str]]:
+    """The function that renders the results file ``name`` (its stem) holding ``result``."""
+    for kind, key, render in RENDERERS:
+        if (
+            (kind == "stem" and name == key)
+            or (kind == "prefix" and name.startswith(key))
+            or (kind == "key" and key in result)
+        ):
+            return render
+    return render_run
+
+
 def readme_text() -> str:
     """benchmarks/README.md as the results files make it."""
     lines = [
@@ -375,149 +526,7 @@ def readme_text() -> str:
     ]
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
-        if path.stem == "step_cost":
-            lines += render_step_cost(result)
-            continue
-        if path.stem == "inference":
-            lines += render_inference(result)
-            continue
-        if path.stem == "ddp":
-            lines += render_ddp(result)
-            continue
-        if path.stem == "profile_step":
-            lines += render_profile(result)
-            continue
-        if path.stem == "secant_rerun":
-            lines += render_secant_rerun(result)
-            continue
-        if path.stem == "compile_step":
-            lines += render_compile_step(result)
-            continue
-        if path.stem == "gpu" or path.stem.startswith("gpu_"):
-            lines += render_gpu(result, path.stem)
-            continue
-        if path.stem == "pooling":
-            lines += render_pooling(result)
-            continue
-        if path.stem == "channel_blocks":
-            lines += render_channel_blocks(result)
-            continue
-        if path.stem == "evidence_probe":
-            lines += render_evidence_probe(result)
-            continue
-        if path.stem == "teacher_widths":
-            lines += render_teacher_widths(result)
-            continue
-        if path.stem == "group_takeover":
-            lines += render_group_takeover(result)
-            continue
-        if path.stem == "evidence_optimism":
-            lines += render_evidence_optimism(result)
-            continue
-        if path.stem.startswith("width_temperature"):
-            lines += render_width_temperature(result, path.stem)
-            continue
-        if path.stem.startswith("lr_units"):
-            lines += render_lr_units(result, path.stem)
-            continue
-        if path.stem == "release_state":
-            lines += render_release_state(result)
-            continue
-        if path.stem == "profile_value":
-            lines += render_profile_value(result)
-            continue
-        if path.stem.startswith("joint_value"):
-            lines += render_joint_value(path.stem, result)
-            continue
-        if path.stem.startswith("lenet5_widths"):
-            lines += render_lenet5_widths(path.stem, result)
-            continue
-        if path.stem.startswith("second_layer_widths"):
-            lines += render_second_layer_widths(path.stem, result)
-            continue
-        if "survivors" in result:
-            lines += render_survivors(path.stem, result)
-            continue
-        if "kept_widths" in result:
-            lines += render_kept_widths(path.stem, result)
-            continue
-        if path.stem.startswith("laplace_price"):
-            lines += render_laplace_price(path.stem, result)
-            continue
-        if path.stem == "probe_laplace_first_layer":
-            lines += render_probe_laplace(path.stem, result)
-            continue
-        if path.stem == "probe_mup_lr":
-            lines += render_probe_mup(path.stem, result)
-            continue
-        if "matrix_summary" in result:
-            lines += render_matrix_summary(path.stem, result)
-            continue
-        if "matrix_axes" in result:
-            lines += render_matrix_axes(path.stem, result)
-            continue
-        if "cli_fuzz" in result:
-            lines += render_cli_fuzz(path.stem, result)
-            continue
-        if "merge_power" in result:
-            lines += render_merge_power(path.stem, result)
-            continue
-        if "tradeoff" in result:
-            lines += render_tradeoff(path.stem, result)
-            continue
-        if "mean_gap_points" in result:
-            lines += render_seeds(path.stem, result)
-            continue
-        if "runs" in result:
-            lines += render_robustness(path.stem, result)
-            continue
-        if "cells" in result:
-            lines += render_matrix(path.stem, result)
-            continue
-        cfg, env = result["config"], result["environment"]
-        lines += [
-            f"## {path.stem}",
-            "",
-            f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam lr {cfg['lr']}, "
-            f"posterior {cfg.get('posterior', 'structured')}, "
-            f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
-            f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
-            f"{env['threads']} thread(s), torch {env['torch']}, "
-            f"{env.get('processor', env['machine'])}, "
-            f"commit {env.get('commit', 'unknown')}.",
-            "",
-            "| run | " + " | ".join(c for c, _ in COLUMNS) + " |",
-            "|---|" + "---|" * len(COLUMNS),
-        ]
-        for run in ("dense", "bayesprune"):
-            lines.append(f"| {run} | " + " | ".join(f(result[run]) for _, f in COLUMNS) + " |")
-        d, b = result["dense"], result["bayesprune"]
-        lines += [
-            "",
-            f"Error gap {100 * (b['test_error'] - d['test_error']):+.2f} points; "
-            f"wall-time ratio {b['train_wall_seconds'] / d['train_wall_seconds']:.2f}; "
-            f"full-width step ratio in the runs "
-            f"{b['step_seconds_full_width'] / d['step_seconds_full_width']:.2f}.",
-            "",
-        ]
-        if "step_cost" in result and "svi_ms" in result["step_cost"]:
-            c = result["step_cost"]
-            lines += [
-                "Step cost at full width (median of interleaved blocks, same process): "
-                f"plain PyTorch {c['dense_ms']:.2f} ms, SVI step (fast ELBO) {c['svi_ms']:.2f} ms "
-                f"({c['svi_ratio']:.2f}×), SVI step (traced ELBO) "
-                f"{c['svi_traced_ms']:.2f} ms ({c['svi_traced_ratio']:.2f}×).",
-                "",
-            ]
-        elif "step_cost" in result:  # before issue 10: the fused engine beside the Pyro ELBO
-            c = result["step_cost"]
-            lines += [
-                "Step cost at full width (median of interleaved blocks, same process): "
-                f"plain PyTorch {c['dense_ms']:.2f} ms, bayesprune fused {c['fused_ms']:.2f} ms "
-                f"({c['fused_ratio']:.2f}×), bayesprune through the Pyro ELBO "
-                f"{c['pyro_ms']:.2f} ms ({c['pyro_ratio']:.2f}×).",
-                "",
-            ]
+        lines += renderer(path.stem, result)(path.stem, result)
     return "\n".join(lines)
 
 
