@@ -760,3 +760,34 @@ def test_cli_fuzz_calls_a_traceback_or_an_unknown_exit_a_defect(tmp_path):
     rng = random.Random(3)
     for _ in range(30):  # every option the generator writes is one the CLI knows
         build_parser().parse_args(script.command(rng, tmp_path / "r"))
+
+
+def test_input_pixels_removal_evidence_is_the_loss_with_the_input_at_its_mean():
+    """benchmarks/input_pixels.py: the shortcut through the first layer's pre-activations gives
+    the loss increase of the network run on inputs with one value replaced by its mean, and the
+    kept inputs are the best-scored ones, the same columns in the training and the test set."""
+    import torch.nn.functional as F
+
+    from bayesprune.data import Dataset
+    from bayesprune.models.network import build_network
+
+    script = _script("input_pixels")
+    torch.manual_seed(0)
+    net = build_network("mlp", (2, 3), 4, (5, 4))
+    with torch.no_grad():  # a read-out that reads the units (it starts at zero)
+        net.layers["out"].weight.normal_()
+    model = net.to_sequential().eval()
+    x, y = torch.randn(30, 6) + torch.arange(6.0), torch.randint(0, 4, (30,))
+    got = script.removal_evidence(model, x, y, x.mean(0))
+    with torch.no_grad():
+        base = F.cross_entropy(model(x.reshape(30, 2, 3)), y)
+        for i in range(6):
+            removed = x.clone()
+            removed[:, i] = x[:, i].mean()
+            want = F.cross_entropy(model(removed.reshape(30, 2, 3)), y) - base
+            assert torch.allclose(got[i], want, atol=1e-5), (i, got[i], want)
+    data = Dataset("toy", x.reshape(30, 2, 3), y, x[:7].reshape(7, 2, 3) + 1, y[:7], 4)
+    reduced, index = script.kept_inputs(data, 0.5, None, 0, score=got)
+    assert index.tolist() == sorted(got.topk(3).indices.tolist())
+    assert torch.equal(reduced.x_train, x[:, index])
+    assert torch.equal(reduced.x_test, x[:7, index] + 1)
