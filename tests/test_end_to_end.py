@@ -30,7 +30,7 @@ def test_learns_the_teacher_and_prunes(run):
     # pruned (the evidence rule removes dead and useless units: 300-100 -> 283-95), but no layer
     # below half the teacher's width. Issue 9's "within 2x of the teacher" is not met: a unit
     # with 5 inputs costs ~1e-5 nats per example, so any unit that helps at all stays, and
-    # redundant copies are not priced (docs/method.md §7).
+    # redundant copies are not priced (docs/method.md §8).
     assert sum(summary["widths"]) < sum(summary["initial_widths"]) - 4
     for width, true in zip(summary["widths"], summary["teacher_widths"], strict=True):
         assert width >= true / 2, (summary["widths"], summary["teacher_widths"])
