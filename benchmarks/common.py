@@ -302,6 +302,31 @@ def render_input_pixels(name: str, result: dict) -> list[str]:
     return lines + [""]
 
 
+def render_probe_paired(name: str, result: dict) -> list[str]:
+    """A probe of a rule change (a patch under an environment variable, not shipped) run on
+    matrix cells and paired, seed by seed, against the default bayesprune runs."""
+    probe = result["probe_paired"]
+    lines = [
+        f"## {name}",
+        "",
+        f"Probe (not shipped): {probe['name']} (`{probe['env']}`). {probe['description']} "
+        f"Commit {result['commit']}, CPU {result['cpu']}, 1 thread per run; the patch is in "
+        f"the JSON. Command: `{probe['command']}`.",
+        "",
+        "| cell | seeds | error (%) | default (%) | paired difference (points) | widths "
+        "| default widths |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case, r in probe["paired"].items():
+        lines.append(
+            f"| {case} | {r['n']} | {r['error_mean']:.2f} | {r['default_error_mean']:.2f} "
+            f"| {r['difference_points_mean']:+.2f} ± {r['difference_points_se']:.2f} "
+            f"| {'-'.join(f'{w:g}' for w in r['widths_mean'])} "
+            f"| {'-'.join(f'{w:g}' for w in r['default_widths_mean'])} |"
+        )
+    return lines + [""]
+
+
 def render_cli_fuzz(name: str, result: dict) -> list[str]:
     """``cli_fuzz.py``: random training command lines sorted by their exit codes."""
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items())
@@ -487,6 +512,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "matrix_summary", lambda name, r: render_matrix_summary(name, r)),
     ("key", "matrix_axes", lambda name, r: render_matrix_axes(name, r)),
     ("key", "input_pixels", lambda name, r: render_input_pixels(name, r)),
+    ("key", "probe_paired", lambda name, r: render_probe_paired(name, r)),
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
     ("key", "merge_power", lambda name, r: render_merge_power(name, r)),
     ("key", "tradeoff", lambda name, r: render_tradeoff(name, r)),

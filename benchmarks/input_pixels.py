@@ -1,11 +1,11 @@
 """Probe: what gates on the input values could buy, simulated by dropping the quietest ones.
 
-The open lead "gates on the input pixels" (docs/method.md §8; bounded in §6zi) would let the rule remove input
-values whose evidence is below the price of the weights they feed. Before building it, this
-probe measures what it could buy at most, with a fixed selection in place of the gates: for a
-cell of ``benchmarks/robustness_matrix.py`` and a fraction ``f``, keep the ``f`` of the input
-values ranked first by ``--select`` (the values are not re-standardised, as a gate would leave
-them):
+The open lead "gates on the input pixels" (docs/method.md §8; the bound is §6zi) would let the
+rule remove input values whose evidence is below the price of the weights they feed. Before
+building it, this probe measures what it could buy at most, with a fixed selection in place of
+the gates: for a cell of ``benchmarks/robustness_matrix.py`` and a fraction ``f``, keep the
+``f`` of the input values ranked first by ``--select`` (the values are not re-standardised, as a
+gate would leave them):
 
 - ``variance``: largest variance over the cell's training examples (no labels used);
 - ``evidence``: largest loss increase when the value is replaced by its training mean (an

@@ -791,3 +791,25 @@ def test_input_pixels_removal_evidence_is_the_loss_with_the_input_at_its_mean():
     assert index.tolist() == sorted(got.topk(3).indices.tolist())
     assert torch.equal(reduced.x_train, x[:, index])
     assert torch.equal(reduced.x_test, x[:7, index] + 1)
+
+
+def test_results_files_reach_their_own_renderer_before_the_generic_ones():
+    """benchmarks/common.py's RENDERERS: a probe's or the input-value probe's JSON also holds
+    the keys of a matrix or robustness run ("cells", "runs"), so their entries must come first;
+    a file no entry names is a run summary."""
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    import common
+
+    assert common.renderer("x", {"cells": [], "probe_paired": {}})("x", {
+        "cells": [], "commit": "c", "cpu": "cpu",
+        "probe_paired": {"name": "n", "env": "E=1", "description": "d.", "command": "c",
+                         "paired": {}},
+    })[2].startswith("Probe (not shipped): n (`E=1`)")  # fmt: skip
+    assert common.renderer("x", {"runs": [], "input_pixels": True})("x", {
+        "runs": [], "input_pixels": True, "cells": [], "keep": [], "seeds": [0], "commit": "c",
+        "cpu": "cpu",
+    })[2].startswith("`benchmarks/input_pixels.py`")  # fmt: skip
+    assert "render_gpu" in common.renderer("gpu_abc", {"cells": []}).__code__.co_names
+    assert common.renderer("fmnist_x", {"config": {}}) is common.render_run
