@@ -310,8 +310,9 @@ def render_probe_paired(name: str, result: dict) -> list[str]:
         f"## {name}",
         "",
         f"Probe (not shipped): {probe['name']} (`{probe['env']}`). {probe['description']} "
-        f"Commit {result['commit']}, CPU {result['cpu']}, 1 thread per run; the patch is in "
-        f"the JSON. Command: `{probe['command']}`.",
+        f"Commit {result['commit']}, CPU {result['cpu']}, 1 thread per run"
+        + ("; the patch is in the JSON" if "patch" in probe else "")
+        + f". Command: `{probe['command']}`.",
         "",
         "| cell | seeds | error (%) | default (%) | paired difference (points) | widths "
         "| default widths |",
