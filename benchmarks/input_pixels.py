@@ -1,4 +1,4 @@
-"""Probe: what gates on the input values could buy, simulated by dropping the quietest ones.
+"""Probe: what gates on the input values could buy, simulated by dropping the least useful ones.
 
 The open lead "gates on the input pixels" (docs/method.md §8; the bound is §6zi) would let the
 rule remove input values whose evidence is below the price of the weights they feed. Before
@@ -23,11 +23,13 @@ and train, with the cell's recipe and seed,
 - **bayesprune, kept inputs**: the default rule on the kept values.
 
 It reports the test errors, the widths, and the weights bayesprune keeps as a fraction of the
-*full* network's (784 inputs), the number issue 9's P4 bound reads. A fixed variance cut is a
-hand-set threshold, which the library does not ship; the probe bounds the lead, it is not it.
+*full* network's (784 inputs), the number issue 9's P4 bound reads. A fixed cut is a hand-set
+threshold, which the library does not ship; the probe bounds the lead, it is not it.
 
 Usage: ``.venv/bin/python benchmarks/input_pixels.py [--cells mlp-n60k mlp-lr3e-4]
-[--keep 0.75 0.5] [--seeds 0 1] [--jobs 2] [--name input_pixels]``; writes
+[--keep 0.75 0.5] [--seeds 0 1] [--select variance|evidence] [--jobs 2] [--name input_pixels]``
+(``results/input_pixels_evidence.json``: ``--cells mlp-n60k mlp-lr3e-4 mlp-n10k --keep 0.9 0.75
+--seeds 0 1 2 3 --select evidence``, 9 minutes); writes
 ``results/<name>.json`` and its table in ``README.md``. One process per run, one thread.
 """
 
