@@ -315,15 +315,19 @@ def render_probe_paired(name: str, result: dict) -> list[str]:
         + f". Command: `{probe['command']}`.",
         "",
         "| cell | seeds | error (%) | default (%) | paired difference (points) | widths "
-        "| default widths |",
-        "|---|---|---|---|---|---|---|",
+        "| default widths | weights kept (default) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for case, r in probe["paired"].items():
+        kept = "-"
+        if "weights_kept_range" in r:
+            (a, b), (c, d) = r["weights_kept_range"], r["default_weights_kept_range"]
+            kept = f"{a:g}-{b:g}% ({c:g}-{d:g}%)"
         lines.append(
             f"| {case} | {r['n']} | {r['error_mean']:.2f} | {r['default_error_mean']:.2f} "
             f"| {r['difference_points_mean']:+.2f} ± {r['difference_points_se']:.2f} "
             f"| {'-'.join(f'{w:g}' for w in r['widths_mean'])} "
-            f"| {'-'.join(f'{w:g}' for w in r['default_widths_mean'])} |"
+            f"| {'-'.join(f'{w:g}' for w in r['default_widths_mean'])} | {kept} |"
         )
     return lines + [""]
 
