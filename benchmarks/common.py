@@ -332,6 +332,31 @@ def render_probe_paired(name: str, result: dict) -> list[str]:
     return lines + [""]
 
 
+def render_unit_redundancy(name: str, result: dict) -> list[str]:
+    """``unit_redundancy.py``: per layer, how much of a unit the others rebuild."""
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/unit_redundancy.py`, seed {result['seed']}, commit {result['commit']}, "
+        f"CPU {result['cpu']}, 1 thread: the default run's posterior-mode network; per gated "
+        "layer, R² of each live unit's output (as its consumer receives it) from the other live "
+        "units and a constant, least squares over up to 5,000 training examples and their "
+        "positions; 1/(1 − R²) is the factor by which the no-re-fit evidence overstates the "
+        "cost of a removal after the consumer's linear re-fit, to second order "
+        "(docs/method.md §6zi).",
+        "",
+        "| cell | widths, error (%) | layer | live | R² (10% / 50% / 90%) | median 1/(1 − R²) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in result["unit_redundancy"]:
+        label = f"{'-'.join(map(str, run['widths']))}, {100 * run['test_error']:.2f}"
+        for layer, r in run["layers"].items():
+            q = " / ".join(f"{v:.2f}" for v in r["r2_quantiles"])
+            lines.append(f"| {run['case']} | {label} | {layer} | {r['live']} | {q} "
+                         f"| {r['factor_median']:.1f} |")  # fmt: skip
+    return lines + [""]
+
+
 def render_cli_fuzz(name: str, result: dict) -> list[str]:
     """``cli_fuzz.py``: random training command lines sorted by their exit codes."""
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items())
@@ -518,6 +543,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "matrix_axes", lambda name, r: render_matrix_axes(name, r)),
     ("key", "input_pixels", lambda name, r: render_input_pixels(name, r)),
     ("key", "probe_paired", lambda name, r: render_probe_paired(name, r)),
+    ("key", "unit_redundancy", lambda name, r: render_unit_redundancy(name, r)),
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
     ("key", "merge_power", lambda name, r: render_merge_power(name, r)),
     ("key", "tradeoff", lambda name, r: render_tradeoff(name, r)),

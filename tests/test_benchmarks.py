@@ -813,3 +813,20 @@ def test_results_files_reach_their_own_renderer_before_the_generic_ones():
     })[2].startswith("`benchmarks/input_pixels.py`")  # fmt: skip
     assert "render_gpu" in common.renderer("gpu_abc", {"cells": []}).__code__.co_names
     assert common.renderer("fmnist_x", {"config": {}}) is common.render_run
+
+
+def test_unit_redundancy_r2_is_one_for_a_rebuildable_unit_and_small_for_a_new_one():
+    """benchmarks/unit_redundancy.py: of three units where one is the sum of the other two plus
+    a constant, each is rebuilt by the other two (R² = 1); a fresh unit has R² near 0;
+    positions count as examples, and a dead unit (not live) is left out of the regression."""
+    script = _script("unit_redundancy")
+    torch.manual_seed(0)
+    a, b, c, dead = torch.randn(4, 400, 3)  # 400 examples, 3 positions each
+    maps = torch.stack([a, b, a + b + 2.0, c, dead], 1)  # (N, width 5, positions 3)
+    live = torch.tensor([True, True, True, True, False])
+    r2 = script.layer_r2(maps, 5, live)
+    assert r2.shape == (4,)
+    assert (r2[:3] > 0.999).all()  # each of a, b, a + b + 2 from the other two
+    assert r2[3] < 0.05  # c: nothing rebuilds it
+    flat = maps.reshape(400, 15)  # a flattened block of 5 channels of 3 values
+    assert torch.allclose(script.layer_r2(flat, 5, live), r2)
