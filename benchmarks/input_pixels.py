@@ -43,7 +43,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, write  # noqa: E402
-from robustness_matrix import CASES, cell_config, cell_data, dense_summary  # noqa: E402
+from robustness_matrix import (  # noqa: E402
+    CASES,
+    cell_config,
+    cell_data,
+    cell_network,
+    dense_summary,
+    training_data,
+)
 
 KEYS = ("test_error", "widths", "weights_kept", "weights_total", "status", "architecture")
 
@@ -52,13 +59,12 @@ def input_evidence(case: str, seed: int, data, config):
     """Per input value, the mean loss increase over up to 5,000 of the cell's training examples
     when that value is replaced by its mean over the cell's training examples, on the cell's
     dense network (all inputs) trained with the cell's recipe and seed."""
-    from robustness_matrix import cell_network, training_data
-
     from bayesprune.baseline import train_dense
 
     net = cell_network(case, seed, data)
     train = training_data(case, seed, data)
-    train_dense(net, train, config.epochs, config.batch_size, config.lr, seed)
+    train_dense(net, train, config.epochs, config.batch_size, config.lr, seed,
+                schedule=config.lr_schedule)
     flat = train.x_train.reshape(len(train.x_train), -1)
     x = flat[:5000]
     return removal_evidence(net.to_sequential().eval(), x, train.y_train[: len(x)], flat.mean(0))
@@ -110,7 +116,6 @@ def run(case: str, seed: int, keep: float | None, select: str = "variance") -> d
     import torch
 
     from bayesprune.inference.trainer import Trainer
-    from bayesprune.models.network import build_network
 
     torch.set_num_threads(1)
     spec, data = CASES[case], cell_data(case)
@@ -125,9 +130,7 @@ def run(case: str, seed: int, keep: float | None, select: str = "variance") -> d
     out["inputs_kept"] = len(index)
     dense = dense_summary(case, seed, reduced, config.epochs, config.batch_size, config.lr)
     out["dense_kept"] = {k: dense[k] for k in KEYS if k in dense}
-    torch.manual_seed(seed)
-    net = build_network(spec["arch"], reduced.in_shape, reduced.num_classes, spec.get("widths"))
-    summary = Trainer(net, reduced, config).fit(progress=False)
+    summary = Trainer(cell_network(case, seed, reduced), reduced, config).fit(progress=False)
     out["bayesprune"] = {k: summary[k] for k in KEYS if k in summary}
     return out
 

@@ -84,7 +84,7 @@ def measure(run_dir: Path, layer: str, epoch: int | None, examples: int) -> dict
     removed = [u for e in later if e["step"] == first for u in e["unit_ids"]]
     run = load_run(run_dir, epoch)
     guide, net = run.guide, run.guide.net
-    gates = {n: (guide.gate_probs(n).detach() > 0.5).float() for n in net.gated}
+    gates = guide.mode_gates()
     ids = guide.unit_ids(layer).tolist()
     together = [ids.index(u) for u in removed]
     data = load_dataset(summary["dataset"])

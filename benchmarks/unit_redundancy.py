@@ -32,14 +32,14 @@ from robustness_matrix import CASES, cell_config, cell_data, cell_network  # noq
 def layer_r2(received, width: int, live):
     """R² of every live unit's output from the other live units and a constant.
 
-    ``received``: what the consumer receives, ``(N, width)`` or ``(N, width, ...)`` (a
-    convolution's maps, or a flattened block of ``width`` channels); positions count as
-    examples. ``live``: bool mask of the units to use."""
+    ``received``: what the consumer receives, as :func:`bayesprune.inference.merge.unit_features`
+    reads it (a Linear's input, a flattened block of ``width`` channels, or a convolution's
+    maps); positions count as examples. ``live``: bool mask of the units to use."""
     import torch
 
-    n = received.shape[0]
-    feats = received.reshape(n, width, -1).transpose(1, 2).reshape(-1, width).double()
-    f = feats[:, live]
+    from bayesprune.inference.merge import unit_features
+
+    f = unit_features(received, width).double()[:, live]
     f = f - f.mean(0)
     var = (f * f).mean(0)
     gram = f.T @ f / f.shape[0] + 1e-10 * torch.eye(f.shape[1], dtype=f.dtype)
@@ -57,7 +57,7 @@ def run(case: str, seed: int) -> dict:
     trainer = Trainer(cell_network(case, seed, data), data, config)
     summary = trainer.fit(progress=False)
     net = trainer.net.eval()
-    gates = {n: (trainer.guide.gate_probs(n).detach() > 0.5).float() for n in net.gated}
+    gates = trainer.guide.mode_gates()
     count = min(5000, len(data.x_train))
     x = data.x_train[:count].reshape(count, *net.in_shape)
     layers = {}

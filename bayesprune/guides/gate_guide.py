@@ -134,6 +134,12 @@ class GateGuide(PyroModule):
         """θ of one layer."""
         return getattr(self.theta, name)
 
+    def mode_gates(self) -> dict[str, torch.Tensor]:
+        """The posterior mode's gates, one 0/1 vector per gated layer (a unit is on iff
+        θ_s > ½), in θ's dtype: what ``GatedNet.run_ops`` takes to run the deployed network."""
+        return {n: (self.gate_probs(n).detach() > 0.5).to(self.gate_probs(n).dtype)
+                for n in self.net.gated}  # fmt: skip
+
     def unit_ids(self, name: str) -> torch.Tensor:
         """Each current unit's index in the layer as it was built (stable across removals)."""
         return self._buffers[f"unit_ids_{name}"]

@@ -198,9 +198,7 @@ class MergeMoves:
         return t if self.reduce is None else self.reduce(t)
 
     def _mode_gates(self) -> dict[str, torch.Tensor]:
-        guide = self.guide
-        return {n: (guide.gate_probs(n).detach() > 0.5).to(guide.gate_probs(n).dtype)
-                for n in guide.net.gated}  # fmt: skip
+        return self.guide.mode_gates()
 
     def _prior(self, gates: dict[str, torch.Tensor]) -> float:
         return float(point_mass_prior(self.guide, self.hyper, gates, None, []))
