@@ -544,6 +544,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "input_pixels", lambda name, r: render_input_pixels(name, r)),
     ("key", "probe_paired", lambda name, r: render_probe_paired(name, r)),
     ("key", "unit_redundancy", lambda name, r: render_unit_redundancy(name, r)),
+    ("key", "refit_value", lambda name, r: render_refit_value(name, r)),
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
     ("key", "merge_power", lambda name, r: render_merge_power(name, r)),
     ("key", "tradeoff", lambda name, r: render_tradeoff(name, r)),
@@ -1107,7 +1108,8 @@ def render_kept_widths(name: str, result: dict) -> list[str]:
 
 def render_laplace_price(name: str, result: dict) -> list[str]:
     """benchmarks/laplace_price.py: the shipped size term of a unit's price against the Laplace
-    one, per cell (docs/method.md §6zc)."""
+    one, per cell (docs/method.md §6zc) or per cell and gated layer (§6zj)."""
+    per_layer = "gates" in result  # --layers: the posterior mode's gates, a row per layer
     lines = [
         f"## {name}",
         "",
@@ -1118,20 +1120,70 @@ def render_laplace_price(name: str, result: dict) -> list[str]:
         "(nats before tempering; 10% / 50% / 90% over the units); participation ratio "
         "(Σλ)²/Σλ² of the inputs; the weights' term ‖μ‖²/(2σ₁²) both prices share, and σ₁².",
         "",
-        "| cell | seed | widths | error (%) | fan-in | participation ratio | ½ n C "
-        "| Laplace term | Laplace / ½ n C | ‖μ‖²/(2σ₁²) | σ₁² |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if per_layer:
+        lines[-2] += (
+            f" With the posterior mode's gates, on {result.get('examples') or 'all'} training "
+            "examples (N the run's), convolutions Kronecker-factored over positions; *layer "
+            "ratio*: Σ Laplace / Σ ½ n C over the layer's units, and (Σ Laplace + Σ ‖μ‖²/(2σ₁²)) "
+            "/ (Σ ½ n C + Σ ‖μ‖²/(2σ₁²)), the layer's price under the Laplace form over the "
+            "shipped one."
+        )
+    head = "| cell | seed | widths | error (%) | " + ("layer | " if per_layer else "")
+    head += "fan-in | participation ratio | ½ n C | Laplace term | Laplace / ½ n C "
+    head += "| ‖μ‖²/(2σ₁²) | σ₁² |" + (" layer ratio, size / with ‖μ‖² |" if per_layer else "")
+    lines += [head, "|" + "---|" * head.count(" |")]
     for r in result["rows"]:
         lap = " / ".join(f"{v:.0f}" for v in r["laplace_term"])
         ratio = " / ".join(f"{v:.2f}" for v in r["ratio"])
         lines.append(
             f"| {r['case']} | {r['seed']} | {'-'.join(map(str, r['widths']))} "
-            f"| {100 * r['test_error']:.2f} | {r['fan_in']} | {r['participation_ratio']:.1f} "
+            f"| {100 * r['test_error']:.2f} | "
+            + (f"{r['layer']} | " if per_layer else "")
+            + f"{r['fan_in']} | {r['participation_ratio']:.1f} "
             f"| {r['shipped_size_term']:.0f} | {lap} | {ratio} | "
             + (" / ".join(f"{v:.0f}" for v in r["weight_term"]) if "weight_term" in r else "-")
             + f" | {r['slab_var']:.2e} |"
+            + (
+                f" {r['layer_ratio']:.2f} / {r['layer_ratio_with_weights']:.2f} |"
+                if per_layer
+                else ""
+            )
         )
+    return lines + [""]
+
+
+def render_refit_value(name: str, result: dict) -> list[str]:
+    """``refit_value.py``: per layer, a unit's value with its consumer fixed and re-wired."""
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/refit_value.py`, commit {result['commit']}, CPU {result['cpu']}, 1 "
+        "thread: the default run's posterior-mode network; per gated layer and live unit, the "
+        "mean cross-entropy's increase when the unit is switched off with its consumer fixed "
+        "(Δ, what the gates' evidence measures) and with the consumer re-wired to read the "
+        "unit's least-squares reconstruction from the layer's other live units and a constant "
+        f"(Δ^lin), on {result['examples']} training examples and, with the same weights, on "
+        "the test set; medians over the units, the ratio Δ/Δ^lin (median over the units and "
+        "pooled, ΣΔ/ΣΔ^lin), and the pooled ratio over the other layers' "
+        "(docs/method.md §6zj).",
+        "",
+        "| cell | widths, error (%) | layer → consumer | units | Δ train / test "
+        "| Δ^lin train / test | Δ/Δ^lin median / pooled | Δ^lin ≤ 0 "
+        "| pooled ratio over the other layers' |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result["refit_value"]:
+        label = f"{'-'.join(map(str, run['widths']))}, {100 * run['test_error']:.2f}"
+        for layer, r in run["layers"].items():
+            over = r.get("ratio_over_others")
+            lines.append(
+                f"| {run['case']} (seed {run['seed']}) | {label} | {layer} → {r['consumer']} "
+                f"| {r['units']} | {r['fixed']:.1e} / {r['fixed_test']:.1e} "
+                f"| {r['linear']:.1e} / {r['linear_test']:.1e} "
+                f"| {r['ratio_linear_median']:.1f} / {r['ratio_linear_pooled']:.1f} "
+                f"| {r['linear_at_or_below_zero']} | {'-' if over is None else f'{over:.2f}'} |"
+            )
     return lines + [""]
 
 

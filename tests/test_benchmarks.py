@@ -630,6 +630,79 @@ def test_laplace_price_ignores_how_the_inputs_are_written_down():
     assert a["units"] == b["units"] == 8 and min(a["laplace_term"]) > 1
 
 
+def test_laplace_price_of_a_convolution_ignores_a_copied_input_channel():
+    """benchmarks/laplace_price.py on a convolution (curvature Kronecker-factored over
+    positions): the same network on its input channel copied (each copy and its filters'
+    slices scaled by 1/√2) plus a constant-zero channel has three times the shipped size term
+    of the first layer's filters and the same Laplace term; with the posterior mode's gates a
+    later layer counts only the live units' columns."""
+    import math
+
+    from bayesprune.models.gated_model import HyperPrior
+    from bayesprune.models.network import GatedNet
+
+    script = _script("laplace_price")
+
+    class Guide:
+        def slab_var(self, name):
+            return torch.tensor(0.01)
+
+    plan = [("conv", 4, 3, 1), ("pool",), ("conv", 5, 3, 0), ("fc", 6)]
+    torch.manual_seed(0)
+    small = GatedNet((1, 8, 8), plan, 3)
+    with torch.no_grad():
+        small.layers["out"].weight.normal_()
+    wide = GatedNet((3, 8, 8), plan, 3)
+    wide.load_state_dict(
+        {k: v for k, v in small.state_dict().items() if k != "layers.conv1.weight"}, strict=False
+    )
+    w = small.layers["conv1"].weight.detach()
+    with torch.no_grad():
+        wide.layers["conv1"].weight.copy_(torch.cat([w, w, torch.zeros_like(w)], 1) / math.sqrt(2))
+    x = torch.randn(200, 1, 8, 8)
+    x_wide = torch.cat([x, x, torch.zeros_like(x)], 1) / math.sqrt(2)
+    assert torch.allclose(small(x), wide(x_wide), atol=1e-5)
+    hyper = HyperPrior(temperature=1e-4)
+    a = script.unit_prices(small.eval(), Guide(), hyper, x, chunk=64, layer="conv1")
+    b = script.unit_prices(wide.eval(), Guide(), hyper, x_wide, chunk=64, layer="conv1")
+    assert b["shipped_size_term"] == pytest.approx(28 / 10 * a["shipped_size_term"])
+    assert b["laplace_term"] == pytest.approx(a["laplace_term"], rel=1e-3)
+    assert min(a["laplace_term"]) > 1
+    gates = {name: torch.ones(small.width(name)) for name in small.gated}
+    gates["conv1"][1] = 0.0  # conv2's filters read 3 live channels: 27 weights and a bias
+    c = script.unit_prices(small, Guide(), hyper, x, chunk=64, layer="conv2", gates=gates)
+    assert c["fan_in"] == 27 and c["units"] == 5
+    assert c["shipped_size_term"] == pytest.approx(28 / 10 * a["shipped_size_term"])
+
+
+def test_refit_value_prices_a_duplicate_unit_at_zero_once_its_consumer_rewires():
+    """benchmarks/refit_value.py: a unit with an exact copy in its layer costs something when
+    switched off with the consumer fixed, nothing when the consumer reads its reconstruction
+    from the others (the copy); a unit without a copy is not free either way."""
+    from bayesprune.models.network import build_network
+
+    script = _script("refit_value")
+    torch.manual_seed(0)
+    net = build_network("mlp", (8,), 3, (6, 4)).eval()
+    with torch.no_grad():
+        net.layers["out"].weight.normal_(0, 3)
+        for name in ("fc1", "fc2"):  # ReLUs mostly on; unit 1 a copy of unit 0, weight split
+            net.layers[name].bias.fill_(0.5)
+            layer, consumer = net.layers[name], net.layers[net.next_layer(name)]
+            layer.weight[1], layer.bias[1] = layer.weight[0], layer.bias[0]
+            consumer.weight[:, 0] *= 0.5
+            consumer.weight[:, 1] = consumer.weight[:, 0]
+    x = torch.randn(3000, 8)
+    y = torch.multinomial(torch.softmax(net(x), -1), 1, generator=torch.Generator().manual_seed(1))
+    y = y.squeeze(-1)
+    gates = {name: torch.ones(net.width(name)) for name in net.gated}
+    for name in net.gated:
+        _, _, rows = script.layer_values(net, gates, name, x, y, x[:500], y[:500])
+        assert min(rows["fixed"][:2]) > 3e-4  # either copy alone carries half the function
+        assert max(abs(v) for v in rows["linear"][:2]) < 1e-6
+        assert min(rows["linear"][2:]) > 3e-4
+
+
 def test_every_benchmark_script_parses_its_command_line_before_it_runs():
     # `benchmarks/X.py --help` must print usage, not start a run that overwrites X's results
     # (pooling.py and training_cost.py did); a script parses arguments itself or through
