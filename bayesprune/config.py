@@ -35,9 +35,10 @@ INSPECT_DRAWS = 200
 PREDATING = {
     "merge": "off", "theta_transit": 1.0, "merge_tests": "fixed", "window_cap": "none",
     "merge_price": "current", "producer_price": "current", "merge_budget": "none",
-    "merge_schedule": "settled", "theta_confidence": 0.0,
+    "merge_schedule": "settled", "theta_confidence": 0.0, "evidence": "train",
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
+EVIDENCE = ("train", "held-out")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
 
 
@@ -186,6 +187,15 @@ class TrainConfig:
     estimator: str = _option(
         "secant", "gate-gradient estimator (Eq. (9)); exact and score need the traced ELBO",
         choices=ESTIMATORS,
+    )  # fmt: skip
+    evidence: str = _option(
+        "train", "examples the gates' evidence is measured on: train (the batch the weights "
+        "step on) or held-out (a fixed share of the training set no weight trains on, drawn "
+        "anew each step; Eq. (9h))", choices=EVIDENCE,
+    )  # fmt: skip
+    evidence_share: float = _option(
+        0.1, "share of the training examples held out for the gates' evidence "
+        "(--evidence held-out)", open_unit_interval,
     )  # fmt: skip
     elbo: str = _option(
         "auto", "how GatedELBO evaluates the objective: fast (no traces), traced "

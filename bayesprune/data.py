@@ -173,6 +173,32 @@ class Dataset:
             augment=self.augment,
         )
 
+    def hold_out(
+        self, share: float, seed: int = 0
+    ) -> tuple[Dataset, tuple[torch.Tensor, torch.Tensor]]:
+        """Split off a fixed random ``share`` of the training examples: the dataset without them
+        (what the weights train on) and the held-out ``(x, y)`` (what the gates' evidence is
+        measured on, Eq. (9h)). Drawn with its own generator seeded by ``seed``, so a run's split
+        is the same on resuming; the test set is unchanged. :class:`DataError` unless both parts
+        keep at least one example and the training part two classes."""
+        total = len(self.x_train)
+        held = round(share * total)
+        if not 1 <= held < total:
+            raise DataError(
+                f"holding out {share:g} of {total} training example(s) leaves "
+                f"{held} for the evidence and {total - held} to train on: both need at least one"
+            )
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(total, generator=gen).to(self.x_train.device)
+        out, kept = order[:held].sort().values, order[held:].sort().values
+        meta = {**self.meta, "evidence_examples": held}
+        rest = Dataset(
+            self.name, self.x_train[kept], self.y_train[kept], self.x_test, self.y_test,
+            self.num_classes, meta=meta, augment=self.augment,
+        )  # fmt: skip
+        rest.check_classes()
+        return rest, (self.x_train[out], self.y_train[out])
+
     def to(self, device: str | torch.device) -> Dataset:
         """The same dataset with its tensors on ``device`` (itself if they are there already)."""
         device = torch.device(device)

@@ -401,6 +401,9 @@ def fit_distributed(
     if accelerator not in ACCELERATORS:
         raise ValueError(f"unknown accelerator {accelerator!r}: choose cpu or gpu")
     cfg = trainer.config
+    if cfg.evidence != "train":
+        raise ValueError("data-parallel training measures the gates' evidence on the training "
+                         "batches only: drop --evidence held-out or --devices")
     module = lightning_module(trainer)
     module.threads = threads
     backend = "gloo" if accelerator == "cpu" else "nccl"

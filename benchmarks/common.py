@@ -543,6 +543,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "matrix_axes", lambda name, r: render_matrix_axes(name, r)),
     ("key", "input_pixels", lambda name, r: render_input_pixels(name, r)),
     ("key", "probe_paired", lambda name, r: render_probe_paired(name, r)),
+    ("key", "held_out_probe", lambda name, r: render_held_out_probe(name, r)),
     ("key", "unit_redundancy", lambda name, r: render_unit_redundancy(name, r)),
     ("key", "refit_value", lambda name, r: render_refit_value(name, r)),
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
@@ -552,6 +553,47 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "runs", lambda name, r: render_robustness(name, r)),
     ("key", "cells", lambda name, r: render_matrix(name, r)),
 ]
+
+
+def render_held_out_probe(name: str, result: dict) -> list[str]:
+    """The held-out evidence probe (docs/method.md §6zk): per cell and seed, each arm's widths,
+    test error and weights kept, and the arms' mean errors."""
+    arms = ("control", "held-out", "join", "default")
+    code = {"ctl": "control", "ho": "held-out", "hoj": "join", "def": "default"}
+    table: dict = {}
+    for run in result["held_out_probe"]:
+        table.setdefault(run["cell"], {}).setdefault(run["seed"], {})[code[run["arm"]]] = run
+    lines = [
+        f"## {name}",
+        "",
+        f"{result['description']} Commit {result['commit']}, {result.get('cpu', 'unknown CPU')}, "
+        f"{result['threads']} thread per run. Each entry: hidden widths, test error (%), "
+        "weights kept (%).",
+        "",
+        "| cell | seed | " + " | ".join(arms) + " |",
+        "|---|---|" + "---|" * len(arms),
+    ]
+    means = []
+    for cell in sorted(table):
+        for seed in sorted(table[cell]):
+            row = table[cell][seed]
+            cells = [
+                "–" if arm not in row else
+                f"{row[arm]['architecture'].split('-', 1)[1]}, "
+                f"{100 * row[arm]['test_error']:.2f}, "
+                f"{100 * row[arm]['weights_kept_fraction']:.1f}"
+                for arm in arms
+            ]  # fmt: skip
+            lines.append(f"| {cell} | {seed} | " + " | ".join(cells) + " |")
+        errors = {
+            arm: [100 * r[arm]["test_error"] for r in table[cell].values() if arm in r]
+            for arm in arms
+        }
+        means.append(
+            f"{cell}: "
+            + ", ".join(f"{arm} {sum(e) / len(e):.2f}" for arm, e in errors.items() if e)
+        )
+    return lines + ["", "Mean test error (%) per arm: " + "; ".join(means) + ".", ""]
 
 
 def renderer(name: str, result: dict) -> Callable[[str, dict], list[str]]:

@@ -12,6 +12,7 @@ from pyro.poutine.trace_messenger import TraceMessenger
 from pyro.poutine.util import site_is_subsample
 
 from bayesprune.guides.gate_guide import GateGuide
+from bayesprune.guides.straight_through import draw_gates
 from bayesprune.inference.elbo_fast import (
     FAST_ESTIMATORS,
     add_prior_weight_grads,
@@ -110,6 +111,10 @@ class GatedELBO(Trace_ELBO):
         # for 1 (bool); a producer's θ-gradient then prices the weights it feeds at those
         # consumer units only (the value of F and every other gradient are unchanged)
         self.vertex = None
+        # Eq. (9h): None (the gates' evidence on the batch the weights step on), or a callable
+        # returning a batch (x, y) of held-out examples, on which the data term's θ-gradient is
+        # measured instead (secant estimator, fast evaluation)
+        self.evidence_batch = None
 
     # --- which evaluation -----------------------------------------------------------------------
 
@@ -339,15 +344,21 @@ class GatedELBO(Trace_ELBO):
         if self.grad_sync is not None:  # the weights' gradients travel during the ĝ pass
             self.grad_sync.start()
         if secant:  # ĝ: the gate gradient at labels drawn from the model (Eq. (9s))
-            leaves = list(terms["gates"].values())
-            grads_hat = sampled_label_gate_grads(
-                terms["logits"], leaves, terms.get("labels"), terms.get("rerun"), terms["scale"]
-            )
+            if self.evidence_batch is not None:  # Eq. (9h): measured on held-out examples
+                deltas = self.held_out_evidence(guide, terms, kwargs.get("num_data"))
+            else:
+                leaves = list(terms["gates"].values())
+                grads_hat = sampled_label_gate_grads(
+                    terms["logits"], leaves, terms.get("labels"), terms.get("rerun"),
+                    terms["scale"],
+                )  # fmt: skip
+                deltas = {
+                    name: secant_delta(xi.grad, g_hat, xi, terms["scale"]).sum(0)
+                    for (name, xi), g_hat in zip(terms["gates"].items(), grads_hat, strict=True)
+                }
             thetas, evidence = [], []
-            for name, g_hat in zip(terms["gates"], grads_hat, strict=True):
-                xi = terms["gates"][name]
+            for name, delta in deltas.items():
                 thetas.append(_row(terms["thetas"][name]))
-                delta = secant_delta(xi.grad, g_hat, xi, terms["scale"]).sum(0)
                 evidence.append(delta if name not in prior_theta else delta + prior_theta[name])
             # θ's gradient: Σ_n Δ_ns, through θ's constraint; the backward of Σ_s θ_s Δ_s,
             # given Δ directly (one engine call, no product and sum to build and undo)
@@ -362,6 +373,52 @@ class GatedELBO(Trace_ELBO):
         # the prior's weight gradients depend on the weights alone, the same in every process
         add_prior_weight_grads(terms.get("weight_grads", ()))
         return self.last_terms
+
+
+    def held_out_evidence(self, guide, terms: dict, num_data: int | None) -> dict:
+        """Eq. (9h): the secant's Σ_n Δ_ns (Eq. (9s)) per gated layer on a batch of held-out
+        examples, ``self.evidence_batch()``, scaled to the N training examples like the data
+        term; gates drawn from θ (the pruned units' θ is 0), the weights those of this step.
+        Only the gates get gradients: nothing the examples say reaches a weight, and
+        BatchNorm's running statistics are left as they were."""
+        if "weight_grads" not in terms:
+            raise ValueError("held-out evidence (Eq. (9h)) needs the fast evaluation")
+        x, y = self.evidence_batch()
+        net = guide.net
+        gates = {}
+        for name, theta in terms["thetas"].items():
+            probs = _row(theta).detach()
+            gates[name] = draw_gates(probs, (x.shape[0], probs.shape[-1])).requires_grad_(True)
+        with _norm_statistics_kept(net):
+            logits = net(x, gates=gates)
+        scale = (x.shape[0] if num_data is None else num_data) / x.shape[0]
+        data = scale * torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+        leaves = list(gates.values())
+        for xi, grad in zip(leaves, torch.autograd.grad(data, leaves, retain_graph=True),
+                            strict=True):  # fmt: skip
+            xi.grad = grad
+        grads_hat = sampled_label_gate_grads(logits, leaves, y, _rerun(net, x), scale)
+        return {
+            name: secant_delta(xi.grad, g_hat, xi, scale).sum(0)
+            for (name, xi), g_hat in zip(gates.items(), grads_hat, strict=True)
+        }
+
+
+class _norm_statistics_kept:
+    """BatchNorm layers normalise by the batch as in training, without updating their running
+    statistics (momentum 0 for the duration)."""
+
+    def __init__(self, net):
+        self.norms = list(net.norms.values())
+
+    def __enter__(self):
+        self.momenta = [norm.momentum for norm in self.norms]
+        for norm in self.norms:
+            norm.momentum = 0.0
+
+    def __exit__(self, *exc):
+        for norm, momentum in zip(self.norms, self.momenta, strict=True):
+            norm.momentum = momentum
 
 
 def sample_labels(logits: torch.Tensor) -> torch.Tensor:

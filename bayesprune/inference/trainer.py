@@ -111,6 +111,16 @@ class Trainer:
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
             data.check_classes()
+        self.evidence_set = None  # Eq. (9h): the held-out examples of the gates' evidence
+        if config.evidence == "held-out":
+            if config.estimator != "secant" or config.weights != "point" or config.elbo == "traced":
+                raise ValueError(
+                    "held-out evidence (Eq. (9h)) is measured by the secant estimator on the "
+                    "fast ELBO with point-mass weights: use --evidence train with "
+                    f"estimator {config.estimator}, weights {config.weights}, elbo {config.elbo}"
+                )
+            data, held = data.hold_out(config.evidence_share, seed=config.seed)
+            self.evidence_set = tuple(t.to(self.device) for t in held)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
         self.writer = None if out is None else RunWriter(out, traces=bool(config.trace_every))
@@ -126,6 +136,8 @@ class Trainer:
         if config.elbo not in IMPLEMENTATIONS:
             raise ValueError(f"unknown elbo {config.elbo!r}: choose {', '.join(IMPLEMENTATIONS)}")
         self.elbo = GatedELBO(estimator=config.estimator, implementation=config.elbo)
+        if self.evidence_set is not None:
+            self.elbo.evidence_batch = self.evidence_batch
         self.optim = make_optimizer(self.guide, config, len(data.x_train))
         self.svi = pyro.infer.SVI(self.model, self.guide, self.optim, loss=self.elbo)
         self.schedule = None  # built in fit(), when the number of steps is known
@@ -234,6 +246,14 @@ class Trainer:
             self.warm_step = self.step + 1
             return True
         return False
+
+    def evidence_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of held-out examples for the gates' evidence (Eq. (9h)): as many as a step
+        trains on, drawn with replacement from the torch generator (so a resumed run draws
+        the same ones)."""
+        x, y = self.evidence_set
+        index = torch.randint(len(x), (self.config.batch_size,), device=x.device)
+        return x[index], y[index]
 
     def train_step(self, x, y, index) -> dict[str, torch.Tensor]:
         """One SVI step (under the pruning handler while collapsed units await removal)."""
@@ -953,6 +973,7 @@ class Trainer:
         summary["status"] = self.status
         summary["status_reason"] = self.status_reason
         summary["train_subset"] = self.data.meta.get("train_subset")
+        summary["evidence_examples"] = self.data.meta.get("evidence_examples")  # Eq. (9h)
         summary["temperature"] = self.hyper.temperature
         summary["warmup_step"] = self.warm_step
         summary["evidence_window"] = self.window
