@@ -544,6 +544,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "input_pixels", lambda name, r: render_input_pixels(name, r)),
     ("key", "probe_paired", lambda name, r: render_probe_paired(name, r)),
     ("key", "held_out_probe", lambda name, r: render_held_out_probe(name, r)),
+    ("key", "held_out_p3", lambda name, r: render_held_out_p3(name, r)),
     ("key", "unit_redundancy", lambda name, r: render_unit_redundancy(name, r)),
     ("key", "refit_value", lambda name, r: render_refit_value(name, r)),
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
@@ -553,6 +554,30 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "runs", lambda name, r: render_robustness(name, r)),
     ("key", "cells", lambda name, r: render_matrix(name, r)),
 ]
+
+
+def render_held_out_p3(name: str, result: dict) -> list[str]:
+    """P3's starting widths under one setting: each run's final widths and error, and the CV of
+    the widths across the starts per seed and layer."""
+    lines = [
+        f"## {name}",
+        "",
+        f"{result['description']} Commit {result['commit']}, {result.get('cpu', 'unknown CPU')}.",
+        "",
+        "| seed | start | final widths | test error (%) | weights kept (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for run in sorted(result["held_out_p3"], key=lambda r: (r["seed"], r["mult"])):
+        lines.append(
+            f"| {run['seed']} | {'-'.join(map(str, run['initial_widths']))} | "
+            f"{'-'.join(map(str, run['widths']))} | {100 * run['test_error']:.2f} | "
+            f"{100 * run['weights_kept_fraction']:.1f} |"
+        )
+    cvs = "; ".join(
+        f"seed {seed}: " + " / ".join(f"{c:.1f}%" for c in layers)
+        for seed, layers in result["cv_percent_per_seed"].items()
+    )
+    return lines + ["", f"Width CV across the starts, per layer: {cvs} (P3 bound 20%).", ""]
 
 
 def render_held_out_probe(name: str, result: dict) -> list[str]:
