@@ -24,8 +24,8 @@ def _cli(*args, **kwargs):
     )
 
 
-def _stop_after_first_epoch(out, sig):
-    proc = _cli("train", *ARGS, "--out", str(out))
+def _stop_after_first_epoch(out, sig, args=ARGS):
+    proc = _cli("train", *args, "--out", str(out))
     deadline = time.time() + 120
     while not (out / "checkpoints" / "epoch_001.pt").exists():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
@@ -90,14 +90,8 @@ def test_a_run_with_held_out_evidence_resumes_to_the_same_network_bitwise(tmp_pa
     proc.communicate(timeout=300)
     assert proc.returncode == 0
     out = tmp_path / "run"
-    proc = _cli("train", *args, "--out", str(out))
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / "epoch_001.pt").exists():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.02)
-    time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.communicate(timeout=120)
+    code, err = _stop_after_first_epoch(out, signal.SIGTERM, args)
+    assert code == 128 + signal.SIGTERM, err
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
     resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
     _, err = resumed.communicate(timeout=300)
