@@ -12,8 +12,9 @@ non-decreasing in N) evaluated on the pooled means, with each cell's gap target 
 Pooling refuses files whose runs differ in what they ran: a (cell, seed) present twice with
 different results, or runs of one cell with different ``--set`` overrides. Runs made with
 ``--no-dense`` take their dense run from ``--dense-from`` files (the dense network does not
-depend on the rule; the first file with that cell and seed at the same overrides wins, a run's
-own dense run before any); a run with none counts for the widths, not for the gap.
+depend on the rule; the first file with that cell and seed whose overrides agree on the dense
+recipe, :func:`robustness_matrix.dense_recipe`, wins, a run's own dense run before any); a
+run with none counts for the widths, not for the gap.
 
 Usage: ``.venv/bin/python benchmarks/matrix_summary.py --from results/robustness_matrix_10s.json
 results/robustness_matrix_mlp_seeds_2_7_10s.json --dense-from
@@ -32,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import render_matrix_summary, write  # noqa: E402
-from robustness_matrix import CASES, checks  # noqa: E402
+from robustness_matrix import CASES, checks, dense_recipe  # noqa: E402
 
 ISSUE_CELLS = ("mlp-", "lenet5-")  # the matrix's cells with a gap target (not the teacher's)
 
@@ -86,7 +87,7 @@ def pool(paths: list[Path], dense_paths: list[Path] = ()) -> tuple[list[dict], l
         for cell in result["cells"]:
             key = (cell["case"], cell["seed"])
             if cell.get("dense") and key in cells and "dense" not in cells[key]:
-                if cell.get("overrides", {}) == overrides[cell["case"]]:
+                if dense_recipe(cell.get("overrides")) == dense_recipe(overrides[cell["case"]]):
                     cells[key] = {**cells[key], "dense": cell["dense"]}
                     used = True
         if used:

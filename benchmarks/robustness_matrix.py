@@ -348,6 +348,15 @@ def training_data(case: str, seed: int, data):
     return data if subset is None else data.subset(subset, seed=seed)
 
 
+DENSE_SETTINGS = ("epochs", "batch_size", "lr", "lr_schedule")  # what a dense run reads of --set
+
+
+def dense_recipe(overrides: dict | None) -> dict:
+    """The part of a run's ``--set`` overrides its dense run depends on (:func:`run_cell` passes
+    only these to :func:`dense_summary`): runs whose overrides agree here share dense runs."""
+    return {k: v for k, v in (overrides or {}).items() if k in DENSE_SETTINGS}
+
+
 NETWORK_KEYS = ("dataset", "arch", "widths", "width_mult", "train_subset", "label_noise",
                 "rare_classes", "rgb32_noise")  # read elsewhere
 
@@ -510,7 +519,11 @@ def main(argv: list[str] | None = None) -> None:
     dense_from = None
     if args.dense_from is not None:
         previous = json.loads(Path(args.dense_from).read_text())
-        dense_from = {(c["case"], c["seed"]): c["dense"] for c in previous["cells"] if c["dense"]}
+        dense_from = {
+            (c["case"], c["seed"]): c["dense"]
+            for c in previous["cells"]
+            if c["dense"] and dense_recipe(c.get("overrides")) == dense_recipe(overrides)
+        }
         wanted = [(case, seed) for case in args.cells for seed in args.seeds]
         missing = [job for job in wanted if job not in dense_from]
         if missing:

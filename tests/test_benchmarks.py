@@ -547,6 +547,19 @@ def test_matrix_summary_pools_seeds_and_takes_dense_runs_from_other_files(tmp_pa
     assert "| mlp-n3k | 2 (0-1) | +1.50 ± 0.50 (2) | 1.0 (missed) |" in table
 
 
+def test_matrix_summary_pairs_dense_runs_across_overrides_the_dense_recipe_ignores(tmp_path):
+    # --set evidence=held-out leaves the dense run as it is; --set epochs=20 does not
+    script = _script("matrix_summary")
+    dense = _matrix_file(tmp_path / "d.json", [_cell("mlp-n3k", 0, 0.5, [1, 1], dense=0.18)])
+    for overrides, gaps in (({"evidence": "held-out"}, [2.0]), ({"epochs": 20}, [])):
+        runs = _matrix_file(
+            tmp_path / "r.json", [_cell("mlp-n3k", 0, 0.20, [30, 70], overrides=overrides)]
+        )
+        result = script.main(["--from", str(runs), "--dense-from", str(dense),
+                              "--name", "s", "--results-dir", str(tmp_path)])  # fmt: skip
+        assert result["matrix_summary"]["mlp-n3k"].get("gaps", []) == pytest.approx(gaps), overrides
+
+
 def test_matrix_summary_refuses_to_pool_different_runs_of_one_cell(tmp_path):
     script = _script("matrix_summary")
     first = _matrix_file(tmp_path / "a.json", [_cell("mlp-n3k", 0, 0.20, [30, 70], dense=0.18)])
