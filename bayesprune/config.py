@@ -254,6 +254,14 @@ class TrainConfig:
             _validate(f"TrainConfig.{f.name}", value, f.metadata)
         if self.merge_groups == "on" and self.merge == "off":
             raise ValueError("merge_groups on needs merge on (group moves are merge moves)")
+        if self.evidence == "held-out" and (
+            self.estimator != "secant" or self.weights != "point" or self.elbo == "traced"
+        ):
+            raise ValueError(
+                "--evidence held-out (Eq. (9h)) is measured by the secant estimator on the fast "
+                "ELBO with point-mass weights: use --evidence train with estimator "
+                f"{self.estimator}, weights {self.weights}, elbo {self.elbo}"
+            )
 
     def hyper(self, num_data: int | None = None) -> HyperPrior:
         """The prior settings, with τ = ``price_scale`` · :func:`temperature_for` (N) unless

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pyro.distributions as dist
 import torch
 from pyro import poutine
@@ -374,7 +376,6 @@ class GatedELBO(Trace_ELBO):
         add_prior_weight_grads(terms.get("weight_grads", ()))
         return self.last_terms
 
-
     def held_out_evidence(self, guide, terms: dict, num_data: int | None) -> dict:
         """Eq. (9h): the secant's Σ_n Δ_ns (Eq. (9s)) per gated layer on a batch of held-out
         examples, ``self.evidence_batch()``, scaled to the N training examples like the data
@@ -404,21 +405,18 @@ class GatedELBO(Trace_ELBO):
         }
 
 
-class _norm_statistics_kept:
+@contextmanager
+def _norm_statistics_kept(net):
     """BatchNorm layers normalise by the batch as in training, without updating their running
     statistics (momentum 0 for the duration)."""
-
-    def __init__(self, net):
-        self.norms = list(net.norms.values())
-
-    def __enter__(self):
-        self.momenta = [norm.momentum for norm in self.norms]
-        for norm in self.norms:
-            norm.momentum = 0.0
-
-    def __exit__(self, *exc):
-        for norm, momentum in zip(self.norms, self.momenta, strict=True):
-            norm.momentum = momentum
+    momenta = {name: norm.momentum for name, norm in net.norms.items()}
+    for norm in net.norms.values():
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for name, momentum in momenta.items():
+            net.norms[name].momentum = momentum
 
 
 def sample_labels(logits: torch.Tensor) -> torch.Tensor:
