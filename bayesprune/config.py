@@ -252,6 +252,7 @@ class TrainConfig:
             if f.metadata.get("type") is not None and isinstance(value, str):
                 raise ValueError(f"TrainConfig.{f.name} = {value!r} is not a number")
             _validate(f"TrainConfig.{f.name}", value, f.metadata)
+        _check_device(self.device)
         if self.merge_groups == "on" and self.merge == "off":
             raise ValueError("merge_groups on needs merge on (group moves are merge moves)")
         if self.evidence == "held-out" and (
@@ -417,3 +418,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if meta.get("type") is not None:
             kwargs["type"] = meta["type"]
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+
+
+def _check_device(name: str) -> None:
+    """Refuse a ``device`` that is not one torch trains on here (cpu, cuda, cuda:N), as the
+    command line's ``--device`` does; whether CUDA is there is the Trainer's to check."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"TrainConfig.device = {name!r} is not a device to train on (cpu, cuda, cuda:N)"
+        )

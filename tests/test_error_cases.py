@@ -675,3 +675,21 @@ def test_export_out_empty_is_refused_and_a_lone_model_pt_gets_an_honest_note(
     assert main(["export", str(alone), "--format", "safetensors"]) == 0
     note = capsys.readouterr().err
     assert "this folder has no config.json" in note and "predates" not in note
+
+
+def test_train_config_and_trainer_refuse_what_they_cannot_use_by_name():
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    with pytest.raises(ValueError, match="TrainConfig.device = 'gpu'"):  # was torch's error
+        TrainConfig(device="gpu")  # at Trainer(), after the data checks
+    data, net = make_teacher(num_train=200, num_test=50), GatedMLP(4, (8, 4), 3)
+    for args, kind in (
+        ((net, data, {"epochs": 1}), "TrainConfig"),  # were AttributeErrors
+        ((net, (data.x_train, data.y_train), TrainConfig()), "Dataset"),
+        ((torch.nn.Sequential(torch.nn.Linear(4, 3)), data, TrainConfig()), "GatedNet"),
+    ):
+        with pytest.raises(TypeError, match=f"Trainer takes a {kind}"):
+            Trainer(*args)

@@ -1,5 +1,7 @@
 """Stock Pyro on bayesprune's model, guide, ELBO and optimiser (issue 10, deliverable 4)."""
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -125,3 +127,106 @@ def test_handler_and_optimiser_refuse_what_would_fail_later(setup):
     with PruneMessenger(net, {"fc1": pruned}), pyro.validation_enabled(False):
         with pytest.raises(NotImplementedError, match="only point-mass weights"):
             GatedELBO(implementation="traced").loss(model, guide, x, y, num_data=N)
+
+
+@pytest.mark.parametrize("init_theta", [1.0, 0.5])
+def test_stock_trace_elbo_trains_without_nan_at_the_vertices(setup, init_theta):
+    # the GSM's log-density takes log θ and log(1 − θ); autograd of them is 0 · ∞ = NaN at a
+    # vertex (θ starts at 1 by default, and a stock optimiser's clip reaches the vertices)
+    from pyro.infer import Trace_ELBO
+
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper, init_theta=init_theta)
+    pyro.set_rng_seed(0)
+    losses = _steps(
+        SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=Trace_ELBO()), x, y, count=60
+    )
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.5 * losses[0]
+    for p in guide.parameters():
+        assert torch.all(torch.isfinite(p))
+
+
+def test_the_gsm_log_density_has_its_derivative_at_every_gate_probability():
+    from bayesprune.models.distributions import GaussianScaleMixture
+
+    torch.manual_seed(0)
+    w = torch.randn(3, 6) * torch.tensor([[1.0], [0.05], [0.3]])  # slab-, spike-, in-between rows
+    for p in ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.3, 0.7, 0.999]):
+        probs = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+        weights = w.double().requires_grad_(True)
+        gsm = GaussianScaleMixture(probs, torch.tensor(0.1, dtype=torch.float64).sqrt(), 1.0, 6)
+        value = gsm.log_prob(weights)
+        value.backward()
+        # the same mixture written as the density it is: log Σ_k π_k N_k, differentiated by
+        # autograd where that is finite
+        sq = weights.detach().pow(2).sum(-1)
+        slab, spike = (  # N(w_s; 0, var I) per row, in float64
+            torch.exp(-0.5 * sq / var - 3 * math.log(2 * math.pi * var)) for var in (1.0, 0.1)
+        )
+        reference = torch.log(probs.detach() * slab + (1 - probs.detach()) * spike)
+        assert torch.allclose(value, reference.sum(), rtol=1e-10)
+        want = (slab - spike) / reference.exp()  # ∂/∂π_s
+        assert torch.allclose(probs.grad, want, rtol=1e-8), p
+        assert torch.all(torch.isfinite(weights.grad))
+
+
+def test_remove_units_refuses_what_it_would_get_wrong_and_takes_a_pyro_optimiser(setup):
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper)
+    mask = torch.ones(20, dtype=torch.bool)
+    mask[:5] = False
+    with pytest.raises(TypeError, match="mask.nonzero"):
+        guide.remove_units("fc1", mask)  # cast to 0/1 indices it copied two units 20 times
+    with pytest.raises(ValueError, match="more than once"):
+        guide.remove_units("fc1", torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match="outside"):
+        guide.remove_units("fc1", torch.tensor([0, 20]))
+    assert net.width("fc1") == 20
+    optim = pyro.optim.Adam({"lr": 1e-2})
+    svi = SVI(model, guide, optim, loss=GatedELBO())
+    _steps(svi, x, y, count=2)
+    guide.remove_units("fc1", torch.arange(5, 20), optimizers=[optim])
+    assert net.width("fc1") == 15 and guide.unit_ids("fc1").tolist() == list(range(5, 20))
+    losses = _steps(svi, x, y, count=2)  # Adam's moments were sliced with the parameters
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_gated_elbo_refuses_a_model_it_cannot_evaluate_in_one_line(setup):
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper, init_theta=0.7)
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match="likelihood site 'obs'"):  # was KeyError('obs')
+            GatedELBO().loss(poutine.block(model, hide=["obs"]), guide, x, y, num_data=N)
+        conditioned = poutine.condition(model, data={"fc1.gate": torch.zeros(100, 20)})
+        blocked = poutine.block(guide, hide=["fc1.gate"])
+        for implementation in ("auto", "traced"):  # the conditioned log p was left out
+            with pytest.raises(NotImplementedError, match="fc1.gate observed"):
+                GatedELBO(implementation=implementation).loss(
+                    conditioned, blocked, x, y, num_data=N
+                )
+
+
+@pytest.mark.parametrize("implementation", ["auto", "traced"])
+def test_a_batch_the_model_would_get_wrong_is_refused_by_name(setup, implementation):
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper, init_theta=0.7)
+    elbo = GatedELBO(implementation=implementation)
+
+    def loss(x=x, y=y, **kwargs):
+        with pyro.validation_enabled(False):
+            return elbo.loss(model, guide, x, y, **{"num_data": N, **kwargs})
+
+    cases = [
+        (TypeError, "integer class labels", {"y": y.float()}),
+        (TypeError, "float64", {"x": x.double()}),
+        (ValueError, "shape", {"x": x[:, :3]}),
+        (ValueError, "one label per example", {"y": y[:-1]}),
+        (ValueError, "num_data", {"num_data": -5}),
+        (ValueError, "num_data", {"num_data": 10}),  # below the batch of 100: was a loss
+        (ValueError, "index", {"index": torch.arange(3)}),  # the fast path took it
+    ]
+    for error, message, kwargs in cases:
+        with pytest.raises(error, match=message):
+            loss(**kwargs)
+    assert torch.isfinite(torch.tensor(loss(index=torch.arange(100))))

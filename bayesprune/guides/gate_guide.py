@@ -18,7 +18,7 @@ from torch.distributions import constraints
 
 from bayesprune.guides.constraints import projected_unit_interval
 from bayesprune.guides.straight_through import StraightThroughBernoulli
-from bayesprune.models.gated_model import HyperPrior
+from bayesprune.models.gated_model import HyperPrior, check_batch
 from bayesprune.models.network import GatedNet
 
 POSTERIORS = ("coupled", "structured", "mean-field")
@@ -190,6 +190,7 @@ class GateGuide(PyroModule):
             _declare_param(fullname, value, constraint=constraints.real, name=fullname)
 
     def forward(self, x, y=None, num_data=None, index=None):
+        check_batch(self.net, x, y, num_data, index, inputs=False)  # the plate's arguments
         num_data = x.shape[0] if num_data is None else num_data
         self.declare_network_params()
         thetas = {}
@@ -258,19 +259,45 @@ class GateGuide(PyroModule):
         the same parameter objects. The slab variance is a per-layer scalar and stays.
 
         :param layer: a gated layer name.
-        :param keep: indices (long) of the units to keep, at least one.
+        :param keep: indices (integers) of the units to keep, at least one, each once. A
+            boolean mask is refused: :class:`~bayesprune.inference.PruneMessenger`'s masks mark
+            the *pruned* units, so its meaning here would be a guess; pass
+            ``mask.nonzero().flatten()`` for the units a mask keeps.
+        :param optimizers: every optimiser that steps the guide's parameters: torch optimisers,
+            :class:`~bayesprune.inference.GateOptim`, or a stock ``pyro.optim`` optimiser (its
+            per-parameter torch optimisers); an optimiser left out keeps state of the old
+            shape, and its next step fails.
         """
         if layer not in self.net.gated:
             raise ValueError(f"{layer!r} is not a gated layer")
-        keep = torch.as_tensor(keep, dtype=torch.long).flatten()
+        keep = torch.as_tensor(keep)
+        if keep.dtype == torch.bool or keep.is_floating_point() or keep.is_complex():
+            raise TypeError(
+                f"keep must hold the indices of the units to keep (integers), not a "
+                f"{keep.dtype} tensor; for a boolean mask of the units to keep pass "
+                "mask.nonzero().flatten()"
+            )
+        keep = keep.to(torch.long).flatten()
         if keep.numel() == 0:
             raise ValueError("refusing to remove the last unit of a layer")
+        width = self.net.width(layer)
+        if int(keep.min()) < 0 or int(keep.max()) >= width:
+            raise ValueError(f"keep has indices outside {layer!r}'s {width} units")
+        if keep.unique().numel() != keep.numel():
+            raise ValueError("keep names a unit more than once (it would be duplicated)")
         keep = keep.to(self.gate_probs(layer).device)
         torch_optimizers = []
         for opt in optimizers:
-            torch_optimizers.extend(
-                opt.torch_optimizers() if hasattr(opt, "torch_optimizers") else [opt]
-            )
+            if hasattr(opt, "torch_optimizers"):
+                torch_optimizers.extend(opt.torch_optimizers())
+            elif hasattr(opt, "optim_objs"):  # pyro.optim.PyroOptim: one per parameter
+                torch_optimizers.extend(opt.optim_objs.values())
+            elif isinstance(opt, torch.optim.Optimizer):
+                torch_optimizers.append(opt)
+            else:
+                raise TypeError(
+                    f"optimizers takes torch or pyro.optim optimisers, not {type(opt).__name__}"
+                )
         net = self.net
         nxt = net.next_layer(layer)
         columns = torch.cat(  # augmented: the next layer's input columns, and its bias column

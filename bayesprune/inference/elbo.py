@@ -25,7 +25,7 @@ from bayesprune.inference.elbo_fast import (
 )
 from bayesprune.inference.pruning import PruneMessenger, active_pruning
 from bayesprune.models.distributions import GaussianScaleMixture
-from bayesprune.models.gated_model import GatedModel
+from bayesprune.models.gated_model import GatedModel, check_batch
 
 ESTIMATORS = ("first-order", "secant", "exact", "score")
 IMPLEMENTATIONS = ("auto", "fast", "traced")
@@ -33,6 +33,24 @@ IMPLEMENTATIONS = ("auto", "fast", "traced")
 
 def _is_gate(site: dict) -> bool:
     return site["type"] == "sample" and site["name"].endswith(".gate")
+
+
+def _check_model_trace(model_trace) -> None:
+    """Refuse, in one line, a model trace this ELBO cannot evaluate: no likelihood site ``obs``
+    (blocked or hidden), or gate sites the model observes (``poutine.condition``), whose log p
+    the exact expectation over the gates would leave out."""
+    if "obs" not in model_trace.nodes:
+        raise ValueError(
+            "GatedELBO needs the model's likelihood site 'obs' (the gates' evidence is its "
+            "log-likelihood); it is blocked or missing in this model"
+        )
+    nodes = model_trace.nodes.items()
+    observed = [n for n, site in nodes if _is_gate(site) and site["is_observed"]]
+    if observed:
+        raise NotImplementedError(
+            f"GatedELBO takes the expectation over the gates exactly and cannot condition on "
+            f"them ({', '.join(observed)} observed); pyro.infer.Trace_ELBO evaluates such a model"
+        )
 
 
 class GatedELBO(Trace_ELBO):
@@ -168,6 +186,7 @@ class GatedELBO(Trace_ELBO):
         """The traced evaluation: data term, prior term, the estimator's surrogate term (value 0;
         ``"exact"`` and ``"score"``), and what the secant needs after the backward pass."""
         model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
+        _check_model_trace(model_trace)
         data = prior = torch.zeros(())
         nll = None
         for name, site in model_trace.nodes.items():
@@ -260,6 +279,7 @@ class GatedELBO(Trace_ELBO):
             return terms
         x, y = _batch(args, kwargs)
         num_data = kwargs.get("num_data")
+        check_batch(guide.net, x, y, num_data, kwargs.get("index"))  # as the model would
         num_data = x.shape[0] if num_data is None else num_data
         with guide.reading():
             ev = evaluate(

@@ -101,6 +101,14 @@ class Trainer:
     """
 
     def __init__(self, net: GatedNet, data: Dataset, config: TrainConfig, out: Path | None = None):
+        for value, kind, hint in (
+            (net, GatedNet, "bayesprune.models: GatedMLP, lenet5, build_network"),
+            (data, Dataset, "bayesprune.data: load_dataset, or Dataset(name, x_train, …)"),
+            (config, TrainConfig, "TrainConfig(**settings) builds one from a dict"),
+        ):
+            if not isinstance(value, kind):
+                name = type(value).__name__
+                raise TypeError(f"Trainer takes a {kind.__name__} ({hint}), not {name}")
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda requested but torch.cuda.is_available() is False")

@@ -36,6 +36,43 @@ class Flattening(TorchDistribution):
         return torch.rand(sample_shape + self.event_shape)
 
 
+# exp(±x) of a log-density difference is capped here in the mixture's gradient: the true
+# ∂/∂π at a vertex is 1 − exp(spike − slab), astronomically large where a row's weights sit in the
+# spike, and e^40 keeps it (and its square, in Adam's second moment) finite in float32
+_MAX_EXPONENT = 40.0
+
+
+class _RowMixture(torch.autograd.Function):
+    """log(π e^{a} + (1 − π) e^{b}) per row from π and the components' log-densities a, b.
+
+    The forward pass is ``logaddexp(log π + a, log1p(−π) + b)`` (bitwise the expression it
+    replaces). The backward pass is the derivative itself, ∂/∂π = e^{a−f} − e^{b−f},
+    ∂/∂a = π e^{a−f}, ∂/∂b = (1 − π) e^{b−f} with f the value, finite at π ∈ {0, 1} where
+    autograd of the logarithms gives 0 · ∞.
+    """
+
+    @staticmethod
+    def forward(ctx, probs, slab, spike):
+        out = torch.logaddexp(torch.log(probs) + slab, torch.log1p(-probs) + spike)
+        ctx.save_for_backward(probs, slab, spike, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, slab, spike, out = ctx.saved_tensors
+        on = torch.exp((slab - out).clamp(max=_MAX_EXPONENT))
+        off = torch.exp((spike - out).clamp(max=_MAX_EXPONENT))
+
+        def shaped(g, like):
+            return None if g is None else g.sum_to_size(like.shape)
+
+        return (
+            shaped(grad * (on - off), probs) if ctx.needs_input_grad[0] else None,
+            shaped(grad * probs * on, slab) if ctx.needs_input_grad[1] else None,
+            shaped(grad * (1 - probs) * off, spike) if ctx.needs_input_grad[2] else None,
+        )
+
+
 class GaussianScaleMixture(TorchDistribution):
     """Spike-and-slab GSM prior over the rows of a weight matrix, one mixture per unit.
 
@@ -99,10 +136,17 @@ class GaussianScaleMixture(TorchDistribution):
         return per_value @ self.column_mask.to(per_value.dtype)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log[π N(w_s; 0, σ₁²) + (1 − π) N(w_s; 0, ρσ₁²)] summed over the rows.
+
+        Its gradient is written out (:class:`_RowMixture`): autograd of the log-sum-exp takes
+        log π and log(1 − π), whose derivatives are infinite at the vertices π ∈ {0, 1}, where
+        the gates end, and multiplies them by the vanishing component's weight: 0 · ∞, a NaN
+        that a stock ``Trace_ELBO`` step would write into θ. The value is the same.
+        """
         sq = self._row_sums(value.pow(2))
-        slab = torch.log(self.probs) + self.row_log_normal(sq, self.slab_scale)
-        spike = torch.log1p(-self.probs) + self.row_log_normal(sq, self.spike_scale)
-        return self._sum_rows(torch.logaddexp(slab, spike))
+        slab = self.row_log_normal(sq, self.slab_scale)
+        spike = self.row_log_normal(sq, self.spike_scale)
+        return self._sum_rows(_RowMixture.apply(self.probs, slab, spike))
 
     def _sum_rows(self, per_row: torch.Tensor) -> torch.Tensor:
         if self.row_mask is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import pyro
@@ -114,6 +116,7 @@ class GatedModel:
         :param num_data: N, the size of the full training set (defaults to the batch size).
         :param index: the mini-batch's indices into the training set (for the plate).
         """
+        check_batch(self.net, x, y, num_data, index)
         num_data = x.shape[0] if num_data is None else num_data
         params, probs = {}, {}
         with poutine.scale(scale=self.hyper.temperature):
@@ -138,6 +141,44 @@ class GatedModel:
             logits = self.net(x, gates=gates, params=params)
             pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
         return logits
+
+
+def check_batch(net: GatedNet, x, y=None, num_data=None, index=None, inputs: bool = True) -> None:
+    """Refuse, with one ``ValueError`` or ``TypeError`` naming the argument, a mini-batch that the
+    model (or the fast ELBO, which never runs it) would fail on deep inside torch, or would take
+    without a word and get wrong: ``x`` not a tensor of the network's dtype and input shape,
+    labels that are not one integer per example, ``num_data`` (N, the training set's size) below
+    the batch, an ``index`` of another length than the batch. Shapes and dtypes only: no value
+    is read, so no device synchronisation. ``inputs`` False: ``x`` only gives the batch size
+    (the guide's use of it: ``bayesprune.inspection`` draws gates with a placeholder)."""
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise TypeError(f"x must be a tensor of examples, not {type(x).__name__}")
+    batch, dtype = x.shape[0], net.layers["out"].weight.dtype
+    if inputs and x.dtype != dtype:
+        raise TypeError(f"x is {x.dtype}, the network's weights are {dtype}")
+    shape = tuple(x.shape[1:])
+    fits = (
+        math.prod(shape) == math.prod(net.in_shape) if net.flattens else shape == net.in_shape
+    )
+    if inputs and not fits:
+        raise ValueError(f"x holds examples of shape {shape}; the network takes {net.in_shape}")
+    if y is not None:
+        if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool:
+            kind = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
+            raise TypeError(f"y must hold integer class labels (torch.long), not {kind}")
+        if y.dim() != 1 or y.shape[0] != batch:
+            raise ValueError(f"y has shape {tuple(y.shape)}: one label per example ({batch})")
+    if num_data is not None and (
+        isinstance(num_data, bool) or not isinstance(num_data, numbers.Integral)
+        or num_data < batch
+    ):  # fmt: skip
+        raise ValueError(
+            f"num_data = {num_data!r}: N, the number of training examples, an integer of at "
+            f"least the batch's {batch}"
+        )
+    if index is not None and (not isinstance(index, torch.Tensor) or index.shape != (batch,)):
+        shape = tuple(index.shape) if isinstance(index, torch.Tensor) else type(index).__name__
+        raise ValueError(f"index must be the batch's {batch} example indices, got {shape}")
 
 
 def _unbatched(value: torch.Tensor, event_dim: int) -> torch.Tensor:
