@@ -538,6 +538,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "kept_widths", lambda name, r: render_kept_widths(name, r)),
     ("prefix", "laplace_price", lambda name, r: render_laplace_price(name, r)),
     ("stem", "probe_laplace_first_layer", lambda name, r: render_probe_laplace(name, r)),
+    ("stem", "probe_laplace_14px", lambda name, r: render_probe_laplace(name, r)),
     ("stem", "probe_mup_lr", lambda name, r: render_probe_mup(name, r)),
     ("key", "matrix_summary", lambda name, r: render_matrix_summary(name, r)),
     ("key", "matrix_axes", lambda name, r: render_matrix_axes(name, r)),
