@@ -169,6 +169,20 @@ def test_the_gsm_log_density_has_its_derivative_at_every_gate_probability():
         want = (slab - spike) / reference.exp()  # ∂/∂π_s
         assert torch.allclose(probs.grad, want, rtol=1e-8), p
         assert torch.all(torch.isfinite(weights.grad))
+    # where autograd of the old expression is finite (π inside (0, 1)), the weights' gradient
+    # is its, down to π far below e^−40 with a row deep in the slab (the capped exponent of
+    # ∂/∂π must not reach the components' shares)
+    for p in (1e-20, 1e-30, 0.3):
+        probs = torch.tensor([p, p, p], dtype=torch.float64)
+        weights = (w.double() * torch.tensor([[30.0], [1.0], [1.0]])).requires_grad_(True)
+        gsm = GaussianScaleMixture(probs, torch.tensor(0.1, dtype=torch.float64).sqrt(), 1.0, 6)
+        (got,) = torch.autograd.grad(gsm.log_prob(weights), weights)
+        w2 = weights.detach().clone().requires_grad_(True)
+        sq = w2.pow(2).sum(-1)
+        slab = torch.log(probs) - 0.5 * sq - 3 * math.log(2 * math.pi)
+        spike = torch.log1p(-probs) - 0.5 * sq / 0.1 - 3 * math.log(2 * math.pi * 0.1)
+        (want,) = torch.autograd.grad(torch.logaddexp(slab, spike).sum(), w2)
+        assert torch.allclose(got, want, rtol=1e-9), p
 
 
 def test_remove_units_refuses_what_it_would_get_wrong_and_takes_a_pyro_optimiser(setup):
@@ -182,14 +196,27 @@ def test_remove_units_refuses_what_it_would_get_wrong_and_takes_a_pyro_optimiser
         guide.remove_units("fc1", torch.tensor([0, 0, 1]))
     with pytest.raises(ValueError, match="outside"):
         guide.remove_units("fc1", torch.tensor([0, 20]))
+    with pytest.raises(TypeError, match="mask.nonzero"):  # the network's own method too
+        net.remove_units_("fc1", mask)
     assert net.width("fc1") == 20
-    optim = pyro.optim.Adam({"lr": 1e-2})
-    svi = SVI(model, guide, optim, loss=GatedELBO())
-    _steps(svi, x, y, count=2)
-    guide.remove_units("fc1", torch.arange(5, 20), optimizers=[optim])
-    assert net.width("fc1") == 15 and guide.unit_ids("fc1").tolist() == list(range(5, 20))
-    losses = _steps(svi, x, y, count=2)  # Adam's moments were sliced with the parameters
-    assert all(torch.isfinite(torch.tensor(losses)))
+    for optim in (
+        pyro.optim.Adam({"lr": 1e-2}),
+        pyro.optim.ExponentialLR(
+            {"optimizer": torch.optim.Adam, "optim_args": {"lr": 1e-2}, "gamma": 0.9}
+        ),  # a scheduler's optim_objs wrap the optimisers
+    ):
+        svi = SVI(model, guide, optim, loss=GatedELBO())
+        _steps(svi, x, y, count=2)
+        width = net.width("fc1")
+        theta = guide._storage("theta", "fc1")
+        state = getattr(optim.optim_objs[theta], "optimizer", optim.optim_objs[theta]).state
+        moment = state[theta]["exp_avg"].clone()
+        guide.remove_units("fc1", torch.arange(2, width), optimizers=[optim])
+        assert net.width("fc1") == width - 2
+        assert torch.equal(state[theta]["exp_avg"], moment[2:])  # sliced with θ
+        losses = _steps(svi, x, y, count=2)
+        assert all(torch.isfinite(torch.tensor(losses)))
+    assert guide.unit_ids("fc1").tolist() == list(range(4, 20))
 
 
 def test_gated_elbo_refuses_a_model_it_cannot_evaluate_in_one_line(setup):
@@ -219,6 +246,7 @@ def test_a_batch_the_model_would_get_wrong_is_refused_by_name(setup, implementat
 
     cases = [
         (TypeError, "integer class labels", {"y": y.float()}),
+        (TypeError, "integer class labels", {"y": y.int()}),  # cross-entropy takes long or uint8
         (TypeError, "float64", {"x": x.double()}),
         (ValueError, "shape", {"x": x[:, :3]}),
         (ValueError, "one label per example", {"y": y[:-1]}),
@@ -229,4 +257,14 @@ def test_a_batch_the_model_would_get_wrong_is_refused_by_name(setup, implementat
     for error, message, kwargs in cases:
         with pytest.raises(error, match=message):
             loss(**kwargs)
-    assert torch.isfinite(torch.tensor(loss(index=torch.arange(100))))
+    for kwargs in ({"index": torch.arange(100)}, {"num_data": torch.tensor(N)}, {"y": y.byte()}):
+        assert torch.isfinite(torch.tensor(loss(**kwargs)))
+    # a convolutional network takes flat examples of its size (it reshapes them)
+    from bayesprune.models import lenet5
+
+    conv = lenet5((1, 28, 28), 10)
+    conv_model, conv_guide = GatedModel(conv, hyper), GateGuide(conv, hyper)
+    flat, labels = torch.randn(8, 784), torch.randint(0, 10, (8,))
+    with pyro.validation_enabled(False):
+        value = elbo.loss(conv_model, conv_guide, flat, labels, num_data=N)
+    assert torch.isfinite(torch.tensor(value))

@@ -259,39 +259,22 @@ class GateGuide(PyroModule):
         the same parameter objects. The slab variance is a per-layer scalar and stays.
 
         :param layer: a gated layer name.
-        :param keep: indices (integers) of the units to keep, at least one, each once. A
-            boolean mask is refused: :class:`~bayesprune.inference.PruneMessenger`'s masks mark
-            the *pruned* units, so its meaning here would be a guess; pass
-            ``mask.nonzero().flatten()`` for the units a mask keeps.
+        :param keep: indices (integers) of the units to keep, at least one, each once
+            (:meth:`GatedNet.unit_indices` refuses a boolean mask, an index outside the layer
+            and a repeated one).
         :param optimizers: every optimiser that steps the guide's parameters: torch optimisers,
             :class:`~bayesprune.inference.GateOptim`, or a stock ``pyro.optim`` optimiser (its
             per-parameter torch optimisers); an optimiser left out keeps state of the old
             shape, and its next step fails.
         """
-        if layer not in self.net.gated:
-            raise ValueError(f"{layer!r} is not a gated layer")
-        keep = torch.as_tensor(keep)
-        if keep.dtype == torch.bool or keep.is_floating_point() or keep.is_complex():
-            raise TypeError(
-                f"keep must hold the indices of the units to keep (integers), not a "
-                f"{keep.dtype} tensor; for a boolean mask of the units to keep pass "
-                "mask.nonzero().flatten()"
-            )
-        keep = keep.to(torch.long).flatten()
-        if keep.numel() == 0:
-            raise ValueError("refusing to remove the last unit of a layer")
-        width = self.net.width(layer)
-        if int(keep.min()) < 0 or int(keep.max()) >= width:
-            raise ValueError(f"keep has indices outside {layer!r}'s {width} units")
-        if keep.unique().numel() != keep.numel():
-            raise ValueError("keep names a unit more than once (it would be duplicated)")
-        keep = keep.to(self.gate_probs(layer).device)
+        keep = self.net.unit_indices(layer, keep).to(self.gate_probs(layer).device)
         torch_optimizers = []
         for opt in optimizers:
             if hasattr(opt, "torch_optimizers"):
                 torch_optimizers.extend(opt.torch_optimizers())
             elif hasattr(opt, "optim_objs"):  # pyro.optim.PyroOptim: one per parameter
-                torch_optimizers.extend(opt.optim_objs.values())
+                # (a learning-rate scheduler's wraps its optimiser)
+                torch_optimizers.extend(getattr(o, "optimizer", o) for o in opt.optim_objs.values())
             elif isinstance(opt, torch.optim.Optimizer):
                 torch_optimizers.append(opt)
             else:

@@ -48,7 +48,9 @@ class _RowMixture(torch.autograd.Function):
     The forward pass is ``logaddexp(log π + a, log1p(−π) + b)`` (bitwise the expression it
     replaces). The backward pass is the derivative itself, ∂/∂π = e^{a−f} − e^{b−f},
     ∂/∂a = π e^{a−f}, ∂/∂b = (1 − π) e^{b−f} with f the value, finite at π ∈ {0, 1} where
-    autograd of the logarithms gives 0 · ∞.
+    autograd of the logarithms gives 0 · ∞. The components' weights π e^{a−f} and
+    (1 − π) e^{b−f} are at most 1 and exact (0 at the vertex that drops a component); only
+    ∂/∂π, whose terms are not bounded, has its exponents capped.
     """
 
     @staticmethod
@@ -60,17 +62,20 @@ class _RowMixture(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         probs, slab, spike, out = ctx.saved_tensors
-        on = torch.exp((slab - out).clamp(max=_MAX_EXPONENT))
-        off = torch.exp((spike - out).clamp(max=_MAX_EXPONENT))
 
         def shaped(g, like):
-            return None if g is None else g.sum_to_size(like.shape)
+            return g.sum_to_size(like.shape)
 
-        return (
-            shaped(grad * (on - off), probs) if ctx.needs_input_grad[0] else None,
-            shaped(grad * probs * on, slab) if ctx.needs_input_grad[1] else None,
-            shaped(grad * (1 - probs) * off, spike) if ctx.needs_input_grad[2] else None,
-        )
+        grads = [None, None, None]
+        if ctx.needs_input_grad[0]:
+            on = torch.exp((slab - out).clamp(max=_MAX_EXPONENT))
+            off = torch.exp((spike - out).clamp(max=_MAX_EXPONENT))
+            grads[0] = shaped(grad * (on - off), probs)
+        if ctx.needs_input_grad[1]:  # the slab's share of the density, in [0, 1]
+            grads[1] = shaped(grad * torch.exp(torch.log(probs) + slab - out), slab)
+        if ctx.needs_input_grad[2]:  # the spike's
+            grads[2] = shaped(grad * torch.exp(torch.log1p(-probs) + spike - out), spike)
+        return tuple(grads)
 
 
 class GaussianScaleMixture(TorchDistribution):

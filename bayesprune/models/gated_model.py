@@ -156,18 +156,19 @@ def check_batch(net: GatedNet, x, y=None, num_data=None, index=None, inputs: boo
     batch, dtype = x.shape[0], net.layers["out"].weight.dtype
     if inputs and x.dtype != dtype:
         raise TypeError(f"x is {x.dtype}, the network's weights are {dtype}")
-    shape = tuple(x.shape[1:])
-    fits = (
-        math.prod(shape) == math.prod(net.in_shape) if net.flattens else shape == net.in_shape
-    )
-    if inputs and not fits:
+    shape = tuple(x.shape[1:])  # the network reshapes each example to its in_shape
+    if inputs and math.prod(shape) != math.prod(net.in_shape):
         raise ValueError(f"x holds examples of shape {shape}; the network takes {net.in_shape}")
     if y is not None:
-        if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool:
+        if not isinstance(y, torch.Tensor) or y.dtype not in (torch.long, torch.uint8):
             kind = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
-            raise TypeError(f"y must hold integer class labels (torch.long), not {kind}")
+            raise TypeError(f"y must hold integer class labels (torch.long or uint8), not {kind}")
         if y.dim() != 1 or y.shape[0] != batch:
             raise ValueError(f"y has shape {tuple(y.shape)}: one label per example ({batch})")
+    if isinstance(num_data, torch.Tensor) and num_data.dim() == 0 and not (
+        num_data.dtype.is_floating_point or num_data.dtype == torch.bool
+    ):  # a 0-d integer tensor: compared on the CPU only (no device synchronisation)
+        num_data = int(num_data) if num_data.device.type == "cpu" else None
     if num_data is not None and (
         isinstance(num_data, bool) or not isinstance(num_data, numbers.Integral)
         or num_data < batch

@@ -405,6 +405,31 @@ class GatedNet(nn.Module):
     # --- physical removal ---------------------------------------------------------------------
 
     @torch.no_grad()
+    def unit_indices(self, name: str, keep) -> torch.Tensor:
+        """``keep`` as the long indices of the units of gated layer ``name`` to keep, or a
+        ``ValueError`` / ``TypeError`` saying why it is not: a boolean mask (the pruning
+        handler's masks mark the *pruned* units, so a mask's meaning here would be a guess:
+        pass ``mask.nonzero().flatten()`` for the units a mask keeps), no index, an index
+        outside the layer, or one named twice (its unit would be duplicated)."""
+        if name not in self.gated:
+            raise ValueError(f"{name!r} is not a gated layer")
+        keep = torch.as_tensor(keep)
+        if keep.dtype == torch.bool or keep.is_floating_point() or keep.is_complex():
+            raise TypeError(
+                f"keep must hold the indices of the units to keep (integers), not a "
+                f"{keep.dtype} tensor; for a boolean mask of the units to keep pass "
+                "mask.nonzero().flatten()"
+            )
+        keep = keep.to(torch.long).flatten()
+        if keep.numel() == 0:
+            raise ValueError("refusing to remove the last unit of a layer")
+        width = self.width(name)
+        if int(keep.min()) < 0 or int(keep.max()) >= width:
+            raise ValueError(f"keep has indices outside {name!r}'s {width} units")
+        if keep.unique().numel() != keep.numel():
+            raise ValueError("keep names a unit more than once (it would be duplicated)")
+        return keep
+
     def remove_units_(
         self,
         name: str,
@@ -418,11 +443,7 @@ class GatedNet(nn.Module):
         channel for the Linear after a Flatten, one column for a Linear). ``slice_param(p, index)``
         is called for every parameter so that callers can slice optimiser state alongside.
         """
-        if name not in self.gated:
-            raise ValueError(f"{name!r} is not a gated layer")
-        keep = torch.as_tensor(keep, dtype=torch.long).flatten().to(self.layers[name].weight.device)
-        if keep.numel() == 0:
-            raise ValueError("refusing to remove the last unit of a layer")
+        keep = self.unit_indices(name, keep).to(self.layers[name].weight.device)
         nxt_name = self.next_layer(name)
         this, nxt = self.layers[name], self.layers[nxt_name]
         columns = self.input_columns(nxt_name, keep)
