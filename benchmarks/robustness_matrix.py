@@ -206,6 +206,11 @@ OUTSIDE = {
     "out-mlp-cls0-4": {**FMNIST, "classes": (0, 1, 2, 3, 4)},
     "out-mlp-14px": {**FMNIST, "pool": 2},
     "out-mlp-14px-n10k": {**FMNIST, "pool": 2, "train_subset": 10_000},
+    # a second batch, written down after the first's results and before any of these ran (§6zl)
+    "out-mlp-cls0v6-n1k": {**FMNIST, "classes": (0, 6), "train_subset": 1_000},
+    "out-mlp-cls0v6-1000-1000": {**FMNIST, "classes": (0, 6), "widths": (1000, 1000)},
+    "out-mlp-cls0-2": {**FMNIST, "classes": (0, 1, 2)},
+    "out-mlp-14px-b256": {**FMNIST, "pool": 2, "batch_size": 256},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
