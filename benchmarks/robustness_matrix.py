@@ -211,6 +211,9 @@ OUTSIDE = {
     "out-mlp-cls0v6-1000-1000": {**FMNIST, "classes": (0, 6), "widths": (1000, 1000)},
     "out-mlp-cls0-2": {**FMNIST, "classes": (0, 1, 2)},
     "out-mlp-14px-b256": {**FMNIST, "pool": 2, "batch_size": 256},
+    # and two for LeNet-5, written down after the second batch's results (§6zl)
+    "out-lenet5-cls0-4": {**FMNIST, "arch": "lenet5", "classes": (0, 1, 2, 3, 4)},
+    "out-lenet5-x2-cls0v6": {**FMNIST, "arch": "lenet5", "width_mult": 2.0, "classes": (0, 6)},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
