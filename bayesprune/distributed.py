@@ -20,7 +20,7 @@ How the N processes stay one run:
 - **Evidence.** The θ clock and the warm-up count the global batch (``Trainer.global_batch``) and
   read the all-reduced data term, so the evidence rule, the release order, the pruning condition
   and the merge moves (same seeded sample, same parameters) decide the same on every process.
-- **Lock-step check.** After every pruning event each process hashes its architecture and
+- **Lock-step check.** At every pruning check each process hashes its architecture and
   parameters; the hashes are all-gathered and must be equal (else the run stops with
   :class:`LockstepError`). Then process 0's parameters are broadcast to all (what a DDP
   wrapper's constructor does for new shapes); the optimisers' states were sliced with the units
