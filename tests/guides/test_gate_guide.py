@@ -40,7 +40,7 @@ def test_guide_sites_and_projection():
 
 def test_guide_rejects_bad_settings():
     net = GatedMLP(4, (3,), 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="weights must be"):
         GateGuide(net, HyperPrior(), weights="laplace")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="init_theta must lie in"):
         GateGuide(net, HyperPrior(), init_theta=0.0)

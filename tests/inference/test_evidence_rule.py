@@ -94,7 +94,7 @@ def test_train_subset_is_fixed_by_the_seed():
     assert torch.equal(a.x_test, data.x_test)
     rows = {tuple(r) for r in data.x_train.tolist()}
     assert all(tuple(r) in rows for r in a.x_train.tolist())
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="between 1 and 1000"):
         data.subset(1001)
     trainer = _trainer(TrainConfig(epochs=1, train_subset=500))
     assert len(trainer.data.x_train) == 500

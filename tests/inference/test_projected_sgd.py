@@ -45,9 +45,9 @@ def test_projects_onto_the_vertices_and_accumulates_without_moving():
 
 
 def test_rejects_bad_settings():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"got 0\.0, 1\.0, 1,"):  # lr
         ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=0.0, window=1.0, num_data=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"got 1\.0, 0\.0, 1,"):  # window
         ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0, window=0.0, num_data=1)
 
 
@@ -170,6 +170,6 @@ def test_confidence_zero_is_the_sign_rule_and_negative_is_refused():
     opt.step(examples=100)
     assert "decision" not in opt.state[theta]  # no second average: the rule before, to the bit
     assert torch.equal(theta.detach(), run(100, 1, grads))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"confidence >= 0; got .*, -1\.0$"):
         ProjectedSGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0, window=1.0, num_data=1,
                      confidence=-1.0)  # fmt: skip

@@ -124,14 +124,15 @@ def test_architectures_and_their_notation():
 @pytest.mark.parametrize(
     "args",
     [
-        ("lenet5", (4,), 3, None),  # flat inputs
-        ("vgg16", (3, 32, 32), 10, (10, 5)),  # --widths is for the MLP and LeNet-5
-        ("lenet5", (1, 28, 28), 10, (20, 50)),  # LeNet-5 takes conv1, conv2, fc1
-        ("resnet", (3, 32, 32), 10, None),
+        (("lenet5", (4,), 3, None), "needs image inputs"),  # flat inputs
+        (("vgg16", (3, 32, 32), 10, (10, 5)), "--widths applies"),  # for the MLP and LeNet-5
+        (("lenet5", (1, 28, 28), 10, (20, 50)), "takes three widths"),  # conv1, conv2, fc1
+        (("resnet", (3, 32, 32), 10, None), "unknown architecture"),
     ],
 )
 def test_build_network_rejects_mismatches(args):
-    with pytest.raises(ValueError):
+    args, message = args
+    with pytest.raises(ValueError, match=message):
         build_network(*args)
 
 
