@@ -350,3 +350,16 @@ def test_units_still_leaving_at_the_end_are_counted_and_named_in_a_note():
     summary = adam.fit(progress=False)  # θ by Adam keeps no evidence: not measured, not "none"
     assert summary["status"] == "finished" and adam.release_steps
     assert summary["leaving_units"] is None
+
+
+def test_python_dash_m_runs_the_command_line():
+    # `python -m bayesprune` had no __main__ module: "is a package and cannot be directly executed"
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bayesprune", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("bayesprune "), done.stderr
+    done = subprocess.run([sys.executable, "-m", "bayesprune"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no command" in done.stderr  # the CLI's own refusal

@@ -1,0 +1,8 @@
+"""``python -m bayesprune``: the command line, as the ``bayesprune`` script runs it."""
+
+import sys
+
+from bayesprune.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
