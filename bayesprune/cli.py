@@ -17,6 +17,7 @@ from bayesprune.config import (
     add_config_arguments,
     positive,
     seed_type,
+    training_device,
 )
 from bayesprune.data import DATASETS, DataError, load_dataset
 from bayesprune.distributed import ACCELERATORS, STRATEGIES, local_rank, process_rank
@@ -216,11 +217,8 @@ ADAM_INERT = ("theta_transit", "theta_confidence", "merge_budget", "merge_price"
 def _device(name: str, purpose: str = "to train on"):
     import torch
 
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
+    device = training_device(name)
+    if device is None:
         raise UsageError(f"--device {name!r} is not a device {purpose} (cpu, cuda, cuda:0)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available to torch here")

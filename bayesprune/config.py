@@ -420,16 +420,22 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
 
 
-def _check_device(name: str) -> None:
-    """Refuse a ``device`` that is not one torch trains on here (cpu, cuda, cuda:N), as the
-    command line's ``--device`` does; whether CUDA is there is the Trainer's to check."""
+def training_device(name):
+    """``name`` as a ``torch.device`` if it is one bayesprune trains on (cpu, cuda, cuda:N),
+    else None (whether CUDA is there is for the caller to check)."""
     import torch
 
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
+        return None
+    return device if device.type in ("cpu", "cuda") else None
+
+
+def _check_device(name: str) -> None:
+    """Refuse a ``device`` that is not one torch trains on here, as the command line's
+    ``--device`` does (:func:`training_device`)."""
+    if training_device(name) is None:
         raise ValueError(
             f"TrainConfig.device = {name!r} is not a device to train on (cpu, cuda, cuda:N)"
         )

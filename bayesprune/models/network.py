@@ -404,7 +404,6 @@ class GatedNet(nn.Module):
 
     # --- physical removal ---------------------------------------------------------------------
 
-    @torch.no_grad()
     def unit_indices(self, name: str, keep) -> torch.Tensor:
         """``keep`` as the long indices of the units of gated layer ``name`` to keep, or a
         ``ValueError`` / ``TypeError`` saying why it is not: a boolean mask (the pruning
@@ -430,6 +429,7 @@ class GatedNet(nn.Module):
             raise ValueError("keep names a unit more than once (it would be duplicated)")
         return keep
 
+    @torch.no_grad()
     def remove_units_(
         self,
         name: str,
