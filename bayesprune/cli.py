@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -695,8 +696,11 @@ def _input_note(run_dir: Path) -> str:
             "normalised as its data loader does (this run's config.json predates the record "
             "of it: see bayesprune/data.py)"
         )
+    scale = norm.get("pixel_scale", 1 / 255)  # the loaders' 8-bit pixels, else the tensors'
+    scale = scale if isinstance(scale, (int, float)) else 1 / 255
+    value = "pixel / 255" if math.isclose(scale, 1 / 255) else "x" if scale == 1 else f"x * {scale}"
     return (
-        f"x = (pixel / 255 - mean) / std with mean {norm.get('mean')} and std {norm.get('std')} "
+        f"x = ({value} - mean) / std with mean {norm.get('mean')} and std {norm.get('std')} "
         "(config.json: data.normalisation)"
     )
 

@@ -262,3 +262,49 @@ def test_a_network_that_does_not_fit_the_dataset_is_refused():
     square = Dataset("img", images, labels, images[:4], labels[:4], 10)
     Trainer(GatedMLP(256, (8,), 10), square, TrainConfig(epochs=1))
     Trainer(lenet5((1, 16, 16), 10), square, TrainConfig(epochs=1))
+
+
+def test_inputs_not_standardised_are_noted_and_standardised_mends_them(tmp_path):
+    """Raw-scale inputs train (no error), but the run says, when the Trainer is built and in the
+    summary's note, that they are not standardised (the prior assumes they are, and the first
+    layer's width follows their scale: docs/method.md §6zm). ``Dataset.standardised()`` removes
+    the note, standardises the test inputs with the training inputs' two numbers, and records
+    them (composed with a loader's record) so a deployed network's inputs are made the same way."""
+    import warnings
+
+    from bayesprune.cli import _input_note
+    from bayesprune.config import TrainConfig
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import GatedMLP
+
+    assert _own().scale_note() is None  # standard normal features
+    raw = _own(x_train=lambda f: f["x_train"] * 80 + 70, x_test=lambda f: f["x_test"] * 80 + 70)
+    assert raw.scale_note().startswith("the training inputs have mean 7")
+    assert _own(x_train=lambda f: f["x_train"] * 0.3).scale_note() is not None  # too narrow
+    out = tmp_path / "raw"
+    with pytest.warns(UserWarning, match="not standardised"):
+        trainer = Trainer(GatedMLP(20, (8,), 2), raw, TrainConfig(epochs=1), out=out)
+    assert "not standardised" in trainer.fit()["note"]
+
+    fixed = raw.standardised()
+    assert fixed.scale_note() is None
+    std, mean = torch.std_mean(raw.x_train)
+    torch.testing.assert_close(fixed.x_test, (raw.x_test - mean) / std)
+    norm = fixed.meta["normalisation"]
+    assert norm == {"pixel_scale": 1.0, "mean": [float(mean)], "std": [float(std)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no note now
+        trainer = Trainer(GatedMLP(20, (8,), 2), fixed, TrainConfig(epochs=1), out=tmp_path / "ok")
+        summary = trainer.fit()
+    assert "not standardised" not in (summary["note"] or "")
+    assert f"x = (x - mean) / std with mean {norm['mean']}" in _input_note(tmp_path / "ok")
+
+    # on top of a loader's standardisation of 8-bit pixels: one record from the pixels
+    pixels = torch.randint(0, 256, (40, 20), generator=torch.Generator().manual_seed(1)).float()
+    record = {"pixel_scale": 1 / 255, "mean": [0.2], "std": [0.5]}
+    loaded = Dataset("own", (pixels / 255 - 0.2) / 0.5, torch.arange(40) % 2, pixels[:8] / 255,
+                     torch.arange(8) % 2, 2, meta={"normalisation": record})  # fmt: skip
+    again = loaded.standardised()
+    rec = again.meta["normalisation"]
+    rebuilt = (pixels * rec["pixel_scale"] - rec["mean"][0]) / rec["std"][0]
+    torch.testing.assert_close(rebuilt, again.x_train)

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import uuid
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -116,6 +117,9 @@ class Trainer:
             raise ValueError(f"unknown release {config.release!r}: choose {' or '.join(RELEASES)}")
         data.check()  # a user's own tensors: one clear error before anything runs
         data.check_fits(net.in_shape, net.num_classes, flattens=net.flattens)
+        self.scale_note = data.scale_note()  # said now, and again in the summary's note
+        if self.scale_note:
+            warnings.warn(self.scale_note, UserWarning, stacklevel=2)
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
             data.check_classes()
@@ -984,7 +988,7 @@ class Trainer:
         summary["near_start_layers"], near = self.near_start_note(summary["widths"])
         summary["leaving_units"] = self.leaving()
         leaving = self.leaving_note(summary["leaving_units"], summary["widths"])
-        notes = (note, self.early_note(), leaving, near)
+        notes = (note, self.early_note(), leaving, near, self.scale_note)
         summary["note"] = "; ".join(n for n in notes if n) or None
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
