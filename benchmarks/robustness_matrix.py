@@ -214,6 +214,16 @@ OUTSIDE = {
     # and two for LeNet-5, written down after the second batch's results (§6zl)
     "out-lenet5-cls0-4": {**FMNIST, "arch": "lenet5", "classes": (0, 1, 2, 3, 4)},
     "out-lenet5-x2-cls0v6": {**FMNIST, "arch": "lenet5", "width_mult": 2.0, "classes": (0, 6)},
+    # inputs a user did not standardise, written down before they ran (docs §6zm): pixel/255
+    # (torchvision's ToTensor) and the raw bytes
+    "out-mlp-unit-n10k": {**FMNIST, "scale": "unit", "train_subset": 10_000},
+    "out-mlp-raw-n10k": {**FMNIST, "scale": "raw", "train_subset": 10_000},
+    "out-lenet5-unit-n10k": {**FMNIST, "arch": "lenet5", "scale": "unit", "train_subset": 10_000},
+    "out-mlp-unit": {**FMNIST, "scale": "unit"},
+    # five times the epochs (§6zm)
+    "out-mlp-50ep": {**FMNIST, "epochs": 50},
+    "out-lenet5-n10k-50ep": {**FMNIST, "arch": "lenet5", "train_subset": 10_000, "epochs": 50},
+    "out-mlp-n10k-50ep": {**FMNIST, "train_subset": 10_000, "epochs": 50},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
@@ -279,6 +289,8 @@ def cell_data(case: str):
         data = class_subset(data, spec["classes"])
     if "pool" in spec:
         data = pooled(data, spec["pool"])
+    if "scale" in spec:
+        data = unstandardised(data, spec["scale"])
     return data
 
 
@@ -311,6 +323,28 @@ def pooled(data, factor: int):
     return dataclasses.replace(
         data, x_train=(x_train - mean) / std, x_test=(x_test - mean) / std,
         name=f"{data.name}-pool{factor}",
+    )  # fmt: skip
+
+
+def unstandardised(data, scale: str):
+    """``data``'s images as a user who skipped standardisation has them: ``"unit"``, pixel/255
+    in [0, 1] (torchvision's ``ToTensor``); ``"raw"``, the pixel values in [0, 255]. The loader's
+    recorded normalisation is undone (it is a Fashion-MNIST-style loader's)."""
+    import dataclasses
+
+    import torch
+
+    norm = data.meta["normalisation"]
+    mean, std = (torch.tensor(norm[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    divisor = {"unit": 255.0, "raw": 1.0}[scale]
+
+    def undo(x):  # the 8-bit pixels again (rounded: the standardisation's float error)
+        return (((x * std + mean) * 255).round() / divisor).to(x.dtype)
+
+    meta = {k: v for k, v in data.meta.items() if k != "normalisation"}
+    return dataclasses.replace(
+        data, x_train=undo(data.x_train), x_test=undo(data.x_test), meta=meta,
+        name=f"{data.name}-{scale}",
     )  # fmt: skip
 
 
@@ -410,7 +444,7 @@ def dense_recipe(overrides: dict | None) -> dict:
 
 
 NETWORK_KEYS = ("dataset", "arch", "widths", "width_mult", "train_subset", "label_noise",
-                "rare_classes", "rgb32_noise", "classes", "pool")  # read elsewhere
+                "rare_classes", "rgb32_noise", "classes", "pool", "scale")  # read elsewhere
 
 
 def training_settings(case: str) -> dict:
