@@ -696,6 +696,11 @@ def _input_note(run_dir: Path) -> str:
             "normalised as its data loader does (this run's config.json predates the record "
             "of it: see bayesprune/data.py)"
         )
+    if norm.get("per_feature"):  # Dataset.standardised(per_feature=True): one pair per value
+        return (
+            f"x = (x - mean) / std per input value, with the {len(norm.get('mean', []))} means "
+            "and standard deviations in config.json's data.normalisation"
+        )
     scale = norm.get("pixel_scale", 1 / 255)  # the loaders' 8-bit pixels, else the tensors'
     scale = scale if isinstance(scale, (int, float)) else 1 / 255
     value = "pixel / 255" if math.isclose(scale, 1 / 255) else "x" if scale == 1 else f"x * {scale}"

@@ -136,23 +136,35 @@ class Dataset:
             "standardised"
         )
 
-    def standardised(self) -> Dataset:
+    def standardised(self, per_feature: bool = False) -> Dataset:
         """The same dataset with its inputs standardised: minus the training inputs' mean, over
-        their standard deviation (one of each over all values, as the image loaders do), the test
-        inputs with the same two numbers. The transformation is recorded in ``meta``
+        their standard deviation, the test inputs with the same numbers. One mean and one
+        standard deviation over all values (as the image loaders do), or with ``per_feature``
+        one of each per input value (tabular features of different scales; a constant feature
+        is centred, not divided by 0). The transformation is recorded in ``meta``
         (``"normalisation"``, which a run writes to config.json for the deployed network),
-        composed with the loader's where there is one already."""
-        std, mean = (float(v) for v in torch.std_mean(self.x_train))
-        std = std if std > 0 else 1.0  # constant inputs: centred, not divided by 0
+        composed with a loader's record where there is one already (not with ``per_feature``,
+        which refuses a dataset that has one: standardise the loader's inputs over all values)."""
         before = self.meta.get("normalisation")
-        if isinstance(before, dict):  # x = (v·scale − m)/s, then (x − mean)/std
-            norm = {
-                **before,
-                "mean": [m + mean * s for m, s in zip(before["mean"], before["std"], strict=True)],
-                "std": [s * std for s in before["std"]],
-            }
+        if per_feature:
+            if isinstance(before, dict):
+                raise DataError(
+                    "per_feature standardisation of inputs a loader has standardised already: "
+                    "use standardised() without per_feature"
+                )
+            std, mean = torch.std_mean(self.x_train, dim=0)
+            std = _safe_std(std)
+            norm = {"pixel_scale": 1.0, "mean": mean.flatten().tolist(),
+                    "std": std.flatten().tolist(), "per_feature": True}  # fmt: skip
         else:
-            norm = {"pixel_scale": 1.0, "mean": [mean], "std": [std]}
+            std, mean = (float(v) for v in torch.std_mean(self.x_train))
+            std = std if std > 0 else 1.0  # constant inputs: centred, not divided by 0
+            if isinstance(before, dict):  # x = (v·scale − m)/s, then (x − mean)/std
+                pairs = zip(before["mean"], before["std"], strict=True)
+                norm = {**before, "mean": [m + mean * s for m, s in pairs],
+                        "std": [s * std for s in before["std"]]}  # fmt: skip
+            else:
+                norm = {"pixel_scale": 1.0, "mean": [mean], "std": [std]}
         return Dataset(
             self.name, (self.x_train - mean) / std, self.y_train, (self.x_test - mean) / std,
             self.y_test, self.num_classes, meta={**self.meta, "normalisation": norm},

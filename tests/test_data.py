@@ -308,3 +308,22 @@ def test_inputs_not_standardised_are_noted_and_standardised_mends_them(tmp_path)
     rec = again.meta["normalisation"]
     rebuilt = (pixels * rec["pixel_scale"] - rec["mean"][0]) / rec["std"][0]
     torch.testing.assert_close(rebuilt, again.x_train)
+
+    # per feature, for tabular features of different scales (the global pair would leave the
+    # small ones at ~0); a constant feature is centred, not divided by 0
+    scales = torch.logspace(-3, 3, 20)
+    tab = _own(x_train=lambda f: f["x_train"] * scales + 5, x_test=lambda f: f["x_test"] * scales)
+    tab.x_train[:, 3] = 7.0
+    per = tab.standardised(per_feature=True)
+    std, mean = torch.std_mean(per.x_train, dim=0)
+    torch.testing.assert_close(mean, torch.zeros(20), atol=1e-4, rtol=0)
+    torch.testing.assert_close(std[torch.arange(20) != 3], torch.ones(19))
+    assert std[3] == 0 and torch.isfinite(per.x_test).all()
+    rec = per.meta["normalisation"]
+    rebuilt = (tab.x_test - torch.tensor(rec["mean"])) / torch.tensor(rec["std"])
+    torch.testing.assert_close(rebuilt, per.x_test)
+    trainer = Trainer(GatedMLP(20, (8,), 2), per, TrainConfig(epochs=1), out=tmp_path / "tab")
+    trainer.fit()
+    assert "per input value, with the 20 means" in _input_note(tmp_path / "tab")
+    with pytest.raises(DataError, match="without per_feature"):
+        loaded.standardised(per_feature=True)
