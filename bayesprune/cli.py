@@ -8,6 +8,7 @@ import math
 import signal
 import sys
 import threading
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from bayesprune.config import (
     seed_type,
     training_device,
 )
-from bayesprune.data import DATASETS, DataError, load_dataset
+from bayesprune.data import DATASETS, STANDARDISE, DataError, load_dataset
 from bayesprune.distributed import ACCELERATORS, STRATEGIES, local_rank, process_rank
 from bayesprune.export import EXPORT_FORMATS
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
@@ -107,10 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         default="teacher",
         choices=DATASETS,
-        help="teacher: the embedded synthetic data (4 inputs, labels from a 10-5 network); the "
-        "others are read from --data-dir (Fashion-MNIST also from Debian's package)",
+        help="teacher: the embedded synthetic data (4 inputs, labels from a 10-5 network); npz: "
+        "your own arrays, x_train, y_train, x_test, y_test in one numpy.savez file given as "
+        "--data-dir; the others are read from --data-dir (Fashion-MNIST also from Debian's "
+        "package)",
     )
-    t.add_argument("--data-dir", default=None, help="root folder with torchvision's layout")
+    t.add_argument(
+        "--data-dir",
+        default=None,
+        help="root folder with torchvision's layout; with --dataset npz, the .npz file",
+    )
+    t.add_argument(
+        "--standardise",
+        default=None,
+        choices=STANDARDISE,
+        help="--dataset npz: all, one mean and standard deviation over all training values (as "
+        "the image loaders do); feature, one pair per input value (tabular features of "
+        "different scales); none, the inputs as given (default: all)",
+    )
     add_config_arguments(t)  # one flag per TrainConfig field, with its help and choices
     t.add_argument("--init", default="kaiming", choices=INITS, help="initialisation")
     t.add_argument("--threads", type=positive(int), default=None, help="torch threads")
@@ -210,7 +225,7 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-RUN_ARGS = ("arch", "dataset", "data_dir", "widths", "width_mult", "init")
+RUN_ARGS = ("arch", "dataset", "data_dir", "standardise", "widths", "width_mult", "init")
 # ProjectedSGD's parts (Eqs. (10t), (10s), (14t), (14e), (10e)): inert under --theta-optimizer adam
 ADAM_INERT = ("theta_transit", "theta_confidence", "merge_budget", "merge_price", "producer_price")
 
@@ -268,7 +283,11 @@ def train(args) -> int:
                 f"a step); it is meant for checking the estimators on small networks",
                 file=sys.stderr,
             )
-    trainer = Trainer(net, data, config, out=out)  # (the subset was checked above)
+    with warnings.catch_warnings():  # the Trainer's notes, said the command line's way
+        warnings.simplefilter("ignore", UserWarning)
+        trainer = Trainer(net, data, config, out=out)  # (the subset was checked above)
+    if out is not None and trainer.scale_note:
+        print(f"bayesprune: note: {trainer.scale_note}", file=sys.stderr)
     inert = [
         f"--{key.replace('_', '-')}"
         for key in ADAM_INERT
@@ -300,7 +319,14 @@ def _data_and_network(args):
 
     if args.data_dir is not None and args.dataset == "teacher":
         raise UsageError("--data-dir: the teacher data are made in memory, not read from a folder")
-    data = load_dataset(args.dataset, args.data_dir)
+    if args.standardise is not None and args.dataset != "npz":
+        raise UsageError(
+            f"--standardise is for --dataset npz: the {args.dataset} data are standardised by "
+            "their loader"
+        )
+    if args.dataset == "npz" and args.standardise is None:
+        args.standardise = "all"  # recorded as what the run did
+    data = load_dataset(args.dataset, args.data_dir, args.standardise)
     if args.train_subset is not None:
         try:
             data.check_subset(args.train_subset)
@@ -514,7 +540,7 @@ def resume(args, given: dict | None = None) -> int:
     if args.strategy == "ddp":
         config = replace(config, device=args.device)
     _device(config.device)
-    data = load_dataset(run["dataset"], run.get("data_dir"))
+    data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise") or "all")
     recorded = (raw.get("data") or {}).get("files") or []
     loaded = data.meta.get("files", [])  # hashed by the loader just now
     if [f["sha256"] for f in recorded] != [f["sha256"] for f in loaded]:
@@ -524,7 +550,9 @@ def resume(args, given: dict | None = None) -> int:
     if writes:
         RunWriter(out).truncate(state["epoch"], state["step"])
     net = GatedNet.from_spec(state["net_spec"])
-    trainer = Trainer(net, data, config, out=out if writes else None)
+    with warnings.catch_warnings():  # said when the run started (and in its summary's note)
+        warnings.simplefilter("ignore", UserWarning)
+        trainer = Trainer(net, data, config, out=out if writes else None)
     trainer.restore(state)
     if writes:
         print(

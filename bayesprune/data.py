@@ -1,4 +1,5 @@
-"""Datasets: the embedded ``teacher``; MNIST, Fashion-MNIST and CIFAR-10 from local files."""
+"""Datasets: the embedded ``teacher``; MNIST, Fashion-MNIST and CIFAR-10 from local files; a
+user's own arrays from one ``.npz`` file."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import operator
 import os
 import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("teacher", "mnist", "fashion-mnist", "cifar10")
+DATASETS = ("teacher", "mnist", "fashion-mnist", "cifar10", "npz")
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+STANDARDISE = ("all", "feature", "none")  # how load_npz standardises: Dataset.standardised
 CIFAR10_FOLDER = "cifar-10-batches-py"
 _CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -132,8 +136,8 @@ class Dataset:
             "standardised: they train, but the first layer's width follows their scale "
             "(Fashion-MNIST at 10,000 examples, seeds 0-1, keeps 39-41 first-layer units with "
             "pixels/255, 58-63 standardised, 100-102 with raw pixels, and dense networks are 1-3 "
-            "points worse on either; docs/method.md §6zm): Dataset.standardised() returns them "
-            "standardised"
+            "points worse on either; docs/method.md §6zm): Dataset.standardised(), or "
+            "--standardise with --dataset npz, standardises them"
         )
 
     def standardised(self, per_feature: bool = False) -> Dataset:
@@ -588,8 +592,75 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
     )
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a dataset by name (one of :data:`DATASETS`)."""
+def load_npz(path: str | os.PathLike | None, standardise: str = "all") -> Dataset:
+    """A user's own arrays from one ``.npz`` file (``numpy.savez``): ``x_train``, ``y_train``,
+    ``x_test``, ``y_test`` and, optionally, ``num_classes`` (else the largest label + 1).
+
+    Inputs of shape ``(N, features)`` or ``(N, C, H, W)`` and any real dtype (converted to
+    float32: 8-bit pixels stay 0-255 until standardised); labels integers in
+    ``0..num_classes − 1``. ``standardise``: ``"all"`` one mean and standard deviation over all
+    training values, as the image loaders do; ``"feature"`` one pair per input value (tabular
+    features of different scales); ``"none"`` the inputs as given (:meth:`Dataset.scale_note`
+    then says whether they look standardised). The file is read without pickles, checked
+    (:meth:`Dataset.check`: one :class:`DataError` naming the array), and its size and SHA-256
+    are recorded.
+    """
+    if standardise not in STANDARDISE:
+        raise DataError(f"standardise must be one of {', '.join(STANDARDISE)}, got {standardise!r}")
+    if path is None:
+        raise DataError("--dataset npz reads one .npz file: give it with --data-dir FILE.npz")
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (--dataset npz reads one .npz file of numpy.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    missing = [key for key in NPZ_ARRAYS if key not in arrays]
+    if missing:
+        held = ", ".join(sorted(arrays)) or "nothing"
+        raise DataError(
+            f"{path}: no array {', '.join(missing)} (it holds {held}); save x_train, y_train, "
+            "x_test and y_test with numpy.savez"
+        )
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype.kind not in "uif":
+            raise DataError(f"{path}: x_{split} must hold real numbers, got dtype {x.dtype}")
+        if y.dtype.kind not in "ui":
+            raise DataError(
+                f"{path}: y_{split} must hold integer class labels, got dtype {y.dtype} "
+                "(y.argmax(1) for one-hot labels)"
+            )
+    if "num_classes" in arrays:
+        value = arrays["num_classes"]
+        if value.shape != () or value.dtype.kind not in "ui":
+            raise DataError(f"{path}: num_classes must be one integer, got {value!r}")
+        num_classes = int(value)
+    else:
+        labels = [arrays[k] for k in ("y_train", "y_test") if arrays[k].size]
+        num_classes = int(max(int(y.max()) for y in labels)) + 1 if labels else 0
+    tensors = {  # copied into torch's own (aligned) memory, as every loader's tensors are
+        key: torch.tensor(arrays[key], dtype=torch.float32 if key[0] == "x" else torch.int64)
+        for key in NPZ_ARRAYS
+    }
+    meta = {"source": str(path), "files": file_records([path])}
+    data = Dataset(path.stem, num_classes=num_classes, meta=meta, **tensors)
+    data.check()
+    if standardise == "none":
+        return data
+    return data.standardised(per_feature=standardise == "feature")
+
+
+def load_dataset(
+    name: str, data_dir: str | os.PathLike | None = None, standardise: str = "all"
+) -> Dataset:
+    """Load a dataset by name (one of :data:`DATASETS`). ``data_dir``: the loaders' root
+    folder, or for ``"npz"`` the file; ``standardise``: for ``"npz"`` only (:func:`load_npz`),
+    the loaders standardise their images themselves."""
+    if name == "npz":
+        return load_npz(data_dir, standardise)
     if name == "teacher":
         return make_teacher()
     if name in _FOLDERS:

@@ -363,3 +363,64 @@ def test_python_dash_m_runs_the_command_line():
     assert done.returncode == 0 and done.stdout.startswith("bayesprune "), done.stderr
     done = subprocess.run([sys.executable, "-m", "bayesprune"], capture_output=True, text=True)
     assert done.returncode == 2 and "no command" in done.stderr  # the CLI's own refusal
+
+
+def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys):
+    """``--dataset npz --data-dir FILE`` trains on x_train, y_train, x_test, y_test of one
+    ``numpy.savez`` file: standardised over all values by default (no note; the two numbers are
+    recorded for the deployed network), as given with ``--standardise none`` (a note when the run
+    starts and in the summary), and refused in one line, exit 2, when the file is missing or not
+    an npz, lacks an array or holds float labels; ``--standardise`` with another dataset too."""
+    import numpy as np
+
+    from bayesprune.data import make_teacher
+
+    teacher = make_teacher()
+
+    def raw(x):  # the teacher's inputs at a raw scale: mean 100, standard deviation 40
+        return (x * 40 + 100).numpy()
+
+    arrays = {
+        "x_train": raw(teacher.x_train[:600]),
+        "y_train": teacher.y_train[:600].numpy(),
+        "x_test": raw(teacher.x_test[:200]),
+        "y_test": teacher.y_test[:200].numpy(),
+    }
+    path = tmp_path / "own.npz"
+    np.savez(path, **arrays)
+    args = ["train", "--dataset", "npz", "--data-dir", str(path), "--widths", "16,8",
+            "--epochs", "2", "--no-progress", "--no-report"]  # fmt: skip
+    out = tmp_path / "std"
+    assert main([*args, "--out", str(out)]) == 0
+    assert "not standardised" not in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "own" and "not standardised" not in (summary["note"] or "")
+    record = json.loads((out / "config.json").read_text())
+    norm = record["data"]["normalisation"]
+    assert record["run"]["standardise"] == "all" and norm["pixel_scale"] == 1.0
+    assert abs(norm["mean"][0] - arrays["x_train"].mean()) < 1e-3 * 100
+    assert abs(norm["std"][0] - arrays["x_train"].std()) < 1e-3 * 40
+
+    out = tmp_path / "none"
+    assert main([*args, "--standardise", "none", "--out", str(out)]) == 0
+    err = capsys.readouterr().err  # said when the run starts, the command line's way
+    assert "bayesprune: note: the training inputs have mean 9" in err and "Warning" not in err
+    assert "not standardised" in json.loads((out / "summary.json").read_text())["note"]
+
+    (tmp_path / "text.npz").write_text("not an archive")
+    np.savez(tmp_path / "short.npz", **{k: v for k, v in arrays.items() if k != "y_test"})
+    np.savez(tmp_path / "float.npz", **{**arrays, "y_train": arrays["y_train"].astype(float)})
+    for given, message in (
+        ([str(tmp_path / "absent.npz")], "no such file"),
+        ([str(tmp_path / "text.npz")], "not a readable .npz file"),
+        ([str(tmp_path / "short.npz")], "no array y_test (it holds x_test, x_train, y_train)"),
+        ([str(tmp_path / "float.npz")], "y_train must hold integer class labels, got dtype f"),
+    ):
+        new = [*args[:4], *given, *args[5:], "--out", str(tmp_path / "refused")]
+        assert main(new) == 2
+        assert message in _one_line_error(capsys)
+    assert main(["train", "--dataset", "npz", "--out", str(tmp_path / "refused")]) == 2
+    assert "give it with --data-dir FILE.npz" in _one_line_error(capsys)
+    assert main(["train", "--standardise", "all", "--out", str(tmp_path / "refused")]) == 2
+    assert "--standardise is for --dataset npz" in _one_line_error(capsys)
+    assert not (tmp_path / "refused").exists()

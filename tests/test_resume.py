@@ -179,3 +179,46 @@ def test_importing_bayesprune_asks_mkl_for_alignment_independent_results(user):
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == (user or "AUTO,STRICT")
+
+
+def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
+    """--dataset npz: the resumed run reads the same file with the run's own --standardise (here
+    the non-default "feature") and ends on the uninterrupted run's network (to rounding: a
+    resumed run can part from the uninterrupted one in the last bit after a merge round, docs
+    §6zm; a wrong standardisation gives other widths and weights); a file changed since the run
+    started is refused."""
+    import numpy as np
+
+    from bayesprune.data import make_teacher
+
+    teacher = make_teacher()
+    scales = torch.tensor([1.0, 10.0, 100.0, 1000.0])  # features of different scales
+    path = tmp_path / "own.npz"
+    np.savez(path, x_train=(teacher.x_train[:2000] * scales).numpy(),
+             y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
+             y_test=teacher.y_test.numpy())  # fmt: skip
+    args = [*ARGS, "--dataset", "npz", "--data-dir", str(path), "--standardise", "feature"]
+    whole = tmp_path / "whole"
+    proc = _cli("train", *args, "--out", str(whole))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    out = tmp_path / "run"
+    code, err = _stop_after_first_epoch(out, signal.SIGTERM, args)
+    assert code == 128 + signal.SIGTERM, err
+    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    model, reference = _model(out), _model(whole)
+    assert model["layers"] == reference["layers"]
+    for key, value in reference["state_dict"].items():
+        torch.testing.assert_close(model["state_dict"][key], value, rtol=1e-4, atol=1e-6)
+
+    stopped = tmp_path / "stopped"
+    code, err = _stop_after_first_epoch(stopped, signal.SIGTERM, args)
+    assert code == 128 + signal.SIGTERM, err
+    np.savez(path, x_train=(teacher.x_train[:2000] * scales).numpy() + 1,
+             y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
+             y_test=teacher.y_test.numpy())  # fmt: skip
+    resumed = _cli("train", "--resume", str(stopped), "--no-progress", "--no-report")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 2 and "changed since the run started" in err
