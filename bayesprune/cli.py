@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=STANDARDISE,
         help="--dataset npz: all, one mean and standard deviation over all training values (as "
-        "the image loaders do); feature, one pair per input value (tabular features of "
+        "the MNIST loaders do); feature, one pair per input value (tabular features of "
         "different scales); none, the inputs as given (default: all)",
     )
     add_config_arguments(t)  # one flag per TrainConfig field, with its help and choices
@@ -283,8 +284,7 @@ def train(args) -> int:
                 f"a step); it is meant for checking the estimators on small networks",
                 file=sys.stderr,
             )
-    with warnings.catch_warnings():  # the Trainer's notes, said the command line's way
-        warnings.simplefilter("ignore", UserWarning)
+    with _scale_note_unwarned():  # said below, the command line's way
         trainer = Trainer(net, data, config, out=out)  # (the subset was checked above)
     if out is not None and trainer.scale_note:
         print(f"bayesprune: note: {trainer.scale_note}", file=sys.stderr)
@@ -308,6 +308,17 @@ def train(args) -> int:
         )
     run = {k: getattr(args, k) for k in RUN_ARGS}
     return _fit(trainer, out, args, run)
+
+
+@contextmanager
+def _scale_note_unwarned():
+    """The Trainer's warning about inputs that are not standardised, held back (the command
+    line prints it as a note); every other warning passes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="the training inputs have mean", category=UserWarning
+        )
+        yield
 
 
 def _data_and_network(args):
@@ -526,8 +537,13 @@ def resume(args, given: dict | None = None) -> int:
             raise UsageError(f"run {out} already ended ({status}); nothing to resume")
     given = dict(given or {})
     device = given.pop("device", None)  # how to run, like --threads: the run goes on there
-    _resume_conflicts(given, raw, out)
     run = raw.get("run") or {}
+    if "standardise" in given and isinstance(run, dict) and run.get("dataset") != "npz":
+        raise UsageError(
+            f"--standardise is for --dataset npz: run {out} trained on {run.get('dataset')}, "
+            "standardised by its loader"
+        )
+    _resume_conflicts(given, raw, out)
     if not isinstance(run, dict) or "dataset" not in run:
         raise UsageError(f"{out}/config.json does not say which data the run used; cannot resume")
     try:
@@ -540,7 +556,7 @@ def resume(args, given: dict | None = None) -> int:
     if args.strategy == "ddp":
         config = replace(config, device=args.device)
     _device(config.device)
-    data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise") or "all")
+    data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise"))
     recorded = (raw.get("data") or {}).get("files") or []
     loaded = data.meta.get("files", [])  # hashed by the loader just now
     if [f["sha256"] for f in recorded] != [f["sha256"] for f in loaded]:
@@ -550,8 +566,7 @@ def resume(args, given: dict | None = None) -> int:
     if writes:
         RunWriter(out).truncate(state["epoch"], state["step"])
     net = GatedNet.from_spec(state["net_spec"])
-    with warnings.catch_warnings():  # said when the run started (and in its summary's note)
-        warnings.simplefilter("ignore", UserWarning)
+    with _scale_note_unwarned():  # said when the run started (and in its summary's note)
         trainer = Trainer(net, data, config, out=out if writes else None)
     trainer.restore(state)
     if writes:
@@ -724,6 +739,8 @@ def _input_note(run_dir: Path) -> str:
             "normalised as its data loader does (this run's config.json predates the record "
             "of it: see bayesprune/data.py)"
         )
+    if norm.get("pixel_scale") == 1 and norm.get("mean") == [0.0] and norm.get("std") == [1.0]:
+        return "x as stored in the training data (the run used them as given: --standardise none)"
     if norm.get("per_feature"):  # Dataset.standardised(per_feature=True): one pair per value
         return (
             f"x = (x - mean) / std per input value, with the {len(norm.get('mean', []))} means "

@@ -143,26 +143,26 @@ class Dataset:
     def standardised(self, per_feature: bool = False) -> Dataset:
         """The same dataset with its inputs standardised: minus the training inputs' mean, over
         their standard deviation, the test inputs with the same numbers. One mean and one
-        standard deviation over all values (as the image loaders do), or with ``per_feature``
-        one of each per input value (tabular features of different scales; a constant feature
-        is centred, not divided by 0). The transformation is recorded in ``meta``
-        (``"normalisation"``, which a run writes to config.json for the deployed network),
-        composed with a loader's record where there is one already (not with ``per_feature``,
-        which refuses a dataset that has one: standardise the loader's inputs over all values)."""
+        standard deviation over all values (as the MNIST and Fashion-MNIST loaders do), or with
+        ``per_feature`` one of each per input value (tabular features of different scales; a
+        constant feature is centred, not divided by 0). The transformation is recorded in
+        ``meta`` (``"normalisation"``, which a run writes to config.json for the deployed
+        network), composed with the record there is already, if any (not with ``per_feature``,
+        which refuses a dataset that has one: standardise such inputs over all values)."""
         before = self.meta.get("normalisation")
         if per_feature:
             if isinstance(before, dict):
                 raise DataError(
-                    "per_feature standardisation of inputs a loader has standardised already: "
-                    "use standardised() without per_feature"
+                    "per_feature standardisation of inputs that have a normalisation record "
+                    "already (a loader's, or an earlier standardised()): use standardised() "
+                    "without per_feature"
                 )
             std, mean = torch.std_mean(self.x_train, dim=0)
             std = _safe_std(std)
             norm = {"pixel_scale": 1.0, "mean": mean.flatten().tolist(),
                     "std": std.flatten().tolist(), "per_feature": True}  # fmt: skip
         else:
-            std, mean = (float(v) for v in torch.std_mean(self.x_train))
-            std = std if std > 0 else 1.0  # constant inputs: centred, not divided by 0
+            std, mean = (float(v) for v in _safe_std_mean(self.x_train))
             if isinstance(before, dict):  # x = (v·scale − m)/s, then (x − mean)/std
                 pairs = zip(before["mean"], before["std"], strict=True)
                 norm = {**before, "mean": [m + mean * s for m, s in pairs],
@@ -480,6 +480,12 @@ def normalisation(mean: torch.Tensor, std: torch.Tensor) -> dict:
     }
 
 
+def _safe_std_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.std_mean`` over all values, the standard deviation made safe to divide by."""
+    std, mean = torch.std_mean(x)
+    return _safe_std(std), mean
+
+
 def _safe_std(std: torch.Tensor) -> torch.Tensor:
     """A standard deviation to divide by: constant pixels (std 0) are left at 0, not NaN."""
     return torch.where(std > 0, std, torch.ones_like(std))
@@ -592,28 +598,40 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
     )
 
 
-def load_npz(path: str | os.PathLike | None, standardise: str = "all") -> Dataset:
+def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") -> Dataset:
     """A user's own arrays from one ``.npz`` file (``numpy.savez``): ``x_train``, ``y_train``,
     ``x_test``, ``y_test`` and, optionally, ``num_classes`` (else the largest label + 1).
 
     Inputs of shape ``(N, features)`` or ``(N, C, H, W)`` and any real dtype (converted to
     float32: 8-bit pixels stay 0-255 until standardised); labels integers in
     ``0..num_classes − 1``. ``standardise``: ``"all"`` one mean and standard deviation over all
-    training values, as the image loaders do; ``"feature"`` one pair per input value (tabular
-    features of different scales); ``"none"`` the inputs as given (:meth:`Dataset.scale_note`
-    then says whether they look standardised). The file is read without pickles, checked
+    training values, as the MNIST and Fashion-MNIST loaders do (also for ``None``); ``"feature"``
+    one pair per input value (tabular features of different scales); ``"none"`` the inputs as
+    given (:meth:`Dataset.scale_note` then says whether they look standardised; the identity is
+    recorded as the normalisation). The file is read without pickles, checked
     (:meth:`Dataset.check`: one :class:`DataError` naming the array), and its size and SHA-256
     are recorded.
     """
+    standardise = "all" if standardise is None else standardise
     if standardise not in STANDARDISE:
         raise DataError(f"standardise must be one of {', '.join(STANDARDISE)}, got {standardise!r}")
     if path is None:
         raise DataError("--dataset npz reads one .npz file: give it with --data-dir FILE.npz")
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file (--dataset npz reads one .npz file of numpy.savez)")
+        what = "a folder" if path.is_dir() else "no such file"
+        raise DataError(f"{path}: {what} (--dataset npz reads one .npz file of numpy.savez)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # one array: numpy.save's .npy
+        raise DataError(
+            f"{path}: one array, not an .npz archive of named arrays (numpy.save writes .npy): "
+            "save x_train, y_train, x_test and y_test with numpy.savez"
+        )
+    try:
+        with npz:
             arrays = {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: not a readable .npz file ({err})") from None
@@ -641,26 +659,34 @@ def load_npz(path: str | os.PathLike | None, standardise: str = "all") -> Datase
     else:
         labels = [arrays[k] for k in ("y_train", "y_test") if arrays[k].size]
         num_classes = int(max(int(y.max()) for y in labels)) + 1 if labels else 0
-    tensors = {  # copied into torch's own (aligned) memory, as every loader's tensors are
-        key: torch.tensor(arrays[key], dtype=torch.float32 if key[0] == "x" else torch.int64)
+    tensors = {  # native byte order, copied into torch's own memory as the loaders' tensors are
+        key: torch.from_numpy(
+            np.array(arrays[key], dtype=np.float32 if key[0] == "x" else np.int64)
+        ).clone()
         for key in NPZ_ARRAYS
     }
     meta = {"source": str(path), "files": file_records([path])}
     data = Dataset(path.stem, num_classes=num_classes, meta=meta, **tensors)
     data.check()
-    if standardise == "none":
+    if standardise == "none":  # recorded, so that export says the inputs are used as stored
+        data.meta["normalisation"] = {"pixel_scale": 1.0, "mean": [0.0], "std": [1.0]}
         return data
     return data.standardised(per_feature=standardise == "feature")
 
 
 def load_dataset(
-    name: str, data_dir: str | os.PathLike | None = None, standardise: str = "all"
+    name: str, data_dir: str | os.PathLike | None = None, standardise: str | None = None
 ) -> Dataset:
     """Load a dataset by name (one of :data:`DATASETS`). ``data_dir``: the loaders' root
     folder, or for ``"npz"`` the file; ``standardise``: for ``"npz"`` only (:func:`load_npz`),
-    the loaders standardise their images themselves."""
+    the loaders standardise their images themselves (another value is refused for them)."""
     if name == "npz":
         return load_npz(data_dir, standardise)
+    if standardise not in ("all", None):
+        raise DataError(
+            f"standardise={standardise!r} is for npz files: the {name} data are standardised by "
+            "their loader"
+        )
     if name == "teacher":
         return make_teacher()
     if name in _FOLDERS:

@@ -406,12 +406,23 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys):
     err = capsys.readouterr().err  # said when the run starts, the command line's way
     assert "bayesprune: note: the training inputs have mean 9" in err and "Warning" not in err
     assert "not standardised" in json.loads((out / "summary.json").read_text())["note"]
+    from bayesprune.cli import _input_note
+
+    assert "x as stored in the training data" in _input_note(out)  # what export prints
+
+    np.savez(tmp_path / "big.npz", **{**arrays, "x_train": arrays["x_train"].astype(">f8")})
+    big = [*args[:4], str(tmp_path / "big.npz"), *args[5:], "--out", str(tmp_path / "big")]
+    assert main(big) == 0  # another byte order is converted, not refused
+    capsys.readouterr()
 
     (tmp_path / "text.npz").write_text("not an archive")
     np.savez(tmp_path / "short.npz", **{k: v for k, v in arrays.items() if k != "y_test"})
     np.savez(tmp_path / "float.npz", **{**arrays, "y_train": arrays["y_train"].astype(float)})
+    np.save(tmp_path / "one.npy", arrays["x_train"])
     for given, message in (
         ([str(tmp_path / "absent.npz")], "no such file"),
+        ([str(tmp_path)], "a folder (--dataset npz reads one .npz file"),
+        ([str(tmp_path / "one.npy")], "one array, not an .npz archive"),
         ([str(tmp_path / "text.npz")], "not a readable .npz file"),
         ([str(tmp_path / "short.npz")], "no array y_test (it holds x_test, x_train, y_train)"),
         ([str(tmp_path / "float.npz")], "y_train must hold integer class labels, got dtype f"),
@@ -424,3 +435,10 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys):
     assert main(["train", "--standardise", "all", "--out", str(tmp_path / "refused")]) == 2
     assert "--standardise is for --dataset npz" in _one_line_error(capsys)
     assert not (tmp_path / "refused").exists()
+    teacher_run = tmp_path / "teacher"  # an interrupted run on a loader's data (no summary)
+    assert main(["train", "--widths", "8,4", "--epochs", "1", "--no-progress", "--no-report",
+                 "--out", str(teacher_run)]) == 0  # fmt: skip
+    (teacher_run / "summary.json").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(teacher_run), "--standardise", "none"]) == 2
+    assert "--standardise is for --dataset npz: run" in _one_line_error(capsys)

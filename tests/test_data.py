@@ -281,6 +281,8 @@ def test_inputs_not_standardised_are_noted_and_standardised_mends_them(tmp_path)
     raw = _own(x_train=lambda f: f["x_train"] * 80 + 70, x_test=lambda f: f["x_test"] * 80 + 70)
     assert raw.scale_note().startswith("the training inputs have mean 7")
     assert _own(x_train=lambda f: f["x_train"] * 0.3).scale_note() is not None  # too narrow
+    assert _own(x_train=lambda f: f["x_train"] * 3).scale_note() is not None  # too wide
+    assert _own(x_train=lambda f: f["x_train"] + 3).scale_note() is not None  # not centred
     out = tmp_path / "raw"
     with pytest.warns(UserWarning, match="not standardised"):
         trainer = Trainer(GatedMLP(20, (8,), 2), raw, TrainConfig(epochs=1), out=out)
