@@ -312,11 +312,12 @@ def train(args) -> int:
 
 @contextmanager
 def _scale_note_unwarned():
-    """The Trainer's warning about inputs that are not standardised, held back (the command
-    line prints it as a note); every other warning passes."""
+    """The Trainer's warning about inputs that are not standardised (or features of very
+    different scales), held back (the command line prints it as a note); every other warning
+    passes."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
-            "ignore", message="the training inputs have mean", category=UserWarning
+            "ignore", message="the training inputs", category=UserWarning
         )
         yield
 
@@ -337,6 +338,8 @@ def _data_and_network(args):
         )
     if args.dataset == "npz" and args.standardise is None:
         args.standardise = "all"  # recorded as what the run did
+    if args.data_dir is not None:  # recorded as a full path: --resume may run from elsewhere
+        args.data_dir = str(Path(args.data_dir).resolve())
     data = load_dataset(args.dataset, args.data_dir, args.standardise)
     if args.train_subset is not None:
         try:

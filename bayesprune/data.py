@@ -90,6 +90,8 @@ class Dataset:
                 )
             if len(x) == 0:
                 raise DataError(f"the {split} set is empty (x_{split} has no rows)")
+            if x[0].numel() == 0:
+                raise DataError(f"x_{split} has no input values per example: {tuple(x.shape)}")
             if x.dtype != torch.float32:
                 raise DataError(
                     f"x_{split} must be float32, got {x.dtype}: convert with .float() (scale "
@@ -98,8 +100,8 @@ class Dataset:
             if y.dim() != 1 or y.dtype not in (torch.int64, torch.uint8):
                 raise DataError(
                     f"y_{split} must be a 1-d tensor of integer class labels (torch.long, or "
-                    f"uint8), got {y.dtype} of shape {tuple(y.shape)}: use y.long(), or "
-                    "y.argmax(1) for one-hot labels"
+                    f"uint8), got {y.dtype} of shape {tuple(y.shape)}: use y.long(), y.reshape(-1) "
+                    "for a column of labels, or y.argmax(1) for one-hot labels"
                 )
             if len(y) != len(x):
                 raise DataError(f"x_{split} has {len(x)} examples but y_{split} has {len(y)}")
@@ -128,9 +130,11 @@ class Dataset:
         units is not; docs/method.md §6zm), and dense networks train worse on them too.
         :meth:`standardised` mends it.
         """
+        if (self.meta.get("normalisation") or {}).get("per_feature"):
+            return None  # standardised feature by feature: constant features stay at 0
         std, mean = (float(v) for v in torch.std_mean(self.x_train))
         if abs(mean) <= 0.5 and 0.5 <= std <= 2:
-            return None
+            return self._feature_scale_note()
         return (
             f"the training inputs have mean {mean:.3g} and standard deviation {std:.3g}, not "
             "standardised: they train, but the first layer's width follows their scale "
@@ -138,6 +142,26 @@ class Dataset:
             "pixels/255, 58-63 standardised, 100-102 with raw pixels, and dense networks are 1-3 "
             "points worse on either; docs/method.md §6zm): Dataset.standardised(), or "
             "--standardise with --dataset npz, standardises them"
+        )
+
+    def _feature_scale_note(self) -> str | None:
+        """For flat inputs ``(N, features)``: a note when the features' standard deviations
+        (the non-constant ones) span more than 50× between their 10% and 90% quantiles, which
+        one mean and standard deviation over all values cannot mend (tabular data)."""
+        if self.x_train.dim() != 2 or len(self.x_train) < 2:
+            return None
+        stds = self.x_train.std(0)
+        stds = stds[stds > 0].double()
+        if len(stds) < 2:
+            return None
+        low, high = (float(torch.quantile(stds, q)) for q in (0.1, 0.9))
+        if high <= 50 * low:
+            return None
+        return (
+            f"the training inputs' features have standard deviations from {low:.3g} to "
+            f"{high:.3g} (10% and 90% quantiles): on features of such different scales the "
+            "network sees the small ones hardly at all; Dataset.standardised(per_feature=True), "
+            "or --standardise feature with --dataset npz, gives each feature its own pair"
         )
 
     def standardised(self, per_feature: bool = False) -> Dataset:
@@ -149,6 +173,7 @@ class Dataset:
         ``meta`` (``"normalisation"``, which a run writes to config.json for the deployed
         network), composed with the record there is already, if any (not with ``per_feature``,
         which refuses a dataset that has one: standardise such inputs over all values)."""
+        self.check()  # floats, no NaN, matching shapes: one DataError naming the field
         before = self.meta.get("normalisation")
         if per_feature:
             if isinstance(before, dict):
@@ -624,7 +649,8 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+        why = "no numpy array or archive" if "pickle" in str(err) else str(err)
+        raise DataError(f"{path}: not a readable .npz file ({why})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):  # one array: numpy.save's .npy
         raise DataError(
             f"{path}: one array, not an .npz archive of named arrays (numpy.save writes .npy): "
@@ -643,6 +669,8 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
             "x_test and y_test with numpy.savez"
         )
     for split in ("train", "test"):
+        if arrays[f"y_{split}"].ndim == 2 and arrays[f"y_{split}"].shape[1] == 1:
+            arrays[f"y_{split}"] = arrays[f"y_{split}"].reshape(-1)  # a column of labels
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype.kind not in "uif":
             raise DataError(f"{path}: x_{split} must hold real numbers, got dtype {x.dtype}")
@@ -651,6 +679,11 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
                 f"{path}: y_{split} must hold integer class labels, got dtype {y.dtype} "
                 "(y.argmax(1) for one-hot labels)"
             )
+        if x.dtype.kind == "f" and x.size:
+            with np.errstate(over="ignore"):  # (the overflow is the finding, said below)
+                narrowed = x.astype(np.float32)
+            if np.isfinite(x).all() and not np.isfinite(narrowed).all():
+                raise DataError(f"{path}: x_{split} holds values beyond float32's range")
     if "num_classes" in arrays:
         value = arrays["num_classes"]
         if value.shape != () or value.dtype.kind not in "ui":
@@ -659,6 +692,13 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
     else:
         labels = [arrays[k] for k in ("y_train", "y_test") if arrays[k].size]
         num_classes = int(max(int(y.max()) for y in labels)) + 1 if labels else 0
+        train = arrays["y_train"]
+        if train.size and train.min() > 0:
+            raise DataError(
+                f"{path}: the training labels run {train.min()}..{train.max()}, with no class 0: "
+                "labels are 0..num_classes − 1 (subtract 1 from 1-based labels), or save "
+                "num_classes to keep an empty class 0"
+            )
     tensors = {  # native byte order, copied into torch's own memory as the loaders' tensors are
         key: torch.from_numpy(
             np.array(arrays[key], dtype=np.float32 if key[0] == "x" else np.int64)

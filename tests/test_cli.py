@@ -365,7 +365,7 @@ def test_python_dash_m_runs_the_command_line():
     assert done.returncode == 2 and "no command" in done.stderr  # the CLI's own refusal
 
 
-def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys):
+def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch):
     """``--dataset npz --data-dir FILE`` trains on x_train, y_train, x_test, y_test of one
     ``numpy.savez`` file: standardised over all values by default (no note; the two numbers are
     recorded for the deployed network), as given with ``--standardise none`` (a note when the run
@@ -415,7 +415,19 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys):
     assert main(big) == 0  # another byte order is converted, not refused
     capsys.readouterr()
 
+    np.savez(tmp_path / "column.npz", **{**arrays, "y_train": arrays["y_train"][:, None]})
+    column = [*args[:4], "column.npz", *args[5:], "--out", "column"]  # relative paths
+    monkeypatch.chdir(tmp_path)
+    assert main(column) == 0  # a column of labels is read as labels
+    recorded = json.loads((tmp_path / "column" / "config.json").read_text())["run"]["data_dir"]
+    assert recorded == str(tmp_path.resolve() / "column.npz")  # --resume may run elsewhere
+    capsys.readouterr()
+
     (tmp_path / "text.npz").write_text("not an archive")
+    np.savez(tmp_path / "one_based.npz", **{**arrays, "y_train": arrays["y_train"] + 1,
+                                             "y_test": arrays["y_test"] + 1})  # fmt: skip
+    huge = arrays["x_train"].astype(float) * 1e300  # finite, but not as float32
+    np.savez(tmp_path / "huge.npz", **{**arrays, "x_train": huge})
     np.savez(tmp_path / "short.npz", **{k: v for k, v in arrays.items() if k != "y_test"})
     np.savez(tmp_path / "float.npz", **{**arrays, "y_train": arrays["y_train"].astype(float)})
     np.save(tmp_path / "one.npy", arrays["x_train"])
@@ -423,7 +435,9 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys):
         ([str(tmp_path / "absent.npz")], "no such file"),
         ([str(tmp_path)], "a folder (--dataset npz reads one .npz file"),
         ([str(tmp_path / "one.npy")], "one array, not an .npz archive"),
-        ([str(tmp_path / "text.npz")], "not a readable .npz file"),
+        ([str(tmp_path / "text.npz")], "not a readable .npz file (no numpy array or archive)"),
+        ([str(tmp_path / "one_based.npz")], "with no class 0: labels are 0..num_classes − 1"),
+        ([str(tmp_path / "huge.npz")], "x_train holds values beyond float32's range"),
         ([str(tmp_path / "short.npz")], "no array y_test (it holds x_test, x_train, y_train)"),
         ([str(tmp_path / "float.npz")], "y_train must hold integer class labels, got dtype f"),
     ):

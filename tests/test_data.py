@@ -220,6 +220,7 @@ def _own(**change):
         (dict(y_train=lambda f: f["y_train"][:-5]), "x_train has 60 examples but y_train has 55"),
         (dict(x_test=lambda f: f["x_test"][:0], y_test=lambda f: f["y_test"][:0]), "test set is"),
         (dict(x_train=lambda f: f["x_train"][:, 0]), "one row per example"),
+        (dict(x_train=lambda f: f["x_train"][:, :0]), "no input values per example: (60, 0)"),
         (dict(x_test=lambda f: f["x_test"][:, :19]), "test inputs (19,)"),
         (dict(x_test=lambda f: f["x_test"].index_fill(0, torch.tensor([3]), float("nan"))),
          "x_test holds 20 NaN"),  # fmt: skip
@@ -324,6 +325,13 @@ def test_inputs_not_standardised_are_noted_and_standardised_mends_them(tmp_path)
     rec = per.meta["normalisation"]
     rebuilt = (tab.x_test - torch.tensor(rec["mean"])) / torch.tensor(rec["std"])
     torch.testing.assert_close(rebuilt, per.x_test)
+    assert "per_feature=True" in tab.standardised().scale_note()  # one pair cannot mend it
+    assert per.scale_note() is None and _own().standardised().scale_note() is None
+    padded = _own(x_train=lambda f: torch.cat([f["x_train"], torch.ones(60, 100)], 1),
+                  x_test=lambda f: torch.cat([f["x_test"], torch.ones(20, 100)], 1))  # fmt: skip
+    assert padded.standardised(per_feature=True).scale_note() is None  # constants stay at 0
+    with pytest.raises(DataError, match="x_train must be float32"):  # checked first
+        _own(x_train=lambda f: (f["x_train"] * 10).to(torch.uint8)).standardised()
     trainer = Trainer(GatedMLP(20, (8,), 2), per, TrainConfig(epochs=1), out=tmp_path / "tab")
     trainer.fit()
     assert "per input value, with the 20 means" in _input_note(tmp_path / "tab")
