@@ -307,6 +307,7 @@ def train(args) -> int:
             file=sys.stderr,
         )
     run = {k: getattr(args, k) for k in RUN_ARGS}
+    run["threads"] = torch.get_num_threads()  # what --resume runs with unless told otherwise
     return _fit(trainer, out, args, run)
 
 
@@ -549,6 +550,7 @@ def resume(args, given: dict | None = None) -> int:
     _resume_conflicts(given, raw, out)
     if not isinstance(run, dict) or "dataset" not in run:
         raise UsageError(f"{out}/config.json does not say which data the run used; cannot resume")
+    _resume_threads(args, run.get("threads"))
     try:
         config = TrainConfig.from_record(raw)
     except ValueError as err:  # a config.json edited by hand
@@ -579,6 +581,27 @@ def resume(args, given: dict | None = None) -> int:
             file=sys.stderr,
         )
     return _fit(trainer, out, args)
+
+
+def _resume_threads(args, recorded) -> None:
+    """A resumed run computes with the thread count its start recorded, unless ``--threads``
+    says otherwise: a merge round's large products are split across threads, and with another
+    count they round differently, so the run would part from the uninterrupted one in the last
+    bits (docs/method.md §6zm). A different ``--threads`` is honoured, with a note."""
+    import torch
+
+    if not isinstance(recorded, int) or isinstance(recorded, bool) or recorded < 1:
+        return  # a run recorded before the thread count was
+    if args.threads is None:
+        args.threads = recorded  # (the data-parallel processes read it too)
+        torch.set_num_threads(recorded)
+    elif args.threads != recorded and process_rank() == 0:
+        print(
+            f"bayesprune: note: resuming with --threads {args.threads} where the run started "
+            f"with {recorded}: products split across threads round differently, so the result "
+            "can differ from an uninterrupted run in the last bits",
+            file=sys.stderr,
+        )
 
 
 def _batches(text: str) -> tuple[int, ...]:
