@@ -208,9 +208,10 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
     assert resumed.returncode == 0, err
     _assert_same(_model(out), _model(whole))
 
-    stopped = tmp_path / "stopped"
-    code, err = _stop_after_first_epoch(stopped, signal.SIGTERM, args)
+    stopped = tmp_path / "stopped"  # as given: an interrupted run's summary keeps the note
+    code, err = _stop_after_first_epoch(stopped, signal.SIGTERM, [*args[:-1], "none"])
     assert code == 128 + signal.SIGTERM, err
+    assert "not standardised" in json.loads((stopped / "summary.json").read_text())["note"]
     np.savez(path, x_train=(teacher.x_train[:2000] * scales).numpy() + 1,
              y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
              y_test=teacher.y_test.numpy())  # fmt: skip

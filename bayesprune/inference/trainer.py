@@ -640,6 +640,7 @@ class Trainer:
                     "step": self.step,
                     "epoch": self.epoch,
                     "checkpoint": str(path),
+                    "note": self.scale_note,  # (the end-of-run notes need a finished run)
                 }
             )
         raise TrainingInterrupted(signum, self.step, path)
