@@ -36,6 +36,22 @@ def _stop_after_first_epoch(out, sig, args=ARGS):
     return proc.returncode, err
 
 
+def _whole_and_resumed(tmp_path, args):
+    """An uninterrupted run and one stopped by SIGTERM after its first epoch and resumed, both
+    ending with exit 0: their folders and the resumed process's stderr."""
+    whole = tmp_path / "whole"
+    proc = _cli("train", *args, "--out", str(whole))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    out = tmp_path / "run"
+    code, err = _stop_after_first_epoch(out, signal.SIGTERM, args)
+    assert code == 128 + signal.SIGTERM, err
+    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    return whole, out, err
+
+
 def _model(out):
     return torch.load(out / "model.pt", weights_only=True)
 
@@ -196,16 +212,7 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
              y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
              y_test=teacher.y_test.numpy())  # fmt: skip
     args = [*ARGS, "--dataset", "npz", "--data-dir", str(path), "--standardise", "feature"]
-    whole = tmp_path / "whole"
-    proc = _cli("train", *args, "--out", str(whole))
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    out = tmp_path / "run"
-    code, err = _stop_after_first_epoch(out, signal.SIGTERM, args)
-    assert code == 128 + signal.SIGTERM, err
-    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    whole, out, _ = _whole_and_resumed(tmp_path, args)
     _assert_same(_model(out), _model(whole))
 
     stopped = tmp_path / "stopped"  # as given: an interrupted run's summary keeps the note
@@ -227,19 +234,10 @@ def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path):
     examples, where a merge round falls after the resume). Another --threads is honoured with a
     note."""
     args = [*ARGS, "--train-subset", "2000"]  # ARGS run with --threads 1
-    whole = tmp_path / "whole"
-    proc = _cli("train", *args, "--out", str(whole))
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
+    whole, out, err = _whole_and_resumed(tmp_path, args)
     assert json.loads((whole / "config.json").read_text())["run"]["threads"] == 1
     assert any(e.get("merged") for e in json.loads((whole / "summary.json").read_text())[
         "prune_events"] if e["step"] > 40)  # fmt: skip
-    out = tmp_path / "run"
-    code, err = _stop_after_first_epoch(out, signal.SIGTERM, args)
-    assert code == 128 + signal.SIGTERM, err
-    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
     assert "threads" not in err
     _assert_same(_model(out), _model(whole))
 
