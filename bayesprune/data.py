@@ -182,8 +182,7 @@ class Dataset:
                     "already (a loader's, or an earlier standardised()): use standardised() "
                     "without per_feature"
                 )
-            std, mean = torch.std_mean(self.x_train, dim=0)
-            std = _safe_std(std)
+            std, mean = _safe_std_mean(self.x_train, dim=0)
             norm = {"pixel_scale": 1.0, "mean": mean.flatten().tolist(),
                     "std": std.flatten().tolist(), "per_feature": True}  # fmt: skip
         else:
@@ -505,9 +504,10 @@ def normalisation(mean: torch.Tensor, std: torch.Tensor) -> dict:
     }
 
 
-def _safe_std_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.std_mean`` over all values, the standard deviation made safe to divide by."""
-    std, mean = torch.std_mean(x)
+def _safe_std_mean(x: torch.Tensor, dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.std_mean`` (over all values, or along ``dim``), the standard deviation made safe
+    to divide by."""
+    std, mean = torch.std_mean(x, dim=dim)
     return _safe_std(std), mean
 
 
@@ -707,11 +707,11 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
     }
     meta = {"source": str(path), "files": file_records([path])}
     data = Dataset(path.stem, num_classes=num_classes, meta=meta, **tensors)
+    if standardise != "none":
+        return data.standardised(per_feature=standardise == "feature")  # (checks the data first)
     data.check()
-    if standardise == "none":  # recorded, so that export says the inputs are used as stored
-        data.meta["normalisation"] = {"pixel_scale": 1.0, "mean": [0.0], "std": [1.0]}
-        return data
-    return data.standardised(per_feature=standardise == "feature")
+    data.meta["normalisation"] = {"pixel_scale": 1.0, "mean": [0.0], "std": [1.0]}  # as stored
+    return data
 
 
 def load_dataset(

@@ -314,16 +314,21 @@ def class_subset(data, classes: tuple[int, ...]):
 def pooled(data, factor: int):
     """``data``'s images average-pooled by ``factor`` (28×28 → 14×14 at 2), then standardised
     again with the training images' mean and standard deviation."""
-    import dataclasses
-
     import torch.nn.functional as F
 
     x_train, x_test = (F.avg_pool2d(x, factor) for x in (data.x_train, data.x_test))
+    return restandardised(data, x_train, x_test, f"{data.name}-pool{factor}")
+
+
+def restandardised(data, x_train, x_test, name: str):
+    """``data`` with new inputs, standardised with the new training inputs' mean and standard
+    deviation (one of each over all values), under ``name``."""
+    import dataclasses
+
     mean, std = x_train.mean(), x_train.std()
     return dataclasses.replace(
-        data, x_train=(x_train - mean) / std, x_test=(x_test - mean) / std,
-        name=f"{data.name}-pool{factor}",
-    )  # fmt: skip
+        data, x_train=(x_train - mean) / std, x_test=(x_test - mean) / std, name=name
+    )
 
 
 def unstandardised(data, scale: str):
@@ -353,8 +358,6 @@ def rgb32(data, noise: float):
     image tinted by its own random colour (channel gains in [0.3, 1]) plus Gaussian pixel noise
     of standard deviation ``noise`` (in the standardised images' units), then standardised
     again; fixed draws, the same in every run, for the training and the test images."""
-    import dataclasses
-
     import torch
 
     gen = torch.Generator().manual_seed(4321)
@@ -365,11 +368,7 @@ def rgb32(data, noise: float):
         return x * gain + noise * torch.randn(len(x), 3, 32, 32, generator=gen)
 
     x_train, x_test = colour(data.x_train), colour(data.x_test)
-    mean, std = x_train.mean(), x_train.std()
-    return dataclasses.replace(
-        data, x_train=(x_train - mean) / std, x_test=(x_test - mean) / std,
-        name=f"{data.name}-rgb32-noise{noise:g}",
-    )  # fmt: skip
+    return restandardised(data, x_train, x_test, f"{data.name}-rgb32-noise{noise:g}")
 
 
 def noisy_labels(data, fraction: float):
