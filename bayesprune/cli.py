@@ -470,7 +470,9 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
             return 0
         return _report(trainer, out, summary, figures=not args.no_report)
     try:
-        summary = trainer.fit(progress=not args.no_progress, run=run, write_summary=False)
+        with warnings.catch_warnings():  # a failed or collapsed run: said below, and exit 3
+            warnings.filterwarnings("ignore", message="the run ", category=RuntimeWarning)
+            summary = trainer.fit(progress=not args.no_progress, run=run, write_summary=False)
     except TrainingInterrupted as stop:
         print(
             f"bayesprune: interrupted ({stop}); state saved, continue with: "

@@ -239,14 +239,26 @@ def export_model(model_path, fmt: str, out) -> Path:
     - ``safetensors``: the weights, with the layer list and input shape as JSON in the file's
       metadata (``layers``, ``in_shape``): no code at all (README shows how to rebuild it).
 
-    Gates are folded in: the file is the posterior mode, pruned units absent.
+    Gates are folded in: the file is the posterior mode, pruned units absent. ``out`` must end
+    in the format's suffix (:data:`EXPORT_FORMATS`), in an existing folder, and must not be
+    ``model_path`` itself (a ``ValueError`` otherwise, before anything is written); another
+    existing file of that name is replaced, as ``torch.save`` does (the command line refuses
+    that too).
     """
     from bayesprune.runs import atomic_write
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
-    module, record = load_model_record(model_path)
     out = Path(out)
+    if out.suffix != EXPORT_FORMATS[fmt]:
+        raise ValueError(f"{out}: the {fmt} format writes {EXPORT_FORMATS[fmt]} files")
+    if out.is_dir():
+        raise ValueError(f"{out} is a directory; name the file to write")
+    if not out.parent.is_dir():
+        raise ValueError(f"{out}: the folder {out.parent} does not exist")
+    if out.exists() and out.resolve() == Path(model_path).resolve():
+        raise ValueError(f"{out} is the model.pt to export; name another file")
+    module, record = load_model_record(model_path)
     example = torch.zeros(2, *record["in_shape"])
     if fmt == "pt2":
         batch = torch.export.Dim.DYNAMIC

@@ -233,7 +233,12 @@ def inspect_run(
     except OSError as err:
         raise RunError(f"cannot write {out}: {err.strerror or err}") from None
     if show_summary:
+        from bayesprune.export import mode_widths
+
         widths = "-".join(str(w) for w in run.guide.net.widths)
+        mode = "-".join(str(w) for w in mode_widths(run.guide))
+        if mode != widths:  # units still in the checkpoint that the posterior mode leaves out
+            widths = f"{widths} in the checkpoint, {mode} with θ > ½ (the deployed network)"
         status = "" if run.status is None else f", status {run.status}"
         print(f"{run_dir}, epoch {run.epoch}: hidden widths {widths}{status}; survivors:")
         with pd.option_context("display.width", 120, "display.max_rows", None):  # every survivor

@@ -692,3 +692,88 @@ def test_train_config_and_trainer_refuse_what_they_cannot_use_by_name():
     ):
         with pytest.raises(TypeError, match=f"Trainer takes a {kind}"):
             Trainer(*args)
+
+
+def test_a_trainer_runs_once_and_a_run_stopped_by_an_error_reads_failed(tmp_path, monkeypatch):
+    """A second fit() trained nothing and reported a negative wall time; an exception inside
+    fit() left summary.json at "running"."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    data = make_teacher(num_train=200, num_test=50)
+    trainer = Trainer(GatedMLP(4, (8, 4), 3), data, TrainConfig(epochs=1, batch_size=50))
+    summary = trainer.fit(progress=False)
+    assert summary["train_wall_seconds"] > 0
+    with pytest.raises(RuntimeError, match="already run its 1 epochs .* build a new Trainer"):
+        trainer.fit(progress=False)
+
+    trainer = Trainer(
+        GatedMLP(4, (8, 4), 3), data, TrainConfig(epochs=2, batch_size=50), out=tmp_path / "r"
+    )
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(trainer, "train_step", broken)
+    with pytest.raises(ZeroDivisionError):
+        trainer.fit(progress=False)
+    record = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert record["status"] == "failed"
+    assert record["status_reason"] == "ZeroDivisionError at step 0: a bug"
+
+
+def test_batch_norm_that_a_batch_of_one_example_would_meet_is_refused_before_the_run():
+    """A 1×1 map after a BatchNorm'd convolution and a last batch of one example: torch's
+    'Expected more than 1 value per channel' came mid-epoch, the run left at "running"."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import Dataset
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedNet
+
+    def data(n):
+        x = torch.randn(n, 1, 3, 3)
+        return Dataset("d", x, torch.arange(n) % 3, x[:20], torch.arange(20) % 3, 3)
+
+    def net(size=3):
+        return GatedNet((1, size, size), [("conv", 4, 3, 0), ("fc", 4)], 3, batch_norm=True)
+
+    for n, batch in ((101, 50), (100, 1)):
+        with pytest.raises(ValueError, match="BatchNorm after conv1 sees a 1×1 map"):
+            Trainer(net(), data(n), TrainConfig(epochs=1, batch_size=batch))
+    Trainer(net(), data(102), TrainConfig(epochs=1, batch_size=50)).fit(progress=False)
+    x = torch.randn(101, 1, 4, 4)  # a 2×2 map: a batch of one still has 4 values per channel
+    four = Dataset("d", x, torch.arange(101) % 3, x[:20], torch.arange(20) % 3, 3)
+    Trainer(net(4), four, TrainConfig(epochs=1, batch_size=50)).fit(progress=False)
+
+
+def test_export_from_python_refuses_what_the_command_line_refuses(tmp_path):
+    """export_model overwrote the run's own model.pt, wrote ONNX into a .pt2 file, and named
+    an internal temporary file for a missing folder."""
+    from bayesprune.export import deterministic_network, export_model
+    from bayesprune.guides import GateGuide
+    from bayesprune.models import GatedMLP, HyperPrior
+    from bayesprune.runs import RunWriter
+
+    net = GatedMLP(4, (5,), 3)
+    RunWriter(tmp_path).model(deterministic_network(GateGuide(net, HyperPrior())), net.in_shape)
+    model = tmp_path / "model.pt"
+    before = model.read_bytes()
+    for fmt, out, message in (
+        ("safetensors", tmp_path / "model.pt", "writes .safetensors files"),
+        ("onnx", tmp_path / "x.pt2", "the onnx format writes .onnx files"),
+        ("pt2", tmp_path / "nowhere" / "x.pt2", "the folder .*nowhere does not exist"),
+        ("pt2", tmp_path, "writes .pt2 files"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            export_model(model, fmt, out)
+    (tmp_path / "model.pt2").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        export_model(model, "pt2", tmp_path / "model.pt2")
+    assert model.read_bytes() == before
+    (tmp_path / "m.pt2").write_bytes(before)  # a model.pt under another name
+    with pytest.raises(ValueError, match="is the model.pt to export"):
+        export_model(tmp_path / "m.pt2", "pt2", tmp_path / "m.pt2")
+    assert (tmp_path / "m.pt2").read_bytes() == before
+    assert export_model(model, "safetensors", tmp_path / "m.safetensors").stat().st_size > 0

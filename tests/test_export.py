@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bayesprune.cli import main
-from bayesprune.export import deterministic_network, export_model
+from bayesprune.export import EXPORT_FORMATS, deterministic_network, export_model
 from bayesprune.guides import GateGuide
 from bayesprune.models import GatedMLP, GatedNet, HyperPrior
 from bayesprune.runs import RunWriter
@@ -83,7 +83,8 @@ def test_exported_network_predicts_as_the_trained_one_without_bayesprune(tmp_pat
     net, guide, x = _network(kind)
     det = deterministic_network(guide)
     RunWriter(tmp_path).model(det, net.in_shape)
-    path = export_model(tmp_path / "model.pt", fmt, tmp_path / f"model.{fmt}")
+    out = (tmp_path / "model").with_suffix(EXPORT_FORMATS[fmt])
+    path = export_model(tmp_path / "model.pt", fmt, out)
     torch.save(x, tmp_path / "x.pt")
     subprocess.run(
         [

@@ -253,3 +253,25 @@ def test_the_theta_figure_counts_and_marks_both_kinds_of_removal(run, inspected)
         marks = [line for line in ax.get_lines() if line.get_marker() == "x"]
         assert sum(len(line.get_xdata()) for line in marks) == merged
     plt.close(fig)
+
+
+def test_the_header_names_the_deployed_widths_where_the_checkpoint_has_more(run, tmp_path, capsys):
+    """Units with θ ≤ ½ are still in a checkpoint's network but not in model.pt: the header
+    printed the checkpoint's widths alone, which the survivors' table below did not add up to."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    path = copy / "checkpoints" / "epoch_004.pt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["guide"]["theta.fc1_unconstrained"][0] = 0.2  # one unit on its way out
+    torch.save(ckpt, path)
+    widths = ckpt["widths"]
+    capsys.readouterr()
+    assert main(["inspect", str(copy), "--draws", "5"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    checkpoint, mode = "-".join(map(str, widths)), "-".join(map(str, [widths[0] - 1, *widths[1:]]))
+    assert f"hidden widths {checkpoint} in the checkpoint, {mode} with θ > ½" in header, header
+    shutil.copytree(run, tmp_path / "as-run")  # the run itself: one set of widths
+    assert main(["inspect", str(tmp_path / "as-run"), "--draws", "5"]) == 0
+    assert f"hidden widths {checkpoint}, status finished" in capsys.readouterr().out

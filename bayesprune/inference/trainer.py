@@ -127,6 +127,7 @@ class Trainer:
         if config.evidence == "held-out":  # (TrainConfig refuses what it cannot measure)
             data, held = data.hold_out(config.evidence_share, seed=config.seed)
             self.evidence_set = tuple(t.to(self.device) for t in held)
+        _check_batch_norm(net, len(data.x_train), config.batch_size)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
         self.writer = None if out is None else RunWriter(out, traces=bool(config.trace_every))
@@ -197,6 +198,7 @@ class Trainer:
         self.epoch, self.position = 0, 0  # completed epochs; steps done in the current one
         self.perm, self.sums, self.epoch_start = None, None, time.perf_counter()
         self.resumed, self.diverged = None, False
+        self.fitted = False  # fit() has run to its end: a second call is refused
         # data-parallel training (bayesprune.distributed): the examples of this step summed over
         # the processes, which is what the θ clock and the warm-up count (None: this process's)
         self.global_batch: int | None = None
@@ -520,16 +522,51 @@ class Trainer:
         SIGINT and SIGTERM finish the current step, write ``checkpoints/last.pt`` and
         ``summary.json`` with status ``interrupted``, and raise :class:`TrainingInterrupted`. A
         non-finite objective stops the run with status ``failed`` (the last good checkpoint
-        stays; no ``model.pt``).
+        stays; no ``model.pt``); a run that ends ``failed`` or ``collapsed`` also raises a
+        ``RuntimeWarning`` saying why. An exception inside training marks ``summary.json``
+        ``failed`` (with the exception) before it propagates. A ``Trainer`` runs once: a
+        second ``fit`` is a ``RuntimeError``.
 
         :param run: extra settings recorded in ``config.json`` under ``"run"`` (what the CLI
             needs to rebuild the data and network on ``--resume``).
         :param write_summary: write the final ``summary.json`` (``False``: the caller writes it
             once its own files are complete, so that it stays the last file written).
         """
+        if self.fitted:
+            raise RuntimeError(
+                f"this Trainer has already run its {self.config.epochs} epochs (status "
+                f"{self.status!r}); its summary was returned by fit(). To train again, build a "
+                "new Trainer (and a new network)"
+            )
+        steps = self.begin(run, write_summary)
+        try:
+            summary = self._fit(steps, progress)
+        except TrainingInterrupted:
+            raise
+        except Exception as error:  # a run that stopped on an error does not read "running"
+            if self.writer is not None:
+                self.writer.summary(
+                    {
+                        "status": "failed",
+                        "status_reason": f"{type(error).__name__} at step {self.step}: {error}",
+                        "step": self.step,
+                        "epoch": self.epoch,
+                    }
+                )
+            raise
+        self.fitted = True
+        if summary["status"] != "finished":  # never a normal-looking return of a broken run
+            warnings.warn(
+                f"the run {summary['status']}: {summary['status_reason']} (summary['status'])",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return summary
+
+    def _fit(self, steps: int, progress: bool) -> dict:
+        """:meth:`fit`'s epochs, after :meth:`begin`."""
         cfg = self.config
         n = len(self.data.x_train)
-        steps = self.begin(run, write_summary)
         if self.resumed is None:
             pyro.set_rng_seed(cfg.seed)
         start = time.perf_counter()
@@ -1004,6 +1041,21 @@ class Trainer:
             if self.write_summary:
                 self.writer.summary(summary)
         return summary
+
+
+def _check_batch_norm(net: GatedNet, n: int, batch_size: int) -> None:
+    """Refuse a BatchNorm that a training batch would give one value per channel (a 1×1 map
+    and a batch of one example), which torch cannot normalise: say so before anything runs
+    rather than fail at that batch."""
+    smallest = min(batch_size, n) if n % batch_size == 0 or n < batch_size else n % batch_size
+    for name in net.norms:
+        height, width = net.map_sizes[name]
+        if smallest * height * width == 1:
+            raise ValueError(
+                f"BatchNorm after {name} sees a 1×1 map, and {n} training examples at batch "
+                f"{batch_size} make a batch of one example, one value per channel, which "
+                "BatchNorm cannot normalise; choose a batch size that leaves no batch of one"
+            )
 
 
 def pruned_early_fraction(events: list[dict], total_steps: int, fraction: float = 0.25):

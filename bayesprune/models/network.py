@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from collections.abc import Callable, Sequence
 
 import torch
@@ -126,6 +127,74 @@ def _scaled(width: int, mult: float) -> int:
     return max(1, round(width * mult))
 
 
+_PLAN_FORMS = {
+    "conv": "('conv', channels, kernel, padding): channels and kernel ≥ 1, padding ≥ 0",
+    "pool": "('pool',): 2×2 max-pooling, no arguments",
+    "flatten": "('flatten',): no arguments",
+    "fc": "('fc', width): width ≥ 1",
+}
+
+
+def _positive_int(value, what: str, least: int = 1) -> int:
+    """``value`` as an int if it is an integer (not a bool or a float) of at least ``least``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+    if number < least:
+        raise ValueError(f"{what} must be at least {least}, got {number}")
+    return number
+
+
+def _input_shape(in_shape) -> tuple[int, ...]:
+    """One input's shape, ``(D,)`` or ``(C, H, W)``, as positive ints (else a ``ValueError``)."""
+    try:
+        dims = tuple(in_shape)
+    except TypeError:
+        raise ValueError(f"in_shape must be (D,) or (C, H, W), got {in_shape!r}") from None
+    if len(dims) not in (1, 3):
+        raise ValueError(
+            f"in_shape must be (D,) for flat inputs or (C, H, W) for images, got {in_shape!r} "
+            f"(a {len(dims)}-d shape; for an MLP pass the number of values, (prod(shape),))"
+        )
+    return tuple(_positive_int(d, f"in_shape {in_shape!r}: each dimension") for d in dims)
+
+
+def _plan_step(index: int, step) -> tuple:
+    """Plan step ``index`` checked against its documented form, as a tuple of plain ints."""
+    where = f"plan step {index} {step!r}"
+    if not isinstance(step, (tuple, list)) or not step or not isinstance(step[0], str):
+        raise ValueError(f"{where}: a step is a tuple whose first item names its kind: "
+                         + "; ".join(_PLAN_FORMS.values()))
+    kind = step[0]
+    if kind == "out":
+        raise ValueError(
+            f"{where}: the classifier 'out' is appended by GatedNet from num_classes; "
+            "leave it out of the plan"
+        )
+    if kind not in _PLAN_FORMS:
+        raise ValueError(f"{where}: unknown kind {kind!r}; the kinds are "
+                         + "; ".join(_PLAN_FORMS.values()))
+    arity = {"conv": 4, "pool": 1, "flatten": 1, "fc": 2}[kind]
+    if len(step) != arity:
+        raise ValueError(f"{where}: expected {_PLAN_FORMS[kind]}")
+    try:
+        if kind == "conv":
+            return (
+                "conv",
+                _positive_int(step[1], "channels"),
+                _positive_int(step[2], "kernel"),
+                _positive_int(step[3], "padding", least=0),
+            )
+        if kind == "fc":
+            return ("fc", _positive_int(step[1], "width"))
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}; expected {_PLAN_FORMS[kind]}") from None
+    return (kind,)
+
+
 class GatedNet(nn.Module):
     """A feed-forward ReLU network, described by a plan, with one gate per hidden unit or filter.
 
@@ -153,14 +222,22 @@ class GatedNet(nn.Module):
         init: str = "kaiming",
     ):
         super().__init__()
-        self.in_shape = tuple(int(d) for d in in_shape)
-        self.num_classes, self.batch_norm = int(num_classes), bool(batch_norm)
+        self.in_shape = _input_shape(in_shape)
+        self.num_classes = _positive_int(num_classes, "num_classes")
+        self.batch_norm = bool(batch_norm)
+        plan = [_plan_step(i, step) for i, step in enumerate(plan)]
+        if not any(step[0] in ("conv", "fc") for step in plan):
+            raise ValueError(
+                "the plan needs at least one hidden layer, ('conv', channels, kernel, padding) "
+                "or ('fc', width): the gates sit on hidden units (the classifier is appended)"
+            )
         self.layers = nn.ModuleDict()
         self.norms = nn.ModuleDict()
         self.ops: list[tuple[str, str | None]] = []
         # columns of a layer's flattened fan-in that belong to one input unit (k² for a
         # convolution, H·W for the Linear after a Flatten, 1 otherwise)
         self.blocks: dict[str, int] = {}
+        self.map_sizes: dict[str, tuple[int, int]] = {}  # a convolution's output (H, W)
         shape = self.in_shape
         counts = {"conv": 0, "fc": 0}
         block = 1  # columns per input unit of the next Linear (H·W right after a Flatten)
@@ -182,7 +259,6 @@ class GatedNet(nn.Module):
                     raise ValueError("a convolution needs a (C, H, W) input, not a flat one")
                 counts["conv"] += 1
                 name = f"conv{counts['conv']}"
-                self._check_width(channels, name)
                 self.layers[name] = nn.Conv2d(shape[0], channels, kernel, padding=padding)
                 if batch_norm:
                     self.norms[name] = nn.BatchNorm2d(channels)
@@ -191,6 +267,7 @@ class GatedNet(nn.Module):
                 if min(size) < 1:
                     raise ValueError(f"{name}: kernel {kernel} does not fit a {shape} input")
                 shape = (channels, *size)
+                self.map_sizes[name] = (size[0], size[1])
                 self.ops.append(("conv", name))
             elif kind in ("fc", "out"):
                 if kind == "out":
@@ -198,24 +275,16 @@ class GatedNet(nn.Module):
                 else:
                     counts["fc"] += 1
                     name = f"fc{counts['fc']}"
-                self._check_width(step[1], name)
                 self.blocks[name], block = block, 1
                 self.layers[name] = nn.Linear(shape[0], step[1])
                 shape = (step[1],)
                 self.ops.append(("fc", name))
-            else:
-                raise ValueError(f"unknown layer kind {kind!r} in plan")
         self.reset_parameters(init)
 
     def _flatten(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
         """Append a Flatten; return the flat shape and the columns each channel feeds."""
         self.ops.append(("flatten", None))
         return (math.prod(shape),), math.prod(shape[1:])
-
-    @staticmethod
-    def _check_width(width, name: str) -> None:
-        if int(width) < 1:
-            raise ValueError(f"{name}: widths must be positive integers, got {width}")
 
     def reset_parameters(self, init: str) -> None:
         """Initialise the hidden layers with one of the supported schemes and the classifier at 0.

@@ -1,6 +1,7 @@
 """The evidence rule of issue 9: θ waits for the data term, τ follows N, collapses are reported."""
 
 import json
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -116,6 +117,27 @@ def test_a_forced_collapse_is_reported_and_exits_non_zero(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "collapsed" and 1 in summary["widths"]
     assert (out / "model.pt").exists()  # what was written stays
+
+
+def test_a_forced_collapse_in_python_warns_and_the_command_line_says_it_once(tmp_path, capsys):
+    """From Python, fit() returned a collapsed run's summary as it returns a good one; only
+    summary["status"] said otherwise. Now a RuntimeWarning says why (the command line keeps
+    its one line and exit 3, without the warning)."""
+    config = TrainConfig(epochs=2, train_subset=2000, warmup_tolerance=None, theta_transit=1,
+                         temperature=30.0)  # fmt: skip (all protection off, as above)
+    with pytest.warns(RuntimeWarning, match="the run collapsed: "):
+        summary = _trainer(config).fit(progress=False)
+    assert summary["status"] == "collapsed"
+    with warnings.catch_warnings(record=True) as caught:  # a finished run: no such warning
+        warnings.simplefilter("always")
+        assert _trainer(TrainConfig(epochs=1), num_train=500).fit()["status"] == "finished"
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    args = ["train", "--widths", "16,8", "--train-subset", "2000", "--epochs", "2",
+            "--warmup-tolerance", "none", "--theta-transit", "1", "--temperature", "30",
+            "--out", str(tmp_path / "run"), "--no-progress", "--no-report"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == EXIT_FAILED_RUN
+    assert "RuntimeWarning" not in capsys.readouterr().err
 
 
 def test_a_run_that_never_learnt_says_so_and_a_late_collapse_does_not():

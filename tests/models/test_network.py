@@ -136,6 +136,53 @@ def test_build_network_rejects_mismatches(args):
         build_network(*args)
 
 
+@pytest.mark.parametrize(
+    "in_shape, plan, classes, message",
+    [
+        # a 2-d or 4-d input shape before an fc was a Linear over the last dimension
+        ((28, 28), [("fc", 8)], 3, r"in_shape must be \(D,\) .* got \(28, 28\)"),
+        ((1, 1, 28, 28), [("fc", 8)], 3, "a 4-d shape"),
+        ((1, 12, 12), [("pool", 3), ("fc", 4)], 3, r"\('pool',\): 2×2 max-pooling, no arg"),
+        ((64,), [("fc", 8), ("out", 3)], 3, "'out' is appended by GatedNet"),
+        ((1, 28, 28), [("conv", 4, 3)], 3, r"plan step 0 \('conv', 4, 3\): expected"),
+        ((1, 28, 28), [("conv", 4, 3, 0, 2)], 3, "expected .'conv', channels, kernel, padding"),
+        ((784,), [("fc", 8), ("fc",)], 3, r"plan step 1 \('fc',\): expected \('fc', width\)"),
+        ((784,), [()], 3, "first item names its kind"),
+        ((784,), ["pool"], 3, "first item names its kind"),
+        ((784,), [("fc", 8.0)], 3, "width must be an integer, got 8.0"),
+        ((784,), [("fc", True)], 3, "width must be an integer, got True"),
+        ((784,), [("fc", 8)], 10.0, "num_classes must be an integer"),
+        ((1, 28, 28), [("conv", 4, 3, "same")], 3, "padding must be an integer, got 'same'"),
+        ((1, 28, 28), [("conv", 4, (3, 5), 0)], 3, r"kernel must be an integer, got \(3, 5\)"),
+        ((1, 8, 8), [("conv", 4, 0, 0)], 3, "kernel must be at least 1, got 0"),
+        ((1, 8, 8), [("conv", 4, 3, -1)], 3, "padding must be at least 0, got -1"),
+        ((1, 8, 8), [("conv", 0, 3, 0)], 3, "channels must be at least 1"),
+        ((1, 8, 8), [("dense", 4)], 3, "unknown kind 'dense'"),
+        ((64,), [], 3, "needs at least one hidden layer"),
+        ((1, 28, 28), [("pool",)], 3, "needs at least one hidden layer"),
+    ],
+)
+def test_a_plan_off_its_documented_form_is_refused_naming_the_step(
+    in_shape, plan, classes, message
+):
+    """Before, several of these built a different network than asked (a Linear over an image's
+    last dimension, a 2×2 pool for ('pool', 3), the last of two classifiers) or failed later
+    deep in torch or the trainer."""
+    with pytest.raises(ValueError, match=message):
+        GatedNet(in_shape, plan, classes)
+
+
+def test_a_plan_of_numpy_integers_and_lists_builds_as_one_of_ints():
+    import json
+
+    import numpy as np
+
+    net = GatedNet([np.int64(1), 8, 8], [["conv", np.int32(3), 3, 1], ("fc", np.int64(5))], 4)
+    assert net.spec()["plan"] == [["conv", 3, 3, 1], ["flatten"], ["fc", 5]]
+    json.dumps(net.spec())  # plain ints: the spec goes into checkpoints and config.json
+    assert net.map_sizes == {"conv1": (8, 8)}
+
+
 def test_gates_broadcast_over_feature_maps():
     torch.manual_seed(1)
     net = lenet5((1, 28, 28), 10, width_mult=0.2)
