@@ -238,7 +238,7 @@ def _device(name: str, purpose: str = "to train on"):
     if device is None:
         raise UsageError(f"--device {name!r} is not a device {purpose} (cpu, cuda, cuda:0)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available to torch here")
+        raise UsageError(f"--device {name}: no CUDA device is available to torch here")
     if device.type == "cuda" and device.index is not None:
         count = torch.cuda.device_count()
         if device.index >= count:
@@ -295,7 +295,8 @@ def train(args) -> int:
     ]
     if out is not None and config.theta_optimizer == "adam" and inert:
         print(
-            f"bayesprune: note: {', '.join(inert)} have no effect with --theta-optimizer adam: "
+            f"bayesprune: note: {', '.join(inert)} "
+            f"{'has' if len(inert) == 1 else 'have'} no effect with --theta-optimizer adam: "
             "θ moves freely under Adam (no transit limit, no evidence test, no evidence "
             "average to price merges and producers by)",
             file=sys.stderr,

@@ -229,6 +229,8 @@ def test_architecture_and_device_mistakes_are_one_line(capsys):
     if not torch.cuda.is_available():
         assert main(["train", "--device", "cuda"]) == 2
         assert "CUDA" in _one_line_error(capsys)
+        assert main(["train", "--device", "cuda:3"]) == 2  # the device as given
+        assert "--device cuda:3: no CUDA device" in _one_line_error(capsys)
 
 
 def test_every_train_config_field_is_a_documented_flag():
@@ -295,6 +297,9 @@ def test_settings_adam_does_not_use_are_named_in_a_note(tmp_path, capsys):
     note = [line for line in err if "no effect with --theta-optimizer adam" in line]
     assert len(note) == 1 and note[0].startswith("bayesprune: note: --theta-transit, --merge-price")
     assert "--theta-confidence" not in note[0]  # its default: nothing was asked of it
+    assert "--merge-price have no effect" in note[0]
+    assert main([*args, "--theta-transit", "0.1", "--out", str(tmp_path / "c")]) == 0
+    assert "note: --theta-transit has no effect" in capsys.readouterr().err
 
 
 def test_data_dir_with_the_teacher_and_a_subset_of_one_class_are_refused(tmp_path, capsys):

@@ -371,10 +371,15 @@ class Trainer:
         for name, collapsed in self.collapsed.items():
             left = int((~collapsed).sum())
             if left == 1 and data >= self.constant_nll and self.status == "finished":
+                # epochs at chance with every starting unit still in the network: what failed
+                # is the learning, not the pruning (a network too narrow, as its dense twin)
+                full = [r for r in self.history if r["mode_widths"] == self.initial_widths]
+                never = full and self.best_train_error >= self.chance_error - 0.05
                 self.status, self.status_reason = "collapsed", (
                     f"layer {name} was cut to its last unit at step {self.step} while the data "
                     f"term ({data:.3f} nats per example) was no better than a constant "
                     f"predictor's ({self.constant_nll:.3f})"
+                    + ("; no epoch was clearly better: the run never learnt" if never else "")
                 )
 
     def merge(self) -> None:

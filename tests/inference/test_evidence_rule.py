@@ -114,6 +114,7 @@ def test_a_forced_collapse_is_reported_and_exits_non_zero(tmp_path, capsys):
     assert main(args) == EXIT_FAILED_RUN
     line = _one_line(capsys)
     assert line.startswith("bayesprune: run collapsed:") and "constant predictor" in line
+    assert "never learnt" not in line  # cut at step 30, before any epoch could show learning
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "collapsed" and 1 in summary["widths"]
     assert (out / "model.pt").exists()  # what was written stays
@@ -138,6 +139,19 @@ def test_a_forced_collapse_in_python_warns_and_the_command_line_says_it_once(tmp
     capsys.readouterr()
     assert main(args) == EXIT_FAILED_RUN
     assert "RuntimeWarning" not in capsys.readouterr().err
+
+
+def test_a_layer_cut_to_one_unit_after_epochs_at_chance_says_the_run_never_learnt(
+    tmp_path, capsys
+):
+    """README's example: the teacher from 2-2 (seed 0) is at chance in every epoch, as its
+    dense network is; the last-unit check fired first and its line blamed the pruning."""
+    args = ["train", "--widths", "2,2", "--out", str(tmp_path / "run"), "--no-progress",
+            "--no-report", "--threads", "1"]  # fmt: skip
+    assert main(args) == EXIT_FAILED_RUN
+    line = _one_line(capsys)
+    assert "was cut to its last unit" in line, line
+    assert line.endswith("no epoch was clearly better: the run never learnt"), line
 
 
 def test_a_run_that_never_learnt_says_so_and_a_late_collapse_does_not():
