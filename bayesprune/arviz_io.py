@@ -10,7 +10,9 @@ Everything else in :mod:`bayesprune` handles plain ``xarray.Dataset`` objects, w
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,6 +62,7 @@ def save(idata: az.InferenceData, path: Path) -> Path:
     """
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
+    _check_room(idata, path)
     try:
         idata.to_netcdf(str(partial))  # ArviZ 1.x: the same method on the DataTree
         os.replace(partial, path)
@@ -67,6 +70,23 @@ def save(idata: az.InferenceData, path: Path) -> Path:
         partial.unlink(missing_ok=True)  # a failed write leaves the previous file, no debris
         raise
     return path
+
+
+def _check_room(idata: az.InferenceData, path: Path) -> None:
+    """An ``OSError`` (ENOSPC) if the folder has less free space than the arrays need (with
+    room for netCDF's own records): HDF5 met a full disk with a segmentation fault, which no
+    handler can turn into the one-line error a full disk gets everywhere else."""
+    need = sum(
+        int(array.nbytes) for name in idata.groups() for array in idata[name].data_vars.values()
+    )
+    free = shutil.disk_usage(path.parent).free
+    if free < 1.5 * need + 2**20:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: {path.name} needs about {need / 2**20:.1f} MiB and "
+            f"{free / 2**20:.1f} MiB are free",
+            str(path),
+        )
 
 
 def load(path: Path) -> az.InferenceData:

@@ -43,7 +43,7 @@ def train_dense(
     epoch_seconds: list[float] = []
     start = time.perf_counter()
     step = 0
-    for _ in tqdm(range(epochs), disable=not progress, desc="dense"):
+    for _ in tqdm(range(epochs), disable=None if progress else True, desc="dense"):
         net.train()
         epoch_start = time.perf_counter()
         for x, y, _ in batches(data, batch_size, device):

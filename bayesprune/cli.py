@@ -527,10 +527,12 @@ def resume(args, given: dict | None = None) -> int:
     named on the command line beside ``--resume``, refused where they differ from the run's)."""
     from bayesprune.inference.trainer import Trainer
     from bayesprune.models.network import GatedNet
-    from bayesprune.runs import RunWriter, latest_state
+    from bayesprune.runs import RunWriter, hold_run_directory, latest_state
 
     out = Path(args.resume)
     raw = read_config(out)
+    if process_rank() == 0:  # refused while another process writes the run (in a data-
+        hold_run_directory(out)  # parallel launch process 0 holds it, the others only read)
     summary_path = out / "summary.json"
     if summary_path.exists():
         try:

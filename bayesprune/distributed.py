@@ -454,7 +454,7 @@ def fit_distributed(
     if rank == 0:
         module.bar = tqdm(
             total=trainer.total_steps,
-            disable=not progress,
+            disable=None if progress else True,  # none where stderr is not a terminal
             desc="train",
             unit="step",
             initial=trainer.step,

@@ -7,6 +7,8 @@ Layout: ``config.json`` (the settings as resolved), ``metrics.jsonl`` (one recor
 
 from __future__ import annotations
 
+import glob
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -57,20 +59,78 @@ def written_name(filename) -> str:
     return str(filename)
 
 
+def _temporary_name(name: str) -> str:
+    """The hidden temporary name beside ``name``, within the 255 bytes a file name may have
+    (a name near that length would otherwise fail only because of the temporary one)."""
+    suffix = f"{TEMPORARY}{os.getpid()}"
+    room = 255 - len(suffix.encode()) - 1
+    stem = name.encode()[:room].decode(errors="ignore")
+    return f".{stem}{suffix}"
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Write a file completely or not at all: ``write(f)`` fills a temporary file in the same
     folder, which is flushed, synced and renamed over ``path`` (readers never see half a file)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}{TEMPORARY}{os.getpid()}")
+    # written to memory first: torch's and torch.export's writers turn a full disk into a
+    # RuntimeError or a C++ abort, while Python's own write raises the OSError it is
+    buffer = io.BytesIO()
+    write(buffer)
+    tmp = path.with_name(_temporary_name(path.name))
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _remove_stale_temporaries(path)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries of ``path`` that a killed process left (``kill -9`` while it was
+    writing): their process no longer exists, and the file they were for is now written."""
+    prefix = _temporary_name(path.name)[: -len(str(os.getpid()))]
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = stale.name[len(prefix):]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except OSError:  # another user's live process: not ours to touch
+            pass
+
+
+_HELD: dict[str, int] = {}  # run directories this process holds, and their descriptors
+
+
+def hold_run_directory(path: str | Path) -> None:
+    """Hold ``path`` for this process (an advisory lock on the directory, released when the
+    process ends, however it ends), or a :class:`RunError` if another process holds it: two
+    processes writing one run (a ``--resume`` while the run is still going, or two at once)
+    would interleave their records and checkpoints. Holding it twice is a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return
+    key = str(Path(path).resolve())
+    if key in _HELD:
+        return
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunError(
+            f"{path} is being written by another bayesprune process (the run itself or a "
+            "--resume of it is still going); wait for it to end or stop it (it checkpoints "
+            "when stopped), then resume"
+        ) from None
+    _HELD[key] = fd
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -376,8 +436,8 @@ def load_checkpoint(ckpt: Path, config: dict | None = None) -> dict:
         if "weights_only" in str(err):  # torch's advice to load it with weights_only=False is
             # not the way for a file bayesprune did not write as plain data: name the error only
             why = (
-                f"it holds objects other than tensors and plain data ({type(err).__name__}; "
-                "refused, nothing in it was run)"
+                f"it is damaged, or holds objects other than tensors and plain data "
+                f"({type(err).__name__}; refused, nothing in it was run)"
             )
         raise RunError(f"cannot load checkpoint {ckpt}: {why}") from None
     if not isinstance(saved, dict) or not {"epoch", "net_spec", "guide"} <= set(saved):

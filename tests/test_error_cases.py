@@ -777,3 +777,102 @@ def test_export_from_python_refuses_what_the_command_line_refuses(tmp_path):
         export_model(tmp_path / "m.pt2", "pt2", tmp_path / "m.pt2")
     assert (tmp_path / "m.pt2").read_bytes() == before
     assert export_model(model, "safetensors", tmp_path / "m.safetensors").stat().st_size > 0
+
+
+_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails as a full disk does
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from bayesprune.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_file_that_cannot_be_written_whole_is_one_line_for_the_pt2_export_too(finished, tmp_path):
+    """torch.export.save met a failing write with a C++ abort (exit 134, a 28-frame stack):
+    files are now made in memory and written by Python, whose OSError the CLI reports."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.pt2"
+    for args in (
+        ["export", str(finished), "--format", "pt2", "--out", str(out)],
+        ["train", "--epochs", "2", "--widths", "8,4", "--no-progress", "--no-report", "--out",
+         str(tmp_path / "run")],  # fmt: skip (a checkpoint that cannot be written)
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", _LIMITED, "8000", *args], capture_output=True, text=True
+        )
+        assert done.returncode == 2, done.stderr[-2000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("bayesprune: error: File too large"), done.stderr[-2000:]
+    assert not out.exists()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "running"
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]  # no debris either
+
+
+def test_a_full_disk_before_the_posterior_is_one_line_not_a_segfault(finished, tmp_path, capsys,
+                                                                     monkeypatch):  # fmt: skip
+    """HDF5 met a full disk while writing inspect/posterior.nc with a segmentation fault."""
+    import collections
+
+    from bayesprune import arviz_io
+
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(arviz_io.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 4096))
+    assert main(["inspect", str(copy), "--draws", "5"]) == 2
+    line = _one_line(capsys)
+    assert "No space left on device: posterior.nc needs about" in line, line
+    assert not (copy / "inspect" / "posterior.nc.partial").exists()
+
+
+def test_a_run_directory_another_process_writes_is_refused_and_then_free(finished, tmp_path,
+                                                                         capsys):  # fmt: skip
+    """A --resume while the run was still going (or two at once) wrote both processes'
+    records into one metrics.jsonl; the directory is now held by the process writing it."""
+    import subprocess
+    import sys
+
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from bayesprune.runs import "
+         "hold_run_directory as h; h(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+         str(copy)],  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = (copy / "metrics.jsonl").read_bytes()
+        assert main(["train", "--resume", str(copy), "--no-progress"]) == 2
+        assert "is being written by another bayesprune process" in _one_line(capsys)
+        assert (copy / "metrics.jsonl").read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["train", "--resume", str(copy), "--no-progress"]) == 2  # free: on to the next
+    assert "already ended (finished)" in _one_line(capsys)  # check, which this run meets
+
+
+def test_atomic_writes_clean_up_after_killed_writers_and_allow_long_names(tmp_path):
+    """kill -9 while a checkpoint was written left its hidden temporary for good; a legal name
+    of 245-255 characters failed because its temporary's name was too long."""
+    from bayesprune.runs import atomic_write_text
+
+    dead = tmp_path / ".epoch_003.pt.tmp-4194303"  # above any pid this machine hands out
+    dead.write_text("half")
+    other = tmp_path / ".epoch_004.pt.tmp-4194303"  # another file's: not this write's business
+    other.write_text("half")
+    atomic_write_text(tmp_path / "epoch_003.pt", "whole")
+    assert not dead.exists() and other.exists()
+    assert (tmp_path / "epoch_003.pt").read_text() == "whole"
+    long = tmp_path / ("m" * 238 + ".safetensors")  # 250 characters
+    atomic_write_text(long, "x")
+    assert long.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [other.name, "epoch_003.pt", long.name]
+    )

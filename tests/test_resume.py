@@ -249,3 +249,71 @@ def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path):
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert "resuming with --threads 2 where the run started with 1" in err
+
+
+def test_a_signal_while_the_last_epoch_is_saved_interrupts_the_run(tmp_path, monkeypatch):
+    """SIGTERM while the last epoch was evaluated and checkpointed was recorded and never
+    looked at: the run went on through its report, printed a finished summary and exited 0.
+    Now it is interrupted there (143), and resuming ends on the uninterrupted network."""
+    from bayesprune.cli import main
+    from bayesprune.inference.trainer import Trainer
+
+    args = ["train", "--epochs", "2", "--widths", "6,4", "--no-progress", "--no-report",
+            "--threads", "1"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    end_epoch = Trainer.end_epoch
+
+    def signalled(self, steps, bar=None):
+        end_epoch(self, steps, bar)
+        if self.epoch == self.config.epochs:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "end_epoch", signalled)
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out)]) == 128 + signal.SIGTERM
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    assert not (out / "model.pt").exists()
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--no-progress", "--no-report"]) == 0
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+    _assert_same(_model(out), _model(tmp_path / "whole"))
+
+
+def test_the_progress_bar_stays_off_a_log_file(tmp_path):
+    """With stdout and stderr in one log file the bar's \\r fragments glued every epoch line
+    to the bar (grep '^epoch' found none of them)."""
+    out = tmp_path / "run"
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bayesprune.cli", "train", "--epochs", "2", "--widths",
+             "6,4", "--no-report", "--threads", "1", "--out", str(out)],  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+    assert proc.returncode == 0
+    text = (tmp_path / "log").read_bytes().decode()  # (read_text would turn \r into \n)
+    assert "\r" not in text and "step/s" not in text
+    assert [line.split()[1] for line in text.splitlines() if line.startswith("epoch")] == [
+        "1",
+        "2",
+    ]
+
+
+def test_a_signal_the_loop_did_not_see_is_passed_on_not_dropped():
+    """A signal recorded while training stops (after the loop's last look) went nowhere."""
+    from bayesprune.inference.trainer import _StopSignals
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with _StopSignals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert seen == []  # held while training
+        assert seen == [signal.SIGTERM]  # then given to the handler before it
+        with pytest.raises(ZeroDivisionError), _StopSignals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise ZeroDivisionError  # (TrainingInterrupted: the stop was acted on)
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

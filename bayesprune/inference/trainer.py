@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import threading
@@ -47,7 +48,7 @@ from bayesprune.inference.shrink import PruningCondition
 from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
 from bayesprune.models.gated_model import GatedModel
 from bayesprune.models.network import GatedNet
-from bayesprune.runs import RunWriter, versions
+from bayesprune.runs import RunWriter, hold_run_directory, versions
 
 MERGE_SAMPLE = 4096  # training examples on which a merge move's change of F is measured
 
@@ -546,7 +547,7 @@ class Trainer:
         steps = self.begin(run, write_summary)
         try:
             summary = self._fit(steps, progress)
-        except TrainingInterrupted:
+        except (TrainingInterrupted, OSError):  # (the disk filled up: the run resumes)
             raise
         except Exception as error:  # a run that stopped on an error does not read "running"
             if self.writer is not None:
@@ -576,7 +577,10 @@ class Trainer:
             pyro.set_rng_seed(cfg.seed)
         start = time.perf_counter()
         with pyro.validation_enabled(False), _StopSignals() as stop:
-            bar = tqdm(total=self.total_steps, disable=not progress, desc="train", unit="step")
+            bar = tqdm(  # no bar where stderr is not a terminal (a log file: tqdm's None)
+                total=self.total_steps, disable=None if progress else True, desc="train",
+                unit="step",
+            )
             bar.update(self.step)
             while self.epoch < cfg.epochs and self.status != "failed":
                 if self.position == 0:  # a new epoch: its order of examples and its sums
@@ -597,6 +601,10 @@ class Trainer:
                     break
                 self.end_epoch(steps, bar)
             bar.close()
+            if stop.signal is not None and self.status != "failed":
+                # it came while the last epoch was evaluated and saved: no step followed to see
+                # it, and a run told to stop must not carry on to its report as if finished
+                self.interrupt(stop.signal)
             # units found collapsed at the last pruning check (removed at the next one) leave
             # now: after the last epoch's record, so summary.json's widths can be below
             # metrics.jsonl's last ones
@@ -633,7 +641,9 @@ class Trainer:
         if self.writer is not None:
             if self.resumed is None:
                 self.writer.start(self.resolved_config(run))
+                hold_run_directory(self.writer.path)  # one writer per run directory
             else:
+                hold_run_directory(self.writer.path)  # before anything is written
                 self.writer.summary({"status": "running", "resumed_at_step": self.step})
         return steps
 
@@ -1107,7 +1117,9 @@ class _StopSignals:
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        if exc_type is None and self.signal is not None and self.previous:
+            os.kill(os.getpid(), self.signal)  # came too late for the loop: not dropped
         return False
