@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import compare, write  # noqa: E402
+from common import compare, seed_number, write  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
-from bayesprune.data import load_dataset  # noqa: E402
+from bayesprune.data import DataError, load_dataset  # noqa: E402
 from bayesprune.models.network import vgg16  # noqa: E402
 
 
@@ -30,14 +30,17 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (the CPU smoke run)")
     parser.add_argument("--width-mult", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_number, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
     parser.add_argument("--name", default="cifar10_vgg16", help="results/<name>.json")
     parser.add_argument("--results-dir", default=None, help="write the JSON elsewhere (smoke)")
     parser.add_argument("--no-step-cost", action="store_true", help="skip the step timing")
     args = parser.parse_args(argv)
-    data = load_dataset("cifar10", args.data_dir)
+    try:
+        data = load_dataset("cifar10", args.data_dir)
+    except DataError as err:  # the data are not on this machine: say where they go
+        parser.error(str(err))
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,

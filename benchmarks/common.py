@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,50 @@ from bayesprune.models.network import GatedNet
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+# where every script writes instead of results/ (and leaves README.md alone): a trial run that
+# must not replace the committed files (a script's own --results-dir comes first)
+OUTPUT_VARIABLE = "BAYESPRUNE_RESULTS_DIR"
+
+
+def output_dir(results_dir: str | Path | None = None) -> Path:
+    """The folder a script writes its results (and figures) to: ``results_dir`` if given, else
+    ``$BAYESPRUNE_RESULTS_DIR`` if set, else ``benchmarks/results`` (which also refreshes
+    README.md)."""
+    if results_dir is not None:
+        return Path(results_dir)
+    return Path(os.environ[OUTPUT_VARIABLE]) if os.environ.get(OUTPUT_VARIABLE) else RESULTS
+
+
+def figure_dir(results_dir: str | Path | None = None) -> Path:
+    """Where a script's figure goes: beside the README (``benchmarks/``), or into the output
+    folder when the results go elsewhere."""
+    folder = output_dir(results_dir)
+    return HERE if folder.resolve() == RESULTS.resolve() else folder
+
+
+def seed_number(text: str) -> int:
+    """An argparse type: a seed in numpy's range, 0 … 2³²−1 (a one-line usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is an integer, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed lies in 0 … 2^32 - 1, got {value}")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    """An argparse type: a file that exists (a one-line usage error otherwise)."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def description(doc: str) -> str:
+    """A script's ``--help`` description: its docstring's first paragraph (its first line cut
+    a wrapped sentence in two)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
 
 COLUMNS = [
     ("test error (%)", lambda r: f"{100 * r['test_error']:.2f}"),
@@ -191,7 +238,7 @@ def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_number, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--name", default=name, help="results/<name>.json")
     parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
@@ -248,10 +295,15 @@ def commit() -> str:
 def write(name: str, result: dict, results_dir: Path | None = None) -> None:
     """Save ``results/<name>.json`` and refresh the table of ``README.md``.
 
-    With another ``results_dir`` (smoke runs, tests) only the JSON is written there.
+    With another ``results_dir`` (smoke runs, tests), or ``$BAYESPRUNE_RESULTS_DIR`` set, only
+    the JSON is written there. The file records the script that wrote it (``"script"``), so
+    that its table is drawn by that script's renderer whatever name it was given.
     """
-    folder = RESULTS if results_dir is None else Path(results_dir)
+    folder = output_dir(results_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0].endswith(".py") else None
+    if script and "script" not in result:  # the table's renderer, whatever the file's name
+        result = {"script": script, **result}
     (folder / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if folder.resolve() == RESULTS.resolve():
         render_readme()
@@ -623,15 +675,27 @@ def render_held_out_probe(name: str, result: dict) -> list[str]:
 
 
 def renderer(name: str, result: dict) -> Callable[[str, dict], list[str]]:
-    """The function that renders the results file ``name`` (its stem) holding ``result``."""
+    """The function that renders the results file ``name`` (its stem) holding ``result``: by
+    the file's name as the scripts' defaults make it, else by the script recorded in it (a
+    name of the user's choosing), else by the keys it holds."""
+    script = result.get("script")
     for kind, key, render in RENDERERS:
         if (
             (kind == "stem" and name == key)
             or (kind == "prefix" and name.startswith(key))
             or (kind == "key" and key in result)
         ):
+            if kind == "key" and script is not None:
+                return _by_script(script) or render
             return render
-    return render_run
+    return (_by_script(script) if script is not None else None) or render_run
+
+
+def _by_script(script: str) -> Callable[[str, dict], list[str]] | None:
+    for kind, key, render in RENDERERS:
+        if (kind == "stem" and script == key) or (kind == "prefix" and script.startswith(key)):
+            return render
+    return None
 
 
 def readme_text() -> str:
@@ -642,7 +706,10 @@ def readme_text() -> str:
         "Each script trains the dense network (plain PyTorch, same optimiser, epochs and batch",
         "size) and bayesprune in one process with a pinned thread count, and writes",
         '`results/<name>.json` (`{"dense": ..., "bayesprune": ...}`, the keys of `summary.json`)',
-        "and this table. Regenerate with `.venv/bin/python benchmarks/<name>.py`.",
+        "and this table. Regenerate with `.venv/bin/python benchmarks/<name>.py`. A trial run",
+        "that must not replace the committed files: `BAYESPRUNE_RESULTS_DIR=/some/folder` (or a",
+        "script's `--results-dir`) writes its JSON and figures there and leaves `results/` and",
+        "this README alone.",
         "Each table names the commit it ran on; runs before commit a19c390 used the previous",
         "default (structured posterior, kaiming-initialised classifier), later ones the coupled",
         "posterior and a zero classifier (docs/method.md §2, §4, §6b). Tables at commit 4b32018",
@@ -652,7 +719,17 @@ def readme_text() -> str:
     ]
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
-        lines += renderer(path.stem, result)(path.stem, result)
+        try:
+            lines += renderer(path.stem, result)(path.stem, result)
+        except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as err:
+            # one file no renderer can draw must not take every other table with it
+            lines += [
+                f"## {path.stem}",
+                "",
+                f"No table: `results/{path.name}` is not in the form its renderer reads "
+                f"({type(err).__name__}: {err}).",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -1047,6 +1124,27 @@ def theta_averaging(cfg: dict) -> str:
     return f"with momentum {cfg.get('theta_momentum', 0.9)} per step"
 
 
+def matrix_command(name: str, result: dict) -> str:
+    """The ``robustness_matrix.py`` command line that makes a file like ``result`` again: its
+    cells, seeds, overrides and dense runs, read off the file (before, every table said the
+    default command, which runs the whole matrix without the file's overrides and replaces
+    ``robustness_matrix.json``)."""
+    cases = list(dict.fromkeys(c["case"] for c in result["cells"]))
+    seeds = sorted({c["seed"] for c in result["cells"]})
+    words = [".venv/bin/python benchmarks/robustness_matrix.py", "--cells", *cases, "--seeds"]
+    words += [str(s) for s in seeds]
+    overrides = result.get("overrides") or {}
+    if overrides:
+        words += ["--set"] + [
+            f"{k}={'none' if v is None else v}" for k, v in overrides.items()
+        ]
+    if "dense_from" in result:
+        words += ["--dense-from", str(result["dense_from"]["file"])]
+    elif not any(c.get("dense") for c in result["cells"]):
+        words.append("--no-dense")
+    return " ".join([*words, "--name", name])
+
+
 def render_matrix(name: str, result: dict) -> list[str]:
     """Table of the robustness matrix: every cell, dense against bayesprune, and the checks."""
     lines = [
@@ -1059,9 +1157,7 @@ def render_matrix(name: str, result: dict) -> list[str]:
         + (
             f". {result['rerun']}"
             if "rerun" in result
-            else ". `.venv/bin/python benchmarks/robustness_matrix.py"
-            + (" --outside" if all(c["case"].startswith("out-") for c in result["cells"]) else "")
-            + "` reruns it on the current code (the whole matrix: about 50 minutes on 2 cores)."
+            else f". `{matrix_command(name, result)}` reruns these cells on the current code."
         ),
         "",
         "| case | seed | τ | dense error (%) | bayesprune error (%) | gap (points) | widths "

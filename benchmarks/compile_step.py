@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import environment, interleaved_ms, plain_step, write  # noqa: E402
+from common import description, environment, interleaved_ms, plain_step, write  # noqa: E402
 from profile_step import build, pruned_widths, synthetic  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
@@ -68,7 +68,7 @@ def measure(widths: list[int] | None, blocks: int, steps: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--blocks", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

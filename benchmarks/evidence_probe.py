@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, commit, render_readme  # noqa: E402
+from common import RESULTS, commit, output_dir, render_readme  # noqa: E402
 
 SAMPLE = 10_000
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -220,9 +220,12 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run, *zip(*tasks, strict=True)))
     result = {"commit": started_at, "threads": 1, "window": args.window, "runs": runs}
-    path = RESULTS / "evidence_probe.json"
+    folder = output_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "evidence_probe.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
-    render_readme()
+    if folder.resolve() == RESULTS.resolve():
+        render_readme()
     print(f"wrote {path}")
 
 

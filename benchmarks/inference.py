@@ -20,14 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import environment, write  # noqa: E402
+from common import description, environment, write  # noqa: E402
 
 from bayesprune.bench import bench_run  # noqa: E402
 from bayesprune.cli import main as cli  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--runs-dir", default=None, help="keep the run directories here")
     parser.add_argument("--data-dir", default=None)

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import HERE, commit, cpu_model, mean_nll, write  # noqa: E402
+from common import HERE, commit, cpu_model, description, mean_nll, write  # noqa: E402
 from second_layer_widths import weight_price  # noqa: E402
 
 DEFAULT_RUN = HERE.parent / "runs" / "joint_value_lenet5_w60000"
@@ -125,7 +125,7 @@ def measure(run_dir: Path, layer: str, epoch: int | None, examples: int) -> dict
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--run", type=Path, default=None, help="a bayesprune run directory")
     parser.add_argument("--layer", default="conv2")
     parser.add_argument("--epoch", type=int, default=None)
@@ -135,6 +135,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     label = commit()
     run_dir = args.run
+    if run_dir is not None and not (run_dir / "summary.json").is_file():
+        parser.error(f"--run {run_dir}: not a finished bayesprune run directory (no summary.json)")
     if run_dir is None:
         run_dir = DEFAULT_RUN
         if not (run_dir / "summary.json").exists():

@@ -1,6 +1,6 @@
 """Where a gap to dense comes from: dense networks of the widths bayesprune kept, trained alike.
 
-Usage: ``.venv/bin/python benchmarks/kept_widths.py --from results/robustness_matrix.json
+Usage: ``.venv/bin/python benchmarks/kept_widths.py --from benchmarks/results/robustness_matrix.json
 [--cells mlp-b256 mlp-n60k] [--seeds 0 1] [--jobs 2] [--name kept_widths]``. For every
 LeNet-300-100-style cell of a robustness-matrix result (``benchmarks/robustness_matrix.py``) it
 trains, with the cell's recipe (data subset, epochs, batch size, learning rate, seed; the epochs
@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, write  # noqa: E402
+from common import commit, cpu_model, description, existing_file, seed_number, write  # noqa: E402
 from robustness_matrix import CASES, cell_data, dense_summary  # noqa: E402
 
 
@@ -82,10 +82,12 @@ def refit_error(case: str, seed: int, recorded: dict, overrides: dict) -> float:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="source", required=True, help="a robustness-matrix JSON")
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser.add_argument(
+        "--from", dest="source", required=True, type=existing_file, help="a robustness-matrix JSON"
+    )
     parser.add_argument("--cells", nargs="*", default=None)
-    parser.add_argument("--seeds", nargs="*", type=int, default=None)
+    parser.add_argument("--seeds", nargs="*", type=seed_number, default=None)
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
     parser.add_argument("--name", default="kept_widths")
     parser.add_argument("--refit", action="store_true", help="also re-fit the final networks")
@@ -145,7 +147,7 @@ def main(argv=None) -> dict:
         "commit": label,
         "cpu": cpu_model(),
         "threads": 1,
-        "from": args.source,
+        "from": str(args.source),
         "from_commit": source.get("commit"),
         "kept_widths": out,
     }

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
+from common import description, seed_number  # noqa: E402
 from gpu import fmnist32  # noqa: E402
 from robustness_matrix import add_overrides_option, parse_overrides  # noqa: E402
 
@@ -35,14 +36,14 @@ from bayesprune.models.network import vgg16  # noqa: E402
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--width", type=float, default=1.0, help="VGG16 width multiplier")
     parser.add_argument("--train", type=int, default=60_000, help="training examples")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=5, help="of the cosine schedule")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_number, default=0)
     add_overrides_option(parser)
     args = parser.parse_args(argv)
     data = fmnist32(load_dataset("fashion-mnist", args.data_dir))

@@ -16,8 +16,8 @@ the mean, as ``robustness_matrix.cv``) and, along N, whether the widths are non-
 within 10%. Where a cell is in several summaries, the one with the most seeds counts.
 
 Usage: ``.venv/bin/python benchmarks/matrix_axes.py`` (the shipped rule's summaries) or
-``--from results/A.json results/B.json`` → ``results/<name>.json``, ``benchmarks/<name>.png``
-and a table in benchmarks/README.md.
+``--from benchmarks/results/A.json benchmarks/results/B.json`` → ``results/<name>.json``,
+``benchmarks/<name>.png`` and a table in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, write  # noqa: E402
+from common import RESULTS, description, existing_file, figure_dir, write  # noqa: E402
 from robustness_matrix import CASES, FMNIST, cv, non_decreasing  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -196,17 +196,17 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="sources", nargs="+", type=Path,
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser.add_argument("--from", dest="sources", nargs="+", type=existing_file,
                         default=[RESULTS / s for s in DEFAULT_SOURCES])  # fmt: skip
     parser.add_argument("--name", default="matrix_axes")
     parser.add_argument("--results-dir", type=Path, help="write the JSON and figure there")
     args = parser.parse_args(argv)
     cells, sources, left_out = collect(args.sources)
     result = {"matrix_axes": axes(cells), "sources": sources, "left_out": left_out}
-    figure_dir = HERE if args.results_dir is None else args.results_dir
-    figure_dir.mkdir(parents=True, exist_ok=True)
-    figure = figure_dir / f"{args.name}.png"
+    folder = figure_dir(args.results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    figure = folder / f"{args.name}.png"
     plot(result, figure)
     result["figure"] = figure.name
     write(args.name, result, args.results_dir)

@@ -16,9 +16,10 @@ depend on the rule; the first file with that cell and seed whose overrides agree
 recipe, :func:`robustness_matrix.dense_recipe`, wins, a run's own dense run before any); a
 run with none counts for the widths, not for the gap.
 
-Usage: ``.venv/bin/python benchmarks/matrix_summary.py --from results/robustness_matrix_10s.json
-results/robustness_matrix_mlp_seeds_2_7_10s.json --dense-from
-results/robustness_matrix_mlp_seeds_2_7_14w.json --name matrix_summary_10s``
+Usage: ``.venv/bin/python benchmarks/matrix_summary.py --from
+benchmarks/results/robustness_matrix_10s.json
+benchmarks/results/robustness_matrix_mlp_seeds_2_7_10s.json --dense-from
+benchmarks/results/robustness_matrix_mlp_seeds_2_7_14w.json --name matrix_summary_10s``
 → ``results/<name>.json`` and its table in benchmarks/README.md.
 """
 
@@ -32,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import render_matrix_summary, write  # noqa: E402
+from common import description, render_matrix_summary, write  # noqa: E402
 from robustness_matrix import CASES, checks, dense_recipe  # noqa: E402
 
 ISSUE_CELLS = ("mlp-", "lenet5-")  # the matrix's cells with a gap target (not the teacher's)
@@ -139,7 +140,7 @@ def summarise(cells: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--from", dest="sources", nargs="+", type=Path, required=True,
                         help="robustness matrix result files to pool")  # fmt: skip
     parser.add_argument("--dense-from", nargs="*", type=Path, default=[],

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from common import RESULTS, environment, interleaved_ms, narrowed, plain_step, write  # noqa: E402
+from common import RESULTS, description, environment, interleaved_ms, narrowed, plain_step, write  # noqa: E402
 from step_cost import NETWORKS, synthetic  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
@@ -136,7 +136,7 @@ def measure(
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument(
         "--train-steps",

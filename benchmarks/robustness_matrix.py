@@ -26,7 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, commit, cpu_model, render_readme  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    commit,
+    cpu_model,
+    existing_file,
+    output_dir,
+    render_readme,
+    seed_number,
+)
 
 FMNIST = {"dataset": "fashion-mnist", "arch": "mlp", "epochs": 10, "batch_size": 100, "lr": 1e-3}
 CASES = {
@@ -581,13 +589,14 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--outside", action="store_true", help="the settings outside the matrix (§6e) instead"
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=seed_number, default=[0, 1])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
     add_overrides_option(parser)
     parser.add_argument("--no-dense", action="store_true", help="skip the dense runs")
     parser.add_argument(
-        "--dense-from", default=None, help="take the dense runs from this matrix JSON (the dense "
-        "recipe does not depend on bayesprune's settings) instead of running them again",
+        "--dense-from", default=None, type=existing_file,
+        help="take the dense runs from this matrix JSON (the dense recipe does not depend on "
+        "bayesprune's settings) instead of running them again",
     )  # fmt: skip
     parser.add_argument("--name", default="robustness_matrix", help="results/<name>.json")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
@@ -640,10 +649,10 @@ def main(argv: list[str] | None = None) -> None:
         "cells": cells,
     }
     if dense_from is not None:
-        result["dense_from"] = {"file": args.dense_from, "commit": previous.get("commit")}
+        result["dense_from"] = {"file": str(args.dense_from), "commit": previous.get("commit")}
     result["checks"] = checks(cells)
     print(json.dumps(result["checks"], indent=1))
-    folder = RESULTS if args.results_dir is None else Path(args.results_dir)
+    folder = output_dir(args.results_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if folder.resolve() == RESULTS.resolve():

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, write  # noqa: E402
+from common import description, environment, write  # noqa: E402
 
 
 def measure(epochs: int, subset: int, blocks: int, steps: int) -> dict:
@@ -81,7 +81,7 @@ def measure(epochs: int, subset: int, blocks: int, steps: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--epochs", type=int, nargs="+", default=[3, 10])
     parser.add_argument("--train-subset", type=int, default=10_000)
     parser.add_argument("--blocks", type=int, default=8)

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import environment, step_cost, write  # noqa: E402
+from common import description, environment, step_cost, write  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import Dataset  # noqa: E402
@@ -51,7 +51,7 @@ def measure(name: str, config: TrainConfig, blocks: int, steps: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--blocks", type=int, default=7)
     parser.add_argument("--steps", type=int, default=40)

@@ -11,6 +11,7 @@ Usage: ``.venv/bin/python benchmarks/training_cost.py``
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import HERE, figure_dir  # noqa: E402
+
 RUNS = {"LeNet-300-100": "fmnist_lenet300", "LeNet-5": "fmnist_lenet5"}
 
 
@@ -42,7 +45,7 @@ def main() -> Path:
             ax.set_ylabel("seconds")
             ax.legend()
     fig.tight_layout()
-    out = HERE / "training_cost.png"
+    out = figure_dir() / "training_cost.png"  # ($BAYESPRUNE_RESULTS_DIR: a trial run)
     fig.savefig(out, dpi=100)
     print(f"wrote {out}")
     return out

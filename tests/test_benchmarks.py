@@ -924,3 +924,91 @@ def test_unit_redundancy_r2_is_one_for_a_rebuildable_unit_and_small_for_a_new_on
     assert r2[3] < 0.05  # c: nothing rebuilds it
     flat = maps.reshape(400, 15)  # a flattened block of 5 channels of 3 values
     assert torch.allclose(script.layer_r2(flat, 5, live), r2)
+
+
+def _common():
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    import common
+
+    return common
+
+
+def test_a_results_file_of_any_name_gets_its_scripts_table_and_a_stray_one_breaks_none(
+    tmp_path, monkeypatch
+):
+    """A --name not starting with the script's name fell through to the robustness renderer
+    (KeyError: 'config' after the whole run), and the file left in results/ broke every later
+    README refresh; the scripts' tables are now found by the script the file records, and a file
+    no renderer can read gets a line, not a traceback."""
+    common = _common()
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(common, "HERE", tmp_path)  # (the README it refreshes: not the real one)
+    monkeypatch.setattr(common.sys, "argv", ["benchmarks/second_layer_widths.py"])
+    assert common.renderer("h5_slw", {"script": "second_layer_widths", "runs": []}) is (
+        common._by_script("second_layer_widths")
+    )
+    assert common.renderer("x", {"script": "survivors", "survivors": []}) is common.renderer(
+        "survivors_mlp", {"survivors": []}
+    )  # a script named by the keys its files hold keeps that renderer
+    committed = json.loads((BENCHMARKS / "results" / "second_layer_widths.json").read_text())
+    committed.pop("script", None)
+    common.write("h5_slw", committed, tmp_path / "results")  # what failed: a custom name
+    assert json.loads((tmp_path / "results" / "h5_slw.json").read_text())["script"] == (
+        "second_layer_widths"
+    )
+    (tmp_path / "results" / "stray.json").write_text(json.dumps({"runs": [{"no": "config"}]}))
+    common.render_readme()
+    text = (tmp_path / "README.md").read_text()
+    assert "## stray" in text and "No table: `results/stray.json` is not in the form" in text
+    assert "## h5_slw" in text and "No table: `results/h5_slw.json`" not in text
+
+
+def test_the_matrix_tables_rerun_line_is_the_files_own_command():
+    """Every robustness-matrix table said `robustness_matrix.py` (the whole matrix, replacing
+    robustness_matrix.json) whatever cells, seeds and overrides its file holds."""
+    common = _common()
+    result = {
+        "overrides": {"price_scale": 2, "warmup_tolerance": None},
+        "cells": [{"case": "lenet5-n60k", "seed": 2, "dense": None},
+                  {"case": "mlp-n10k", "seed": 3, "dense": None}],  # fmt: skip
+        "dense_from": {"file": "benchmarks/results/robustness_matrix.json"},
+    }
+    assert common.matrix_command("probe", result) == (
+        ".venv/bin/python benchmarks/robustness_matrix.py --cells lenet5-n60k mlp-n10k --seeds "
+        "2 3 --set price_scale=2 warmup_tolerance=none --dense-from "
+        "benchmarks/results/robustness_matrix.json --name probe"
+    )
+    del result["dense_from"]
+    assert common.matrix_command("probe", result).endswith("--no-dense --name probe")
+    script = _matrix_script()
+    parsed = script.arg_parser().parse_args(
+        common.matrix_command("probe", result).split()[2:]
+    )  # the command parses as the script's own
+    assert parsed.cells == ["lenet5-n60k", "mlp-n10k"] and parsed.seeds == [2, 3]
+    assert script.parse_overrides(parsed.set) == result["overrides"] and parsed.no_dense
+
+
+def test_benchmark_arguments_are_one_line_errors_and_trial_runs_leave_results_alone(
+    tmp_path, monkeypatch, capsys
+):
+    common = _common()
+    script = _matrix_script()
+    for argv, message in (
+        (["--seeds", "-1"], "a seed lies in 0"),
+        (["--dense-from", str(tmp_path / "missing.json")], "no such file"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            script.main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert common.description("One sentence that wraps\nonto a second line.\n\nMore.") == (
+        "One sentence that wraps onto a second line."
+    )
+    monkeypatch.setenv(common.OUTPUT_VARIABLE, str(tmp_path / "trial"))
+    readme = (BENCHMARKS / "README.md").read_bytes()
+    common.write("h5_trial", {"cells": []})
+    assert (tmp_path / "trial" / "h5_trial.json").exists()
+    assert not (BENCHMARKS / "results" / "h5_trial.json").exists()
+    assert (BENCHMARKS / "README.md").read_bytes() == readme
+    assert common.figure_dir() == tmp_path / "trial"
