@@ -408,7 +408,12 @@ def latest_state(run_dir: Path, config: dict | None = None) -> tuple[dict, Path]
         if "rng" in state and (best is None or state["step"] > best[0]["step"]):
             best = (state, ckpt)
     if best is None:
-        reason = f" ({errors[-1]})" if errors else ""
+        reason = (
+            f" ({errors[-1]})"
+            if errors
+            else " (it was stopped before its first epoch ended: nothing to resume; start it "
+            "again with a new --out, or remove this folder and reuse its name)"
+        )
         raise RunError(f"{run_dir} has no checkpoint to resume from{reason}")
     return best
 

@@ -876,3 +876,17 @@ def test_atomic_writes_clean_up_after_killed_writers_and_allow_long_names(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [other.name, "epoch_003.pt", long.name]
     )
+
+
+def test_a_run_killed_before_its_first_checkpoint_says_how_to_start_again(finished, tmp_path,
+                                                                          capsys):  # fmt: skip
+    """After kill -9 in the first epoch the folder holds config.json and no checkpoint: the
+    refusal said only that, and the folder (no longer empty) refused the same --out."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    shutil.rmtree(copy / "checkpoints")
+    (copy / "summary.json").write_text(json.dumps({"status": "running"}))
+    assert main(["train", "--resume", str(copy), "--no-progress"]) == 2
+    line = _one_line(capsys)
+    assert "has no checkpoint to resume from (it was stopped before its first epoch" in line
+    assert "start it again with a new --out, or remove this folder" in line
