@@ -283,3 +283,74 @@ def test_a_batch_the_model_would_get_wrong_is_refused_by_name(setup, implementat
     with pyro.validation_enabled(False):
         value = elbo.loss(conv_model, conv_guide, flat, labels, num_data=N)
     assert torch.isfinite(torch.tensor(value))
+
+
+def test_a_pyro_users_findings_each_refused_by_name_or_now_right(setup, tmp_path):
+    """A Pyro user's session (session 21): each of these computed something wrong without a
+    word, or failed deep inside torch."""
+    import copy
+
+    from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper)
+    bad = x.clone()
+    bad[0, 0] = float("nan")  # the fast ELBO's step turned every parameter into NaN
+    with pytest.raises(ValueError, match="x holds NaN or infinite values"):
+        GatedELBO().loss(model, guide, bad, y, num_data=N)
+    with pytest.raises(ValueError, match="x holds no example"):  # was a ZeroDivisionError
+        GatedELBO().loss(model, guide, x[:0], y[:0], num_data=N)
+    for data in ({"fc1.prob": torch.full((20,), 0.1)}, {"fc1.gate": torch.ones(100, 20)}):
+        fixed = poutine.condition(model, data=data)  # π = 0.1: the gate KL was left out
+        with pytest.raises(NotImplementedError, match="cannot condition on gates or on π"):
+            GatedELBO().loss(fixed, poutine.block(guide, hide=list(data)), x, y, num_data=N)
+    masked = poutine.mask(model, mask=torch.arange(100) < 50)
+    with pytest.raises(ValueError, match="mask the examples where they are drawn"):
+        GatedELBO().loss(masked, guide, x, y, num_data=N)
+    for samples in (1, 2):  # one sample failed inside the network
+        with pytest.raises(ValueError, match=r"use Predictive\(..., parallel=False\)"):
+            Predictive(model, guide=guide, num_samples=samples, parallel=True)(x)
+    # τ on the guide's global sites too: the mean-field KLs are tempered, as Trace_ELBO's
+    # log p − log q (point masses: both the same number; the KLs were untempered, 745 vs 555)
+    assert TraceMeanField_ELBO().loss(model, guide, x, y, num_data=N) == pytest.approx(
+        Trace_ELBO().loss(model, guide, x, y, num_data=N), rel=1e-6
+    )
+    sites = poutine.trace(GateGuide(net, hyper, weights="gaussian")).get_trace(x, y, N).nodes
+    assert sites["fc1.weight"]["scale"] == sites["fc1.slab_var"]["scale"] == hyper.temperature
+    assert sites["fc1.gate"]["scale"] == N / 100  # the per-example sites: the plate's, as before
+    # a deep copy trains as the original: θ on the projected step (it was left to Adam)
+    copied = copy.deepcopy(guide)
+    optim = GateOptim({"lr": 1e-2}, {"lr": 1.0, "window": N, "num_data": N}, batch_size=100,
+                      params=list(copied.parameters()))  # fmt: skip
+    assert optim.gates is not None
+    assert {id(p) for p in optim.gates.param_groups[0]["params"]} == {
+        id(p) for p in copied.theta_parameters()
+    }
+    with pytest.raises(ValueError, match="remove_units needs the guide that holds the weights"):
+        GateGuide(net, hyper, weights=None).remove_units("fc1", torch.arange(5))
+
+
+def test_gate_optim_save_and_load_resume_svi_to_the_same_steps(setup, tmp_path):
+    """pyro.optim's save/load key states by parameter-store names, which the guide's lack; the
+    README's way round: GateOptim's own, built on the parameters first."""
+    net, hyper, model, x, y = setup
+
+    def fresh():
+        torch.manual_seed(0)
+        n = GatedMLP(4, (20, 10), 3)
+        m, g = GatedModel(n, hyper), GateGuide(n, hyper, init_theta=0.7)
+        o = GateOptim({"lr": 1e-2}, {"lr": 1.0, "window": N, "num_data": N}, batch_size=100,
+                      params=list(g.parameters()))  # fmt: skip
+        return SVI(m, g, o, loss=GatedELBO()), g, o
+
+    svi, guide, optim = fresh()
+    _steps(svi, x, y, 5)
+    optim.save(tmp_path / "optim.pt")
+    torch.save(guide.state_dict(), tmp_path / "guide.pt")
+    pyro.set_rng_seed(1)
+    ahead = _steps(svi, x, y, 5)
+    svi, guide, optim = fresh()
+    guide.load_state_dict(torch.load(tmp_path / "guide.pt"))
+    optim.load(tmp_path / "optim.pt")
+    pyro.set_rng_seed(1)
+    assert _steps(svi, x, y, 5) == ahead

@@ -48,8 +48,10 @@ class GateGuide(PyroModule):
     :meth:`remove_units` removes units physically, :meth:`set_gate_probs` sets θ.
 
     :param net: the network whose parameters are the posterior means μ.
-    :param hyper: prior settings (not read: the initial σ̂₁² is the reference variance
-        1/fan_in of each layer; kept so that guide and model are built from the same pair).
+    :param hyper: prior settings: the guide's global sites (σ₁², π, the weights) are scaled
+        by its temperature τ, as the model's are, so that stock ELBOs weigh log q as they weigh
+        log p (the initial σ̂₁² is the reference variance 1/fan_in of each layer, whatever
+        ``hyper``); build guide and model from the same one.
     :param weights: ``"point"`` (point masses, the default), ``"gaussian"`` (mean-field normal,
         reparameterised) or ``None``: the guide has no weight sites and leaves them to another
         guide, e.g. ``AutoGuideList([AutoNormal(poutine.block(model, expose=weight_sites)),
@@ -93,6 +95,7 @@ class GateGuide(PyroModule):
         if not 0 < init_theta <= 1:
             raise ValueError(f"init_theta must lie in (0, 1], got {init_theta}")
         self.net = net
+        self.hyper = hyper  # its temperature scales the global sites, as the model's
         self.weights = weights
         self.theta = PyroModule()
         for name in net.gated:
@@ -194,6 +197,26 @@ class GateGuide(PyroModule):
         num_data = x.shape[0] if num_data is None else num_data
         self.declare_network_params()
         thetas = {}
+        # the global sites under the prior's temperature τ, as the model draws them: stock ELBOs
+        # then compute τ·E_q[log p − log q] (Trace_ELBO weighted the entropy of Gaussian weights
+        # by 1 where F weights it by τ; TraceMeanField_ELBO's KLs, scaled by the guide's sites,
+        # were untempered); GatedELBO reads the model's scale, and the fast path no trace
+        with poutine.scale(scale=self.hyper.temperature):
+            self._global_sites(thetas)
+        subsample = torch.arange(x.shape[0]) if index is None else index
+        with poutine.block():  # no "data" subsample site: an AutoGuideList records its own
+            plate = pyro.plate("data", num_data, subsample=subsample)
+        with plate:
+            for name, theta in thetas.items():
+                pyro.sample(
+                    f"{name}.gate",
+                    StraightThroughBernoulli(theta)
+                    .expand([x.shape[0], theta.shape[-1]])
+                    .to_event(1),
+                )
+
+    def _global_sites(self, thetas: dict) -> None:
+        """σ₁², π and the weights of every layer (θ of the gated ones into ``thetas``)."""
         for name in self.net.layers:
             pyro.sample(f"{name}.slab_var", dist.Delta(self.slab_var(name)))
             if name != "out":
@@ -208,17 +231,14 @@ class GateGuide(PyroModule):
                 self.weight_posterior(name),
                 infer={"structured": structured, "coupled": structured and self.coupled},
             )
-        subsample = torch.arange(x.shape[0]) if index is None else index
-        with poutine.block():  # no "data" subsample site: an AutoGuideList records its own
-            plate = pyro.plate("data", num_data, subsample=subsample)
-        with plate:
-            for name, theta in thetas.items():
-                pyro.sample(
-                    f"{name}.gate",
-                    StraightThroughBernoulli(theta)
-                    .expand([x.shape[0], theta.shape[-1]])
-                    .to_event(1),
-                )
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling and ``copy.deepcopy``: the copy's θ storage is marked for the projected
+        step as the original's is (``nn.Parameter.__deepcopy__`` drops the mark, and GateOptim
+        then stepped a copied guide's θ with Adam)."""
+        super().__setstate__(state)
+        for name in self.net.gated:
+            self._storage("theta", name)._bayesprune_gate = True
 
     def _storage(self, container: str, name: str) -> nn.Parameter:
         """The ``nn.Parameter`` storing ``container``'s PyroParam for layer ``name``."""
@@ -267,6 +287,13 @@ class GateGuide(PyroModule):
             per-parameter torch optimisers); an optimiser left out keeps state of the old
             shape, and its next step fails.
         """
+        if self.weights is None:  # another guide (an AutoNormal, ...) holds the weights'
+            raise ValueError(  # posterior, shaped for the full layer: it cannot be sliced here
+                "remove_units needs the guide that holds the weights' posterior: with "
+                "weights=None another guide (e.g. an AutoNormal in an AutoGuideList) keeps them "
+                "at the layer's full width and its next step would fail; zero the units' θ "
+                "instead (set_gate_probs), or prune a GateGuide that holds its weights"
+            )
         keep = self.net.unit_indices(layer, keep).to(self.gate_probs(layer).device)
         torch_optimizers = []
         for opt in optimizers:

@@ -45,11 +45,34 @@ def _check_model_trace(model_trace) -> None:
             "log-likelihood); it is blocked or missing in this model"
         )
     nodes = model_trace.nodes.items()
-    observed = [n for n, site in nodes if _is_gate(site) and site["is_observed"]]
-    if observed:
+    observed = [
+        n
+        for n, site in nodes
+        if site["type"] == "sample"
+        and site["is_observed"]
+        and (_is_gate(site) or n.endswith(".prob"))
+    ]
+    if observed:  # q(π) = δ(θ) makes the gates' KL exactly 0: a fixed π ≠ θ has no place
         raise NotImplementedError(
-            f"GatedELBO takes the expectation over the gates exactly and cannot condition on "
-            f"them ({', '.join(observed)} observed); pyro.infer.Trace_ELBO evaluates such a model"
+            f"GatedELBO takes the expectation over the gates exactly, with the gate "
+            f"probabilities π at the guide's θ, and cannot condition on gates or on π "
+            f"({', '.join(observed)} observed); pyro.infer.Trace_ELBO evaluates such a model"
+        )
+    masked = [
+        n
+        for n, site in nodes
+        if site["type"] == "sample"
+        and n != "obs"
+        and not _is_gate(site)
+        and isinstance(site["mask"], torch.Tensor)
+        and site["mask"].numel() > 1
+        and not site_is_subsample(site)
+    ]
+    if masked:
+        raise ValueError(
+            f"a mask of many values reaches the global site(s) {', '.join(masked)}: mask the "
+            "examples where they are drawn (poutine.mask inside the model's data plate, or a "
+            "smaller batch), not the whole model"
         )
 
 

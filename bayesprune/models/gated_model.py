@@ -10,6 +10,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.plate_messenger import PlateMessenger
+from pyro.poutine.runtime import _PYRO_STACK
 
 from bayesprune.models.distributions import Flattening, GaussianScaleMixture
 from bayesprune.models.network import GatedNet
@@ -117,6 +120,7 @@ class GatedModel:
         :param index: the mini-batch's indices into the training set (for the plate).
         """
         check_batch(self.net, x, y, num_data, index)
+        _check_no_enclosing_plate()
         num_data = x.shape[0] if num_data is None else num_data
         params, probs = {}, {}
         with poutine.scale(scale=self.hyper.temperature):
@@ -146,19 +150,30 @@ class GatedModel:
 def check_batch(net: GatedNet, x, y=None, num_data=None, index=None, inputs: bool = True) -> None:
     """Refuse, with one ``ValueError`` or ``TypeError`` naming the argument, a mini-batch that the
     model (or the fast ELBO, which never runs it) would fail on deep inside torch, or would take
-    without a word and get wrong: ``x`` not a tensor of the network's dtype and input shape,
-    labels that are not one integer per example, ``num_data`` (N, the training set's size) below
-    the batch, an ``index`` of another length than the batch. Shapes and dtypes only: no value
-    is read, so no device synchronisation. ``inputs`` False: ``x`` only gives the batch size
+    without a word and get wrong: ``x`` empty or not a tensor of the network's dtype and input
+    shape, labels that are not one integer per example, ``num_data`` (N, the training set's
+    size) below the batch, an ``index`` of another length than the batch. Shapes and dtypes
+    only, so no device synchronisation, but for non-finite inputs, which are looked for while
+    Pyro's validation is on (its default; ``Trainer`` turns it off and checks its data once).
+    ``inputs`` False: ``x`` only gives the batch size
     (the guide's use of it: ``bayesprune.inspection`` draws gates with a placeholder)."""
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         raise TypeError(f"x must be a tensor of examples, not {type(x).__name__}")
     batch, dtype = x.shape[0], net.layers["out"].weight.dtype
+    if batch == 0:
+        raise ValueError("x holds no example: a mini-batch needs at least one")
     if inputs and x.dtype != dtype:
         raise TypeError(f"x is {x.dtype}, the network's weights are {dtype}")
     shape = tuple(x.shape[1:])  # the network reshapes each example to its in_shape
     if inputs and math.prod(shape) != math.prod(net.in_shape):
         raise ValueError(f"x holds examples of shape {shape}; the network takes {net.in_shape}")
+    if inputs and is_validation_enabled() and not bool(torch.isfinite(x).all()):
+        # (the one check that reads values, so only under Pyro's validation, as its own are;
+        # Trainer checks its data once and trains with validation off)
+        raise ValueError(
+            "x holds NaN or infinite values: one would turn every parameter into NaN at the "
+            "step's update"
+        )
     if y is not None:
         if not isinstance(y, torch.Tensor) or y.dtype not in (torch.long, torch.uint8):
             kind = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
@@ -180,6 +195,18 @@ def check_batch(net: GatedNet, x, y=None, num_data=None, index=None, inputs: boo
     if index is not None and (not isinstance(index, torch.Tensor) or index.shape != (batch,)):
         shape = tuple(index.shape) if isinstance(index, torch.Tensor) else type(index).__name__
         raise ValueError(f"index must be the batch's {batch} example indices, got {shape}")
+
+
+def _check_no_enclosing_plate() -> None:
+    """Refuse a plate around the whole model (``Predictive(..., parallel=True)`` draws its
+    samples in one): the network runs one set of weights at a time. With two or more samples
+    the global sites' shapes said so; with one, the error came from deep inside the network."""
+    plates = [f.name for f in _PYRO_STACK if isinstance(f, PlateMessenger)]
+    if plates:
+        raise ValueError(
+            f"GatedModel takes one sample of each global site, and runs inside no plate of its "
+            f"own caller's (here {', '.join(plates)}): use Predictive(..., parallel=False)"
+        )
 
 
 def _unbatched(value: torch.Tensor, event_dim: int) -> torch.Tensor:
