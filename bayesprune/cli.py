@@ -269,6 +269,8 @@ def train(args) -> int:
         except ValueError as err:  # settings each valid alone that do not go together
             raise UsageError(str(err)) from None
         data, net = _data_and_network(args)
+        with _scale_note_unwarned():  # said below, the command line's way
+            trainer = Trainer(net, data, config, out=out)  # checks the data: before the line
     except BaseException:
         _remove_empty(made)  # made by this command a moment ago, and still empty: no trace
         raise
@@ -284,8 +286,6 @@ def train(args) -> int:
                 f"a step); it is meant for checking the estimators on small networks",
                 file=sys.stderr,
             )
-    with _scale_note_unwarned():  # said below, the command line's way
-        trainer = Trainer(net, data, config, out=out)  # (the subset was checked above)
     if out is not None and trainer.scale_note:
         print(f"bayesprune: note: {trainer.scale_note}", file=sys.stderr)
     inert = [

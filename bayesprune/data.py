@@ -10,6 +10,7 @@ import operator
 import os
 import pickle
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,7 +379,7 @@ def _read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # (zlib: a damaged compressed stream)
         raise DataError(f"cannot read {path}: {err}") from err
     if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (corrupt or wrong file)")
@@ -390,9 +391,18 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, with a folder one may not look into named as a data problem (it
+    reached the command line as a failed write: 'the files written so far are complete')."""
+    try:
+        return path.is_file()
+    except PermissionError as err:
+        raise DataError(f"cannot read {path.parent}: {err.strerror}") from None
+
+
 def _find_idx(folder: Path, stem: str) -> Path | None:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
+        if _is_file(candidate):
             return candidate
     return None
 
@@ -419,13 +429,22 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
         paths = {key: _find_idx(folder, stem) for key, stem in _IDX_FILES.items()}
         if all(paths.values()):
             break
+        if any(paths.values()):  # a partial copy (an interrupted download) is not passed over
+            missing = [_IDX_FILES[key] for key, path in paths.items() if path is None]
+            raise DataError(  # for another copy further down the list, never silently
+                f"{name} in {folder} is incomplete: {', '.join(missing)} (raw or .gz) missing"
+            )
     else:
         where = (
             f"{Path(data_dir) / _FOLDERS[name] / 'raw'}"
             if data_dir
             else f"--data-dir DIR (files in DIR/{_FOLDERS[name]}/raw/)"
         )
-        hint = " or `apt-get install dataset-fashion-mnist`" if name == "fashion-mnist" else ""
+        hint = (  # (a --data-dir given is used or refused: the package would not be read)
+            " or `apt-get install dataset-fashion-mnist`"
+            if name == "fashion-mnist" and data_dir is None
+            else ""
+        )
         raise DataError(
             f"{name} not found: put {', '.join(_IDX_FILES.values())} (raw or .gz) in {where}{hint}"
         )
@@ -439,6 +458,8 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
             )
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{name}: {split} images and labels differ in count (corrupt files)")
+        if images.shape[0] == 0:
+            raise DataError(f"{paths[f'{split}_x']} holds no images")
         _check_labels(labels, 10, paths[f"{split}_y"])
     _check_identity(name, arrays, paths["train_x"].parent)
     if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
@@ -474,16 +495,26 @@ LABEL_SIGNATURES = {
 
 
 def _check_identity(name: str, arrays: dict, folder: Path) -> None:
-    """Refuse files that are the *other* dataset's (both splits' first labels match it)."""
+    """Refuse files that are the *other* dataset's: either split whose first labels match it
+    (one split of each, a training set of one and a test set of the other, was taken)."""
     head = (
         tuple(int(v) for v in arrays["train_y"][:12]),
         tuple(int(v) for v in arrays["test_y"][:12]),
     )
     for other, signature in LABEL_SIGNATURES.items():
-        if other != name and head == signature:
+        if other == name:
+            continue
+        pairs = zip(("training", "test"), head, signature, strict=True)
+        splits = [split for split, mine, theirs in pairs if mine == theirs]
+        if len(splits) == 2:
             raise DataError(
                 f"the files in {folder} are {other}'s, not {name}'s (their labels are "
                 f"{other}'s): use --dataset {other}, or point --data-dir at {name}"
+            )
+        if splits:
+            raise DataError(
+                f"the {splits[0]} files in {folder} are {other}'s, not {name}'s (their labels "
+                f"are {other}'s): the two splits come from different datasets"
             )
 
 
@@ -540,6 +571,7 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocols 0-2 (a codec)
     }
 
     def find_class(self, module, name):
@@ -563,7 +595,12 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if data.size and (data.min() < 0 or data.max() > 255):
             raise ValueError(f"pixels must lie in 0-255, got {data.min()}-{data.max()}")
         data = data.astype(np.uint8, copy=False)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        labels = np.asarray(batch[b"labels"])
+        if labels.ndim == 2 and labels.shape[1] == 1:  # a column of labels
+            labels = labels.reshape(-1)
+        if labels.dtype.kind not in "ui":  # 1.7 was truncated to 1, True read as 1
+            raise TypeError(f"labels must be integers, got {labels.dtype}")
+        labels = labels.astype(np.int64)
     except (
         OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
         AttributeError, IndexError, MemoryError,
@@ -588,21 +625,24 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
         raise DataError(f"--data-dir {data_dir} is not a directory")
     candidates = [] if data_dir is None else [Path(data_dir) / CIFAR10_FOLDER, Path(data_dir)]
     for folder in candidates:
-        if all((folder / f).is_file() for f in _CIFAR10_FILES):
+        found = [f for f in _CIFAR10_FILES if _is_file(folder / f)]
+        if len(found) == len(_CIFAR10_FILES):
             break
+        if found:  # a partial copy: name what is missing, never pass over it for another
+            missing = [f for f in _CIFAR10_FILES if f not in found]
+            raise DataError(f"cifar10 in {folder} is incomplete: {', '.join(missing)} missing")
     else:
         where = (
             f"{Path(data_dir) / CIFAR10_FOLDER}"
             if data_dir
             else f"--data-dir DIR (files in DIR/{CIFAR10_FOLDER}/)"
         )
-        found = [f for f in _CIFAR10_FILES if any((c / f).is_file() for c in candidates)]
-        if found:  # a partial copy: name what is missing
-            missing = [f for f in _CIFAR10_FILES if f not in found]
-            raise DataError(f"cifar10 in {where} is incomplete: {', '.join(missing)} missing")
         raise DataError(f"cifar10 not found: put {', '.join(_CIFAR10_FILES)} in {where}")
     train = [_read_cifar_batch(folder / f) for f in _CIFAR10_FILES[:-1]]
     x_test_raw, y_test = _read_cifar_batch(folder / _CIFAR10_FILES[-1])
+    for what, count in (("training batches", sum(len(y) for _, y in train)), ("test", len(y_test))):
+        if count == 0:
+            raise DataError(f"cifar10 in {folder}: the {what} hold no images")
     x_train = torch.from_numpy(np.concatenate([x for x, _ in train]).astype(np.float32) / 255)
     x_test = torch.from_numpy(x_test_raw.astype(np.float32) / 255)
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)

@@ -337,3 +337,68 @@ def test_inputs_not_standardised_are_noted_and_standardised_mends_them(tmp_path)
     assert "per input value, with the 20 means" in _input_note(tmp_path / "tab")
     with pytest.raises(DataError, match="without per_feature"):
         loaded.standardised(per_feature=True)
+
+
+def test_user_copies_that_are_damaged_partial_or_mixed_are_refused_by_name(tmp_path):
+    """A helper's copies (session 21): each trained on the wrong data without a word, or was a
+    traceback."""
+    import pickle
+
+    from bayesprune.data import LABEL_SIGNATURES
+    from tests.conftest import write_fake_cifar10
+
+    gz = _fake_mnist(tmp_path / "gz", gz=True)  # a damaged compressed stream: zlib.error
+    path = gz / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    start = raw.index(0, 10) + 1  # the deflate stream, after the header's file name
+    raw[start] |= 0b110  # its first block's type: 3, which does not exist
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="cannot read .*train-labels-idx1-ubyte.gz"):
+        load_dataset("mnist", tmp_path / "gz")
+    # an interrupted download in <root>/MNIST/raw beside a complete copy in <root> itself
+    partial = _fake_mnist(tmp_path / "partial")
+    for name in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (partial / name).rename(tmp_path / "partial" / name)
+    (partial / "train-images-idx3-ubyte").link_to(tmp_path / "partial" / "train-images-idx3-ubyte")
+    with pytest.raises(DataError, match=r"MNIST/raw is incomplete: train-labels-idx1-ubyte, t10k"):
+        load_dataset("mnist", tmp_path / "partial")
+    # one split of each dataset: MNIST's training files, Fashion-MNIST's test files
+    mixed = _fake_mnist(tmp_path / "mixed")
+    _replace(mixed, "t10k-images-idx3-ubyte", np.zeros((12, 28, 28)))
+    _replace(mixed, "t10k-labels-idx1-ubyte", np.array(LABEL_SIGNATURES["fashion-mnist"][1]))
+    with pytest.raises(DataError, match="the test files in .* are fashion-mnist's, not mnist's"):
+        load_dataset("mnist", tmp_path / "mixed")
+    empty = _fake_mnist(tmp_path / "empty")  # no images: torch's std() warning, then the error
+    _replace(empty, "train-images-idx3-ubyte", np.zeros((0, 28, 28)))
+    _replace(empty, "train-labels-idx1-ubyte", np.zeros(0))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte holds no images"):
+        load_dataset("mnist", tmp_path / "empty")
+
+    def cifar(root, labels=None, protocol=4, only=None):
+        folder = write_fake_cifar10(root)
+        if labels is not None:
+            path = folder / "data_batch_2"
+            batch = pickle.loads(path.read_bytes())
+            batch[b"labels"] = labels(len(batch[b"labels"]))
+            path.write_bytes(pickle.dumps(batch, protocol=protocol))
+        if only is not None:
+            (root / "cifar-10-batches-py").rename(root / "full")
+            (root / "cifar-10-batches-py").mkdir()
+            (root / "full" / only).rename(root / "cifar-10-batches-py" / only)
+            for f in (root / "full").iterdir():
+                f.rename(root / f.name)
+        return root
+
+    for labels, message in (
+        (lambda n: [1.7] * n, "labels must be integers, got float64"),  # was read as 1
+        (lambda n: [True] * n, "labels must be integers, got bool"),
+        (lambda n: [2**70] * n, "labels must be integers, got object"),  # an OverflowError
+    ):
+        with pytest.raises(DataError, match=message):
+            load_dataset("cifar10", cifar(tmp_path / f"c{len(message)}", labels))
+    column = load_dataset("cifar10", cifar(tmp_path / "col", lambda n: [[1]] * n))  # a column
+    assert column.y_train.dim() == 1 and column.y_train[50:100].eq(1).all()
+    proto2 = load_dataset("cifar10", cifar(tmp_path / "p2", lambda n: [3] * n, protocol=2))
+    assert proto2.y_train[50:100].eq(3).all()  # Python 3's bytes at protocol 2: _codecs.encode
+    with pytest.raises(DataError, match="cifar-10-batches-py is incomplete: data_batch_1, "):
+        load_dataset("cifar10", cifar(tmp_path / "half", only="test_batch"))
