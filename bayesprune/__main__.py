@@ -2,7 +2,7 @@
 
 import sys
 
-from bayesprune.cli import main
+from bayesprune._entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -317,3 +317,25 @@ def test_a_signal_the_loop_did_not_see_is_passed_on_not_dropped():
         assert seen == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
+    """While torch and Pyro were being imported (about 1.5 s), Ctrl-C was a 30-line
+    KeyboardInterrupt traceback and exit −2."""
+    proc = _cli_module("train", "--out", str(tmp_path / "run"))
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("bayesprune: stopped by SIGINT"), err
+
+
+def _cli_module(*args):
+    """``python -m bayesprune``, as the ``bayesprune`` script starts (the entry point)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bayesprune", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
