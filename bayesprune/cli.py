@@ -31,8 +31,11 @@ from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS
 from bayesprune.runs import (
     RunError,
     first_line,
+    held_run_directories,
+    hold_run_directory,
     new_or_empty,
     read_config,
+    release_run_directory,
     run_directory,
     written_name,
 )
@@ -264,6 +267,8 @@ def train(args) -> int:
     _device(args.device)
     out, made = _run_dir(args) if process_rank() == 0 else (None, [])  # others write nothing
     try:
+        if out is not None:  # held to the command's end: its report and summary included
+            hold_run_directory(out)
         try:
             config = TrainConfig.from_dict(vars(args))
         except ValueError as err:  # settings each valid alone that do not go together
@@ -527,7 +532,7 @@ def resume(args, given: dict | None = None) -> int:
     named on the command line beside ``--resume``, refused where they differ from the run's)."""
     from bayesprune.inference.trainer import Trainer
     from bayesprune.models.network import GatedNet
-    from bayesprune.runs import RunWriter, hold_run_directory, latest_state
+    from bayesprune.runs import RunWriter, latest_state
 
     out = Path(args.resume)
     raw = read_config(out)
@@ -825,6 +830,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    held = held_run_directories()  # the run directories this command holds are let go at its end
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         if not argv:
@@ -863,6 +869,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        for path in held_run_directories() - held:
+            release_run_directory(path)
 
 
 class _Stopped(BaseException):  # like KeyboardInterrupt: no "except Exception" swallows it

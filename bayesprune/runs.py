@@ -108,29 +108,52 @@ def _remove_stale_temporaries(path: Path) -> None:
 _HELD: dict[str, int] = {}  # run directories this process holds, and their descriptors
 
 
-def hold_run_directory(path: str | Path) -> None:
-    """Hold ``path`` for this process (an advisory lock on the directory, released when the
-    process ends, however it ends), or a :class:`RunError` if another process holds it: two
-    processes writing one run (a ``--resume`` while the run is still going, or two at once)
-    would interleave their records and checkpoints. Holding it twice is a no-op."""
+def hold_run_directory(path: str | Path) -> bool:
+    """Hold ``path`` for this process (an advisory lock on the directory, released by
+    :func:`release_run_directory` or when the process ends, however it ends), or a
+    :class:`RunError` if another process holds it: two processes writing one run (a
+    ``--resume`` while the run is still going, or two at once) would interleave their records
+    and checkpoints. Returns whether this call took it (``False``: already held here, or a
+    file system without ``flock``, where runs go unlocked as before)."""
     try:
         import fcntl
     except ImportError:  # not a POSIX system: no lock
-        return
+        return False
     key = str(Path(path).resolve())
     if key in _HELD:
-        return
+        return False
     fd = os.open(key, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(fd)
         raise RunError(
             f"{path} is being written by another bayesprune process (the run itself or a "
             "--resume of it is still going); wait for it to end or stop it (it checkpoints "
             "when stopped), then resume"
         ) from None
+    except OSError:  # no flock here (ENOLCK, ENOSYS: NFS without locking, Lustre): unlocked
+        os.close(fd)
+        return False
     _HELD[key] = fd
+    return True
+
+
+def release_run_directory(path: str | Path) -> None:
+    """Give up the hold :func:`hold_run_directory` took (a no-op if this process holds none)."""
+    fd = _HELD.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def holds_run_directory(path: str | Path) -> bool:
+    """Whether this process holds ``path``."""
+    return str(Path(path).resolve()) in _HELD
+
+
+def held_run_directories() -> set[str]:
+    """The run directories this process holds."""
+    return set(_HELD)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -156,10 +179,12 @@ class RunWriter:
         self.path = Path(path)
         self.traces = traces
 
-    def start(self, config: dict) -> None:
+    def start(self, config: dict, hold=None) -> None:
         """Create the directory, write ``config.json``, empty record files and a ``running``
         ``summary.json``.
 
+        :param hold: called with the directory once it exists, before anything is written in
+            it (the trainer's hold on it, :func:`hold_run_directory`).
         :raises RunError: the directory exists and is not empty (another run's files would be
             mixed with this one's, or replaced); nothing is written.
         """
@@ -169,6 +194,8 @@ class RunWriter:
                 "empty one (nothing was written)"
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        if hold is not None:
+            hold(self.path)
         atomic_write_text(self.path / "config.json", json.dumps(config, indent=2) + "\n")
         atomic_write_text(self.path / "metrics.jsonl", "")
         if self.traces:

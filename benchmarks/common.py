@@ -1138,9 +1138,11 @@ def matrix_command(name: str, result: dict) -> str:
         words += ["--set"] + [
             f"{k}={'none' if v is None else v}" for k, v in overrides.items()
         ]
-    if "dense_from" in result:
-        words += ["--dense-from", str(result["dense_from"]["file"])]
-    elif not any(c.get("dense") for c in result["cells"]):
+    source = str(result.get("dense_from", {}).get("file", ""))
+    if source and (HERE.parent / source).is_file():
+        words += ["--dense-from", source]
+    elif source or not any(c.get("dense") for c in result["cells"]):
+        # a dense source recorded in words, or one no longer there: the cells alone
         words.append("--no-dense")
     return " ".join([*words, "--name", name])
 
@@ -1157,7 +1159,12 @@ def render_matrix(name: str, result: dict) -> list[str]:
         + (
             f". {result['rerun']}"
             if "rerun" in result
-            else f". `{matrix_command(name, result)}` reruns these cells on the current code."
+            else f". `{matrix_command(name, result)}` reruns these cells on the current code"
+            + (
+                f" (its dense runs came from {result['dense_from']['file']})."
+                if "dense_from" in result and "--dense-from" not in matrix_command(name, result)
+                else "."
+            )
         ),
         "",
         "| case | seed | τ | dense error (%) | bayesprune error (%) | gap (points) | widths "

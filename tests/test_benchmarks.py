@@ -980,6 +980,8 @@ def test_the_matrix_tables_rerun_line_is_the_files_own_command():
         "2 3 --set price_scale=2 warmup_tolerance=none --dense-from "
         "benchmarks/results/robustness_matrix.json --name probe"
     )
+    result["dense_from"] = {"file": "the two files merged"}  # recorded in words: the cells alone
+    assert common.matrix_command("probe", result).endswith("--no-dense --name probe")
     del result["dense_from"]
     assert common.matrix_command("probe", result).endswith("--no-dense --name probe")
     script = _matrix_script()

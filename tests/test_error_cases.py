@@ -697,13 +697,18 @@ def test_train_config_and_trainer_refuse_what_they_cannot_use_by_name():
             Trainer(*args)
 
 
-def test_a_trainer_runs_once_and_a_run_stopped_by_an_error_reads_failed(tmp_path, monkeypatch):
+def test_a_trainer_runs_once_and_a_run_stopped_by_an_error_says_so_and_resumes(
+    tmp_path, monkeypatch
+):
     """A second fit() trained nothing and reported a negative wall time; an exception inside
-    fit() left summary.json at "running"."""
+    fit() left summary.json at "running" (now "error": and, the checkpoints being good, the
+    run resumes, as after an out-of-memory error it should); the directory's hold ends with
+    fit (before, with the process: a notebook's sweep kept a descriptor per run)."""
     from bayesprune.config import TrainConfig
     from bayesprune.data import make_teacher
     from bayesprune.inference.trainer import Trainer
     from bayesprune.models import GatedMLP
+    from bayesprune.runs import _HELD
 
     data = make_teacher(num_train=200, num_test=50)
     trainer = Trainer(GatedMLP(4, (8, 4), 3), data, TrainConfig(epochs=1, batch_size=50))
@@ -712,19 +717,29 @@ def test_a_trainer_runs_once_and_a_run_stopped_by_an_error_reads_failed(tmp_path
     with pytest.raises(RuntimeError, match="already run its 1 epochs .* build a new Trainer"):
         trainer.fit(progress=False)
 
-    trainer = Trainer(
-        GatedMLP(4, (8, 4), 3), data, TrainConfig(epochs=2, batch_size=50), out=tmp_path / "r"
-    )
+    out = tmp_path / "r"
+    step = Trainer.train_step
 
-    def broken(*args, **kwargs):
-        raise ZeroDivisionError("a bug")
+    def broken(self, *args, **kwargs):
+        if self.epoch == 1:
+            raise torch.cuda.OutOfMemoryError("a bug")
+        return step(self, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "train_step", broken)
-    with pytest.raises(ZeroDivisionError):
-        trainer.fit(progress=False)
-    record = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert record["status"] == "failed"
-    assert record["status_reason"] == "ZeroDivisionError at step 0: a bug"
+    monkeypatch.setattr(Trainer, "train_step", broken)
+    args = ["train", "--epochs", "2", "--widths", "8,4", "--train-subset", "200", "--no-progress",
+            "--no-report", "--out", str(out)]  # fmt: skip
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        main(args)
+    record = json.loads((out / "summary.json").read_text())
+    assert record["status"] == "error"
+    assert record["status_reason"] == "OutOfMemoryError at step 2: a bug"
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--no-progress", "--no-report"]) == 0
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+    assert not _HELD  # each command's hold ends with it (in-process runs kept a descriptor each)
+    trainer = Trainer(GatedMLP(4, (8, 4), 3), data, TrainConfig(epochs=1), out=tmp_path / "p")
+    trainer.fit(progress=False)
+    assert str((tmp_path / "p").resolve()) not in _HELD  # released with fit
 
 
 def test_batch_norm_that_a_batch_of_one_example_would_meet_is_refused_before_the_run():
@@ -917,3 +932,19 @@ def test_data_the_trainer_refuses_leave_no_run_directory_and_one_line(tmp_path, 
     line = _one_line(capsys)
     assert "cannot read" in line and "Permission denied" in line, line
     assert "files written so far" not in line
+
+
+def test_a_file_system_without_flock_runs_unlocked_as_before(tmp_path, monkeypatch, capsys):
+    """Every flock failure read as 'another process holds it': on NFS without a lock daemon
+    (ENOLCK) or Lustre without -o flock (ENOSYS) every run was refused, leaving its files."""
+    import errno
+    import fcntl
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--no-report", "--out", str(out)]) in (0, 3)
+    assert json.loads((out / "summary.json").read_text())["status"] in ("finished", "collapsed")
+    assert "being written by another" not in capsys.readouterr().err

@@ -48,7 +48,13 @@ from bayesprune.inference.shrink import PruningCondition
 from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
 from bayesprune.models.gated_model import GatedModel
 from bayesprune.models.network import GatedNet
-from bayesprune.runs import RunWriter, hold_run_directory, versions
+from bayesprune.runs import (
+    RunWriter,
+    hold_run_directory,
+    holds_run_directory,
+    release_run_directory,
+    versions,
+)
 
 MERGE_SAMPLE = 4096  # training examples on which a merge move's change of F is measured
 
@@ -200,6 +206,7 @@ class Trainer:
         self.perm, self.sums, self.epoch_start = None, None, time.perf_counter()
         self.resumed, self.diverged = None, False
         self.fitted = False  # fit() has run to its end: a second call is refused
+        self.held_here = False  # this trainer took the hold on its run directory
         # data-parallel training (bayesprune.distributed): the examples of this step summed over
         # the processes, which is what the θ clock and the warm-up count (None: this process's)
         self.global_batch: int | None = None
@@ -374,7 +381,10 @@ class Trainer:
             if left == 1 and data >= self.constant_nll and self.status == "finished":
                 # epochs at chance with every starting unit still in the network: what failed
                 # is the learning, not the pruning (a network too narrow, as its dense twin)
-                full = [r for r in self.history if r["mode_widths"] == self.initial_widths]
+                full = [  # (records of runs before mode_widths existed: their widths)
+                    r for r in self.history
+                    if r.get("mode_widths", r["widths"]) == self.initial_widths
+                ]
                 never = full and self.best_train_error >= self.chance_error - 0.05
                 self.status, self.status_reason = "collapsed", (
                     f"layer {name} was cut to its last unit at step {self.step} while the data "
@@ -544,22 +554,28 @@ class Trainer:
                 f"{self.status!r}); its summary was returned by fit(). To train again, build a "
                 "new Trainer (and a new network)"
             )
-        steps = self.begin(run, write_summary)
         try:
+            steps = self.begin(run, write_summary)
             summary = self._fit(steps, progress)
         except (TrainingInterrupted, OSError):  # (the disk filled up: the run resumes)
             raise
         except Exception as error:  # a run that stopped on an error does not read "running"
-            if self.writer is not None:
+            if self.writer is not None and holds_run_directory(self.writer.path):
+                # "error", not "failed": the checkpoints are good (an out-of-memory error, a
+                # driver's), and --resume continues from the last one, as after a signal
                 self.writer.summary(
                     {
-                        "status": "failed",
+                        "status": "error",
                         "status_reason": f"{type(error).__name__} at step {self.step}: {error}",
                         "step": self.step,
                         "epoch": self.epoch,
                     }
                 )
             raise
+        finally:
+            if self.held_here:  # free again once fit returns (a caller's own hold stays)
+                release_run_directory(self.writer.path)
+                self.held_here = False
         self.fitted = True
         if summary["status"] != "finished":  # never a normal-looking return of a broken run
             warnings.warn(
@@ -601,10 +617,12 @@ class Trainer:
                     break
                 self.end_epoch(steps, bar)
             bar.close()
-            if stop.signal is not None and self.status != "failed":
-                # it came while the last epoch was evaluated and saved: no step followed to see
-                # it, and a run told to stop must not carry on to its report as if finished
-                self.interrupt(stop.signal)
+            if stop.signal is not None:
+                if self.status == "failed":  # it ends now anyway, as failed: say that (passed
+                    stop.signal = None  # on, the signal would end it before its summary)
+                else:  # it came while the last epoch was evaluated and saved: no step followed
+                    # to see it, and a run told to stop must not go on to its report as finished
+                    self.interrupt(stop.signal)
             # units found collapsed at the last pruning check (removed at the next one) leave
             # now: after the last epoch's record, so summary.json's widths can be below
             # metrics.jsonl's last ones
@@ -640,12 +658,16 @@ class Trainer:
             self.schedule = lr_schedule(self.optim.weights, cfg.lr_schedule, self.total_steps)
         if self.writer is not None:
             if self.resumed is None:
-                self.writer.start(self.resolved_config(run))
-                hold_run_directory(self.writer.path)  # one writer per run directory
+                self.writer.start(self.resolved_config(run), hold=self.hold)
             else:
-                hold_run_directory(self.writer.path)  # before anything is written
+                self.hold(self.writer.path)  # before anything is written
                 self.writer.summary({"status": "running", "resumed_at_step": self.step})
         return steps
+
+    def hold(self, path) -> None:
+        """Hold the run directory while this trainer writes it (one writer per run)."""
+        if hold_run_directory(path):
+            self.held_here = True
 
     def start_epoch(self, perm: torch.Tensor) -> None:
         """A new epoch: its order of examples ``perm`` and its sums."""
