@@ -540,8 +540,10 @@ class Trainer:
         non-finite objective stops the run with status ``failed`` (the last good checkpoint
         stays; no ``model.pt``); a run that ends ``failed`` or ``collapsed`` also raises a
         ``RuntimeWarning`` saying why. An exception inside training marks ``summary.json``
-        ``failed`` (with the exception) before it propagates. A ``Trainer`` runs once: a
-        second ``fit`` is a ``RuntimeError``.
+        ``error`` (with the exception; the checkpoints stay, and ``--resume`` continues from the
+        last) before it propagates, an ``OSError`` (a full disk) leaves it ``running``. The run
+        directory is held while ``fit`` runs (:func:`bayesprune.runs.hold_run_directory`). A
+        ``Trainer`` runs once: a second ``fit`` is a ``RuntimeError``.
 
         :param run: extra settings recorded in ``config.json`` under ``"run"`` (what the CLI
             needs to rebuild the data and network on ``--resume``).
