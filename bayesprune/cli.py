@@ -274,6 +274,7 @@ def train(args) -> int:
         except ValueError as err:  # settings each valid alone that do not go together
             raise UsageError(str(err)) from None
         data, net = _data_and_network(args)
+        _distributed_last_batch(args, config.train_subset or len(data.x_train), config.batch_size)
         with _scale_note_unwarned():  # said below, the command line's way
             trainer = Trainer(net, data, config, out=out)  # checks the data: before the line
     except BaseException:
@@ -445,7 +446,25 @@ def _distributed_device(args, batch_size: int) -> None:
 
         if not torch.cuda.is_available():
             raise UsageError("--accelerator gpu: no CUDA device is available to torch here")
+    if getattr(args, "device", "cpu") not in (None, "cpu"):  # (it was replaced without a word)
+        raise UsageError(
+            f"--device {args.device} does not apply with --strategy ddp: --accelerator (cpu or "
+            "gpu) sets each process's device"
+        )
     args.device = "cpu" if args.accelerator == "cpu" else f"cuda:{local_rank()}"
+
+
+def _distributed_last_batch(args, examples: int, batch_size: int) -> None:
+    """Refuse data-parallel epochs whose last batch holds fewer examples than processes: every
+    process needs an example of every batch, and the batch was skipped without a word (one
+    example an epoch, with the step count and a cosine schedule counting it)."""
+    last = examples % batch_size
+    if getattr(args, "strategy", "single") == "ddp" and 0 < last < args.devices:
+        raise UsageError(
+            f"{examples} training examples at batch {batch_size} leave a last batch of {last}, "
+            f"fewer than --devices {args.devices}: every process needs an example of every "
+            "batch; choose a batch size (or --train-subset) that leaves none or enough"
+        )
 
 
 def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
@@ -569,9 +588,15 @@ def resume(args, given: dict | None = None) -> int:
         config = replace(config, device=device)
     _distributed_device(args, config.batch_size)
     if args.strategy == "ddp":
+        if config.evidence != "train":  # (a traceback from the launched processes before)
+            raise UsageError(
+                f"run {out} measures its evidence on held-out examples, which data-parallel "
+                "training does not: resume it without --strategy ddp"
+            )
         config = replace(config, device=args.device)
     _device(config.device)
     data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise"))
+    _distributed_last_batch(args, config.train_subset or len(data.x_train), config.batch_size)
     recorded = (raw.get("data") or {}).get("files") or []
     loaded = data.meta.get("files", [])  # hashed by the loader just now
     if [f["sha256"] for f in recorded] != [f["sha256"] for f in loaded]:

@@ -203,6 +203,40 @@ def test_ddp_needs_its_flags_right(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+def test_ddp_refuses_what_it_ignored_or_dropped(tmp_path, capsys):
+    """A helper's data-parallel session (session 21): --device was replaced by --accelerator's
+    without a word, a last batch smaller than the processes was skipped every epoch (with the
+    step count and a cosine schedule counting it), and resuming a held-out-evidence run under
+    ddp was a traceback from the launched processes."""
+    import shutil
+
+    from bayesprune.cli import main
+
+    def line():
+        err = [e for e in capsys.readouterr().err.strip().splitlines() if e.strip()]
+        assert len(err) == 1 and err[0].startswith("bayesprune: error:"), err
+        return err[0]
+
+    ddp = ["train", "--strategy", "ddp", "--devices", "2", "--threads", "1", "--no-progress"]
+    assert main([*ddp, "--device", "cuda:3", "--out", str(tmp_path / "a")]) == 2
+    assert "--device cuda:3 does not apply with --strategy ddp" in line()
+    args = [*ddp, "--train-subset", "991", "--batch-size", "99", "--out", str(tmp_path / "b")]
+    assert main(args) == 2
+    assert "leave a last batch of 1, fewer than --devices 2" in line()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    run = tmp_path / "held-out"
+    single = ["train", "--epochs", "1", "--widths", "6,4", "--evidence", "held-out",
+              "--no-progress", "--no-report", "--threads", "1", "--out", str(run)]  # fmt: skip
+    assert main(single) in (0, 3)
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["train", "--resume", str(run), "--strategy", "ddp", "--devices", "2"]) == 2
+    assert "measures its evidence on held-out examples" in line()
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    shutil.rmtree(run)
+
+
 def test_the_lockstep_digest_sees_one_changed_bit_of_one_parameter():
     from bayesprune.distributed import state_digest
 
