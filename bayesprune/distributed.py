@@ -381,6 +381,27 @@ def lightning_module(trainer: Trainer):
     return PruningModule(trainer)
 
 
+def _sigterm_without_a_collective(lt) -> None:
+    """Lightning's SIGTERM handler stops the launched processes and then broadcasts the signal
+    over the process group, from inside the handler: while the processes are in another
+    collective (the gradients' all_reduce), that broadcast waits on both sides for ever (2 of
+    7 SIGTERMs to a two-process run hung, docs/method.md §6zn). The processes are stopped
+    together without it: the launcher passes the signal on, and each process's own handler (the
+    command line's) ends it. Lightning's private connector: left alone where it has changed."""
+    connector = getattr(lt, "_signal_connector", None)
+    if connector is None or not hasattr(connector, "received_sigterm"):
+        return
+
+    def notify(signum, frame) -> None:
+        if not connector.received_sigterm:
+            launcher = lt.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)
+        connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = notify
+
+
 def fit_distributed(
     trainer: Trainer,
     devices: int,
@@ -437,6 +458,7 @@ def fit_distributed(
         reload_dataloaders_every_n_epochs=1,
         inference_mode=False,
     )
+    _sigterm_without_a_collective(lt)
     rank = lt.global_rank
     if cfg.batch_size < lt.world_size:
         raise ValueError(

@@ -344,3 +344,31 @@ def test_merge_rounds_sharded_over_processes_decide_as_one_process(tmp_path):
         (n_a, pair_a, prices_a), (n_b, pair_b, prices_b) = a[kind], b[kind]
         assert (n_a, pair_a) == (n_b, pair_b) and pair_a == 1, (kind, a[kind], b[kind])
         assert prices_b == pytest.approx(prices_a, rel=1e-3), kind
+
+
+def test_sigterm_stops_the_processes_without_a_collective_in_the_handler(monkeypatch):
+    """Lightning's SIGTERM handler broadcast the signal over the process group from inside the
+    handler; with the processes in another collective, both waited for ever (a helper saw 2 of
+    7 SIGTERMs hang a two-process run). The handler now only passes the signal on."""
+    import lightning.pytorch as pl
+    import torch.distributed as dist
+
+    from bayesprune.distributed import _sigterm_without_a_collective
+
+    lt = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    killed = []
+
+    class Launcher:
+        def kill(self, signum):
+            killed.append(signum)
+
+    monkeypatch.setattr(type(lt.strategy), "launcher", property(lambda self: Launcher()))
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "broadcast", lambda *a, **k: pytest.fail("a collective"))
+    monkeypatch.setattr(type(lt), "world_size", property(lambda self: 2))
+    _sigterm_without_a_collective(lt)
+    handler = lt._signal_connector._sigterm_notifier_fn
+    handler(signal.SIGTERM, None)
+    handler(signal.SIGTERM, None)  # a second signal: the processes were told once
+    assert killed == [signal.SIGTERM] and lt._signal_connector.received_sigterm
