@@ -381,6 +381,15 @@ def lightning_module(trainer: Trainer):
     return PruningModule(trainer)
 
 
+def peer_lost(err: BaseException) -> bool:
+    """Whether ``err`` is the process group telling this process that another one is gone
+    (gloo's words for a closed or broken connection)."""
+    text = str(err).lower()
+    return any(
+        words in text for words in ("connection closed", "read error", "connection reset")
+    )
+
+
 def _sigterm_without_a_collective(lt) -> None:
     """Lightning's SIGTERM handler stops the launched processes and then broadcasts the signal
     over the process group, from inside the handler: while the processes are in another
@@ -486,11 +495,22 @@ def fit_distributed(
         try:
             lt.fit(module)
         except Exception as err:
-            if rank == 0 or "connection closed" not in str(err).lower():
+            if not peer_lost(err):
                 raise  # this process's own error: its whole trace
-            # another process is gone (a signal, an error it reports itself): one line
-            first = str(err).strip().splitlines()[0]
-            print(f"bayesprune: process {rank} stops: {first[:200]}", file=sys.stderr)
+            # another process is gone (a signal, an error it reports itself, a kill): one line
+            # (process 0 gave gloo's 78-line trace; the run's files are those of its last epoch)
+            first = " ".join(str(err).split())[:300]
+            resume = (
+                f"; the run resumes from its last epoch's checkpoint: bayesprune train --resume "
+                f"{trainer.out}"
+                if rank == 0 and trainer.out is not None
+                else ""
+            )
+            print(
+                f"bayesprune: process {rank} stops: another process of the run is gone "
+                f"({first}){resume}",
+                file=sys.stderr,
+            )
             raise SystemExit(1) from None
     if module.bar is not None:
         module.bar.close()

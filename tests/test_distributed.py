@@ -372,3 +372,18 @@ def test_sigterm_stops_the_processes_without_a_collective_in_the_handler(monkeyp
     handler(signal.SIGTERM, None)
     handler(signal.SIGTERM, None)  # a second signal: the processes were told once
     assert killed == [signal.SIGTERM] and lt._signal_connector.received_sigterm
+
+
+def test_a_lost_process_is_told_apart_from_a_processs_own_error():
+    """A worker killed mid-run left process 0 with gloo's 78-line traceback: gloo's words for
+    a lost peer now end every process in one line (its own errors keep their trace)."""
+    from bayesprune.distributed import peer_lost
+
+    for text in (
+        "[../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:19341: Connection reset by "
+        "peer. This is typically caused by a remote worker hanging",
+        "[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:5555",
+    ):
+        assert peer_lost(RuntimeError(text))
+    assert not peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x8 and 3x3)"))
+    assert not peer_lost(ValueError("the lock-step digests differ at step 200"))
