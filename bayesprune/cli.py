@@ -732,20 +732,16 @@ def _record_export(path: Path) -> None:
 
 
 def export(args) -> int:
-    from bayesprune.export import ExportError, export_model, load_model_record
+    from bayesprune.export import ExportError, check_export_path, export_model, load_model_record
 
     model = _model_path(args.run_dir, "export")
-    suffix = EXPORT_FORMATS[args.format]
-    default = model.with_suffix(suffix)
+    default = model.with_suffix(EXPORT_FORMATS[args.format])
     if args.out is not None and not args.out.strip():
         raise UsageError("--out is empty: name the file to write (or leave --out out)")
-    out = Path(args.out) if args.out is not None else default
-    if out.suffix != suffix:
-        raise UsageError(f"--out {out}: the {args.format} format writes {suffix} files")
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory; name the file to write")
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    try:
+        out = check_export_path(args.format, args.out if args.out is not None else default)
+    except ValueError as err:
+        raise UsageError(f"--out {err}") from None
     # an earlier export of this format to its default place is replaced; any other file is not
     if out.exists() and out.resolve() != default.resolve():
         raise UsageError(f"--out {out} exists; choose a new file (nothing was overwritten)")

@@ -225,6 +225,20 @@ class ExportError(Exception):
     """An export cannot be made here (a missing optional package); the message says what to do."""
 
 
+def check_export_path(fmt: str, out) -> Path:
+    """``out`` as a ``Path`` a ``fmt`` export can be written to: the format's suffix, not a
+    directory, in a folder that exists (else a ``ValueError`` naming ``out``; the command line
+    puts ``--out`` before it)."""
+    out = Path(out)
+    if out.suffix != EXPORT_FORMATS[fmt]:
+        raise ValueError(f"{out}: the {fmt} format writes {EXPORT_FORMATS[fmt]} files")
+    if out.is_dir():
+        raise ValueError(f"{out} is a directory; name the file to write")
+    if not out.parent.is_dir():
+        raise ValueError(f"{out}: the folder {out.parent} does not exist")
+    return out
+
+
 def export_model(model_path, fmt: str, out) -> Path:
     """Write the deployable network of ``model.pt`` as a file that loads without bayesprune.
 
@@ -249,13 +263,7 @@ def export_model(model_path, fmt: str, out) -> Path:
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
-    out = Path(out)
-    if out.suffix != EXPORT_FORMATS[fmt]:
-        raise ValueError(f"{out}: the {fmt} format writes {EXPORT_FORMATS[fmt]} files")
-    if out.is_dir():
-        raise ValueError(f"{out} is a directory; name the file to write")
-    if not out.parent.is_dir():
-        raise ValueError(f"{out}: the folder {out.parent} does not exist")
+    out = check_export_path(fmt, out)
     if out.exists() and out.resolve() == Path(model_path).resolve():
         raise ValueError(f"{out} is the model.pt to export; name another file")
     module, record = load_model_record(model_path)
