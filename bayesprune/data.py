@@ -400,6 +400,23 @@ def _is_file(path: Path) -> bool:
         raise DataError(f"cannot read {path.parent}: {err.strerror}") from None
 
 
+def _complete_copy(name: str, folders, files, locate, forms: str = "") -> dict | None:
+    """The paths of ``files`` in the first of ``folders`` that holds every one of them
+    (``locate(folder, file)``: its path there, or ``None``), or ``None`` if none holds any.
+    A folder holding some but not all (an interrupted download) is refused, naming what is
+    missing, never passed over for another copy further down the list."""
+    for folder in folders:
+        paths = {file: locate(folder, file) for file in files}
+        if all(paths.values()):
+            return paths
+        if any(paths.values()):
+            missing = [file for file, path in paths.items() if path is None]
+            raise DataError(
+                f"{name} in {folder} is incomplete: {', '.join(missing)}{forms} missing"
+            )
+    return None
+
+
 def _find_idx(folder: Path, stem: str) -> Path | None:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if _is_file(candidate):
@@ -425,16 +442,8 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(f"--data-dir {data_dir} is not a directory")
     folders = candidate_folders(name, data_dir)
-    for folder in folders:
-        paths = {key: _find_idx(folder, stem) for key, stem in _IDX_FILES.items()}
-        if all(paths.values()):
-            break
-        if any(paths.values()):  # a partial copy (an interrupted download) is not passed over
-            missing = [_IDX_FILES[key] for key, path in paths.items() if path is None]
-            raise DataError(  # for another copy further down the list, never silently
-                f"{name} in {folder} is incomplete: {', '.join(missing)} (raw or .gz) missing"
-            )
-    else:
+    copy = _complete_copy(name, folders, list(_IDX_FILES.values()), _find_idx, " (raw or .gz)")
+    if copy is None:
         where = (
             f"{Path(data_dir) / _FOLDERS[name] / 'raw'}"
             if data_dir
@@ -448,6 +457,7 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
         raise DataError(
             f"{name} not found: put {', '.join(_IDX_FILES.values())} (raw or .gz) in {where}{hint}"
         )
+    paths = {key: copy[stem] for key, stem in _IDX_FILES.items()}
     arrays = {key: _read_idx(path) for key, path in paths.items()}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
@@ -624,20 +634,17 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(f"--data-dir {data_dir} is not a directory")
     candidates = [] if data_dir is None else [Path(data_dir) / CIFAR10_FOLDER, Path(data_dir)]
-    for folder in candidates:
-        found = [f for f in _CIFAR10_FILES if _is_file(folder / f)]
-        if len(found) == len(_CIFAR10_FILES):
-            break
-        if found:  # a partial copy: name what is missing, never pass over it for another
-            missing = [f for f in _CIFAR10_FILES if f not in found]
-            raise DataError(f"cifar10 in {folder} is incomplete: {', '.join(missing)} missing")
-    else:
+    copy = _complete_copy(
+        "cifar10", candidates, _CIFAR10_FILES, lambda f, n: f / n if _is_file(f / n) else None
+    )
+    if copy is None:
         where = (
             f"{Path(data_dir) / CIFAR10_FOLDER}"
             if data_dir
             else f"--data-dir DIR (files in DIR/{CIFAR10_FOLDER}/)"
         )
         raise DataError(f"cifar10 not found: put {', '.join(_CIFAR10_FILES)} in {where}")
+    folder = copy[_CIFAR10_FILES[0]].parent
     train = [_read_cifar_batch(folder / f) for f in _CIFAR10_FILES[:-1]]
     x_test_raw, y_test = _read_cifar_batch(folder / _CIFAR10_FILES[-1])
     for what, count in (("training batches", sum(len(y) for _, y in train)), ("test", len(y_test))):
