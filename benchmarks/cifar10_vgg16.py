@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import compare, seed_number, write  # noqa: E402
+from common import compare, seed_type, write  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import DataError, load_dataset  # noqa: E402
@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (the CPU smoke run)")
     parser.add_argument("--width-mult", type=float, default=1.0)
-    parser.add_argument("--seed", type=seed_number, default=0)
+    parser.add_argument("--seed", type=seed_type, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
     parser.add_argument("--name", default="cifar10_vgg16", help="results/<name>.json")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_number, write  # noqa: E402
+from common import commit, cpu_model, description, seed_type, write  # noqa: E402
 
 BAYESPRUNE = Path(sys.executable).with_name("bayesprune")
 EXPECTED = {0: "finished", 2: "refused", 3: "collapsed"}
@@ -100,7 +100,7 @@ def run(args: list[str], timeout: float) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--seed", type=seed_number, default=15)
+    parser.add_argument("--seed", type=seed_type, default=15)
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")

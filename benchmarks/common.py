@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from bayesprune.baseline import train_dense
-from bayesprune.config import PREDATING, TrainConfig, evidence_window
+from bayesprune.config import PREDATING, TrainConfig, evidence_window, seed_type
 from bayesprune.data import Dataset
 from bayesprune.inference.trainer import Trainer
 from bayesprune.loop import synchronize
@@ -44,17 +44,6 @@ def figure_dir(results_dir: str | Path | None = None) -> Path:
     folder when the results go elsewhere."""
     folder = output_dir(results_dir)
     return HERE if folder.resolve() == RESULTS.resolve() else folder
-
-
-def seed_number(text: str) -> int:
-    """An argparse type: a seed in numpy's range, 0 … 2³²−1 (a one-line usage error otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a seed is an integer, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"a seed lies in 0 … 2^32 - 1, got {value}")
-    return value
 
 
 def existing_file(text: str) -> Path:
@@ -238,7 +227,7 @@ def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=seed_number, default=0)
+    parser.add_argument("--seed", type=seed_type, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--name", default=name, help="results/<name>.json")
     parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
@@ -1149,6 +1138,15 @@ def matrix_command(name: str, result: dict) -> str:
 
 def render_matrix(name: str, result: dict) -> list[str]:
     """Table of the robustness matrix: every cell, dense against bayesprune, and the checks."""
+    if "rerun" in result:
+        rerun = f". {result['rerun']}"
+    else:
+        command = matrix_command(name, result)
+        rerun = f". `{command}` reruns these cells on the current code" + (
+            f" (its dense runs came from {result['dense_from']['file']})."
+            if "dense_from" in result and "--dense-from" not in command
+            else "."
+        )
     lines = [
         f"## {name}",
         "",
@@ -1156,16 +1154,7 @@ def render_matrix(name: str, result: dict) -> list[str]:
         f"commit {result['commit']}, CPU {result.get('cpu', 'not recorded')}"
         + (f", dense runs from `{result['dense_from']['file']}`" if "dense_from" in result else "")
         + (f"; rule: {result['rule']}" if "rule" in result else "")
-        + (
-            f". {result['rerun']}"
-            if "rerun" in result
-            else f". `{matrix_command(name, result)}` reruns these cells on the current code"
-            + (
-                f" (its dense runs came from {result['dense_from']['file']})."
-                if "dense_from" in result and "--dense-from" not in matrix_command(name, result)
-                else "."
-            )
-        ),
+        + rerun,
         "",
         "| case | seed | τ | dense error (%) | bayesprune error (%) | gap (points) | widths "
         "| weights kept (%) | binary (%) | pruned in first 25% (%) | warm-up ends (step) "

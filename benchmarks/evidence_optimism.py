@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_number, write  # noqa: E402
+from common import commit, cpu_model, description, seed_type, write  # noqa: E402
 
 
 def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
@@ -265,7 +265,7 @@ def _correlation(a: list[float], b: list[float]) -> float | None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--sizes", nargs="+", type=int, default=[3_000, 10_000, 60_000])
-    parser.add_argument("--seeds", nargs="+", type=seed_number, default=[0])
+    parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
     parser.add_argument("--dataset", default="fashion-mnist")

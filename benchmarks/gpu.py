@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import compare, description, environment, render_readme, seed_number, step_cost  # noqa: E402
+from common import compare, description, environment, render_readme, seed_type, step_cost  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import DataError, Dataset, RandomCropFlip, load_dataset  # noqa: E402
@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget", type=float, default=400, help="seconds; later parts skipped")
     parser.add_argument("--subset", type=int, default=None, help="training examples (smoke)")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the script")
-    parser.add_argument("--seed", type=seed_number, default=0, help="of the LeNet-5 and VGG16 runs")
+    parser.add_argument("--seed", type=seed_type, default=0, help="of the LeNet-5 and VGG16 runs")
     parser.add_argument(
         "--parts",
         default="cifar10,step_cost,lenet5_fmnist,vgg16_fmnist32",

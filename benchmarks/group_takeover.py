@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import description, environment, seed_number, write  # noqa: E402
+from common import description, environment, seed_type, write  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
@@ -101,7 +101,7 @@ def takeover(guide, hyper, data, layer: str, held_out: int, seed: int) -> list[d
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--starts", nargs="+", default=["300,100", "1000,500"])
-    parser.add_argument("--seed", type=seed_number, default=0)
+    parser.add_argument("--seed", type=seed_type, default=0)
     parser.add_argument("--held-out", type=int, default=10_000)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, existing_file, seed_number, write  # noqa: E402
+from common import commit, cpu_model, description, existing_file, seed_type, write  # noqa: E402
 from robustness_matrix import CASES, cell_data, dense_summary  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
         "--from", dest="source", required=True, type=existing_file, help="a robustness-matrix JSON"
     )
     parser.add_argument("--cells", nargs="*", default=None)
-    parser.add_argument("--seeds", nargs="*", type=seed_number, default=None)
+    parser.add_argument("--seeds", nargs="*", type=seed_type, default=None)
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
     parser.add_argument("--name", default="kept_widths")
     parser.add_argument("--refit", action="store_true", help="also re-fit the final networks")

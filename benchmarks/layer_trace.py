@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from common import description, seed_number  # noqa: E402
+from common import description, seed_type  # noqa: E402
 from gpu import fmnist32  # noqa: E402
 from robustness_matrix import add_overrides_option, parse_overrides  # noqa: E402
 
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=5, help="of the cosine schedule")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--seed", type=seed_number, default=0)
+    parser.add_argument("--seed", type=seed_type, default=0)
     add_overrides_option(parser)
     args = parser.parse_args(argv)
     data = fmnist32(load_dataset("fashion-mnist", args.data_dir))

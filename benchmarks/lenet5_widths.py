@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import description, mean_nll, seed_number  # noqa: E402
+from common import description, mean_nll, seed_type  # noqa: E402
 from second_layer_widths import run_sweep, weight_price  # noqa: E402
 
 
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--conv2", type=int, nargs="*", default=[12, 50])
     parser.add_argument("--fc1", type=int, nargs="*", default=[45, 180])
     parser.add_argument("--train-subset", type=int, default=10_000)
-    parser.add_argument("--seeds", type=seed_number, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=seed_type, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(

@@ -33,7 +33,7 @@ from common import (  # noqa: E402
     existing_file,
     output_dir,
     render_readme,
-    seed_number,
+    seed_type,
 )
 
 FMNIST = {"dataset": "fashion-mnist", "arch": "mlp", "epochs": 10, "batch_size": 100, "lr": 1e-3}
@@ -589,7 +589,7 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--outside", action="store_true", help="the settings outside the matrix (§6e) instead"
     )
-    parser.add_argument("--seeds", nargs="+", type=seed_number, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0, 1])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
     add_overrides_option(parser)
     parser.add_argument("--no-dense", action="store_true", help="skip the dense runs")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, mean_nll, seed_number, write  # noqa: E402
+from common import commit, cpu_model, description, mean_nll, seed_type, write  # noqa: E402
 
 PRICE_60K = 4.8e-7  # one live weight's price per example at τ(60,000) (profile_value.py)
 
@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--batch-size", type=int, default=100, help="examples per step")
     parser.add_argument("--name", default="second_layer_widths")
-    parser.add_argument("--seeds", type=seed_number, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--seeds", type=seed_type, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument(
         "--price",

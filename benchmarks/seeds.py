@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, seed_number, write  # noqa: E402
+from common import commit, seed_type, write  # noqa: E402
 
 from bayesprune.baseline import train_dense  # noqa: E402
 from bayesprune.config import TrainConfig  # noqa: E402
@@ -31,7 +31,7 @@ KEEP = ("architecture", "test_error", "weights_kept_fraction", "gates_binary_fra
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="lenet5", choices=("mlp", "lenet5"))
-    parser.add_argument("--seeds", type=seed_number, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=seed_type, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, commit, cpu_model, description, seed_number, write  # noqa: E402
+from common import RESULTS, commit, cpu_model, description, seed_type, write  # noqa: E402
 
 GRID = (
     (32, 1e-3), (100, 1e-3), (256, 1e-3), (100, 3e-4), (100, 3e-3),  # the matrix's
@@ -131,7 +131,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--seeds", nargs="+", type=seed_number, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0, 1])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
     parser.add_argument(
         "--plot-only",

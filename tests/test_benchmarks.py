@@ -998,7 +998,7 @@ def test_benchmark_arguments_are_one_line_errors_and_trial_runs_leave_results_al
     common = _common()
     script = _matrix_script()
     for argv, message in (
-        (["--seeds", "-1"], "a seed lies in 0"),
+        (["--seeds", "-1"], "must lie in 0 .. 2^32 - 1"),
         (["--dense-from", str(tmp_path / "missing.json")], "no such file"),
     ):
         with pytest.raises(SystemExit) as stop:
