@@ -418,10 +418,26 @@ def _complete_copy(name: str, folders, files, locate, forms: str = "") -> dict |
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if _is_file(candidate):
-            return candidate
+    """``stem`` in ``folder``, raw or gzipped, under LeCun's name (``train-images-idx3-ubyte``)
+    or the one some mirrors use (``train-images.idx3-ubyte``, e.g. Kaggle's copies)."""
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if _is_file(candidate):
+                return candidate
     return None
+
+
+def _folder_listing(folders) -> str:
+    """What the folders looked in hold, for a not-found message (a misnamed copy shows)."""
+    for folder in folders:
+        try:
+            names = sorted(p.name for p in folder.iterdir())
+        except OSError:  # absent or unreadable: nothing to show
+            continue
+        if names:
+            shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+            return f" ({folder} holds {shown})"
+    return ""
 
 
 def candidate_folders(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
@@ -456,6 +472,7 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
         )
         raise DataError(
             f"{name} not found: put {', '.join(_IDX_FILES.values())} (raw or .gz) in {where}{hint}"
+            f"{_folder_listing(folders)}"
         )
     paths = {key: copy[stem] for key, stem in _IDX_FILES.items()}
     arrays = {key: _read_idx(path) for key, path in paths.items()}
@@ -643,7 +660,17 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, augment: bool = True
             if data_dir
             else f"--data-dir DIR (files in DIR/{CIFAR10_FOLDER}/)"
         )
-        raise DataError(f"cifar10 not found: put {', '.join(_CIFAR10_FILES)} in {where}")
+        tarball = [
+            f / "cifar-10-python.tar.gz"
+            for f in candidates
+            if _is_file(f / "cifar-10-python.tar.gz")
+        ]
+        hint = (  # the archive as downloaded, not unpacked
+            f" ({tarball[0]} is the archive: `tar xzf {tarball[0]} -C {data_dir}` unpacks it)"
+            if tarball
+            else _folder_listing(candidates)
+        )
+        raise DataError(f"cifar10 not found: put {', '.join(_CIFAR10_FILES)} in {where}{hint}")
     folder = copy[_CIFAR10_FILES[0]].parent
     train = [_read_cifar_batch(folder / f) for f in _CIFAR10_FILES[:-1]]
     x_test_raw, y_test = _read_cifar_batch(folder / _CIFAR10_FILES[-1])

@@ -47,6 +47,30 @@ def test_missing_dataset_says_where_to_put_files(tmp_path):
         load_dataset("mnist", tmp_path)
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_files_named_as_mirrors_name_them_are_read(tmp_path, gz):
+    # Kaggle's and other mirrors' copies are train-images.idx3-ubyte, not train-images-idx3-ubyte
+    raw = _fake_mnist(tmp_path, gz=gz)
+    for path in list(raw.iterdir()):
+        path.rename(raw / path.name.replace("-idx", ".idx"))
+    data = load_dataset("mnist", tmp_path)
+    assert data.x_train.shape == (30, 1, 28, 28) and data.x_test.shape == (10, 1, 28, 28)
+
+
+def test_a_folder_without_the_dataset_says_what_it_holds(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images.ubyte", "labels.csv"):  # a copy under names no loader knows
+        (raw / name).write_bytes(b"")
+    with pytest.raises(DataError, match=r"raw holds labels\.csv, train-images\.ubyte\)$"):
+        load_dataset("mnist", tmp_path)
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    (cifar / "cifar-10-python.tar.gz").write_bytes(b"")  # downloaded, not unpacked
+    with pytest.raises(DataError, match=r"is the archive: `tar xzf .*cifar-10-python\.tar\.gz -C"):
+        load_dataset("cifar10", cifar)
+
+
 def test_corrupt_dataset_is_reported(tmp_path):
     raw = _fake_mnist(tmp_path, folder="FashionMNIST")
     path = raw / "train-images-idx3-ubyte"
@@ -222,8 +246,10 @@ def _own(**change):
         (dict(x_train=lambda f: f["x_train"][:, 0]), "one row per example"),
         (dict(x_train=lambda f: f["x_train"][:, :0]), "no input values per example: (60, 0)"),
         (dict(x_test=lambda f: f["x_test"][:, :19]), "test inputs (19,)"),
-        (dict(x_test=lambda f: f["x_test"].index_fill(0, torch.tensor([3]), float("nan"))),
-         "x_test holds 20 NaN"),  # fmt: skip
+        (
+            dict(x_test=lambda f: f["x_test"].index_fill(0, torch.tensor([3]), float("nan"))),
+            "x_test holds 20 NaN",
+        ),  # fmt: skip
     ],
 )
 def test_a_users_own_dataset_is_checked_before_anything_runs(tmp_path, change, message):
