@@ -600,7 +600,10 @@ def resume(args, given: dict | None = None) -> int:
     recorded = (raw.get("data") or {}).get("files") or []
     loaded = data.meta.get("files", [])  # hashed by the loader just now
     if [f["sha256"] for f in recorded] != [f["sha256"] for f in loaded]:
-        raise UsageError(f"the data files of {out} changed since the run started")
+        raise UsageError(
+            f"the data files of {out} changed since the run started: "
+            f"{_changed_files(recorded, loaded)}"
+        )
     state, path = latest_state(out, raw)
     writes = process_rank() == 0  # with --strategy ddp the other processes write nothing
     if writes:
@@ -616,6 +619,23 @@ def resume(args, given: dict | None = None) -> int:
             file=sys.stderr,
         )
     return _fit(trainer, out, args)
+
+
+def _changed_files(recorded: list[dict], loaded: list[dict]) -> str:
+    """Which of a run's data files differ from the ones read now (config.json's records)."""
+    if len(recorded) != len(loaded):
+        return f"the run read {len(recorded)} files, {len(loaded)} are read now"
+
+    def shown(record: dict) -> str:
+        size = record.get("bytes")
+        size = f"{size:,} bytes" if isinstance(size, int) else "size not recorded"
+        return f"{record.get('path')} ({size}, SHA-256 {str(record.get('sha256'))[:12]}…)"
+
+    return "; ".join(
+        f"{shown(new)} is not what the run read, {shown(old)}"
+        for old, new in zip(recorded, loaded, strict=True)
+        if old.get("sha256") != new.get("sha256")
+    )
 
 
 def _resume_threads(args, recorded) -> None:

@@ -225,6 +225,7 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
     resumed = _cli("train", "--resume", str(stopped), "--no-progress", "--no-report")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 2 and "changed since the run started" in err
+    assert f"{path.resolve()} (" in err and "is not what the run read" in err  # which file
 
 
 def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path):
