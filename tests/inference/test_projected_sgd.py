@@ -147,6 +147,30 @@ def test_the_evidence_standard_error_is_that_of_the_running_average_at_any_batch
         assert float(se) == pytest.approx(0.5 / (2 * 1000 - batch) ** 0.5, rel=0.1)
 
 
+def test_an_epochs_short_last_batch_leaves_the_standard_error_where_it_was():
+    # epochs of seven full steps of 256 and a last one of 64, a window of ten full steps. The
+    # short step's ĝ is four times as noisy and enters m at a quarter of the rate: m's spread,
+    # and so se(m), stay where they were. With the short step's own a in v·a/(2 − a), se fell
+    # to about half for that step (z = 2 read as z = 1), and units left on weaker evidence.
+    gen = torch.Generator().manual_seed(0)
+    theta = torch.nn.Parameter(torch.ones(4000))
+    opt = ProjectedSGD([theta], lr=1.0, window=2560.0, num_data=10, confidence=2.0)
+    full, short, spread = [], [], []
+    for epoch in range(16):
+        for batch in [256] * 7 + [64]:
+            theta.grad = 10 * torch.randn(4000, generator=gen) * 0.5 / batch**0.5
+            opt.step(examples=batch)
+            state = opt.state[theta]
+            if epoch >= 4:  # past the window's filling
+                se = float((state["evidence"] - state["decision"]).mean()) / 2.0
+                (short if batch == 64 else full).append(se)
+                if batch == 64:  # m's spread over the 4,000 units, at the short steps
+                    spread.append(float(state["evidence"].std()))
+    mean_full, mean_short = sum(full) / len(full), sum(short) / len(short)
+    assert mean_short == pytest.approx(sum(spread) / len(spread), rel=0.1)
+    assert mean_short == pytest.approx(mean_full, rel=0.1)
+
+
 def test_theta_falls_only_on_evidence_beyond_its_standard_error():
     # units worth 0.3 standard errors more than their price: the noisy average crosses the
     # price every window or so, and at z = 0 over a quarter of them sit at θ = 0 (where removal
