@@ -293,8 +293,9 @@ def lightning_module(trainer: Trainer):
             core = self.core
             if core.position == 0:
                 core.start_epoch(self.batches.perm.to(core.device))
-            else:  # a resumed epoch: its order, recorded if a checkpoint is cut
+            else:  # a resumed epoch: its order, recorded if a checkpoint is cut; timed from here
                 core.perm = self.batches.perm.to(core.device)
+                core.epoch_start, core.timed_from = time.perf_counter(), core.position
 
         def training_step(self, batch, batch_idx):
             core = self.core

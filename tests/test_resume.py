@@ -85,16 +85,19 @@ def test_a_stopped_run_resumes_to_the_same_network_bitwise(tmp_path, reference, 
         assert "Traceback" not in err
         assert summary["status"] == "interrupted"
         assert (out / "checkpoints" / "last.pt").exists()
+        done = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["position"]
     assert not (out / "model.pt").exists()
     resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
     _assert_same(_model(out), reference)
-    epochs = [
-        json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert epochs == list(range(1, 7))  # no epoch logged twice
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 7))  # no epoch logged twice
+    if sig != signal.SIGKILL and done:  # the resumed epoch's speed: of the steps run after it
+        first, second = records[0]["step"], records[1]["step"] - records[0]["step"]
+        timed = records[1]["steps_per_second"] * records[1]["train_seconds"]
+        assert first == second and second - done - 1 <= timed <= second - done, (timed, done)
 
 
 def test_a_run_with_held_out_evidence_resumes_to_the_same_network_bitwise(tmp_path):

@@ -204,6 +204,7 @@ class Trainer:
         self.block = {"sum": torch.zeros((), device=self.device), "examples": 0, "previous": None}
         self.epoch, self.position = 0, 0  # completed epochs; steps done in the current one
         self.perm, self.sums, self.epoch_start = None, None, time.perf_counter()
+        self.timed_from = 0  # the step of the epoch its clock started at (a resumed epoch's)
         self.resumed, self.diverged = None, False
         self.fitted = False  # fit() has run to its end: a second call is refused
         self.held_here = False  # this trainer took the hold on its run directory
@@ -603,6 +604,8 @@ class Trainer:
             while self.epoch < cfg.epochs and self.status != "failed":
                 if self.position == 0:  # a new epoch: its order of examples and its sums
                     self.start_epoch(torch.randperm(n, device=self.device))
+                elif self.timed_from != self.position:  # resumed mid-epoch: timed from here
+                    self.epoch_start, self.timed_from = time.perf_counter(), self.position
                 for x, y, idx in batches(
                     self.data, cfg.batch_size, self.device, perm=self.perm, start=self.position
                 ):
@@ -676,7 +679,7 @@ class Trainer:
         self.net.train()
         self.perm = perm
         self.sums = {k: torch.zeros((), device=self.device) for k in ("data", "prior")}
-        self.epoch_start = time.perf_counter()
+        self.epoch_start, self.timed_from = time.perf_counter(), 0
 
     def count_step(self, terms: dict) -> None:
         """Add a finished step's objective terms to the epoch's sums (mean per example)."""
@@ -745,7 +748,8 @@ class Trainer:
         }
 
     def epoch_record(self, epoch, sums, steps, epoch_start) -> dict:
-        steps_per_second = steps / (time.perf_counter() - epoch_start)
+        # the steps this process timed: a resumed epoch's from the resume on
+        steps_per_second = (steps - self.timed_from) / (time.perf_counter() - epoch_start)
         thetas = torch.cat([self.guide.gate_probs(n).detach() for n in self.net.gated])
         det = deterministic_network(self.guide)
         return {
