@@ -24,15 +24,27 @@ def dense_network(run_dir: Path, record: dict) -> torch.nn.Sequential:
     run = config.get("run") or {}
     try:
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
-        initial = summary["initial_widths"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         raise RunError(f"{run_dir} has no finished summary.json: bench a finished run") from None
+    initial = summary.get("initial_widths") if isinstance(summary, dict) else None
+    if not isinstance(initial, list):
+        raise RunError(
+            f"{run_dir}/summary.json records no initial_widths (the starting widths bench "
+            "compares with)"
+        )
     in_shape, num_classes = record["in_shape"], record["layers"][-1]["out"]
     if config.get("initial_spec") is not None:  # the starting network as the run recorded it
         try:
             net = GatedNet.from_spec(config["initial_spec"])
         except (KeyError, TypeError, ValueError) as err:
             raise RunError(f"{run_dir}/config.json: unreadable initial_spec ({err})") from None
+        start = (list(net.in_shape), net.num_classes)
+        if start != (list(in_shape), num_classes):  # a model.pt copied in from another run
+            raise RunError(
+                f"{run_dir}/model.pt takes inputs {tuple(in_shape)} to {num_classes} classes, "
+                f"the run's starting network {tuple(start[0])} to {start[1]}: model.pt is not "
+                "this run's network"
+            )
     elif "arch" not in run:
         raise RunError(
             f"{run_dir}/config.json records neither the starting network nor the architecture "
@@ -64,10 +76,11 @@ def bench_run(
     batches: tuple[int, ...] = (1, 256),
     blocks: int = 7,
     min_seconds: float = 0.05,
+    write: bool = True,
 ) -> dict:
     """Latency (median over interleaved blocks, after warm-up), throughput, parameters, FLOPs
     and file size of the pruned network and of the dense one it started from; also written to
-    ``RUN_DIR/bench.json``."""
+    ``RUN_DIR/bench.json`` (unless ``write`` is False: :func:`write_bench` then writes it)."""
     run_dir = Path(run_dir)
     dev = torch.device(device)
     pruned, record = load_model_record(run_dir / "model.pt")
@@ -106,8 +119,16 @@ def bench_run(
         for name in models:
             row[f"{name}_per_s"] = batch / row[f"{name}_ms"] * 1000
         result["batches"][str(batch)] = row
-    atomic_write_text(run_dir / "bench.json", json.dumps(result, indent=2) + "\n")
+    if write:
+        write_bench(run_dir, result)
     return result
+
+
+def write_bench(run_dir: str | Path, result: dict) -> Path:
+    """``RUN_DIR/bench.json``: a :func:`bench_run` result (replacing an earlier one)."""
+    path = Path(run_dir) / "bench.json"
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path
 
 
 def format_table(result: dict) -> str:
@@ -125,7 +146,5 @@ def format_table(result: dict) -> str:
             f"{'batch ' + batch + ' ms':12}{row['dense_ms']:>14.3f}{row['pruned_ms']:>14.3f}"
             f"{row['speedup']:>8.1f}×"
         )
-        lines.append(
-            f"{'  ex./s':12}{row['dense_per_s']:>14,.0f}{row['pruned_per_s']:>14,.0f}"
-        )
+        lines.append(f"{'  ex./s':12}{row['dense_per_s']:>14,.0f}{row['pruned_per_s']:>14,.0f}")
     return "\n".join(lines)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 import threading
@@ -752,7 +751,13 @@ def _record_export(path: Path) -> None:
 
 
 def export(args) -> int:
-    from bayesprune.export import ExportError, check_export_path, export_model, load_model_record
+    from bayesprune.export import (
+        ExportError,
+        check_export_path,
+        export_model,
+        input_note,
+        load_model_record,
+    )
 
     model = _model_path(args.run_dir, "export")
     default = model.with_suffix(EXPORT_FORMATS[args.format])
@@ -785,63 +790,22 @@ def export(args) -> int:
     shape = ", ".join(["batch", *map(str, in_shape)])
     print(
         f"bayesprune: wrote {path} ({path.stat().st_size:,} bytes); input ({shape}) float32, "
-        f"{_input_note(Path(args.run_dir))}",
+        f"{input_note(Path(args.run_dir))}",
         file=sys.stderr,
     )
     return 0
 
 
-def _input_note(run_dir: Path) -> str:
-    """How the exported network's inputs are made (config.json's data.normalisation)."""
-    if not (run_dir / "config.json").exists():  # a model.pt on its own (export needs no more)
-        return (
-            "normalised as the data the network was trained on were (this folder has no "
-            "config.json to say how)"
-        )
-    try:
-        data = read_config(run_dir).get("data")
-    except RunError:  # (export needs only model.pt: say what can be said without it)
-        data = None
-    data = data if isinstance(data, dict) else {}
-    norm = data.get("normalisation")
-    if not isinstance(norm, dict):
-        if data.get("name") == "teacher":
-            return "as the teacher data are made (no normalisation)"
-        if "normalisation" in data:  # recorded as none: tensors given to Trainer as they were
-            return (
-                f"as the run's dataset {data.get('name')!r} gave them to the Trainer (no "
-                "normalisation was recorded: the data were not read by a bayesprune loader)"
-            )
-        return (
-            "normalised as its data loader does (this run's config.json predates the record "
-            "of it: see bayesprune/data.py)"
-        )
-    if norm.get("pixel_scale") == 1 and norm.get("mean") == [0.0] and norm.get("std") == [1.0]:
-        return "x as stored in the training data (the run used them as given: --standardise none)"
-    if norm.get("per_feature"):  # Dataset.standardised(per_feature=True): one pair per value
-        return (
-            f"x = (x - mean) / std per input value, with the {len(norm.get('mean', []))} means "
-            "and standard deviations in config.json's data.normalisation"
-        )
-    scale = norm.get("pixel_scale", 1 / 255)  # the loaders' 8-bit pixels, else the tensors'
-    scale = scale if isinstance(scale, (int, float)) else 1 / 255
-    value = "pixel / 255" if math.isclose(scale, 1 / 255) else "x" if scale == 1 else f"x * {scale}"
-    return (
-        f"x = ({value} - mean) / std with mean {norm.get('mean')} and std {norm.get('std')} "
-        "(config.json: data.normalisation)"
-    )
-
-
 def bench(args) -> int:
     import torch
 
-    from bayesprune.bench import bench_run, format_table
+    from bayesprune.bench import bench_run, format_table, write_bench
 
     _model_path(args.run_dir, "bench")
     torch.set_num_threads(args.threads)
     device = str(_device(args.device, "to bench on"))  # cuda:N stays cuda:N
     try:
-        result = bench_run(args.run_dir, device, args.batch)
+        result = bench_run(args.run_dir, device, args.batch, write=False)
     except ValueError as err:  # model.pt is not a bayesprune model (load_model_record)
         raise UsageError(str(err)) from None
     except (RuntimeError, MemoryError) as err:
@@ -851,8 +815,8 @@ def bench(args) -> int:
             f"--batch {max(args.batch)}: not enough memory on {device} for a batch of that size "
             f"({first_line(err)}); nothing was written"
         ) from None
-    print(format_table(result))
-    print(f"bayesprune: wrote {Path(args.run_dir) / 'bench.json'}", file=sys.stderr)
+    print(format_table(result), flush=True)  # shown even where bench.json cannot be written
+    print(f"bayesprune: wrote {write_bench(args.run_dir, result)}", file=sys.stderr)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -206,11 +207,78 @@ def load_model_record(path) -> tuple[nn.Sequential, dict]:
         raise ValueError(
             f"cannot load {path}: not a model.pt written by bayesprune ({type(err).__name__})"
         ) from None
-    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
+    found = record.get("format") if isinstance(record, dict) else None
+    if (
+        isinstance(found, str)
+        and found.startswith("bayesprune.sequential/")
+        and found != MODEL_FORMAT
+    ):
+        raise ValueError(
+            f"{path} was written by another version of bayesprune (format {found}; this one "
+            f"reads {MODEL_FORMAT})"
+        )
+    if found != MODEL_FORMAT:
         raise ValueError(f"{path} is not a bayesprune model ({MODEL_FORMAT})")
     module = build_sequential(record["layers"])
     module.load_state_dict(record["state_dict"])
     return module.eval(), record
+
+
+def input_note(run_dir) -> str:
+    """How the exported network's inputs are made, in words (config.json's data.normalisation;
+    printed by ``export`` and written into every exported file)."""
+    from bayesprune.runs import RunError, read_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():  # a model.pt on its own (export needs no more)
+        return (
+            "normalised as the data the network was trained on were (this folder has no "
+            "config.json to say how)"
+        )
+    try:
+        data = read_config(run_dir).get("data")
+    except RunError as err:  # (export needs only model.pt: say what can be said without it)
+        return f"normalised as the data the network was trained on were ({err})"
+    data = data if isinstance(data, dict) else {}
+    norm = data.get("normalisation")
+    if not isinstance(norm, dict):
+        if data.get("name") == "teacher":
+            return "as the teacher data are made (no normalisation)"
+        if "normalisation" in data:  # recorded as none: tensors given to Trainer as they were
+            return (
+                f"as the run's dataset {data.get('name')!r} gave them to the Trainer (no "
+                "normalisation was recorded: the data were not read by a bayesprune loader)"
+            )
+        return (
+            "normalised as its data loader does (this run's config.json predates the record "
+            "of it: see bayesprune/data.py)"
+        )
+    if norm.get("pixel_scale") == 1 and norm.get("mean") == [0.0] and norm.get("std") == [1.0]:
+        return "x as stored in the training data (the run used them as given: --standardise none)"
+    if norm.get("per_feature"):  # Dataset.standardised(per_feature=True): one pair per value
+        return (
+            f"x = (x - mean) / std per input value, with the {len(norm.get('mean', []))} means "
+            "and standard deviations in config.json's data.normalisation"
+        )
+    scale = norm.get("pixel_scale", 1 / 255)  # the loaders' 8-bit pixels, else the tensors'
+    scale = scale if isinstance(scale, (int, float)) else 1 / 255
+    value = "pixel / 255" if math.isclose(scale, 1 / 255) else "x" if scale == 1 else f"x * {scale}"
+    return (
+        f"x = ({value} - mean) / std with mean {norm.get('mean')} and std {norm.get('std')} "
+        "(config.json: data.normalisation)"
+    )
+
+
+def input_normalisation(run_dir) -> dict | None:
+    """config.json's ``data.normalisation`` (what :func:`input_note` says in words), or None."""
+    from bayesprune.runs import RunError, read_config
+
+    try:
+        data = read_config(Path(run_dir)).get("data")
+    except RunError:
+        return None
+    norm = data.get("normalisation") if isinstance(data, dict) else None
+    return norm if isinstance(norm, dict) else None
 
 
 EXPORT_FORMATS = {
@@ -239,6 +307,25 @@ def check_export_path(fmt: str, out) -> Path:
     return out
 
 
+def export_metadata(record: dict, run_dir) -> dict[str, str]:
+    """What every exported file carries beside the network, as strings (safetensors metadata,
+    ONNX ``metadata_props``, the ``bayesprune.json`` extra file of pt2 and TorchScript):
+    ``format``, ``layers`` and ``in_shape`` (JSON), ``inputs`` (how to make the network's
+    inputs, in words: :func:`input_note`) and, where the run recorded it, ``normalisation``
+    (config.json's ``data.normalisation`` as JSON: ``x = (pixel · pixel_scale − mean) / std``)."""
+    metadata = {
+        "format": MODEL_FORMAT,
+        "layers": json.dumps(record["layers"]),
+        "in_shape": json.dumps(record["in_shape"]),
+        "inputs": f"float32 of shape (batch, {', '.join(map(str, record['in_shape']))}), "
+        + input_note(run_dir),
+    }
+    norm = input_normalisation(run_dir)
+    if norm is not None:
+        metadata["normalisation"] = json.dumps(norm)
+    return metadata
+
+
 def export_model(model_path, fmt: str, out) -> Path:
     """Write the deployable network of ``model.pt`` as a file that loads without bayesprune.
 
@@ -252,6 +339,10 @@ def export_model(model_path, fmt: str, out) -> Path:
       checked with onnxruntime against the network's predictions;
     - ``safetensors``: the weights, with the layer list and input shape as JSON in the file's
       metadata (``layers``, ``in_shape``): no code at all (README shows how to rebuild it).
+
+    Every format carries :func:`export_metadata`: how the inputs are made from the data (the
+    run's input normalisation, from ``config.json`` beside ``model_path``), so that a file
+    passed on alone says how to use it.
 
     Gates are folded in: the file is the posterior mode, pruned units absent. ``out`` must end
     in the format's suffix (:data:`EXPORT_FORMATS`), in an existing folder, and must not be
@@ -268,32 +359,31 @@ def export_model(model_path, fmt: str, out) -> Path:
         raise ValueError(f"{out} is the model.pt to export; name another file")
     module, record = load_model_record(model_path)
     example = torch.zeros(2, *record["in_shape"])
+    metadata = export_metadata(record, Path(model_path).parent)
+    extra = {"bayesprune.json": json.dumps(metadata, indent=1)}
     if fmt == "pt2":
         batch = torch.export.Dim.DYNAMIC
         program = torch.export.export(module, (example,), dynamic_shapes={"input": {0: batch}})
-        atomic_write(out, lambda f: torch.export.save(program, f))
+        atomic_write(out, lambda f: torch.export.save(program, f, extra_files=extra))
     elif fmt == "torchscript":
         scripted = torch.jit.script(module)
-        atomic_write(out, lambda f: torch.jit.save(scripted, f))
+        atomic_write(out, lambda f: torch.jit.save(scripted, f, _extra_files=extra))
     elif fmt == "safetensors":
         try:
             from safetensors.torch import save as save_safetensors
         except ImportError:
             raise ExportError("safetensors export needs the safetensors package") from None
-        metadata = {
-            "format": MODEL_FORMAT,
-            "layers": json.dumps(record["layers"]),
-            "in_shape": json.dumps(record["in_shape"]),
-        }
         tensors = {k: v.contiguous() for k, v in record["state_dict"].items()}
         data = save_safetensors(tensors, metadata=metadata)
         atomic_write(out, lambda f: f.write(data))
     else:
-        _export_onnx(module, example, out)
+        _export_onnx(module, example, out, metadata)
     return out
 
 
-def _export_onnx(module: nn.Sequential, example: torch.Tensor, out: Path) -> None:
+def _export_onnx(
+    module: nn.Sequential, example: torch.Tensor, out: Path, metadata: dict[str, str]
+) -> None:
     import importlib.util
     import io
     import warnings
@@ -314,6 +404,12 @@ def _export_onnx(module: nn.Sequential, example: torch.Tensor, out: Path) -> Non
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
+    import onnx
+
+    graph = onnx.load_from_string(buffer.getvalue())
+    graph.doc_string = metadata["inputs"]
+    onnx.helper.set_model_props(graph, metadata)
+    buffer = io.BytesIO(graph.SerializeToString())
     if importlib.util.find_spec("onnxruntime") is not None:  # check the file, not the exporter
         import numpy as np
         import onnxruntime

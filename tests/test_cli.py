@@ -411,9 +411,9 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err  # said when the run starts, the command line's way
     assert "bayesprune: note: the training inputs have mean 9" in err and "Warning" not in err
     assert "not standardised" in json.loads((out / "summary.json").read_text())["note"]
-    from bayesprune.cli import _input_note
+    from bayesprune.export import input_note
 
-    assert "x as stored in the training data" in _input_note(out)  # what export prints
+    assert "x as stored in the training data" in input_note(out)  # what export prints
 
     np.savez(tmp_path / "big.npz", **{**arrays, "x_train": arrays["x_train"].astype(">f8")})
     big = [*args[:4], str(tmp_path / "big.npz"), *args[5:], "--out", str(tmp_path / "big")]

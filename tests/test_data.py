@@ -1,4 +1,5 @@
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -299,8 +300,8 @@ def test_inputs_not_standardised_are_noted_and_standardised_mends_them(tmp_path)
     them (composed with a loader's record) so a deployed network's inputs are made the same way."""
     import warnings
 
-    from bayesprune.cli import _input_note
     from bayesprune.config import TrainConfig
+    from bayesprune.export import input_note
     from bayesprune.inference.trainer import Trainer
     from bayesprune.models.network import GatedMLP
 
@@ -326,7 +327,17 @@ def test_inputs_not_standardised_are_noted_and_standardised_mends_them(tmp_path)
         trainer = Trainer(GatedMLP(20, (8,), 2), fixed, TrainConfig(epochs=1), out=tmp_path / "ok")
         summary = trainer.fit()
     assert "not standardised" not in (summary["note"] or "")
-    assert f"x = (x - mean) / std with mean {norm['mean']}" in _input_note(tmp_path / "ok")
+    assert f"x = (x - mean) / std with mean {norm['mean']}" in input_note(tmp_path / "ok")
+    from safetensors import safe_open
+
+    from bayesprune.export import export_model
+
+    ok = tmp_path / "ok"
+    path = export_model(ok / "model.pt", "safetensors", ok / "m.safetensors")
+    with safe_open(path, "pt") as f:  # the file says how its inputs are made, passed on alone
+        meta = f.metadata()
+    assert json.loads(meta["normalisation"]) == norm
+    assert meta["inputs"].endswith(input_note(tmp_path / "ok"))
 
     # on top of a loader's standardisation of 8-bit pixels: one record from the pixels
     pixels = torch.randint(0, 256, (40, 20), generator=torch.Generator().manual_seed(1)).float()
@@ -360,7 +371,7 @@ def test_inputs_not_standardised_are_noted_and_standardised_mends_them(tmp_path)
         _own(x_train=lambda f: (f["x_train"] * 10).to(torch.uint8)).standardised()
     trainer = Trainer(GatedMLP(20, (8,), 2), per, TrainConfig(epochs=1), out=tmp_path / "tab")
     trainer.fit()
-    assert "per input value, with the 20 means" in _input_note(tmp_path / "tab")
+    assert "per input value, with the 20 means" in input_note(tmp_path / "tab")
     with pytest.raises(DataError, match="without per_feature"):
         loaded.standardised(per_feature=True)
 

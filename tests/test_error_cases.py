@@ -450,11 +450,11 @@ def test_a_run_records_how_its_inputs_were_normalised(tmp_path, capsys):
                         dtype=np.uint8).reshape(-1, 1, 28, 28)  # fmt: skip
     rebuilt = (torch.from_numpy(raw.astype(np.float32)) * norm["pixel_scale"] - norm["mean"][0])
     torch.testing.assert_close(rebuilt / norm["std"][0], data.x_train)
-    from bayesprune.cli import _input_note
+    from bayesprune.export import input_note
 
     # what export prints beside the file (this run on random images collapses, and export
     # refuses a collapsed network: the note is read directly)
-    note = _input_note(out)
+    note = input_note(out)
     assert "data.normalisation" in note and f"mean {norm['mean']}" in note
     status = json.loads((out / "summary.json").read_text())["status"]
     assert status == "collapsed"  # seeded random images: nothing to learn, and the run says so

@@ -23,19 +23,24 @@ LOADER = textwrap.dedent(
     import torch
     fmt, path, x_path, out_path = sys.argv[1:]
     x = torch.load(x_path)
+    extra = {"bayesprune.json": ""}  # filled by the loaders of pt2 and TorchScript
     if fmt == "pt2":
-        y = torch.export.load(path).module()(x)
+        y = torch.export.load(path, extra_files=extra).module()(x)
+        meta = json.loads(extra["bayesprune.json"])
     elif fmt == "torchscript":
-        y = torch.jit.load(path)(x)
+        y = torch.jit.load(path, _extra_files=extra)(x)
+        meta = json.loads(extra["bayesprune.json"])
     elif fmt == "onnx":
         import onnxruntime
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         y = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+        meta = session.get_modelmeta().custom_metadata_map
     else:
         from safetensors import safe_open
         from safetensors.torch import load_file
         with safe_open(path, "pt") as f:
-            layers = json.loads(f.metadata()["layers"])
+            meta = f.metadata()
+            layers = json.loads(meta["layers"])
         modules = []
         for spec in layers:
             kind = spec["type"]
@@ -54,6 +59,8 @@ LOADER = textwrap.dedent(
         net.load_state_dict(load_file(path))
         y = net.eval()(x)
     torch.save(y.detach(), out_path)
+    with open(out_path + ".json", "w") as f:
+        json.dump(meta, f)
     """
 )
 
@@ -101,6 +108,11 @@ def test_exported_network_predicts_as_the_trained_one_without_bayesprune(tmp_pat
         env={"PATH": "/usr/bin:/bin"},
     )
     got = torch.load(tmp_path / "y.pt")
+    meta = json.loads((tmp_path / "y.pt.json").read_text())  # the file says what goes in
+    assert json.loads(meta["in_shape"]) == list(net.in_shape)
+    shape = ", ".join(map(str, net.in_shape))
+    assert meta["inputs"].startswith(f"float32 of shape (batch, {shape})")
+    assert "no config.json" in meta["inputs"]  # a model.pt on its own here
     with torch.no_grad():
         want = det(x)
         gated = net(x, gates={n: guide.gate_probs(n).detach() for n in net.gated})
@@ -184,3 +196,60 @@ def test_export_of_a_run_on_ones_own_tensors_says_they_go_in_as_given(tmp_path, 
     note = capsys.readouterr().err
     assert "as the run's dataset 'mine' gave them to the Trainer" in note
     assert "predates" not in note
+
+
+def test_a_deployers_mistaken_files_are_named_and_a_bench_that_cannot_be_saved_is_shown(
+    tmp_path, capsys
+):
+    """What a deployer meets around a run (found walking it): a model.pt copied in from another
+    run, a summary without its starting widths, a damaged config.json, a model.pt of another
+    format version each get a line that says which; bench prints its table before writing
+    bench.json, so a run directory that cannot be written loses no measurement."""
+    import os
+    import shutil
+
+    from bayesprune.export import MODEL_FORMAT, input_note
+
+    run = tmp_path / "run"
+    args = ["--epochs", "1", "--widths", "6,4", "--no-progress", "--no-report", "--threads", "1"]
+    assert main(["train", *args, "--out", str(run)]) == 0
+    swapped = tmp_path / "swapped"
+    shutil.copytree(run, swapped)
+    net, guide, _ = _network("mlp")  # another network: six inputs, not the teacher's four
+    (swapped / "model.pt").unlink()
+    RunWriter(swapped).model(deterministic_network(guide), net.in_shape)
+    capsys.readouterr()
+    assert main(["bench", str(swapped), "--batch", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.pt is not this run's network" in err[0], err
+
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare)
+    summary = json.loads((bare / "summary.json").read_text())
+    del summary["initial_widths"]
+    (bare / "summary.json").write_text(json.dumps(summary))
+    assert main(["bench", str(bare), "--batch", "1"]) == 2
+    assert "records no initial_widths" in capsys.readouterr().err
+
+    (bare / "config.json").write_text("{")
+    note = input_note(bare)
+    assert "config.json" in note and "predates" not in note, note
+
+    record = torch.load(bare / "model.pt", weights_only=True)
+    record["format"] = MODEL_FORMAT[:-1] + "2"
+    torch.save(record, bare / "model.pt")
+    assert main(["export", str(bare), "--format", "safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert "another version of bayesprune (format bayesprune.sequential/2" in err, err
+
+    if os.geteuid() == 0:  # root writes anywhere: make bench.json a folder it cannot replace
+        (run / "bench.json").mkdir()
+    else:
+        run.chmod(0o555)
+    try:
+        assert main(["bench", str(run), "--batch", "1"]) == 2
+    finally:
+        run.chmod(0o755)
+    captured = capsys.readouterr()
+    assert "parameters" in captured.out and "batch 1 ms" in captured.out  # shown all the same
+
