@@ -13,8 +13,10 @@ removals):
 - ``trajectories`` (``epoch``, every unit ever present): ``{l}_theta`` and ``{l}_weight_norm``
   after each epoch (NaN once the unit is removed), ``{l}_removed_at_step``, ``{l}_merged``
   (removed by a merge move, Eq. (14), rather than by its gate), and per epoch
-  ``{l}_width``, ``{l}_slab_scale``, ``{l}_spike_scale``, ``data_term``, ``prior_term``,
-  ``test_error``, ``gates_binary_fraction``;
+  ``{l}_width`` (units still in the network), ``{l}_mode_width`` (units with θ > ½: the
+  posterior mode, whose errors are recorded and which ``model.pt`` holds at the end),
+  ``{l}_slab_scale``, ``{l}_spike_scale``, ``data_term``, ``prior_term``, ``test_error``,
+  ``gates_binary_fraction``;
 - ``traces`` (``step``; only for runs trained with ``--trace-every``): ``{l}_theta``,
   ``{l}_weight_norm`` and ``{l}_theta_grad`` (∂F/∂θ_s / N, the θ-drift) every few steps;
 - ``constant_data``: ``rho``, ``temperature``, ``{l}_initial_width``.
@@ -117,6 +119,10 @@ def trajectories(run: Run, ids: dict[str, np.ndarray]) -> xr.Dataset:
         data[f"{name}_removed_at_step"] = (dims[1:], removed_at[name])
         data[f"{name}_merged"] = (dims[1:], merged[name])
         data[f"{name}_width"] = ("epoch", [r["widths"][i] for r in records])
+        data[f"{name}_mode_width"] = (  # the network the errors are of (records before: width)
+            "epoch",
+            [r.get("mode_widths", r["widths"])[i] for r in records],
+        )
     for name in records[0]["slab_var"]:
         slab = np.sqrt([r["slab_var"][name] for r in records])
         data[f"{name}_slab_scale"] = ("epoch", slab)
@@ -138,8 +144,46 @@ def traces(run: Run, ids: dict[str, np.ndarray]) -> xr.Dataset:
     return xr.Dataset(data, coords=coords)
 
 
+# what each variable is, by the name after its layer's ``{l}_`` (the netCDF's ``description``)
+DESCRIPTIONS = {
+    "gate": "ξ_s, the unit's gate drawn from q(ξ_s) = Bernoulli(θ_s)",
+    "theta": "θ_s = q(ξ_s = 1), the probability the unit is on (a variational parameter: "
+    "the same in every draw of the posterior group)",
+    "weight_norm": "‖[w_s, b_s]‖, the norm of the unit's incoming weights and bias (the same in "
+    "every draw for point-mass weights)",
+    "slab_scale": "σ₁, the slab standard deviation of the layer's weight prior (a point "
+    "estimate, Eq. (11s): the same in every draw)",
+    "spike_scale": "σ₀ = √ρ σ₁, the spike standard deviation of the layer's weight prior",
+    "removed_at_step": "the step the unit was removed at (NaN: still present)",
+    "merged": "removed by a merge move (Eq. (14)) rather than by its gate",
+    "width": "units still in the network after the epoch (θ = 0 ones awaiting removal included)",
+    "mode_width": "units with θ > ½ after the epoch: the posterior mode, whose errors are "
+    "recorded and which model.pt holds at the end",
+    "theta_grad": "∂F/∂θ_s / N, the θ-drift per example (traced steps)",
+    "initial_width": "the layer's starting width",
+    "data_term": "the data term of F per example, averaged over the epoch's steps (nats)",
+    "prior_term": "the prior term of F per example, averaged over the epoch's steps (nats)",
+    "test_error": "test error of the posterior mode after the epoch",
+    "gates_binary_fraction": "share of the gates with θ exactly 0 or 1",
+    "step": "training steps done by the end of the epoch",
+    "rho": "ρ = σ₀² / σ₁², the spike-to-slab variance ratio",
+    "temperature": "τ, the prior's temperature (Eq. (13))",
+}
+
+
+def describe(idata) -> None:
+    """Give every variable of ``idata`` its ``description`` attribute (:data:`DESCRIPTIONS`)."""
+    for name in idata.groups():
+        dataset = idata[name]
+        for var in dataset.data_vars:
+            key = var if var in DESCRIPTIONS else var.split("_", 1)[-1]
+            if key in DESCRIPTIONS:
+                dataset[var].attrs["description"] = DESCRIPTIONS[key]
+
+
 def run_to_arviz(run: Run, draws: int = DRAWS) -> arviz_io.az.InferenceData:
-    """The ``InferenceData`` of a run (groups in the module docstring)."""
+    """The ``InferenceData`` of a run (groups in the module docstring; every variable has a
+    ``description`` attribute)."""
     posterior, dims, coords = posterior_draws(run.guide, draws, run.config.rho)
     ids = unit_coords(run)
     constants = {"rho": run.config.rho, "temperature": run.config.temperature}
@@ -147,7 +191,9 @@ def run_to_arviz(run: Run, draws: int = DRAWS) -> arviz_io.az.InferenceData:
     groups = {"constant_data": xr.Dataset(constants), "trajectories": trajectories(run, ids)}
     if run.traces:
         groups["traces"] = traces(run, ids)
-    return arviz_io.to_arviz(posterior, dims, coords, groups)
+    idata = arviz_io.to_arviz(posterior, dims, coords, groups)
+    describe(idata)
+    return idata
 
 
 def survivors(idata, layer: str) -> np.ndarray:

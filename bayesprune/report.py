@@ -13,6 +13,7 @@ import pyro
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bayesprune import arviz_io  # noqa: E402
 from bayesprune.inspection import (  # noqa: E402
@@ -45,6 +46,8 @@ def plot_theta_trajectories(idata, axes) -> None:
         removed_at = traj[f"{name}_removed_at_step"].values
         merged = traj[f"{name}_merged"].values & np.isfinite(removed_at)
         by_gates = int(np.isfinite(removed_at).sum() - merged.sum())
+        final = traj[f"{name}_theta"].values[-1]  # NaN for units removed by then
+        waiting = int(((final == 0) & ~np.isfinite(removed_at)).sum())
         if merged.any():  # where each merged unit went, at its last recorded θ
             steps = removed_at[merged]
             when = steps if fine else np.interp(steps, traj["step"].values, traj["epoch"].values)
@@ -54,25 +57,38 @@ def plot_theta_trajectories(idata, axes) -> None:
                 [col[ok][-1] if ok.any() else 1.0 for col, ok in zip(last.T, seen.T, strict=True)]
             )
             ax.plot(when, level, "x", color="C3", ms=5, label="merged (at its last recorded θ)")
-            ax.legend(loc="center right")
+            ax.legend(loc="best")
+        pending = f",\n{waiting} at θ = 0 awaiting removal" if waiting else ""
         ax.set(
             xlabel=time,
             ylabel="θ",
             ylim=(-0.05, 1.05),
             title=f"{name}: θ of every unit\n({by_gates} removed by their gates, "
-            f"{int(merged.sum())} merged)",
+            f"{int(merged.sum())} merged{pending})",
         )
         ax.title.set_fontsize(10)
+        if not fine:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_widths(idata, ax) -> None:
-    """Hidden widths against epoch (epoch 0: the starting widths)."""
+    """Hidden widths of the posterior mode (units with θ > ½: the network the errors are of, and
+    ``model.pt`` at the end) against epoch, epoch 0 the starting widths; dashed where the network
+    still holds more units (θ at 0, awaiting the pruning check that removes them)."""
     ds, const = arviz_io.group(idata, "trajectories"), arviz_io.group(idata, "constant_data")
-    for name in gated_layers(idata):
+    epochs = [0, *ds["epoch"].values.tolist()]
+    for i, name in enumerate(gated_layers(idata)):
         start = int(const[f"{name}_initial_width"])
-        widths = [start, *ds[f"{name}_width"].values.tolist()]
-        ax.plot([0, *ds["epoch"].values.tolist()], widths, marker="o", label=name)
-    ax.set(xlabel="epoch", ylabel="width", title="layer widths (epoch 0: start)", ylim=(0, None))
+        physical = [start, *ds[f"{name}_width"].values.tolist()]
+        key = f"{name}_mode_width"
+        mode = [start, *ds[key].values.tolist()] if key in ds else physical
+        ax.plot(epochs, mode, marker="o", color=f"C{i}", label=name)
+        if mode != physical:
+            ax.plot(epochs, physical, ls="--", lw=0.8, color=f"C{i}", label=f"{name}, in place")
+    ax.set(
+        xlabel="epoch", ylabel="width", title="layer widths, θ > ½ (epoch 0: start)", ylim=(0, None)
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
 
 
@@ -82,6 +98,7 @@ def plot_objective(idata, ax) -> None:
     ax.plot(ds["epoch"], ds["data_term"], marker="o", label="data term / N")
     ax.plot(ds["epoch"], ds["prior_term"], marker="o", label="prior term / N")
     ax.set(xlabel="epoch", ylabel="nats per example", title="objective terms")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
 
 
@@ -90,6 +107,7 @@ def plot_accuracy(idata, ax) -> None:
     ds = arviz_io.group(idata, "trajectories")
     ax.plot(ds["epoch"], 100 * (1 - ds["test_error"]), marker="o")
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy of the posterior mode")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def final_thetas(idata) -> tuple[np.ndarray, int]:
@@ -119,7 +137,10 @@ def plot_theta_histogram(idata, ax) -> None:
 
 
 def plot_gate_forest(idata, name: str, ax) -> None:
-    """Forest plot of the gate draws ξ_s (mean θ_s, 94% HDI) of one layer's surviving units."""
+    """Forest plot of θ_s = q(ξ_s = 1) of one layer's surviving units, least certain first.
+
+    θ, not the gate draws ξ_s: ArviZ marks a variable's median, which for 0/1 draws is 1 for
+    every survivor (θ > ½), and their HDI is [0, 1] for any θ < 1."""
     theta = arviz_io.group(idata, "posterior")[f"{name}_theta"].mean(("chain", "draw"))
     ids = survivors(idata, name)
     if not ids.size:
@@ -128,12 +149,12 @@ def plot_gate_forest(idata, name: str, ax) -> None:
         return
     theta_ids = theta.sel({f"{name}_unit": ids}).values
     order = np.argsort(theta_ids, kind="stable")
-    arviz_io.plot_forest(idata, f"{name}_gate", {f"{name}_unit": ids[order][:FOREST_UNITS]}, ax)
+    arviz_io.plot_forest(idata, f"{name}_theta", {f"{name}_unit": ids[order][:FOREST_UNITS]}, ax)
     shown = min(len(ids), FOREST_UNITS)
     which = "least certain first" if np.any(theta_ids < 1) else "all at θ = 1: the first ids"
     ax.set_title(f"{name}: gates of {shown} of {len(ids)} survivors\n({which})", fontsize=10)
     ax.set_xlim(-0.05, 1.05)
-    ax.set_xlabel("gate draw ξ (mean θ, 94% HDI)")
+    ax.set_xlabel("θ = q(ξ = 1), the probability the unit is on")
 
 
 def _save(fig, path: Path) -> Path:

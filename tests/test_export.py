@@ -191,6 +191,10 @@ def test_export_of_a_run_on_ones_own_tensors_says_they_go_in_as_given(tmp_path, 
     Trainer(GatedMLP(6, (8,), 2), data, TrainConfig(epochs=1, batch_size=20), out=out).fit(
         progress=False
     )
+    # from Python too, config.json records the thread count a --resume computes with
+    assert json.loads((out / "config.json").read_text())["run"] == {
+        "threads": torch.get_num_threads()
+    }
     capsys.readouterr()
     assert main(["export", str(out), "--format", "safetensors"]) == 0
     note = capsys.readouterr().err

@@ -275,3 +275,54 @@ def test_the_header_names_the_deployed_widths_where_the_checkpoint_has_more(run,
     shutil.copytree(run, tmp_path / "as-run")  # the run itself: one set of widths
     assert main(["inspect", str(tmp_path / "as-run"), "--draws", "5"]) == 0
     assert f"hidden widths {checkpoint}, status finished" in capsys.readouterr().out
+
+
+def test_the_widths_figure_and_trajectories_follow_the_deployed_network(run, inspected, tmp_path):
+    """A run can end with units at θ = 0 still in place (removed at the next pruning check):
+    widths.png and the trajectories followed the network's physical widths while summary.json,
+    model.pt and the accuracy panel are of the posterior mode's. The mode's widths are the solid
+    lines and ``{l}_mode_width``; the physical ones dashed where they differ. The forest shows θ
+    (ArviZ's marker for 0/1 gate draws is their median, 1 for every survivor), and every
+    variable of posterior.nc says what it is."""
+    import shutil
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bayesprune.inspection import run_to_arviz
+    from bayesprune.report import plot_gate_forest, plot_widths
+    from bayesprune.runs import load_run
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    lines = (copy / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["mode_widths"] = [w - 3 for w in last["widths"]]  # three per layer awaiting removal
+    (copy / "metrics.jsonl").write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    path = copy / "checkpoints" / "epoch_004.pt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["guide"]["theta.fc1_unconstrained"][:2] = torch.tensor([0.6, 0.7])  # undecided units
+    torch.save(ckpt, path)
+    idata = run_to_arviz(load_run(copy), draws=40)
+    fig, ax = plt.subplots()
+    plot_widths(idata, ax)
+    solid = {line.get_label(): line.get_ydata()[-1] for line in ax.get_lines()}
+    for i, layer in enumerate(("fc1", "fc2")):
+        assert idata.trajectories[f"{layer}_mode_width"].values[-1] == last["mode_widths"][i]
+        assert solid[layer] == last["mode_widths"][i]
+        assert solid[f"{layer}, in place"] == last["widths"][i]
+    plt.close(fig)
+
+    fig, ax = plt.subplots()
+    plot_gate_forest(idata, "fc1", ax)
+    marks = [line for line in ax.get_lines() if line.get_marker() not in ("None", "", None)]
+    shown = np.concatenate([line.get_xdata() for line in marks])
+    assert {0.6, 0.7} <= set(np.round(shown, 6)) <= {0.6, 0.7, 1.0}  # θ, least certain first
+    assert "θ" in ax.get_xlabel()
+    plt.close(fig)
+
+    for group in inspected.groups():
+        for var in inspected[group].data_vars:
+            assert inspected[group][var].attrs.get("description"), (group, var)

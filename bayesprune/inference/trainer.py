@@ -732,7 +732,8 @@ class Trainer:
             "temperature": self.hyper.temperature,
             "check_every": self.check_every,
             "patience": self.condition.patience,
-            "run": run or {},
+            # the thread count a resume computes with (the command line's run adds its flags)
+            "run": {"threads": torch.get_num_threads(), **(run or {})},
             "run_id": self.run_id,
             "initial_spec": self.initial_spec,
             "data": {
