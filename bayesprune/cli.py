@@ -548,25 +548,13 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
 def resume(args, given: dict | None = None) -> int:
     """Continue an interrupted run from its newest complete checkpoint (``given``: settings
     named on the command line beside ``--resume``, refused where they differ from the run's)."""
-    from bayesprune.inference.trainer import Trainer
-    from bayesprune.models.network import GatedNet
-    from bayesprune.runs import RunWriter, latest_state
+    from bayesprune.inference.trainer import Trainer, recorded_status
 
     out = Path(args.resume)
     raw = read_config(out)
     if process_rank() == 0:  # refused while another process writes the run (in a data-
         hold_run_directory(out)  # parallel launch process 0 holds it, the others only read)
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        try:
-            status = json.loads(summary_path.read_text()).get("status")
-        except (ValueError, AttributeError, OSError):
-            raise UsageError(
-                f"{summary_path} is damaged (not the JSON object bayesprune writes); refusing "
-                "to resume over it: restore the file, or start a new run with --out"
-            ) from None
-        if status in ("finished", "collapsed", "failed"):
-            raise UsageError(f"run {out} already ended ({status}); nothing to resume")
+    recorded_status(out)  # a damaged summary.json is refused before the data are read
     given = dict(given or {})
     device = given.pop("device", None)  # how to run, like --threads: the run goes on there
     run = raw.get("run") or {}
@@ -577,7 +565,11 @@ def resume(args, given: dict | None = None) -> int:
         )
     _resume_conflicts(given, raw, out)
     if not isinstance(run, dict) or "dataset" not in run:
-        raise UsageError(f"{out}/config.json does not say which data the run used; cannot resume")
+        raise UsageError(
+            f"{out}/config.json does not say which data the run used (a run started from "
+            "Python): continue it from Python with Trainer.resume(out, data), data the Dataset "
+            "it was given"
+        )
     _resume_threads(args, run.get("threads"))
     try:
         config = TrainConfig.from_record(raw)
@@ -596,45 +588,17 @@ def resume(args, given: dict | None = None) -> int:
     _device(config.device)
     data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise"))
     _distributed_last_batch(args, config.train_subset or len(data.x_train), config.batch_size)
-    recorded = (raw.get("data") or {}).get("files") or []
-    loaded = data.meta.get("files", [])  # hashed by the loader just now
-    if [f["sha256"] for f in recorded] != [f["sha256"] for f in loaded]:
-        raise UsageError(
-            f"the data files of {out} changed since the run started: "
-            f"{_changed_files(recorded, loaded)}"
-        )
-    state, path = latest_state(out, raw)
     writes = process_rank() == 0  # with --strategy ddp the other processes write nothing
-    if writes:
-        RunWriter(out).truncate(state["epoch"], state["step"])
-    net = GatedNet.from_spec(state["net_spec"])
     with _scale_note_unwarned():  # said when the run started (and in its summary's note)
-        trainer = Trainer(net, data, config, out=out if writes else None)
-    trainer.restore(state)
+        # the data files hashed by the loader just now, checked against the run's
+        trainer = Trainer.resume(out, data, config=config, write=writes)
     if writes:
         print(
-            f"bayesprune: resuming {out} at step {state['step']} (epoch {state['epoch']}, "
-            f"{path.name})",
+            f"bayesprune: resuming {out} at step {trainer.step} (epoch {trainer.epoch}, "
+            f"{trainer.resumed_from.name})",
             file=sys.stderr,
         )
     return _fit(trainer, out, args)
-
-
-def _changed_files(recorded: list[dict], loaded: list[dict]) -> str:
-    """Which of a run's data files differ from the ones read now (config.json's records)."""
-    if len(recorded) != len(loaded):
-        return f"the run read {len(recorded)} files, {len(loaded)} are read now"
-
-    def shown(record: dict) -> str:
-        size = record.get("bytes")
-        size = f"{size:,} bytes" if isinstance(size, int) else "size not recorded"
-        return f"{record.get('path')} ({size}, SHA-256 {str(record.get('sha256'))[:12]}…)"
-
-    return "; ".join(
-        f"{shown(new)} is not what the run read, {shown(old)}"
-        for old, new in zip(recorded, loaded, strict=True)
-        if old.get("sha256") != new.get("sha256")
-    )
 
 
 def _resume_threads(args, recorded) -> None:

@@ -252,6 +252,10 @@ class TrainConfig:
             if f.metadata.get("type") is not None and isinstance(value, str):
                 raise ValueError(f"TrainConfig.{f.name} = {value!r} is not a number")
             _validate(f"TrainConfig.{f.name}", value, f.metadata)
+            if f.metadata.get("type") is not None and type(value) not in (int, float, type(None)):
+                # numpy's numbers (a sweep over np.arange) as Python's: random.seed and
+                # json refuse numpy's, deep inside a run
+                setattr(self, f.name, f.metadata["type"](str(value)))
         _check_device(self.device)
         if self.merge_groups == "on" and self.merge == "off":
             raise ValueError("merge_groups on needs merge on (group moves are merge moves)")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import random
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from bayesprune.data import Dataset
@@ -62,3 +65,35 @@ def batches(
         idx = perm[b * batch_size : (b + 1) * batch_size]
         x = data.x_train[idx] if data.augment is None else data.augment(data.x_train[idx])
         yield x, data.y_train[idx], idx
+
+
+def global_rng_state() -> tuple:
+    """The process's random streams (Python, numpy, torch, CUDA where initialised), which
+    ``fit`` seeds for its run (``pyro.set_rng_seed``) and gives back to the caller when it ends:
+    a sweep drawing its settings from numpy does not draw the same ones after every run."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+
+def set_global_rng_state(state: tuple) -> None:
+    python, numpy_state, torch_state, cuda = state
+    random.setstate(python)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(torch_state)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def keeps_global_rng(function):
+    """``function``, leaving the caller's random streams as they were
+    (:func:`global_rng_state`)."""
+
+    @functools.wraps(function)
+    def kept(*args, **kwargs):
+        state = global_rng_state()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            set_global_rng_state(state)
+
+    return kept

@@ -6,24 +6,22 @@ import io
 import sys
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import pyro
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from bayesprune import arviz_io  # noqa: E402
-from bayesprune.inspection import (  # noqa: E402
+from bayesprune import arviz_io
+from bayesprune.inspection import (
     DRAWS,
     gated_layers,
     run_to_arviz,
     survivor_summary,
     survivors,
 )
-from bayesprune.runs import RunError, atomic_write, load_run  # noqa: E402
+from bayesprune.loop import keeps_global_rng
+from bayesprune.runs import RunError, atomic_write, load_run
 
 FOREST_UNITS = 30  # at most this many units per layer in the forest plot (the least certain)
 
@@ -157,12 +155,19 @@ def plot_gate_forest(idata, name: str, ax) -> None:
     ax.set_xlabel("θ = q(ξ = 1), the probability the unit is on")
 
 
+def _subplots(*args, figsize, **kwargs):
+    """``plt.subplots`` without pyplot: a ``Figure`` of its own (rendered by Agg when saved), so
+    that importing this module leaves the process's matplotlib backend alone (a notebook's
+    inline plots) and no figure stays registered with pyplot."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
 def _save(fig, path: Path) -> Path:
     """Render to memory, then write the PNG atomically (never a 0-byte or half file)."""
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=100, format="png")
-    plt.close(fig)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
     return path
 
@@ -176,7 +181,7 @@ def save_figures(idata, out_dir: Path, overview: Path | None = None) -> dict[str
     out_dir = Path(out_dir)
     layers = gated_layers(idata)
     files = {}
-    fig, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 3.5), squeeze=False)
+    fig, axes = _subplots(1, len(layers), figsize=(5 * len(layers), 3.5), squeeze=False)
     plot_theta_trajectories(idata, axes[0])
     files["theta_trajectories"] = _save(fig, out_dir / "theta_trajectories.png")
     for key, plot in (
@@ -185,18 +190,18 @@ def save_figures(idata, out_dir: Path, overview: Path | None = None) -> dict[str
         ("accuracy", plot_accuracy),
         ("theta_histogram", plot_theta_histogram),
     ):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+        fig, ax = _subplots(figsize=(5, 3.5))
         plot(idata, ax)
         files[key] = _save(fig, out_dir / f"{key}.png")
     rows = max(min(len(survivors(idata, n)), FOREST_UNITS) for n in layers) + 1
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1, len(layers), figsize=(4 * len(layers), 1.5 + 0.22 * rows), squeeze=False
     )
     for name, ax in zip(layers, axes[0], strict=True):
         plot_gate_forest(idata, name, ax)
     files["forest"] = _save(fig, out_dir / "forest.png")
     if overview is not None:
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+        fig, axes = _subplots(2, 2, figsize=(10, 7))
         plot_widths(idata, axes[0, 0])
         plot_accuracy(idata, axes[0, 1])
         plot_objective(idata, axes[1, 0])
@@ -205,6 +210,7 @@ def save_figures(idata, out_dir: Path, overview: Path | None = None) -> dict[str
     return files
 
 
+@keeps_global_rng
 def inspect_run(
     run_dir: str | Path,
     epoch: int | None = None,

@@ -210,7 +210,7 @@ class MergeMoves:
         place); every other layer keeps only the units its gates are heading for keeping, so
         that a layer is not priced against producer (or consumer) units on their way out.
         """
-        keep = {} if self.expected is None else self.expected()
+        keep = (None if self.expected is None else self.expected()) or {}
         return {n: g if n == name or n not in keep else g * keep[n].to(g.dtype)
                 for n, g in gates.items()}  # fmt: skip
 

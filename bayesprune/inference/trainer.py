@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 import random
@@ -10,6 +12,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -45,13 +48,24 @@ from bayesprune.inference.prior_update import update_slab_variances
 from bayesprune.inference.projected_sgd import THETA_OPTIMIZERS, GateOptim
 from bayesprune.inference.pruning import PruneMessenger
 from bayesprune.inference.shrink import PruningCondition
-from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
+from bayesprune.loop import (
+    batches,
+    evaluate,
+    global_rng_state,
+    lr_schedule,
+    set_global_rng_state,
+    steps_per_epoch,
+    synchronize,
+)
 from bayesprune.models.gated_model import GatedModel
 from bayesprune.models.network import GatedNet
 from bayesprune.runs import (
+    RunError,
     RunWriter,
     hold_run_directory,
     holds_run_directory,
+    latest_state,
+    read_config,
     release_run_directory,
     versions,
 )
@@ -122,6 +136,15 @@ class Trainer:
             raise ValueError("device cuda requested but torch.cuda.is_available() is False")
         if config.release not in RELEASES:
             raise ValueError(f"unknown release {config.release!r}: choose {' or '.join(RELEASES)}")
+        trained = getattr(net, "trained_by_a_trainer", None)
+        if trained is not None:  # a sweep reusing one network object: say it, never silently
+            warnings.warn(
+                f"this network was trained by another Trainer (starting widths {trained}, now "
+                f"{list(net.widths)}): this run starts from its trained, pruned weights. Build "
+                "a new network for a new run, or continue a stopped run with Trainer.resume",
+                UserWarning,
+                stacklevel=2,
+            )
         data.check()  # a user's own tensors: one clear error before anything runs
         data.check_fits(net.in_shape, net.num_classes, flattens=net.flattens)
         self.scale_note = data.scale_note()  # said now, and again in the summary's note
@@ -137,6 +160,8 @@ class Trainer:
         _check_batch_norm(net, len(data.x_train), config.batch_size)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
+        if out is not None and not str(out).strip():  # Path("") is the current directory
+            raise ValueError("out is empty: name the run directory (or leave out=None)")
         self.writer = None if out is None else RunWriter(out, traces=bool(config.trace_every))
         self.hyper = hyper = config.hyper(len(data.x_train))
         self.model = GatedModel(net, hyper)
@@ -172,10 +197,12 @@ class Trainer:
             if config.merge == "on" and merges_apply(self.guide)
             else None
         )
+        # (weakly: the trainer is not kept alive by its own parts, and a sweep's finished
+        # trainers are freed when the caller drops them, not at the next cycle collection)
         if self.merges is not None and config.merge_price == "expected":
-            self.merges.expected = self.heading_for
+            self.merges.expected = _weak(self.heading_for)
         if config.producer_price == "expected" and vertex_pricing_applies(self.guide):
-            self.elbo.vertex = self.heading_for  # Eq. (10e)
+            self.elbo.vertex = _weak(self.heading_for)  # Eq. (10e)
         self.initial_widths = list(net.widths)
         self.initial_spec = net.spec()  # the starting network (config.json: bench rebuilds it)
         # names this run in config.json and its checkpoints, so that a checkpoint of another
@@ -207,6 +234,9 @@ class Trainer:
         self.timed_from = 0  # the step of the epoch its clock started at (a resumed epoch's)
         self.resumed, self.diverged = None, False
         self.fitted = False  # fit() has run to its end: a second call is refused
+        self.started = False  # fit() was called (a run it cut short is resumed, not re-fitted)
+        self.weak_movable = _weak(self.movable, gone=True)  # for the θ optimiser (no cycle)
+        self.resumed_from: Path | None = None  # the checkpoint Trainer.resume restored
         self.held_here = False  # this trainer took the hold on its run directory
         # data-parallel training (bayesprune.distributed): the examples of this step summed over
         # the processes, which is what the θ clock and the warm-up count (None: this process's)
@@ -276,7 +306,7 @@ class Trainer:
         """One SVI step (under the pruning handler while collapsed units await removal)."""
         num_data = len(self.data.x_train)
         batch = x.shape[0] if self.global_batch is None else self.global_batch
-        self.optim.configure(examples=batch, move=lambda: self.movable(batch))
+        self.optim.configure(examples=batch, move=functools.partial(self.weak_movable, batch))
         self.optim.record_gate_grads = bool(
             self.config.trace_every and (self.step + 1) % self.config.trace_every == 0
         )
@@ -557,12 +587,22 @@ class Trainer:
                 f"{self.status!r}); its summary was returned by fit(). To train again, build a "
                 "new Trainer (and a new network)"
             )
+        if self.started:  # stopped by a signal or an error: its state is that of a cut run
+            raise RuntimeError(
+                f"this Trainer's run stopped at step {self.step} (status {self.status!r}); "
+                "continue it from its checkpoint with Trainer.resume(out, data), or build a new "
+                "Trainer (and a new network)"
+            )
+        self.started = True
+        if getattr(self.net, "trained_by_a_trainer", None) is None:
+            self.net.trained_by_a_trainer = list(self.initial_widths)
+        rng = global_rng_state()  # the caller's random streams, given back when fit ends
         try:
             steps = self.begin(run, write_summary)
             summary = self._fit(steps, progress)
         except (TrainingInterrupted, OSError):  # (the disk filled up: the run resumes)
             raise
-        except Exception as error:  # a run that stopped on an error does not read "running"
+        except BaseException as error:  # a run that stopped on an error does not read "running"
             if self.writer is not None and holds_run_directory(self.writer.path):
                 # "error", not "failed": the checkpoints are good (an out-of-memory error, a
                 # driver's), and --resume continues from the last one, as after a signal
@@ -579,10 +619,13 @@ class Trainer:
             if self.held_here:  # free again once fit returns (a caller's own hold stays)
                 release_run_directory(self.writer.path)
                 self.held_here = False
+            set_global_rng_state(rng)
         self.fitted = True
         if summary["status"] != "finished":  # never a normal-looking return of a broken run
-            warnings.warn(
-                f"the run {summary['status']}: {summary['status_reason']} (summary['status'])",
+            where = f"{self.writer.path}, " if self.writer is not None else ""
+            warnings.warn(  # (naming the run and seed: a sweep's repeats are not filtered out)
+                f"the run {summary['status']}: {summary['status_reason']} (summary['status']; "
+                f"{where}seed {self.config.seed})",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -830,6 +873,55 @@ class Trainer:
                 "python": random.getstate(),
             },
         }
+
+    @classmethod
+    def resume(
+        cls,
+        out,
+        data: Dataset,
+        config: TrainConfig | None = None,
+        write: bool = True,
+    ) -> Trainer:
+        """A ``Trainer`` that continues the run in ``out`` from its newest checkpoint, on
+        ``data``: the dataset it started with (before its ``train_subset``, which the run draws
+        again), checked against what ``config.json`` recorded (name, sizes, the files' SHA-256).
+        Its ``fit()`` ends on the network an uninterrupted run would have (the same thread
+        count: ``torch.set_num_threads``). What ``bayesprune train --resume`` does for a run
+        started from the command line; for one started from Python, ``data`` is the
+        ``Dataset`` that was given to its ``Trainer``.
+
+        :param config: the run's settings (default: its ``config.json``'s); the command line
+            passes them with ``device`` changed.
+        :param write: this process writes the run (``False``: the other processes of a
+            data-parallel run, which write nothing).
+        :raises RunError: the run ended, has no checkpoint, another process writes it, or
+            ``data`` is not the run's.
+        """
+        out = Path(out)
+        raw = read_config(out)
+        held = write and hold_run_directory(out)  # before anything is truncated
+        try:
+            status = recorded_status(out)
+            if status in ("finished", "collapsed", "failed"):
+                raise RunError(f"run {out} already ended ({status}); nothing to resume")
+            if config is None:
+                try:
+                    config = TrainConfig.from_record(raw)
+                except ValueError as err:  # a config.json edited by hand
+                    raise RunError(f"{out}/config.json: {err}") from None
+            state, path = latest_state(out, raw)
+            net = GatedNet.from_spec(state["net_spec"])
+            trainer = cls(net, data, config, out=out if write else None)
+            _check_resumed_data(out, raw.get("data") or {}, trainer.data)
+            if write:
+                RunWriter(out).truncate(state["epoch"], state["step"])
+            trainer.restore(state)
+        except BaseException:
+            if held:
+                release_run_directory(out)
+            raise
+        trainer.held_here, trainer.resumed_from = held, path
+        return trainer
 
     def restore(self, state: dict) -> None:
         """Continue from :meth:`checkpoint_state` (the network must already have its shape)."""
@@ -1120,13 +1212,76 @@ def binary_fraction(theta: torch.Tensor, tol: float = 1e-3) -> float:
     return 1.0 - float(in_between(theta, tol).float().mean()) if theta.numel() else 1.0
 
 
-class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM stopped training after a step; its state is in ``checkpoint``."""
+class TrainingInterrupted(BaseException):
+    """SIGINT or SIGTERM stopped training after a step; its state is in ``checkpoint``.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: a sweep's ``except Exception`` around
+    ``fit`` does not swallow the user's Ctrl-C and go on with the next run."""
 
     def __init__(self, signum: int, step: int, checkpoint: Path | None):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
         name = signal.Signals(signum).name
         super().__init__(f"{name} at step {step}")
+
+
+def _weak(method, gone=None):
+    """``method`` (a bound method) called through a weak reference to its object; ``gone``
+    once the object is (a guide or optimiser kept after its trainer: no vertex pricing, every
+    θ free to move)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args, **kwargs):
+        bound = ref()
+        return gone if bound is None else bound(*args, **kwargs)
+
+    return call
+
+
+def recorded_status(out: Path) -> str | None:
+    """``summary.json``'s status (None: no summary yet); a damaged summary is refused."""
+    path = out / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (ValueError, AttributeError, OSError):
+        raise RunError(
+            f"{path} is damaged (not the JSON object bayesprune writes); refusing to resume "
+            "over it: restore the file, or start a new run with --out"
+        ) from None
+
+
+def _check_resumed_data(out: Path, recorded: dict, data: Dataset) -> None:
+    """Refuse to resume run ``out`` on data other than those ``config.json`` records
+    (``data``: the resumed trainer's, after its subset)."""
+    differ = []
+    for key, value in (("name", data.name), ("train_examples", len(data.x_train)),
+                       ("test_examples", len(data.x_test))):  # fmt: skip
+        if key in recorded and recorded[key] != value:
+            differ.append(f"{key} {value!r} (the run's: {recorded[key]!r})")
+    files, loaded = recorded.get("files") or [], data.meta.get("files") or []
+    if [f.get("sha256") for f in files] != [f.get("sha256") for f in loaded]:
+        changed = changed_files(files, loaded)
+        differ.append(f"the data files changed since the run started: {changed}")
+    if differ:
+        raise RunError(f"run {out} did not train on these data: {'; '.join(differ)}")
+
+
+def changed_files(recorded: list[dict], loaded: list[dict]) -> str:
+    """Which of a run's data files differ from the ones read now (config.json's records)."""
+    if len(recorded) != len(loaded):
+        return f"the run read {len(recorded)} files, {len(loaded)} are read now"
+
+    def shown(record: dict) -> str:
+        size = record.get("bytes")
+        size = f"{size:,} bytes" if isinstance(size, int) else "size not recorded"
+        return f"{record.get('path')} ({size}, SHA-256 {str(record.get('sha256'))[:12]}…)"
+
+    return "; ".join(
+        f"{shown(new)} is not what the run read, {shown(old)}"
+        for old, new in zip(recorded, loaded, strict=True)
+        if old.get("sha256") != new.get("sha256")
+    )
 
 
 class _StopSignals:
