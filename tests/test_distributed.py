@@ -121,6 +121,7 @@ def _steps(rank: int, world: int, port: int, path: str) -> None:
         dist.init_process_group("gloo", rank=rank, world_size=world)
     pyro.set_rng_seed(0)
     trainer = _small_trainer()
+    before = {n: p.detach().clone() for n, p in trainer.guide.named_parameters()}
     sync = GradientSync(trainer)
     trainer.elbo.grad_sync = sync if world > 1 else None
     start = 0
@@ -133,7 +134,7 @@ def _steps(rank: int, world: int, port: int, path: str) -> None:
         trainer.train_step(trainer.data.x_train[mine], trainer.data.y_train[mine], mine)
     if rank == 0:
         params = {n: p.detach().clone() for n, p in trainer.guide.named_parameters()}
-        torch.save({"params": params, "data": float(trainer.recent_data)}, path)
+        torch.save({"params": params, "before": before, "data": float(trainer.recent_data)}, path)
     if world > 1:
         dist.destroy_process_group()
 
@@ -149,11 +150,12 @@ def test_two_processes_with_half_batches_take_the_one_process_step(tmp_path):
     mp.spawn(_steps, args=(2, _free_port(), str(two)), nprocs=2, join=True)
     a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
     assert a["params"].keys() == b["params"].keys()
-    moved = 0
     for name, value in a["params"].items():
         torch.testing.assert_close(b["params"][name], value, rtol=1e-4, atol=1e-6, msg=name)
-        moved += 1
-    assert moved > 0
+    # the steps moved every weight of the network (equal because both stepped, not because
+    # neither did: the readout starts at zero, and an unstepped run compares its start values)
+    weights = [n for n in a["params"] if n.endswith(("weight", "bias"))]
+    assert weights and all(not torch.equal(a["params"][n], a["before"][n]) for n in weights)
     assert b["data"] == pytest.approx(a["data"], rel=1e-5)
 
 

@@ -257,3 +257,36 @@ def test_a_deployers_mistaken_files_are_named_and_a_bench_that_cannot_be_saved_i
     captured = capsys.readouterr()
     assert "parameters" in captured.out and "batch 1 ms" in captured.out  # shown all the same
 
+
+
+def test_bench_times_each_network_in_its_own_row(tmp_path, monkeypatch):
+    """Each row's latency is its own network's: a timer that reports which network it was
+    given (dense 1 ms, pruned 2 ms) makes the rows, their ratio and throughput checkable (before,
+    only `> 0` was asserted)."""
+    import bayesprune.bench as bench
+
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--widths", "12,8", "--no-progress", "--no-report",
+                 "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
+    made = {}
+    load, dense = bench.load_model_record, bench.dense_network
+
+    def loaded(path):
+        made["pruned"], record = load(path)
+        return made["pruned"], record
+
+    def rebuilt(run_dir, record):
+        made["dense"] = dense(run_dir, record)
+        return made["dense"]
+
+    def timer(module, x, device, repeats):
+        return 1.0 if module is made["dense"] else 2.0 if module is made["pruned"] else -1.0
+
+    monkeypatch.setattr(bench, "load_model_record", loaded)
+    monkeypatch.setattr(bench, "dense_network", rebuilt)
+    monkeypatch.setattr(bench, "_latency_ms", timer)
+    result = bench.bench_run(out, batches=(4,), blocks=3, write=False)
+    row = result["batches"]["4"]
+    assert (row["dense_ms"], row["pruned_ms"], row["speedup"]) == (1.0, 2.0, 0.5)
+    assert (row["dense_per_s"], row["pruned_per_s"]) == (4000.0, 2000.0)
+    assert not (out / "bench.json").exists()  # write=False: the caller writes it

@@ -326,3 +326,28 @@ def test_the_widths_figure_and_trajectories_follow_the_deployed_network(run, ins
     for group in inspected.groups():
         for var in inspected[group].data_vars:
             assert inspected[group][var].attrs.get("description"), (group, var)
+
+
+def test_the_other_panels_plot_the_run_s_own_numbers(run, inspected):
+    """The accuracy, objective and θ-histogram panels were only checked to be non-empty PNGs:
+    their data are the trajectories' (accuracy = 100 (1 − test error), the two terms of F per
+    example) and every starting unit (removed ones at θ = 0)."""
+    from matplotlib.figure import Figure
+
+    from bayesprune.report import plot_accuracy, plot_objective, plot_theta_histogram
+
+    traj = inspected.trajectories
+    ax = Figure().subplots()
+    plot_accuracy(inspected, ax)
+    (line,) = ax.get_lines()
+    np.testing.assert_allclose(line.get_ydata(), 100 * (1 - traj["test_error"].values))
+    ax = Figure().subplots()
+    plot_objective(inspected, ax)
+    data, prior = ax.get_lines()
+    np.testing.assert_allclose(data.get_ydata(), traj["data_term"].values)
+    np.testing.assert_allclose(prior.get_ydata(), traj["prior_term"].values)
+    ax = Figure().subplots()
+    plot_theta_histogram(inspected, ax)
+    counts = sum(patch.get_height() for patch in ax.patches)
+    starting = sum(int(inspected.constant_data[f"{n}_initial_width"]) for n in ("fc1", "fc2"))
+    assert counts == starting

@@ -122,7 +122,7 @@ def test_a_run_with_held_out_evidence_resumes_to_the_same_network_bitwise(tmp_pa
     _assert_same(_model(out), _model(whole))
 
 
-def test_resume_of_a_finished_run_is_refused(tmp_path):
+def test_resume_of_a_finished_run_is_refused(tmp_path, capsys):
     from bayesprune.cli import main
 
     out = tmp_path / "done"
@@ -132,6 +132,7 @@ def test_resume_of_a_finished_run_is_refused(tmp_path):
         == 0
     )
     assert main(["train", "--resume", str(out)]) == 2
+    assert "already ended (finished); nothing to resume" in capsys.readouterr().err
 
 
 def test_a_signal_outside_the_training_loop_is_one_line(tmp_path):
