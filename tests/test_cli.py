@@ -33,7 +33,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert KEYS <= set(summary)
     assert summary["initial_widths"] == [16, 8] and summary["teacher_widths"] == [10, 5]
-    assert 0 <= summary["test_error"] < 0.5
+    assert 0 <= summary["test_error"] < 0.5  # it learnt: a constant predictor's error is 0.63
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "epoch_001.pt",
@@ -223,9 +223,10 @@ def test_lenet5_and_vgg16_train_end_to_end_on_small_data(tmp_path, fake_cifar10)
     summary = _status_matches_exit_code(main(args), out)
     assert not (out / "training.png").exists() and not (out / "inspect").exists()  # --no-report
     assert summary["initial_widths"] == [16, 16, 32, 32, 64, 64, 64] + [128] * 6 + [128]
-    assert len(summary["widths"]) == 14 and summary["weights_kept"] <= summary["weights_total"]
+    assert len(summary["widths"]) == 14
     net = load_model(out / "model.pt")
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert sum(p.numel() for p in net.parameters()) == summary["weights_kept"]  # the saved one
 
 
 def test_architecture_and_device_mistakes_are_one_line(capsys):

@@ -151,7 +151,9 @@ def test_merges_price_redundant_units_in_training():
     widths_on = [int(w) for w in on["architecture"].split("-")[1:]]
     widths_off = [int(w) for w in off["architecture"].split("-")[1:]]
     assert widths_on[1] < widths_off[1], (on["architecture"], off["architecture"])
-    assert on["test_error"] < 0.15
+    # the narrower network keeps the accuracy (measured 12.0% against 11.6% without merges,
+    # 4-57-22 against 4-60-29; the majority class is 63% error)
+    assert on["test_error"] <= off["test_error"] + 0.02
 
 
 def _map(layer, h):
@@ -535,6 +537,8 @@ def test_group_moves_make_a_cheap_layer_end_alike_from_a_wider_start():
         return int(trainer.fit(progress=False, write_summary=False)["architecture"].split("-")[1])
 
     narrow, wide, wide_single = fc1(60, "on"), fc1(120, "on"), fc1(120, "off")
+    # measured: 56 units from 60, 58 from 120 with group moves, 103 from 120 without; the
+    # bounds are P3's 20% and half-way between ending alike and keeping the start
     assert abs(wide - narrow) <= 0.2 * narrow, (narrow, wide)
     assert wide_single > 1.5 * narrow, (narrow, wide_single)
 

@@ -29,7 +29,9 @@ def test_slab_variance_cannot_collapse():
     width, n, fan_in = 50, 785, 784
     alpha = width * n / 2
     v = slab_variance(torch.zeros(width), torch.ones(width), n, 0.1, alpha, alpha / fan_in)
-    assert v.item() >= 0.49 / fan_in
+    # the floor β/(α + 1 + S n/2) with α = S n/2, β = α/fan_in: 1/(2 fan_in) up to the +1
+    floor = (alpha / fan_in) / (alpha + 1 + width * n / 2)
+    assert v.item() == pytest.approx(floor, rel=1e-6) and floor > 0.4999 / fan_in
 
 
 @pytest.mark.parametrize("posterior", ["coupled", "structured", "mean-field"])
