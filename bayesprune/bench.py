@@ -10,7 +10,14 @@ from pathlib import Path
 
 import torch
 
-from bayesprune.export import count_flops, count_weights, load_model_record, model_record
+from bayesprune.export import (
+    architecture,
+    build_sequential,
+    count_flops,
+    count_weights,
+    load_model_record,
+    model_record,
+)
 from bayesprune.loop import synchronize
 from bayesprune.runs import RunError, atomic_write_text, read_config
 
@@ -58,7 +65,15 @@ def dense_network(run_dir: Path, record: dict) -> torch.nn.Sequential:
         )
     if list(net.widths) != list(initial):
         raise RunError(f"cannot rebuild the starting network of {run_dir} ({initial})")
-    return net.to_sequential().eval()
+    dense = net.to_sequential().eval()
+    pruned = build_sequential(record["layers"])
+    said = summary.get("architecture")
+    if isinstance(said, str) and architecture(pruned) != said:  # another run's, of this shape
+        raise RunError(
+            f"{run_dir}/model.pt is a {architecture(pruned)} network, the run's summary.json a "
+            f"{said} one: model.pt is not this run's network"
+        )
+    return dense
 
 
 def _latency_ms(module, x, device, repeats: int) -> float:

@@ -548,13 +548,13 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
 def resume(args, given: dict | None = None) -> int:
     """Continue an interrupted run from its newest complete checkpoint (``given``: settings
     named on the command line beside ``--resume``, refused where they differ from the run's)."""
-    from bayesprune.inference.trainer import Trainer, recorded_status
+    from bayesprune.inference.trainer import Trainer, check_resumable
 
     out = Path(args.resume)
     raw = read_config(out)
     if process_rank() == 0:  # refused while another process writes the run (in a data-
         hold_run_directory(out)  # parallel launch process 0 holds it, the others only read)
-    recorded_status(out)  # a damaged summary.json is refused before the data are read
+    check_resumable(out)  # an ended run or a damaged summary, before the data are read
     given = dict(given or {})
     device = given.pop("device", None)  # how to run, like --threads: the run goes on there
     run = raw.get("run") or {}
@@ -589,7 +589,9 @@ def resume(args, given: dict | None = None) -> int:
     data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise"))
     _distributed_last_batch(args, config.train_subset or len(data.x_train), config.batch_size)
     writes = process_rank() == 0  # with --strategy ddp the other processes write nothing
-    with _scale_note_unwarned():  # said when the run started (and in its summary's note)
+    with _scale_note_unwarned(), warnings.catch_warnings():  # said at the start (and in the
+        # summary's note); a thread count other than the run's is noted by _resume_threads
+        warnings.filterwarnings("ignore", message="this process computes with")
         # the data files hashed by the loader just now, checked against the run's
         trainer = Trainer.resume(out, data, config=config, write=writes)
     if writes:

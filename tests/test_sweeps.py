@@ -75,11 +75,12 @@ def test_a_stopped_run_is_not_refitted_but_resumed_from_python(tmp_path, monkeyp
     Exception` no longer swallows it and goes on. A second fit() of the stopped Trainer went on
     silently from its cut state (with its random streams re-seeded); it is refused, and
     Trainer.resume continues the run to the uninterrupted run's network, to the bit."""
-    reference = _trainer()
+    config = TrainConfig(epochs=3, batch_size=50)  # an epoch after the resume draws its order
+    reference = _trainer(config)
     reference.fit(progress=False)
 
     out = tmp_path / "run"
-    trainer = _trainer(out=out)
+    trainer = _trainer(config, out=out)
     step = Trainer.train_step
 
     def signalled(self, *args, **kwargs):
@@ -102,35 +103,64 @@ def test_a_stopped_run_is_not_refitted_but_resumed_from_python(tmp_path, monkeyp
 
     with pytest.raises(RunError, match="did not train on these data: train_examples 999"):
         Trainer.resume(out, make_teacher(num_train=999, num_test=200))
+    other = make_teacher(num_train=1000, num_test=200, seed=99)  # the same sizes, other tensors
+    with pytest.raises(RunError, match="the tensors are not those the run trained on"):
+        Trainer.resume(out, other)
+    with pytest.raises(RunError, match=r"its own settings; these differ: lr 0\.003 \(the run's"):
+        Trainer.resume(out, DATA, config=TrainConfig(epochs=3, batch_size=50, lr=3e-3))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.warns(UserWarning, match=f"started with {threads}: products"):
+            Trainer.resume(out, DATA)  # dropped: its hold on the directory goes with it
+    finally:
+        torch.set_num_threads(threads)
     resumed = Trainer.resume(out, DATA)
     resumed.echo = False
     assert resumed.step == 26 and resumed.resumed_from.name == "last.pt"
+    # the caller's streams are the caller's until fit, and again after it: a draw in between
+    # changes neither the run nor what the caller draws next
+    np.random.seed(123), random.seed(5), torch.manual_seed(7)
+    torch.rand(3)
+    expected = _draws()
+    np.random.seed(123), random.seed(5), torch.manual_seed(7)
+    torch.rand(3)
     assert resumed.fit(progress=False)["status"] == "finished"
+    assert _draws() == expected
     for key, value in _weights(reference).items():
         assert torch.equal(_weights(resumed)[key], value), key
     with pytest.raises(RunError, match="already ended \\(finished\\)"):
         Trainer.resume(out, DATA)
 
 
+class _Signalled(BaseException):  # as the command line's stop after the last step
+    signum = signal.SIGTERM
+
+
+@pytest.mark.parametrize(
+    "stop, reason", [(KeyboardInterrupt, "KeyboardInterrupt"), (_Signalled, "SIGTERM")]
+)
 def test_a_keyboard_interrupt_from_inside_the_run_leaves_it_resumable_not_running(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, stop, reason
 ):
     """A KeyboardInterrupt raised by the user's own code inside fit (not the signal fit
-    handles) left summary.json at "running"; it is "error", with the exception, as others."""
+    handles) left summary.json at "running"; it is "interrupted", and names what stopped it (an
+    exception is "error"); either way --resume continues from the last checkpoint."""
     out = tmp_path / "run"
     trainer = _trainer(out=out)
     step = Trainer.train_step
 
     def interrupted(self, *args, **kwargs):
         if self.step == 25:
-            raise KeyboardInterrupt
+            raise stop
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         trainer.fit(progress=False)
     record = json.loads((out / "summary.json").read_text())
-    assert record["status"] == "error" and record["status_reason"].startswith("KeyboardInterrupt")
+    assert record["status"] == "interrupted"  # (an Exception would be "error")
+    assert record["status_reason"] == f"{reason} at step 25"
 
 
 def test_a_finished_trainer_is_freed_when_dropped_and_its_network_is_not_reused_silently():
@@ -153,6 +183,56 @@ def test_a_finished_trainer_is_freed_when_dropped_and_its_network_is_not_reused_
             gc.enable()
     with pytest.warns(UserWarning, match=r"trained by another Trainer \(starting widths"):
         Trainer(net, DATA, TrainConfig(epochs=1))
+    held_out = _trainer(TrainConfig(epochs=1, batch_size=50, evidence="held-out"))
+    held_out.fit(progress=False)
+    move = held_out.weak_movable
+    ref = weakref.ref(held_out)
+    gc.disable()
+    try:
+        del held_out
+        assert ref() is None  # its held-out evidence callback is weak too
+        assert move(50) is False  # an optimiser kept without its trainer moves no θ
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def test_a_refused_start_is_not_a_start_and_a_dropped_resume_lets_the_directory_go(
+    tmp_path,
+):
+    """fit() refused for a directory in use marked the Trainer stopped and its network
+    trained; a trainer from Trainer.resume that was never fitted held the run directory until
+    the process ended."""
+    from bayesprune.runs import _HELD
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    trainer = _trainer(out=busy)
+    with pytest.raises(RunError, match="not an empty directory"):
+        trainer.fit(progress=False)
+    (busy / "notes.txt").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the network was not trained: no reuse warning
+        assert trainer.fit(progress=False)["status"] == "finished"
+
+    out = tmp_path / "run"
+    stopped = _trainer(out=out)
+    step = stopped.train_step
+
+    def broken(*args, **kwargs):  # an error in the second epoch: resumable from the first's
+        if stopped.step == 25:
+            raise ValueError("a bug")
+        return step(*args, **kwargs)
+
+    stopped.train_step = broken
+    with pytest.raises(ValueError):
+        stopped.fit(progress=False)
+    resumed = Trainer.resume(out, DATA)
+    assert str(out.resolve()) in _HELD
+    del resumed
+    gc.collect()
+    assert str(out.resolve()) not in _HELD
 
 
 def test_every_run_of_a_sweep_that_collapses_warns():

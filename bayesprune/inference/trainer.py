@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import uuid
 import warnings
 import weakref
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,7 @@ class Trainer:
             raise ValueError(f"unknown elbo {config.elbo!r}: choose {', '.join(IMPLEMENTATIONS)}")
         self.elbo = GatedELBO(estimator=config.estimator, implementation=config.elbo)
         if self.evidence_set is not None:
-            self.elbo.evidence_batch = self.evidence_batch
+            self.elbo.evidence_batch = _weak(self.evidence_batch)
         self.optim = make_optimizer(self.guide, config, len(data.x_train))
         self.svi = pyro.infer.SVI(self.model, self.guide, self.optim, loss=self.elbo)
         self.schedule = None  # built in fit(), when the number of steps is known
@@ -235,7 +236,8 @@ class Trainer:
         self.resumed, self.diverged = None, False
         self.fitted = False  # fit() has run to its end: a second call is refused
         self.started = False  # fit() was called (a run it cut short is resumed, not re-fitted)
-        self.weak_movable = _weak(self.movable, gone=True)  # for the θ optimiser (no cycle)
+        # for the θ optimiser (no cycle); without its trainer no θ moves (no schedule, no rule)
+        self.weak_movable = _weak(self.movable, gone=False)
         self.resumed_from: Path | None = None  # the checkpoint Trainer.resume restored
         self.held_here = False  # this trainer took the hold on its run directory
         # data-parallel training (bayesprune.distributed): the examples of this step summed over
@@ -593,23 +595,32 @@ class Trainer:
                 "continue it from its checkpoint with Trainer.resume(out, data), or build a new "
                 "Trainer (and a new network)"
             )
-        self.started = True
-        if getattr(self.net, "trained_by_a_trainer", None) is None:
-            self.net.trained_by_a_trainer = list(self.initial_widths)
         rng = global_rng_state()  # the caller's random streams, given back when fit ends
         try:
             steps = self.begin(run, write_summary)
+            self.started = True  # (a refused start, e.g. a directory in use, is not a start)
+            if getattr(self.net, "trained_by_a_trainer", None) is None:
+                self.net.trained_by_a_trainer = list(self.initial_widths)
             summary = self._fit(steps, progress)
         except (TrainingInterrupted, OSError):  # (the disk filled up: the run resumes)
             raise
         except BaseException as error:  # a run that stopped on an error does not read "running"
             if self.writer is not None and holds_run_directory(self.writer.path):
                 # "error", not "failed": the checkpoints are good (an out-of-memory error, a
-                # driver's), and --resume continues from the last one, as after a signal
+                # driver's), and --resume continues from the last one, as after a signal; a
+                # KeyboardInterrupt or a signal the command line turned into an exception
+                # (one landing after the last step) is "interrupted"
+                signum = getattr(error, "signum", None)
+                name = signal.Signals(signum).name if isinstance(signum, int) else None
+                name = name or type(error).__name__
+                if isinstance(error, Exception):
+                    status, why = "error", f"{name} at step {self.step}: {error}"
+                else:
+                    status, why = "interrupted", f"{name} at step {self.step}"
                 self.writer.summary(
                     {
-                        "status": "error",
-                        "status_reason": f"{type(error).__name__} at step {self.step}: {error}",
+                        "status": status,
+                        "status_reason": why,
                         "step": self.step,
                         "epoch": self.epoch,
                     }
@@ -637,6 +648,8 @@ class Trainer:
         n = len(self.data.x_train)
         if self.resumed is None:
             pyro.set_rng_seed(cfg.seed)
+        else:  # the streams of the checkpoint, where the run left them
+            self.install_saved_rng()
         start = time.perf_counter()
         with pyro.validation_enabled(False), _StopSignals() as stop:
             bar = tqdm(  # no bar where stderr is not a terminal (a log file: tqdm's None)
@@ -780,6 +793,7 @@ class Trainer:
             "run_id": self.run_id,
             "initial_spec": self.initial_spec,
             "data": {
+                **self.data_identity(),
                 "name": self.data.name,
                 "source": self.data.meta.get("source"),
                 "files": self.data.meta.get("files", []),
@@ -790,6 +804,11 @@ class Trainer:
             },
             "versions": versions(),
         }
+
+    def data_identity(self) -> dict:
+        """What identifies data that no files do (a user's own tensors, the teacher's): their
+        SHA-256, which :meth:`resume` checks; nothing for data read from files (hashed)."""
+        return {} if self.data.meta.get("files") else {"tensors_sha256": tensors_sha256(self.data)}
 
     def epoch_record(self, epoch, sums, steps, epoch_start) -> dict:
         # the steps this process timed: a resumed epoch's from the resume on
@@ -901,17 +920,34 @@ class Trainer:
         raw = read_config(out)
         held = write and hold_run_directory(out)  # before anything is truncated
         try:
-            status = recorded_status(out)
-            if status in ("finished", "collapsed", "failed"):
-                raise RunError(f"run {out} already ended ({status}); nothing to resume")
-            if config is None:
-                try:
-                    config = TrainConfig.from_record(raw)
-                except ValueError as err:  # a config.json edited by hand
-                    raise RunError(f"{out}/config.json: {err}") from None
+            check_resumable(out)
+            try:
+                recorded = TrainConfig.from_record(raw)
+            except ValueError as err:  # a config.json edited by hand
+                raise RunError(f"{out}/config.json: {err}") from None
+            differ = [
+                f"{f.name} {getattr(config, f.name)!r} (the run's: {getattr(recorded, f.name)!r})"
+                for f in fields(TrainConfig)
+                if config is not None and f.name != "device"
+                and getattr(config, f.name) != getattr(recorded, f.name)
+            ]  # fmt: skip
+            if differ:  # config.json would describe a run that did not happen
+                raise RunError(
+                    f"run {out} goes on with its own settings; these differ: {'; '.join(differ)}"
+                )
+            threads = (raw.get("run") or {}).get("threads")
+            if isinstance(threads, int) and threads != torch.get_num_threads():
+                warnings.warn(
+                    f"this process computes with {torch.get_num_threads()} threads, run {out} "
+                    f"started with {threads}: products split across threads round differently, "
+                    f"so it can end apart from the uninterrupted run (torch.set_num_threads"
+                    f"({threads}) first to continue it exactly)",
+                    UserWarning,
+                    stacklevel=2,
+                )
             state, path = latest_state(out, raw)
             net = GatedNet.from_spec(state["net_spec"])
-            trainer = cls(net, data, config, out=out if write else None)
+            trainer = cls(net, data, config or recorded, out=out if write else None)
             _check_resumed_data(out, raw.get("data") or {}, trainer.data)
             if write:
                 RunWriter(out).truncate(state["epoch"], state["step"])
@@ -921,6 +957,8 @@ class Trainer:
                 release_run_directory(out)
             raise
         trainer.held_here, trainer.resumed_from = held, path
+        if held:  # a resumed trainer dropped without fit() lets go of the directory too
+            weakref.finalize(trainer, release_run_directory, out)
         return trainer
 
     def restore(self, state: dict) -> None:
@@ -955,14 +993,20 @@ class Trainer:
         self.initial_spec = t.get("initial_spec")  # None in checkpoints before it was kept
         self.run_id = state.get("run_id")
         self.wall, self.bookkeeping = t["wall"], t["bookkeeping"]
-        rng = state["rng"]
+        # the random streams the run goes on with, installed when fit starts (not now: the
+        # caller's own streams stay theirs until then, and come back when fit ends)
+        self.saved_rng = state["rng"]
+        self.resumed = self.step
+
+    def install_saved_rng(self) -> None:
+        """Put the checkpoint's random streams (:meth:`restore`) into the global generators."""
+        rng = self.saved_rng
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None:
             torch.cuda.set_rng_state_all(rng["cuda"])
         name, keys, *rest = rng["numpy"]
         np.random.set_state((name, keys.numpy(), *rest))
         random.setstate(rng["python"])
-        self.resumed = self.step
 
     def use_saved_window(self) -> None:
         """Go on with the evidence window W_N the run started with (Eq. (10n)).
@@ -1237,6 +1281,13 @@ def _weak(method, gone=None):
     return call
 
 
+def check_resumable(out: Path) -> None:
+    """Refuse a run that already ended (a :class:`RunError`) or whose summary is damaged."""
+    status = recorded_status(out)
+    if status in ("finished", "collapsed", "failed"):
+        raise RunError(f"run {out} already ended ({status}); nothing to resume")
+
+
 def recorded_status(out: Path) -> str | None:
     """``summary.json``'s status (None: no summary yet); a damaged summary is refused."""
     path = out / "summary.json"
@@ -1259,12 +1310,25 @@ def _check_resumed_data(out: Path, recorded: dict, data: Dataset) -> None:
                        ("test_examples", len(data.x_test))):  # fmt: skip
         if key in recorded and recorded[key] != value:
             differ.append(f"{key} {value!r} (the run's: {recorded[key]!r})")
+    digest = recorded.get("tensors_sha256")
+    if digest is not None and digest != tensors_sha256(data):  # a user's own tensors
+        differ.append("the tensors are not those the run trained on (their SHA-256 differs)")
     files, loaded = recorded.get("files") or [], data.meta.get("files") or []
     if [f.get("sha256") for f in files] != [f.get("sha256") for f in loaded]:
         changed = changed_files(files, loaded)
         differ.append(f"the data files changed since the run started: {changed}")
     if differ:
         raise RunError(f"run {out} did not train on these data: {'; '.join(differ)}")
+
+
+def tensors_sha256(data: Dataset) -> str:
+    """SHA-256 of a dataset's four tensors (recorded for data that no files identify)."""
+    digest = hashlib.sha256()
+    for tensor in (data.x_train, data.y_train, data.x_test, data.y_test):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(str((array.dtype.str, array.shape)).encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
 
 
 def changed_files(recorded: list[dict], loaded: list[dict]) -> str:
