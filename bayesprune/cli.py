@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_widths,
         default=None,
         help="mlp hidden widths, e.g. 300,100 (LeNet-300-100, the default); lenet5: conv1,conv2,"
-        "fc1 (20,50,500 by default)",
+        "fc1 (20,50,500 by default); vgg16 takes --width-mult instead",
     )
     t.add_argument(
         "--width-mult",
@@ -131,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(t)  # one flag per TrainConfig field, with its help and choices
     t.add_argument("--init", default="kaiming", choices=INITS, help="initialisation")
-    t.add_argument("--threads", type=positive(int), default=None, help="torch threads")
+    t.add_argument(
+        "--threads",
+        type=positive(int),
+        default=None,
+        help="torch threads (default: torch's, the core count; with --resume the run's own); "
+        "the pruning decisions depend on it: give it for a run to be repeated elsewhere",
+    )
     t.add_argument(
         "--out",
         default=None,
@@ -142,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         default=None,
         metavar="RUN_DIR",
-        help="continue an interrupted run from its newest checkpoint (its own settings are used)",
+        help="continue an interrupted run from its newest checkpoint with its own settings "
+        "(training flags that differ from them are refused)",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument(
@@ -180,12 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
         "safetensors (weights and layer list, no code)",
     )
     e.add_argument("--out", default=None, help="file to write (default: RUN_DIR/model.<ext>)")
-    b = sub.add_parser("bench", help="latency, throughput, size: pruned against dense")
+    b = sub.add_parser(
+        "bench",
+        help="latency, throughput, size: pruned against dense",
+        formatter_class=_DefaultsFormatter,
+    )
     b.add_argument("run_dir", help="a finished run directory")
     b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    b.add_argument("--batch", type=_batches, default=(1, 256), help="batch sizes, e.g. 1,256")
-    b.add_argument("--threads", type=positive(int), default=1, help="torch threads (default 1)")
-    i = sub.add_parser("inspect", help="posterior of a run as ArviZ netCDF, summary and figures")
+    b.add_argument("--batch", type=_batches, default="1,256", help="batch sizes, e.g. 1,256")
+    b.add_argument("--threads", type=positive(int), default=1, help="torch threads")
+    i = sub.add_parser(
+        "inspect",
+        help="posterior of a run as ArviZ netCDF, summary and figures",
+        formatter_class=_DefaultsFormatter,
+    )
     i.add_argument("run_dir", help="a run directory written by bayesprune train")
     i.add_argument("--epoch", type=positive(int), default=None, help="checkpoint (default: last)")
     i.add_argument("--draws", type=positive(int), default=INSPECT_DRAWS, help="posterior draws")

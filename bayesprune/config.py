@@ -161,7 +161,8 @@ class TrainConfig:
     )  # fmt: skip
     merge_schedule: str = _option(
         "window", "when a layer gets merge rounds (Eq. (14w)): window: every evidence window "
-        "of examples from its release on, the same rounds in every run; settled: only once its "
+        "of examples from one window after its release on, the same rounds in every run; "
+        "settled: only once its "
         "gates have collapsed no unit for a window", choices=MERGE_SCHEDULES,
     )  # fmt: skip
     merge_groups: str = _option(
@@ -191,7 +192,8 @@ class TrainConfig:
     evidence: str = _option(
         "train", "examples the gates' evidence is measured on: train (the batch the weights "
         "step on) or held-out (a fixed share of the training set no weight trains on, drawn "
-        "anew each step; Eq. (9h))", choices=EVIDENCE,
+        "anew each step; Eq. (9h); secant estimator, point-mass weights, fast ELBO, one process "
+        "only)", choices=EVIDENCE,
     )  # fmt: skip
     evidence_share: float = _option(
         0.1, "share of the training examples held out for the gates' evidence "
@@ -214,8 +216,8 @@ class TrainConfig:
         "(Eq. (13))", positive(float),
     )  # fmt: skip
     price_scale: float = _option(
-        1.0, "multiplies the default τ(N) (Eq. (13)): above 1 smaller networks, below 1 larger "
-        "ones, at every N (benchmarks/tradeoff.py); cannot be combined with --temperature",
+        1.0, "multiplies τ(N) = 0.03·(N/60000)^½ (Eq. (13)): above 1 smaller networks, below 1 "
+        "larger ones, at every N (benchmarks/tradeoff.py); cannot be combined with --temperature",
         positive(float),
     )  # fmt: skip
     rho: float = _option(HyperPrior.rho, "spike/slab variance ratio ρ", open_unit_interval)
@@ -259,6 +261,10 @@ class TrainConfig:
         _check_device(self.device)
         if self.merge_groups == "on" and self.merge == "off":
             raise ValueError("merge_groups on needs merge on (group moves are merge moves)")
+        if self.temperature is not None and self.price_scale != 1:  # as the command line does
+            raise ValueError(
+                "price_scale multiplies the default τ(N); with temperature set, scale that instead"
+            )
         if self.evidence == "held-out" and (
             self.estimator != "secant" or self.weights != "point" or self.elbo == "traced"
         ):

@@ -83,8 +83,8 @@ def test_price_scale_multiplies_the_default_temperature_and_survives_the_record(
     assert TrainConfig.from_record(record).hyper(2_400).temperature == pytest.approx(
         trainer.hyper.temperature
     )
-    with pytest.raises(ValueError, match="price_scale"):
-        TrainConfig(temperature=0.5, price_scale=2.0).hyper(2_400)
+    with pytest.raises(ValueError, match="price_scale"):  # when made, as the command line does
+        TrainConfig(temperature=0.5, price_scale=2.0)
 
 
 def test_train_subset_is_fixed_by_the_seed():
