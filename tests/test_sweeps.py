@@ -108,11 +108,15 @@ def test_a_stopped_run_is_not_refitted_but_resumed_from_python(tmp_path, monkeyp
         Trainer.resume(out, other)
     with pytest.raises(RunError, match=r"its own settings; these differ: lr 0\.003 \(the run's"):
         Trainer.resume(out, DATA, config=TrainConfig(epochs=3, batch_size=50, lr=3e-3))
+    with pytest.raises(RunError, match=r"these differ: τ 0\.0077"):  # twice the price
+        Trainer.resume(out, DATA, config=TrainConfig(epochs=3, batch_size=50, price_scale=2.0))
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)
     try:
         with pytest.warns(UserWarning, match=f"started with {threads}: products"):
-            Trainer.resume(out, DATA)  # dropped: its hold on the directory goes with it
+            # the config the run was started with (config.json holds it resolved: τ(N), the
+            # check interval): taken; dropped, the trainer's hold on the directory goes with it
+            Trainer.resume(out, DATA, config=config)
     finally:
         torch.set_num_threads(threads)
     resumed = Trainer.resume(out, DATA)
@@ -233,6 +237,15 @@ def test_a_refused_start_is_not_a_start_and_a_dropped_resume_lets_the_directory_
     del resumed
     gc.collect()
     assert str(out.resolve()) not in _HELD
+    # a trainer whose fit let go of the directory never frees a later trainer's hold
+    first = Trainer.resume(out, DATA)
+    first.train_step = None  # fails at its first step: fit lets go of the directory
+    with pytest.raises(TypeError):
+        first.fit(progress=False)
+    second = Trainer.resume(out, DATA)
+    del first
+    gc.collect()
+    assert str(out.resolve()) in _HELD and second.held_here
 
 
 def test_every_run_of_a_sweep_that_collapses_warns():

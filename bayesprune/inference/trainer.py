@@ -15,7 +15,7 @@ import uuid
 import warnings
 import weakref
 from contextlib import nullcontext
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +240,7 @@ class Trainer:
         self.weak_movable = _weak(self.movable, gone=False)
         self.resumed_from: Path | None = None  # the checkpoint Trainer.resume restored
         self.held_here = False  # this trainer took the hold on its run directory
+        self.hold_finalizer = None  # Trainer.resume's release of it, should the trainer be dropped
         # data-parallel training (bayesprune.distributed): the examples of this step summed over
         # the processes, which is what the θ clock and the warm-up count (None: this process's)
         self.global_batch: int | None = None
@@ -630,6 +631,8 @@ class Trainer:
             if self.held_here:  # free again once fit returns (a caller's own hold stays)
                 release_run_directory(self.writer.path)
                 self.held_here = False
+                if self.hold_finalizer is not None:
+                    self.hold_finalizer.detach()
             set_global_rng_state(rng)
         self.fitted = True
         if summary["status"] != "finished":  # never a normal-looking return of a broken run
@@ -925,16 +928,19 @@ class Trainer:
                 recorded = TrainConfig.from_record(raw)
             except ValueError as err:  # a config.json edited by hand
                 raise RunError(f"{out}/config.json: {err}") from None
+            # config.json holds the settings as resolved (τ(N) with its price scale, the check
+            # interval and patience): a given config is compared as given, those as resolved
+            resolved = ("device", "temperature", "price_scale", "check_every", "patience")
             differ = [
                 f"{f.name} {getattr(config, f.name)!r} (the run's: {getattr(recorded, f.name)!r})"
                 for f in fields(TrainConfig)
-                if config is not None and f.name != "device"
+                if config is not None and f.name not in resolved
                 and getattr(config, f.name) != getattr(recorded, f.name)
             ]  # fmt: skip
-            if differ:  # config.json would describe a run that did not happen
-                raise RunError(
-                    f"run {out} goes on with its own settings; these differ: {'; '.join(differ)}"
-                )
+            for name in ("check_every", "patience"):
+                given = None if config is None else getattr(config, name)
+                if given is not None and given != getattr(recorded, name):
+                    differ.append(f"{name} {given!r} (the run's: {getattr(recorded, name)!r})")
             threads = (raw.get("run") or {}).get("threads")
             if isinstance(threads, int) and threads != torch.get_num_threads():
                 warnings.warn(
@@ -947,7 +953,18 @@ class Trainer:
                 )
             state, path = latest_state(out, raw)
             net = GatedNet.from_spec(state["net_spec"])
-            trainer = cls(net, data, config or recorded, out=out if write else None)
+            run_config = recorded if config is None else replace(recorded, device=config.device)
+            trainer = cls(net, data, run_config, out=out if write else None)
+            if config is not None:  # τ as the given config would make it for these data
+                tau = config.hyper(len(trainer.data.x_train)).temperature
+                if recorded.temperature is not None and not math.isclose(
+                    tau, recorded.temperature, rel_tol=1e-9
+                ):
+                    differ.append(f"τ {tau!r} (the run's: {recorded.temperature!r})")
+            if differ:  # config.json would describe a run that did not happen
+                raise RunError(
+                    f"run {out} goes on with its own settings; these differ: {'; '.join(differ)}"
+                )
             _check_resumed_data(out, raw.get("data") or {}, trainer.data)
             if write:
                 RunWriter(out).truncate(state["epoch"], state["step"])
@@ -957,8 +974,9 @@ class Trainer:
                 release_run_directory(out)
             raise
         trainer.held_here, trainer.resumed_from = held, path
-        if held:  # a resumed trainer dropped without fit() lets go of the directory too
-            weakref.finalize(trainer, release_run_directory, out)
+        if held:  # a resumed trainer dropped without fit() lets go of the directory too (and
+            # fit, which lets go itself, detaches this, so that it never frees a later hold)
+            trainer.hold_finalizer = weakref.finalize(trainer, release_run_directory, out)
         return trainer
 
     def restore(self, state: dict) -> None:
