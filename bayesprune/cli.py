@@ -29,6 +29,7 @@ from bayesprune.inference.trainer import Trainer
 from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS
 from bayesprune.runs import (
     RunError,
+    check_resumable,
     first_line,
     held_run_directories,
     hold_run_directory,
@@ -563,7 +564,7 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
 def resume(args, given: dict | None = None) -> int:
     """Continue an interrupted run from its newest complete checkpoint (``given``: settings
     named on the command line beside ``--resume``, refused where they differ from the run's)."""
-    from bayesprune.inference.trainer import Trainer, check_resumable
+    from bayesprune.inference.trainer import Trainer
 
     out = Path(args.resume)
     raw = read_config(out)

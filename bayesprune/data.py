@@ -588,6 +588,33 @@ def file_records(paths) -> list[dict]:
     return records
 
 
+def tensors_sha256(data: Dataset) -> str:
+    """SHA-256 of a dataset's four tensors (recorded for data that no files identify)."""
+    digest = hashlib.sha256()
+    for tensor in (data.x_train, data.y_train, data.x_test, data.y_test):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(str((array.dtype.str, array.shape)).encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def changed_files(recorded: list[dict], loaded: list[dict]) -> str:
+    """Which of a run's data files differ from the ones read now (config.json's records)."""
+    if len(recorded) != len(loaded):
+        return f"the run read {len(recorded)} files, {len(loaded)} are read now"
+
+    def shown(record: dict) -> str:
+        size = record.get("bytes")
+        size = f"{size:,} bytes" if isinstance(size, int) else "size not recorded"
+        return f"{record.get('path')} ({size}, SHA-256 {str(record.get('sha256'))[:12]}…)"
+
+    return "; ".join(
+        f"{shown(new)} is not what the run read, {shown(old)}"
+        for old, new in zip(recorded, loaded, strict=True)
+        if old.get("sha256") != new.get("sha256")
+    )
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """Unpickles a CIFAR-10 batch and nothing else: the only classes it will build are numpy's
     array reconstruction (a batch is a dict of bytes, lists and one uint8 array); any other

@@ -445,6 +445,27 @@ def latest_state(run_dir: Path, config: dict | None = None) -> tuple[dict, Path]
     return best
 
 
+def check_resumable(out: Path) -> None:
+    """Refuse a run that already ended (a :class:`RunError`) or whose summary is damaged."""
+    status = recorded_status(out)
+    if status in ("finished", "collapsed", "failed"):
+        raise RunError(f"run {out} already ended ({status}); nothing to resume")
+
+
+def recorded_status(out: Path) -> str | None:
+    """``summary.json``'s status (None: no summary yet); a damaged summary is refused."""
+    path = out / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (ValueError, AttributeError, OSError):
+        raise RunError(
+            f"{path} is damaged (not the JSON object bayesprune writes); refusing to resume "
+            "over it: restore the file, or start a new run with --out"
+        ) from None
+
+
 def _read_json(path: Path, kind: type):
     try:
         value = json.loads(path.read_text())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import os
 import random
@@ -31,7 +29,7 @@ from bayesprune.config import (
     evidence_window,
     pruning_patience,
 )
-from bayesprune.data import Dataset
+from bayesprune.data import Dataset, changed_files, tensors_sha256
 from bayesprune.export import (
     architecture,
     count_flops,
@@ -63,6 +61,7 @@ from bayesprune.models.network import GatedNet
 from bayesprune.runs import (
     RunError,
     RunWriter,
+    check_resumable,
     hold_run_directory,
     holds_run_directory,
     latest_state,
@@ -1299,27 +1298,6 @@ def _weak(method, gone=None):
     return call
 
 
-def check_resumable(out: Path) -> None:
-    """Refuse a run that already ended (a :class:`RunError`) or whose summary is damaged."""
-    status = recorded_status(out)
-    if status in ("finished", "collapsed", "failed"):
-        raise RunError(f"run {out} already ended ({status}); nothing to resume")
-
-
-def recorded_status(out: Path) -> str | None:
-    """``summary.json``'s status (None: no summary yet); a damaged summary is refused."""
-    path = out / "summary.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text()).get("status")
-    except (ValueError, AttributeError, OSError):
-        raise RunError(
-            f"{path} is damaged (not the JSON object bayesprune writes); refusing to resume "
-            "over it: restore the file, or start a new run with --out"
-        ) from None
-
-
 def _check_resumed_data(out: Path, recorded: dict, data: Dataset) -> None:
     """Refuse to resume run ``out`` on data other than those ``config.json`` records
     (``data``: the resumed trainer's, after its subset)."""
@@ -1337,33 +1315,6 @@ def _check_resumed_data(out: Path, recorded: dict, data: Dataset) -> None:
         differ.append(f"the data files changed since the run started: {changed}")
     if differ:
         raise RunError(f"run {out} did not train on these data: {'; '.join(differ)}")
-
-
-def tensors_sha256(data: Dataset) -> str:
-    """SHA-256 of a dataset's four tensors (recorded for data that no files identify)."""
-    digest = hashlib.sha256()
-    for tensor in (data.x_train, data.y_train, data.x_test, data.y_test):
-        array = tensor.detach().cpu().contiguous().numpy()
-        digest.update(str((array.dtype.str, array.shape)).encode())
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
-def changed_files(recorded: list[dict], loaded: list[dict]) -> str:
-    """Which of a run's data files differ from the ones read now (config.json's records)."""
-    if len(recorded) != len(loaded):
-        return f"the run read {len(recorded)} files, {len(loaded)} are read now"
-
-    def shown(record: dict) -> str:
-        size = record.get("bytes")
-        size = f"{size:,} bytes" if isinstance(size, int) else "size not recorded"
-        return f"{record.get('path')} ({size}, SHA-256 {str(record.get('sha256'))[:12]}…)"
-
-    return "; ".join(
-        f"{shown(new)} is not what the run read, {shown(old)}"
-        for old, new in zip(recorded, loaded, strict=True)
-        if old.get("sha256") != new.get("sha256")
-    )
 
 
 class _StopSignals:
