@@ -592,6 +592,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
     ("key", "merge_power", lambda name, r: render_merge_power(name, r)),
     ("key", "tradeoff", lambda name, r: render_tradeoff(name, r)),
+    ("key", "l0_baseline", lambda name, r: render_l0_baseline(name, r)),
     ("key", "mean_gap_points", lambda name, r: render_seeds(name, r)),
     ("key", "runs", lambda name, r: render_robustness(name, r)),
     ("key", "cells", lambda name, r: render_matrix(name, r)),
@@ -1953,3 +1954,90 @@ def render_seeds(name: str, result: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def render_l0_baseline(name: str, result: dict) -> list[str]:
+    """benchmarks/l0_baseline.py: L0 hard-concrete gates per (λ, gate lr) and cell, beside
+    bayesprune's runs of the same cells and seeds, and both methods' widths along the
+    matrix's axes (CV across batch and learning rate; widths in N)."""
+    from robustness_matrix import BATCH_GROUP, LR_GROUP, SIZE_GROUP, cv, non_decreasing
+
+    rows = result["rows"]
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/l0_baseline.py --cells {' '.join(result['cells'])} --seeds "
+        f"{' '.join(map(str, result['seeds']))} --lambdas {' '.join(map(str, result['lambdas']))} "
+        f"--gate-lrs {' '.join(map(str, result['gate_lrs']))}`, commit {result['commit']}, "
+        f"{result.get('cpu', 'unknown CPU')}, {result['threads']} thread per run. Structured L0 "
+        "(Louizos et al. 2018): a hard-concrete gate per hidden unit, penalty λ/N per expected "
+        "nonzero weight (each weight counted once), the dense recipe of the cell otherwise (10 "
+        "epochs, not the paper's 200); test-time gates clip(σ(log α)·1.2 − 0.1, 0, 1), units "
+        "at 0 removed. *Reach*: the gates' learning rate × steps; below 2.4 Adam cannot take a "
+        "gate from log α = 0 to closed, whatever λ. Gaps in points against the dense run of "
+        "the same cell and seed (the same initialisation and batches).",
+        "",
+        "| cell | λ | gate lr | seed | reach | widths | weights kept (%) | L0 error (%) "
+        "| dense (%) | gap | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["case"], r["lambda"], r["gate_lr"], r["seed"])):
+        lines.append(
+            f"| {r['case']} | {r['lambda']:g} | {r['gate_lr']:g} | {r['seed']} | "
+            f"{r['gate_reach']:.1f} | {'-'.join(map(str, r['widths']))} | "
+            f"{100 * r['weights_kept_fraction']:.1f} | {100 * r['test_error']:.2f} | "
+            f"{100 * r['dense_error']:.2f} | {100 * (r['test_error'] - r['dense_error']):+.2f} | "
+            f"{r['status']} |"
+        )
+
+    def means(sel: list[dict]) -> tuple[list[float], float, float | None]:
+        widths = [sum(r["widths"][i] for r in sel) / len(sel) for i in range(len(sel[0]["widths"]))]
+        kept = 100 * sum(r["weights_kept_fraction"] for r in sel) / len(sel)
+        paired = [r for r in sel if r.get("dense_error") is not None]
+        gap = (100 * sum(r["test_error"] - r["dense_error"] for r in paired) / len(paired)
+               if paired else None)  # fmt: skip
+        return widths, kept, gap
+
+    settings = sorted({(r["lambda"], r["gate_lr"]) for r in rows})
+    methods = [(f"L0 λ {lam:g}, gate lr {glr:g}",
+                [r for r in rows if (r["lambda"], r["gate_lr"]) == (lam, glr)])
+               for lam, glr in settings]  # fmt: skip
+    if result.get("bayesprune"):
+        methods.append(("bayesprune (default)", result["bayesprune"]))
+    lines += ["", "Means over the seeds (collapsed runs included, at their widths of 0 and "
+              "their error):", "",
+              "| method | cell | seeds | widths | weights kept (%) | gap | collapsed |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    axes: list[str] = []
+    for label, sel in methods:
+        by_case: dict = {}
+        for case in result["cells"]:
+            runs = [r for r in sel if r["case"] == case]
+            if not runs:
+                continue
+            widths, kept, gap = means(runs)
+            by_case[case] = widths
+            lines.append(
+                f"| {label} | {case} | {len(runs)} | {'-'.join(f'{w:.0f}' for w in widths)} | "
+                f"{kept:.1f} | {'-' if gap is None else f'{gap:+.2f}'} | "
+                f"{sum(r.get('status', 'finished') != 'finished' for r in runs)} |"
+            )
+        parts = []
+        for axis, group in (("batch", BATCH_GROUP), ("lr", LR_GROUP)):
+            if all(c in by_case for c in group):
+                layers = range(len(by_case[group[0]]))
+                cvs = [cv([by_case[c][i] for c in group]) if max(by_case[c][i] for c in group)
+                       else float("nan") for i in layers]  # fmt: skip
+                parts.append(f"width CV across {axis} " + " / ".join(
+                    "n/a (every width 0)" if math.isnan(v) else f"{100 * v:.1f}%" for v in cvs))
+        if all(c in by_case for c in SIZE_GROUP):
+            sizes = [by_case[c] for c in SIZE_GROUP]
+            trend = "non-decreasing" if non_decreasing(sizes) else "not non-decreasing"
+            parts.append("widths in N " + " → ".join(
+                "-".join(f"{w:.0f}" for w in s) for s in sizes) + f" ({trend})")
+        if parts:
+            axes.append(f"- {label}: " + "; ".join(parts) + ".")
+    if axes:
+        lines += ["", "Along the matrix's axes (issue 9: CV ≤ 20%, widths non-decreasing in N):",
+                  "", *axes]  # fmt: skip
+    return lines + [""]

@@ -1,0 +1,288 @@
+"""Structured L0 gates (hard concrete) beside bayesprune: a learnt-gate baseline with a penalty λ.
+
+Louizos, Welling & Kingma, "Learning Sparse Neural Networks through L0 Regularization" (ICLR
+2018), applied to the same units bayesprune gates: one hard-concrete gate per hidden unit (β =
+2/3, stretched to (−0.1, 1.1) and clipped to [0, 1]), its log α learnt by Adam beside the
+weights (log α starting at 0 + 0.01·N(0, 1), clamped to [ln 0.01, ln 100] after each step, as
+in the reference code), and the penalty λ/N times the expected number of nonzero weights, each
+weight counted once: a gate switches its unit's incoming weights and bias, and the last hidden
+layer's also its weights into the classifier. At test time each gate is its deterministic
+value clip(σ(log α)·1.2 − 0.1, 0, 1); a unit whose gate is 0 is removed, the others' gates
+scale their outputs. The rest is the dense recipe of the robustness matrix's cell (same
+network and initialisation, Adam, epochs, batch, learning rate and schedule, training subset,
+batch order), without weight decay, as the dense runs.
+
+Where this departs from the paper and its code, and which way it cuts:
+
+- 10 epochs (the cell's recipe), not the paper's 200. Adam moves log α by about the gates'
+  learning rate per step, and a gate starting at log α = 0 closes at test time only below
+  −2.40: with gate lr × steps (``gate_reach`` in each row) below that no λ can close a gate.
+  The gates get their own Adam (``--gate-lrs``), held fixed while the cell changes the
+  weights' rate; the reference steps everything with one optimiser.
+- Gates drawn per example (the reference's ``local_rep``; its default draws one per
+  mini-batch): a gradient of lower variance, if anything in L0's favour.
+- No exponential moving average of the parameters at test time (the reference's LeNet-5
+  script evaluates one), no gates on the input pixels, no L2 term (the reference weighs one by
+  P(open); the dense runs have none).
+
+λ is the method's one knob. The comparison this script makes is the one a user meets: pick λ
+(and the gates' learning rate) on one setting, then change the data size, the batch size or
+the learning rate, as the robustness matrix does for bayesprune, whose price has no knob.
+
+Usage::
+
+    .venv/bin/python benchmarks/l0_baseline.py --cells mlp-n60k --seeds 0 1 \\
+        --lambdas 0.03 0.1 0.3 1 --gate-lrs 1e-3 1e-2 --name l0_sweep
+    .venv/bin/python benchmarks/l0_baseline.py --cells mlp-n3k mlp-n10k ... --seeds 0 1 2 3 \\
+        --lambdas 0.3 --gate-lrs 1e-2 --name l0_matrix \\
+        --bayesprune-from benchmarks/results/robustness_matrix.json ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import commit, cpu_model, description, existing_file, seed_type, write  # noqa: E402
+from robustness_matrix import CASES  # noqa: E402
+
+LIMIT_A, LIMIT_B, BETA, EPS = -0.1, 1.1, 2.0 / 3.0, 1e-6  # the paper's stretch and temperature
+# the reference code's "droprate" 0.5 for hidden units: log α = 0 (P(gate = 0) is then 0.17)
+DROPRATE_INIT = 0.5
+LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))  # the reference code's clamp after each step
+
+
+def sample_gates(log_alpha, batch: int, generator=None):
+    """Hard-concrete gates, one per example and unit, differentiable in log α."""
+    import torch
+
+    u = torch.rand(batch, log_alpha.shape[0], generator=generator).clamp_(EPS, 1 - EPS)
+    s = torch.sigmoid((u.log() - (-u).log1p() + log_alpha) / BETA)
+    return (s * (LIMIT_B - LIMIT_A) + LIMIT_A).clamp(0.0, 1.0)
+
+
+def prob_nonzero(log_alpha):
+    """P(gate ≠ 0) = 1 − Q(s ≤ 0): the expected L0 norm per gate."""
+    import torch
+
+    return torch.sigmoid(log_alpha - BETA * math.log(-LIMIT_A / LIMIT_B))
+
+
+def test_gates(log_alpha):
+    """The deterministic gate of the paper's test time."""
+    import torch
+
+    return (torch.sigmoid(log_alpha) * (LIMIT_B - LIMIT_A) + LIMIT_A).clamp(0.0, 1.0)
+
+
+def unit_costs(net) -> dict:
+    """The weights each gate of a layer switches, each weight counted once: a unit's incoming
+    weights and bias, and for the last hidden layer also its weights into the (ungated)
+    classifier. At full width they sum to the network's weights less the classifier's biases
+    (LeNet-300-100: 266,600 of 266,610), as the reference code's layers count them."""
+    last = net.gated[-1]
+    costs = {}
+    for name in net.gated:
+        costs[name] = net.fan_in(name) + 1
+        if name == last:
+            costs[name] += net.layers["out"].weight[0].numel() // net.width(name) * net.num_classes
+    return costs
+
+
+def train_l0(net, data, epochs: int, batch_size: int, lr: float, lam: float, gate_lr: float,
+             seed: int, schedule: str = "constant") -> dict:  # fmt: skip
+    """Train ``net`` with L0 gates on its hidden units; return widths, size and test error.
+
+    The gates' initial values and noise come from their own generator, so that the batches and
+    the network's initialisation are the dense run's of the same seed (paired gaps).
+    """
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from bayesprune.export import count_weights
+    from bayesprune.inference.projected_sgd import multi_tensor
+    from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch
+
+    torch.manual_seed(seed)
+    noise = torch.Generator().manual_seed(seed + 7919)
+    device = torch.device("cpu")
+    start = math.log(1 - DROPRATE_INIT) - math.log(DROPRATE_INIT)
+    log_alpha = {
+        name: (start + 1e-2 * torch.randn(net.width(name), generator=noise)).requires_grad_(True)
+        for name in net.gated
+    }
+    costs = unit_costs(net)
+    n = len(data.x_train)
+    weights_opt = multi_tensor(torch.optim.Adam, net.parameters(), {"lr": lr})
+    gates_opt = torch.optim.Adam(list(log_alpha.values()), lr=gate_lr)
+    steps = steps_per_epoch(data, batch_size) * epochs
+    scheduler = lr_schedule(weights_opt, schedule, steps)
+    curve = []
+    for _ in range(epochs):
+        net.train()
+        for x, y, _ in batches(data, batch_size, device):
+            gates = {name: sample_gates(la, x.shape[0], noise) for name, la in log_alpha.items()}
+            penalty = sum((prob_nonzero(la) * costs[name]).sum() for name, la in log_alpha.items())
+            loss = F.cross_entropy(net(x, gates=gates), y) + lam / n * penalty
+            weights_opt.zero_grad(set_to_none=True)
+            gates_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            weights_opt.step()
+            gates_opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            with torch.no_grad():
+                for la in log_alpha.values():
+                    la.clamp_(*LOG_ALPHA_RANGE)
+        with torch.no_grad():
+            curve.append([int((test_gates(la) > 0).sum()) for la in log_alpha.values()])
+    net.eval()
+    with torch.no_grad():
+        final = {name: test_gates(la) for name, la in log_alpha.items()}
+
+        class Gated(torch.nn.Module):  # the network at its test-time gates
+            def forward(self, x):
+                return net(x, gates=final)
+
+        error = evaluate(Gated(), data.x_test, data.y_test)
+        widths = [int((z > 0).sum()) for z in final.values()]
+        total = count_weights(net.to_sequential())
+        if min(widths) == 0:  # a layer with every gate closed: a constant predictor
+            kept = 0
+        else:
+            pruned = copy.deepcopy(net)
+            for name, z in final.items():
+                pruned.remove_units_(name, (z > 0).nonzero().flatten())
+            kept = count_weights(pruned.to_sequential())
+        alphas = torch.cat(list(log_alpha.values()))
+    open_gates = torch.cat([z[z > 0] for z in final.values()])
+    return {
+        "widths": widths,
+        "status": "collapsed" if min(widths) == 0 else "finished",
+        "test_error": error,
+        "weights_kept": kept,
+        "weights_kept_fraction": kept / total,
+        "open_gates_at_one": float((open_gates == 1).float().mean()) if len(open_gates) else None,
+        "steps": steps,
+        # Adam moves log α by about gate_lr a step: a gate starting at log α = 0 closes at test
+        # time only below log(1/11) = −2.40, out of reach where gate_lr × steps is smaller
+        "gate_reach": gate_lr * steps,
+        "log_alpha_min": float(alphas.min()),
+        "log_alpha_median": float(alphas.median()),
+        "widths_per_epoch": curve,
+    }
+
+
+def run(case: str, seed: int, lambdas: list[float], gate_lrs: list[float]) -> list[dict]:
+    """The dense run and one L0 run per (λ, gate lr) of one cell and seed."""
+    import torch
+    from robustness_matrix import (
+        cell_config,
+        cell_data,
+        cell_network,
+        dense_summary,
+        training_data,
+    )
+
+    torch.set_num_threads(1)
+    cfg = cell_config(case, seed)  # the cell's recipe: epochs, batch, rate and its schedule
+    data = cell_data(case)
+    dense = dense_summary(case, seed, data, cfg.epochs, cfg.batch_size, cfg.lr,
+                          schedule=cfg.lr_schedule)  # fmt: skip
+    rows = []
+    for lam in lambdas:
+        for gate_lr in gate_lrs:
+            net = cell_network(case, seed, data)
+            train = training_data(case, seed, data)
+            out = train_l0(net, train, cfg.epochs, cfg.batch_size, cfg.lr, lam, gate_lr, seed,
+                           cfg.lr_schedule)  # fmt: skip
+            row = {"case": case, "seed": seed, "lambda": lam, "gate_lr": gate_lr, **out,
+                   "dense_error": dense["test_error"]}  # fmt: skip
+            print(
+                f"{case} seed {seed} λ {lam:g} gate lr {gate_lr:g}: widths {row['widths']} "
+                f"({100 * row['weights_kept_fraction']:.1f}%) error {100 * row['test_error']:.2f}% "
+                f"(dense {100 * dense['test_error']:.2f}%)",
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
+def bayesprune_runs(paths: list[Path], cases: list[str], seeds: list[int]) -> list[dict]:
+    """bayesprune's (default rule) runs of the same cells and seeds, from matrix results files;
+    the first file that has a (cell, seed) wins."""
+    import json
+
+    found: dict = {}
+    for path in paths:
+        result = json.loads(path.read_text())
+        for cell in result.get("cells", []):
+            key = (cell["case"], cell["seed"])
+            if cell["case"] in cases and cell["seed"] in seeds and key not in found:
+                if cell.get("overrides"):
+                    continue  # a probe's runs, not the default
+                b = cell["bayesprune"]
+                found[key] = {
+                    "case": cell["case"], "seed": cell["seed"], "widths": b["widths"],
+                    "test_error": b["test_error"], "status": b.get("status", "finished"),
+                    "weights_kept_fraction": b["weights_kept_fraction"],
+                    "dense_error": cell.get("dense", {}).get("test_error"),
+                    "source": path.name,
+                }  # fmt: skip
+    return sorted(found.values(), key=lambda r: (r["case"], r["seed"]))
+
+
+def with_dense(runs: list[dict], rows: list[dict]) -> list[dict]:
+    """bayesprune's runs, each paired with this script's dense run of its cell and seed (the
+    dense recipe is plain PyTorch from the seed: the matrix files' dense runs, where they have
+    one, are the same numbers)."""
+    dense = {(r["case"], r["seed"]): r["dense_error"] for r in rows}
+    return [{**r, "dense_error": dense.get((r["case"], r["seed"]), r["dense_error"])} for r in runs]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser.add_argument("--cells", nargs="+", default=["mlp-n60k"], choices=sorted(CASES))
+    parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0, 1])
+    parser.add_argument("--lambdas", nargs="+", type=float, default=[0.1])
+    parser.add_argument("--gate-lrs", nargs="+", type=float, default=[1e-3])
+    parser.add_argument("--jobs", type=int, default=2, help="processes at a time, 1 thread each")
+    parser.add_argument(
+        "--bayesprune-from",
+        nargs="*",
+        type=existing_file,
+        default=[],
+        help="matrix results files with bayesprune's runs of these cells",
+    )
+    parser.add_argument("--name", default="l0_baseline")
+    args = parser.parse_args(argv)
+    jobs = [(case, seed) for case in args.cells for seed in args.seeds]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run, c, s, args.lambdas, args.gate_lrs) for c, s in jobs]
+        rows = [row for f in futures for row in f.result()]
+    write(args.name, {
+        "l0_baseline": True,
+        "commit": commit(),
+        "cpu": cpu_model(),
+        "threads": 1,
+        "cells": args.cells,
+        "seeds": args.seeds,
+        "lambdas": args.lambdas,
+        "gate_lrs": args.gate_lrs,
+        "rows": rows,
+        "bayesprune": with_dense(
+            bayesprune_runs(args.bayesprune_from, args.cells, args.seeds), rows
+        ),
+        "bayesprune_from": [p.name for p in args.bayesprune_from],
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
