@@ -1960,6 +1960,8 @@ def render_l0_baseline(name: str, result: dict) -> list[str]:
     """benchmarks/l0_baseline.py: L0 hard-concrete gates per (λ, gate lr) and cell, beside
     bayesprune's runs of the same cells and seeds, and both methods' widths along the
     matrix's axes (CV across batch and learning rate; widths in N)."""
+    if str(HERE) not in sys.path:  # common imported by path (the tests): its sibling too
+        sys.path.insert(0, str(HERE))
     from robustness_matrix import BATCH_GROUP, LR_GROUP, SIZE_GROUP, cv, non_decreasing
 
     rows = result["rows"]
@@ -2040,4 +2042,42 @@ def render_l0_baseline(name: str, result: dict) -> list[str]:
     if axes:
         lines += ["", "Along the matrix's axes (issue 9: CV ≤ 20%, widths non-decreasing in N):",
                   "", *axes]  # fmt: skip
+    at_size = l0_at_bayesprune_size(result)
+    if at_size:
+        lines += ["", "L0 at bayesprune's size: L0's mean gap per λ (one gate learning rate), "
+                  "interpolated linearly in log(weights kept) at bayesprune's mean weights kept, "
+                  "where two λ bracket it:", "",
+                  "| cell | gate lr | bayesprune: weights kept (%), gap | L0 at that size: gap "
+                  "| bayesprune − L0 |", "|---|---|---|---|---|"]  # fmt: skip
+        for case, glr, kept, gap, l0 in at_size:
+            lines.append(f"| {case} | {glr:g} | {kept:.1f}, {gap:+.2f} | {l0:+.2f} | "
+                         f"{gap - l0:+.2f} |")  # fmt: skip
     return lines + [""]
+
+
+def l0_at_bayesprune_size(result: dict) -> list[tuple]:
+    """Per cell and gate learning rate: (cell, gate lr, bayesprune's mean weights kept (%),
+    its mean gap, L0's gap interpolated at that size), from the λ means that bracket it."""
+    out = []
+    for case in result["cells"]:
+        bp = [r for r in result.get("bayesprune", []) if r["case"] == case and r.get("dense_error")]
+        if not bp:
+            continue
+        kept = 100 * sum(r["weights_kept_fraction"] for r in bp) / len(bp)
+        gap = 100 * sum(r["test_error"] - r["dense_error"] for r in bp) / len(bp)
+        for glr in sorted({r["gate_lr"] for r in result["rows"]}):
+            points = []
+            for lam in sorted({r["lambda"] for r in result["rows"]}):
+                sel = [r for r in result["rows"]
+                       if (r["case"], r["gate_lr"], r["lambda"]) == (case, glr, lam)]  # fmt: skip
+                if sel and all(r["weights_kept_fraction"] > 0 for r in sel):
+                    points.append((100 * sum(r["weights_kept_fraction"] for r in sel) / len(sel),
+                                   100 * sum(r["test_error"] - r["dense_error"] for r in sel)
+                                   / len(sel)))  # fmt: skip
+            points.sort()
+            for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+                if x0 <= kept <= x1 and x1 > x0:
+                    t = (math.log(kept) - math.log(x0)) / (math.log(x1) - math.log(x0))
+                    out.append((case, glr, kept, gap, y0 + t * (y1 - y0)))
+                    break
+    return out

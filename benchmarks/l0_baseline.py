@@ -55,6 +55,7 @@ LIMIT_A, LIMIT_B, BETA, EPS = -0.1, 1.1, 2.0 / 3.0, 1e-6  # the paper's stretch 
 # the reference code's "droprate" 0.5 for hidden units: log α = 0 (P(gate = 0) is then 0.17)
 DROPRATE_INIT = 0.5
 LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))  # the reference code's clamp after each step
+MC_DRAWS = 30  # draws of the training-time gates for ``sampled_gates_error``
 
 
 def sample_gates(log_alpha, batch: int, generator=None):
@@ -152,6 +153,14 @@ def train_l0(net, data, epochs: int, batch_size: int, lr: float, lam: float, gat
                 return net(x, gates=final)
 
         error = evaluate(Gated(), data.x_test, data.y_test)
+        # the training-time network, for comparison: predictions averaged over draws of the gates
+        draws = torch.Generator().manual_seed(seed + 1)
+        probs = sum(
+            torch.softmax(net(data.x_test, gates={name: sample_gates(la, len(data.x_test), draws)
+                                                  for name, la in log_alpha.items()}), -1)
+            for _ in range(MC_DRAWS)
+        )  # fmt: skip
+        sampled_error = float((probs.argmax(-1) != data.y_test).float().mean())
         widths = [int((z > 0).sum()) for z in final.values()]
         total = count_weights(net.to_sequential())
         if min(widths) == 0:  # a layer with every gate closed: a constant predictor
@@ -167,6 +176,7 @@ def train_l0(net, data, epochs: int, batch_size: int, lr: float, lam: float, gat
         "widths": widths,
         "status": "collapsed" if min(widths) == 0 else "finished",
         "test_error": error,
+        "sampled_gates_error": sampled_error,
         "weights_kept": kept,
         "weights_kept_fraction": kept / total,
         "open_gates_at_one": float((open_gates == 1).float().mean()) if len(open_gates) else None,
@@ -247,6 +257,82 @@ def with_dense(runs: list[dict], rows: list[dict]) -> list[dict]:
     return [{**r, "dense_error": dense.get((r["case"], r["seed"]), r["dense_error"])} for r in runs]
 
 
+GAP_CEILING = 4.0  # points: gaps above it are drawn at the top edge, marked as off the scale
+
+
+def plot(
+    results: list[dict], path: Path, chosen: float | None = None, gate_lr: float = 1e-2
+) -> None:
+    """One panel per cell: L0's gap to dense against the weights kept (the runs at the gates'
+    learning rate ``gate_lr``), a point per run and a line through the means per λ, beside
+    bayesprune's runs and their mean (the same seeds)."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for result in results for r in result["rows"] if r["gate_lr"] == gate_lr]
+    seen: dict = {}
+    for result in results:
+        for r in result.get("bayesprune", []):
+            seen.setdefault((r["case"], r["seed"]), r)
+    cases = [c for c in CASES if any(r["case"] == c for r in rows)]
+    cols = min(4, len(cases))
+    fig, axes = plt.subplots(
+        (len(cases) + cols - 1) // cols,
+        cols,
+        figsize=(3.6 * cols, 3.0 * ((len(cases) + cols - 1) // cols)),
+        squeeze=False,
+    )
+
+    def gap(r):
+        return min(100 * (r["test_error"] - r["dense_error"]), GAP_CEILING)
+
+    for ax, case in zip(axes.flat, cases, strict=False):
+        l0 = [r for r in rows if r["case"] == case]
+        ax.scatter([100 * r["weights_kept_fraction"] for r in l0], [gap(r) for r in l0],
+                   s=10, color="tab:orange", alpha=0.5)  # fmt: skip
+        means = []
+        for lam in sorted({r["lambda"] for r in l0}):
+            sel = [r for r in l0 if r["lambda"] == lam]
+            means.append((100 * sum(r["weights_kept_fraction"] for r in sel) / len(sel),
+                          sum(gap(r) for r in sel) / len(sel), lam))  # fmt: skip
+        means.sort()
+        ax.plot([m[0] for m in means], [m[1] for m in means], "-o", color="tab:orange", ms=3,
+                label="L0, λ swept")  # fmt: skip
+        for x, y, lam in means:
+            if lam == chosen:
+                ax.plot([x], [y], "s", color="tab:red", ms=7, mfc="none",
+                        label=f"L0, λ = {lam:g} (chosen at 60k)")  # fmt: skip
+        bp = [r for (c, _), r in sorted(seen.items()) if c == case and r.get("dense_error")]
+        if bp:
+            xs = [100 * r["weights_kept_fraction"] for r in bp]
+            ys = [gap(r) for r in bp]
+            ax.scatter(xs, ys, s=12, color="tab:blue", alpha=0.6)
+            ax.plot([sum(xs) / len(xs)], [sum(ys) / len(ys)], "*", color="tab:blue", ms=12,
+                    label="bayesprune (no knob)")  # fmt: skip
+        ax.axhline(0, color="k", lw=0.8, ls="--")
+        ax.set_ylim(top=GAP_CEILING + 0.3)
+        ax.set_xscale("log")
+        xs = [100 * r["weights_kept_fraction"] for r in l0 + bp]
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ticks = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100)
+        ax.set_xticks([t for t in ticks if min(xs) / 1.3 <= t <= max(xs) * 1.3])
+        ax.set_title(case, fontsize=10)
+        ax.set_xlabel("weights kept (%)", fontsize=8)
+        ax.set_ylabel(f"gap to dense (points; ≥ {GAP_CEILING:g} at the top)", fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(cases) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--cells", nargs="+", default=["mlp-n60k"], choices=sorted(CASES))
@@ -262,7 +348,31 @@ def main(argv: list[str] | None = None) -> None:
         help="matrix results files with bayesprune's runs of these cells",
     )
     parser.add_argument("--name", default="l0_baseline")
+    parser.add_argument(
+        "--plot-from",
+        nargs="+",
+        type=existing_file,
+        metavar="FILE",
+        help="draw benchmarks/l0_curves.png from these results files and stop",
+    )
+    parser.add_argument("--chosen", type=float, help="with --plot-from: the λ to mark")
+    parser.add_argument(
+        "--plot-gate-lr",
+        type=float,
+        default=1e-2,
+        help="with --plot-from: the gates' learning rate of the runs drawn",
+    )
     args = parser.parse_args(argv)
+    if args.plot_from:
+        import json
+
+        from common import figure_dir
+
+        path = figure_dir() / "l0_curves.png"
+        results = [json.loads(p.read_text()) for p in args.plot_from]
+        plot(results, path, args.chosen, args.plot_gate_lr)
+        print(f"wrote {path}")
+        return
     jobs = [(case, seed) for case in args.cells for seed in args.seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run, c, s, args.lambdas, args.gate_lrs) for c, s in jobs]

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -1014,3 +1015,86 @@ def test_benchmark_arguments_are_one_line_errors_and_trial_runs_leave_results_al
     assert not (BENCHMARKS / "results" / "h5_trial.json").exists()
     assert (BENCHMARKS / "README.md").read_bytes() == readme
     assert common.figure_dir() == tmp_path / "trial"
+
+
+def test_l0_gates_follow_the_hard_concrete_distribution_and_count_each_weight_once():
+    """benchmarks/l0_baseline.py: P(gate ≠ 0) is the fraction of drawn gates above 0, a
+    test-time gate is 0 exactly below log α = log(1/11), and the gates' costs add up to the
+    network's weights less the classifier's biases (each weight counted once: a unit's
+    incoming weights and bias, the last hidden layer's weights into the classifier too)."""
+    from bayesprune.export import count_weights
+    from bayesprune.models.network import build_network
+
+    script = _script("l0_baseline")
+    log_alpha = torch.tensor([-4.0, -2.0, 0.0, 1.5, 3.0])
+    gates = script.sample_gates(log_alpha, 200_000, torch.Generator().manual_seed(0))
+    assert ((gates >= 0) & (gates <= 1)).all()
+    torch.testing.assert_close(
+        (gates > 0).float().mean(0), script.prob_nonzero(log_alpha), atol=4e-3, rtol=0
+    )
+    assert (gates == 1).any() and (gates == 0).any()  # the stretch reaches both ends
+    edge = torch.tensor(-math.log(11.0))
+    assert script.test_gates(edge - 1e-3) == 0 and script.test_gates(edge + 1e-3) > 0
+    for arch, shape, widths in (("mlp", (1, 28, 28), (30, 10)), ("lenet5", (1, 28, 28), None)):
+        net = build_network(arch, shape, 10, widths, 0.2 if arch == "lenet5" else 1.0)
+        costs = script.unit_costs(net)
+        total = sum(costs[name] * net.width(name) for name in net.gated)
+        assert total == count_weights(net.to_sequential()) - net.num_classes
+
+
+def test_l0_baseline_pairs_its_batches_with_the_dense_run_and_marks_a_closed_layer(monkeypatch):
+    """With λ = 0 and gates that stay open the L0 run sees the dense run's initialisation and
+    batches (its gate noise has its own generator); with a λ that dwarfs the data term every
+    gate of a layer closes and the run says `collapsed` with no weights kept, not a network."""
+    from robustness_matrix import cell_data, cell_network, training_data
+
+    script = _script("l0_baseline")
+    from bayesprune.loop import batches
+
+    data = cell_data("teacher-n1k")
+    seen: list = []
+    real = batches
+
+    def spy(*args, **kwargs):
+        for x, y, idx in real(*args, **kwargs):
+            seen.append(idx.clone())
+            yield x, y, idx
+
+    monkeypatch.setattr("bayesprune.loop.batches", spy)
+    train = training_data("teacher-n1k", 0, data)
+    net = cell_network("teacher-n1k", 0, data, (8, 4))
+    open_run = script.train_l0(net, train, 2, 100, 1e-3, 0.0, 1e-3, 0)
+    l0_batches, seen[:] = list(seen), []
+    torch.manual_seed(0)
+    plain = [idx for _ in range(2) for _, _, idx in real(train, 100, torch.device("cpu"))]
+    assert len(l0_batches) == len(plain) == 20
+    assert all(torch.equal(a, b) for a, b in zip(l0_batches, plain, strict=True))
+    assert open_run["widths"] == [8, 4] and open_run["status"] == "finished"
+    assert open_run["gate_reach"] == pytest.approx(1e-3 * 20)
+    net = cell_network("teacher-n1k", 0, data, (8, 4))
+    closed = script.train_l0(net, train, 20, 100, 1e-3, 1e4, 0.1, 0)
+    assert closed["status"] == "collapsed" and 0 in closed["widths"]
+    assert closed["weights_kept"] == 0 and closed["weights_kept_fraction"] == 0
+
+
+def test_l0_at_bayesprune_size_interpolates_between_the_bracketing_lambdas():
+    """The README's comparison at equal size: L0's mean gap per λ, read at bayesprune's mean
+    weights kept linearly in log(weights kept); a λ whose runs collapsed is left out, and a
+    size no two λ bracket gives no row."""
+    common = _script("common")
+
+    def run(case, lam, kept, error):
+        return {"case": case, "seed": 0, "lambda": lam, "gate_lr": 0.01, "test_error": error,
+                "weights_kept_fraction": kept, "dense_error": 0.10}  # fmt: skip
+
+    rows = [run("a", 0.1, 0.10, 0.13), run("a", 0.01, 0.40, 0.11), run("a", 1.0, 0.0, 0.9),
+            run("b", 0.1, 0.10, 0.13)]  # fmt: skip
+    rows.append(run("b", 1.0, 0.0, 0.9))  # collapsed: no point of the curve below 10%
+    bp = [{"case": "a", "seed": 0, "weights_kept_fraction": 0.20, "test_error": 0.105,
+           "dense_error": 0.10}, {"case": "b", "seed": 0, "weights_kept_fraction": 0.05,
+           "test_error": 0.105, "dense_error": 0.10}]  # fmt: skip
+    out = common.l0_at_bayesprune_size({"cells": ["a", "b"], "rows": rows, "bayesprune": bp})
+    assert len(out) == 1
+    case, glr, kept, gap, l0 = out[0]
+    assert (case, glr) == ("a", 0.01) and kept == pytest.approx(20) and gap == pytest.approx(0.5)
+    assert l0 == pytest.approx(2.0)  # 20% is halfway from 10% to 40% in log size: +3 → +1
