@@ -260,10 +260,14 @@ class TrainConfig:
                 setattr(self, f.name, f.metadata["type"](str(value)))
         _check_device(self.device)
         if self.merge_groups == "on" and self.merge == "off":
-            raise ValueError("merge_groups on needs merge on (group moves are merge moves)")
+            raise ValueError(
+                "merge_groups 'on' (--merge-groups on) needs merge 'on' (--merge on): group "
+                "moves are merge moves"
+            )
         if self.temperature is not None and self.price_scale != 1:  # as the command line does
             raise ValueError(
-                "price_scale multiplies the default τ(N); with temperature set, scale that instead"
+                "price_scale (--price-scale) multiplies the default τ(N); with temperature "
+                "(--temperature) set, scale that instead"
             )
         if self.evidence == "held-out" and (
             self.estimator != "secant" or self.weights != "point" or self.elbo == "traced"
@@ -286,7 +290,8 @@ class TrainConfig:
             tau *= self.price_scale
         elif self.price_scale != 1:
             raise ValueError(
-                "price_scale multiplies the default τ(N); with temperature set, scale that instead"
+                "price_scale (--price-scale) multiplies the default τ(N); with temperature "
+                "(--temperature) set, scale that instead"
             )
         return HyperPrior(rho=self.rho, strength=self.strength, temperature=tau)
 

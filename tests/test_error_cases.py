@@ -516,7 +516,8 @@ def test_an_epochs_line_names_the_posterior_modes_widths_when_they_differ(
 def test_option_combinations_that_would_be_ignored_are_refused_or_named(tmp_path, capsys):
     _fake_mnist(tmp_path)
     for args, message in (
-        ([*QUICK, "--merge-groups", "on", "--merge", "off"], "merge_groups on needs merge on"),
+        ([*QUICK, "--merge-groups", "on", "--merge", "off"],
+         "merge_groups 'on' (--merge-groups on) needs merge 'on' (--merge on)"),
         ([*QUICK, "--accelerator", "gpu"], "--accelerator needs --strategy ddp"),
         (["--arch", "vgg16", "--dataset", "mnist", "--data-dir", str(tmp_path)], "32×32"),
     ):
