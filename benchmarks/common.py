@@ -593,6 +593,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "merge_power", lambda name, r: render_merge_power(name, r)),
     ("key", "tradeoff", lambda name, r: render_tradeoff(name, r)),
     ("key", "l0_baseline", lambda name, r: render_l0_baseline(name, r)),
+    ("key", "l0_summary", lambda name, r: render_l0_summary(name, r)),
     ("key", "mean_gap_points", lambda name, r: render_seeds(name, r)),
     ("key", "runs", lambda name, r: render_robustness(name, r)),
     ("key", "cells", lambda name, r: render_matrix(name, r)),
@@ -1980,16 +1981,17 @@ def render_l0_baseline(name: str, result: dict) -> list[str]:
         "the same cell and seed (the same initialisation and batches).",
         "",
         "| cell | λ | gate lr | seed | reach | widths | weights kept (%) | L0 error (%) "
-        "| dense (%) | gap | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| sampled gates (%) | dense (%) | gap | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["case"], r["lambda"], r["gate_lr"], r["seed"])):
         lines.append(
             f"| {r['case']} | {r['lambda']:g} | {r['gate_lr']:g} | {r['seed']} | "
             f"{r['gate_reach']:.1f} | {'-'.join(map(str, r['widths']))} | "
             f"{100 * r['weights_kept_fraction']:.1f} | {100 * r['test_error']:.2f} | "
-            f"{100 * r['dense_error']:.2f} | {100 * (r['test_error'] - r['dense_error']):+.2f} | "
-            f"{r['status']} |"
+            + (f"{100 * r['sampled_gates_error']:.2f}" if "sampled_gates_error" in r else "-")
+            + f" | {100 * r['dense_error']:.2f} | "
+            f"{100 * (r['test_error'] - r['dense_error']):+.2f} | {r['status']} |"
         )
 
     def means(sel: list[dict]) -> tuple[list[float], float, float | None]:
@@ -2042,42 +2044,41 @@ def render_l0_baseline(name: str, result: dict) -> list[str]:
     if axes:
         lines += ["", "Along the matrix's axes (issue 9: CV ≤ 20%, widths non-decreasing in N):",
                   "", *axes]  # fmt: skip
-    at_size = l0_at_bayesprune_size(result)
-    if at_size:
-        lines += ["", "L0 at bayesprune's size: L0's mean gap per λ (one gate learning rate), "
-                  "interpolated linearly in log(weights kept) at bayesprune's mean weights kept, "
-                  "where two λ bracket it:", "",
-                  "| cell | gate lr | bayesprune: weights kept (%), gap | L0 at that size: gap "
-                  "| bayesprune − L0 |", "|---|---|---|---|---|"]  # fmt: skip
-        for case, glr, kept, gap, l0 in at_size:
-            lines.append(f"| {case} | {glr:g} | {kept:.1f}, {gap:+.2f} | {l0:+.2f} | "
-                         f"{gap - l0:+.2f} |")  # fmt: skip
     return lines + [""]
 
 
-def l0_at_bayesprune_size(result: dict) -> list[tuple]:
-    """Per cell and gate learning rate: (cell, gate lr, bayesprune's mean weights kept (%),
-    its mean gap, L0's gap interpolated at that size), from the λ means that bracket it."""
-    out = []
-    for case in result["cells"]:
-        bp = [r for r in result.get("bayesprune", []) if r["case"] == case and r.get("dense_error")]
-        if not bp:
-            continue
-        kept = 100 * sum(r["weights_kept_fraction"] for r in bp) / len(bp)
-        gap = 100 * sum(r["test_error"] - r["dense_error"] for r in bp) / len(bp)
-        for glr in sorted({r["gate_lr"] for r in result["rows"]}):
-            points = []
-            for lam in sorted({r["lambda"] for r in result["rows"]}):
-                sel = [r for r in result["rows"]
-                       if (r["case"], r["gate_lr"], r["lambda"]) == (case, glr, lam)]  # fmt: skip
-                if sel and all(r["weights_kept_fraction"] > 0 for r in sel):
-                    points.append((100 * sum(r["weights_kept_fraction"] for r in sel) / len(sel),
-                                   100 * sum(r["test_error"] - r["dense_error"] for r in sel)
-                                   / len(sel)))  # fmt: skip
-            points.sort()
-            for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
-                if x0 <= kept <= x1 and x1 > x0:
-                    t = (math.log(kept) - math.log(x0)) / (math.log(x1) - math.log(x0))
-                    out.append((case, glr, kept, gap, y0 + t * (y1 - y0)))
-                    break
-    return out
+def render_l0_summary(name: str, result: dict) -> list[str]:
+    """benchmarks/l0_baseline.py --summarise: per cell, L0's curve (gap against weights kept,
+    one point per λ) and bayesprune's point over the same seeds, and L0's gap at
+    bayesprune's size."""
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/l0_baseline.py --summarise {' '.join(result['from'])} --seeds "
+        f"{' '.join(map(str, result['seeds']))}` (figure `{result['figure']}`), commit "
+        f"{result['commit']}: L0's runs at gate lr {result['gate_lr']:g} and bayesprune's of "
+        "these seeds, each run once; a λ's point is the mean over the seeds (none where a run "
+        "collapsed); *L0 at bayesprune's size*: linear in log(weights kept) between the two λ "
+        "that bracket bayesprune's mean size, both over the same seeds as bayesprune's.",
+        "",
+        "| cell | L0: λ → weights kept (%), gap | bayesprune: seeds, weights kept (%), gap "
+        "| L0 at that size (λ bracket) | bayesprune − L0 |",
+        "|---|---|---|---|---|",
+    ]
+    for cell in result["l0_summary"]:
+        curve = "; ".join(
+            f"{p['lambda']:g} → " + (f"{p['collapsed']} of {len(p['seeds'])} collapsed"
+                                     if p["collapsed"] else f"{p['kept']:.1f}, {p['gap']:+.2f}")
+            + ("" if p["seeds"] == result["seeds"] else f" (seeds {p['seeds']})")
+            for p in cell["curve"]
+        )  # fmt: skip
+        bp = cell.get("bayesprune")
+        at = cell.get("l0_at_size")
+        lines.append(
+            f"| {cell['case']} | {curve} | "
+            + (f"{bp['seeds']}, {bp['kept']:.1f}, {bp['gap']:+.2f}" if bp else "-") + " | "
+            + (f"{at:+.2f} ({cell['bracket'][0]:g}, {cell['bracket'][1]:g})" if at is not None
+               else "no bracket") + " | "
+            + (f"{bp['gap'] - at:+.2f}" if bp and at is not None else "-") + " |"
+        )  # fmt: skip
+    return lines + [""]

@@ -227,12 +227,16 @@ def run(case: str, seed: int, lambdas: list[float], gate_lrs: list[float]) -> li
 
 def bayesprune_runs(paths: list[Path], cases: list[str], seeds: list[int]) -> list[dict]:
     """bayesprune's (default rule) runs of the same cells and seeds, from matrix results files;
-    the first file that has a (cell, seed) wins."""
+    the first file that has a (cell, seed) wins, so a file of a later version of the rule goes
+    first (``probe_short_batch_b256.json`` before ``robustness_matrix.json`` for batch 256).
+    Runs with overrides, per cell or for the whole file, are a probe's and are passed over."""
     import json
 
     found: dict = {}
     for path in paths:
         result = json.loads(path.read_text())
+        if result.get("overrides"):  # a probe's file (its settings at the file's level)
+            continue
         for cell in result.get("cells", []):
             key = (cell["case"], cell["seed"])
             if cell["case"] in cases and cell["seed"] in seeds and key not in found:
@@ -257,76 +261,133 @@ def with_dense(runs: list[dict], rows: list[dict]) -> list[dict]:
     return [{**r, "dense_error": dense.get((r["case"], r["seed"]), r["dense_error"])} for r in runs]
 
 
-GAP_CEILING = 4.0  # points: gaps above it are drawn at the top edge, marked as off the scale
+GAP_CEILING = 4.0  # points: mean gaps above it are drawn at the top edge
 
 
-def plot(
-    results: list[dict], path: Path, chosen: float | None = None, gate_lr: float = 1e-2
-) -> None:
-    """One panel per cell: L0's gap to dense against the weights kept (the runs at the gates'
-    learning rate ``gate_lr``), a point per run and a line through the means per λ, beside
-    bayesprune's runs and their mean (the same seeds)."""
+def merged(results: list[dict], seeds: list[int], gate_lr: float) -> tuple[list, list]:
+    """L0's runs at ``gate_lr`` and bayesprune's, of ``seeds``, from several results files, each
+    run once: L0's by (cell, λ, gate lr, seed), bayesprune's by (cell, seed), paired with the
+    dense run of its cell and seed."""
+    rows: dict = {}
+    for result in results:
+        for r in result["rows"]:
+            if r["gate_lr"] == gate_lr and r["seed"] in seeds:
+                rows.setdefault((r["case"], r["lambda"], r["gate_lr"], r["seed"]), r)
+    l0 = list(rows.values())
+    runs: dict = {}
+    for result in results:
+        for r in result.get("bayesprune", []):
+            if r["seed"] in seeds:
+                runs.setdefault((r["case"], r["seed"]), r)
+    return l0, [r for r in with_dense(list(runs.values()), l0) if r.get("dense_error") is not None]
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def summarise(results: list[dict], seeds: list[int], gate_lr: float) -> list[dict]:
+    """Per cell: bayesprune's mean size and gap, L0's per λ (mean over the same seeds; a λ
+    with a collapsed run has no size on the curve), and L0's gap read at bayesprune's size,
+    linearly in log(weights kept) between the two λ that bracket it (None where none do)."""
+    l0, bp = merged(results, seeds, gate_lr)
+    out = []
+    for case in [c for c in CASES if any(r["case"] == c for r in l0)]:
+        mine = [r for r in bp if r["case"] == case]
+        cell: dict = {"case": case, "curve": []}
+        for lam in sorted({r["lambda"] for r in l0 if r["case"] == case}):
+            sel = [r for r in l0 if (r["case"], r["lambda"]) == (case, lam)]
+            cell["curve"].append({
+                "lambda": lam, "seeds": sorted(r["seed"] for r in sel),
+                "kept": 100 * _mean(r["weights_kept_fraction"] for r in sel),
+                "gap": 100 * _mean(r["test_error"] - r["dense_error"] for r in sel),
+                "collapsed": sum(r["status"] != "finished" for r in sel),
+            })  # fmt: skip
+        if mine:
+            kept = 100 * _mean(r["weights_kept_fraction"] for r in mine)
+            cell["bayesprune"] = {
+                "seeds": sorted(r["seed"] for r in mine), "kept": kept,
+                "gap": 100 * _mean(r["test_error"] - r["dense_error"] for r in mine),
+            }  # fmt: skip
+            wanted = cell["bayesprune"]["seeds"]
+            same = [p for p in cell["curve"] if not p["collapsed"] and p["seeds"] == wanted]
+            points = sorted((p["kept"], p["gap"], p["lambda"]) for p in same)
+            cell["l0_at_size"] = None
+            for (x0, y0, l0a), (x1, y1, l0b) in zip(points, points[1:], strict=False):
+                if x0 <= kept <= x1 and x1 > x0:
+                    t = (math.log(kept) - math.log(x0)) / (math.log(x1) - math.log(x0))
+                    cell["l0_at_size"] = y0 + t * (y1 - y0)
+                    cell["bracket"] = [l0a, l0b]
+                    break
+        out.append(cell)
+    return out
+
+
+def plot(cells: list[dict], results: list[dict], seeds: list[int], gate_lr: float, path: Path,
+         chosen: float | None = None) -> None:  # fmt: skip
+    """One panel per cell: L0's gap to dense against the weights kept, a point per run and a
+    line through the means per λ (of ``seeds``), beside bayesprune's runs and their mean (the
+    same seeds). Collapsed L0 runs are marked at the panel's left edge; means above
+    ``GAP_CEILING`` are drawn at the top edge."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for result in results for r in result["rows"] if r["gate_lr"] == gate_lr]
-    seen: dict = {}
-    for result in results:
-        for r in result.get("bayesprune", []):
-            seen.setdefault((r["case"], r["seed"]), r)
-    cases = [c for c in CASES if any(r["case"] == c for r in rows)]
-    cols = min(4, len(cases))
-    fig, axes = plt.subplots(
-        (len(cases) + cols - 1) // cols,
-        cols,
-        figsize=(3.6 * cols, 3.0 * ((len(cases) + cols - 1) // cols)),
-        squeeze=False,
-    )
-
-    def gap(r):
-        return min(100 * (r["test_error"] - r["dense_error"]), GAP_CEILING)
-
-    for ax, case in zip(axes.flat, cases, strict=False):
-        l0 = [r for r in rows if r["case"] == case]
-        ax.scatter([100 * r["weights_kept_fraction"] for r in l0], [gap(r) for r in l0],
+    l0, bp = merged(results, seeds, gate_lr)
+    cols = min(4, len(cells))
+    rows_ = (len(cells) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.6 * cols, 3.0 * rows_), squeeze=False)
+    for ax, cell in zip(axes.flat, cells, strict=False):
+        case = cell["case"]
+        runs = [r for r in l0 if r["case"] == case and r["status"] == "finished"]
+        ax.scatter([100 * r["weights_kept_fraction"] for r in runs],
+                   [min(100 * (r["test_error"] - r["dense_error"]), GAP_CEILING) for r in runs],
                    s=10, color="tab:orange", alpha=0.5)  # fmt: skip
-        means = []
-        for lam in sorted({r["lambda"] for r in l0}):
-            sel = [r for r in l0 if r["lambda"] == lam]
-            means.append((100 * sum(r["weights_kept_fraction"] for r in sel) / len(sel),
-                          sum(gap(r) for r in sel) / len(sel), lam))  # fmt: skip
-        means.sort()
-        ax.plot([m[0] for m in means], [m[1] for m in means], "-o", color="tab:orange", ms=3,
-                label="L0, λ swept")  # fmt: skip
-        for x, y, lam in means:
-            if lam == chosen:
-                ax.plot([x], [y], "s", color="tab:red", ms=7, mfc="none",
-                        label=f"L0, λ = {lam:g} (chosen at 60k)")  # fmt: skip
-        bp = [r for (c, _), r in sorted(seen.items()) if c == case and r.get("dense_error")]
-        if bp:
-            xs = [100 * r["weights_kept_fraction"] for r in bp]
-            ys = [gap(r) for r in bp]
-            ax.scatter(xs, ys, s=12, color="tab:blue", alpha=0.6)
-            ax.plot([sum(xs) / len(xs)], [sum(ys) / len(ys)], "*", color="tab:blue", ms=12,
-                    label="bayesprune (no knob)")  # fmt: skip
+        curve = [p for p in cell["curve"] if not p["collapsed"]]
+        ax.plot([p["kept"] for p in curve], [min(p["gap"], GAP_CEILING) for p in curve], "-o",
+                color="tab:orange", ms=3, label="L0, λ swept (mean per λ)")  # fmt: skip
+        for p in curve:
+            if p["lambda"] == chosen:
+                ax.plot([p["kept"]], [min(p["gap"], GAP_CEILING)], "s", color="tab:red", ms=7,
+                        mfc="none", label=f"L0, λ = {chosen:g} (chosen at 60k)")  # fmt: skip
+        mine = [r for r in bp if r["case"] == case]
+        xs = [100 * r["weights_kept_fraction"] for r in runs + mine]
+        if mine:
+            ys = [100 * (r["test_error"] - r["dense_error"]) for r in mine]
+            ax.scatter(xs[len(runs) :], ys, s=12, color="tab:blue", alpha=0.6)
+            ax.plot([cell["bayesprune"]["kept"]], [cell["bayesprune"]["gap"]], "*",
+                    color="tab:blue", ms=12, label="bayesprune (no knob)")  # fmt: skip
+        collapsed = [p for p in cell["curve"] if p["collapsed"]]
+        for p in collapsed:
+            ax.annotate(f"λ {p['lambda']:g}: {p['collapsed']} collapsed", (0.02, 0.04),
+                        xycoords="axes fraction", fontsize=7, color="tab:red")  # fmt: skip
         ax.axhline(0, color="k", lw=0.8, ls="--")
-        ax.set_ylim(top=GAP_CEILING + 0.3)
+        drawn = [float(y) for c in ax.collections for y in c.get_offsets()[:, 1]]
+        drawn += [float(y) for line in ax.lines for y in line.get_ydata()]
+        lowest = min([0.0, *drawn])
+        ax.set_ylim(lowest - 0.3, GAP_CEILING + 0.3)
         ax.set_xscale("log")
-        xs = [100 * r["weights_kept_fraction"] for r in l0 + bp]
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ticks = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100)
         ax.set_xticks([t for t in ticks if min(xs) / 1.3 <= t <= max(xs) * 1.3])
-        ax.set_title(case, fontsize=10)
+        counts = sorted({len(p["seeds"]) for p in cell["curve"]})
+        seeds_label = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        ax.set_title(f"{case} ({seeds_label} seeds per L0 point)", fontsize=9)
         ax.set_xlabel("weights kept (%)", fontsize=8)
         ax.set_ylabel(f"gap to dense (points; ≥ {GAP_CEILING:g} at the top)", fontsize=7)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(cases) :]:
+    for ax in list(axes.flat)[len(cells) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat[1:]:  # the chosen λ's marker may be on another panel only
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
@@ -349,28 +410,36 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--name", default="l0_baseline")
     parser.add_argument(
-        "--plot-from",
+        "--summarise",
         nargs="+",
         type=existing_file,
         metavar="FILE",
-        help="draw benchmarks/l0_curves.png from these results files and stop",
+        help="from these results files (their runs of --seeds): L0's curve per cell and its gap "
+        "at bayesprune's size (results/<--name>.json) and benchmarks/l0_curves.png; no run",
     )
-    parser.add_argument("--chosen", type=float, help="with --plot-from: the λ to mark")
+    parser.add_argument("--chosen", type=float, help="with --summarise: the λ to mark")
     parser.add_argument(
-        "--plot-gate-lr",
+        "--summary-gate-lr",
         type=float,
         default=1e-2,
-        help="with --plot-from: the gates' learning rate of the runs drawn",
+        help="with --summarise: the gates' learning rate of the runs read",
     )
     args = parser.parse_args(argv)
-    if args.plot_from:
+    if args.summarise:
         import json
 
         from common import figure_dir
 
+        results = [json.loads(p.read_text()) for p in args.summarise]
+        cells = summarise(results, args.seeds, args.summary_gate_lr)
         path = figure_dir() / "l0_curves.png"
-        results = [json.loads(p.read_text()) for p in args.plot_from]
-        plot(results, path, args.chosen, args.plot_gate_lr)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot(cells, results, args.seeds, args.summary_gate_lr, path, args.chosen)
+        write(args.name, {
+            "l0_summary": cells, "from": [p.name for p in args.summarise], "seeds": args.seeds,
+            "gate_lr": args.summary_gate_lr, "chosen": args.chosen, "commit": commit(),
+            "figure": path.name,
+        })  # fmt: skip
         print(f"wrote {path}")
         return
     jobs = [(case, seed) for case in args.cells for seed in args.seeds]

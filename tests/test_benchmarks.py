@@ -1078,23 +1078,59 @@ def test_l0_baseline_pairs_its_batches_with_the_dense_run_and_marks_a_closed_lay
 
 
 def test_l0_at_bayesprune_size_interpolates_between_the_bracketing_lambdas():
-    """The README's comparison at equal size: L0's mean gap per λ, read at bayesprune's mean
-    weights kept linearly in log(weights kept); a λ whose runs collapsed is left out, and a
-    size no two λ bracket gives no row."""
-    common = _script("common")
+    """The comparison at equal size: L0's mean gap per λ (runs of one gate learning rate, each
+    run once however many files hold it), read at bayesprune's mean weights kept linearly in
+    log(weights kept); a λ with a collapsed run is no point of the curve, and a size no two λ
+    bracket gives none."""
+    script = _script("l0_baseline")
 
-    def run(case, lam, kept, error):
-        return {"case": case, "seed": 0, "lambda": lam, "gate_lr": 0.01, "test_error": error,
-                "weights_kept_fraction": kept, "dense_error": 0.10}  # fmt: skip
+    def run(case, lam, kept, error, gate_lr=0.01, seed=0):
+        return {"case": case, "seed": seed, "lambda": lam, "gate_lr": gate_lr,
+                "test_error": error, "weights_kept_fraction": kept, "dense_error": 0.10,
+                "status": "finished" if kept else "collapsed"}  # fmt: skip
 
-    rows = [run("a", 0.1, 0.10, 0.13), run("a", 0.01, 0.40, 0.11), run("a", 1.0, 0.0, 0.9),
-            run("b", 0.1, 0.10, 0.13)]  # fmt: skip
-    rows.append(run("b", 1.0, 0.0, 0.9))  # collapsed: no point of the curve below 10%
-    bp = [{"case": "a", "seed": 0, "weights_kept_fraction": 0.20, "test_error": 0.105,
-           "dense_error": 0.10}, {"case": "b", "seed": 0, "weights_kept_fraction": 0.05,
-           "test_error": 0.105, "dense_error": 0.10}]  # fmt: skip
-    out = common.l0_at_bayesprune_size({"cells": ["a", "b"], "rows": rows, "bayesprune": bp})
-    assert len(out) == 1
-    case, glr, kept, gap, l0 = out[0]
-    assert (case, glr) == ("a", 0.01) and kept == pytest.approx(20) and gap == pytest.approx(0.5)
-    assert l0 == pytest.approx(2.0)  # 20% is halfway from 10% to 40% in log size: +3 → +1
+    def bp(case, kept):
+        return {"case": case, "seed": 0, "weights_kept_fraction": kept, "test_error": 0.105,
+                "dense_error": None}  # fmt: skip
+
+    first = {"rows": [run("mlp-n3k", 0.1, 0.10, 0.13), run("mlp-n3k", 0.01, 0.40, 0.11),
+                      run("mlp-n3k", 0.03, 0.20, 0.50, gate_lr=1e-3),  # another gate lr
+                      run("mlp-n10k", 0.1, 0.10, 0.13), run("mlp-n10k", 1.0, 0.0, 0.9)],
+             "bayesprune": [bp("mlp-n3k", 0.20), bp("mlp-n10k", 0.05)]}  # fmt: skip
+    again = {"rows": [run("mlp-n3k", 0.1, 0.10, 0.13)], "bayesprune": []}  # the same run twice
+    cells = {c["case"]: c for c in script.summarise([first, again], [0], 0.01)}
+    n3k = cells["mlp-n3k"]
+    assert [p["lambda"] for p in n3k["curve"]] == [0.01, 0.1]
+    assert n3k["bayesprune"]["kept"] == pytest.approx(20) and n3k["bayesprune"]["gap"] == (
+        pytest.approx(0.5)
+    )
+    assert n3k["l0_at_size"] == pytest.approx(2.0)  # 20% is halfway from 10% to 40% in log size
+    assert n3k["bracket"] == [0.1, 0.01]
+    n10k = cells["mlp-n10k"]
+    assert n10k["curve"][1]["collapsed"] == 1 and n10k["l0_at_size"] is None
+
+
+def test_l0_baseline_reads_bayesprunes_default_runs_first_file_first(tmp_path):
+    """bayesprune's runs for the comparison: the first file holding a (cell, seed) wins, and a
+    probe's runs (overrides per cell or for the whole file) are not the default's."""
+    script = _script("l0_baseline")
+
+    def cell(case, seed, error, overrides=None):
+        return {"case": case, "seed": seed, "overrides": overrides or {},
+                "bayesprune": {"widths": [5], "test_error": error, "status": "finished",
+                               "weights_kept_fraction": 0.3}}  # fmt: skip
+
+    files = {
+        "probe.json": {"overrides": {"price_scale": 0.5}, "cells": [cell("mlp-n3k", 0, 0.9)]},
+        "newer.json": {"cells": [cell("mlp-n3k", 0, 0.2), cell("mlp-n3k", 1, 0.8, {"lr": 1})]},
+        "older.json": {"cells": [cell("mlp-n3k", 0, 0.3), cell("mlp-n3k", 1, 0.4)]},
+    }
+    paths = []
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+        paths.append(tmp_path / name)
+    runs = script.bayesprune_runs(paths, ["mlp-n3k"], [0, 1])
+    assert [(r["seed"], r["test_error"], r["source"]) for r in runs] == [
+        (0, 0.2, "newer.json"),
+        (1, 0.4, "older.json"),
+    ]
