@@ -2059,11 +2059,13 @@ def render_l0_summary(name: str, result: dict) -> list[str]:
         f"{result['commit']}: L0's runs at gate lr {result['gate_lr']:g} and bayesprune's of "
         "these seeds, each run once; a λ's point is the mean over the seeds (none where a run "
         "collapsed); *L0 at bayesprune's size*: linear in log(weights kept) between the two λ "
-        "that bracket bayesprune's mean size, both over the same seeds as bayesprune's.",
+        "that bracket bayesprune's mean size, both over the same seeds as bayesprune's; *seed "
+        "by seed*: the same read for each seed from its own two runs, against its own "
+        "bayesprune run, and the standard error of the mean over seeds.",
         "",
         "| cell | L0: λ → weights kept (%), gap | bayesprune: seeds, weights kept (%), gap "
-        "| L0 at that size (λ bracket) | bayesprune − L0 |",
-        "|---|---|---|---|---|",
+        "| L0 at that size (λ bracket) | bayesprune − L0 | seed by seed (mean ± se) |",
+        "|---|---|---|---|---|---|",
     ]
     for cell in result["l0_summary"]:
         curve = "; ".join(
@@ -2079,6 +2081,8 @@ def render_l0_summary(name: str, result: dict) -> list[str]:
             + (f"{bp['seeds']}, {bp['kept']:.1f}, {bp['gap']:+.2f}" if bp else "-") + " | "
             + (f"{at:+.2f} ({cell['bracket'][0]:g}, {cell['bracket'][1]:g})" if at is not None
                else "no bracket") + " | "
-            + (f"{bp['gap'] - at:+.2f}" if bp and at is not None else "-") + " |"
+            + (f"{bp['gap'] - at:+.2f}" if bp and at is not None else "-") + " | "
+            + (f"{cell['paired']['mean']:+.2f} ± {cell['paired']['se']:.2f}"
+               if cell.get("paired") else "-") + " |"
         )  # fmt: skip
     return lines + [""]

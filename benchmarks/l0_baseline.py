@@ -319,9 +319,33 @@ def summarise(results: list[dict], seeds: list[int], gate_lr: float) -> list[dic
                     t = (math.log(kept) - math.log(x0)) / (math.log(x1) - math.log(x0))
                     cell["l0_at_size"] = y0 + t * (y1 - y0)
                     cell["bracket"] = [l0a, l0b]
+                    cell["paired"] = paired_difference(l0, mine, case, (l0a, l0b), kept)
                     break
         out.append(cell)
     return out
+
+
+def paired_difference(l0: list[dict], bp: list[dict], case: str, bracket: tuple, kept: float):
+    """bayesprune − L0 seed by seed: each seed's L0 gap read at ``kept`` (bayesprune's mean
+    weights kept, %) between that seed's runs at the two bracketing λ, linearly in log size,
+    subtracted from that seed's bayesprune gap; the mean and its standard error over seeds."""
+    diffs = []
+    for run in bp:
+        runs = {(r["case"], r["lambda"], r["seed"]): r for r in l0}
+        pair = [runs.get((case, lam, run["seed"])) for lam in bracket]
+        if None in pair:
+            continue
+        (x0, y0), (x1, y1) = sorted(
+            (100 * r["weights_kept_fraction"], 100 * (r["test_error"] - r["dense_error"]))
+            for r in pair
+        )
+        t = (math.log(kept) - math.log(x0)) / (math.log(x1) - math.log(x0)) if x1 > x0 else 0.0
+        diffs.append(100 * (run["test_error"] - run["dense_error"]) - (y0 + t * (y1 - y0)))
+    if len(diffs) < 2:
+        return None
+    mean = _mean(diffs)
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+    return {"mean": mean, "se": se, "seeds": len(diffs)}
 
 
 def plot(cells: list[dict], results: list[dict], seeds: list[int], gate_lr: float, path: Path,

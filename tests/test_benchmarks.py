@@ -1134,3 +1134,27 @@ def test_l0_baseline_reads_bayesprunes_default_runs_first_file_first(tmp_path):
         (0, 0.2, "newer.json"),
         (1, 0.4, "older.json"),
     ]
+
+
+def test_l0_paired_difference_reads_each_seed_from_its_own_runs():
+    """Seed by seed, bayesprune's gap minus L0's read at bayesprune's mean size between that
+    seed's two bracketing runs (linear in log size), with the standard error over seeds."""
+    script = _script("l0_baseline")
+
+    def run(lam, seed, kept, error):
+        return {"case": "c", "lambda": lam, "seed": seed, "weights_kept_fraction": kept,
+                "test_error": error, "dense_error": 0.10}  # fmt: skip
+
+    l0 = [run(0.1, 0, 0.10, 0.13), run(0.01, 0, 0.40, 0.11),  # seed 0: +3 at 10%, +1 at 40%
+          run(0.1, 1, 0.10, 0.15), run(0.01, 1, 0.40, 0.11),  # seed 1: +5 at 10%, +1 at 40%
+          run(0.1, 2, 0.10, 0.10), run(0.01, 2, 0.40, 0.10)]  # seed 2: 0 at both  # fmt: skip
+    bp = [{"seed": 0, "test_error": 0.105, "dense_error": 0.10},
+          {"seed": 1, "test_error": 0.115, "dense_error": 0.10},
+          {"seed": 2, "test_error": 0.100, "dense_error": 0.10}]  # +0.5, +1.5, 0  # fmt: skip
+    out = script.paired_difference(l0, bp, "c", (0.1, 0.01), 16.0)
+    t = math.log(1.6) / math.log(4)  # 16% between 10% and 40%, in log size
+    diffs = [0.5 - (3 - 2 * t), 1.5 - (5 - 4 * t), 0.0]
+    mean = sum(diffs) / 3
+    assert out["mean"] == pytest.approx(mean) and out["seeds"] == 3
+    assert out["se"] == pytest.approx((sum((d - mean) ** 2 for d in diffs) / 2 / 3) ** 0.5)
+    assert script.paired_difference(l0, bp[:1], "c", (0.1, 0.01), 16.0) is None
