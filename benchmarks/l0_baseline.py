@@ -74,7 +74,7 @@ def prob_nonzero(log_alpha):
     return torch.sigmoid(log_alpha - BETA * math.log(-LIMIT_A / LIMIT_B))
 
 
-def test_gates(log_alpha):
+def deployed_gates(log_alpha):
     """The deterministic gate of the paper's test time."""
     import torch
 
@@ -143,10 +143,10 @@ def train_l0(net, data, epochs: int, batch_size: int, lr: float, lam: float, gat
                 for la in log_alpha.values():
                     la.clamp_(*LOG_ALPHA_RANGE)
         with torch.no_grad():
-            curve.append([int((test_gates(la) > 0).sum()) for la in log_alpha.values()])
+            curve.append([int((deployed_gates(la) > 0).sum()) for la in log_alpha.values()])
     net.eval()
     with torch.no_grad():
-        final = {name: test_gates(la) for name, la in log_alpha.items()}
+        final = {name: deployed_gates(la) for name, la in log_alpha.items()}
 
         class Gated(torch.nn.Module):  # the network at its test-time gates
             def forward(self, x):

@@ -1034,7 +1034,7 @@ def test_l0_gates_follow_the_hard_concrete_distribution_and_count_each_weight_on
     )
     assert (gates == 1).any() and (gates == 0).any()  # the stretch reaches both ends
     edge = torch.tensor(-math.log(11.0))
-    assert script.test_gates(edge - 1e-3) == 0 and script.test_gates(edge + 1e-3) > 0
+    assert script.deployed_gates(edge - 1e-3) == 0 and script.deployed_gates(edge + 1e-3) > 0
     for arch, shape, widths in (("mlp", (1, 28, 28), (30, 10)), ("lenet5", (1, 28, 28), None)):
         net = build_network(arch, shape, 10, widths, 0.2 if arch == "lenet5" else 1.0)
         costs = script.unit_costs(net)
