@@ -22,9 +22,12 @@ from bayesprune.loop import synchronize
 from bayesprune.runs import RunError, atomic_write_text, read_config
 
 
-def dense_network(run_dir: Path, record: dict) -> torch.nn.Sequential:
+def dense_network(
+    run_dir: Path, record: dict, pruned: torch.nn.Sequential | None = None
+) -> torch.nn.Sequential:
     """The dense network the run started from (same architecture, starting widths; fresh
-    weights: the timing does not depend on their values)."""
+    weights: the timing does not depend on their values), after checking that ``pruned`` (the
+    run's ``model.pt``, built from ``record`` if not given) is this run's network."""
     from bayesprune.models.network import GatedNet, build_network
 
     config = read_config(run_dir)
@@ -66,7 +69,8 @@ def dense_network(run_dir: Path, record: dict) -> torch.nn.Sequential:
     if list(net.widths) != list(initial):
         raise RunError(f"cannot rebuild the starting network of {run_dir} ({initial})")
     dense = net.to_sequential().eval()
-    pruned = build_sequential(record["layers"])
+    if pruned is None:  # (bench_run has it loaded already)
+        pruned = build_sequential(record["layers"])
     said = summary.get("architecture")
     if isinstance(said, str) and architecture(pruned) != said:  # another run's, of this shape
         raise RunError(
@@ -99,7 +103,7 @@ def bench_run(
     run_dir = Path(run_dir)
     dev = torch.device(device)
     pruned, record = load_model_record(run_dir / "model.pt")
-    dense = dense_network(run_dir, record)
+    dense = dense_network(run_dir, record, pruned)
     models = {"dense": dense.to(dev), "pruned": pruned.to(dev)}
     in_shape = record["in_shape"]
     buffer = io.BytesIO()

@@ -264,11 +264,7 @@ class TrainConfig:
                 "merge_groups 'on' (--merge-groups on) needs merge 'on' (--merge on): group "
                 "moves are merge moves"
             )
-        if self.temperature is not None and self.price_scale != 1:  # as the command line does
-            raise ValueError(
-                "price_scale (--price-scale) multiplies the default τ(N); with temperature "
-                "(--temperature) set, scale that instead"
-            )
+        self._check_price_scale()  # as the command line does
         if self.evidence == "held-out" and (
             self.estimator != "secant" or self.weights != "point" or self.elbo == "traced"
         ):
@@ -276,6 +272,13 @@ class TrainConfig:
                 "--evidence held-out (Eq. (9h)) is measured by the secant estimator on the fast "
                 "ELBO with point-mass weights: use --evidence train with estimator "
                 f"{self.estimator}, weights {self.weights}, elbo {self.elbo}"
+            )
+
+    def _check_price_scale(self) -> None:
+        if self.temperature is not None and self.price_scale != 1:
+            raise ValueError(
+                "price_scale (--price-scale) multiplies the default τ(N); with temperature "
+                "(--temperature) set, scale that instead"
             )
 
     def hyper(self, num_data: int | None = None) -> HyperPrior:
@@ -288,11 +291,8 @@ class TrainConfig:
         if tau is None:
             tau = HyperPrior.temperature if num_data is None else temperature_for(num_data)
             tau *= self.price_scale
-        elif self.price_scale != 1:
-            raise ValueError(
-                "price_scale (--price-scale) multiplies the default τ(N); with temperature "
-                "(--temperature) set, scale that instead"
-            )
+        else:  # a field set after the config was made
+            self._check_price_scale()
         return HyperPrior(rho=self.rho, strength=self.strength, temperature=tau)
 
     @classmethod

@@ -282,8 +282,8 @@ def test_bench_times_each_network_in_its_own_row(tmp_path, monkeypatch):
         made["pruned"], record = load(path)
         return made["pruned"], record
 
-    def rebuilt(run_dir, record):
-        made["dense"] = dense(run_dir, record)
+    def rebuilt(run_dir, record, *pruned):
+        made["dense"] = dense(run_dir, record, *pruned)
         return made["dense"]
 
     def timer(module, x, device, repeats):
