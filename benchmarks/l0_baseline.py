@@ -287,6 +287,14 @@ def _mean(values) -> float:
     return sum(values) / len(values)
 
 
+def _read_at(kept: float, low: tuple, high: tuple) -> float:
+    """The gap at ``kept`` (% of the weights) on the line through ``low`` and ``high`` (each
+    (weights kept, gap)), linear in log(weights kept); ``low``'s gap where the sizes agree."""
+    (x0, y0), (x1, y1) = low, high
+    t = (math.log(kept) - math.log(x0)) / (math.log(x1) - math.log(x0)) if x1 > x0 else 0.0
+    return y0 + t * (y1 - y0)
+
+
 def summarise(results: list[dict], seeds: list[int], gate_lr: float) -> list[dict]:
     """Per cell: bayesprune's mean size and gap, L0's per λ (mean over the same seeds; a λ
     with a collapsed run has no size on the curve), and L0's gap read at bayesprune's size,
@@ -316,8 +324,7 @@ def summarise(results: list[dict], seeds: list[int], gate_lr: float) -> list[dic
             cell["l0_at_size"] = None
             for (x0, y0, l0a), (x1, y1, l0b) in zip(points, points[1:], strict=False):
                 if x0 <= kept <= x1 and x1 > x0:
-                    t = (math.log(kept) - math.log(x0)) / (math.log(x1) - math.log(x0))
-                    cell["l0_at_size"] = y0 + t * (y1 - y0)
+                    cell["l0_at_size"] = _read_at(kept, (x0, y0), (x1, y1))
                     cell["bracket"] = [l0a, l0b]
                     cell["paired"] = paired_difference(l0, mine, case, (l0a, l0b), kept)
                     break
@@ -330,17 +337,16 @@ def paired_difference(l0: list[dict], bp: list[dict], case: str, bracket: tuple,
     weights kept, %) between that seed's runs at the two bracketing λ, linearly in log size,
     subtracted from that seed's bayesprune gap; the mean and its standard error over seeds."""
     diffs = []
+    runs = {(r["case"], r["lambda"], r["seed"]): r for r in l0}
     for run in bp:
-        runs = {(r["case"], r["lambda"], r["seed"]): r for r in l0}
         pair = [runs.get((case, lam, run["seed"])) for lam in bracket]
         if None in pair:
             continue
-        (x0, y0), (x1, y1) = sorted(
+        low, high = sorted(
             (100 * r["weights_kept_fraction"], 100 * (r["test_error"] - r["dense_error"]))
             for r in pair
         )
-        t = (math.log(kept) - math.log(x0)) / (math.log(x1) - math.log(x0)) if x1 > x0 else 0.0
-        diffs.append(100 * (run["test_error"] - run["dense_error"]) - (y0 + t * (y1 - y0)))
+        diffs.append(100 * (run["test_error"] - run["dense_error"]) - _read_at(kept, low, high))
     if len(diffs) < 2:
         return None
     mean = _mean(diffs)
