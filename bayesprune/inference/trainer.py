@@ -1018,12 +1018,9 @@ class Trainer:
     def install_saved_rng(self) -> None:
         """Put the checkpoint's random streams (:meth:`restore`) into the global generators."""
         rng = self.saved_rng
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        name, keys, *rest = rng["numpy"]
-        np.random.set_state((name, keys.numpy(), *rest))
-        random.setstate(rng["python"])
+        name, keys, *rest = rng["numpy"]  # numpy's keys saved as a tensor
+        numpy_state = (name, keys.numpy(), *rest)
+        set_global_rng_state((rng["python"], numpy_state, rng["torch"], rng["cuda"]))
 
     def use_saved_window(self) -> None:
         """Go on with the evidence window W_N the run started with (Eq. (10n)).
