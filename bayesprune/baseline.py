@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from bayesprune.config import TrainConfig, weights_optimizer
 from bayesprune.data import Dataset
 from bayesprune.export import architecture, count_weights
 from bayesprune.inference.projected_sgd import multi_tensor
@@ -27,8 +28,12 @@ def train_dense(
     device: str = "cpu",
     schedule: str = "constant",
     monitor: Callable[[int, GatedNet], None] | None = None,
+    optimizer: str = "adam",
+    momentum: float = 0.9,
 ) -> dict:
-    """Train ``net`` without gates or priors (Adam on the cross-entropy); return its summary.
+    """Train ``net`` without gates or priors (Adam on the cross-entropy, or SGD with heavy-ball
+    ``momentum`` for ``optimizer="sgd"``, as :class:`~bayesprune.config.TrainConfig`); return its
+    summary.
 
     Uses the dataset's augmentation, if any, like the gated run. ``monitor(step, net)``, if
     given, is called after every step (``step`` counts from 1; ``net`` is in training mode and
@@ -37,7 +42,9 @@ def train_dense(
     torch.manual_seed(seed)
     device = torch.device(device)
     net, data = net.to(device), data.to(device)
-    opt = multi_tensor(torch.optim.Adam, net.parameters(), {"lr": lr})  # as the gated run
+    config = TrainConfig(lr=lr, optimizer=optimizer, momentum=momentum)  # validates them
+    constructor, kwargs = weights_optimizer(config)
+    opt = multi_tensor(constructor, net.parameters(), kwargs)  # as the gated run
     scheduler = lr_schedule(opt, schedule, steps_per_epoch(data, batch_size) * epochs)
     step_times: list[float] = []
     epoch_seconds: list[float] = []

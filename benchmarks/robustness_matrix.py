@@ -232,6 +232,17 @@ OUTSIDE = {
     "out-mlp-50ep": {**FMNIST, "epochs": 50},
     "out-lenet5-n10k-50ep": {**FMNIST, "arch": "lenet5", "train_subset": 10_000, "epochs": 50},
     "out-mlp-n10k-50ep": {**FMNIST, "train_subset": 10_000, "epochs": 50},
+    # SGD with heavy-ball momentum 0.9 on the weights instead of Adam, at three rates (§6zq)
+    "out-mlp-sgd-lr1e-2": {**FMNIST, "optimizer": "sgd", "lr": 1e-2},
+    "out-mlp-sgd-lr3e-2": {**FMNIST, "optimizer": "sgd", "lr": 3e-2},
+    "out-mlp-sgd-lr1e-1": {**FMNIST, "optimizer": "sgd", "lr": 1e-1},
+    "out-mlp-sgd-lr1e-2-n10k": {**FMNIST, "optimizer": "sgd", "lr": 1e-2, "train_subset": 10_000},
+    "out-mlp-sgd-lr3e-2-n10k": {**FMNIST, "optimizer": "sgd", "lr": 3e-2, "train_subset": 10_000},
+    "out-mlp-sgd-lr1e-1-n10k": {**FMNIST, "optimizer": "sgd", "lr": 1e-1, "train_subset": 10_000},
+    "out-mlp-sgd-lr3e-3": {**FMNIST, "optimizer": "sgd", "lr": 3e-3},
+    "out-lenet5-sgd-lr1e-2": {**FMNIST, "arch": "lenet5", "optimizer": "sgd", "lr": 1e-2},
+    "out-teacher-sgd-lr3e-2": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                               "optimizer": "sgd", "lr": 3e-2},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
@@ -423,16 +434,23 @@ def cell_network(case: str, seed: int, data, widths: tuple[int, ...] | None = No
 def dense_summary(
     case: str, seed: int, data, epochs: int, batch_size: int, lr: float,
     widths: tuple[int, ...] | None = None, schedule: str | None = None,
+    optimizer: str | None = None, momentum: float | None = None,
 ) -> dict:  # fmt: skip
     """The dense baseline of a cell: plain PyTorch on the cell's (seeded) training subset, with
-    the cell's learning-rate schedule unless ``schedule`` says otherwise."""
+    the cell's learning-rate schedule and optimiser unless ``schedule``, ``optimizer`` and
+    ``momentum`` say otherwise."""
     from bayesprune.baseline import train_dense
 
-    if schedule is None:
-        schedule = training_settings(case).get("lr_schedule", "constant")
+    settings = training_settings(case)
+    schedule = settings.get("lr_schedule", "constant") if schedule is None else schedule
+    optimizer = settings.get("optimizer", "adam") if optimizer is None else optimizer
+    momentum = settings.get("momentum", 0.9) if momentum is None else momentum
     network = cell_network(case, seed, data, widths)
     train = training_data(case, seed, data)
-    return train_dense(network, train, epochs, batch_size, lr, seed, schedule=schedule)
+    return train_dense(
+        network, train, epochs, batch_size, lr, seed, schedule=schedule, optimizer=optimizer,
+        momentum=momentum,
+    )  # fmt: skip
 
 
 def training_data(case: str, seed: int, data):
@@ -490,7 +508,7 @@ def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
     if dense:
         summary = dense_summary(
             case, seed, data, config.epochs, config.batch_size, config.lr,
-            schedule=config.lr_schedule,
+            schedule=config.lr_schedule, optimizer=config.optimizer, momentum=config.momentum,
         )  # fmt: skip
         out["dense"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
     summary = Trainer(cell_network(case, seed, data), data, config).fit(progress=False)

@@ -37,6 +37,9 @@ TRAIN_CASES = {
         lambda t: ["--temperature", "0.03", "--price-scale", "2"], "--price-scale"
     ),
     "price-scale-zero": (lambda t: ["--price-scale", "0"], "--price-scale"),
+    "momentum-one": (lambda t: ["--optimizer", "sgd", "--momentum", "1"], "--momentum"),
+    "momentum-with-adam": (lambda t: ["--momentum", "0.5"], "is --optimizer sgd's"),
+    "optimizer-misspelt": (lambda t: ["--optimizer", "sdg"], "--optimizer"),
     "seed-negative": (lambda t: ["--seed", "-1"], "--seed"),
     "seed-20-digits": (lambda t: ["--seed", "12345678901234567890"], "--seed"),
     "device-meta": (lambda t: ["--device", "meta"], "--device"),

@@ -122,6 +122,16 @@ def test_a_run_with_held_out_evidence_resumes_to_the_same_network_bitwise(tmp_pa
     _assert_same(_model(out), _model(whole))
 
 
+def test_a_run_with_sgd_on_the_weights_resumes_to_the_same_network_bitwise(tmp_path):
+    # the momentum buffers are in the checkpoint and the optimiser in config.json: a resumed
+    # run steps with SGD at the recorded rate and momentum, not with Adam
+    args = [*ARGS, "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.8"]
+    whole, out, _ = _whole_and_resumed(tmp_path, args)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["optimizer"], config["momentum"], config["lr"]) == ("sgd", 0.8, 0.05)
+    _assert_same(_model(out), _model(whole))
+
+
 def test_resume_of_a_finished_run_is_refused(tmp_path, capsys):
     from bayesprune.cli import main
 

@@ -28,6 +28,7 @@ from bayesprune.config import (
     checks_per_window,
     evidence_window,
     pruning_patience,
+    weights_optimizer,
 )
 from bayesprune.data import Dataset, changed_files, tensors_sha256
 from bayesprune.export import (
@@ -74,7 +75,8 @@ MERGE_SAMPLE = 4096  # training examples on which a merge move's change of F is 
 
 
 def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> GateOptim:
-    """The ``pyro.optim`` optimiser of a run: Adam on the weights, projected steps on θ (Eq. (10)).
+    """The ``pyro.optim`` optimiser of a run: Adam (or SGD, ``optimizer="sgd"``) on the weights,
+    projected steps on θ (Eq. (10)).
 
     F is a sum over N examples, so ∂F/∂θ is N times the per-example effect Δ_s;
     :class:`ProjectedSGD` divides by N and steps per example seen, so ``lr_theta`` is a step per
@@ -84,8 +86,9 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
     """
     if config.theta_optimizer not in THETA_OPTIMIZERS:
         raise ValueError(f"unknown theta optimizer {config.theta_optimizer!r}: choose sgd or adam")
+    optimizer, weights_args = weights_optimizer(config, num_data)
     return GateOptim(
-        {"lr": config.lr},
+        weights_args,
         {
             "lr": config.lr_theta,
             "window": evidence_window(config, num_data),
@@ -95,6 +98,7 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
         },
         batch_size=config.batch_size,
         params=guide.parameters(),
+        weights_optimizer=optimizer,
         gates_optimizer=THETA_OPTIMIZERS[config.theta_optimizer],
     )
 
