@@ -1859,10 +1859,14 @@ def render_lr_units(result: dict, name: str = "lr_units") -> list[str]:
     price = result["prices"]
     batch = result["runs"][0].get("batch_size", 100)
     widths = "-".join(map(str, result["runs"][0].get("widths", (300, 100))))
+    optimizer = {"adam": "Adam", "sgd": "SGD with momentum 0.9"}[
+        result["runs"][0].get("optimizer", "adam")
+    ]
     lines = [
         f"## {name}",
         "",
-        f"`benchmarks/lr_units.py`: dense {widths} MLP on Fashion-MNIST (batch {batch}, Adam, 10 "
+        f"`benchmarks/lr_units.py`: dense {widths} MLP on Fashion-MNIST (batch {batch}, "
+        f"{optimizer}, 10 "
         f"epochs, 1 thread), commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. At "
         "three steps, per hidden layer, the units whose value (loss increase on 10,000 "
         "training examples when the unit's output is 0) exceeds a bayesprune unit's price at "
