@@ -113,8 +113,10 @@ class TrainConfig:
         "usual rates are 1e-2 to 1e-1)", choices=OPTIMIZERS,
     )  # fmt: skip
     momentum: float = _option(
-        0.9, "momentum of --optimizer sgd, in [0, 1) (Adam's β₁ stays 0.9)", momentum_range
-    )
+        0.9, "momentum of --optimizer sgd, in [0, 1) (Adam's β₁ stays 0.9); the evidence "
+        "window's 10-step floor and the early note's 20 steps are set for 0.9, whose gradient "
+        "average spans 1 / (1 − 0.9) = 10 steps", momentum_range,
+    )  # fmt: skip
     lr_schedule: str = _option(
         "constant", "learning-rate schedule of the weights (cosine: to 0 over the run)",
         choices=LR_SCHEDULES,
@@ -391,6 +393,10 @@ def weights_optimizer(config: TrainConfig, num_data: int = 1) -> tuple[type, dic
     """
     if config.optimizer == "sgd":
         return torch.optim.SGD, {"lr": config.lr / num_data, "momentum": config.momentum}
+    if config.momentum != 0.9:  # a field set after the config was made
+        raise ValueError(
+            f"momentum {config.momentum} is --optimizer sgd's; Adam's β₁ is fixed at 0.9"
+        )
     return torch.optim.Adam, {"lr": config.lr}
 
 
@@ -420,9 +426,10 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
     return float(max(window, floor))
 
 
-# 1 / (1 − β₁) at Adam's β₁ = 0.9: the steps over which the weights' optimiser averages its
-# gradients. A unit's evidence is read through how the weights respond to its gate; an average
-# over fewer steps follows that response's transient, not the unit's value (Eq. (10n)).
+# 1 / (1 − β₁) at Adam's β₁ = 0.9 (and SGD's default momentum 0.9): the steps over which the
+# weights' optimiser averages its gradients. A unit's evidence is read through how the weights
+# respond to its gate; an average over fewer steps follows that response's transient, not the
+# unit's value (Eq. (10n)).
 WINDOW_MIN_STEPS = 10
 
 

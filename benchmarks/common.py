@@ -84,14 +84,22 @@ COLUMNS = [
 ]
 
 
-def plain_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float):
-    """One plain PyTorch training step of ``net`` on ``(x, y)``: cross-entropy, Adam (the same
-    kernels as the gated run's, :func:`~bayesprune.inference.projected_sgd.multi_tensor`)."""
+def plain_step(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, optimizer: str = "adam",
+    momentum: float = 0.9,
+):  # fmt: skip
+    """One plain PyTorch training step of ``net`` on ``(x, y)``: cross-entropy, Adam (or SGD with
+    ``momentum``, ``optimizer="sgd"``), the same kernels as the gated run's
+    (:func:`~bayesprune.inference.projected_sgd.multi_tensor`)."""
     import torch.nn.functional as F
 
+    from bayesprune.config import weights_optimizer
     from bayesprune.inference.projected_sgd import multi_tensor
 
-    opt = multi_tensor(torch.optim.Adam, net.parameters(), {"lr": lr})
+    constructor, kwargs = weights_optimizer(
+        TrainConfig(lr=lr, optimizer=optimizer, momentum=momentum)
+    )
+    opt = multi_tensor(constructor, net.parameters(), kwargs)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -166,7 +174,11 @@ def step_cost(
     x = data.x_train[: config.batch_size].to(device)
     y = data.y_train[: config.batch_size].to(device)
     index = torch.arange(len(x), device=device)
-    runners = {"dense": plain_step(make_net().to(device), x, y, config.lr)}
+    runners = {
+        "dense": plain_step(
+            make_net().to(device), x, y, config.lr, config.optimizer, config.momentum
+        )
+    }  # fmt: skip
     for key, elbo in (("svi", "auto"), ("svi_traced", "traced")):
         trainer = Trainer(make_net(), data, replace(config, elbo=elbo, check_every=10**9))
         runners[key] = lambda t=trainer: t.train_step(x, y, index)
@@ -205,6 +217,8 @@ def compare(
         progress=True,
         device=config.device,
         schedule=config.lr_schedule,
+        optimizer=config.optimizer,
+        momentum=config.momentum,
     )
     torch.manual_seed(config.seed)
     pruned = Trainer(make_net(), data, config, out=out).fit(progress=True)
@@ -499,6 +513,13 @@ def render_readme() -> None:
     (HERE / "README.md").write_text(readme_text())
 
 
+def optimizer_words(cfg: dict) -> str:
+    """"Adam", or "SGD (momentum µ)", for a recorded config (runs before the option: Adam)."""
+    if cfg.get("optimizer", "adam") == "adam":
+        return "Adam"
+    return f"SGD (momentum {cfg.get('momentum', 0.9)})"
+
+
 def render_run(name: str, result: dict) -> list[str]:
     """A run's summary beside its dense run (``fmnist_*.py``, ``robustness.py``-style files
     whose JSON holds ``config``, ``environment``, ``dense`` and ``bayesprune``)."""
@@ -507,7 +528,8 @@ def render_run(name: str, result: dict) -> list[str]:
     lines += [
         f"## {name}",
         "",
-        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam lr {cfg['lr']}, "
+        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {optimizer_words(cfg)} lr "
+        f"{cfg['lr']}, "
         f"posterior {cfg.get('posterior', 'structured')}, "
         f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
         f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
@@ -567,7 +589,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("stem", "evidence_probe", lambda name, r: render_evidence_probe(r)),
     ("stem", "teacher_widths", lambda name, r: render_teacher_widths(r)),
     ("stem", "group_takeover", lambda name, r: render_group_takeover(r)),
-    ("stem", "evidence_optimism", lambda name, r: render_evidence_optimism(r)),
+    ("prefix", "evidence_optimism", lambda name, r: render_evidence_optimism(r, name)),
     ("prefix", "width_temperature", lambda name, r: render_width_temperature(r, name)),
     ("prefix", "lr_units", lambda name, r: render_lr_units(r, name)),
     ("stem", "release_state", lambda name, r: render_release_state(r)),
@@ -1515,12 +1537,15 @@ def render_tradeoff(name: str, result: dict) -> list[str]:
     return lines + [""]
 
 
-def render_evidence_optimism(result: dict) -> list[str]:
+def render_evidence_optimism(result: dict, name: str = "evidence_optimism") -> list[str]:
     """benchmarks/evidence_optimism.py: kept units' value on training vs test data, and price."""
+    overrides = result["runs"][0].get("overrides") or {}
+    rule = ("the shipped rule with " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+            if overrides else "the shipped rule")  # fmt: skip
     lines = [
-        "## evidence_optimism",
+        f"## {name}",
         "",
-        "`benchmarks/evidence_optimism.py`, Fashion-MNIST, LeNet-300-100, the shipped rule, "
+        f"`benchmarks/evidence_optimism.py`, Fashion-MNIST, LeNet-300-100, {rule}, "
         f"commit {result['commit']}, {result.get('cpu', 'unknown CPU')}. Per kept unit of the "
         "posterior-mode network: its value (loss increase per example when its output is 0) on "
         "the N training examples and on the test set, and its price τ KL_s / N; medians over "

@@ -48,8 +48,9 @@ def measure(widths: list[int] | None, blocks: int, steps: int) -> dict:
     x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
     index = torch.arange(len(x))
     torch.manual_seed(0)
-    plain = plain_step(build("mlp", widths), x, y, config.lr)
-    plain_compiled = plain_step(torch.compile(build("mlp", widths)), x, y, config.lr)
+    recipe = (config.lr, config.optimizer, config.momentum)
+    plain = plain_step(build("mlp", widths), x, y, *recipe)
+    plain_compiled = plain_step(torch.compile(build("mlp", widths)), x, y, *recipe)
     eager = Trainer(build("mlp", widths), data, config)
     compiled = Trainer(build("mlp", widths), data, config)
     compiled.net.forward = torch.compile(compiled.net.forward, dynamic=True)

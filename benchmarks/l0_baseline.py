@@ -96,7 +96,8 @@ def unit_costs(net) -> dict:
 
 
 def train_l0(net, data, epochs: int, batch_size: int, lr: float, lam: float, gate_lr: float,
-             seed: int, schedule: str = "constant") -> dict:  # fmt: skip
+             seed: int, schedule: str = "constant", optimizer: str = "adam",
+             momentum: float = 0.9) -> dict:  # fmt: skip
     """Train ``net`` with L0 gates on its hidden units; return widths, size and test error.
 
     The gates' initial values and noise come from their own generator, so that the batches and
@@ -107,6 +108,7 @@ def train_l0(net, data, epochs: int, batch_size: int, lr: float, lam: float, gat
     import torch
     import torch.nn.functional as F
 
+    from bayesprune.config import TrainConfig, weights_optimizer
     from bayesprune.export import count_weights
     from bayesprune.inference.projected_sgd import multi_tensor
     from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch
@@ -121,7 +123,10 @@ def train_l0(net, data, epochs: int, batch_size: int, lr: float, lam: float, gat
     }
     costs = unit_costs(net)
     n = len(data.x_train)
-    weights_opt = multi_tensor(torch.optim.Adam, net.parameters(), {"lr": lr})
+    # the cell's optimiser on the per-example objective (mean cross-entropy + λ/N · L0), as dense
+    recipe = TrainConfig(lr=lr, optimizer=optimizer, momentum=momentum)
+    constructor, kwargs = weights_optimizer(recipe)
+    weights_opt = multi_tensor(constructor, net.parameters(), kwargs)
     gates_opt = torch.optim.Adam(list(log_alpha.values()), lr=gate_lr)
     steps = steps_per_epoch(data, batch_size) * epochs
     scheduler = lr_schedule(weights_opt, schedule, steps)
@@ -205,14 +210,15 @@ def run(case: str, seed: int, lambdas: list[float], gate_lrs: list[float]) -> li
     cfg = cell_config(case, seed)  # the cell's recipe: epochs, batch, rate and its schedule
     data = cell_data(case)
     dense = dense_summary(case, seed, data, cfg.epochs, cfg.batch_size, cfg.lr,
-                          schedule=cfg.lr_schedule)  # fmt: skip
+                          schedule=cfg.lr_schedule, optimizer=cfg.optimizer,
+                          momentum=cfg.momentum)  # fmt: skip
     rows = []
     for lam in lambdas:
         for gate_lr in gate_lrs:
             net = cell_network(case, seed, data)
             train = training_data(case, seed, data)
             out = train_l0(net, train, cfg.epochs, cfg.batch_size, cfg.lr, lam, gate_lr, seed,
-                           cfg.lr_schedule)  # fmt: skip
+                           cfg.lr_schedule, cfg.optimizer, cfg.momentum)  # fmt: skip
             row = {"case": case, "seed": seed, "lambda": lam, "gate_lr": gate_lr, **out,
                    "dense_error": dense["test_error"]}  # fmt: skip
             print(

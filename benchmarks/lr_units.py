@@ -153,7 +153,8 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--prior-l2",
         action="store_true",
-        help="add the prior's pull τ w/(N σ²) (σ² = 1/fan_in, θ = 1) to the gradients Adam sees",
+        help="add the prior's pull τ w/(N σ²) (σ² = 1/fan_in, θ = 1) to the gradients the "
+        "optimiser sees",
     )
     parser.add_argument(
         "--optimizer", choices=("adam", "sgd"), default="adam",

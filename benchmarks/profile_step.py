@@ -105,7 +105,8 @@ def measure(
     x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
     index = torch.arange(len(x))
     torch.manual_seed(0)
-    plain = plain_step(build(name, widths), x, y, config.lr)
+    recipe = (config.lr, config.optimizer, config.momentum)
+    plain = plain_step(build(name, widths), x, y, *recipe)
     secant = Trainer(build(name, widths), data, config)
     first = Trainer(build(name, widths), data, replace(config, estimator="first-order"))
     if real is not None and train_steps:
@@ -120,7 +121,7 @@ def measure(
 
     runners = {
         "plain": plain,
-        **({"dense": plain_step(build(name), x, y, config.lr)} if widths else {}),
+        **({"dense": plain_step(build(name), x, y, *recipe)} if widths else {}),
         "step": lambda: secant.train_step(x, y, index),
         "first_order": lambda: first.train_step(x, y, index),
         "elbo": elbo_only,

@@ -459,7 +459,9 @@ def training_data(case: str, seed: int, data):
     return data if subset is None else data.subset(subset, seed=seed)
 
 
-DENSE_SETTINGS = ("epochs", "batch_size", "lr", "lr_schedule")  # what a dense run reads of --set
+DENSE_SETTINGS = (
+    "epochs", "batch_size", "lr", "lr_schedule", "optimizer", "momentum",
+)  # what a dense run reads of --set
 
 
 def dense_recipe(overrides: dict | None) -> dict:

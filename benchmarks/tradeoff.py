@@ -45,7 +45,8 @@ from robustness_matrix import (  # noqa: E402
 
 
 def recipe(case: str) -> dict:
-    """The cell's epochs, batch size, learning rate and schedule, as ``train_dense`` takes them."""
+    """The cell's epochs, batch size, learning rate, schedule and optimiser, as ``train_dense``
+    takes them."""
     from bayesprune.config import TrainConfig
 
     config = TrainConfig(**training_settings(case))
@@ -53,6 +54,8 @@ def recipe(case: str) -> dict:
         "batch_size": config.batch_size,
         "lr": config.lr,
         "schedule": config.lr_schedule,
+        "optimizer": config.optimizer,
+        "momentum": config.momentum,
         "epochs": config.epochs,
     }
 
@@ -94,7 +97,8 @@ def run_baselines(case: str, seed: int, kept: list[list[int]]) -> dict:
     torch.set_num_threads(1)
     data = cell_data(case)
     train, r = training_data(case, seed, data), recipe(case)
-    settings = {k: r[k] for k in ("batch_size", "lr", "schedule")}
+    settings = {k: r[k] for k in ("batch_size", "lr", "schedule", "optimizer", "momentum")
+                if k in r}  # fmt: skip
     keys = ("test_error", "widths", "weights_kept", "weights_total", "train_wall_seconds")
 
     def summary_of(s):

@@ -557,10 +557,12 @@ def test_matrix_summary_pools_seeds_and_takes_dense_runs_from_other_files(tmp_pa
 
 
 def test_matrix_summary_pairs_dense_runs_across_overrides_the_dense_recipe_ignores(tmp_path):
-    # --set evidence=held-out leaves the dense run as it is; --set epochs=20 does not
+    # --set evidence=held-out leaves the dense run as it is; --set epochs=20 does not, nor an
+    # optimiser other than the dense run's (at the same lr)
     script = _script("matrix_summary")
     dense = _matrix_file(tmp_path / "d.json", [_cell("mlp-n3k", 0, 0.5, [1, 1], dense=0.18)])
-    for overrides, gaps in (({"evidence": "held-out"}, [2.0]), ({"epochs": 20}, [])):
+    for overrides, gaps in (({"evidence": "held-out"}, [2.0]), ({"epochs": 20}, []),
+                            ({"optimizer": "sgd", "lr": 1e-3}, []), ({"momentum": 0.5}, [])):
         runs = _matrix_file(
             tmp_path / "r.json", [_cell("mlp-n3k", 0, 0.20, [30, 70], overrides=overrides)]
         )

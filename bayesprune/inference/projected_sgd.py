@@ -182,7 +182,8 @@ def multi_tensor(constructor, params, kwargs: dict) -> torch.optim.Optimizer:
 
 
 class GateOptim(PyroOptim):
-    """A ``pyro.optim`` optimiser for SVI on a gated network: projected θ steps, Adam elsewhere.
+    """A ``pyro.optim`` optimiser for SVI on a gated network: projected θ steps, Adam (or the
+    ``weights_optimizer`` given) elsewhere.
 
     :class:`pyro.infer.SVI` hands every step the parameters its trace saw. Those the guide marks
     as θ's storage (:class:`~bayesprune.guides.GateGuide`) take the projected step of
