@@ -1,7 +1,8 @@
 """How optimistic is the evidence? A kept unit's value on its training examples and on test data.
 
 Usage: ``.venv/bin/python benchmarks/evidence_optimism.py [--sizes 3000 10000 60000] [--seeds 0]
-[--jobs 2]``. For each training-set size N (Fashion-MNIST, LeNet-300-100, the shipped rule, 10
+[--jobs 2] [--set key=value ...] [--name evidence_optimism]``. For each training-set size N
+(Fashion-MNIST, LeNet-300-100, the shipped rule unless ``--set`` changes it, 10
 epochs) it trains bayesprune and then, on the posterior-mode network, measures for every kept unit
 
 - its value on the training examples, v_train: the mean cross-entropy increase over the N
@@ -35,11 +36,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from robustness_matrix import add_overrides_option, parse_overrides  # noqa: E402
 
 
-def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
-            widths: tuple[int, ...] = (300, 100)) -> dict:  # fmt: skip
-    """Train at ``size`` examples and return, per gated layer, the kept units' values and prices."""
+def measure(
+    size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
+    widths: tuple[int, ...] = (300, 100), overrides: dict | None = None,
+) -> dict:  # fmt: skip
+    """Train at ``size`` examples and return, per gated layer, the kept units' values and prices
+    (``overrides``: TrainConfig fields set, e.g. ``{"optimizer": "sgd", "lr": 0.01}``)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -53,7 +58,7 @@ def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
 
     torch.set_num_threads(1)
     data = load_dataset(dataset)
-    config = TrainConfig(train_subset=size, seed=seed, epochs=epochs)
+    config = TrainConfig(train_subset=size, seed=seed, epochs=epochs, **(overrides or {}))
     torch.manual_seed(seed)
     trainer = Trainer(GatedMLP(data.in_features, widths, data.num_classes), data, config)
     summary = trainer.fit(progress=False)
@@ -128,6 +133,7 @@ def measure(size: int, seed: int, epochs: int, dataset: str = "fashion-mnist",
         "size": size,
         "seed": seed,
         "epochs": epochs,
+        "overrides": overrides or {},
         "widths": summary["widths"],
         "test_error": summary["test_error"],
         "temperature": summary["temperature"],
@@ -271,17 +277,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--widths", default="300,100")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
+    add_overrides_option(parser)
+    parser.add_argument("--name", default="evidence_optimism", help="results/<name>.json")
     args = parser.parse_args(argv)
     label = commit()  # before the runs: a commit made while they run must not label them
     widths = tuple(int(w) for w in args.widths.split(","))
-    jobs = [(n, s, args.epochs, args.dataset, widths) for n in args.sizes for s in args.seeds]
+    overrides = parse_overrides(args.set)
+    jobs = [
+        (n, s, args.epochs, args.dataset, widths, overrides)
+        for n in args.sizes for s in args.seeds
+    ]  # fmt: skip
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(measure, *zip(*jobs, strict=True)))
     for run in runs:
         run["digest"] = digest(run)
         print(run["size"], run["seed"], run["widths"], run["digest"])
     result = {"commit": label, "cpu": cpu_model(), "threads": 1, "runs": runs}
-    write("evidence_optimism", result, None if args.results_dir is None else Path(args.results_dir))
+    write(args.name, result, None if args.results_dir is None else Path(args.results_dir))
     return result
 
 
