@@ -283,11 +283,7 @@ class TrainConfig:
                 "moves are merge moves"
             )
         self._check_price_scale()  # as the command line does
-        if self.optimizer != "sgd" and self.momentum != 0.9:
-            raise ValueError(
-                f"momentum (--momentum) is --optimizer sgd's; with --optimizer {self.optimizer} "
-                "leave it at 0.9 (Adam's β₁ is fixed at 0.9)"
-            )
+        self._check_momentum()
         if self.evidence == "held-out" and (
             self.estimator != "secant" or self.weights != "point" or self.elbo == "traced"
         ):
@@ -295,6 +291,13 @@ class TrainConfig:
                 "--evidence held-out (Eq. (9h)) is measured by the secant estimator on the fast "
                 "ELBO with point-mass weights: use --evidence train with estimator "
                 f"{self.estimator}, weights {self.weights}, elbo {self.elbo}"
+            )
+
+    def _check_momentum(self) -> None:
+        if self.optimizer != "sgd" and self.momentum != 0.9:
+            raise ValueError(
+                f"momentum (--momentum) is --optimizer sgd's; with --optimizer {self.optimizer} "
+                "leave it at 0.9 (Adam's β₁ is fixed at 0.9)"
             )
 
     def _check_price_scale(self) -> None:
@@ -391,12 +394,9 @@ def weights_optimizer(config: TrainConfig, num_data: int = 1) -> tuple[type, dic
     diverged in five steps). Both optimisers average the gradient over about 1 / (1 − β) = 10
     steps at the default β₁ = momentum = 0.9, the horizon :data:`WINDOW_MIN_STEPS` is set against.
     """
+    config._check_momentum()  # as at construction: a field may be set after it
     if config.optimizer == "sgd":
         return torch.optim.SGD, {"lr": config.lr / num_data, "momentum": config.momentum}
-    if config.momentum != 0.9:  # a field set after the config was made
-        raise ValueError(
-            f"momentum {config.momentum} is --optimizer sgd's; Adam's β₁ is fixed at 0.9"
-        )
     return torch.optim.Adam, {"lr": config.lr}
 
 
