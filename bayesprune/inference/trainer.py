@@ -280,9 +280,11 @@ class Trainer:
         ``min(N, theta_window)`` examples; the warm-up ends at the first block that improved on
         the block before by less than ``warmup_tolerance`` times everything learnt so far (the
         constant predictor's loss, where the zero-initialised read-out starts, minus the
-        block's). Until then the network is still learning to use its units, and Δ_s measured
-        on it understates what they are worth (at the zero read-out Δ_s = 0 exactly), so the θ
-        step only accumulates evidence. Blocks count examples, so the batch size does not set
+        block's), once that is at least ``warmup_tolerance`` times the constant predictor's loss
+        (a network stalled at chance has no evidence about any unit, whatever its noise).
+        Until then the network is still learning to use its units, and Δ_s measured on it
+        understates what they are worth (at the zero read-out Δ_s = 0 exactly), so the θ step
+        only accumulates evidence. Blocks count examples, so the batch size does not set
         the clock; the rule reads the data term, so a smaller learning rate waits longer.
         """
         if self.warm_step is not None:
@@ -297,7 +299,13 @@ class Trainer:
         block["sum"].zero_()
         block["examples"] = 0
         learnt = self.constant_nll - mean  # what the network has learnt since its start
-        if previous is not None and previous - mean < self.config.warmup_tolerance * learnt:
+        tolerance = self.config.warmup_tolerance
+        # a network that has not learnt the tolerance's share of the constant predictor's loss
+        # has no evidence about any unit (a rate that stalls it at chance, whose loss then
+        # drifts by noise, met the second test alone and lost every unit: docs §6zq)
+        if learnt < tolerance * self.constant_nll:
+            return False
+        if previous is not None and previous - mean < tolerance * learnt:
             self.warm_step = self.step + 1
             return True
         return False

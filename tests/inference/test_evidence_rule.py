@@ -60,6 +60,26 @@ def test_warm_up_blocks_count_examples_not_steps():
         assert examples % 4000 == 0 and examples >= 8000, (batch, examples)
 
 
+def test_a_network_stalled_at_chance_never_ends_its_warm_up():
+    """A rate that stalls the network at the constant predictor's loss (LeNet-5 under SGD at
+    0.1, docs §6zq) leaves blocks whose means drift by noise around it: "improved by less than
+    10% of what was learnt" then holds by chance (learnt < 0) and every unit would be priced
+    against evidence of zero. The warm-up ends only once the network has learnt a tenth of the
+    constant predictor's loss, and then at the first block that settles."""
+    trainer = _trainer(TrainConfig(epochs=1))
+    block = min(len(trainer.data.x_train), trainer.config.theta_window)
+    c = trainer.constant_nll
+
+    def feed(mean: float) -> bool:
+        return trainer.warmed_up(torch.tensor(mean * block), block)
+
+    for drift in (0.01, 0.02, 0.015, 0.03, 0.03):  # at chance, rising and falling by noise
+        assert not feed(c + drift)
+    assert not feed(0.95 * c)  # learnt 5% of it: still nothing to read a unit's worth from
+    assert not feed(0.5 * c)  # learning fast: improved by 90% of what it has learnt
+    assert feed(0.47 * c) and trainer.warm_step == trainer.step + 1  # settled: θ may move
+
+
 def test_temperature_follows_the_square_root_of_the_data_size(tmp_path):
     assert temperature_for(60_000) == pytest.approx(0.03)
     assert temperature_for(15_000) == pytest.approx(0.015)
