@@ -241,6 +241,8 @@ OUTSIDE = {
     "out-mlp-sgd-lr1e-1-n10k": {**FMNIST, "optimizer": "sgd", "lr": 1e-1, "train_subset": 10_000},
     "out-mlp-sgd-lr3e-3": {**FMNIST, "optimizer": "sgd", "lr": 3e-3},
     "out-lenet5-sgd-lr1e-2": {**FMNIST, "arch": "lenet5", "optimizer": "sgd", "lr": 1e-2},
+    "out-lenet5-sgd-lr1e-1-cosine": {**FMNIST, "arch": "lenet5", "optimizer": "sgd", "lr": 1e-1,
+                                     "lr_schedule": "cosine"},
     "out-teacher-sgd-lr3e-2": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
                                "optimizer": "sgd", "lr": 3e-2},
 }  # fmt: skip
