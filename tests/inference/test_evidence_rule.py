@@ -165,10 +165,17 @@ def test_a_layer_cut_to_one_unit_after_epochs_at_chance_says_the_run_never_learn
     tmp_path, capsys
 ):
     """README's example: the teacher from 2-2 (seed 0) is at chance in every epoch, as its
-    dense network is; the last-unit check fired first and its line blamed the pruning."""
-    args = ["train", "--widths", "2,2", "--out", str(tmp_path / "run"), "--no-progress",
-            "--no-report", "--threads", "1"]  # fmt: skip
-    assert main(args) == EXIT_FAILED_RUN
+    dense network is. The warm-up waits for something learnt (Eq. (10w)), so nothing is cut and
+    the run ends at full width, never having learnt; with θ moving from the first step, a layer
+    is cut to its last unit after epochs at chance, and the line must not blame the pruning (the
+    last-unit check fired first and its line did)."""
+    args = ["train", "--widths", "2,2", "--no-progress", "--no-report", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == EXIT_FAILED_RUN
+    line = _one_line(capsys)
+    assert "widths [2, 2]" in line and "was cut to its last unit" not in line, line
+    assert line.endswith("no epoch was clearly better: the run never learnt"), line
+    eager = [*args, "--warmup-tolerance", "none", "--out", str(tmp_path / "eager")]
+    assert main(eager) == EXIT_FAILED_RUN
     line = _one_line(capsys)
     assert "was cut to its last unit" in line, line
     assert line.endswith("no epoch was clearly better: the run never learnt"), line
