@@ -1069,7 +1069,16 @@ class Trainer:
             return undecided, None
         if not undecided:
             return undecided, self.in_transit_note()
-        if self.warm_step is None:
+        last = self.block["previous"]  # the last whole block's data term per example
+        tolerance = self.config.warmup_tolerance
+        if self.warm_step is None and last is not None and (
+            self.constant_nll - last < tolerance * self.constant_nll
+        ):
+            why = (f"the network learnt {self.constant_nll - last:.3f} of the constant "
+                   f"predictor's {self.constant_nll:.3f} nats per example, less than the "
+                   f"{tolerance:g} share the evidence rule (docs/method.md Eq. (10w)) waits for "
+                   "before any unit is priced, so θ never moved")  # fmt: skip
+        elif self.warm_step is None:
             why = ("the data term was still falling at the end of the run, so the evidence rule "
                    "(docs/method.md Eq. (10w)) never let θ move")  # fmt: skip
         else:

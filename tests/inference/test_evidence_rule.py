@@ -80,6 +80,20 @@ def test_a_network_stalled_at_chance_never_ends_its_warm_up():
     assert feed(0.47 * c) and trainer.warm_step == trainer.step + 1  # settled: θ may move
 
 
+def test_a_run_left_undecided_says_whether_it_learnt_too_little_or_was_still_learning():
+    trainer = _trainer(TrainConfig(epochs=1))
+    block = min(len(trainer.data.x_train), trainer.config.theta_window)
+    c = trainer.constant_nll
+    for mean in (0.97 * c, 0.96 * c):  # settled, but 4% of the constant loss learnt
+        trainer.warmed_up(torch.tensor(mean * block), block)
+    layers, note = trainer.undecided()
+    assert layers == trainer.net.gated and trainer.warm_step is None
+    assert "less than the 0.1 share" in note and "still falling" not in note, note
+    for mean in (0.6 * c, 0.3 * c):  # learning fast at the end of the run
+        trainer.warmed_up(torch.tensor(mean * block), block)
+    assert "still falling" in trainer.undecided()[1]
+
+
 def test_temperature_follows_the_square_root_of_the_data_size(tmp_path):
     assert temperature_for(60_000) == pytest.approx(0.03)
     assert temperature_for(15_000) == pytest.approx(0.015)
