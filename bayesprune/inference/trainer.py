@@ -105,6 +105,9 @@ def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> Gate
 
 # two time constants of Adam's first moment (β₁ = 0.9), or of SGD's at momentum 0.9: early_note
 EARLY_STEPS = 20
+# Eq. (10w): the share of a constant predictor's loss a network must have learnt before any
+# unit is priced (a network stalled at chance has no evidence about its units, docs §6zq)
+LEARNT_FLOOR = 0.1
 NEAR_START = 0.9  # a decided layer that kept this share of its units is reported: near_start_note
 
 
@@ -280,8 +283,8 @@ class Trainer:
         ``min(N, theta_window)`` examples; the warm-up ends at the first block that improved on
         the block before by less than ``warmup_tolerance`` times everything learnt so far (the
         constant predictor's loss, where the zero-initialised read-out starts, minus the
-        block's), once that is at least ``warmup_tolerance`` times the constant predictor's loss
-        (a network stalled at chance has no evidence about any unit, whatever its noise).
+        block's), once that is at least :data:`LEARNT_FLOOR` (10%) of the constant predictor's
+        loss (a network stalled at chance has no evidence about any unit, whatever its noise).
         Until then the network is still learning to use its units, and Δ_s measured on it
         understates what they are worth (at the zero read-out Δ_s = 0 exactly), so the θ step
         only accumulates evidence. Blocks count examples, so the batch size does not set
@@ -295,15 +298,16 @@ class Trainer:
         if block["examples"] < min(len(self.data.x_train), self.config.theta_window):
             return False
         mean = float(block["sum"]) / block["examples"]  # one host sync per block
-        previous, block["previous"] = block["previous"], mean
+        block["before"], block["previous"] = block["previous"], mean  # (undecided reads both)
+        previous = block["before"]
         block["sum"].zero_()
         block["examples"] = 0
         learnt = self.constant_nll - mean  # what the network has learnt since its start
         tolerance = self.config.warmup_tolerance
-        # a network that has not learnt the tolerance's share of the constant predictor's loss
-        # has no evidence about any unit (a rate that stalls it at chance, whose loss then
-        # drifts by noise, met the second test alone and lost every unit: docs §6zq)
-        if learnt < tolerance * self.constant_nll:
+        # a network that has not learnt LEARNT_FLOOR of the constant predictor's loss has no
+        # evidence about any unit (a rate that stalls it at chance, whose loss then drifts by
+        # noise, met the second test alone and lost every unit: docs §6zq)
+        if learnt < LEARNT_FLOOR * self.constant_nll:
             return False
         if previous is not None and previous - mean < tolerance * learnt:
             self.warm_step = self.step + 1
@@ -1060,7 +1064,8 @@ class Trainer:
         (or, when every layer moved, :meth:`in_transit_note`).
 
         The rule decides on evidence only (Eqs. (10w), (10o)): θ waits until the data term has
-        settled (two or more blocks of min(N, W) examples) and each earlier layer one evidence
+        settled (two or more blocks of min(N, W) examples) with at least :data:`LEARNT_FLOOR`
+        of the constant predictor's loss learnt, and each earlier layer one evidence
         window after its consumer. A run shorter than that ends with those layers at their
         starting width; that is not a failure, but a user who asked for pruning must be told.
         """
@@ -1069,15 +1074,24 @@ class Trainer:
             return undecided, None
         if not undecided:
             return undecided, self.in_transit_note()
-        last = self.block["previous"]  # the last whole block's data term per example
-        tolerance = self.config.warmup_tolerance
-        if self.warm_step is None and last is not None and (
-            self.constant_nll - last < tolerance * self.constant_nll
-        ):
-            why = (f"the network learnt {self.constant_nll - last:.3f} of the constant "
-                   f"predictor's {self.constant_nll:.3f} nats per example, less than the "
-                   f"{tolerance:g} share the evidence rule (docs/method.md Eq. (10w)) waits for "
-                   "before any unit is priced, so θ never moved")  # fmt: skip
+        advice = "train for more epochs to prune them"
+        # the last two whole blocks' data terms per example: a run whose data term stopped
+        # falling short of (10w)'s floor is not too short, more epochs will not prune it
+        last, before = self.block["previous"], self.block.get("before")
+        floor = LEARNT_FLOOR * self.constant_nll
+        stalled = (
+            self.warm_step is None and before is not None
+            and self.constant_nll - last < floor
+            and before - last < self.config.warmup_tolerance * floor
+        )  # fmt: skip
+        if stalled:
+            why = (f"the data term stopped falling with the network having learnt less than "
+                   f"{LEARNT_FLOOR:.0%} of a constant predictor's loss "
+                   f"({self.constant_nll - last:.3f} of {self.constant_nll:.3f} nats per "
+                   "example), too little to read any unit's worth from, so the evidence rule "
+                   "(docs/method.md Eq. (10w)) never let θ move")  # fmt: skip
+            advice = ("more epochs prune them only if the network learns more "
+                      "(--warmup-tolerance none lets θ move from the first step)")  # fmt: skip
         elif self.warm_step is None:
             why = ("the data term was still falling at the end of the run, so the evidence rule "
                    "(docs/method.md Eq. (10w)) never let θ move")  # fmt: skip
@@ -1085,7 +1099,7 @@ class Trainer:
             why = ("each layer is released one evidence window of examples after the layer it "
                    "feeds (Eq. (10o)), and the run ended first")  # fmt: skip
         note = (f"no pruning decision on {', '.join(undecided)} (left at full width): {why}; "
-                "train for more epochs to prune them")  # fmt: skip
+                f"{advice}")  # fmt: skip
         return undecided, note
 
     def early_note(self) -> str | None:
