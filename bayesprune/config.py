@@ -41,7 +41,7 @@ PREDATING = {
     "optimizer": "adam", "momentum": 0.9,
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
-# the weights' optimiser: torch.optim class and its keyword arguments beyond lr (WEIGHT_OPTIMIZERS)
+# the weights' optimisers (--optimizer): weights_optimizer builds them
 OPTIMIZERS = ("adam", "sgd")
 EVIDENCE = ("train", "held-out")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
