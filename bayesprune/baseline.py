@@ -17,6 +17,18 @@ from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, syn
 from bayesprune.models.network import GatedNet
 
 
+def plain_optimizer(
+    params, lr: float, optimizer: str = "adam", momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """The weights' optimiser of a run without gates, on a per-example (mean) objective: Adam, or
+    SGD with heavy-ball ``momentum`` (:func:`~bayesprune.config.weights_optimizer`, the settings
+    checked as :class:`~bayesprune.config.TrainConfig` checks them), with the gated run's
+    kernels (:func:`~bayesprune.inference.projected_sgd.multi_tensor`)."""
+    config = TrainConfig(lr=lr, optimizer=optimizer, momentum=momentum)
+    constructor, kwargs = weights_optimizer(config)
+    return multi_tensor(constructor, params, kwargs)
+
+
 def train_dense(
     net: GatedNet,
     data: Dataset,
@@ -42,9 +54,7 @@ def train_dense(
     torch.manual_seed(seed)
     device = torch.device(device)
     net, data = net.to(device), data.to(device)
-    config = TrainConfig(lr=lr, optimizer=optimizer, momentum=momentum)  # validates them
-    constructor, kwargs = weights_optimizer(config)
-    opt = multi_tensor(constructor, net.parameters(), kwargs)  # as the gated run
+    opt = plain_optimizer(net.parameters(), lr, optimizer, momentum)  # as the gated run
     scheduler = lr_schedule(opt, schedule, steps_per_epoch(data, batch_size) * epochs)
     step_times: list[float] = []
     epoch_seconds: list[float] = []

@@ -93,13 +93,9 @@ def plain_step(
     (:func:`~bayesprune.inference.projected_sgd.multi_tensor`)."""
     import torch.nn.functional as F
 
-    from bayesprune.config import weights_optimizer
-    from bayesprune.inference.projected_sgd import multi_tensor
+    from bayesprune.baseline import plain_optimizer
 
-    constructor, kwargs = weights_optimizer(
-        TrainConfig(lr=lr, optimizer=optimizer, momentum=momentum)
-    )
-    opt = multi_tensor(constructor, net.parameters(), kwargs)
+    opt = plain_optimizer(net.parameters(), lr, optimizer, momentum)
 
     def step():
         opt.zero_grad(set_to_none=True)

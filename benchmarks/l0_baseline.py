@@ -108,9 +108,8 @@ def train_l0(net, data, epochs: int, batch_size: int, lr: float, lam: float, gat
     import torch
     import torch.nn.functional as F
 
-    from bayesprune.config import TrainConfig, weights_optimizer
+    from bayesprune.baseline import plain_optimizer
     from bayesprune.export import count_weights
-    from bayesprune.inference.projected_sgd import multi_tensor
     from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch
 
     torch.manual_seed(seed)
@@ -124,9 +123,7 @@ def train_l0(net, data, epochs: int, batch_size: int, lr: float, lam: float, gat
     costs = unit_costs(net)
     n = len(data.x_train)
     # the cell's optimiser on the per-example objective (mean cross-entropy + λ/N · L0), as dense
-    recipe = TrainConfig(lr=lr, optimizer=optimizer, momentum=momentum)
-    constructor, kwargs = weights_optimizer(recipe)
-    weights_opt = multi_tensor(constructor, net.parameters(), kwargs)
+    weights_opt = plain_optimizer(net.parameters(), lr, optimizer, momentum)
     gates_opt = torch.optim.Adam(list(log_alpha.values()), lr=gate_lr)
     steps = steps_per_epoch(data, batch_size) * epochs
     scheduler = lr_schedule(weights_opt, schedule, steps)

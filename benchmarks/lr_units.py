@@ -57,9 +57,8 @@ def measure(
     import torch
     import torch.nn.functional as F
 
-    from bayesprune.config import TrainConfig, weights_optimizer
+    from bayesprune.baseline import plain_optimizer
     from bayesprune.data import load_dataset
-    from bayesprune.inference.projected_sgd import multi_tensor
     from bayesprune.models.network import build_network
 
     torch.set_num_threads(1)
@@ -67,8 +66,7 @@ def measure(
     torch.manual_seed(seed)
     net = build_network("mlp", data.in_shape, data.num_classes, tuple(widths))
     fc1, fc2, out = (net.layers[n] for n in ("fc1", "fc2", "out"))
-    constructor, kwargs = weights_optimizer(TrainConfig(lr=lr, optimizer=optimizer))
-    opt = multi_tensor(constructor, net.parameters(), kwargs)  # Adam, or SGD with momentum 0.9
+    opt = plain_optimizer(net.parameters(), lr, optimizer)  # Adam, or SGD with momentum 0.9
     x, y = data.x_train.flatten(1), data.y_train
     xe, ye = x[:SAMPLE], y[:SAMPLE]
 

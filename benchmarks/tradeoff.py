@@ -97,8 +97,7 @@ def run_baselines(case: str, seed: int, kept: list[list[int]]) -> dict:
     torch.set_num_threads(1)
     data = cell_data(case)
     train, r = training_data(case, seed, data), recipe(case)
-    settings = {k: r[k] for k in ("batch_size", "lr", "schedule", "optimizer", "momentum")
-                if k in r}  # fmt: skip
+    settings = {k: r[k] for k in ("batch_size", "lr", "schedule", "optimizer", "momentum")}
     keys = ("test_error", "widths", "weights_kept", "weights_total", "train_wall_seconds")
 
     def summary_of(s):
