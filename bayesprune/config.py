@@ -150,7 +150,7 @@ class TrainConfig:
     )  # fmt: skip
     warmup_tolerance: float | None = _option(
         0.1, "θ moves once a block of examples improves the data term by less than this "
-        "fraction of all learnt so far, and the network has learnt at least 10% of a constant "
+        "fraction of all learnt so far, and the network has learnt at least a tenth of a constant "
         "predictor's loss (Eq. (10w)); 'none': from the first step",
         warmup_tolerance,
     )  # fmt: skip

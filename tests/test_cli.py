@@ -257,6 +257,25 @@ def test_every_train_config_field_is_a_documented_flag():
         assert flags[f.name].default == f.default, f.name
 
 
+def test_every_command_prints_its_help(capsys):
+    # argparse %-formats every help text when it prints it: a bare "10%" in one option's help
+    # made `bayesprune train --help` raise a TypeError (stop 59's --warmup-tolerance text)
+    from bayesprune.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) >= {"train", "inspect", "export", "bench"}
+    for name in [None, *commands]:
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(["--help"] if name is None else [name, "--help"])
+        assert stop.value.code == 0, name
+        printed = capsys.readouterr().out
+        assert printed.startswith("usage: bayesprune"), name
+        if name is not None:
+            actions = commands[name]._actions
+            assert all(o in printed for a in actions for o in a.option_strings), name
+
+
 def test_cli_imports_no_arviz_until_a_run_is_inspected():
     # a GPU machine without ArviZ (or a user's `bayesprune --help`) must not pay for it:
     # only `inspect` and the report at the end of a run read ArviZ
