@@ -2,8 +2,8 @@
 
 Draws ``--count`` command lines for ``bayesprune train`` from a seeded generator (architecture,
 widths, data and its size, epochs, batch size, learning rate and zero to four further options
-such as the estimator, the posterior, the θ optimiser, the merge settings, the clocks, the
-initialisation, ``--width-mult``), runs each in its own process with one thread, and sorts the
+such as the estimator, the posterior, the θ optimiser, the weights' optimiser (SGD), held-out
+evidence, the merge settings, the clocks, the prior, the initialisation, ``--width-mult``), runs each in its own process with one thread, and sorts the
 outcomes by the README's exit codes:
 
 - 0: a finished run (its notes, if any, are kept);
@@ -68,9 +68,19 @@ def command(rng: random.Random, out: Path) -> list[str]:
         ["--init-theta", rng.choice(["0.5", "0.9"])], ["--patience", rng.choice(["1", "500"])],
         ["--check-every", rng.choice(["1", "7", "1000"])], ["--elbo", "traced"],
         ["--width-mult", rng.choice(["0.5", "1.5"])],
+        # options added after the first recorded runs (seed 15 at 1860887 drew from the above)
+        ["--optimizer", "sgd", "--momentum", rng.choice(["0", "0.5", "0.9"])],
+        ["--optimizer", "sgd"], ["--evidence", "held-out"],
+        ["--evidence", "held-out", "--evidence-share", rng.choice(["0.05", "0.5"])],
+        ["--merge-tests", "fixed"], ["--merge-price", "current"], ["--merge-budget", "none"],
+        ["--merge-schedule", "settled"], ["--producer-price", "current"],
+        ["--temperature", rng.choice(["1", "0.001"])], ["--rho", rng.choice(["0.01", "0.5"])],
+        ["--strength", rng.choice(["0.1", "10"])], ["--prior-every", rng.choice(["1", "1000"])],
+        ["--lr-theta", rng.choice(["0.1", "100"])], ["--trace-every", "3"],
     ]  # fmt: skip
     for option in rng.sample(options, rng.choice([0, 1, 2, 3, 4])):
-        args += option
+        if option[0] not in args:  # two draws of one flag (--optimizer, --evidence): the first
+            args += option
     return [*args, "--out", str(out)]
 
 

@@ -414,7 +414,8 @@ def render_cli_fuzz(name: str, result: dict) -> list[str]:
     lines = [
         f"## {name}",
         "",
-        f"`benchmarks/cli_fuzz.py --seed {result['seed']} --count {len(result['cli_fuzz'])}`: "
+        f"`benchmarks/cli_fuzz.py --seed {result['seed']} --count {len(result['cli_fuzz'])}"
+        f"{'' if name == 'cli_fuzz' else ' --name ' + name}`: "
         f"random `bayesprune train` command lines (small data, 0-4 further options each), "
         f"commit {result['commit']}, CPU {result['cpu']}. Outcomes: {counts} (a defect is a "
         "traceback, an exit code other than 0, 2 or 3, or a run past the time limit). The "
