@@ -17,7 +17,7 @@ from bayesprune.models.network import MaxPool2x2
 
 @torch.no_grad()
 def deterministic_network(guide: GateGuide) -> nn.Sequential:
-    """The most probable network under q: ξ_s = 1 where θ_s > ½, units with ξ_s = 0 removed.
+    """The most probable network under q: ξ_s = 1 where θ_s ≥ ½, units with ξ_s = 0 removed.
 
     With binary gates (P1) this is the only network q gives any mass to. Returns a plain
     ``nn.Sequential`` (``Conv2d``, ``BatchNorm2d``, ``ReLU``, ``MaxPool2d``, ``Flatten``,
@@ -35,8 +35,9 @@ def deterministic_network(guide: GateGuide) -> nn.Sequential:
 
 
 def mode_units(guide: GateGuide, name: str) -> torch.Tensor:
-    """The indices of layer ``name``'s units in the posterior mode (θ_s > ½)."""
-    return torch.nonzero(guide.gate_probs(name) > 0.5).flatten()
+    """The indices of layer ``name``'s units in the posterior mode (θ_s ≥ ½,
+    :meth:`GateGuide.mode_mask`)."""
+    return torch.nonzero(guide.mode_mask(name)).flatten()
 
 
 def mode_widths(guide: GateGuide) -> list[int]:

@@ -13,7 +13,7 @@ removals):
 - ``trajectories`` (``epoch``, every unit ever present): ``{l}_theta`` and ``{l}_weight_norm``
   after each epoch (NaN once the unit is removed), ``{l}_removed_at_step``, ``{l}_merged``
   (removed by a merge move, Eq. (14), rather than by its gate), and per epoch
-  ``{l}_width`` (units still in the network), ``{l}_mode_width`` (units with θ > ½: the
+  ``{l}_width`` (units still in the network), ``{l}_mode_width`` (units with θ ≥ ½: the
   posterior mode, whose errors are recorded and which ``model.pt`` holds at the end),
   ``{l}_slab_scale``, ``{l}_spike_scale``, ``data_term``, ``prior_term``, ``test_error``,
   ``gates_binary_fraction``;
@@ -157,7 +157,7 @@ DESCRIPTIONS = {
     "removed_at_step": "the step the unit was removed at (NaN: still present)",
     "merged": "removed by a merge move (Eq. (14)) rather than by its gate",
     "width": "units still in the network after the epoch (θ = 0 ones awaiting removal included)",
-    "mode_width": "units with θ > ½ after the epoch: the posterior mode, whose errors are "
+    "mode_width": "units with θ ≥ ½ after the epoch: the posterior mode, whose errors are "
     "recorded and which model.pt holds at the end",
     "theta_grad": "∂F/∂θ_s / N, the θ-drift per example (traced steps)",
     "initial_width": "the layer's starting width",
@@ -197,9 +197,10 @@ def run_to_arviz(run: Run, draws: int = DRAWS) -> arviz_io.az.InferenceData:
 
 
 def survivors(idata, layer: str) -> np.ndarray:
-    """Ids of the units of the posterior mode (θ_s > ½) of one layer."""
+    """Ids of the units of the posterior mode (θ_s ≥ ½, as ``GateGuide.mode_mask``) of one
+    layer."""
     theta = arviz_io.group(idata, "posterior")[f"{layer}_theta"].mean(("chain", "draw"))
-    return theta[f"{layer}_unit"].values[theta.values > 0.5]
+    return theta[f"{layer}_unit"].values[theta.values >= 0.5]
 
 
 def gated_layers(idata) -> list[str]:

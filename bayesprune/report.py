@@ -70,7 +70,7 @@ def plot_theta_trajectories(idata, axes) -> None:
 
 
 def plot_widths(idata, ax) -> None:
-    """Hidden widths of the posterior mode (units with θ > ½: the network the errors are of, and
+    """Hidden widths of the posterior mode (units with θ ≥ ½: the network the errors are of, and
     ``model.pt`` at the end) against epoch, epoch 0 the starting widths; dashed where the network
     still holds more units (θ at 0, awaiting the pruning check that removes them)."""
     ds, const = arviz_io.group(idata, "trajectories"), arviz_io.group(idata, "constant_data")
@@ -84,7 +84,7 @@ def plot_widths(idata, ax) -> None:
         if mode != physical:
             ax.plot(epochs, physical, ls="--", lw=0.8, color=f"C{i}", label=f"{name}, in place")
     ax.set(
-        xlabel="epoch", ylabel="width", title="layer widths, θ > ½ (epoch 0: start)", ylim=(0, None)
+        xlabel="epoch", ylabel="width", title="layer widths, θ ≥ ½ (epoch 0: start)", ylim=(0, None)
     )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
@@ -138,7 +138,7 @@ def plot_gate_forest(idata, name: str, ax) -> None:
     """Forest plot of θ_s = q(ξ_s = 1) of one layer's surviving units, least certain first.
 
     θ, not the gate draws ξ_s: ArviZ marks a variable's median, which for 0/1 draws is 1 for
-    every survivor (θ > ½), and their HDI is [0, 1] for any θ < 1."""
+    every survivor (θ ≥ ½), and their HDI is [0, 1] for any θ < 1."""
     theta = arviz_io.group(idata, "posterior")[f"{name}_theta"].mean(("chain", "draw"))
     ids = survivors(idata, name)
     if not ids.size:
@@ -265,7 +265,7 @@ def inspect_run(
         widths = "-".join(str(w) for w in run.guide.net.widths)
         mode = "-".join(str(w) for w in mode_widths(run.guide))
         if mode != widths:  # units still in the checkpoint that the posterior mode leaves out
-            widths = f"{widths} in the checkpoint, {mode} with θ > ½ (the deployed network)"
+            widths = f"{widths} in the checkpoint, {mode} with θ ≥ ½ (the deployed network)"
         status = "" if run.status is None else f", status {run.status}"
         print(f"{run_dir}, epoch {run.epoch}: hidden widths {widths}{status}; survivors:")
         with pd.option_context("display.width", 120, "display.max_rows", None):  # every survivor

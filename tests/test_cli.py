@@ -290,7 +290,7 @@ def test_cli_imports_no_arviz_until_a_run_is_inspected():
 def test_a_run_that_ends_with_gates_in_transit_says_so(tmp_path):
     """Every layer released, but more than 1% of the gates between 0 and 1 at the end (P1 not
     reached): the deployed network is the posterior mode, and the summary must say that some
-    of its units were kept by θ > ½ rather than decided."""
+    of its units were kept by θ ≥ ½ rather than decided."""
     from bayesprune.config import TrainConfig
     from bayesprune.data import make_teacher
     from bayesprune.inference.trainer import Trainer

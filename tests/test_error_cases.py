@@ -516,6 +516,23 @@ def test_an_epochs_line_names_the_posterior_modes_widths_when_they_differ(
     assert "widths [4, 3] (mode [3, 3])" in capsys.readouterr().out
 
 
+def test_gates_started_at_one_half_that_never_moved_deploy_every_unit(tmp_path, monkeypatch):
+    # --init-theta 0.5 and a run that ends before the warm-up (10w) lets θ move: every θ is
+    # exactly ½. The mode used to be θ > ½, which deployed one unit per layer and reported the
+    # run as collapsed ("never learnt") although its network had learnt (cli_fuzz --seed 16)
+    from bayesprune.inference.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "warmed_up", lambda self, *args: False)  # θ never moves
+    out = tmp_path / "run"
+    argv = ["train", "--epochs", "3", "--widths", "8,6", "--no-progress", "--no-report",
+            "--threads", "1", "--init-theta", "0.5", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["widths"] == [8, 6]
+    assert summary["test_error"] < 0.3  # the teacher's 3 classes: chance is about 0.6
+    assert "never let θ move" in summary["note"]
+
+
 def test_option_combinations_that_would_be_ignored_are_refused_or_named(tmp_path, capsys):
     _fake_mnist(tmp_path)
     for args, message in (

@@ -271,7 +271,7 @@ def test_the_header_names_the_deployed_widths_where_the_checkpoint_has_more(run,
     assert main(["inspect", str(copy), "--draws", "5"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     checkpoint, mode = "-".join(map(str, widths)), "-".join(map(str, [widths[0] - 1, *widths[1:]]))
-    assert f"hidden widths {checkpoint} in the checkpoint, {mode} with θ > ½" in header, header
+    assert f"hidden widths {checkpoint} in the checkpoint, {mode} with θ ≥ ½" in header, header
     shutil.copytree(run, tmp_path / "as-run")  # the run itself: one set of widths
     assert main(["inspect", str(tmp_path / "as-run"), "--draws", "5"]) == 0
     assert f"hidden widths {checkpoint}, status finished" in capsys.readouterr().out

@@ -137,11 +137,17 @@ class GateGuide(PyroModule):
         """θ of one layer."""
         return getattr(self.theta, name)
 
+    def mode_mask(self, name: str) -> torch.Tensor:
+        """Which units of layer ``name`` the posterior mode keeps: θ_s ≥ ½. At a tie (θ_s = ½,
+        a gate started there that no evidence has moved) the unit stays: a unit leaves the
+        deployed network only once its evidence has taken θ below ½."""
+        return self.gate_probs(name).detach() >= 0.5
+
     def mode_gates(self) -> dict[str, torch.Tensor]:
         """The posterior mode's gates, one 0/1 vector per gated layer (a unit is on iff
-        θ_s > ½), in θ's dtype: what ``GatedNet.run_ops`` takes to run the deployed network."""
-        return {n: (self.gate_probs(n).detach() > 0.5).to(self.gate_probs(n).dtype)
-                for n in self.net.gated}  # fmt: skip
+        θ_s ≥ ½, :meth:`mode_mask`), in θ's dtype: what ``GatedNet.run_ops`` takes to run the
+        deployed network."""
+        return {n: self.mode_mask(n).to(self.gate_probs(n).dtype) for n in self.net.gated}
 
     def unit_ids(self, name: str) -> torch.Tensor:
         """Each current unit's index in the layer as it was built (stable across removals)."""

@@ -229,7 +229,7 @@ class MergeMoves:
         Changes the consumer's weights of every accepted move in place and returns the moves
         and the (current) indices of the removed units; the caller removes them physically
         (their gates are not touched). The network is evaluated at the posterior mode (a unit
-        is on iff θ > ½), in evaluation mode.
+        is on iff θ ≥ ½), in evaluation mode.
 
         ``cache``: one dict for the rounds of several layers on the same sample (the same
         ``x`` object), from the input on. A round leaves there what its consumer received, and

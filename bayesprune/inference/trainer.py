@@ -843,7 +843,7 @@ class Trainer:
             "test_error": evaluate(det, self.data.x_test, self.data.y_test),
             "train_error": evaluate(det, self.data.x_train[:10_000], self.data.y_train[:10_000]),
             "widths": list(self.net.widths),
-            # the network the errors are of: units with θ > ½ (at least one per layer)
+            # the network the errors are of: units with θ ≥ ½ (at least one per layer)
             "mode_widths": mode_widths(self.guide),
             **self.unit_state(),
             "slab_var": {n: float(self.guide.slab_var(n)) for n in self.net.layers},
@@ -1170,7 +1170,7 @@ class Trainer:
         )
 
     def leaving(self) -> dict[str, int] | None:
-        """Per released layer, how many of the deployed units (θ > ½) had evidence below their
+        """Per released layer, how many of the deployed units (θ ≥ ½) had evidence below their
         price at the end (d > 0 in Eq. (10), d = m − z·se under (10s)): units whose θ was
         falling, or held at 1 because the transit limit (10t) was full. At the rule's fixed
         point there are none (every kept unit has d ≤ 0), so a count says that the layer was
@@ -1216,7 +1216,7 @@ class Trainer:
             return None
         return (f"{moving} of {thetas.numel()} gates were still between 0 and 1 at the end "
                 "(a finished decision has at least 99% at 0 or 1, docs/method.md P1): the "
-                "network kept the units with θ > ½; train for more epochs for a final decision")
+                "network kept the units with θ ≥ ½; train for more epochs for a final decision")
 
     def finish(self, wall: float, step_seconds: float, bookkeeping: float = 0.0) -> dict:
         """Write ``summary.json`` and ``model.pt``.
