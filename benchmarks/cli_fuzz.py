@@ -3,8 +3,9 @@
 Draws ``--count`` command lines for ``bayesprune train`` from a seeded generator (architecture,
 widths, data and its size, epochs, batch size, learning rate and zero to four further options
 such as the estimator, the posterior, the θ optimiser, the weights' optimiser (SGD), held-out
-evidence, the merge settings, the clocks, the prior, the initialisation, ``--width-mult``), runs each in its own process with one thread, and sorts the
-outcomes by the README's exit codes:
+evidence, the merge settings, the clocks, the prior, the initialisation, ``--width-mult``),
+runs each in its own process with one thread, and sorts the outcomes by the README's exit
+codes:
 
 - 0: a finished run (its notes, if any, are kept);
 - 2: input refused, one line;
