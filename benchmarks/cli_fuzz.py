@@ -85,6 +85,17 @@ def command(rng: random.Random, out: Path) -> list[str]:
     return [*args, "--out", str(out)]
 
 
+def after(rng: random.Random, run_dir: Path) -> list[list[str]]:
+    """The commands a user runs on a run directory once training ended: an export to one of
+    the four formats, an inspection (a few draws) and a benchmark of small batches."""
+    fmt = rng.choice(["pt2", "torchscript", "onnx", "safetensors"])
+    return [
+        ["export", str(run_dir), "--format", fmt],
+        ["inspect", str(run_dir), "--draws", "20"],
+        ["bench", str(run_dir), "--batch", rng.choice(["1", "1,64", "7"])],
+    ]
+
+
 def verdict(returncode, stderr: str) -> str:
     """What an outcome says about the program: an expected exit, or a defect."""
     if returncode == "timeout" or "Traceback (most recent call last)" in stderr:
@@ -92,7 +103,10 @@ def verdict(returncode, stderr: str) -> str:
     return EXPECTED.get(returncode, "defect")
 
 
-def run(args: list[str], timeout: float) -> dict:
+def run(args: list[str], timeout: float, then: list[list[str]] | None = None) -> dict:
+    """Run one command line; with ``then``, run those commands after it on its directory (if
+    training ended 0 or 3), each recorded with its own exit and verdict under ``"after"``. The
+    run directory (temporary) is written ``RUN`` in the recorded command lines."""
     try:
         done = subprocess.run([str(BAYESPRUNE), *args], capture_output=True, text=True,
                               timeout=timeout)  # fmt: skip
@@ -100,13 +114,19 @@ def run(args: list[str], timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         returncode, stderr = "timeout", ""
     lines = stderr.strip().splitlines()
-    out = args.index("--out")
-    return {
-        "command": "bayesprune " + " ".join(args[:out]),
+    if "--out" in args:  # a training command line: its directory is left out
+        shown = args[: args.index("--out")]
+    else:  # a command on a run directory, the second argument
+        shown = [args[0], "RUN", *args[2:]]
+    result = {
+        "command": "bayesprune " + " ".join(shown),
         "returncode": returncode,
         "last_line": lines[-1] if lines else "",
         "verdict": verdict(returncode, stderr),
     }
+    if then and returncode in (0, 3):
+        result["after"] = [run(c, timeout) for c in then]
+    return result
 
 
 def main(argv=None) -> dict:
@@ -117,17 +137,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--name", default="cli_fuzz")
     parser.add_argument("--results-dir", type=Path, help="write the JSON there instead")
+    parser.add_argument(
+        "--after", action="store_true",
+        help="also export, inspect and bench every run that ended 0 or 3 (drawn after all the "
+        "training command lines, from the same seed)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        commands = [command(rng, Path(tmp) / f"run{i}") for i in range(args.count)]
+        dirs = [Path(tmp) / f"run{i}" for i in range(args.count)]
+        commands = [command(rng, d) for d in dirs]
+        thens = [after(rng, d) if args.after else None for d in dirs]
+        jobs = [(c, args.timeout, t) for c, t in zip(commands, thens, strict=True)]
         with ThreadPoolExecutor(args.jobs) as pool:
-            runs = list(pool.map(lambda c: run(c, args.timeout), commands))
-    for r in runs:
+            runs = list(pool.map(lambda job: run(*job), jobs))
+    every = [x for r in runs for x in (r, *r.get("after", []))]
+    for r in every:
         print(f"{r['verdict']:9s} {r['returncode']!s:7s} {r['command'][:150]}", flush=True)
-    counts = {v: sum(r["verdict"] == v for r in runs) for v in (*EXPECTED.values(), "defect")}
+    counts = {v: sum(r["verdict"] == v for r in every) for v in (*EXPECTED.values(), "defect")}
     result = {"cli_fuzz": runs, "seed": args.seed, "counts": counts, "commit": commit(),
-              "cpu": cpu_model()}  # fmt: skip
+              "cpu": cpu_model(), "after": args.after}  # fmt: skip
     write(args.name, result, args.results_dir)
     print(counts)
     return result

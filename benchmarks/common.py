@@ -409,22 +409,26 @@ def render_unit_redundancy(name: str, result: dict) -> list[str]:
 
 
 def render_cli_fuzz(name: str, result: dict) -> list[str]:
-    """``cli_fuzz.py``: random training command lines sorted by their exit codes."""
+    """``cli_fuzz.py``: random training command lines sorted by their exit codes (with
+    ``--after``, also the export, inspect and bench commands run on each run directory)."""
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items())
+    after = result.get("after", False)
     lines = [
         f"## {name}",
         "",
         f"`benchmarks/cli_fuzz.py --seed {result['seed']} --count {len(result['cli_fuzz'])}"
-        f"{'' if name == 'cli_fuzz' else ' --name ' + name}`: "
-        f"random `bayesprune train` command lines (small data, 0-4 further options each), "
-        f"commit {result['commit']}, CPU {result['cpu']}. Outcomes: {counts} (a defect is a "
+        f"{' --after' if after else ''}{'' if name == 'cli_fuzz' else ' --name ' + name}`: "
+        f"random `bayesprune train` command lines (small data, 0-4 further options each)"
+        f"{', then export, inspect and bench on each run that ended 0 or 3' if after else ''}, "
+        f"commit {result['commit']}, CPU {result['cpu']}. Outcomes"
+        f"{' (every command)' if after else ''}: {counts} (a defect is a "
         "traceback, an exit code other than 0, 2 or 3, or a run past the time limit). The "
-        "runs that did not end 0:",
+        "commands that did not end 0:",
         "",
         "| command | exit | verdict | last line |",
         "|---|---|---|---|",
     ]
-    for r in result["cli_fuzz"]:
+    for r in (x for run in result["cli_fuzz"] for x in (run, *run.get("after", []))):
         if r["returncode"] != 0 or r["verdict"] == "defect":
             last = r["last_line"].replace("|", "/")[:160]
             lines.append(f"| `{r['command']}` | {r['returncode']} | {r['verdict']} | {last} |")

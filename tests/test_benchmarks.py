@@ -857,6 +857,10 @@ def test_cli_fuzz_calls_a_traceback_or_an_unknown_exit_a_defect(tmp_path):
     rng = random.Random(3)
     for _ in range(30):  # every option the generator writes is one the CLI knows
         build_parser().parse_args(script.command(rng, tmp_path / "r"))
+        then = script.after(rng, tmp_path / "r")
+        assert [c[0] for c in then] == ["export", "inspect", "bench"]
+        for c in then:
+            assert build_parser().parse_args(c).run_dir == str(tmp_path / "r")
 
 
 def test_input_pixels_removal_evidence_is_the_loss_with_the_input_at_its_mean():
