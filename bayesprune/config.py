@@ -288,10 +288,13 @@ class TrainConfig:
         if self.evidence == "held-out" and (
             self.estimator != "secant" or self.weights != "point" or self.elbo == "traced"
         ):
+            given = [f"--estimator {self.estimator}"] if self.estimator != "secant" else []
+            given += [f"--weights {self.weights}"] if self.weights != "point" else []
+            given += ["--elbo traced"] if self.elbo == "traced" else []
             raise ValueError(
                 "--evidence held-out (Eq. (9h)) is measured by the secant estimator on the fast "
-                "ELBO with point-mass weights: use --evidence train with estimator "
-                f"{self.estimator}, weights {self.weights}, elbo {self.elbo}"
+                f"ELBO with point-mass weights, not with {' and '.join(given)}: drop those, or "
+                "use --evidence train"
             )
 
     def _check_momentum(self) -> None:

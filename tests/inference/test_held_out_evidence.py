@@ -102,9 +102,12 @@ def test_held_out_evidence_refuses_what_it_cannot_measure():
 def test_the_command_line_refuses_held_out_evidence_it_cannot_measure(tmp_path, capsys):
     from bayesprune.cli import main
 
-    for extra in (["--estimator", "first-order"], ["--elbo", "traced"],
+    for extra in (["--estimator", "first-order"], ["--elbo", "traced"], ["--weights", "gaussian"],
                   ["--strategy", "ddp", "--devices", "2"]):  # fmt: skip
         out = tmp_path / extra[1]
         assert main(["train", "--evidence", "held-out", *extra, "--out", str(out)]) == 2
         assert not out.exists()
-        assert "--evidence held-out" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "--evidence held-out" in err
+        if extra[0] != "--strategy":  # the line names the setting it cannot measure with
+            assert f"not with {extra[0]} {extra[1]}:" in err, err
