@@ -435,6 +435,34 @@ def render_cli_fuzz(name: str, result: dict) -> list[str]:
     return lines + [""]
 
 
+def render_resume_fuzz(name: str, result: dict) -> list[str]:
+    """``resume_fuzz.py``: random command lines stopped by SIGTERM and resumed, against the
+    same command line run to its end."""
+    counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items())
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/resume_fuzz.py --seed {result['seed']} --count "
+        f"{len(result['resume_fuzz'])}{'' if name == 'resume_fuzz' else ' --name ' + name}`: "
+        "`cli_fuzz.py`'s random `bayesprune train` command lines (two epochs or more), each run "
+        "to its end, and again stopped by SIGTERM after its first epoch's checkpoint plus a "
+        "drawn share of an epoch and resumed with `--resume`; `same` is the same `model.pt` to "
+        "the bit and the same status, architecture and test error. Commit "
+        f"{result['commit']}, CPU {result['cpu']}. Outcomes: {counts}.",
+        "",
+        "| command | stopped after (epochs past the first) | verdict | reference / stop / resume "
+        "exit | note |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["resume_fuzz"]:
+        exits = " / ".join(str(r.get(k, "-")) for k in ("reference_exit", "stop_exit",
+                                                          "resume_exit"))  # fmt: skip
+        note = r.get("reason", "").replace("|", "/")[:120]
+        lines.append(f"| `{r['command']}` | {r['delay_epochs']:.2f} | {r['verdict']} | {exits} "
+                     f"| {note} |")  # fmt: skip
+    return lines + [""]
+
+
 def render_matrix_axes(name: str, result: dict) -> list[str]:
     """``matrix_axes.py``: widths and gaps along N, batch size and learning rate."""
     labels = {"N": "training examples", "batch": "batch size", "lr": "Adam learning rate"}
@@ -613,6 +641,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "unit_redundancy", lambda name, r: render_unit_redundancy(name, r)),
     ("key", "refit_value", lambda name, r: render_refit_value(name, r)),
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
+    ("key", "resume_fuzz", lambda name, r: render_resume_fuzz(name, r)),
     ("key", "merge_power", lambda name, r: render_merge_power(name, r)),
     ("key", "tradeoff", lambda name, r: render_tradeoff(name, r)),
     ("key", "l0_baseline", lambda name, r: render_l0_baseline(name, r)),

@@ -863,6 +863,33 @@ def test_cli_fuzz_calls_a_traceback_or_an_unknown_exit_a_defect(tmp_path):
             assert build_parser().parse_args(c).run_dir == str(tmp_path / "r")
 
 
+def test_resume_fuzz_draws_stoppable_runs_and_compares_models_to_the_bit(tmp_path):
+    """benchmarks/resume_fuzz.py: every drawn command line has an epoch checkpoint before its
+    end (two epochs or more) and parses; two model files differing in one weight by one ulp,
+    or in their layer lists, are told apart, and a file is the same as its copy."""
+    import random
+
+    from bayesprune.cli import build_parser
+
+    script = _script("resume_fuzz")
+    rng = random.Random(4)
+    for _ in range(30):
+        args = script.stoppable(rng, tmp_path / "r")
+        assert int(args[args.index("--epochs") + 1]) >= 2
+        build_parser().parse_args(args)
+    model = {"layers": [{"type": "Linear", "in": 3, "out": 2}],
+             "state_dict": {"0.weight": torch.randn(2, 3), "0.bias": torch.zeros(2)}}  # fmt: skip
+    torch.save(model, tmp_path / "a.pt")
+    torch.save(model, tmp_path / "b.pt")
+    assert script.same_model(tmp_path / "a.pt", tmp_path / "b.pt") == (True, "")
+    model["state_dict"]["0.bias"][1] = torch.nextafter(torch.tensor(0.0), torch.tensor(1.0))
+    torch.save(model, tmp_path / "b.pt")
+    assert script.same_model(tmp_path / "a.pt", tmp_path / "b.pt") == (False, "weight 0.bias")
+    model["layers"][0]["out"] = 3
+    torch.save(model, tmp_path / "b.pt")
+    assert not script.same_model(tmp_path / "a.pt", tmp_path / "b.pt")[0]
+
+
 def test_input_pixels_removal_evidence_is_the_loss_with_the_input_at_its_mean():
     """benchmarks/input_pixels.py: the shortcut through the first layer's pre-activations gives
     the loss increase of the network run on inputs with one value replaced by its mean, and the
