@@ -780,6 +780,11 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
                 f"{path}: y_{split} must hold integer class labels, got dtype {y.dtype} "
                 "(y.argmax(1) for one-hot labels)"
             )
+        if y.size and y.min() < 0:  # before num_classes is read off the largest label
+            raise DataError(
+                f"{path}: y_{split} holds negative labels (the smallest is {y.min()}): labels "
+                "are 0..num_classes − 1"
+            )
         if x.dtype.kind == "f" and x.size:
             with np.errstate(over="ignore"):  # (the overflow is the finding, said below)
                 narrowed = x.astype(np.float32)
@@ -790,6 +795,8 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
         if value.shape != () or value.dtype.kind not in "ui":
             raise DataError(f"{path}: num_classes must be one integer, got {value!r}")
         num_classes = int(value)
+        if num_classes < 2:
+            raise DataError(f"{path}: num_classes is {num_classes}: a classifier needs at least 2")
     else:
         labels = [arrays[k] for k in ("y_train", "y_test") if arrays[k].size]
         num_classes = int(max(int(y.max()) for y in labels)) + 1 if labels else 0
@@ -799,6 +806,11 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
                 f"{path}: the training labels run {train.min()}..{train.max()}, with no class 0: "
                 "labels are 0..num_classes − 1 (subtract 1 from 1-based labels), or save "
                 "num_classes to keep an empty class 0"
+            )
+        if num_classes < 2:
+            raise DataError(
+                f"{path}: every label is 0: a classifier needs at least two classes (or save "
+                "num_classes for classes the files do not show)"
             )
     tensors = {  # native byte order, copied into torch's own memory as the loaders' tensors are
         key: torch.from_numpy(
