@@ -820,9 +820,12 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
     }
     meta = {"source": str(path), "files": file_records([path])}
     data = Dataset(path.stem, num_classes=num_classes, meta=meta, **tensors)
-    if standardise != "none":
-        return data.standardised(per_feature=standardise == "feature")  # (checks the data first)
-    data.check()
+    try:  # the checks of every dataset (NaN, shapes, empty splits, ...), named by the file
+        if standardise != "none":
+            return data.standardised(per_feature=standardise == "feature")  # (checks first)
+        data.check()
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
     data.meta["normalisation"] = {"pixel_scale": 1.0, "mean": [0.0], "std": [1.0]}  # as stored
     return data
 
