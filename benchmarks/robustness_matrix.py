@@ -241,6 +241,13 @@ OUTSIDE = {
     "out-mlp-sgd-lr1e-1-n10k": {**FMNIST, "optimizer": "sgd", "lr": 1e-1, "train_subset": 10_000},
     "out-mlp-sgd-lr3e-3": {**FMNIST, "optimizer": "sgd", "lr": 3e-3},
     "out-lenet5-sgd-lr1e-2": {**FMNIST, "arch": "lenet5", "optimizer": "sgd", "lr": 1e-2},
+    # LeNet-5's SGD axes, around its 1e-2 cell (session of 2026-12-05, twenty-fifth)
+    "out-lenet5-sgd-lr3e-3": {**FMNIST, "arch": "lenet5", "optimizer": "sgd", "lr": 3e-3},
+    "out-lenet5-sgd-lr3e-2": {**FMNIST, "arch": "lenet5", "optimizer": "sgd", "lr": 3e-2},
+    "out-lenet5-sgd-b32-lr1e-2": {**FMNIST, "arch": "lenet5", "optimizer": "sgd", "lr": 1e-2,
+                                  "batch_size": 32},
+    "out-lenet5-sgd-b256-lr1e-2": {**FMNIST, "arch": "lenet5", "optimizer": "sgd", "lr": 1e-2,
+                                   "batch_size": 256},
     "out-lenet5-sgd-lr1e-1-cosine": {**FMNIST, "arch": "lenet5", "optimizer": "sgd", "lr": 1e-1,
                                      "lr_schedule": "cosine"},
     "out-teacher-sgd-lr3e-2": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
