@@ -82,7 +82,7 @@ def measure(
     )  # fmt: skip
     layers = {}
     for i, name in enumerate(guide.net.gated):
-        kept = torch.nonzero(guide.gate_probs(name) > 0.5).flatten().tolist()
+        kept = torch.nonzero(guide.mode_mask(name)).flatten().tolist()
         consumer = linears[i + 1]
         base = losses()
         units = []

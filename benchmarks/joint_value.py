@@ -8,7 +8,7 @@ found LeNet-5's conv2 at 60,000 examples cut to about half its start, where dens
 trained from scratch say the objective is lowest at the start. This script loads a run at a
 checkpoint taken before the layer's θ was released (default: the last such epoch), takes the
 units of the layer's first removal after it, and measures on ``--examples`` of the run's own
-training examples, with every gate at its posterior mode (θ > ½), the data term's change per
+training examples, with every gate at its posterior mode (θ ≥ ½), the data term's change per
 example when each unit of the layer is switched off alone, and when the removed units are
 switched off together; beside them, a unit's price per example, 4.8e-7 (60,000 / N)^½ per live
 weight it owns or feeds (the approximation of ``benchmarks/second_layer_widths.py``). Without

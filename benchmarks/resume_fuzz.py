@@ -13,9 +13,12 @@ and compares the two ``model.pt`` files weight by weight, and the two summaries'
 architecture and test error. The README promises the resumed run ends bitwise where the
 uninterrupted one would (tested in ``tests/test_resume.py`` for three settings); this checks
 it for the options those tests do not set. Verdicts: ``same``; ``differs`` (a defect);
-``ended before the signal`` (the run was too short to stop: nothing to compare); ``not
-resumable`` with the reason, where the reference itself did not end 0 or 3, or the stop or the
-resume ended another way than the README says (a defect unless the reference was refused).
+``ended before the signal`` (the run had ended, or ended as the signal came: nothing to
+compare); ``ignored the signal`` (a defect: the run finished, its last epoch's checkpoint
+written after the signal was sent); ``refused`` (the reference line ended 2); ``not resumable``
+with the reason (a defect): the reference ended otherwise than 0, 2 or 3, or without a
+``model.pt``, or the stop or the resume ended another way than the README says, or a run
+passed ``--timeout``.
 
 Usage: ``.venv/bin/python benchmarks/resume_fuzz.py --seed 21 --count 24`` (about 10 minutes
 on 2 cores).
@@ -57,11 +60,24 @@ def same_model(a: Path, b: Path) -> tuple[bool, str]:
     ma, mb = (torch.load(p, weights_only=True) for p in (a, b))
     if ma["layers"] != mb["layers"]:
         return False, f"layers {ma['layers']} against {mb['layers']}"
+    if set(ma["state_dict"]) != set(mb["state_dict"]):
+        return False, f"weights {sorted(set(ma['state_dict']) ^ set(mb['state_dict']))}"
     for key, value in ma["state_dict"].items():
-        other = mb["state_dict"].get(key)
-        if other is None or other.shape != value.shape or not torch.equal(other, value):
+        other = mb["state_dict"][key]
+        if other.shape != value.shape or not torch.equal(other, value):
             return False, f"weight {key}"
     return True, ""
+
+
+def _last(stderr: str) -> str:
+    return (stderr.strip().splitlines() or [""])[-1]
+
+
+def _status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def check(args: list[str], delay: float, timeout: float) -> dict:
@@ -73,48 +89,64 @@ def check(args: list[str], delay: float, timeout: float) -> dict:
     shown = "bayesprune " + " ".join(args[: args.index("--out")])
     record = {"command": shown, "delay_epochs": delay}
     start = time.perf_counter()
-    ref = subprocess.run([*cmd, str(whole)], capture_output=True, text=True, timeout=timeout)
+    try:
+        ref = subprocess.run([*cmd, str(whole)], capture_output=True, text=True,
+                             timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {**record, "verdict": "not resumable", "defect": True, "reason": "timeout"}
     wall = time.perf_counter() - start
     record["reference_exit"] = ref.returncode
     if ref.returncode not in (0, 3) or not (whole / "model.pt").exists():
-        refused = ref.returncode == 2
+        # as cli_fuzz's verdict: exit 2 is the program's answer, anything else a defect
+        refused = ref.returncode == 2 and "Traceback" not in ref.stderr
         record["verdict"] = "refused" if refused else "not resumable"
-        record["reason"] = (ref.stderr.strip().splitlines() or [""])[-1]
-        record["defect"] = not refused and "Traceback" in ref.stderr
+        record["reason"] = _last(ref.stderr) or "no model.pt"
+        record["defect"] = not refused
         return record
     epochs = int(args[args.index("--epochs") + 1])
     proc = subprocess.Popen([*cmd, str(stopped)], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)  # fmt: skip
-    first = stopped / "checkpoints" / "epoch_001.pt"
-    deadline = time.time() + timeout
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    train = json.loads((whole / "summary.json").read_text()).get("train_wall_seconds") or wall
-    time.sleep(delay * train / epochs)  # into the second epoch (the steps, not the start-up)
-    if proc.poll() is not None:
+    try:
+        first = stopped / "checkpoints" / "epoch_001.pt"
+        deadline = time.time() + timeout
+        while not first.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        train = json.loads((whole / "summary.json").read_text()).get("train_wall_seconds")
+        time.sleep(delay * (train or wall) / epochs)  # into the second epoch's steps
+        if proc.poll() is not None:
+            proc.communicate()
+            return {**record, "verdict": "ended before the signal", "defect": False}
+        sent = time.time()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
         proc.communicate()
-        record.update(verdict="ended before the signal", defect=False)
-        return record
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=timeout)
+        return {**record, "verdict": "not resumable", "defect": True, "reason": "timeout"}
     record["stop_exit"] = proc.returncode
-    if proc.returncode != 128 + signal.SIGTERM or "Traceback" in err:
-        status = json.loads((stopped / "summary.json").read_text()).get("status")
-        if status in ("finished", "collapsed") and "Traceback" not in err:
-            # it ended as the signal came (exit 0 or 3), or the signal came while Python shut
-            # down after the run's last line (killed by it, the run complete: README)
-            record.update(verdict="ended before the signal", defect=False)
-        else:
-            record.update(verdict="not resumable", defect=True,
-                          reason=(err.strip().splitlines() or [""])[-1])  # fmt: skip
+    status = _status(stopped)
+    if status in ("finished", "collapsed") and "Traceback" not in err:
+        # the run had ended: as the signal came (exit 0 or 3), while its report was printed
+        # (143, the summary final), or while Python shut down after its last line (killed by
+        # the signal; README). Unless its last epoch's checkpoint is younger than the signal:
+        # then it went on training after being told to stop
+        last = stopped / "checkpoints" / f"epoch_{epochs:03d}.pt"
+        ignored = last.exists() and last.stat().st_mtime > sent
+        record.update(verdict="ignored the signal" if ignored else "ended before the signal",
+                      defect=ignored)  # fmt: skip
         return record
+    if proc.returncode != 128 + signal.SIGTERM or "Traceback" in err or status != "interrupted":
+        return {**record, "verdict": "not resumable", "defect": True,
+                "reason": f"status {status}: {_last(err)}"}  # fmt: skip
     again = [str(BAYESPRUNE), "train", "--resume", str(stopped), "--no-progress", "--no-report"]
-    res = subprocess.run(again, capture_output=True, text=True, timeout=timeout)
+    try:
+        res = subprocess.run(again, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**record, "verdict": "not resumable", "defect": True, "reason": "resume timeout"}
     record["resume_exit"] = res.returncode
     if res.returncode != ref.returncode or "Traceback" in res.stderr:
-        record.update(verdict="not resumable", defect=True,
-                      reason=(res.stderr.strip().splitlines() or [""])[-1])  # fmt: skip
-        return record
+        return {**record, "verdict": "not resumable", "defect": True,
+                "reason": _last(res.stderr)}  # fmt: skip
     summaries = [json.loads((d / "summary.json").read_text()) for d in (whole, stopped)]
     keys = ("status", "architecture", "test_error")
     ok, where = same_model(whole / "model.pt", stopped / "model.pt")
@@ -144,7 +176,8 @@ def main(argv=None) -> dict:
             runs = list(pool.map(lambda job: check(*job), jobs))
     for r in runs:
         print(f"{r['verdict']:24s} {r['command'][:140]}", flush=True)
-    verdicts = ("same", "differs", "ended before the signal", "refused", "not resumable")
+    verdicts = ("same", "differs", "ended before the signal", "ignored the signal", "refused",
+                "not resumable")
     counts = {v: sum(r["verdict"] == v for r in runs) for v in verdicts}
     counts["defects"] = sum(r["defect"] for r in runs)
     result = {"resume_fuzz": runs, "seed": args.seed, "counts": counts, "commit": label,

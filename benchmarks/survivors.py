@@ -82,7 +82,7 @@ def measure(
     state = trainer.optim.gates.state
     layers = {}
     for name, p in zip(gated, guide.theta_parameters(), strict=True):
-        live = guide.gate_probs(name).detach() > 0.5
+        live = guide.mode_mask(name)
         m = state[p]["evidence"][live]
         se = state[p].get("evidence_se")
         ratio = (m / se[live]).tolist() if se is not None else []
@@ -95,7 +95,7 @@ def measure(
         }
     # the last hidden layer, unit by unit, on the posterior-mode network
     name = gated[-1]
-    live = guide.gate_probs(name).detach() > 0.5
+    live = guide.mode_mask(name)
     thetas = {n: guide.gate_probs(n).detach() for n in gated}
     theta_grads: dict = {}
     with torch.no_grad():

@@ -885,6 +885,10 @@ def test_resume_fuzz_draws_stoppable_runs_and_compares_models_to_the_bit(tmp_pat
     model["state_dict"]["0.bias"][1] = torch.nextafter(torch.tensor(0.0), torch.tensor(1.0))
     torch.save(model, tmp_path / "b.pt")
     assert script.same_model(tmp_path / "a.pt", tmp_path / "b.pt") == (False, "weight 0.bias")
+    model["state_dict"]["0.bias"][1] = 0.0
+    model["state_dict"]["1.bias"] = torch.zeros(1)  # a weight only the second file has
+    torch.save(model, tmp_path / "b.pt")
+    assert script.same_model(tmp_path / "a.pt", tmp_path / "b.pt") == (False, "weights ['1.bias']")
     model["layers"][0]["out"] = 3
     torch.save(model, tmp_path / "b.pt")
     assert not script.same_model(tmp_path / "a.pt", tmp_path / "b.pt")[0]

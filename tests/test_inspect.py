@@ -256,7 +256,7 @@ def test_the_theta_figure_counts_and_marks_both_kinds_of_removal(run, inspected)
 
 
 def test_the_header_names_the_deployed_widths_where_the_checkpoint_has_more(run, tmp_path, capsys):
-    """Units with θ ≤ ½ are still in a checkpoint's network but not in model.pt: the header
+    """Units with θ < ½ are still in a checkpoint's network but not in model.pt: the header
     printed the checkpoint's widths alone, which the survivors' table below did not add up to."""
     import shutil
 
