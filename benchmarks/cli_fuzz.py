@@ -129,14 +129,20 @@ def run(args: list[str], timeout: float, then: list[list[str]] | None = None) ->
     return result
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--seed", type=seed_type, default=15)
-    parser.add_argument("--count", type=int, default=40)
+def fuzz_parser(doc: str, seed: int, count: int, name: str) -> argparse.ArgumentParser:
+    """The options a fuzzing script shares (this one's and ``resume_fuzz.py``'s)."""
+    parser = argparse.ArgumentParser(description=description(doc))
+    parser.add_argument("--seed", type=seed_type, default=seed)
+    parser.add_argument("--count", type=int, default=count)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
-    parser.add_argument("--name", default="cli_fuzz")
+    parser.add_argument("--name", default=name)
     parser.add_argument("--results-dir", type=Path, help="write the JSON there instead")
+    return parser
+
+
+def main(argv=None) -> dict:
+    parser = fuzz_parser(__doc__, 15, 40, "cli_fuzz")
     parser.add_argument(
         "--after", action="store_true",
         help="also export, inspect and bench every run that ended 0 or 3 (drawn after all the "

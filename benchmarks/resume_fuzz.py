@@ -26,7 +26,6 @@ on 2 cores).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import signal
@@ -39,8 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cli_fuzz import BAYESPRUNE, command  # noqa: E402
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from cli_fuzz import BAYESPRUNE, command, fuzz_parser  # noqa: E402
+from common import commit, cpu_model, write  # noqa: E402
 
 
 def stoppable(rng: random.Random, out: Path) -> list[str]:
@@ -159,14 +158,7 @@ def check(args: list[str], delay: float, timeout: float) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--seed", type=seed_type, default=21)
-    parser.add_argument("--count", type=int, default=24)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
-    parser.add_argument("--name", default="resume_fuzz")
-    parser.add_argument("--results-dir", type=Path, help="write the JSON there instead")
-    args = parser.parse_args(argv)
+    args = fuzz_parser(__doc__, 21, 24, "resume_fuzz").parse_args(argv)
     rng = random.Random(args.seed)
     label = commit()  # before the runs: a commit made while they run must not label them
     with tempfile.TemporaryDirectory() as tmp:
