@@ -798,9 +798,11 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
         if num_classes < 2:
             raise DataError(f"{path}: num_classes is {num_classes}: a classifier needs at least 2")
     else:
-        labels = [arrays[k] for k in ("y_train", "y_test") if arrays[k].size]
-        num_classes = int(max(int(y.max()) for y in labels)) + 1 if labels else 0
         train = arrays["y_train"]
+        if not train.size:  # before num_classes is read off the labels: there are none
+            raise DataError(f"{path}: the train set is empty (x_train has no rows)")
+        labels = [arrays[k] for k in ("y_train", "y_test") if arrays[k].size]
+        num_classes = int(max(int(y.max()) for y in labels)) + 1
         if train.size and train.min() > 0:
             raise DataError(
                 f"{path}: the training labels run {train.min()}..{train.max()}, with no class 0: "
@@ -809,8 +811,8 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
             )
         if num_classes < 2:
             raise DataError(
-                f"{path}: every label is 0: a classifier needs at least two classes (or save "
-                "num_classes for classes the files do not show)"
+                f"{path}: every label is 0 (one class): there is nothing to learn, a classifier "
+                "needs examples of at least two classes"
             )
     tensors = {  # native byte order, copied into torch's own memory as the loaders' tensors are
         key: torch.from_numpy(

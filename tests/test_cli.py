@@ -470,12 +470,15 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch
     np.savez(tmp_path / "zeros.npz", **{**arrays, "y_train": 0 * arrays["y_train"],
                                          "y_test": 0 * arrays["y_test"]})  # fmt: skip
     np.savez(tmp_path / "k1.npz", **arrays, num_classes=np.array(1))
+    np.savez(tmp_path / "empty.npz", **{**arrays, "x_train": arrays["x_train"][:0],
+                                         "y_train": arrays["y_train"][:0]})  # fmt: skip
     nan = arrays["x_test"].astype(float)
     nan[0, 0] = np.nan
     np.savez(tmp_path / "nan.npz", **{**arrays, "x_test": nan})
     for given, message in (
         ([str(tmp_path / "negative.npz")], "y_train holds negative labels (the smallest is -1)"),
-        ([str(tmp_path / "zeros.npz")], "zeros.npz: every label is 0: a classifier needs at "),
+        ([str(tmp_path / "zeros.npz")], "zeros.npz: every label is 0 (one class): there is "),
+        ([str(tmp_path / "empty.npz")], "empty.npz: the train set is empty (x_train has no rows)"),
         ([str(tmp_path / "k1.npz")], "k1.npz: num_classes is 1: a classifier needs at least 2"),
         ([str(tmp_path / "nan.npz")], "nan.npz: x_test holds 1 NaN or infinite value(s)"),
         ([str(tmp_path / "absent.npz")], "no such file"),
