@@ -163,8 +163,11 @@ def test_bad_run_directories_are_one_line_errors_and_untouched(tmp_path, run, ca
     assert main(["inspect", str(tmp_path)]) == 2
     assert "not a readable run directory" in _one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
-    assert main(["inspect", str(run), "--epoch", "7"]) == 2
-    assert "epoch_007.pt" in _one_line_error(capsys)
+    assert main(["inspect", str(run), "--epoch", "7"]) == 2  # it names the epochs there are
+    have = sorted(int(p.stem[6:]) for p in (run / "checkpoints").glob("epoch_*.pt"))
+    assert have and 7 not in have
+    listed = ", ".join(map(str, have))
+    assert f"has no checkpoint of epoch 7 (it has epochs {listed})" in _one_line_error(capsys)
     assert main(["inspect", str(run), "--draws", "0"]) == 2
     assert "--draws" in _one_line_error(capsys)
     broken = tmp_path / "broken"
