@@ -325,8 +325,9 @@ def load_run(run_dir: str | Path, epoch: int | None = None, summary: dict | None
     if epoch is not None:
         candidates = [folder / f"epoch_{epoch:03d}.pt"]
         if not candidates[0].exists():  # name the epochs there are, not a file path's errno
-            have = [p.stem[6:] for p in folder.glob("epoch_*.pt") if p.stem[6:].isdigit()]
-            there = f"epochs {', '.join(str(int(e)) for e in sorted(have))}" if have else "none"
+            have = sorted(int(p.stem[6:]) for p in folder.glob("epoch_*.pt")
+                          if p.stem[6:].isdigit())  # fmt: skip
+            there = f"epochs {', '.join(map(str, have))}" if have else "none"
             raise RunError(f"{path} has no checkpoint of epoch {epoch} (it has {there})")
     else:
         candidates = sorted(folder.glob("epoch_*.pt"), reverse=True)

@@ -96,6 +96,12 @@ def after(rng: random.Random, run_dir: Path) -> list[list[str]]:
     ]
 
 
+def last_line(stderr: str) -> str:
+    """A command's last line on stderr (its one-line answer), or ""."""
+    lines = stderr.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def verdict(returncode, stderr: str) -> str:
     """What an outcome says about the program: an expected exit, or a defect."""
     if returncode == "timeout" or "Traceback (most recent call last)" in stderr:
@@ -113,7 +119,6 @@ def run(args: list[str], timeout: float, then: list[list[str]] | None = None) ->
         returncode, stderr = done.returncode, done.stderr
     except subprocess.TimeoutExpired:
         returncode, stderr = "timeout", ""
-    lines = stderr.strip().splitlines()
     if "--out" in args:  # a training command line: its directory is left out
         shown = args[: args.index("--out")]
     else:  # a command on a run directory, the second argument
@@ -121,7 +126,7 @@ def run(args: list[str], timeout: float, then: list[list[str]] | None = None) ->
     result = {
         "command": "bayesprune " + " ".join(shown),
         "returncode": returncode,
-        "last_line": lines[-1] if lines else "",
+        "last_line": last_line(stderr),
         "verdict": verdict(returncode, stderr),
     }
     if then and returncode in (0, 3):

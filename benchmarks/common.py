@@ -1914,9 +1914,7 @@ def render_lr_units(result: dict, name: str = "lr_units") -> list[str]:
     price = result["prices"]
     batch = result["runs"][0].get("batch_size", 100)
     widths = "-".join(map(str, result["runs"][0].get("widths", (300, 100))))
-    optimizer = {"adam": "Adam", "sgd": "SGD with momentum 0.9"}[
-        result["runs"][0].get("optimizer", "adam")
-    ]
+    optimizer = optimizer_words(result["runs"][0])  # its runs keep SGD's momentum at 0.9
     lines = [
         f"## {name}",
         "",

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cli_fuzz import BAYESPRUNE, command, fuzz_parser  # noqa: E402
+from cli_fuzz import BAYESPRUNE, command, fuzz_parser, last_line, verdict  # noqa: E402
 from common import commit, cpu_model, write  # noqa: E402
 
 
@@ -68,10 +68,6 @@ def same_model(a: Path, b: Path) -> tuple[bool, str]:
     return True, ""
 
 
-def _last(stderr: str) -> str:
-    return (stderr.strip().splitlines() or [""])[-1]
-
-
 def _status(run_dir: Path) -> str | None:
     try:
         return json.loads((run_dir / "summary.json").read_text()).get("status")
@@ -96,10 +92,10 @@ def check(args: list[str], delay: float, timeout: float) -> dict:
     wall = time.perf_counter() - start
     record["reference_exit"] = ref.returncode
     if ref.returncode not in (0, 3) or not (whole / "model.pt").exists():
-        # as cli_fuzz's verdict: exit 2 is the program's answer, anything else a defect
-        refused = ref.returncode == 2 and "Traceback" not in ref.stderr
+        # cli_fuzz's verdict: exit 2 is the program's answer, anything else here a defect
+        refused = verdict(ref.returncode, ref.stderr) == "refused"
         record["verdict"] = "refused" if refused else "not resumable"
-        record["reason"] = _last(ref.stderr) or "no model.pt"
+        record["reason"] = last_line(ref.stderr) or "no model.pt"
         record["defect"] = not refused
         return record
     epochs = int(args[args.index("--epochs") + 1])
@@ -136,7 +132,7 @@ def check(args: list[str], delay: float, timeout: float) -> dict:
         return record
     if proc.returncode != 128 + signal.SIGTERM or "Traceback" in err or status != "interrupted":
         return {**record, "verdict": "not resumable", "defect": True,
-                "reason": f"status {status}: {_last(err)}"}  # fmt: skip
+                "reason": f"status {status}: {last_line(err)}"}  # fmt: skip
     again = [str(BAYESPRUNE), "train", "--resume", str(stopped), "--no-progress", "--no-report"]
     try:
         res = subprocess.run(again, capture_output=True, text=True, timeout=timeout)
@@ -145,7 +141,7 @@ def check(args: list[str], delay: float, timeout: float) -> dict:
     record["resume_exit"] = res.returncode
     if res.returncode != ref.returncode or "Traceback" in res.stderr:
         return {**record, "verdict": "not resumable", "defect": True,
-                "reason": _last(res.stderr)}  # fmt: skip
+                "reason": last_line(res.stderr)}  # fmt: skip
     summaries = [json.loads((d / "summary.json").read_text()) for d in (whole, stopped)]
     keys = ("status", "architecture", "test_error")
     ok, where = same_model(whole / "model.pt", stopped / "model.pt")
