@@ -1951,11 +1951,13 @@ def render_robustness(name: str, result: dict) -> list[str]:
     lines = [
         f"## {name}",
         "",
-        f"{cfg['epochs']} epochs, posterior {cfg.get('posterior', 'structured')}, "
+        ("LeNet-5, " if result.get("arch") == "lenet5" else "")
+        + f"{cfg['epochs']} epochs, posterior {cfg.get('posterior', 'structured')}, "
         f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
         f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
         + (f"{cfg['train_subset']} training examples (each seed its own subset), "
            if cfg.get("train_subset") else "")
+        + (f"{result['threads']} thread(s), {result['cpu']}, " if "threads" in result else "")
         + f"commit {result.get('commit', 'unknown')}.",
         "P3 asks for a coefficient of variation of the final widths ≤ 10% across seeds and ≤ 20%",
         "across starting widths and initialisations.",

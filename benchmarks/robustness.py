@@ -1,9 +1,12 @@
-"""P3 on Fashion-MNIST LeNet-300-100: final widths across seeds, starting widths and inits.
+"""P3 on Fashion-MNIST LeNet-300-100 (or LeNet-5): final widths across seeds, starting widths and
+inits.
 
-Usage: ``.venv/bin/python benchmarks/robustness.py [--epochs 10] [--train-subset N --name NAME]``.
-Runs one training per setting (5 seeds; starting widths ×1, ×2, ×4; kaiming, xavier and normal
-initialisation) and writes ``results/fmnist_lenet300_robustness.json`` and the table in
-``README.md``. With ``--train-subset`` each run trains on its seed's fixed subset of N examples.
+Usage: ``.venv/bin/python benchmarks/robustness.py [--epochs 10] [--train-subset N --name NAME]
+[--arch lenet5] [--groups seeds initialisations]``. Runs one training per setting (5 seeds;
+starting widths ×1, ×2, ×4; kaiming, xavier and normal initialisation; ``--groups`` picks some
+of the three) and writes ``results/fmnist_lenet300_robustness.json`` (``--name``) and the table
+in ``README.md``. With ``--train-subset`` each run trains on its seed's fixed subset of N
+examples. ``--arch lenet5`` starts from LeNet-5-Caffe's 20-50-500 (×2, ×4 scale all three).
 """
 
 import argparse
@@ -15,12 +18,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, write  # noqa: E402
+from common import commit, cpu_model, write  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
 from bayesprune.inference.trainer import Trainer  # noqa: E402
-from bayesprune.models.network import GatedMLP  # noqa: E402
+from bayesprune.models.network import DEFAULT_WIDTHS, GatedMLP, build_network  # noqa: E402
 
 BOUNDS = {"seeds": 0.10, "starting widths": 0.20, "initialisations": 0.20}
 
@@ -38,6 +41,8 @@ def main() -> None:
     parser.add_argument("--lr-theta", type=float, default=TrainConfig.lr_theta)
     parser.add_argument("--theta-window", type=float, default=TrainConfig.theta_window)
     parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--arch", choices=("mlp", "lenet5"), default="mlp")
+    parser.add_argument("--groups", nargs="+", choices=tuple(BOUNDS), default=list(BOUNDS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist")
@@ -47,14 +52,21 @@ def main() -> None:
         theta_window=args.theta_window,
         train_subset=args.train_subset,
     )
-    settings = [("seeds", f"seed {s}", (300, 100), "kaiming", s) for s in range(5)]
-    settings += [("starting widths", f"×{m}", (300 * m, 100 * m), "kaiming", 0) for m in (1, 2, 4)]
-    settings += [("initialisations", i, (300, 100), i, 0) for i in ("kaiming", "xavier", "normal")]
+    start = (300, 100) if args.arch == "mlp" else DEFAULT_WIDTHS["lenet5"]
+    settings = [("seeds", f"seed {s}", start, "kaiming", s) for s in range(5)]
+    settings += [
+        ("starting widths", f"×{m}", tuple(m * w for w in start), "kaiming", 0) for m in (1, 2, 4)
+    ]
+    settings += [("initialisations", i, start, i, 0) for i in ("kaiming", "xavier", "normal")]
+    settings = [s for s in settings if s[0] in args.groups]
     started_at = commit()  # the code the runs import, whatever is committed while they run
     runs = []
     for group, label, widths, init, seed in settings:
         torch.manual_seed(seed)
-        net = GatedMLP(data.in_features, widths, data.num_classes, init=init)
+        if args.arch == "mlp":
+            net = GatedMLP(data.in_features, widths, data.num_classes, init=init)
+        else:
+            net = build_network("lenet5", data.in_shape, data.num_classes, widths, init=init)
         summary = Trainer(net, data, replace(base, seed=seed)).fit(progress=False)
         keep = ("initial_widths", "widths", "test_error", "weights_kept_fraction")
         runs.append({"group": group, "label": label, **{k: summary[k] for k in keep}})
@@ -65,8 +77,10 @@ def main() -> None:
             "bound": bound,
         }
         for group, bound in BOUNDS.items()
+        if group in args.groups
     }
-    write(args.name, {"runs": runs, "spread": spread, "config": vars(base), "commit": started_at})
+    result = {"runs": runs, "spread": spread, "config": vars(base), "commit": started_at}
+    write(args.name, {**result, "arch": args.arch, "threads": args.threads, "cpu": cpu_model()})
 
 
 if __name__ == "__main__":
