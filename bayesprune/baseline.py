@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -105,3 +107,169 @@ def train_dense(
             {"teacher_widths": data.meta["teacher_widths"]} if "teacher_widths" in data.meta else {}
         ),
     }
+
+
+BASELINE_FILE = "baseline.json"  # in a run directory: its dense twin's summary and the comparison
+NUMBERS = ("test_error", "train_wall_seconds", "weights_kept", "weights_kept_fraction")
+LEARNT_MARGIN = 0.05  # below the constant predictor's error by this much: the network learnt
+# (the margin the trainer reads a run's training error with, docs/method.md §4)
+
+
+def constant_error(data: Dataset) -> float:
+    """Test error of the constant predictor that answers the training set's most frequent
+    class: what a network that learnt nothing scores."""
+    counts = torch.bincount(data.y_train.cpu(), minlength=data.num_classes)
+    return float((data.y_test.cpu() != int(counts.argmax())).float().mean())
+
+
+def dense_twin(
+    run_dir: str | Path,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Train the dense network a command-line run started from with the run's recipe, and
+    compare: ``bayesprune baseline RUN_DIR``.
+
+    The twin is the run's network before any gate (the architecture, starting widths and
+    initialisation built with the run's seed, so its initial hidden weights are the run's),
+    trained by :func:`train_dense` on the run's training examples (its ``--train-subset``
+    drawn with its seed) with the run's epochs, batch size, optimiser, learning rate and
+    schedule: what the issue's "dense with the same recipe" means. A run that held examples
+    out for its evidence (``--evidence held-out``) trained its weights on the rest; its twin
+    trains on all of them, as a user's dense network would. ``threads`` and ``device``
+    default to the run's, so that the wall times compare. Returns the record that
+    :func:`write_baseline` writes (the twin's summary under ``"dense"``; the run's, if it has
+    ended, under ``"run"``)."""
+    from bayesprune.data import load_dataset
+    from bayesprune.inference.trainer import check_run_data
+    from bayesprune.models.network import build_network
+    from bayesprune.runs import RunError, read_config, read_summary, versions
+
+    folder = Path(run_dir)
+    raw = read_config(folder)
+    run = raw.get("run")
+    if not isinstance(run, dict) or "dataset" not in run:
+        raise RunError(
+            f"{folder}/config.json does not say which data the run used (a run started from "
+            "Python): train its dense twin from Python with bayesprune.baseline.train_dense"
+        )
+    try:
+        config = TrainConfig.from_record(raw)
+    except ValueError as err:  # a config.json edited by hand
+        raise RunError(f"{folder}/config.json: {err}") from None
+    recorded_threads = run.get("threads")
+    if threads is None and isinstance(recorded_threads, int) and recorded_threads >= 1:
+        threads = recorded_threads
+    if threads is not None:
+        torch.set_num_threads(threads)
+    device = device or config.device
+    data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise"))
+    trained = data
+    if config.train_subset is not None:
+        trained = data.subset(config.train_subset, seed=config.seed)
+    weights_data = trained
+    if config.evidence == "held-out":  # what the run's weights saw: checked against its record
+        weights_data = trained.hold_out(config.evidence_share, seed=config.seed)[0]
+    check_run_data(folder, raw.get("data") or {}, weights_data)
+    torch.manual_seed(config.seed)  # as the command line builds the run's network
+    net = build_network(
+        run["arch"],
+        data.in_shape,
+        data.num_classes,
+        run.get("widths"),
+        run.get("width_mult", 1.0),
+        run.get("init", "kaiming"),
+    )
+    dense = train_dense(
+        net,
+        trained,
+        config.epochs,
+        config.batch_size,
+        config.lr,
+        config.seed,
+        progress=progress,
+        device=device,
+        schedule=config.lr_schedule,
+        optimizer=config.optimizer,
+        momentum=config.momentum,
+    )
+    result = {
+        "run_dir": str(folder),
+        "dense": dense,
+        "constant_test_error": constant_error(trained),
+        "dense_learnt": dense["test_error"] < constant_error(trained) - LEARNT_MARGIN,
+        "train_examples": len(trained.x_train),
+        "held_out_by_the_run": len(trained.x_train) - len(weights_data.x_train),
+        "threads": torch.get_num_threads(),
+        "run_threads": recorded_threads,
+        "device": str(device),
+        "versions": versions(),
+    }
+    summary = read_summary(folder)
+    ended = summary is not None and summary.get("status") not in (None, "running")
+    if ended and all(isinstance(summary.get(k), (int, float)) for k in NUMBERS):
+        keys = ("status", "status_reason", "architecture", "initial_architecture",
+                "weights_total", *NUMBERS)  # fmt: skip
+        result["run"] = {k: summary.get(k) for k in keys}
+        result["gap_points"] = 100 * (summary["test_error"] - dense["test_error"])
+        result["wall_ratio"] = summary["train_wall_seconds"] / dense["train_wall_seconds"]
+    return result
+
+
+def write_baseline(run_dir: str | Path, result: dict) -> Path:
+    """``RUN_DIR/baseline.json``: a :func:`dense_twin` result (replacing an earlier one)."""
+    from bayesprune.runs import atomic_write_text
+
+    path = Path(run_dir) / BASELINE_FILE
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def format_comparison(result: dict) -> str:
+    """The run against its dense twin as a small text table (the dense column alone for a run
+    that has not ended)."""
+    d, r = result["dense"], result.get("run")
+    threads = f"{result['threads']} thread(s)"
+    if result.get("run_threads") not in (None, result["threads"]):
+        threads += f" (the run: {result['run_threads']}; the wall times do not compare)"
+    lines = [f"device {result['device']}, {threads}"]
+    if r is None:
+        lines += [
+            f"{'':16}{'dense':>16}",
+            f"{'architecture':16}{d['architecture']:>16}",
+            f"{'test error':16}{100 * d['test_error']:>15.2f}%",
+            f"{'weights':16}{d['weights_total']:>16,}",
+            f"{'training wall':16}{d['train_wall_seconds']:>15.1f}s",
+        ]
+        return "\n".join(lines)
+    lines += [
+        f"{'':16}{'bayesprune':>16}{'dense':>16}",
+        f"{'architecture':16}{r['architecture']:>16}{d['architecture']:>16}",
+        f"{'test error':16}{100 * r['test_error']:>15.2f}%{100 * d['test_error']:>15.2f}%"
+        f"   gap {result['gap_points']:+.2f} points",
+        f"{'weights':16}{r['weights_kept']:>16,}{d['weights_total']:>16,}"
+        f"   {100 * r['weights_kept_fraction']:.1f}% kept",
+        f"{'training wall':16}{r['train_wall_seconds']:>15.1f}s{d['train_wall_seconds']:>15.1f}s"
+        f"   {result['wall_ratio']:.2f}×",
+    ]
+    return "\n".join(lines)
+
+
+def verdict(result: dict) -> str | None:
+    """One line on a run that did not finish, read against its twin: whether the network
+    learns without gates (a collapse of the gates) or not (the recipe's own failure)."""
+    r = result.get("run")
+    if r is None or r["status"] == "finished":
+        return None
+    dense = 100 * result["dense"]["test_error"]
+    constant = 100 * result["constant_test_error"]
+    if result["dense_learnt"]:
+        return (
+            f"the run {r['status']}, but its dense twin learns ({dense:.2f}% test error against a "
+            f"constant predictor's {constant:.2f}%): the gates failed where the network does not"
+        )
+    return (
+        f"the run {r['status']}, and its dense twin does not learn either ({dense:.2f}% test "
+        f"error against a constant predictor's {constant:.2f}%): the recipe fails without gates"
+    )

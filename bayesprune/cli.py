@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bayesprune", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bayesprune {__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, parser_class=_Parser, metavar="{train,export,bench,inspect}"
+        dest="command",
+        required=True,
+        parser_class=_Parser,
+        metavar="{train,export,bench,inspect,baseline}",
     )
     t = sub.add_parser(
         "train",
@@ -206,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--epoch", type=positive(int), default=None, help="checkpoint (default: last)")
     i.add_argument("--draws", type=positive(int), default=INSPECT_DRAWS, help="posterior draws")
     i.add_argument("--seed", type=seed_type, default=0, help="seed of the posterior draws")
+    d = sub.add_parser(
+        "baseline",
+        help="train the dense network a run started from, with its recipe, and compare",
+        formatter_class=_DefaultsFormatter,
+    )
+    d.add_argument("run_dir", help="a run directory written by bayesprune train")
+    d.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the run's)")
+    d.add_argument(
+        "--threads",
+        type=positive(int),
+        default=None,
+        help="torch threads (default: the run's, so that the wall times compare)",
+    )
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -810,6 +827,32 @@ def inspect(args) -> int:
     return 0
 
 
+def baseline(args) -> int:
+    from bayesprune.baseline import dense_twin, format_comparison, verdict, write_baseline
+
+    run_directory(args.run_dir)  # before the data are read: a missing folder is one line
+    device = None if args.device is None else str(_device(args.device))
+    print(
+        f"bayesprune: training the dense twin of {args.run_dir} (its network before any gate, "
+        "its recipe)",
+        file=sys.stderr,
+    )
+    result = dense_twin(args.run_dir, device, args.threads, progress=not args.no_progress)
+    print(format_comparison(result), flush=True)
+    if result["held_out_by_the_run"]:
+        print(
+            f"bayesprune: note: the run held out {result['held_out_by_the_run']} of its "
+            f"{result['train_examples']} training examples for its evidence; the dense twin "
+            "trained on all of them",
+            file=sys.stderr,
+        )
+    line = verdict(result)
+    if line:
+        print(f"bayesprune: {line}", file=sys.stderr)
+    print(f"bayesprune: wrote {write_baseline(args.run_dir, result)}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # SIGINT and SIGTERM: one line and 130/143 wherever they land (the training loop installs
@@ -822,12 +865,18 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else list(argv)
         if not argv:
             raise UsageError(
-                "no command: bayesprune train|export|bench|inspect (bayesprune --help, "
+                "no command: bayesprune train|export|bench|inspect|baseline (bayesprune --help, "
                 "bayesprune train --help)"
             )
         args = parser.parse_args(argv)
         args.argv = argv
-        commands = {"inspect": inspect, "export": export, "bench": bench, "train": train}
+        commands = {
+            "inspect": inspect,
+            "export": export,
+            "bench": bench,
+            "train": train,
+            "baseline": baseline,
+        }
         return commands[args.command](args)
     except (UsageError, DataError, RunError) as err:
         print(f"bayesprune: error: {err}", file=sys.stderr)

@@ -471,6 +471,13 @@ def recorded_status(out: Path) -> str | None:
         ) from None
 
 
+def read_summary(out: Path) -> dict | None:
+    """``summary.json`` of a run directory (None: none yet; a damaged one is a
+    :class:`RunError`)."""
+    path = Path(out) / "summary.json"
+    return _read_json(path, dict) if path.exists() else None
+
+
 def _read_json(path: Path, kind: type):
     try:
         value = json.loads(path.read_text())

@@ -982,7 +982,7 @@ class Trainer:
                 raise RunError(
                     f"run {out} goes on with its own settings; these differ: {'; '.join(differ)}"
                 )
-            _check_resumed_data(out, raw.get("data") or {}, trainer.data)
+            check_run_data(out, raw.get("data") or {}, trainer.data)
             if write:
                 RunWriter(out).truncate(state["epoch"], state["step"])
             trainer.restore(state)
@@ -1334,9 +1334,10 @@ def _weak(method, gone=None):
     return call
 
 
-def _check_resumed_data(out: Path, recorded: dict, data: Dataset) -> None:
-    """Refuse to resume run ``out`` on data other than those ``config.json`` records
-    (``data``: the resumed trainer's, after its subset)."""
+def check_run_data(out: Path, recorded: dict, data: Dataset) -> None:
+    """Refuse data other than those run ``out``'s ``config.json`` records (``data``: what the
+    run's weights trained on, after its subset and any held-out share): a resume, and the
+    run's dense twin (``bayesprune baseline``), train on the run's own data or not at all."""
     differ = []
     for key, value in (("name", data.name), ("train_examples", len(data.x_train)),
                        ("test_examples", len(data.x_test))):  # fmt: skip

@@ -1,0 +1,168 @@
+"""``bayesprune baseline RUN_DIR``: the dense twin of a run (its network before any gate, its
+recipe), trained and compared with the run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bayesprune.cli import main
+
+RUN = ["--dataset", "teacher", "--widths", "16,8", "--train-subset", "600", "--epochs", "2",
+       "--batch-size", "50", "--lr", "3e-3", "--init", "xavier", "--seed", "3", "--threads", "1",
+       "--no-progress", "--no-report"]  # fmt: skip
+
+
+def _last_line(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline") / "run"
+    assert main(["train", *RUN, "--out", str(out)]) == 0
+    return out
+
+
+def test_the_twin_is_the_runs_network_before_any_gate_trained_with_the_runs_recipe(
+    run_dir, tmp_path, monkeypatch, capsys
+):
+    import bayesprune.baseline as baseline
+    from bayesprune.cli import _data_and_network, build_parser
+
+    seen = {}
+    train_dense = baseline.train_dense
+
+    def spy(net, data, epochs, batch_size, lr, seed, **kwargs):
+        seen["state"] = {k: v.clone() for k, v in net.state_dict().items()}
+        seen["recipe"] = (len(data.x_train), epochs, batch_size, lr, seed, kwargs["optimizer"],
+                          kwargs["schedule"], kwargs["momentum"])  # fmt: skip
+        seen["data"] = data
+        return train_dense(net, data, epochs, batch_size, lr, seed, **kwargs)
+
+    monkeypatch.setattr(baseline, "train_dense", spy)
+    assert main(["baseline", str(run_dir), "--no-progress"]) == 0
+    # the network the command line built for the run: the same weights, layer by layer
+    args = build_parser().parse_args(["train", *RUN])
+    net = _data_and_network(args)[1]
+    assert seen["state"].keys() == net.state_dict().keys()
+    for key, value in net.state_dict().items():
+        assert torch.equal(seen["state"][key], value), key
+    assert seen["recipe"] == (600, 2, 50, 3e-3, 3, "adam", "constant", 0.9)
+    from bayesprune.data import make_teacher
+
+    assert torch.equal(seen["data"].x_train, make_teacher().subset(600, seed=3).x_train)
+    record = json.loads((run_dir / "baseline.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert record["dense"]["architecture"] == summary["initial_architecture"] == "4-16-8"
+    assert record["run"]["architecture"] == summary["architecture"]
+    assert record["gap_points"] == pytest.approx(
+        100 * (summary["test_error"] - record["dense"]["test_error"])
+    )
+    # the teacher learns (a constant predictor's error is 0.63)
+    assert record["dense_learnt"] and record["dense"]["test_error"] < 0.45
+    assert record["threads"] == record["run_threads"] == 1  # the run's, unless told
+    printed = capsys.readouterr()
+    assert f"gap {record['gap_points']:+.2f} points" in printed.out
+    assert "the wall times do not compare" not in printed.out
+    assert printed.err.strip().splitlines()[-1].endswith("baseline.json")
+
+
+def test_a_thread_count_other_than_the_runs_is_said_beside_the_wall_times(run_dir, capsys):
+    assert main(["baseline", str(run_dir), "--no-progress", "--threads", "2"]) == 0
+    assert "(the run: 1; the wall times do not compare)" in capsys.readouterr().out
+
+
+def test_a_collapsed_run_is_read_against_its_twin(run_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    path = run / "summary.json"
+    summary = json.loads(path.read_text())
+    path.write_text(json.dumps({**summary, "status": "collapsed", "status_reason": "forced"}))
+    assert main(["baseline", str(run), "--no-progress"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "the run collapsed, but its dense twin learns" in lines[-2]
+    assert "the gates failed" in lines[-2]
+
+
+def test_a_recipe_that_does_not_learn_without_gates_is_named(tmp_path, capsys):
+    # random labels: the run collapses (nothing to learn) and so does its twin
+    rng = np.random.default_rng(0)
+    file = tmp_path / "noise.npz"
+    np.savez(file, x_train=rng.normal(size=(300, 6)).astype(np.float32),
+             y_train=rng.integers(0, 3, 300), x_test=rng.normal(size=(90, 6)).astype(np.float32),
+             y_test=rng.integers(0, 3, 90))  # fmt: skip
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "npz", "--data-dir", str(file), "--widths", "8,4", "--epochs",
+            "3", "--no-progress", "--no-report", "--out", str(out)]  # fmt: skip
+    assert main(args) == 3
+    capsys.readouterr()
+    assert main(["baseline", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "baseline.json").read_text())
+    assert record["run"]["status"] == "collapsed" and not record["dense_learnt"]
+    assert "does not learn either" in capsys.readouterr().err
+
+
+def test_a_held_out_share_is_trained_on_by_the_twin_and_said(tmp_path, capsys, monkeypatch):
+    import bayesprune.baseline as baseline
+
+    sizes, train_dense = [], baseline.train_dense
+
+    def spy(net, data, *args, **kwargs):
+        sizes.append(len(data.x_train))
+        return train_dense(net, data, *args, **kwargs)
+
+    monkeypatch.setattr(baseline, "train_dense", spy)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "teacher", "--widths", "8,4", "--epochs", "1", "--train-subset",
+            "400", "--evidence", "held-out", "--evidence-share", "0.25", "--no-progress",
+            "--no-report", "--out", str(out)]  # fmt: skip
+    assert main(args) in (0, 3)
+    capsys.readouterr()
+    assert main(["baseline", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "baseline.json").read_text())
+    assert (record["train_examples"], record["held_out_by_the_run"]) == (400, 100)
+    assert sizes == [400]  # what the twin trained on: all of the run's subset
+    assert "held out 100 of its 400 training examples" in capsys.readouterr().err
+
+
+def test_what_baseline_refuses_is_one_line_and_writes_nothing(tmp_path, capsys):
+    assert main(["baseline", str(tmp_path / "missing")]) == 2
+    missing = tmp_path / "missing"
+    assert _last_line(capsys) == f"bayesprune: error: run directory {missing} does not exist"
+    # a run started from Python records no data source: say how to get its twin instead
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    python_run = tmp_path / "python"
+    data = make_teacher(num_train=200, num_test=50)
+    Trainer(GatedMLP(4, (4, 3), 3), data, TrainConfig(epochs=1), out=python_run).fit(progress=False)
+    assert main(["baseline", str(python_run), "--no-progress"]) == 2
+    line = _last_line(capsys)
+    assert "a run started from Python" in line and "train_dense" in line
+    assert not (python_run / "baseline.json").exists()
+    # data that changed since the run: refused, as --resume refuses them
+    rng = np.random.default_rng(1)
+    file = tmp_path / "d.npz"
+
+    def save(n):
+        np.savez(file, x_train=rng.normal(size=(n, 5)).astype(np.float32),
+                 y_train=np.arange(n) % 2, x_test=rng.normal(size=(40, 5)).astype(np.float32),
+                 y_test=np.arange(40) % 2)  # fmt: skip
+
+    save(200)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "npz", "--data-dir", str(file), "--widths", "4", "--epochs", "1",
+            "--no-progress", "--no-report", "--out", str(out)]  # fmt: skip
+    assert main(args) in (0, 3)
+    save(200)  # other values, the same shape
+    capsys.readouterr()
+    assert main(["baseline", str(out), "--no-progress"]) == 2
+    line = _last_line(capsys)
+    assert line.startswith("bayesprune: error: run ") and "did not train on these data" in line
+    assert not (out / "baseline.json").exists()
