@@ -12,9 +12,12 @@ codes:
 - 3: a run that collapsed or never learnt, reported in one line;
 - anything else, a traceback on stderr, or a run past ``--timeout``: a **defect**.
 
-The same ``--seed`` draws the same command lines. Writes ``results/<name>.json`` (every command
-line, its exit code, its last line on stderr and the verdict) and its table in
-benchmarks/README.md.
+With ``--twins``, every run that ended 3 is read against its dense twin (``bayesprune baseline``:
+the same network before any gate, trained with the run's recipe): a collapse where the twin
+learns is the gates' failure, one where it does not is the recipe's (``"twin"`` in the JSON, a
+column of the table). The same ``--seed`` draws the same command lines. Writes
+``results/<name>.json`` (every command line, its exit code, its last line on stderr and the
+verdict) and its table in benchmarks/README.md.
 
 Usage: ``.venv/bin/python benchmarks/cli_fuzz.py --seed 15 --count 40`` (about 10 minutes on
 2 cores with ``--jobs 2``).
@@ -109,10 +112,22 @@ def verdict(returncode, stderr: str) -> str:
     return EXPECTED.get(returncode, "defect")
 
 
-def run(args: list[str], timeout: float, then: list[list[str]] | None = None) -> dict:
+def twin(stderr: str, returncode) -> dict:
+    """What ``bayesprune baseline`` said of a collapsed run: whether its dense twin learns
+    (``None`` where the command did not say: it failed, or the run had not ended)."""
+    learns = True if "dense twin learns" in stderr else False if "learn either" in stderr else None
+    said = ("dense twin learns", "learn either")
+    line = next((x for x in stderr.splitlines() if any(w in x for w in said)), last_line(stderr))
+    return {"returncode": returncode, "learns": learns, "line": line}
+
+
+def run(
+    args: list[str], timeout: float, then: list[list[str]] | None = None, twins: bool = False
+) -> dict:
     """Run one command line; with ``then``, run those commands after it on its directory (if
-    training ended 0 or 3), each recorded with its own exit and verdict under ``"after"``. The
-    run directory (temporary) is written ``RUN`` in the recorded command lines."""
+    training ended 0 or 3), each recorded with its own exit and verdict under ``"after"``; with
+    ``twins``, a run that ended 3 is read against its dense twin (``"twin"``). The run
+    directory (temporary) is written ``RUN`` in the recorded command lines."""
     try:
         done = subprocess.run([str(BAYESPRUNE), *args], capture_output=True, text=True,
                               timeout=timeout)  # fmt: skip
@@ -129,6 +144,14 @@ def run(args: list[str], timeout: float, then: list[list[str]] | None = None) ->
         "last_line": last_line(stderr),
         "verdict": verdict(returncode, stderr),
     }
+    if twins and returncode == 3:
+        folder = args[args.index("--out") + 1]
+        try:
+            done = subprocess.run([str(BAYESPRUNE), "baseline", folder, "--no-progress"],
+                                  capture_output=True, text=True, timeout=timeout)  # fmt: skip
+            result["twin"] = twin(done.stderr, done.returncode)
+        except subprocess.TimeoutExpired:
+            result["twin"] = twin("", "timeout")
     if then and returncode in (0, 3):
         result["after"] = [run(c, timeout) for c in then]
     return result
@@ -153,21 +176,30 @@ def main(argv=None) -> dict:
         help="also export, inspect and bench every run that ended 0 or 3 (drawn after all the "
         "training command lines, from the same seed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--twins", action="store_true",
+        help="train the dense twin of every run that ended 3 (bayesprune baseline): did the "
+        "gates fail, or the recipe?",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / f"run{i}" for i in range(args.count)]
         commands = [command(rng, d) for d in dirs]
         thens = [after(rng, d) if args.after else None for d in dirs]
-        jobs = [(c, args.timeout, t) for c, t in zip(commands, thens, strict=True)]
+        jobs = [(c, args.timeout, t, args.twins) for c, t in zip(commands, thens, strict=True)]
         with ThreadPoolExecutor(args.jobs) as pool:
             runs = list(pool.map(lambda job: run(*job), jobs))
     every = [x for r in runs for x in (r, *r.get("after", []))]
     for r in every:
         print(f"{r['verdict']:9s} {r['returncode']!s:7s} {r['command'][:150]}", flush=True)
     counts = {v: sum(r["verdict"] == v for r in every) for v in (*EXPECTED.values(), "defect")}
+    if args.twins:
+        read = [r["twin"]["learns"] for r in runs if "twin" in r]
+        counts["collapsed, twin learns"] = sum(x is True for x in read)
+        counts["collapsed, twin does not learn"] = sum(x is False for x in read)
     result = {"cli_fuzz": runs, "seed": args.seed, "counts": counts, "commit": commit(),
-              "cpu": cpu_model(), "after": args.after}  # fmt: skip
+              "cpu": cpu_model(), "after": args.after, "twins": args.twins}  # fmt: skip
     write(args.name, result, args.results_dir)
     print(counts)
     return result

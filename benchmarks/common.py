@@ -412,26 +412,34 @@ def render_cli_fuzz(name: str, result: dict) -> list[str]:
     """``cli_fuzz.py``: random training command lines sorted by their exit codes (with
     ``--after``, also the export, inspect and bench commands run on each run directory)."""
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items())
-    after = result.get("after", False)
+    after, twins = result.get("after", False), result.get("twins", False)
     lines = [
         f"## {name}",
         "",
         f"`benchmarks/cli_fuzz.py --seed {result['seed']} --count {len(result['cli_fuzz'])}"
-        f"{' --after' if after else ''}{'' if name == 'cli_fuzz' else ' --name ' + name}`: "
+        f"{' --after' if after else ''}{' --twins' if twins else ''}"
+        f"{'' if name == 'cli_fuzz' else ' --name ' + name}`: "
         f"random `bayesprune train` command lines (small data, 0-4 further options each)"
-        f"{', then export, inspect and bench on each run that ended 0 or 3' if after else ''}, "
+        f"{', then export, inspect and bench on each run that ended 0 or 3' if after else ''}"
+        f"{', each collapse read against its dense twin (bayesprune baseline)' if twins else ''}, "
         f"commit {result['commit']}, CPU {result['cpu']}. Outcomes"
         f"{' (every command)' if after else ''}: {counts} (a defect is a "
         "traceback, an exit code other than 0, 2 or 3, or a run past the time limit). The "
         "commands that did not end 0:",
         "",
-        "| command | exit | verdict | last line |",
-        "|---|---|---|---|",
+        "| command | exit | verdict | last line |" + (" dense twin |" if twins else ""),
+        "|---|---|---|---|" + ("---|" if twins else ""),
     ]
     for r in (x for run in result["cli_fuzz"] for x in (run, *run.get("after", []))):
         if r["returncode"] != 0 or r["verdict"] == "defect":
             last = r["last_line"].replace("|", "/")[:160]
-            lines.append(f"| `{r['command']}` | {r['returncode']} | {r['verdict']} | {last} |")
+            row = f"| `{r['command']}` | {r['returncode']} | {r['verdict']} | {last} |"
+            if twins:
+                t = r.get("twin")
+                said = "" if t is None else t["line"].replace("|", "/")
+                said = said.removeprefix("bayesprune: ")[:160]
+                row += f" {said} |"
+            lines.append(row)
     return lines + [""]
 
 

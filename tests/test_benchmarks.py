@@ -860,6 +860,24 @@ def test_cli_fuzz_calls_a_traceback_or_an_unknown_exit_a_defect(tmp_path):
             assert build_parser().parse_args(c).run_dir == str(tmp_path / "r")
 
 
+def test_cli_fuzz_reads_what_baseline_says_of_a_collapsed_runs_twin():
+    """benchmarks/cli_fuzz.py --twins: the line ``bayesprune baseline`` prints for a collapsed
+    run (bayesprune.baseline.verdict's two wordings) is read as the twin learning or not, and
+    an answer without that line as unknown."""
+    from bayesprune.baseline import verdict
+
+    script = _script("cli_fuzz")
+    record = {"run": {"status": "collapsed"}, "dense": {"test_error": 0.2},
+              "constant_test_error": 0.9}  # fmt: skip
+    for learns in (True, False):
+        line = verdict({**record, "dense_learnt": learns})
+        stderr = f"bayesprune: training the dense twin of R\nbayesprune: {line}\nbayesprune: done"
+        read = script.twin(stderr, 0)
+        assert read["learns"] is learns and read["line"] == f"bayesprune: {line}"
+    failed = script.twin("bayesprune: error: run R did not train on these data: ...", 2)
+    assert failed["learns"] is None and "did not train" in failed["line"]
+
+
 def test_resume_fuzz_draws_stoppable_runs_and_compares_models_to_the_bit(tmp_path):
     """benchmarks/resume_fuzz.py: every drawn command line has an epoch checkpoint before its
     end (two epochs or more) and parses; two model files differing in one weight by one ulp,
