@@ -830,8 +830,15 @@ def inspect(args) -> int:
 def baseline(args) -> int:
     from bayesprune.baseline import dense_twin, format_comparison, verdict, write_baseline
 
-    run_directory(args.run_dir)  # before the data are read: a missing folder is one line
-    device = None if args.device is None else str(_device(args.device))
+    recorded = read_config(Path(args.run_dir)).get("device") or "cpu"  # (a missing folder too)
+    if args.device is None:
+        try:
+            device = str(_device(str(recorded)))
+        except UsageError as err:
+            raise UsageError(f"the run trained on {recorded}, {str(err).split(': ', 1)[-1]}; "
+                             "give --device (e.g. --device cpu)") from None  # fmt: skip
+    else:
+        device = str(_device(args.device))
     print(
         f"bayesprune: training the dense twin of {args.run_dir} (its network before any gate, "
         "its recipe)",

@@ -146,6 +146,14 @@ def test_what_baseline_refuses_is_one_line_and_writes_nothing(tmp_path, capsys):
     line = _last_line(capsys)
     assert "a run started from Python" in line and "train_dense" in line
     assert not (python_run / "baseline.json").exists()
+    # a run that trained on a device this machine lacks: say so, and how to choose another
+    config = json.loads((python_run / "config.json").read_text())
+    (python_run / "config.json").write_text(json.dumps({**config, "device": "cuda:7"}))
+    if torch.cuda.device_count() < 8:
+        assert main(["baseline", str(python_run), "--no-progress"]) == 2
+        line = _last_line(capsys)
+        assert line.startswith("bayesprune: error: the run trained on cuda:7, ")
+        assert line.endswith("give --device (e.g. --device cpu)")
     # data that changed since the run: refused, as --resume refuses them
     rng = np.random.default_rng(1)
     file = tmp_path / "d.npz"
