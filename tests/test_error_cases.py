@@ -358,6 +358,22 @@ def test_a_trainer_never_writes_into_another_runs_directory(finished, tmp_path):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def _learnable_mnist(root, n=400):
+    """MNIST-format files a network learns in a few steps (two classes, dark and bright
+    images), for tests that need a run to finish: on random labels whether a one-epoch run ends
+    "finished" or "collapsed" (never learnt) depends on the CPU's rounding."""
+    from tests.test_data import _write_idx
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n), ("t10k", n // 4)):
+        y = rng.integers(0, 2, count)
+        x = np.clip(rng.normal(60 + 120 * y[:, None, None], 30, (count, 28, 28)), 0, 255)
+        _write_idx(raw / f"{split}-images-idx3-ubyte", x)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", y)
+
+
 def test_bench_rebuilds_the_starting_network_of_any_run(tmp_path, capsys):
     # a LeNet-5 with its own --widths, and a network built in Python: both recorded in
     # config.json's initial_spec, so bench compares against the network each run started from
@@ -366,7 +382,7 @@ def test_bench_rebuilds_the_starting_network_of_any_run(tmp_path, capsys):
     from bayesprune.inference.trainer import Trainer
     from bayesprune.models.network import GatedNet
 
-    _fake_mnist(tmp_path)
+    _learnable_mnist(tmp_path)  # (on _fake_mnist's random labels it collapsed on an Intel Xeon)
     lenet = tmp_path / "lenet"
     args = ["train", "--arch", "lenet5", "--widths", "3,4,8", "--epochs", "1", "--no-progress"]
     args += ["--no-report", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(lenet)]
