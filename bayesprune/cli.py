@@ -573,7 +573,11 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
     if summary.get("note"):
         print(f"bayesprune: note: {summary['note']}", file=sys.stderr)
     if summary["status"] != "finished":
-        print(f"bayesprune: run {summary['status']}: {summary['status_reason']}", file=sys.stderr)
+        print(
+            f"bayesprune: run {summary['status']}: {summary['status_reason']} (does the network "
+            f"learn without gates? bayesprune baseline {out} trains its dense twin)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED_RUN
     return 0
 

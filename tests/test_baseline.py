@@ -99,7 +99,9 @@ def test_a_recipe_that_does_not_learn_without_gates_is_named(tmp_path, capsys):
     args = ["train", "--dataset", "npz", "--data-dir", str(file), "--widths", "8,4", "--epochs",
             "3", "--no-progress", "--no-report", "--out", str(out)]  # fmt: skip
     assert main(args) == 3
-    capsys.readouterr()
+    said = _last_line(capsys)  # the collapse's one line points to the twin
+    assert said.startswith("bayesprune: run collapsed: ")
+    assert said.endswith(f"bayesprune baseline {out} trains its dense twin)")
     assert main(["baseline", str(out), "--no-progress"]) == 0
     record = json.loads((out / "baseline.json").read_text())
     assert record["run"]["status"] == "collapsed" and not record["dense_learnt"]
