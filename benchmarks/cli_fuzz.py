@@ -115,8 +115,8 @@ def verdict(returncode, stderr: str) -> str:
 def twin(stderr: str, returncode) -> dict:
     """What ``bayesprune baseline`` said of a collapsed run: whether its dense twin learns
     (``None`` where the command did not say: it failed, or the run had not ended)."""
-    learns = True if "dense twin learns" in stderr else False if "learn either" in stderr else None
-    said = ("dense twin learns", "learn either")
+    learns = True if "dense twin learns" in stderr else False if "collapses too" in stderr else None
+    said = ("dense twin learns", "collapses too")
     line = next((x for x in stderr.splitlines() if any(w in x for w in said)), last_line(stderr))
     return {"returncode": returncode, "learns": learns, "line": line}
 

@@ -867,10 +867,12 @@ def test_cli_fuzz_reads_what_baseline_says_of_a_collapsed_runs_twin():
     from bayesprune.baseline import verdict
 
     script = _script("cli_fuzz")
-    record = {"run": {"status": "collapsed"}, "dense": {"test_error": 0.2},
-              "constant_test_error": 0.9}  # fmt: skip
     for learns in (True, False):
-        line = verdict({**record, "dense_learnt": learns})
+        dense = {"test_error": 0.2, "train_errors": [0.5, 0.1], "status": "finished"}
+        if not learns:
+            dense.update(status="collapsed", status_reason="training error 0.9 at epoch 2 ...")
+        run = {"status": "collapsed", "architecture": "4-2-2", "initial_architecture": "4-8-4"}
+        line = verdict({"run": run, "dense": dense})
         stderr = f"bayesprune: training the dense twin of R\nbayesprune: {line}\nbayesprune: done"
         read = script.twin(stderr, 0)
         assert read["learns"] is learns and read["line"] == f"bayesprune: {line}"

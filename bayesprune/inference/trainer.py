@@ -108,6 +108,9 @@ EARLY_STEPS = 20
 # Eq. (10w): the share of a constant predictor's loss a network must have learnt before any
 # unit is priced (a network stalled at chance has no evidence about its units, docs §6zq)
 LEARNT_FLOOR = 0.1
+# a training error within AT_CHANCE of a constant predictor's is at chance; one CLEARLY_BETTER
+# below it has learnt (check_health; bayesprune baseline reads a dense twin by the same rule)
+AT_CHANCE, CLEARLY_BETTER = 0.01, 0.05
 NEAR_START = 0.9  # a decided layer that kept this share of its units is reported: near_start_note
 
 
@@ -388,8 +391,8 @@ class Trainer:
         """
         if self.status != "finished":
             return
-        at_chance = record["train_error"] >= self.chance_error - 0.01
-        learnt_before = self.best_train_error < self.chance_error - 0.05
+        at_chance = record["train_error"] >= self.chance_error - AT_CHANCE
+        learnt_before = self.best_train_error < self.chance_error - CLEARLY_BETTER
         self.best_train_error = min(self.best_train_error, record["train_error"])
         if not math.isfinite(record["data_term"]) or not math.isfinite(record["prior_term"]):
             self.status, self.status_reason = "failed", (
@@ -436,7 +439,7 @@ class Trainer:
                     r for r in self.history
                     if r.get("mode_widths", r["widths"]) == self.initial_widths
                 ]
-                never = full and self.best_train_error >= self.chance_error - 0.05
+                never = full and self.best_train_error >= self.chance_error - CLEARLY_BETTER
                 self.status, self.status_reason = "collapsed", (
                     f"layer {name} was cut to its last unit at step {self.step} while the data "
                     f"term ({data:.3f} nats per example) was no better than a constant "
