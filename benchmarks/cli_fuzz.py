@@ -135,21 +135,20 @@ def run(
     except subprocess.TimeoutExpired:
         returncode, stderr = "timeout", ""
     if "--out" in args:  # a training command line: its directory is left out
-        shown = args[: args.index("--out")]
+        shown, folder = args[: args.index("--out")], args[args.index("--out") + 1]
     else:  # a command on a run directory, the second argument
-        shown = [args[0], "RUN", *args[2:]]
+        shown, folder = [args[0], "RUN", *args[2:]], args[1]
     result = {
         "command": "bayesprune " + " ".join(shown),
         "returncode": returncode,
-        "last_line": last_line(stderr),
+        "last_line": last_line(stderr).replace(folder, "RUN"),  # (a collapse's line names it)
         "verdict": verdict(returncode, stderr),
     }
     if twins and returncode == 3:
-        folder = args[args.index("--out") + 1]
         try:
             done = subprocess.run([str(BAYESPRUNE), "baseline", folder, "--no-progress"],
                                   capture_output=True, text=True, timeout=timeout)  # fmt: skip
-            result["twin"] = twin(done.stderr, done.returncode)
+            result["twin"] = twin(done.stderr.replace(folder, "RUN"), done.returncode)
         except subprocess.TimeoutExpired:
             result["twin"] = twin("", "timeout")
     if then and returncode in (0, 3):
@@ -197,7 +196,7 @@ def main(argv=None) -> dict:
     if args.twins:
         read = [r["twin"]["learns"] for r in runs if "twin" in r]
         counts["collapsed, twin learns"] = sum(x is True for x in read)
-        counts["collapsed, twin does not learn"] = sum(x is False for x in read)
+        counts["collapsed, twin collapses too"] = sum(x is False for x in read)
     result = {"cli_fuzz": runs, "seed": args.seed, "counts": counts, "commit": commit(),
               "cpu": cpu_model(), "after": args.after, "twins": args.twins}  # fmt: skip
     write(args.name, result, args.results_dir)

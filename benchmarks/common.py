@@ -411,8 +411,14 @@ def render_unit_redundancy(name: str, result: dict) -> list[str]:
 def render_cli_fuzz(name: str, result: dict) -> list[str]:
     """``cli_fuzz.py``: random training command lines sorted by their exit codes (with
     ``--after``, also the export, inspect and bench commands run on each run directory)."""
-    counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items())
+    counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items() if "twin" not in k)
     after, twins = result.get("after", False), result.get("twins", False)
+    if twins:
+        c = result["counts"]
+        counts += (
+            f"; of the collapses, the dense twin learns in {c['collapsed, twin learns']} and "
+            f"collapses too in {c['collapsed, twin collapses too']}"
+        )
     lines = [
         f"## {name}",
         "",
