@@ -911,6 +911,42 @@ def test_resume_fuzz_draws_stoppable_runs_and_compares_models_to_the_bit(tmp_pat
     assert not script.same_model(tmp_path / "a.pt", tmp_path / "b.pt")[0]
 
 
+FAKE_TRAIN = """
+import json, os, signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a program that does not stop when told
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+(out / "checkpoints").mkdir(parents=True)
+(out / "checkpoints" / "epoch_001.pt").write_bytes(b"")
+late = os.environ["FAKE_LATE"] == "1"
+time.sleep(1.5 if late else 0.0)  # late: the last epoch's checkpoint comes after the signal
+(out / "checkpoints" / "epoch_002.pt").write_bytes(b"")
+(out / "model.pt").write_bytes(b"")
+(out / "summary.json").write_text(json.dumps({"status": "finished", "train_wall_seconds": 0.1}))
+time.sleep(0.0 if late else 1.5)  # (early: it has ended its training when the signal comes)
+"""
+
+
+@pytest.mark.parametrize("late", [True, False])
+def test_resume_fuzz_calls_a_run_that_trains_on_after_the_signal_a_defect(
+    tmp_path, monkeypatch, late
+):
+    """benchmarks/resume_fuzz.py: a run that ignores SIGTERM and writes its last epoch's
+    checkpoint after it is a defect ("ignored the signal"); one whose last checkpoint is older
+    than the signal had ended its training ("ended before the signal"), whatever its exit."""
+    import sys
+
+    script = _script("resume_fuzz")
+    fake = tmp_path / "fake-bayesprune"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_TRAIN}")
+    fake.chmod(0o755)
+    monkeypatch.setattr(script, "BAYESPRUNE", fake)
+    monkeypatch.setenv("FAKE_LATE", "1" if late else "0")
+    record = script.check(["train", "--epochs", "2", "--out", str(tmp_path / "run")], 0.0, 60)
+    expected = "ignored the signal" if late else "ended before the signal"
+    assert (record["verdict"], record["defect"]) == (expected, late)
+
+
 def test_input_pixels_removal_evidence_is_the_loss_with_the_input_at_its_mean():
     """benchmarks/input_pixels.py: the shortcut through the first layer's pre-activations gives
     the loss increase of the network run on inputs with one value replaced by its mean, and the
