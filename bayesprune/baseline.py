@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -149,29 +150,42 @@ def collapse(train_errors: list[float], chance: float) -> str | None:
     return None
 
 
-def dense_twin(
-    run_dir: str | Path,
-    device: str | None = None,
-    threads: int | None = None,
-    progress: bool = False,
-) -> dict:
-    """Train the dense network a command-line run started from with the run's recipe, and
-    compare: ``bayesprune baseline RUN_DIR``.
+@dataclass
+class Twin:
+    """A run's dense twin, checked and built, not yet trained (:func:`prepare_twin`)."""
+
+    folder: Path
+    config: TrainConfig
+    net: GatedNet
+    trained: Dataset  # what the twin trains on: the run's examples, held-out share included
+    held_out: int  # examples the run held out for its evidence (trained on by the twin)
+    summary: dict | None  # the run's summary.json as it was read
+    device: str
+    run_device: str
+    run_threads: int | None
+
+
+def prepare_twin(
+    run_dir: str | Path, device: str | None = None, threads: int | None = None
+) -> Twin:
+    """Check a command-line run and build its dense twin: everything that can refuse (the run
+    directory, its config.json and summary.json, the data, the network) is checked here, before
+    any training. :class:`~bayesprune.runs.RunError` (or :class:`~bayesprune.data.DataError`)
+    on what cannot be a twin.
 
     The twin is the run's network before any gate (the architecture, starting widths and
-    initialisation built with the run's seed, so its initial hidden weights are the run's),
-    trained by :func:`train_dense` on the run's training examples (its ``--train-subset``
-    drawn with its seed) with the run's epochs, batch size, optimiser, learning rate and
-    schedule: what the issue's "dense with the same recipe" means. A run that held examples
-    out for its evidence (``--evidence held-out``) trained its weights on the rest; its twin
-    trains on all of them, as a user's dense network would. ``threads`` and ``device``
-    default to the run's, so that the wall times compare. Returns the record that
-    :func:`write_baseline` writes (the twin's summary under ``"dense"``; the run's, if it has
-    ended, under ``"run"``)."""
+    initialisation built with the run's seed, so its initial weights are the run's, the
+    classifier at zero as in every network here), to be trained by :func:`train_dense` on the
+    run's training examples (its ``--train-subset`` drawn with its seed) with the run's
+    epochs, batch size, optimiser, learning rate, momentum and schedule: what the issues'
+    "dense with the same recipe" means. A run that held examples out for its evidence
+    (``--evidence held-out``) trained its weights on the rest; its twin trains on all of them,
+    as a user's dense network would. ``threads`` and ``device`` default to the run's, so that
+    the wall times compare."""
     from bayesprune.data import load_dataset
     from bayesprune.inference.trainer import check_run_data
     from bayesprune.models.network import build_network
-    from bayesprune.runs import RunError, read_config, read_summary, versions
+    from bayesprune.runs import RunError, read_config, read_summary
 
     folder = Path(run_dir)
     raw = read_config(folder)
@@ -185,12 +199,13 @@ def dense_twin(
         config = TrainConfig.from_record(raw)
     except ValueError as err:  # a config.json edited by hand
         raise RunError(f"{folder}/config.json: {err}") from None
+    summary = read_summary(folder)  # a damaged one is refused now, not after the training
     recorded_threads = run.get("threads")
-    if threads is None and isinstance(recorded_threads, int) and recorded_threads >= 1:
-        threads = recorded_threads
+    if not (isinstance(recorded_threads, int) and recorded_threads >= 1):
+        recorded_threads = None
+    threads = threads or recorded_threads
     if threads is not None:
         torch.set_num_threads(threads)
-    device = device or config.device
     data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise"))
     trained = data
     if config.train_subset is not None:
@@ -200,24 +215,56 @@ def dense_twin(
         weights_data = trained.hold_out(config.evidence_share, seed=config.seed)[0]
     check_run_data(folder, raw.get("data") or {}, weights_data)
     torch.manual_seed(config.seed)  # as the command line builds the run's network
-    net = build_network(
-        run["arch"],
-        data.in_shape,
-        data.num_classes,
-        run.get("widths"),
-        run.get("width_mult", 1.0),
-        run.get("init", "kaiming"),
+    try:
+        net = build_network(
+            run["arch"],
+            data.in_shape,
+            data.num_classes,
+            run.get("widths"),
+            run.get("width_mult", 1.0),
+            run.get("init", "kaiming"),
+        )
+    except (ValueError, TypeError, KeyError) as err:
+        raise RunError(f"{folder}/config.json: cannot rebuild the run's network ({err})") from None
+    recorded_spec = raw.get("initial_spec")  # (runs before it was kept have none)
+    if recorded_spec is not None and json.loads(json.dumps(net.spec())) != recorded_spec:
+        raise RunError(
+            f"{folder}/config.json: its settings build {net.spec()['plan']}, not the network "
+            f"the run started from ({recorded_spec.get('plan')}); was it edited by hand?"
+        )
+    return Twin(
+        folder=folder,
+        config=config,
+        net=net,
+        trained=trained,
+        held_out=len(trained.x_train) - len(weights_data.x_train),
+        summary=summary,
+        device=device or config.device,
+        run_device=config.device,
+        run_threads=recorded_threads,
     )
-    train_errors: list[float] = []
 
-    def epoch_end(epoch: int, network) -> None:  # the training error, as the run records it
+
+def train_twin(twin: Twin, progress: bool = False) -> dict:
+    """Train a :func:`prepare_twin` twin and compare it with its run; the record that
+    :func:`write_baseline` writes (the twin's summary under ``"dense"``, with its per-epoch
+    training errors and its status by the run's collapse rule; the run's, if it has ended,
+    under ``"run"``)."""
+    from bayesprune.inference.trainer import TRAIN_ERROR_EXAMPLES
+    from bayesprune.runs import versions
+
+    config, trained, device = twin.config, twin.trained, twin.device
+    train_errors: list[float] = []
+    # the training error as the run records it (Trainer.epoch_record: its first examples)
+    x, y = (t[:TRAIN_ERROR_EXAMPLES].to(device) for t in (trained.x_train, trained.y_train))
+
+    def epoch_end(epoch: int, network) -> None:
         network.eval()
-        x, y = (t.to(device) for t in (trained.x_train, trained.y_train))
         train_errors.append(evaluate(network.to_sequential().eval(), x, y))
         network.train()
 
     dense = train_dense(
-        net,
+        twin.net,
         trained,
         config.epochs,
         config.batch_size,
@@ -237,20 +284,23 @@ def dense_twin(
         status="finished" if reason is None else "collapsed",
         status_reason=reason,
     )
+    summary = twin.summary
     result = {
-        "run_dir": str(folder),
+        "run_dir": str(twin.folder),
         "dense": dense,
         "constant_train_error": chance_train,
         "constant_test_error": chance_test,
         "train_examples": len(trained.x_train),
-        "held_out_by_the_run": len(trained.x_train) - len(weights_data.x_train),
+        "held_out_by_the_run": twin.held_out,
         "threads": torch.get_num_threads(),
-        "run_threads": recorded_threads,
+        "run_threads": twin.run_threads,
         "device": str(device),
+        "run_device": twin.run_device,
+        "run_processes": ((summary or {}).get("strategy") or {}).get("devices", 1),
+        "run_status": None if summary is None else summary.get("status"),
         "versions": versions(),
     }
-    summary = read_summary(folder)
-    ended = summary is not None and summary.get("status") not in (None, "running")
+    ended = summary is not None and summary.get("status") not in (None, "running", "interrupted")
     if ended and all(isinstance(summary.get(k), (int, float)) for k in NUMBERS):
         keys = ("status", "status_reason", "architecture", "initial_architecture",
                 "weights_total", *NUMBERS)  # fmt: skip
@@ -258,6 +308,17 @@ def dense_twin(
         result["gap_points"] = 100 * (summary["test_error"] - dense["test_error"])
         result["wall_ratio"] = summary["train_wall_seconds"] / dense["train_wall_seconds"]
     return result
+
+
+def dense_twin(
+    run_dir: str | Path,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Train the dense twin of a command-line run and compare (``bayesprune baseline
+    RUN_DIR``): :func:`prepare_twin`, then :func:`train_twin`."""
+    return train_twin(prepare_twin(run_dir, device, threads), progress)
 
 
 def write_baseline(run_dir: str | Path, result: dict) -> Path:
@@ -269,17 +330,32 @@ def write_baseline(run_dir: str | Path, result: dict) -> Path:
     return path
 
 
+def wall_note(result: dict) -> str | None:
+    """Why the two wall times do not compare, if they do not (another thread count, device
+    or number of processes than the run's)."""
+    differ = []
+    if result.get("run_threads") not in (None, result["threads"]):
+        differ.append(f"{result['run_threads']} thread(s)")
+    if result.get("run_device") not in (None, result["device"]):
+        differ.append(f"device {result['run_device']}")
+    if (result.get("run_processes") or 1) > 1:
+        differ.append(f"{result['run_processes']} processes")
+    if not differ:
+        return None
+    return f"the run: {', '.join(differ)}; the wall times do not compare"
+
+
 def format_comparison(result: dict) -> str:
     """The run against its dense twin as a small text table (the dense column alone for a run
     that has not ended)."""
     d, r = result["dense"], result.get("run")
-    threads = f"{result['threads']} thread(s)"
-    if result.get("run_threads") not in (None, result["threads"]):
-        threads += f" (the run: {result['run_threads']}; the wall times do not compare)"
-    lines = [f"device {result['device']}, {threads}"]
+    note = wall_note(result)
+    lines = [f"device {result['device']}, {result['threads']} thread(s)"
+             + (f" ({note})" if note else "")]  # fmt: skip
     if r is None:
         lines += [
             f"{'':16}{'dense':>16}",
+            f"{'status':16}{d['status']:>16}",
             f"{'architecture':16}{d['architecture']:>16}",
             f"{'test error':16}{100 * d['test_error']:>15.2f}%",
             f"{'weights':16}{d['weights_total']:>16,}",
@@ -288,6 +364,7 @@ def format_comparison(result: dict) -> str:
         return "\n".join(lines)
     lines += [
         f"{'':16}{'bayesprune':>16}{'dense':>16}",
+        f"{'status':16}{r['status']:>16}{d['status']:>16}",
         f"{'architecture':16}{r['architecture']:>16}{d['architecture']:>16}",
         f"{'test error':16}{100 * r['test_error']:>15.2f}%{100 * d['test_error']:>15.2f}%"
         f"   gap {result['gap_points']:+.2f} points",
@@ -300,18 +377,25 @@ def format_comparison(result: dict) -> str:
 
 
 def verdict(result: dict) -> str | None:
-    """One line on a run that did not finish, read against its twin by the rule the run was
-    read with: whether the network learns without gates (the gates' failure) or collapses too
-    (the recipe's own)."""
-    r = result.get("run")
-    if r is None or r["status"] == "finished":
+    """One line reading a run against its twin by the rule the run was read with, where they
+    differ or the run failed: whether the network learns without gates (the gates' failure, or
+    the gated model's where no unit was removed) or collapses too (the recipe's own); or, for a
+    run that finished, a twin that collapsed."""
+    r, d = result.get("run"), result["dense"]
+    if r is None:
         return None
-    d = result["dense"]
+    if r["status"] == "finished":
+        if d["status"] == "finished":
+            return None
+        return (
+            f"the run finished, but its dense twin collapsed ({d['status_reason']}): the gated "
+            "run learnt where the plain network did not"
+        )
     if d["status"] == "finished":
         cause = (
             "the gated model fails where the plain network does not, though it removed no unit "
-            "(its prior, its zero-initialised classifier, or a seed's luck at an unstable "
-            "recipe: try other seeds)"
+            "(its prior, gates drawn at θ < 1, or a seed's luck at an unstable recipe: try "
+            "other seeds)"
             if r["architecture"] == r["initial_architecture"]
             else "the gates failed where the network does not"
         )

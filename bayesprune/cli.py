@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -575,7 +576,8 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
     if summary["status"] != "finished":
         print(
             f"bayesprune: run {summary['status']}: {summary['status_reason']} (does the network "
-            f"learn without gates? bayesprune baseline {out} trains its dense twin)",
+            f"learn without gates? bayesprune baseline {shlex.quote(str(out))} trains its dense "
+            "twin)",
             file=sys.stderr,
         )
         return EXIT_FAILED_RUN
@@ -832,7 +834,13 @@ def inspect(args) -> int:
 
 
 def baseline(args) -> int:
-    from bayesprune.baseline import dense_twin, format_comparison, verdict, write_baseline
+    from bayesprune.baseline import (
+        format_comparison,
+        prepare_twin,
+        train_twin,
+        verdict,
+        write_baseline,
+    )
 
     recorded = read_config(Path(args.run_dir)).get("device") or "cpu"  # (a missing folder too)
     if args.device is None:
@@ -843,13 +851,20 @@ def baseline(args) -> int:
                              "give --device (e.g. --device cpu)") from None  # fmt: skip
     else:
         device = str(_device(args.device))
+    twin = prepare_twin(args.run_dir, device, args.threads)  # every refusal before the line
     print(
         f"bayesprune: training the dense twin of {args.run_dir} (its network before any gate, "
         "its recipe)",
         file=sys.stderr,
     )
-    result = dense_twin(args.run_dir, device, args.threads, progress=not args.no_progress)
+    result = train_twin(twin, progress=not args.no_progress)
     print(format_comparison(result), flush=True)
+    if "run" not in result:
+        print(
+            f"bayesprune: note: the run has not ended (its status: {result['run_status']}): "
+            "only its dense twin is shown",
+            file=sys.stderr,
+        )
     if result["held_out_by_the_run"]:
         print(
             f"bayesprune: note: the run held out {result['held_out_by_the_run']} of its "
@@ -907,9 +922,14 @@ def main(argv: list[str] | None = None) -> int:
         stop = err if isinstance(err, _Stopped) else err.__cause__
         if not isinstance(stop, _Stopped):
             raise
+        what = (
+            "nothing was written (the twin trains again from its start)"
+            if (argv or [])[:1] == ["baseline"]
+            else "every file written is complete (a started run resumes with --resume)"
+        )
         print(
             f"bayesprune: stopped by {signal.Signals(stop.signum).name} outside the training "
-            "loop; every file written is complete (a started run resumes with --resume)",
+            f"loop; {what}",
             file=sys.stderr,
         )
         return 128 + stop.signum

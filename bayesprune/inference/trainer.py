@@ -111,6 +111,7 @@ LEARNT_FLOOR = 0.1
 # a training error within AT_CHANCE of a constant predictor's is at chance; one CLEARLY_BETTER
 # below it has learnt (check_health; bayesprune baseline reads a dense twin by the same rule)
 AT_CHANCE, CLEARLY_BETTER = 0.01, 0.05
+TRAIN_ERROR_EXAMPLES = 10_000  # an epoch's record reads the training error on its first ones
 NEAR_START = 0.9  # a decided layer that kept this share of its units is reported: near_start_note
 
 
@@ -844,7 +845,11 @@ class Trainer:
             "data_term": float(sums["data"]) / steps,
             "prior_term": float(sums["prior"]) / steps,
             "test_error": evaluate(det, self.data.x_test, self.data.y_test),
-            "train_error": evaluate(det, self.data.x_train[:10_000], self.data.y_train[:10_000]),
+            "train_error": evaluate(
+                det,
+                self.data.x_train[:TRAIN_ERROR_EXAMPLES],
+                self.data.y_train[:TRAIN_ERROR_EXAMPLES],
+            ),
             "widths": list(self.net.widths),
             # the network the errors are of: units with θ ≥ ½ (at least one per layer)
             "mode_widths": mode_widths(self.guide),
