@@ -311,12 +311,18 @@ class Trainer:
         # a network that has not learnt LEARNT_FLOOR of the constant predictor's loss has no
         # evidence about any unit (a rate that stalls it at chance, whose loss then drifts by
         # noise, met the second test alone and lost every unit: docs §6zq)
-        if learnt < LEARNT_FLOOR * self.constant_nll:
+        if learnt < self.learnt_floor:
             return False
         if previous is not None and previous - mean < tolerance * learnt:
             self.warm_step = self.step + 1
             return True
         return False
+
+    @property
+    def learnt_floor(self) -> float:
+        """What a network must have learnt, in nats per example, before any unit is priced
+        (Eq. (10w)): :data:`LEARNT_FLOOR` of a constant predictor's loss."""
+        return LEARNT_FLOOR * self.constant_nll
 
     def evidence_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch of held-out examples for the gates' evidence (Eq. (9h)): as many as a step
@@ -1086,7 +1092,7 @@ class Trainer:
         # the last two whole blocks' data terms per example: a run whose data term stopped
         # falling short of (10w)'s floor is not too short, more epochs will not prune it
         last, before = self.block["previous"], self.block.get("before")
-        floor = LEARNT_FLOOR * self.constant_nll
+        floor = self.learnt_floor
         stalled = (
             self.warm_step is None and before is not None
             and self.constant_nll - last < floor
