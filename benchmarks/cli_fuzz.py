@@ -90,12 +90,15 @@ def command(rng: random.Random, out: Path) -> list[str]:
 
 def after(rng: random.Random, run_dir: Path) -> list[list[str]]:
     """The commands a user runs on a run directory once training ended: an export to one of
-    the four formats, an inspection (a few draws) and a benchmark of small batches."""
+    the four formats, an inspection (a few draws), a benchmark of small batches and the dense
+    twin (``baseline``, added after seed 18's batch; it draws nothing, so the same seed draws
+    the same commands as before)."""
     fmt = rng.choice(["pt2", "torchscript", "onnx", "safetensors"])
     return [
         ["export", str(run_dir), "--format", fmt],
         ["inspect", str(run_dir), "--draws", "20"],
         ["bench", str(run_dir), "--batch", rng.choice(["1", "1,64", "7"])],
+        ["baseline", str(run_dir), "--no-progress"],
     ]
 
 
@@ -172,8 +175,8 @@ def main(argv=None) -> dict:
     parser = fuzz_parser(__doc__, 15, 40, "cli_fuzz")
     parser.add_argument(
         "--after", action="store_true",
-        help="also export, inspect and bench every run that ended 0 or 3 (drawn after all the "
-        "training command lines, from the same seed)",
+        help="also export, inspect, bench and baseline every run that ended 0 or 3 (drawn after "
+        "all the training command lines, from the same seed)",
     )  # fmt: skip
     parser.add_argument(
         "--twins", action="store_true",

@@ -413,6 +413,9 @@ def render_cli_fuzz(name: str, result: dict) -> list[str]:
     ``--after``, also the export, inspect and bench commands run on each run directory)."""
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items() if "twin" not in k)
     after, twins = result.get("after", False), result.get("twins", False)
+    commands = {x["command"].split()[1] for run in result["cli_fuzz"] for x in run.get("after", [])}
+    then = "export, inspect, bench and baseline" if "baseline" in commands else (
+        "export, inspect and bench")  # fmt: skip
     if twins:
         c = result["counts"]
         counts += (
@@ -426,7 +429,7 @@ def render_cli_fuzz(name: str, result: dict) -> list[str]:
         f"{' --after' if after else ''}{' --twins' if twins else ''}"
         f"{'' if name == 'cli_fuzz' else ' --name ' + name}`: "
         f"random `bayesprune train` command lines (small data, 0-4 further options each)"
-        f"{', then export, inspect and bench on each run that ended 0 or 3' if after else ''}"
+        f"{f', then {then} on each run that ended 0 or 3' if after else ''}"
         f"{', each collapse read against its dense twin (bayesprune baseline)' if twins else ''}, "
         f"commit {result['commit']}, CPU {result['cpu']}. Outcomes"
         f"{' (every command)' if after else ''}: {counts} (a defect is a "

@@ -855,7 +855,7 @@ def test_cli_fuzz_calls_a_traceback_or_an_unknown_exit_a_defect(tmp_path):
     for _ in range(30):  # every option the generator writes is one the CLI knows
         build_parser().parse_args(script.command(rng, tmp_path / "r"))
         then = script.after(rng, tmp_path / "r")
-        assert [c[0] for c in then] == ["export", "inspect", "bench"]
+        assert [c[0] for c in then] == ["export", "inspect", "bench", "baseline"]
         for c in then:
             assert build_parser().parse_args(c).run_dir == str(tmp_path / "r")
 
