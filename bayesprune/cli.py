@@ -922,16 +922,13 @@ def main(argv: list[str] | None = None) -> int:
         stop = err if isinstance(err, _Stopped) else err.__cause__
         if not isinstance(stop, _Stopped):
             raise
-        what = (
-            "nothing was written (the twin trains again from its start)"
-            if (argv or [])[:1] == ["baseline"]
-            else "every file written is complete (a started run resumes with --resume)"
-        )
-        print(
-            f"bayesprune: stopped by {signal.Signals(stop.signum).name} outside the training "
-            f"loop; {what}",
-            file=sys.stderr,
-        )
+        name = signal.Signals(stop.signum).name
+        if (argv or [])[:1] == ["baseline"]:
+            said = f"stopped by {name}; nothing was written (the twin trains again from its start)"
+        else:
+            said = (f"stopped by {name} outside the training loop; every file written is "
+                    "complete (a started run resumes with --resume)")  # fmt: skip
+        print(f"bayesprune: {said}", file=sys.stderr)
         return 128 + stop.signum
     finally:
         for sig, handler in previous.items():

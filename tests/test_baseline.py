@@ -259,3 +259,34 @@ def test_what_baseline_refuses_is_one_line_and_writes_nothing(tmp_path, capsys, 
     line = one_line()
     assert line.startswith("bayesprune: error: run ") and "did not train on these data" in line
     assert not (out / "baseline.json").exists()
+
+
+def test_ctrl_c_while_the_twin_trains_is_one_line_and_writes_nothing(run_dir, tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "baseline.json").unlink(missing_ok=True)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "epochs": 100_000}))  # long enough
+    proc = subprocess.Popen([sys.executable, "-m", "bayesprune", "baseline", str(run),
+                             "--no-progress"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    line = ""
+    while "training the dense twin" not in line:  # the checks passed, the training began
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        line = proc.stderr.readline()
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "bayesprune: stopped by SIGINT; nothing was written (the twin trains again from its start)"
+    ]
+    assert not (run / "baseline.json").exists()
