@@ -245,12 +245,21 @@ def prepare_twin(
     )
 
 
+class TwinInterrupted(BaseException):
+    """SIGINT or SIGTERM stopped the twin's training after a step (nothing is written). A
+    ``BaseException``, as ``KeyboardInterrupt`` is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def train_twin(twin: Twin, progress: bool = False) -> dict:
     """Train a :func:`prepare_twin` twin and compare it with its run; the record that
     :func:`write_baseline` writes (the twin's summary under ``"dense"``, with its per-epoch
     training errors and its status by the run's collapse rule; the run's, if it has ended,
     under ``"run"``)."""
-    from bayesprune.inference.trainer import TRAIN_ERROR_EXAMPLES
+    from bayesprune.inference.trainer import TRAIN_ERROR_EXAMPLES, _StopSignals
     from bayesprune.runs import versions
 
     config, trained, device = twin.config, twin.trained, twin.device
@@ -263,20 +272,30 @@ def train_twin(twin: Twin, progress: bool = False) -> dict:
         train_errors.append(evaluate(network.to_sequential().eval(), x, y))
         network.train()
 
-    dense = train_dense(
-        twin.net,
-        trained,
-        config.epochs,
-        config.batch_size,
-        config.lr,
-        config.seed,
-        progress=progress,
-        device=device,
-        schedule=config.lr_schedule,
-        optimizer=config.optimizer,
-        momentum=config.momentum,
-        epoch_end=epoch_end,
-    )
+    # a signal sets a flag that the loop reads after each step, as the gated run's does: an
+    # exception raised by the handler itself could land in a finaliser, which drops it (a
+    # fresh-clone CI run once trained on after SIGINT until its time-out, likely so)
+    with _StopSignals() as stop:
+
+        def monitor(step: int, network) -> None:
+            if stop.signal is not None:
+                raise TwinInterrupted(stop.signal)
+
+        dense = train_dense(
+            twin.net,
+            trained,
+            config.epochs,
+            config.batch_size,
+            config.lr,
+            config.seed,
+            progress=progress,
+            device=device,
+            schedule=config.lr_schedule,
+            optimizer=config.optimizer,
+            momentum=config.momentum,
+            monitor=monitor,
+            epoch_end=epoch_end,
+        )
     chance_train, chance_test = chance_errors(trained)
     reason = collapse(train_errors, chance_train)
     dense.update(

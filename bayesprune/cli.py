@@ -835,6 +835,7 @@ def inspect(args) -> int:
 
 def baseline(args) -> int:
     from bayesprune.baseline import (
+        TwinInterrupted,
         format_comparison,
         prepare_twin,
         train_twin,
@@ -857,7 +858,12 @@ def baseline(args) -> int:
         "its recipe)",
         file=sys.stderr,
     )
-    result = train_twin(twin, progress=not args.no_progress)
+    try:
+        result = train_twin(twin, progress=not args.no_progress)
+    except TwinInterrupted as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"bayesprune: {_twin_stopped(name)}", file=sys.stderr)
+        return 128 + stop.signum
     print(format_comparison(result), flush=True)
     if "run" not in result:
         print(
@@ -877,6 +883,10 @@ def baseline(args) -> int:
         print(f"bayesprune: {line}", file=sys.stderr)
     print(f"bayesprune: wrote {write_baseline(args.run_dir, result)}", file=sys.stderr)
     return 0
+
+
+def _twin_stopped(name: str) -> str:
+    return f"stopped by {name}; nothing was written (the twin trains again from its start)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -924,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         name = signal.Signals(stop.signum).name
         if (argv or [])[:1] == ["baseline"]:
-            said = f"stopped by {name}; nothing was written (the twin trains again from its start)"
+            said = _twin_stopped(name)
         else:
             said = (f"stopped by {name} outside the training loop; every file written is "
                     "complete (a started run resumes with --resume)")  # fmt: skip
