@@ -132,20 +132,21 @@ def chance_errors(data: Dataset) -> tuple[float, float]:
 
 def collapse(train_errors: list[float], chance: float) -> str | None:
     """Whether a network with these training errors, one per epoch, collapsed by the rule the
-    trainer reads a gated run with (``Trainer.check_health``): at chance (within
-    ``AT_CHANCE`` of a constant predictor's error ``chance``) at the last epoch, or at an
-    earlier one after an epoch ``CLEARLY_BETTER`` below it. Its reason, or None."""
-    from bayesprune.inference.trainer import AT_CHANCE, CLEARLY_BETTER
+    trainer reads a gated run with (:func:`~bayesprune.inference.trainer.chance_collapse`): at
+    chance at the last epoch, or at an earlier one after an epoch clearly below it. Its reason,
+    or None."""
+    from bayesprune.inference.trainer import chance_collapse
 
     best = 1.0
     for epoch, error in enumerate(train_errors, 1):
-        learnt_before = best < chance - CLEARLY_BETTER
+        at_chance = chance_collapse(error, best, chance, epoch == len(train_errors))
         best = min(best, error)
-        if error >= chance - AT_CHANCE and (learnt_before or epoch == len(train_errors)):
+        if at_chance is not None:
             return (
                 f"training error {error:.3f} at epoch {epoch} is no better than a constant "
                 f"predictor's ({chance:.3f})"
-                + ("" if learnt_before else "; no epoch was clearly better: it never learnt")
+                + ("; no epoch was clearly better: it never learnt"
+                   if at_chance == "never learnt" else "")  # fmt: skip
             )
     return None
 

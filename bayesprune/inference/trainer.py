@@ -398,20 +398,23 @@ class Trainer:
         """
         if self.status != "finished":
             return
-        at_chance = record["train_error"] >= self.chance_error - AT_CHANCE
-        learnt_before = self.best_train_error < self.chance_error - CLEARLY_BETTER
+        last = record["epoch"] == self.config.epochs
+        at_chance = chance_collapse(
+            record["train_error"], self.best_train_error, self.chance_error, last
+        )
         self.best_train_error = min(self.best_train_error, record["train_error"])
         if not math.isfinite(record["data_term"]) or not math.isfinite(record["prior_term"]):
             self.status, self.status_reason = "failed", (
                 f"the objective is not finite at epoch {record['epoch']} "
                 f"(data term {record['data_term']}, prior term {record['prior_term']})"
             )
-        elif at_chance and (learnt_before or record["epoch"] == self.config.epochs):
+        elif at_chance is not None:
             self.status, self.status_reason = "collapsed", (
                 f"training error {record['train_error']:.3f} at epoch {record['epoch']} is no "
                 f"better than a constant predictor's ({self.chance_error:.3f}); "
                 f"widths {record['widths']}"
-                + ("" if learnt_before else "; no epoch was clearly better: the run never learnt")
+                + ("; no epoch was clearly better: the run never learnt"
+                   if at_chance == "never learnt" else "")  # fmt: skip
             )
 
     def diverge(self, reason: str) -> None:
@@ -446,7 +449,7 @@ class Trainer:
                     r for r in self.history
                     if r.get("mode_widths", r["widths"]) == self.initial_widths
                 ]
-                never = full and self.best_train_error >= self.chance_error - CLEARLY_BETTER
+                never = full and not clearly_learnt(self.best_train_error, self.chance_error)
                 self.status, self.status_reason = "collapsed", (
                     f"layer {name} was cut to its last unit at step {self.step} while the data "
                     f"term ({data:.3f} nats per example) was no better than a constant "
@@ -1346,6 +1349,24 @@ def _weak(method, gone=None):
         return gone if bound is None else bound(*args, **kwargs)
 
     return call
+
+
+def clearly_learnt(best_error: float, chance: float) -> bool:
+    """Whether a training error is clearly (``CLEARLY_BETTER``) below a constant predictor's."""
+    return best_error < chance - CLEARLY_BETTER
+
+
+def chance_collapse(error: float, best_before: float, chance: float, last: bool) -> str | None:
+    """The collapse rule of :meth:`Trainer.check_health`, for one epoch's training ``error``
+    (``best_before``: the best of the epochs before; ``chance``: a constant predictor's error;
+    ``last``: the run's last epoch): ``"after learning"`` at chance (within ``AT_CHANCE``)
+    after an epoch clearly below it, ``"never learnt"`` at chance at the last epoch with none
+    clearly below it, else None. ``bayesprune baseline`` reads a dense twin by it too."""
+    if not error >= chance - AT_CHANCE:  # (as check_health read it: a NaN is not at chance)
+        return None
+    if clearly_learnt(best_before, chance):
+        return "after learning"
+    return "never learnt" if last else None
 
 
 def check_run_data(out: Path, recorded: dict, data: Dataset) -> None:
