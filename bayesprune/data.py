@@ -803,7 +803,7 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
             raise DataError(f"{path}: the train set is empty (x_train has no rows)")
         labels = [arrays[k] for k in ("y_train", "y_test") if arrays[k].size]
         num_classes = int(max(int(y.max()) for y in labels)) + 1
-        if train.size and train.min() > 0:
+        if train.min() > 0:
             raise DataError(
                 f"{path}: the training labels run {train.min()}..{train.max()}, with no class 0: "
                 "labels are 0..num_classes − 1 (subtract 1 from 1-based labels), or save "
