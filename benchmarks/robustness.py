@@ -23,7 +23,7 @@ from common import commit, cpu_model, write  # noqa: E402
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
 from bayesprune.inference.trainer import Trainer  # noqa: E402
-from bayesprune.models.network import DEFAULT_WIDTHS, GatedMLP, build_network  # noqa: E402
+from bayesprune.models.network import DEFAULT_WIDTHS, build_network  # noqa: E402
 
 BOUNDS = {"seeds": 0.10, "starting widths": 0.20, "initialisations": 0.20}
 
@@ -52,7 +52,7 @@ def main() -> None:
         theta_window=args.theta_window,
         train_subset=args.train_subset,
     )
-    start = (300, 100) if args.arch == "mlp" else DEFAULT_WIDTHS["lenet5"]
+    start = tuple(DEFAULT_WIDTHS[args.arch])
     settings = [("seeds", f"seed {s}", start, "kaiming", s) for s in range(5)]
     settings += [
         ("starting widths", f"×{m}", tuple(m * w for w in start), "kaiming", 0) for m in (1, 2, 4)
@@ -63,10 +63,7 @@ def main() -> None:
     runs = []
     for group, label, widths, init, seed in settings:
         torch.manual_seed(seed)
-        if args.arch == "mlp":
-            net = GatedMLP(data.in_features, widths, data.num_classes, init=init)
-        else:
-            net = build_network("lenet5", data.in_shape, data.num_classes, widths, init=init)
+        net = build_network(args.arch, data.in_shape, data.num_classes, widths, init=init)
         summary = Trainer(net, data, replace(base, seed=seed)).fit(progress=False)
         keep = ("initial_widths", "widths", "test_error", "weights_kept_fraction")
         runs.append({"group": group, "label": label, **{k: summary[k] for k in keep}})
