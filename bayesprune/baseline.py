@@ -260,7 +260,7 @@ def train_twin(twin: Twin, progress: bool = False) -> dict:
     :func:`write_baseline` writes (the twin's summary under ``"dense"``, with its per-epoch
     training errors and its status by the run's collapse rule; the run's, if it has ended,
     under ``"run"``)."""
-    from bayesprune.inference.trainer import TRAIN_ERROR_EXAMPLES, _StopSignals
+    from bayesprune.inference.trainer import TRAIN_ERROR_EXAMPLES, StopSignals
     from bayesprune.runs import versions
 
     config, trained, device = twin.config, twin.trained, twin.device
@@ -276,7 +276,7 @@ def train_twin(twin: Twin, progress: bool = False) -> dict:
     # a signal sets a flag that the loop reads after each step, as the gated run's does: an
     # exception raised by the handler itself could land in a finaliser, which drops it (a
     # fresh-clone CI run once trained on after SIGINT until its time-out, likely so)
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
 
         def monitor(step: int, network) -> None:
             if stop.signal is not None:

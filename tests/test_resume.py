@@ -326,16 +326,16 @@ def test_the_progress_bar_stays_off_a_log_file(tmp_path):
 
 def test_a_signal_the_loop_did_not_see_is_passed_on_not_dropped():
     """A signal recorded while training stops (after the loop's last look) went nowhere."""
-    from bayesprune.inference.trainer import _StopSignals
+    from bayesprune.inference.trainer import StopSignals
 
     seen = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
     try:
-        with _StopSignals():
+        with StopSignals():
             os.kill(os.getpid(), signal.SIGTERM)
             assert seen == []  # held while training
         assert seen == [signal.SIGTERM]  # then given to the handler before it
-        with pytest.raises(ZeroDivisionError), _StopSignals():
+        with pytest.raises(ZeroDivisionError), StopSignals():
             os.kill(os.getpid(), signal.SIGTERM)
             raise ZeroDivisionError  # (TrainingInterrupted: the stop was acted on)
         assert seen == [signal.SIGTERM]

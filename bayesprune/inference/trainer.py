@@ -684,7 +684,7 @@ class Trainer:
         else:  # the streams of the checkpoint, where the run left them
             self.install_saved_rng()
         start = time.perf_counter()
-        with pyro.validation_enabled(False), _StopSignals() as stop:
+        with pyro.validation_enabled(False), StopSignals() as stop:
             bar = tqdm(  # no bar where stderr is not a terminal (a log file: tqdm's None)
                 total=self.total_steps, disable=None if progress else True, desc="train",
                 unit="step",
@@ -1389,7 +1389,7 @@ def check_run_data(out: Path, recorded: dict, data: Dataset) -> None:
         raise RunError(f"run {out} did not train on these data: {'; '.join(differ)}")
 
 
-class _StopSignals:
+class StopSignals:
     """While active (main thread only), SIGINT and SIGTERM set :attr:`signal` instead of
     killing the process, so the training loop can stop after its current step."""
 
