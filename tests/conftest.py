@@ -12,6 +12,14 @@ def _fresh_state():
     yield
 
 
+def one_error_line(capsys) -> str:
+    """The one line a refused command writes to stderr, "bayesprune: error: …" (the project's
+    rule for bad input: exactly one line, no traceback); the test fails on anything else."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bayesprune: error:"), err
+    return err[0]
+
+
 def write_fake_cifar10(root, n_train=50, n_test=20, seed=0):
     """Synthetic CIFAR-10 in torchvision's ``cifar-10-batches-py`` layout (pickled batches).
 

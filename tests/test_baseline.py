@@ -191,7 +191,7 @@ def test_a_finished_run_whose_twin_collapses_and_a_run_not_ended_are_said(run_di
 def test_what_baseline_refuses_is_one_line_and_writes_nothing(tmp_path, capsys, run_dir):
     import shutil
 
-    from tests.test_error_cases import _one_line  # (nothing said before it: no "training ...")
+    from tests.conftest import one_error_line  # (nothing said before it: no "training ...")
 
     # settings a hand edit broke: refused before any training, not a traceback or a twin of
     # another network (widths 0,5 built a 4-1-5 twin of a 4-300-100 run)
@@ -204,17 +204,17 @@ def test_what_baseline_refuses_is_one_line_and_writes_nothing(tmp_path, capsys, 
         config["run"][key] = value
         (edited / "config.json").write_text(json.dumps(config))
         assert main(["baseline", str(edited), "--no-progress"]) == 2, key
-        line = _one_line(capsys)
+        line = one_error_line(capsys)
         assert line.startswith(f"bayesprune: error: {edited}/config.json: "), line
         assert not (edited / "baseline.json").exists()
     damaged = tmp_path / "damaged"
     shutil.copytree(run_dir, damaged)
     (damaged / "summary.json").write_text("{bad")
     assert main(["baseline", str(damaged), "--no-progress"]) == 2  # before, not after, training
-    assert "summary.json" in _one_line(capsys)
+    assert "summary.json" in one_error_line(capsys)
     assert main(["baseline", str(tmp_path / "missing")]) == 2
     missing = tmp_path / "missing"
-    assert _one_line(capsys) == f"bayesprune: error: run directory {missing} does not exist"
+    assert one_error_line(capsys) == f"bayesprune: error: run directory {missing} does not exist"
     # a run started from Python records no data source: say how to get its twin instead
     from bayesprune.config import TrainConfig
     from bayesprune.data import make_teacher
@@ -226,7 +226,7 @@ def test_what_baseline_refuses_is_one_line_and_writes_nothing(tmp_path, capsys, 
     Trainer(GatedMLP(4, (4, 3), 3), data, TrainConfig(epochs=1), out=python_run).fit(progress=False)
     capsys.readouterr()  # (the run's own lines)
     assert main(["baseline", str(python_run), "--no-progress"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "a run started from Python" in line and "train_dense" in line
     assert not (python_run / "baseline.json").exists()
     # a run that trained on a device this machine lacks: say so, and how to choose another
@@ -234,7 +234,7 @@ def test_what_baseline_refuses_is_one_line_and_writes_nothing(tmp_path, capsys, 
     (python_run / "config.json").write_text(json.dumps({**config, "device": "cuda:7"}))
     if torch.cuda.device_count() < 8:
         assert main(["baseline", str(python_run), "--no-progress"]) == 2
-        line = _one_line(capsys)
+        line = one_error_line(capsys)
         assert line.startswith("bayesprune: error: the run trained on cuda:7, ")
         assert line.endswith("give --device (e.g. --device cpu)")
     # data that changed since the run: refused, as --resume refuses them
@@ -254,7 +254,7 @@ def test_what_baseline_refuses_is_one_line_and_writes_nothing(tmp_path, capsys, 
     save(200)  # other values, the same shape
     capsys.readouterr()
     assert main(["baseline", str(out), "--no-progress"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert line.startswith("bayesprune: error: run ") and "did not train on these data" in line
     assert not (out / "baseline.json").exists()
 

@@ -5,6 +5,7 @@ import torch
 
 from bayesprune.cli import main
 from bayesprune.export import load_model
+from tests.conftest import one_error_line
 
 KEYS = {
     "arch",
@@ -127,27 +128,21 @@ def test_a_decision_after_few_steps_says_so(tmp_path):
     assert summary["note"] is None or "barely trained" not in summary["note"]
 
 
-def _one_line_error(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("bayesprune: error:")
-    return err[0]
-
-
 def test_bad_flag_is_one_line_and_exit_2(capsys):
     assert main(["train", "--epochs", "zero"]) == 2
-    assert "epochs" in _one_line_error(capsys)
+    assert "epochs" in one_error_line(capsys)
     assert main(["train", "--arch", "resnet"]) == 2
-    assert "resnet" in _one_line_error(capsys)
+    assert "resnet" in one_error_line(capsys)
     assert main(["train", "--widths", "300,-1"]) == 2
-    _one_line_error(capsys)
+    one_error_line(capsys)
     assert main(["train", "--rho", "1"]) == 2
-    assert "--rho" in _one_line_error(capsys)
+    assert "--rho" in one_error_line(capsys)
     assert main(["train", "--theta-momentum", "1.5"]) == 2
-    assert "theta-momentum" in _one_line_error(capsys)
+    assert "theta-momentum" in one_error_line(capsys)
     assert main(["train", "--trace-every", "-1"]) == 2
-    assert "trace-every" in _one_line_error(capsys)
+    assert "trace-every" in one_error_line(capsys)
     assert main(["train", "--estimator", "exact", "--elbo", "fast"]) == 2
-    assert "--elbo traced" in _one_line_error(capsys)
+    assert "--elbo traced" in one_error_line(capsys)
 
 
 def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
@@ -155,7 +150,7 @@ def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
         ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]
     )
     assert code == 2
-    assert "MNIST/raw" in _one_line_error(capsys)
+    assert "MNIST/raw" in one_error_line(capsys)
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
@@ -163,7 +158,7 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
     out.mkdir()
     (out / "summary.json").write_text("precious")
     assert main(["train", "--out", str(out), "--epochs", "1"]) == 2
-    assert "not empty" in _one_line_error(capsys)
+    assert "not empty" in one_error_line(capsys)
     assert (out / "summary.json").read_text() == "precious"
 
 
@@ -231,16 +226,16 @@ def test_lenet5_and_vgg16_train_end_to_end_on_small_data(tmp_path, fake_cifar10)
 
 def test_architecture_and_device_mistakes_are_one_line(capsys):
     assert main(["train", "--arch", "lenet5", "--dataset", "teacher"]) == 2
-    assert "image inputs" in _one_line_error(capsys)
+    assert "image inputs" in one_error_line(capsys)
     assert main(["train", "--width-mult", "0"]) == 2
-    assert "width-mult" in _one_line_error(capsys)
+    assert "width-mult" in one_error_line(capsys)
     assert main(["train", "--device", "toaster"]) == 2
-    assert "toaster" in _one_line_error(capsys)
+    assert "toaster" in one_error_line(capsys)
     if not torch.cuda.is_available():
         assert main(["train", "--device", "cuda"]) == 2
-        assert "CUDA" in _one_line_error(capsys)
+        assert "CUDA" in one_error_line(capsys)
         assert main(["train", "--device", "cuda:3"]) == 2  # the device as given
-        assert "--device cuda:3: no CUDA device" in _one_line_error(capsys)
+        assert "--device cuda:3: no CUDA device" in one_error_line(capsys)
 
 
 def test_every_train_config_field_is_a_documented_flag():
@@ -334,11 +329,11 @@ def test_settings_adam_does_not_use_are_named_in_a_note(tmp_path, capsys):
 def test_data_dir_with_the_teacher_and_a_subset_of_one_class_are_refused(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data-dir", str(tmp_path), "--out", str(out)]) == 2
-    assert "teacher data are made in memory" in _one_line_error(capsys)
+    assert "teacher data are made in memory" in one_error_line(capsys)
     # a subset of one example is one class: a constant predictor is perfect, nothing to learn
     # (it used to end as "collapsed ... the run never learnt", exit 3)
     assert main(["train", "--train-subset", "1", "--out", str(out)]) == 2
-    assert "one class only" in _one_line_error(capsys)
+    assert "one class only" in one_error_line(capsys)
     assert not out.exists()
 
 
@@ -349,7 +344,7 @@ def test_accelerator_gpu_without_cuda_names_the_accelerator(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert main(["train", "--strategy", "ddp", "--devices", "1", "--accelerator", "gpu"]) == 2
-    assert _one_line_error(capsys).startswith("bayesprune: error: --accelerator gpu:")
+    assert one_error_line(capsys).startswith("bayesprune: error: --accelerator gpu:")
 
 
 def test_units_still_leaving_at_the_end_are_counted_and_named_in_a_note():
@@ -492,11 +487,11 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch
     ):
         new = [*args[:4], *given, *args[5:], "--out", str(tmp_path / "refused")]
         assert main(new) == 2
-        assert message in _one_line_error(capsys)
+        assert message in one_error_line(capsys)
     assert main(["train", "--dataset", "npz", "--out", str(tmp_path / "refused")]) == 2
-    assert "give it with --data-dir FILE.npz" in _one_line_error(capsys)
+    assert "give it with --data-dir FILE.npz" in one_error_line(capsys)
     assert main(["train", "--standardise", "all", "--out", str(tmp_path / "refused")]) == 2
-    assert "--standardise is for --dataset npz" in _one_line_error(capsys)
+    assert "--standardise is for --dataset npz" in one_error_line(capsys)
     assert not (tmp_path / "refused").exists()
     teacher_run = tmp_path / "teacher"  # an interrupted run on a loader's data (no summary)
     assert main(["train", "--widths", "8,4", "--epochs", "1", "--no-progress", "--no-report",
@@ -504,4 +499,4 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch
     (teacher_run / "summary.json").unlink()
     capsys.readouterr()
     assert main(["train", "--resume", str(teacher_run), "--standardise", "none"]) == 2
-    assert "--standardise is for --dataset npz: run" in _one_line_error(capsys)
+    assert "--standardise is for --dataset npz: run" in one_error_line(capsys)

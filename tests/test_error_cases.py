@@ -9,15 +9,10 @@ import pytest
 import torch
 
 from bayesprune.cli import main
+from tests.conftest import one_error_line
 from tests.test_data import _fake_mnist, _replace
 
 QUICK = ["--epochs", "1", "--widths", "4,3", "--no-progress"]
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("bayesprune: error:"), err
-    return err[0]
 
 
 def _file(tmp_path):
@@ -60,7 +55,7 @@ def test_train_mistakes(tmp_path, capsys, case):
     args = make(tmp_path)
     out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
     assert main(["train", *QUICK, *out, *args]) == 2
-    assert message in _one_line(capsys)
+    assert message in one_error_line(capsys)
     assert not (tmp_path / "run" / "config.json").exists()  # nothing half-written
 
 
@@ -79,7 +74,7 @@ def test_idx_files_with_wrong_content(tmp_path, capsys, name, array):
     _replace(raw, name, array)
     args = ["train", *QUICK, "--dataset", "mnist", "--data-dir", str(tmp_path)]
     assert main([*args, "--out", str(tmp_path / "run")]) == 2
-    assert str(raw) in _one_line(capsys)
+    assert str(raw) in one_error_line(capsys)
 
 
 def test_all_zero_images_train_without_nan(tmp_path, capsys):
@@ -155,7 +150,7 @@ def test_inspect_mistakes(tmp_path, capsys, finished, case):
     damage(run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert main(["inspect", str(run)]) == 2
-    assert message in _one_line(capsys)
+    assert message in one_error_line(capsys)
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert after == before  # nothing the user had is lost or changed
 
@@ -252,19 +247,19 @@ def test_the_other_datasets_files_are_refused(tmp_path, capsys):
     # the training split alone is Fashion-MNIST's (a helper's mixed copy: MNIST's test files
     # beside Fashion-MNIST's training files trained, and tested on the other dataset)
     assert main([*args, "--out", str(tmp_path / "run")]) == 2
-    assert "the training files in" in _one_line(capsys)
+    assert "the training files in" in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
     _replace(raw, "t10k-images-idx3-ubyte", np.zeros((12, 28, 28)))
     _replace(raw, "t10k-labels-idx1-ubyte", np.array([*test]))
     assert main([*args, "--out", str(tmp_path / "run2")]) == 2
-    assert "fashion-mnist's, not mnist's" in _one_line(capsys)
+    assert "fashion-mnist's, not mnist's" in one_error_line(capsys)
     assert not (tmp_path / "run2").exists()  # the run directory it made is gone again
 
 
 def test_a_train_subset_above_the_data_is_refused_before_the_run_starts(tmp_path, capsys):
     out = tmp_path / "made" / "by" / "it"
     assert main(["train", *QUICK, "--train-subset", "30000", "--out", str(out)]) == 2
-    assert "between 1 and 20000" in _one_line(capsys)  # the teacher's 20,000 examples
+    assert "between 1 and 20000" in one_error_line(capsys)  # the teacher's 20,000 examples
     assert not (tmp_path / "made").exists()  # every folder the command made, and only those
     assert tmp_path.is_dir()
 
@@ -276,22 +271,22 @@ def test_resume_refuses_other_settings_and_a_damaged_summary(tmp_path, capsys):
     record = {"epochs": 12, "lr": 0.001, "run": {"data_dir": str(tmp_path), "arch": "mlp"}}
     (run / "config.json").write_text(json.dumps(record))
     assert main(["train", "--resume", str(run), "--epochs", "20", "--lr", "0.5"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "these differ: --epochs 20 (the run's: 12); --lr 0.5 (the run's: 0.001)" in line
     assert main(["train", "--resume", str(run), "--epoch", "3"]) == 2  # an abbreviation too
-    assert "--epochs 3 (the run's: 12)" in _one_line(capsys)
+    assert "--epochs 3 (the run's: 12)" in one_error_line(capsys)
     # the run's own settings repeated are what the run does: not refused (this run directory
     # fails later, for want of the data it used)
     same = ["--epochs", "12", "--lr", "1e-3", "--data-dir", f"{tmp_path}/./", "--merge", "off"]
     same += ["--widths", "300,100", "--device", "cpu"]  # the mlp's own widths; where to run
     assert main(["train", "--resume", str(run), *same]) == 2
-    assert "does not say which data" in _one_line(capsys)
+    assert "does not say which data" in one_error_line(capsys)
     assert main(["train", "--resume", str(run), "--merge", "on", "--widths", "5,3"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "--merge on (the run's: off)" in line and "--widths 5,3 (the run's: 300,100)" in line
     (run / "summary.json").write_text("{not json")
     assert main(["train", "--resume", str(run), "--threads", "1", "--no-progress"]) == 2
-    assert "damaged" in _one_line(capsys)
+    assert "damaged" in one_error_line(capsys)
     assert (run / "summary.json").read_text() == "{not json"
 
 
@@ -309,7 +304,7 @@ def test_export_never_overwrites_a_file_it_did_not_write(finished, tmp_path, cap
             out.write_bytes(b"mine")
             before[out] = b"mine"
         assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 2, out
-        assert message in _one_line(capsys)
+        assert message in one_error_line(capsys)
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert after == before
     if __import__("importlib").util.find_spec("onnx") is not None:  # the default is replaced
@@ -328,14 +323,14 @@ def test_a_checkpoint_of_another_run_is_refused_and_nothing_changes(finished, tm
     shutil.copy(other / "checkpoints" / "epoch_001.pt", run / "checkpoints" / "last.pt")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 2
-    assert "belongs to another run" in _one_line(capsys)
+    assert "belongs to another run" in one_error_line(capsys)
     (run / "checkpoints" / "last.pt").unlink()
     del before[run / "checkpoints" / "last.pt"]
     shutil.copy(other / "checkpoints" / "epoch_001.pt", run / "checkpoints" / "epoch_002.pt")
     foreign = run / "checkpoints" / "epoch_002.pt"
     before[foreign] = foreign.read_bytes()
     assert main(["inspect", str(run), "--draws", "20"]) == 2
-    assert "belongs to another run" in _one_line(capsys)
+    assert "belongs to another run" in one_error_line(capsys)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
@@ -408,7 +403,7 @@ def test_export_replaces_only_its_own_earlier_file(finished, tmp_path, capsys):
     shutil.copytree(finished, run)
     (run / "model.safetensors").write_bytes(b"my notes")
     assert main(["export", str(run), "--format", "safetensors"]) == 2
-    assert "is not recorded as an export of this run" in _one_line(capsys)
+    assert "is not recorded as an export of this run" in one_error_line(capsys)
     assert (run / "model.safetensors").read_bytes() == b"my notes"
     (run / "model.safetensors").unlink()
     assert main(["export", str(run), "--format", "safetensors"]) == 0  # a fresh export
@@ -416,7 +411,7 @@ def test_export_replaces_only_its_own_earlier_file(finished, tmp_path, capsys):
     capsys.readouterr()
     (run / "model.safetensors").write_bytes(b"edited since")
     assert main(["export", str(run), "--format", "safetensors"]) == 2
-    assert "was changed since" in _one_line(capsys)
+    assert "was changed since" in one_error_line(capsys)
     assert (run / "model.safetensors").read_bytes() == b"edited since"
 
 
@@ -425,9 +420,9 @@ def test_bench_of_a_model_pt_that_is_not_ours_is_one_line(finished, tmp_path, ca
     shutil.copytree(finished, run)
     (run / "model.pt").write_text("garbage")
     assert main(["bench", str(run), "--batch", "1"]) == 2
-    assert "not a model.pt written by bayesprune" in _one_line(capsys)
+    assert "not a model.pt written by bayesprune" in one_error_line(capsys)
     assert main(["bench", str(run / "summary.json")]) == 2
-    assert "is a file, not a run directory" in _one_line(capsys)
+    assert "is a file, not a run directory" in one_error_line(capsys)
 
 
 def test_inspect_of_an_earlier_epoch_leaves_the_final_files(finished, tmp_path, capsys):
@@ -559,7 +554,7 @@ def test_option_combinations_that_would_be_ignored_are_refused_or_named(tmp_path
     ):
         out = tmp_path / "refused"
         assert main(["train", "--epochs", "1", "--out", str(out), *args]) == 2, args
-        assert message in _one_line(capsys)
+        assert message in one_error_line(capsys)
         assert not out.exists()
     out = tmp_path / "gaussian"
     assert main(["train", *QUICK, "--no-report", "--weights", "gaussian", "--out", str(out)]) == 0
@@ -598,12 +593,12 @@ def test_a_run_from_before_run_ids_resumes_and_is_inspected(finished, tmp_path, 
     state["run_id"] = "0" * 32  # a checkpoint of a run that records ids: not this one's
     torch.save(state, ckpt)
     assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 2
-    assert "belongs to another run" in _one_line(capsys)
+    assert "belongs to another run" in one_error_line(capsys)
     del state["run_id"]
     state["net_spec"]["arch"] = "lenet5"  # older runs: the architecture is compared
     torch.save(state, ckpt)
     assert main(["inspect", str(run), "--draws", "20"]) == 2
-    assert "holds a lenet5 network but the run trains a mlp" in _one_line(capsys)
+    assert "holds a lenet5 network but the run trains a mlp" in one_error_line(capsys)
     ckpt.write_bytes(pristine)
     assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 0
     assert main(["inspect", str(run), "--draws", "20"]) == 0
@@ -620,10 +615,10 @@ def test_inspect_and_bench_values_beyond_their_range_are_one_line(finished, tmp_
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     for seed in ("-1", "99999999999999999999"):
         assert main(["inspect", str(run), "--seed", seed]) == 2
-        assert "--seed" in _one_line(capsys)
+        assert "--seed" in one_error_line(capsys)
     for batch in (2**62, 10**20):  # torch's sizes would overflow: refused as they are read
         assert main(["bench", str(run), "--batch", str(batch)]) == 2
-        assert "batch sizes must be at most" in _one_line(capsys)
+        assert "batch sizes must be at most" in one_error_line(capsys)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
@@ -648,7 +643,7 @@ def test_a_bench_batch_no_memory_holds_is_one_line(finished, tmp_path, capsys, m
 
         monkeypatch.setattr(bench.torch, "randn", refuses)
         assert main(["bench", str(run), "--batch", "1000000"]) == 2
-        assert "--batch 1000000: not enough memory on cpu" in _one_line(capsys)
+        assert "--batch 1000000: not enough memory on cpu" in one_error_line(capsys)
     other = RuntimeError("CUDA error: an illegal memory access was encountered")
     monkeypatch.setattr(bench.torch, "randn", lambda *a, **k: (_ for _ in ()).throw(other))
     with pytest.raises(RuntimeError, match="illegal memory access"):
@@ -678,7 +673,7 @@ def test_a_failed_write_names_the_file_asked_for_and_no_resume(monkeypatch, tmp_
 
     monkeypatch.setattr(cli, "export", fails)
     assert main(["export", str(tmp_path), "--format", "onnx"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert f"Permission denied ({tmp_path / 'out.onnx'})" in line and "--resume" not in line
 
 
@@ -694,7 +689,7 @@ def test_an_onnx_file_that_fails_its_check_is_not_left_behind(
     shutil.copytree(finished, run)
     monkeypatch.setattr(np, "allclose", lambda *a, **k: False)  # the check fails
     assert main(["export", str(run), "--format", "onnx"]) == 2
-    assert "onnxruntime's predictions differ" in _one_line(capsys)
+    assert "onnxruntime's predictions differ" in one_error_line(capsys)
     assert not (run / "model.onnx").exists()
     monkeypatch.undo()
     assert main(["export", str(run), "--format", "onnx"]) == 0
@@ -706,7 +701,7 @@ def test_export_out_empty_is_refused_and_a_lone_model_pt_gets_an_honest_note(
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     assert main(["export", str(run), "--format", "safetensors", "--out", ""]) == 2
-    assert "--out is empty" in _one_line(capsys)
+    assert "--out is empty" in one_error_line(capsys)
     assert not (run / "model.safetensors").exists()
     alone = tmp_path / "alone"
     alone.mkdir()
@@ -879,7 +874,7 @@ def test_a_full_disk_before_the_posterior_is_one_line_not_a_segfault(finished, t
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(arviz_io.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 4096))
     assert main(["inspect", str(copy), "--draws", "5"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "No space left on device: posterior.nc needs about" in line, line
     assert not (copy / "inspect" / "posterior.nc.partial").exists()
 
@@ -904,13 +899,13 @@ def test_a_run_directory_another_process_writes_is_refused_and_then_free(finishe
         assert holder.stdout.readline().strip() == "held"
         before = (copy / "metrics.jsonl").read_bytes()
         assert main(["train", "--resume", str(copy), "--no-progress"]) == 2
-        assert "is being written by another bayesprune process" in _one_line(capsys)
+        assert "is being written by another bayesprune process" in one_error_line(capsys)
         assert (copy / "metrics.jsonl").read_bytes() == before
     finally:
         holder.kill()
         holder.wait()
     assert main(["train", "--resume", str(copy), "--no-progress"]) == 2  # free: on to the next
-    assert "already ended (finished)" in _one_line(capsys)  # check, which this run meets
+    assert "already ended (finished)" in one_error_line(capsys)  # check, which this run meets
 
 
 def test_atomic_writes_clean_up_after_killed_writers_and_allow_long_names(tmp_path):
@@ -942,7 +937,7 @@ def test_a_run_killed_before_its_first_checkpoint_says_how_to_start_again(finish
     shutil.rmtree(copy / "checkpoints")
     (copy / "summary.json").write_text(json.dumps({"status": "running"}))
     assert main(["train", "--resume", str(copy), "--no-progress"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "has no checkpoint to resume from (it was stopped before its first epoch" in line
     assert "start it again with a new --out, or remove this folder" in line
 
@@ -957,7 +952,7 @@ def test_data_the_trainer_refuses_leave_no_run_directory_and_one_line(tmp_path, 
     out = tmp_path / "run"
     args = ["train", *QUICK, "--dataset", "mnist", "--data-dir", str(tmp_path / "one")]
     assert main([*args, "--out", str(out)]) == 2
-    assert "class" in _one_line(capsys)
+    assert "class" in one_error_line(capsys)
     assert not out.exists()
     from bayesprune import data as data_module
 
@@ -966,7 +961,7 @@ def test_data_the_trainer_refuses_leave_no_run_directory_and_one_line(tmp_path, 
 
     monkeypatch.setattr(data_module.Path, "is_file", refused)
     assert main([*args, "--out", str(out)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "cannot read" in line and "Permission denied" in line, line
     assert "files written so far" not in line
 

@@ -12,6 +12,7 @@ from bayesprune.export import deterministic_network, load_model
 from bayesprune.inspection import run_to_arviz, survivor_summary, survivors
 from bayesprune.report import save_figures
 from bayesprune.runs import load_run
+from tests.conftest import one_error_line
 
 FIGURES = ("theta_trajectories", "widths", "objective", "accuracy", "theta_histogram", "forest")
 
@@ -33,12 +34,6 @@ def run(tmp_path_factory):
 def inspected(run):
     assert main(["inspect", str(run), "--draws", "40"]) == 0
     return az.from_netcdf(run / "inspect" / "posterior.nc")
-
-
-def _one_line_error(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("bayesprune: error:"), err
-    return err[0]
 
 
 def test_train_and_inspect_write_the_figures(run, inspected):
@@ -158,25 +153,25 @@ def test_summary_lists_the_survivors(run, capsys):
 
 def test_bad_run_directories_are_one_line_errors_and_untouched(tmp_path, run, capsys):
     assert main(["inspect", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in _one_line_error(capsys)
+    assert "does not exist" in one_error_line(capsys)
     (tmp_path / "notes.txt").write_text("precious")
     assert main(["inspect", str(tmp_path)]) == 2
-    assert "not a readable run directory" in _one_line_error(capsys)
+    assert "not a readable run directory" in one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     assert main(["inspect", str(run), "--epoch", "7"]) == 2  # it names the epochs there are
     have = sorted(int(p.stem[6:]) for p in (run / "checkpoints").glob("epoch_*.pt"))
     assert have and 7 not in have
     listed = ", ".join(map(str, have))
-    assert f"has no checkpoint of epoch 7 (it has epochs {listed})" in _one_line_error(capsys)
+    assert f"has no checkpoint of epoch 7 (it has epochs {listed})" in one_error_line(capsys)
     assert main(["inspect", str(run), "--draws", "0"]) == 2
-    assert "--draws" in _one_line_error(capsys)
+    assert "--draws" in one_error_line(capsys)
     broken = tmp_path / "broken"
     (broken / "checkpoints").mkdir(parents=True)
     for name in ("config.json", "metrics.jsonl"):
         (broken / name).write_text((run / name).read_text())
     (broken / "checkpoints" / "epoch_001.pt").write_text("not a checkpoint")
     assert main(["inspect", str(broken)]) == 2
-    assert "cannot load checkpoint" in _one_line_error(capsys)
+    assert "cannot load checkpoint" in one_error_line(capsys)
     assert (broken / "checkpoints" / "epoch_001.pt").read_text() == "not a checkpoint"
 
 
