@@ -125,9 +125,8 @@ NUMBERS = ("test_error", "train_wall_seconds", "weights_kept", "weights_kept_fra
 def chance_errors(data: Dataset) -> tuple[float, float]:
     """Training and test error of the constant predictor that answers the training set's most
     frequent class: what a network that learnt nothing scores."""
-    counts = torch.bincount(data.y_train.cpu(), minlength=data.num_classes)
-    train = 1 - float(counts.max()) / len(data.y_train)
-    return train, float((data.y_test.cpu() != int(counts.argmax())).float().mean())
+    label, train, _ = data.constant_predictor()
+    return train, float((data.y_test.cpu() != label).float().mean())
 
 
 def collapse(train_errors: list[float], chance: float) -> str | None:

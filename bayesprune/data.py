@@ -237,6 +237,16 @@ class Dataset:
             raise DataError(f"train subset must be between 1 and {total} examples, got {size}")
         return total
 
+    def constant_predictor(self) -> tuple[int, float, float]:
+        """What a network that learnt nothing scores: the training set's most frequent class,
+        the training error of answering it always, and the loss per example (nats) of
+        predicting the training set's class frequencies (the trainer's collapse test and the
+        warm-up of Eq. (10w) read these; ``bayesprune baseline`` reads the dense twin by them)."""
+        counts = torch.bincount(self.y_train.cpu(), minlength=self.num_classes).double()
+        freq = counts / counts.sum()
+        seen = freq[freq > 0]
+        return int(counts.argmax()), float(1 - freq.max()), float(-(seen * seen.log()).sum())
+
     def subset(self, size: int, seed: int = 0) -> Dataset:
         """The same dataset trained on a fixed random subset of ``size`` training examples.
 

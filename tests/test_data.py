@@ -1,5 +1,6 @@
 import gzip
 import json
+import math
 
 import numpy as np
 import pytest
@@ -439,3 +440,17 @@ def test_user_copies_that_are_damaged_partial_or_mixed_are_refused_by_name(tmp_p
     assert proto2.y_train[50:100].eq(3).all()  # Python 3's bytes at protocol 2: _codecs.encode
     with pytest.raises(DataError, match="cifar-10-batches-py is incomplete: data_batch_1, "):
         load_dataset("cifar10", cifar(tmp_path / "half", only="test_batch"))
+
+
+def test_the_constant_predictor_answers_the_most_frequent_training_class():
+    """Its training error and loss are what a network that learnt nothing scores: the collapse
+    test and the warm-up read them, and ``bayesprune baseline`` its test error."""
+    from bayesprune.baseline import chance_errors
+
+    y = torch.tensor([2] * 6 + [0] * 3 + [1])  # frequencies 0.3 / 0.1 / 0.6, class 3 unseen
+    yt = torch.tensor([2, 2, 0, 3])
+    data = Dataset("own", torch.randn(10, 2), y, torch.randn(4, 2), yt, num_classes=4)
+    label, error, nll = data.constant_predictor()
+    assert label == 2 and error == pytest.approx(0.4)
+    assert nll == pytest.approx(-(0.3 * math.log(0.3) + 0.1 * math.log(0.1) + 0.6 * math.log(0.6)))
+    assert chance_errors(data) == pytest.approx((0.4, 0.5))

@@ -232,11 +232,9 @@ class Trainer:
         self.removed_at_end: dict[str, int] = {}  # per layer, by the last removal (fit's end)
         self.step = 0
         self.status, self.status_reason = "finished", None
-        labels = torch.bincount(self.data.y_train, minlength=self.data.num_classes).double()
-        freq = labels / labels.sum()
-        self.chance_error = float(1 - freq.max())  # a constant predictor's training error
+        # a constant predictor's training error and loss per example
+        _, self.chance_error, self.constant_nll = self.data.constant_predictor()
         self.best_train_error = 1.0
-        self.constant_nll = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
         self.recent_data = None  # per-example data term, averaged over the last ~10 steps
         self.warm_step = None if config.warmup_tolerance is not None else 0
         self.examples_released = 0
