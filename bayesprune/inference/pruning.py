@@ -6,6 +6,7 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.trace_messenger import TraceMessenger
 
 from bayesprune.models.distributions import GaussianScaleMixture
 from bayesprune.models.network import GatedNet
@@ -92,17 +93,39 @@ class PruneMessenger(Messenger):
                 base = fn.base_dist
                 msg["fn"] = base.mask(columns).to_event(fn.reinterpreted_batch_ndims)
         elif kind == "slab_var" and isinstance(fn, dist.InverseGamma):
+            # the hyper-prior of the layer's pruned shape, once, for all the handlers of this
+            # network on the stack together (each rescaling the full shape's α by its own
+            # ratio would multiply the ratios of nested handlers)
+            if msg["infer"].get("bayesprune_pruned_shape"):
+                return
+            combined = active_pruning(self.net) or self
             width, fan_in = self.net.width(layer), self.net.fan_in(layer)
-            kept_width, kept_fan_in = self.shape(layer)
+            kept_width, kept_fan_in = combined.shape(layer)
             if (kept_width, kept_fan_in) != (width, fan_in):
                 ratio = kept_width * (kept_fan_in + 1) / (width * (fan_in + 1))
                 alpha = fn.concentration * ratio
                 msg["fn"] = dist.InverseGamma(alpha, alpha / kept_fan_in)
+                msg["infer"]["bayesprune_pruned_shape"] = True
+        if kind == "gate" and layer in self.keep and msg["value"] is not None:
+            # a value given before this handler (replayed or conditioned inside it): zero
+            # its pruned units now, before an enclosing trace records it
+            msg["value"] = self._zeroed(layer, msg["value"])
+
+    def _zeroed(self, layer: str, value: torch.Tensor) -> torch.Tensor:
+        return value * self.keep[layer].to(value.dtype)
 
     def _postprocess_message(self, msg):
         layer, _, kind = msg["name"].rpartition(".")
         if msg["type"] == "sample" and kind == "gate" and layer in self.keep:
-            msg["value"] = msg["value"] * self.keep[layer].to(msg["value"].dtype)
+            value = msg["value"] = self._zeroed(layer, msg["value"])
+            # a value given after this handler's turn (by a replay or condition outside it):
+            # the traces outside this handler have recorded it already (their
+            # _postprocess_message runs first); they get the value the network computes with
+            for frame in _PYRO_STACK:
+                if frame is self:
+                    break
+                if isinstance(frame, TraceMessenger) and msg["name"] in frame.trace.nodes:
+                    frame.trace.nodes[msg["name"]]["value"] = value
 
 
 def prune(fn=None, net: GatedNet | None = None, pruned: dict[str, torch.Tensor] | None = None):

@@ -218,3 +218,62 @@ def test_training_removes_units_physically():
     # the gated network left after training is the deployable one: nothing left to drop
     assert summary["weights_kept"] == count_weights(net)
     assert all(bool((trainer.guide.gate_probs(n) > 0.5).all()) for n in net.gated)
+
+
+@pytest.mark.parametrize("implementation", ["fast", "traced"])
+def test_nested_handlers_on_one_layer_are_their_union(implementation):
+    """Two handlers pruning different units of the same layer give the objective of the
+    network without either's units, in both evaluations: the hyper-prior takes the layer's
+    pruned shape once (each handler rescaling the full shape by its own share multiplied the
+    shares in the traced evaluation: 15/20 · 15/20 instead of 10/20)."""
+    torch.manual_seed(0)
+    net = GatedMLP(4, (20, 10), 3)
+    torch.nn.init.normal_(net.layers["out"].weight)
+    hyper = HyperPrior()
+    guide = GateGuide(net, hyper)  # θ = 1: no random numbers in the gates
+    small = copy.deepcopy(guide)
+    small.remove_units("fc1", torch.arange(5, 15))
+    x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
+    elbo = GatedELBO(implementation=implementation)
+    first, second = torch.arange(20) < 5, torch.arange(20) >= 15
+    with PruneMessenger(net, {"fc1": first}), PruneMessenger(net, {"fc1": second}):
+        nested = elbo.loss(GatedModel(net, hyper), guide, x, y, num_data=500)
+    physical = elbo.loss(GatedModel(small.net, hyper), small, x, y, num_data=500)
+    assert nested == pytest.approx(physical, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "order", ["handler outside", "inside, condition in", "inside, condition out"]
+)
+def test_a_trace_records_the_pruned_gates_at_zero_wherever_the_handler_sits(order):
+    """Conditioned (or replayed) gates of pruned units are 0 in the trace as in the network,
+    with the handler outside the trace or inside it (the functional ``prune``): an enclosing
+    trace records a site before an inner handler's ``_postprocess_message`` runs."""
+    from bayesprune.inference import prune
+
+    net, _ = _guide()
+    model = GatedModel(net, HyperPrior())
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    pruned = {"fc1": torch.tensor([False, True, False, False, True])}
+    ones = {"fc1.gate": torch.ones(8, 5)}
+    traces = {
+        "handler outside": lambda: poutine.trace(poutine.condition(model, data=ones)),
+        "inside, condition in": lambda: poutine.trace(
+            prune(poutine.condition(model, data=ones), net=net, pruned=pruned)
+        ),
+        "inside, condition out": lambda: poutine.trace(
+            poutine.condition(prune(model, net=net, pruned=pruned), data=ones)
+        ),
+    }
+    with pyro.validation_enabled(False):
+        pyro.set_rng_seed(1)
+        with PruneMessenger(net, pruned):
+            reference = traces["handler outside"]().get_trace(x, y)
+        pyro.set_rng_seed(1)
+        handler = PruneMessenger(net, pruned) if order == "handler outside" else nullcontext()
+        with handler:
+            trace = traces[order]().get_trace(x, y)
+    gate = trace.nodes["fc1.gate"]
+    assert torch.all(gate["value"][:, [1, 4]] == 0) and torch.all(gate["value"][:, [0, 2, 3]] == 1)
+    assert float(trace.log_prob_sum()) == pytest.approx(float(reference.log_prob_sum()))
+    assert torch.all(ones["fc1.gate"] == 1)  # the user's tensor is not changed in place
