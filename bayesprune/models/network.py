@@ -124,7 +124,16 @@ class MaxPool2x2(nn.MaxPool2d):
 
 
 def _scaled(width: int, mult: float) -> int:
-    return max(1, round(width * mult))
+    """A hidden width times ``width_mult``, rounded, at least 1; a width that is not a positive
+    integer or a factor that is not a positive number is a ``ValueError`` (10.5 is not 10)."""
+    width = _positive_int(width, "a hidden width")
+    try:
+        factor = float(mult) if not isinstance(mult, (bool, str)) else math.nan
+    except (TypeError, ValueError):
+        factor = math.nan
+    if not 0 < factor < math.inf:
+        raise ValueError(f"width_mult must be a positive number, got {mult!r}")
+    return max(1, round(width * factor))
 
 
 _PLAN_FORMS = {
@@ -705,8 +714,10 @@ def build_network(
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    if widths is not None and len(widths) == 0:
+        raise ValueError(f"{arch}: widths is empty; give the hidden widths, or None for defaults")
     if arch == "mlp":
-        widths = tuple(widths or DEFAULT_WIDTHS["mlp"])
+        widths = tuple(DEFAULT_WIDTHS["mlp"] if widths is None else widths)
         return GatedMLP(
             math.prod(in_shape), tuple(_scaled(w, width_mult) for w in widths), num_classes, init
         )

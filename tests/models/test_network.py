@@ -128,6 +128,14 @@ def test_architectures_and_their_notation():
         (("vgg16", (3, 32, 32), 10, (10, 5)), "--widths applies"),  # for the MLP and LeNet-5
         (("lenet5", (1, 28, 28), 10, (20, 50)), "takes three widths"),  # conv1, conv2, fc1
         (("resnet", (3, 32, 32), 10, None), "unknown architecture"),
+        # widths and factors that are not what they say: refused, not rounded or replaced
+        (("mlp", (4,), 3, (10.5,)), "must be an integer, got 10.5"),
+        (("mlp", (4,), 3, (10, 0)), "at least 1, got 0"),
+        (("mlp", (4,), 3, ()), "widths is empty"),  # not the default 300-100
+        (("mlp", (4,), 3, None, -2), "width_mult must be a positive number, got -2"),
+        (("vgg16", (3, 32, 32), 10, None, float("nan")), "positive number, got nan"),
+        (("lenet5", (1, 28, 28), 10, (3.7, 0, 7)), "must be an integer, got 3.7"),
+        (("lenet5", (1, 28, 28), 10, (20, 50, 500), True), "positive number, got True"),
     ],
 )
 def test_build_network_rejects_mismatches(args):
