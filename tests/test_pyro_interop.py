@@ -308,8 +308,11 @@ def test_a_pyro_users_findings_each_refused_by_name_or_now_right(setup, tmp_path
     with pytest.raises(ValueError, match="mask the examples where they are drawn"):
         GatedELBO().loss(masked, guide, x, y, num_data=N)
     for samples in (1, 2):  # one sample failed inside the network
-        with pytest.raises(ValueError, match=r"use Predictive\(..., parallel=False\)"):
+        with pytest.raises(ValueError, match=r"one at a time \(Predictive\(..., parallel=False"):
             Predictive(model, guide=guide, num_samples=samples, parallel=True)(x)
+    vectorized = Trace_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=1)
+    with pytest.raises(ValueError, match="an ELBO's particles without vectorize_particles"):
+        vectorized.loss(model, guide, x, y, num_data=N)  # (the advice named Predictive only)
     # τ on the guide's global sites too: the mean-field KLs are tempered, as Trace_ELBO's
     # log p − log q (point masses: both the same number; the KLs were untempered, 745 vs 555)
     assert TraceMeanField_ELBO().loss(model, guide, x, y, num_data=N) == pytest.approx(
@@ -354,3 +357,51 @@ def test_gate_optim_save_and_load_resume_svi_to_the_same_steps(setup, tmp_path):
     optim.load(tmp_path / "optim.pt")
     pyro.set_rng_seed(1)
     assert _steps(svi, x, y, 5) == ahead
+
+
+def test_an_auto_normal_over_the_weights_pays_its_entropy_in_F(setup):
+    """An AutoNormal draws each weight site through an auxiliary "{site}_unconstrained" Normal
+    and shows the model a point mass: F counts log q of that site (−τ·H(q) with the README's
+    tempered AutoNormal), as Trace_ELBO does. Narrowing every weight's q by 100× raises F by
+    τ·ln 100 per weight, and ∂F/∂log σ is −τ (both 0 when the site was left out). Under the
+    pruning handler that site cannot lose the pruned units' rows: refused, by name."""
+    net, hyper, model, x, y = setup
+    weights = [f"{name}.weight" for name in net.layers]
+    count = sum(p.numel() for p in net.parameters())
+    losses = []
+    for init_scale in (1e-4, 1e-6):
+        pyro.clear_param_store()
+        guide = AutoGuideList(model)
+        auto = AutoNormal(poutine.block(model, expose=weights), init_scale=init_scale)
+        guide.append(poutine.scale(auto, scale=hyper.temperature))
+        guide.append(GateGuide(net, hyper, weights=None))
+        pyro.set_rng_seed(0)
+        with poutine.trace(param_only=True) as params:
+            losses.append(GatedELBO().loss_and_grads(model, guide, x, y, num_data=N))
+        scale = params.trace.nodes["AutoNormal.scales.fc1.weight"]["value"].unconstrained()
+        assert float(scale.grad.mean()) == pytest.approx(-hyper.temperature, rel=1e-3)
+    raised = hyper.temperature * count * math.log(100)
+    assert losses[1] - losses[0] == pytest.approx(raised, rel=1e-3)
+    from bayesprune.inference import PruneMessenger
+
+    pruned = {"fc1": torch.arange(20) < 3}
+    with pytest.raises(NotImplementedError, match="fc1.weight_unconstrained"):
+        with PruneMessenger(net, pruned):
+            GatedELBO().loss(model, guide, x, y, num_data=N)
+
+
+def test_a_double_precision_network_runs_without_changing_the_default_dtype(setup):
+    """The prior's numbers and the prior predictive's draws take the network's dtype (they were
+    float32: the model and Predictive failed with "mat1 and mat2 must have the same dtype")."""
+    net, hyper, _, x, y = setup
+    net = net.double()
+    model, guide, x = GatedModel(net, hyper), GateGuide(net, hyper).double(), x.double()
+    values = []
+    for implementation in ("fast", "traced"):
+        pyro.set_rng_seed(0)
+        values.append(GatedELBO(implementation=implementation).loss(model, guide, x, y, num_data=N))
+    assert values[0] == pytest.approx(values[1], rel=1e-9)
+    assert model(x).dtype == torch.float64
+    samples = Predictive(model, guide=guide, num_samples=2)(x)
+    assert samples["obs"].shape == (2, len(x))
+    assert Predictive(model, num_samples=2)(x)["fc1.weight"].dtype == torch.float64  # the prior's

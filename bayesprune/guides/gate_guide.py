@@ -54,8 +54,11 @@ class GateGuide(PyroModule):
         ``hyper``); build guide and model from the same one.
     :param weights: ``"point"`` (point masses, the default), ``"gaussian"`` (mean-field normal,
         reparameterised) or ``None``: the guide has no weight sites and leaves them to another
-        guide, e.g. ``AutoGuideList([AutoNormal(poutine.block(model, expose=weight_sites)),
-        GateGuide(net, hyper, weights=None)])`` (the network's own parameters are then unused).
+        guide, e.g. ``guide = AutoGuideList(model)``, then
+        ``guide.append(poutine.scale(AutoNormal(poutine.block(model, expose=weight_sites)),
+        scale=hyper.temperature))`` and ``guide.append(GateGuide(net, hyper, weights=None))``
+        (the AutoNormal's sites tempered as the model's are; the network's own parameters are
+        then unused).
     :param init_theta: initial gate probability θ₀ for every unit.
     :param init_sigma: initial posterior standard deviation for ``weights="gaussian"``.
     :param posterior: ``"coupled"`` (default): a weight has its posterior only when both the unit

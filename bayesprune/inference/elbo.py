@@ -35,6 +35,18 @@ def _is_gate(site: dict) -> bool:
     return site["type"] == "sample" and site["name"].endswith(".gate")
 
 
+def _guide_only_sites(model_trace, guide_trace) -> dict:
+    """The guide's latent sample sites the model does not have (auxiliary sites)."""
+    return {
+        name: site
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and not site_is_subsample(site)
+        and name not in model_trace.nodes
+    }
+
+
 def _check_model_trace(model_trace) -> None:
     """Refuse, in one line, a model trace this ELBO cannot evaluate: no likelihood site ``obs``
     (blocked or hidden), or gate sites the model observes (``poutine.condition``), whose log p
@@ -240,6 +252,20 @@ class GatedELBO(Trace_ELBO):
                     - guide_site["fn"].log_prob(site["value"]).sum()
                 )
                 prior = prior - scale_and_mask(log_r, scale, mask)
+        # sites of the guide alone (an AutoNormal's "{site}_unconstrained" Normal, whose
+        # "{site}" the model sees as a point mass): log q at the drawn value, as Trace_ELBO
+        # counts them; −τ·H(q) of the weights lives there
+        own = _guide_only_sites(model_trace, guide_trace)
+        pruning = active_pruning(model.net) if isinstance(model, GatedModel) else None
+        if own and pruning is not None:
+            raise NotImplementedError(
+                f"the pruning handler cannot drop pruned units from the guide's own sites "
+                f"({', '.join(own)}): it masks the model's sites only; remove the units "
+                "physically (GateGuide.remove_units) or use GateGuide's own weights"
+            )
+        for site in own.values():
+            log_q = site["fn"].log_prob(site["value"])
+            prior = prior + scale_and_mask(log_q, site["scale"], site["mask"]).sum()
         obs = model_trace.nodes["obs"]
         gates = {n: s for n, s in guide_trace.nodes.items() if _is_gate(s)}
         out = {"data": data, "prior": prior, "surrogate": torch.zeros(())}

@@ -18,13 +18,22 @@ class Flattening(TorchDistribution):
     sits at the vertices.
 
     :param size: number of gates S.
+    :param dtype, device: of its samples (the prior predictive's π; the default dtype and the
+        CPU if not given).
     """
 
     arg_constraints: dict = {}
     support = constraints.independent(constraints.unit_interval, 1)
 
-    def __init__(self, size: int, validate_args: bool | None = None):
+    def __init__(
+        self,
+        size: int,
+        validate_args: bool | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ):
         self.size = int(size)
+        self.dtype, self.device = dtype, device
         super().__init__(torch.Size(), torch.Size([self.size]), validate_args=validate_args)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -33,7 +42,7 @@ class Flattening(TorchDistribution):
         return zero.masked_fill(~inside, -math.inf)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        return torch.rand(sample_shape + self.event_shape)
+        return torch.rand(sample_shape + self.event_shape, dtype=self.dtype, device=self.device)
 
 
 # exp(±x) of a log-density difference is capped here in the mixture's gradient: the true
@@ -232,7 +241,7 @@ class GaussianScaleMixture(TorchDistribution):
             shape = sample_shape + self.event_shape
             gate = torch.bernoulli(self.probs.expand(shape[:-1])).unsqueeze(-1)
             scale = gate * self.slab_scale + (1 - gate) * self.spike_scale
-            return torch.randn(shape) * scale
+            return torch.randn(shape, dtype=scale.dtype, device=scale.device) * scale
 
 
 # The prior's terms, each written once; the traced ELBO reaches them through the distributions

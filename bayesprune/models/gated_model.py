@@ -86,16 +86,17 @@ class GatedModel:
         ``column_probs``, for the coupled posterior (Eq. (4c)); the density itself ignores it.
         """
         width, fan_in = self.net.width(name), self.net.fan_in(name)
-        device = self.net.layers[name].weight.device
-        alpha = torch.tensor(self.hyper.concentration(fan_in, width), device=device)
-        beta = torch.tensor(self.hyper.rate(fan_in, width), device=device)
+        weight = self.net.layers[name].weight  # the prior's numbers in the weights' dtype
+        like = {"device": weight.device, "dtype": weight.dtype}
+        alpha = torch.tensor(self.hyper.concentration(fan_in, width), **like)
+        beta = torch.tensor(self.hyper.rate(fan_in, width), **like)
         slab_var = _unbatched(pyro.sample(f"{name}.slab_var", dist.InverseGamma(alpha, beta)), 0)
         if name == "out":
             return pyro.sample(
                 f"{name}.weight",
                 dist.Normal(0.0, slab_var.sqrt()).expand([width, fan_in + 1]).to_event(2),
             ), None
-        probs = pyro.sample(f"{name}.prob", Flattening(width))
+        probs = pyro.sample(f"{name}.prob", Flattening(width, **like))
         gsm = GaussianScaleMixture(
             probs,
             (self.hyper.rho * slab_var).sqrt(),
@@ -205,7 +206,9 @@ def _check_no_enclosing_plate() -> None:
     if plates:
         raise ValueError(
             f"GatedModel takes one sample of each global site, and runs inside no plate of its "
-            f"own caller's (here {', '.join(plates)}): use Predictive(..., parallel=False)"
+            f"own caller's (here {', '.join(plates)}): draw samples one at a time "
+            "(Predictive(..., parallel=False); an ELBO's particles without "
+            "vectorize_particles)"
         )
 
 
