@@ -426,7 +426,7 @@ def evidence_window(config: TrainConfig, num_data: int) -> float:
     if config.window_cap == "data":
         window = min(num_data, window)  # one pass
     # a window shorter than Adam's memory; a batch larger than the data set is the whole set
-    floor = WINDOW_MIN_STEPS * min(config.batch_size, num_data)
+    floor = WINDOW_MIN_STEPS * step_examples(config, num_data)
     return float(max(window, floor))
 
 
@@ -448,13 +448,21 @@ def check_interval(config: TrainConfig, num_data: int, window: float | None = No
     if config.check_every is not None:
         return config.check_every
     window = evidence_window(config, num_data) if window is None else window
-    return max(1, math.ceil(window / (2 * config.batch_size)))
+    return max(1, math.ceil(window / (2 * step_examples(config, num_data))))
+
+
+def step_examples(config: TrainConfig, num_data: int) -> int:
+    """The examples one step holds: B, or the whole training set where B exceeds it (a step
+    then takes all N examples, as the evidence window's floor counts it)."""
+    return min(config.batch_size, num_data)
 
 
 def checks_per_window(config: TrainConfig, num_data: int, window: float | None = None) -> int:
-    """⌈W_N / (B c)⌉: pruning checks (c steps of B examples apart) that span one evidence window."""
+    """⌈W_N / (B c)⌉: pruning checks (c steps of B examples apart, B at most N) that span one
+    evidence window."""
     window = evidence_window(config, num_data) if window is None else window
-    return math.ceil(window / (config.batch_size * check_interval(config, num_data, window)))
+    step = step_examples(config, num_data)
+    return math.ceil(window / (step * check_interval(config, num_data, window)))
 
 
 def pruning_patience(config: TrainConfig, num_data: int, window: float | None = None) -> int:

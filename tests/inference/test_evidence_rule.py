@@ -12,6 +12,7 @@ from bayesprune.config import (
     WINDOW_MIN_STEPS,
     TrainConfig,
     check_interval,
+    checks_per_window,
     evidence_window,
     pruning_patience,
     temperature_for,
@@ -308,6 +309,15 @@ def test_every_clock_spans_one_pass_over_a_training_set_smaller_than_the_window(
         assert pruning_patience(config, 60_000) == 3
     assert check_interval(default, 1_000) == 5 and pruning_patience(default, 1_000) == 3
     assert check_interval(replace(default, check_every=7), 1_000) == 7  # a set value is kept
+    # a batch above N is a step of N examples on these clocks too, as on the window's floor:
+    # the dwell spans the window and the merge rounds come once per window (they counted
+    # the nominal batch: 2 steps of a 10-step window at N = 120, batch 1,000)
+    for n, batch in ((120, 1_000), (120, 5_000), (1_000, 8_192), (1_438, 2_048)):
+        config = replace(default, batch_size=batch)
+        window, step = evidence_window(config, n), min(batch, n)
+        interval, patience = check_interval(config, n), pruning_patience(config, n)
+        assert (patience - 1) * interval * step >= window, (n, batch)
+        assert checks_per_window(config, n) * interval * step == window, (n, batch)
     # a run recorded before the cap resumes with the rule it trained with
     assert TrainConfig.from_record({"check_every": 50}).window_cap == "none"
     # on 1,500 examples the evidence averages one pass and the layers are released one pass
