@@ -32,7 +32,8 @@ class ProjectedSGD(torch.optim.Optimizer):
     its price, and rises otherwise. se(m)² = v·a/(2 − a) is the variance of the running average
     for steps whose estimates ĝ vary with variance v, estimated online as the running average of
     ĝ² (state ``evidence_sq``) less m², while the unit is at ``high`` (held in transit, state
-    ``evidence_se``); d is kept as state ``decision``.
+    ``evidence_se``; a unit not yet at ``high`` since the start, state ``evidence_was_on``, is
+    measured in transit too); d is kept as state ``decision``.
 
     :param params: the θ tensors.
     :param lr: η, the step per example seen and per unit of per-example evidence.
@@ -113,7 +114,9 @@ def _decision(
 
     se(m) is measured while the unit is on (θ at its upper bound, ``on``) and held while it is
     in transit: there its gate is drawn, and the draws' own spread (the secant's (½ − ξ)·h term
-    flips with ξ) would widen se, lower d and hold θ between the vertices on noise it makes.
+    flips with ξ) would widen se, lower d and hold θ between the vertices on noise it makes. A
+    unit that has not been on yet (θ₀ < 1) has no se to hold: it is measured in transit until
+    then, draws' spread included (with se held at 0, d was m and (10s) did nothing there).
 
     ``full``: a of a full step (the largest seen). v is the variance of a full step's ĝ, so
     se² = v·a/(2 − a) takes a full step's a: a short step (an epoch's last batch of b < B
@@ -129,7 +132,16 @@ def _decision(
     # the running average's variance for steps of variance v = E[ĝ²] − m²: v·a/(2 − a)
     a = rate if full is None else max(rate, full)
     variance = (square - evidence.square()).clamp_(min=0).mul_(a / (2 - a))
-    se = state["evidence_se"] = torch.where(on, variance.sqrt_(), state["evidence_se"])
+    # a unit that has not been on yet (started below the upper bound: --init-theta < 1) has no
+    # se to hold, and its draws' spread is the only measure there is: a wider se, a more
+    # cautious d (a checkpoint from before this state: a unit with an se has been measured)
+    # (1.0 once on; a float, as the optimiser's load_state_dict casts its state to θ's dtype)
+    was_on = state.get("evidence_was_on")
+    if was_on is None:
+        was_on = state["evidence_was_on"] = (state["evidence_se"] > 0).to(evidence.dtype)
+    measured = on | (was_on == 0)
+    was_on.masked_fill_(on, 1.0)
+    se = state["evidence_se"] = torch.where(measured, variance.sqrt_(), state["evidence_se"])
     state["decision"] = decision = evidence - z * se
     return decision
 
@@ -198,7 +210,7 @@ class GateOptim(PyroOptim):
 
     :param weights_args: keyword arguments of the weights' optimiser (e.g. ``{"lr": 1e-3}``).
     :param gates_args: keyword arguments of :class:`ProjectedSGD` (``lr``, ``window``,
-        ``num_data``).
+        ``num_data``, and ``transit`` and ``confidence``, the switches of Eqs. (10t) and (10s)).
     :param batch_size: examples per step unless :meth:`configure` says otherwise.
     :param params: parameters to build the optimisers on now (else on the first step), so that
         a learning-rate scheduler can be attached to :attr:`weights` before training.

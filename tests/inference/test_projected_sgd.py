@@ -188,6 +188,29 @@ def test_theta_falls_only_on_evidence_beyond_its_standard_error():
         assert bool((strong == 0).all())
 
 
+def test_units_that_start_below_one_have_their_standard_error_measured():
+    # --init-theta 0.5: every unit starts in transit, where se(m) is held, not measured; it had
+    # nothing to hold (0), so d was m and (10s) did nothing until a unit first reached 1. Until
+    # then se is measured in transit: the running average's, as for a unit that is on.
+    gen = torch.Generator().manual_seed(0)
+    theta = torch.nn.Parameter(torch.full((200,), 0.5))
+    opt = ProjectedSGD([theta], lr=1e-9, window=1000.0, num_data=10, confidence=2.0)
+    for _ in range(2000):  # θ stays near ½ (a tiny rate): in transit throughout
+        theta.grad = 10 * torch.randn(200, generator=gen) * 0.5 / 10**0.5
+        opt.step(examples=10)
+    assert bool(((theta > 0.4) & (theta < 0.6)).all())
+    state = opt.state[theta]
+    se = state["evidence_se"].mean()
+    assert float(se) == pytest.approx(0.5 / (2 * 1000 - 10) ** 0.5, rel=0.1)
+    assert torch.equal(state["decision"], state["evidence"] - 2.0 * state["evidence_se"])
+    # once on, a unit's se is held in transit as before: it reached 1, then left
+    state["evidence_was_on"][:] = 1.0
+    held = state["evidence_se"].clone()
+    theta.grad = 10 * torch.randn(200, generator=gen)
+    opt.step(examples=10)
+    assert torch.equal(state["evidence_se"], held)
+
+
 def test_confidence_zero_is_the_sign_rule_and_negative_is_refused():
     grads = torch.tensor([0.3, -0.3, 0.05])
     theta = torch.nn.Parameter(torch.full_like(grads, 0.5))
