@@ -46,7 +46,8 @@ class Merge:
 
 
 def merges_apply(guide: GateGuide) -> bool:
-    """Merge moves need the prior's closed form (point-mass weights, structured posterior)."""
+    """Merge moves need the prior's closed form: point-mass weights under the structured or the
+    coupled posterior (the default)."""
     return fast_prior_applies(guide)
 
 
@@ -154,7 +155,9 @@ class MergeMoves:
         groups: bool = False,
     ):
         if not merges_apply(guide):
-            raise ValueError("merge moves need point-mass weights and a structured posterior")
+            raise ValueError(
+                "merge moves need point-mass weights and the structured or coupled posterior"
+            )
         self.guide, self.hyper, self.num_data = guide, hyper, num_data
         self.confidence, self.max_rejections = confidence, max_rejections
         self.spend = spend  # False: every test at ``confidence`` (before Eq. (14a))
