@@ -725,6 +725,11 @@ def build_network(
         raise ValueError(f"--widths applies to the mlp and lenet5; scale {arch} with --width-mult")
     if len(in_shape) != 3:
         raise ValueError(f"{arch} needs image inputs (C, H, W), got shape {tuple(in_shape)}")
+    if arch == "lenet5" and min(in_shape[1:]) < 16:  # 5×5 conv, 2×2 pool, twice
+        raise ValueError(
+            f"lenet5 (two 5×5 convolutions, each followed by 2×2 pooling) needs images of at "
+            f"least 16×16 pixels, got {tuple(in_shape)}; use mlp for smaller images"
+        )
     if widths is not None:
         return lenet5(in_shape, num_classes, width_mult, init, tuple(widths))
     if arch == "vgg16" and min(in_shape[1:]) < 32:  # five 2×2 poolings

@@ -125,6 +125,8 @@ def test_architectures_and_their_notation():
     "args",
     [
         (("lenet5", (4,), 3, None), "needs image inputs"),  # flat inputs
+        (("lenet5", (1, 8, 8), 10, None), r"at least 16×16 pixels, got \(1, 8, 8\)"),  # digits
+        (("lenet5", (1, 15, 30), 10, None), "at least 16×16 pixels"),
         (("vgg16", (3, 32, 32), 10, (10, 5)), "--widths applies"),  # for the MLP and LeNet-5
         (("lenet5", (1, 28, 28), 10, (20, 50)), "takes three widths"),  # conv1, conv2, fc1
         (("resnet", (3, 32, 32), 10, None), "unknown architecture"),
