@@ -28,7 +28,7 @@ def dense_network(
     """The dense network the run started from (same architecture, starting widths; fresh
     weights: the timing does not depend on their values), after checking that ``pruned`` (the
     run's ``model.pt``, built from ``record`` if not given) is this run's network."""
-    from bayesprune.models.network import GatedNet, build_network
+    from bayesprune.models.network import build_network
 
     config = read_config(run_dir)
     run = config.get("run") or {}
@@ -43,7 +43,43 @@ def dense_network(
             "compares with)"
         )
     in_shape, num_classes = record["in_shape"], record["layers"][-1]["out"]
-    if config.get("initial_spec") is not None:  # the starting network as the run recorded it
+    if pruned is None:  # (bench_run has it loaded already)
+        pruned = build_sequential(record["layers"])
+    net = check_run_model(run_dir, record, pruned, config, summary)  # initial_spec's network
+    if net is None and "arch" not in run:
+        raise RunError(
+            f"{run_dir}/config.json records neither the starting network nor the architecture "
+            "(a run made before bayesprune recorded them)"
+        )
+    if net is None and run["arch"] == "mlp":
+        net = build_network("mlp", in_shape, num_classes, initial)
+    elif net is None:  # runs before initial_spec: the CLI's own settings
+        net = build_network(
+            run["arch"], in_shape, num_classes, run.get("widths"), run.get("width_mult", 1.0)
+        )
+    if list(net.widths) != list(initial):
+        raise RunError(f"cannot rebuild the starting network of {run_dir} ({initial})")
+    return net.to_sequential().eval()
+
+
+def check_run_model(
+    run_dir, record: dict, pruned: torch.nn.Sequential, config=None, summary=None
+):
+    """Refuse (:class:`RunError`) a ``model.pt`` that is not this run's network: one copied in
+    from another run, told by its inputs and classes against the run's recorded starting
+    network, or by its architecture against ``summary.json``'s. Returns the starting network
+    built from config.json's ``initial_spec`` (None for runs that did not record it)."""
+    from bayesprune.models.network import GatedNet
+
+    config = read_config(run_dir) if config is None else config
+    if summary is None:
+        try:
+            summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+    in_shape, num_classes = record["in_shape"], record["layers"][-1]["out"]
+    net = None
+    if config.get("initial_spec") is not None:
         try:
             net = GatedNet.from_spec(config["initial_spec"])
         except (KeyError, TypeError, ValueError) as err:
@@ -55,29 +91,13 @@ def dense_network(
                 f"the run's starting network {tuple(start[0])} to {start[1]}: model.pt is not "
                 "this run's network"
             )
-    elif "arch" not in run:
-        raise RunError(
-            f"{run_dir}/config.json records neither the starting network nor the architecture "
-            "(a run made before bayesprune recorded them)"
-        )
-    elif run["arch"] == "mlp":
-        net = build_network("mlp", in_shape, num_classes, initial)
-    else:  # runs before initial_spec: the CLI's own settings
-        net = build_network(
-            run["arch"], in_shape, num_classes, run.get("widths"), run.get("width_mult", 1.0)
-        )
-    if list(net.widths) != list(initial):
-        raise RunError(f"cannot rebuild the starting network of {run_dir} ({initial})")
-    dense = net.to_sequential().eval()
-    if pruned is None:  # (bench_run has it loaded already)
-        pruned = build_sequential(record["layers"])
-    said = summary.get("architecture")
+    said = summary.get("architecture") if isinstance(summary, dict) else None
     if isinstance(said, str) and architecture(pruned) != said:  # another run's, of this shape
         raise RunError(
             f"{run_dir}/model.pt is a {architecture(pruned)} network, the run's summary.json a "
             f"{said} one: model.pt is not this run's network"
         )
-    return dense
+    return net
 
 
 def _latency_ms(module, x, device, repeats: int) -> float:

@@ -1,4 +1,4 @@
-"""Command line: ``bayesprune train``, ``inspect``, ``export`` and ``bench``."""
+"""Command line: ``bayesprune train``, ``inspect``, ``export``, ``bench`` and ``baseline``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from bayesprune.inference.trainer import Trainer
 from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS
 from bayesprune.runs import (
     RunError,
+    atomic_write_text,
     check_resumable,
     first_line,
     held_run_directories,
@@ -353,12 +354,12 @@ def train(args) -> int:
 
 @contextmanager
 def _scale_note_unwarned():
-    """The Trainer's warning about inputs that are not standardised (or features of very
-    different scales), held back (the command line prints it as a note); every other warning
-    passes."""
+    """The Trainer's warning about its data (inputs that are not standardised, features of very
+    different scales, constant inputs, test classes absent from training), held back (the
+    command line prints it as a note); every other warning passes."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
-            "ignore", message="the training inputs", category=UserWarning
+            "ignore", message="the training inputs|the test labels", category=UserWarning
         )
         yield
 
@@ -395,6 +396,14 @@ def _data_and_network(args):
         )
     except ValueError as err:
         raise UsageError(f"--arch {args.arch} on {args.dataset}: {err}") from None
+    except (RuntimeError, MemoryError) as err:
+        if not _out_of_memory(err):
+            raise
+        raise UsageError(
+            f"--arch {args.arch} on {args.dataset}: not enough memory for a network of that size "
+            f"(widths {args.widths or 'default'}, --width-mult {args.width_mult}, "
+            f"{data.num_classes} classes: {first_line(err)}); nothing was written"
+        ) from None
     return data, net
 
 
@@ -435,9 +444,9 @@ def _resume_conflicts(given: dict, raw: dict, out: Path) -> None:
     for name, value in sorted(given.items()):
         if name == "out":
             recorded, same = str(out), Path(value).resolve() == out.resolve()
-        elif name == "data_dir":  # the same folder, however it is written
-            recorded = run.get(name)
-            same = recorded is not None and Path(value).resolve() == Path(recorded).resolve()
+        elif name == "data_dir":  # the same folder, however it is written, or the run's data
+            recorded = run.get(name)  # moved there: resume checks the files by their SHA-256
+            same = recorded is not None
         else:
             recorded = run.get(name) if name in RUN_ARGS else recorded_config.get(name)
             if name == "widths" and recorded is None:  # the architecture's own
@@ -625,7 +634,13 @@ def resume(args, given: dict | None = None) -> int:
             )
         config = replace(config, device=args.device)
     _device(config.device)
-    data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise"))
+    data_dir = run.get("data_dir")
+    moved = given.get("data_dir") is not None and (
+        Path(given["data_dir"]).resolve() != Path(data_dir).resolve()
+    )
+    if moved:  # the run's data files, moved: the same files or a refusal (check_run_data)
+        data_dir = str(Path(given["data_dir"]).resolve())
+    data = load_dataset(run["dataset"], data_dir, run.get("standardise"))
     _distributed_last_batch(args, config.train_subset or len(data.x_train), config.batch_size)
     writes = process_rank() == 0  # with --strategy ddp the other processes write nothing
     with _scale_note_unwarned(), warnings.catch_warnings():  # said at the start (and in the
@@ -633,6 +648,14 @@ def resume(args, given: dict | None = None) -> int:
         warnings.filterwarnings("ignore", message="this process computes with")
         # the data files hashed by the loader just now, checked against the run's
         trainer = Trainer.resume(out, data, config=config, write=writes)
+    if moved and writes:  # later resumes and `bayesprune baseline` read them there
+        raw["run"]["data_dir"] = data_dir
+        atomic_write_text(out / "config.json", json.dumps(raw, indent=2) + "\n")
+        print(
+            f"bayesprune: note: the run's data files are now read from {data_dir} (the same "
+            f"files by SHA-256; config.json said {run.get('data_dir')} and now says this)",
+            file=sys.stderr,
+        )
     if writes:
         print(
             f"bayesprune: resuming {out} at step {trainer.step} (epoch {trainer.epoch}, "
@@ -748,8 +771,6 @@ def _earlier_export(path: Path) -> bool:
 
 
 def _record_export(path: Path) -> None:
-    from bayesprune.runs import atomic_write_text
-
     record = _exports(path.parent)
     record[path.name] = _sha256(path)
     atomic_write_text(path.parent / EXPORTS, json.dumps(record, indent=2) + "\n")
@@ -785,10 +806,18 @@ def export(args) -> int:
         raise UsageError(
             f"{out} exists and {why}: move it away or give --out (nothing was overwritten)"
         )
+    from bayesprune.bench import check_run_model
+    from bayesprune.runs import RunError
+
     try:
-        in_shape = load_model_record(model)[1]["in_shape"]
+        module, record = load_model_record(model)
+        # a model.pt copied in from another run would go out with this run's input recipe (a
+        # lone model.pt, no config.json beside it, has none: its note says so)
+        if (Path(args.run_dir) / "config.json").is_file():
+            check_run_model(Path(args.run_dir), record, module)
+        in_shape = record["in_shape"]
         path = export_model(model, args.format, out)
-    except (ExportError, ValueError) as err:
+    except (ExportError, ValueError, RunError) as err:
         raise UsageError(str(err)) from None
     if path.resolve() == default.resolve():
         _record_export(path)

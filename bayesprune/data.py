@@ -134,6 +134,11 @@ class Dataset:
         if (self.meta.get("normalisation") or {}).get("per_feature"):
             return None  # standardised feature by feature: constant features stay at 0
         std, mean = (float(v) for v in torch.std_mean(self.x_train))
+        if std == 0:  # nothing to standardise: every value the same
+            return (
+                f"the training inputs are constant (every value is {mean:.3g}): the network "
+                "sees nothing that tells the classes apart, and can learn only their frequencies"
+            )
         if abs(mean) <= 0.5 and 0.5 <= std <= 2:
             return self._feature_scale_note()
         return (
@@ -143,6 +148,21 @@ class Dataset:
             "pixels/255, 58-63 standardised, 100-102 with raw pixels, and dense networks are 1-3 "
             "points worse on either; docs/method.md §6zm): Dataset.standardised(), or "
             "--standardise with --dataset npz, standardises them"
+        )
+
+    def class_note(self) -> str | None:
+        """A note when test labels name classes no training example has: the network cannot
+        predict them, and the test error counts every such example wrong."""
+        trained = torch.unique(self.y_train)
+        absent = torch.unique(self.y_test[~torch.isin(self.y_test, trained)])
+        if not len(absent):
+            return None
+        share = float(torch.isin(self.y_test, absent).float().mean())
+        listed = ", ".join(str(int(c)) for c in absent[:10]) + (", …" if len(absent) > 10 else "")
+        return (
+            f"the test labels hold class(es) {listed} that no training example has "
+            f"({100 * share:.1f}% of the test set): the network cannot predict them, and its "
+            "test error counts all of them wrong"
         )
 
     def _feature_scale_note(self) -> str | None:
@@ -823,6 +843,15 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
             raise DataError(
                 f"{path}: every label is 0 (one class): there is nothing to learn, a classifier "
                 "needs examples of at least two classes"
+            )
+        seen = np.unique(np.concatenate([y.reshape(-1) for y in labels]))
+        if 2 * len(seen) < num_classes:  # most of 0..max never used: not class indices
+            shown = ", ".join(str(v) for v in seen[:6]) + (", …" if len(seen) > 6 else "")
+            raise DataError(
+                f"{path}: the labels take {len(seen)} values ({shown}) but run up to "
+                f"{num_classes - 1}, so {num_classes} classes would be built, most never seen: "
+                "labels are class indices 0..num_classes − 1 (np.unique(y, "
+                "return_inverse=True) maps them there), or save num_classes to keep empty classes"
             )
     tensors = {  # native byte order, copied into torch's own memory as the loaders' tensors are
         key: torch.from_numpy(

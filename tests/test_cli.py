@@ -470,6 +470,12 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch
     nan = arrays["x_test"].astype(float)
     nan[0, 0] = np.nan
     np.savez(tmp_path / "nan.npz", **{**arrays, "x_test": nan})
+    # a "missing" marker among the labels: 999 built 1,000 classes and trained them silently,
+    # 10**8 failed to allocate the read-out with a traceback
+    for name, marker in (("sentinel", 999), ("marker", 10**8)):
+        marked = arrays["y_train"].copy()
+        marked[:3] = marker
+        np.savez(tmp_path / f"{name}.npz", **{**arrays, "y_train": marked})
     for given, message in (
         ([str(tmp_path / "negative.npz")], "y_train holds negative labels (the smallest is -1)"),
         ([str(tmp_path / "zeros.npz")], "zeros.npz: every label is 0 (one class): there is "),
@@ -484,6 +490,9 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch
         ([str(tmp_path / "huge.npz")], "x_train holds values beyond float32's range"),
         ([str(tmp_path / "short.npz")], "no array y_test (it holds x_test, x_train, y_train)"),
         ([str(tmp_path / "float.npz")], "y_train must hold integer class labels, got dtype f"),
+        ([str(tmp_path / "sentinel.npz")], "labels take 4 values (0, 1, 2, 999) but run up to 999"),
+        ([str(tmp_path / "marker.npz")], "so 100000001 classes would be built, most never seen"),
+        ([str(tmp_path / "own.npz"), "--width-mult", "1e9"], "not enough memory for a network"),
     ):
         new = [*args[:4], *given, *args[5:], "--out", str(tmp_path / "refused")]
         assert main(new) == 2

@@ -454,3 +454,35 @@ def test_the_constant_predictor_answers_the_most_frequent_training_class():
     assert label == 2 and error == pytest.approx(0.4)
     assert nll == pytest.approx(-(0.3 * math.log(0.3) + 0.1 * math.log(0.1) + 0.6 * math.log(0.6)))
     assert chance_errors(data) == pytest.approx((0.4, 0.5))
+
+
+def test_test_classes_no_training_example_has_and_constant_inputs_are_noted():
+    """A test set with a class the training set lacks trains (it is the user's split) but is
+    said when the run starts and in its summary: every such test example counts wrong. With
+    ``--train-subset`` it is the subset's classes that count. Constant inputs are said to be
+    constant (they were called "not standardised", standardising cannot mend them)."""
+    import warnings
+
+    from bayesprune.config import TrainConfig
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import GatedMLP
+
+    assert _own().class_note() is None
+    absent = _own(y_test=lambda f: f["y_test"] * 2, num_classes=3)  # class 2 only in the test
+    share = 100 * float((absent.y_test == 2).float().mean())
+    assert absent.class_note().startswith(
+        f"the test labels hold class(es) 2 that no training example has ({share:.1f}% of"
+    )
+    with pytest.warns(UserWarning, match="the test labels hold class"):
+        trainer = Trainer(GatedMLP(20, (8,), 3), absent, TrainConfig(epochs=1))
+    assert "no training example has" in trainer.fit(progress=False)["note"]
+    y = torch.cat([torch.arange(58) % 2, torch.tensor([2, 2])])  # class 2: two examples
+    three = _own(y_train=lambda f: y, y_test=lambda f: torch.arange(20) % 3, num_classes=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(GatedMLP(20, (8,), 3), three, TrainConfig(epochs=1))  # no note
+    seed = next(s for s in range(100) if 2 not in three.subset(10, seed=s).y_train)
+    with pytest.warns(UserWarning, match="the test labels hold class"):
+        Trainer(GatedMLP(20, (8,), 3), three, TrainConfig(epochs=1, train_subset=10, seed=seed))
+    constant = _own(x_train=lambda f: torch.zeros_like(f["x_train"]))
+    assert constant.scale_note().startswith("the training inputs are constant (every value is 0)")

@@ -249,6 +249,22 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 2 and "changed since the run started" in err
     assert f"{path.resolve()} (" in err and "is not what the run read" in err  # which file
+    # the run's own file, moved: --data-dir names its new place, the SHA-256 says it is the
+    # same (it was refused as a differing setting, and the run could not go on)
+    moved = tmp_path / "elsewhere" / "own.npz"
+    moved.parent.mkdir()
+    np.savez(moved, x_train=(teacher.x_train[:2000] * scales).numpy(),
+             y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
+             y_test=teacher.y_test.numpy())  # fmt: skip
+    for given, code in ((path, 2), (moved, 0)):  # the changed file is still refused
+        resumed = _cli("train", "--resume", str(stopped), "--data-dir", str(given),
+                       "--no-progress", "--no-report")  # fmt: skip
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == code, err
+    assert f"the run's data files are now read from {moved.resolve()}" in err
+    record = json.loads((stopped / "config.json").read_text())
+    assert record["run"]["data_dir"] == str(moved.resolve())  # for baseline, for a later resume
+    assert json.loads((stopped / "summary.json").read_text())["status"] == "finished"
 
 
 def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path):

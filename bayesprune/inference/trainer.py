@@ -160,12 +160,15 @@ class Trainer:
             )
         data.check()  # a user's own tensors: one clear error before anything runs
         data.check_fits(net.in_shape, net.num_classes, flattens=net.flattens)
-        self.scale_note = data.scale_note()  # said now, and again in the summary's note
-        if self.scale_note:
-            warnings.warn(self.scale_note, UserWarning, stacklevel=2)
+        scale_note = data.scale_note()  # of all the inputs, as a deployed network sees them
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
             data.check_classes()
+        # said now, and again in the summary's note: the inputs' scale, and test classes that
+        # no example the run trains on has
+        self.scale_note = "; ".join(n for n in (scale_note, data.class_note()) if n) or None
+        if self.scale_note:
+            warnings.warn(self.scale_note, UserWarning, stacklevel=2)
         self.evidence_set = None  # Eq. (9h): the held-out examples of the gates' evidence
         if config.evidence == "held-out":  # (TrainConfig refuses what it cannot measure)
             data, held = data.hold_out(config.evidence_share, seed=config.seed)
