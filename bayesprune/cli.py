@@ -390,20 +390,18 @@ def _data_and_network(args):
         except DataError as err:
             raise UsageError(f"--train-subset: {err} ({data.name})") from None
     torch.manual_seed(args.seed)
+    too_large = (
+        f"--arch {args.arch} on {args.dataset}: not enough memory for a network of that size "
+        f"(widths {args.widths or 'default'}, --width-mult {args.width_mult}, "
+        f"{data.num_classes} classes)"
+    )
     try:
-        net = build_network(
-            args.arch, data.in_shape, data.num_classes, args.widths, args.width_mult, args.init
-        )
+        with _refuse_out_of_memory(too_large):
+            net = build_network(
+                args.arch, data.in_shape, data.num_classes, args.widths, args.width_mult, args.init
+            )
     except ValueError as err:
         raise UsageError(f"--arch {args.arch} on {args.dataset}: {err}") from None
-    except (RuntimeError, MemoryError) as err:
-        if not _out_of_memory(err):
-            raise
-        raise UsageError(
-            f"--arch {args.arch} on {args.dataset}: not enough memory for a network of that size "
-            f"(widths {args.widths or 'default'}, --width-mult {args.width_mult}, "
-            f"{data.num_classes} classes: {first_line(err)}); nothing was written"
-        ) from None
     return data, net
 
 
@@ -701,6 +699,18 @@ def _batches(text: str) -> tuple[int, ...]:
 MAX_BATCH = 2**31 - 1
 
 
+@contextmanager
+def _refuse_out_of_memory(what: str):
+    """An allocation that fails inside is one line (exit 2): ``what``, torch's reason, and
+    that nothing was written; any other error passes."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as err:
+        if not _out_of_memory(err):
+            raise
+        raise UsageError(f"{what} ({first_line(err)}); nothing was written") from None
+
+
 def _out_of_memory(err: BaseException) -> bool:
     """Whether an error is an allocation that failed (a GPU's out-of-memory error, the CPU
     allocator's refusal), and not another error that mentions memory."""
@@ -838,17 +848,12 @@ def bench(args) -> int:
     _model_path(args.run_dir, "bench")
     torch.set_num_threads(args.threads)
     device = str(_device(args.device, "to bench on"))  # cuda:N stays cuda:N
+    too_large = f"--batch {max(args.batch)}: not enough memory on {device} for a batch of that size"
     try:
-        result = bench_run(args.run_dir, device, args.batch, write=False)
+        with _refuse_out_of_memory(too_large):
+            result = bench_run(args.run_dir, device, args.batch, write=False)
     except ValueError as err:  # model.pt is not a bayesprune model (load_model_record)
         raise UsageError(str(err)) from None
-    except (RuntimeError, MemoryError) as err:
-        if not _out_of_memory(err):
-            raise
-        raise UsageError(
-            f"--batch {max(args.batch)}: not enough memory on {device} for a batch of that size "
-            f"({first_line(err)}); nothing was written"
-        ) from None
     print(format_table(result), flush=True)  # shown even where bench.json cannot be written
     print(f"bayesprune: wrote {write_bench(args.run_dir, result)}", file=sys.stderr)
     return 0
