@@ -803,6 +803,11 @@ def load_npz(path: str | os.PathLike | None, standardise: str | None = "all") ->
         if arrays[f"y_{split}"].ndim == 2 and arrays[f"y_{split}"].shape[1] == 1:
             arrays[f"y_{split}"] = arrays[f"y_{split}"].reshape(-1)  # a column of labels
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if y.ndim != 1:  # (in numpy's words: the Dataset check speaks of tensors)
+            raise DataError(
+                f"{path}: y_{split} has shape {y.shape}: labels are one class index per "
+                "example, a 1-d array (y.argmax(1) for one-hot labels)"
+            )
         if x.dtype.kind not in "uif":
             raise DataError(f"{path}: x_{split} must hold real numbers, got dtype {x.dtype}")
         if y.dtype.kind not in "ui":

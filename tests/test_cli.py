@@ -459,6 +459,8 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch
     np.savez(tmp_path / "huge.npz", **{**arrays, "x_train": huge})
     np.savez(tmp_path / "short.npz", **{k: v for k, v in arrays.items() if k != "y_test"})
     np.savez(tmp_path / "float.npz", **{**arrays, "y_train": arrays["y_train"].astype(float)})
+    np.savez(tmp_path / "onehot.npz", **{**arrays, "y_train": np.eye(3)[arrays["y_train"]]
+                                         .astype(np.int64)})  # fmt: skip
     np.save(tmp_path / "one.npy", arrays["x_train"])
     # labels from -1 (numpy's int8 of a "no label" marker): named, not read as num_classes - 1
     np.savez(tmp_path / "negative.npz", **{**arrays, "y_train": arrays["y_train"] - 1})
@@ -490,6 +492,7 @@ def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch
         ([str(tmp_path / "huge.npz")], "x_train holds values beyond float32's range"),
         ([str(tmp_path / "short.npz")], "no array y_test (it holds x_test, x_train, y_train)"),
         ([str(tmp_path / "float.npz")], "y_train must hold integer class labels, got dtype f"),
+        ([str(tmp_path / "onehot.npz")], "y_train has shape (600, 3): labels are one class"),
         ([str(tmp_path / "sentinel.npz")], "labels take 4 values (0, 1, 2, 999) but run up to 999"),
         ([str(tmp_path / "marker.npz")], "so 100000001 classes would be built, most never seen"),
         ([str(tmp_path / "own.npz"), "--width-mult", "1e9"], "not enough memory for a network"),
