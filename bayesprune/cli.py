@@ -578,6 +578,21 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
                 f"removed after the last epoch's line ({gone})",
                 file=sys.stderr,
             )
+        outside = {  # in the network still, out of the deployed posterior mode (θ < ½)
+            name: int(physical) - int(deployed)
+            for name, physical, deployed in zip(
+                trainer.net.gated, trainer.net.widths, summary["widths"], strict=False
+            )
+            if int(physical) > int(deployed)
+        }
+        if outside:
+            listed = ", ".join(f"{k} in {name}" for name, k in outside.items())
+            print(
+                f"bayesprune: units still in the network below θ = ½ (on their way out, or at "
+                f"θ = 0 awaiting the check that removes them) are left out of the deployed "
+                f"network and of {summary['architecture']} ({listed})",
+                file=sys.stderr,
+            )
     if summary.get("note"):
         print(f"bayesprune: note: {summary['note']}", file=sys.stderr)
     if summary["status"] != "finished":

@@ -502,6 +502,20 @@ def test_units_removed_after_the_last_epochs_line_are_counted_and_named(
     assert summary["removed_at_end"] == {"fc1": 1}
     assert [w + k for w, k in zip(summary["widths"], (1, 0), strict=True)] == last["widths"]
 
+    # a unit at θ = 0 not yet removed at the end (its patience not spent) is in the network
+    # but not in the deployed one: named too (it was counted nowhere on the command line)
+    def off_at_the_end(self, *args, **kwargs):
+        if self.epoch + 1 == self.config.epochs:  # before the last epoch's record
+            theta = self.guide.gate_probs("fc2").detach().clone()
+            theta[0] = 0.0
+            self.guide.set_gate_probs("fc2", theta)
+        end_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "end_epoch", off_at_the_end)
+    out = tmp_path / "off"
+    assert main(["train", *QUICK, "--no-report", "--threads", "1", "--out", str(out)]) == 0
+    assert "left out of the deployed network and of 4-4-2 (1 in fc2)" in capsys.readouterr().err
+
 
 def test_an_epochs_line_names_the_posterior_modes_widths_when_they_differ(
     tmp_path, capsys, monkeypatch
