@@ -787,7 +787,9 @@ class Trainer:
         record = self.epoch_record(self.epoch, self.sums, steps, self.epoch_start)
         record["train_seconds"] = log_start - self.epoch_start  # the epoch's steps only
         if bar is not None:
-            bar.set_postfix(err=f"{record['test_error']:.4f}", widths=record["widths"])
+            # the deployed (posterior-mode) network's error and widths, side by side
+            mode = record.get("mode_widths", record["widths"])
+            bar.set_postfix(err=f"{100 * record['test_error']:.2f}%", widths=mode)
         if self.echo:
             tqdm.write(self.format_record(record))
         self.history.append(record)
@@ -874,7 +876,7 @@ class Trainer:
         mode = r.get("mode_widths", r["widths"])  # the test error's network, if it differs
         return (
             f"epoch {r['epoch']:3d}  data {r['data_term']:.4f}  prior {r['prior_term']:.4f}  "
-            f"test err {r['test_error']:.4f}  widths {r['widths']}"
+            f"test err {100 * r['test_error']:.2f}%  widths {r['widths']}"
             + (f" (mode {mode})" if mode != r["widths"] else "")
             + "  "
             f"binary {r['gates_binary_fraction']:.3f}  {r['steps_per_second']:.0f} steps/s"
