@@ -133,6 +133,9 @@ def tick(axis: str, value: float) -> str:
     return f"{value:g}" if axis == "batch" else f"{value:.0e}".replace("e-0", "e-")
 
 
+LAYER_NAMES = {"mlp": ("fc1", "fc2"), "lenet5": ("conv1", "conv2", "fc1")}
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -158,7 +161,9 @@ def plot(result: dict, path: Path) -> None:
             mean = [r["widths_mean"][i] for r in rows]
             low = [m - r["widths_min"][i] for m, r in zip(mean, rows, strict=True)]
             high = [r["widths_max"][i] - m for m, r in zip(mean, rows, strict=True)]
-            top.errorbar(xs, mean, yerr=[low, high], marker="o", capsize=3, label=f"layer {i + 1}")
+            layer = LAYER_NAMES.get(arch, ())[i] if i < len(LAYER_NAMES.get(arch, ())) else None
+            top.errorbar(xs, mean, yerr=[low, high], marker="o", capsize=3,
+                         label=layer or f"layer {i + 1}")  # fmt: skip
         cvs = ", ".join(f"{100 * v:.1f}%" for v in entry.get("width_cv", []))
         what = (f"non-decreasing: {'yes' if entry.get('non_decreasing') else 'no'}"
                 if axis == "N" else f"CV {cvs}")  # fmt: skip
@@ -175,9 +180,9 @@ def plot(result: dict, path: Path) -> None:
         bottom.step(xs, [r["gap_target"] for r in rows], where="post", color="red",
                     linestyle="--", label="issue 9's target")  # fmt: skip
         bottom.axhline(0.0, color="grey", linewidth=0.5)
-        for r in rows:
-            bottom.annotate(str(r["seeds"]), (r["value"], r["gap_mean"] or 0.0), fontsize=7,
-                            textcoords="offset points", xytext=(4, 4))  # fmt: skip
+        for r in rows:  # (beside the marker and its error bar, not under them)
+            bottom.annotate(f"{r['seeds']} seeds", (r["value"], r["gap_mean"] or 0.0),
+                            fontsize=7, textcoords="offset points", xytext=(7, -10))  # fmt: skip
         bottom.set_ylabel("test error − dense (points; seeds beside)")
         for ax in (top, bottom):
             ax.set_xscale("log")

@@ -132,7 +132,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
     series = {"bayesprune": [], "dense at the kept widths": [], "magnitude + fine-tune": []}
     for row in result["rows"]:
         frac = row["weights_kept_fraction"]
@@ -156,11 +156,20 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks([t for t in (1, 2, 3, 5, 10, 20, 30, 50, 100) if lo / 1.5 <= t <= hi * 1.5])
+    ticks = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100)
+    ax.set_xlim(lo / 1.3, hi * 1.3)
+    shown = [t for t in ticks if lo / 1.3 <= t <= hi * 1.3]
+    ax.set_xticks(shown[:: max(1, len(shown) // 8)])  # at most about eight labels
     ax.set_xlabel("weights kept (% of the dense network)")
     ax.set_ylabel("test error (%)")
-    ax.set_title(f"{result['case']}: τ = s·τ(N), s in {', '.join(map(str, result['scales']))}")
-    ax.legend(fontsize=8)
+    scales = ", ".join(map(str, result["scales"]))
+    seeds = len(result["dense"])
+    ax.set_title(  # the rule a figure shows is its commit's: most predate Eq. (10s)
+        f"{result['case']}: τ = s·τ(N), s in {scales}\n"
+        f"{seeds} seed(s), commit {result.get('commit', '?')}",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

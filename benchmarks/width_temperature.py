@@ -105,9 +105,9 @@ def plot(result: dict, path: Path) -> None:
     batches = sorted({s["batch"] for s in result["settings"]})
     markers = dict(zip(batches, "os^Dvp", strict=False))
     for i, (ax, name) in enumerate(zip(axes, LAYERS, strict=True)):
-        for r in result["runs"]:
+        for k, r in enumerate(result["runs"]):
             ax.scatter(r["temperature"], r["widths"][i], marker=markers[r["batch"]], alpha=0.35,
-                       color="C0")  # fmt: skip
+                       color="C0", label="one run (seed)" if k == 0 else None)  # fmt: skip
         for batch in batches:
             pts = sorted((s["temperature"], s["widths"][i]) for s in result["settings"]
                          if s["batch"] == batch)  # fmt: skip
@@ -119,9 +119,15 @@ def plot(result: dict, path: Path) -> None:
         ax.plot(grid, [f["intercept"] + f["per_doubling"] * math.log2(t) for t in grid], "k--",
                 label=f"{f['per_doubling']:+.1f} units per doubling, R² {f['r2']:.2f}")  # fmt: skip
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.0e"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks([t for t in (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3)
+                       if min(ts) / 1.2 <= t <= max(ts) * 1.2])  # fmt: skip
         ax.set_xlabel("T = lr / √batch")
-        ax.set_title(f"LeNet-300-100 {name}, Fashion-MNIST, 10 epochs")
+        ax.set_title(  # the rule is the commit's: width_temperature.json predates Eq. (10s)
+            f"LeNet-300-100 {name}, Fashion-MNIST, 10 epochs\ncommit {result.get('commit', '?')}",
+            fontsize=10,
+        )
         ax.legend(fontsize=7)
     axes[0].set_ylabel("final width (units)")
     fig.tight_layout()
