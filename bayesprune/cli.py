@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--epoch", type=positive(int), default=None, help="checkpoint (default: last)")
     i.add_argument("--draws", type=positive(int), default=INSPECT_DRAWS, help="posterior draws")
     i.add_argument("--seed", type=seed_type, default=0, help="seed of the posterior draws")
+    i.add_argument(
+        "--all",
+        action="store_true",
+        help="print every survivor's rows (default: a digest per layer and the units below "
+        "θ = 1; the whole table is in RUN_DIR/inspect/survivors.csv)",
+    )
     d = sub.add_parser(
         "baseline",
         help="train the dense network a run started from, with its recipe, and compare",
@@ -877,7 +883,9 @@ def bench(args) -> int:
 def inspect(args) -> int:
     from bayesprune.report import inspect_run
 
-    files = inspect_run(args.run_dir, epoch=args.epoch, draws=args.draws, seed=args.seed)
+    files = inspect_run(
+        args.run_dir, epoch=args.epoch, draws=args.draws, seed=args.seed, show_all=args.all
+    )
     print(f"bayesprune: wrote {', '.join(str(p) for p in files.values())}", file=sys.stderr)
     return 0
 

@@ -218,6 +218,7 @@ def inspect_run(
     seed: int = 0,
     show_summary: bool = True,
     summary: dict | None = None,
+    show_all: bool = False,
 ) -> dict[str, Path]:
     """Write ``RUN_DIR/inspect/posterior.nc`` and the figures; print the survivors' summary.
 
@@ -230,7 +231,10 @@ def inspect_run(
     :param epoch: the checkpoint to inspect (default: the last).
     :param draws: number of posterior draws.
     :param seed: seed of the draws.
-    :param show_summary: print the ArviZ summary of the surviving units.
+    :param show_summary: print a summary of the surviving units per layer and the rows of
+        those whose θ is not yet 1, and write every survivor's (ArviZ: mean, sd, HDI) to
+        ``survivors.csv``.
+    :param show_all: print every survivor's rows instead.
     :param summary: the run's final summary, where ``summary.json`` is not yet written (``train``
         writes it after these files).
     :returns: the written files, by name.
@@ -268,6 +272,48 @@ def inspect_run(
             widths = f"{widths} in the checkpoint, {mode} with θ ≥ ½ (the deployed network)"
         status = "" if run.status is None else f", status {run.status}"
         print(f"{run_dir}, epoch {run.epoch}: hidden widths {widths}{status}; survivors:")
-        with pd.option_context("display.width", 120, "display.max_rows", None):  # every survivor
-            print(survivor_summary(idata))
+        table = survivor_summary(idata)
+        try:
+            table.to_csv(out / "survivors.csv")
+        except OSError as err:
+            raise RunError(f"cannot write {out}: {err.strerror or err}") from None
+        files["survivors"] = out / "survivors.csv"
+        with pd.option_context("display.width", 120, "display.max_rows", None):
+            print(table if show_all else survivors_digest(table, out / "survivors.csv"))
     return files
+
+
+UNDECIDED_SHOWN = 20  # rows of units with θ < 1 that a digest prints
+
+
+def survivors_digest(table: pd.DataFrame, csv: Path) -> str:
+    """Per layer: the survivors, how many have θ = 1, and their weight norms' spread; then the
+    rows of the units whose θ is below 1 (at most :data:`UNDECIDED_SHOWN`), where the posterior
+    is still uncertain. A converged run's survivors are all at θ = 1, and a row per unit says
+    1.000 a thousand times: the whole table is in ``csv``."""
+    lines, undecided = [], []
+    layers = dict.fromkeys(name.split("_", 1)[0] for name in table.index)  # (in order)
+    for layer in layers:
+        theta = table["mean"][table.index.str.startswith(f"{layer}_theta[")]
+        norms = table["mean"][table.index.str.startswith(f"{layer}_weight_norm[")]
+        below = theta[theta < 1 - 1e-3]
+        undecided += [f"{layer}_{kind}[{name[name.index('[') + 1:]}"
+                      for name in below.index for kind in ("theta", "gate")]  # fmt: skip
+        spread = (
+            f"; weight norms median {norms.median():.3g} (10-90%: "
+            f"{norms.quantile(0.1):.3g}-{norms.quantile(0.9):.3g})"
+            if len(norms) else ""
+        )
+        lines.append(
+            f"  {layer}: {len(theta)} survivors, {len(theta) - len(below)} at θ = 1, "
+            f"{len(below)} below{spread}"
+        )
+    if undecided:
+        shown = table.loc[[n for n in undecided if n in table.index][: 2 * UNDECIDED_SHOWN]]
+        more = len(undecided) // 2 - len(shown) // 2
+        lines.append("units with θ below 1 (gate and θ):")
+        lines.append(str(shown))
+        if more > 0:
+            lines.append(f"  … and {more} more")
+    lines.append(f"every survivor's mean, sd and 94% HDI: {csv} (inspect --all prints them)")
+    return "\n".join(lines)

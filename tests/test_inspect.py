@@ -145,10 +145,28 @@ def test_load_run_rebuilds_the_trained_network(run):
 
 
 def test_summary_lists_the_survivors(run, capsys):
+    """A digest per layer on the screen (a row per unit said 1.000 a thousand times on a
+    converged run), every survivor's rows in inspect/survivors.csv, and on screen with --all."""
+    import pandas as pd
+
+    from bayesprune.report import survivors_digest
+
     assert main(["inspect", str(run), "--draws", "10"]) == 0
     out = capsys.readouterr().out
     kept = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["unit_ids"]["fc1"]
+    assert f"  fc1: {len(kept)} survivors, " in out and "hdi_97%" not in out
+    table = pd.read_csv(run / "inspect" / "survivors.csv", index_col=0)
+    assert f"fc1_theta[{kept[0]}]" in table.index and "hdi_97%" in table.columns
+    assert main(["inspect", str(run), "--draws", "10", "--all"]) == 0
+    out = capsys.readouterr().out
     assert f"fc1_theta[{kept[0]}]" in out and "hdi_97%" in out
+    # units below θ = 1 are the digest's rows: gate and θ, at most UNDECIDED_SHOWN of them
+    names = [f"fc1_{v}[{i}]" for v in ("gate", "theta", "weight_norm") for i in range(30)]
+    means = [1.0 if i < 5 else 0.6 for _ in range(3) for i in range(30)]
+    digest = survivors_digest(pd.DataFrame({"mean": means, "sd": 0.0}, index=names), "x.csv")
+    assert "  fc1: 30 survivors, 5 at θ = 1, 25 below; weight norms" in digest
+    assert "fc1_theta[5]" in digest and "fc1_gate[5]" in digest and "fc1_theta[4]" not in digest
+    assert "fc1_theta[24]" in digest and "fc1_theta[25]" not in digest and "and 5 more" in digest
 
 
 def test_bad_run_directories_are_one_line_errors_and_untouched(tmp_path, run, capsys):
