@@ -366,31 +366,32 @@ def wall_note(result: dict) -> str | None:
 
 def format_comparison(result: dict) -> str:
     """The run against its dense twin as a small text table (the dense column alone for a run
-    that has not ended)."""
+    that has not ended); columns as wide as the longest architecture needs."""
     d, r = result["dense"], result.get("run")
     note = wall_note(result)
     lines = [f"device {result['device']}, {result['threads']} thread(s)"
              + (f" ({note})" if note else "")]  # fmt: skip
+    w = 2 + max(14, *(len(str(x["architecture"])) for x in (r, d) if x is not None))
     if r is None:
         lines += [
-            f"{'':16}{'dense':>16}",
-            f"{'status':16}{d['status']:>16}",
-            f"{'architecture':16}{d['architecture']:>16}",
-            f"{'test error':16}{100 * d['test_error']:>15.2f}%",
-            f"{'weights':16}{d['weights_total']:>16,}",
-            f"{'training wall':16}{d['train_wall_seconds']:>15.1f}s",
+            f"{'':16}{'dense':>{w}}",
+            f"{'status':16}{d['status']:>{w}}",
+            f"{'architecture':16}{d['architecture']:>{w}}",
+            f"{'test error':16}{100 * d['test_error']:>{w - 1}.2f}%",
+            f"{'weights':16}{d['weights_total']:>{w},}",
+            f"{'training wall':16}{d['train_wall_seconds']:>{w - 1}.1f}s",
         ]
         return "\n".join(lines)
     lines += [
-        f"{'':16}{'bayesprune':>16}{'dense':>16}",
-        f"{'status':16}{r['status']:>16}{d['status']:>16}",
-        f"{'architecture':16}{r['architecture']:>16}{d['architecture']:>16}",
-        f"{'test error':16}{100 * r['test_error']:>15.2f}%{100 * d['test_error']:>15.2f}%"
+        f"{'':16}{'bayesprune':>{w}}{'dense':>{w}}",
+        f"{'status':16}{r['status']:>{w}}{d['status']:>{w}}",
+        f"{'architecture':16}{r['architecture']:>{w}}{d['architecture']:>{w}}",
+        f"{'test error':16}{100 * r['test_error']:>{w - 1}.2f}%{100 * d['test_error']:>{w - 1}.2f}%"
         f"   gap {result['gap_points']:+.2f} points",
-        f"{'weights':16}{r['weights_kept']:>16,}{d['weights_total']:>16,}"
+        f"{'weights':16}{r['weights_kept']:>{w},}{d['weights_total']:>{w},}"
         f"   {100 * r['weights_kept_fraction']:.1f}% kept",
-        f"{'training wall':16}{r['train_wall_seconds']:>15.1f}s{d['train_wall_seconds']:>15.1f}s"
-        f"   {result['wall_ratio']:.2f}×",
+        f"{'training wall':16}{r['train_wall_seconds']:>{w - 1}.1f}s"
+        f"{d['train_wall_seconds']:>{w - 1}.1f}s   {result['wall_ratio']:.2f}×",
     ]
     return "\n".join(lines)
 

@@ -288,3 +288,19 @@ def test_ctrl_c_while_the_twin_trains_is_one_line_and_writes_nothing(run_dir, tm
         "bayesprune: stopped by SIGINT; nothing was written (the twin trains again from its start)"
     ]
     assert not (run / "baseline.json").exists()
+
+
+def test_long_architectures_keep_their_columns_apart():
+    """A deep network's architecture is longer than a column was (16): the two ran together
+    ("784-95-149-100-146784-200-200-200-200")."""
+    from bayesprune.baseline import format_comparison
+
+    side = {"status": "finished", "test_error": 0.1292, "train_wall_seconds": 30.0}
+    result = {
+        "device": "cpu", "threads": 1, "gap_points": -0.84, "wall_ratio": 1.9,
+        "run": {**side, "architecture": "784-95-149-100-146", "weights_kept": 100_000,
+                "weights_kept_fraction": 0.3},
+        "dense": {**side, "architecture": "784-200-200-200-200", "weights_total": 300_000},
+    }  # fmt: skip
+    row = next(r for r in format_comparison(result).splitlines() if r.startswith("architecture"))
+    assert row.split() == ["architecture", "784-95-149-100-146", "784-200-200-200-200"]
