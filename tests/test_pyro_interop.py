@@ -388,6 +388,11 @@ def test_an_auto_normal_over_the_weights_pays_its_entropy_in_F(setup):
     with pytest.raises(NotImplementedError, match="fc1.weight_unconstrained"):
         with PruneMessenger(net, pruned):
             GatedELBO().loss(model, guide, x, y, num_data=N)
+    from bayesprune.inference import prune  # the functional form, wrapping model and guide
+
+    with pytest.raises(NotImplementedError, match="fc1.weight_unconstrained"):
+        GatedELBO().loss(prune(model, net=net, pruned=pruned), prune(guide, net=net,
+                         pruned=pruned), x, y, num_data=N)  # fmt: skip
 
 
 def test_a_double_precision_network_runs_without_changing_the_default_dtype(setup):

@@ -47,6 +47,16 @@ def _guide_only_sites(model_trace, guide_trace) -> dict:
     }
 
 
+def _pruned(trace) -> bool:
+    """Whether a pruning handler changed any gate site of ``trace`` (as a context around the
+    evaluation, or wrapped around the model by the functional ``prune``)."""
+    return any(
+        getattr(site["fn"], "_bayesprune_pruned", False)
+        for site in trace.nodes.values()
+        if site["type"] == "sample" and _is_gate(site)
+    )
+
+
 def _check_model_trace(model_trace) -> None:
     """Refuse, in one line, a model trace this ELBO cannot evaluate: no likelihood site ``obs``
     (blocked or hidden), or gate sites the model observes (``poutine.condition``), whose log p
@@ -256,8 +266,7 @@ class GatedELBO(Trace_ELBO):
         # "{site}" the model sees as a point mass): log q at the drawn value, as Trace_ELBO
         # counts them; −τ·H(q) of the weights lives there
         own = _guide_only_sites(model_trace, guide_trace)
-        pruning = active_pruning(model.net) if isinstance(model, GatedModel) else None
-        if own and pruning is not None:
+        if own and (_pruned(model_trace) or _pruned(guide_trace)):  # (as a context or wrapping)
             raise NotImplementedError(
                 f"the pruning handler cannot drop pruned units from the guide's own sites "
                 f"({', '.join(own)}): it masks the model's sites only; remove the units "

@@ -81,6 +81,7 @@ class PruneMessenger(Messenger):
             base = fn.base_dist if isinstance(fn, dist.Independent) else fn
             masked = type(base)(probs=base.probs * self.keep[layer].to(base.probs.dtype))
             msg["fn"] = masked.to_event(fn.event_dim) if fn.event_dim else masked
+            msg["fn"]._bayesprune_pruned = True  # (GatedELBO reads what the handler changed)
         elif kind == "weight":
             columns = self.column_mask(layer)
             if isinstance(fn, GaussianScaleMixture):
@@ -95,8 +96,10 @@ class PruneMessenger(Messenger):
         elif kind == "slab_var" and isinstance(fn, dist.InverseGamma):
             # the hyper-prior of the layer's pruned shape, once, for all the handlers of this
             # network on the stack together (each rescaling the full shape's α by its own
-            # ratio would multiply the ratios of nested handlers)
-            if msg["infer"].get("bayesprune_pruned_shape"):
+            # ratio would multiply the ratios of nested handlers); the mark is on the new
+            # distribution, which no replayed trace shares (msg["infer"] is the replayed
+            # node's own dict)
+            if getattr(fn, "_bayesprune_pruned_shape", False):
                 return
             combined = active_pruning(self.net) or self
             width, fan_in = self.net.width(layer), self.net.fan_in(layer)
@@ -105,7 +108,7 @@ class PruneMessenger(Messenger):
                 ratio = kept_width * (kept_fan_in + 1) / (width * (fan_in + 1))
                 alpha = fn.concentration * ratio
                 msg["fn"] = dist.InverseGamma(alpha, alpha / kept_fan_in)
-                msg["infer"]["bayesprune_pruned_shape"] = True
+                msg["fn"]._bayesprune_pruned_shape = True
         if kind == "gate" and layer in self.keep and msg["value"] is not None:
             # a value given before this handler (replayed or conditioned inside it): zero
             # its pruned units now, before an enclosing trace records it
@@ -124,8 +127,12 @@ class PruneMessenger(Messenger):
             for frame in _PYRO_STACK:
                 if frame is self:
                     break
-                if isinstance(frame, TraceMessenger) and msg["name"] in frame.trace.nodes:
-                    frame.trace.nodes[msg["name"]]["value"] = value
+                node = (
+                    frame.trace.nodes.get(msg["name"])
+                    if isinstance(frame, TraceMessenger) else None
+                )  # fmt: skip
+                if node is not None and node["fn"] is msg["fn"]:  # this message's record
+                    node["value"] = value
 
 
 def prune(fn=None, net: GatedNet | None = None, pruned: dict[str, torch.Tensor] | None = None):

@@ -277,3 +277,46 @@ def test_a_trace_records_the_pruned_gates_at_zero_wherever_the_handler_sits(orde
     assert torch.all(gate["value"][:, [1, 4]] == 0) and torch.all(gate["value"][:, [0, 2, 3]] == 1)
     assert float(trace.log_prob_sum()) == pytest.approx(float(reference.log_prob_sum()))
     assert torch.all(ones["fc1.gate"] == 1)  # the user's tensor is not changed in place
+
+
+def test_a_trace_replayed_twice_under_the_handler_keeps_the_pruned_hyper_prior():
+    """The mark that the hyper-prior has its pruned shape is on the new distribution: in the
+    replayed node's ``infer`` (shared with the replayed trace) it made a second replay keep the
+    full layer's α (50 instead of 37.5 for 15 of 20 units)."""
+    torch.manual_seed(0)
+    net = GatedMLP(4, (20, 10), 3)
+    model, guide = GatedModel(net, HyperPrior()), GateGuide(net, HyperPrior())
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    with pyro.validation_enabled(False), PruneMessenger(net, {"fc1": torch.arange(20) < 5}):
+        recorded = poutine.trace(guide).get_trace(x, y, num_data=200)
+        alphas = [
+            float(poutine.trace(poutine.replay(model, trace=recorded)).get_trace(x, y, 200)
+                  .nodes["fc1.slab_var"]["fn"].concentration)
+            for _ in range(2)
+        ]  # fmt: skip
+    full = HyperPrior().concentration(net.fan_in("fc1"), 20)
+    assert alphas[0] == alphas[1] == pytest.approx(full * 15 / 20)
+
+
+def test_an_outer_trace_keeps_the_sites_an_inner_blocked_handler_never_showed_it():
+    """A handler patches the values an enclosing trace recorded of *its* message only: a
+    blocked, pruned model run after the guide replaced the guide's recorded gates (and their
+    straight-through graph) in the outer trace."""
+    from bayesprune.inference import prune
+
+    torch.manual_seed(0)
+    net = GatedMLP(4, (6, 4), 3)
+    model, guide = GatedModel(net, HyperPrior()), GateGuide(net, HyperPrior(), init_theta=0.5)
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+
+    def both():
+        guide(x, y, num_data=200)
+        with poutine.block():
+            prune(model, net=net, pruned={"fc1": torch.arange(6) < 2})(x, y, num_data=200)
+
+    with pyro.validation_enabled(False):
+        pyro.set_rng_seed(0)
+        outer = poutine.trace(both).get_trace().nodes["fc1.gate"]["value"]
+        pyro.set_rng_seed(0)
+        alone = poutine.trace(guide).get_trace(x, y, num_data=200).nodes["fc1.gate"]["value"]
+    assert torch.equal(outer, alone) and outer.grad_fn is not None
