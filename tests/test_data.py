@@ -484,5 +484,11 @@ def test_test_classes_no_training_example_has_and_constant_inputs_are_noted():
     seed = next(s for s in range(100) if 2 not in three.subset(10, seed=s).y_train)
     with pytest.warns(UserWarning, match="the test labels hold class"):
         Trainer(GatedMLP(20, (8,), 3), three, TrainConfig(epochs=1, train_subset=10, seed=seed))
+    # with held-out evidence the weights train on what the share leaves: a class held out whole
+    # is one no training example of theirs has (the note read the set before the split)
+    seed = next(s for s in range(100) if 2 not in three.hold_out(0.5, seed=s)[0].y_train)
+    held = TrainConfig(epochs=1, evidence="held-out", evidence_share=0.5, seed=seed)
+    with pytest.warns(UserWarning, match="the test labels hold class"):
+        Trainer(GatedMLP(20, (8,), 3), three, held)
     constant = _own(x_train=lambda f: torch.zeros_like(f["x_train"]))
     assert constant.scale_note().startswith("the training inputs are constant (every value is 0)")

@@ -164,15 +164,15 @@ class Trainer:
         if config.train_subset is not None:
             data = data.subset(config.train_subset, seed=config.seed)
             data.check_classes()
-        # said now, and again in the summary's note: the inputs' scale, and test classes that
-        # no example the run trains on has
-        self.scale_note = "; ".join(n for n in (scale_note, data.class_note()) if n) or None
-        if self.scale_note:
-            warnings.warn(self.scale_note, UserWarning, stacklevel=2)
         self.evidence_set = None  # Eq. (9h): the held-out examples of the gates' evidence
         if config.evidence == "held-out":  # (TrainConfig refuses what it cannot measure)
             data, held = data.hold_out(config.evidence_share, seed=config.seed)
             self.evidence_set = tuple(t.to(self.device) for t in held)
+        # said now, and again in the summary's note: the inputs' scale, and test classes that
+        # no example the weights train on has
+        self.scale_note = "; ".join(n for n in (scale_note, data.class_note()) if n) or None
+        if self.scale_note:
+            warnings.warn(self.scale_note, UserWarning, stacklevel=2)
         _check_batch_norm(net, len(data.x_train), config.batch_size)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
