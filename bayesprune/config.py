@@ -285,6 +285,12 @@ class TrainConfig:
             )
         self._check_price_scale()  # as the command line does
         self._check_momentum()
+        if self.evidence != "held-out" and self.evidence_share != 0.1:  # not silently ignored
+            raise ValueError(
+                f"evidence_share (--evidence-share) is --evidence held-out's; with --evidence "
+                f"{self.evidence} no example is held out: leave it at 0.1, or add --evidence "
+                "held-out"
+            )
         if self.evidence == "held-out" and (
             self.estimator != "secant" or self.weights != "point" or self.elbo == "traced"
         ):

@@ -34,6 +34,7 @@ TRAIN_CASES = {
     "price-scale-zero": (lambda t: ["--price-scale", "0"], "--price-scale"),
     "momentum-one": (lambda t: ["--optimizer", "sgd", "--momentum", "1"], "--momentum"),
     "momentum-with-adam": (lambda t: ["--momentum", "0.5"], "is --optimizer sgd's"),
+    "share-without-held-out": (lambda t: ["--evidence-share", "0.3"], "is --evidence held-out's"),
     "optimizer-misspelt": (lambda t: ["--optimizer", "sdg"], "--optimizer"),
     "seed-negative": (lambda t: ["--seed", "-1"], "--seed"),
     "seed-20-digits": (lambda t: ["--seed", "12345678901234567890"], "--seed"),
