@@ -529,11 +529,36 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
                 threads=args.threads,
             )
         except _Stopped as stop:
-            if out is not None:
+            began = trainer.writer is not None and (trainer.writer.path / "summary.json").exists()
+            epochs = sorted((out / "checkpoints").glob("epoch_*.pt")) if out is not None else []
+            if out is not None and began and process_rank() == 0:
+                # as a single process marks its summary (Trainer.interrupt), without a
+                # checkpoint of this step: the run resumes from its last epoch's
+                trainer.writer.summary(
+                    {
+                        "status": "interrupted",
+                        "status_reason": f"{signal.Signals(stop.signum).name} at step "
+                        f"{trainer.step} (data-parallel: "
+                        + ("resumes from the last epoch's checkpoint)" if epochs
+                           else "no epoch had ended, nothing to resume from)"),  # fmt: skip
+                        "step": trainer.step,
+                        "epoch": trainer.epoch,
+                        "note": trainer.scale_note,
+                    }
+                )
+            if out is not None and (epochs or not began):
                 print(
                     f"bayesprune: stopped by {signal.Signals(stop.signum).name}; the processes "
                     f"stop at once (no checkpoint of this step); continue from the last epoch's "
                     f"checkpoint with: bayesprune train --resume {out} [--strategy ddp ...]",
+                    file=sys.stderr,
+                )
+            elif out is not None:  # no epoch ended: there is no checkpoint to go on from
+                print(
+                    f"bayesprune: stopped by {signal.Signals(stop.signum).name} before the "
+                    f"first epoch ended; a data-parallel run keeps no checkpoint of a step, so "
+                    f"there is nothing to resume: start it again with another --out (or remove "
+                    f"{out})",
                     file=sys.stderr,
                 )
             return 128 + stop.signum

@@ -185,6 +185,19 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     assert summary["resumed_at_step"] > 0
     assert _epochs(out) == list(range(1, 7))
 
+    # stopped by a signal, a data-parallel run says so in its summary (it read "running", so
+    # inspect and baseline called it a run still going) and resumes from its last epoch
+    out = tmp_path / "two-stopped"
+    proc = _cli("train", *ARGS, *DDP, "--out", str(out))
+    _wait_for_checkpoint(out, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and "data-parallel" in summary["status_reason"]
+    _run("train", "--resume", str(out), *DDP, "--no-progress", "--no-report")
+    assert _summary(out)["status"] == "finished" and _epochs(out) == list(range(1, 7))
+
 
 def _wait_for_checkpoint(out, proc):
     deadline = time.time() + 180
