@@ -315,7 +315,7 @@ def train(args) -> int:
             raise UsageError(str(err)) from None
         data, net = _data_and_network(args)
         _distributed_last_batch(args, config.train_subset or len(data.x_train), config.batch_size)
-        with _scale_note_unwarned():  # said below, the command line's way
+        with _data_note_unwarned():  # said below, the command line's way
             trainer = Trainer(net, data, config, out=out)  # checks the data: before the line
     except BaseException:
         _remove_empty(made)  # made by this command a moment ago, and still empty: no trace
@@ -332,8 +332,8 @@ def train(args) -> int:
                 f"a step); it is meant for checking the estimators on small networks",
                 file=sys.stderr,
             )
-    if out is not None and trainer.scale_note:
-        print(f"bayesprune: note: {trainer.scale_note}", file=sys.stderr)
+    if out is not None and trainer.data_note:
+        print(f"bayesprune: note: {trainer.data_note}", file=sys.stderr)
     inert = [
         f"--{key.replace('_', '-')}"
         for key in ADAM_INERT
@@ -359,7 +359,7 @@ def train(args) -> int:
 
 
 @contextmanager
-def _scale_note_unwarned():
+def _data_note_unwarned():
     """The Trainer's warning about its data (inputs that are not standardised, features of very
     different scales, constant inputs, test classes absent from training), held back (the
     command line prints it as a note); every other warning passes."""
@@ -530,21 +530,15 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
             )
         except _Stopped as stop:
             began = trainer.writer is not None and (trainer.writer.path / "summary.json").exists()
-            epochs = sorted((out / "checkpoints").glob("epoch_*.pt")) if out is not None else []
+            epochs = out is not None and any((out / "checkpoints").glob("epoch_*.pt"))
             if out is not None and began and process_rank() == 0:
                 # as a single process marks its summary (Trainer.interrupt), without a
                 # checkpoint of this step: the run resumes from its last epoch's
-                trainer.writer.summary(
-                    {
-                        "status": "interrupted",
-                        "status_reason": f"{signal.Signals(stop.signum).name} at step "
-                        f"{trainer.step} (data-parallel: "
-                        + ("resumes from the last epoch's checkpoint)" if epochs
-                           else "no epoch had ended, nothing to resume from)"),  # fmt: skip
-                        "step": trainer.step,
-                        "epoch": trainer.epoch,
-                        "note": trainer.scale_note,
-                    }
+                trainer.mark_interrupted(
+                    stop.signum,
+                    detail="data-parallel: "
+                    + ("resumes from the last epoch's checkpoint" if epochs
+                       else "no epoch had ended, nothing to resume from"),  # fmt: skip
                 )
             if out is not None and (epochs or not began):
                 print(
@@ -687,7 +681,7 @@ def resume(args, given: dict | None = None) -> int:
     data = load_dataset(run["dataset"], data_dir, run.get("standardise"))
     _distributed_last_batch(args, config.train_subset or len(data.x_train), config.batch_size)
     writes = process_rank() == 0  # with --strategy ddp the other processes write nothing
-    with _scale_note_unwarned(), warnings.catch_warnings():  # said at the start (and in the
+    with _data_note_unwarned(), warnings.catch_warnings():  # said at the start (and in the
         # summary's note); a thread count other than the run's is noted by _resume_threads
         warnings.filterwarnings("ignore", message="this process computes with")
         # the data files hashed by the loader just now, checked against the run's

@@ -170,9 +170,9 @@ class Trainer:
             self.evidence_set = tuple(t.to(self.device) for t in held)
         # said now, and again in the summary's note: the inputs' scale, and test classes that
         # no example the weights train on has
-        self.scale_note = "; ".join(n for n in (scale_note, data.class_note()) if n) or None
-        if self.scale_note:
-            warnings.warn(self.scale_note, UserWarning, stacklevel=2)
+        self.data_note = "; ".join(n for n in (scale_note, data.class_note()) if n) or None
+        if self.data_note:
+            warnings.warn(self.data_note, UserWarning, stacklevel=2)
         _check_batch_norm(net, len(data.x_train), config.batch_size)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
         self.out = None if out is None else Path(out)
@@ -804,17 +804,24 @@ class Trainer:
         path = None
         if self.writer is not None:
             path = self.writer.checkpoint("last", self.checkpoint_state())
-            self.writer.summary(
-                {
-                    "status": "interrupted",
-                    "status_reason": f"{signal.Signals(signum).name} at step {self.step}",
-                    "step": self.step,
-                    "epoch": self.epoch,
-                    "checkpoint": str(path),
-                    "note": self.scale_note,  # (the end-of-run notes need a finished run)
-                }
-            )
+            self.mark_interrupted(signum, checkpoint=path)
         raise TrainingInterrupted(signum, self.step, path)
+
+    def mark_interrupted(self, signum: int, checkpoint=None, detail: str | None = None) -> None:
+        """``summary.json`` of a run a signal stopped: ``interrupted``, at which step, and its
+        checkpoint (a data-parallel run keeps none of the step: ``detail`` says where it goes
+        on from)."""
+        reason = f"{signal.Signals(signum).name} at step {self.step}"
+        record = {
+            "status": "interrupted",
+            "status_reason": reason if detail is None else f"{reason} ({detail})",
+            "step": self.step,
+            "epoch": self.epoch,
+        }
+        if checkpoint is not None:
+            record["checkpoint"] = str(checkpoint)
+        record["note"] = self.data_note  # (the end-of-run notes need a finished run)
+        self.writer.summary(record)
 
     def resolved_config(self, run: dict | None = None) -> dict:
         """config.json: the settings as used (τ(N), c and m resolved), the run's extra settings,
@@ -1279,7 +1286,7 @@ class Trainer:
         summary["near_start_layers"], near = self.near_start_note(summary["widths"])
         summary["leaving_units"] = self.leaving()
         leaving = self.leaving_note(summary["leaving_units"], summary["widths"])
-        notes = (note, self.early_note(), leaving, near, self.scale_note)
+        notes = (note, self.early_note(), leaving, near, self.data_note)
         summary["note"] = "; ".join(n for n in notes if n) or None
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
