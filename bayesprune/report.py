@@ -257,10 +257,14 @@ def inspect_run(
     if epoch is not None:  # an earlier checkpoint never replaces the run's final files
         out = out / f"epoch_{epoch:03d}"
         overview = out / "training.png"
+    table = survivor_summary(idata) if show_summary else None
     try:
         out.mkdir(parents=True, exist_ok=True)
         files = {"posterior": arviz_io.save(idata, out / "posterior.nc")}
         files.update(save_figures(idata, out, overview=overview))
+        if table is not None:  # every survivor's row, which the printed digest leaves out
+            files["survivors"] = out / "survivors.csv"
+            table.to_csv(files["survivors"])
     except OSError as err:
         raise RunError(f"cannot write {out}: {err.strerror or err}") from None
     if show_summary:
@@ -272,14 +276,8 @@ def inspect_run(
             widths = f"{widths} in the checkpoint, {mode} with θ ≥ ½ (the deployed network)"
         status = "" if run.status is None else f", status {run.status}"
         print(f"{run_dir}, epoch {run.epoch}: hidden widths {widths}{status}; survivors:")
-        table = survivor_summary(idata)
-        try:
-            table.to_csv(out / "survivors.csv")
-        except OSError as err:
-            raise RunError(f"cannot write {out}: {err.strerror or err}") from None
-        files["survivors"] = out / "survivors.csv"
         with pd.option_context("display.width", 120, "display.max_rows", None):
-            print(table if show_all else survivors_digest(table, out / "survivors.csv"))
+            print(table if show_all else survivors_digest(table, files["survivors"]))
     return files
 
 
