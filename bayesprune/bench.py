@@ -19,7 +19,7 @@ from bayesprune.export import (
     model_record,
 )
 from bayesprune.loop import synchronize
-from bayesprune.runs import RunError, atomic_write_text, read_config
+from bayesprune.runs import RunError, atomic_write_text, read_config, read_summary
 
 
 def dense_network(
@@ -72,11 +72,7 @@ def check_run_model(
     from bayesprune.models.network import GatedNet
 
     config = read_config(run_dir) if config is None else config
-    if summary is None:
-        try:
-            summary = json.loads((Path(run_dir) / "summary.json").read_text())
-        except (OSError, ValueError):
-            summary = {}
+    summary = (read_summary(run_dir) or {}) if summary is None else summary
     in_shape, num_classes = record["in_shape"], record["layers"][-1]["out"]
     net = None
     if config.get("initial_spec") is not None:
