@@ -161,9 +161,9 @@ def plot(result: dict, path: Path) -> None:
             mean = [r["widths_mean"][i] for r in rows]
             low = [m - r["widths_min"][i] for m, r in zip(mean, rows, strict=True)]
             high = [r["widths_max"][i] - m for m, r in zip(mean, rows, strict=True)]
-            layer = LAYER_NAMES.get(arch, ())[i] if i < len(LAYER_NAMES.get(arch, ())) else None
-            top.errorbar(xs, mean, yerr=[low, high], marker="o", capsize=3,
-                         label=layer or f"layer {i + 1}")  # fmt: skip
+            layers = LAYER_NAMES.get(arch, ())
+            label = layers[i] if i < len(layers) else f"layer {i + 1}"
+            top.errorbar(xs, mean, yerr=[low, high], marker="o", capsize=3, label=label)
         cvs = ", ".join(f"{100 * v:.1f}%" for v in entry.get("width_cv", []))
         what = (f"non-decreasing: {'yes' if entry.get('non_decreasing') else 'no'}"
                 if axis == "N" else f"CV {cvs}")  # fmt: skip
