@@ -85,6 +85,18 @@ def elimination_order(inv: torch.Tensor, outgoing: torch.Tensor, count: int) -> 
     return picks
 
 
+def downdate(idx: torch.Tensor, inv: torch.Tensor, pick: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``idx`` without its ``pick``-th entry and the inverse of the regressors' (ridged) Gram
+    matrix without that regressor: the Schur complement of ``inv``'s pivot, O(width²) where a
+    new inversion is O(width³) (the same matrix in exact arithmetic, as in
+    :func:`elimination_order`). A round that accepts k moves on a layer of w units inverts
+    once instead of k + 1 times: at w = 1,200 an inversion is about 75 ms on one thread."""
+    inv = inv - torch.outer(inv[:, pick], inv[pick, :]) / inv[pick, pick]
+    keep = torch.ones(len(idx), dtype=torch.bool, device=idx.device)
+    keep[pick] = False
+    return idx[keep], inv[keep][:, keep]
+
+
 def joint_coefficients(gram, ridge: float, eye, kept, group) -> torch.Tensor:
     """Least-squares coefficients of the ``group`` units' outputs on the ``kept`` ones (Eq.
     (14j)): (len(kept), len(group)), ``kept`` ending with the constant's index of ``gram``,
@@ -317,14 +329,14 @@ class MergeMoves:
             ids = self.guide.unit_ids(name)
             merges, removed, rejected = [], [], torch.zeros_like(live)
 
-            def reconstruction():  # changes only when a move is accepted
-                idx = torch.cat([torch.nonzero(live).flatten(), constant])
-                inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[: len(idx), : len(idx)])
+            def scores(idx, inv):  # residual energy × outgoing weights², per live unit
                 residual = 1.0 / inv.diagonal()[:-1]  # output energy the others cannot rebuild
                 outgoing = self._outgoing(layer, block, width).to(gram.dtype)[idx[:-1]]
-                return idx, inv, residual * outgoing
+                return residual * outgoing
 
-            idx, inv, base_score = reconstruction()
+            idx = torch.cat([torch.nonzero(live).flatten(), constant])
+            inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[: len(idx), : len(idx)])
+            base_score = scores(idx, inv)
             while int((~rejected).sum()) and int(live.sum()) > 1:
                 score = base_score.clone()
                 score[rejected[idx[:-1]]] = float("inf")
@@ -353,7 +365,8 @@ class MergeMoves:
                     # the re-wired consumer's map and losses are the proposal's (the map is
                     # linear in its weights): no second pass over the held-out half
                     z, before, prior = proposed, after, new_prior
-                    idx, inv, base_score = reconstruction()
+                    idx, inv = downdate(idx, inv, pick)
+                    base_score = scores(idx, inv)  # the re-wiring changed the outgoing weights
                     if limit is not None and len(removed) >= limit:
                         break
                 else:
