@@ -744,6 +744,44 @@ def test_train_config_and_trainer_refuse_what_they_cannot_use_by_name():
             Trainer(*args)
 
 
+def test_a_network_the_run_could_train_but_not_save_is_refused():
+    """A GatedNet subclass with its own forward (a skip connection) trained through it, and
+    model.pt and the exports left the skip out without a word (its logits differed from the
+    trained network's by up to 2.9); a float64 network met float32 inputs in a torch error."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP, GatedNet
+
+    class Skip(GatedNet):
+        def __init__(self):
+            super().__init__((4,), [("fc", 8)], 3)
+            self.skip = torch.nn.Linear(4, 3)
+
+        def forward(self, x, gates=None, params=None):
+            return super().forward(x, gates, params) + self.skip(x)
+
+    class Extra(GatedMLP):  # parameters of its own, the plan's forward
+        def __init__(self):
+            super().__init__(4, (8,), 3)
+            self.extra = torch.nn.Linear(4, 3)
+
+    class Mapped(GatedMLP):  # the plan's modules, its own arithmetic
+        def map(self, name, h, weight=None, bias=None):
+            return 2 * super().map(name, h, weight, bias)
+
+    data = make_teacher(num_train=200, num_test=50)
+    for net, message in (
+        (Skip(), "Skip overrides forward; adds skip: a run trains, saves and exports"),
+        (Extra(), "Extra adds extra: "),
+        (Mapped(4, (8,), 3), "Mapped overrides map: "),
+        (GatedMLP(4, (8,), 3).double(), r"parameters are float64; .* net.float\(\)"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            Trainer(net, data, TrainConfig(epochs=1))
+    Trainer(GatedMLP(4, (8,), 3), data, TrainConfig(epochs=1))  # the library's own subclass
+
+
 def test_a_trainer_runs_once_and_a_run_stopped_by_an_error_says_so_and_resumes(
     tmp_path, monkeypatch
 ):

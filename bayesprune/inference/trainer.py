@@ -144,6 +144,7 @@ class Trainer:
             if not isinstance(value, kind):
                 name = type(value).__name__
                 raise TypeError(f"Trainer takes a {kind.__name__} ({hint}), not {name}")
+        _check_plan_network(net)
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda requested but torch.cuda.is_available() is False")
@@ -1301,6 +1302,41 @@ class Trainer:
             if self.write_summary:
                 self.writer.summary(summary)
         return summary
+
+
+# the methods that compute a GatedNet's function: model.pt, the exports and the merge moves
+# rebuild that function from the plan (GatedNet.spec, to_sequential), so they must be the plan's
+_PLAN_METHODS = ("forward", "run_ops", "map", "activate")
+
+
+def _check_plan_network(net: GatedNet) -> None:
+    """Refuse (``TypeError``) a network the run could train but not save: a ``GatedNet``
+    subclass that computes more than its plan (its own ``forward``, or parameters and modules
+    besides the plan's layers and norms), which ``model.pt`` and the exports would leave out
+    without a word, and one whose parameters are not float32, as the data are."""
+    cls = type(net)
+    changed = [m for m in _PLAN_METHODS if getattr(cls, m) is not getattr(GatedNet, m)]
+    extra = [n for n, _ in net.named_children() if n not in ("layers", "norms")]
+    if changed or extra:
+        what = "; ".join(
+            part
+            for part in (
+                f"overrides {', '.join(changed)}" if changed else "",
+                f"adds {', '.join(extra)}" if extra else "",
+            )
+            if part
+        )
+        raise TypeError(
+            f"{cls.__name__} {what}: a run trains, saves and exports a GatedNet's plan (its "
+            "layers, norms and steps), so the rest would be trained and then left out of "
+            "model.pt and every export; describe the network as a plan of GatedNet steps"
+        )
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in net.parameters()})
+    if dtypes != ["float32"]:
+        raise TypeError(
+            f"the network's parameters are {', '.join(dtypes)}; a run trains float32 networks "
+            "on float32 inputs: net.float()"
+        )
 
 
 def _check_batch_norm(net: GatedNet, n: int, batch_size: int) -> None:

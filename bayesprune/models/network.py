@@ -240,6 +240,11 @@ class GatedNet(nn.Module):
                 "the plan needs at least one hidden layer, ('conv', channels, kernel, padding) "
                 "or ('fc', width): the gates sit on hidden units (the classifier is appended)"
             )
+        if self.batch_norm and not any(step[0] == "conv" for step in plan):
+            raise ValueError(
+                "batch_norm=True puts BatchNorm after every convolution, and this plan has "
+                "none: fully connected layers take no BatchNorm here (leave batch_norm False)"
+            )
         self.layers = nn.ModuleDict()
         self.norms = nn.ModuleDict()
         self.ops: list[tuple[str, str | None]] = []

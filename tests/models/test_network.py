@@ -182,6 +182,14 @@ def test_a_plan_off_its_documented_form_is_refused_naming_the_step(
         GatedNet(in_shape, plan, classes)
 
 
+def test_batch_norm_on_a_plan_without_convolutions_is_refused():
+    """BatchNorm goes after convolutions only; an MLP asked for it was built without a word
+    and without any (net.norms empty while net.batch_norm was True)."""
+    with pytest.raises(ValueError, match="this plan has none"):
+        GatedNet((64,), [("fc", 32)], 10, batch_norm=True)
+    assert len(GatedNet((1, 8, 8), [("conv", 4, 3, 1), ("fc", 5)], 3, batch_norm=True).norms) == 1
+
+
 def test_a_plan_of_numpy_integers_and_lists_builds_as_one_of_ints():
     import json
 
