@@ -866,9 +866,13 @@ def export(args) -> int:
         if (Path(args.run_dir) / "config.json").is_file():
             check_run_model(Path(args.run_dir), record, module)
         in_shape = record["in_shape"]
-        path = export_model(model, args.format, out)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = export_model(model, args.format, out)
     except (ExportError, ValueError, RunError) as err:
         raise UsageError(str(err)) from None
+    for warning in caught:  # e.g. an ONNX file onnxruntime could not check
+        print(f"bayesprune: note: {warning.message}", file=sys.stderr)
     if path.resolve() == default.resolve():
         _record_export(path)
     shape = ", ".join(["batch", *map(str, in_shape)])

@@ -337,7 +337,8 @@ def export_model(model_path, fmt: str, out) -> Path:
       2.14 deprecates ``torch.jit``, so prefer ``pt2``);
     - ``onnx``: an ONNX graph with a dynamic batch dimension (input ``input``, output
       ``logits``); needs the optional extra ``bayesprune[onnx]`` (onnx, onnxruntime), and is
-      checked with onnxruntime against the network's predictions;
+      checked with onnxruntime against the network's predictions (with onnx alone, written
+      unchecked, with a ``UserWarning`` saying so);
     - ``safetensors``: the weights, with the layer list and input shape as JSON in the file's
       metadata (``layers``, ``in_shape``): no code at all (README shows how to rebuild it).
 
@@ -428,4 +429,11 @@ def _export_onnx(
             raise ExportError(
                 f"{out}: onnxruntime's predictions differ from the network's (not written)"
             )
+    else:  # onnx without onnxruntime: written, and said to be unchecked
+        warnings.warn(
+            f"{out}: written without checking its predictions against the network's: "
+            "onnxruntime is not installed (pip install 'bayesprune[onnx]')",
+            UserWarning,
+            stacklevel=3,
+        )
     atomic_write(out, lambda f: f.write(buffer.getvalue()))

@@ -301,3 +301,25 @@ def test_bench_times_each_network_in_its_own_row(tmp_path, monkeypatch):
     assert (row["dense_ms"], row["pruned_ms"], row["speedup"]) == (1.0, 2.0, 0.5)
     assert (row["dense_per_s"], row["pruned_per_s"]) == (4000.0, 2000.0)
     assert not (out / "bench.json").exists()  # write=False: the caller writes it
+
+
+def test_an_onnx_file_onnxruntime_could_not_check_says_so(tmp_path, capsys, monkeypatch):
+    """With onnx installed and onnxruntime not, the file was written and the command said only
+    "wrote ...", as if it had been checked like the others."""
+    if importlib.util.find_spec("onnx") is None:
+        pytest.skip("the optional extra bayesprune[onnx] is not installed")
+    from bayesprune.export import export_model
+
+    out = tmp_path / "run"
+    argv = ["train", "--epochs", "2", "--widths", "12,8"]
+    assert main([*argv, "--no-progress", "--no-report", "--out", str(out)]) == 0
+    real = importlib.util.find_spec
+    absent = lambda name, *a: None if name == "onnxruntime" else real(name, *a)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", absent)
+    capsys.readouterr()
+    assert main(["export", str(out), "--format", "onnx"]) == 0
+    err = capsys.readouterr().err
+    assert "bayesprune: note:" in err and "without checking its predictions" in err, err
+    assert (out / "model.onnx").stat().st_size > 0
+    with pytest.warns(UserWarning, match="onnxruntime is not installed"):
+        export_model(out / "model.pt", "onnx", tmp_path / "again.onnx")
