@@ -381,6 +381,40 @@ def test_units_still_leaving_at_the_end_are_counted_and_named_in_a_note():
     assert summary["leaving_units"] is None
 
 
+def test_merge_moves_still_taking_units_at_the_end_are_counted_and_named_in_a_note():
+    """A run whose last merge rounds removed 14, 5, 9 and 1 fc1 units in its last 30 steps
+    ended "finished" with no note (leaving_units counts gates only); a single unit in the last
+    window is the tail a settled layer still shows (the default runs), and gets none."""
+    from bayesprune.config import TrainConfig, checks_per_window
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    torch.manual_seed(0)
+    trainer = Trainer(GatedMLP(4, (16, 8), 3), make_teacher(num_test=50), TrainConfig(epochs=3))
+    summary = trainer.fit(progress=False)
+    assert summary["status"] == "finished" and summary["merged_at_end"] == {}
+    window = checks_per_window(trainer.config, 20_000, trainer.window) * trainer.check_every
+    last = trainer.step
+    trainer.prune_events += [
+        {"layer": "fc1", "step": last - window, "removed": 4, "merged": True},  # a window ago
+        {"layer": "fc1", "step": last - window + 1, "removed": 2, "merged": True},
+        {"layer": "fc2", "step": last, "removed": 1, "merged": True},
+        {"layer": "fc2", "step": last, "removed": 3},  # gates: leaving_units' business
+    ]
+    assert trainer.merged_at_end() == {"fc1": 2, "fc2": 1}
+    note = trainer.merged_note(trainer.merged_at_end(), [14, 8])
+    assert "removed units in the run's last evidence window (fc1 2, fc2 1)" in note
+    assert "those layers were still shrinking" in note
+    assert trainer.merged_note({"fc1": 1}, [14, 8]) is None  # one unit: the settled tail
+    assert trainer.merged_note({"fc1": 2}, [150, 100]) is None  # 2 of 250: not above 1%
+    trainer.status = "failed"
+    assert trainer.merged_at_end() is None and trainer.merged_note({"fc1": 9}, [14, 8]) is None
+    off = Trainer(GatedMLP(4, (16, 8), 3), make_teacher(num_test=50),
+                  TrainConfig(epochs=1, merge="off"))  # fmt: skip
+    assert off.fit(progress=False)["merged_at_end"] is None
+
+
 def test_python_dash_m_runs_the_command_line():
     # `python -m bayesprune` had no __main__ module: "is a package and cannot be directly executed"
     import subprocess

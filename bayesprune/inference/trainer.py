@@ -1230,6 +1230,36 @@ class Trainer:
                 f"(docs/method.md Eq. (10t)), so {which} still shrinking; train for more epochs "
                 "for the final width")  # fmt: skip
 
+    def merged_at_end(self) -> dict[str, int] | None:
+        """Per layer, the units merge moves (Eq. (14)) removed in the run's last evidence window
+        (the last round of the fixed clock (14w) and any in the same window): a layer whose
+        rounds were still taking units when the run ended was still shrinking, as one with
+        units leaving by their gates (:meth:`leaving`). Layers without any are left out;
+        ``None`` for a run without merge moves or that did not finish."""
+        if self.merges is None or self.status != "finished":
+            return None
+        n = len(self.data.x_train)
+        window = checks_per_window(self.config, n, self.window) * self.check_every
+        out: dict[str, int] = {}
+        for event in self.prune_events:
+            if event.get("merged") and event["step"] > self.step - window:
+                out[event["layer"]] = out.get(event["layer"], 0) + event["removed"]
+        return out
+
+    def merged_note(self, merged: dict[str, int] | None, widths: list[int]) -> str | None:
+        """A note when the last evidence window's merge moves removed more than one unit and
+        more than 1% of the deployed units (:meth:`merged_at_end`; a single unit is the tail a
+        settled layer's repeated tests, Eq. (14a), still allow: the default runs' last rounds
+        take 0 or 1)."""
+        total = sum((merged or {}).values())
+        if self.status != "finished" or total <= 1 or total <= 0.01 * sum(widths):
+            return None
+        named = ", ".join(f"{n} {k}" for n, k in merged.items())
+        which = "that layer was" if len(merged) == 1 else "those layers were"
+        return (f"merge moves (docs/method.md Eq. (14)) removed units in the run's last evidence "
+                f"window ({named}), so {which} still shrinking; train for more epochs for the "
+                "final width")  # fmt: skip
+
     def in_transit_note(self) -> str | None:
         """A note when more than 1% of the gates end between 0 and 1 (P1 not reached).
 
@@ -1287,7 +1317,9 @@ class Trainer:
         summary["near_start_layers"], near = self.near_start_note(summary["widths"])
         summary["leaving_units"] = self.leaving()
         leaving = self.leaving_note(summary["leaving_units"], summary["widths"])
-        notes = (note, self.early_note(), leaving, near, self.data_note)
+        summary["merged_at_end"] = self.merged_at_end()
+        merged = self.merged_note(summary["merged_at_end"], summary["widths"])
+        notes = (note, self.early_note(), leaving, merged, near, self.data_note)
         summary["note"] = "; ".join(n for n in notes if n) or None
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
