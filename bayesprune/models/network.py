@@ -730,6 +730,12 @@ def build_network(
         raise ValueError(f"--widths applies to the mlp and lenet5; scale {arch} with --width-mult")
     if len(in_shape) != 3:
         raise ValueError(f"{arch} needs image inputs (C, H, W), got shape {tuple(in_shape)}")
+    if in_shape[2] <= 4 < min(in_shape[:2]):  # (H, W, C): numpy's and TensorFlow's order
+        raise ValueError(
+            f"{arch} takes images as (channels, height, width), and these are "
+            f"{tuple(in_shape)}: channels last, it seems; transpose them "
+            "(numpy: x.transpose(0, 3, 1, 2)) before saving"
+        )
     if arch == "lenet5" and min(in_shape[1:]) < 16:  # 5×5 conv, 2×2 pool, twice
         raise ValueError(
             f"lenet5 (two 5×5 convolutions, each followed by 2×2 pooling) needs images of at "

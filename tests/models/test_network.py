@@ -127,6 +127,9 @@ def test_architectures_and_their_notation():
         (("lenet5", (4,), 3, None), "needs image inputs"),  # flat inputs
         (("lenet5", (1, 8, 8), 10, None), r"at least 16×16 pixels, got \(1, 8, 8\)"),  # digits
         (("lenet5", (1, 15, 30), 10, None), "at least 16×16 pixels"),
+        # channels last, as numpy and TensorFlow keep images: was "needs 32×32, got (32, 32, 3)"
+        (("vgg16", (32, 32, 3), 10, None), r"channels last, it seems; transpose them"),
+        (("lenet5", (28, 28, 1), 10, None), r"these are \(28, 28, 1\): channels last"),
         (("vgg16", (3, 32, 32), 10, (10, 5)), "--widths applies"),  # for the MLP and LeNet-5
         (("lenet5", (1, 28, 28), 10, (20, 50)), "takes three widths"),  # conv1, conv2, fc1
         (("resnet", (3, 32, 32), 10, None), "unknown architecture"),
