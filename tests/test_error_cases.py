@@ -782,6 +782,30 @@ def test_a_network_the_run_could_train_but_not_save_is_refused():
     Trainer(GatedMLP(4, (8,), 3), data, TrainConfig(epochs=1))  # the library's own subclass
 
 
+def test_a_fitted_network_is_left_as_model_pt_holds_it(tmp_path):
+    """fit() left the network in training mode: a user's net(x) afterwards normalised by the
+    batch (BatchNorm) and moved the running statistics, and differed from model.pt."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import Dataset
+    from bayesprune.export import load_model
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedNet
+
+    gen = torch.Generator().manual_seed(0)
+    x, xt = torch.randn(64, 1, 8, 8, generator=gen), torch.randn(16, 1, 8, 8, generator=gen)
+    label = lambda t: (t.mean((1, 2, 3)) > 0).long()  # noqa: E731
+    data = Dataset("tiny", x, label(x), xt, label(xt), 2)
+    net = GatedNet((1, 8, 8), [("conv", 4, 3, 1), ("pool",), ("fc", 5)], 2, batch_norm=True)
+    out = tmp_path / "run"
+    summary = Trainer(net, data, TrainConfig(epochs=1, batch_size=16), out=out).fit(progress=False)
+    assert summary["widths"] == [4, 5]  # nothing removed: the network is model.pt's
+    assert not net.training
+    stats = net.norms["conv1"].running_mean.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(net(xt), load_model(out / "model.pt")(xt))
+    torch.testing.assert_close(net.norms["conv1"].running_mean, stats, rtol=0, atol=0)
+
+
 def test_a_trainer_runs_once_and_a_run_stopped_by_an_error_says_so_and_resumes(
     tmp_path, monkeypatch
 ):
