@@ -657,6 +657,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "held_out_p3", lambda name, r: render_held_out_p3(name, r)),
     ("key", "unit_redundancy", lambda name, r: render_unit_redundancy(name, r)),
     ("key", "refit_value", lambda name, r: render_refit_value(name, r)),
+    ("key", "wide_starts", lambda name, r: render_wide_starts(name, r)),
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
     ("key", "resume_fuzz", lambda name, r: render_resume_fuzz(name, r)),
     ("key", "merge_power", lambda name, r: render_merge_power(name, r)),
@@ -667,6 +668,37 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "runs", lambda name, r: render_robustness(name, r)),
     ("key", "cells", lambda name, r: render_matrix(name, r)),
 ]
+
+
+def render_wide_starts(name: str, result: dict) -> list[str]:
+    """benchmarks/wide_starts.py: per size, start and seed, the widths, errors and training
+    wall time of bayesprune (its merge rounds' share apart) against the dense start."""
+    lines = [
+        f"## {name}",
+        "",
+        "An MLP started at LeNet-300-100's widths (300-100) times 1, 2 or 4, on "
+        f"{result['wide_starts'][0].get('dataset', 'fashion-mnist')}, the default recipe "
+        f"({result['wide_starts'][0].get('epochs', 10)} epochs), "
+        f"{result['threads']} thread per run, commit {result['commit']}, {result['cpu']} "
+        "(`benchmarks/wide_starts.py`; train wall without the per-epoch evaluation, merge "
+        "rounds included in it).",
+        "",
+        "| examples | start | seed | widths | test error (%) | dense (%) | train wall (s) "
+        "| merge rounds (s) | dense wall (s) | wall ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(result["wide_starts"], key=lambda r: (r["size"], r["mult"], r["seed"])):
+        d = r.get("dense")
+        lines.append(
+            f"| {r['size']:,} | {'-'.join(map(str, r['start']))} | {r['seed']} | "
+            f"{'-'.join(map(str, r['widths']))} | {100 * r['test_error']:.2f} | "
+            + (f"{100 * d['test_error']:.2f}" if d else "-")
+            + f" | {r['train_wall_seconds']:.1f} | {r['merge_seconds']:.1f} | "
+            + (f"{d['train_wall_seconds']:.1f} | "
+               f"{r['train_wall_seconds'] / d['train_wall_seconds']:.2f}×" if d else "- | -")
+            + " |"
+        )  # fmt: skip
+    return lines + [""]
 
 
 def render_held_out_p3(name: str, result: dict) -> list[str]:

@@ -1248,3 +1248,21 @@ def test_l0_paired_difference_reads_each_seed_from_its_own_runs():
     assert out["mean"] == pytest.approx(mean) and out["seeds"] == 3
     assert out["se"] == pytest.approx((sum((d - mean) ** 2 for d in diffs) / 2 / 3) ** 0.5)
     assert script.paired_difference(l0, bp[:1], "c", (0.1, 0.01), 16.0) is None
+
+
+def test_wide_starts_times_the_merge_rounds_and_tabulates_each_start():
+    """benchmarks/wide_starts.py on the teacher: the merge rounds' seconds are measured (a
+    round runs within four epochs at 2,000 examples from 300-100) and are part of the training
+    wall time, the dense start is trained on the same examples, and the table has a row per
+    start."""
+    script = _script("wide_starts")
+    from common import render_wide_starts
+
+    runs = [script.run(2_000, mult, 0, True, "teacher", 4) for mult in (1, 2)]
+    assert [r["start"] for r in runs] == [[300, 100], [600, 200]]
+    assert runs[0]["merge_seconds"] > 1e-3, runs[0]  # a round ran (none yet from 600-200)
+    assert all(0 < r["merge_seconds"] < r["train_wall_seconds"] for r in runs), runs
+    assert all(r["dense"]["test_error"] < 0.3 for r in runs)  # the majority class: 0.63
+    result = {"wide_starts": runs, "commit": "test", "cpu": "cpu", "threads": 1}
+    rows = [line for line in render_wide_starts("wide_starts", result) if line.startswith("| 2,")]
+    assert len(rows) == 2 and rows[1].startswith("| 2,000 | 600-200 | 0 | ")
