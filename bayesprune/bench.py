@@ -113,9 +113,11 @@ def bench_run(
     min_seconds: float = 0.05,
     write: bool = True,
 ) -> dict:
-    """Latency (median over interleaved blocks, after warm-up), throughput, parameters, FLOPs
-    and file size of the pruned network and of the dense one it started from; also written to
-    ``RUN_DIR/bench.json`` (unless ``write`` is False: :func:`write_bench` then writes it)."""
+    """Latency (median over interleaved blocks, after warm-up), throughput, parameters,
+    multiply-accumulates (``macs``) and FLOPs (``flops``, two per multiply-accumulate) per
+    example, and file size of the pruned network and of the dense one it started from; also
+    written to ``RUN_DIR/bench.json`` (unless ``write`` is False: :func:`write_bench` then
+    writes it)."""
     run_dir = Path(run_dir)
     dev = torch.device(device)
     pruned, record = load_model_record(run_dir / "model.pt")
@@ -132,7 +134,8 @@ def bench_run(
     for name, module in models.items():
         result[name] = {
             "params": count_weights(module),
-            "flops": count_flops(module.cpu(), in_shape),
+            "macs": (macs := count_flops(module.cpu(), in_shape)),  # multiply-accumulates
+            "flops": 2 * macs,  # a multiply and an add each
             "bytes": (run_dir / "model.pt").stat().st_size
             if name == "pruned"
             else len(buffer.getvalue()),
@@ -173,7 +176,7 @@ def format_table(result: dict) -> str:
         f"device {result['device']}, {result['threads']} thread(s)",
         f"{'':12}{'dense':>14}{'pruned':>14}{'ratio':>9}",
         f"{'parameters':12}{d['params']:>14,}{p['params']:>14,}{d['params'] / p['params']:>8.1f}×",
-        f"{'MACs/ex.':12}{d['flops']:>14,}{p['flops']:>14,}{d['flops'] / p['flops']:>8.1f}×",
+        f"{'FLOPs/ex.':12}{d['flops']:>14,}{p['flops']:>14,}{d['flops'] / p['flops']:>8.1f}×",
         f"{'file bytes':12}{d['bytes']:>14,}{p['bytes']:>14,}{d['bytes'] / p['bytes']:>8.1f}×",
     ]
     for batch, row in result["batches"].items():

@@ -908,9 +908,10 @@ def render_gpu(result: dict, name: str = "gpu") -> list[str]:
             "| | dense | pruned | ratio |",
             "|---|---|---|---|",
         ]
+        macs = "macs" if "macs" in dense else "flops"  # (files before "macs": MACs in "flops")
         for what, k in (
             ("parameters", "params"),
-            ("multiply-adds per example", "flops"),
+            ("multiply-adds per example", macs),
             ("file bytes", "bytes"),
         ):
             lines.append(

@@ -139,6 +139,10 @@ def test_export_and_bench_from_the_command_line(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert result["pruned"]["params"] == summary["weights_kept"]
     assert result["dense"]["params"] == summary["weights_total"]
+    # 4-12-8-3: 4·12 + 12·8 + 8·3 multiply-accumulates, two FLOPs each ("flops" held the MACs)
+    assert (result["dense"]["macs"], result["dense"]["flops"]) == (168, 336)
+    assert result["pruned"]["flops"] == 2 * result["pruned"]["macs"] > 0
+    assert "FLOPs/ex." in table
     for row in result["batches"].values():
         assert row["dense_ms"] > 0 and row["pruned_ms"] > 0
 
