@@ -658,6 +658,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "unit_redundancy", lambda name, r: render_unit_redundancy(name, r)),
     ("key", "refit_value", lambda name, r: render_refit_value(name, r)),
     ("key", "wide_starts", lambda name, r: render_wide_starts(name, r)),
+    ("key", "training_cost", lambda name, r: render_training_cost(name, r)),
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
     ("key", "resume_fuzz", lambda name, r: render_resume_fuzz(name, r)),
     ("key", "merge_power", lambda name, r: render_merge_power(name, r)),
@@ -668,6 +669,45 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "runs", lambda name, r: render_robustness(name, r)),
     ("key", "cells", lambda name, r: render_matrix(name, r)),
 ]
+
+
+def render_training_cost(name: str, result: dict) -> list[str]:
+    """benchmarks/training_cost.py: per network, the training wall time per epoch and summed,
+    bayesprune against dense, from the runs of ``fmnist_lenet300.py`` and ``fmnist_lenet5.py``
+    (issue 12's training cost over time; the figure is ``training_cost.png``)."""
+    lines = [
+        f"## {name}",
+        "",
+        "Training wall time per epoch (s) and summed, bayesprune against dense with the same "
+        "recipe in one process (Fashion-MNIST, 10 epochs, batch 100, 1 thread; training steps "
+        "only, bayesprune's per-epoch evaluation apart, as the dense run has none); plotted in "
+        "`benchmarks/training_cost.png` (`benchmarks/training_cost.py`).",
+        "",
+    ]
+    for title, t in result["training_cost"].items():
+        d, b = t["dense"], t["bayesprune"]
+        lines += [
+            f"{title} (`results/{t['source']}.json`, commit {t['commit']}, {t['processor']}):",
+            "",
+            "| epoch | dense | bayesprune | dense, summed | bayesprune, summed | ratio, summed |",
+            "|---|---|---|---|---|---|",
+        ]
+        sd = sb = 0.0
+        for epoch, (x, y) in enumerate(
+            zip(d["epoch_train_seconds"], b["epoch_train_seconds"], strict=True), 1
+        ):
+            sd, sb = sd + x, sb + y
+            lines.append(f"| {epoch} | {x:.1f} | {y:.1f} | {sd:.1f} | {sb:.1f} | {sb / sd:.2f}× |")
+        extra = b.get("bookkeeping_seconds") or 0.0
+        lines += [
+            "",
+            f"Total {b['train_wall_seconds']:.1f} s against {d['train_wall_seconds']:.1f} s "
+            f"({b['train_wall_seconds'] / d['train_wall_seconds']:.2f}×); with bayesprune's "
+            f"per-epoch evaluation ({extra:.1f} s) "
+            f"{(b['train_wall_seconds'] + extra) / d['train_wall_seconds']:.2f}×.",
+            "",
+        ]
+    return lines
 
 
 def render_wide_starts(name: str, result: dict) -> list[str]:

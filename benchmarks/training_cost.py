@@ -3,7 +3,9 @@
 Reads ``results/fmnist_lenet300.json`` and ``results/fmnist_lenet5.json`` (written by
 ``fmnist_lenet300.py`` and ``fmnist_lenet5.py``: dense and bayesprune with the same recipe, one
 process, 1 thread) and plots the wall time per epoch and its cumulative sum (training steps only:
-bayesprune's per-epoch evaluation, logs and checkpoints are excluded, as the dense run has none).
+bayesprune's per-epoch evaluation, logs and checkpoints are excluded, as the dense run has none;
+the table gives them apart). The numbers go to ``results/training_cost.json`` and their table to
+``README.md``.
 
 Usage: ``.venv/bin/python benchmarks/training_cost.py``
 """
@@ -21,15 +23,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HERE, figure_dir  # noqa: E402
+from common import HERE, figure_dir, write  # noqa: E402
 
 RUNS = {"LeNet-300-100": "fmnist_lenet300", "LeNet-5": "fmnist_lenet5"}
 
 
 def main() -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    table: dict = {}
     for col, (title, name) in enumerate(RUNS.items()):
         result = json.loads((HERE / "results" / f"{name}.json").read_text())
+        table[title] = {
+            "source": name,
+            "commit": result["environment"].get("commit", "unknown"),
+            "processor": result["environment"].get("processor", "unknown"),
+            **{run: {k: result[run].get(k)
+                     for k in ("epoch_train_seconds", "train_wall_seconds", "bookkeeping_seconds")}
+               for run in ("dense", "bayesprune")},
+        }  # fmt: skip
         for run, style in (("dense", "k--"), ("bayesprune", "C0-")):
             seconds = result[run].get("epoch_train_seconds")
             if not seconds:
@@ -48,6 +59,7 @@ def main() -> Path:
     out = figure_dir() / "training_cost.png"  # ($BAYESPRUNE_RESULTS_DIR: a trial run)
     fig.savefig(out, dpi=100)
     print(f"wrote {out}")
+    write("training_cost", {"training_cost": table})
     return out
 
 

@@ -1266,3 +1266,22 @@ def test_wide_starts_times_the_merge_rounds_and_tabulates_each_start():
     result = {"wide_starts": runs, "commit": "test", "cpu": "cpu", "threads": 1}
     rows = [line for line in render_wide_starts("wide_starts", result) if line.startswith("| 2,")]
     assert len(rows) == 2 and rows[1].startswith("| 2,000 | 600-200 | 0 | ")
+
+
+def test_training_cost_writes_its_numbers_and_a_table_per_network(tmp_path, monkeypatch):
+    """benchmarks/training_cost.py drew only the figure; issue 12 asks for the training cost
+    over time in benchmarks/README.md too: the per-epoch times, their sums and the ratio."""
+    monkeypatch.setenv("BAYESPRUNE_RESULTS_DIR", str(tmp_path))  # a trial: results/ untouched
+    script = _script("training_cost")
+    from common import render_training_cost
+
+    script.main()
+    result = json.loads((tmp_path / "training_cost.json").read_text())
+    assert set(result["training_cost"]) == {"LeNet-300-100", "LeNet-5"}
+    lines = render_training_cost("training_cost", result)
+    mlp = result["training_cost"]["LeNet-300-100"]
+    dense, pruned = mlp["dense"]["epoch_train_seconds"], mlp["bayesprune"]["epoch_train_seconds"]
+    last = f"| {len(dense)} | {dense[-1]:.1f} | {pruned[-1]:.1f} | {sum(dense):.1f} |"
+    assert sum(line.startswith(last) for line in lines) == 1, last
+    ratio = mlp["bayesprune"]["train_wall_seconds"] / mlp["dense"]["train_wall_seconds"]
+    assert any(f"({ratio:.2f}×)" in line for line in lines)
