@@ -1177,20 +1177,41 @@ def render_inference(result: dict) -> list[str]:
         "",
         f"Pruned vs dense networks after {result['epochs']} epochs on Fashion-MNIST (defaults), "
         f"CPU, batch {result['batch']}, {result['threads']} thread, torch {result['torch']}, "
-        f"commit {result['commit']} (`benchmarks/inference.py`: `bayesprune train`, then "
+        f"commit {result['commit']}{', ' + result['processor'] if 'processor' in result else ''} "
+        "(`benchmarks/inference.py`: `bayesprune train`, then "
         "`bayesprune bench`; targets for LeNet-5: ≥ 3× faster, file ≥ 10× smaller).",
         "",
-        "| network | dense (ms) | pruned (ms) | speed-up | dense bytes | pruned bytes | smaller |",
-        "|---|---|---|---|---|---|---|",
     ]
-    return _network_table(
-        result,
-        lines,
-        lambda r: (
+    exported = [r.get("format") for r in result.values() if isinstance(r, dict)]
+    fmt = next((f for f in exported if f), None)
+    if fmt:  # the exported files (the issue's measure); model.pt and the in-process modules
+        lines += [
+            f"Exported with `bayesprune export --format {fmt}` and loaded back with "
+            "`torch.export.load` (the dense network of the starting widths the same way); "
+            "`bench`'s numbers (`model.pt`, the in-process networks) in the last columns.",
+            "",
+            "| network | dense (ms) | pruned (ms) | speed-up | dense bytes | pruned bytes | "
+            "smaller | `bench`: speed-up | `model.pt` smaller |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+    else:
+        lines += [
+            "| network | dense (ms) | pruned (ms) | speed-up | dense bytes | pruned bytes | "
+            "smaller |",
+            "|---|---|---|---|---|---|---|",
+        ]
+
+    def row(r):
+        cells = (
             f"{r['dense_ms']:.2f} | {r['pruned_ms']:.2f} | {r['speedup']:.2f}× | "
             f"{r['dense_bytes']:,} | {r['pruned_bytes']:,} | {r['size_ratio']:.1f}×"
-        ),
-    )
+        )
+        if "model_pt" in r:
+            m = r["model_pt"]
+            cells += f" | {m['speedup']:.2f}× | {m['dense_bytes'] / m['pruned_bytes']:.1f}×"
+        return cells
+
+    return _network_table(result, lines, row)
 
 
 def render_ddp(result: dict) -> list[str]:

@@ -3,9 +3,12 @@
 Trains LeNet-300-100 and LeNet-5 on Fashion-MNIST with the defaults (``bayesprune train``,
 1 thread), then ``bayesprune bench`` on each run directory (CPU, batch 256, 1 thread: medians of
 interleaved blocks of the pruned network and of the dense network at the starting widths, in one
-process). Writes ``benchmarks/results/inference.json`` as ``{"lenet5": {"dense_ms": …,
-"pruned_ms": …, "dense_bytes": …, "pruned_bytes": …}, "mlp": {…}}`` (bytes: ``model.pt`` of the
-pruned run against the same record of the dense network).
+process), and the same for the exported networks: the pruned run and the dense network each
+written by ``bayesprune export --format pt2`` (``torch.export``, the format that loads without
+bayesprune) and loaded back with ``torch.export.load``. Writes
+``benchmarks/results/inference.json`` as ``{"lenet5": {"dense_ms": …, "pruned_ms": …,
+"dense_bytes": …, "pruned_bytes": …}, "mlp": {…}}``, the exported files' latencies and sizes
+(``bench``'s, of ``model.pt`` and the in-process networks, under ``"model_pt"``).
 
 Usage: ``.venv/bin/python benchmarks/inference.py [--epochs 10] [--runs-dir DIR]``
 """
@@ -22,8 +25,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import description, environment, write  # noqa: E402
 
-from bayesprune.bench import bench_run  # noqa: E402
+from bayesprune.bench import _latency_ms, bench_run, dense_network  # noqa: E402
 from bayesprune.cli import main as cli  # noqa: E402
+from bayesprune.export import export_model, load_model_record, model_record  # noqa: E402
+
+EXPORT = "pt2"
+
+
+def exported(run_dir: Path, batch: int = 256, blocks: int = 7) -> dict:
+    """The pruned run and its dense starting network exported as ``EXPORT`` files, loaded back
+    without bayesprune's classes (``torch.export.load``), timed in interleaved blocks (medians,
+    after warm-up) at ``batch``; their file sizes."""
+    import statistics
+
+    pruned, record = load_model_record(run_dir / "model.pt")
+    dense = run_dir / "dense"
+    dense.mkdir(exist_ok=True)
+    torch.save(model_record(dense_network(run_dir, record, pruned), record["in_shape"]),
+               dense / "model.pt")  # fmt: skip
+    files = {
+        "dense": export_model(dense / "model.pt", EXPORT, dense / f"model.{EXPORT}"),
+        "pruned": export_model(run_dir / "model.pt", EXPORT, run_dir / f"model.{EXPORT}"),
+    }
+    modules = {name: torch.export.load(path).module() for name, path in files.items()}
+    x = torch.randn(batch, *record["in_shape"])
+    times: dict = {name: [] for name in modules}
+    for module in modules.values():
+        _latency_ms(module, x, torch.device("cpu"), 3)  # warm-up
+    for _ in range(blocks):
+        for name, module in modules.items():
+            times[name].append(_latency_ms(module, x, torch.device("cpu"), 5))
+    out = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
+    out.update({f"{name}_bytes": path.stat().st_size for name, path in files.items()})
+    return {"format": EXPORT, **out}
 
 
 def main(argv=None) -> dict:
@@ -47,15 +81,20 @@ def main(argv=None) -> dict:
             raise SystemExit(f"training {name} failed (exit {code})")
         bench = bench_run(out, "cpu", (256,))
         row = bench["batches"]["256"]
+        files = exported(out)
         result[name] = {
-            "dense_ms": row["dense_ms"],
-            "pruned_ms": row["pruned_ms"],
-            "speedup": row["speedup"],
-            "dense_bytes": bench["dense"]["bytes"],
-            "pruned_bytes": bench["pruned"]["bytes"],
-            "size_ratio": bench["dense"]["bytes"] / bench["pruned"]["bytes"],
+            **files,
+            "speedup": files["dense_ms"] / files["pruned_ms"],
+            "size_ratio": files["dense_bytes"] / files["pruned_bytes"],
             "dense_params": bench["dense"]["params"],
             "pruned_params": bench["pruned"]["params"],
+            "model_pt": {
+                "dense_ms": row["dense_ms"],
+                "pruned_ms": row["pruned_ms"],
+                "speedup": row["speedup"],
+                "dense_bytes": bench["dense"]["bytes"],
+                "pruned_bytes": bench["pruned"]["bytes"],
+            },
             "run_dir": str(out),
         }
         print(name, result[name], flush=True)

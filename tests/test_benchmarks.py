@@ -1285,3 +1285,24 @@ def test_training_cost_writes_its_numbers_and_a_table_per_network(tmp_path, monk
     assert sum(line.startswith(last) for line in lines) == 1, last
     ratio = mlp["bayesprune"]["train_wall_seconds"] / mlp["dense"]["train_wall_seconds"]
     assert any(f"({ratio:.2f}×)" in line for line in lines)
+
+
+def test_inference_times_and_sizes_the_exported_files(tmp_path):
+    """benchmarks/inference.py measured model.pt and the in-process networks; issue 12 asks for
+    the exported networks: both are written as pt2 files, loaded back and timed, their sizes
+    recorded."""
+    from bayesprune.cli import main
+
+    script = _script("inference")
+    out = tmp_path / "run"
+    argv = ["train", "--epochs", "2", "--widths", "12,8", "--no-progress", "--no-report"]
+    assert main([*argv, "--out", str(out)]) == 0
+    row = script.exported(out, batch=8, blocks=2)
+    assert row["format"] == "pt2" and row["dense_ms"] > 0 and row["pruned_ms"] > 0
+    assert row["pruned_bytes"] == (out / "model.pt2").stat().st_size
+    assert row["dense_bytes"] == (out / "dense" / "model.pt2").stat().st_size
+    x = torch.randn(5, 4)
+    loaded = torch.export.load(out / "model.pt2").module()
+    from bayesprune.export import load_model
+
+    torch.testing.assert_close(loaded(x), load_model(out / "model.pt")(x))
