@@ -134,20 +134,19 @@ def collapse(train_errors: list[float], chance: float) -> str | None:
     trainer reads a gated run with (:func:`~bayesprune.inference.trainer.chance_collapse`): at
     chance at the last epoch, or at an earlier one after an epoch clearly below it. Its reason,
     or None."""
-    from bayesprune.inference.trainer import chance_collapse
+    from bayesprune.inference.trainer import chance_collapse, first_chance_collapse, learnt_again
 
-    best = 1.0
-    for epoch, error in enumerate(train_errors, 1):
-        at_chance = chance_collapse(error, best, chance, epoch == len(train_errors))
-        best = min(best, error)
-        if at_chance is not None:
-            return (
-                f"training error {error:.3f} at epoch {epoch} is no better than a constant "
-                f"predictor's ({chance:.3f})"
-                + ("; no epoch was clearly better: it never learnt"
-                   if at_chance == "never learnt" else "")  # fmt: skip
-            )
-    return None
+    epoch = first_chance_collapse(train_errors, chance)
+    if epoch is None:
+        return None
+    error, best = train_errors[epoch - 1], min(train_errors[: epoch - 1], default=1.0)
+    never = chance_collapse(error, best, chance, epoch == len(train_errors)) == "never learnt"
+    return (
+        f"training error {error:.3f} at epoch {epoch} is no better than a constant "
+        f"predictor's ({chance:.3f})"
+        + ("; no epoch was clearly better: it never learnt" if never else "")
+        + learnt_again(list(enumerate(train_errors, 1))[epoch:], chance)
+    )
 
 
 @dataclass

@@ -146,6 +146,36 @@ def test_the_twin_is_read_by_the_rule_the_run_is_read_with():
     assert collapse([0.9, 0.85, 0.86], chance=0.873) is None  # 0.85 is not clearly better
 
 
+def test_a_collapse_the_network_learnt_again_after_says_so(tmp_path):
+    """A run that passed through chance at epoch 3 (3 hidden units on 1,400 digits: 0.835,
+    0.875, 0.884 against 0.894) and learnt to 0.366 read "run collapsed: training error 0.884
+    at epoch 3 ..." and nothing more, its twin the same; the status stays collapsed (issue 9),
+    and the reason now says where the network ended."""
+    from bayesprune.baseline import collapse
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    errors = [0.835, 0.875, 0.884, 0.6, 0.366]
+    reason = collapse(errors, chance=0.894)
+    assert reason.startswith("training error 0.884 at epoch 3 is no better")
+    assert reason.endswith("; it learnt again after that: training error 0.366 at epoch 5, the last")  # noqa: E501
+    assert "learnt again" not in collapse([0.835, 0.875, 0.884, 0.88, 0.87], chance=0.894)
+    assert "learnt again" not in collapse([0.8, 0.6, 0.89], chance=0.894)  # at chance at the end
+    # the trainer's summary reads the same from its epochs' records
+    trainer = Trainer(GatedMLP(4, (8,), 3), make_teacher(num_train=300, num_test=50),
+                      TrainConfig(epochs=1))  # fmt: skip
+    trainer.fit(progress=False)
+    trainer.chance_error = 0.894
+    trainer.history = [{**trainer.history[0], "epoch": e, "train_error": x}
+                       for e, x in enumerate(errors, 1)]  # fmt: skip
+    trainer.status, trainer.status_reason = "collapsed", "training error 0.884 at epoch 3 ..."
+    summary = trainer.finish(1.0, 0.01)
+    assert summary["status_reason"].endswith("training error 0.366 at epoch 5, the last")
+    assert trainer.finish(1.0, 0.01)["status_reason"].count("learnt again") == 1  # said once
+
+
 def test_a_held_out_share_is_trained_on_by_the_twin_and_said(tmp_path, capsys, monkeypatch):
     import bayesprune.baseline as baseline
 

@@ -1311,6 +1311,11 @@ class Trainer:
         summary["total_steps"] = self.total_steps
         summary["status"] = self.status
         summary["status_reason"] = self.status_reason
+        if self.status == "collapsed":  # read at chance before the last epoch: learnt again?
+            errors = [(r["epoch"], r["train_error"]) for r in self.history]
+            at = first_chance_collapse([e for _, e in errors], self.chance_error)
+            if at is not None:
+                summary["status_reason"] += learnt_again(errors[at:], self.chance_error)
         summary["train_subset"] = self.data.meta.get("train_subset")
         summary["evidence_examples"] = self.data.meta.get("evidence_examples")  # Eq. (9h)
         summary["temperature"] = self.hyper.temperature
@@ -1436,6 +1441,29 @@ def _weak(method, gone=None):
 def clearly_learnt(best_error: float, chance: float) -> bool:
     """Whether a training error is clearly (``CLEARLY_BETTER``) below a constant predictor's."""
     return best_error < chance - CLEARLY_BETTER
+
+
+def learnt_again(errors_after: list[tuple[int, float]], chance: float) -> str:
+    """For a collapse read at an epoch before the last: the words saying that the network
+    learnt again after it, when its last epoch's training error (``errors_after``: (epoch,
+    training error) of the epochs after the collapse) is clearly below a constant
+    predictor's, else ``""``. The status stays collapsed (issue 9: a run that passes through
+    chance says so); the user sees that the network at the end is not at chance."""
+    if not errors_after or not clearly_learnt(errors_after[-1][1], chance):
+        return ""
+    epoch, error = errors_after[-1]
+    return f"; it learnt again after that: training error {error:.3f} at epoch {epoch}, the last"
+
+
+def first_chance_collapse(train_errors: list[float], chance: float) -> int | None:
+    """The first epoch (from 1) whose training error :func:`chance_collapse` reads as a
+    collapse, the epochs before it giving the best error, or None."""
+    best = 1.0
+    for epoch, error in enumerate(train_errors, 1):
+        if chance_collapse(error, best, chance, epoch == len(train_errors)) is not None:
+            return epoch
+        best = min(best, error)
+    return None
 
 
 def chance_collapse(error: float, best_before: float, chance: float, last: bool) -> str | None:
