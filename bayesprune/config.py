@@ -397,7 +397,7 @@ def weights_optimizer(config: TrainConfig, num_data: int = 1) -> tuple[type, dic
     """The weights' ``torch.optim`` class and its arguments: Adam, or SGD with heavy-ball momentum.
 
     ``num_data``: the examples the differentiated objective sums over — N for the ELBO, whose
-    data term is N times a per-example mean (Eq. (5)); 1 for the dense baseline's mean
+    data term is N times a per-example mean (Eq. (8)); 1 for the dense baseline's mean
     cross-entropy. Adam's step does not depend on that scale; SGD's does, so it takes
     lr / ``num_data``, which makes ``lr`` the step on the per-example objective, as in the dense
     baseline and in any SGD recipe a user brings (without it, lr 0.05 on the N-scaled ELBO
