@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shlex
 import signal
@@ -829,10 +830,12 @@ def _record_export(path: Path) -> None:
 def export(args) -> int:
     from bayesprune.export import (
         ExportError,
+        UncheckedExportWarning,
         check_export_path,
         export_model,
         input_note,
         load_model_record,
+        unchecked_onnx_note,
     )
 
     model = _model_path(args.run_dir, "export")
@@ -866,13 +869,13 @@ def export(args) -> int:
         if (Path(args.run_dir) / "config.json").is_file():
             check_run_model(Path(args.run_dir), record, module)
         in_shape = record["in_shape"]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings():  # said below as a note line; other warnings as they are
+            warnings.simplefilter("ignore", UncheckedExportWarning)
             path = export_model(model, args.format, out)
     except (ExportError, ValueError, RunError) as err:
         raise UsageError(str(err)) from None
-    for warning in caught:  # e.g. an ONNX file onnxruntime could not check
-        print(f"bayesprune: note: {warning.message}", file=sys.stderr)
+    if args.format == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        print(f"bayesprune: note: {unchecked_onnx_note(path)}", file=sys.stderr)
     if path.resolve() == default.resolve():
         _record_export(path)
     shape = ", ".join(["batch", *map(str, in_shape)])

@@ -327,6 +327,18 @@ def export_metadata(record: dict, run_dir) -> dict[str, str]:
     return metadata
 
 
+class UncheckedExportWarning(UserWarning):
+    """An exported file written without the check of its predictions against the network's
+    (ONNX without onnxruntime)."""
+
+
+def unchecked_onnx_note(out) -> str:
+    return (
+        f"{out}: written without checking its predictions against the network's: onnxruntime "
+        "is not installed (pip install 'bayesprune[onnx]')"
+    )
+
+
 def export_model(model_path, fmt: str, out) -> Path:
     """Write the deployable network of ``model.pt`` as a file that loads without bayesprune.
 
@@ -338,7 +350,7 @@ def export_model(model_path, fmt: str, out) -> Path:
     - ``onnx``: an ONNX graph with a dynamic batch dimension (input ``input``, output
       ``logits``); needs the optional extra ``bayesprune[onnx]`` (onnx, onnxruntime), and is
       checked with onnxruntime against the network's predictions (with onnx alone, written
-      unchecked, with a ``UserWarning`` saying so);
+      unchecked, with an :class:`UncheckedExportWarning`, a ``UserWarning``, saying so);
     - ``safetensors``: the weights, with the layer list and input shape as JSON in the file's
       metadata (``layers``, ``in_shape``): no code at all (README shows how to rebuild it).
 
@@ -430,10 +442,5 @@ def _export_onnx(
                 f"{out}: onnxruntime's predictions differ from the network's (not written)"
             )
     else:  # onnx without onnxruntime: written, and said to be unchecked
-        warnings.warn(
-            f"{out}: written without checking its predictions against the network's: "
-            "onnxruntime is not installed (pip install 'bayesprune[onnx]')",
-            UserWarning,
-            stacklevel=3,
-        )
+        warnings.warn(unchecked_onnx_note(out), UncheckedExportWarning, stacklevel=3)
     atomic_write(out, lambda f: f.write(buffer.getvalue()))
