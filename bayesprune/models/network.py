@@ -593,13 +593,13 @@ class GatedNet(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: dict) -> GatedNet:
-        """The network described by :meth:`spec` (freshly initialised)."""
-        net = GatedNet(
-            spec["in_shape"],
-            [tuple(step) for step in spec["plan"]],
-            spec["num_classes"],
-            batch_norm=spec["batch_norm"],
-        )
+        """The network described by :meth:`spec` (freshly initialised). A recorded
+        ``batch_norm`` on a plan without convolutions (a network built before that was refused)
+        had no BatchNorm, and is read as False."""
+        plan = [tuple(step) for step in spec["plan"]]
+        convolutions = any(step[0] == "conv" for step in plan)
+        batch_norm = spec["batch_norm"] and convolutions
+        net = GatedNet(spec["in_shape"], plan, spec["num_classes"], batch_norm=batch_norm)
         net.arch = spec["arch"]
         return net
 

@@ -191,6 +191,10 @@ def test_batch_norm_on_a_plan_without_convolutions_is_refused():
     with pytest.raises(ValueError, match="this plan has none"):
         GatedNet((64,), [("fc", 32)], 10, batch_norm=True)
     assert len(GatedNet((1, 8, 8), [("conv", 4, 3, 1), ("fc", 5)], 3, batch_norm=True).norms) == 1
+    # runs recorded before the refusal (config.json, checkpoints) are still read: such a
+    # network had no BatchNorm, and that is what the record builds
+    spec = {**GatedNet((64,), [("fc", 32)], 10).spec(), "batch_norm": True}
+    assert len(GatedNet.from_spec(spec).norms) == 0
 
 
 def test_a_plan_of_numpy_integers_and_lists_builds_as_one_of_ints():
