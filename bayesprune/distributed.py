@@ -524,6 +524,7 @@ def fit_distributed(
     started = module.started if module.started is not None else start
     wall = trainer.wall + ended - started - trainer.bookkeeping
     summary = trainer.finish(wall, trainer.step_seconds(), trainer.bookkeeping)
+    trainer.net.eval()  # as Trainer.fit leaves it: the network model.pt holds
     summary["strategy"] = {
         "name": "ddp",
         "devices": lt.world_size,

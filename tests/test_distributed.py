@@ -402,3 +402,19 @@ def test_a_lost_process_is_told_apart_from_a_processs_own_error():
         assert peer_lost(RuntimeError(text))
     assert not peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x8 and 3x3)"))
     assert not peer_lost(ValueError("the lock-step digests differ at step 200"))
+
+
+def test_a_data_parallel_fit_leaves_the_network_in_evaluation_mode():
+    """As Trainer.fit does (a review of the session that made fit do it found that
+    fit_distributed did not)."""
+    pytest.importorskip("lightning")
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.distributed import fit_distributed
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    trainer = Trainer(GatedMLP(4, (8,), 3), make_teacher(num_train=400, num_test=50),
+                      TrainConfig(epochs=1))  # fmt: skip
+    summary = fit_distributed(trainer, devices=1, progress=False)
+    assert summary["status"] == "finished" and not trainer.net.training

@@ -804,6 +804,13 @@ def test_a_fitted_network_is_left_as_model_pt_holds_it(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(net(xt), load_model(out / "model.pt")(xt))
     torch.testing.assert_close(net.norms["conv1"].running_mean, stats, rtol=0, atol=0)
+    # however fit ends: here an error in the first step
+    net = GatedNet((1, 8, 8), [("conv", 4, 3, 1), ("pool",), ("fc", 5)], 2, batch_norm=True)
+    trainer = Trainer(net, data, TrainConfig(epochs=1, batch_size=16))
+    trainer.train_step = lambda *args: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        trainer.fit(progress=False)
+    assert not net.training
 
 
 def test_a_trainer_runs_once_and_a_run_stopped_by_an_error_says_so_and_resumes(

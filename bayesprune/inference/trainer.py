@@ -600,7 +600,7 @@ class Trainer:
     ) -> dict:
         """Run the configured epochs (from where a restored checkpoint left off); return the
         summary (also written to ``out``). The network is left in evaluation mode, as
-        ``model.pt`` holds it.
+        ``model.pt`` holds it, however ``fit`` ends.
 
         SIGINT and SIGTERM finish the current step, write ``checkpoints/last.pt`` and
         ``summary.json`` with status ``interrupted``, and raise :class:`TrainingInterrupted`. A
@@ -661,6 +661,10 @@ class Trainer:
                 )
             raise
         finally:
+            # the trained network as model.pt holds it, however fit ends: BatchNorm reads its
+            # running statistics (left in training mode, a user's net(x) normalised by the
+            # batch and moved them)
+            self.net.eval()
             if self.held_here:  # free again once fit returns (a caller's own hold stays)
                 release_run_directory(self.writer.path)
                 self.held_here = False
@@ -668,9 +672,6 @@ class Trainer:
                     self.hold_finalizer.detach()
             set_global_rng_state(rng)
         self.fitted = True
-        # the trained network as model.pt holds it: BatchNorm reads its running statistics
-        # (left in training mode, a user's net(x) normalised by the batch and moved them)
-        self.net.eval()
         if summary["status"] != "finished":  # never a normal-looking return of a broken run
             where = f"{self.writer.path}, " if self.writer is not None else ""
             warnings.warn(  # (naming the run and seed: a sweep's repeats are not filtered out)
