@@ -404,9 +404,12 @@ def test_merge_moves_still_taking_units_at_the_end_are_counted_and_named_in_a_no
     ]
     assert trainer.merged_at_end() == {"fc1": 2, "fc2": 1}
     note = trainer.merged_note(trainer.merged_at_end(), [14, 8])
-    assert "removed units in the run's last evidence window (fc1 2, fc2 1)" in note
-    assert "those layers were still shrinking" in note
-    assert trainer.merged_note({"fc1": 1}, [14, 8]) is None  # one unit: the settled tail
+    # fc2's single unit is the settled tail: only fc1 is named (the first version named both)
+    assert "removed units in the run's last evidence window (fc1 2 of 14 deployed)" in note
+    assert "that layer was still shrinking" in note
+    note = trainer.merged_note({"fc1": 3, "fc2": 2}, [14, 8])
+    assert "(fc1 3 of 14, fc2 2 of 8 deployed), so those layers were" in note
+    assert trainer.merged_note({"fc1": 1, "fc2": 1}, [14, 8]) is None  # one unit: the tail
     assert trainer.merged_note({"fc1": 2}, [150, 100]) is None  # 2 of 250: not above 1%
     trainer.status = "failed"
     assert trainer.merged_at_end() is None and trainer.merged_note({"fc1": 9}, [14, 8]) is None

@@ -486,7 +486,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         index = torch.randperm(n, generator=gen)[: min(n, MERGE_SAMPLE)].to(self.device)
         x, y = self.data.x_train[index], self.data.y_train[index]
-        window = every * self.check_every
+        window = self.merge_window_steps()
         cache: dict = {}  # what a round's consumer received, for the next layer's round
         for name in self.net.gated:
             if name not in self.release_steps:
@@ -517,6 +517,12 @@ class Trainer:
                 delta_data=sum(m.delta_data for m in moves),
                 delta_prior=sum(m.delta_prior for m in moves),
             )
+
+    def merge_window_steps(self) -> int:
+        """The steps between merge rounds, one evidence window (Eq. (14w)): ⌈W_N/(B c)⌉ checks
+        of c steps."""
+        every = checks_per_window(self.config, len(self.data.x_train), self.window)
+        return every * self.check_every
 
     def merge_budget(self, name: str) -> int | None:
         """How many units a merge round may remove from layer ``name`` now (Eq. (14t)), or
@@ -1222,14 +1228,25 @@ class Trainer:
                 out[name] = count
         return out
 
+    def shrinking(self, counts: dict[str, int] | None, widths: list[int], tail: int = 0):
+        """``(named, which)`` for a note on layers still shrinking at the end: the layers of
+        ``counts`` with more than ``tail`` units, each as "fc1 9 of 47" (``widths``: the
+        deployed ones), and "that layer was" or "those layers were"; ``None`` for a run that
+        did not finish or when those units are not more than 1% of the deployed ones."""
+        counts = {n: k for n, k in (counts or {}).items() if k > tail}
+        if not counts or self.status != "finished" or sum(counts.values()) <= 0.01 * sum(widths):
+            return None
+        width = dict(zip(self.net.gated, widths, strict=True))
+        named = ", ".join(f"{n} {k} of {width[n]}" for n, k in counts.items())
+        return named, "that layer was" if len(counts) == 1 else "those layers were"
+
     def leaving_note(self, leaving: dict[str, int] | None, widths: list[int]) -> str | None:
         """A note when more than 1% of the deployed units were still leaving at the end
         (:meth:`leaving`): the widths are the run length's, not yet the evidence's."""
-        if not leaving or self.status != "finished" or sum(leaving.values()) <= 0.01 * sum(widths):
+        said = self.shrinking(leaving, widths)
+        if said is None:
             return None
-        width = dict(zip(self.net.gated, widths, strict=True))
-        named = ", ".join(f"{n} {k} of {width[n]}" for n, k in leaving.items())
-        which = "that layer was" if len(leaving) == 1 else "those layers were"
+        named, which = said
         return (f"units of the deployed network still had evidence below their price at the end "
                 f"({named}): their θ was falling or held at 1 by the transit limit "
                 f"(docs/method.md Eq. (10t)), so {which} still shrinking; train for more epochs "
@@ -1243,8 +1260,7 @@ class Trainer:
         ``None`` for a run without merge moves or that did not finish."""
         if self.merges is None or self.status != "finished":
             return None
-        n = len(self.data.x_train)
-        window = checks_per_window(self.config, n, self.window) * self.check_every
+        window = self.merge_window_steps()
         out: dict[str, int] = {}
         for event in self.prune_events:
             if event.get("merged") and event["step"] > self.step - window:
@@ -1252,18 +1268,17 @@ class Trainer:
         return out
 
     def merged_note(self, merged: dict[str, int] | None, widths: list[int]) -> str | None:
-        """A note when the last evidence window's merge moves removed more than one unit and
-        more than 1% of the deployed units (:meth:`merged_at_end`; a single unit is the tail a
-        settled layer's repeated tests, Eq. (14a), still allow: the default runs' last rounds
-        take 0 or 1)."""
-        total = sum((merged or {}).values())
-        if self.status != "finished" or total <= 1 or total <= 0.01 * sum(widths):
+        """A note naming the layers whose merge moves removed more than one unit in the last
+        evidence window, when those are more than 1% of the deployed units
+        (:meth:`merged_at_end`; a single unit is the tail a settled layer's repeated tests,
+        Eq. (14a), still allow: the default runs' last rounds take 0 or 1)."""
+        said = self.shrinking(merged, widths, tail=1)
+        if said is None:
             return None
-        named = ", ".join(f"{n} {k}" for n, k in merged.items())
-        which = "that layer was" if len(merged) == 1 else "those layers were"
+        named, which = said
         return (f"merge moves (docs/method.md Eq. (14)) removed units in the run's last evidence "
-                f"window ({named}), so {which} still shrinking; train for more epochs for the "
-                "final width")  # fmt: skip
+                f"window ({named} deployed), so {which} still shrinking; train for more epochs "
+                "for the final width")  # fmt: skip
 
     def in_transit_note(self) -> str | None:
         """A note when more than 1% of the gates end between 0 and 1 (P1 not reached).
