@@ -770,12 +770,31 @@ def test_a_network_the_run_could_train_but_not_save_is_refused():
         def map(self, name, h, weight=None, bias=None):
             return 2 * super().map(name, h, weight, bias)
 
+    def patched():
+        net = GatedMLP(4, (8,), 3)
+        forward = net.forward
+        net.forward = lambda x, gates=None, params=None: 2 * forward(x, gates, params)
+        return net
+
+    def with_parameter():
+        net = GatedMLP(4, (8,), 3)
+        net.scale = torch.nn.Parameter(torch.ones(()))
+        return net
+
+    def float64_buffer():  # (refused before the data are looked at)
+        net = GatedNet((1, 8, 8), [("conv", 4, 3, 1), ("fc", 5)], 3, batch_norm=True)
+        net.norms["conv1"].running_mean = net.norms["conv1"].running_mean.double()
+        return net
+
     data = make_teacher(num_train=200, num_test=50)
     for net, message in (
         (Skip(), "Skip overrides forward; adds skip: a run trains, saves and exports"),
         (Extra(), "Extra adds extra: "),
         (Mapped(4, (8,), 3), "Mapped overrides map: "),
-        (GatedMLP(4, (8,), 3).double(), r"parameters are float64; .* net.float\(\)"),
+        (GatedMLP(4, (8,), 3).double(), r"parameters and buffers are float64; .* net.float\(\)"),
+        (patched(), "GatedMLP overrides forward: "),  # on the instance
+        (with_parameter(), "GatedMLP adds scale: "),  # an nn.Parameter attribute
+        (float64_buffer(), "parameters and buffers are float32, float64"),  # BatchNorm's
     ):
         with pytest.raises(TypeError, match=message):
             Trainer(net, data, TrainConfig(epochs=1))

@@ -1367,13 +1367,17 @@ _PLAN_METHODS = ("forward", "run_ops", "map", "activate")
 
 
 def _check_plan_network(net: GatedNet) -> None:
-    """Refuse (``TypeError``) a network the run could train but not save: a ``GatedNet``
-    subclass that computes more than its plan (its own ``forward``, or parameters and modules
-    besides the plan's layers and norms), which ``model.pt`` and the exports would leave out
-    without a word, and one whose parameters are not float32, as the data are."""
+    """Refuse (``TypeError``) a network the run could train but not save: a ``GatedNet`` (or
+    subclass) that computes more than its plan (its own ``forward``, ``run_ops``, ``map`` or
+    ``activate``, on the class or the instance, or modules and parameters besides the plan's
+    layers and norms), which ``model.pt`` and the exports would leave out without a word, and
+    one whose parameters or floating buffers are not float32, as the data are. (Forward hooks
+    are not looked at: one that changes the output is the user's to keep out of a run.)"""
     cls = type(net)
-    changed = [m for m in _PLAN_METHODS if getattr(cls, m) is not getattr(GatedNet, m)]
+    changed = [m for m in _PLAN_METHODS
+               if getattr(cls, m) is not getattr(GatedNet, m) or m in vars(net)]  # fmt: skip
     extra = [n for n, _ in net.named_children() if n not in ("layers", "norms")]
+    extra += [n for n, _ in net.named_parameters(recurse=False)]  # nn.Parameter attributes
     if changed or extra:
         what = "; ".join(
             part
@@ -1388,11 +1392,12 @@ def _check_plan_network(net: GatedNet) -> None:
             "layers, norms and steps), so the rest would be trained and then left out of "
             "model.pt and every export; describe the network as a plan of GatedNet steps"
         )
-    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in net.parameters()})
+    tensors = [*net.parameters(), *(b for b in net.buffers() if b.is_floating_point())]
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors})
     if dtypes != ["float32"]:
         raise TypeError(
-            f"the network's parameters are {', '.join(dtypes)}; a run trains float32 networks "
-            "on float32 inputs: net.float()"
+            f"the network's parameters and buffers are {', '.join(dtypes)}; a run trains float32 "
+            "networks on float32 inputs: net.float()"
         )
 
 

@@ -734,7 +734,7 @@ def build_network(
         raise ValueError(
             f"{arch} takes images as (channels, height, width), and these are "
             f"{tuple(in_shape)}: channels last, it seems; transpose them "
-            "(numpy: x.transpose(0, 3, 1, 2)) before saving"
+            "(numpy: x.transpose(0, 3, 1, 2); torch: x.permute(0, 3, 1, 2))"
         )
     if arch == "lenet5" and min(in_shape[1:]) < 16:  # 5×5 conv, 2×2 pool, twice
         raise ValueError(
