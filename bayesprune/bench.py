@@ -13,7 +13,7 @@ import torch
 from bayesprune.export import (
     architecture,
     build_sequential,
-    count_flops,
+    count_macs,
     count_weights,
     load_model_record,
     model_record,
@@ -134,7 +134,7 @@ def bench_run(
     for name, module in models.items():
         result[name] = {
             "params": count_weights(module),
-            "macs": (macs := count_flops(module.cpu(), in_shape)),  # multiply-accumulates
+            "macs": (macs := count_macs(module.cpu(), in_shape)),  # multiply-accumulates
             "flops": 2 * macs,  # a multiply and an add each
             "bytes": (run_dir / "model.pt").stat().st_size
             if name == "pruned"

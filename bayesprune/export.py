@@ -51,7 +51,7 @@ def count_weights(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_flops(module: nn.Module, in_shape: Sequence[int]) -> int:
+def count_macs(module: nn.Module, in_shape: Sequence[int]) -> int:
     """Multiply-accumulates of the Conv2d and Linear layers for one example of ``in_shape``."""
     total = 0
 
@@ -119,7 +119,7 @@ def summarize(
         "weights_total": initial["weights"],
         "weights_kept": kept,
         "weights_kept_fraction": kept / initial["weights"],
-        "flops_kept_fraction": count_flops(network, in_shape) / initial["flops"],
+        "flops_kept_fraction": count_macs(network, in_shape) / initial["macs"],
     }
 
 

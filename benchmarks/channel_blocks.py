@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from common import environment, interleaved_ms, write  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bayesprune.export import count_flops  # noqa: E402
+from bayesprune.export import count_macs  # noqa: E402
 from bayesprune.models.network import MaxPool2x2  # noqa: E402
 
 BLOCKS = 7
@@ -85,7 +85,7 @@ def main(widths=WIDTHS, batch: int = 256, blocks: int = BLOCKS, steps: int = 5) 
         rows.append(
             {
                 "widths": list(w),
-                "macs": count_flops(net, (1, 28, 28)),
+                "macs": count_macs(net, (1, 28, 28)),
                 **{f"{mode}_ms": ms[f"{name}/{mode}_ms"] for mode in MODES},
             }
         )

@@ -379,3 +379,26 @@ def _cli_module(*args):
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def test_a_checkpoint_that_counted_the_starting_flops_under_their_old_name_resumes(tmp_path):
+    """The starting network's multiply-accumulates were kept as initial["flops"]; renamed
+    "macs", a checkpoint written before must still resume and report its FLOPs kept."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    data, out = make_teacher(num_train=400, num_test=50), tmp_path / "run"
+    trainer = Trainer(GatedMLP(4, (8, 4), 3), data, TrainConfig(epochs=2), out=out)
+    step = trainer.train_step
+    trainer.train_step = lambda *a: step(*a) if trainer.epoch == 0 else 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        trainer.fit(progress=False)
+    (path,) = sorted((out / "checkpoints").glob("epoch_*.pt"))
+    state = torch.load(path, weights_only=False)
+    initial = state["trainer"]["initial"]
+    initial["flops"] = initial.pop("macs")
+    torch.save(state, path)
+    summary = Trainer.resume(out, data).fit(progress=False)
+    assert summary["status"] == "finished" and 0 < summary["flops_kept_fraction"] <= 1

@@ -33,7 +33,7 @@ from bayesprune.config import (
 from bayesprune.data import Dataset, changed_files, tensors_sha256
 from bayesprune.export import (
     architecture,
-    count_flops,
+    count_macs,
     count_weights,
     deterministic_network,
     mode_units,
@@ -228,7 +228,7 @@ class Trainer:
         plain = net.to_sequential()
         self.initial = {
             "weights": count_weights(net),
-            "flops": count_flops(plain, net.in_shape),
+            "macs": count_macs(plain, net.in_shape),
             "architecture": architecture(plain),
         }
         self.history: list[dict] = []
@@ -1063,7 +1063,9 @@ class Trainer:
         self.history, self.prune_events = list(t["history"]), list(t["prune_events"])
         if self.merges is not None:  # checkpoints before the per-unit tests: none counted
             self.merges.tests = dict(t.get("merge_tests") or {})
-        self.initial_widths, self.initial = t["initial_widths"], t["initial"]
+        self.initial_widths, self.initial = t["initial_widths"], dict(t["initial"])
+        if "macs" not in self.initial:  # checkpoints before the key's name said what it counts
+            self.initial["macs"] = self.initial.pop("flops")
         self.initial_spec = t.get("initial_spec")  # None in checkpoints before it was kept
         self.run_id = state.get("run_id")
         self.wall, self.bookkeeping = t["wall"], t["bookkeeping"]
