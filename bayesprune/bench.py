@@ -105,6 +105,22 @@ def _latency_ms(module, x, device, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
+def interleaved_ms(models: dict, x: torch.Tensor, blocks: int = 7, min_seconds: float = 0.05):
+    """Median latency (ms) of each module on ``x``: after a warm-up, ``blocks`` rounds in which
+    every module runs in turn, each for enough calls to last about ``min_seconds``."""
+    device = x.device
+    repeats = {}
+    for name, module in models.items():  # warm-up, and enough calls per block
+        _latency_ms(module, x, device, 3)
+        once = max(_latency_ms(module, x, device, 3), 1e-3)
+        repeats[name] = max(1, int(min_seconds * 1000 / once))
+    times: dict = {name: [] for name in models}
+    for _ in range(blocks):
+        for name, module in models.items():
+            times[name].append(_latency_ms(module, x, device, repeats[name]))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def bench_run(
     run_dir: str | Path,
     device: str = "cpu",
@@ -143,16 +159,8 @@ def bench_run(
         models[name] = module.to(dev)
     for batch in batches:
         x = torch.randn(batch, *in_shape, device=dev)
-        repeats = {}
-        for name, module in models.items():  # warm-up, and enough calls per block
-            _latency_ms(module, x, dev, 3)
-            once = max(_latency_ms(module, x, dev, 3), 1e-3)
-            repeats[name] = max(1, int(min_seconds * 1000 / once))
-        times = {name: [] for name in models}
-        for _ in range(blocks):
-            for name, module in models.items():
-                times[name].append(_latency_ms(module, x, dev, repeats[name]))
-        row = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
+        times = interleaved_ms(models, x, blocks, min_seconds)
+        row = {f"{name}_ms": ms for name, ms in times.items()}
         row["speedup"] = row["dense_ms"] / row["pruned_ms"]
         for name in models:
             row[f"{name}_per_s"] = batch / row[f"{name}_ms"] * 1000

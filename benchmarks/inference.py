@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import description, environment, write  # noqa: E402
 
-from bayesprune.bench import _latency_ms, bench_run, dense_network  # noqa: E402
+from bayesprune.bench import bench_run, dense_network, interleaved_ms  # noqa: E402
 from bayesprune.cli import main as cli  # noqa: E402
 from bayesprune.export import export_model, load_model_record, model_record  # noqa: E402
 
@@ -33,31 +33,24 @@ EXPORT = "pt2"
 
 
 def exported(run_dir: Path, batch: int = 256, blocks: int = 7) -> dict:
-    """The pruned run and its dense starting network exported as ``EXPORT`` files, loaded back
-    without bayesprune's classes (``torch.export.load``), timed in interleaved blocks (medians,
-    after warm-up) at ``batch``; their file sizes."""
-    import statistics
-
+    """The pruned run and its dense starting network exported as ``EXPORT`` files (the dense
+    one in a temporary folder), loaded back without bayesprune's classes
+    (``torch.export.load``) and timed as ``bayesprune bench`` times (interleaved blocks,
+    medians after warm-up) at ``batch``; their file sizes."""
     pruned, record = load_model_record(run_dir / "model.pt")
-    dense = run_dir / "dense"
-    dense.mkdir(exist_ok=True)
-    torch.save(model_record(dense_network(run_dir, record, pruned), record["in_shape"]),
-               dense / "model.pt")  # fmt: skip
-    files = {
-        "dense": export_model(dense / "model.pt", EXPORT, dense / f"model.{EXPORT}"),
-        "pruned": export_model(run_dir / "model.pt", EXPORT, run_dir / f"model.{EXPORT}"),
-    }
-    modules = {name: torch.export.load(path).module() for name, path in files.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        dense = Path(folder)
+        torch.save(model_record(dense_network(run_dir, record, pruned), record["in_shape"]),
+                   dense / "model.pt")  # fmt: skip
+        files = {
+            "dense": export_model(dense / "model.pt", EXPORT, dense / f"model.{EXPORT}"),
+            "pruned": export_model(run_dir / "model.pt", EXPORT, run_dir / f"model.{EXPORT}"),
+        }
+        modules = {name: torch.export.load(path).module() for name, path in files.items()}
+        sizes = {f"{name}_bytes": path.stat().st_size for name, path in files.items()}
     x = torch.randn(batch, *record["in_shape"])
-    times: dict = {name: [] for name in modules}
-    for module in modules.values():
-        _latency_ms(module, x, torch.device("cpu"), 3)  # warm-up
-    for _ in range(blocks):
-        for name, module in modules.items():
-            times[name].append(_latency_ms(module, x, torch.device("cpu"), 5))
-    out = {f"{name}_ms": statistics.median(t) for name, t in times.items()}
-    out.update({f"{name}_bytes": path.stat().st_size for name, path in files.items()})
-    return {"format": EXPORT, **out}
+    times = interleaved_ms(modules, x, blocks)
+    return {"format": EXPORT, **{f"{name}_ms": ms for name, ms in times.items()}, **sizes}
 
 
 def main(argv=None) -> dict:
