@@ -680,7 +680,8 @@ def render_training_cost(name: str, result: dict) -> list[str]:
         "",
         "Training wall time per epoch (s) and summed, bayesprune against dense with the same "
         "recipe in one process (Fashion-MNIST, 10 epochs, batch 100, 1 thread; training steps "
-        "only, bayesprune's per-epoch evaluation apart, as the dense run has none); plotted in "
+        "only, bayesprune's per-epoch evaluation, logs and checkpoints apart, as the dense run "
+        "has none); plotted in "
         "`benchmarks/training_cost.png` (`benchmarks/training_cost.py`).",
         "",
     ]
@@ -703,11 +704,17 @@ def render_training_cost(name: str, result: dict) -> list[str]:
             "",
             f"Total {b['train_wall_seconds']:.1f} s against {d['train_wall_seconds']:.1f} s "
             f"({b['train_wall_seconds'] / d['train_wall_seconds']:.2f}×); with bayesprune's "
-            f"per-epoch evaluation ({extra:.1f} s) "
+            f"per-epoch evaluation, logs and checkpoints ({extra:.1f} s) "
             f"{(b['train_wall_seconds'] + extra) / d['train_wall_seconds']:.2f}×.",
             "",
         ]
     return lines
+
+
+def _or_list(items) -> str:
+    """"1", "1 or 4", "1, 2 or 4"."""
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
 def render_wide_starts(name: str, result: dict) -> list[str]:
@@ -716,11 +723,13 @@ def render_wide_starts(name: str, result: dict) -> list[str]:
     lines = [
         f"## {name}",
         "",
-        "An MLP started at LeNet-300-100's widths (300-100) times 1, 2 or 4, on "
+        "An MLP started at LeNet-300-100's widths (300-100) times "
+        f"{_or_list(sorted({r['mult'] for r in result['wide_starts']}))}, on "
         f"{result['wide_starts'][0].get('dataset', 'fashion-mnist')}, the default recipe "
         f"({result['wide_starts'][0].get('epochs', 10)} epochs), "
         f"{result['threads']} thread per run, commit {result['commit']}, {result['cpu']} "
-        "(`benchmarks/wide_starts.py`; train wall without the per-epoch evaluation, merge "
+        "(`benchmarks/wide_starts.py`; train wall without the per-epoch evaluation, logs and "
+        "checkpoints, merge "
         "rounds included in it).",
         "",
         "| examples | start | seed | widths | test error (%) | dense (%) | train wall (s) "
@@ -1178,8 +1187,10 @@ def render_inference(result: dict) -> list[str]:
         f"Pruned vs dense networks after {result['epochs']} epochs on Fashion-MNIST (defaults), "
         f"CPU, batch {result['batch']}, {result['threads']} thread, torch {result['torch']}, "
         f"commit {result['commit']}{', ' + result['processor'] if 'processor' in result else ''} "
-        "(`benchmarks/inference.py`: `bayesprune train`, then "
-        "`bayesprune bench`; targets for LeNet-5: ≥ 3× faster, file ≥ 10× smaller).",
+        "(`benchmarks/inference.py`: `bayesprune train`, then `bayesprune bench`"
+        + (" and the exported files" if any(isinstance(r, dict) and r.get("format")
+                                            for r in result.values()) else "")
+        + "; targets for LeNet-5: ≥ 3× faster, file ≥ 10× smaller).",
         "",
     ]
     exported = [r.get("format") for r in result.values() if isinstance(r, dict)]
