@@ -134,17 +134,15 @@ def collapse(train_errors: list[float], chance: float) -> str | None:
     trainer reads a gated run with (:func:`~bayesprune.inference.trainer.chance_collapse`): at
     chance at the last epoch, or at an earlier one after an epoch clearly below it. Its reason,
     or None."""
-    from bayesprune.inference.trainer import chance_collapse, first_chance_collapse, learnt_again
+    from bayesprune.inference.trainer import first_chance_collapse, learnt_again
 
-    epoch = first_chance_collapse(train_errors, chance)
+    epoch, verdict = first_chance_collapse(train_errors, chance)
     if epoch is None:
         return None
-    error, best = train_errors[epoch - 1], min(train_errors[: epoch - 1], default=1.0)
-    never = chance_collapse(error, best, chance, epoch == len(train_errors)) == "never learnt"
     return (
-        f"training error {error:.3f} at epoch {epoch} is no better than a constant "
-        f"predictor's ({chance:.3f})"
-        + ("; no epoch was clearly better: it never learnt" if never else "")
+        f"training error {train_errors[epoch - 1]:.3f} at epoch {epoch} is no better than a "
+        f"constant predictor's ({chance:.3f})"
+        + ("; no epoch was clearly better: it never learnt" if verdict == "never learnt" else "")
         + learnt_again(list(enumerate(train_errors, 1))[epoch:], chance)
     )
 

@@ -1331,7 +1331,7 @@ class Trainer:
         summary["status_reason"] = self.status_reason
         if self.status == "collapsed":  # read at chance before the last epoch: learnt again?
             errors = [(r["epoch"], r["train_error"]) for r in self.history]
-            at = first_chance_collapse([e for _, e in errors], self.chance_error)
+            at, _ = first_chance_collapse([e for _, e in errors], self.chance_error)
             if at is not None:
                 summary["status_reason"] += learnt_again(errors[at:], self.chance_error)
         summary["train_subset"] = self.data.meta.get("train_subset")
@@ -1478,15 +1478,19 @@ def learnt_again(errors_after: list[tuple[int, float]], chance: float) -> str:
     return f"; it learnt again after that: training error {error:.3f} at epoch {epoch}, the last"
 
 
-def first_chance_collapse(train_errors: list[float], chance: float) -> int | None:
+def first_chance_collapse(
+    train_errors: list[float], chance: float
+) -> tuple[int, str] | tuple[None, None]:
     """The first epoch (from 1) whose training error :func:`chance_collapse` reads as a
-    collapse, the epochs before it giving the best error, or None."""
+    collapse, the epochs before it giving the best error, and that reading (``"after
+    learning"`` or ``"never learnt"``); ``(None, None)`` if none is."""
     best = 1.0
     for epoch, error in enumerate(train_errors, 1):
-        if chance_collapse(error, best, chance, epoch == len(train_errors)) is not None:
-            return epoch
+        verdict = chance_collapse(error, best, chance, epoch == len(train_errors))
+        if verdict is not None:
+            return epoch, verdict
         best = min(best, error)
-    return None
+    return None, None
 
 
 def chance_collapse(error: float, best_before: float, chance: float, last: bool) -> str | None:
