@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shlex
 import signal
@@ -835,6 +834,7 @@ def export(args) -> int:
         export_model,
         input_note,
         load_model_record,
+        onnx_checkable,
         unchecked_onnx_note,
     )
 
@@ -860,7 +860,6 @@ def export(args) -> int:
             f"{out} exists and {why}: move it away or give --out (nothing was overwritten)"
         )
     from bayesprune.bench import check_run_model
-    from bayesprune.runs import RunError
 
     try:
         module, record = load_model_record(model)
@@ -874,7 +873,7 @@ def export(args) -> int:
             path = export_model(model, args.format, out)
     except (ExportError, ValueError, RunError) as err:
         raise UsageError(str(err)) from None
-    if args.format == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+    if args.format == "onnx" and not onnx_checkable():
         print(f"bayesprune: note: {unchecked_onnx_note(path)}", file=sys.stderr)
     if path.resolve() == default.resolve():
         _record_export(path)

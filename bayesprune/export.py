@@ -332,6 +332,13 @@ class UncheckedExportWarning(UserWarning):
     (ONNX without onnxruntime)."""
 
 
+def onnx_checkable() -> bool:
+    """Whether an ONNX export can be checked against the network: onnxruntime is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def unchecked_onnx_note(out) -> str:
     return (
         f"{out}: written without checking its predictions against the network's: onnxruntime "
@@ -424,7 +431,7 @@ def _export_onnx(
     graph.doc_string = metadata["inputs"]
     onnx.helper.set_model_props(graph, metadata)
     buffer = io.BytesIO(graph.SerializeToString())
-    if importlib.util.find_spec("onnxruntime") is not None:  # check the file, not the exporter
+    if onnx_checkable():  # check the file, not the exporter
         import numpy as np
         import onnxruntime
 
