@@ -17,7 +17,7 @@ from bayesprune.data import Dataset
 from bayesprune.export import architecture, count_weights
 from bayesprune.inference.projected_sgd import multi_tensor
 from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
-from bayesprune.models.network import GatedNet
+from bayesprune.models.network import GatedNet, use_memory_format
 
 
 def plain_optimizer(
@@ -46,6 +46,7 @@ def train_dense(
     optimizer: str = "adam",
     momentum: float = 0.9,
     epoch_end: Callable[[int, GatedNet], None] | None = None,
+    memory_format: str = "auto",
 ) -> dict:
     """Train ``net`` without gates or priors (Adam on the cross-entropy, or SGD with heavy-ball
     ``momentum`` for ``optimizer="sgd"``, as :class:`~bayesprune.config.TrainConfig`); return its
@@ -61,6 +62,7 @@ def train_dense(
     torch.manual_seed(seed)
     device = torch.device(device)
     net, data = net.to(device), data.to(device)
+    use_memory_format(net, memory_format, device)  # the gated run's layout (TrainConfig's)
     opt = plain_optimizer(net.parameters(), lr, optimizer, momentum)  # as the gated run
     scheduler = lr_schedule(opt, schedule, steps_per_epoch(data, batch_size) * epochs)
     step_times: list[float] = []
@@ -292,6 +294,7 @@ def train_twin(twin: Twin, progress: bool = False) -> dict:
             momentum=config.momentum,
             monitor=monitor,
             epoch_end=epoch_end,
+            memory_format=config.memory_format,
         )
     chance_train, chance_test = chance_errors(trained)
     reason = collapse(train_errors, chance_train)

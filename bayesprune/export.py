@@ -181,7 +181,11 @@ def build_sequential(layers: list[dict]) -> nn.Sequential:
 def model_record(module: nn.Sequential, in_shape) -> dict:
     """What ``model.pt`` holds: the layer list, the weights and the input shape, all plain data,
     so it loads with ``torch.load(..., weights_only=True)``: opening a shared file runs no code."""
-    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    # (contiguous whatever the layout it trained in: --memory-format is the run's business)
+    state = {
+        k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+        for k, v in module.state_dict().items()
+    }
     return {
         "format": MODEL_FORMAT,
         "layers": sequential_spec(module),

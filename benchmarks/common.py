@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from bayesprune.baseline import train_dense
-from bayesprune.config import PREDATING, TrainConfig, evidence_window, seed_type
+from bayesprune.config import (
+    MEMORY_FORMATS,
+    PREDATING,
+    TrainConfig,
+    evidence_window,
+    seed_type,
+)
 from bayesprune.data import Dataset
 from bayesprune.inference.trainer import Trainer
 from bayesprune.loop import synchronize
@@ -86,15 +92,18 @@ COLUMNS = [
 
 def plain_step(
     net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, optimizer: str = "adam",
-    momentum: float = 0.9,
+    momentum: float = 0.9, memory_format: str = "auto",
 ):  # fmt: skip
     """One plain PyTorch training step of ``net`` on ``(x, y)``: cross-entropy, Adam (or SGD with
     ``momentum``, ``optimizer="sgd"``), the same kernels as the gated run's
-    (:func:`~bayesprune.inference.projected_sgd.multi_tensor`)."""
+    (:func:`~bayesprune.inference.projected_sgd.multi_tensor`), in the layout a gated run with
+    ``memory_format`` trains in (:func:`~bayesprune.models.network.use_memory_format`)."""
     import torch.nn.functional as F
 
     from bayesprune.baseline import plain_optimizer
+    from bayesprune.models.network import use_memory_format
 
+    use_memory_format(net, memory_format, x.device)
     opt = plain_optimizer(net.parameters(), lr, optimizer, momentum)
 
     def step():
@@ -172,7 +181,8 @@ def step_cost(
     index = torch.arange(len(x), device=device)
     runners = {
         "dense": plain_step(
-            make_net().to(device), x, y, config.lr, config.optimizer, config.momentum
+            make_net().to(device), x, y, config.lr, config.optimizer, config.momentum,
+            config.memory_format,
         )
     }  # fmt: skip
     for key, elbo in (("svi", "auto"), ("svi_traced", "traced")):
@@ -215,6 +225,7 @@ def compare(
         schedule=config.lr_schedule,
         optimizer=config.optimizer,
         momentum=config.momentum,
+        memory_format=config.memory_format,
     )
     torch.manual_seed(config.seed)
     pruned = Trainer(make_net(), data, config, out=out).fit(progress=True)
@@ -243,6 +254,10 @@ def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
     parser.add_argument("--temperature", type=float, default=TrainConfig.temperature)
     parser.add_argument("--lr-theta", type=float, default=TrainConfig.lr_theta)
     parser.add_argument("--theta-window", type=float, default=TrainConfig.theta_window)
+    parser.add_argument(
+        "--memory-format", default=TrainConfig.memory_format, choices=MEMORY_FORMATS,
+        help="both runs' layout (TrainConfig.memory_format)",
+    )  # fmt: skip
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", args.data_dir)
     config = TrainConfig(
@@ -251,6 +266,7 @@ def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
         temperature=args.temperature,
         lr_theta=args.lr_theta,
         theta_window=args.theta_window,
+        memory_format=args.memory_format,
     )
     write(args.name, compare(data, lambda: make_net(data), config, threads=args.threads))
 
@@ -626,6 +642,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("stem", "inference", lambda name, r: render_inference(r)),
     ("stem", "ddp", lambda name, r: render_ddp(r)),
     ("stem", "profile_step", lambda name, r: render_profile(r)),
+    ("stem", "memory_format", lambda name, r: render_memory_format(r)),
     ("stem", "secant_rerun", lambda name, r: render_secant_rerun(r)),
     ("stem", "compile_step", lambda name, r: render_compile_step(r)),
     ("stem", "gpu", lambda name, r: render_gpu(r, name)),
@@ -1041,6 +1058,33 @@ def render_profile(result: dict) -> list[str]:
             lines.append(f"| {n} | {widths} | {r['dense_ms']:.2f} ms | {row(r)} |")
         lines.append("")
     return lines
+
+
+def render_memory_format(result: dict) -> list[str]:
+    """benchmarks/memory_format.py: training steps, contiguous against channels-last."""
+    lines = [
+        "## memory_format",
+        "",
+        "One training step in the two memory formats of `--memory-format` (`benchmarks/"
+        f"memory_format.py`, batch {result['batch_size']}, {result['threads']} thread, torch "
+        f"{result['torch']}, {result.get('processor', result.get('machine'))}, commit "
+        f"{result['commit']}; medians of interleaved blocks in one process): plain is the "
+        "network with cross-entropy and Adam (what its dense twin does), step bayesprune's "
+        "`Trainer.train_step`; speed-up is contiguous over channels-last.",
+        "",
+        "| network | widths | data | plain: contiguous / channels-last | speed-up | step: "
+        "contiguous / channels-last | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("lenet5", "lenet5_pruned", "vgg_small"):
+        r = result[name]
+        lines.append(
+            f"| {name} | {'-'.join(map(str, r['widths']))} | {r['data']} | "
+            f"{r['plain/contiguous_ms']:.2f} / {r['plain/channels-last_ms']:.2f} ms | "
+            f"{r['plain_speedup']:.2f}× | {r['step/contiguous_ms']:.2f} / "
+            f"{r['step/channels-last_ms']:.2f} ms | {r['step_speedup']:.2f}× |"
+        )
+    return lines + [""]
 
 
 def _profile_data(result: dict, names: list[str]) -> str:

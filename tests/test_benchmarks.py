@@ -180,6 +180,34 @@ def test_channel_blocks_times_each_mode_on_its_own_copy_of_the_network():
     )
 
 
+def test_memory_format_times_each_layout_in_its_own_layout():
+    """benchmarks/memory_format.py: the plain step and the trainer of each column are stored in
+    that column's layout (plain_step follows ``memory_format``, as the dense twin does), and
+    the table renders."""
+    script = _script("memory_format")
+    from common import plain_step, render_memory_format
+
+    from bayesprune.models import GatedNet
+    from bayesprune.models.network import layout
+
+    def make_net():
+        return GatedNet((2, 8, 8), [("conv", 4, 3, 1), ("pool",), ("fc", 6)], 10)
+
+    data = script.random_data((2, 8, 8), 4)
+    x, y = data.x_train[:4], data.y_train[:4]
+    for memory_format, expected in (("channels-last", torch.channels_last),
+                                    ("contiguous", torch.contiguous_format)):  # fmt: skip
+        net = make_net()
+        plain_step(net, x, y, 1e-3, memory_format=memory_format)()
+        assert layout(net.layers["conv1"].weight) == expected
+    row = script.measure(make_net, data, blocks=1, steps=1)
+    assert row["widths"] == [4, 6] and row["step_speedup"] > 0 and row["plain_speedup"] > 0
+    result = {"batch_size": 4, "threads": 1, "torch": "t", "processor": "p", "commit": "c",
+              **{name: {**row, "data": "random"} for name in ("lenet5", "lenet5_pruned",
+                                                              "vgg_small")}}  # fmt: skip
+    assert sum(line.startswith("| lenet5 |") for line in render_memory_format(result)) == 1
+
+
 def test_teacher_widths_script_runs_and_tabulates_each_kind():
     """benchmarks/teacher_widths.py: one dense and one bayesprune run (1 epoch, a fixed τ), and
     the table of benchmarks/README.md groups them by kind, start, τ and epochs."""

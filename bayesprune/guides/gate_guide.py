@@ -19,7 +19,7 @@ from torch.distributions import constraints
 from bayesprune.guides.constraints import projected_unit_interval
 from bayesprune.guides.straight_through import StraightThroughBernoulli
 from bayesprune.models.gated_model import HyperPrior, check_batch
-from bayesprune.models.network import GatedNet
+from bayesprune.models.network import GatedNet, layout, sliced_copy
 
 POSTERIORS = ("coupled", "structured", "mean-field")
 
@@ -344,6 +344,6 @@ def _slice_param(param: nn.Parameter, index, optimizers) -> None:
         state = opt.state.get(param, {})
         for key, value in state.items():
             if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                state[key] = index(value).clone()
-    param.data = index(param.data).clone()
+                state[key] = index(value).clone(memory_format=layout(param.data))
+    param.data = sliced_copy(param.data, index)
     param.grad = None

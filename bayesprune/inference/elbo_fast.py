@@ -31,6 +31,7 @@ from bayesprune.models.distributions import (
     point_mass_structured_kl,
 )
 from bayesprune.models.gated_model import HyperPrior
+from bayesprune.models.network import layout
 
 FAST_ESTIMATORS = ("first-order", "secant")
 
@@ -318,7 +319,11 @@ def add_prior_weight_grads(grads: list) -> None:
     """param.grad += base · coef for each ``(parameter, base, coef)`` of
     :func:`point_mass_prior`, in place."""
     for param, base, coef in grads:
-        if param.grad is None:
-            param.grad = (base * coef).reshape(param.shape)
-        else:
+        if param.grad is None:  # (in the weight's layout: fused Adam pairs them by memory)
+            grad = (base * coef).reshape(param.shape)
+            param.grad = grad.contiguous(memory_format=layout(param.data))
+        elif param.grad.is_contiguous():
             param.grad.view(base.shape).addcmul_(base, coef)
+        else:  # a channels-last convolution's: the same sums, in the weight's own shape
+            trailing = (1,) * (param.dim() - coef.dim())
+            param.grad.addcmul_(base.reshape(param.shape), coef.reshape(*coef.shape, *trailing))

@@ -58,7 +58,7 @@ from bayesprune.loop import (
     synchronize,
 )
 from bayesprune.models.gated_model import GatedModel
-from bayesprune.models.network import GatedNet
+from bayesprune.models.network import GatedNet, use_memory_format
 from bayesprune.runs import (
     RunError,
     RunWriter,
@@ -176,6 +176,8 @@ class Trainer:
             warnings.warn(self.data_note, UserWarning, stacklevel=2)
         _check_batch_norm(net, len(data.x_train), config.batch_size)
         self.net, self.data, self.config = net.to(self.device), data.to(self.device), config
+        # before the guide and the optimisers see the weights: their state takes the layout
+        self.channels_last = use_memory_format(net, config.memory_format, self.device)
         self.out = None if out is None else Path(out)
         if out is not None and not str(out).strip():  # Path("") is the current directory
             raise ValueError("out is empty: name the run directory (or leave out=None)")

@@ -53,9 +53,49 @@ VGG16_CHANNELS = (
 )
 
 
+def layout(t: torch.Tensor) -> torch.memory_format:
+    """The memory format a sliced copy of ``t`` keeps: channels-last for a 4-d tensor stored so
+    (:func:`use_memory_format`), contiguous otherwise."""
+    last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    if last and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def sliced_copy(t: torch.Tensor, index: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``index(t)`` as a new tensor in ``t``'s memory format (a physical removal keeps a
+    channels-last layer channels-last, and its optimiser state with it)."""
+    return index(t).clone(memory_format=layout(t))
+
+
 def _slice_data(param: torch.Tensor, index: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    param.data = index(param.data).clone()
+    param.data = sliced_copy(param.data, index)
     param.grad = None
+
+
+def channels_last_applies(net: nn.Module, memory_format: str, device) -> bool:
+    """Whether ``memory_format`` (``TrainConfig.memory_format``) puts ``net``'s convolutions in
+    channels-last on ``device``: "auto" does for a network with convolutions on the CPU."""
+    if memory_format not in ("auto", "channels-last", "contiguous"):
+        raise ValueError(
+            f"memory_format must be auto, channels-last or contiguous, got {memory_format!r}"
+        )
+    convs = any(isinstance(m, nn.Conv2d) for m in net.modules())
+    if memory_format == "auto":
+        return convs and torch.device(device).type == "cpu"
+    return convs and memory_format == "channels-last"
+
+
+def use_memory_format(net: nn.Module, memory_format: str, device) -> bool:
+    """Store ``net``'s 4-d weights channels-last where :func:`channels_last_applies` (the
+    feature maps follow the weights), contiguous otherwise; returns whether channels-last.
+    Values are unchanged; the arithmetic runs in another order (oneDNN's NHWC kernels)."""
+    last = channels_last_applies(net, memory_format, device)
+    if last:
+        net.to(memory_format=torch.channels_last)
+    elif any(layout(t) == torch.channels_last for t in [*net.parameters(), *net.buffers()]):
+        net.to(memory_format=torch.contiguous_format)  # (a network handed in channels-last)
+    return last
 
 
 def _pool_views(h: torch.Tensor) -> list[torch.Tensor]:
