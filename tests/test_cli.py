@@ -381,10 +381,12 @@ def test_units_still_leaving_at_the_end_are_counted_and_named_in_a_note():
     assert summary["leaving_units"] is None
 
 
-def test_merge_moves_still_taking_units_at_the_end_are_counted_and_named_in_a_note():
+def test_units_removed_in_the_last_window_are_counted_by_kind_and_named_in_a_note():
     """A run whose last merge rounds removed 14, 5, 9 and 1 fc1 units in its last 30 steps
-    ended "finished" with no note (leaving_units counts gates only); a single unit in the last
-    window is the tail a settled layer still shows (the default runs), and gets none."""
+    ended "finished" with no note (leaving_units counts gates only); a single unit of each kind
+    in the last window is the tail a settled layer still shows (the default runs), and gets
+    none. A first version of the note counted merge moves only: a 3,000-example run whose fc1
+    lost 5 units by their gates and 2 by merges in its last window was told "fc1 2 of 35"."""
     from bayesprune.config import TrainConfig, checks_per_window
     from bayesprune.data import make_teacher
     from bayesprune.inference.trainer import Trainer
@@ -394,25 +396,36 @@ def test_merge_moves_still_taking_units_at_the_end_are_counted_and_named_in_a_no
     trainer = Trainer(GatedMLP(4, (16, 8), 3), make_teacher(num_test=50), TrainConfig(epochs=3))
     summary = trainer.fit(progress=False)
     assert summary["status"] == "finished" and summary["merged_at_end"] == {}
+    assert summary["removed_in_last_window"] == trainer.removed_in_last_window()
     window = checks_per_window(trainer.config, 20_000, trainer.window) * trainer.check_every
-    last = trainer.step
-    trainer.prune_events += [
+    last, events = trainer.step, list(trainer.prune_events)
+    trainer.prune_events = events + [
         {"layer": "fc1", "step": last - window, "removed": 4, "merged": True},  # a window ago
         {"layer": "fc1", "step": last - window + 1, "removed": 2, "merged": True},
         {"layer": "fc2", "step": last, "removed": 1, "merged": True},
-        {"layer": "fc2", "step": last, "removed": 3},  # gates: leaving_units' business
+        {"layer": "fc2", "step": last, "removed": 1},  # one of each kind: the settled tail
     ]
     assert trainer.merged_at_end() == {"fc1": 2, "fc2": 1}
-    note = trainer.merged_note(trainer.merged_at_end(), [14, 8])
-    # fc2's single unit is the settled tail: only fc1 is named (the first version named both)
-    assert "removed units in the run's last evidence window (fc1 2 of 14 deployed)" in note
-    assert "that layer was still shrinking" in note
-    note = trainer.merged_note({"fc1": 3, "fc2": 2}, [14, 8])
-    assert "(fc1 3 of 14, fc2 2 of 8 deployed), so those layers were" in note
-    assert trainer.merged_note({"fc1": 1, "fc2": 1}, [14, 8]) is None  # one unit: the tail
-    assert trainer.merged_note({"fc1": 2}, [150, 100]) is None  # 2 of 250: not above 1%
+    removed = trainer.removed_in_last_window()
+    assert removed == {"fc1": {"gates": 0, "merges": 2}, "fc2": {"gates": 1, "merges": 1}}
+    note = trainer.shrinking_note(removed, [14, 8])
+    # fc2's single units are the settled tail: only fc1 is named (a first version named both)
+    assert "last evidence window (fc1 2 of 14 deployed; fc1: 2 by merge moves)" in note
+    assert "that layer was still shrinking; train for more epochs" in note
+    trainer.prune_events.append({"layer": "fc1", "step": last, "removed": 5})  # by its gates
+    note = trainer.shrinking_note(trainer.removed_in_last_window(), [14, 8])
+    assert "(fc1 7 of 14 deployed; fc1: 5 by their gates, 2 by merge moves)" in note
+    gates = {"fc1": {"gates": 3, "merges": 0}, "fc2": {"gates": 2, "merges": 0}}  # gates alone
+    assert "(fc1 3 of 14, fc2 2 of 8 deployed; " in trainer.shrinking_note(gates, [14, 8])
+    tail = {"fc1": {"gates": 1, "merges": 1}, "fc2": {"gates": 1, "merges": 0}}
+    assert trainer.shrinking_note(tail, [14, 8]) is None  # one of each: the tail
+    assert trainer.shrinking_note({"fc1": {"gates": 2, "merges": 0}}, [150, 100]) is None  # ≤ 1%
+    trainer.history[-1]["train_error"] = 0.004  # a training set learnt by heart: more epochs
+    note = trainer.shrinking_note(gates, [14, 8])  # keep removing units (§6zm), not settle them
+    assert "learnt by heart by then (training error 0.4%)" in note and "more epochs" in note
+    assert "train for more epochs for the final width" not in note
     trainer.status = "failed"
-    assert trainer.merged_at_end() is None and trainer.merged_note({"fc1": 9}, [14, 8]) is None
+    assert trainer.merged_at_end() is None and trainer.shrinking_note(gates, [14, 8]) is None
     off = Trainer(GatedMLP(4, (16, 8), 3), make_teacher(num_test=50),
                   TrainConfig(epochs=1, merge="off"))  # fmt: skip
     assert off.fit(progress=False)["merged_at_end"] is None

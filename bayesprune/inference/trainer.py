@@ -113,6 +113,9 @@ LEARNT_FLOOR = 0.1
 AT_CHANCE, CLEARLY_BETTER = 0.01, 0.05
 TRAIN_ERROR_EXAMPLES = 10_000  # an epoch's record reads the training error on its first ones
 NEAR_START = 0.9  # a decided layer that kept this share of its units is reported: near_start_note
+# a training set at most this share of whose examples the network gets wrong at the last epoch is
+# learnt by heart: there more epochs keep removing units rather than settle (docs/method.md §6zm)
+BY_HEART = 0.01
 
 
 class Trainer:
@@ -1253,8 +1256,8 @@ class Trainer:
         named, which = said
         return (f"units of the deployed network still had evidence below their price at the end "
                 f"({named}): their θ was falling or held at 1 by the transit limit "
-                f"(docs/method.md Eq. (10t)), so {which} still shrinking; train for more epochs "
-                "for the final width")  # fmt: skip
+                f"(docs/method.md Eq. (10t)), so {which} still shrinking; "
+                f"{self.more_epochs_advice()}")  # fmt: skip
 
     def merged_at_end(self) -> dict[str, int] | None:
         """Per layer, the units merge moves (Eq. (14)) removed in the run's last evidence window
@@ -1264,25 +1267,55 @@ class Trainer:
         ``None`` for a run without merge moves or that did not finish."""
         if self.merges is None or self.status != "finished":
             return None
+        return {n: k["merges"] for n, k in self.removed_in_last_window().items() if k["merges"]}
+
+    def removed_in_last_window(self) -> dict[str, dict[str, int]]:
+        """Per layer with any, the units removed in the run's last evidence window (the steps
+        of :meth:`merge_window_steps` before the last), by their gates and by merge moves:
+        ``{"fc1": {"gates": 5, "merges": 2}}``."""
         window = self.merge_window_steps()
-        out: dict[str, int] = {}
+        out: dict[str, dict[str, int]] = {}
         for event in self.prune_events:
-            if event.get("merged") and event["step"] > self.step - window:
-                out[event["layer"]] = out.get(event["layer"], 0) + event["removed"]
+            if event["step"] > self.step - window:
+                counts = out.setdefault(event["layer"], {"gates": 0, "merges": 0})
+                counts["merges" if event.get("merged") else "gates"] += event["removed"]
         return out
 
-    def merged_note(self, merged: dict[str, int] | None, widths: list[int]) -> str | None:
-        """A note naming the layers whose merge moves removed more than one unit in the last
-        evidence window, when those are more than 1% of the deployed units
-        (:meth:`merged_at_end`; a single unit is the tail a settled layer's repeated tests,
-        Eq. (14a), still allow: the default runs' last rounds take 0 or 1)."""
-        said = self.shrinking(merged, widths, tail=1)
+    def shrinking_note(self, removed: dict[str, dict[str, int]] | None, widths: list[int]):
+        """A note naming the layers that lost more than one unit by their gates, or more than
+        one by merge moves, in the last evidence window (:meth:`removed_in_last_window`), when
+        those layers' removals are more than 1% of the deployed units; each layer's count is
+        both kinds together. One unit of each kind is the tail a settled layer's repeated
+        tests still allow (Eqs. (10s), (14a)): the default runs' last windows take 0 or 1 of
+        each, and get no note. The first version counted merge moves only, and named a layer
+        that lost 7 units as losing 2."""
+        if self.status != "finished" or not removed:
+            return None
+        named = {n: k for n, k in removed.items() if k["gates"] > 1 or k["merges"] > 1}
+        said = self.shrinking({n: k["gates"] + k["merges"] for n, k in named.items()}, widths)
         if said is None:
             return None
-        named, which = said
-        return (f"merge moves (docs/method.md Eq. (14)) removed units in the run's last evidence "
-                f"window ({named} deployed), so {which} still shrinking; train for more epochs "
-                "for the final width")  # fmt: skip
+        names, which = said
+        kinds = [("by their gates", "gates"), ("by merge moves", "merges")]
+        how = "; ".join(
+            f"{n}: " + ", ".join(f"{k[key]} {words}" for words, key in kinds if k[key])
+            for n, k in named.items()
+        )
+        return (f"units were removed in the run's last evidence window ({names} deployed; "
+                f"{how}), so {which} still shrinking; {self.more_epochs_advice()}")  # fmt: skip
+
+    def more_epochs_advice(self) -> str:
+        """What a note on a layer still shrinking at the end advises: more epochs, unless the
+        training set was learnt by heart (at most :data:`BY_HEART` of its examples wrong at the
+        last epoch), where more epochs go on removing units without settling
+        (docs/method.md §6zm)."""
+        last = self.history[-1].get("train_error") if self.history else None
+        if last is not None and last <= BY_HEART:
+            return (f"the training set was learnt by heart by then (training error "
+                    f"{last:.1%}), and there more epochs go on removing units rather than "
+                    "settle them (docs/method.md §6zm): choose the epochs by held-out error "
+                    "(bayesprune baseline trains the dense twin to compare with)")  # fmt: skip
+        return "train for more epochs for the final width"
 
     def in_transit_note(self) -> str | None:
         """A note when more than 1% of the gates end between 0 and 1 (P1 not reached).
@@ -1347,7 +1380,9 @@ class Trainer:
         summary["leaving_units"] = self.leaving()
         leaving = self.leaving_note(summary["leaving_units"], summary["widths"])
         summary["merged_at_end"] = self.merged_at_end()
-        merged = self.merged_note(summary["merged_at_end"], summary["widths"])
+        finished = self.status == "finished"
+        summary["removed_in_last_window"] = self.removed_in_last_window() if finished else None
+        merged = self.shrinking_note(summary["removed_in_last_window"], summary["widths"])
         notes = (note, self.early_note(), leaving, merged, near, self.data_note)
         summary["note"] = "; ".join(n for n in notes if n) or None
         summary["pruned_early_fraction"] = pruned_early_fraction(
