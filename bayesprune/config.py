@@ -264,7 +264,7 @@ class TrainConfig:
     memory_format: str = _option(
         "auto", "layout of the convolutions' weights and feature maps while training: "
         "channels-last (NHWC, where oneDNN's CPU convolutions run fastest: LeNet-5's steps "
-        "1.15-1.24x faster, a 10,000-example run in 0.79-0.91 of the time; benchmarks/README.md, "
+        "1.12-1.24x faster, a 10,000-example run in 0.79-0.91 of the time; benchmarks/README.md, "
         "memory_format), contiguous (NCHW, as runs before this option), auto: channels-last for "
         "a network with convolutions on the CPU, contiguous otherwise. The same arithmetic in "
         "another order: decisions as on another CPU; the dense twin (bayesprune baseline) "

@@ -595,7 +595,8 @@ def render_run(name: str, result: dict) -> list[str]:
         f"posterior {cfg.get('posterior', 'structured')}, "
         f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
         f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
-        f"{env['threads']} thread(s), torch {env['torch']}, "
+        + (f"memory format {cfg['memory_format']}, " if "memory_format" in cfg else "")
+        + f"{env['threads']} thread(s), torch {env['torch']}, "
         f"{env.get('processor', env['machine'])}, "
         f"commit {env.get('commit', 'unknown')}.",
         "",
