@@ -299,7 +299,10 @@ class Trainer:
         Until then the network is still learning to use its units, and Δ_s measured on it
         understates what they are worth (at the zero read-out Δ_s = 0 exactly), so the θ step
         only accumulates evidence. Blocks count examples, so the batch size does not set
-        the clock; the rule reads the data term, so a smaller learning rate waits longer.
+        the clock. The rule reads the data term, not the learning rate: a slow learner whose
+        blocks improve little against what it has learnt warms up as early as a fast one
+        (LeNet-5 on 10,000 examples at step 300 under Adam 1e-4 as under 1e-3, while a dense
+        twin at 1e-4 learns for seven more epochs: docs/method.md §6zv, a lead of §7d).
         """
         if self.warm_step is not None:
             return True
