@@ -128,12 +128,18 @@ def bench_run(
     blocks: int = 7,
     min_seconds: float = 0.05,
     write: bool = True,
+    memory_format: str = "contiguous",
 ) -> dict:
     """Latency (median over interleaved blocks, after warm-up), throughput, parameters,
     multiply-accumulates (``macs``) and FLOPs (``flops``, two per multiply-accumulate) per
     example, and file size of the pruned network and of the dense one it started from; also
     written to ``RUN_DIR/bench.json`` (unless ``write`` is False: :func:`write_bench` then
-    writes it)."""
+    writes it). ``memory_format="channels-last"`` times both networks' convolutions, and the
+    inputs, in the NHWC layout (``model.pt`` loads contiguous)."""
+    if memory_format not in ("contiguous", "channels-last"):
+        raise ValueError(
+            f"memory_format must be contiguous or channels-last, not {memory_format!r}"
+        )
     run_dir = Path(run_dir)
     dev = torch.device(device)
     pruned, record = load_model_record(run_dir / "model.pt")
@@ -145,6 +151,7 @@ def bench_run(
     result: dict = {
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "threads": torch.get_num_threads(),
+        "memory_format": memory_format,
         "batches": {},
     }
     for name, module in models.items():
@@ -157,8 +164,13 @@ def bench_run(
             else len(buffer.getvalue()),
         }
         models[name] = module.to(dev)
+    last = memory_format == "channels-last"
+    if last:  # (4-d weights only: an MLP is left as it is)
+        models = {name: m.to(memory_format=torch.channels_last) for name, m in models.items()}
     for batch in batches:
         x = torch.randn(batch, *in_shape, device=dev)
+        if last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         times = interleaved_ms(models, x, blocks, min_seconds)
         row = {f"{name}_ms": ms for name, ms in times.items()}
         row["speedup"] = row["dense_ms"] / row["pruned_ms"]
@@ -181,7 +193,8 @@ def format_table(result: dict) -> str:
     """The bench result as a small text table."""
     d, p = result["dense"], result["pruned"]
     lines = [
-        f"device {result['device']}, {result['threads']} thread(s)",
+        f"device {result['device']}, {result['threads']} thread(s)"
+        + (", channels-last" if result.get("memory_format") == "channels-last" else ""),
         f"{'':12}{'dense':>14}{'pruned':>14}{'ratio':>9}",
         f"{'parameters':12}{d['params']:>14,}{p['params']:>14,}{d['params'] / p['params']:>8.1f}×",
         f"{'FLOPs/ex.':12}{d['flops']:>14,}{p['flops']:>14,}{d['flops'] / p['flops']:>8.1f}×",

@@ -202,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     b.add_argument("--batch", type=_batches, default="1,256", help="batch sizes, e.g. 1,256")
     b.add_argument("--threads", type=positive(int), default=1, help="torch threads")
+    b.add_argument(
+        "--memory-format",
+        default="contiguous",
+        choices=("contiguous", "channels-last"),
+        help="layout both networks' convolutions (and inputs) run in: contiguous, as model.pt "
+        "and the exports load, or channels-last (NHWC; on CPUs oneDNN's convolutions run faster "
+        "so, for the pruned network and the dense one alike)",
+    )
     i = sub.add_parser(
         "inspect",
         help="posterior of a run as ArviZ netCDF, summary and figures",
@@ -897,7 +905,9 @@ def bench(args) -> int:
     too_large = f"--batch {max(args.batch)}: not enough memory on {device} for a batch of that size"
     try:
         with _refuse_out_of_memory(too_large):
-            result = bench_run(args.run_dir, device, args.batch, write=False)
+            result = bench_run(
+                args.run_dir, device, args.batch, write=False, memory_format=args.memory_format
+            )
     except ValueError as err:  # model.pt is not a bayesprune model (load_model_record)
         raise UsageError(str(err)) from None
     print(format_table(result), flush=True)  # shown even where bench.json cannot be written

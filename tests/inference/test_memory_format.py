@@ -105,3 +105,31 @@ def test_the_deployable_record_of_a_channels_last_network_is_contiguous(tmp_path
     loaded, _ = load_model_record(tmp_path / "model.pt")
     x = trainer.data.x_test
     torch.testing.assert_close(loaded(x), module.eval()(x), rtol=1e-5, atol=1e-6)
+
+
+def test_bench_times_both_networks_channels_last_only_when_asked(tmp_path, monkeypatch):
+    """`bayesprune bench --memory-format channels-last` times the pruned and the dense network
+    with NHWC convolutions and inputs; by default both as model.pt loads them, contiguous."""
+    import bayesprune.bench as bench
+
+    config = TrainConfig(batch_size=40, epochs=1, memory_format="channels-last")
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    Trainer(GatedNet((2, 8, 8), PLAN, 3), _data(), config, out=run).fit(progress=False)
+    seen = []
+
+    def timer(module, x, device, repeats):
+        conv = next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+        seen.append((layout(conv.weight), layout(x)))
+        return 1.0
+
+    monkeypatch.setattr(bench, "_latency_ms", timer)
+    result = bench.bench_run(run, batches=(4,), blocks=1, write=False,
+                             memory_format="channels-last")  # fmt: skip
+    assert result["memory_format"] == "channels-last"
+    assert len(seen) == 6 and set(seen) == {(torch.channels_last, torch.channels_last)}
+    seen.clear()
+    assert bench.bench_run(run, batches=(4,), blocks=1, write=False)["memory_format"] == (
+        "contiguous"
+    )
+    assert len(seen) == 6 and set(seen) == {(torch.contiguous_format, torch.contiguous_format)}
