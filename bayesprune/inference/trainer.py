@@ -488,13 +488,12 @@ class Trainer:
             return
         cfg = self.config
         n = len(self.data.x_train)
-        every = checks_per_window(cfg, n, self.window)
-        if (self.step // self.check_every) % every:
+        window = self.merge_window_steps()  # a round every window of checks (Eq. (14w))
+        if (self.step // self.check_every) % (window // self.check_every):
             return
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         index = torch.randperm(n, generator=gen)[: min(n, MERGE_SAMPLE)].to(self.device)
         x, y = self.data.x_train[index], self.data.y_train[index]
-        window = self.merge_window_steps()
         cache: dict = {}  # what a round's consumer received, for the next layer's round
         for name in self.net.gated:
             if name not in self.release_steps:
