@@ -16,7 +16,7 @@ differs), and for a small VGG-style network with BatchNorm on CIFAR-shaped rando
 3×3 convolutions of 32, 64 and 128 filters, each pooled, fc 256). Writes
 ``results/memory_format.json`` and its table in ``benchmarks/README.md``.
 
-Usage: ``.venv/bin/python benchmarks/memory_format.py [--blocks 5]`` (about two minutes)
+Usage: ``.venv/bin/python benchmarks/memory_format.py [--blocks 5]`` (about a minute)
 """
 
 from __future__ import annotations

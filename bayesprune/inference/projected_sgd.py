@@ -319,6 +319,19 @@ class GateOptim(PyroOptim):
                         f"GateOptim.set_state: build the {key} optimiser first (params=)"
                     )
                 opt.load_state_dict(state_dict[key])
+                _match_layouts(opt)
+
+
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Lay every state tensor of a parameter's shape out as the parameter is: a checkpoint
+    keeps its tensors' strides, and a run resumed where ``--memory-format auto`` chooses
+    another layout (a GPU run resumed on the CPU: contiguous moments, channels-last weights)
+    would otherwise step with moments that fused Adam pairs with the wrong entries."""
+    for p, state in opt.state.items():
+        for key, value in state.items():
+            if (isinstance(value, torch.Tensor) and value.shape == p.shape
+                    and value.stride() != p.stride()):  # fmt: skip
+                state[key] = torch.empty_like(p).copy_(value)
 
 
 class ProjectedAdam(torch.optim.Adam):

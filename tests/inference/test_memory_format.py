@@ -133,3 +133,43 @@ def test_bench_times_both_networks_channels_last_only_when_asked(tmp_path, monke
         "contiguous"
     )
     assert len(seen) == 6 and set(seen) == {(torch.contiguous_format, torch.contiguous_format)}
+
+
+def test_moments_restored_in_another_layout_are_laid_out_as_their_weights():
+    """A checkpoint keeps its tensors' strides: a run that trained contiguous (on a GPU, where
+    "auto" is contiguous) and resumes channels-last (on the CPU) loaded contiguous moments
+    beside channels-last weights, which fused Adam paired with the wrong entries (a helper's
+    review). Restoring re-lays them; the next steps are those of the uninterrupted layout."""
+    import copy
+
+    plain, last = _trainer("contiguous"), _trainer("channels-last")
+    _steps(plain, 4)
+    _steps(last, 4)
+    saved = copy.deepcopy(plain.optim.get_state())  # contiguous moments, as on the GPU
+    last.optim.set_state(saved)
+    with torch.no_grad():  # the weights as the checkpoint holds them, in last's layout
+        for p, q in zip(plain.guide.parameters(), last.guide.parameters(), strict=True):
+            q.copy_(p)
+    for opt in last.optim.torch_optimizers():
+        for p, state in opt.state.items():
+            for value in state.values():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape:
+                    assert value.stride() == p.stride()
+    _steps(plain, 3)
+    _steps(last, 3)
+    _assert_same(plain, last)
+
+
+def test_a_prior_gradient_made_from_nothing_takes_its_weights_layout():
+    """add_prior_weight_grads on a channels-last weight: an empty gradient is made in the
+    weight's layout (fused Adam pairs them by memory), an existing one summed in place."""
+    from bayesprune.inference.elbo_fast import add_prior_weight_grads
+
+    w = torch.nn.Parameter(torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last))
+    base, coef = w.detach().reshape(4, -1).clone(), torch.rand(4, 1)
+    add_prior_weight_grads([(w, base, coef)])
+    assert layout(w.grad) == torch.channels_last
+    torch.testing.assert_close(w.grad, (base * coef).reshape(4, 3, 2, 2))
+    add_prior_weight_grads([(w, base, coef)])
+    assert layout(w.grad) == torch.channels_last
+    torch.testing.assert_close(w.grad, 2 * (base * coef).reshape(4, 3, 2, 2))
