@@ -1364,6 +1364,8 @@ class Trainer:
         summary["prune_events"] = self.prune_events
         summary["removed_at_end"] = self.removed_at_end
         summary["total_steps"] = self.total_steps
+        # the layout --memory-format auto chose here (config.json records "auto")
+        summary["memory_format_used"] = "channels-last" if self.channels_last else "contiguous"
         summary["status"] = self.status
         summary["status_reason"] = self.status_reason
         if self.status == "collapsed":  # read at chance before the last epoch: learnt again?

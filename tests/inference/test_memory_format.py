@@ -68,6 +68,13 @@ def test_channels_last_steps_as_contiguous_storage_through_a_physical_removal():
     _assert_same(plain, last)
 
 
+def test_the_summary_records_the_layout_auto_chose():
+    mlp = Trainer(GatedNet((2, 8, 8), [("fc", 6)], 3), _data(), TrainConfig(epochs=1))
+    assert mlp.fit(progress=False)["memory_format_used"] == "contiguous"  # no convolution
+    conv = Trainer(GatedNet((2, 8, 8), PLAN, 3), _data(), TrainConfig(epochs=1, batch_size=40))
+    assert conv.fit(progress=False)["memory_format_used"] == "channels-last"  # auto, the CPU
+
+
 def test_auto_is_channels_last_for_convolutions_on_the_cpu_only():
     conv = GatedNet((2, 8, 8), PLAN, 3)
     mlp = GatedNet((2, 8, 8), [("fc", 12)], 3)
@@ -115,7 +122,8 @@ def test_bench_times_both_networks_channels_last_only_when_asked(tmp_path, monke
     config = TrainConfig(batch_size=40, epochs=1, memory_format="channels-last")
     run = tmp_path / "run"
     torch.manual_seed(0)
-    Trainer(GatedNet((2, 8, 8), PLAN, 3), _data(), config, out=run).fit(progress=False)
+    summary = Trainer(GatedNet((2, 8, 8), PLAN, 3), _data(), config, out=run).fit(progress=False)
+    assert summary["memory_format_used"] == "channels-last"  # what config.json's choice became
     seen = []
 
     def timer(module, x, device, repeats):
