@@ -18,6 +18,7 @@ from bayesprune.inference.elbo import ESTIMATORS, IMPLEMENTATIONS
 from bayesprune.inference.projected_sgd import THETA_OPTIMIZERS
 from bayesprune.loop import LR_SCHEDULES
 from bayesprune.models.gated_model import HyperPrior
+from bayesprune.models.network import MEMORY_FORMATS  # (--memory-format)
 
 RELEASES = ("ordered", "together")
 MERGES = ("on", "off")
@@ -44,8 +45,6 @@ WINDOW_CAPS = ("data", "none")
 # the weights' optimisers (--optimizer): weights_optimizer builds them
 OPTIMIZERS = ("adam", "sgd")
 EVIDENCE = ("train", "held-out")
-# the layout of convolutions' weights and maps while training (--memory-format)
-MEMORY_FORMATS = ("auto", "channels-last", "contiguous")
 WEIGHT_POSTERIORS = tuple(w for w in WEIGHTS if w is not None)  # None: another guide's weights
 
 

@@ -1271,10 +1271,12 @@ class Trainer:
             return None
         return {n: k["merges"] for n, k in self.removed_in_last_window().items() if k["merges"]}
 
-    def removed_in_last_window(self) -> dict[str, dict[str, int]]:
+    def removed_in_last_window(self) -> dict[str, dict[str, int]] | None:
         """Per layer with any, the units removed in the run's last evidence window (the steps
         of :meth:`merge_window_steps` before the last), by their gates and by merge moves:
-        ``{"fc1": {"gates": 5, "merges": 2}}``."""
+        ``{"fc1": {"gates": 5, "merges": 2}}``; ``None`` for a run that did not finish."""
+        if self.status != "finished":
+            return None
         window = self.merge_window_steps()
         out: dict[str, dict[str, int]] = {}
         for event in self.prune_events:
@@ -1384,8 +1386,7 @@ class Trainer:
         summary["leaving_units"] = self.leaving()
         leaving = self.leaving_note(summary["leaving_units"], summary["widths"])
         summary["merged_at_end"] = self.merged_at_end()
-        finished = self.status == "finished"
-        summary["removed_in_last_window"] = self.removed_in_last_window() if finished else None
+        summary["removed_in_last_window"] = self.removed_in_last_window()
         merged = self.shrinking_note(summary["removed_in_last_window"], summary["widths"])
         notes = (note, self.early_note(), leaving, merged, near, self.data_note)
         summary["note"] = "; ".join(n for n in notes if n) or None

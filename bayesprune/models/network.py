@@ -73,12 +73,16 @@ def _slice_data(param: torch.Tensor, index: Callable[[torch.Tensor], torch.Tenso
     param.grad = None
 
 
+# the layouts of convolutions' weights and maps while training (TrainConfig.memory_format)
+MEMORY_FORMATS = ("auto", "channels-last", "contiguous")
+
+
 def channels_last_applies(net: nn.Module, memory_format: str, device) -> bool:
     """Whether ``memory_format`` (``TrainConfig.memory_format``) puts ``net``'s convolutions in
     channels-last on ``device``: "auto" does for a network with convolutions on the CPU."""
-    if memory_format not in ("auto", "channels-last", "contiguous"):
+    if memory_format not in MEMORY_FORMATS:
         raise ValueError(
-            f"memory_format must be auto, channels-last or contiguous, got {memory_format!r}"
+            f"memory_format must be {', '.join(MEMORY_FORMATS)}, got {memory_format!r}"
         )
     convs = any(isinstance(m, nn.Conv2d) for m in net.modules())
     if memory_format == "auto":
