@@ -11,9 +11,15 @@ skipped once ``--budget`` seconds have passed:
 3. ``lenet5_fmnist``: LeNet-5 on Fashion-MNIST, dense against bayesprune, ``--epochs`` epochs
    (:func:`common.compare` with ``device=args.device``): wall time, error, widths.
 4. ``vgg16_fmnist32``: where CIFAR-10 is absent, VGG16 (BatchNorm) on Fashion-MNIST padded to
-   32×32 and repeated to 3 channels, the CIFAR recipe (Adam, cosine, batch 128, crop 4 + flip):
-   a real image set, so test error, time to final width and weights kept mean something; it is
-   not CIFAR-10's number.
+   32×32 and repeated to 3 channels, the CIFAR recipe (Adam, cosine, batch 128, crop 4 + flip;
+   ``--vgg-optimizer sgd --vgg-lr R`` for SGD with momentum 0.9 instead): a real image set, so
+   test error, time to final width and weights kept mean something; it is not CIFAR-10's number.
+5. ``layouts``: milliseconds per full-width step of LeNet-5 (batch 100) and VGG16 (batch 128),
+   plain PyTorch and SVI, with the convolutions contiguous (the default on a GPU) against
+   channels-last (``--memory-format channels-last``), all four interleaved block by block.
+6. ``profile``: ``torch.profiler`` over the same full-width steps, plain and SVI: per step, the
+   kernels launched, the time the GPU spent in them against the step's wall time (how long the
+   GPU waits for Python), and the operators with the most host time.
 
 Setup there: the machine's own CUDA build of torch, with Pyro carried as wheels (the lent H200
 has no Pyro and no network): ``pip download --no-deps --only-binary=:all: --python-version 3.12
@@ -43,10 +49,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import compare, description, environment, render_readme, seed_type, step_cost  # noqa: E402
+from common import (  # noqa: E402
+    compare,
+    description,
+    environment,
+    interleaved_ms,
+    plain_step,
+    render_readme,
+    seed_type,
+    step_cost,
+)
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import DataError, Dataset, RandomCropFlip, load_dataset  # noqa: E402
+from bayesprune.inference.trainer import Trainer  # noqa: E402
+from bayesprune.loop import synchronize  # noqa: E402
 from bayesprune.models.network import GatedMLP, lenet5, vgg16  # noqa: E402
 from bayesprune.runs import new_or_empty  # noqa: E402
 
@@ -102,6 +119,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=None, help="default: benchmarks/results/gpu.json")
     parser.add_argument("--epochs", type=int, default=10, help="LeNet-5 on Fashion-MNIST")
     parser.add_argument("--vgg-epochs", type=int, default=5)
+    parser.add_argument(
+        "--vgg-optimizer", default="adam", choices=("adam", "sgd"), help="VGG16's weights"
+    )
+    parser.add_argument("--vgg-lr", type=float, default=1e-3, help="VGG16's learning rate")
     parser.add_argument("--budget", type=float, default=400, help="seconds; later parts skipped")
     parser.add_argument("--subset", type=int, default=None, help="training examples (smoke)")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the script")
@@ -146,13 +167,16 @@ def main(argv=None) -> dict:
     cifar_root = find_cifar(args.data_dir)
 
     def vgg_recipe(data: Dataset) -> dict:
-        """Dense and bayesprune VGG16 with cifar10_vgg16.py's recipe (Adam, cosine, batch 128)."""
+        """Dense and bayesprune VGG16 with cifar10_vgg16.py's recipe (Adam, cosine, batch 128;
+        or ``--vgg-optimizer sgd`` with momentum 0.9 at ``--vgg-lr``)."""
         config = TrainConfig(
             epochs=args.vgg_epochs,
             batch_size=128,
             lr_schedule="cosine",
             device=args.device,
             seed=args.seed,
+            optimizer=args.vgg_optimizer,
+            lr=args.vgg_lr,
         )
         run = compare(
             data,
@@ -161,7 +185,7 @@ def main(argv=None) -> dict:
             measure_step_cost=False,
             out=args.run_dir,
         )
-        return summarise(run)
+        return {"recipe": {"optimizer": args.vgg_optimizer, "lr": args.vgg_lr}, **summarise(run)}
 
     def cifar_part():
         if cifar_root is None:
@@ -183,6 +207,23 @@ def main(argv=None) -> dict:
             out[name] = step_cost(random_images(shape, batch), make, config, blocks=5, steps=20)
             print(name, out[name], flush=True)
         return out
+
+    conv_nets = {
+        "lenet5": (lambda: lenet5((1, 28, 28), 10), (1, 28, 28), 100),
+        "vgg16": (lambda: vgg16((3, 32, 32), 10), (3, 32, 32), 128),
+    }
+
+    def layouts_part():
+        return {
+            name: layout_cost(make, random_images(shape, batch), args.device, batch)
+            for name, (make, shape, batch) in conv_nets.items()
+        }
+
+    def profile_part():
+        return {
+            name: step_profile(make, random_images(shape, batch), args.device, batch)
+            for name, (make, shape, batch) in conv_nets.items()
+        }
 
     fmnist = None
 
@@ -210,6 +251,8 @@ def main(argv=None) -> dict:
         "step_cost": step_part,
         "lenet5_fmnist": lenet5_part,
         "vgg16_fmnist32": vgg_part,
+        "layouts": layouts_part,
+        "profile": profile_part,
     }
     # checked here, not after the dense run has spent the lease's minutes (RunWriter's rule)
     if args.run_dir and not new_or_empty(Path(args.run_dir)):
@@ -224,6 +267,88 @@ def main(argv=None) -> dict:
     if args.out is None:
         render_readme()
     return result
+
+
+def step_runners(make_net, data: Dataset, device: str, batch: int, memory_format: str) -> dict:
+    """A plain PyTorch step and an SVI step (``Trainer.train_step``, checks off) of two networks
+    from ``make_net``, both in ``memory_format``, on ``data``'s first batch."""
+    torch.manual_seed(0)
+    config = TrainConfig(
+        device=device, batch_size=batch, check_every=10**9, memory_format=memory_format
+    )
+    x = data.x_train[:batch].to(device)
+    y = data.y_train[:batch].to(device)
+    index = torch.arange(len(x), device=device)
+    plain = plain_step(make_net().to(device), x, y, config.lr, memory_format=memory_format)
+    trainer = Trainer(make_net(), data, config)
+    return {"plain": plain, "svi": lambda: trainer.train_step(x, y, index)}
+
+
+def layout_cost(make_net, data: Dataset, device: str, batch: int) -> dict:
+    """Median ms per step, plain and SVI, contiguous and channels-last, interleaved."""
+    runners = {}
+    for fmt, tag in (("contiguous", "nchw"), ("channels-last", "nhwc")):
+        for kind, run in step_runners(make_net, data, device, batch, fmt).items():
+            runners[f"{kind}_{tag}"] = run
+    out = interleaved_ms(runners, blocks=5, steps=20, device=torch.device(device))
+    for kind in ("plain", "svi"):
+        out[f"{kind}_nhwc_speedup"] = out[f"{kind}_nchw_ms"] / out[f"{kind}_nhwc_ms"]
+    return out
+
+
+def device_us(event) -> float:
+    """An averaged profiler event's own time on the device, microseconds (the attribute's name
+    changed across torch versions)."""
+    for attr in ("self_device_time_total", "self_cuda_time_total"):
+        if hasattr(event, attr):
+            return float(getattr(event, attr))
+    return 0.0
+
+
+def step_profile(make_net, data: Dataset, device: str, batch: int, steps: int = 20) -> dict:
+    """Per step of each runner of :func:`step_runners` (the default layout): wall ms without the
+    profiler, and under it the kernels launched, the device's busy ms (the sum of the kernels'
+    own times) and the ten operators with the most host time."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = torch.device(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    runners = step_runners(make_net, data, device, batch, "auto")
+    wall = interleaved_ms(runners, blocks=3, steps=steps, device=dev)
+    out = {}
+    for kind, run in runners.items():
+        for _ in range(5):
+            run()
+        synchronize(dev)
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                run()
+            synchronize(dev)
+        events = prof.key_averages()
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+        host = sorted(
+            (e for e in events if e.device_type == DeviceType.CPU),
+            key=lambda e: e.self_cpu_time_total,
+            reverse=True,
+        )
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel"))
+        out[kind] = {
+            "wall_ms": wall[f"{kind}_ms"],
+            "kernels_per_step": sum(e.count for e in kernels) / steps,
+            "launches_per_step": launches / steps,
+            "device_busy_ms": sum(device_us(e) for e in kernels) / steps / 1000,
+            "host_ops": [
+                {
+                    "op": e.key,
+                    "calls": e.count / steps,
+                    "self_host_ms": e.self_cpu_time_total / steps / 1000,
+                }
+                for e in host[:10]
+            ],  # fmt: skip
+        }
+        out[kind]["device_busy_fraction"] = out[kind]["device_busy_ms"] / out[kind]["wall_ms"]
+    return out
 
 
 KEYS = (
