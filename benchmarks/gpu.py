@@ -271,7 +271,8 @@ def main(argv=None) -> dict:
 
 def step_runners(make_net, data: Dataset, device: str, batch: int, memory_format: str) -> dict:
     """A plain PyTorch step and an SVI step (``Trainer.train_step``, checks off) of two networks
-    from ``make_net``, both in ``memory_format``, on ``data``'s first batch."""
+    from ``make_net``, both in ``memory_format``, on ``data``'s first batch; each runner carries
+    its network as ``.net``."""
     torch.manual_seed(0)
     config = TrainConfig(
         device=device, batch_size=batch, check_every=10**9, memory_format=memory_format
@@ -279,9 +280,16 @@ def step_runners(make_net, data: Dataset, device: str, batch: int, memory_format
     x = data.x_train[:batch].to(device)
     y = data.y_train[:batch].to(device)
     index = torch.arange(len(x), device=device)
-    plain = plain_step(make_net().to(device), x, y, config.lr, memory_format=memory_format)
+    net = make_net().to(device)
+    plain = plain_step(net, x, y, config.lr, memory_format=memory_format)
+    plain.net = net
     trainer = Trainer(make_net(), data, config)
-    return {"plain": plain, "svi": lambda: trainer.train_step(x, y, index)}
+
+    def svi():
+        trainer.train_step(x, y, index)
+
+    svi.net = trainer.model.net
+    return {"plain": plain, "svi": svi}
 
 
 def layout_cost(make_net, data: Dataset, device: str, batch: int) -> dict:

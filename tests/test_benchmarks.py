@@ -168,6 +168,25 @@ def test_gpu_script_records_each_part_and_its_failure(tmp_path, capsys):
         assert "is not an empty folder" in capsys.readouterr().err
 
 
+def test_gpu_script_times_and_profiles_each_layout_on_a_network_in_that_layout():
+    script = _script("gpu")
+    from bayesprune.models.network import lenet5
+
+    data = script.random_images((1, 28, 28), 4)
+    for fmt, last in (("contiguous", False), ("channels-last", True)):
+        runners = script.step_runners(lambda: lenet5((1, 28, 28), 10), data, "cpu", 4, fmt)
+        for kind, run in runners.items():
+            run()
+            weight = run.net.layers.conv2.weight  # (conv1, one channel in, is both)
+            assert weight.is_contiguous(memory_format=torch.channels_last) is last, (fmt, kind)
+            assert weight.is_contiguous() is not last, (fmt, kind)
+    profile = script.step_profile(lambda: lenet5((1, 28, 28), 10), data, "cpu", 4, steps=2)
+    for kind in ("plain", "svi"):
+        ops = {op["op"] for op in profile[kind]["host_ops"]}
+        assert profile[kind]["kernels_per_step"] == 0 and profile[kind]["wall_ms"] > 0
+        assert any("conv" in op for op in ops) or "aten::mm" in ops, ops
+
+
 def test_channel_blocks_times_each_mode_on_its_own_copy_of_the_network():
     """A channels-last runner must not turn the network the other modes time (``.to`` changes
     a module in place: the first version timed channels-last in every column)."""
