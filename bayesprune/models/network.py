@@ -148,10 +148,18 @@ class _MaxPool2x2(torch.autograd.Function):
 
 
 def max_pool_2x2(h: torch.Tensor) -> torch.Tensor:
-    """2×2 max-pooling with stride 2: ``F.max_pool2d(h, 2)``, computed faster on the CPU."""
+    """2×2 max-pooling with stride 2: ``F.max_pool2d(h, 2)``, computed faster on the CPU.
+
+    Without gradients, the window maxima of :func:`_window_max` (NCHW and NHWC). With them,
+    :class:`_MaxPool2x2` for NCHW maps; for channels-last maps torch's own kernel, whose NHWC
+    forward (with its indices) and backward take less than computing the indices here (LeNet-5's
+    first pool at batch 100, 1 thread: 1.2 ms against 2.8 ms, forward and backward;
+    ``benchmarks/README.md``, "pooling"). Values and gradients are max_pool2d's either way."""
     if h.device.type != "cpu" or h.shape[-1] < 2 or h.shape[-2] < 2:
         return F.max_pool2d(h, 2)
     if torch.is_grad_enabled() and h.requires_grad:
+        if layout(h) == torch.channels_last:
+            return F.max_pool2d(h, 2)
         return _MaxPool2x2.apply(h)
     return _window_max(h)
 

@@ -221,9 +221,11 @@ def test_gates_broadcast_over_feature_maps():
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 24, 24), (2, 5, 7, 9), (1, 2, 2, 2)])
-def test_max_pool_2x2_is_max_pool2d_in_values_and_gradients(shape):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_max_pool_2x2_is_max_pool2d_in_values_and_gradients(shape, memory_format):
     """The fast 2×2 pooling gives F.max_pool2d's values and routes each window's gradient to
-    the same element: the first maximum in scan order, ties included (ReLU zeros, off gates)."""
+    the same element: the first maximum in scan order, ties included (ReLU zeros, off gates),
+    for NCHW maps and channels-last ones alike (each against max_pool2d of an NCHW map)."""
     import torch.nn.functional as F
 
     from bayesprune.models.network import MaxPool2x2, max_pool_2x2
@@ -233,12 +235,14 @@ def test_max_pool_2x2_is_max_pool2d_in_values_and_gradients(shape):
     h[0, 0] = 0.0  # an all-zero map: every window tied
     h[..., 0, 1] = h[..., 0, 0]  # tied positive maxima in the first windows
     grad = torch.randn(*F.max_pool2d(h, 2).shape)
-    got_h, want_h = h.clone().requires_grad_(), h.clone().requires_grad_()
+    got_h = h.clone(memory_format=memory_format).requires_grad_()
+    want_h = h.clone().requires_grad_()
     got, want = max_pool_2x2(got_h), F.max_pool2d(want_h, 2)
     assert torch.equal(got, want)
-    got.backward(grad)
+    got.backward(grad.clone(memory_format=memory_format))
     want.backward(grad)
     assert torch.equal(got_h.grad, want_h.grad)
+    assert got_h.grad.is_contiguous(memory_format=memory_format)
     with torch.no_grad():
         assert torch.equal(max_pool_2x2(h), want)
         assert torch.equal(MaxPool2x2()(h), want)
