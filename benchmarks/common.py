@@ -1164,6 +1164,14 @@ def render_pooling(result: dict) -> list[str]:
         f"| same, forward + backward | {pool['torch_train_ms']:.2f} ms | "
         f"{pool['bayesprune_train_ms']:.2f} ms |",
     ]
+    if "torch_train_nhwc_ms" in pool:  # (results before the channels-last rows)
+        lines += [
+            f"| the map channels-last, no gradient | {pool['torch_forward_nhwc_ms']:.2f} ms | "
+            f"{pool['bayesprune_forward_nhwc_ms']:.2f} ms |",
+            f"| same, forward + backward | {pool['torch_train_nhwc_ms']:.2f} ms | "
+            f"{pool['bayesprune_train_nhwc_ms']:.2f} ms (torch's kernel; the strided views' "
+            f"backward: {pool['views_train_nhwc_ms']:.2f} ms) |",
+        ]
     for name, label in (("dense_ms", "20-50-500"), ("pruned_ms", "19-25-82")):
         lines.append(
             f"| LeNet-5 {label}, batch {result['lenet5_batch']}, inference | "

@@ -3,8 +3,11 @@
 LeNet-5's first pooling (a 24×24 map per filter) took longer than the convolution before it
 with torch's CPU kernel. This measures both implementations (same values and gradients,
 ``tests/models/test_network.py``) on that map, forward without gradients (inference) and
-forward + backward (training), and LeNet-5-Caffe networks at the dense widths (20-50-500) and
-at a pruned width (19-25-82) with each pooling module: medians of interleaved blocks, 1 thread.
+forward + backward (training), stored NCHW and channels-last (NHWC, how a convolutional network
+trains on the CPU, ``TrainConfig.memory_format``; there ``max_pool_2x2`` with gradients is
+torch's kernel, and the row "strided views" times the custom backward it used before), and
+LeNet-5-Caffe networks at the dense widths (20-50-500) and at a pruned width (19-25-82) with
+each pooling module: medians of interleaved blocks, 1 thread.
 
 Usage: ``.venv/bin/python benchmarks/pooling.py`` → ``results/pooling.json`` and a table in
 ``benchmarks/README.md``.
@@ -22,7 +25,7 @@ import torch.nn.functional as F  # noqa: E402
 from common import environment, interleaved_ms, write  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bayesprune.models.network import MaxPool2x2, max_pool_2x2  # noqa: E402
+from bayesprune.models.network import MaxPool2x2, _MaxPool2x2, max_pool_2x2  # noqa: E402
 
 BLOCKS = 7
 
@@ -40,32 +43,34 @@ def main() -> dict:
     torch.manual_seed(0)
     h = torch.randn(100, 20, 24, 24).relu()
     grad = torch.randn(100, 20, 12, 12)
-    leaf = h.clone().requires_grad_()
+    last = torch.channels_last
+    maps = {
+        "": (h, grad),
+        "_nhwc": (h.contiguous(memory_format=last), grad.contiguous(memory_format=last)),
+    }
 
-    def no_grad(pool):
+    def no_grad(pool, tag):
         def f():
             with torch.no_grad():
-                pool(h)
+                pool(maps[tag][0])
 
         return f
 
-    def train(pool):
-        return lambda: pool(leaf).backward(grad)
+    def train(pool, tag):
+        leaf = maps[tag][0].clone().requires_grad_()  # (clone keeps the layout)
+        return lambda: pool(leaf).backward(maps[tag][1])
 
     def torch_pool(x):
         return F.max_pool2d(x, 2)
 
-    pool_ms = interleaved_ms(
-        {
-            "torch_forward": no_grad(torch_pool),
-            "bayesprune_forward": no_grad(max_pool_2x2),
-            "torch_train": train(torch_pool),
-            "bayesprune_train": train(max_pool_2x2),
-        },
-        BLOCKS,
-        20,
-        warmup=3,
-    )
+    runners = {}
+    for tag in maps:
+        runners[f"torch_forward{tag}"] = no_grad(torch_pool, tag)
+        runners[f"bayesprune_forward{tag}"] = no_grad(max_pool_2x2, tag)
+        runners[f"torch_train{tag}"] = train(torch_pool, tag)
+        runners[f"bayesprune_train{tag}"] = train(max_pool_2x2, tag)
+    runners["views_train_nhwc"] = train(_MaxPool2x2.apply, "_nhwc")
+    pool_ms = interleaved_ms(runners, BLOCKS, 20, warmup=3)
     x = torch.randn(256, 1, 28, 28)
     nets = {
         f"{widths}_{name}": lenet5(*widths, pool)
