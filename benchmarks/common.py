@@ -600,6 +600,7 @@ def render_run(name: str, result: dict) -> list[str]:
         f"{env.get('processor', env['machine'])}, "
         f"commit {env.get('commit', 'unknown')}.",
         "",
+        *([result["about"], ""] if result.get("about") else []),
         "| run | " + " | ".join(c for c, _ in COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
     ]
