@@ -1386,6 +1386,7 @@ def render_matrix(name: str, result: dict) -> list[str]:
         + (f"; rule: {result['rule']}" if "rule" in result else "")
         + rerun,
         "",
+        *([result["about"], ""] if result.get("about") else []),
         "| case | seed | τ | dense error (%) | bayesprune error (%) | gap (points) | widths "
         "| weights kept (%) | binary (%) | pruned in first 25% (%) | warm-up ends (step) "
         "| status |",
