@@ -340,7 +340,9 @@ def step_profile(make_net, data: Dataset, device: str, batch: int, steps: int = 
             key=lambda e: e.self_cpu_time_total,
             reverse=True,
         )
-        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel"))
+        launches = sum(  # (cudaLaunchKernel, cudaLaunchKernelExC, cuLaunchKernel, ...)
+            e.count for e in events if e.key.startswith(("cudaLaunchKernel", "cuLaunchKernel"))
+        )
         out[kind] = {
             "wall_ms": wall[f"{kind}_ms"],
             "kernels_per_step": sum(e.count for e in kernels) / steps,
