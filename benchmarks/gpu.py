@@ -54,15 +54,15 @@ from common import (  # noqa: E402
     description,
     environment,
     interleaved_ms,
-    plain_step,
     render_readme,
     seed_type,
     step_cost,
 )
+from memory_format import measure as layout_cost  # noqa: E402
+from memory_format import step_runners  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import DataError, Dataset, RandomCropFlip, load_dataset  # noqa: E402
-from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.loop import synchronize  # noqa: E402
 from bayesprune.models.network import GatedMLP, lenet5, vgg16  # noqa: E402
 from bayesprune.runs import new_or_empty  # noqa: E402
@@ -215,7 +215,9 @@ def main(argv=None) -> dict:
 
     def layouts_part():
         return {
-            name: layout_cost(make, random_images(shape, batch), args.device, batch)
+            name: layout_cost(
+                make, random_images(shape, batch), 5, 20, device=args.device, batch_size=batch
+            )
             for name, (make, shape, batch) in conv_nets.items()
         }
 
@@ -269,41 +271,6 @@ def main(argv=None) -> dict:
     return result
 
 
-def step_runners(make_net, data: Dataset, device: str, batch: int, memory_format: str) -> dict:
-    """A plain PyTorch step and an SVI step (``Trainer.train_step``, checks off) of two networks
-    from ``make_net``, both in ``memory_format``, on ``data``'s first batch; each runner carries
-    its network as ``.net``."""
-    torch.manual_seed(0)
-    config = TrainConfig(
-        device=device, batch_size=batch, check_every=10**9, memory_format=memory_format
-    )
-    x = data.x_train[:batch].to(device)
-    y = data.y_train[:batch].to(device)
-    index = torch.arange(len(x), device=device)
-    net = make_net().to(device)
-    plain = plain_step(net, x, y, config.lr, memory_format=memory_format)
-    plain.net = net
-    trainer = Trainer(make_net(), data, config)
-
-    def svi():
-        trainer.train_step(x, y, index)
-
-    svi.net = trainer.model.net
-    return {"plain": plain, "svi": svi}
-
-
-def layout_cost(make_net, data: Dataset, device: str, batch: int) -> dict:
-    """Median ms per step, plain and SVI, contiguous and channels-last, interleaved."""
-    runners = {}
-    for fmt, tag in (("contiguous", "nchw"), ("channels-last", "nhwc")):
-        for kind, run in step_runners(make_net, data, device, batch, fmt).items():
-            runners[f"{kind}_{tag}"] = run
-    out = interleaved_ms(runners, blocks=5, steps=20, device=torch.device(device))
-    for kind in ("plain", "svi"):
-        out[f"{kind}_nhwc_speedup"] = out[f"{kind}_nchw_ms"] / out[f"{kind}_nhwc_ms"]
-    return out
-
-
 def device_us(event) -> float:
     """An averaged profiler event's own time on the device, microseconds (the attribute's name
     changed across torch versions)."""
@@ -314,15 +281,16 @@ def device_us(event) -> float:
 
 
 def step_profile(make_net, data: Dataset, device: str, batch: int, steps: int = 20) -> dict:
-    """Per step of each runner of :func:`step_runners` (the default layout): wall ms without the
-    profiler, and under it the kernels launched, the device's busy ms (the sum of the kernels'
-    own times) and the ten operators with the most host time."""
+    """Per step of each runner of ``memory_format.step_runners`` (the default layout, plain and
+    bayesprune's): wall ms without the profiler, and under it the kernels launched, the
+    device's busy ms (the sum of the kernels' own times) and the ten operators with the most
+    host time."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     dev = torch.device(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    runners = step_runners(make_net, data, device, batch, "auto")
+    runners = step_runners(make_net, data, "auto", device, batch)
     wall = interleaved_ms(runners, blocks=3, steps=steps, device=dev)
     out = {}
     for kind, run in runners.items():

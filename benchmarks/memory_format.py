@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,26 +53,55 @@ def random_data(shape: tuple[int, ...], batch: int) -> Dataset:
     return Dataset("random", x, y, x[:batch], y[:batch], 10)
 
 
-def measure(make_net, data: Dataset, blocks: int, steps: int, train_steps: int = 0) -> dict:
+def step_runners(
+    make_net, data: Dataset, memory_format: str, device: str = "cpu", batch_size: int = 100
+) -> dict:
+    """A plain PyTorch step and bayesprune's ``Trainer.train_step`` (checks off), each of its
+    own network from ``make_net`` (seeded alike) stored as ``memory_format`` says, on the first
+    ``batch_size`` examples of ``data`` on ``device``. Each runner carries its network as
+    ``.net``; the bayesprune one its trainer as ``.trainer``."""
+    config = TrainConfig(
+        check_every=10**9, device=device, batch_size=batch_size, memory_format=memory_format
+    )
+    x = data.x_train[:batch_size].to(device)
+    y = data.y_train[:batch_size].to(device)
+    index = torch.arange(len(x), device=device)
+    torch.manual_seed(0)
+    net = make_net().to(device)
+    plain = plain_step(net, x, y, config.lr, config.optimizer, config.momentum, memory_format)
+    plain.net = net
+    torch.manual_seed(0)
+    trainer = Trainer(make_net(), data, config)
+
+    def step():
+        trainer.train_step(x, y, index)
+
+    step.net, step.trainer = trainer.model.net, trainer
+    return {"plain": plain, "step": step}
+
+
+def measure(
+    make_net,
+    data: Dataset,
+    blocks: int,
+    steps: int,
+    train_steps: int = 0,
+    device: str = "cpu",
+    batch_size: int = 100,
+) -> dict:
     """Median ms of a plain and a bayesprune step of ``make_net()`` in each layout, on the first
-    batch of ``data`` (after ``train_steps`` steps of the trainers on ``data``)."""
-    config = TrainConfig(check_every=10**9)
-    x, y = data.x_train[: config.batch_size], data.y_train[: config.batch_size]
-    index = torch.arange(len(x))
+    batch of ``data`` (after ``train_steps`` steps of the trainers on ``data``), on ``device``
+    (``benchmarks/gpu.py`` times the layouts on a GPU with it)."""
     runners, trainers = {}, []
     for layout in LAYOUTS:
-        torch.manual_seed(0)
-        runners[f"plain/{layout}"] = plain_step(
-            make_net(), x, y, config.lr, config.optimizer, config.momentum, layout
-        )  # fmt: skip
-        torch.manual_seed(0)
-        trainer = Trainer(make_net(), data, replace(config, memory_format=layout))
+        pair = step_runners(make_net, data, layout, device, batch_size)
+        trainer = pair["step"].trainer
         assert trainer.channels_last == (layout == "channels-last")
         trainers.append(trainer)
-        runners[f"step/{layout}"] = lambda t=trainer: t.train_step(x, y, index)
+        runners[f"plain/{layout}"], runners[f"step/{layout}"] = pair["plain"], pair["step"]
     if train_steps:
         train_first(trainers, data, train_steps)
-    out = interleaved_ms(runners, blocks, steps, warmup=3)
+    out = interleaved_ms(runners, blocks, steps, warmup=3, device=torch.device(device))
     for kind in ("plain", "step"):
         out[f"{kind}_speedup"] = out[f"{kind}/contiguous_ms"] / out[f"{kind}/channels-last_ms"]
     out["widths"] = list(trainers[0].net.widths)

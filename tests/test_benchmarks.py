@@ -174,14 +174,14 @@ def test_gpu_script_times_and_profiles_each_layout_on_a_network_in_that_layout()
 
     data = script.random_images((1, 28, 28), 4)
     for fmt, last in (("contiguous", False), ("channels-last", True)):
-        runners = script.step_runners(lambda: lenet5((1, 28, 28), 10), data, "cpu", 4, fmt)
+        runners = script.step_runners(lambda: lenet5((1, 28, 28), 10), data, fmt, "cpu", 4)
         for kind, run in runners.items():
             run()
             weight = run.net.layers.conv2.weight  # (conv1, one channel in, is both)
             assert weight.is_contiguous(memory_format=torch.channels_last) is last, (fmt, kind)
             assert weight.is_contiguous() is not last, (fmt, kind)
     profile = script.step_profile(lambda: lenet5((1, 28, 28), 10), data, "cpu", 4, steps=2)
-    for kind in ("plain", "svi"):
+    for kind in ("plain", "step"):
         ops = {op["op"] for op in profile[kind]["host_ops"]}
         assert profile[kind]["kernels_per_step"] == 0 and profile[kind]["wall_ms"] > 0
         assert any("conv" in op for op in ops) or "aten::mm" in ops, ops
