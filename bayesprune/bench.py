@@ -21,6 +21,9 @@ from bayesprune.export import (
 from bayesprune.loop import synchronize
 from bayesprune.runs import RunError, atomic_write_text, read_config, read_summary
 
+# the layouts ``bench`` times both networks in (--memory-format): as model.pt loads, or NHWC
+BENCH_MEMORY_FORMATS = ("contiguous", "channels-last")
+
 
 def dense_network(
     run_dir: Path, record: dict, pruned: torch.nn.Sequential | None = None
@@ -136,9 +139,9 @@ def bench_run(
     written to ``RUN_DIR/bench.json`` (unless ``write`` is False: :func:`write_bench` then
     writes it). ``memory_format="channels-last"`` times both networks' convolutions, and the
     inputs, in the NHWC layout (``model.pt`` loads contiguous)."""
-    if memory_format not in ("contiguous", "channels-last"):
+    if memory_format not in BENCH_MEMORY_FORMATS:
         raise ValueError(
-            f"memory_format must be contiguous or channels-last, not {memory_format!r}"
+            f"memory_format must be {' or '.join(BENCH_MEMORY_FORMATS)}, not {memory_format!r}"
         )
     run_dir = Path(run_dir)
     dev = torch.device(device)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from bayesprune.bench import BENCH_MEMORY_FORMATS
 from bayesprune.config import (
     INSPECT_DRAWS,
     PREDATING,
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--memory-format",
         default="contiguous",
-        choices=("contiguous", "channels-last"),
+        choices=BENCH_MEMORY_FORMATS,
         help="layout both networks' convolutions (and inputs) run in: contiguous, as model.pt "
         "and the exports load, or channels-last (NHWC; on CPUs oneDNN's convolutions run faster "
         "so, for the pruned network and the dense one alike)",
