@@ -59,7 +59,7 @@ from common import (  # noqa: E402
     step_cost,
 )
 from memory_format import measure as layout_cost  # noqa: E402
-from memory_format import step_runners  # noqa: E402
+from memory_format import random_data, step_runners  # noqa: E402
 
 from bayesprune.config import TrainConfig  # noqa: E402
 from bayesprune.data import DataError, Dataset, RandomCropFlip, load_dataset  # noqa: E402
@@ -104,13 +104,6 @@ def fmnist32(data: Dataset) -> Dataset:
         meta={**data.meta, "stand_in_for": "cifar10"},
         augment=RandomCropFlip(4, torch.full((3,), fill)),
     )
-
-
-def random_images(shape: tuple[int, ...], batch: int) -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch * 4, *shape, generator=g)
-    y = torch.randint(0, 10, (batch * 4,), generator=g)
-    return Dataset("random", x, y, x[:batch], y[:batch], 10)
 
 
 def main(argv=None) -> dict:
@@ -204,7 +197,9 @@ def main(argv=None) -> dict:
         for name, (make, shape, batch) in nets.items():
             torch.manual_seed(0)
             config = replace(base, batch_size=batch)
-            out[name] = step_cost(random_images(shape, batch), make, config, blocks=5, steps=20)
+            out[name] = step_cost(
+                random_data(shape, batch, batches=4), make, config, blocks=5, steps=20
+            )
             print(name, out[name], flush=True)
         return out
 
@@ -216,14 +211,19 @@ def main(argv=None) -> dict:
     def layouts_part():
         return {
             name: layout_cost(
-                make, random_images(shape, batch), 5, 20, device=args.device, batch_size=batch
+                make,
+                random_data(shape, batch, batches=4),
+                5,
+                20,
+                device=args.device,
+                batch_size=batch,
             )
             for name, (make, shape, batch) in conv_nets.items()
         }
 
     def profile_part():
         return {
-            name: step_profile(make, random_images(shape, batch), args.device, batch)
+            name: step_profile(make, random_data(shape, batch, batches=4), args.device, batch)
             for name, (make, shape, batch) in conv_nets.items()
         }
 

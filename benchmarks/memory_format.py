@@ -45,11 +45,12 @@ def vgg_small() -> GatedNet:
     return GatedNet((3, 32, 32), VGG_PLAN, 10, batch_norm=True)
 
 
-def random_data(shape: tuple[int, ...], batch: int) -> Dataset:
-    """Random inputs of ``shape`` and labels (10 classes)."""
+def random_data(shape: tuple[int, ...], batch: int, batches: int = 10) -> Dataset:
+    """``batches`` batches of random inputs of ``shape`` and labels (10 classes); the first
+    batch is also the test set."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch * 10, *shape, generator=g)
-    y = torch.randint(0, 10, (batch * 10,), generator=g)
+    x = torch.randn(batch * batches, *shape, generator=g)
+    y = torch.randint(0, 10, (batch * batches,), generator=g)
     return Dataset("random", x, y, x[:batch], y[:batch], 10)
 
 

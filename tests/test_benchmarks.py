@@ -172,7 +172,7 @@ def test_gpu_script_times_and_profiles_each_layout_on_a_network_in_that_layout()
     script = _script("gpu")
     from bayesprune.models.network import lenet5
 
-    data = script.random_images((1, 28, 28), 4)
+    data = script.random_data((1, 28, 28), 4, batches=4)
     for fmt, last in (("contiguous", False), ("channels-last", True)):
         runners = script.step_runners(lambda: lenet5((1, 28, 28), 10), data, fmt, "cpu", 4)
         for kind, run in runners.items():
