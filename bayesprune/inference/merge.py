@@ -321,9 +321,14 @@ class MergeMoves:
             def consumer_map(hs):  # the consumer's convolution or linear map, current weights
                 return torch.cat([net.map(consumer, c) for c in hs.split(CHUNK)])
 
+            # a pool right after the consumer runs before its ReLU and gates, as in the
+            # network's own forward (the same values: max commutes with both, §4)
+            pooled = net.ops[start + 1 : start + 2] == [("pool", None)]
+
             def losses(z):  # the held-out losses when the consumer's map gives z
                 logits = torch.cat(
-                    [net.run_ops(net.activate(consumer, c, gates), gates, start=start + 1)
+                    [net.run_ops(net.activate(consumer, c, gates, pool=pooled), gates,
+                                 start=start + 1 + pooled)
                      for c in z.split(CHUNK)]
                 )  # fmt: skip
                 return F.cross_entropy(logits, y, reduction="none")
@@ -353,7 +358,7 @@ class MergeMoves:
                 coef = -inv[:, pick] / inv[pick, pick]  # h_unit ≈ Σ_j coef_j h_j + coef_const
                 coef[pick] = 0.0
                 gates[name][unit] = 0.0
-                proposed = z + self._change(layer, h, width, unit, idx, coef)
+                proposed = self._change(layer, h, width, unit, idx, coef, base=z)
                 after = losses(proposed)
                 saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
                 self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
@@ -515,28 +520,45 @@ class MergeMoves:
         return w.square().reshape(w.shape[0], width, block).sum((0, 2))
 
     @staticmethod
-    def _change(layer, h: torch.Tensor, width: int, unit: int, idx, coef) -> torch.Tensor:
+    def _change(
+        layer, h: torch.Tensor, width: int, unit: int, idx, coef, base: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """What :meth:`_rewire` would change in the consumer's map of ``h``, without touching
         its weights: the map is linear in its input and its weights, so re-wiring adds the map,
         by the unit's outgoing weights alone, of the reconstruction's residual
         r = Σ_j coef_j h_j − h_unit, plus coef_const times their sum. One input channel instead
         of the whole layer: a rejected proposal costs the residual and the layers after the
-        consumer, not the consumer."""
+        consumer, not the consumer.
+
+        ``base``: the consumer's map before the move; then ``base`` plus the change is returned,
+        added chunk by chunk in place (the same values as ``base + _change(…)``, bitwise: the
+        same two additions, without the change's map and a sum as two more full-size tensors).
+        """
         w = layer.weight
         full = torch.zeros(width, dtype=w.dtype, device=w.device)
         full[idx[:-1]] = coef[:-1].to(w.dtype)
         const = float(coef[-1])
         if w.dim() == 4:
             out_w = w[:, unit : unit + 1]  # (out, 1, k, k)
+            shift = const * w[:, unit].sum((1, 2)).view(1, -1, 1, 1)
+            out = None if base is None else torch.empty_like(base)
             parts = []
-            for c in h.split(CHUNK):
+            for i, c in enumerate(h.split(CHUNK)):
                 r = torch.einsum("nshw,s->nhw", c, full) - c[:, unit]
-                parts.append(F.conv2d(r.unsqueeze(1), out_w, padding=layer.padding))
-            return torch.cat(parts) + const * w[:, unit].sum((1, 2)).view(1, -1, 1, 1)
+                part = F.conv2d(r.unsqueeze(1), out_w, padding=layer.padding)
+                if out is None:
+                    parts.append(part)
+                    continue
+                part.add_(shift)  # (the change) + base = base + (the change): one rounding
+                rows = slice(i * CHUNK, i * CHUNK + len(c))
+                torch.add(part, base[rows], out=out[rows])
+            return torch.cat(parts) + shift if out is None else out
         out_w = w.view(w.shape[0], width, -1)[:, unit]  # (out, P)
         hv = h.view(h.shape[0], width, -1)
         r = torch.einsum("nsp,s->np", hv, full) - hv[:, unit]
-        return r @ out_w.T + const * out_w.sum(1)
+        change = r @ out_w.T
+        change.add_(const * out_w.sum(1))
+        return change if base is None else change.add_(base)
 
     @staticmethod
     def _rewire(layer, block: int, width: int, unit: int, idx, coef) -> None:

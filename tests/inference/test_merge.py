@@ -12,12 +12,16 @@ from bayesprune.inference.trainer import Trainer
 from bayesprune.models import GatedMLP, GatedNet, HyperPrior
 
 CONV_PLAN = [("conv", 4, 3, 0), ("pool",), ("conv", 5, 2, 0), ("flatten",), ("fc", 6)]
+# a pool after the second convolution too, as in LeNet-5: conv1's round pools what conv2 gives
+POOLED_PLAN = [("conv", 6, 3, 0), ("pool",), ("conv", 5, 2, 0), ("pool",), ("flatten",), ("fc", 6)]
 
 
 def _network(kind: str) -> GatedNet:
     torch.manual_seed(0)
     if kind == "mlp":
         net = GatedMLP(6, (5, 4), 3)
+    elif kind == "pooled":
+        net = GatedNet((1, 12, 12), POOLED_PLAN, 3)
     else:
         net = GatedNet((1, 8, 8), CONV_PLAN, 3)
     # a read-out at the prior's scale (σ² = 1/fan-in): larger outgoing weights make splitting
@@ -197,19 +201,51 @@ def test_a_proposal_is_evaluated_as_the_rewired_network_computes_it(kind, layer)
     torch.testing.assert_close(changed, rewired, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind, layer", [("mlp", "fc1"), ("conv", "conv2"), ("conv", "fc1")])
+@pytest.mark.parametrize(
+    "kind, layer, layout",
+    [("mlp", "fc1", None), ("conv", "conv1", torch.contiguous_format),
+     ("conv", "conv1", torch.channels_last), ("conv", "conv2", None)],
+)  # fmt: skip
+def test_a_proposal_added_in_place_is_the_proposal_to_the_bit(kind, layer, layout, monkeypatch):
+    """A round's proposal is the cached map plus the change, added chunk by chunk in place
+    (``_change(…, base=z)``): bitwise ``z + _change(…)``, over chunks of several sizes and in
+    either memory layout."""
+    from bayesprune.inference import merge
+
+    monkeypatch.setattr(merge, "CHUNK", 24)  # 64 examples: chunks of 24, 24 and 16
+    net, consumer, target, start, width = _padded_consumer(kind, layer)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        h = net.run_ops(_inputs(net, 64), stop=start)
+        if layout is not None:
+            h = h.contiguous(memory_format=layout)
+        z = _map(target, h)
+        idx = torch.arange(width + 1)
+        coef = torch.randn(width + 1, dtype=torch.float64, generator=gen)
+        coef[2] = 0.0
+        apart = z + MergeMoves._change(target, h, width, 2, idx, coef)
+        together = MergeMoves._change(target, h, width, 2, idx, coef, base=z)
+    assert together.shape == z.shape and together.stride() == z.stride()
+    assert torch.equal(together, apart)
+    assert not torch.equal(together, z)
+
+
+@pytest.mark.parametrize(
+    "kind, layer", [("mlp", "fc1"), ("conv", "conv2"), ("conv", "fc1"), ("pooled", "conv1")]
+)
 def test_the_moves_of_a_round_add_up_to_the_round(kind, layer):
     """Each accepted move is measured against the network the previous one left: the data
     changes recorded for a round's moves add up to the change of the held-out loss from the
     network before the round to the one after it (the round carries the accepted proposal's
-    map and losses forward instead of recomputing them)."""
+    map and losses forward instead of recomputing them; where a pool follows the consumer, the
+    round pools before its ReLU and gates, as the network's forward does)."""
     import torch.nn.functional as F
 
     net = _network(kind)
     x = _inputs(net)
     y = _fitted(net, x)
     # a data term this small against the Bayesian price (τ = 1): most proposals are accepted
-    num_data, hyper = 20, HyperPrior(temperature=1.0)
+    num_data, hyper = 5 if kind == "pooled" else 20, HyperPrior(temperature=1.0)
     guide = GateGuide(net, hyper)
     update_slab_variances(guide, hyper)
     moves = MergeMoves(guide, hyper, num_data)
