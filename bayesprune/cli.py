@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import shlex
 import signal
 import sys
@@ -49,6 +51,42 @@ EXIT_FAILED_RUN = 3  # the run finished its epochs but collapsed or diverged (su
 
 class UsageError(Exception):
     """A mistake the user can fix; reported as one line with exit code 2."""
+
+
+class _ReaderGone:
+    """``sys.stdout`` for a command: once the reader of a pipe has gone (``bayesprune train …
+    | head``: ``BrokenPipeError``), what the command prints goes nowhere and the command goes
+    on. Its output is its files; a run that stopped there would end "running" in its summary,
+    a half-written ``inspect`` would exit 2. The descriptor is pointed at the null device, so
+    that later flushes, the interpreter's own at exit included, have nowhere to fail."""
+
+    def __init__(self, stream):
+        self.stream, self.gone = stream, False
+
+    def _guard(self, call, *args):
+        if self.gone:
+            return None
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            self.gone = True
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self.stream.fileno())
+                os.close(null)
+            except (OSError, ValueError, io.UnsupportedOperation):
+                pass  # not a descriptor (a test's stream): nothing is flushed to it later
+            return None
+
+    def write(self, text: str) -> int:
+        written = self._guard(self.stream.write, text)
+        return len(text) if written is None else written
+
+    def flush(self) -> None:
+        self._guard(self.stream.flush)
+
+    def __getattr__(self, name):  # isatty, fileno, encoding…: the stream's own
+        return getattr(self.stream, name)
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -990,6 +1028,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     held = held_run_directories()  # the run directories this command holds are let go at its end
+    stdout = sys.stdout
+    sys.stdout = _ReaderGone(stdout)
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         if not argv:
@@ -1034,6 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bayesprune: {said}", file=sys.stderr)
         return 128 + stop.signum
     finally:
+        sys.stdout = stdout
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         for path in held_run_directories() - held:

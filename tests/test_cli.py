@@ -444,6 +444,36 @@ def test_python_dash_m_runs_the_command_line():
     assert done.returncode == 2 and "no command" in done.stderr  # the CLI's own refusal
 
 
+def test_a_reader_that_goes_away_does_not_stop_the_command(tmp_path):
+    """``bayesprune train … | head -1``: once the pipe's reader has gone, what the command prints
+    goes nowhere and the run trains to its end (exit 0, "finished"); it used to stop at its next
+    epoch line with exit 2 and a summary left "running". ``inspect … | head -1`` exits 0 too."""
+    import subprocess
+    import sys
+
+    def first_line_then_close(*args):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bayesprune", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        first = proc.stdout.readline()
+        proc.stdout.close()  # the reader goes: the next line written meets a broken pipe
+        err = proc.stderr.read()
+        return proc.wait(timeout=300), first, err
+
+    out = tmp_path / "run"
+    train = ("train", "--epochs", "4", "--train-subset", "1000", "--widths", "30,10",
+             "--threads", "1", "--no-progress", "--no-report", "--out", str(out))  # fmt: skip
+    code, first, err = first_line_then_close(*train)
+    assert first.startswith("epoch   1"), (first, err)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and len(summary["epoch_train_seconds"]) == 4
+    assert "Broken pipe" not in err and "bayesprune: error" not in err
+    code, first, err = first_line_then_close("inspect", str(out))
+    assert code == 0 and first and (out / "inspect" / "survivors.csv").exists(), err
+
+
 def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch):
     """``--dataset npz --data-dir FILE`` trains on x_train, y_train, x_test, y_test of one
     ``numpy.savez`` file: standardised over all values by default (no note; the two numbers are
