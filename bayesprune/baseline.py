@@ -165,7 +165,10 @@ class Twin:
 
 
 def prepare_twin(
-    run_dir: str | Path, device: str | None = None, threads: int | None = None
+    run_dir: str | Path,
+    device: str | None = None,
+    threads: int | None = None,
+    data_dir: str | None = None,
 ) -> Twin:
     """Check a command-line run and build its dense twin: everything that can refuse (the run
     directory, its config.json and summary.json, the data, the network) is checked here, before
@@ -180,11 +183,12 @@ def prepare_twin(
     "dense with the same recipe" means. A run that held examples out for its evidence
     (``--evidence held-out``) trained its weights on the rest; its twin trains on all of them,
     as a user's dense network would. ``threads`` and ``device`` default to the run's, so that
-    the wall times compare."""
+    the wall times compare. ``data_dir``: where the run's data are now, if they moved (its
+    files are checked against the run's record all the same)."""
     from bayesprune.data import load_dataset
     from bayesprune.inference.trainer import check_run_data
     from bayesprune.models.network import build_network
-    from bayesprune.runs import RunError, read_config, read_summary
+    from bayesprune.runs import RunError, read_config, read_summary, run_data_dir
 
     folder = Path(run_dir)
     raw = read_config(folder)
@@ -205,7 +209,7 @@ def prepare_twin(
     threads = threads or recorded_threads
     if threads is not None:
         torch.set_num_threads(threads)
-    data = load_dataset(run["dataset"], run.get("data_dir"), run.get("standardise"))
+    data = load_dataset(run["dataset"], run_data_dir(folder, run, data_dir), run.get("standardise"))
     trained = data
     if config.train_subset is not None:
         trained = data.subset(config.train_subset, seed=config.seed)

@@ -41,6 +41,7 @@ from bayesprune.runs import (
     new_or_empty,
     read_config,
     release_run_directory,
+    run_data_dir,
     run_directory,
     written_name,
 )
@@ -270,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_DefaultsFormatter,
     )
     d.add_argument("run_dir", help="a run directory written by bayesprune train")
+    d.add_argument(
+        "--data-dir",
+        default=None,
+        help="where the run's data are now, if they moved since it trained (the same files, "
+        "checked by SHA-256; default: the location its config.json records)",
+    )
     d.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the run's)")
     d.add_argument(
         "--threads",
@@ -719,12 +726,11 @@ def resume(args, given: dict | None = None) -> int:
             )
         config = replace(config, device=args.device)
     _device(config.device)
-    data_dir = run.get("data_dir")
-    moved = given.get("data_dir") is not None and (
-        Path(given["data_dir"]).resolve() != Path(data_dir).resolve()
-    )
-    if moved:  # the run's data files, moved: the same files or a refusal (check_run_data)
-        data_dir = str(Path(given["data_dir"]).resolve())
+    recorded_dir = run.get("data_dir")
+    # the run's data files, moved: the same files or a refusal (check_run_data); the recorded
+    # location gone and no new one given: one line naming --data-dir
+    data_dir = run_data_dir(out, run, given.get("data_dir"))
+    moved = recorded_dir is not None and Path(data_dir).resolve() != Path(recorded_dir).resolve()
     data = load_dataset(run["dataset"], data_dir, run.get("standardise"))
     _distributed_last_batch(args, config.train_subset or len(data.x_train), config.batch_size)
     writes = process_rank() == 0  # with --strategy ddp the other processes write nothing
@@ -735,10 +741,12 @@ def resume(args, given: dict | None = None) -> int:
         trainer = Trainer.resume(out, data, config=config, write=writes)
     if moved and writes:  # later resumes and `bayesprune baseline` read them there
         raw["run"]["data_dir"] = data_dir
+        if isinstance(raw.get("data"), dict):  # the loader's record of the files, as read now
+            raw["data"].update(source=data.meta.get("source"), files=data.meta.get("files", []))
         atomic_write_text(out / "config.json", json.dumps(raw, indent=2) + "\n")
         print(
             f"bayesprune: note: the run's data files are now read from {data_dir} (the same "
-            f"files by SHA-256; config.json said {run.get('data_dir')} and now says this)",
+            f"files by SHA-256; config.json said {recorded_dir} and now says this)",
             file=sys.stderr,
         )
     if writes:
@@ -983,7 +991,8 @@ def baseline(args) -> int:
                              "give --device (e.g. --device cpu)") from None  # fmt: skip
     else:
         device = str(_device(args.device))
-    twin = prepare_twin(args.run_dir, device, args.threads)  # every refusal before the line
+    # every refusal before the line
+    twin = prepare_twin(args.run_dir, device, args.threads, data_dir=args.data_dir)
     print(
         f"bayesprune: training the dense twin of {args.run_dir} (its network before any gate, "
         "its recipe)",

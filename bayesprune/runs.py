@@ -378,6 +378,21 @@ def run_directory(run_dir) -> Path:
     return path
 
 
+def run_data_dir(out: Path, run: dict, given: str | None = None) -> str | None:
+    """Where run ``out``'s data are read from now: ``given`` (a new location; the caller checks
+    its files against the run's record), else the location its config.json records, refused in
+    one line when it is no longer there (a moved folder or npz file), naming ``--data-dir``."""
+    if given is not None:
+        return str(Path(given).resolve())
+    recorded = run.get("data_dir")
+    if recorded is not None and not Path(recorded).exists():
+        raise RunError(
+            f"run {out} read its data from {recorded}, which is not there any more: give their "
+            "new location with --data-dir (the files must be the run's: their SHA-256 is checked)"
+        )
+    return recorded
+
+
 def read_config(run_dir: Path) -> dict:
     """``config.json`` of a run directory (a JSON object, else :class:`RunError`)."""
     run_directory(run_dir)

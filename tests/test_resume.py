@@ -251,22 +251,40 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 2 and "changed since the run started" in err
     assert f"{path.resolve()} (" in err and "is not what the run read" in err  # which file
-    # the run's own file, moved: --data-dir names its new place, the SHA-256 says it is the
-    # same (it was refused as a differing setting, and the run could not go on)
-    moved = tmp_path / "elsewhere" / "own.npz"
+    changed = tmp_path / "changed.npz"
+    path.rename(changed)  # the recorded file gone, no new place given: one line naming the flag
+    resumed = _cli("train", "--resume", str(stopped), "--no-progress", "--no-report")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 2 and f"read its data from {path.resolve()}, which is not" in err
+    assert "--data-dir" in err and "Traceback" not in err
+    # the run's own file, moved and renamed: --data-dir names its new place, the SHA-256 says
+    # it is the same (it was refused as a differing setting, then on its file's name)
+    moved = tmp_path / "elsewhere" / "renamed.npz"
     moved.parent.mkdir()
     np.savez(moved, x_train=(teacher.x_train[:2000] * scales).numpy(),
              y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
              y_test=teacher.y_test.numpy())  # fmt: skip
-    for given, code in ((path, 2), (moved, 0)):  # the changed file is still refused
+    for given, code in ((changed, 2), (moved, 0)):  # the changed file is still refused
         resumed = _cli("train", "--resume", str(stopped), "--data-dir", str(given),
                        "--no-progress", "--no-report")  # fmt: skip
         _, err = resumed.communicate(timeout=300)
         assert resumed.returncode == code, err
-    assert f"the run's data files are now read from {moved.resolve()}" in err
+    # the note says where the data were read before (it said the new place twice)
+    assert (f"the run's data files are now read from {moved.resolve()} (the same files by "
+            f"SHA-256; config.json said {path.resolve()} and") in err  # fmt: skip
     record = json.loads((stopped / "config.json").read_text())
     assert record["run"]["data_dir"] == str(moved.resolve())  # for baseline, for a later resume
+    assert record["data"]["source"] == str(moved.resolve())  # the loader's record, as read now
+    assert [f["path"] for f in record["data"]["files"]] == [str(moved.resolve())]
     assert json.loads((stopped / "summary.json").read_text())["status"] == "finished"
+    # moved again: the dense twin is refused in one line, and trains from the new place given
+    third = tmp_path / "third.npz"
+    moved.rename(third)
+    for extra, code in (([], 2), (["--data-dir", str(third)], 0)):
+        twin = _cli("baseline", str(stopped), "--no-progress", *extra)
+        _, err = twin.communicate(timeout=300)
+        assert twin.returncode == code, err
+    assert "Traceback" not in err and "bayesprune: wrote" in err
 
 
 def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path):
