@@ -410,13 +410,14 @@ def test_units_removed_in_the_last_window_are_counted_by_kind_and_named_in_a_not
     assert removed == {"fc1": {"gates": 0, "merges": 2}, "fc2": {"gates": 1, "merges": 1}}
     note = trainer.shrinking_note(removed, [14, 8])
     # fc2's single units are the settled tail: only fc1 is named (a first version named both)
-    assert "last evidence window (fc1 2 of 14 deployed; fc1: 2 by merge moves)" in note
+    assert "last evidence window (fc1: 2 removed, 2 by merge moves, beside 14 deployed)" in note
     assert "that layer was still shrinking; train for more epochs" in note
     trainer.prune_events.append({"layer": "fc1", "step": last, "removed": 5})  # by its gates
     note = trainer.shrinking_note(trainer.removed_in_last_window(), [14, 8])
-    assert "(fc1 7 of 14 deployed; fc1: 5 by their gates, 2 by merge moves)" in note
+    assert "(fc1: 7 removed, 5 by their gates and 2 by merge moves, beside 14 deployed)" in note
     gates = {"fc1": {"gates": 3, "merges": 0}, "fc2": {"gates": 2, "merges": 0}}  # gates alone
-    assert "(fc1 3 of 14, fc2 2 of 8 deployed; " in trainer.shrinking_note(gates, [14, 8])
+    assert ("(fc1: 3 removed, 3 by their gates, beside 14 deployed; fc2: 2 removed, 2 by their "
+            "gates, beside 8 deployed), so those layers") in trainer.shrinking_note(gates, [14, 8])
     tail = {"fc1": {"gates": 1, "merges": 1}, "fc2": {"gates": 1, "merges": 0}}
     assert trainer.shrinking_note(tail, [14, 8]) is None  # one of each: the tail
     assert trainer.shrinking_note({"fc1": {"gates": 2, "merges": 0}}, [150, 100]) is None  # ≤ 1%

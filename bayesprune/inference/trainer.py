@@ -1237,16 +1237,21 @@ class Trainer:
                 out[name] = count
         return out
 
-    def shrinking(self, counts: dict[str, int] | None, widths: list[int], tail: int = 0):
+    def shrinking(self, counts: dict[str, int] | None, widths: list[int], tail: int = 0,
+                  describe=None):  # fmt: skip
         """``(named, which)`` for a note on layers still shrinking at the end: the layers of
         ``counts`` with more than ``tail`` units, each as "fc1 9 of 47" (``widths``: the
-        deployed ones), and "that layer was" or "those layers were"; ``None`` for a run that
-        did not finish or when those units are not more than 1% of the deployed ones."""
+        deployed ones; ``describe(layer, count, deployed)`` words it otherwise, for units that
+        are not among the deployed), and "that layer was" or "those layers were"; ``None`` for
+        a run that did not finish or when those units are not more than 1% of the deployed
+        ones."""
         counts = {n: k for n, k in (counts or {}).items() if k > tail}
         if not counts or self.status != "finished" or sum(counts.values()) <= 0.01 * sum(widths):
             return None
         width = dict(zip(self.net.gated, widths, strict=True))
-        named = ", ".join(f"{n} {k} of {width[n]}" for n, k in counts.items())
+        joint = ", " if describe is None else "; "
+        describe = describe or (lambda n, k, deployed: f"{n} {k} of {deployed}")
+        named = joint.join(describe(n, k, width[n]) for n, k in counts.items())
         return named, "that layer was" if len(counts) == 1 else "those layers were"
 
     def leaving_note(self, leaving: dict[str, int] | None, widths: list[int]) -> str | None:
@@ -1296,17 +1301,20 @@ class Trainer:
         if self.status != "finished" or not removed:
             return None
         named = {n: k for n, k in removed.items() if k["gates"] > 1 or k["merges"] > 1}
-        said = self.shrinking({n: k["gates"] + k["merges"] for n, k in named.items()}, widths)
+        kinds = [("by their gates", "gates"), ("by merge moves", "merges")]
+
+        def describe(n, k, deployed):  # the removed units are not among the deployed ones
+            how = " and ".join(f"{named[n][key]} {words}" for words, key in kinds if named[n][key])
+            return f"{n}: {k} removed, {how}, beside {deployed} deployed"
+
+        said = self.shrinking(
+            {n: k["gates"] + k["merges"] for n, k in named.items()}, widths, describe=describe
+        )
         if said is None:
             return None
         names, which = said
-        kinds = [("by their gates", "gates"), ("by merge moves", "merges")]
-        how = "; ".join(
-            f"{n}: " + ", ".join(f"{k[key]} {words}" for words, key in kinds if k[key])
-            for n, k in named.items()
-        )
-        return (f"units were removed in the run's last evidence window ({names} deployed; "
-                f"{how}), so {which} still shrinking; {self.more_epochs_advice()}")  # fmt: skip
+        return (f"units were removed in the run's last evidence window ({names}), so {which} "
+                f"still shrinking; {self.more_epochs_advice()}")  # fmt: skip
 
     def more_epochs_advice(self) -> str:
         """What a note on a layer still shrinking at the end advises: more epochs, unless the
