@@ -388,6 +388,14 @@ def train(args) -> int:
             )
     if out is not None and trainer.data_note:
         print(f"bayesprune: note: {trainer.data_note}", file=sys.stderr)
+    examples = len(trainer.data.x_train)  # (after --train-subset and any held-out share)
+    if out is not None and config.batch_size > examples:
+        print(
+            f"bayesprune: note: --batch-size {config.batch_size} is more than the {examples} "
+            "training examples: every step takes all of them (full-batch training, "
+            f"{config.epochs} steps in all)",
+            file=sys.stderr,
+        )
     inert = [
         f"--{key.replace('_', '-')}"
         for key in ADAM_INERT

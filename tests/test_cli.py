@@ -123,9 +123,29 @@ def test_a_decision_after_few_steps_says_so(tmp_path):
     summary = Trainer(GatedMLP(4, (32, 16), 3), data, config).fit(progress=False)
     assert summary["status"] == "finished" and summary["warmup_step"] < EARLY_STEPS
     assert summary["release_steps"] and "barely trained" in summary["note"]
+    assert "after " in summary["note"] and " optimiser steps (batch 4000)" in summary["note"]
     off = replace(config, warmup_tolerance=None)
     summary = Trainer(GatedMLP(4, (32, 16), 3), data, off).fit(progress=False)
     assert summary["note"] is None or "barely trained" not in summary["note"]
+    # a batch beyond the training set: each step takes the 2,000 examples, and the note says
+    # so (it said "batch 8000")
+    beyond = replace(config, batch_size=8000)
+    summary = Trainer(GatedMLP(4, (32, 16), 3), data.subset(2000, seed=0), beyond).fit(
+        progress=False
+    )
+    assert "barely trained" in summary["note"] and "(batch 2000)" in summary["note"]
+
+
+def test_a_batch_beyond_the_training_set_is_noted_when_the_run_starts(tmp_path, capsys):
+    """--batch-size above the training examples is full-batch training: said in one line when
+    the run starts (it was taken without a word)."""
+    args = ["train", "--train-subset", "500", "--epochs", "1", "--widths", "8,4", "--threads",
+            "1", "--no-progress", "--no-report"]  # fmt: skip
+    assert main([*args, "--batch-size", "1000", "--out", str(tmp_path / "big")]) == 0
+    note = "--batch-size 1000 is more than the 500 training examples: every step takes all"
+    assert note in capsys.readouterr().err
+    assert main([*args, "--batch-size", "500", "--out", str(tmp_path / "equal")]) == 0
+    assert "is more than the" not in capsys.readouterr().err
 
 
 def test_bad_flag_is_one_line_and_exit_2(capsys):

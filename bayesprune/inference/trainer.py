@@ -1170,6 +1170,7 @@ class Trainer:
         if self.warm_step >= EARLY_STEPS or not self.release_steps:
             return None
         batch = self.config.batch_size if self.global_batch is None else self.global_batch
+        batch = min(batch, len(self.data.x_train))  # a batch beyond N: a step takes all N
         return (f"θ started to move after {self.warm_step} optimiser steps (batch {batch}), on a "
                 "barely trained network: the pruned network then has few steps to re-fit, which "
                 "at large batches has cost up to a point of accuracy (docs/method.md §6i, §6l); a "
