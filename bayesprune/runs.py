@@ -318,6 +318,14 @@ def load_run(run_dir: str | Path, epoch: int | None = None, summary: dict | None
     except (OSError, ValueError) as err:
         raise RunError(f"{path} is not a readable run directory ({err})") from None
     if not metrics or not all(isinstance(m, dict) for m in metrics):
+        status = recorded_status(path) if not metrics else None
+        if status in ("interrupted", "error"):  # started, and stopped in its first epoch
+            raise RunError(
+                f"{path} stopped ({status}) before its first epoch ended: nothing to inspect "
+                f"yet; bayesprune train --resume {path} continues it"
+            )
+        if status == "running":
+            raise RunError(f"{path} has not finished its first epoch: nothing to inspect yet")
         raise RunError(f"{path} has no epoch records: did training start?")
     if "unit_ids" not in metrics[0]:
         raise RunError(f"{path} was written by a bayesprune without unit ids; train it again")

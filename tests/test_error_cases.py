@@ -133,7 +133,25 @@ def _inspect_is_a_file(run):
     (run / "inspect").write_text("mine")
 
 
+def _stopped_in_first_epoch(status):
+    def damage(run):  # a run stopped before its first epoch's record: no record, its status
+        (run / "metrics.jsonl").write_text("")
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "status": status}))
+
+    return damage
+
+
 INSPECT_CASES = {
+    # (it asked "did training start?" of a run that had started)
+    "interrupted-in-first-epoch": (
+        _stopped_in_first_epoch("interrupted"),
+        "stopped (interrupted) before its first epoch ended: nothing to inspect yet; "
+        "bayesprune train --resume",
+    ),
+    "running-in-first-epoch": (
+        _stopped_in_first_epoch("running"), "has not finished its first epoch"
+    ),
     "garbage-summary": (_garbage_summary, "summary.json"),
     "summary-is-a-list": (_list_summary, "summary.json"),
     "zero-byte-checkpoint": (_zero_byte_checkpoint, "checkpoint"),
