@@ -379,6 +379,13 @@ def train(args) -> int:
             f"bayesprune: training {args.arch} {list(net.widths)} on {data.name} -> {out}",
             file=sys.stderr,
         )
+        single = [name for name, width in zip(net.gated, net.widths, strict=True) if width == 1]
+        if args.width_mult < 1 and single:  # (0.001 built 784-1-1 without a word)
+            print(
+                f"bayesprune: note: --width-mult {args.width_mult} leaves {', '.join(single)} "
+                "one unit wide (each width times the factor, rounded, is at least 1)",
+                file=sys.stderr,
+            )
         if config.estimator == "exact":  # one forward pass per unit and step: say it up front
             print(
                 f"bayesprune: note: --estimator exact runs the network twice per gated unit and "

@@ -148,6 +148,15 @@ def test_a_batch_beyond_the_training_set_is_noted_when_the_run_starts(tmp_path, 
     assert "is more than the" not in capsys.readouterr().err
 
 
+def test_a_width_factor_that_leaves_a_single_unit_is_noted(tmp_path, capsys):
+    args = ["train", "--train-subset", "500", "--epochs", "1", "--threads", "1", "--no-progress",
+            "--no-report"]  # fmt: skip
+    assert main([*args, "--width-mult", "0.001", "--out", str(tmp_path / "one")]) in (0, 3)
+    assert "--width-mult 0.001 leaves fc1, fc2 one unit wide" in capsys.readouterr().err
+    assert main([*args, "--width-mult", "0.1", "--out", str(tmp_path / "ten")]) == 0
+    assert "one unit wide" not in capsys.readouterr().err  # 30-10
+
+
 def test_bad_flag_is_one_line_and_exit_2(capsys):
     assert main(["train", "--epochs", "zero"]) == 2
     assert "epochs" in one_error_line(capsys)
