@@ -232,8 +232,9 @@ def inspect_run(
     :param draws: number of posterior draws.
     :param seed: seed of the draws.
     :param show_summary: print a summary of the surviving units per layer and the rows of
-        those whose θ is not yet 1, and write every survivor's (ArviZ: mean, sd, HDI) to
-        ``survivors.csv``.
+        those whose θ is not yet 1. Every survivor's rows (ArviZ: mean, sd, HDI) are written to
+        ``survivors.csv`` either way (``train``'s call did not write it, though the README said
+        that train writes what inspect does).
     :param show_all: print every survivor's rows instead.
     :param summary: the run's final summary, where ``summary.json`` is not yet written (``train``
         writes it after these files).
@@ -257,14 +258,13 @@ def inspect_run(
     if epoch is not None:  # an earlier checkpoint never replaces the run's final files
         out = out / f"epoch_{epoch:03d}"
         overview = out / "training.png"
-    table = survivor_summary(idata) if show_summary else None
+    table = survivor_summary(idata)  # (written by train's call too, as the README says)
     try:
         out.mkdir(parents=True, exist_ok=True)
         files = {"posterior": arviz_io.save(idata, out / "posterior.nc")}
         files.update(save_figures(idata, out, overview=overview))
-        if table is not None:  # every survivor's row, which the printed digest leaves out
-            files["survivors"] = out / "survivors.csv"
-            table.to_csv(files["survivors"])
+        files["survivors"] = out / "survivors.csv"  # every survivor's row, which the printed
+        table.to_csv(files["survivors"])  # digest leaves out
     except OSError as err:
         raise RunError(f"cannot write {out}: {err.strerror or err}") from None
     if show_summary:

@@ -25,6 +25,8 @@ def run(tmp_path_factory):
     args = ["train", "--widths", "64,32", "--epochs", "4", "--trace-every", "10", "--out", str(out),
             "--no-progress"]  # fmt: skip
     assert main(args) == 0
+    # train writes what inspect writes (the README says so; survivors.csv was missing)
+    assert (out / "inspect" / "survivors.csv").stat().st_size > 0
     # what `train` itself wrote, before `inspect` (below) replaces it
     (out / "inspect" / "posterior.nc").rename(out / "train_posterior.nc")
     return out
