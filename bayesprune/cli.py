@@ -55,11 +55,13 @@ class UsageError(Exception):
 
 
 class _ReaderGone:
-    """``sys.stdout`` for a command: once the reader of a pipe has gone (``bayesprune train …
-    | head``: ``BrokenPipeError``), what the command prints goes nowhere and the command goes
-    on. Its output is its files; a run that stopped there would end "running" in its summary,
-    a half-written ``inspect`` would exit 2. The descriptor is pointed at the null device, so
-    that later flushes, the interpreter's own at exit included, have nowhere to fail."""
+    """``sys.stdout`` and ``sys.stderr`` for a command: once the reader of a pipe has gone
+    (``bayesprune train … | head``: ``BrokenPipeError``), what the command prints there goes
+    nowhere and the command goes on. Its output is its files; a run that stopped there would end
+    "running" in its summary, a half-written ``inspect`` would exit 2. The descriptor is pointed
+    at the null device, so that later writes and flushes, the interpreter's own at exit
+    included, have nowhere to fail; :func:`main` flushes through the guard before it gives the
+    stream back (output still buffered then meets the pipe only at that flush)."""
 
     def __init__(self, stream):
         self.stream, self.gone = stream, False
@@ -1052,8 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     held = held_run_directories()  # the run directories this command holds are let go at its end
-    stdout = sys.stdout
-    sys.stdout = _ReaderGone(stdout)
+    streams = (sys.stdout, sys.stderr)  # (None where the descriptor is closed: left so)
+    sys.stdout, sys.stderr = (None if s is None else _ReaderGone(s) for s in streams)
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         if not argv:
@@ -1098,7 +1100,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bayesprune: {said}", file=sys.stderr)
         return 128 + stop.signum
     finally:
-        sys.stdout = stdout
+        for guarded in (sys.stdout, sys.stderr):
+            if isinstance(guarded, _ReaderGone):
+                guarded.flush()  # what is still buffered, through the guard
+        sys.stdout, sys.stderr = streams
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         for path in held_run_directories() - held:

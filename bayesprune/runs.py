@@ -318,14 +318,26 @@ def load_run(run_dir: str | Path, epoch: int | None = None, summary: dict | None
     except (OSError, ValueError) as err:
         raise RunError(f"{path} is not a readable run directory ({err})") from None
     if not metrics or not all(isinstance(m, dict) for m in metrics):
-        status = recorded_status(path) if not metrics else None
-        if status in ("interrupted", "error"):  # started, and stopped in its first epoch
+        try:  # a run that started and stopped in its first epoch says so in its summary
+            summary = read_summary(path) if not metrics else None
+        except RunError:  # (damaged: that is for the commands that resume or read it)
+            summary = None
+        status = summary.get("status") if isinstance(summary, dict) else None
+        if status in ("interrupted", "error"):
             raise RunError(
                 f"{path} stopped ({status}) before its first epoch ended: nothing to inspect "
                 f"yet; bayesprune train --resume {path} continues it"
             )
+        if status == "failed":
+            raise RunError(
+                f"{path} failed in its first epoch ({summary.get('status_reason')}): nothing to "
+                "inspect"
+            )
         if status == "running":
-            raise RunError(f"{path} has not finished its first epoch: nothing to inspect yet")
+            raise RunError(
+                f"{path} has not finished its first epoch: nothing to inspect yet (if its "
+                f"process was killed, bayesprune train --resume {path} continues it)"
+            )
         raise RunError(f"{path} has no epoch records: did training start?")
     if "unit_ids" not in metrics[0]:
         raise RunError(f"{path} was written by a bayesprune without unit ids; train it again")
@@ -390,9 +402,14 @@ def run_data_dir(out: Path, run: dict, given: str | None = None) -> str | None:
     """Where run ``out``'s data are read from now: ``given`` (a new location; the caller checks
     its files against the run's record), else the location its config.json records, refused in
     one line when it is no longer there (a moved folder or npz file), naming ``--data-dir``."""
+    recorded = run.get("data_dir")
+    if given is not None and recorded is None:
+        raise RunError(
+            f"--data-dir: run {out} trained on {run.get('dataset')} data, which are not read "
+            "from a folder or file"
+        )
     if given is not None:
         return str(Path(given).resolve())
-    recorded = run.get("data_dir")
     if recorded is not None and not Path(recorded).exists():
         raise RunError(
             f"run {out} read its data from {recorded}, which is not there any more: give their "

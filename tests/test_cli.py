@@ -477,31 +477,65 @@ def test_python_dash_m_runs_the_command_line():
 def test_a_reader_that_goes_away_does_not_stop_the_command(tmp_path):
     """``bayesprune train … | head -1``: once the pipe's reader has gone, what the command prints
     goes nowhere and the run trains to its end (exit 0, "finished"); it used to stop at its next
-    epoch line with exit 2 and a summary left "running". ``inspect … | head -1`` exits 0 too."""
+    epoch line with exit 2 and a summary left "running". ``inspect … | head -1`` exits 0 too;
+    so does a command whose reader goes before anything reached it (block-buffered stdout: the
+    first write to the pipe is the flush at the end), or whose stderr's reader goes."""
+    import os
     import subprocess
     import sys
 
-    def first_line_then_close(*args):
+    def reader_goes(*args, after_first_line=True, unbuffered=True, stream="stdout"):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        if unbuffered:  # (set here, not inherited: the test must not depend on the caller)
+            env["PYTHONUNBUFFERED"] = "1"
         proc = subprocess.Popen(
             [sys.executable, "-m", "bayesprune", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
-        first = proc.stdout.readline()
-        proc.stdout.close()  # the reader goes: the next line written meets a broken pipe
-        err = proc.stderr.read()
-        return proc.wait(timeout=300), first, err
+        gone, kept = (proc.stdout, proc.stderr)
+        if stream == "stderr":
+            gone, kept = kept, gone
+        first = gone.readline() if after_first_line else ""
+        gone.close()  # the reader goes: the next write meets a broken pipe
+        other = kept.read()
+        return proc.wait(timeout=300), first, other
 
     out = tmp_path / "run"
     train = ("train", "--epochs", "4", "--train-subset", "1000", "--widths", "30,10",
-             "--threads", "1", "--no-progress", "--no-report", "--out", str(out))  # fmt: skip
-    code, first, err = first_line_then_close(*train)
+             "--threads", "1", "--no-progress", "--no-report", "--out")  # fmt: skip
+    code, first, err = reader_goes(*train, str(out))
     assert first.startswith("epoch   1"), (first, err)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and len(summary["epoch_train_seconds"]) == 4
     assert "Broken pipe" not in err and "bayesprune: error" not in err
-    code, first, err = first_line_then_close("inspect", str(out))
+    code, first, err = reader_goes("inspect", str(out))
     assert code == 0 and first and (out / "inspect" / "survivors.csv").exists(), err
+    # block-buffered, the reader gone before the first byte: the flush at the end is guarded
+    code, _, err = reader_goes("inspect", str(out), after_first_line=False, unbuffered=False)
+    assert code == 0 and "Exception ignored" not in err and "BrokenPipeError" not in err, err
+    # stderr's reader gone (2>&1 | head -1 loses both): the run trains to its end all the same
+    code, first, _ = reader_goes(*train, str(tmp_path / "quiet"), stream="stderr")
+    assert code == 0 and first.startswith("bayesprune: training"), first
+    assert json.loads((tmp_path / "quiet" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_command_with_its_stdout_closed_runs(tmp_path):
+    """``bayesprune train … >&-`` (a closed descriptor: Python's sys.stdout is None) trains as
+    before; the guard round the streams must leave a missing one missing."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, os; os.close(1); from bayesprune.cli import main; "
+         "sys.stdout = None; sys.exit(main())", "train", "--epochs", "1", "--train-subset",
+         "500", "--widths", "8,4", "--threads", "1", "--no-progress", "--no-report", "--out",
+         str(out)],
+        stderr=subprocess.PIPE, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
 
 
 def test_a_users_own_arrays_train_from_an_npz_file(tmp_path, capsys, monkeypatch):

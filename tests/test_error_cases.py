@@ -152,6 +152,7 @@ INSPECT_CASES = {
     "running-in-first-epoch": (
         _stopped_in_first_epoch("running"), "has not finished its first epoch"
     ),
+    "failed-in-first-epoch": (_stopped_in_first_epoch("failed"), "failed in its first epoch"),
     "garbage-summary": (_garbage_summary, "summary.json"),
     "summary-is-a-list": (_list_summary, "summary.json"),
     "zero-byte-checkpoint": (_zero_byte_checkpoint, "checkpoint"),
@@ -307,6 +308,15 @@ def test_resume_refuses_other_settings_and_a_damaged_summary(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--threads", "1", "--no-progress"]) == 2
     assert "damaged" in one_error_line(capsys)
     assert (run / "summary.json").read_text() == "{not json"
+
+
+def test_baseline_refuses_a_data_dir_for_data_made_in_memory(finished, capsys):
+    """The teacher's data are made in memory: ``baseline --data-dir`` for such a run is refused
+    in one line (it was ignored, and the twin trained)."""
+    before = sorted(p.name for p in finished.iterdir())
+    assert main(["baseline", str(finished), "--data-dir", "/nowhere/at/all"]) == 2
+    assert "trained on teacher data, which are not read from a folder" in one_error_line(capsys)
+    assert sorted(p.name for p in finished.iterdir()) == before  # no baseline.json
 
 
 def test_export_never_overwrites_a_file_it_did_not_write(finished, tmp_path, capsys):
