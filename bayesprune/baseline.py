@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,16 @@ from bayesprune.config import TrainConfig, weights_optimizer
 from bayesprune.data import Dataset
 from bayesprune.export import architecture, count_weights
 from bayesprune.inference.projected_sgd import multi_tensor
-from bayesprune.loop import batches, evaluate, lr_schedule, steps_per_epoch, synchronize
+from bayesprune.loop import (
+    batches,
+    evaluate,
+    global_rng_state,
+    keeps_global_rng,
+    lr_schedule,
+    set_global_rng_state,
+    steps_per_epoch,
+    synchronize,
+)
 from bayesprune.models.network import GatedNet, use_memory_format
 
 
@@ -32,6 +42,7 @@ def plain_optimizer(
     return multi_tensor(constructor, params, kwargs)
 
 
+@keeps_global_rng  # (it seeds torch's generator: the caller's draws go on as they were)
 def train_dense(
     net: GatedNet,
     data: Dataset,
@@ -58,7 +69,30 @@ def train_dense(
     ``epoch_end(epoch, net)``, if given, is called after every epoch (``epoch`` from 1; ``net``
     in training mode, to be left so); its time counts in neither, as the gated run's per-epoch
     evaluation is left out of its wall time.
+
+    The arguments are checked as :class:`~bayesprune.config.TrainConfig` and
+    :class:`~bayesprune.inference.trainer.Trainer` check theirs (a ``ValueError`` naming the
+    argument, or the data's :class:`~bayesprune.data.DataError`), and a network a ``Trainer``
+    has already trained is trained on with a ``UserWarning`` (its pruned, trained weights are
+    not a dense baseline). The caller's random streams are left as they were.
     """
+    try:  # the recipe's values, checked as a gated run's are
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(device),
+                    lr_schedule=schedule, optimizer=optimizer, momentum=momentum,
+                    memory_format=memory_format)  # fmt: skip
+    except ValueError as err:
+        raise ValueError(str(err).replace("TrainConfig.", "train_dense: ", 1)) from None
+    data.check()  # a user's own tensors: one clear error before anything runs
+    data.check_fits(net.in_shape, net.num_classes, flattens=net.flattens)
+    trained = getattr(net, "trained_by_a_trainer", None)
+    if trained is not None:
+        warnings.warn(
+            f"this network was trained by a Trainer (starting widths {trained}, now "
+            f"{list(net.widths)}): train_dense trains on from its trained, pruned weights, which "
+            "is not a dense baseline; build a new network of the starting widths for one",
+            UserWarning,
+            stacklevel=3,  # (through keeps_global_rng)
+        )
     torch.manual_seed(seed)
     device = torch.device(device)
     net, data = net.to(device), data.to(device)
@@ -340,8 +374,14 @@ def dense_twin(
     progress: bool = False,
 ) -> dict:
     """Train the dense twin of a command-line run and compare (``bayesprune baseline
-    RUN_DIR``): :func:`prepare_twin`, then :func:`train_twin`."""
-    return train_twin(prepare_twin(run_dir, device, threads), progress)
+    RUN_DIR``): :func:`prepare_twin`, then :func:`train_twin`. The thread count (set to the
+    run's) and the random streams are the caller's again when it returns."""
+    threads_before, state = torch.get_num_threads(), global_rng_state()
+    try:
+        return train_twin(prepare_twin(run_dir, device, threads), progress)
+    finally:
+        torch.set_num_threads(threads_before)
+        set_global_rng_state(state)
 
 
 def write_baseline(run_dir: str | Path, result: dict) -> Path:

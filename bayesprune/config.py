@@ -278,6 +278,8 @@ class TrainConfig:
         # a misspelt option (or None for "none") from the Python API would otherwise fall back
         # to some default without a word: the CLI's choices hold here too
         # and so do their ranges and types (epochs=0 or lr=5 would fail deep inside a run)
+        if isinstance(self.device, torch.device):  # torch's idiom, as its name: config.json
+            self.device = str(self.device)  # records it (json refused the object mid-run)
         for f in fields(self):
             value = getattr(self, f.name)
             if f.metadata.get("type") is not None and isinstance(value, str):

@@ -334,3 +334,45 @@ def test_long_architectures_keep_their_columns_apart():
     }  # fmt: skip
     row = next(r for r in format_comparison(result).splitlines() if r.startswith("architecture"))
     assert row.split() == ["architecture", "784-95-149-100-146", "784-200-200-200-200"]
+
+
+def test_the_python_baseline_checks_its_arguments_and_leaves_the_callers_state(run_dir):
+    """train_dense and dense_twin from Python: arguments checked as TrainConfig and Trainer
+    check theirs (a batch of 0 divided by zero, epochs -1 returned an untrained network, a
+    network of 2 outputs on 3 classes failed inside cross_entropy), a network a Trainer trained
+    is trained on with a warning (it gave a "dense" baseline from pruned weights without a
+    word), and the caller's random streams and thread count are as they were (train_dense
+    reseeded torch's generator, dense_twin set the run's thread count, and left them so)."""
+    from bayesprune.baseline import dense_twin, train_dense
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import DataError, make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    data = make_teacher(num_train=300, num_test=100)
+    for kwargs, named in (({"batch_size": 0}, "train_dense: batch_size"),
+                          ({"epochs": -1}, "train_dense: epochs"),
+                          ({"optimizer": "sgdd"}, "train_dense: optimizer")):  # fmt: skip
+        with pytest.raises(ValueError, match=named):
+            train_dense(GatedMLP(4, (8,), 3), data, **{"epochs": 1, **kwargs})
+    with pytest.raises(DataError):
+        train_dense(GatedMLP(4, (8,), 2), data, 1)  # two outputs, three classes
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    net = GatedMLP(4, (8,), 3)  # (its initialisation draws too: made before the seed)
+    torch.manual_seed(7)
+    train_dense(net, data, 1)
+    assert torch.equal(torch.rand(3), expected)  # the caller's draws go on as they were
+    net = GatedMLP(4, (8,), 3)
+    Trainer(net, data, TrainConfig(epochs=1)).fit(progress=False)
+    with pytest.warns(UserWarning, match="was trained by a Trainer"):
+        train_dense(net, data, 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)  # the run recorded 1 (--threads 1)
+    try:
+        before = torch.get_num_threads()
+        torch.manual_seed(7)
+        dense_twin(run_dir)
+        assert torch.get_num_threads() == before and torch.equal(torch.rand(3), expected)
+    finally:
+        torch.set_num_threads(threads)

@@ -251,6 +251,28 @@ def test_a_python_config_out_of_range_is_refused_where_it_is_made(setting, messa
     assert GatedMLP(784, (10.0,), 10).widths == [10]
 
 
+def test_a_config_changed_after_it_was_made_is_checked_by_the_trainer_and_a_device_object_kept():
+    """A field set on a TrainConfig after it was made skipped its checks: optimizer "sgdd"
+    trained with Adam without a word, epochs 0 divided by zero deep in fit. The Trainer checks
+    a copy of it again. And torch.device("cpu"), torch's idiom, is kept as its name: a run with
+    an out directory failed at writing config.json, leaving a folder that could not be used."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import GatedMLP
+
+    data = make_teacher(num_train=200, num_test=50)
+    changes = (("optimizer", "sgdd", "choose one of"), ("epochs", 0, "positive"),
+               ("epochs", 2.5, "an integer"))  # fmt: skip
+    for name, value, message in changes:
+        config = TrainConfig(epochs=1)
+        setattr(config, name, value)
+        with pytest.raises(ValueError, match=f"TrainConfig.{name} = .*{message}"):
+            Trainer(GatedMLP(4, (6,), 3), data, config)
+    config = TrainConfig(epochs=1, device=torch.device("cpu"))
+    assert config.device == "cpu"
+
+
 # --- found by a new-user review (session of 2026-12-03, eighth) --------------------------------
 
 

@@ -148,6 +148,9 @@ class Trainer:
                 name = type(value).__name__
                 raise TypeError(f"Trainer takes a {kind.__name__} ({hint}), not {name}")
         _check_plan_network(net)
+        # a field set after the config was made skipped its checks (optimizer "sgdd" trained
+        # with Adam, epochs 0 divided by zero): the copy checks them all again
+        config = replace(config)
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda requested but torch.cuda.is_available() is False")
