@@ -273,6 +273,32 @@ def test_a_config_changed_after_it_was_made_is_checked_by_the_trainer_and_a_devi
     assert config.device == "cpu"
 
 
+def test_a_process_with_float64_by_default_trains_as_a_float32_one():
+    """torch.set_default_dtype(torch.float64), as Pyro's GP work sets it: a Trainer failed with
+    a dtype error (θ, σ₁² and the prior's sums made float64 beside float32 weights). It now
+    trains as in a float32 process, to the bit, and gives the caller's default back."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models.network import GatedMLP
+
+    data = make_teacher(num_train=400, num_test=50)
+    nets = []
+    for default in (torch.float32, torch.float64):
+        torch.manual_seed(0)
+        net = GatedMLP(4, (12, 6), 3)  # made in float32 either way
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(default)
+        try:
+            Trainer(net, data, TrainConfig(epochs=2, batch_size=50)).fit(progress=False)
+            assert torch.get_default_dtype() == default  # the caller's, given back
+        finally:
+            torch.set_default_dtype(before)
+        nets.append(net)
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 # --- found by a new-user review (session of 2026-12-03, eighth) --------------------------------
 
 

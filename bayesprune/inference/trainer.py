@@ -118,6 +118,28 @@ NEAR_START = 0.9  # a decided layer that kept this share of its units is reporte
 BY_HEART = 0.01
 
 
+
+def float32_by_default(method):
+    """``method`` with torch's default dtype float32, the only dtype a run trains in, and the
+    caller's default given back after: in a process whose default is float64 (as Pyro's
+    Gaussian-process work sets it) the guide's θ and σ₁², the prior's sums and the optimisers'
+    state were made float64 beside float32 weights, a dtype error or a run that computed other
+    sums than the same run in a float32 process."""
+
+    @functools.wraps(method)
+    def method_in_float32(*args, **kwargs):
+        before = torch.get_default_dtype()
+        if before == torch.float32:
+            return method(*args, **kwargs)
+        torch.set_default_dtype(torch.float32)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            torch.set_default_dtype(before)
+
+    return method_in_float32
+
+
 class Trainer:
     """Train and prune a :class:`GatedNet` (MLP or convolutional) on a :class:`Dataset`.
 
@@ -138,6 +160,7 @@ class Trainer:
         ``model.pt``), or ``None`` to write nothing.
     """
 
+    @float32_by_default
     def __init__(self, net: GatedNet, data: Dataset, config: TrainConfig, out: Path | None = None):
         for value, kind, hint in (
             (net, GatedNet, "bayesprune.models: GatedMLP, lenet5, build_network"),
@@ -345,6 +368,7 @@ class Trainer:
         index = torch.randint(len(x), (self.config.batch_size,), device=x.device)
         return x[index], y[index]
 
+    @float32_by_default
     def train_step(self, x, y, index) -> dict[str, torch.Tensor]:
         """One SVI step (under the pruning handler while collapsed units await removal)."""
         num_data = len(self.data.x_train)
@@ -611,6 +635,7 @@ class Trainer:
         record = {"step": self.step, **self.unit_state(), "theta_grad": drift}
         self.writer.trace(record)
 
+    @float32_by_default
     def fit(
         self, progress: bool = True, run: dict | None = None, write_summary: bool = True
     ) -> dict:
