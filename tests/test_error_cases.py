@@ -299,6 +299,25 @@ def test_a_process_with_float64_by_default_trains_as_a_float32_one():
         assert torch.equal(a, b)
 
 
+def test_network_constructors_name_what_is_wrong_with_their_arguments():
+    """GatedMLP(6.7, …) built 6 inputs, GatedMLP(data.in_shape, …) and GatedMLP(784, 100, 10)
+    failed with int()'s and iteration's messages; GatedNet took (H, W, C) images as H channels
+    (build_network refused them, GatedNet did not)."""
+    from bayesprune.models.network import GatedMLP, GatedNet
+
+    for args, message in (((6.7, (8,), 3), "in_features must be an integer"),
+                          (((1, 28, 28), (8,), 3), "pass math.prod(shape) = 784"),
+                          ((784, 100, 10), "widths is a sequence of hidden widths")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(message)):
+            GatedMLP(*args)
+    assert GatedMLP(784.0, (10,), 10).in_shape == (784,)  # an integral float, as widths' 10.0
+    plan = [("conv", 8, 3, 1), ("fc", 16)]
+    with pytest.raises(ValueError, match=re.escape("(16, 16, 3): channels last, it seems")):
+        GatedNet((16, 16, 3), plan, 3)
+    assert GatedNet((3, 16, 16), plan, 3).in_shape == (3, 16, 16)
+    assert GatedNet((16, 16, 3), [("fc", 16)], 3).in_shape == (16, 16, 3)  # no convolution
+
+
 # --- found by a new-user review (session of 2026-12-03, eighth) --------------------------------
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import operator
 from collections.abc import Callable, Sequence
 
@@ -223,6 +224,18 @@ def _input_shape(in_shape) -> tuple[int, ...]:
     return tuple(_positive_int(d, f"in_shape {in_shape!r}: each dimension") for d in dims)
 
 
+def channels_last_error(in_shape, what: str) -> str | None:
+    """The refusal of image inputs that look like (H, W, C), numpy's and TensorFlow's order, for
+    ``what`` (a network or a plan whose first layer is a convolution); None where they do not."""
+    if len(in_shape) == 3 and in_shape[2] <= 4 < min(in_shape[:2]):
+        return (
+            f"{what} takes images as (channels, height, width), and these are "
+            f"{tuple(in_shape)}: channels last, it seems; transpose them "
+            "(numpy: x.transpose(0, 3, 1, 2); torch: x.permute(0, 3, 1, 2))"
+        )
+    return None
+
+
 def _plan_step(index: int, step) -> tuple:
     """Plan step ``index`` checked against its documented form, as a tuple of plain ints."""
     where = f"plan step {index} {step!r}"
@@ -287,6 +300,10 @@ class GatedNet(nn.Module):
         self.num_classes = _positive_int(num_classes, "num_classes")
         self.batch_norm = bool(batch_norm)
         plan = [_plan_step(i, step) for i, step in enumerate(plan)]
+        first = next((step[0] for step in plan if step[0] in ("conv", "fc")), None)
+        said = channels_last_error(self.in_shape, "a plan that starts with a convolution")
+        if first == "conv" and said:  # 16×16×3 read as 16 channels of 16×3 (build_network's)
+            raise ValueError(said)
         if not any(step[0] in ("conv", "fc") for step in plan):
             raise ValueError(
                 "the plan needs at least one hidden layer, ('conv', channels, kernel, padding) "
@@ -703,10 +720,22 @@ class GatedMLP(GatedNet):
     def __init__(
         self, in_features: int, widths: tuple[int, ...], out_features: int, init: str = "kaiming"
     ):
+        if isinstance(in_features, tuple | list | torch.Size):  # a dataset's in_shape
+            raise ValueError(
+                f"in_features is the number of input values, got the shape {tuple(in_features)}: "
+                f"pass math.prod(shape) = {math.prod(in_features)}"
+            )
+        if isinstance(in_features, float) and in_features.is_integer():  # 784.0, as widths' 10.0
+            in_features = int(in_features)
+        in_features = _positive_int(in_features, "in_features")  # 6.7 is not silently 6
+        if isinstance(widths, numbers.Number | str):
+            raise ValueError(
+                f"widths is a sequence of hidden widths, e.g. (300, 100), got {widths!r}"
+            )
         if not widths or any(int(w) != w or w < 1 for w in widths):  # 10.5 is not silently 10
             raise ValueError(f"hidden widths must be positive integers, got {widths}")
         plan = [("fc", int(w)) for w in widths]
-        super().__init__((int(in_features),), plan, out_features, init=init)
+        super().__init__((in_features,), plan, out_features, init=init)
 
 
 def lenet5(
@@ -782,12 +811,9 @@ def build_network(
         raise ValueError(f"--widths applies to the mlp and lenet5; scale {arch} with --width-mult")
     if len(in_shape) != 3:
         raise ValueError(f"{arch} needs image inputs (C, H, W), got shape {tuple(in_shape)}")
-    if in_shape[2] <= 4 < min(in_shape[:2]):  # (H, W, C): numpy's and TensorFlow's order
-        raise ValueError(
-            f"{arch} takes images as (channels, height, width), and these are "
-            f"{tuple(in_shape)}: channels last, it seems; transpose them "
-            "(numpy: x.transpose(0, 3, 1, 2); torch: x.permute(0, 3, 1, 2))"
-        )
+    said = channels_last_error(in_shape, arch)  # (H, W, C): numpy's and TensorFlow's order
+    if said:
+        raise ValueError(said)
     if arch == "lenet5" and min(in_shape[1:]) < 16:  # 5×5 conv, 2×2 pool, twice
         raise ValueError(
             f"lenet5 (two 5×5 convolutions, each followed by 2×2 pooling) needs images of at "
