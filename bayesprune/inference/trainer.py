@@ -665,10 +665,10 @@ class Trainer:
                 "new Trainer (and a new network)"
             )
         if self.started:  # stopped by a signal or an error: its state is that of a cut run
-            raise RuntimeError(
-                f"this Trainer's run stopped at step {self.step} (status {self.status!r}); "
-                "continue it from its checkpoint with Trainer.resume(out, data), or build a new "
-                "Trainer (and a new network)"
+            raise RuntimeError(  # (its status is the health check's, "finished" until then)
+                f"this Trainer's run stopped at step {self.step}, before its last epoch (a "
+                "signal or an error); continue it from its checkpoint with Trainer.resume(out, "
+                "data), or build a new Trainer (and a new network)"
             )
         rng = global_rng_state()  # the caller's random streams, given back when fit ends
         try:
