@@ -298,6 +298,11 @@ def test_a_pyro_users_findings_each_refused_by_name_or_now_right(setup, tmp_path
     bad[0, 0] = float("nan")  # the fast ELBO's step turned every parameter into NaN
     with pytest.raises(ValueError, match="x holds NaN or infinite values"):
         GatedELBO().loss(model, guide, bad, y, num_data=N)
+    # labels beyond the outputs: cross_entropy's IndexError deep in the step (a Python API
+    # user's finding); under Pyro's validation, as the inputs' values are checked
+    for shifted in (y + net.num_classes, y - 1 - y.max()):
+        with pytest.raises(ValueError, match="y holds labels outside 0.."):
+            GatedELBO().loss(model, guide, x, shifted, num_data=N)
     with pytest.raises(ValueError, match="x holds no example"):  # was a ZeroDivisionError
         GatedELBO().loss(model, guide, x[:0], y[:0], num_data=N)
     for data in ({"fc1.prob": torch.full((20,), 0.1)}, {"fc1.gate": torch.ones(100, 20)}):

@@ -181,6 +181,13 @@ def check_batch(net: GatedNet, x, y=None, num_data=None, index=None, inputs: boo
             raise TypeError(f"y must hold integer class labels (torch.long or uint8), not {kind}")
         if y.dim() != 1 or y.shape[0] != batch:
             raise ValueError(f"y has shape {tuple(y.shape)}: one label per example ({batch})")
+        classes = net.num_classes
+        if is_validation_enabled() and bool(((y < 0) | (y >= classes)).any()):
+            # (values read, so under Pyro's validation only, as the inputs' finiteness is)
+            raise ValueError(
+                f"y holds labels outside 0..{classes - 1} (from {int(y.min())} to "
+                f"{int(y.max())}): the network has {classes} outputs"
+            )
     if isinstance(num_data, torch.Tensor) and num_data.dim() == 0 and not (
         num_data.dtype.is_floating_point or num_data.dtype == torch.bool
     ):  # a 0-d integer tensor: compared on the CPU only (no device synchronisation)
