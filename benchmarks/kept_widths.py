@@ -34,13 +34,22 @@ from common import commit, cpu_model, description, existing_file, seed_type, wri
 from robustness_matrix import CASES, cell_data, dense_summary  # noqa: E402
 
 
-def dense_error(case: str, seed: int, epochs: int, widths: tuple[int, ...] | None) -> float:
-    """Test error of the dense network of ``widths`` (None: the cell's own) with the recipe."""
+def dense_error(
+    case: str, seed: int, epochs: int, widths: tuple[int, ...] | None, overrides: str = "{}"
+) -> float:
+    """Test error of the dense network of ``widths`` (None: the cell's own) with the recipe of
+    the matrix run, its ``--set`` overrides included (they were read from the cell alone: a run
+    at ``--set lr=3e-4`` got a dense network at the kept widths trained at 1e-3)."""
     import torch
+    from robustness_matrix import cell_config
 
     torch.set_num_threads(1)
-    spec, data = CASES[case], cell_data(case)
-    summary = dense_summary(case, seed, data, epochs, spec["batch_size"], spec["lr"], widths)
+    data, config = cell_data(case), cell_config(case, seed, json.loads(overrides))  # (as JSON:
+    summary = dense_summary(  # a job's key)
+        case, seed, data, epochs, config.batch_size, config.lr, widths,
+        schedule=config.lr_schedule, optimizer=config.optimizer, momentum=config.momentum,
+        train_subset=config.train_subset,
+    )  # fmt: skip
     return summary["test_error"]
 
 
@@ -64,7 +73,7 @@ def refit_error(case: str, seed: int, recorded: dict, overrides: dict) -> float:
     if summary["widths"] != recorded["widths"] or summary["test_error"] != recorded["test_error"]:
         raise SystemExit(f"{case} seed {seed}: the re-run gave {summary['widths']}, "
                          f"{summary['test_error']}, not the recorded run")  # fmt: skip
-    net, train = trainer.net, training_data(case, seed, data)
+    net, train = trainer.net, training_data(case, seed, data, config.train_subset)
     steps = math.ceil(evidence_window(config, len(train.x_train)) / config.batch_size)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     torch.manual_seed(seed)
@@ -95,6 +104,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     label = commit()  # before the runs: a commit made while they run must not label them
     source = json.loads(Path(args.source).read_text())
+    if not isinstance(source, dict) or not isinstance(source.get("cells"), list):
+        parser.error(f"--from {args.source} is not a robustness-matrix JSON (no 'cells')")
     cells = [
         c
         for c in source["cells"]
@@ -105,11 +116,15 @@ def main(argv=None) -> dict:
     if not cells:
         parser.error("no MLP cell of that file matches --cells / --seeds")
     jobs = []
+
+    def recipe(c) -> str:  # the run's --set overrides, which the dense runs follow too
+        return json.dumps(c.get("overrides") or {}, sort_keys=True)
+
     for c in cells:
         epochs = c["bayesprune"]["epochs"]
-        jobs.append((c["case"], c["seed"], epochs, tuple(c["bayesprune"]["widths"])))
-        if "dense" not in c or c["dense"]["epochs"] != epochs:
-            jobs.append((c["case"], c["seed"], epochs, None))
+        jobs.append((c["case"], c["seed"], epochs, tuple(c["bayesprune"]["widths"]), recipe(c)))
+        if not c.get("dense") or c["dense"]["epochs"] != epochs:
+            jobs.append((c["case"], c["seed"], epochs, None, recipe(c)))
     if args.jobs == 1:  # in this process (also what a test can call)
         values = list(map(dense_error, *zip(*jobs, strict=True)))
     else:
@@ -128,7 +143,7 @@ def main(argv=None) -> dict:
     out = []
     for c in cells:
         epochs, widths = c["bayesprune"]["epochs"], tuple(c["bayesprune"]["widths"])
-        full = errors.get((c["case"], c["seed"], epochs, None))
+        full = errors.get((c["case"], c["seed"], epochs, None, recipe(c)))
         if full is None:
             full = c["dense"]["test_error"]
         row = {
@@ -138,7 +153,7 @@ def main(argv=None) -> dict:
             "widths": list(widths),
             "bayesprune": c["bayesprune"]["test_error"],
             "dense": full,
-            "dense_kept": errors[(c["case"], c["seed"], epochs, widths)],
+            "dense_kept": errors[(c["case"], c["seed"], epochs, widths, recipe(c))],
             **({"refit": refits[(c["case"], c["seed"])]} if refits else {}),
         }
         out.append(row)

@@ -440,14 +440,19 @@ def cell_network(case: str, seed: int, data, widths: tuple[int, ...] | None = No
     )  # fmt: skip
 
 
+CELL = "cell"  # training_data's and dense_summary's default subset: the cell's own
+
+
 def dense_summary(
     case: str, seed: int, data, epochs: int, batch_size: int, lr: float,
     widths: tuple[int, ...] | None = None, schedule: str | None = None,
     optimizer: str | None = None, momentum: float | None = None,
+    train_subset: int | None | str = CELL,
 ) -> dict:  # fmt: skip
     """The dense baseline of a cell: plain PyTorch on the cell's (seeded) training subset, with
     the cell's learning-rate schedule and optimiser unless ``schedule``, ``optimizer`` and
-    ``momentum`` say otherwise."""
+    ``momentum`` say otherwise, and on ``train_subset`` examples where given (a run's
+    ``--set train_subset=N``; None: all of them)."""
     from bayesprune.baseline import train_dense
 
     settings = training_settings(case)
@@ -455,22 +460,23 @@ def dense_summary(
     optimizer = settings.get("optimizer", "adam") if optimizer is None else optimizer
     momentum = settings.get("momentum", 0.9) if momentum is None else momentum
     network = cell_network(case, seed, data, widths)
-    train = training_data(case, seed, data)
+    train = training_data(case, seed, data, train_subset)
     return train_dense(
         network, train, epochs, batch_size, lr, seed, schedule=schedule, optimizer=optimizer,
         momentum=momentum,
     )  # fmt: skip
 
 
-def training_data(case: str, seed: int, data):
-    """The cell's training set: its seeded subset of ``data`` where it has one."""
-    subset = CASES[case].get("train_subset")
+def training_data(case: str, seed: int, data, subset: int | None | str = CELL):
+    """The cell's training set: its seeded subset of ``data`` where it has one (``subset``: that
+    many examples instead, a run's ``--set train_subset=N``; None: all of them)."""
+    subset = CASES[case].get("train_subset") if subset == CELL else subset
     return data if subset is None else data.subset(subset, seed=seed)
 
 
 DENSE_SETTINGS = (
-    "epochs", "batch_size", "lr", "lr_schedule", "optimizer", "momentum",
-)  # what a dense run reads of --set
+    "epochs", "batch_size", "lr", "lr_schedule", "optimizer", "momentum", "train_subset",
+)  # what a dense run reads of --set (train_subset: it trained on the cell's own before)
 
 
 def dense_recipe(overrides: dict | None) -> dict:
@@ -520,6 +526,7 @@ def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
         summary = dense_summary(
             case, seed, data, config.epochs, config.batch_size, config.lr,
             schedule=config.lr_schedule, optimizer=config.optimizer, momentum=config.momentum,
+            train_subset=config.train_subset,
         )  # fmt: skip
         out["dense"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
     summary = Trainer(cell_network(case, seed, data), data, config).fit(progress=False)
@@ -644,8 +651,8 @@ def main(argv: list[str] | None = None) -> None:
         previous = json.loads(Path(args.dense_from).read_text())
         dense_from = {
             (c["case"], c["seed"]): c["dense"]
-            for c in previous["cells"]
-            if c["dense"] and dense_recipe(c.get("overrides")) == dense_recipe(overrides)
+            for c in previous.get("cells", [])
+            if c.get("dense") and dense_recipe(c.get("overrides")) == dense_recipe(overrides)
         }
         wanted = [(case, seed) for case in args.cells for seed in args.seeds]
         missing = [job for job in wanted if job not in dense_from]

@@ -294,6 +294,34 @@ def test_kept_widths_trains_dense_networks_of_the_kept_widths(tmp_path):
     assert abs(gap - (width + pruning)) < 0.011
 
 
+def test_the_dense_runs_follow_a_runs_overrides_of_the_subset_and_the_recipe(tmp_path):
+    """A helper's review: with ``--set train_subset=N`` the matrix trained bayesprune on N
+    examples and dense on the cell's own subset (a gap between runs on different data), and
+    kept_widths trained its dense networks with the cell's learning rate where the run had
+    ``--set lr=…`` (a width part for a network kept whole). Both now follow the overrides."""
+    matrix = _matrix_script()
+    script = _script("kept_widths")
+    matrix.main(["--cells", "teacher-n1k", "--seeds", "0", "--jobs", "1", "--set", "epochs=1",
+                 "--set", "train_subset=400", "--results-dir", str(tmp_path)])  # fmt: skip
+    cell = json.loads((tmp_path / "robustness_matrix.json").read_text())["cells"][0]
+    data = matrix.cell_data("teacher-n1k")
+    on_400 = matrix.dense_summary("teacher-n1k", 0, data, 1, 100, 1e-3, train_subset=400)
+    on_1000 = matrix.dense_summary("teacher-n1k", 0, data, 1, 100, 1e-3)  # the cell's own
+    assert cell["dense"]["test_error"] == on_400["test_error"] != on_1000["test_error"]
+    # a network kept whole (its starting widths): dense at the kept widths is dense, when the
+    # recipe is the run's (lr 3e-4 here)
+    source = tmp_path / "matrix.json"
+    kept = {"epochs": 1, "widths": [300, 100], "test_error": 0.25}
+    source.write_text(json.dumps({"commit": "x", "cells": [
+        {"case": "teacher-n1k", "seed": 0, "overrides": {"epochs": 1, "lr": 3e-4},
+         "bayesprune": kept}]}))  # fmt: skip
+    result = script.main(["--from", str(source), "--results-dir", str(tmp_path), "--jobs", "1"])
+    (row,) = result["kept_widths"]
+    assert row["dense_kept"] == row["dense"]
+    at_1e3 = matrix.dense_summary("teacher-n1k", 0, data, 1, 100, 1e-3)["test_error"]
+    assert row["dense"] != at_1e3  # trained at the run's 3e-4, not the cell's 1e-3
+
+
 def test_kept_widths_refit_reruns_the_recorded_run_and_trains_it_on(tmp_path):
     """--refit re-runs a recorded bayesprune run (refusing one it does not reproduce) and
     trains its final network on for one evidence window: a network of the same widths with
