@@ -50,10 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from common import (  # noqa: E402
+    RESULTS,
     compare,
     description,
     environment,
     interleaved_ms,
+    output_dir,
     render_readme,
     seed_type,
     step_cost,
@@ -135,7 +137,9 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     result: dict = {"environment": environment(args.device), "parts": {}}
 
-    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / "gpu.json"
+    # (its own path: the committed results/gpu.json only where the results go there; a CPU
+    # smoke run with $BAYESPRUNE_RESULTS_DIR set wrote over it and re-rendered the README)
+    out = Path(args.out) if args.out else output_dir() / "gpu.json"
 
     def save() -> None:
         out.write_text(json.dumps(result, indent=1, default=str))
@@ -266,7 +270,7 @@ def main(argv=None) -> dict:
         part(name, parts[name])
     result["total_seconds"] = time.perf_counter() - start
     save()
-    if args.out is None:
+    if args.out is None and out.parent.resolve() == RESULTS.resolve():
         render_readme()
     return result
 

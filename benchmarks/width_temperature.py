@@ -34,7 +34,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import (  # noqa: E402
+    commit,
+    cpu_model,
+    description,
+    figure_dir,
+    output_dir,
+    seed_type,
+    write,
+)
 
 GRID = (
     (32, 1e-3), (100, 1e-3), (256, 1e-3), (100, 3e-4), (100, 3e-3),  # the matrix's
@@ -148,9 +156,9 @@ def main(argv=None) -> dict:
         "--name", default="width_temperature", help="results/<name>.json and <name>.png"
     )
     args = parser.parse_args(argv)
-    figure = Path(__file__).resolve().parent / f"{args.name}.png"
+    figure = figure_dir() / f"{args.name}.png"  # ($BAYESPRUNE_RESULTS_DIR: there, as the JSON)
     if args.plot_only:
-        result = json.loads((RESULTS / f"{args.name}.json").read_text())
+        result = json.loads((output_dir() / f"{args.name}.json").read_text())
         plot(result, figure)
         return result
     started_at = commit()

@@ -168,6 +168,22 @@ def test_gpu_script_records_each_part_and_its_failure(tmp_path, capsys):
         assert "is not an empty folder" in capsys.readouterr().err
 
 
+def test_gpu_script_writes_where_the_results_variable_says(tmp_path, monkeypatch):
+    """$BAYESPRUNE_RESULTS_DIR set and no --out: the JSON goes there, and the committed
+    results/gpu.json and the README are left alone (a CPU smoke run wrote over both)."""
+    script = _script("gpu")
+    import common
+
+    committed = common.RESULTS / "gpu.json"
+    before = committed.read_bytes()
+    rendered = []
+    monkeypatch.setattr(script, "render_readme", lambda: rendered.append(True))
+    monkeypatch.setenv(common.OUTPUT_VARIABLE, str(tmp_path))
+    script.main(["--device", "cpu", "--parts", "cifar10", "--data-dir", str(tmp_path / "none")])
+    assert json.loads((tmp_path / "gpu.json").read_text())["parts"]["cifar10"]["found"] is False
+    assert committed.read_bytes() == before and not rendered
+
+
 def test_gpu_script_times_and_profiles_each_layout_on_a_network_in_that_layout():
     script = _script("gpu")
     from bayesprune.models.network import lenet5
