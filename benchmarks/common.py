@@ -582,6 +582,14 @@ def optimizer_words(cfg: dict) -> str:
     return f"SGD (momentum {cfg.get('momentum', 0.9)})"
 
 
+def temperature_words(cfg: dict, used: float | None = None) -> str:
+    """A recorded config's temperature: its value, or where it was left to the data size,
+    "τ(N)" and the value the run used (the tables said "temperature None")."""
+    if cfg.get("temperature") is not None:
+        return f"temperature {cfg['temperature']}"
+    return "temperature τ(N) of Eq. (13)" + ("" if used is None else f" = {used:.4g}")
+
+
 def render_run(name: str, result: dict) -> list[str]:
     """A run's summary beside its dense run (``fmnist_*.py``, ``robustness.py``-style files
     whose JSON holds ``config``, ``environment``, ``dense`` and ``bayesprune``)."""
@@ -593,7 +601,8 @@ def render_run(name: str, result: dict) -> list[str]:
         f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {optimizer_words(cfg)} lr "
         f"{cfg['lr']}, "
         f"posterior {cfg.get('posterior', 'structured')}, "
-        f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
+        f"{temperature_words(cfg, (result.get('bayesprune') or {}).get('temperature'))}, "
+        f"estimator {cfg['estimator']}, "
         f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
         + (f"memory format {cfg['memory_format']}, " if "memory_format" in cfg else "")
         + f"{env['threads']} thread(s), torch {env['torch']}, "
@@ -2130,7 +2139,7 @@ def render_robustness(name: str, result: dict) -> list[str]:
         "",
         ("LeNet-5, " if result.get("arch") == "lenet5" else "")
         + f"{cfg['epochs']} epochs, posterior {cfg.get('posterior', 'structured')}, "
-        f"temperature {cfg['temperature']}, estimator {cfg['estimator']}, "
+        f"{temperature_words(cfg)}, estimator {cfg['estimator']}, "
         f"θ step {cfg['lr_theta']} {theta_averaging(cfg)}, "
         + (f"{cfg['train_subset']} training examples (each seed its own subset), "
            if cfg.get("train_subset") else "")
@@ -2168,7 +2177,7 @@ def render_seeds(name: str, result: dict) -> list[str]:
         f"## {name}",
         "",
         f"{result['arch']}, {cfg['epochs']} epochs, posterior {cfg['posterior']}, "
-        f"temperature {cfg['temperature']}, {result['threads']} thread(s), "
+        f"{temperature_words(cfg)}, {result['threads']} thread(s), "
         f"commit {result['commit']}.",
         "",
         "| seed | dense test error (%) | bayesprune test error (%) | gap (points) | architecture "

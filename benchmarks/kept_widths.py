@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import commit, cpu_model, description, existing_file, seed_type, write  # noqa: E402
 from robustness_matrix import CASES, cell_data, dense_summary  # noqa: E402
 
+from bayesprune.config import positive  # noqa: E402
+
 
 def dense_error(
     case: str, seed: int, epochs: int, widths: tuple[int, ...] | None, overrides: str = "{}"
@@ -97,7 +99,9 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--cells", nargs="*", default=None)
     parser.add_argument("--seeds", nargs="*", type=seed_type, default=None)
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     parser.add_argument("--name", default="kept_widths")
     parser.add_argument("--refit", action="store_true", help="also re-fit the final networks")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")

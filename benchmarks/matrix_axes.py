@@ -110,10 +110,10 @@ def _arch_axes(cells: dict, placed: dict, arch: str, base_case: str) -> dict:
                 "widths_mean": stats["widths_mean"],
                 "widths_min": stats["widths_min"],
                 "widths_max": stats["widths_max"],
-                "gap_mean": stats["gap_mean"],
-                "gap_se": stats["gap_se"],
+                "gap_mean": stats.get("gap_mean"),  # (none where a cell has no dense run)
+                "gap_se": stats.get("gap_se"),
                 "gap_target": target,
-                "gap_met": None if stats["gap_mean"] is None else stats["gap_mean"] <= target,
+                "gap_met": None if stats.get("gap_mean") is None else stats["gap_mean"] <= target,
                 "source": stats["source"],
             })  # fmt: skip
         entry: dict = {"points": rows}

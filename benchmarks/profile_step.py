@@ -43,7 +43,7 @@ import torch  # noqa: E402
 from common import RESULTS, description, environment, interleaved_ms, narrowed, plain_step, write  # noqa: E402
 from step_cost import NETWORKS, synthetic  # noqa: E402
 
-from bayesprune.config import TrainConfig  # noqa: E402
+from bayesprune.config import TrainConfig, positive  # noqa: E402
 from bayesprune.inference.elbo_fast import point_mass_prior  # noqa: E402
 from bayesprune.inference.trainer import Trainer  # noqa: E402
 
@@ -138,7 +138,7 @@ def measure(
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--blocks", type=positive(int), default=5)
     parser.add_argument(
         "--train-steps",
         type=int,

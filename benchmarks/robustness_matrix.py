@@ -36,6 +36,8 @@ from common import (  # noqa: E402
     seed_type,
 )
 
+from bayesprune.config import positive  # noqa: E402
+
 FMNIST = {"dataset": "fashion-mnist", "arch": "mlp", "epochs": 10, "batch_size": 100, "lr": 1e-3}
 CASES = {
     "mlp-n3k": {**FMNIST, "train_subset": 3_000},
@@ -626,7 +628,9 @@ def arg_parser() -> argparse.ArgumentParser:
         "--outside", action="store_true", help="the settings outside the matrix (§6e) instead"
     )
     parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     add_overrides_option(parser)
     parser.add_argument("--no-dense", action="store_true", help="skip the dense runs")
     parser.add_argument(
@@ -645,6 +649,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.outside:
         args.cells = list(OUTSIDE)
     overrides = parse_overrides(args.set)
+    for case in args.cells:  # each cell's config checked now (a value TrainConfig refuses
+        try:  # failed in a worker, after other cells had run, and lost them)
+            cell_config(case, args.seeds[0] if args.seeds else 0, overrides)
+        except (TypeError, ValueError) as err:
+            parser.error(f"--set: {err}")
     started_at = commit()  # the code the runs import, whatever is committed while they run
     dense_from = None
     if args.dense_from is not None:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import description, environment, step_cost, write  # noqa: E402
 
-from bayesprune.config import TrainConfig  # noqa: E402
+from bayesprune.config import TrainConfig, positive  # noqa: E402
 from bayesprune.data import Dataset  # noqa: E402
 from bayesprune.models.network import GatedMLP, lenet5  # noqa: E402
 
@@ -52,12 +52,15 @@ def measure(name: str, config: TrainConfig, blocks: int, steps: int) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--blocks", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--threads", type=positive(int), default=1)
+    parser.add_argument("--blocks", type=positive(int), default=7)
+    parser.add_argument("--steps", type=positive(int), default=40)
+    parser.add_argument("--batch-size", type=positive(int), default=100)
     parser.add_argument("--networks", default="mlp,lenet5")
     args = parser.parse_args(argv)
+    unknown = [n for n in args.networks.split(",") if n not in NETWORKS]
+    if unknown:
+        parser.error(f"--networks: unknown {', '.join(unknown)} (known: {', '.join(NETWORKS)})")
     torch.set_num_threads(args.threads)
     config = TrainConfig(batch_size=args.batch_size)
     result: dict = {"threads": args.threads, "batch_size": args.batch_size, **environment()}

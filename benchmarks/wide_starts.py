@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, seed_type, write  # noqa: E402
 
+from bayesprune.config import positive  # noqa: E402
+
 WIDTHS = (300, 100)  # LeNet-300-100
 
 
@@ -59,7 +61,7 @@ def run(size: int, mult: int, seed: int, dense: bool, dataset: str = "fashion-mn
     out = {
         "dataset": dataset,
         "epochs": epochs,
-        "size": size,
+        "size": size if subset is not None else len(data.x_train),  # (what it trained on)
         "mult": mult,
         "seed": seed,
         "start": start,
@@ -83,13 +85,13 @@ def run(size: int, mult: int, seed: int, dense: bool, dataset: str = "fashion-mn
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000])
-    parser.add_argument("--mults", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--sizes", type=positive(int), nargs="+", default=[10_000, 60_000])
+    parser.add_argument("--mults", type=positive(int), nargs="+", default=[1, 2, 4])
     parser.add_argument("--seeds", type=seed_type, nargs="+", default=[0])
     parser.add_argument("--no-dense", action="store_true", help="bayesprune runs only")
     parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--jobs", type=int, default=1, help="processes (1 thread each)")
+    parser.add_argument("--epochs", type=positive(int), default=10)
+    parser.add_argument("--jobs", type=positive(int), default=1, help="processes (1 thread each)")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--name", default="wide_starts")
     args = parser.parse_args(argv)

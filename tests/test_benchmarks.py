@@ -868,6 +868,41 @@ def _summary_cell(widths, gap, seeds=2):
             "widths_max": widths, "gap_mean": gap, "gap_se": 0.1}  # fmt: skip
 
 
+def test_benchmark_scripts_refuse_bad_options_and_read_cells_without_dense_runs(
+    tmp_path, capsys
+):
+    """A helper's review of the benchmark scripts: a matrix summary with a cell that has no
+    dense run (a --no-dense file) put matrix_axes to a KeyError; --jobs 0, --set epochs=two,
+    step_cost's unknown network and wide_starts' size 0 ended in tracebacks (the last inside
+    a worker, after other runs); wide_starts recorded a size beyond the data as trained on; a
+    run's table said "temperature None" for the τ(N) it used."""
+    axes = _script("matrix_axes")
+    import common  # (on the path the scripts put benchmarks/ on)
+
+    cells = {"mlp-n60k": _summary_cell([100.0, 90.0], 0.2),
+             "mlp-n10k": _summary_cell([60.0, 80.0], 0.7)}  # fmt: skip
+    for key in ("gap_mean", "gap_se"):
+        del cells["mlp-n60k"][key]  # as matrix_summary writes a cell with no dense run
+    (tmp_path / "s.json").write_text(json.dumps({"matrix_summary": cells}))
+    result = axes.main(["--from", str(tmp_path / "s.json"), "--results-dir", str(tmp_path)])
+    assert [p["gap_met"] for p in result["matrix_axes"]["mlp"]["N"]["points"]] == [False, None]
+    for script, argv, said in (
+        ("robustness_matrix", ["--jobs", "0"], "--jobs: must be positive"),
+        ("robustness_matrix", ["--set", "epochs=two"], "TrainConfig.epochs = 'two'"),
+        ("step_cost", ["--networks", "lenet"], "unknown lenet"),
+        ("wide_starts", ["--sizes", "1000", "0"], "--sizes: must be positive"),
+        ("profile_step", ["--blocks", "0"], "--blocks: must be positive"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            _script(script).main(argv)
+        assert stop.value.code == 2 and said in capsys.readouterr().err, script
+    run = _script("wide_starts").run(10**6, 1, 0, False, "teacher", 1)
+    assert run["size"] == 20_000  # what it trained on: all of the teacher's examples
+    words = common.temperature_words({"temperature": None}, 0.0173)
+    assert words == "temperature τ(N) of Eq. (13) = 0.0173"
+    assert common.temperature_words({"temperature": 0.3}) == "temperature 0.3"
+
+
 def test_matrix_axes_puts_each_cell_on_the_one_axis_it_changes(tmp_path):
     """benchmarks/matrix_axes.py: a cell that changes one of N, batch size or learning rate
     from the full-data recipe is a point of that axis, the recipe itself of all three, a cell
