@@ -23,6 +23,7 @@ Writes ``results/<name>.json`` and its README table.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -93,6 +94,9 @@ def main(argv=None) -> dict:
             shape[layer] = k
             shapes.append(tuple(shape))
     at = tuple(sorted(set(args.at)))
+    steps = args.epochs * math.ceil((args.train_subset or 60_000) / 100)  # batch 100
+    if at and (at[0] < 1 or at[-1] > steps):  # (a step never reached left the table a KeyError)
+        parser.error(f"--at: steps from 1 to the runs' {steps} ({args.epochs} epochs), got {at}")
     jobs = [(shape, s, args.epochs, args.train_subset, at) for shape in shapes for s in args.seeds]
     price = weight_price(60_000 if args.train_subset is None else args.train_subset)
     return run_sweep(

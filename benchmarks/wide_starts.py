@@ -95,6 +95,12 @@ def main(argv=None) -> None:
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--name", default="wide_starts")
     args = parser.parse_args(argv)
+    from bayesprune.data import DataError, load_dataset
+
+    try:  # here, not in the workers after other runs have finished
+        load_dataset(args.dataset)
+    except (DataError, ValueError) as err:
+        parser.error(f"--dataset {args.dataset}: {err}")
     dense = not args.no_dense
     jobs = [(n, m, s, dense, args.dataset, args.epochs)
             for n in args.sizes for m in args.mults for s in args.seeds]  # fmt: skip

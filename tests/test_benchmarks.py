@@ -892,6 +892,9 @@ def test_benchmark_scripts_refuse_bad_options_and_read_cells_without_dense_runs(
         ("step_cost", ["--networks", "lenet"], "unknown lenet"),
         ("wide_starts", ["--sizes", "1000", "0"], "--sizes: must be positive"),
         ("profile_step", ["--blocks", "0"], "--blocks: must be positive"),
+        ("wide_starts", ["--dataset", "bogus"], "unknown dataset 'bogus'"),
+        ("lenet5_widths", ["--epochs", "1", "--train-subset", "300", "--at", "2", "100"],
+         "--at: steps from 1 to the runs' 3"),  # (a step never reached: the table's KeyError)
     ):  # fmt: skip
         with pytest.raises(SystemExit) as stop:
             _script(script).main(argv)
