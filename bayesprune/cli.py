@@ -772,7 +772,30 @@ def resume(args, given: dict | None = None) -> int:
             f"{trainer.resumed_from.name})",
             file=sys.stderr,
         )
-    return _fit(trainer, out, args)
+    code = _fit(trainer, out, args)
+    if writes:
+        _stale_baseline_note(out)
+    return code
+
+
+def _stale_baseline_note(out: Path) -> None:
+    """A ``baseline.json`` made while the run was stopped compares its twin with no run (its
+    ``run_status`` says "interrupted"): once the resumed run has ended, say so (it is kept as
+    it was: bayesprune deletes nothing of a run's)."""
+    from bayesprune.baseline import BASELINE_FILE
+
+    try:
+        made = json.loads((out / BASELINE_FILE).read_text()).get("run_status")
+        now = json.loads((out / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return
+    if made not in (None, now) and now in ("finished", "collapsed", "failed"):
+        print(
+            f"bayesprune: note: {out / BASELINE_FILE} was made while the run was {made}: "
+            f"bayesprune baseline {shlex.quote(str(out))} compares the twin with the run as it "
+            "ended",
+            file=sys.stderr,
+        )
 
 
 def _resume_threads(args, recorded) -> None:

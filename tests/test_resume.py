@@ -422,3 +422,21 @@ def test_a_checkpoint_that_counted_the_starting_flops_under_their_old_name_resum
     torch.save(state, path)
     summary = Trainer.resume(out, data).fit(progress=False)
     assert summary["status"] == "finished" and 0 < summary["flops_kept_fraction"] <= 1
+
+
+def test_a_baseline_made_while_the_run_was_stopped_is_noted_when_it_ends(tmp_path):
+    """``bayesprune baseline`` of an interrupted run compares its twin with no run; resumed to
+    its end, the run says that baseline.json was made while it was interrupted (the file kept
+    that status without a word, a helper's walkthrough found)."""
+    out = tmp_path / "run"
+    code, err = _stop_after_first_epoch(out, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err
+    twin = _cli("baseline", str(out), "--no-progress")
+    _, err = twin.communicate(timeout=300)
+    assert twin.returncode == 0, err
+    assert json.loads((out / "baseline.json").read_text())["run_status"] == "interrupted"
+    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "baseline.json was made while the run was interrupted" in err
+    assert json.loads((out / "baseline.json").read_text())["run_status"] == "interrupted"  # kept
