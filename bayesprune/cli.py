@@ -40,6 +40,7 @@ from bayesprune.runs import (
     hold_run_directory,
     new_or_empty,
     read_config,
+    recorded_status,
     release_run_directory,
     run_data_dir,
     run_directory,
@@ -786,8 +787,8 @@ def _stale_baseline_note(out: Path) -> None:
 
     try:
         made = json.loads((out / BASELINE_FILE).read_text()).get("run_status")
-        now = json.loads((out / "summary.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
+        now = recorded_status(out)
+    except (OSError, ValueError, AttributeError, RunError):
         return
     if made not in (None, now) and now in ("finished", "collapsed", "failed"):
         print(

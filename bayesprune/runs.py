@@ -319,10 +319,10 @@ def load_run(run_dir: str | Path, epoch: int | None = None, summary: dict | None
         raise RunError(f"{path} is not a readable run directory ({err})") from None
     if not metrics or not all(isinstance(m, dict) for m in metrics):
         try:  # a run that started and stopped in its first epoch says so in its summary
-            summary = read_summary(path) if not metrics else None
+            stopped = read_summary(path) if not metrics else None
         except RunError:  # (damaged: that is for the commands that resume or read it)
-            summary = None
-        status = summary.get("status") if isinstance(summary, dict) else None
+            stopped = None
+        status = stopped.get("status") if isinstance(stopped, dict) else None
         if status in ("interrupted", "error"):
             raise RunError(
                 f"{path} stopped ({status}) before its first epoch ended: nothing to inspect "
@@ -330,7 +330,7 @@ def load_run(run_dir: str | Path, epoch: int | None = None, summary: dict | None
             )
         if status == "failed":
             raise RunError(
-                f"{path} failed in its first epoch ({summary.get('status_reason')}): nothing to "
+                f"{path} failed in its first epoch ({stopped.get('status_reason')}): nothing to "
                 "inspect"
             )
         if status == "running":

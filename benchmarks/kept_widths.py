@@ -26,12 +26,13 @@ import argparse
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, description, existing_file, seed_type, write  # noqa: E402
-from robustness_matrix import CASES, cell_data, dense_summary  # noqa: E402
+from robustness_matrix import CASES, cell_data  # noqa: E402
 
 from bayesprune.config import positive  # noqa: E402
 
@@ -43,16 +44,12 @@ def dense_error(
     the matrix run, its ``--set`` overrides included (they were read from the cell alone: a run
     at ``--set lr=3e-4`` got a dense network at the kept widths trained at 1e-3)."""
     import torch
-    from robustness_matrix import cell_config
+    from robustness_matrix import cell_config, dense_of_config
 
     torch.set_num_threads(1)
-    data, config = cell_data(case), cell_config(case, seed, json.loads(overrides))  # (as JSON:
-    summary = dense_summary(  # a job's key)
-        case, seed, data, epochs, config.batch_size, config.lr, widths,
-        schedule=config.lr_schedule, optimizer=config.optimizer, momentum=config.momentum,
-        train_subset=config.train_subset,
-    )  # fmt: skip
-    return summary["test_error"]
+    # (the overrides as JSON: they are part of a job's key)
+    config = replace(cell_config(case, seed, json.loads(overrides)), epochs=epochs)
+    return dense_of_config(case, seed, cell_data(case), config, widths)["test_error"]
 
 
 def refit_error(case: str, seed: int, recorded: dict, overrides: dict) -> float:

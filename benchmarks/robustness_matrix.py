@@ -469,6 +469,16 @@ def dense_summary(
     )  # fmt: skip
 
 
+def dense_of_config(case: str, seed: int, data, config, widths=None) -> dict:
+    """:func:`dense_summary` with the whole recipe of a run's ``config`` (the cell's with its
+    ``--set`` overrides): epochs, batch, rate, schedule, optimiser and training subset."""
+    return dense_summary(
+        case, seed, data, config.epochs, config.batch_size, config.lr, widths,
+        schedule=config.lr_schedule, optimizer=config.optimizer, momentum=config.momentum,
+        train_subset=config.train_subset,
+    )  # fmt: skip
+
+
 def training_data(case: str, seed: int, data, subset: int | None | str = CELL):
     """The cell's training set: its seeded subset of ``data`` where it has one (``subset``: that
     many examples instead, a run's ``--set train_subset=N``; None: all of them)."""
@@ -525,11 +535,7 @@ def run_cell(case: str, seed: int, overrides: dict, dense: bool) -> dict:
 
     out = {"case": case, "seed": seed, "overrides": overrides}
     if dense:
-        summary = dense_summary(
-            case, seed, data, config.epochs, config.batch_size, config.lr,
-            schedule=config.lr_schedule, optimizer=config.optimizer, momentum=config.momentum,
-            train_subset=config.train_subset,
-        )  # fmt: skip
+        summary = dense_of_config(case, seed, data, config)
         out["dense"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
     summary = Trainer(cell_network(case, seed, data), data, config).fit(progress=False)
     out["bayesprune"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}

@@ -118,7 +118,6 @@ NEAR_START = 0.9  # a decided layer that kept this share of its units is reporte
 BY_HEART = 0.01
 
 
-
 def float32_by_default(method):
     """``method`` with torch's default dtype float32, the only dtype a run trains in, and the
     caller's default given back after: in a process whose default is float64 (as Pyro's

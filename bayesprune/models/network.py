@@ -301,9 +301,10 @@ class GatedNet(nn.Module):
         self.batch_norm = bool(batch_norm)
         plan = [_plan_step(i, step) for i, step in enumerate(plan)]
         first = next((step[0] for step in plan if step[0] in ("conv", "fc")), None)
-        said = channels_last_error(self.in_shape, "a plan that starts with a convolution")
-        if first == "conv" and said:  # 16×16×3 read as 16 channels of 16×3 (build_network's)
-            raise ValueError(said)
+        if first == "conv":  # 16×16×3 read as 16 channels of 16×3 (build_network refused it)
+            said = channels_last_error(self.in_shape, "a plan that starts with a convolution")
+            if said:
+                raise ValueError(said)
         if not any(step[0] in ("conv", "fc") for step in plan):
             raise ValueError(
                 "the plan needs at least one hidden layer, ('conv', channels, kernel, padding) "
