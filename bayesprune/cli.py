@@ -18,6 +18,7 @@ from pathlib import Path
 from bayesprune.bench import BENCH_MEMORY_FORMATS
 from bayesprune.config import (
     INSPECT_DRAWS,
+    OPTION_GROUPS,
     PREDATING,
     TrainConfig,
     add_config_arguments,
@@ -135,28 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train and prune a network",
         formatter_class=_DefaultsFormatter,
+        usage="%(prog)s [-h] [--dataset DATASET] [--arch ARCH] [--out OUT] [OPTION ...]",
     )
-    t.add_argument(
+    groups = {key: t.add_argument_group(*text) for key, text in OPTION_GROUPS.items()}
+    data, run, distributed = groups["data"], groups["run"], groups["distributed"]
+    data.add_argument(
         "--arch",
         default="mlp",
         choices=ARCHS,
         help="mlp (LeNet-300-100 by default), lenet5 (LeNet-5-Caffe) or vgg16 (CIFAR VGG16-BN, "
         "32×32 images) (default: mlp)",
     )
-    t.add_argument(
+    data.add_argument(
         "--widths",
         type=_widths,
         default=None,
         help="mlp hidden widths, e.g. 300,100 (LeNet-300-100, the default); lenet5: conv1,conv2,"
         "fc1 (20,50,500 by default); vgg16 takes --width-mult instead",
     )
-    t.add_argument(
+    data.add_argument(
         "--width-mult",
         type=positive(float),
         default=1.0,
         help="scale every hidden layer (quick runs, starting-width studies)",
     )
-    t.add_argument(
+    data.add_argument(
         "--dataset",
         default="teacher",
         choices=DATASETS,
@@ -165,12 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir; the others are read from --data-dir (Fashion-MNIST also from Debian's "
         "package)",
     )
-    t.add_argument(
+    data.add_argument(
         "--data-dir",
         default=None,
         help="root folder with torchvision's layout; with --dataset npz, the .npz file",
     )
-    t.add_argument(
+    data.add_argument(
         "--standardise",
         default=None,
         choices=STANDARDISE,
@@ -178,49 +182,49 @@ def build_parser() -> argparse.ArgumentParser:
         "the MNIST loaders do); feature, one pair per input value (tabular features of "
         "different scales); none, the inputs as given (default: all)",
     )
-    add_config_arguments(t)  # one flag per TrainConfig field, with its help and choices
-    t.add_argument("--init", default="kaiming", choices=INITS, help="initialisation")
-    t.add_argument(
+    add_config_arguments(t, groups)  # one flag per TrainConfig field, in its group
+    data.add_argument("--init", default="kaiming", choices=INITS, help="initialisation")
+    run.add_argument(
         "--threads",
         type=positive(int),
         default=None,
         help="torch threads (default: torch's, the core count; with --resume the run's own); "
         "the pruning decisions depend on it: give it for a run to be repeated elsewhere",
     )
-    t.add_argument(
+    run.add_argument(
         "--out",
         default=None,
         help="run directory, new or empty (default: runs/DATASET-ARCH-seedSEED, with -2, -3, … "
         "appended if it exists)",
     )
-    t.add_argument(
+    run.add_argument(
         "--resume",
         default=None,
         metavar="RUN_DIR",
         help="continue an interrupted run from its newest checkpoint with its own settings "
         "(training flags that differ from them are refused)",
     )
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument(
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
         "--no-report",
         action="store_true",
         help="skip the figures and the ArviZ export at the end of the run (training.png, "
         "inspect/; about 10 s): `bayesprune inspect RUN_DIR` writes them later",
     )
-    t.add_argument(
+    distributed.add_argument(
         "--strategy",
         default="single",
         choices=STRATEGIES,
         help="single: one process (the default); ddp: data-parallel processes on PyTorch "
         "Lightning, pruning in lock-step (pip install 'bayesprune[distributed]')",
     )
-    t.add_argument(
+    distributed.add_argument(
         "--devices",
         type=positive(int),
         default=1,
         help="processes with --strategy ddp (one per GPU with --accelerator gpu)",
     )
-    t.add_argument(
+    distributed.add_argument(
         "--accelerator",
         default="cpu",
         choices=ACCELERATORS,

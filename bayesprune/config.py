@@ -89,9 +89,34 @@ def warmup_tolerance(text: str) -> float | None:
     return number(float, lambda v: 0 < v <= 1, "lie in (0, 1] or be 'none'", " or 'none'")(text)
 
 
-def _option(default, help: str, type=None, choices=None):
-    """A dataclass field with the metadata of its CLI flag."""
-    return field(default=default, metadata={"help": help, "type": type, "choices": choices})
+# the sections of `bayesprune train --help`, in order: key -> (title, description). The command
+# line adds its own flags (network, data, output, processes) to them.
+OPTION_GROUPS = {
+    "data": ("network and data", None),
+    "recipe": (
+        "training recipe",
+        "the weights' training, as a dense network's would be; `bayesprune baseline` trains the "
+        "dense twin with the same recipe",
+    ),
+    "rule": (
+        "the pruning rule",
+        "the defaults are the rule docs/method.md §4 derives and every recorded result uses; "
+        "the other values are the variants its experiments measured (§6), kept for comparison",
+    ),
+    "model": ("the model and its posterior", "the prior, the posterior family and how the "
+              "objective is evaluated (docs/method.md §1-§3, §5)"),
+    "run": ("the run", "where it runs, what it writes, how it continues"),
+    "distributed": ("data-parallel training", "docs/method.md §5b"),
+}  # fmt: skip
+
+
+def _option(default, help: str, type=None, choices=None, *, group: str):
+    """A dataclass field with the metadata of its CLI flag (``group``: its section of
+    ``bayesprune train --help``, a key of :data:`OPTION_GROUPS`)."""
+    if group not in OPTION_GROUPS:
+        raise ValueError(f"unknown option group {group!r}")
+    meta = {"help": help, "type": type, "choices": choices, "group": group}
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -103,87 +128,89 @@ class TrainConfig:
     temperature τ(N) (Eq. (13)), the pruning condition (Eq. (12)) and the prior update (Eq. (11)).
     """
 
-    epochs: int = _option(10, "passes over the training set", positive(int))
-    batch_size: int = _option(100, "examples per step", positive(int))
+    epochs: int = _option(10, "passes over the training set", positive(int), group="recipe")
+    batch_size: int = _option(100, "examples per step", positive(int), group="recipe")
     lr: float = _option(
         1e-3, "learning rate of the weights' optimiser (Adam's unless --optimizer sgd), in (0, 1]",
-        learning_rate,
+        learning_rate, group="recipe",
     )  # fmt: skip
     optimizer: str = _option(
         "adam", "the weights' optimiser: adam, or sgd (heavy-ball momentum, --momentum; its "
-        "usual rates are 1e-2 to 1e-1)", choices=OPTIMIZERS,
+        "usual rates are 1e-2 to 1e-1)", choices=OPTIMIZERS, group="recipe",
     )  # fmt: skip
     momentum: float = _option(
         0.9, "momentum of --optimizer sgd, in [0, 1) (Adam's β₁ stays 0.9); the evidence "
         "window's 10-step floor and the early note's 20 steps are set for 0.9, whose gradient "
-        "average spans 1 / (1 − 0.9) = 10 steps", momentum_range,
+        "average spans 1 / (1 − 0.9) = 10 steps", momentum_range, group="recipe",
     )  # fmt: skip
     lr_schedule: str = _option(
         "constant", "learning-rate schedule of the weights (cosine: to 0 over the run)",
-        choices=LR_SCHEDULES,
+        choices=LR_SCHEDULES, group="recipe",
     )  # fmt: skip
     theta_optimizer: str = _option(
         "sgd", "θ optimiser: sgd (ProjectedSGD on the per-example clock, Eq. (10)) or adam "
-        "(Adam per step, then the projection)", choices=tuple(THETA_OPTIMIZERS),
+        "(Adam per step, then the projection)", choices=tuple(THETA_OPTIMIZERS), group="rule",
     )  # fmt: skip
     lr_theta: float = _option(
         10.0, "θ step per example seen and unit of evidence (Eq. (10)); Adam lr with adam",
-        positive(float),
+        positive(float), group="rule",
     )  # fmt: skip
     theta_window: float = _option(
         10_000, "examples over which the gate evidence is averaged (Eq. (10)); also the "
-        "warm-up's largest block", positive(float),
+        "warm-up's largest block", positive(float), group="rule",
     )  # fmt: skip
     window_cap: str = _option(
         "data", "data: the evidence window is min(N, theta-window) examples, one pass over a "
         "smaller training set; none: theta-window whatever N; either way at least 10 steps "
         "(Eq. (10n))",
-        choices=WINDOW_CAPS,
+        choices=WINDOW_CAPS, group="rule",
     )  # fmt: skip
     theta_transit: float = _option(
         0.5, "the largest fraction of a layer's units whose θ may be away from 1 at once "
-        "(Eq. (10t)); 1: no limit", unit_interval_positive,
+        "(Eq. (10t)); 1: no limit", unit_interval_positive, group="rule",
     )  # fmt: skip
     theta_confidence: float = _option(
         2.0, "θ falls only while its evidence says, at this many standard errors, that the unit "
         "is worth less than its price, and rises otherwise (Eq. (10s)); 0: θ follows the sign "
-        "of the evidence", non_negative_finite,
+        "of the evidence", non_negative_finite, group="rule",
     )  # fmt: skip
     warmup_tolerance: float | None = _option(
         0.1, "θ moves once a block of examples improves the data term by less than this "
         "fraction of all learnt so far, and the network has learnt at least a tenth of a constant "
         "predictor's loss (Eq. (10w)); 'none': from the first step",
-        warmup_tolerance,
+        warmup_tolerance, group="rule",
     )  # fmt: skip
     release: str = _option(
         "ordered", "after the warm-up, release the layers' θ from the output back, one "
-        "evidence window apart (Eq. (10o)), or all together", choices=RELEASES,
+        "evidence window apart (Eq. (10o)), or all together", choices=RELEASES, group="rule",
     )  # fmt: skip
     merge: str = _option(
         "on", "merge moves (Eq. (14)): every evidence window, remove units of the released "
         "layers that the others can take over, when that lowers the objective", choices=MERGES,
+        group="rule",
     )  # fmt: skip
     merge_tests: str = _option(
         "spend", "the merge moves' test (Eq. (14a)): spend: each further test of a unit is "
         "stricter, so that all its tests together accept a move that does not lower the "
         "objective no more often than one 2-sd test; fixed: every test at 2 sd",
-        choices=MERGE_TESTS,
+        choices=MERGE_TESTS, group="rule",
     )  # fmt: skip
     merge_price: str = _option(
         "expected", "what a merge move is priced against (Eq. (14e)): expected: the other "
         "layers' units whose gate evidence favours keeping them, the widths their gates are "
-        "heading for; current: every live unit", choices=PRICES,
+        "heading for; current: every live unit", choices=PRICES, group="rule",
     )  # fmt: skip
     merge_budget: str = _option(
         "transit", "how many units a merge round may remove (Eq. (14t)): transit: the places "
         "the transit limit leaves free, so that gates and merges together never take more of "
         "a layer at once than --theta-transit allows; none: any number", choices=MERGE_BUDGETS,
+        group="rule",
     )  # fmt: skip
     merge_schedule: str = _option(
         "window", "when a layer gets merge rounds (Eq. (14w)): window: every evidence window "
         "of examples from one window after its release on, the same rounds in every run; "
         "settled: only once its "
-        "gates have collapsed no unit for a window", choices=MERGE_SCHEDULES,
+        "gates have collapsed no unit for a window", choices=MERGE_SCHEDULES, group="rule",
     )  # fmt: skip
     merge_groups: str = _option(
         "off", "group merge moves (Eq. (14j)): on: after a layer's single moves, one move of "
@@ -191,75 +218,82 @@ class TrainConfig:
         "networks, and on layers of cheap units (few inputs each) widths that agree across "
         "starts (the teacher's first layer: 143-232 units from 300, 600 and 1000), at some "
         "accuracy on Fashion-MNIST (docs/method.md §6zb); with --merge on; for every layer, "
-        "convolutions' filters included (§6zc)", choices=MERGE_GROUPS,
+        "convolutions' filters included (§6zc)", choices=MERGE_GROUPS, group="rule",
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "
         "the consumer units whose gate evidence favours keeping them, the width their gates "
-        "are heading for; current: every live consumer unit", choices=PRICES,
+        "are heading for; current: every live consumer unit", choices=PRICES, group="rule",
     )  # fmt: skip
     train_subset: int | None = _option(
         None, "train on a fixed random subset of this many training examples (seeded)",
-        positive(int),
+        positive(int), group="data",
     )  # fmt: skip
     seed: int = _option(
-        0, "seed of the initialisation, the batches and the gates (0 .. 2^32 - 1)", seed_type
+        0, "seed of the initialisation, the batches and the gates (0 .. 2^32 - 1)", seed_type,
+        group="recipe"
     )
     estimator: str = _option(
         "secant", "gate-gradient estimator (Eq. (9)); exact and score need the traced ELBO",
-        choices=ESTIMATORS,
+        choices=ESTIMATORS, group="model",
     )  # fmt: skip
     evidence: str = _option(
         "train", "examples the gates' evidence is measured on: train (the batch the weights "
         "step on) or held-out (a fixed share of the training set no weight trains on, drawn "
         "anew each step; Eq. (9h); secant estimator, point-mass weights, fast ELBO, one process "
-        "only)", choices=EVIDENCE,
+        "only)", choices=EVIDENCE, group="rule",
     )  # fmt: skip
     evidence_share: float = _option(
         0.1, "share of the training examples held out for the gates' evidence "
-        "(--evidence held-out)", open_unit_interval,
+        "(--evidence held-out)", open_unit_interval, group="rule",
     )  # fmt: skip
     elbo: str = _option(
         "auto", "how GatedELBO evaluates the objective: fast (no traces), traced "
         "(poutine.trace, the reference), auto: fast where it applies", choices=IMPLEMENTATIONS,
+        group="model",
     )  # fmt: skip
     weights: str = _option(
         "point", "weight posterior: point masses or mean-field Gaussians",
-        choices=WEIGHT_POSTERIORS,
+        choices=WEIGHT_POSTERIORS, group="model",
     )  # fmt: skip
     posterior: str = _option(
         "coupled", "how gates and weights are coupled in q (Eqs. (4), (4s), (4c))",
-        choices=POSTERIORS,
+        choices=POSTERIORS, group="model",
     )  # fmt: skip
     temperature: float | None = _option(
         None, "prior temperature τ (scale on every prior term); default: 0.03·(N/60000)^½ "
-        "(Eq. (13))", positive(float),
+        "(Eq. (13))", positive(float), group="rule",
     )  # fmt: skip
     price_scale: float = _option(
         1.0, "multiplies τ(N) = 0.03·(N/60000)^½ (Eq. (13)): above 1 smaller networks, below 1 "
         "larger ones, at every N (benchmarks/tradeoff.py); cannot be combined with --temperature",
-        positive(float),
+        positive(float), group="rule",
     )  # fmt: skip
-    rho: float = _option(HyperPrior.rho, "spike/slab variance ratio ρ", open_unit_interval)
+    rho: float = _option(
+        HyperPrior.rho, "spike/slab variance ratio ρ", open_unit_interval, group="model"
+    )
     strength: float = _option(
         HyperPrior.strength, "weight of the inverse-gamma hyper-prior on σ₁², in pseudo-weights "
-        "per weight (Eq. (5))", positive(float),
+        "per weight (Eq. (5))", positive(float), group="model",
     )  # fmt: skip
-    init_theta: float = _option(1.0, "initial gate probability θ₀", unit_interval_positive)
+    init_theta: float = _option(
+        1.0, "initial gate probability θ₀", unit_interval_positive, group="model"
+    )
     check_every: int | None = _option(
         None, "steps between pruning checks (Eq. (12)), which also carry the merge rounds: a "
         "round at the first check of each evidence window, so at every check when checks are "
         "more than a window apart; default: half an evidence window, ⌈window / (2 · batch)⌉ "
-        "(50 at batch 100)", positive(int),
+        "(50 at batch 100)", positive(int), group="rule",
     )  # fmt: skip
     patience: int | None = _option(
         None, "consecutive checks with θ = 0 before a unit is removed (default: enough to "
         "span the evidence window, ⌈window / (batch · check-every)⌉ + 1)", positive(int),
+        group="rule",
     )  # fmt: skip
     prior_every: int = _option(
-        10, "steps between closed-form prior updates (Eq. (11))", positive(int)
+        10, "steps between closed-form prior updates (Eq. (11))", positive(int), group="model"
     )
-    device: str = _option("cpu", "cpu, cuda or cuda:N (every step runs there)")
+    device: str = _option("cpu", "cpu, cuda or cuda:N (every step runs there)", group="run")
     memory_format: str = _option(
         "auto", "layout of the convolutions' weights and feature maps while training: "
         "channels-last (NHWC, where oneDNN's CPU convolutions run fastest: LeNet-5's steps "
@@ -267,11 +301,11 @@ class TrainConfig:
         "memory_format), contiguous (NCHW, as runs before this option), auto: channels-last for "
         "a network with convolutions on the CPU, contiguous otherwise. The same arithmetic in "
         "another order: decisions as on another CPU; the dense twin (bayesprune baseline) "
-        "trains in the run's layout", choices=MEMORY_FORMATS,
+        "trains in the run's layout", choices=MEMORY_FORMATS, group="run",
     )  # fmt: skip
     trace_every: int = _option(
         0, "append θ, weight norms and θ-gradients to traces.jsonl every this many steps",
-        non_negative,
+        non_negative, group="run",
     )  # fmt: skip
 
     def __post_init__(self):
@@ -496,8 +530,9 @@ def pruning_patience(config: TrainConfig, num_data: int, window: float | None = 
     return checks_per_window(config, num_data, window) + 1
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`TrainConfig` field (``batch_size`` → ``--batch-size``)."""
+def add_config_arguments(parser: argparse.ArgumentParser, groups: dict | None = None) -> None:
+    """One flag per :class:`TrainConfig` field (``batch_size`` → ``--batch-size``), each in
+    ``groups[key]`` (argparse argument groups by :data:`OPTION_GROUPS` key) where given."""
     for f in fields(TrainConfig):
         meta = f.metadata
         default = f.default if f.default is not MISSING else None
@@ -506,7 +541,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["choices"] = meta["choices"]
         if meta.get("type") is not None:
             kwargs["type"] = meta["type"]
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+        where = parser if groups is None else groups[meta["group"]]
+        where.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
 
 
 def training_device(name):

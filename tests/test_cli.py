@@ -281,6 +281,24 @@ def test_every_train_config_field_is_a_documented_flag():
         assert flags[f.name].default == f.default, f.name
 
 
+def test_train_help_puts_every_flag_in_its_section():
+    # `bayesprune train --help` in sections (network and data, recipe, the pruning rule, ...):
+    # each TrainConfig field's flag in the section its metadata names, and only -h outside them
+    from dataclasses import fields
+
+    from bayesprune.cli import build_parser
+    from bayesprune.config import OPTION_GROUPS, TrainConfig
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    section = {a.dest: g.title for g in train._action_groups for a in g._group_actions}
+    for f in fields(TrainConfig):
+        assert section[f.name] == OPTION_GROUPS[f.metadata["group"]][0], f.name
+    loose = [a.dest for a in train._actions if section[a.dest] == "options"]
+    assert loose == ["help"], loose
+    titles = [g.title for g in train._action_groups if g._group_actions]
+    assert titles == ["options"] + [title for title, _ in OPTION_GROUPS.values()], titles
+
+
 def test_every_command_prints_its_help(capsys):
     # argparse %-formats every help text when it prints it: a bare "10%" in one option's help
     # made `bayesprune train --help` raise a TypeError (stop 59's --warmup-tolerance text)
