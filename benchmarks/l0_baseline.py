@@ -49,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, description, existing_file, seed_type, write  # noqa: E402
-from robustness_matrix import CASES  # noqa: E402
+from robustness_matrix import CASES, add_cells_option  # noqa: E402
 
 LIMIT_A, LIMIT_B, BETA, EPS = -0.1, 1.1, 2.0 / 3.0, 1e-6  # the paper's stretch and temperature
 # the reference code's "droprate" 0.5 for hidden units: log α = 0 (P(gate = 0) is then 0.17)
@@ -429,7 +429,7 @@ def plot(cells: list[dict], results: list[dict], seeds: list[int], gate_lr: floa
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--cells", nargs="+", default=["mlp-n60k"], choices=sorted(CASES))
+    add_cells_option(parser, ["mlp-n60k"])
     parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0, 1])
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.1])
     parser.add_argument("--gate-lrs", nargs="+", type=float, default=[1e-3])

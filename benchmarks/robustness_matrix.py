@@ -626,10 +626,52 @@ def add_overrides_option(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+class _ListCells(argparse.Action):
+    """``--list``: every cell's name and how its recipe differs from LeNet-300-100 on
+    Fashion-MNIST for 10 epochs at batch 100 and Adam 1e-3; then exit."""
+
+    def __init__(self, option_strings, dest, cases=None, **kwargs):
+        self.cases = cases
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for case, settings in self.cases.items():
+            where = "outside" if case in OUTSIDE else "matrix"
+            changed = {k: v for k, v in settings.items() if FMNIST.get(k, object()) != v}
+            recipe = " ".join(f"{k}={v}" for k, v in changed.items()) or "the base recipe"
+            print(f"{case:<34} {where:<8} {recipe}")
+        parser.exit()
+
+
+def add_cells_option(parser: argparse.ArgumentParser, default, cases=None, single=False) -> None:
+    """``--cells CELL ...`` (``--case CELL`` with ``single``) of ``cases`` (default
+    :data:`CASES`), and ``--list`` to print them: the choices themselves, over 150 names, made
+    ``--help`` unreadable printed in full."""
+    cases = CASES if cases is None else cases
+    shown = default if single else " ".join(default) if len(default) < 6 else "the matrix's cells"
+
+    def cell(name: str) -> str:
+        if name not in cases:
+            raise argparse.ArgumentTypeError(f"no cell {name!r} (--list prints them)")
+        return name
+
+    parser.add_argument(
+        "--case" if single else "--cells", nargs=None if single else "+", default=default,
+        type=cell, metavar="CELL",
+        help=f"{'the cell' if single else 'cells'} to run (default: {shown}); --list prints "
+        "every cell's recipe",
+    )  # fmt: skip
+    parser.add_argument(
+        "--list", action=_ListCells, cases=cases, help="print every cell and its recipe, and exit"
+    )
+
+
 def arg_parser() -> argparse.ArgumentParser:
     """The command line of :func:`main`."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cells", nargs="+", default=FULL, choices=list(CASES))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_cells_option(parser, FULL)
     parser.add_argument(
         "--outside", action="store_true", help="the settings outside the matrix (§6e) instead"
     )

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import commit, cpu_model, description, figure_dir, narrowed, seed_type, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
-    CASES,
+    add_cells_option,
     cell_data,
     cell_network,
     dense_summary,
@@ -177,7 +177,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--case", default="mlp-n60k", choices=list(CASES))
+    add_cells_option(parser, "mlp-n60k", single=True)
     parser.add_argument("--scales", nargs="+", type=float, default=[0.25, 0.5, 1.0, 2.0, 4.0])
     parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0, 1])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")

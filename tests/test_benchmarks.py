@@ -91,6 +91,25 @@ def test_matrix_refuses_tabular_cells_without_scikit_learn_before_any_run(
     assert not (tmp_path / "robustness_matrix.json").exists()
 
 
+def test_matrix_cells_are_listed_and_checked_without_flooding_the_help(capsys):
+    # --cells had its ~150 names as argparse choices: --help printed them twice, an error all
+    # of them; the names are now checked by name and --list prints them with their recipes
+    script = _script("robustness_matrix")
+    with pytest.raises(SystemExit) as stop:
+        script.arg_parser().parse_args(["--help"])
+    assert stop.value.code == 0
+    assert "out-mlp-n1k" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        script.arg_parser().parse_args(["--list"])
+    listed = capsys.readouterr().out.splitlines()
+    assert stop.value.code == 0 and [line.split()[0] for line in listed] == list(script.CASES)
+    assert listed[0].split()[1:] == ["matrix", "train_subset=3000"]
+    with pytest.raises(SystemExit) as stop:
+        script.arg_parser().parse_args(["--cells", "mlp-n3k", "mlp-n4k"])
+    assert stop.value.code == 2 and "no cell 'mlp-n4k'" in capsys.readouterr().err
+    assert script.arg_parser().parse_args(["--cells", "mlp-n3k"]).cells == ["mlp-n3k"]
+
+
 def test_repeated_set_options_add_up():
     # argparse's nargs="*" alone kept only the last --set: "--set epochs=20 --set
     # theta_confidence=0" ran 10 epochs without a word
