@@ -15,7 +15,15 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from bayesprune.bench import BENCH_MEMORY_FORMATS
+import torch
+
+from bayesprune.bench import (
+    BENCH_MEMORY_FORMATS,
+    bench_run,
+    check_run_model,
+    format_table,
+    write_bench,
+)
 from bayesprune.config import (
     INSPECT_DRAWS,
     OPTION_GROUPS,
@@ -26,12 +34,29 @@ from bayesprune.config import (
     seed_type,
     training_device,
 )
-from bayesprune.data import DATASETS, STANDARDISE, DataError, load_dataset
-from bayesprune.distributed import ACCELERATORS, STRATEGIES, local_rank, process_rank
-from bayesprune.export import EXPORT_FORMATS
+from bayesprune.data import DATASETS, STANDARDISE, DataError, file_records, load_dataset
+from bayesprune.distributed import (
+    ACCELERATORS,
+    STRATEGIES,
+    fit_distributed,
+    local_rank,
+    process_rank,
+    require_lightning,
+)
+from bayesprune.export import (
+    EXPORT_FORMATS,
+    ExportError,
+    UncheckedExportWarning,
+    check_export_path,
+    export_model,
+    input_note,
+    load_model_record,
+    onnx_checkable,
+    unchecked_onnx_note,
+)
 from bayesprune.inference.elbo_fast import FAST_ESTIMATORS
-from bayesprune.inference.trainer import Trainer
-from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS
+from bayesprune.inference.trainer import Trainer, TrainingInterrupted
+from bayesprune.models.network import ARCHITECTURES, DEFAULT_WIDTHS, INITS, build_network
 from bayesprune.runs import (
     RunError,
     atomic_write_text,
@@ -96,11 +121,11 @@ class _ReaderGone:
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Append "(default: X)" only where the help does not already speak of its default and
-    there is a value to show."""
+    there is a value to show (not on a switch such as --no-progress: "default: False")."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default is None or "default" in text:
+        if action.default is None or action.nargs == 0 or "default" in text:  # 0: a switch
             return text
         return super()._get_help_string(action)
 
@@ -124,7 +149,12 @@ def _widths(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     from bayesprune import __version__
 
-    parser = _Parser(prog="bayesprune", description=__doc__)
+    parser = _Parser(
+        prog="bayesprune",
+        description="Train a network and prune it at the same time (Bernoulli gates with a "
+        "variational posterior, in Pyro); then export, bench, inspect the run, or compare it "
+        "with its dense twin. `bayesprune COMMAND --help` for each command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"bayesprune {__version__}")
     sub = parser.add_subparsers(
         dest="command",
@@ -336,8 +366,6 @@ ADAM_INERT = ("theta_transit", "theta_confidence", "merge_budget", "merge_price"
 
 
 def _device(name: str, purpose: str = "to train on"):
-    import torch
-
     device = training_device(name)
     if device is None:
         raise UsageError(f"--device {name!r} is not a device {purpose} (cpu, cuda, cuda:0)")
@@ -352,8 +380,6 @@ def _device(name: str, purpose: str = "to train on"):
 
 
 def train(args) -> int:
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.resume is not None:
@@ -449,10 +475,6 @@ def _data_note_unwarned():
 def _data_and_network(args):
     """The training data and the network to train, or a one-line error (before anything is
     written to the run directory)."""
-    import torch
-
-    from bayesprune.models.network import build_network
-
     if args.data_dir is not None and args.dataset == "teacher":
         raise UsageError("--data-dir: the teacher data are made in memory, not read from a folder")
     if args.standardise is not None and args.dataset != "npz":
@@ -553,8 +575,6 @@ def _distributed_device(args, batch_size: int) -> None:
             raise UsageError("--accelerator needs --strategy ddp (a single process: --device)")
         return
     try:
-        from bayesprune.distributed import require_lightning
-
         require_lightning()
     except ImportError as err:
         raise UsageError(str(err)) from None
@@ -564,11 +584,9 @@ def _distributed_device(args, batch_size: int) -> None:
             "process needs an example of every batch"
         )
     if args.accelerator == "gpu":
-        import torch
-
         if not torch.cuda.is_available():
             raise UsageError("--accelerator gpu: no CUDA device is available to torch here")
-    if getattr(args, "device", "cpu") not in (None, "cpu"):  # (it was replaced without a word)
+    if getattr(args, "device", "cpu") not in (None, "cpu"):  # ddp sets it per process
         raise UsageError(
             f"--device {args.device} does not apply with --strategy ddp: --accelerator (cpu or "
             "gpu) sets each process's device"
@@ -590,11 +608,7 @@ def _distributed_last_batch(args, examples: int, batch_size: int) -> None:
 
 
 def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
-    from bayesprune.inference.trainer import TrainingInterrupted
-
     if getattr(args, "strategy", "single") == "ddp":
-        from bayesprune.distributed import fit_distributed
-
         try:
             summary = fit_distributed(
                 trainer,
@@ -710,7 +724,6 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
 def resume(args, given: dict | None = None) -> int:
     """Continue an interrupted run from its newest complete checkpoint (``given``: settings
     named on the command line beside ``--resume``, refused where they differ from the run's)."""
-    from bayesprune.inference.trainer import Trainer
 
     out = Path(args.resume)
     raw = read_config(out)
@@ -741,7 +754,7 @@ def resume(args, given: dict | None = None) -> int:
         config = replace(config, device=device)
     _distributed_device(args, config.batch_size)
     if args.strategy == "ddp":
-        if config.evidence != "train":  # (a traceback from the launched processes before)
+        if config.evidence != "train":  # refused before a process is launched
             raise UsageError(
                 f"run {out} measures its evidence on held-out examples, which data-parallel "
                 "training does not: resume it without --strategy ddp"
@@ -808,7 +821,6 @@ def _resume_threads(args, recorded) -> None:
     says otherwise: a merge round's large products are split across threads, and with another
     count they round differently, so the run would part from the uninterrupted one in the last
     bits (docs/method.md §6zm). A different ``--threads`` is honoured, with a note."""
-    import torch
 
     if not isinstance(recorded, int) or isinstance(recorded, bool) or recorded < 1:
         return  # a run recorded before the thread count was
@@ -854,7 +866,6 @@ def _refuse_out_of_memory(what: str):
 def _out_of_memory(err: BaseException) -> bool:
     """Whether an error is an allocation that failed (a GPU's out-of-memory error, the CPU
     allocator's refusal), and not another error that mentions memory."""
-    import torch
 
     if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
         return True
@@ -900,8 +911,6 @@ EXPORTS = "exports.json"  # in a run directory: SHA-256 of each export written t
 
 
 def _sha256(path: Path) -> str:
-    from bayesprune.data import file_records
-
     return file_records([path])[0]["sha256"]
 
 
@@ -927,17 +936,6 @@ def _record_export(path: Path) -> None:
 
 
 def export(args) -> int:
-    from bayesprune.export import (
-        ExportError,
-        UncheckedExportWarning,
-        check_export_path,
-        export_model,
-        input_note,
-        load_model_record,
-        onnx_checkable,
-        unchecked_onnx_note,
-    )
-
     model = _model_path(args.run_dir, "export")
     default = model.with_suffix(EXPORT_FORMATS[args.format])
     if args.out is not None and not args.out.strip():
@@ -959,7 +957,6 @@ def export(args) -> int:
         raise UsageError(
             f"{out} exists and {why}: move it away or give --out (nothing was overwritten)"
         )
-    from bayesprune.bench import check_run_model
 
     try:
         module, record = load_model_record(model)
@@ -987,9 +984,6 @@ def export(args) -> int:
 
 
 def bench(args) -> int:
-    import torch
-
-    from bayesprune.bench import bench_run, format_table, write_bench
 
     _model_path(args.run_dir, "bench")
     torch.set_num_threads(args.threads)

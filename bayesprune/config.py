@@ -140,8 +140,8 @@ class TrainConfig:
     )  # fmt: skip
     momentum: float = _option(
         0.9, "momentum of --optimizer sgd, in [0, 1) (Adam's β₁ stays 0.9); the evidence "
-        "window's 10-step floor and the early note's 20 steps are set for 0.9, whose gradient "
-        "average spans 1 / (1 − 0.9) = 10 steps", momentum_range, group="recipe",
+        "window's floor of 10 steps (Eq. (10n)) is the 1 / (1 − 0.9) steps a gradient average "
+        "at 0.9 spans", momentum_range, group="recipe",
     )  # fmt: skip
     lr_schedule: str = _option(
         "constant", "learning-rate schedule of the weights (cosine: to 0 over the run)",
@@ -214,11 +214,10 @@ class TrainConfig:
     )  # fmt: skip
     merge_groups: str = _option(
         "off", "group merge moves (Eq. (14j)): on: after a layer's single moves, one move of "
-        "a group of its units taken over jointly by the others, tested as one; smaller "
-        "networks, and on layers of cheap units (few inputs each) widths that agree across "
-        "starts (the teacher's first layer: 143-232 units from 300, 600 and 1000), at some "
-        "accuracy on Fashion-MNIST (docs/method.md §6zb); with --merge on; for every layer, "
-        "convolutions' filters included (§6zc)", choices=MERGE_GROUPS, group="rule",
+        "a group of its units taken over jointly by the others, tested as one, in every layer; "
+        "for layers of cheap units (few inputs each, as on tabular data), which single moves "
+        "cannot take over; smaller networks, at some accuracy on Fashion-MNIST; needs --merge on",
+        choices=MERGE_GROUPS, group="rule",
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "
@@ -266,7 +265,7 @@ class TrainConfig:
     )  # fmt: skip
     price_scale: float = _option(
         1.0, "multiplies τ(N) = 0.03·(N/60000)^½ (Eq. (13)): above 1 smaller networks, below 1 "
-        "larger ones, at every N (benchmarks/tradeoff.py); cannot be combined with --temperature",
+        "larger ones, at every N; cannot be combined with --temperature",
         positive(float), group="rule",
     )  # fmt: skip
     rho: float = _option(
@@ -296,15 +295,15 @@ class TrainConfig:
     device: str = _option("cpu", "cpu, cuda or cuda:N (every step runs there)", group="run")
     memory_format: str = _option(
         "auto", "layout of the convolutions' weights and feature maps while training: "
-        "channels-last (NHWC, where oneDNN's CPU convolutions run fastest: LeNet-5's steps "
-        "1.12-1.24x faster, a 10,000-example run in 0.79-0.91 of the time; benchmarks/README.md, "
-        "memory_format), contiguous (NCHW, as runs before this option), auto: channels-last for "
-        "a network with convolutions on the CPU, contiguous otherwise. The same arithmetic in "
-        "another order: decisions as on another CPU; the dense twin (bayesprune baseline) "
-        "trains in the run's layout", choices=MEMORY_FORMATS, group="run",
+        "channels-last (NHWC, where oneDNN's CPU convolutions run fastest), contiguous (NCHW), "
+        "auto: channels-last for a network with convolutions on the CPU, contiguous otherwise. "
+        "The same arithmetic in another order, so the decisions differ as on another CPU; the "
+        "dense twin (bayesprune baseline) trains in the run's layout", choices=MEMORY_FORMATS,
+        group="run",
     )  # fmt: skip
     trace_every: int = _option(
-        0, "append θ, weight norms and θ-gradients to traces.jsonl every this many steps",
+        0, "append θ, weight norms and θ-gradients to traces.jsonl every this many steps "
+        "(0: off)",
         non_negative, group="run",
     )  # fmt: skip
 
@@ -434,7 +433,7 @@ def temperature_for(num_data: int) -> float:
     A unit is kept when its summed evidence N Δ_s exceeds τ KL_s; with τ ∝ √N the bar on the
     per-example evidence Δ_s falls like the standard error of a mean over N examples, so a
     unit whose effect is detectable in the data is kept and the widths grow with N
-    (docs/method.md §4). τ_ref = 0.03 at N_ref = 60,000 reproduces the previous full-data default.
+    (docs/method.md §4). τ_ref = 0.03 at N_ref = 60,000 (full Fashion-MNIST, §6c).
     """
     return REFERENCE_TEMPERATURE * (num_data / REFERENCE_EXAMPLES) ** 0.5
 

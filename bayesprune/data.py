@@ -682,7 +682,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(batch[b"labels"])
         if labels.ndim == 2 and labels.shape[1] == 1:  # a column of labels
             labels = labels.reshape(-1)
-        if labels.dtype.kind not in "ui":  # 1.7 was truncated to 1, True read as 1
+        if labels.dtype.kind not in "ui":  # astype would make 1.7 a 1 and True a 1
             raise TypeError(f"labels must be integers, got {labels.dtype}")
         labels = labels.astype(np.int64)
     except (

@@ -313,6 +313,7 @@ def test_every_command_prints_its_help(capsys):
         assert stop.value.code == 0, name
         printed = capsys.readouterr().out
         assert printed.startswith("usage: bayesprune"), name
+        assert "(default: False)" not in printed and "``" not in printed, name  # switches; reST
         if name is not None:
             actions = commands[name]._actions
             assert all(o in printed for a in actions for o in a.option_strings), name

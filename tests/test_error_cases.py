@@ -178,7 +178,7 @@ def test_inspect_mistakes(tmp_path, capsys, finished, case):
 def test_a_non_finite_objective_stops_the_run_with_one_line(tmp_path, capsys, monkeypatch):
     import bayesprune.models.network as network
 
-    build = network.build_network
+    build = network.build_network  # (the command line's own binding is patched below)
 
     def poisoned(*args, **kwargs):
         net = build(*args, **kwargs)
@@ -186,7 +186,9 @@ def test_a_non_finite_objective_stops_the_run_with_one_line(tmp_path, capsys, mo
             net.layers["fc1"].weight[0, 0] = float("nan")
         return net
 
-    monkeypatch.setattr(network, "build_network", poisoned)
+    import bayesprune.cli as cli
+
+    monkeypatch.setattr(cli, "build_network", poisoned)
     out = tmp_path / "run"
     assert main(["train", *QUICK, "--out", str(out)]) == 3
     lines = capsys.readouterr().err.strip().splitlines()

@@ -259,21 +259,11 @@ class GateGuide(PyroModule):
         storage = self._storage("theta", name)
         storage.copy_(torch.as_tensor(value, dtype=storage.dtype).clamp(0.0, 1.0))
 
-    @torch.no_grad()
-    def project_(self) -> None:
-        """u ← clip(u, 0, 1) for θ's storage: the projection of projected SGD (Eq. (10))."""
-        for p in self.theta.parameters():
-            p.clamp_(0.0, 1.0)
-
     def theta_parameters(self, layers: Iterable[str] | None = None) -> list[nn.Parameter]:
         """The parameters storing θ (for an optimiser; θ = clip of each, see the class doc), of
         every gated layer or of ``layers``."""
         names = self.net.gated if layers is None else layers
         return [self._storage("theta", name) for name in names]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """The network's parameters and, for Gaussian weights, the log standard deviations."""
-        return [*self.net.parameters(), *self.log_sigma.parameters()]
 
     @torch.no_grad()
     def remove_units(

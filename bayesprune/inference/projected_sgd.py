@@ -40,7 +40,7 @@ class ProjectedSGD(torch.optim.Optimizer):
     :param window: the number of examples the evidence averages (``1/a`` batches of size B).
     :param num_data: N, the number of training examples (∇ is divided by it).
     :param bounds: the box to project onto.
-    :param confidence: z of Eq. (10s); 0: θ follows the sign of m (the rule before).
+    :param confidence: z of Eq. (10s); 0: θ follows the sign of m (no test).
     :param transit: the largest fraction of a layer's units (one θ tensor) whose θ may be away
         from ``high`` at once (Eq. (10t)); a unit whose step would take it below ``high`` waits
         at ``high`` while that many are away, those with the largest evidence go first. 1: no

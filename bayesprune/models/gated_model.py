@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
@@ -48,9 +48,6 @@ class HyperPrior:
     def rate(self, fan_in: int, width: int) -> float:
         """β_l of Eq. (5): the hyper-prior's reference variance is 1/fan_in."""
         return self.concentration(fan_in, width) / fan_in
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class GatedModel:
