@@ -2,11 +2,12 @@
 inits.
 
 Usage: ``.venv/bin/python benchmarks/robustness.py [--epochs 10] [--train-subset N --name NAME]
-[--arch lenet5] [--groups seeds initialisations]``. Runs one training per setting (5 seeds;
-starting widths ×1, ×2, ×4; kaiming, xavier and normal initialisation; ``--groups`` picks some
-of the three) and writes ``results/fmnist_lenet300_robustness.json`` (``--name``) and the table
-in ``README.md``. With ``--train-subset`` each run trains on its seed's fixed subset of N
-examples. ``--arch lenet5`` starts from LeNet-5-Caffe's 20-50-500 (×2, ×4 scale all three).
+[--arch lenet5] [--groups seeds starting-widths initialisations]``. Runs one training per
+setting (5 seeds; starting widths ×1, ×2, ×4; kaiming, xavier and normal initialisation;
+``--groups`` picks some of the three) and writes ``results/fmnist_lenet300_robustness.json``
+(``--name``) and the table in ``README.md``. With ``--train-subset`` each run trains on its
+seed's fixed subset of N examples. ``--arch lenet5`` starts from LeNet-5-Caffe's 20-50-500 (×2,
+×4 scale all three).
 """
 
 import argparse
@@ -18,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, write  # noqa: E402
+from common import commit, cpu_model, description, write  # noqa: E402
 
-from bayesprune.config import TrainConfig  # noqa: E402
+from bayesprune.config import TrainConfig, positive  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
 from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.models.network import DEFAULT_WIDTHS, build_network  # noqa: E402
@@ -34,16 +35,29 @@ def coefficient_of_variation(widths: list[list[int]]) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--name", default="fmnist_lenet300_robustness")
-    parser.add_argument("--lr-theta", type=float, default=TrainConfig.lr_theta)
-    parser.add_argument("--theta-window", type=float, default=TrainConfig.theta_window)
-    parser.add_argument("--train-subset", type=int, default=None)
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser.add_argument("--epochs", type=positive(int), default=10, help="of every run")
+    parser.add_argument("--threads", type=positive(int), default=1, help="torch threads")
+    parser.add_argument("--name", default="fmnist_lenet300_robustness", help="results/<name>.json")
+    parser.add_argument(
+        "--lr-theta", type=positive(float), default=TrainConfig.lr_theta, help="TrainConfig's"
+    )
+    parser.add_argument(
+        "--theta-window", type=positive(float), default=TrainConfig.theta_window,
+        help="TrainConfig's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--train-subset", type=positive(int), default=None,
+        help="each run on its seed's fixed subset of this many examples",
+    )  # fmt: skip
     parser.add_argument("--arch", choices=("mlp", "lenet5"), default="mlp")
-    parser.add_argument("--groups", nargs="+", choices=tuple(BOUNDS), default=list(BOUNDS))
+    parser.add_argument(
+        "--groups", nargs="+", choices=[g.replace(" ", "-") for g in BOUNDS],
+        default=[g.replace(" ", "-") for g in BOUNDS],
+        help="which of the three groups of runs (5 seeds; starts ×1, ×2, ×4; three inits)",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.groups = [g.replace("-", " ") for g in args.groups]  # the records' names
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist")
     base = TrainConfig(
