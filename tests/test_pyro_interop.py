@@ -415,3 +415,26 @@ def test_a_double_precision_network_runs_without_changing_the_default_dtype(setu
     samples = Predictive(model, guide=guide, num_samples=2)(x)
     assert samples["obs"].shape == (2, len(x))
     assert Predictive(model, num_samples=2)(x)["fc1.weight"].dtype == torch.float64  # the prior's
+
+
+def test_differentiable_loss_is_the_first_order_objective_and_says_when_it_is_not(setup):
+    # Pyro's ELBO interface for a hand-written loop: F as a tensor whose autograd gradient is
+    # the first-order estimator's, the one loss_and_grads leaves in .grad under that estimator
+    net, hyper, model, x, y = setup
+    guide = GateGuide(net, hyper, init_theta=0.7)
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match="'secant' estimator needs loss_and_grads"):
+            GatedELBO().differentiable_loss(model, guide, x, y, num_data=N)
+        elbo = GatedELBO(estimator="first-order")
+        pyro.set_rng_seed(3)
+        loss = elbo.differentiable_loss(model, guide, x, y, num_data=N)
+        params = list(guide.parameters())
+        by_autograd = torch.autograd.grad(loss, params, allow_unused=True)
+        pyro.set_rng_seed(3)
+        value = elbo.loss_and_grads(model, guide, x, y, num_data=N)
+    assert value == pytest.approx(loss.item(), rel=1e-6)
+    for p, g in zip(params, by_autograd, strict=True):
+        expected = torch.zeros_like(p) if g is None else g
+        got = torch.zeros_like(p) if p.grad is None else p.grad
+        torch.testing.assert_close(got, expected)
+    assert any(g is not None and g.abs().sum() > 0 for g in by_autograd)
