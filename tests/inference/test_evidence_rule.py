@@ -243,7 +243,9 @@ def test_layers_are_released_from_the_output_back_one_window_apart():
     summary = trainer.fit(progress=False)
     steps = summary["release_steps"]
     assert steps["fc2"] == trainer.warm_step  # the last hidden layer first, at the warm-up's end
-    assert abs((steps["fc1"] - steps["fc2"]) * 50 - 2000) <= 50  # one evidence window later
+    # one evidence window later, counted from the warm-up step's own batch: W_N − B examples
+    # after the consumer's first step (docs/method.md (10o))
+    assert (steps["fc1"] - steps["fc2"]) * 50 == 2000 - 50
     together = _trainer(replace(config, release="together"))
     steps = together.fit(progress=False)["release_steps"]
     assert steps["fc1"] == steps["fc2"] == together.warm_step

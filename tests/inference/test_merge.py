@@ -256,10 +256,14 @@ def test_the_moves_of_a_round_add_up_to_the_round(kind, layer):
             return F.cross_entropy(net(held_x, gates=gates), held_y)
 
     before = held_out(moves._mode_gates())
+    prior = moves._prior(moves._pricing_gates(layer, moves._mode_gates()))
     accepted, removed = moves.layer(layer, x, y)
     assert len(accepted) >= 2
     gates = moves._mode_gates()
     gates[layer][removed] = 0.0
+    # the prices too: each move's ΔP from the network the previous move left
+    after = moves._prior(moves._pricing_gates(layer, gates))
+    assert sum(m.delta_prior for m in accepted) == pytest.approx(after - prior, rel=1e-4, abs=1e-6)
     total = sum(m.delta_data for m in accepted)
     assert abs(total) > 1e-3 * num_data  # the moves did change the held-out loss
     torch.testing.assert_close(
@@ -391,6 +395,25 @@ def test_a_unit_proposed_again_faces_a_stricter_test(monkeypatch):
     for uid in ids:
         moves.tests[("fc2", uid)] = 9
     assert len(moves.layer("fc2", x, y)[1]) == net.width("fc2") - 1
+
+
+def test_a_units_tests_follow_it_through_the_removal_of_others(monkeypatch):
+    """Eq. (14a) spends a level per unit, by its original id: once a unit before it has been
+    removed, its index changes and its count must not (statistics pinned as above)."""
+    net = _network("mlp")
+    x = _inputs(net)
+    y = _fitted(net, x)
+    guide, moves = _moves(net, num_data=1)
+    monkeypatch.setattr(moves, "_moments", lambda diff: (0.0, 1.0, 100))
+    monkeypatch.setattr(moves, "_prior", lambda gates: float(gates["fc2"].sum()) * 0.3)
+    first, *tested, fresh = guide.unit_ids("fc2").tolist()
+    for uid in (first, *tested):
+        moves.tests[("fc2", uid)] = 9  # their next test is the tenth: refused
+    guide.remove_units("fc2", torch.arange(1, net.width("fc2")), [])  # the first unit goes
+    merges, removed = moves.layer("fc2", x, y)
+    assert [m.unit for m in merges] == [fresh]  # the one never tested passes its first test
+    assert moves.tests[("fc2", fresh)] == 1
+    assert all(moves.tests[("fc2", uid)] == 10 for uid in tested)
 
 
 def test_the_trainer_builds_the_test_the_config_names():
@@ -532,6 +555,24 @@ def test_a_released_layer_gets_its_round_whether_or_not_its_gates_fell_quiet():
     assert rounds == {"window": ["fc1", "fc2"], "settled": ["fc1"]}
 
 
+def test_a_layers_first_round_comes_one_window_after_its_release():
+    """Eq. (14w): a released layer's first round is at the first round step one evidence
+    window after its release, not the one after (when the warm-up ends on the merge clock, as
+    it does whenever the batch divides a training set no larger than the window)."""
+    data = make_teacher(num_train=200, num_test=50)
+    trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(epochs=1))
+    calls = []
+    trainer.merges.layer = lambda name, x, y, cache, limit: calls.append(name) or ([], [])
+    window = trainer.merge_window_steps()
+    released = 7 * window  # on the merge clock
+    trainer.release_steps = {"fc2": released}
+    for step, expected in ((released, []), (released + window, ["fc2"])):
+        calls.clear()
+        trainer.step = step
+        trainer.merge()
+        assert calls == expected, (step, released, window)
+
+
 def _copies_network():
     """An MLP whose first layer holds units 0-4 and a copy of each at twice its scale (units
     5-9), a unit of its own (10) and a constant (11: no input weights, a positive bias), the
@@ -587,6 +628,26 @@ def test_a_group_move_takes_only_the_places_left_and_the_trainer_builds_it(monke
     for setting, groups in (("on", True), ("off", False)):
         trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_groups=setting))
         assert trainer.merges.groups is groups
+
+
+def test_a_layers_group_tests_spend_their_level_over_its_rounds(monkeypatch):
+    """Eq. (14a) for group moves: the layer's t-th group test runs at α/(t(t+1)), shared
+    evenly over the sizes the round tries (here 6 and 3: half of 12 live units, halved);
+    with ``--merge-tests fixed`` every round at α over its sizes."""
+    net, x, y = _copies_network()
+    _, moves = _moves(net)
+    monkeypatch.setattr(moves, "z", lambda k: float("inf"))  # the single moves' test only
+    shares = []
+    level = moves._z_at
+    monkeypatch.setattr(moves, "_z_at", lambda share: shares.append(share) or level(share))
+    moves.groups = True
+    moves.tests[("fc1", "group")] = 9
+    moves.layer("fc1", x, y)
+    assert shares == [10 * 11 * 2] and moves.tests[("fc1", "group")] == 10
+    assert moves._z_at(220) > moves._z_at(2) > moves.confidence  # stricter with every test
+    moves.spend, shares[:] = False, []
+    moves.layer("fc1", x, y)
+    assert shares == [2]
 
 
 def test_group_moves_make_a_cheap_layer_end_alike_from_a_wider_start():

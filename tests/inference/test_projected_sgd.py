@@ -84,6 +84,18 @@ def test_at_most_the_transit_fraction_of_a_layer_is_away_from_one():
     assert int((survivors < 1).sum()) == 2
 
 
+@pytest.mark.parametrize("n,fraction,away", [(5, 0.5, 2), (7, 0.5, 3), (7, 0.3, 2), (3, 0.5, 1)])
+def test_an_odd_layer_keeps_the_floor_of_its_transit_fraction(n, fraction, away):
+    # ⌊t·n⌋ of Eq. (10t), not a rounded or ceiled count: 2 of 5, 3 of 7 and 2 of 7 at
+    # t = 0.3, 1 of 3 may be away from 1 however strong every unit's evidence
+    theta = torch.nn.Parameter(torch.ones(n))
+    opt = ProjectedSGD([theta], lr=1e-3, window=100.0, num_data=10, transit=fraction)
+    for _ in range(5):
+        theta.grad = 10 * torch.linspace(0.1, 0.8, n)
+        opt.step(examples=100)
+        assert int((theta < 1).sum()) == away
+
+
 def test_without_a_transit_limit_the_whole_layer_moves_together():
     theta = torch.nn.Parameter(torch.ones(8))
     opt = ProjectedSGD([theta], lr=1e-3, window=100.0, num_data=10, transit=1.0)

@@ -97,6 +97,41 @@ def test_never_removes_the_last_unit():
         remove_units(guide, "fc2", torch.tensor([], dtype=torch.long))
 
 
+def test_patience_counts_consecutive_checks_at_zero():
+    # Eq. (12): a unit collapses after `patience` checks in a row at θ = 0; one that leaves 0
+    # in between starts counting again (it is outside the absorbing set), the others go on
+    net, guide = _guide()
+    condition = PruningCondition(patience=3)
+    fc1 = lambda *values: guide.set_gate_probs("fc1", torch.tensor(values))  # noqa: E731
+    guide.set_gate_probs("fc2", torch.ones(net.width("fc2")))
+    for _ in range(2):
+        fc1(0.0, 0.0, 1.0, 1.0, 1.0)
+        assert condition(guide) == {}
+    fc1(0.5, 0.0, 1.0, 1.0, 1.0)  # unit 0 back above 0 at the third check
+    assert condition(guide)["fc1"].tolist() == [False, True, False, False, False]
+    assert condition.counts["fc1"].tolist() == [0, 3, 0, 0, 0]
+    fc1(0.0, 0.0, 1.0, 1.0, 1.0)
+    for _ in range(2):
+        assert condition(guide)["fc1"].tolist() == [False, True, False, False, False]
+    assert condition(guide)["fc1"].tolist() == [True, True, False, False, False]
+
+
+def test_removing_units_keeps_the_others_counts():
+    # the counters follow the units that remain (a merge move or a collapse removed others):
+    # two units at 0 for two checks collapse at the third, whatever was removed between
+    net, guide = _guide()
+    condition = PruningCondition(patience=3)
+    guide.set_gate_probs("fc2", torch.ones(net.width("fc2")))
+    guide.set_gate_probs("fc1", torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0]))
+    condition(guide)
+    condition(guide)
+    keep = torch.tensor([1, 2, 3])
+    remove_units(guide, "fc1", keep)
+    condition.removed("fc1", keep)
+    assert condition.counts["fc1"].tolist() == [2, 0, 2]
+    assert condition(guide)["fc1"].tolist() == [True, False, True]
+
+
 def test_prune_messenger_removes_the_units_sites():
     net, guide = _guide()
     model = GatedModel(net, HyperPrior())
