@@ -223,6 +223,27 @@ def test_units_that_start_below_one_have_their_standard_error_measured():
     assert torch.equal(state["evidence_se"], held)
 
 
+def test_a_unit_at_one_has_its_standard_error_measured_and_held_once_it_leaves():
+    # (10s): se(m) is measured while θ sits at 1 (exactly: the projection puts it there) and
+    # held in transit, where the gate draws' spread would widen it
+    gen = torch.Generator().manual_seed(0)
+    theta = torch.nn.Parameter(torch.ones(50))
+    opt = ProjectedSGD([theta], lr=1e-3, window=1000.0, num_data=10, confidence=2.0)
+    for _ in range(500):  # evidence for keeping: θ pushed up, stays at 1
+        theta.grad = 10 * (-0.1 + 0.05 * torch.randn(50, generator=gen))
+        opt.step(examples=10)
+    state = opt.state[theta]
+    assert bool((theta == 1).all()) and bool((state["evidence_was_on"] == 1).all())
+    on = state["evidence_se"].clone()
+    assert float(on.mean()) == pytest.approx(0.05 * (10 / (2 * 1000 - 10)) ** 0.5, rel=0.15)
+    with torch.no_grad():
+        theta.fill_(0.5)  # in transit
+    for _ in range(50):  # ten times the spread there
+        theta.grad = 10 * (-0.1 + 0.5 * torch.randn(50, generator=gen))
+        opt.step(examples=10)
+    assert bool(((theta > 0) & (theta < 1)).all()) and torch.equal(state["evidence_se"], on)
+
+
 def test_confidence_zero_is_the_sign_rule_and_negative_is_refused():
     grads = torch.tensor([0.3, -0.3, 0.05])
     theta = torch.nn.Parameter(torch.full_like(grads, 0.5))
