@@ -330,3 +330,29 @@ def test_every_clock_spans_one_pass_over_a_training_set_smaller_than_the_window(
         assert trainer.optim.gates.param_groups[0]["window"] == window
         steps = trainer.fit(progress=False)["release_steps"]
         assert abs((steps["fc1"] - steps["fc2"]) * 50 - window) <= 50, (cap, steps)
+
+
+def test_a_collapsed_unit_keeps_theta_at_zero_until_it_is_removed():
+    # Eq. (12): a unit found collapsed is decided; until the next check removes it, the steps
+    # run the network without it, its evidence fades towards 0 and d = m − z·se turns
+    # negative, which would lift θ off 0 (the next check would then find it alive)
+    trainer = _trainer(TrainConfig(epochs=1, batch_size=50, check_every=10**6))
+    trainer.warm_step = 0  # released: the θ step runs on every layer
+    trainer.examples_released = 10**9
+    theta = trainer.guide.theta_parameters(["fc1"])[0]
+    x, y = trainer.data.x_train[:50], trainer.data.y_train[:50]
+    for _ in range(30):  # on: its standard error measured
+        trainer.train_step(x, y, torch.arange(50))
+        with torch.no_grad():
+            theta.fill_(1.0)
+    state = trainer.optim.gates.state[theta]
+    assert float(state["evidence_se"][0]) > 0
+    with torch.no_grad():
+        theta[0] = 0.0
+    collapsed = torch.zeros_like(theta, dtype=torch.bool)
+    collapsed[0] = True
+    trainer.collapsed = {"fc1": collapsed}
+    for _ in range(200):
+        trainer.train_step(x, y, torch.arange(50))
+    assert float(state["decision"][0]) < 0  # the step pulls it up...
+    assert float(theta[0]) == 0.0  # ...and it stays at 0 until its removal
