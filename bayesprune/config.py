@@ -100,8 +100,9 @@ OPTION_GROUPS = {
     ),
     "rule": (
         "the pruning rule",
-        "the defaults are the rule docs/method.md §4 derives and every recorded result uses; "
-        "the other values are the variants its experiments measured (§6), kept for comparison",
+        "the defaults are the rule docs/method.md §4 derives, which the robustness matrix and "
+        "§7 record; the other values are the variants its experiments measured (§6), kept for "
+        "comparison",
     ),
     "model": ("the model and its posterior", "the prior, the posterior family and how the "
               "objective is evaluated (docs/method.md §1-§3, §5)"),
@@ -230,8 +231,8 @@ class TrainConfig:
     )  # fmt: skip
     seed: int = _option(
         0, "seed of the initialisation, the batches and the gates (0 .. 2^32 - 1)", seed_type,
-        group="recipe"
-    )
+        group="recipe",
+    )  # fmt: skip
     estimator: str = _option(
         "secant", "gate-gradient estimator (Eq. (9)); exact and score need the traced ELBO",
         choices=ESTIMATORS, group="model",

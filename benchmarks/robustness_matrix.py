@@ -695,6 +695,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = arg_parser()
     args = parser.parse_args(argv)
     if args.outside:
+        if args.cells is not FULL:  # --cells given too: it would be dropped without a word
+            parser.error("--outside runs every cell outside the matrix: name cells with --cells")
         args.cells = list(OUTSIDE)
     overrides = parse_overrides(args.set)
     for case in args.cells:  # each cell's config checked now (a value TrainConfig refuses

@@ -108,6 +108,9 @@ def test_matrix_cells_are_listed_and_checked_without_flooding_the_help(capsys):
         script.arg_parser().parse_args(["--cells", "mlp-n3k", "mlp-n4k"])
     assert stop.value.code == 2 and "no cell 'mlp-n4k'" in capsys.readouterr().err
     assert script.arg_parser().parse_args(["--cells", "mlp-n3k"]).cells == ["mlp-n3k"]
+    with pytest.raises(SystemExit) as stop:  # --outside dropped the cells without a word
+        script.main(["--outside", "--cells", "lenet5-n10k"])
+    assert stop.value.code == 2 and "name cells with --cells" in capsys.readouterr().err
 
 
 def test_repeated_set_options_add_up():
