@@ -331,3 +331,55 @@ def test_an_onnx_file_onnxruntime_could_not_check_says_so(tmp_path, capsys, monk
     # (torch.jit's deprecation warnings, twice) as note lines, whatever the filters said
     assert main(["export", str(out), "--format", "torchscript"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_a_layer_whose_every_gate_is_off_deploys_as_one_silent_unit(kind):
+    # the mode network of a layer with no unit left: one unit that emits zeros (weights and
+    # bias 0), and the network computes what the gated one does with that layer off
+    net, guide, x = _network(kind)
+    first = net.gated[0]
+    with torch.no_grad():
+        net.layers[first].bias.fill_(1.0)  # a live unit would show through
+    guide.set_gate_probs(first, torch.zeros(net.width(first)))
+    det = deterministic_network(guide)
+    with torch.no_grad():
+        gated = net(x, gates={n: guide.mode_mask(n).float() for n in net.gated})
+        torch.testing.assert_close(det(x), gated, rtol=1e-5, atol=1e-6)
+    silent = next(m for m in det if isinstance(m, torch.nn.Conv2d | torch.nn.Linear))
+    assert (silent.out_features if kind == "mlp" else silent.out_channels) == 1
+    assert not silent.weight.any() and not silent.bias.any()
+
+
+def test_macs_are_counted_with_each_convolutions_output_map_and_kernel():
+    # LeNet-5-Caffe on 28×28: 20·24²·25 + 50·8²·(20·25) + 800·500 + 500·10 multiply-accumulates
+    from bayesprune.export import count_macs
+    from bayesprune.models.network import build_network
+
+    net = build_network("lenet5", (1, 28, 28), 10)
+    guide = GateGuide(net, HyperPrior())
+    macs = 20 * 24**2 * 25 + 50 * 8**2 * 500 + 800 * 500 + 500 * 10
+    assert count_macs(deterministic_network(guide), (1, 28, 28)) == macs == 2_293_000
+    mlp = deterministic_network(GateGuide(GatedMLP(784, (300, 100), 10), HyperPrior()))
+    assert count_macs(mlp, (784,)) == 784 * 300 + 300 * 100 + 100 * 10
+
+
+def test_an_onnx_file_whose_predictions_differ_is_refused_and_not_written(tmp_path, monkeypatch):
+    # the check compares onnxruntime's output with the network's (a first test only made the
+    # comparison fail, so it could not tell what was compared)
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("the optional extra bayesprune[onnx] (onnx, onnxruntime) is not installed")
+    import onnxruntime
+
+    from bayesprune.export import ExportError
+
+    net, guide, _ = _network("mlp")
+    RunWriter(tmp_path).model(deterministic_network(guide), net.in_shape)
+    path = export_model(tmp_path / "model.pt", "onnx", tmp_path / "good.onnx")
+    assert path.stat().st_size > 0  # the same network, unpatched: written
+    run = onnxruntime.InferenceSession.run
+    shifted = lambda self, *a, **k: [o + 1 for o in run(self, *a, **k)]  # noqa: E731
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", shifted)
+    with pytest.raises(ExportError, match="predictions differ"):
+        export_model(tmp_path / "model.pt", "onnx", tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
