@@ -383,3 +383,37 @@ def test_an_onnx_file_whose_predictions_differ_is_refused_and_not_written(tmp_pa
     with pytest.raises(ExportError, match="predictions differ"):
         export_model(tmp_path / "model.pt", "onnx", tmp_path / "bad.onnx")
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_bench_reports_each_networks_own_size_and_times_each_batch(tmp_path, monkeypatch):
+    # a run whose model.pt is narrower than its start (4-6-4 of 4-12-8): parameters and bytes
+    # are each network's own, and every batch size is timed at its size (the CLI test's short
+    # run pruned nothing, so dense and pruned swapped were the same numbers)
+    import bayesprune.bench as bench
+    from bayesprune.export import architecture, count_weights
+
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--widths", "12,8", "--no-progress", "--no-report",
+                 "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
+    narrow = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4),
+        torch.nn.ReLU(), torch.nn.Linear(4, 3),
+    )  # fmt: skip
+    (out / "model.pt").unlink()
+    RunWriter(out).model(narrow, (4,))
+    summary = json.loads((out / "summary.json").read_text())
+    summary["architecture"] = architecture(narrow)
+    (out / "summary.json").write_text(json.dumps(summary))
+    timed = []
+
+    def clock(models, x, blocks=7, min_seconds=0.05):
+        timed.append(x.shape[0])
+        return {name: 1.0 for name in models}
+
+    monkeypatch.setattr(bench, "interleaved_ms", clock)
+    result = bench.bench_run(out, batches=(1, 8), write=False)
+    dense, pruned = result["dense"], result["pruned"]
+    assert pruned["params"] == count_weights(narrow) == 73
+    assert dense["params"] == summary["weights_total"] == 4 * 12 + 12 + 12 * 8 + 8 + 8 * 3 + 3
+    assert pruned["bytes"] == (out / "model.pt").stat().st_size < dense["bytes"]
+    assert timed == [1, 8]
