@@ -183,8 +183,11 @@ def _replace(raw, name, array):
         ("t10k-labels-idx1-ubyte", np.full(10, 77), "labels must lie in 0..9"),
         ("t10k-images-idx3-ubyte", np.zeros((10, 14, 14)), "test images"),
         ("train-images-idx3-ubyte", np.zeros(30), "expected images of shape"),
+        ("train-labels-idx1-ubyte", np.full(30, 10), "labels must lie in 0..9"),
+        ("train-labels-idx1-ubyte", np.zeros(20), ""),
     ],
-    ids=["train-labels-255", "test-labels-77", "test-14x14", "rank-1-images"],
+    ids=["train-labels-255", "test-labels-77", "test-14x14", "rank-1-images", "labels-10",
+         "30-images-20-labels"],  # fmt: skip
 )
 def test_valid_idx_files_with_wrong_content_are_refused(tmp_path, name, array, message):
     raw = _fake_mnist(tmp_path)
@@ -492,3 +495,54 @@ def test_test_classes_no_training_example_has_and_constant_inputs_are_noted():
         Trainer(GatedMLP(20, (8,), 3), three, held)
     constant = _own(x_train=lambda f: torch.zeros_like(f["x_train"]))
     assert constant.scale_note().startswith("the training inputs are constant (every value is 0)")
+
+
+def test_an_idx_file_of_another_element_type_is_refused(tmp_path):
+    # the type byte 0x08 (unsigned bytes) is checked: 0x0D (float32) read as bytes is noise
+    raw = _fake_mnist(tmp_path)
+    path = raw / "train-labels-idx1-ubyte"
+    content = bytearray(path.read_bytes())
+    content[2] = 0x0D
+    path.write_bytes(bytes(content))
+    with pytest.raises(DataError):
+        load_dataset("mnist", tmp_path)
+
+
+def test_mnist_is_standardised_with_its_training_sets_statistics(tmp_path):
+    # mean 0 and standard deviation 1 over the training pixels, whatever the test set's spread
+    raw = _fake_mnist(tmp_path)
+    rng = np.random.default_rng(1)
+    _replace(raw, "t10k-images-idx3-ubyte", rng.integers(0, 60, (10, 28, 28)))
+    data = load_dataset("mnist", tmp_path)
+    assert float(data.x_train.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(data.x_train.std()) == pytest.approx(1.0, abs=1e-4)
+    assert float(data.x_test.std()) < 0.5  # the test set keeps its own, narrower spread
+
+
+def test_a_subset_is_seeded_without_replacement_and_records_the_full_size():
+    data = make_teacher(num_train=500, num_test=50)
+    first, again, other = data.subset(100, seed=0), data.subset(100, seed=0), data.subset(100, 1)
+    assert torch.equal(first.x_train, again.x_train)
+    assert not torch.equal(first.x_train, other.x_train)
+    rows = {tuple(r.tolist()) for r in first.x_train}
+    assert len(rows) == 100 and rows <= {tuple(r.tolist()) for r in data.x_train}
+    assert first.meta["train_subset"] == 100 and first.meta["train_total"] == 500
+
+
+def test_hashes_cover_whole_files_and_every_tensor(tmp_path):
+    import hashlib
+    from dataclasses import replace
+
+    from bayesprune.data import file_records, tensors_sha256
+
+    path = tmp_path / "big.bin"
+    content = bytearray(np.random.default_rng(0).integers(0, 255, 3 << 20).astype(np.uint8))
+    path.write_bytes(bytes(content))
+    before = file_records([path])[0]["sha256"]
+    content[-1] ^= 1  # the last byte, three MiB in
+    path.write_bytes(bytes(content))
+    after = file_records([path])[0]["sha256"]
+    assert before != after == hashlib.sha256(bytes(content)).hexdigest()
+    data = make_teacher(num_train=100, num_test=20)
+    relabelled = replace(data, y_train=(data.y_train + 1) % data.num_classes)
+    assert tensors_sha256(relabelled) != tensors_sha256(data)
