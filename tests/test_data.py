@@ -546,3 +546,20 @@ def test_hashes_cover_whole_files_and_every_tensor(tmp_path):
     data = make_teacher(num_train=100, num_test=20)
     relabelled = replace(data, y_train=(data.y_train + 1) % data.num_classes)
     assert tensors_sha256(relabelled) != tensors_sha256(data)
+
+
+def test_standardise_feature_is_per_column_and_recorded(tmp_path):
+    from bayesprune.data import load_npz
+
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.tensor([1.0, 10.0, 100.0])
+    x, xt = torch.randn(50, 3, generator=gen) * scales, torch.randn(10, 3, generator=gen)
+    y = torch.arange(50) % 2
+    np.savez(tmp_path / "own.npz", x_train=x.numpy(), y_train=y.numpy(), x_test=xt.numpy(),
+             y_test=(torch.arange(10) % 2).numpy())  # fmt: skip
+    data = load_npz(tmp_path / "own.npz", "feature")
+    assert data.meta["normalisation"]["per_feature"] is True
+    torch.testing.assert_close(data.x_train.std(0), torch.ones(3), rtol=1e-4, atol=1e-4)
+    assert load_npz(tmp_path / "own.npz", "all").meta["normalisation"].get("per_feature") in (
+        None, False,
+    )  # fmt: skip

@@ -440,3 +440,35 @@ def test_a_baseline_made_while_the_run_was_stopped_is_noted_when_it_ends(tmp_pat
     assert resumed.returncode == 0, err
     assert "baseline.json was made while the run was interrupted" in err
     assert json.loads((out / "baseline.json").read_text())["run_status"] == "interrupted"  # kept
+
+
+@pytest.mark.parametrize("status", ["finished", "collapsed", "failed"])
+def test_every_ended_status_is_refused_for_resume_and_a_stopped_one_is_not(tmp_path, status):
+    from bayesprune.runs import RunError, check_resumable
+
+    (tmp_path / "summary.json").write_text(json.dumps({"status": status}))
+    with pytest.raises(RunError, match=f"already ended \\({status}\\)"):
+        check_resumable(tmp_path)
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    check_resumable(tmp_path)
+
+
+def test_a_write_that_fails_before_its_rename_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    # atomic_write fills a temporary and renames it over the file: a disk that fills at the
+    # sync leaves the previous summary as it was, and no temporary behind
+    import errno
+
+    from bayesprune.runs import atomic_write_text
+
+    path = tmp_path / "summary.json"
+    path.write_text('{"status": "running"}')
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        atomic_write_text(path, '{"status": "finished"}')
+    assert path.read_text() == '{"status": "running"}'
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
