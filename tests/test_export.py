@@ -417,3 +417,19 @@ def test_bench_reports_each_networks_own_size_and_times_each_batch(tmp_path, mon
     assert dense["params"] == summary["weights_total"] == 4 * 12 + 12 + 12 * 8 + 8 + 8 * 3 + 3
     assert pruned["bytes"] == (out / "model.pt").stat().st_size < dense["bytes"]
     assert timed == [1, 8]
+
+
+def test_a_summarys_flops_fraction_is_the_pruned_networks_against_its_start(tmp_path):
+    # flops_kept_fraction = MACs of the deployed network / MACs of the network it started as
+    # (a fraction of the weights in its place survived: they differ wherever layers differ)
+    from bayesprune.export import count_macs, load_model
+
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--widths", "12,8", "--no-progress", "--no-report",
+                 "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    start = deterministic_network(GateGuide(GatedMLP(4, (12, 8), 3), HyperPrior()))
+    want = count_macs(load_model(out / "model.pt"), (4,)) / count_macs(start, (4,))
+    assert summary["flops_kept_fraction"] == pytest.approx(want)
+    macs, weights = count_macs(start, (4,)), summary["weights_total"]
+    assert macs != weights  # so the two fractions cannot stand for each other
