@@ -433,3 +433,27 @@ def test_a_summarys_flops_fraction_is_the_pruned_networks_against_its_start(tmp_
     assert summary["flops_kept_fraction"] == pytest.approx(want)
     macs, weights = count_macs(start, (4,)), summary["weights_total"]
     assert macs != weights  # so the two fractions cannot stand for each other
+
+
+def test_bench_latency_is_per_call_and_the_median_of_blocks_that_last(monkeypatch):
+    # the timer divides a block by its calls, each block runs about min_seconds of calls, and
+    # the blocks' median is reported (one slow block, as a busy machine gives, moves nothing)
+    import time
+
+    import bayesprune.bench as bench
+
+    calls = []
+
+    def sleeper(x):
+        calls.append(1)
+        time.sleep(0.002)
+        return x
+
+    ms = bench._latency_ms(sleeper, torch.zeros(1), torch.device("cpu"), 5)
+    assert 1.9 < ms < 6 and len(calls) == 5  # about 2 ms a call, not 10 for the five
+    calls.clear()
+    bench.interleaved_ms({"m": sleeper}, torch.zeros(1), blocks=3, min_seconds=0.02)
+    assert len(calls) >= 6 + 3 * 2  # the warm-up's six, then blocks of several calls each
+    blocks = iter([2.0, 2.0, 2.0, 2.0, 50.0, 2.0, 2.0])  # warm-up, calibration, five blocks
+    monkeypatch.setattr(bench, "_latency_ms", lambda *a: next(blocks))
+    assert bench.interleaved_ms({"m": sleeper}, torch.zeros(1), blocks=5) == {"m": 2.0}
