@@ -457,3 +457,26 @@ def test_bench_latency_is_per_call_and_the_median_of_blocks_that_last(monkeypatc
     blocks = iter([2.0, 2.0, 2.0, 2.0, 50.0, 2.0, 2.0])  # warm-up, calibration, five blocks
     monkeypatch.setattr(bench, "_latency_ms", lambda *a: next(blocks))
     assert bench.interleaved_ms({"m": sleeper}, torch.zeros(1), blocks=5) == {"m": 2.0}
+
+
+def test_a_model_pt_with_another_class_count_is_not_this_runs_network(tmp_path, capsys):
+    # the architecture string shows the hidden widths, not the classes: a 4-12-8 network to 5
+    # classes copied into a 3-class run is told by its outputs, and refused by bench and export
+    from bayesprune.export import architecture
+
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--widths", "12,8", "--no-progress", "--no-report",
+                 "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
+    other = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(4, 12), torch.nn.ReLU(), torch.nn.Linear(12, 8),
+        torch.nn.ReLU(), torch.nn.Linear(8, 5),
+    )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert architecture(other) == summary["architecture"]  # the same string
+    (out / "model.pt").unlink()
+    RunWriter(out).model(other, (4,))
+    capsys.readouterr()
+    for command in (["bench", str(out)], ["export", str(out), "--format", "safetensors"]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert "to 5 classes" in err and "not this run's network" in err, err
