@@ -563,3 +563,25 @@ def test_standardise_feature_is_per_column_and_recorded(tmp_path):
     assert load_npz(tmp_path / "own.npz", "all").meta["normalisation"].get("per_feature") in (
         None, False,
     )  # fmt: skip
+
+
+def test_npz_classes_count_the_test_labels_and_boolean_inputs_are_refused(tmp_path):
+    from bayesprune.data import load_npz
+
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    train, test = np.arange(20) % 3, np.array([0, 1, 2, 3])  # a class only the test set has
+    np.savez(tmp_path / "a.npz", x_train=x, y_train=train, x_test=x[:4], y_test=test)
+    assert load_npz(tmp_path / "a.npz").num_classes == 4
+    np.savez(tmp_path / "b.npz", x_train=x > 0, y_train=train, x_test=x[:4] > 0, y_test=test)
+    with pytest.raises(DataError, match="must hold real numbers"):
+        load_npz(tmp_path / "b.npz")
+
+
+def test_a_relative_data_dir_given_on_resume_is_recorded_absolute(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from bayesprune.runs import run_data_dir
+
+    monkeypatch.chdir(tmp_path)
+    got = run_data_dir(tmp_path / "run", {"data_dir": "/old/own.npz"}, "data/own.npz")
+    assert Path(got).is_absolute() and got == str((tmp_path / "data" / "own.npz").resolve())
