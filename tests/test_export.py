@@ -385,6 +385,22 @@ def test_an_onnx_file_whose_predictions_differ_is_refused_and_not_written(tmp_pa
     assert not (tmp_path / "bad.onnx").exists()
 
 
+def _run_with_model(tmp_path, widths, classes):
+    """A one-epoch teacher run from 4-12-8 whose model.pt is then replaced by a plain MLP of
+    ``widths`` to ``classes`` outputs (another run's network, or a narrower one)."""
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--widths", "12,8", "--no-progress", "--no-report",
+                 "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
+    sizes = (4, *widths)
+    layers = [torch.nn.Flatten()]
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], classes))
+    (out / "model.pt").unlink()
+    RunWriter(out).model(net, (4,))
+    return out, net
+
+
 def test_bench_reports_each_networks_own_size_and_times_each_batch(tmp_path, monkeypatch):
     # a run whose model.pt is narrower than its start (4-6-4 of 4-12-8): parameters and bytes
     # are each network's own, and every batch size is timed at its size (the CLI test's short
@@ -392,15 +408,7 @@ def test_bench_reports_each_networks_own_size_and_times_each_batch(tmp_path, mon
     import bayesprune.bench as bench
     from bayesprune.export import architecture, count_weights
 
-    out = tmp_path / "run"
-    assert main(["train", "--epochs", "1", "--widths", "12,8", "--no-progress", "--no-report",
-                 "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
-    narrow = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4),
-        torch.nn.ReLU(), torch.nn.Linear(4, 3),
-    )  # fmt: skip
-    (out / "model.pt").unlink()
-    RunWriter(out).model(narrow, (4,))
+    out, narrow = _run_with_model(tmp_path, (6, 4), 3)
     summary = json.loads((out / "summary.json").read_text())
     summary["architecture"] = architecture(narrow)
     (out / "summary.json").write_text(json.dumps(summary))
@@ -464,17 +472,9 @@ def test_a_model_pt_with_another_class_count_is_not_this_runs_network(tmp_path, 
     # classes copied into a 3-class run is told by its outputs, and refused by bench and export
     from bayesprune.export import architecture
 
-    out = tmp_path / "run"
-    assert main(["train", "--epochs", "1", "--widths", "12,8", "--no-progress", "--no-report",
-                 "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
-    other = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(4, 12), torch.nn.ReLU(), torch.nn.Linear(12, 8),
-        torch.nn.ReLU(), torch.nn.Linear(8, 5),
-    )  # fmt: skip
+    out, other = _run_with_model(tmp_path, (12, 8), 5)
     summary = json.loads((out / "summary.json").read_text())
     assert architecture(other) == summary["architecture"]  # the same string
-    (out / "model.pt").unlink()
-    RunWriter(out).model(other, (4,))
     capsys.readouterr()
     for command in (["bench", str(out)], ["export", str(out), "--format", "safetensors"]):
         assert main(command) == 2, command

@@ -368,18 +368,24 @@ def test_repeated_tests_keep_the_level_of_one():
     assert spent <= alpha and spent == pytest.approx(alpha, rel=1e-3)
 
 
-def test_a_unit_proposed_again_faces_a_stricter_test(monkeypatch):
-    """A move the first test accepts is refused once its unit has been tested often: the data
-    term's change is pinned to mean 0, standard error 0.1 (per example), and the price per
-    example is set between z_1·0.1 and z_10·0.1."""
+def _pinned_moves(monkeypatch):
+    """An MLP's merge moves with the data term's change pinned to mean 0, standard error 0.1
+    (per example), and every fc2 unit's price 0.3 nats (nothing else costs: -ΔP/N = 0.3),
+    between z_1·0.1 and z_10·0.1."""
     net = _network("mlp")
     x = _inputs(net)
     y = _fitted(net, x)
     guide, moves = _moves(net, num_data=1)
     monkeypatch.setattr(moves, "_moments", lambda diff: (0.0, 1.0, 100))
-    # the price of every unit of fc2 is 0.3 nats, nothing else costs: -ΔP/N = 0.3
     monkeypatch.setattr(moves, "_prior", lambda gates: float(gates["fc2"].sum()) * 0.3)
     assert moves.z(1) * 0.1 < 0.3 < moves.z(10) * 0.1
+    return net, x, y, guide, moves
+
+
+def test_a_unit_proposed_again_faces_a_stricter_test(monkeypatch):
+    """A move the first test accepts is refused once its unit has been tested often
+    (statistics pinned: :func:`_pinned_moves`)."""
+    net, x, y, guide, moves = _pinned_moves(monkeypatch)
     ids = guide.unit_ids("fc2").tolist()
     for uid in ids:
         moves.tests[("fc2", uid)] = 9  # the next test is each unit's tenth
@@ -400,12 +406,7 @@ def test_a_unit_proposed_again_faces_a_stricter_test(monkeypatch):
 def test_a_units_tests_follow_it_through_the_removal_of_others(monkeypatch):
     """Eq. (14a) spends a level per unit, by its original id: once a unit before it has been
     removed, its index changes and its count must not (statistics pinned as above)."""
-    net = _network("mlp")
-    x = _inputs(net)
-    y = _fitted(net, x)
-    guide, moves = _moves(net, num_data=1)
-    monkeypatch.setattr(moves, "_moments", lambda diff: (0.0, 1.0, 100))
-    monkeypatch.setattr(moves, "_prior", lambda gates: float(gates["fc2"].sum()) * 0.3)
+    net, x, y, guide, moves = _pinned_moves(monkeypatch)
     first, *tested, fresh = guide.unit_ids("fc2").tolist()
     for uid in (first, *tested):
         moves.tests[("fc2", uid)] = 9  # their next test is the tenth: refused
