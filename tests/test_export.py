@@ -480,3 +480,38 @@ def test_a_model_pt_with_another_class_count_is_not_this_runs_network(tmp_path, 
         assert main(command) == 2, command
         err = capsys.readouterr().err
         assert "to 5 classes" in err and "not this run's network" in err, err
+
+
+def test_bench_channels_last_times_both_convolutional_networks_on_channels_last_inputs(
+    tmp_path, monkeypatch
+):
+    # --memory-format channels-last: the networks' 4-d weights and the input batch in NHWC (an
+    # input left contiguous would time a layout conversion in every call instead)
+    import numpy as np
+
+    import bayesprune.bench as bench
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(240, 2, 28, 28)).astype(np.float32)  # 2 channels: 1 is both
+    labels = images[:, 0, :, :9].mean((1, 2)).argsort().argsort() * 3 // 240  # learnable
+    np.savez(tmp_path / "img.npz", x_train=images[:200], y_train=labels[:200],
+             x_test=images[200:], y_test=labels[200:])  # fmt: skip
+    out = tmp_path / "run"
+    status = main(["train", "--dataset", "npz", "--data-dir", str(tmp_path / "img.npz"),
+                   "--arch", "lenet5", "--width-mult", "0.2", "--epochs", "3", "--no-progress",
+                   "--no-report", "--out", str(out), "--threads", "1"])  # fmt: skip
+    assert status in (0, 3) and (out / "model.pt").is_file()  # (what it learnt is not the point)
+    seen = []
+
+    def clock(models, x, blocks=7, min_seconds=0.05):
+        convs = [m for net in models.values() for m in net.modules()
+                 if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+        seen.append((x.is_contiguous(memory_format=torch.channels_last),
+                     all(c.weight.is_contiguous(memory_format=torch.channels_last)
+                         for c in convs), len(convs)))  # fmt: skip
+        return {name: 1.0 for name in models}
+
+    monkeypatch.setattr(bench, "interleaved_ms", clock)
+    bench.bench_run(out, batches=(4,), write=False, memory_format="channels-last")
+    bench.bench_run(out, batches=(4,), write=False)
+    assert seen == [(True, True, 4), (False, False, 4)]  # two convolutions in each network
