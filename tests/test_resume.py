@@ -472,3 +472,21 @@ def test_a_write_that_fails_before_its_rename_leaves_the_old_file_whole(tmp_path
     assert path.read_text() == '{"status": "running"}'
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
+
+
+def test_resume_takes_the_newest_checkpoint_whichever_file_holds_it(tmp_path):
+    # a last.pt left by an earlier interruption can be older than the epoch checkpoints written
+    # after a resume: the newest by step is taken, not the first file found
+    import shutil
+
+    from bayesprune.cli import main
+    from bayesprune.runs import latest_state
+
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--widths", "6,4", "--no-progress", "--no-report",
+                 "--out", str(out), "--threads", "1"]) == 0  # fmt: skip
+    folder = out / "checkpoints"
+    shutil.copy(folder / "epoch_001.pt", folder / "last.pt")
+    state, path = latest_state(out)
+    assert path.name == "epoch_002.pt"
+    assert state["step"] == torch.load(folder / "epoch_002.pt", weights_only=False)["step"]
