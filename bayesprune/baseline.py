@@ -20,10 +20,8 @@ from bayesprune.inference.projected_sgd import multi_tensor
 from bayesprune.loop import (
     batches,
     evaluate,
-    global_rng_state,
     keeps_global_rng,
     lr_schedule,
-    set_global_rng_state,
     steps_per_epoch,
     synchronize,
 )
@@ -367,6 +365,7 @@ def train_twin(twin: Twin, progress: bool = False) -> dict:
     return result
 
 
+@keeps_global_rng
 def dense_twin(
     run_dir: str | Path,
     device: str | None = None,
@@ -376,12 +375,11 @@ def dense_twin(
     """Train the dense twin of a command-line run and compare (``bayesprune baseline
     RUN_DIR``): :func:`prepare_twin`, then :func:`train_twin`. The thread count (set to the
     run's) and the random streams are the caller's again when it returns."""
-    threads_before, state = torch.get_num_threads(), global_rng_state()
+    threads_before = torch.get_num_threads()
     try:
         return train_twin(prepare_twin(run_dir, device, threads), progress)
     finally:
         torch.set_num_threads(threads_before)
-        set_global_rng_state(state)
 
 
 def write_baseline(run_dir: str | Path, result: dict) -> Path:
