@@ -724,7 +724,6 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
 def resume(args, given: dict | None = None) -> int:
     """Continue an interrupted run from its newest complete checkpoint (``given``: settings
     named on the command line beside ``--resume``, refused where they differ from the run's)."""
-
     out = Path(args.resume)
     raw = read_config(out)
     if process_rank() == 0:  # refused while another process writes the run (in a data-
@@ -821,7 +820,6 @@ def _resume_threads(args, recorded) -> None:
     says otherwise: a merge round's large products are split across threads, and with another
     count they round differently, so the run would part from the uninterrupted one in the last
     bits (docs/method.md §6zm). A different ``--threads`` is honoured, with a note."""
-
     if not isinstance(recorded, int) or isinstance(recorded, bool) or recorded < 1:
         return  # a run recorded before the thread count was
     if args.threads is None:
@@ -866,7 +864,6 @@ def _refuse_out_of_memory(what: str):
 def _out_of_memory(err: BaseException) -> bool:
     """Whether an error is an allocation that failed (a GPU's out-of-memory error, the CPU
     allocator's refusal), and not another error that mentions memory."""
-
     if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
         return True
     return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
@@ -984,7 +981,6 @@ def export(args) -> int:
 
 
 def bench(args) -> int:
-
     _model_path(args.run_dir, "bench")
     torch.set_num_threads(args.threads)
     device = str(_device(args.device, "to bench on"))  # cuda:N stays cuda:N

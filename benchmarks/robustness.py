@@ -51,9 +51,9 @@ def main() -> None:
         help="each run on its seed's fixed subset of this many examples",
     )  # fmt: skip
     parser.add_argument("--arch", choices=("mlp", "lenet5"), default="mlp")
+    flags = [g.replace(" ", "-") for g in BOUNDS]  # (the records name them with a space)
     parser.add_argument(
-        "--groups", nargs="+", choices=[g.replace(" ", "-") for g in BOUNDS],
-        default=[g.replace(" ", "-") for g in BOUNDS],
+        "--groups", nargs="+", choices=flags, default=flags,
         help="which of the three groups of runs (5 seeds; starts ×1, ×2, ×4; three inits)",
     )  # fmt: skip
     args = parser.parse_args()
