@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 
 BAYESPRUNE = Path(sys.executable).with_name("bayesprune")
 EXPECTED = {0: "finished", 2: "refused", 3: "collapsed"}
@@ -164,7 +164,7 @@ def fuzz_parser(doc: str, seed: int, count: int, name: str) -> argparse.Argument
     parser = argparse.ArgumentParser(description=description(doc))
     parser.add_argument("--seed", type=seed_type, default=seed)
     parser.add_argument("--count", type=int, default=count)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=positive(int), default=2)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--name", default=name)
     parser.add_argument("--results-dir", type=Path, help="write the JSON there instead")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 from robustness_matrix import add_overrides_option, parse_overrides  # noqa: E402
 
 
@@ -273,7 +273,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--sizes", nargs="+", type=int, default=[3_000, 10_000, 60_000])
     parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--widths", default="300,100")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")

@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, commit, output_dir, render_readme  # noqa: E402
+from common import RESULTS, commit, output_dir, positive, render_readme  # noqa: E402
 
 SAMPLE = 10_000
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--steps", default="300,1000", help="probe steps (pruning checks)")
     parser.add_argument("--window", type=float, default=10_000, help="examples averaged")
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=positive(int), default=2)
     args = parser.parse_args()
     modes = ("probe", "average") if args.mode == "both" else (args.mode,)
     lrs = [float(v) for v in args.lrs.split(",")]

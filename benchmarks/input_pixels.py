@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
     CASES,
     cell_config,
@@ -140,7 +140,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--cells", nargs="*", default=["mlp-n60k", "mlp-lr3e-4"])
     parser.add_argument("--keep", nargs="*", type=float, default=[0.75, 0.5])
     parser.add_argument("--seeds", nargs="*", type=seed_type, default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     parser.add_argument("--select", choices=("variance", "evidence"), default="variance")
     parser.add_argument("--name", default="input_pixels")
     args = parser.parse_args(argv)

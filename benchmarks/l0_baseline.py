@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, existing_file, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, existing_file, positive, seed_type, write  # noqa: E402
 from robustness_matrix import CASES, add_cells_option  # noqa: E402
 
 LIMIT_A, LIMIT_B, BETA, EPS = -0.1, 1.1, 2.0 / 3.0, 1e-6  # the paper's stretch and temperature
@@ -433,7 +433,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0, 1])
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.1])
     parser.add_argument("--gate-lrs", nargs="+", type=float, default=[1e-3])
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time, 1 thread each")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time, 1 thread each"
+    )
     parser.add_argument(
         "--bayesprune-from",
         nargs="*",

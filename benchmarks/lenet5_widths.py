@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import description, mean_nll, seed_type  # noqa: E402
+from common import description, mean_nll, positive, seed_type  # noqa: E402
 from second_layer_widths import run_sweep, weight_price  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--train-subset", type=int, default=10_000)
     parser.add_argument("--seeds", type=seed_type, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=positive(int), default=2)
     parser.add_argument(
         "--at", type=int, nargs="*", default=[], help="steps at which to measure the data term too"
     )

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import RESULTS, commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 
 CHECKS = (400, 1200, 6000)  # steps at batch 100; at another batch the same examples seen
 CHECK_EXAMPLES = tuple(100 * c for c in CHECKS)
@@ -142,7 +142,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
     parser.add_argument("--seeds", type=seed_type, nargs="+", default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=positive(int), default=2)
     parser.add_argument("--batch", type=int, default=100, help="the dense network's batch size")
     parser.add_argument("--name", default="lr_units", help="results/<name>.json")
     parser.add_argument(

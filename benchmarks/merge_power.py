@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 from robustness_matrix import CASES, cell_config, cell_data, cell_network  # noqa: E402
 
 CELLS = [
@@ -118,7 +118,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--cells", nargs="+", default=CELLS)
     parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0])
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     parser.add_argument("--name", default="merge_power")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
     args = parser.parse_args(argv)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 
 HALF = 30_000  # examples fitting the reconstructions; the rest (30,000) measure the moves
 Z1 = 2.28  # z of a unit's first merge test (Eq. (14a))
@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
         "--runs", nargs="+", default=["0.5:4096:3e-3", "1:4096:3e-3", "2:4096:3e-3", "1:100:1e-3"]
     )
     parser.add_argument("--seed", type=seed_type, default=0)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=positive(int), default=2)
     args = parser.parse_args(argv)
     jobs = []
     for spec in args.runs:

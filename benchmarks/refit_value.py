@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
     CASES,
     cell_config,
@@ -173,7 +173,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--cells", nargs="+", default=["mlp-n60k", "lenet5-n60k"])
     parser.add_argument("--seed", type=seed_type, default=0)
     parser.add_argument("--examples", type=int, default=10000, help="training examples used")
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     parser.add_argument("--name", default="refit_value")
     args = parser.parse_args(argv)
     unknown = [c for c in args.cells if c not in CASES]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 
 SAMPLE = 10_000
 
@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--mults", type=float, nargs="+", default=[1.0, 2.0])
     parser.add_argument("--batches", type=int, nargs="+", default=[100, 256])
     parser.add_argument("--seed", type=seed_type, default=0)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=positive(int), default=2)
     args = parser.parse_args(argv)
     jobs = [(mult, batch, args.seed) for mult in args.mults for batch in args.batches]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

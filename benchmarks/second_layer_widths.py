@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, mean_nll, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, mean_nll, positive, seed_type, write  # noqa: E402
 
 PRICE_60K = 4.8e-7  # one live weight's price per example at τ(60,000) (profile_value.py)
 
@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
         default=None,
         help="per weight and example (default 4.8e-7 × (60,000 / N)^½)",
     )
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=positive(int), default=2)
     args = parser.parse_args(argv)
     n = {"fashion-mnist": 60_000, "teacher": 20_000}[args.dataset]
     n = n if args.train_subset is None else args.train_subset

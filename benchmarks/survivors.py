@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 from robustness_matrix import add_overrides_option, parse_overrides  # noqa: E402
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -138,7 +138,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--widths", default=None, help="e.g. 600,200 (default: the arch's)")
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0])
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     add_overrides_option(parser)
     parser.add_argument("--name", required=True, help="results/<name>.json")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")

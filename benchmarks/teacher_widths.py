@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, seed_type, write  # noqa: E402
+from common import commit, cpu_model, positive, seed_type, write  # noqa: E402
 
 DENSE_WIDTHS = [(300, 100), (32, 16), (49, 7), (20, 10), (10, 5)]
 STARTS = [(300, 100), (32, 16)]
@@ -63,7 +63,7 @@ def run(kind: str, widths: tuple[int, ...], epochs: int, seed: int, tau: float |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=seed_type, nargs="+", default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2, help="processes (1 thread each)")
+    parser.add_argument("--jobs", type=positive(int), default=2, help="processes (1 thread each)")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--name", default="teacher_widths")
     args = parser.parse_args()

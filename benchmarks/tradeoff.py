@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, figure_dir, narrowed, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, figure_dir, narrowed, positive, seed_type, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
     add_cells_option,
     cell_data,
@@ -180,7 +180,9 @@ def main(argv=None) -> dict:
     add_cells_option(parser, "mlp-n60k", single=True)
     parser.add_argument("--scales", nargs="+", type=float, default=[0.25, 0.5, 1.0, 2.0, 4.0])
     parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     parser.add_argument("--name", default=None, help="results/<name>.json (tradeoff_<case>)")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
 from robustness_matrix import CASES, cell_config, cell_data, cell_network  # noqa: E402
 
 
@@ -81,7 +81,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--cells", nargs="*", default=["mlp-n60k", "lenet5-n10k"])
     parser.add_argument("--seed", type=seed_type, default=0)
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     parser.add_argument("--name", default="unit_redundancy")
     args = parser.parse_args(argv)
     for case in args.cells:

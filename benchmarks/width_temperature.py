@@ -40,6 +40,7 @@ from common import (  # noqa: E402
     description,
     figure_dir,
     output_dir,
+    positive,
     seed_type,
     write,
 )
@@ -146,7 +147,9 @@ def plot(result: dict, path: Path) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--seeds", nargs="+", type=seed_type, default=[0, 1])
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time (1 thread each)")
+    parser.add_argument(
+        "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
+    )
     parser.add_argument(
         "--plot-only",
         action="store_true",

@@ -1458,3 +1458,25 @@ def test_inference_times_and_sizes_the_exported_files(tmp_path):
     from bayesprune.export import load_model
 
     torch.testing.assert_close(loaded(x), load_model(out / "model.pt")(x))
+
+
+JOBS_SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if '"--jobs"' in p.read_text())
+
+
+@pytest.mark.parametrize("name", JOBS_SCRIPTS)
+def test_every_script_refuses_a_job_count_below_one(name, monkeypatch, capsys, tmp_path):
+    # --jobs 0 ran everything in one process without a word in some scripts and gave
+    # ProcessPoolExecutor's traceback in others
+    monkeypatch.setenv("BAYESPRUNE_RESULTS_DIR", str(tmp_path))  # a script that runs writes there
+    script = _script(name)
+    monkeypatch.setattr("sys.argv", [f"{name}.py", "--jobs", "0"])
+    takes_argv = "argv" in script.main.__code__.co_varnames
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--jobs", "0"]) if takes_argv else script.main()
+    assert stop.value.code == 2
+    assert "argument --jobs: must be positive" in capsys.readouterr().err
+
+
+def test_the_job_count_check_covers_every_script_that_runs_processes():
+    # the parametrised test above passes vacuously if the glob finds nothing
+    assert len(JOBS_SCRIPTS) >= 21 and {"robustness_matrix", "tradeoff"} <= set(JOBS_SCRIPTS)
