@@ -1182,3 +1182,38 @@ def test_a_file_system_without_flock_runs_unlocked_as_before(tmp_path, monkeypat
     assert main(["train", *QUICK, "--no-report", "--out", str(out)]) in (0, 3)
     assert json.loads((out / "summary.json").read_text())["status"] in ("finished", "collapsed")
     assert "being written by another" not in capsys.readouterr().err
+
+
+def test_a_seed_numpy_cannot_take_is_refused_as_one_line_before_anything_is_written(
+    tmp_path, capsys
+):
+    """Seeds are 0 .. 2^32 - 1 (numpy's). 2^32 passing the check would fail deep inside the
+    run (np.random.seed), a traceback after the run directory was made."""
+    from bayesprune.config import TrainConfig
+
+    with pytest.raises(ValueError, match="seed"):
+        TrainConfig(seed=2**32)
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1  # the largest is taken
+    out = tmp_path / "run"
+    args = ["train", "--epochs", "1", "--widths", "4,3", "--no-progress", "--no-report"]
+    assert main([*args, "--seed", str(2**32), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bayesprune: error:") and "seed" in err[0], err
+    assert not out.exists()
+
+
+def test_numpy_numbers_in_a_config_become_pythons_and_the_run_records_them(tmp_path):
+    """A sweep over np.arange gives numpy numbers: TrainConfig makes them Python's, which
+    config.json (json) and random.seed take."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    config = TrainConfig(epochs=np.int64(1), seed=np.int64(3), lr=np.float64(1e-3))
+    assert type(config.epochs) is int and type(config.seed) is int and type(config.lr) is float
+    data = make_teacher(num_train=200, num_test=50)
+    torch.manual_seed(3)
+    net = GatedMLP(data.in_features, (4, 3), data.num_classes)
+    Trainer(net, data, config, out=tmp_path / "run").fit(progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 3

@@ -369,3 +369,24 @@ def test_the_other_panels_plot_the_run_s_own_numbers(run, inspected):
     counts = sum(patch.get_height() for patch in ax.patches)
     starting = sum(int(inspected.constant_data[f"{n}_initial_width"]) for n in ("fc1", "fc2"))
     assert counts == starting
+
+
+def test_gates_at_one_half_are_survivors_in_inspect_as_in_the_deployed_network(
+    tmp_path, monkeypatch
+):
+    """inspect's survivors are the deployed network's units (θ ≥ ½, as GateGuide.mode_mask and
+    model.pt), θ exactly ½ included: with θ never moved from --init-theta 0.5, model.pt keeps
+    every unit and survivors.csv lists every one."""
+    import pandas as pd
+
+    from bayesprune.inference.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "warmed_up", lambda self, *args: False)  # θ never moves: ½
+    out = tmp_path / "run"
+    argv = ["train", "--epochs", "1", "--widths", "5,3", "--no-progress", "--threads", "1",
+            "--init-theta", "0.5", "--out", str(out)]  # fmt: skip  (with the report: inspect)
+    assert main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["widths"] == [5, 3]
+    table = pd.read_csv(out / "inspect" / "survivors.csv", index_col=0)
+    for layer, width in (("fc1", 5), ("fc2", 3)):
+        assert table.index.str.startswith(f"{layer}_theta[").sum() == width, list(table.index)
