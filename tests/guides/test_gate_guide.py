@@ -44,3 +44,37 @@ def test_guide_rejects_bad_settings():
         GateGuide(net, HyperPrior(), weights="laplace")
     with pytest.raises(ValueError, match="init_theta must lie in"):
         GateGuide(net, HyperPrior(), init_theta=0.0)
+
+
+def test_a_unit_at_theta_one_half_stays_in_the_posterior_mode():
+    """mode_mask: θ_s ≥ ½ keeps the unit (a tie stays, docs of GateGuide.mode_mask)."""
+    net = GatedMLP(4, (3,), 2)
+    guide = GateGuide(net, HyperPrior(), init_theta=0.5)
+    guide.set_gate_probs("fc1", [0.5, 0.4999, 1.0])
+    assert guide.mode_gates()["fc1"].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_set_gate_probs_projects_the_storage_so_an_endpoint_gate_gets_its_gradient():
+    """θ set outside [0, 1] is projected (stored at 0 or 1), so a gate set to 0 still receives
+    its evidence (the clip's gradient passes at the end points, not beyond them)."""
+    torch.set_num_threads(1)
+    net = GatedMLP(4, (3,), 2)
+    guide = GateGuide(net, HyperPrior())
+    guide.set_gate_probs("fc1", [-0.2, 0.4, 1.7])
+    (storage,) = guide.theta_parameters(["fc1"])
+    assert storage.detach().tolist() == pytest.approx([0.0, 0.4, 1.0])
+    (guide.gate_probs("fc1") * torch.tensor([-1.0, -1.0, 1.0])).sum().backward()
+    assert storage.grad.tolist() == [-1.0, -1.0, 1.0]  # every gate moves, the ends included
+
+
+def test_gaussian_weight_posterior_has_the_initial_standard_deviation():
+    """init_sigma is q(w)'s standard deviation: the guide's weight draws spread by it."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = GatedMLP(30, (40,), 2)
+    guide = GateGuide(net, HyperPrior(), weights="gaussian", init_sigma=0.05)
+    x = torch.randn(2, 30)
+    with pyro.validation_enabled(False):
+        w = poutine.trace(guide).get_trace(x).nodes["fc1.weight"]["value"]
+    spread = (w - net.augmented("fc1")).detach().std()
+    assert float(spread) == pytest.approx(0.05, rel=0.05)  # 1240 draws

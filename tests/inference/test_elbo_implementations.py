@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bayesprune.guides import GateGuide
-from bayesprune.inference import GatedELBO
+from bayesprune.inference import GatedELBO, update_slab_variances
 from bayesprune.inference.elbo_fast import point_mass_prior
 from bayesprune.inference.pruning import PruneMessenger
 from bayesprune.models import GatedMLP, GatedModel, GatedNet, HyperPrior
@@ -178,3 +178,30 @@ def test_vertex_pricing_is_refused_where_no_unit_pays_for_the_weights_it_feeds()
     elbo.vertex = lambda: {net.gated[1]: torch.ones(5, dtype=torch.bool)}
     with pytest.raises(ValueError, match="coupled posterior"):
         elbo.loss(model, guide, x, y)
+
+
+def test_fast_loss_equals_traced_loss_after_the_slab_variances_change():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = GatedMLP(7, (6, 5), 3)
+    torch.nn.init.normal_(net.layers["out"].weight)
+    hyper = HyperPrior(temperature=0.3)
+    guide, model = GateGuide(net, hyper, init_theta=0.6), GatedModel(net, hyper)
+    x, y = torch.randn(11, 7), torch.randint(0, 3, (11,))
+
+    def losses():
+        out = []
+        for implementation in ("fast", "traced"):
+            pyro.set_rng_seed(5)
+            with pyro.validation_enabled(False):
+                out.append(GatedELBO("secant", implementation=implementation).loss(
+                    model, guide, x, y, num_data=110))
+        return out
+
+    fast, traced = losses()  # fills the cache
+    assert fast == pytest.approx(traced, rel=1e-5)
+    update_slab_variances(guide, hyper)  # σ̂₁² of every layer moves
+    guide.set_slab_var("fc1", guide.slab_var("fc1") * 3.0)
+    fast2, traced2 = losses()
+    assert traced2 != pytest.approx(traced, rel=1e-3)  # the hyper-prior term did change
+    assert fast2 == pytest.approx(traced2, rel=1e-5)

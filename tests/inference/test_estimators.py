@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from bayesprune.guides import GateGuide
 from bayesprune.inference import GatedELBO
-from bayesprune.models import GatedMLP, GatedModel, HyperPrior
+from bayesprune.models import GatedMLP, GatedModel, GatedNet, HyperPrior
 
 B = 24
 
@@ -157,3 +157,63 @@ def test_secant_curvature_reruns_only_the_examples_whose_drawn_label_differs():
         assert a.abs().max() > 1e-3  # gradients that can tell the two apart
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
     assert _rerun(GatedMLP(784, [8, 4], 10), torch.randn(2, 784)) is None  # no convolution
+
+
+def _scaled_setup(net_fn=lambda: GatedMLP(5, (6, 4), 3), shape=(5,)):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = net_fn()
+    torch.nn.init.normal_(net.layers["out"].weight)
+    hyper = HyperPrior(temperature=0.3)
+    guide, model = GateGuide(net, hyper, init_theta=0.6), GatedModel(net, hyper)
+    x, y = torch.randn(10, *shape), torch.randint(0, 3, (10,))
+    return net, guide, model, x, y
+
+
+def test_score_estimator_gradient_scales_with_num_data():
+    """The score estimator's θ-gradient is N/B Σ_n (ℓ_n − b_n) ∂log q/∂θ: ten times N, ten
+    times the gradient, for the same draws."""
+    net, guide, model, x, y = _scaled_setup()
+    grads = {}
+    for num_data in (10, 100):
+        pyro.set_rng_seed(3)
+        with pyro.validation_enabled(False):
+            grads[num_data] = GatedELBO("score").data_gate_gradients(
+                model, guide, x, y, num_data=num_data)
+    for name in net.gated:
+        assert grads[10][name].abs().max() > 1e-3
+        torch.testing.assert_close(grads[100][name], 10 * grads[10][name], rtol=1e-4, atol=1e-6)
+
+
+def _batch_norm_net():
+    return GatedNet((1, 6, 6), [("conv", 4, 3, 1), ("pool",), ("fc", 5)], 3, batch_norm=True)
+
+
+def test_secant_curvature_with_batchnorm_is_the_full_batch_one():
+    """With BatchNorm a part of the batch is not that part of the batch's pass: ĝ given the
+    labels must equal ĝ from the whole batch (and leave the running statistics alone)."""
+    from bayesprune.inference.elbo import _rerun, sample_labels, sampled_label_gate_grads
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = _batch_norm_net().train()
+    torch.nn.init.normal_(net.layers["out"].weight)
+    x = torch.randn(10, 1, 6, 6)
+    gates = {n: torch.bernoulli(torch.full((10, net.width(n)), 0.7)).requires_grad_(True)
+             for n in net.gated}  # fmt: skip
+    leaves = list(gates.values())
+    logits = net(x, gates=gates)
+    torch.manual_seed(1)
+    labels = sample_labels(logits)
+    labels[[2, 5]] = (labels[[2, 5]] + 1) % 3  # two of ten differ from the draw
+    scale = 7.5
+    (scale * F.cross_entropy(logits, labels, reduction="sum")).backward(retain_graph=True)
+    torch.manual_seed(1)
+    full = sampled_label_gate_grads(logits, leaves)
+    mean = net.norms["conv1"].running_mean.clone()
+    torch.manual_seed(1)
+    part = sampled_label_gate_grads(logits, leaves, labels, _rerun(net, x), scale)
+    assert torch.equal(net.norms["conv1"].running_mean, mean)
+    for a, b in zip(full, part, strict=True):
+        assert a.abs().max() > 1e-3
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

@@ -10,6 +10,7 @@ from bayesprune.guides import GateGuide
 from bayesprune.inference import GatedELBO
 from bayesprune.inference.trainer import Trainer
 from bayesprune.models import GatedMLP, GatedModel, GatedNet, HyperPrior
+from tests.inference.test_estimators import _batch_norm_net, _scaled_setup
 
 
 def _fitted(conv=False, steps=150):
@@ -111,3 +112,34 @@ def test_the_command_line_refuses_held_out_evidence_it_cannot_measure(tmp_path, 
         assert "--evidence held-out" in err
         if extra[0] != "--strategy":  # the line names the setting it cannot measure with
             assert f"not with {extra[0]} {extra[1]}:" in err, err
+
+
+def test_held_out_evidence_scales_with_num_data():
+    """Eq. (9h): the held-out secant is scaled to the N training examples like the data term."""
+    net, guide, model, x, y = _scaled_setup()
+    xh, yh = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    elbo = GatedELBO("secant")
+    elbo.evidence_batch = lambda: (xh, yh)
+    with pyro.validation_enabled(False):
+        terms = elbo._evaluate(model, guide, x, y, num_data=100)
+    out = {}
+    for num_data in (8, 80):
+        pyro.set_rng_seed(4)
+        out[num_data] = elbo.held_out_evidence(guide, terms, num_data)
+    for name in net.gated:
+        assert out[8][name].abs().max() > 1e-3
+        torch.testing.assert_close(out[80][name], 10 * out[8][name], rtol=1e-4, atol=1e-6)
+
+
+def test_held_out_evidence_leaves_batchnorm_running_statistics_alone():
+    net, guide, model, x, y = _scaled_setup(_batch_norm_net, (1, 6, 6))
+    net.train()
+    xh, yh = torch.randn(8, 1, 6, 6) + 3.0, torch.randint(0, 3, (8,))
+    elbo = GatedELBO("secant")
+    elbo.evidence_batch = lambda: (xh, yh)
+    with pyro.validation_enabled(False):
+        terms = elbo._evaluate(model, guide, x, y, num_data=100)
+    norm = net.norms["conv1"]
+    mean, var = norm.running_mean.clone(), norm.running_var.clone()
+    elbo.held_out_evidence(guide, terms, 100)
+    assert torch.equal(norm.running_mean, mean) and torch.equal(norm.running_var, var)

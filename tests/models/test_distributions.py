@@ -68,3 +68,13 @@ def test_flattening_is_flat_on_the_closed_cube():
     assert flat.log_prob(torch.tensor([0.0, 1.01, 0.3])).item() == -math.inf
     assert flat.log_prob(torch.tensor([-1e-3, 0.5, 0.3])).item() == -math.inf
     assert flat.sample((7,)).shape == (7, 3)
+
+
+def test_gsm_prior_samples_have_the_slab_scale_where_pi_is_one_and_spike_where_zero():
+    """GaussianScaleMixture.sample (the prior predictive): π_s = 1 rows ~ N(0, σ₁²), π_s = 0 rows
+    ~ N(0, σ₀²)."""
+    torch.manual_seed(0)
+    gsm = GaussianScaleMixture(torch.tensor([1.0, 0.0]), torch.tensor(0.1), torch.tensor(2.0), 500)
+    draws = gsm.sample((20,))  # (20, 2, 500)
+    assert float(draws[:, 0].std()) == pytest.approx(2.0, rel=0.03)
+    assert float(draws[:, 1].std()) == pytest.approx(0.1, rel=0.03)

@@ -28,12 +28,16 @@ def _set_theta(guide, layer, index, value):
 
 
 def _prepared(make, weights):
-    """A network with non-trivial BatchNorm statistics and affine parameters, and its guide."""
+    """A network with non-trivial BatchNorm statistics and affine parameters, and its guide.
+
+    The classifier starts at 0 (its outputs would be 0 before and after any removal, which
+    compared nothing); it is drawn here so that the outputs read every unit."""
     torch.manual_seed(0)
     net = make()
     guide = GateGuide(net, HyperPrior(), weights=weights)
     x = torch.randn(16, *net.in_shape)
     with torch.no_grad():
+        torch.nn.init.normal_(net.layers["out"].weight)
         for norm in net.norms.values():
             norm.weight.uniform_(0.5, 1.5)
             norm.bias.uniform_(-0.5, 0.5)
@@ -61,6 +65,7 @@ def test_removing_a_zero_gate_unit_keeps_outputs(scenario, weights):
         _set_theta(guide, layer, 1, 0.0)
     nxt = net.next_layer(layer)
     before = _gated_output(net, guide, x)
+    assert before.abs().max() > 1e-2  # outputs that tell a wrong slice apart
     width, fan_in = net.width(layer), net.fan_in(layer)
     fan_out, block = net.width(nxt), net.blocks[nxt]
     count = count_weights(net)
