@@ -217,3 +217,21 @@ def test_secant_curvature_with_batchnorm_is_the_full_batch_one():
     for a, b in zip(full, part, strict=True):
         assert a.abs().max() > 1e-3
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_the_score_estimators_baseline_leaves_each_example_out_on_a_batch_of_two(tiny):
+    """On two examples the baseline that includes the example itself halves every draw
+    ((ℓ_0 − ℓ_1)/2 where leave-one-out gives ℓ_0 − ℓ_1), a bias of 1/B that a batch of 24 hides
+    under its noise; here the mean must be the enumerated gradient, not half of it."""
+    net, guide, model, x, y = tiny
+    x, y = x[:2], y[:2]
+    truth = exact_gradient(net, guide, x, y)
+    elbo = GatedELBO(estimator="score", implementation="traced")
+    pyro.set_rng_seed(0)
+    with pyro.validation_enabled(False):
+        draws = [elbo.data_gate_gradients(model, guide, x, y, num_data=2) for _ in range(4000)]
+    samples = torch.stack([torch.cat([g[n] for n in net.gated]) for g in draws])
+    mean, se = samples.mean(0), samples.std(0) / len(samples) ** 0.5
+    assert torch.all((mean - truth).abs() <= 4 * se + 1e-3), (mean, truth, se)
+    resolved = truth.abs() > 8 * se  # where half the truth lies outside the band above
+    assert resolved.sum() >= 2, (truth, se)
