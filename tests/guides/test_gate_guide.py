@@ -78,3 +78,13 @@ def test_gaussian_weight_posterior_has_the_initial_standard_deviation():
         w = poutine.trace(guide).get_trace(x).nodes["fc1.weight"]["value"]
     spread = (w - net.augmented("fc1")).detach().std()
     assert float(spread) == pytest.approx(0.05, rel=0.05)  # 1240 draws
+
+
+def test_theta_assigned_through_pyro_is_stored_projected():
+    """PyroModule assignment (guide.theta.fc1 = t) stores the constraint's inverse: θ outside
+    [0, 1] lands on the end points, where the clip still passes a gradient, as set_gate_probs
+    stores it; stored at −0.2 the unit would be off with no gradient, never to come back."""
+    guide = GateGuide(GatedMLP(4, (3,), 2), HyperPrior())
+    guide.theta.fc1 = torch.tensor([-0.2, 0.4, 1.7])
+    (storage,) = guide.theta_parameters(["fc1"])
+    assert storage.detach().tolist() == pytest.approx([0.0, 0.4, 1.0])
