@@ -122,30 +122,39 @@ def test_exact_gate_differences_match_explicit_flips(tiny):
         assert torch.allclose(delta[:, s], (nll(on) - nll(off)).detach(), atol=1e-5)
 
 
-def test_secant_curvature_reruns_only_the_examples_whose_drawn_label_differs():
-    """ĝ of the secant (Eq. (9s)) for a convolutional network: where the label drawn from the
-    model is the observed one, ĝ_n is the data term's gate gradient over N/B, and only the other
-    examples go through the network again; the result is the full backward pass's."""
-    from bayesprune.inference.elbo import _rerun, sample_labels, sampled_label_gate_grads
-    from bayesprune.models.network import build_network
+def _curvature_from_the_whole_batch(net, x):
+    """Gates drawn at 0.7, labels drawn from the model with two of them changed (examples 2 and
+    5), the data term's backward pass at scale 7.5, and ĝ of the secant from the whole batch."""
+    from bayesprune.inference.elbo import sample_labels, sampled_label_gate_grads
 
-    torch.manual_seed(0)
-    net = build_network("lenet5", (1, 28, 28), 10, None, 0.25)
-    torch.nn.init.normal_(net.layers["out"].weight, std=0.3)  # the classifier starts at 0
-    x = torch.randn(8, 1, 28, 28)
+    batch = x.shape[0]
     gates = {
-        n: torch.bernoulli(torch.full((8, net.width(n)), 0.7)).requires_grad_(True)
+        n: torch.bernoulli(torch.full((batch, net.width(n)), 0.7)).requires_grad_(True)
         for n in net.gated
     }
     leaves = list(gates.values())
     logits = net(x, gates=gates)
     torch.manual_seed(1)
     labels = sample_labels(logits)
-    labels[[2, 5]] = (labels[[2, 5]] + 1) % 10  # two of eight differ from the draw
+    labels[[2, 5]] = (labels[[2, 5]] + 1) % logits.shape[1]  # two differ from the draw
     scale = 7.5
     (scale * F.cross_entropy(logits, labels, reduction="sum")).backward(retain_graph=True)
     torch.manual_seed(1)
-    full = sampled_label_gate_grads(logits, leaves)
+    return logits, leaves, labels, scale, sampled_label_gate_grads(logits, leaves)
+
+
+def test_secant_curvature_reruns_only_the_examples_whose_drawn_label_differs():
+    """ĝ of the secant (Eq. (9s)) for a convolutional network: where the label drawn from the
+    model is the observed one, ĝ_n is the data term's gate gradient over N/B, and only the other
+    examples go through the network again; the result is the full backward pass's."""
+    from bayesprune.inference.elbo import _rerun, sampled_label_gate_grads
+    from bayesprune.models.network import build_network
+
+    torch.manual_seed(0)
+    net = build_network("lenet5", (1, 28, 28), 10, None, 0.25)
+    torch.nn.init.normal_(net.layers["out"].weight, std=0.3)  # the classifier starts at 0
+    x = torch.randn(8, 1, 28, 28)
+    logits, leaves, labels, scale, full = _curvature_from_the_whole_batch(net, x)
     torch.manual_seed(1)
     rerun = _rerun(net, x)
     assert rerun is not None
@@ -192,24 +201,14 @@ def _batch_norm_net():
 def test_secant_curvature_with_batchnorm_is_the_full_batch_one():
     """With BatchNorm a part of the batch is not that part of the batch's pass: ĝ given the
     labels must equal ĝ from the whole batch (and leave the running statistics alone)."""
-    from bayesprune.inference.elbo import _rerun, sample_labels, sampled_label_gate_grads
+    from bayesprune.inference.elbo import _rerun, sampled_label_gate_grads
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = _batch_norm_net().train()
     torch.nn.init.normal_(net.layers["out"].weight)
     x = torch.randn(10, 1, 6, 6)
-    gates = {n: torch.bernoulli(torch.full((10, net.width(n)), 0.7)).requires_grad_(True)
-             for n in net.gated}  # fmt: skip
-    leaves = list(gates.values())
-    logits = net(x, gates=gates)
-    torch.manual_seed(1)
-    labels = sample_labels(logits)
-    labels[[2, 5]] = (labels[[2, 5]] + 1) % 3  # two of ten differ from the draw
-    scale = 7.5
-    (scale * F.cross_entropy(logits, labels, reduction="sum")).backward(retain_graph=True)
-    torch.manual_seed(1)
-    full = sampled_label_gate_grads(logits, leaves)
+    logits, leaves, labels, scale, full = _curvature_from_the_whole_batch(net, x)
     mean = net.norms["conv1"].running_mean.clone()
     torch.manual_seed(1)
     part = sampled_label_gate_grads(logits, leaves, labels, _rerun(net, x), scale)
