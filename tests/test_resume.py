@@ -490,3 +490,64 @@ def test_resume_takes_the_newest_checkpoint_whichever_file_holds_it(tmp_path):
     state, path = latest_state(out)
     assert path.name == "epoch_002.pt"
     assert state["step"] == torch.load(folder / "epoch_002.pt", weights_only=False)["step"]
+
+
+def test_the_summary_says_at_which_step_a_run_was_resumed(tmp_path):
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    torch.set_num_threads(1)
+    data = make_teacher(num_train=400, num_test=50)
+    fresh = Trainer(GatedMLP(4, (8, 4), 3), data, TrainConfig(epochs=2)).fit(progress=False)
+    assert fresh["resumed_at_step"] is None
+    out = tmp_path / "run"
+    trainer = Trainer(GatedMLP(4, (8, 4), 3), data, TrainConfig(epochs=2), out=out)
+    step = trainer.train_step
+    trainer.train_step = lambda *a: step(*a) if trainer.epoch == 0 else 1 / 0
+    with pytest.raises(ZeroDivisionError):  # stopped in epoch 2: resumes from epoch 1's end
+        trainer.fit(progress=False)
+    summary = Trainer.resume(out, data).fit(progress=False)
+    assert summary["status"] == "finished"
+    assert summary["resumed_at_step"] == summary["total_steps"] // 2 > 0
+
+
+def test_a_resumed_run_writes_each_record_once(tmp_path):
+    """Stopped in epoch 2 after traces were written past epoch 1's checkpoint, the resumed run
+    drops them before it writes them again: one record per step and epoch."""
+    import json
+
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    torch.set_num_threads(1)
+    data, out = make_teacher(num_train=400, num_test=50), tmp_path / "run"
+    config = TrainConfig(epochs=2, trace_every=1)
+    trainer = Trainer(GatedMLP(4, (8, 4), 3), data, config, out=out)
+    step = trainer.train_step
+    trainer.train_step = lambda *a: step(*a) if trainer.step < 6 else 1 / 0  # 4 steps an epoch
+    with pytest.raises(ZeroDivisionError):
+        trainer.fit(progress=False)
+    Trainer.resume(out, data).fit(progress=False)
+    steps = [json.loads(r)["step"] for r in (out / "traces.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and len(steps) >= 8
+    epochs = [json.loads(r)["epoch"] for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_a_record_without_the_newer_settings_reads_as_the_run_trained():
+    from bayesprune.config import TrainConfig
+
+    cfg = TrainConfig.from_record({"epochs": 3})
+    # the values those runs trained with (literal: a change here changes how old runs resume)
+    assert cfg.merge == "off" and cfg.merge_groups == "off"
+    assert cfg.theta_transit == 1.0 and cfg.theta_confidence == 0.0
+    assert (cfg.merge_tests, cfg.window_cap, cfg.merge_price) == ("fixed", "none", "current")
+    assert (cfg.producer_price, cfg.merge_budget, cfg.merge_schedule) == (
+        "current", "none", "settled"
+    )
+    assert (cfg.evidence, cfg.optimizer, cfg.momentum) == ("train", "adam", 0.9)
+    assert cfg.memory_format == "contiguous"

@@ -1,0 +1,202 @@
+"""Data-parallel training's parts, without a whole run: each process's share of an epoch
+(StepBatches), the lock-step comparison of the processes, their gate streams, and BatchNorm's
+running statistics after a step. Each test was written against a mutant of distributed.py that
+the whole-run tests let through (a 2-process run lands within a seed's spread of a 1-process one
+even when half of each batch is never trained on)."""
+
+import json
+import os
+import socket
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("lightning", reason="the distributed extra (lightning) is not installed")
+
+
+def _batches_trainer(num_train=203, batch_size=50, seed=0):
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    torch.set_num_threads(1)
+    data = make_teacher(num_train=num_train, num_test=20)
+    return Trainer(GatedMLP(4, (6,), 3), data, TrainConfig(batch_size=batch_size, seed=seed))
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_the_shares_partition_every_global_batch(world):
+    """Every example of each global batch is taken by exactly one process, and each process is
+    told the global batch's size (its gradient's weight is local / global)."""
+    from bayesprune.distributed import StepBatches
+
+    trainer = _batches_trainer()  # 203 = 4 × 50 + 3: the last batch splits 2 + 1 or 1 + 1 + 1
+    shares = [StepBatches(trainer, r, world) for r in range(world)]
+    assert {len(s) for s in shares} == {5}
+    perm = shares[0].perm
+    for step in range(5):
+        items = [s[step] for s in shares]
+        idx = torch.cat([index for _, _, index, _ in items])
+        assert torch.equal(idx, perm[step * 50 : (step + 1) * 50])  # all of it, once, in order
+        for x, y, index, total in items:
+            assert total == min(50, 203 - step * 50)
+            assert torch.equal(x, trainer.data.x_train[index])
+            assert torch.equal(y, trainer.data.y_train[index])
+
+
+def test_a_last_batch_as_large_as_the_processes_is_kept():
+    from bayesprune.distributed import StepBatches
+
+    trainer = _batches_trainer(num_train=102)  # a last batch of 2 on 2 processes: one example each
+    assert len(StepBatches(trainer, 0, 2)) == 3
+    assert len(StepBatches(trainer, 0, 3)) == 2  # 2 < 3 processes: dropped
+
+
+def test_the_order_of_examples_changes_with_the_epoch_and_is_kept_by_a_resumed_epoch():
+    from bayesprune.distributed import StepBatches
+
+    trainer = _batches_trainer()
+    first = StepBatches(trainer, 0, 2).perm
+    trainer.epoch = 1
+    second = StepBatches(trainer, 0, 2).perm
+    assert not torch.equal(first, second)
+    assert torch.equal(StepBatches(trainer, 1, 2).perm, second)  # every process the same
+    # resumed after 2 steps of an epoch: that epoch's own order, from step 2 on
+    trainer.position, trainer.perm = 2, first
+    resumed = StepBatches(trainer, 1, 2)
+    assert len(resumed) == 3 and torch.equal(resumed.perm, first)
+    _, _, index, _ = resumed[0]
+    assert torch.equal(index, torch.tensor_split(first[100:150], 2)[1])
+
+
+def test_a_resumed_epoch_is_closed_with_all_its_steps():
+    """The epoch record divides the epoch's sums (restored with the checkpoint) by its steps:
+    those before the resume count too."""
+    from types import SimpleNamespace
+
+    from bayesprune.distributed import StepBatches, lightning_module
+
+    trainer = _batches_trainer()  # 203 examples, batches of 50: 5 steps
+    trainer.position, trainer.perm = 2, torch.randperm(203)
+    batches = StepBatches(trainer, 0, 2)
+    seen = []
+    core = SimpleNamespace(
+        status="running", bookkeeping=0.0, end_epoch=lambda steps, bar=None: seen.append(steps)
+    )
+    fake = SimpleNamespace(core=core, batches=batches, bar=None,
+                           trainer=SimpleNamespace(world_size=1))  # fmt: skip
+    type(lightning_module(trainer)).on_train_epoch_end(fake)
+    assert seen == [5]
+
+
+def _trainer():
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.inference.trainer import Trainer
+    from bayesprune.models import GatedMLP
+
+    torch.manual_seed(0)
+    return Trainer(GatedMLP(4, (6,), 3), make_teacher(num_train=100, num_test=20), TrainConfig())
+
+
+def _module_class(trainer):
+    from bayesprune.distributed import lightning_module
+
+    return type(lightning_module(trainer))
+
+
+def _fake(trainer, world, rank=0):
+    return SimpleNamespace(
+        trainer=SimpleNamespace(world_size=world), core=trainer, global_rank=rank,
+        lockstep_checks=0, lockstep_events=0, sync=None, threads=None, resync=lambda: None,
+    )  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _compare(rank: int, world: int, port: int, path: str) -> None:
+    import torch.distributed as dist
+
+    from bayesprune.distributed import LockstepError
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    trainer = _trainer()
+    check = _module_class(trainer).check_lockstep
+    out = {}
+    # equal processes; only process 1 removed units since the last check: both must resync
+    out["changed"] = check(_fake(trainer, world), rank == 1)
+    # one bit of one parameter differs on process 1: every process stops
+    if rank == 1:
+        p = list(trainer.guide.parameters())[-1]
+        with torch.no_grad():
+            p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(float("inf")))
+    try:
+        check(_fake(trainer, world), False)
+        out["diverged"] = False
+    except LockstepError:
+        out["diverged"] = True
+    with open(f"{path}.{rank}", "w") as f:
+        json.dump(out, f)
+    dist.destroy_process_group()
+
+
+def test_the_lockstep_check_sees_any_process_remove_units_and_any_parameter_differ(tmp_path):
+    import torch.multiprocessing as mp
+
+    path = str(tmp_path / "check")
+    mp.spawn(_compare, args=(2, _free_port(), path), nprocs=2, join=True)
+    for rank in (0, 1):
+        with open(f"{path}.{rank}") as f:
+            assert json.load(f) == {"changed": True, "diverged": True}, rank
+
+
+def test_each_process_draws_its_gates_from_its_own_stream():
+    """Each process draws its own examples' gates: the streams differ by rank (the same stream
+    would give every process's k-th example the same gate draws)."""
+    trainer = _trainer()
+    start = _module_class(trainer).on_train_start
+    draws = []
+    for rank in (0, 1):
+        start(_fake(trainer, 1, rank))
+        draws.append(torch.rand(4))
+    assert not torch.equal(draws[0], draws[1])
+    start(_fake(trainer, 1, 0))
+    assert torch.equal(torch.rand(4), draws[0])  # seeded: a resumed process draws the same
+
+
+def _reduce(rank: int, world: int, port: int, path: str) -> None:
+    import torch.distributed as dist
+
+    from bayesprune.distributed import GradientSync
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.BatchNorm2d(2))
+    with torch.no_grad():
+        for m in net:
+            m.running_mean.fill_(float(rank + 1))  # 1, 2, 3 ...
+            m.running_var.fill_(float(2 * (rank + 1)))
+    GradientSync(SimpleNamespace(net=net)).reduce_running_stats()
+    torch.save({k: v for k, v in net.state_dict().items() if "running" in k}, f"{path}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_running_statistics_are_averaged_over_the_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    path = str(tmp_path / "stats")
+    mp.spawn(_reduce, args=(3, _free_port(), path), nprocs=3, join=True)
+    for rank in range(3):
+        stats = torch.load(f"{path}.{rank}", weights_only=True)
+        for key, value in stats.items():
+            expected = 2.0 if key.endswith("running_mean") else 4.0  # mean of 1,2,3 / 2,4,6
+            assert torch.allclose(value, torch.full_like(value, expected)), (rank, key, value)
