@@ -78,8 +78,15 @@ def pool(paths: list[Path], dense_paths: list[Path] = ()) -> tuple[list[dict], l
                         f"({seen['widths']} at {seen['test_error']} against {now['widths']} at "
                         f"{now['test_error']}): pool runs of one rule only"
                     )
-                if "dense" not in cells[key] and cell.get("dense"):
-                    cells[key] = {**cells[key], "dense": cell["dense"]}
+                had, has = cells[key].get("dense"), cell.get("dense")
+                if had and has and had["test_error"] != has["test_error"]:
+                    raise SystemExit(
+                        f"{path}: {key[0]} seed {key[1]} has a dense run at {has['test_error']} "
+                        f"where an earlier file has one at {had['test_error']}: which of the two "
+                        "the gap is against would depend on the order of --from"
+                    )
+                if had is None and has:
+                    cells[key] = {**cells[key], "dense": has}
                 continue
             cells[key] = {k: v for k, v in cell.items() if k != "dense" or v}
     for path in dense_paths:

@@ -244,3 +244,17 @@ def test_a_gap_of_exactly_the_target_is_met_whatever_floating_point_makes_of_it(
     row = _script("matrix_summary").summarise(cells)["mlp-n10k"]
     assert row["gap_mean"] > 0.5  # the float the difference makes: the case this is about
     assert row["gap_met"] is True
+
+
+def test_two_files_with_different_dense_runs_of_one_cell_and_seed_are_refused(tmp_path, capsys):
+    """The first file's dense run used to be taken silently, so a gap depended on the order of
+    --from; equal dense runs in both files pool as one."""
+    script = _script("matrix_summary")
+    first = _file(tmp_path / "a.json", [_cell("mlp-n10k", 0, 0.150, [60, 90], dense=0.145)])
+    same = _file(tmp_path / "b.json", [_cell("mlp-n10k", 0, 0.150, [60, 90], dense=0.145)])
+    other = _file(tmp_path / "c.json", [_cell("mlp-n10k", 0, 0.150, [60, 90], dense=0.141)])
+    args = ["--name", "s", "--results-dir", str(tmp_path)]
+    row = script.main(["--from", first, same, *args])["matrix_summary"]["mlp-n10k"]
+    assert row["gaps"] == pytest.approx([0.5])
+    with pytest.raises(SystemExit, match="mlp-n10k seed 0 has a dense run at 0.141"):
+        script.main(["--from", first, other, *args])
