@@ -22,7 +22,6 @@ from bayesprune.config import (
     PREDATING,
     TrainConfig,
     evidence_window,
-    positive,  # noqa: F401 (the scripts' --jobs)
     seed_type,
 )
 from bayesprune.data import Dataset

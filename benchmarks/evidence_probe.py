@@ -30,7 +30,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, commit, output_dir, positive, render_readme  # noqa: E402
+from common import RESULTS, commit, output_dir, render_readme  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 SAMPLE = 10_000
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, seed_type, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
     CASES,
     cell_config,
@@ -51,6 +51,8 @@ from robustness_matrix import (  # noqa: E402
     dense_summary,
     training_data,
 )
+
+from bayesprune.config import positive  # noqa: E402
 
 KEYS = ("test_error", "widths", "weights_kept", "weights_total", "status", "architecture")
 

@@ -48,8 +48,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, existing_file, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, existing_file, seed_type, write  # noqa: E402
 from robustness_matrix import CASES, add_cells_option  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 LIMIT_A, LIMIT_B, BETA, EPS = -0.1, 1.1, 2.0 / 3.0, 1e-6  # the paper's stretch and temperature
 # the reference code's "droprate" 0.5 for hidden units: log α = 0 (P(gate = 0) is then 0.17)

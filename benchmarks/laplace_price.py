@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, seed_type, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
     CASES,
     cell_config,
@@ -40,6 +40,8 @@ from robustness_matrix import (  # noqa: E402
     cell_network,
     training_data,
 )
+
+from bayesprune.config import positive  # noqa: E402
 
 CELLS = ["mlp-n10k", "out-mlp-rgb32-n10k", "out-mlp-rgb32-noise-n10k"]
 LAYER = "fc1"

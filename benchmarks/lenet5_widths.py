@@ -29,8 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import description, mean_nll, positive, seed_type  # noqa: E402
+from common import description, mean_nll, seed_type  # noqa: E402
 from second_layer_widths import run_sweep, weight_price  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 
 def measure(

@@ -30,7 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, commit, cpu_model, description, positive, seed_type, write  # noqa: E402
+from common import RESULTS, commit, cpu_model, description, seed_type, write  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 CHECKS = (400, 1200, 6000)  # steps at batch 100; at another batch the same examples seen
 CHECK_EXAMPLES = tuple(100 * c for c in CHECKS)

@@ -27,8 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, seed_type, write  # noqa: E402
 from robustness_matrix import CASES, cell_config, cell_data, cell_network  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 CELLS = [
     "mlp-n3k", "mlp-n10k", "mlp-n60k", "mlp-b32", "mlp-b256", "mlp-lr3e-4", "mlp-lr3e-3",

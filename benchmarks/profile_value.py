@@ -26,7 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, seed_type, write  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 HALF = 30_000  # examples fitting the reconstructions; the rest (30,000) measure the moves
 Z1 = 2.28  # z of a unit's first merge test (Eq. (14a))

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, seed_type, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
     CASES,
     cell_config,
@@ -45,6 +45,8 @@ from robustness_matrix import (  # noqa: E402
     cell_network,
     training_data,
 )
+
+from bayesprune.config import positive  # noqa: E402
 
 
 def unit_off(received, unit: int, width: int):

@@ -35,7 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, mean_nll, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, mean_nll, seed_type, write  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 PRICE_60K = 4.8e-7  # one live weight's price per example at τ(60,000) (profile_value.py)
 

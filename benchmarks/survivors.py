@@ -29,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, seed_type, write  # noqa: E402
 from robustness_matrix import add_overrides_option, parse_overrides  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 QUANTILES = (0.1, 0.5, 0.9)
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, seed_type, write  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 DENSE_WIDTHS = [(300, 100), (32, 16), (49, 7), (20, 10), (10, 5)]
 STARTS = [(300, 100), (32, 16)]

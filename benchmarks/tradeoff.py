@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, figure_dir, narrowed, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, figure_dir, narrowed, seed_type, write  # noqa: E402
 from robustness_matrix import (  # noqa: E402
     add_cells_option,
     cell_data,
@@ -42,6 +42,8 @@ from robustness_matrix import (  # noqa: E402
     training_data,
     training_settings,
 )
+
+from bayesprune.config import positive  # noqa: E402
 
 
 def recipe(case: str) -> dict:

@@ -25,8 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, positive, seed_type, write  # noqa: E402
+from common import commit, cpu_model, description, seed_type, write  # noqa: E402
 from robustness_matrix import CASES, cell_config, cell_data, cell_network  # noqa: E402
+
+from bayesprune.config import positive  # noqa: E402
 
 
 def layer_r2(received, width: int, live):

@@ -40,10 +40,11 @@ from common import (  # noqa: E402
     description,
     figure_dir,
     output_dir,
-    positive,
     seed_type,
     write,
 )
+
+from bayesprune.config import positive  # noqa: E402
 
 GRID = (
     (32, 1e-3), (100, 1e-3), (256, 1e-3), (100, 3e-4), (100, 3e-3),  # the matrix's
