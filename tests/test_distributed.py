@@ -277,7 +277,8 @@ def test_the_single_process_path_does_not_import_lightning(tmp_path):
 
 def _running_stats(rank: int, world: int, port: int, path: str) -> None:
     """Each process's BatchNorm statistics from its own share; after the step's reduction all
-    processes must hold the same (the merge moves evaluate in eval mode with them)."""
+    processes must hold the same (the merge moves evaluate in eval mode with them): the mean of
+    the processes' own."""
     from types import SimpleNamespace
 
     import torch.distributed as dist
@@ -292,9 +293,10 @@ def _running_stats(rank: int, world: int, port: int, path: str) -> None:
     gen = torch.Generator().manual_seed(10 + rank)  # each process its own examples
     net.train()
     net(torch.randn(4, 3, 32, 32, generator=gen))
+    own = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
     GradientSync(SimpleNamespace(net=net)).reduce_running_stats()
     stats = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
-    torch.save(stats, f"{path}.{rank}")
+    torch.save({"own": own, "reduced": stats}, f"{path}.{rank}")
     dist.destroy_process_group()
 
 
@@ -303,10 +305,14 @@ def test_batchnorm_statistics_agree_across_processes(tmp_path):
 
     path = str(tmp_path / "stats")
     mp.spawn(_running_stats, args=(2, _free_port(), path), nprocs=2, join=True)
-    a, b = (torch.load(f"{path}.{r}", weights_only=True) for r in (0, 1))
+    saved = [torch.load(f"{path}.{r}", weights_only=True) for r in (0, 1)]
+    a, b = (s["reduced"] for s in saved)
     assert a.keys() == b.keys() and len(a) >= 26  # 13 BatchNorms: running mean and variance
     for key in a:
         assert torch.equal(a[key], b[key]), key
+        mean = (saved[0]["own"][key] + saved[1]["own"][key]) / 2  # not their sum, not one's
+        assert not torch.equal(saved[0]["own"][key], saved[1]["own"][key]), key
+        torch.testing.assert_close(a[key], mean, msg=key)
 
 
 def _sharded_merges(rank: int, world: int, port: int, path: str) -> None:

@@ -1,16 +1,17 @@
 """Data-parallel training's parts, without a whole run: each process's share of an epoch
-(StepBatches), the lock-step comparison of the processes, their gate streams, and BatchNorm's
-running statistics after a step. Each test was written against a mutant of distributed.py that
-the whole-run tests let through (a 2-process run lands within a seed's spread of a 1-process one
-even when half of each batch is never trained on)."""
+(StepBatches), the lock-step comparison of the processes, and their gate streams (BatchNorm's
+running statistics after a step: tests/test_distributed.py). Each test was written against a
+mutant of distributed.py that the whole-run tests let through (a 2-process run lands within a
+seed's spread of a 1-process one even when half of each batch is never trained on)."""
 
 import json
 import os
-import socket
 from types import SimpleNamespace
 
 import pytest
 import torch
+
+from tests.test_distributed import _free_port
 
 pytest.importorskip("lightning", reason="the distributed extra (lightning) is not installed")
 
@@ -114,11 +115,6 @@ def _fake(trainer, world, rank=0):
     )  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _compare(rank: int, world: int, port: int, path: str) -> None:
     import torch.distributed as dist
@@ -170,33 +166,3 @@ def test_each_process_draws_its_gates_from_its_own_stream():
     assert not torch.equal(draws[0], draws[1])
     start(_fake(trainer, 1, 0))
     assert torch.equal(torch.rand(4), draws[0])  # seeded: a resumed process draws the same
-
-
-def _reduce(rank: int, world: int, port: int, path: str) -> None:
-    import torch.distributed as dist
-
-    from bayesprune.distributed import GradientSync
-
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.BatchNorm2d(2))
-    with torch.no_grad():
-        for m in net:
-            m.running_mean.fill_(float(rank + 1))  # 1, 2, 3 ...
-            m.running_var.fill_(float(2 * (rank + 1)))
-    GradientSync(SimpleNamespace(net=net)).reduce_running_stats()
-    torch.save({k: v for k, v in net.state_dict().items() if "running" in k}, f"{path}.{rank}")
-    dist.destroy_process_group()
-
-
-def test_running_statistics_are_averaged_over_the_processes(tmp_path):
-    import torch.multiprocessing as mp
-
-    path = str(tmp_path / "stats")
-    mp.spawn(_reduce, args=(3, _free_port(), path), nprocs=3, join=True)
-    for rank in range(3):
-        stats = torch.load(f"{path}.{rank}", weights_only=True)
-        for key, value in stats.items():
-            expected = 2.0 if key.endswith("running_mean") else 4.0  # mean of 1,2,3 / 2,4,6
-            assert torch.allclose(value, torch.full_like(value, expected)), (rank, key, value)
