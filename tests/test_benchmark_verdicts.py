@@ -9,21 +9,7 @@ import math
 
 import pytest
 
-from tests.test_benchmarks import _script
-
-
-def _cell(case, seed, error, widths, dense=None, kept=0.25, status="finished", overrides=None):
-    cell = {"case": case, "seed": seed, "overrides": overrides or {},
-            "bayesprune": {"test_error": error, "widths": widths, "status": status,
-                           "weights_kept_fraction": kept}}  # fmt: skip
-    if dense is not None:
-        cell["dense"] = {"test_error": dense}
-    return cell
-
-
-def _file(path, cells):
-    path.write_text(json.dumps({"commit": "abc", "cells": cells}))
-    return str(path)
+from tests.test_benchmarks import _cell, _matrix_file, _script
 
 
 def _axes_row(mean, low, high, gap=None, se=0.1, seeds=2):
@@ -47,15 +33,16 @@ def _l0_row(seed, error, dense, widths=(50, 40), kept=0.2):
 
 def test_matrix_summary_cell_statistics_match_a_hand_computation(tmp_path):
     script = _script("matrix_summary")
-    first = _file(tmp_path / "a.json", [
+    first = str(_matrix_file(tmp_path / "a.json", [
         _cell("mlp-n10k", 0, 0.150, [60, 90], dense=0.145, kept=0.20),
         _cell("mlp-n10k", 1, 0.160, [66, 96], dense=0.150, kept=0.30),
         _cell("mlp-n10k", 2, 0.140, [75, 81], dense=0.141, kept=0.25, status="failed"),
         _cell("lenet5-n60k", 0, 0.100, [20, 30, 100], dense=0.098),
         _cell("lenet5-n10k", 0, 0.120, [20, 40, 60], dense=0.120),  # level with dense
         _cell("lenet5-n10k", 1, 0.110, [20, 40, 60], dense=0.110),
-    ])  # fmt: skip
-    more = _file(tmp_path / "b.json", [_cell("mlp-n10k", 3, 0.155, [71, 90], kept=0.22)])
+    ]))  # fmt: skip
+    late = _cell("mlp-n10k", 3, 0.155, [71, 90], kept=0.22)
+    more = str(_matrix_file(tmp_path / "b.json", [late]))
     result = script.main(["--from", first, more, "--name", "s", "--results-dir", str(tmp_path)])
     row = result["matrix_summary"]["mlp-n10k"]
     # by hand: gaps in points 0.5, 1.0, -0.1 (seed 3 has no dense run)
@@ -86,12 +73,12 @@ def test_matrix_summary_cell_statistics_match_a_hand_computation(tmp_path):
 
 def test_matrix_summary_checks_count_runs_without_a_dense_run_for_the_widths(tmp_path):
     script = _script("matrix_summary")
-    runs = _file(tmp_path / "a.json", [
+    runs = str(_matrix_file(tmp_path / "a.json", [
         _cell("mlp-b32", 0, 0.12, [95, 80], dense=0.12),
         _cell("mlp-n60k", 0, 0.12, [100, 90], dense=0.12),
         _cell("mlp-n60k", 1, 0.12, [110, 100], dense=0.12),
         _cell("mlp-b256", 0, 0.12, [120, 100]),  # --no-dense: widths only
-    ])  # fmt: skip
+    ]))  # fmt: skip
     result = script.main(["--from", runs, "--name", "s", "--results-dir", str(tmp_path)])
     cvs = []
     for layer in ([95, 105, 120], [80, 95, 100]):  # mlp-n60k at its seed mean
@@ -104,8 +91,8 @@ def test_matrix_summary_takes_dense_from_another_file_where_a_cell_says_dense_nu
     script = _script("matrix_summary")
     cell = _cell("mlp-n3k", 0, 0.20, [30, 70])
     cell["dense"] = None  # how merged files write a cell without its dense run
-    runs = _file(tmp_path / "a.json", [cell])
-    dense = _file(tmp_path / "d.json", [_cell("mlp-n3k", 0, 0.5, [1, 1], dense=0.18)])
+    runs = str(_matrix_file(tmp_path / "a.json", [cell]))
+    dense = str(_matrix_file(tmp_path / "d.json", [_cell("mlp-n3k", 0, 0.5, [1, 1], dense=0.18)]))
     result = script.main(["--from", runs, "--dense-from", dense, "--name", "s",
                           "--results-dir", str(tmp_path)])  # fmt: skip
     assert result["matrix_summary"]["mlp-n3k"]["gaps"] == pytest.approx([2.0])
@@ -250,9 +237,10 @@ def test_two_files_with_different_dense_runs_of_one_cell_and_seed_are_refused(tm
     """The first file's dense run used to be taken silently, so a gap depended on the order of
     --from; equal dense runs in both files pool as one."""
     script = _script("matrix_summary")
-    first = _file(tmp_path / "a.json", [_cell("mlp-n10k", 0, 0.150, [60, 90], dense=0.145)])
-    same = _file(tmp_path / "b.json", [_cell("mlp-n10k", 0, 0.150, [60, 90], dense=0.145)])
-    other = _file(tmp_path / "c.json", [_cell("mlp-n10k", 0, 0.150, [60, 90], dense=0.141)])
+    first, same, other = (
+        str(_matrix_file(tmp_path / name, [_cell("mlp-n10k", 0, 0.150, [60, 90], dense=dense)]))
+        for name, dense in (("a.json", 0.145), ("b.json", 0.145), ("c.json", 0.141))
+    )
     args = ["--name", "s", "--results-dir", str(tmp_path)]
     row = script.main(["--from", first, same, *args])["matrix_summary"]["mlp-n10k"]
     assert row["gaps"] == pytest.approx([0.5])

@@ -625,13 +625,13 @@ def _matrix_file(path, cells, commit="abc"):
     return path
 
 
-def _cell(case, seed, error, widths, dense=None, overrides=None):
+def _cell(case, seed, error, widths, dense=None, overrides=None, kept=0.25, status="finished"):
     cell = {
         "case": case,
         "seed": seed,
         "overrides": overrides or {},
-        "bayesprune": {"test_error": error, "widths": widths, "status": "finished",
-                       "weights_kept_fraction": 0.25},
+        "bayesprune": {"test_error": error, "widths": widths, "status": status,
+                       "weights_kept_fraction": kept},
     }  # fmt: skip
     if dense is not None:
         cell["dense"] = {"test_error": dense}
