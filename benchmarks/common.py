@@ -676,7 +676,9 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("prefix", "laplace_price", lambda name, r: render_laplace_price(name, r)),
     ("stem", "probe_laplace_first_layer", lambda name, r: render_probe_laplace(name, r)),
     ("stem", "probe_laplace_14px", lambda name, r: render_probe_laplace(name, r)),
+    ("stem", "probe_laplace_all_layers", lambda name, r: render_probe_laplace(name, r)),
     ("stem", "probe_mup_lr", lambda name, r: render_probe_mup(name, r)),
+    ("stem", "probe_mean_gates", lambda name, r: render_probe_mup(name, r)),
     ("key", "matrix_summary", lambda name, r: render_matrix_summary(name, r)),
     ("key", "matrix_axes", lambda name, r: render_matrix_axes(name, r)),
     ("key", "input_pixels", lambda name, r: render_input_pixels(name, r)),
@@ -1617,7 +1619,7 @@ def render_merge_power(name: str, result: dict) -> list[str]:
 
 
 def render_probe_laplace(name: str, result: dict) -> list[str]:
-    """The Laplace first-layer price probe (docs/method.md §6zc): widths and errors."""
+    """The Laplace price probes (docs/method.md §6zc, §6zza): widths and errors."""
     lines = [f"## {name}", "", f"Commit {result['commit']}; {result['what']}", "",
              "| price | cell | seed | widths | error (%) | default: widths, error (%) "
              "| dense (%) |",
@@ -1633,7 +1635,8 @@ def render_probe_laplace(name: str, result: dict) -> list[str]:
 
 
 def render_probe_mup(name: str, result: dict) -> list[str]:
-    """The µP learning-rate probe (docs/method.md §6zd): runs beside the recorded default ones."""
+    """A probe's runs beside the recorded default runs of the same seeds, and the paired
+    differences: the µP learning rates (docs/method.md §6zd), the gates at their means (§6zza)."""
     lines = [f"## {name}", "", f"Commit {result['commit']}; {result['what']}", "",
              "| mode | cell | seed | widths | error (%) | default: widths, error (%) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
