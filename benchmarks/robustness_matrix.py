@@ -254,6 +254,16 @@ OUTSIDE = {
                                      "lr_schedule": "cosine"},
     "out-teacher-sgd-lr3e-2": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
                                "optimizer": "sgd", "lr": 3e-2},
+    # sizes, batches, rates and starts between the earlier sets' points, written down with
+    # their predictions before any ran (session of 2026-12-06, thirty-fourth; docs §6zza)
+    "out-mlp-n15k": {**FMNIST, "train_subset": 15_000},
+    "out-mlp-n45k-b128": {**FMNIST, "train_subset": 45_000, "batch_size": 128},
+    "out-mlp-b200-lr2e-3": {**FMNIST, "batch_size": 200, "lr": 2e-3},
+    "out-mlp-600-200-n30k": {**FMNIST, "widths": (600, 200), "train_subset": 30_000},
+    "out-lenet5-n30k": {**FMNIST, "arch": "lenet5", "train_subset": 30_000},
+    "out-lenet5-b128-lr2e-3": {**FMNIST, "arch": "lenet5", "batch_size": 128, "lr": 2e-3},
+    "out-lenet5-x1.5-n20k": {**FMNIST, "arch": "lenet5", "width_mult": 1.5, "train_subset": 20_000},
+    "out-teacher-200-200": {**FMNIST, "dataset": "teacher", "widths": (200, 200)},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
