@@ -15,7 +15,7 @@ def main() -> int:
         sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in held
     }
     try:
-        from bayesprune.cli import main as command_line
+        from bayesprune.cli import script_main as command_line
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

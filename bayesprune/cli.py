@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import threading
+import traceback
 import warnings
 from contextlib import contextmanager
 from dataclasses import replace
@@ -42,6 +43,7 @@ from bayesprune.distributed import (
     local_rank,
     process_rank,
     require_lightning,
+    stopped_mid_run,
 )
 from bayesprune.export import (
     EXPORT_FORMATS,
@@ -1137,5 +1139,33 @@ def _stop(signum, frame):
     raise _Stopped(signum)
 
 
+def script_main(argv: list[str] | None = None) -> int:
+    """:func:`main` as the ``bayesprune`` script and ``python -m bayesprune.cli`` run it.
+
+    After a data-parallel run was stopped mid-run (a signal, a lost peer, an error), the process
+    ends with ``os._exit`` once its last line is out: the interpreter's finalisation released a
+    collective cut short, still held by gloo's worker thread, and aborted the process after
+    everything was written (SIGABRT instead of 143; ``distributed.stopped_mid_run``). The
+    files are complete by then (each is written atomically) and the hold on the run directory
+    goes with the process. Elsewhere: ``main``'s exit code, returned."""
+    try:
+        code = main(argv)
+    except SystemExit as end:  # another process of the run is gone (fit_distributed)
+        if not stopped_mid_run():
+            raise
+        code = end.code if isinstance(end.code, int) else int(end.code is not None)
+    except BaseException:  # the process's own error: its trace, as Python would print it
+        if not stopped_mid_run():
+            raise
+        traceback.print_exc()
+        code = 1
+    if stopped_mid_run():
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        os._exit(code)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main())

@@ -62,6 +62,21 @@ class LockstepError(RuntimeError):
     """The processes of a data-parallel run disagree on the architecture or the parameters."""
 
 
+# Set when ``lt.fit`` left this process by an exception (a signal, a lost peer, an error): a step
+# may have been cut between its gradients' asynchronous all_reduce and the wait for it, and that
+# work, holding a tensor, can then never finish. Read by the command line's script entry
+# (:func:`bayesprune.cli.run_script`), which ends such a process without the interpreter's
+# finalisation, where gloo's worker thread, releasing the tensor, aborted the process
+# (SIGABRT, "terminate called without an active exception") after its files and its last line
+# were written.
+_STOPPED_MID_RUN = False
+
+
+def stopped_mid_run() -> bool:
+    """Whether a data-parallel fit in this process ended by an exception (see above)."""
+    return _STOPPED_MID_RUN
+
+
 def process_rank() -> int:
     """This process's global rank as the launcher set it (0 outside a distributed launch)."""
     for key in ("RANK", "LOCAL_RANK"):
@@ -492,12 +507,14 @@ def fit_distributed(
             initial=trainer.step,
         )
     start = time.perf_counter()
+    global _STOPPED_MID_RUN
     with pyro.validation_enabled(False):
         try:
             lt.fit(module)
-        except Exception as err:
-            if not peer_lost(err):
-                raise  # this process's own error: its whole trace
+        except BaseException as err:
+            _STOPPED_MID_RUN = True
+            if not (isinstance(err, Exception) and peer_lost(err)):
+                raise  # a signal, or this process's own error: its whole trace
             # another process is gone (a signal, an error it reports itself, a kill): one line
             # (process 0 gave gloo's 78-line trace; the run's files are those of its last epoch)
             first = " ".join(str(err).split())[:300]

@@ -166,3 +166,105 @@ def test_each_process_draws_its_gates_from_its_own_stream():
     assert not torch.equal(draws[0], draws[1])
     start(_fake(trainer, 1, 0))
     assert torch.equal(torch.rand(4), draws[0])  # seeded: a resumed process draws the same
+
+
+def test_a_fit_that_a_signal_or_an_error_ends_is_marked_and_a_finished_one_not(monkeypatch):
+    """``lt.fit`` left by an exception (the command line's signal, an error) may leave a
+    gradient all_reduce cut short: ``stopped_mid_run`` says so, for the script's exit."""
+    import lightning.pytorch as pl
+
+    import bayesprune.distributed as distributed
+    from bayesprune.cli import _Stopped
+    from bayesprune.distributed import fit_distributed, stopped_mid_run
+
+    monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", False)
+    ended = []
+    monkeypatch.setattr(pl.Trainer, "fit", lambda self, module: ended.append(module))
+    fit_distributed(_batches_trainer(), 1, progress=False)
+    assert ended and not stopped_mid_run()
+    for stop in (_Stopped(15), RuntimeError("this process's own error")):
+
+        def fit(self, module, stop=stop):
+            raise stop
+
+        monkeypatch.setattr(pl.Trainer, "fit", fit)
+        monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", False)
+        with pytest.raises(type(stop)):
+            fit_distributed(_batches_trainer(), 1, progress=False)
+        assert stopped_mid_run()
+
+
+class _Exited(BaseException):
+    def __init__(self, code):
+        self.code = code
+
+
+class _HeldStream:
+    """A text stream whose writes count only once flushed, as a pipe's buffered ones do when
+    ``os._exit`` ends the process."""
+
+    def __init__(self):
+        self.pending, self.flushed = [], []
+
+    def write(self, text):
+        self.pending.append(text)
+        return len(text)
+
+    def flush(self):
+        self.flushed += self.pending
+        self.pending = []
+
+    def text(self):
+        return "".join(self.flushed)
+
+
+@pytest.mark.parametrize("ending", ["code", "system exit", "error"])
+def test_the_script_ends_a_stopped_data_parallel_process_without_finalisation(
+    monkeypatch, ending
+):
+    """After a data-parallel run stopped mid-run, the script leaves by ``os._exit`` with main's
+    code (1 for an error, after its trace), its output flushed: the interpreter's finalisation
+    aborted such a process (SIGABRT, not 143) once in a CI run. Any other ending: main's code,
+    returned (or its exception, raised), as before."""
+    import sys
+
+    import bayesprune.cli as cli
+    import bayesprune.distributed as distributed
+
+    def main(argv=None):
+        print("the last line")
+        if ending == "system exit":
+            raise SystemExit(1)
+        if ending == "error":
+            raise ValueError("this process's own error")
+        return 143
+
+    def hard_exit(code):
+        raise _Exited(code)
+
+    out, err = _HeldStream(), _HeldStream()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(cli, "main", main)
+    monkeypatch.setattr(cli.os, "_exit", hard_exit)
+    monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", True)
+    with pytest.raises(_Exited) as exited:
+        cli.script_main([])
+    assert exited.value.code == (143 if ending == "code" else 1)
+    assert out.text() == "the last line\n"
+    assert ("ValueError: this process's own error" in err.text()) == (ending == "error")
+
+    monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", False)
+    if ending == "code":
+        assert cli.script_main([]) == 143
+    else:
+        with pytest.raises(SystemExit if ending == "system exit" else ValueError):
+            cli.script_main([])
+
+
+def test_the_installed_script_and_python_m_bayesprune_end_through_script_main(monkeypatch):
+    import bayesprune._entry as entry
+    import bayesprune.cli as cli
+
+    monkeypatch.setattr(cli, "script_main", lambda argv=None: 7)
+    assert entry.main() == 7
