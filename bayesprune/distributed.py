@@ -65,7 +65,7 @@ class LockstepError(RuntimeError):
 # Set when ``lt.fit`` left this process by an exception (a signal, a lost peer, an error): a step
 # may have been cut between its gradients' asynchronous all_reduce and the wait for it, and that
 # work, holding a tensor, can then never finish. Read by the command line's script entry
-# (:func:`bayesprune.cli.run_script`), which ends such a process without the interpreter's
+# (:func:`bayesprune.cli.script_main`), which ends such a process without the interpreter's
 # finalisation, where gloo's worker thread, releasing the tensor, aborted the process
 # (SIGABRT, "terminate called without an active exception") after its files and its last line
 # were written.
