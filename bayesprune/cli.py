@@ -1161,8 +1161,11 @@ def script_main(argv: list[str] | None = None) -> int:
         code = 1
     if stopped_mid_run():
         for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):  # a reader gone, a stream closed: exit all the same
+                pass
         os._exit(code)
     return code
 

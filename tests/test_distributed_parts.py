@@ -182,14 +182,16 @@ def test_a_fit_that_a_signal_or_an_error_ends_is_marked_and_a_finished_one_not(m
     monkeypatch.setattr(pl.Trainer, "fit", lambda self, module: ended.append(module))
     fit_distributed(_batches_trainer(), 1, progress=False)
     assert ended and not stopped_mid_run()
-    for stop in (_Stopped(15), RuntimeError("this process's own error")):
+    lost = RuntimeError("[gloo/transport/tcp/pair.cc:537] Connection closed by peer")
+    for stop, raised in ((_Stopped(15), _Stopped), (RuntimeError("its own error"), RuntimeError),
+                         (lost, SystemExit)):  # fmt: skip
 
         def fit(self, module, stop=stop):
             raise stop
 
         monkeypatch.setattr(pl.Trainer, "fit", fit)
         monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", False)
-        with pytest.raises(type(stop)):
+        with pytest.raises(raised):
             fit_distributed(_batches_trainer(), 1, progress=False)
         assert stopped_mid_run()
 
@@ -268,3 +270,45 @@ def test_the_installed_script_and_python_m_bayesprune_end_through_script_main(mo
 
     monkeypatch.setattr(cli, "script_main", lambda argv=None: 7)
     assert entry.main() == 7
+
+
+def test_python_m_bayesprune_cli_ends_through_script_main_too(monkeypatch):
+    """``python -m bayesprune.cli``, the entry Lightning relaunches the other processes with,
+    leaves a stopped data-parallel process by ``os._exit`` as the installed script does."""
+    import os
+    import runpy
+    import sys
+
+    import bayesprune.distributed as distributed
+
+    def hard_exit(code):
+        raise _Exited(code)
+
+    monkeypatch.setattr(os, "_exit", hard_exit)
+    monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", True)
+    monkeypatch.setattr(sys, "argv", ["bayesprune.cli", "--version"])
+    with pytest.raises(_Exited) as exited:
+        runpy.run_module("bayesprune.cli", run_name="__main__")
+    assert exited.value.code == 0
+
+
+def test_a_stream_that_cannot_flush_does_not_keep_the_stopped_process_in(monkeypatch):
+    import sys
+
+    import bayesprune.cli as cli
+    import bayesprune.distributed as distributed
+
+    class Gone(_HeldStream):
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    def hard_exit(code):
+        raise _Exited(code)
+
+    monkeypatch.setattr(sys, "stdout", Gone())
+    monkeypatch.setattr(cli, "main", lambda argv=None: 143)
+    monkeypatch.setattr(cli.os, "_exit", hard_exit)
+    monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", True)
+    with pytest.raises(_Exited) as exited:
+        cli.script_main([])
+    assert exited.value.code == 143
