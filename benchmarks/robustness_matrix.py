@@ -264,6 +264,11 @@ OUTSIDE = {
     "out-lenet5-b128-lr2e-3": {**FMNIST, "arch": "lenet5", "batch_size": 128, "lr": 2e-3},
     "out-lenet5-x1.5-n20k": {**FMNIST, "arch": "lenet5", "width_mult": 1.5, "train_subset": 20_000},
     "out-teacher-200-200": {**FMNIST, "dataset": "teacher", "widths": (200, 200)},
+    # two cells where the noise temperature T = lr/√B and the weights' travel lr × steps order
+    # the expected gaps oppositely (docs §6zza): T of the default with half its travel, and a
+    # lower T with the default's travel
+    "out-mlp-5ep": {**FMNIST, "epochs": 5},
+    "out-mlp-b50-lr5e-4": {**FMNIST, "batch_size": 50, "lr": 5e-4},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
