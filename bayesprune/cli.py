@@ -1143,9 +1143,10 @@ def script_main(argv: list[str] | None = None) -> int:
     """:func:`main` as the ``bayesprune`` script and ``python -m bayesprune.cli`` run it.
 
     After a data-parallel run was stopped mid-run (a signal, a lost peer, an error), the process
-    ends with ``os._exit`` once its last line is out: the interpreter's finalisation released a
-    collective cut short, still held by gloo's worker thread, and aborted the process after
-    everything was written (SIGABRT instead of 143; ``distributed.stopped_mid_run``). The
+    ends with ``os._exit`` once its last line is out: the interpreter's finalisation once aborted
+    such a process after everything was written (SIGABRT instead of 143), most likely releasing a
+    collective the stop had cut short, still held by gloo's worker thread
+    (``distributed.stopped_mid_run``; docs/method.md §6zza). The
     files are complete by then (each is written atomically) and the hold on the run directory
     goes with the process. Elsewhere: ``main``'s exit code, returned."""
     try:

@@ -66,9 +66,9 @@ class LockstepError(RuntimeError):
 # may have been cut between its gradients' asynchronous all_reduce and the wait for it, and that
 # work, holding a tensor, can then never finish. Read by the command line's script entry
 # (:func:`bayesprune.cli.script_main`), which ends such a process without the interpreter's
-# finalisation, where gloo's worker thread, releasing the tensor, aborted the process
-# (SIGABRT, "terminate called without an active exception") after its files and its last line
-# were written.
+# finalisation, where such a process once aborted (SIGABRT, "terminate called without an active
+# exception") after its files and its last line were written: most likely gloo's worker thread
+# releasing that tensor (docs/method.md §6zza).
 _STOPPED_MID_RUN = False
 
 
