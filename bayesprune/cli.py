@@ -1151,15 +1151,14 @@ def script_main(argv: list[str] | None = None) -> int:
     goes with the process. Elsewhere: ``main``'s exit code, returned."""
     try:
         code = main(argv)
-    except SystemExit as end:  # another process of the run is gone (fit_distributed)
+    except BaseException as end:
         if not stopped_mid_run():
             raise
-        code = end.code if isinstance(end.code, int) else int(end.code is not None)
-    except BaseException:  # the process's own error: its trace, as Python would print it
-        if not stopped_mid_run():
-            raise
-        traceback.print_exc()
-        code = 1
+        if isinstance(end, SystemExit):  # another process of the run is gone (fit_distributed)
+            code = end.code if isinstance(end.code, int) else int(end.code is not None)
+        else:  # the process's own error: its trace, as Python would print it
+            traceback.print_exc()
+            code = 1
     if stopped_mid_run():
         for stream in (sys.stdout, sys.stderr):
             try:

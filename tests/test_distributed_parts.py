@@ -201,6 +201,21 @@ class _Exited(BaseException):
         self.code = code
 
 
+@pytest.fixture
+def stopped_process(monkeypatch):
+    """This process as a data-parallel fit stopped mid-run leaves it, ``os._exit`` raising
+    :class:`_Exited` instead of ending the test's process."""
+    import os
+
+    import bayesprune.distributed as distributed
+
+    def hard_exit(code):
+        raise _Exited(code)
+
+    monkeypatch.setattr(os, "_exit", hard_exit)
+    monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", True)
+
+
 class _HeldStream:
     """A text stream whose writes count only once flushed, as a pipe's buffered ones do when
     ``os._exit`` ends the process."""
@@ -222,7 +237,7 @@ class _HeldStream:
 
 @pytest.mark.parametrize("ending", ["code", "system exit", "error"])
 def test_the_script_ends_a_stopped_data_parallel_process_without_finalisation(
-    monkeypatch, ending
+    monkeypatch, stopped_process, ending
 ):
     """After a data-parallel run stopped mid-run, the script leaves by ``os._exit`` with main's
     code (1 for an error, after its trace), its output flushed: the interpreter's finalisation
@@ -241,15 +256,10 @@ def test_the_script_ends_a_stopped_data_parallel_process_without_finalisation(
             raise ValueError("this process's own error")
         return 143
 
-    def hard_exit(code):
-        raise _Exited(code)
-
     out, err = _HeldStream(), _HeldStream()
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
     monkeypatch.setattr(cli, "main", main)
-    monkeypatch.setattr(cli.os, "_exit", hard_exit)
-    monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", True)
     with pytest.raises(_Exited) as exited:
         cli.script_main([])
     assert exited.value.code == (143 if ending == "code" else 1)
@@ -272,43 +282,31 @@ def test_the_installed_script_and_python_m_bayesprune_end_through_script_main(mo
     assert entry.main() == 7
 
 
-def test_python_m_bayesprune_cli_ends_through_script_main_too(monkeypatch):
+def test_python_m_bayesprune_cli_ends_through_script_main_too(monkeypatch, stopped_process):
     """``python -m bayesprune.cli``, the entry Lightning relaunches the other processes with,
     leaves a stopped data-parallel process by ``os._exit`` as the installed script does."""
-    import os
     import runpy
     import sys
 
-    import bayesprune.distributed as distributed
-
-    def hard_exit(code):
-        raise _Exited(code)
-
-    monkeypatch.setattr(os, "_exit", hard_exit)
-    monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", True)
     monkeypatch.setattr(sys, "argv", ["bayesprune.cli", "--version"])
     with pytest.raises(_Exited) as exited:
         runpy.run_module("bayesprune.cli", run_name="__main__")
     assert exited.value.code == 0
 
 
-def test_a_stream_that_cannot_flush_does_not_keep_the_stopped_process_in(monkeypatch):
+def test_a_stream_that_cannot_flush_does_not_keep_the_stopped_process_in(
+    monkeypatch, stopped_process
+):
     import sys
 
     import bayesprune.cli as cli
-    import bayesprune.distributed as distributed
 
     class Gone(_HeldStream):
         def flush(self):
             raise BrokenPipeError(32, "Broken pipe")
 
-    def hard_exit(code):
-        raise _Exited(code)
-
     monkeypatch.setattr(sys, "stdout", Gone())
     monkeypatch.setattr(cli, "main", lambda argv=None: 143)
-    monkeypatch.setattr(cli.os, "_exit", hard_exit)
-    monkeypatch.setattr(distributed, "_STOPPED_MID_RUN", True)
     with pytest.raises(_Exited) as exited:
         cli.script_main([])
     assert exited.value.code == 143
