@@ -269,6 +269,25 @@ OUTSIDE = {
     # lower T with the default's travel
     "out-mlp-5ep": {**FMNIST, "epochs": 5},
     "out-mlp-b50-lr5e-4": {**FMNIST, "batch_size": 50, "lr": 5e-4},
+    # teachers of other sizes and input counts (``"teacher": (inputs, widths)``, the embedded
+    # data's construction, `make_teacher`): does the kept width follow the known answer?
+    # (session of 2026-12-06, thirty-fifth; docs §6zzb)
+    "out-teacher-t5-3": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                         "teacher": (4, (5, 3))},
+    "out-teacher-t20-10": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                           "teacher": (4, (20, 10))},
+    "out-teacher-t40-20": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                           "teacher": (4, (40, 20))},
+    "out-teacher-in16-t10-5": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                               "teacher": (16, (10, 5))},
+    "out-teacher-in16-t40-20": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                                "teacher": (16, (40, 20))},
+    "out-teacher-t5-3-1000-500": {**FMNIST, "dataset": "teacher", "widths": (1000, 500),
+                                  "teacher": (4, (5, 3))},
+    "out-teacher-t40-20-1000-500": {**FMNIST, "dataset": "teacher", "widths": (1000, 500),
+                                    "teacher": (4, (40, 20))},
+    "out-teacher-in16-t10-5-1000-500": {**FMNIST, "dataset": "teacher", "widths": (1000, 500),
+                                        "teacher": (16, (10, 5))},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
@@ -314,14 +333,19 @@ def sklearn_dataset(name: str):
 
 
 def cell_data(case: str):
-    """The cell's dataset (Fashion-MNIST, the teacher, or a scikit-learn set), with the
-    cell's label noise or class imbalance applied to its training part."""
+    """The cell's dataset (Fashion-MNIST, the teacher or another one, or a scikit-learn set),
+    with the cell's label noise or class imbalance applied to its training part."""
     from bayesprune.data import load_dataset
 
     spec = CASES[case]
     name = spec["dataset"]
     if name.startswith("sklearn-"):
         data = sklearn_dataset(name.removeprefix("sklearn-"))
+    elif "teacher" in spec:  # the embedded data's construction with another teacher
+        from bayesprune.data import make_teacher
+
+        inputs, widths = spec["teacher"]
+        data = make_teacher(in_features=inputs, widths=widths)
     else:
         data = load_dataset(name)
     if "label_noise" in spec:
@@ -513,7 +537,8 @@ def dense_recipe(overrides: dict | None) -> dict:
 
 
 NETWORK_KEYS = ("dataset", "arch", "widths", "width_mult", "train_subset", "label_noise",
-                "rare_classes", "rgb32_noise", "classes", "pool", "scale")  # read elsewhere
+                "rare_classes", "rgb32_noise", "classes", "pool", "scale",
+                "teacher")  # read elsewhere
 
 
 def training_settings(case: str) -> dict:

@@ -402,6 +402,24 @@ def test_rgb32_cells_are_cifar_shaped_and_the_same_in_every_run():
     assert not torch.equal(a.x_train[:, :, :2], torch.full_like(border, float(border[0, 0, 0, 0])))
 
 
+def test_teacher_cells_build_the_teacher_they_name():
+    """A cell's ``"teacher": (inputs, widths)`` makes the embedded data's construction with
+    that teacher (its widths recorded as the known answer), not the embedded 4-input 10-5 one;
+    the cells without it keep the embedded data."""
+    from bayesprune.data import make_teacher
+
+    matrix = _matrix_script()
+    data = matrix.cell_data("out-teacher-in16-t40-20")
+    assert data.x_train.shape == (20000, 16) and data.meta["teacher_widths"] == [40, 20]
+    assert torch.equal(data.y_train, make_teacher(in_features=16, widths=(40, 20)).y_train)
+    small = matrix.cell_data("out-teacher-t5-3")
+    assert small.x_train.shape[1] == 4 and small.meta["teacher_widths"] == [5, 3]
+    embedded = matrix.cell_data("teacher-300-100")
+    assert embedded.meta["teacher_widths"] == [10, 5]
+    assert torch.equal(small.y_train, make_teacher(widths=(5, 3)).y_train)
+    assert not torch.equal(small.y_train, embedded.y_train)
+
+
 def _tradeoff_script():
     return _script("tradeoff")
 
