@@ -679,6 +679,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("stem", "probe_laplace_all_layers", lambda name, r: render_probe_laplace(name, r)),
     ("stem", "probe_mup_lr", lambda name, r: render_probe_mup(name, r)),
     ("stem", "probe_mean_gates", lambda name, r: render_probe_mup(name, r)),
+    ("stem", "probe_profile_evidence", lambda name, r: render_probe_mup(name, r)),
     ("key", "matrix_summary", lambda name, r: render_matrix_summary(name, r)),
     ("key", "matrix_axes", lambda name, r: render_matrix_axes(name, r)),
     ("key", "input_pixels", lambda name, r: render_input_pixels(name, r)),
@@ -1636,7 +1637,8 @@ def render_probe_laplace(name: str, result: dict) -> list[str]:
 
 def render_probe_mup(name: str, result: dict) -> list[str]:
     """A probe's runs beside the recorded default runs of the same seeds, and the paired
-    differences: the µP learning rates (docs/method.md §6zd), the gates at their means (§6zza)."""
+    differences: the µP learning rates (docs/method.md §6zd), the gates at their means (§6zza),
+    the evidence after a take-over (§6zzb)."""
     lines = [f"## {name}", "", f"Commit {result['commit']}; {result['what']}", "",
              "| mode | cell | seed | widths | error (%) | default: widths, error (%) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
