@@ -2042,20 +2042,24 @@ def render_survivors(name: str, result: dict) -> list[str]:
         "",
         "`benchmarks/survivors.py`: after a finished run, commit "
         f"{result['commit']}, {result.get('cpu', 'unknown CPU')}, 1 thread. Per gated layer: the "
-        "live units, how many cost more than their price on the point estimate (m > 0), and m/se "
-        "(10% / 50% / 90%; a unit is decided at |m/se| ≥ 2). Last hidden layer: each unit's "
+        "live units, how many cost more than their price on the point estimate (m > 0), m/se "
+        "(10% / 50% / 90%; a unit is decided at |m/se| ≥ 2), m = price − value and the price "
+        "(nats per example, 10% / 50% / 90%; files from before the price have none). Last "
+        "hidden layer: each unit's "
         "value alone (loss increase per example with its output 0) on the training and test "
         "examples, against its price (10% / 50% / 90%).",
         "",
-        "| run | layer | live | m > 0 | within 2 se | m/se |",
-        "|---|---|---|---|---|---|",
+        "| run | layer | live | m > 0 | within 2 se | m/se | m | price |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for run in result["survivors"]:
         label = (run_label(run) + (f", {run['overrides']}" if run["overrides"] else "")
                  + f": {'-'.join(map(str, run['widths']))}, {100 * run['test_error']:.2f}%")
         for layer, row in run["layers"].items():
+            price = q(row["price"]) if "price" in row else "–"
             lines.append(f"| {label} | {layer} | {row['live']} | {row['costly']} | "
-                         f"{row['within_2se']} | {q(row['m_over_se'], '{:.1f}')} |")
+                         f"{row['within_2se']} | {q(row['m_over_se'], '{:.1f}')} | "
+                         f"{q(row['m'])} | {price} |")
             label = ""
     lines += [
         "",

@@ -82,6 +82,13 @@ def measure(
     summary = trainer.fit(progress=False)
     guide, gated = trainer.guide, list(trainer.net.gated)
     state = trainer.optim.gates.state
+    # each unit's price per example, τ KL_s / N with the producers priced as θ's step prices
+    # them (Eq. (10e)): m is this less the unit's value
+    thetas = {n: guide.gate_probs(n).detach() for n in gated}
+    theta_grads: dict = {}
+    with torch.no_grad():
+        point_mass_prior(guide, trainer.hyper, thetas, None, [], vertex=trainer.heading_for(),
+                         theta_grads=theta_grads)  # fmt: skip
     layers = {}
     for name, p in zip(gated, guide.theta_parameters(), strict=True):
         live = guide.mode_mask(name)
@@ -94,15 +101,11 @@ def measure(
             "m": _quantiles(m.tolist()),
             "m_over_se": _quantiles(ratio),
             "within_2se": sum(abs(r) < 2 for r in ratio),
+            "price": _quantiles((theta_grads[name] / len(trainer.data.x_train))[live].tolist()),
         }
     # the last hidden layer, unit by unit, on the posterior-mode network
     name = gated[-1]
     live = guide.mode_mask(name)
-    thetas = {n: guide.gate_probs(n).detach() for n in gated}
-    theta_grads: dict = {}
-    with torch.no_grad():
-        point_mass_prior(guide, trainer.hyper, thetas, None, [], vertex=trainer.heading_for(),
-                         theta_grads=theta_grads)  # fmt: skip
     price = (theta_grads[name] / len(trainer.data.x_train))[live]
     mode = deterministic_network(guide).eval()
     last = max(i for i, m in enumerate(mode) if isinstance(m, nn.Linear))

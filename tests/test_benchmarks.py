@@ -630,6 +630,10 @@ def test_survivors_run_reports_every_live_unit():
     last = run["last_hidden"]
     assert last["layer"] == "fc2" and last["units"] == run["widths"][-1]
     assert all(p > 0 for p in last["price"])
+    # every layer's price, the last one's the same as the last hidden layer's table; the first
+    # layer's units (5 inputs each, feeding 16) cost less than the second's (33 inputs)
+    assert run["layers"]["fc2"]["price"] == last["price"]
+    assert 0 < run["layers"]["fc1"]["price"][2] < run["layers"]["fc2"]["price"][0]
     # every price is positive, so a unit worth less than nothing is below its price
     assert last["negative_test"] <= last["below_price_test"]
     from common import render_survivors  # benchmarks/ is on the path once a script is loaded
