@@ -31,7 +31,7 @@ MERGE_BUDGETS = ("transit", "none")
 # when a layer gets merge rounds (Eq. (14w)): every evidence window from its release, or only
 # once its gates have collapsed no unit for a window
 MERGE_SCHEDULES = ("window", "settled")
-MERGE_GROUPS = ("off", "on")
+MERGE_GROUPS = ("off", "on", "auto")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
@@ -217,7 +217,9 @@ class TrainConfig:
         "off", "group merge moves (Eq. (14j)): on: after a layer's single moves, one move of "
         "a group of its units taken over jointly by the others, tested as one, in every layer; "
         "for layers of cheap units (few inputs each, as on tabular data), which single moves "
-        "cannot take over; smaller networks, at some accuracy on Fashion-MNIST; needs --merge on",
+        "cannot take over; smaller networks, at some accuracy on Fashion-MNIST; auto: only in "
+        "a layer while it has more units than inputs per unit + 1 (a tabular or small input's "
+        "first layer, a second layer wider than the pruned first); needs --merge on",
         choices=MERGE_GROUPS, group="rule",
     )  # fmt: skip
     producer_price: str = _option(
@@ -324,10 +326,10 @@ class TrainConfig:
                 # json refuse numpy's, deep inside a run
                 setattr(self, f.name, f.metadata["type"](str(value)))
         _check_device(self.device)
-        if self.merge_groups == "on" and self.merge == "off":
+        if self.merge_groups != "off" and self.merge == "off":
             raise ValueError(
-                "merge_groups 'on' (--merge-groups on) needs merge 'on' (--merge on): group "
-                "moves are merge moves"
+                f"merge_groups {self.merge_groups!r} (--merge-groups {self.merge_groups}) needs "
+                "merge 'on' (--merge on): group moves are merge moves"
             )
         self._check_price_scale()  # as the command line does
         self._check_momentum()

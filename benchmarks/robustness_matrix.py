@@ -288,6 +288,10 @@ OUTSIDE = {
                                     "teacher": (4, (40, 20))},
     "out-teacher-in16-t10-5-1000-500": {**FMNIST, "dataset": "teacher", "widths": (1000, 500),
                                         "teacher": (16, (10, 5))},
+    # P3's proportional starts ×2 and ×4 on the full set (benchmarks/robustness.py's), as
+    # cells, for runs under --set overrides
+    "out-mlp-600-200": {**FMNIST, "widths": (600, 200)},
+    "out-mlp-1200-400": {**FMNIST, "widths": (1200, 400)},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [

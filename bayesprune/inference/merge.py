@@ -159,7 +159,8 @@ class MergeMoves:
     :param spend: whether repeated tests get stricter (Eq. (14a)); False: all at ``confidence``
         (a round's group moves then share its level over their sizes).
     :param groups: after a layer's single moves, one move of a group of its units (Eq. (14j),
-        :meth:`_group_move`).
+        :meth:`_group_move`): True, in every layer; ``"auto"``, in a layer while it has more
+        units than inputs per unit + 1 (:meth:`groups_in`).
     """
 
     def __init__(
@@ -170,7 +171,7 @@ class MergeMoves:
         confidence: float = 2.0,
         max_rejections: int = 10,
         spend: bool = True,
-        groups: bool = False,
+        groups: bool | str = False,
     ):
         if not merges_apply(guide):
             raise ValueError(
@@ -179,6 +180,8 @@ class MergeMoves:
         self.guide, self.hyper, self.num_data = guide, hyper, num_data
         self.confidence, self.max_rejections = confidence, max_rejections
         self.spend = spend  # False: every test at ``confidence`` (before Eq. (14a))
+        if groups not in (True, False, "auto"):
+            raise ValueError(f"groups must be True, False or 'auto', not {groups!r}")
         self.groups = groups  # Eq. (14j): a group move after the single moves of a round
         # (layer, original unit id), or (layer, "group") for its group moves: times tested
         self.tests: dict[tuple[str, int | str], int] = {}
@@ -190,6 +193,19 @@ class MergeMoves:
         # Eq. (14e): per gated layer, the units its gates are heading for keeping (None: price
         # every live unit); a move is priced against those of the *other* layers
         self.expected: Callable[[], dict[str, torch.Tensor]] | None = None
+
+    def groups_in(self, name: str, width: int) -> bool:
+        """Whether a round of layer ``name``, ``width`` units live after its single moves, ends
+        with a group move. With ``groups="auto"``: while the layer has more units than its
+        units have inputs (weights and bias, ``fan_in + 1``). Then their pre-activations are
+        linearly dependent, so the units are redundant jointly: a tabular or small input's
+        first layer, where single moves cannot take a unit over and group moves keep the
+        accuracy (docs/method.md §6zb, §6zzb), or a second layer wider than the first layer
+        it reads once that has been pruned. A layer with at least as many inputs per unit as
+        units keeps single moves only."""
+        if self.groups == "auto":
+            return width > self.guide.net.fan_in(name) + 1
+        return bool(self.groups)
 
     def z(self, k: int) -> float:
         """z of a unit's k-th test (k = 1, 2, …): level α/(k(k+1)), α = 1 − Φ(confidence).
@@ -387,7 +403,7 @@ class MergeMoves:
                     rejected[unit] = True
                     if int(rejected.sum()) >= self.max_rejections:
                         break
-            if self.groups and int(live.sum()) > 3:
+            if int(live.sum()) > 3 and self.groups_in(name, int(live.sum())):
                 self._group_move(
                     name, layer, live, idx=idx, inv=inv, base_score=base_score, gram=gram,
                     ridge=ridge, eye=eye, h=h, z=z, before=before, prior=prior, priced=priced,

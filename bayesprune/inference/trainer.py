@@ -239,7 +239,7 @@ class Trainer:
                 hyper,
                 len(data.x_train),
                 spend=config.merge_tests == "spend",
-                groups=config.merge_groups == "on",
+                groups={"off": False, "on": True}.get(config.merge_groups, config.merge_groups),
             )
             if config.merge == "on" and merges_apply(self.guide)
             else None

@@ -626,9 +626,30 @@ def test_a_group_move_takes_only_the_places_left_and_the_trainer_builds_it(monke
     _, removed = moves.layer("fc1", x, y, limit=3)
     assert len(removed) == 3 and moves.tests[("fc1", "group")] == 1, removed  # one group of 3
     data = make_teacher(num_train=200, num_test=50)
-    for setting, groups in (("on", True), ("off", False)):
+    for setting, groups in (("on", True), ("off", False), ("auto", "auto")):
         trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_groups=setting))
-        assert trainer.merges.groups is groups
+        assert trainer.merges.groups == groups
+
+
+def test_auto_group_moves_act_while_a_layer_has_more_units_than_inputs_per_unit(monkeypatch):
+    """``groups="auto"``: a round ends with a group move while the layer has more units than
+    its units have inputs (fan-in + 1). The copies network's first layer (12 units of 6
+    inputs) gets the group move "on" gives it; the same layer read as 11 inputs per unit (12
+    units, not more than 11 + 1) gets none, and neither does the 4-unit second layer (12
+    inputs per unit)."""
+    net, x, y = _copies_network()
+    _, moves = _moves(net)
+    monkeypatch.setattr(moves, "z", lambda k: float("inf"))  # the single moves' test only
+    moves.groups = "auto"
+    assert moves.groups_in("fc1", 12) and not moves.groups_in("fc2", 4)
+    fan_in = net.fan_in
+    monkeypatch.setattr(net, "fan_in", lambda name: 11 if name == "fc1" else fan_in(name))
+    assert not moves.groups_in("fc1", 12) and moves.layer("fc1", x, y)[1] == []
+    monkeypatch.setattr(net, "fan_in", fan_in)
+    merges, removed = moves.layer("fc1", x, y)
+    assert len(removed) == 6 and moves.tests[("fc1", "group")] == 1, removed
+    with pytest.raises(ValueError, match="groups"):
+        type(moves)(moves.guide, moves.hyper, 100, groups="yes")
 
 
 def test_a_layers_group_tests_spend_their_level_over_its_rounds(monkeypatch):
