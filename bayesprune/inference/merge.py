@@ -199,10 +199,10 @@ class MergeMoves:
         with a group move. With ``groups="auto"``: while the layer has more units than its
         units have inputs (weights and bias, ``fan_in + 1``). Then their pre-activations are
         linearly dependent, so the units are redundant jointly: a tabular or small input's
-        first layer, where single moves cannot take a unit over and group moves keep the
-        accuracy (docs/method.md §6zb, §6zzb), or a second layer wider than the first layer
-        it reads once that has been pruned. A layer with at least as many inputs per unit as
-        units keeps single moves only."""
+        first layer, where single moves cannot take a unit over (docs/method.md §6zb), or a
+        second layer wider than the first layer it reads once that has been pruned; §6zzb
+        measures where that helps and where it costs. A layer with no more units than inputs
+        per unit keeps single moves only."""
         if self.groups == "auto":
             return width > self.guide.net.fan_in(name) + 1
         return bool(self.groups)
