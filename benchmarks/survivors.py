@@ -89,6 +89,7 @@ def measure(
     with torch.no_grad():
         point_mass_prior(guide, trainer.hyper, thetas, None, [], vertex=trainer.heading_for(),
                          theta_grads=theta_grads)  # fmt: skip
+    prices = {n: theta_grads[n] / len(trainer.data.x_train) for n in gated}
     layers = {}
     for name, p in zip(gated, guide.theta_parameters(), strict=True):
         live = guide.mode_mask(name)
@@ -101,12 +102,12 @@ def measure(
             "m": _quantiles(m.tolist()),
             "m_over_se": _quantiles(ratio),
             "within_2se": sum(abs(r) < 2 for r in ratio),
-            "price": _quantiles((theta_grads[name] / len(trainer.data.x_train))[live].tolist()),
+            "price": _quantiles(prices[name][live].tolist()),
         }
     # the last hidden layer, unit by unit, on the posterior-mode network
     name = gated[-1]
     live = guide.mode_mask(name)
-    price = (theta_grads[name] / len(trainer.data.x_train))[live]
+    price = prices[name][live]
     mode = deterministic_network(guide).eval()
     last = max(i for i, m in enumerate(mode) if isinstance(m, nn.Linear))
     head, tail = mode[:last], mode[last]

@@ -403,7 +403,8 @@ class MergeMoves:
                     rejected[unit] = True
                     if int(rejected.sum()) >= self.max_rejections:
                         break
-            if int(live.sum()) > 3 and self.groups_in(name, int(live.sum())):
+            left = int(live.sum())
+            if left > 3 and self.groups_in(name, left):
                 self._group_move(
                     name, layer, live, idx=idx, inv=inv, base_score=base_score, gram=gram,
                     ridge=ridge, eye=eye, h=h, z=z, before=before, prior=prior, priced=priced,
