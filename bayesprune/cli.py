@@ -392,6 +392,15 @@ def train(args) -> int:
         raise UsageError(f"--estimator {args.estimator} needs --elbo traced (or auto)")
     if args.evidence == "held-out" and getattr(args, "strategy", "single") == "ddp":
         raise UsageError("--evidence held-out runs in one process: drop --strategy ddp")
+    if args.merge == "off" and args.merge_groups != "off" and "merge_groups" in _resume_flags(
+        getattr(args, "argv", None)
+    ):
+        # the default (auto) has nothing to act on without merge moves; asked for, it is refused
+        # as TrainConfig refuses on
+        raise UsageError(
+            f"merge_groups {args.merge_groups!r} (--merge-groups {args.merge_groups}) needs "
+            "merge 'on' (--merge on): group moves are merge moves"
+        )
     _distributed_device(args, args.batch_size)
     _device(args.device)
     out, made = _run_dir(args) if process_rank() == 0 else (None, [])  # others write nothing

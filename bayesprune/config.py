@@ -39,7 +39,7 @@ PREDATING = {
     "merge": "off", "theta_transit": 1.0, "merge_tests": "fixed", "window_cap": "none",
     "merge_price": "current", "producer_price": "current", "merge_budget": "none",
     "merge_schedule": "settled", "theta_confidence": 0.0, "evidence": "train",
-    "optimizer": "adam", "momentum": 0.9, "memory_format": "contiguous",
+    "optimizer": "adam", "momentum": 0.9, "memory_format": "contiguous", "merge_groups": "off",
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
 # the weights' optimisers (--optimizer): weights_optimizer builds them
@@ -214,12 +214,13 @@ class TrainConfig:
         "gates have collapsed no unit for a window", choices=MERGE_SCHEDULES, group="rule",
     )  # fmt: skip
     merge_groups: str = _option(
-        "off", "group merge moves (Eq. (14j)): on: after a layer's single moves, one move of "
-        "a group of its units taken over jointly by the others, tested as one, in every layer; "
-        "for layers of cheap units (few inputs each, as on tabular data), which single moves "
-        "cannot take over; smaller networks, at some accuracy on Fashion-MNIST; auto: only in "
-        "a layer while it has more units than inputs per unit + 1 (a tabular or small input's "
-        "first layer, a second layer wider than the pruned first); needs --merge on",
+        "auto", "group merge moves (Eq. (14j)): after a layer's single moves, one move of a "
+        "group of its units taken over jointly by the others, tested as one; for layers of "
+        "cheap units (few inputs each, as on tabular data), which single moves cannot take "
+        "over. auto: in a layer while it has more units than inputs per unit + 1 (a tabular "
+        "or small input's first layer, a second layer wider than the pruned first); on: in "
+        "every layer (smaller networks, at some accuracy on Fashion-MNIST); off: never; "
+        "nothing without merge moves (on needs --merge on)",
         choices=MERGE_GROUPS, group="rule",
     )  # fmt: skip
     producer_price: str = _option(
@@ -326,7 +327,7 @@ class TrainConfig:
                 # json refuse numpy's, deep inside a run
                 setattr(self, f.name, f.metadata["type"](str(value)))
         _check_device(self.device)
-        if self.merge_groups != "off" and self.merge == "off":
+        if self.merge_groups == "on" and self.merge == "off":
             raise ValueError(
                 f"merge_groups {self.merge_groups!r} (--merge-groups {self.merge_groups}) needs "
                 "merge 'on' (--merge on): group moves are merge moves"

@@ -1355,6 +1355,19 @@ def theta_averaging(cfg: dict) -> str:
     return f"with momentum {cfg.get('theta_momentum', 0.9)} per step"
 
 
+# group merge moves (Eq. (14j)) were off by default until they became ``auto``; matrix files
+# written since record the default they ran under
+GROUPS_DEFAULT_BEFORE = "off"
+
+
+def effective_overrides(overrides: dict | None, result: dict) -> dict:
+    """A matrix run's ``--set`` overrides with the group-move setting it ran under made
+    explicit: a file without ``merge_groups_default`` was written while the default was off."""
+    out = dict(overrides or {})
+    out.setdefault("merge_groups", result.get("merge_groups_default", GROUPS_DEFAULT_BEFORE))
+    return out
+
+
 def matrix_command(name: str, result: dict) -> str:
     """The ``robustness_matrix.py`` command line that makes a file like ``result`` again: its
     cells, seeds, overrides and dense runs, read off the file (before, every table said the
@@ -1365,6 +1378,8 @@ def matrix_command(name: str, result: dict) -> str:
     words = [".venv/bin/python benchmarks/robustness_matrix.py", "--cells", *cases, "--seeds"]
     words += [str(s) for s in seeds]
     overrides = result.get("overrides") or {}
+    if "merge_groups_default" not in result:  # the default then, not today's
+        overrides = effective_overrides(overrides, result)
     if overrides:
         words += ["--set"] + [
             f"{k}={'none' if v is None else v}" for k, v in overrides.items()
@@ -1392,7 +1407,8 @@ def render_matrix(name: str, result: dict) -> list[str]:
     lines = [
         f"## {name}",
         "",
-        f"Default settings (overrides: {result['overrides'] or 'none'}), 1 thread per run, "
+        f"Default settings (overrides: {result['overrides'] or 'none'}; group merge moves "
+        f"{effective_overrides(result['overrides'], result)['merge_groups']}), 1 thread per run, "
         f"commit {result['commit']}, CPU {result.get('cpu', 'not recorded')}"
         + (f", dense runs from `{result['dense_from']['file']}`" if "dense_from" in result else "")
         + (f"; rule: {result['rule']}" if "rule" in result else "")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import description, render_matrix_summary, write  # noqa: E402
+from common import description, effective_overrides, render_matrix_summary, write  # noqa: E402
 from robustness_matrix import CASES, checks, dense_recipe  # noqa: E402
 
 ISSUE_CELLS = ("mlp-", "lenet5-")  # the matrix's cells with a gap target (not the teacher's)
@@ -63,7 +63,7 @@ def pool(paths: list[Path], dense_paths: list[Path] = ()) -> tuple[list[dict], l
         sources.append({"file": str(path), "commit": result.get("commit")})
         for cell in result["cells"]:
             key = (cell["case"], cell["seed"])
-            ran = cell.get("overrides", {})
+            ran = effective_overrides(cell.get("overrides"), result)  # groups off before
             if overrides.setdefault(cell["case"], ran) != ran:
                 raise SystemExit(
                     f"{path}: {cell['case']} ran with overrides {ran}, elsewhere with "

@@ -36,7 +36,7 @@ from common import (  # noqa: E402
     seed_type,
 )
 
-from bayesprune.config import positive  # noqa: E402
+from bayesprune.config import TrainConfig, positive  # noqa: E402
 
 FMNIST = {"dataset": "fashion-mnist", "arch": "mlp", "epochs": 10, "batch_size": 100, "lr": 1e-3}
 CASES = {
@@ -785,6 +785,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu": cpu_model(),
         "threads": 1,
         "overrides": overrides,
+        "merge_groups_default": TrainConfig().merge_groups,  # what no override means here
         "cells": cells,
     }
     if dense_from is not None:

@@ -716,6 +716,15 @@ def test_matrix_summary_refuses_to_pool_different_runs_of_one_cell(tmp_path):
                            [_cell("mlp-n3k", 1, 0.2, [30, 70], overrides={"epochs": 20})])
     with pytest.raises(SystemExit, match="overrides"):
         script.pool([first, setting])
+    # a file written since group moves became the default (auto) against one from before (off)
+    since = tmp_path / "d.json"
+    since.write_text(json.dumps({"commit": "new", "merge_groups_default": "auto",
+                                 "cells": [_cell("mlp-n3k", 1, 0.2, [30, 70])]}))  # fmt: skip
+    with pytest.raises(SystemExit, match="overrides"):
+        script.pool([first, since])
+    asked = _matrix_file(tmp_path / "e.json",  # the same rule, asked for before it was default
+                         [_cell("mlp-n3k", 2, 0.2, [30, 70], overrides={"merge_groups": "auto"})])
+    assert len(script.pool([since, asked])[0]) == 2
 
 
 def test_group_takeover_measures_the_test_of_each_group_on_the_network_as_it_is():
@@ -1239,11 +1248,14 @@ def test_the_matrix_tables_rerun_line_is_the_files_own_command():
                   {"case": "mlp-n10k", "seed": 3, "dense": None}],  # fmt: skip
         "dense_from": {"file": "benchmarks/results/robustness_matrix.json"},
     }
-    assert common.matrix_command("probe", result) == (
+    assert common.matrix_command("probe", result) == (  # written before groups were auto
         ".venv/bin/python benchmarks/robustness_matrix.py --cells lenet5-n60k mlp-n10k --seeds "
-        "2 3 --set price_scale=2 warmup_tolerance=none --dense-from "
+        "2 3 --set price_scale=2 warmup_tolerance=none merge_groups=off --dense-from "
         "benchmarks/results/robustness_matrix.json --name probe"
     )
+    result["merge_groups_default"] = "auto"  # written since: the default is today's
+    assert "merge_groups" not in common.matrix_command("probe", result)
+    del result["merge_groups_default"]
     result["dense_from"] = {"file": "the two files merged"}  # recorded in words: the cells alone
     assert common.matrix_command("probe", result).endswith("--no-dense --name probe")
     del result["dense_from"]
@@ -1253,7 +1265,8 @@ def test_the_matrix_tables_rerun_line_is_the_files_own_command():
         common.matrix_command("probe", result).split()[2:]
     )  # the command parses as the script's own
     assert parsed.cells == ["lenet5-n60k", "mlp-n10k"] and parsed.seeds == [2, 3]
-    assert script.parse_overrides(parsed.set) == result["overrides"] and parsed.no_dense
+    assert script.parse_overrides(parsed.set) == {**result["overrides"], "merge_groups": "off"}
+    assert parsed.no_dense
 
 
 def test_benchmark_arguments_are_one_line_errors_and_trial_runs_leave_results_alone(

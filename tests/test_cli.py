@@ -98,7 +98,9 @@ def test_the_near_start_report_names_only_layers_that_kept_nine_tenths():
     trainer.initial_widths = [17, 9]  # 16 of 17 is 94%
     layers, note = trainer.near_start_note([16, 8])
     assert layers == ["fc1"] and "fc1 16 of 17 starting" in note and "fc2" not in note
-    assert "--merge-groups on" in note  # the other cause, where the groups are off
+    assert "--merge-groups" not in note  # the default, auto, tests groups in a 16-unit layer
+    trainer.merges.groups = False  # of 4 inputs: the other cause, where the groups are off
+    assert "--merge-groups on" in trainer.near_start_note([16, 8])[1]
     trainer.merges.groups = True
     assert "--merge-groups" not in trainer.near_start_note([16, 8])[1]
     del trainer.release_steps["fc1"]  # undecided: the undecided note speaks for it

@@ -663,6 +663,8 @@ def test_option_combinations_that_would_be_ignored_are_refused_or_named(tmp_path
     for args, message in (
         ([*QUICK, "--merge-groups", "on", "--merge", "off"],
          "merge_groups 'on' (--merge-groups on) needs merge 'on' (--merge on)"),
+        ([*QUICK, "--merge", "off", "--merge-groups", "auto"],  # the default, asked for
+         "merge_groups 'auto' (--merge-groups auto) needs merge 'on' (--merge on)"),
         ([*QUICK, "--accelerator", "gpu"], "--accelerator needs --strategy ddp"),
         (["--arch", "vgg16", "--dataset", "mnist", "--data-dir", str(tmp_path)], "32×32"),
     ):
@@ -673,6 +675,9 @@ def test_option_combinations_that_would_be_ignored_are_refused_or_named(tmp_path
     out = tmp_path / "gaussian"
     assert main(["train", *QUICK, "--no-report", "--weights", "gaussian", "--out", str(out)]) == 0
     assert "no merge moves in this run" in capsys.readouterr().err
+    out = tmp_path / "no-merges"  # --merge off alone: the default groups have nothing to act on
+    assert main(["train", *QUICK, "--no-report", "--merge", "off", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["merge"] == "off"
 
 
 def _as_before_run_ids(run):

@@ -1217,9 +1217,10 @@ class Trainer:
         layer's is 50-85, inside every start). Not a failure, but a user who wants the price to
         choose the width must be told that a wider start may end wider. Keeping 90% or more is
         the symptom this reports (a reporting constant, not a decision): in the matrix
-        LeNet-300-100 keeps 9-36% of its first layer and 43-96% of its second, LeNet-5 95-100%
-        of conv1 (whose evidence keeps 31-38 of 40 filters from twice the width, §6e), and the
-        teacher 88-91% of its first layer from 300 and all of it from 32. Layers of one unit
+        LeNet-300-100 keeps 9-39% of its first layer and 41-94% of its second, LeNet-5 95-100%
+        of conv1 (whose evidence keeps 34-40 of 40 filters from twice the width, §6zzc), and
+        the teacher 47-50% of its first layer from 300 (88-91% with group moves off) and all of
+        it from 32. Layers of one unit
         and undecided layers (their own note) are left out; so is a run that did not finish.
         """
         if self.status != "finished":
