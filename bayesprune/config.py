@@ -220,7 +220,7 @@ class TrainConfig:
         "over. auto: in a layer while it has more units than inputs per unit + 1 (a tabular "
         "or small input's first layer, a second layer wider than the pruned first); on: in "
         "every layer (smaller networks, at some accuracy on Fashion-MNIST); off: never; "
-        "nothing without merge moves (on needs --merge on)",
+        "nothing without merge moves (--merge off; asked for, on and auto need --merge on)",
         choices=MERGE_GROUPS, group="rule",
     )  # fmt: skip
     producer_price: str = _option(

@@ -1218,7 +1218,7 @@ class Trainer:
         choose the width must be told that a wider start may end wider. Keeping 90% or more is
         the symptom this reports (a reporting constant, not a decision): in the matrix
         LeNet-300-100 keeps 9-39% of its first layer and 41-94% of its second, LeNet-5 95-100%
-        of conv1 (whose evidence keeps 34-40 of 40 filters from twice the width, §6zzc), and
+        of conv1 (whose evidence keeps 34-37 of 40 filters from twice the width, §6zzc), and
         the teacher 47-50% of its first layer from 300 (88-91% with group moves off) and all of
         it from 32. Layers of one unit
         and undecided layers (their own note) are left out; so is a run that did not finish.
