@@ -26,7 +26,8 @@ def run(tmp_path_factory):
 def test_learns_the_teacher_and_prunes(run):
     data, trainer, summary, _ = run
     assert summary["status"] == "finished"
-    assert summary["test_error"] <= 0.05  # measured 0.034 after 8 epochs (dense 300-100: 0.039)
+    assert summary["test_error"] <= 0.05  # measured 0.036 after 8 epochs (0.033 with group moves
+    # off; dense 300-100: 0.039)
     # pruned (300-100 -> 144-57: group moves, Eq. (14j), take the 4-input first layer's jointly
     # redundant units), but no layer below half the teacher's width. Issue 9's "within 2x of
     # the teacher" is not met: the units left are each worth more than their price
