@@ -321,7 +321,14 @@ def _sharded_merges(rank: int, world: int, port: int, path: str) -> None:
     import torch.distributed as dist
 
     from bayesprune.distributed import all_reduce_sum
-    from tests.inference.test_merge import _duplicate, _fitted, _inputs, _moves, _network
+    from tests.inference.test_merge import (
+        _copies_network,
+        _duplicate,
+        _fitted,
+        _inputs,
+        _moves,
+        _network,
+    )
 
     torch.set_num_threads(1)
     if world > 1:
@@ -341,6 +348,19 @@ def _sharded_merges(rank: int, world: int, port: int, path: str) -> None:
         out[kind] = (len(removed), len(pair), [m.delta_prior for m in merges])
     d = torch.randn(257, generator=torch.Generator().manual_seed(5))  # 129 + 128 examples
     out["moments"] = moves._moments(torch.tensor_split(d, world)[rank])
+    # a group move (Eq. (14j), the default's in a layer of more units than inputs per unit + 1):
+    # five pairs of copies, a unit of its own and a constant, single moves refused
+    net, x, y = _copies_network()
+    _, moves = _moves(net)
+    moves.z = lambda k: float("inf")
+    moves.groups = True
+    if world > 1:
+        moves.shard, moves.reduce = (rank, world), all_reduce_sum
+    tests, moments = [], moves._moments  # every test's statistics: the group's come last
+    moves._moments = lambda diff: tests.append(moments(diff)) or tests[-1]
+    merges, removed = moves.layer("fc1", x, y)
+    pairs = sum(len({u, u + 5} & set(removed)) == 1 for u in range(5))
+    out["group"] = (len(removed), pairs, [(m.delta_prior, m.delta_data) for m in merges], tests)
     if rank == 0:
         torch.save(out, path)
     if world > 1:
@@ -352,7 +372,8 @@ def test_merge_rounds_sharded_over_processes_decide_as_one_process(tmp_path):
     proposals on its share of the held-out half; the summed statistics must lead to the moves
     one process takes on the whole sample (here: a duplicated unit, MLP and convolution). Which
     of two exact copies goes is a tie that rounding breaks, so the test compares how many
-    units go, that one of the pair does, and the prices saved."""
+    units go, that one of the pair does, and the prices saved; and the same for a group move
+    (Eq. (14j)), whose order and test read the same summed statistics."""
     import torch.multiprocessing as mp
 
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
@@ -366,6 +387,17 @@ def test_merge_rounds_sharded_over_processes_decide_as_one_process(tmp_path):
         (n_a, pair_a, prices_a), (n_b, pair_b, prices_b) = a[kind], b[kind]
         assert (n_a, pair_a) == (n_b, pair_b) and pair_a == 1, (kind, a[kind], b[kind])
         assert prices_b == pytest.approx(prices_a, rel=1e-3), kind
+    # the group move: one of each pair and the constant, in one process and in two
+    (n_a, pairs_a, prices_a, tests_a), (n_b, pairs_b, prices_b, tests_b) = a["group"], b["group"]
+    assert (n_a, pairs_a) == (n_b, pairs_b) == (6, 5), (a["group"], b["group"])
+    # the prices saved, and the data term's change on the whole held-out half (about 2e-4
+    # nats over the training set: the copies' reconstruction is exact up to rounding)
+    assert [p for p, _ in prices_b] == pytest.approx([p for p, _ in prices_a], rel=1e-3)
+    assert [d for _, d in prices_b] == pytest.approx([d for _, d in prices_a], rel=1e-3, abs=1e-7)
+    # every test of the round (the refused single moves', the group's) read the whole half
+    assert [t[2] for t in tests_b] == [t[2] for t in tests_a] and len(tests_a) >= 2
+    for (mean_a, sd_a, _), (mean_b, sd_b, _) in zip(tests_a, tests_b, strict=True):
+        assert (mean_b, sd_b) == pytest.approx((mean_a, sd_a), rel=1e-3, abs=1e-9)
 
 
 def test_sigterm_stops_the_processes_without_a_collective_in_the_handler(monkeypatch):
