@@ -31,6 +31,7 @@ from bayesprune.config import (
     PREDATING,
     TrainConfig,
     add_config_arguments,
+    groups_need_merges,
     positive,
     seed_type,
     training_device,
@@ -397,10 +398,7 @@ def train(args) -> int:
     ):
         # the default (auto) has nothing to act on without merge moves; asked for, it is refused
         # as TrainConfig refuses on
-        raise UsageError(
-            f"merge_groups {args.merge_groups!r} (--merge-groups {args.merge_groups}) needs "
-            "merge 'on' (--merge on): group moves are merge moves"
-        )
+        raise UsageError(groups_need_merges(args.merge_groups))
     _distributed_device(args, args.batch_size)
     _device(args.device)
     out, made = _run_dir(args) if process_rank() == 0 else (None, [])  # others write nothing

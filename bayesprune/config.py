@@ -42,6 +42,15 @@ PREDATING = {
     "optimizer": "adam", "momentum": 0.9, "memory_format": "contiguous", "merge_groups": "off",
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
+
+
+def groups_need_merges(groups: str) -> str:
+    """Why ``--merge-groups GROUPS`` is refused with ``--merge off`` (TrainConfig refuses
+    ``on``; the command line also ``auto`` asked for by name, its default otherwise)."""
+    return (
+        f"merge_groups {groups!r} (--merge-groups {groups}) needs merge 'on' (--merge on): "
+        "group moves are merge moves"
+    )
 # the weights' optimisers (--optimizer): weights_optimizer builds them
 OPTIMIZERS = ("adam", "sgd")
 EVIDENCE = ("train", "held-out")
@@ -328,10 +337,7 @@ class TrainConfig:
                 setattr(self, f.name, f.metadata["type"](str(value)))
         _check_device(self.device)
         if self.merge_groups == "on" and self.merge == "off":
-            raise ValueError(
-                f"merge_groups {self.merge_groups!r} (--merge-groups {self.merge_groups}) needs "
-                "merge 'on' (--merge on): group moves are merge moves"
-            )
+            raise ValueError(groups_need_merges(self.merge_groups))
         self._check_price_scale()  # as the command line does
         self._check_momentum()
         if self.evidence != "held-out" and self.evidence_share != 0.1:  # not silently ignored

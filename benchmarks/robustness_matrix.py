@@ -548,8 +548,6 @@ NETWORK_KEYS = ("dataset", "arch", "widths", "width_mult", "train_subset", "labe
 def training_settings(case: str) -> dict:
     """The cell's TrainConfig settings; a key that is neither one nor a network key is an
     error (a setting the runs would silently ignore)."""
-    from bayesprune.config import TrainConfig
-
     names = {f.name for f in fields(TrainConfig)}
     spec = {k: v for k, v in CASES[case].items() if k not in NETWORK_KEYS}
     unknown = sorted(set(spec) - names)
@@ -560,8 +558,6 @@ def training_settings(case: str) -> dict:
 
 def cell_config(case: str, seed: int, overrides: dict | None = None):
     """The cell's TrainConfig for ``seed``, with ``overrides`` (a run's ``--set``) applied."""
-    from bayesprune.config import TrainConfig
-
     subset = CASES[case].get("train_subset")
     config = TrainConfig(seed=seed, train_subset=subset, **training_settings(case))
     return replace(config, **(overrides or {}))
@@ -637,8 +633,6 @@ def checks(cells: list[dict]) -> dict:
 
 def parse_overrides(items: list[str]) -> dict:
     """``key=value`` pairs for :class:`TrainConfig` fields (``none``, ints, floats, strings)."""
-    from bayesprune.config import TrainConfig
-
     types = {f.name: str(f.type) for f in fields(TrainConfig)}
     out = {}
     for item in items:
