@@ -32,6 +32,8 @@ MERGE_BUDGETS = ("transit", "none")
 # once its gates have collapsed no unit for a window
 MERGE_SCHEDULES = ("window", "settled")
 MERGE_GROUPS = ("off", "on", "auto")
+# the largest group move under merge_groups "auto" (Eq. (14x)): the units beyond fan-in + 1, or half
+GROUP_CAPS = ("excess", "half")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
@@ -40,6 +42,7 @@ PREDATING = {
     "merge_price": "current", "producer_price": "current", "merge_budget": "none",
     "merge_schedule": "settled", "theta_confidence": 0.0, "evidence": "train",
     "optimizer": "adam", "momentum": 0.9, "memory_format": "contiguous", "merge_groups": "off",
+    "group_cap": "half",
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
 
@@ -231,6 +234,13 @@ class TrainConfig:
         "every layer (smaller networks, at some accuracy on Fashion-MNIST); off: never; "
         "nothing without merge moves (--merge off; asked for, on and auto need --merge on)",
         choices=MERGE_GROUPS, group="rule",
+    )  # fmt: skip
+    group_cap: str = _option(
+        "excess", "the largest group move under --merge-groups auto (Eq. (14x)): excess: the "
+        "layer's live units beyond inputs per unit + 1, the units whose pre-activations the "
+        "others' make linearly dependent, so that a group move never takes a layer below that "
+        "width; half: half the live units (the rule before; --merge-groups on always tries up "
+        "to half)", choices=GROUP_CAPS, group="rule",
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "

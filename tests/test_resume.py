@@ -546,6 +546,10 @@ def test_a_record_without_the_newer_settings_reads_as_the_run_trained():
     assert cfg.merge == "off" and cfg.merge_groups == "off"
     # recorded with merge moves, before group moves: none (today's default is auto)
     assert TrainConfig.from_record({"epochs": 3, "merge": "on"}).merge_groups == "off"
+    # recorded under auto before Eq. (14x): its groups went up to half the layer
+    before_cap = TrainConfig.from_record({"epochs": 3, "merge": "on", "merge_groups": "auto"})
+    assert (before_cap.merge_groups, before_cap.group_cap) == ("auto", "half")
+    assert TrainConfig.from_dict({}).group_cap == "excess"
     assert cfg.theta_transit == 1.0 and cfg.theta_confidence == 0.0
     assert (cfg.merge_tests, cfg.window_cap, cfg.merge_price) == ("fixed", "none", "current")
     assert (cfg.producer_price, cfg.merge_budget, cfg.merge_schedule) == (

@@ -161,6 +161,11 @@ class MergeMoves:
     :param groups: after a layer's single moves, one move of a group of its units (Eq. (14j),
         :meth:`_group_move`): True, in every layer; ``"auto"``, in a layer while it has more
         units than inputs per unit + 1 (:meth:`groups_in`).
+    :param group_cap: the largest group under ``groups="auto"`` (:meth:`group_cap_in`):
+        ``"excess"``, the layer's live units beyond inputs per unit + 1, so that a group move
+        never takes a layer below the width its input can make independent; ``"half"``, half
+        the live units (the cap of every group move with ``groups=True``, and of ``"auto"``
+        before Eq. (14x)).
     """
 
     def __init__(
@@ -172,6 +177,7 @@ class MergeMoves:
         max_rejections: int = 10,
         spend: bool = True,
         groups: bool | str = False,
+        group_cap: str = "excess",
     ):
         if not merges_apply(guide):
             raise ValueError(
@@ -183,6 +189,9 @@ class MergeMoves:
         if groups not in (True, False, "auto"):
             raise ValueError(f"groups must be True, False or 'auto', not {groups!r}")
         self.groups = groups  # Eq. (14j): a group move after the single moves of a round
+        if group_cap not in ("excess", "half"):
+            raise ValueError(f"group_cap must be 'excess' or 'half', not {group_cap!r}")
+        self.group_cap = group_cap  # Eq. (14x): how far an ``auto`` group move may go
         # (layer, original unit id), or (layer, "group") for its group moves: times tested
         self.tests: dict[tuple[str, int | str], int] = {}
         # data-parallel training (bayesprune.distributed): this process measures its share
@@ -206,6 +215,23 @@ class MergeMoves:
         if self.groups == "auto":
             return width > self.guide.net.fan_in(name) + 1
         return bool(self.groups)
+
+    def group_cap_in(self, name: str, live: int) -> int:
+        """The most units one group move may take from layer ``name`` with ``live`` units, before
+        the round's free places (Eq. (14t)): half of them, or under ``groups="auto"`` with
+        ``group_cap="excess"`` (Eq. (14x)) no more than the units beyond inputs per unit + 1.
+
+        Those are the units (14j)'s switch is about: w pre-activations of a k-dimensional input
+        (k = fan-in + 1) span at most k dimensions, so w − k of them are linear combinations
+        of the others; a group beyond that takes units whose pre-activations no others
+        rebuild, which the single moves test one by one. Measured (docs/method.md §6zzd):
+        where a half-layer group's saving is about its test's bound it passes or fails on the
+        test's noise, so under the half cap a later layer's width depended on the seed.
+        """
+        cap = live // 2
+        if self.groups == "auto" and self.group_cap == "excess":
+            cap = min(cap, live - (self.guide.net.fan_in(name) + 1))
+        return cap
 
     def z(self, k: int) -> float:
         """z of a unit's k-th test (k = 1, 2, …): level α/(k(k+1)), α = 1 − Φ(confidence).
@@ -441,8 +467,10 @@ class MergeMoves:
         group does not take a unit together with the only other that rebuilds it (units that
         feed nothing cost nothing either way). The
         groups are the first k of that order, k = c, c/2, c/4, … ≥ 2, c the round's free places
-        (half the live units at most, Eq. (14t)'s limit); the consumer reads the group's
-        least-squares reconstruction from the kept units and a constant, and the largest group
+        (Eq. (14t)'s limit) and at most :meth:`group_cap_in`'s cap (half the live units;
+        under ``auto``, the units beyond inputs per unit + 1, Eq. (14x)); the consumer reads
+        the group's least-squares reconstruction from the kept units and a constant, and the
+        largest group
         whose move passes the test of Eq. (14), N (mean d + z sd(d)/√n) + ΔP < 0, is taken. A
         single move prices one unit against the norm its take-over adds to the others'
         outgoing weights; a group's saving grows with its size, its data cost and noise more
@@ -454,7 +482,7 @@ class MergeMoves:
         ``idx``, ``inv``, ``base_score``: the live units and the constant, the inverse Gram and
         the single moves' scores of :meth:`layer`'s last reconstruction (the live units now).
         """
-        cap = int(live.sum()) // 2
+        cap = self.group_cap_in(name, int(live.sum()))
         if limit is not None:
             cap = min(cap, limit - len(removed))
         sizes, k = [], cap

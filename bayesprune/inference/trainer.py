@@ -240,6 +240,7 @@ class Trainer:
                 len(data.x_train),
                 spend=config.merge_tests == "spend",
                 groups={"off": False, "on": True}.get(config.merge_groups, config.merge_groups),
+                group_cap=config.group_cap,
             )
             if config.merge == "on" and merges_apply(self.guide)
             else None

@@ -628,15 +628,19 @@ def test_a_group_move_takes_only_the_places_left_and_the_trainer_builds_it(monke
     data = make_teacher(num_train=200, num_test=50)
     for setting, groups in (("on", True), ("off", False), ("auto", "auto")):
         trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(merge_groups=setting))
-        assert trainer.merges.groups == groups
+        assert trainer.merges.groups == groups and trainer.merges.group_cap == "excess"
+    trainer = Trainer(GatedMLP(4, (6, 4), 3), data, TrainConfig(group_cap="half"))
+    assert trainer.merges.group_cap == "half"
 
 
 def test_auto_group_moves_act_while_a_layer_has_more_units_than_inputs_per_unit(monkeypatch):
     """``groups="auto"``: a round ends with a group move while the layer has more units than
-    its units have inputs (fan-in + 1). The copies network's first layer (12 units of 6
-    inputs) gets the group move "on" gives it; the same layer read as 11 inputs per unit (12
-    units, not more than 11 + 1) gets none, and neither does the 4-unit second layer (12
-    inputs per unit)."""
+    its units have inputs (fan-in + 1), and (Eq. (14x)) the group takes the layer down to
+    fan-in + 1 units, not below. The copies network's first layer (12 units of 6 inputs)
+    loses its 12 − 7 = 5 units beyond that (with ``group_cap="half"`` the 6 "on" takes: one
+    of each pair and the constant); the same layer read as 11 inputs per unit (12 units, not
+    more than 11 + 1) gets none, and neither does the 4-unit second layer (12 inputs per
+    unit)."""
     net, x, y = _copies_network()
     _, moves = _moves(net)
     monkeypatch.setattr(moves, "z", lambda k: float("inf"))  # the single moves' test only
@@ -646,10 +650,22 @@ def test_auto_group_moves_act_while_a_layer_has_more_units_than_inputs_per_unit(
     monkeypatch.setattr(net, "fan_in", lambda name: 11 if name == "fc1" else fan_in(name))
     assert not moves.groups_in("fc1", 12) and moves.layer("fc1", x, y)[1] == []
     monkeypatch.setattr(net, "fan_in", fan_in)
+    assert (moves.group_cap_in("fc1", 12), moves.group_cap_in("fc1", 9)) == (5, 2)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
     merges, removed = moves.layer("fc1", x, y)
-    assert len(removed) == 6 and moves.tests[("fc1", "group")] == 1, removed
+    assert len(removed) == 5 and moves.tests[("fc1", "group")] == 1, removed
+    assert all(len({u, u + 5} & set(removed)) <= 1 for u in range(5)), removed  # never a pair
+    net.load_state_dict(state)  # the same round under the cap before (14x)
+    moves.group_cap, moves.tests = "half", {}
+    assert moves.group_cap_in("fc1", 12) == 6 and len(moves.layer("fc1", x, y)[1]) == 6
+    moves.groups = True  # "on": half, whatever the cap
+    assert moves.group_cap_in("fc1", 12) == 6
+    moves.group_cap = "excess"
+    assert moves.group_cap_in("fc1", 12) == 6 and moves.group_cap_in("fc2", 4) == 2
     with pytest.raises(ValueError, match="groups"):
         type(moves)(moves.guide, moves.hyper, 100, groups="yes")
+    with pytest.raises(ValueError, match="group_cap"):
+        type(moves)(moves.guide, moves.hyper, 100, groups="auto", group_cap="all")
 
 
 def test_a_layers_group_tests_spend_their_level_over_its_rounds(monkeypatch):
