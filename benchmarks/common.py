@@ -1356,16 +1356,30 @@ def theta_averaging(cfg: dict) -> str:
 
 
 # group merge moves (Eq. (14j)) were off by default until they became ``auto``; matrix files
-# written since record the default they ran under
+# written since record the default they ran under; under ``auto`` a group could take up to half
+# a layer until Eq. (14x) capped it at the layer's excess, and files since record that too
 GROUPS_DEFAULT_BEFORE = "off"
+GROUP_CAP_BEFORE = "half"
 
 
 def effective_overrides(overrides: dict | None, result: dict) -> dict:
     """A matrix run's ``--set`` overrides with the group-move setting it ran under made
-    explicit: a file without ``merge_groups_default`` was written while the default was off."""
+    explicit: a file without ``merge_groups_default`` was written while the default was off,
+    and one without ``group_cap_default`` while ``auto``'s groups went up to half a layer."""
     out = dict(overrides or {})
     out.setdefault("merge_groups", result.get("merge_groups_default", GROUPS_DEFAULT_BEFORE))
+    if out["merge_groups"] == "auto":
+        out.setdefault("group_cap", result.get("group_cap_default", GROUP_CAP_BEFORE))
     return out
+
+
+def group_words(ran: dict) -> str:
+    """The group-move rule of a matrix file's runs (:func:`effective_overrides`) in words."""
+    if ran["merge_groups"] != "auto":
+        return ran["merge_groups"]
+    if ran["group_cap"] == "excess":
+        return "auto, down to inputs per unit + 1"
+    return "auto, up to half a layer at once"
 
 
 def matrix_command(name: str, result: dict) -> str:
@@ -1378,8 +1392,8 @@ def matrix_command(name: str, result: dict) -> str:
     words = [".venv/bin/python benchmarks/robustness_matrix.py", "--cells", *cases, "--seeds"]
     words += [str(s) for s in seeds]
     overrides = result.get("overrides") or {}
-    if "merge_groups_default" not in result:  # the default then, not today's
-        overrides = effective_overrides(overrides, result)
+    if "merge_groups_default" not in result or "group_cap_default" not in result:
+        overrides = effective_overrides(overrides, result)  # the defaults then, not today's
     if overrides:
         words += ["--set"] + [
             f"{k}={'none' if v is None else v}" for k, v in overrides.items()
@@ -1408,7 +1422,7 @@ def render_matrix(name: str, result: dict) -> list[str]:
         f"## {name}",
         "",
         f"Default settings (overrides: {result['overrides'] or 'none'}; group merge moves "
-        f"{effective_overrides(result['overrides'], result)['merge_groups']}), 1 thread per run, "
+        f"{group_words(effective_overrides(result['overrides'], result))}), 1 thread per run, "
         f"commit {result['commit']}, CPU {result.get('cpu', 'not recorded')}"
         + (f", dense runs from `{result['dense_from']['file']}`" if "dense_from" in result else "")
         + (f"; rule: {result['rule']}" if "rule" in result else "")

@@ -780,6 +780,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": 1,
         "overrides": overrides,
         "merge_groups_default": TrainConfig().merge_groups,  # what no override means here
+        "group_cap_default": TrainConfig().group_cap,
         "cells": cells,
     }
     if dense_from is not None:

@@ -140,6 +140,8 @@ def test_short_robustness_matrix_does_not_collapse(tmp_path):
     # the rule before issue 9 cut every layer to one unit at chance level
     result = _matrix(tmp_path)
     assert result["checks"]["collapsed"] == []
+    # the defaults the runs had (a file without them is read as written before them)
+    assert (result["merge_groups_default"], result["group_cap_default"]) == ("auto", "excess")
     for cell in result["cells"]:
         pruned, dense = cell["bayesprune"], cell["dense"]
         assert pruned["status"] == "finished" and min(pruned["widths"]) > 5, cell["case"]
@@ -725,6 +727,19 @@ def test_matrix_summary_refuses_to_pool_different_runs_of_one_cell(tmp_path):
     asked = _matrix_file(tmp_path / "e.json",  # the same rule, asked for before it was default
                          [_cell("mlp-n3k", 2, 0.2, [30, 70], overrides={"merge_groups": "auto"})])
     assert len(script.pool([since, asked])[0]) == 2
+    # a file written since Eq. (14x) capped auto's groups against one from before (half)
+    capped = tmp_path / "f.json"
+    capped.write_text(json.dumps({"commit": "newer", "merge_groups_default": "auto",
+                                  "group_cap_default": "excess",
+                                  "cells": [_cell("mlp-n3k", 3, 0.2, [30, 70])]}))  # fmt: skip
+    with pytest.raises(SystemExit, match="overrides"):
+        script.pool([since, capped])
+    half = tmp_path / "g.json"  # the rule before, asked for since
+    half.write_text(json.dumps({"commit": "newer", "merge_groups_default": "auto",
+                                "group_cap_default": "excess",
+                                "cells": [_cell("mlp-n3k", 4, 0.2, [30, 70],
+                                                overrides={"group_cap": "half"})]}))  # fmt: skip
+    assert len(script.pool([since, half, asked])[0]) == 3
 
 
 def test_group_takeover_measures_the_test_of_each_group_on_the_network_as_it_is():
@@ -1253,9 +1268,15 @@ def test_the_matrix_tables_rerun_line_is_the_files_own_command():
         "2 3 --set price_scale=2 warmup_tolerance=none merge_groups=off --dense-from "
         "benchmarks/results/robustness_matrix.json --name probe"
     )
-    result["merge_groups_default"] = "auto"  # written since: the default is today's
-    assert "merge_groups" not in common.matrix_command("probe", result)
-    del result["merge_groups_default"]
+    result["merge_groups_default"] = "auto"  # written under auto before Eq. (14x): half
+    assert "merge_groups=auto group_cap=half" in common.matrix_command("probe", result)
+    result["group_cap_default"] = "excess"  # written since: the defaults are today's
+    command = common.matrix_command("probe", result)
+    assert "group_cap" not in command and "merge_groups" not in command
+    header = common.render_matrix("probe", {**result, "cells": [], "commit": "c",
+                                            "checks": {"gap_points": {}, "collapsed": []}})[2]
+    assert "group merge moves auto, down to inputs per unit + 1)" in header
+    del result["merge_groups_default"], result["group_cap_default"]
     result["dense_from"] = {"file": "the two files merged"}  # recorded in words: the cells alone
     assert common.matrix_command("probe", result).endswith("--no-dense --name probe")
     del result["dense_from"]
