@@ -458,6 +458,13 @@ def train(args) -> int:
             "average to price merges and producers by)",
             file=sys.stderr,
         )
+    if out is not None and config.group_cap != "excess" and config.merge_groups != "auto":
+        print(
+            f"bayesprune: note: --group-cap {config.group_cap} has no effect with --merge-groups "
+            f"{config.merge_groups}: it caps auto's groups only (Eq. (14x)); on always tries up "
+            "to half a layer",
+            file=sys.stderr,
+        )
     if out is not None and config.merge == "on" and trainer.merges is None:  # merges_apply
         print(
             "bayesprune: note: no merge moves in this run (Eq. (14) needs point-mass weights "

@@ -376,6 +376,19 @@ def test_settings_adam_does_not_use_are_named_in_a_note(tmp_path, capsys):
     assert "note: --theta-transit has no effect" in capsys.readouterr().err
 
 
+def test_a_group_cap_that_caps_nothing_is_named_in_a_note(tmp_path, capsys):
+    """--group-cap caps auto's group moves (Eq. (14x)); with --merge-groups on or off it
+    changes nothing, and the run says so instead of training as if it did."""
+    args = ["train", "--epochs", "1", "--widths", "12,8", "--no-progress", "--no-report"]
+    assert main([*args, "--group-cap", "half", "--out", str(tmp_path / "a")]) == 0
+    assert "--group-cap" not in capsys.readouterr().err  # auto: the cap is used
+    for groups in ("on", "off"):
+        assert main([*args, "--group-cap", "half", "--merge-groups", groups,
+                     "--out", str(tmp_path / groups)]) == 0  # fmt: skip
+        err = capsys.readouterr().err
+        assert f"note: --group-cap half has no effect with --merge-groups {groups}" in err
+
+
 def test_data_dir_with_the_teacher_and_a_subset_of_one_class_are_refused(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data-dir", str(tmp_path), "--out", str(out)]) == 2
