@@ -458,7 +458,8 @@ def train(args) -> int:
             "average to price merges and producers by)",
             file=sys.stderr,
         )
-    if out is not None and config.group_cap != "excess" and config.merge_groups != "auto":
+    cap_default = TrainConfig.__dataclass_fields__["group_cap"].default
+    if out is not None and config.group_cap != cap_default and config.merge_groups != "auto":
         print(
             f"bayesprune: note: --group-cap {config.group_cap} has no effect with --merge-groups "
             f"{config.merge_groups}: it caps auto's groups only (Eq. (14x)); on always tries up "

@@ -15,6 +15,7 @@ import torch
 
 from bayesprune.guides.gate_guide import POSTERIORS, WEIGHTS
 from bayesprune.inference.elbo import ESTIMATORS, IMPLEMENTATIONS
+from bayesprune.inference.merge import GROUP_CAPS
 from bayesprune.inference.projected_sgd import THETA_OPTIMIZERS
 from bayesprune.loop import LR_SCHEDULES
 from bayesprune.models.gated_model import HyperPrior
@@ -32,8 +33,6 @@ MERGE_BUDGETS = ("transit", "none")
 # once its gates have collapsed no unit for a window
 MERGE_SCHEDULES = ("window", "settled")
 MERGE_GROUPS = ("off", "on", "auto")
-# the largest group move under merge_groups "auto" (Eq. (14x)): the units beyond fan-in + 1, or half
-GROUP_CAPS = ("excess", "half")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with

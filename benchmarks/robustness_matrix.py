@@ -774,13 +774,14 @@ def main(argv: list[str] | None = None) -> None:
     if dense_from is not None:
         for cell in cells:
             cell["dense"] = dense_from[(cell["case"], cell["seed"])]
+    defaults = TrainConfig()
     result = {
         "commit": started_at,
         "cpu": cpu_model(),
         "threads": 1,
         "overrides": overrides,
-        "merge_groups_default": TrainConfig().merge_groups,  # what no override means here
-        "group_cap_default": TrainConfig().group_cap,
+        "merge_groups_default": defaults.merge_groups,  # what no override means here
+        "group_cap_default": defaults.group_cap,
         "cells": cells,
     }
     if dense_from is not None:

@@ -33,6 +33,8 @@ CHUNK = 512  # examples per forward pass
 # values of the held-out half's consumer inputs kept at once (256 MB in float32); the rounds of
 # one check keep the previous round's two halves as well (Trainer.merge's cache)
 BUDGET = 2**26
+# the largest group move under groups="auto" (Eq. (14x), :meth:`MergeMoves.group_cap_in`)
+GROUP_CAPS = ("excess", "half")
 
 
 @dataclass
@@ -189,8 +191,8 @@ class MergeMoves:
         if groups not in (True, False, "auto"):
             raise ValueError(f"groups must be True, False or 'auto', not {groups!r}")
         self.groups = groups  # Eq. (14j): a group move after the single moves of a round
-        if group_cap not in ("excess", "half"):
-            raise ValueError(f"group_cap must be 'excess' or 'half', not {group_cap!r}")
+        if group_cap not in GROUP_CAPS:
+            raise ValueError(f"group_cap must be one of {GROUP_CAPS}, not {group_cap!r}")
         self.group_cap = group_cap  # Eq. (14x): how far an ``auto`` group move may go
         # (layer, original unit id), or (layer, "group") for its group moves: times tested
         self.tests: dict[tuple[str, int | str], int] = {}
