@@ -292,6 +292,21 @@ OUTSIDE = {
     # cells, for runs under --set overrides
     "out-mlp-600-200": {**FMNIST, "widths": (600, 200)},
     "out-mlp-1200-400": {**FMNIST, "widths": (1200, 400)},
+    # P6's batch and learning-rate axes for MLPs whose later layers group moves act on (the
+    # default since §6zzc; session of 2026-12-07, thirty-eighth): out-mlp3-400-200-100 and
+    # out-mlp-500-500 are their batch-100, lr-1e-3 points
+    "out-mlp3-400-200-100-b32": {**FMNIST, "widths": (400, 200, 100), "batch_size": 32},
+    "out-mlp3-400-200-100-b256": {**FMNIST, "widths": (400, 200, 100), "batch_size": 256},
+    "out-mlp3-400-200-100-lr3e-4": {**FMNIST, "widths": (400, 200, 100), "lr": 3e-4},
+    "out-mlp3-400-200-100-lr3e-3": {**FMNIST, "widths": (400, 200, 100), "lr": 3e-3},
+    "out-mlp-500-500-b32": {**FMNIST, "widths": (500, 500), "batch_size": 32},
+    "out-mlp-500-500-b256": {**FMNIST, "widths": (500, 500), "batch_size": 256},
+    "out-mlp-500-500-lr3e-4": {**FMNIST, "widths": (500, 500), "lr": 3e-4},
+    "out-mlp-500-500-lr3e-3": {**FMNIST, "widths": (500, 500), "lr": 3e-3},
+    # the first layer at lr 3e-4 against its start and its consumer's width
+    "out-mlp-400-100-lr3e-4": {**FMNIST, "widths": (400, 100), "lr": 3e-4},
+    "out-mlp-300-200-lr3e-4": {**FMNIST, "widths": (300, 200), "lr": 3e-4},
+    "out-mlp-600-200-lr3e-4": {**FMNIST, "widths": (600, 200), "lr": 3e-4},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
