@@ -83,6 +83,8 @@ def command(rng: random.Random, out: Path) -> list[str]:
         ["--temperature", rng.choice(["1", "0.001"])], ["--rho", rng.choice(["0.01", "0.5"])],
         ["--strength", rng.choice(["0.1", "10"])], ["--prior-every", rng.choice(["1", "1000"])],
         ["--lr-theta", rng.choice(["0.1", "100"])], ["--trace-every", "3"],
+        # since group moves became the default (auto, Eq. (14x); thirty-eighth session)
+        ["--merge-groups", "off"], ["--group-cap", "half"],
     ]  # fmt: skip
     for option in rng.sample(options, rng.choice([0, 1, 2, 3, 4])):
         if option[0] not in args:  # two draws of one flag (--optimizer, --evidence): the first
