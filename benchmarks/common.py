@@ -2105,6 +2105,30 @@ def render_survivors(name: str, result: dict) -> list[str]:
             f"{last['below_price_train']} / {last['below_price_test']} | "
             f"{last['negative_test']} | {last['optimism_over_price']:.1f} |"
         )
+    firsts = [run for run in result["survivors"] if "first_layer" in run]
+    if firsts:  # --first-layer (docs/method.md §6zze)
+        lines += [
+            "",
+            "First hidden layer (`--first-layer`): each live unit's value alone on 20,000 training "
+            "examples and on the test examples, the value θ's evidence gives it (price − m), "
+            "their correlation over the units, and the units the evidence keeps (m < 0) whose "
+            "value alone on the training examples is below their price.",
+            "",
+            "| run | layer | units | price | value, train | value, test | value, evidence | "
+            "below price (train / test) | kept below price | correlation |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for run in firsts:
+            first = run["first_layer"]
+            label = (run_label(run) + (f", {run['overrides']}" if run["overrides"] else "")
+                     + f": {'-'.join(map(str, run['widths']))}")
+            lines.append(
+                f"| {label} | {first['layer']} | {first['units']} | {q(first['price'])} | "
+                f"{q(first['value_train'])} | {q(first['value_test'])} | "
+                f"{q(first['value_evidence'])} | "
+                f"{first['below_price_train']} / {first['below_price_test']} | "
+                f"{first['kept_below_price_train']} | {first['evidence_train_corr']:.2f} |"
+            )
     return lines + [""]
 
 

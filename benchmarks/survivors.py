@@ -15,6 +15,13 @@ After ``Trainer.fit`` it reads, for every live unit of every gated layer,
   10,000 test examples (the test set is read by this diagnostic only), against its price
   τ·∂KL/∂θ_s / N (the prior's closed form, with the run's (10e) heading).
 
+With ``--first-layer`` (MLPs), the same for the first hidden layer, whose units feed another
+hidden layer rather than the read-out: each live unit's value alone on 20,000 training examples
+and on the test examples, beside the value θ's evidence gives it (price − m: the secant of Eq.
+(9s) averaged over the last evidence window), their correlation, and the units the evidence
+keeps (m < 0) whose value alone on the training examples is below their price (docs/method.md
+§6zze).
+
 Writes ``results/<name>.json`` and its table in ``README.md`` (docs/method.md §6y).
 """
 
@@ -58,8 +65,48 @@ def unit_values(head, tail, x, y) -> torch.Tensor:
         ])  # fmt: skip
 
 
+def layer_values(head, tail, x, y) -> torch.Tensor:
+    """Each unit's value alone in the layer whose outputs ``head`` gives (a hidden layer read by
+    more hidden layers): the mean cross-entropy increase over ``(x, y)`` with its output 0."""
+    with torch.no_grad():
+        h = torch.cat([head(xb) for xb in x.split(5000)])
+        base = F.cross_entropy(tail(h), y)
+        values = []
+        for u in range(h.shape[1]):
+            silenced = h.clone()
+            silenced[:, u] = 0
+            values.append((F.cross_entropy(tail(silenced), y) - base).item())
+        return torch.tensor(values)
+
+
+def first_layer(trainer, mode, price, m, test) -> dict:
+    """The first hidden layer's units: value alone on 20,000 training examples and on ``test``,
+    against their price and the value θ's evidence gives them (price − m)."""
+    from torch import nn
+
+    relu = next(i for i, module in enumerate(mode) if isinstance(module, nn.ReLU))
+    head, tail = mode[: relu + 1], mode[relu + 1 :]
+    x, y = trainer.data.x_train, trainer.data.y_train
+    sample = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:20_000]
+    train = layer_values(head, tail, x[sample], y[sample])
+    held = layer_values(head, tail, *test)
+    evidence = price - m  # the value θ's evidence reads: m = price − value
+    return {
+        "units": len(train),
+        "price": _quantiles(price.tolist()),
+        "value_train": _quantiles(train.tolist()),
+        "value_test": _quantiles(held.tolist()),
+        "value_evidence": _quantiles(evidence.tolist()),
+        "below_price_train": int((train < price).sum()),
+        "below_price_test": int((held < price).sum()),
+        "kept_below_price_train": int(((m < 0) & (train < price)).sum()),
+        "evidence_train_corr": float(torch.corrcoef(torch.stack([evidence, train]))[0, 1]),
+    }
+
+
 def measure(
-    arch: str, widths, subset, seed: int, overrides: dict, dataset: str = "fashion-mnist"
+    arch: str, widths, subset, seed: int, overrides: dict, dataset: str = "fashion-mnist",
+    first: bool = False,
 ) -> dict:
     """Train one run; return its survivors' evidence and the last hidden layer's values."""
     import pyro
@@ -113,7 +160,18 @@ def measure(
     head, tail = mode[:last], mode[last]
     train = unit_values(head, tail, trainer.data.x_train, trainer.data.y_train)
     test = unit_values(head, tail, data.x_test, data.y_test)
+    if first:
+        layer0 = gated[0]
+        kept = guide.mode_mask(layer0)
+        p = next(iter(guide.theta_parameters()))
+        extra = {"first_layer": {"layer": layer0, **first_layer(
+            trainer, mode, prices[layer0][kept], state[p]["evidence"][kept],
+            (data.x_test, data.y_test),
+        )}}  # fmt: skip
+    else:
+        extra = {}
     return {
+        **extra,
         "arch": arch,
         "dataset": dataset,
         "seed": seed,
@@ -147,15 +205,23 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--jobs", type=positive(int), default=2, help="processes at a time (1 thread each)"
     )
+    parser.add_argument(
+        "--first-layer", action="store_true",
+        help="also the first hidden layer's units (MLPs): value alone, direct and as θ's "
+        "evidence reads it",
+    )  # fmt: skip
     add_overrides_option(parser)
     parser.add_argument("--name", required=True, help="results/<name>.json")
     parser.add_argument("--results-dir", default=None, help="write the JSON there instead")
     args = parser.parse_args(argv)
+    if args.first_layer and args.arch != "mlp":
+        parser.error("--first-layer reads an MLP's first hidden layer (not --arch lenet5)")
     widths = None if args.widths is None else tuple(int(w) for w in args.widths.split(","))
     overrides = parse_overrides(args.set)
     started_at = commit()
     jobs = [
-        (args.arch, widths, args.train_subset, seed, overrides, args.dataset) for seed in args.seeds
+        (args.arch, widths, args.train_subset, seed, overrides, args.dataset, args.first_layer)
+        for seed in args.seeds
     ]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(measure, *zip(*jobs, strict=True)))

@@ -644,6 +644,40 @@ def test_survivors_run_reports_every_live_unit():
     assert sum(line.startswith("| mlp seed 0") for line in table) == 2
 
 
+def test_survivors_first_layer_values_silence_a_hidden_unit_read_by_another_layer():
+    import torch.nn.functional as F
+
+    script = _script("survivors")
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU())
+    tail = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    with torch.no_grad():
+        tail[0].weight[:, 2] = 0  # unit 2 feeds nothing: worth exactly nothing
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    values = script.layer_values(head, tail, x, y)
+    assert values[2].item() == 0.0 and len(values) == 6
+    with torch.no_grad():
+        h = head(x)
+        base = F.cross_entropy(tail(h), y)
+        h[:, 4] = 0
+        assert values[4].item() == pytest.approx((F.cross_entropy(tail(h), y) - base).item())
+
+
+def test_survivors_first_layer_beside_the_last_hidden_one():
+    script = _script("survivors")
+    run = script.measure("mlp", (32, 16), None, 0, {"epochs": 2}, dataset="teacher", first=True)
+    first = run["first_layer"]
+    assert first["layer"] == "fc1" and first["units"] == run["widths"][0]
+    assert run["last_hidden"]["layer"] == "fc2"  # the first layer's reading leaves it alone
+    assert first["price"] == run["layers"]["fc1"]["price"]
+    assert first["kept_below_price_train"] <= first["below_price_train"]
+    assert -1 <= first["evidence_train_corr"] <= 1
+    from common import render_survivors
+
+    table = render_survivors("smoke", {"survivors": [run], "commit": "x", "cpu": "y"})
+    assert sum(line.startswith("| mlp seed 0") for line in table) == 3
+
+
 def _matrix_file(path, cells, commit="abc"):
     path.write_text(json.dumps({"commit": commit, "cells": cells}))
     return path
