@@ -215,8 +215,15 @@ class MergeMoves:
         measures where that helps and where it costs. A layer with no more units than inputs
         per unit keeps single moves only."""
         if self.groups == "auto":
-            return width > self.guide.net.fan_in(name) + 1
+            return self.excess(name, width) > 0
         return bool(self.groups)
+
+    def excess(self, name: str, width: int) -> int:
+        """How many of layer ``name``'s ``width`` units are beyond its inputs per unit + 1
+        (``fan_in + 1``): the units whose pre-activations the others' make linearly dependent,
+        which both (14j)'s switch (:meth:`groups_in`) and (14x)'s cap (:meth:`group_cap_in`)
+        read."""
+        return width - (self.guide.net.fan_in(name) + 1)
 
     def group_cap_in(self, name: str, live: int) -> int:
         """The most units one group move may take from layer ``name`` with ``live`` units, before
@@ -232,7 +239,7 @@ class MergeMoves:
         """
         cap = live // 2
         if self.groups == "auto" and self.group_cap == "excess":
-            cap = min(cap, live - (self.guide.net.fan_in(name) + 1))
+            cap = min(cap, self.excess(name, live))
         return cap
 
     def z(self, k: int) -> float:
