@@ -472,6 +472,12 @@ def train(args) -> int:
             "and the coupled or structured posterior): units leave only when their gates close",
             file=sys.stderr,
         )
+    if out is not None and config.settle == "on" and trainer.settler is None:  # merges_apply
+        print(
+            "bayesprune: note: no final settle in this run (Eq. (15) needs point-mass weights "
+            "and the coupled or structured posterior)",
+            file=sys.stderr,
+        )
     run = {k: getattr(args, k) for k in RUN_ARGS}
     run["threads"] = torch.get_num_threads()  # what --resume runs with unless told otherwise
     return _fit(trainer, out, args, run)

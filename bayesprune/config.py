@@ -33,6 +33,7 @@ MERGE_BUDGETS = ("transit", "none")
 # once its gates have collapsed no unit for a window
 MERGE_SCHEDULES = ("window", "settled")
 MERGE_GROUPS = ("off", "on", "auto")
+SETTLES = ("on", "off")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
@@ -41,7 +42,7 @@ PREDATING = {
     "merge_price": "current", "producer_price": "current", "merge_budget": "none",
     "merge_schedule": "settled", "theta_confidence": 0.0, "evidence": "train",
     "optimizer": "adam", "momentum": 0.9, "memory_format": "contiguous", "merge_groups": "off",
-    "group_cap": "half",
+    "group_cap": "half", "settle": "off",
 }  # fmt: skip
 WINDOW_CAPS = ("data", "none")
 
@@ -240,6 +241,12 @@ class TrainConfig:
         "others' make linearly dependent, so that a group move never takes a layer below that "
         "width; half: half the live units (the rule before; --merge-groups on always tries up "
         "to half)", choices=GROUP_CAPS, group="rule",
+    )  # fmt: skip
+    settle: str = _option(
+        "off", "the final settle (Eq. (15)): after the last epoch, silence hidden units one at a "
+        "time while that lowers the objective by two standard errors on up to 20,000 training "
+        "examples, at the weights the run ends with", choices=SETTLES,
+        group="rule",
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "

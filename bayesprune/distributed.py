@@ -290,9 +290,10 @@ def lightning_module(trainer: Trainer):
         def on_train_start(self):
             core, world = self.core, self.trainer.world_size
             core.elbo.grad_sync = self.sync if world > 1 else None
-            if world > 1 and core.merges is not None:  # each process measures its share
-                core.merges.shard = (self.global_rank, world)
-                core.merges.reduce = all_reduce_sum
+            for moves in {id(m): m for m in (core.merges, core.settler) if m}.values():
+                if world > 1:  # each process measures its share (merges and the settle)
+                    moves.shard = (self.global_rank, world)
+                    moves.reduce = all_reduce_sum
             if self.threads is not None:  # Lightning set cores / processes; the user said
                 torch.set_num_threads(self.threads)
             self.resync()  # one start: process 0's parameters (a resumed run's too)

@@ -323,7 +323,8 @@ SUMMARY_KEYS = (
     "test_error", "weights_total", "weights_kept", "weights_kept_fraction", "flops_kept_fraction",
     "gates_binary_fraction", "pruned_early_fraction", "last_prune_epoch", "train_wall_seconds",
     "status", "train_subset", "teacher_widths", "warmup_step", "temperature", "release_steps",
-    "undecided_layers", "near_start_layers", "leaving_units", "merged_at_end", "note",
+    "undecided_layers", "near_start_layers", "leaving_units", "merged_at_end", "note", "settled",
+    "settle_seconds", "before_settle",
 )  # fmt: skip
 
 

@@ -452,6 +452,103 @@ class MergeMoves:
         finally:
             net.train(was_training)
 
+    @torch.no_grad()
+    def settle(self, name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[list[Merge], list[int]]:
+        """The final settle (Eq. (15)): silence layer ``name``'s units one at a time while that
+        lowers F with confidence, on the trained network (no re-wiring, no retraining).
+
+        Each pass measures, for every live unit, the change d_n of each example's loss on
+        ``x``, ``y`` when the unit alone is silenced (its outgoing weights read nothing) and
+        the change ΔP of the prior term, and takes the unit with the lowest
+        N (mean d + z sd(d)/√n) + ΔP if that is below 0 (z: ``confidence``, the level of one
+        test, Eq. (10s)'s), then measures again on the network it leaves. The gates' evidence
+        is a curvature averaged over a window of a moving network; this is the exact change of
+        F at the weights the run ends with, the decision of Eq. (9) taken on them.
+        Returns the moves (in the order taken) and the (current) indices of the silenced units;
+        the caller removes them physically. Nothing is fitted, so the whole sample measures.
+        """
+        net = self.guide.net
+        consumer = net.next_layer(name)
+        layer = net.layers[consumer]
+        was_training = net.training
+        net.eval()
+        try:
+            gates = self._mode_gates()
+            live = gates[name].bool().clone()
+            start = net.op_index(consumer)
+            x = self._mine(x.reshape(x.shape[0], *net.in_shape))
+            y = self._mine(y)
+            h = torch.cat([net.run_ops(c, gates, stop=start) for c in x.split(CHUNK)])
+            pooled = net.ops[start + 1 : start + 2] == [("pool", None)]
+
+            def losses(z):  # the losses when the consumer's map gives z
+                logits = torch.cat(
+                    [net.run_ops(net.activate(consumer, c, gates, pool=pooled), gates,
+                                 start=start + 1 + pooled)
+                     for c in z.split(CHUNK)]
+                )  # fmt: skip
+                return F.cross_entropy(logits, y, reduction="none")
+
+            z = torch.cat([net.map(consumer, c) for c in h.split(CHUNK)])
+            before = losses(z)
+            width = net.width(name)
+            prices = self._silencing_prices(name, gates, layer, width, live)
+            ids = self.guide.unit_ids(name)
+            moves, removed = [], []
+            while int(live.sum()) > 1:
+                best = None
+                for unit in torch.nonzero(live).flatten().tolist():
+                    proposed = z + self._silenced(layer, h, width, unit)
+                    after = losses(proposed)
+                    mean, sd, m = self._moments(after - before)
+                    delta_prior = prices[unit]
+                    score = (mean + self.confidence * sd / m**0.5) * self.num_data + delta_prior
+                    if score < 0 and (best is None or score < best[0]):
+                        best = (score, unit, proposed, after, mean, delta_prior)
+                if best is None:
+                    break
+                _, unit, z, before, mean, delta_prior = best
+                gates[name][unit] = 0.0
+                live[unit] = False
+                moves.append(Merge(name, int(ids[unit]), mean * self.num_data, delta_prior))
+                removed.append(unit)
+            return moves, removed
+        finally:
+            net.train(was_training)
+
+    def _silencing_prices(self, name, gates, layer, width: int, live) -> dict[int, float]:
+        """ΔP of silencing each live unit of layer ``name`` alone (its gate off, the consumer's
+        weights that read it zeroed: the prior of the network with the unit removed), priced
+        as a merge move is (Eq. (14e)). The prior is affine in each gate and has no product of
+        two gates of one layer (Eq. (4c): a unit's KL reads its producers' gates, the read-out
+        none), so one unit's ΔP does not depend on which others of its layer are silenced: the
+        prices of a layer's settle are computed once."""
+        priced = self._pricing_gates(name, gates)
+        prior = self._prior(priced)
+        weight = layer.weight.data
+        columns = weight.view(weight.shape[0], width, -1) if weight.dim() == 2 else weight
+        prices = {}
+        for unit in torch.nonzero(live).flatten().tolist():
+            saved = columns[:, unit].clone()
+            columns[:, unit] = 0.0
+            gates[name][unit] = 0.0
+            prices[unit] = self._prior(priced) - prior
+            columns[:, unit] = saved
+            gates[name][unit] = 1.0
+        return prices
+
+    @staticmethod
+    def _silenced(layer, h: torch.Tensor, width: int, unit: int) -> torch.Tensor:
+        """The change of the consumer's map of ``h`` when producer unit ``unit`` is silenced:
+        the map, by the unit's outgoing weights alone, of −h_unit (the map is linear)."""
+        w = layer.weight
+        if w.dim() == 4:
+            parts = [F.conv2d(-c[:, unit : unit + 1], w[:, unit : unit + 1], padding=layer.padding)
+                     for c in h.split(CHUNK)]  # fmt: skip
+            return torch.cat(parts)
+        out_w = w.view(w.shape[0], width, -1)[:, unit]  # (out, P)
+        return -(h.view(h.shape[0], width, -1)[:, unit] @ out_w.T)
+
     def _moments(self, diff: torch.Tensor) -> tuple[float, float, int]:
         """Mean, standard deviation (n − 1) and count of the loss changes over the whole
         held-out half (summed over the processes' shares)."""

@@ -72,6 +72,7 @@ from bayesprune.runs import (
 )
 
 MERGE_SAMPLE = 4096  # training examples on which a merge move's change of F is measured
+SETTLE_SAMPLE = 20_000  # training examples on which the final settle (Eq. (15)) measures F
 
 
 def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> GateOptim:
@@ -245,6 +246,10 @@ class Trainer:
             if config.merge == "on" and merges_apply(self.guide)
             else None
         )
+        # the final settle (Eq. (15)) measures as the merge moves do, with or without them
+        self.settler = self.merges
+        if self.settler is None and config.settle == "on" and merges_apply(self.guide):
+            self.settler = MergeMoves(self.guide, hyper, len(data.x_train))
         # (weakly: the trainer is not kept alive by its own parts, and a sweep's finished
         # trainers are freed when the caller drops them, not at the next cycle collection)
         if self.merges is not None and config.merge_price == "expected":
@@ -265,6 +270,9 @@ class Trainer:
         self.history: list[dict] = []
         self.prune_events: list[dict] = []
         self.removed_at_end: dict[str, int] = {}  # per layer, by the last removal (fit's end)
+        self.settled: dict[str, int] | None = None  # per layer, by the final settle (Eq. (15))
+        self.settle_seconds = 0.0  # its time (part of the training wall time)
+        self.before_settle: dict | None = None  # the deployed network's widths and error before it
         self.step = 0
         self.status, self.status_reason = "finished", None
         # a constant predictor's training error and loss per example
@@ -552,6 +560,40 @@ class Trainer:
                 delta_prior=sum(m.delta_prior for m in moves),
             )
 
+    def settle(self) -> dict[str, int] | None:
+        """The final settle (Eq. (15), ``settle="on"``): after the last epoch, each gated layer
+        from the input on silences units while that lowers F with confidence
+        (:meth:`MergeMoves.settle`), measured on up to ``SETTLE_SAMPLE`` training examples drawn
+        from a generator seeded by the run's seed; the units go as the gates' and merges' do,
+        recorded with ``settled``. Returns how many left each layer (``None``: not settled: the
+        option off, weights or a posterior without the prior's closed form, or a run that did
+        not finish)."""
+        if self.config.settle != "on" or self.settler is None or self.status != "finished":
+            return None
+        n = len(self.data.x_train)
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + 999_983)
+        index = torch.randperm(n, generator=gen)[: min(n, SETTLE_SAMPLE)].to(self.device)
+        x, y = self.data.x_train[index], self.data.y_train[index]
+        det = deterministic_network(self.guide)  # what the run would have deployed without it
+        self.before_settle = {
+            "widths": mode_widths(self.guide),
+            "test_error": evaluate(det, self.data.x_test, self.data.y_test),
+        }
+        out = {}
+        for name in self.net.gated:
+            moves, removed = self.settler.settle(name, x, y)
+            out[name] = len(removed)
+            if not removed:
+                continue
+            gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)
+            gone[removed] = True
+            self.remove(
+                name, gone, self.step, unit_ids=[m.unit for m in moves], settled=True,
+                delta_data=sum(m.delta_data for m in moves),
+                delta_prior=sum(m.delta_prior for m in moves),
+            )  # fmt: skip
+        return out
+
     def merge_window_steps(self) -> int:
         """The steps between merge rounds, one evidence window (Eq. (14w)): ⌈W_N/(B c)⌉ checks
         of c steps."""
@@ -769,6 +811,9 @@ class Trainer:
             # now: after the last epoch's record, so summary.json's widths can be below
             # metrics.jsonl's last ones
             self.removed_at_end = self.remove_collapsed()
+            settle_start = time.perf_counter()
+            self.settled = self.settle()
+            self.settle_seconds = time.perf_counter() - settle_start
         wall = self.wall + time.perf_counter() - start - self.bookkeeping
         return self.finish(wall, self.step_seconds(), self.bookkeeping)
 
@@ -1315,7 +1360,7 @@ class Trainer:
         window = self.merge_window_steps()
         out: dict[str, dict[str, int]] = {}
         for event in self.prune_events:
-            if event["step"] > self.step - window:
+            if event["step"] > self.step - window and not event.get("settled"):
                 counts = out.setdefault(event["layer"], {"gates": 0, "merges": 0})
                 counts["merges" if event.get("merged") else "gates"] += event["removed"]
         return out
@@ -1403,6 +1448,9 @@ class Trainer:
         )
         summary["prune_events"] = self.prune_events
         summary["removed_at_end"] = self.removed_at_end
+        summary["settled"] = self.settled
+        summary["settle_seconds"] = self.settle_seconds
+        summary["before_settle"] = self.before_settle
         summary["total_steps"] = self.total_steps
         # the layout --memory-format auto chose here (config.json records "auto")
         summary["memory_format_used"] = "channels-last" if self.channels_last else "contiguous"

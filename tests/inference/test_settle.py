@@ -1,0 +1,159 @@
+"""The final settle (Eq. (15)): after training, a unit whose silencing lowers F goes."""
+
+import pytest
+import torch
+
+from bayesprune.config import TrainConfig
+from bayesprune.data import make_teacher
+from bayesprune.inference.merge import MergeMoves
+from bayesprune.inference.trainer import Trainer
+from bayesprune.models import GatedMLP
+from tests.inference.test_merge import (
+    _dead,
+    _fitted,
+    _inputs,
+    _map,
+    _moves,
+    _network,
+    _padded_consumer,
+)
+
+
+@pytest.mark.parametrize(
+    "kind, layer",
+    [("mlp", "fc1"), ("mlp", "fc2"), ("conv", "conv1"), ("conv", "conv2"), ("conv", "fc1"),
+     ("pooled", "conv1")],
+)  # fmt: skip
+def test_a_silencing_proposal_is_what_the_consumer_computes_without_the_unit(kind, layer):
+    """The settle adds the consumer's map of −h_unit to the cached map instead of running the
+    consumer again: it must give what the consumer gives with the unit's input columns zeroed,
+    for Linear, flatten and (padded) convolution consumers."""
+    net, consumer, target, start, width = _padded_consumer(kind, layer)
+    with torch.no_grad():
+        h = net.run_ops(_inputs(net, 64), stop=start)
+        z = _map(target, h)
+        changed = z + MergeMoves._silenced(target, h, width, 1)
+        w = target.weight
+        if w.dim() == 4:
+            w[:, 1] = 0.0
+        else:
+            w.view(w.shape[0], width, -1)[:, 1] = 0.0
+        silenced = _map(target, h)
+    assert not torch.allclose(silenced, z, atol=1e-3)  # unit 1 mattered to the consumer
+    torch.testing.assert_close(changed, silenced, rtol=1e-5, atol=1e-5)
+
+
+def _with_a_harmful_unit(kind: str, layer: str, push: float = 2.0):
+    """A network fitted to its own noisy labels (``_fitted``) in which one working unit of
+    ``layer`` is made a constant 1 that feeds nothing, the rest fitted again without it, and
+    then given outgoing weights that shift one unit of the consumer by ``push``: a shift the
+    refitted weights, at their optimum, do not want. Returns the network, the sample, the
+    labels, the unit and the layer's dead units."""
+    net = _network(kind)
+    x = _inputs(net)
+    y = _fitted(net, x)
+    dead = _dead(net, layer, x)
+    unit = min(set(range(net.width(layer))) - dead)
+    this, w = net.layers[layer], net.layers[net.next_layer(layer)].weight
+
+    def columns(t):  # what the consumer reads of the unit
+        return t[:, unit] if t.dim() == 4 else t.view(t.shape[0], net.width(layer), -1)[:, unit]
+
+    with torch.no_grad():
+        this.weight[unit], this.bias[unit] = 0.0, 1.0
+        columns(w).zero_()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        this.weight.grad[unit], this.bias.grad[unit] = 0.0, 0.0
+        columns(w.grad).zero_()
+        opt.step()
+    with torch.no_grad():
+        columns(w)[0] = push / columns(w)[0].numel()
+    return net, x, y, unit, dead
+
+
+@pytest.mark.parametrize(
+    "kind, layer", [("mlp", "fc1"), ("mlp", "fc2"), ("conv", "conv2"), ("pooled", "conv1")]
+)
+def test_a_harmful_unit_is_silenced_and_the_useful_ones_kept(kind, layer):
+    """The unit of :func:`_with_a_harmful_unit` is the one the settle takes, besides dead units
+    (which cost nothing to silence): the units the fit relies on stay, and the loss falls."""
+    net, x, y, harmful, dead = _with_a_harmful_unit(kind, layer)
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(net(x), y)
+    guide, moves = _moves(net, num_data=len(x))
+    merges, removed = moves.settle(layer, x, y)
+    assert harmful in removed, (removed, dead)
+    assert set(removed) <= {harmful} | dead, (removed, dead)
+    assert removed[0] == harmful  # the largest fall first
+    assert [m.unit for m in merges] == guide.unit_ids(layer)[removed].tolist()
+    keep = torch.tensor([u for u in range(net.width(layer)) if u not in removed])
+    guide.remove_units(layer, keep)
+    with torch.no_grad():
+        after = torch.nn.functional.cross_entropy(net(x), y)
+    assert after < before
+    # the recorded change of the data term is the one the removal made (N × mean change)
+    assert sum(m.delta_data for m in merges) == pytest.approx(
+        len(x) * float(after - before), rel=1e-3, abs=1e-3
+    )
+
+
+def test_the_units_a_fit_relies_on_are_kept():
+    """With no harmful unit, the settle of a fitted network removes dead units only."""
+    net = _network("mlp")
+    x = _inputs(net)
+    y = _fitted(net, x)
+    _, moves = _moves(net, num_data=len(x))
+    for layer in net.gated:
+        _, removed = moves.settle(layer, x, y)
+        assert set(removed) <= _dead(net, layer, x), (layer, removed)
+
+
+def _teacher_trainer(settle: str) -> tuple[Trainer, dict]:
+    data = make_teacher(num_train=2000, num_test=500, seed=0)
+    torch.manual_seed(0)
+    net = GatedMLP(data.x_train.shape[1], (40, 20), data.num_classes)
+    config = TrainConfig(epochs=3, batch_size=100, seed=0, settle=settle)
+    trainer = Trainer(net, data, config)
+    return trainer, trainer.fit(progress=False)
+
+
+def test_the_trainer_settles_after_the_last_epoch_and_records_it():
+    on, s_on = _teacher_trainer("on")
+    off, s_off = _teacher_trainer("off")
+    assert s_off["settled"] is None
+    assert set(s_on["settled"]) == set(on.net.gated)
+    settled = [e for e in s_on["prune_events"] if e.get("settled")]
+    assert sum(e["removed"] for e in settled) == sum(s_on["settled"].values())
+    assert all(e["step"] == on.total_steps for e in settled)
+    # the training before it is the same run: the same events, the widths less the settled
+    assert [e for e in s_on["prune_events"] if not e.get("settled")] == s_off["prune_events"]
+    widths = zip(s_on["widths"], on.net.gated, strict=True)
+    assert [w + s_on["settled"][n] for w, n in widths] == s_off["widths"]
+    assert on.net.widths == s_on["widths"]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_a_layers_silencing_prices_add_up(kind):
+    """The settle prices each unit once per layer: the prior change of silencing several units
+    of one layer together is the sum of theirs alone (for every layer, the last hidden one,
+    whose read-out weights the prior prices without gates, included)."""
+    net = _network(kind)
+    guide, moves = _moves(net)
+    for name in net.gated:
+        layer = net.layers[net.next_layer(name)]
+        gates = moves._mode_gates()
+        live = gates[name].bool()
+        prices = moves._silencing_prices(name, gates, layer, net.width(name), live)
+        priced = moves._pricing_gates(name, gates)
+        before = moves._prior(priced)
+        w = layer.weight.data
+        columns = w.view(w.shape[0], net.width(name), -1) if w.dim() == 2 else w
+        group = [0, 2, 3]
+        columns[:, group] = 0.0
+        gates[name][group] = 0.0
+        together = moves._prior(priced) - before
+        assert together == pytest.approx(sum(prices[u] for u in group), rel=1e-4, abs=1e-4)
+        assert together < 0
