@@ -399,6 +399,44 @@ def render_probe_paired(name: str, result: dict) -> list[str]:
     return lines + [""]
 
 
+def render_settle_dense_twins(name: str, result: dict) -> list[str]:
+    """The final settle (Eq. (15)) on bayesprune runs and on their dense twins (no price)."""
+    lines = [
+        f"## {name}",
+        "",
+        result["about"],
+        "",
+        "| source | cell | seed | bayesprune error before → after (%) | units silenced "
+        "| dense error before → after (%) | units silenced |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def count(removed: dict) -> str:
+        return "-".join(str(v) for v in removed.values())
+
+    def row(source: str, r: dict) -> str:
+        b, d = r["bayesprune"], r["dense"]
+        return (
+            f"| {source} | {r['case']} | {r['seed']} "
+            f"| {100 * b['error_before']:.2f} → {100 * b['error']:.2f} | {count(b['settled'])} "
+            f"| {100 * d['error_before']:.2f} → {100 * d['error']:.2f} | {count(d['settled'])} |"
+        )
+
+    for key, source in (("settle_pair", "pair"), ("first_runs", "first run"),
+                        ("rerun_lenet5_n60k_0", "rerun")):  # fmt: skip
+        lines += [row(source, r) for r in result[key]]
+    for r in result["offline"]:
+        for variant in ("full", "bonf"):
+            b, d = r[f"bp_{variant}"], r[f"dense_{variant}"]
+            lines.append(
+                f"| offline, {variant} | {r['case']} | {r['seed']} "
+                f"| {100 * r['bp_before']:.2f} → {100 * b['error']:.2f} | {count(b['removed'])} "
+                f"| {100 * r['dense_before']:.2f} → {100 * d['error']:.2f} "
+                f"| {count(d['removed'])} |"
+            )
+    return lines + [""]
+
+
 def render_unit_redundancy(name: str, result: dict) -> list[str]:
     """``unit_redundancy.py``: per layer, how much of a unit the others rebuild."""
     lines = [
@@ -684,6 +722,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "matrix_axes", lambda name, r: render_matrix_axes(name, r)),
     ("key", "input_pixels", lambda name, r: render_input_pixels(name, r)),
     ("key", "probe_paired", lambda name, r: render_probe_paired(name, r)),
+    ("key", "settle_pair", lambda name, r: render_settle_dense_twins(name, r)),
     ("key", "held_out_probe", lambda name, r: render_held_out_probe(name, r)),
     ("key", "held_out_p3", lambda name, r: render_held_out_p3(name, r)),
     ("key", "unit_redundancy", lambda name, r: render_unit_redundancy(name, r)),
