@@ -141,6 +141,26 @@ def rewire_jointly(weight, bias, kept, group, coef, width: int | None = None) ->
     view[:, group] = 0.0
 
 
+def rest_losses(net, consumer: str, gates: dict, y: torch.Tensor) -> Callable:
+    """``losses(z)``: each example's loss when layer ``consumer``'s convolution or linear map
+    gives ``z`` (the rest of the network run from there, at ``gates``, chunk by chunk), what a
+    merge move's or a settle's proposal is measured by. A pool right after the consumer runs
+    before its ReLU and gates, as in the network's own forward (the same values: max commutes
+    with both, §4)."""
+    start = net.op_index(consumer)
+    pooled = net.ops[start + 1 : start + 2] == [("pool", None)]
+
+    def losses(z: torch.Tensor) -> torch.Tensor:
+        logits = torch.cat(
+            [net.run_ops(net.activate(consumer, c, gates, pool=pooled), gates,
+                         start=start + 1 + pooled)
+             for c in z.split(CHUNK)]
+        )  # fmt: skip
+        return F.cross_entropy(logits, y, reduction="none")
+
+    return losses
+
+
 class MergeMoves:
     """Greedy merge moves on one layer at a time (:meth:`layer`).
 
@@ -372,17 +392,7 @@ class MergeMoves:
             def consumer_map(hs):  # the consumer's convolution or linear map, current weights
                 return torch.cat([net.map(consumer, c) for c in hs.split(CHUNK)])
 
-            # a pool right after the consumer runs before its ReLU and gates, as in the
-            # network's own forward (the same values: max commutes with both, §4)
-            pooled = net.ops[start + 1 : start + 2] == [("pool", None)]
-
-            def losses(z):  # the held-out losses when the consumer's map gives z
-                logits = torch.cat(
-                    [net.run_ops(net.activate(consumer, c, gates, pool=pooled), gates,
-                                 start=start + 1 + pooled)
-                     for c in z.split(CHUNK)]
-                )  # fmt: skip
-                return F.cross_entropy(logits, y, reduction="none")
+            losses = rest_losses(net, consumer, gates, y)  # the held-out half's
 
             z = consumer_map(h)
             priced = self._pricing_gates(name, gates)
@@ -479,15 +489,7 @@ class MergeMoves:
             x = self._mine(x.reshape(x.shape[0], *net.in_shape))
             y = self._mine(y)
             h = torch.cat([net.run_ops(c, gates, stop=start) for c in x.split(CHUNK)])
-            pooled = net.ops[start + 1 : start + 2] == [("pool", None)]
-
-            def losses(z):  # the losses when the consumer's map gives z
-                logits = torch.cat(
-                    [net.run_ops(net.activate(consumer, c, gates, pool=pooled), gates,
-                                 start=start + 1 + pooled)
-                     for c in z.split(CHUNK)]
-                )  # fmt: skip
-                return F.cross_entropy(logits, y, reduction="none")
+            losses = rest_losses(net, consumer, gates, y)
 
             z = torch.cat([net.map(consumer, c) for c in h.split(CHUNK)])
             before = losses(z)
