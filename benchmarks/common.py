@@ -422,7 +422,7 @@ def render_settle_dense_twins(name: str, result: dict) -> list[str]:
             f"| {100 * d['error_before']:.2f} → {100 * d['error']:.2f} | {count(d['settled'])} |"
         )
 
-    for key, source in (("settle_pair", "pair"), ("first_runs", "first run"),
+    for key, source in (("settle_pair", "pair"), ("first_runs", "spoilt by a mutation test"),
                         ("rerun_lenet5_n60k_0", "rerun")):  # fmt: skip
         lines += [row(source, r) for r in result[key]]
     for r in result["offline"]:
