@@ -160,10 +160,17 @@ def test_two_processes_with_half_batches_take_the_one_process_step(tmp_path):
     assert b["data"] == pytest.approx(a["data"], rel=1e-5)
 
 
+# the resume test's runs: ARGS on 8,000 of the 20,000 examples (80 steps an epoch, 480 in all,
+# not 1,200). Each is stopped once its second epoch's checkpoint is written (units pruned by
+# then), which leaves four epochs to run, 320 steps, over a second at this test's speed, for the
+# signal to land in; the six epochs the test counts stay six.
+RESUME_ARGS = [*ARGS, "--train-subset", "8000"]
+
+
 def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     """Started on 1 process, resumed on 2; started on 2, resumed on 1."""
     out = tmp_path / "one-then-two"
-    proc = _cli("train", *ARGS, "--out", str(out))
+    proc = _cli("train", *RESUME_ARGS, "--out", str(out))
     _wait_for_checkpoint(out, proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
@@ -175,7 +182,7 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     assert _epochs(out) == list(range(1, 7))
 
     out = tmp_path / "two-then-one"
-    proc = _cli("train", *ARGS, *DDP, "--out", str(out), start_new_session=True)
+    proc = _cli("train", *RESUME_ARGS, *DDP, "--out", str(out), start_new_session=True)
     _wait_for_checkpoint(out, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the process it started
     proc.communicate(timeout=120)
@@ -189,7 +196,7 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     # stopped by a signal, a data-parallel run says so in its summary (it read "running", so
     # inspect and baseline called it a run still going) and resumes from its last epoch
     out = tmp_path / "two-stopped"
-    proc = _cli("train", *ARGS, *DDP, "--out", str(out))
+    proc = _cli("train", *RESUME_ARGS, *DDP, "--out", str(out))
     _wait_for_checkpoint(out, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
