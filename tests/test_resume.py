@@ -178,35 +178,36 @@ def test_resume_of_a_finished_run_is_refused(tmp_path, capsys):
     assert "already ended (finished); nothing to resume" in capsys.readouterr().err
 
 
-def test_a_signal_outside_the_training_loop_is_one_line(tmp_path):
+def test_a_signal_outside_the_training_loop_is_one_line(tmp_path, monkeypatch, capsys):
     # SIGTERM after training, while the run is being inspected (figures, posterior.nc): one
     # line, 143, and summary.json (written last) does not claim a finished run. The signal is
     # sent from inside the inspection, so it always lands there (timed from outside, a fast
-    # machine finished the run first and the test skipped itself)
+    # machine finished the run first and the test skipped itself). In this process, as main
+    # runs in the command's (its return value is the exit code; the signal, main's handler)
+    import bayesprune.report as report
+    from bayesprune.cli import main
+
+    inspect_run = report.inspect_run
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return inspect_run(*args, **kwargs)
+
+    monkeypatch.setattr(report, "inspect_run", signalled)
     out = tmp_path / "run"
-    code = (
-        "import os, signal, sys\n"
-        "import bayesprune.report as report\n"
-        "inspect_run = report.inspect_run\n"
-        "def signalled(*args, **kwargs):\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    return inspect_run(*args, **kwargs)\n"
-        "report.inspect_run = signalled\n"
-        "from bayesprune.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
     args = ["train", "--epochs", "1", "--widths", "4,3", "--no-progress", "--out", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("bayesprune: stopped by SIGTERM")
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("bayesprune: stopped by SIGTERM")
     assert (out / "model.pt").exists()  # what was written stays
     assert json.loads((out / "summary.json").read_text())["status"] == "running"
 
 
-def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_trained_with(tmp_path):
+def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_trained_with(
+    tmp_path, capsys, reference, stopped_by_sigterm
+):
     """config.json of a run from before merge moves has no "merge": the resumed run must go on
     without them (TrainConfig.from_record), not switch to today's default mid-run."""
     from bayesprune.config import TrainConfig
@@ -224,18 +225,21 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_traine
     assert TrainConfig.from_dict({}).merge_budget == "transit"
     assert TrainConfig.from_record({"merge": "on"}).merge_schedule == "settled"  # before (14w)
     assert TrainConfig.from_dict({}).merge_schedule == "window"
-    out = tmp_path / "run"
-    code, err = _stop_after_first_epoch(out, signal.SIGTERM)
+    from bayesprune.cli import main
+
+    out, code, err = _copy_of_stopped(stopped_by_sigterm, tmp_path)
     assert code == 128 + signal.SIGTERM, err
     config = json.loads((out / "config.json").read_text())
     assert config.pop("merge") == "on"
     (out / "config.json").write_text(json.dumps(config))
-    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    code = main(["train", "--resume", str(out), "--no-progress", "--no-report"])
+    assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     after = [e for e in summary["prune_events"] if e["step"] > summary["resumed_at_step"]]
-    assert not any(e.get("merged") for e in after)  # the reference run merges at 300-900
+    assert not any(e.get("merged") for e in after)
+    # ... where the same run with its recorded rule merges (at steps 300 and 500)
+    merged = json.loads((reference / "summary.json").read_text())["prune_events"]
+    assert any(e.get("merged") for e in merged if e["step"] > summary["resumed_at_step"])
 
 
 @pytest.mark.parametrize("user", [None, "AVX2"])
