@@ -257,13 +257,20 @@ def test_importing_bayesprune_asks_mkl_for_alignment_independent_results(user):
     assert out.stdout.strip() == (user or "AUTO,STRICT")
 
 
-def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
+def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path, capsys):
     """--dataset npz: the resumed run reads the same file with the run's own --standardise (here
     the non-default "feature") and ends on the uninterrupted run's network to the bit; a file
-    changed since the run started is refused."""
+    changed since the run started is refused. (The commands after the bitwise comparison and
+    the stop run in this process, main's exit code and stderr as the command's.)"""
     import numpy as np
 
+    from bayesprune.cli import main
     from bayesprune.data import make_teacher
+
+    def command(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        return code, capsys.readouterr().err
 
     teacher = make_teacher()
     scales = torch.tensor([1.0, 10.0, 100.0, 1000.0])  # features of different scales
@@ -282,15 +289,13 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
     np.savez(path, x_train=(teacher.x_train[:2000] * scales).numpy() + 1,
              y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
              y_test=teacher.y_test.numpy())  # fmt: skip
-    resumed = _cli("train", "--resume", str(stopped), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 2 and "changed since the run started" in err
+    returncode, err = command("train", "--resume", str(stopped), "--no-progress", "--no-report")
+    assert returncode == 2 and "changed since the run started" in err
     assert f"{path.resolve()} (" in err and "is not what the run read" in err  # which file
     changed = tmp_path / "changed.npz"
     path.rename(changed)  # the recorded file gone, no new place given: one line naming the flag
-    resumed = _cli("train", "--resume", str(stopped), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 2 and f"read its data from {path.resolve()}, which is not" in err
+    returncode, err = command("train", "--resume", str(stopped), "--no-progress", "--no-report")
+    assert returncode == 2 and f"read its data from {path.resolve()}, which is not" in err
     assert "--data-dir" in err and "Traceback" not in err
     # the run's own file, moved and renamed: --data-dir names its new place, the SHA-256 says
     # it is the same (it was refused as a differing setting, then on its file's name)
@@ -300,10 +305,9 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
              y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
              y_test=teacher.y_test.numpy())  # fmt: skip
     for given, code in ((changed, 2), (moved, 0)):  # the changed file is still refused
-        resumed = _cli("train", "--resume", str(stopped), "--data-dir", str(given),
-                       "--no-progress", "--no-report")  # fmt: skip
-        _, err = resumed.communicate(timeout=300)
-        assert resumed.returncode == code, err
+        returncode, err = command("train", "--resume", str(stopped), "--data-dir", str(given),
+                                  "--no-progress", "--no-report")  # fmt: skip
+        assert returncode == code, err
     # the note says where the data were read before (it said the new place twice)
     assert (f"the run's data files are now read from {moved.resolve()} (the same files by "
             f"SHA-256; config.json said {path.resolve()} and") in err  # fmt: skip
@@ -316,33 +320,33 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
     third = tmp_path / "third.npz"
     moved.rename(third)
     for extra, code in (([], 2), (["--data-dir", str(third)], 0)):
-        twin = _cli("baseline", str(stopped), "--no-progress", *extra)
-        _, err = twin.communicate(timeout=300)
-        assert twin.returncode == code, err
+        returncode, err = command("baseline", str(stopped), "--no-progress", *extra)
+        assert returncode == code, err
     assert "Traceback" not in err and "bayesprune: wrote" in err
 
 
-def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path):
+def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path, capsys):
     """Resumed without --threads, a run computes with the thread count it started with (in
     config.json): with torch's default instead, a merge round's products split across threads
     rounded differently and the run parted from the uninterrupted one in the last bits (on 2,000
     examples, where a merge round falls after the resume). Another --threads is honoured with a
     note."""
     args = [*ARGS, "--train-subset", "2000"]  # ARGS run with --threads 1
-    whole, out, err = _whole_and_resumed(tmp_path, args)
+    other = tmp_path / "other"  # the same stop, kept for the second part
+    whole, out, err = _whole_and_resumed(tmp_path, args, copy_to=other)
     assert json.loads((whole / "config.json").read_text())["run"]["threads"] == 1
     assert any(e.get("merged") for e in json.loads((whole / "summary.json").read_text())[
         "prune_events"] if e["step"] > 40)  # fmt: skip
     assert "threads" not in err
     _assert_same(_model(out), _model(whole))
 
-    other = tmp_path / "other"
-    code, err = _stop_after_first_epoch(other, signal.SIGTERM, args)
-    assert code == 128 + signal.SIGTERM, err
-    resumed = _cli("train", "--resume", str(other), "--threads", "2", "--no-progress",
-                   "--no-report")  # fmt: skip
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    from bayesprune.cli import main  # (the note is main's: in this process)
+
+    capsys.readouterr()
+    code = main(["train", "--resume", str(other), "--threads", "2", "--no-progress",
+                 "--no-report"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
     assert "resuming with --threads 2 where the run started with 1" in err
 
 
@@ -459,20 +463,24 @@ def test_a_checkpoint_that_counted_the_starting_flops_under_their_old_name_resum
     assert summary["status"] == "finished" and 0 < summary["flops_kept_fraction"] <= 1
 
 
-def test_a_baseline_made_while_the_run_was_stopped_is_noted_when_it_ends(tmp_path):
+def test_a_baseline_made_while_the_run_was_stopped_is_noted_when_it_ends(
+    tmp_path, capsys, stopped_by_sigterm
+):
     """``bayesprune baseline`` of an interrupted run compares its twin with no run; resumed to
     its end, the run says that baseline.json was made while it was interrupted (the file kept
-    that status without a word, a helper's walkthrough found)."""
-    out = tmp_path / "run"
-    code, err = _stop_after_first_epoch(out, signal.SIGTERM)
+    that status without a word, a helper's walkthrough found). Baseline and resume run in this
+    process (main's exit code and stderr)."""
+    from bayesprune.cli import main
+
+    out, code, err = _copy_of_stopped(stopped_by_sigterm, tmp_path)
     assert code == 128 + signal.SIGTERM, err
-    twin = _cli("baseline", str(out), "--no-progress")
-    _, err = twin.communicate(timeout=300)
-    assert twin.returncode == 0, err
+    capsys.readouterr()
+    assert main(["baseline", str(out), "--no-progress"]) == 0, capsys.readouterr().err
     assert json.loads((out / "baseline.json").read_text())["run_status"] == "interrupted"
-    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    capsys.readouterr()
+    code = main(["train", "--resume", str(out), "--no-progress", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 0, err
     assert "baseline.json was made while the run was interrupted" in err
     assert json.loads((out / "baseline.json").read_text())["run_status"] == "interrupted"  # kept
 
