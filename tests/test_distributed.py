@@ -26,6 +26,7 @@ ARGS = [
     "--dataset", "teacher", "--epochs", "6", "--widths", "40,20", "--temperature", "0.3",
     "--check-every", "20", "--warmup-tolerance", "none", "--no-progress", "--threads", "1",
     "--no-report",  # the end-of-run figures: tested in test_inspect.py, ~10 s a run here
+    "--train-subset", "8000",  # 80 steps an epoch, 480 in all (units removed from step 120 on)
 ]  # fmt: skip
 DDP = ["--strategy", "ddp", "--devices", "2", "--accelerator", "cpu"]
 
@@ -84,7 +85,8 @@ def test_ddp_run_prunes_in_lockstep_and_process_0_alone_writes(runs):
 def test_ddp_final_architecture_matches_one_process_within_the_seed_spread(runs):
     """Not bitwise: each process draws its own examples' gates and the order of examples is
     seeded differently, so the two runs are two draws of one process. Across seeds 0-2 one
-    process ends at 29-10, 28-8, 24-13 and two at 28-11, 27-10, 24-12 (with group moves off,
+    process ends at 20-7, 22-5, 19-6 and two at 21-7, 24-7, 18-7 (on the 8,000 examples of
+    ARGS; on all 20,000, 29-10, 28-8, 24-13 and 28-11, 27-10, 24-12, and with group moves off,
     before they were the default: 25-9, 26-10, 23-10 and 25-10, 29-9, 19-11): a layer may
     differ by up to 30% (+1 unit)."""
     ddp, single = runs
@@ -122,17 +124,12 @@ def test_two_processes_with_half_batches_take_the_one_process_step(tmp_path):
     assert b["data"] == pytest.approx(a["data"], rel=1e-5)
 
 
-# the resume test's runs: ARGS on 8,000 of the 20,000 examples (80 steps an epoch, 480 in all,
-# not 1,200). Each is stopped once its second epoch's checkpoint is written (units pruned by
-# then), which leaves four epochs to run, 320 steps, over a second at this test's speed, for the
-# signal to land in; the six epochs the test counts stay six.
-RESUME_ARGS = [*ARGS, "--train-subset", "8000"]
-
-
 def test_a_run_resumes_on_another_number_of_processes(tmp_path):
-    """Started on 1 process, resumed on 2; started on 2, resumed on 1."""
+    """Started on 1 process, resumed on 2; started on 2, resumed on 1. Each run is stopped once
+    its second epoch's checkpoint is written (units removed by then), which leaves four epochs,
+    320 steps, over a second here, for the signal to land in."""
     out = tmp_path / "one-then-two"
-    proc = _cli("train", *RESUME_ARGS, "--out", str(out))
+    proc = _cli("train", *ARGS, "--out", str(out))
     _wait_for_checkpoint(out, proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
@@ -144,7 +141,7 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     assert _epochs(out) == list(range(1, 7))
 
     out = tmp_path / "two-then-one"
-    proc = _cli("train", *RESUME_ARGS, *DDP, "--out", str(out), start_new_session=True)
+    proc = _cli("train", *ARGS, *DDP, "--out", str(out), start_new_session=True)
     _wait_for_checkpoint(out, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the process it started
     proc.communicate(timeout=120)
@@ -158,7 +155,7 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     # stopped by a signal, a data-parallel run says so in its summary (it read "running", so
     # inspect and baseline called it a run still going) and resumes from its last epoch
     out = tmp_path / "two-stopped"
-    proc = _cli("train", *RESUME_ARGS, *DDP, "--out", str(out))
+    proc = _cli("train", *ARGS, *DDP, "--out", str(out))
     _wait_for_checkpoint(out, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
