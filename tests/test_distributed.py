@@ -146,7 +146,9 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the process it started
     proc.communicate(timeout=120)
     assert _summary(out)["status"] == "running"  # cut short: never claims to have finished
-    _run("train", "--resume", str(out), "--no-progress", "--no-report")
+    from bayesprune.cli import main  # resumed on one process: in this one (main's exit code)
+
+    assert main(["train", "--resume", str(out), "--no-progress", "--no-report"]) == 0
     summary = _summary(out)
     assert summary["status"] == "finished" and "strategy" not in summary
     assert summary["resumed_at_step"] > 0
