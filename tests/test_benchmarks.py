@@ -19,7 +19,11 @@ def _script(name: str):
     return script
 
 
-def test_vgg16_cifar10_benchmark_smoke_run(fake_cifar10, tmp_path):
+def test_vgg16_cifar10_benchmark_smoke_run(tmp_path):
+    from tests.conftest import write_fake_cifar10
+
+    # 5 batches of 10 images: one step of 50 a run (conftest's fake_cifar10 has 250, 5 steps)
+    fake_cifar10 = write_fake_cifar10(tmp_path / "data", n_train=10, n_test=10).parent
     script = _script("cifar10_vgg16")
     script.main(["--device", "cpu", "--width-mult", "0.25", "--epochs", "1", "--batch-size",
                  "50", "--data-dir", str(fake_cifar10), "--name", "smoke", "--results-dir",

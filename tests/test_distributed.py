@@ -13,10 +13,20 @@ import torch
 
 pytest.importorskip("lightning", reason="the distributed extra (lightning) is not installed")
 
+# the functions the spawned processes run: in a module without Lightning, which each process
+# would otherwise import with this one (about 3 s a process, two at a time on two cores)
+from tests._ddp_workers import (  # noqa: E402
+    _running_stats,
+    _sharded_merges,
+    _small_trainer,
+    _steps,
+)
+
 ARGS = [
     "--dataset", "teacher", "--epochs", "6", "--widths", "40,20", "--temperature", "0.3",
     "--check-every", "20", "--warmup-tolerance", "none", "--no-progress", "--threads", "1",
     "--no-report",  # the end-of-run figures: tested in test_inspect.py, ~10 s a run here
+    "--train-subset", "8000",  # 80 steps an epoch, 480 in all (units removed from step 120 on)
 ]  # fmt: skip
 DDP = ["--strategy", "ddp", "--devices", "2", "--accelerator", "cpu"]
 
@@ -46,10 +56,13 @@ def _epochs(out):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same seed and global batch on 2 processes (DDP, gloo) and on one."""
+    """The same seed and global batch on 2 processes (DDP, gloo) and on one (the one-process
+    run in this process: main, as the command runs it)."""
+    from bayesprune.cli import main
+
     root = tmp_path_factory.mktemp("runs")
     _run("train", *ARGS, *DDP, "--out", str(root / "ddp"))
-    _run("train", *ARGS, "--out", str(root / "single"))
+    assert main(["train", *ARGS, "--out", str(root / "single")]) == 0
     return root / "ddp", root / "single"
 
 
@@ -75,7 +88,8 @@ def test_ddp_run_prunes_in_lockstep_and_process_0_alone_writes(runs):
 def test_ddp_final_architecture_matches_one_process_within_the_seed_spread(runs):
     """Not bitwise: each process draws its own examples' gates and the order of examples is
     seeded differently, so the two runs are two draws of one process. Across seeds 0-2 one
-    process ends at 29-10, 28-8, 24-13 and two at 28-11, 27-10, 24-12 (with group moves off,
+    process ends at 20-7, 22-5, 19-6 and two at 21-7, 24-7, 18-7 (on the 8,000 examples of
+    ARGS; on all 20,000, 29-10, 28-8, 24-13 and 28-11, 27-10, 24-12, and with group moves off,
     before they were the default: 25-9, 26-10, 23-10 and 25-10, 29-9, 19-11): a layer may
     differ by up to 30% (+1 unit)."""
     ddp, single = runs
@@ -91,53 +105,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-BATCHES = [99, 100, 37]  # global batches, each split over the processes (99 → 50 + 49)
-
-
-def _small_trainer():
-    from bayesprune.config import TrainConfig
-    from bayesprune.data import load_dataset
-    from bayesprune.inference.trainer import Trainer
-    from bayesprune.models.network import build_network
-
-    torch.manual_seed(0)
-    data = load_dataset("teacher")
-    net = build_network("mlp", data.in_shape, data.num_classes, (12, 6))
-    config = TrainConfig(seed=0, prior_every=2, check_every=1000, merge="off")
-    return Trainer(net, data, config)
-
-
-def _steps(rank: int, world: int, port: int, path: str) -> None:
-    """Three SVI steps of the same global batches, this process's share of each."""
-    import pyro
-    import torch.distributed as dist
-
-    from bayesprune.distributed import GradientSync
-
-    torch.set_num_threads(1)
-    if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        dist.init_process_group("gloo", rank=rank, world_size=world)
-    pyro.set_rng_seed(0)
-    trainer = _small_trainer()
-    before = {n: p.detach().clone() for n, p in trainer.guide.named_parameters()}
-    sync = GradientSync(trainer)
-    trainer.elbo.grad_sync = sync if world > 1 else None
-    start = 0
-    for size in BATCHES:
-        idx = torch.arange(start, start + size)
-        start += size
-        mine = torch.tensor_split(idx, world)[rank]
-        sync.local, sync.total = len(mine), size
-        trainer.global_batch = size
-        trainer.train_step(trainer.data.x_train[mine], trainer.data.y_train[mine], mine)
-    if rank == 0:
-        params = {n: p.detach().clone() for n, p in trainer.guide.named_parameters()}
-        torch.save({"params": params, "before": before, "data": float(trainer.recent_data)}, path)
-    if world > 1:
-        dist.destroy_process_group()
 
 
 def test_two_processes_with_half_batches_take_the_one_process_step(tmp_path):
@@ -161,7 +128,9 @@ def test_two_processes_with_half_batches_take_the_one_process_step(tmp_path):
 
 
 def test_a_run_resumes_on_another_number_of_processes(tmp_path):
-    """Started on 1 process, resumed on 2; started on 2, resumed on 1."""
+    """Started on 1 process, resumed on 2; started on 2, resumed on 1. Each run is stopped once
+    its second epoch's checkpoint is written (units removed by then), which leaves four epochs,
+    320 steps, over a second here, for the signal to land in."""
     out = tmp_path / "one-then-two"
     proc = _cli("train", *ARGS, "--out", str(out))
     _wait_for_checkpoint(out, proc)
@@ -180,7 +149,9 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the process it started
     proc.communicate(timeout=120)
     assert _summary(out)["status"] == "running"  # cut short: never claims to have finished
-    _run("train", "--resume", str(out), "--no-progress", "--no-report")
+    from bayesprune.cli import main  # resumed on one process: in this one (main's exit code)
+
+    assert main(["train", "--resume", str(out), "--no-progress", "--no-report"]) == 0
     summary = _summary(out)
     assert summary["status"] == "finished" and "strategy" not in summary
     assert summary["resumed_at_step"] > 0
@@ -266,39 +237,16 @@ def test_the_lockstep_digest_sees_one_changed_bit_of_one_parameter():
 
 
 def test_the_single_process_path_does_not_import_lightning(tmp_path):
+    # on 1,000 examples (10 steps, not 200): the same 3,527 modules end up imported as on all
+    # 20,000 (the run, its report included, takes the same path)
     code = (
         "import sys; from bayesprune.cli import main; "
-        f"main(['train', '--epochs', '1', '--widths', '4,3', '--no-progress', '--out', "
-        f"r'{tmp_path / 'run'}']); print('lightning' in sys.modules)"
+        f"main(['train', '--epochs', '1', '--widths', '4,3', '--train-subset', '1000', "
+        f"'--no-progress', '--out', r'{tmp_path / 'run'}']); print('lightning' in sys.modules)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
-
-
-def _running_stats(rank: int, world: int, port: int, path: str) -> None:
-    """Each process's BatchNorm statistics from its own share; after the step's reduction all
-    processes must hold the same (the merge moves evaluate in eval mode with them): the mean of
-    the processes' own."""
-    from types import SimpleNamespace
-
-    import torch.distributed as dist
-
-    from bayesprune.distributed import GradientSync
-    from bayesprune.models.network import build_network
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(0)
-    net = build_network("vgg16", (3, 32, 32), 10, width_mult=1 / 16)
-    gen = torch.Generator().manual_seed(10 + rank)  # each process its own examples
-    net.train()
-    net(torch.randn(4, 3, 32, 32, generator=gen))
-    own = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
-    GradientSync(SimpleNamespace(net=net)).reduce_running_stats()
-    stats = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
-    torch.save({"own": own, "reduced": stats}, f"{path}.{rank}")
-    dist.destroy_process_group()
 
 
 def test_batchnorm_statistics_agree_across_processes(tmp_path):
@@ -314,57 +262,6 @@ def test_batchnorm_statistics_agree_across_processes(tmp_path):
         mean = (saved[0]["own"][key] + saved[1]["own"][key]) / 2  # not their sum, not one's
         assert not torch.equal(saved[0]["own"][key], saved[1]["own"][key]), key
         torch.testing.assert_close(a[key], mean, msg=key)
-
-
-def _sharded_merges(rank: int, world: int, port: int, path: str) -> None:
-    """A merge round with each process measuring its share of the sample (rank 0 saves)."""
-    import torch.distributed as dist
-
-    from bayesprune.distributed import all_reduce_sum
-    from tests.inference.test_merge import (
-        _copies_network,
-        _duplicate,
-        _fitted,
-        _inputs,
-        _moves,
-        _network,
-    )
-
-    torch.set_num_threads(1)
-    if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        dist.init_process_group("gloo", rank=rank, world_size=world)
-    out = {}
-    for kind, layer in (("mlp", "fc1"), ("conv", "conv1")):
-        net = _network(kind)
-        x = _inputs(net)
-        y = _fitted(net, x)
-        _duplicate(net, layer, 0, net.width(layer) - 1)
-        _, moves = _moves(net)
-        if world > 1:
-            moves.shard, moves.reduce = (rank, world), all_reduce_sum
-        merges, removed = moves.layer(layer, x, y)
-        pair = [u for u in removed if u in (0, net.width(layer) - 1)]
-        out[kind] = (len(removed), len(pair), [m.delta_prior for m in merges])
-    d = torch.randn(257, generator=torch.Generator().manual_seed(5))  # 129 + 128 examples
-    out["moments"] = moves._moments(torch.tensor_split(d, world)[rank])
-    # a group move (Eq. (14j), the default's in a layer of more units than inputs per unit + 1):
-    # five pairs of copies, a unit of its own and a constant, single moves refused
-    net, x, y = _copies_network()
-    _, moves = _moves(net)
-    moves.z = lambda k: float("inf")
-    moves.groups = True
-    if world > 1:
-        moves.shard, moves.reduce = (rank, world), all_reduce_sum
-    tests, moments = [], moves._moments  # every test's statistics: the group's come last
-    moves._moments = lambda diff: tests.append(moments(diff)) or tests[-1]
-    merges, removed = moves.layer("fc1", x, y)
-    pairs = sum(len({u, u + 5} & set(removed)) == 1 for u in range(5))
-    out["group"] = (len(removed), pairs, [(m.delta_prior, m.delta_data) for m in merges], tests)
-    if rank == 0:
-        torch.save(out, path)
-    if world > 1:
-        dist.destroy_process_group()
 
 
 def test_merge_rounds_sharded_over_processes_decide_as_one_process(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,13 @@ ARGS = [
     "--warmup-tolerance", "none", "--no-progress", "--threads", "1",
     "--no-report",  # the end-of-run figures: tested in test_inspect.py, ~10 s a run here
 ]  # fmt: skip
+# ARGS for three epochs (600 steps, not 1,200): the runs compared bitwise with an uninterrupted
+# one. Its first 600 steps remove the same units as six epochs' do (by a gate at step 140, by
+# merge moves at 200); stopped after epoch 1 (step 200), a run resumes with units already
+# removed, has units removed after the resume (a gate at 220, merge rounds at 300 and 500), and
+# leaves two epochs (400 steps, about 2 s here) for the signal to land in
+SHORT = ["--epochs", "3", *ARGS[2:]]
+assert ARGS[:2] == ["--epochs", "6"]
 
 
 def _cli(*args, **kwargs):
@@ -24,7 +32,7 @@ def _cli(*args, **kwargs):
     )
 
 
-def _stop_after_first_epoch(out, sig, args=ARGS):
+def _stop_after_first_epoch(out, sig, args=SHORT):
     proc = _cli("train", *args, "--out", str(out))
     deadline = time.time() + 120
     while not (out / "checkpoints" / "epoch_001.pt").exists():
@@ -38,9 +46,10 @@ def _stop_after_first_epoch(out, sig, args=ARGS):
     return proc.returncode, err
 
 
-def _whole_and_resumed(tmp_path, args):
+def _whole_and_resumed(tmp_path, args, copy_to=None):
     """An uninterrupted run and one stopped by SIGTERM after its first epoch and resumed, both
-    ending with exit 0: their folders and the resumed process's stderr."""
+    ending with exit 0: their folders and the resumed process's stderr. ``copy_to``: where a
+    copy of the stopped run is left, not resumed."""
     whole = tmp_path / "whole"
     proc = _cli("train", *args, "--out", str(whole))
     _, err = proc.communicate(timeout=300)
@@ -48,6 +57,8 @@ def _whole_and_resumed(tmp_path, args):
     out = tmp_path / "run"
     code, err = _stop_after_first_epoch(out, signal.SIGTERM, args)
     assert code == 128 + signal.SIGTERM, err
+    if copy_to is not None:
+        shutil.copytree(out, copy_to)
     resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
@@ -60,11 +71,28 @@ def _model(out):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+    """The uninterrupted SHORT run's folder."""
     out = tmp_path_factory.mktemp("runs") / "reference"
-    proc = _cli("train", *ARGS, "--out", str(out))
+    proc = _cli("train", *SHORT, "--out", str(out))
     proc.communicate(timeout=300)
     assert proc.returncode == 0
-    return _model(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stopped_by_sigterm(tmp_path_factory):
+    """A SHORT run stopped by SIGTERM once its first epoch's checkpoint is written: its folder,
+    exit code and stderr. Three tests needed this same stop; each resumes its own copy."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    code, err = _stop_after_first_epoch(out, signal.SIGTERM)
+    return out, code, err
+
+
+def _copy_of_stopped(stopped, tmp_path):
+    folder, code, err = stopped
+    out = tmp_path / "run"
+    shutil.copytree(folder, out)
+    return out, code, err
 
 
 def _assert_same(model, reference):
@@ -74,9 +102,12 @@ def _assert_same(model, reference):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_a_stopped_run_resumes_to_the_same_network_bitwise(tmp_path, reference, sig):
-    out = tmp_path / "run"
-    code, err = _stop_after_first_epoch(out, sig)
+def test_a_stopped_run_resumes_to_the_same_network_bitwise(tmp_path, reference, sig, request):
+    if sig == signal.SIGTERM:  # the module's shared stop, a copy of it
+        out, code, err = _copy_of_stopped(request.getfixturevalue("stopped_by_sigterm"), tmp_path)
+    else:
+        out = tmp_path / "run"
+        code, err = _stop_after_first_epoch(out, sig)
     summary = json.loads((out / "summary.json").read_text())
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL and summary["status"] == "running"
@@ -93,9 +124,9 @@ def test_a_stopped_run_resumes_to_the_same_network_bitwise(tmp_path, reference, 
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
-    _assert_same(_model(out), reference)
+    _assert_same(_model(out), _model(reference))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == list(range(1, 7))  # no epoch logged twice
+    assert [r["epoch"] for r in records] == list(range(1, 4))  # no epoch logged twice
     if sig != signal.SIGKILL and done:  # the resumed epoch's speed: of the steps run after it
         first, second = records[0]["step"], records[1]["step"] - records[0]["step"]
         timed = records[1]["steps_per_second"] * records[1]["train_seconds"]
@@ -105,7 +136,7 @@ def test_a_stopped_run_resumes_to_the_same_network_bitwise(tmp_path, reference, 
 def test_a_run_with_held_out_evidence_resumes_to_the_same_network_bitwise(tmp_path):
     # Eq. (9h): the split is drawn from the seed again and the evidence batches from the
     # checkpointed torch generator, so a resumed run sees the same held-out examples
-    args = [*ARGS, "--evidence", "held-out"]
+    args = [*SHORT, "--evidence", "held-out"]
     whole = tmp_path / "whole"
     proc = _cli("train", *args, "--out", str(whole))
     proc.communicate(timeout=300)
@@ -127,7 +158,7 @@ def test_a_run_with_held_out_evidence_resumes_to_the_same_network_bitwise(tmp_pa
 def test_a_run_with_sgd_on_the_weights_resumes_to_the_same_network_bitwise(tmp_path):
     # the momentum buffers are in the checkpoint and the optimiser in config.json: a resumed
     # run steps with SGD at the recorded rate and momentum, not with Adam
-    args = [*ARGS, "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.8"]
+    args = [*SHORT, "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.8"]
     whole, out, _ = _whole_and_resumed(tmp_path, args)
     config = json.loads((out / "config.json").read_text())
     assert (config["optimizer"], config["momentum"], config["lr"]) == ("sgd", 0.8, 0.05)
@@ -147,35 +178,36 @@ def test_resume_of_a_finished_run_is_refused(tmp_path, capsys):
     assert "already ended (finished); nothing to resume" in capsys.readouterr().err
 
 
-def test_a_signal_outside_the_training_loop_is_one_line(tmp_path):
+def test_a_signal_outside_the_training_loop_is_one_line(tmp_path, monkeypatch, capsys):
     # SIGTERM after training, while the run is being inspected (figures, posterior.nc): one
     # line, 143, and summary.json (written last) does not claim a finished run. The signal is
     # sent from inside the inspection, so it always lands there (timed from outside, a fast
-    # machine finished the run first and the test skipped itself)
+    # machine finished the run first and the test skipped itself). In this process, as main
+    # runs in the command's (its return value is the exit code; the signal, main's handler)
+    import bayesprune.report as report
+    from bayesprune.cli import main
+
+    inspect_run = report.inspect_run
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return inspect_run(*args, **kwargs)
+
+    monkeypatch.setattr(report, "inspect_run", signalled)
     out = tmp_path / "run"
-    code = (
-        "import os, signal, sys\n"
-        "import bayesprune.report as report\n"
-        "inspect_run = report.inspect_run\n"
-        "def signalled(*args, **kwargs):\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    return inspect_run(*args, **kwargs)\n"
-        "report.inspect_run = signalled\n"
-        "from bayesprune.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
     args = ["train", "--epochs", "1", "--widths", "4,3", "--no-progress", "--out", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("bayesprune: stopped by SIGTERM")
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("bayesprune: stopped by SIGTERM")
     assert (out / "model.pt").exists()  # what was written stays
     assert json.loads((out / "summary.json").read_text())["status"] == "running"
 
 
-def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_trained_with(tmp_path):
+def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_trained_with(
+    tmp_path, capsys, reference, stopped_by_sigterm
+):
     """config.json of a run from before merge moves has no "merge": the resumed run must go on
     without them (TrainConfig.from_record), not switch to today's default mid-run."""
     from bayesprune.config import TrainConfig
@@ -193,18 +225,21 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_the_rule_it_traine
     assert TrainConfig.from_dict({}).merge_budget == "transit"
     assert TrainConfig.from_record({"merge": "on"}).merge_schedule == "settled"  # before (14w)
     assert TrainConfig.from_dict({}).merge_schedule == "window"
-    out = tmp_path / "run"
-    code, err = _stop_after_first_epoch(out, signal.SIGTERM)
+    from bayesprune.cli import main
+
+    out, code, err = _copy_of_stopped(stopped_by_sigterm, tmp_path)
     assert code == 128 + signal.SIGTERM, err
     config = json.loads((out / "config.json").read_text())
     assert config.pop("merge") == "on"
     (out / "config.json").write_text(json.dumps(config))
-    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    code = main(["train", "--resume", str(out), "--no-progress", "--no-report"])
+    assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     after = [e for e in summary["prune_events"] if e["step"] > summary["resumed_at_step"]]
-    assert not any(e.get("merged") for e in after)  # the reference run merges at 300-900
+    assert not any(e.get("merged") for e in after)
+    # ... where the same run with its recorded rule merges (at steps 300 and 500)
+    merged = json.loads((reference / "summary.json").read_text())["prune_events"]
+    assert any(e.get("merged") for e in merged if e["step"] > summary["resumed_at_step"])
 
 
 @pytest.mark.parametrize("user", [None, "AVX2"])
@@ -222,13 +257,20 @@ def test_importing_bayesprune_asks_mkl_for_alignment_independent_results(user):
     assert out.stdout.strip() == (user or "AUTO,STRICT")
 
 
-def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
+def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path, capsys):
     """--dataset npz: the resumed run reads the same file with the run's own --standardise (here
     the non-default "feature") and ends on the uninterrupted run's network to the bit; a file
-    changed since the run started is refused."""
+    changed since the run started is refused. (The commands after the bitwise comparison and
+    the stop run in this process, main's exit code and stderr as the command's.)"""
     import numpy as np
 
+    from bayesprune.cli import main
     from bayesprune.data import make_teacher
+
+    def command(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        return code, capsys.readouterr().err
 
     teacher = make_teacher()
     scales = torch.tensor([1.0, 10.0, 100.0, 1000.0])  # features of different scales
@@ -247,15 +289,13 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
     np.savez(path, x_train=(teacher.x_train[:2000] * scales).numpy() + 1,
              y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
              y_test=teacher.y_test.numpy())  # fmt: skip
-    resumed = _cli("train", "--resume", str(stopped), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 2 and "changed since the run started" in err
+    returncode, err = command("train", "--resume", str(stopped), "--no-progress", "--no-report")
+    assert returncode == 2 and "changed since the run started" in err
     assert f"{path.resolve()} (" in err and "is not what the run read" in err  # which file
     changed = tmp_path / "changed.npz"
     path.rename(changed)  # the recorded file gone, no new place given: one line naming the flag
-    resumed = _cli("train", "--resume", str(stopped), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 2 and f"read its data from {path.resolve()}, which is not" in err
+    returncode, err = command("train", "--resume", str(stopped), "--no-progress", "--no-report")
+    assert returncode == 2 and f"read its data from {path.resolve()}, which is not" in err
     assert "--data-dir" in err and "Traceback" not in err
     # the run's own file, moved and renamed: --data-dir names its new place, the SHA-256 says
     # it is the same (it was refused as a differing setting, then on its file's name)
@@ -265,10 +305,9 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
              y_train=teacher.y_train[:2000].numpy(), x_test=(teacher.x_test * scales).numpy(),
              y_test=teacher.y_test.numpy())  # fmt: skip
     for given, code in ((changed, 2), (moved, 0)):  # the changed file is still refused
-        resumed = _cli("train", "--resume", str(stopped), "--data-dir", str(given),
-                       "--no-progress", "--no-report")  # fmt: skip
-        _, err = resumed.communicate(timeout=300)
-        assert resumed.returncode == code, err
+        returncode, err = command("train", "--resume", str(stopped), "--data-dir", str(given),
+                                  "--no-progress", "--no-report")  # fmt: skip
+        assert returncode == code, err
     # the note says where the data were read before (it said the new place twice)
     assert (f"the run's data files are now read from {moved.resolve()} (the same files by "
             f"SHA-256; config.json said {path.resolve()} and") in err  # fmt: skip
@@ -281,33 +320,33 @@ def test_a_run_on_a_users_npz_file_resumes_with_its_standardisation(tmp_path):
     third = tmp_path / "third.npz"
     moved.rename(third)
     for extra, code in (([], 2), (["--data-dir", str(third)], 0)):
-        twin = _cli("baseline", str(stopped), "--no-progress", *extra)
-        _, err = twin.communicate(timeout=300)
-        assert twin.returncode == code, err
+        returncode, err = command("baseline", str(stopped), "--no-progress", *extra)
+        assert returncode == code, err
     assert "Traceback" not in err and "bayesprune: wrote" in err
 
 
-def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path):
+def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path, capsys):
     """Resumed without --threads, a run computes with the thread count it started with (in
     config.json): with torch's default instead, a merge round's products split across threads
     rounded differently and the run parted from the uninterrupted one in the last bits (on 2,000
     examples, where a merge round falls after the resume). Another --threads is honoured with a
     note."""
     args = [*ARGS, "--train-subset", "2000"]  # ARGS run with --threads 1
-    whole, out, err = _whole_and_resumed(tmp_path, args)
+    other = tmp_path / "other"  # the same stop, kept for the second part
+    whole, out, err = _whole_and_resumed(tmp_path, args, copy_to=other)
     assert json.loads((whole / "config.json").read_text())["run"]["threads"] == 1
     assert any(e.get("merged") for e in json.loads((whole / "summary.json").read_text())[
         "prune_events"] if e["step"] > 40)  # fmt: skip
     assert "threads" not in err
     _assert_same(_model(out), _model(whole))
 
-    other = tmp_path / "other"
-    code, err = _stop_after_first_epoch(other, signal.SIGTERM, args)
-    assert code == 128 + signal.SIGTERM, err
-    resumed = _cli("train", "--resume", str(other), "--threads", "2", "--no-progress",
-                   "--no-report")  # fmt: skip
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    from bayesprune.cli import main  # (the note is main's: in this process)
+
+    capsys.readouterr()
+    code = main(["train", "--resume", str(other), "--threads", "2", "--no-progress",
+                 "--no-report"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
     assert "resuming with --threads 2 where the run started with 1" in err
 
 
@@ -424,20 +463,24 @@ def test_a_checkpoint_that_counted_the_starting_flops_under_their_old_name_resum
     assert summary["status"] == "finished" and 0 < summary["flops_kept_fraction"] <= 1
 
 
-def test_a_baseline_made_while_the_run_was_stopped_is_noted_when_it_ends(tmp_path):
+def test_a_baseline_made_while_the_run_was_stopped_is_noted_when_it_ends(
+    tmp_path, capsys, stopped_by_sigterm
+):
     """``bayesprune baseline`` of an interrupted run compares its twin with no run; resumed to
     its end, the run says that baseline.json was made while it was interrupted (the file kept
-    that status without a word, a helper's walkthrough found)."""
-    out = tmp_path / "run"
-    code, err = _stop_after_first_epoch(out, signal.SIGTERM)
+    that status without a word, a helper's walkthrough found). Baseline and resume run in this
+    process (main's exit code and stderr)."""
+    from bayesprune.cli import main
+
+    out, code, err = _copy_of_stopped(stopped_by_sigterm, tmp_path)
     assert code == 128 + signal.SIGTERM, err
-    twin = _cli("baseline", str(out), "--no-progress")
-    _, err = twin.communicate(timeout=300)
-    assert twin.returncode == 0, err
+    capsys.readouterr()
+    assert main(["baseline", str(out), "--no-progress"]) == 0, capsys.readouterr().err
     assert json.loads((out / "baseline.json").read_text())["run_status"] == "interrupted"
-    resumed = _cli("train", "--resume", str(out), "--no-progress", "--no-report")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    capsys.readouterr()
+    code = main(["train", "--resume", str(out), "--no-progress", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 0, err
     assert "baseline.json was made while the run was interrupted" in err
     assert json.loads((out / "baseline.json").read_text())["run_status"] == "interrupted"  # kept
 
