@@ -26,9 +26,13 @@ $(STAMP): pyproject.toml $(TORCH_PIN)
 demo: $(STAMP)
 	$(VENV)/bin/bayesprune train --dataset teacher
 
+# the suite in TEST_JOBS processes (pytest-xdist), each test file in one of them so that a
+# module's fixtures are built once; every test process computes on one thread (tests/conftest.py).
+# TEST_JOBS=0 runs it in this process alone.
+TEST_JOBS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check bayesprune tests benchmarks notebooks
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bayesprune tests benchmarks notebooks
