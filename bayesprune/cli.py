@@ -716,6 +716,16 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
                 f"removed after the last epoch's line ({gone})",
                 file=sys.stderr,
             )
+        settled = {name: k for name, k in (summary.get("settled") or {}).items() if k}
+        if settled:  # why the last epoch's line shows more units and another error
+            before = summary["before_settle"]
+            gone = ", ".join(f"{k} in {name}" for name, k in settled.items())
+            print(
+                f"bayesprune: the final settle (Eq. (15)) removed units whose silencing lowered "
+                f"the objective on training examples ({gone}): test error "
+                f"{100 * before['test_error']:.2f}% before it",
+                file=sys.stderr,
+            )
         outside = {  # in the network still, out of the deployed posterior mode (θ < ½)
             name: int(physical) - int(deployed)
             for name, physical, deployed in zip(

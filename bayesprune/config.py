@@ -33,7 +33,7 @@ MERGE_BUDGETS = ("transit", "none")
 # once its gates have collapsed no unit for a window
 MERGE_SCHEDULES = ("window", "settled")
 MERGE_GROUPS = ("off", "on", "auto")
-SETTLES = ("on", "off")
+SETTLES = ("auto", "on", "off")
 # posterior draws of `bayesprune inspect` (defined here so that training imports no ArviZ)
 INSPECT_DRAWS = 200
 # settings added after runs were recorded without them: the value those runs trained with
@@ -243,10 +243,12 @@ class TrainConfig:
         "to half)", choices=GROUP_CAPS, group="rule",
     )  # fmt: skip
     settle: str = _option(
-        "off", "the final settle (Eq. (15)): after the last epoch, silence hidden units one at a "
+        "auto", "the final settle (Eq. (15)): after the last epoch, silence hidden units one at a "
         "time while that lowers the objective by two standard errors on up to 20,000 training "
-        "examples, at the weights the run ends with", choices=SETTLES,
-        group="rule",
+        "examples, at the weights the run ends with; auto: the cheapest layers whose passes over "
+        "their units cost at most a quarter of the training's compute together (Eq. (15c)); "
+        "on: every layer",
+        choices=SETTLES, group="rule",
     )  # fmt: skip
     producer_price: str = _option(
         "expected", "what a unit's gate pays for the weights it feeds (Eq. (10e)): expected: "

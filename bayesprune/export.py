@@ -50,17 +50,21 @@ def count_weights(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@torch.no_grad()
 def count_macs(module: nn.Module, in_shape: Sequence[int]) -> int:
     """Multiply-accumulates of the Conv2d and Linear layers for one example of ``in_shape``."""
-    total = 0
+    return sum(layer_macs(module, in_shape))
+
+
+@torch.no_grad()
+def layer_macs(module: nn.Module, in_shape: Sequence[int]) -> list[int]:
+    """:func:`count_macs` per Conv2d and Linear layer, in the order the example meets them."""
+    macs = []
 
     def hook(layer, _inputs, output):
-        nonlocal total
         if isinstance(layer, nn.Conv2d):
-            total += output[0].numel() * layer.weight[0].numel()
+            macs.append(output[0].numel() * layer.weight[0].numel())
         else:
-            total += layer.in_features * layer.out_features
+            macs.append(layer.in_features * layer.out_features)
 
     handles = [
         m.register_forward_hook(hook)
@@ -76,7 +80,7 @@ def count_macs(module: nn.Module, in_shape: Sequence[int]) -> int:
         module.train(was_training)
         for handle in handles:
             handle.remove()
-    return total
+    return macs
 
 
 def hidden_widths(module: nn.Module) -> list[int]:

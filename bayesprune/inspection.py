@@ -12,7 +12,8 @@ removals):
   ``{l}_spike_scale`` σ₀ = √ρ σ₁ (every layer; ``out_unit`` are the classes);
 - ``trajectories`` (``epoch``, every unit ever present): ``{l}_theta`` and ``{l}_weight_norm``
   after each epoch (NaN once the unit is removed), ``{l}_removed_at_step``, ``{l}_merged``
-  (removed by a merge move, Eq. (14), rather than by its gate), and per epoch
+  (removed by a merge move, Eq. (14), rather than by its gate), ``{l}_settled`` (by the final
+  settle, Eq. (15)), and per epoch
   ``{l}_width`` (units still in the network), ``{l}_mode_width`` (units with θ ≥ ½: the
   posterior mode, whose errors are recorded and which ``model.pt`` holds at the end),
   ``{l}_slab_scale``, ``{l}_spike_scale``, ``data_term``, ``prior_term``, ``test_error``,
@@ -107,17 +108,20 @@ def trajectories(run: Run, ids: dict[str, np.ndarray]) -> xr.Dataset:
     data: dict[str, tuple] = {}
     removed_at = {n: np.full(len(u), np.nan) for n, u in ids.items()}
     merged = {n: np.zeros(len(u), bool) for n, u in ids.items()}
+    settled = {n: np.zeros(len(u), bool) for n, u in ids.items()}
     for event in run.prune_events:
         if event["step"] > records[-1]["step"]:
             continue  # after the inspected epoch (load_run stops the records there)
         removed_at[event["layer"]][event["unit_ids"]] = event["step"]
         merged[event["layer"]][event["unit_ids"]] = bool(event.get("merged"))
+        settled[event["layer"]][event["unit_ids"]] = bool(event.get("settled"))
     for i, name in enumerate(ids):
         dims = ("epoch", f"{name}_unit")
         data[f"{name}_theta"] = (dims, unit_series(records, "theta", name, ids[name]))
         data[f"{name}_weight_norm"] = (dims, unit_series(records, "weight_norm", name, ids[name]))
         data[f"{name}_removed_at_step"] = (dims[1:], removed_at[name])
         data[f"{name}_merged"] = (dims[1:], merged[name])
+        data[f"{name}_settled"] = (dims[1:], settled[name])
         data[f"{name}_width"] = ("epoch", [r["widths"][i] for r in records])
         data[f"{name}_mode_width"] = (  # the network the errors are of (records before: width)
             "epoch",
@@ -156,6 +160,8 @@ DESCRIPTIONS = {
     "spike_scale": "σ₀ = √ρ σ₁, the spike standard deviation of the layer's weight prior",
     "removed_at_step": "the step the unit was removed at (NaN: still present)",
     "merged": "removed by a merge move (Eq. (14)) rather than by its gate",
+    "settled": "removed by the final settle (Eq. (15)), after the last epoch, rather than by "
+    "its gate",
     "width": "units still in the network after the epoch (θ = 0 ones awaiting removal included)",
     "mode_width": "units with θ ≥ ½ after the epoch: the posterior mode, whose errors are "
     "recorded and which model.pt holds at the end",

@@ -43,7 +43,10 @@ def plot_theta_trajectories(idata, axes) -> None:
         ax.plot(ds[time].values, theta.values, lw=0.8, alpha=0.6)
         removed_at = traj[f"{name}_removed_at_step"].values
         merged = traj[f"{name}_merged"].values & np.isfinite(removed_at)
-        by_gates = int(np.isfinite(removed_at).sum() - merged.sum())
+        settled = np.zeros_like(merged)  # (a posterior.nc written before the settle has none)
+        if f"{name}_settled" in traj:
+            settled = traj[f"{name}_settled"].values & np.isfinite(removed_at)
+        by_gates = int(np.isfinite(removed_at).sum() - merged.sum() - settled.sum())
         final = traj[f"{name}_theta"].values[-1]  # NaN for units removed by then
         waiting = int(((final == 0) & ~np.isfinite(removed_at)).sum())
         if merged.any():  # where each merged unit went, at its last recorded θ
@@ -56,7 +59,15 @@ def plot_theta_trajectories(idata, axes) -> None:
             )
             ax.plot(when, level, "x", color="C3", ms=5, label="merged (at its last recorded θ)")
             ax.legend(loc="best")
+        if settled.any():  # the final settle's: at their last θ, after the last step
+            last = ds[f"{name}_theta"].values[:, settled]
+            when = np.full(int(settled.sum()), ds[time].values[-1])
+            level = np.array([col[np.isfinite(col)][-1] if np.isfinite(col).any() else 1.0
+                              for col in last.T])  # fmt: skip
+            ax.plot(when, level, "+", color="C2", ms=7, label="removed by the final settle")
+            ax.legend(loc="best")
         pending = f",\n{waiting} at θ = 0 awaiting removal" if waiting else ""
+        pending += f", {int(settled.sum())} by the final settle" if settled.any() else ""
         ax.set(
             xlabel=time,
             ylabel="θ",

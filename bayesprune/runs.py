@@ -377,6 +377,8 @@ def load_run(run_dir: str | Path, epoch: int | None = None, summary: dict | None
     initial_widths = record.get("initial_widths")
     loaded = int(saved["epoch"])
     last = metrics[-1].get("epoch")
+    if loaded == config.epochs:  # the final settle (Eq. (15)) came after the last checkpoint
+        _settle_as_recorded(guide, events)
     if any(m.get("epoch", 0) > loaded for m in metrics):
         # an earlier checkpoint: the records stop where it was saved, so that curves, events and
         # posterior are of one epoch (those written after it are not of this network)
@@ -386,6 +388,22 @@ def load_run(run_dir: str | Path, epoch: int | None = None, summary: dict | None
     return Run(
         path, config, loaded, guide, metrics, traces, summary, last, status, events, initial_widths
     )
+
+
+def _settle_as_recorded(guide: GateGuide, events: list[dict]) -> None:
+    """Remove from the last epoch's guide the units the final settle removed after it was
+    saved (prune events marked ``settled``), so that the network is ``model.pt``'s."""
+    for event in events:
+        if not (isinstance(event, dict) and event.get("settled")):
+            continue
+        name, gone = event.get("layer"), set(event.get("unit_ids") or ())
+        if name not in guide.net.gated:
+            raise RunError(f"a settled prune event names no gated layer ({name!r})")
+        ids = guide.unit_ids(name).tolist()
+        keep = [i for i, unit in enumerate(ids) if unit not in gone]
+        if len(keep) == len(ids) or not keep:
+            continue  # (already gone: a checkpoint written after it; or a record that cannot be)
+        guide.remove_units(name, torch.tensor(keep, device=guide.unit_ids(name).device))
 
 
 def run_directory(run_dir) -> Path:

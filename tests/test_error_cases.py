@@ -650,7 +650,8 @@ def test_gates_started_at_one_half_that_never_moved_deploy_every_unit(tmp_path, 
     monkeypatch.setattr(Trainer, "warmed_up", lambda self, *args: False)  # θ never moves
     out = tmp_path / "run"
     argv = ["train", "--epochs", "3", "--widths", "8,6", "--no-progress", "--no-report",
-            "--threads", "1", "--init-theta", "0.5", "--out", str(out)]  # fmt: skip
+            "--threads", "1", "--init-theta", "0.5", "--settle", "off",  # (the mode alone)
+            "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["widths"] == [8, 6]
@@ -921,7 +922,7 @@ def test_a_fitted_network_is_left_as_model_pt_holds_it(tmp_path):
     net = GatedNet((1, 8, 8), [("conv", 4, 3, 1), ("pool",), ("fc", 5)], 2, batch_norm=True)
     out = tmp_path / "run"
     summary = Trainer(net, data, TrainConfig(epochs=1, batch_size=16), out=out).fit(progress=False)
-    assert summary["widths"] == [4, 5]  # nothing removed: the network is model.pt's
+    assert summary["widths"] == net.widths  # the network is model.pt's (settled units gone)
     assert not net.training
     stats = net.norms["conv1"].running_mean.clone()
     with torch.no_grad():

@@ -93,11 +93,13 @@ def test_trajectories_follow_units_by_id_until_removal(run, inspected):
             assert np.all(at == event["step"])
             merged = traj[f"{layer}_merged"].sel({f"{layer}_unit": event["unit_ids"]})
             assert np.all(merged == bool(event.get("merged")))
+            settled = traj[f"{layer}_settled"].sel({f"{layer}_unit": event["unit_ids"]})
+            assert np.all(settled == bool(event.get("settled")))
             # traced just before the check that removed them: θ exactly 0 (a gate's removal;
-            # a merge move takes units at any θ), then gone
+            # a merge move or the final settle takes units at any θ), then gone
             units = {f"{layer}_unit": event["unit_ids"]}
             before = traces[f"{layer}_theta"].sel(step=event["step"], **units)
-            assert event.get("merged") or np.all(before == 0)
+            assert event.get("merged") or event.get("settled") or np.all(before == 0)
             after = traces[f"{layer}_theta"].sel(**units).where(traces.step > event["step"])
             assert np.all(np.isnan(after.dropna("step", how="all")))
 
@@ -156,6 +158,9 @@ def test_summary_lists_the_survivors(run, capsys):
     assert main(["inspect", str(run), "--draws", "10"]) == 0
     out = capsys.readouterr().out
     kept = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["unit_ids"]["fc1"]
+    events = json.loads((run / "summary.json").read_text())["prune_events"]
+    settled = {u for e in events if e.get("settled") and e["layer"] == "fc1" for u in e["unit_ids"]}
+    kept = [u for u in kept if u not in settled]  # (the final settle's came after the last epoch)
     assert f"  fc1: {len(kept)} survivors, " in out and "hdi_97%" not in out
     table = pd.read_csv(run / "inspect" / "survivors.csv", index_col=0)
     assert f"fc1_theta[{kept[0]}]" in table.index and "hdi_97%" in table.columns
@@ -251,8 +256,8 @@ def test_inspect_at_an_earlier_epoch_stops_every_record_there(run, tmp_path):
 
 
 def test_the_theta_figure_counts_and_marks_both_kinds_of_removal(run, inspected):
-    """Merge moves take units at θ = 1, where no line falls: the figure's titles count the
-    removals of each kind and every merged unit gets its marker."""
+    """Merge moves and the final settle take units at θ = 1, where no line falls: the figure's
+    titles count the removals of each kind and every merged or settled unit gets its marker."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,10 +271,14 @@ def test_the_theta_figure_counts_and_marks_both_kinds_of_removal(run, inspected)
     for ax, layer in zip(axes, ("fc1", "fc2"), strict=True):
         events = [e for e in summary["prune_events"] if e["layer"] == layer]
         merged = sum(len(e["unit_ids"]) for e in events if e.get("merged"))
-        gated = sum(len(e["unit_ids"]) for e in events if not e.get("merged"))
-        assert f"({gated} removed by their gates, {merged} merged)" in ax.get_title()
+        settled = sum(len(e["unit_ids"]) for e in events if e.get("settled"))
+        gated = sum(len(e["unit_ids"]) for e in events) - merged - settled
+        last = f", {settled} by the final settle" if settled else ""
+        assert f"({gated} removed by their gates, {merged} merged{last})" in ax.get_title()
         marks = [line for line in ax.get_lines() if line.get_marker() == "x"]
         assert sum(len(line.get_xdata()) for line in marks) == merged
+        marks = [line for line in ax.get_lines() if line.get_marker() == "+"]
+        assert sum(len(line.get_xdata()) for line in marks) == settled
     plt.close(fig)
 
 

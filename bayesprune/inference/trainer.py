@@ -36,6 +36,7 @@ from bayesprune.export import (
     count_macs,
     count_weights,
     deterministic_network,
+    layer_macs,
     mode_units,
     mode_widths,
     summarize,
@@ -73,6 +74,9 @@ from bayesprune.runs import (
 
 MERGE_SAMPLE = 4096  # training examples on which a merge move's change of F is measured
 SETTLE_SAMPLE = 20_000  # training examples on which the final settle (Eq. (15)) measures F
+# settle="auto" (Eq. (15c)): the layers settled are the cheapest whose passes over their units
+# together cost at most this share of the training's compute
+SETTLE_SHARE = 0.25
 
 
 def make_optimizer(guide: GateGuide, config: TrainConfig, num_data: int) -> GateOptim:
@@ -248,7 +252,7 @@ class Trainer:
         )
         # the final settle (Eq. (15)) measures as the merge moves do, with or without them
         self.settler = self.merges
-        if self.settler is None and config.settle == "on" and merges_apply(self.guide):
+        if self.settler is None and config.settle != "off" and merges_apply(self.guide):
             self.settler = MergeMoves(self.guide, hyper, len(data.x_train))
         # (weakly: the trainer is not kept alive by its own parts, and a sweep's finished
         # trainers are freed when the caller drops them, not at the next cycle collection)
@@ -271,6 +275,7 @@ class Trainer:
         self.prune_events: list[dict] = []
         self.removed_at_end: dict[str, int] = {}  # per layer, by the last removal (fit's end)
         self.settled: dict[str, int] | None = None  # per layer, by the final settle (Eq. (15))
+        self.settle_skipped: list[str] = []  # layers settle="auto" left out for their cost (15c)
         self.settle_seconds = 0.0  # its time (part of the training wall time)
         self.before_settle: dict | None = None  # the deployed network's widths and error before it
         self.step = 0
@@ -561,14 +566,17 @@ class Trainer:
             )
 
     def settle(self) -> dict[str, int] | None:
-        """The final settle (Eq. (15), ``settle="on"``): after the last epoch, each gated layer
-        from the input on silences units while that lowers F with confidence
+        """The final settle (Eq. (15), ``settle="auto"`` or ``"on"``): after the last epoch,
+        each gated layer from the input on (under ``auto`` the cheapest layers whose passes
+        together cost at most :data:`SETTLE_SHARE` of the training, :func:`settle_cost_shares`;
+        the others are listed in ``settle_skipped``) silences units while that lowers F with
+        confidence
         (:meth:`MergeMoves.settle`), measured on up to ``SETTLE_SAMPLE`` training examples drawn
         from a generator seeded by the run's seed; the units go as the gates' and merges' do,
         recorded with ``settled``. Returns how many left each layer (``None``: not settled: the
         option off, weights or a posterior without the prior's closed form, or a run that did
         not finish)."""
-        if self.config.settle != "on" or self.settler is None or self.status != "finished":
+        if self.config.settle == "off" or self.settler is None or self.status != "finished":
             return None
         n = len(self.data.x_train)
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + 999_983)
@@ -579,8 +587,15 @@ class Trainer:
             "widths": mode_widths(self.guide),
             "test_error": evaluate(det, self.data.x_test, self.data.y_test),
         }
+        if self.config.settle == "auto":
+            widths, trained = self.before_settle["widths"], self.config.epochs * n
+            shares = settle_cost_shares(det, self.net, widths, len(index), trained)
+            self.settle_skipped = over_budget(shares, SETTLE_SHARE)
         out = {}
         for name in self.net.gated:
+            if name in self.settle_skipped:
+                out[name] = 0
+                continue
             moves, removed = self.settler.settle(name, x, y)
             out[name] = len(removed)
             if not removed:
@@ -1450,6 +1465,7 @@ class Trainer:
         summary["removed_at_end"] = self.removed_at_end
         summary["settled"] = self.settled
         summary["settle_seconds"] = self.settle_seconds
+        summary["settle_skipped"] = self.settle_skipped
         summary["before_settle"] = self.before_settle
         summary["total_steps"] = self.total_steps
         # the layout --memory-format auto chose here (config.json records "auto")
@@ -1474,7 +1490,13 @@ class Trainer:
         summary["merged_at_end"] = self.merged_at_end()
         summary["removed_in_last_window"] = self.removed_in_last_window()
         merged = self.shrinking_note(summary["removed_in_last_window"], summary["widths"])
-        notes = (note, self.early_note(), leaving, merged, near, self.data_note)
+        skipped = None
+        if self.settle_skipped:
+            them = "it" if len(self.settle_skipped) == 1 else "them"
+            skipped = (f"the final settle left out {', '.join(self.settle_skipped)}: settling "
+                       f"{them} too would take its cost over {SETTLE_SHARE:.0%} of the "
+                       "training's (Eq. (15c); --settle on settles every layer)")  # fmt: skip
+        notes = (note, self.early_note(), leaving, merged, near, skipped, self.data_note)
         summary["note"] = "; ".join(n for n in notes if n) or None
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
@@ -1494,6 +1516,45 @@ class Trainer:
 # the methods that compute a GatedNet's function: model.pt, the exports and the merge moves
 # rebuild that function from the plan (GatedNet.spec, to_sequential), so they must be the plan's
 _PLAN_METHODS = ("forward", "run_ops", "map", "activate")
+
+
+def settle_cost_shares(det, net: GatedNet, widths: list[int], sample: int,
+                       trained: int) -> dict[str, float]:  # fmt: skip
+    """Eq. (15c): per gated layer, what one pass of the final settle over its units costs as a
+    share of the training's compute, in multiply-accumulates of the deployed network ``det``
+    (``widths``: its gated layers' widths).
+
+    Silencing one of layer l's n_l units costs, per example of the settle's ``sample``, the
+    unit's share of the consumer's map (M_{l+1}/n_l) and the network after the consumer
+    (Σ_{j>l+1} M_j); a pass tries every unit. Training costs at least 3 Σ_j M_j per example
+    (forward and backward through the network it ends with; it was wider before) for the
+    ``trained`` examples of its epochs. Both scale with a network's size alike, so the share
+    is n_s (M_{l+1} + n_l Σ_{j>l+1} M_j) / (3 T Σ_j M_j): small where the layers after the
+    consumer are cheap (fully connected tails, LeNet-5), near 1 for the first convolutions of
+    a deep network trained for few epochs (VGG16: a pass over conv1 runs the whole network
+    once per filter)."""
+    macs = layer_macs(det, net.in_shape)
+    if len(macs) != len(net.gated) + 1:  # one Conv2d or Linear per layer, the read-out last
+        raise RuntimeError(f"settle cost: {len(macs)} layers in the deployed network, "
+                           f"{len(net.gated) + 1} expected")  # fmt: skip
+    total = 3 * trained * sum(macs)
+    shares = {}
+    for i, name in enumerate(net.gated):
+        rest = sum(macs[i + 2 :])
+        shares[name] = sample * (macs[i + 1] + widths[i] * rest) / total
+    return shares
+
+
+def over_budget(shares: dict[str, float], budget: float) -> list[str]:
+    """Eq. (15c): the layers left out when the cheapest are taken (ties in layer order) while
+    their shares sum to at most ``budget``; in layer order."""
+    spent, skipped = 0.0, set()
+    for name in sorted(shares, key=shares.get):
+        if spent + shares[name] <= budget and not skipped:
+            spent += shares[name]
+        else:
+            skipped.add(name)
+    return [name for name in shares if name in skipped]
 
 
 def _check_plan_network(net: GatedNet) -> None:

@@ -1,12 +1,14 @@
 """The final settle (Eq. (15)): after training, a unit whose silencing lowers F goes."""
 
+import json
+
 import pytest
 import torch
 
 from bayesprune.config import TrainConfig
 from bayesprune.data import make_teacher
 from bayesprune.inference.merge import MergeMoves
-from bayesprune.inference.trainer import Trainer
+from bayesprune.inference.trainer import SETTLE_SHARE, Trainer, over_budget
 from bayesprune.models import GatedMLP
 from tests.inference.test_merge import (
     _dead,
@@ -135,6 +137,31 @@ def test_the_trainer_settles_after_the_last_epoch_and_records_it():
     assert on.net.widths == s_on["widths"]
 
 
+def test_auto_leaves_out_a_layer_whose_passes_cost_more_than_its_share():
+    """Eq. (15c), the default: a layer is settled when its passes fit, with the cheaper layers',
+    in a quarter of the training's compute. Here (2,000 examples, 3 epochs, 4 inputs) a pass
+    over fc1 runs fc2's unit share and the read-out on every example once per unit, about a
+    third of what training cost: fc1 is left out and said so; fc2 is settled."""
+    auto, s_auto = _teacher_trainer("auto")
+    w1, w2 = s_auto["before_settle"]["widths"]
+    macs = [4 * w1, w1 * w2, w2 * 3]  # fc1, fc2, the read-out (3 classes)
+    share_fc1 = 2000 * (macs[1] + w1 * macs[2]) / (3 * 3 * 2000 * sum(macs))
+    assert share_fc1 > SETTLE_SHARE  # (the setting does what the test needs)
+    assert s_auto["settle_skipped"] == ["fc1"] and s_auto["settled"]["fc1"] == 0
+    assert "final settle left out fc1" in s_auto["note"]
+    assert set(s_auto["settled"]) == {"fc1", "fc2"} and auto.net.widths[0] == w1
+    on, s_on = _teacher_trainer("on")
+    assert s_on["settle_skipped"] == [] and s_on["before_settle"] == s_auto["before_settle"]
+
+
+def test_the_cheapest_layers_are_settled_within_the_budget():
+    shares = {"conv1": 0.2, "conv2": 0.15, "fc1": 0.001, "fc2": 0.0}
+    assert over_budget(shares, 0.25) == ["conv1"]  # fc2, fc1, conv2 fit (0.151); conv1 not
+    assert over_budget(shares, 0.1) == ["conv1", "conv2"]
+    assert over_budget(shares, 1.0) == []
+    assert over_budget({"a": 0.1, "b": 0.1, "c": 0.1}, 0.25) == ["c"]  # ties in layer order
+
+
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 def test_a_layers_silencing_prices_add_up(kind):
     """The settle prices each unit once per layer: the prior change of silencing several units
@@ -157,3 +184,44 @@ def test_a_layers_silencing_prices_add_up(kind):
         together = moves._prior(priced) - before
         assert together == pytest.approx(sum(prices[u] for u in group), rel=1e-4, abs=1e-4)
         assert together < 0
+
+
+def test_a_settled_run_is_read_back_as_model_pt_holds_it(tmp_path):
+    """The settle comes after the last checkpoint: load_run removes the units it took (else
+    inspect, baseline and the posterior were of the network before it), the trajectories mark
+    them, and the θ figure counts and marks them apart from the gates' removals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bayesprune.cli import main
+    from bayesprune.export import deterministic_network, load_model
+    from bayesprune.inspection import run_to_arviz
+    from bayesprune.report import plot_theta_trajectories
+    from bayesprune.runs import load_run
+
+    out = tmp_path / "run"
+    args = ["train", "--train-subset", "3000", "--widths", "64,32", "--epochs", "3",
+            "--threads", "1", "--trace-every", "10", "--settle", "on", "--no-progress",
+            "--no-report"]  # fmt: skip
+    assert main([*args, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(k > 0 for k in summary["settled"].values()), summary["settled"]  # (the setting)
+    run = load_run(out)
+    x = make_teacher(num_train=10, num_test=200, seed=1).x_test
+    with torch.no_grad():
+        saved = load_model(out / "model.pt")(x)
+        torch.testing.assert_close(deterministic_network(run.guide)(x), saved)
+    idata = run_to_arviz(run, draws=5)
+    fig, axes = plt.subplots(1, 2)
+    plot_theta_trajectories(idata, axes)
+    for ax, layer in zip(axes, ("fc1", "fc2"), strict=True):
+        settled = {u for e in summary["prune_events"] if e["layer"] == layer and e.get("settled")
+                   for u in e["unit_ids"]}  # fmt: skip
+        marked = idata.trajectories[f"{layer}_settled"]
+        assert set(marked[f"{layer}_unit"].values[marked.values].tolist()) == settled
+        assert f", {len(settled)} by the final settle" in ax.get_title()
+        marks = [line for line in ax.get_lines() if line.get_marker() == "+"]
+        assert sum(len(line.get_xdata()) for line in marks) == len(settled)
+    plt.close(fig)
