@@ -686,6 +686,11 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
     return _report(trainer, out, summary, figures=not args.no_report)
 
 
+def _per_layer(counts: dict) -> str:
+    """``{"fc1": 3, "fc2": 1}`` as the final lines say it: "3 in fc1, 1 in fc2"."""
+    return ", ".join(f"{k} in {name}" for name, k in counts.items())
+
+
 def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
     """inspect the finished run (unless ``figures`` is False), write the final summary.json
     last, print its one-line digest."""
@@ -710,7 +715,7 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
             file=sys.stderr,
         )
         if summary.get("removed_at_end"):  # why the last epoch's line shows more units
-            gone = ", ".join(f"{k} in {name}" for name, k in summary["removed_at_end"].items())
+            gone = _per_layer(summary["removed_at_end"])
             print(
                 f"bayesprune: units found collapsed (θ = 0) at the last pruning check were "
                 f"removed after the last epoch's line ({gone})",
@@ -719,7 +724,7 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
         settled = {name: k for name, k in (summary.get("settled") or {}).items() if k}
         if settled:  # why the last epoch's line shows more units and another error
             before = summary["before_settle"]
-            gone = ", ".join(f"{k} in {name}" for name, k in settled.items())
+            gone = _per_layer(settled)
             print(
                 f"bayesprune: the final settle (Eq. (15)) removed units whose silencing lowered "
                 f"the objective on training examples ({gone}): test error "
@@ -734,7 +739,7 @@ def _report(trainer, out: Path, summary: dict, figures: bool = True) -> int:
             if int(physical) > int(deployed)
         }
         if outside:
-            listed = ", ".join(f"{k} in {name}" for name, k in outside.items())
+            listed = _per_layer(outside)
             print(
                 f"bayesprune: units still in the network below θ = ½ (on their way out, or at "
                 f"θ = 0 awaiting the check that removes them) are left out of the deployed "

@@ -186,7 +186,7 @@ def test_a_layers_silencing_prices_add_up(kind):
         assert together < 0
 
 
-def test_a_settled_run_is_read_back_as_model_pt_holds_it(tmp_path):
+def test_a_settled_run_is_read_back_as_model_pt_holds_it(tmp_path, capsys):
     """The settle comes after the last checkpoint: load_run removes the units it took (else
     inspect, baseline and the posterior were of the network before it), the trajectories mark
     them, and the θ figure counts and marks them apart from the gates' removals."""
@@ -208,6 +208,11 @@ def test_a_settled_run_is_read_back_as_model_pt_holds_it(tmp_path):
     assert main([*args, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert all(k > 0 for k in summary["settled"].values()), summary["settled"]  # (the setting)
+    gone = ", ".join(f"{k} in {name}" for name, k in summary["settled"].items())
+    before = 100 * summary["before_settle"]["test_error"]  # the last lines say why they differ
+    assert (f"the final settle (Eq. (15)) removed units whose silencing lowered the objective on "
+            f"training examples ({gone}): test error {before:.2f}% before it"
+            in capsys.readouterr().err)  # fmt: skip
     run = load_run(out)
     x = make_teacher(num_train=10, num_test=200, seed=1).x_test
     with torch.no_grad():
