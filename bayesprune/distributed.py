@@ -290,8 +290,8 @@ def lightning_module(trainer: Trainer):
         def on_train_start(self):
             core, world = self.core, self.trainer.world_size
             core.elbo.grad_sync = self.sync if world > 1 else None
-            for moves in {id(m): m for m in (core.merges, core.settler) if m}.values():
-                if world > 1:  # each process measures its share (merges and the settle)
+            if world > 1:  # each process measures its share (merges and the settle: one
+                for moves in {core.merges, core.settler} - {None}:  # object if merges are on)
                     moves.shard = (self.global_rank, world)
                     moves.reduce = all_reduce_sum
             if self.threads is not None:  # Lightning set cores / processes; the user said

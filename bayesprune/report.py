@@ -49,22 +49,21 @@ def plot_theta_trajectories(idata, axes) -> None:
         by_gates = int(np.isfinite(removed_at).sum() - merged.sum() - settled.sum())
         final = traj[f"{name}_theta"].values[-1]  # NaN for units removed by then
         waiting = int(((final == 0) & ~np.isfinite(removed_at)).sum())
-        if merged.any():  # where each merged unit went, at its last recorded θ
-            steps = removed_at[merged]
+        for moved, marker, color, size, label in (
+            (merged, "x", "C3", 5, "merged (at its last recorded θ)"),
+            (settled, "+", "C2", 7, "removed by the final settle"),
+        ):
+            if not moved.any():
+                continue
+            # where each unit went (the settle's: after the last step), at its last recorded θ
+            steps = removed_at[moved]
             when = steps if fine else np.interp(steps, traj["step"].values, traj["epoch"].values)
-            last = theta.values[:, merged]
+            last = theta.values[:, moved]
             seen = np.isfinite(last)
             level = np.array(
                 [col[ok][-1] if ok.any() else 1.0 for col, ok in zip(last.T, seen.T, strict=True)]
             )
-            ax.plot(when, level, "x", color="C3", ms=5, label="merged (at its last recorded θ)")
-            ax.legend(loc="best")
-        if settled.any():  # the final settle's: at their last θ, after the last step
-            last = ds[f"{name}_theta"].values[:, settled]
-            when = np.full(int(settled.sum()), ds[time].values[-1])
-            level = np.array([col[np.isfinite(col)][-1] if np.isfinite(col).any() else 1.0
-                              for col in last.T])  # fmt: skip
-            ax.plot(when, level, "+", color="C2", ms=7, label="removed by the final settle")
+            ax.plot(when, level, marker, color=color, ms=size, label=label)
             ax.legend(loc="best")
         pending = f",\n{waiting} at θ = 0 awaiting removal" if waiting else ""
         pending += f", {int(settled.sum())} by the final settle" if settled.any() else ""

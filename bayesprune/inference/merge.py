@@ -18,6 +18,7 @@ saves the unit's whole price: one of the pair always goes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -141,6 +142,12 @@ def rewire_jointly(weight, bias, kept, group, coef, width: int | None = None) ->
     view[:, group] = 0.0
 
 
+def consumer_map(net, consumer: str, h: torch.Tensor) -> torch.Tensor:
+    """Layer ``consumer``'s convolution or linear map of ``h`` at its current weights, chunk by
+    chunk: the cached map a merge move's or a settle's proposal changes."""
+    return torch.cat([net.map(consumer, c) for c in h.split(CHUNK)])
+
+
 def rest_losses(net, consumer: str, gates: dict, y: torch.Tensor) -> Callable:
     """``losses(z)``: each example's loss when layer ``consumer``'s convolution or linear map
     gives ``z`` (the rest of the network run from there, at ``gates``, chunk by chunk), what a
@@ -159,6 +166,23 @@ def rest_losses(net, consumer: str, gates: dict, y: torch.Tensor) -> Callable:
         return F.cross_entropy(logits, y, reduction="none")
 
     return losses
+
+
+def _evaluating(method):
+    """A :class:`MergeMoves` method run with the network in evaluation mode (BatchNorm on its
+    running statistics), its mode restored however the method ends."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        net = self.guide.net
+        was_training = net.training
+        net.eval()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            net.train(was_training)
+
+    return run
 
 
 class MergeMoves:
@@ -306,7 +330,17 @@ class MergeMoves:
         return {n: g if n == name or n not in keep else g * keep[n].to(g.dtype)
                 for n, g in gates.items()}  # fmt: skip
 
+    def _reading(self, name: str) -> tuple:
+        """What a merge round or a settle of layer ``name`` reads: its consumer's name, module
+        and op index, the posterior mode's gates and the layer's live units in them (a copy)."""
+        net = self.guide.net
+        consumer = net.next_layer(name)
+        gates = self._mode_gates()
+        live = gates[name].bool().clone()
+        return consumer, net.layers[consumer], net.op_index(consumer), gates, live
+
     @torch.no_grad()
+    @_evaluating
     def layer(
         self,
         name: str,
@@ -333,136 +367,125 @@ class MergeMoves:
         no limit.
         """
         net = self.guide.net
-        consumer = net.next_layer(name)
-        layer = net.layers[consumer]
-        was_training = net.training
-        net.eval()
-        try:
-            gates = self._mode_gates()
-            live = gates[name].bool().clone()
-            if int(live.sum()) < 2:
-                return [], []
-            start = net.op_index(consumer)
-            sample = x  # the caller's tensor: a cache holds activations of this sample only
-            x = x.reshape(x.shape[0], *net.in_shape)
-            per_example = net.run_ops(x[:1], gates, stop=start).numel()
-            n = min(x.shape[0], max(256, 2 * BUDGET // per_example))  # big maps: fewer examples
-            x, y = x[:n], y[:n]
-            width, half = net.width(name), n // 2
-            prefix = None if cache is None else cache.pop("received", None)
-            if prefix is not None and (
-                prefix["sample"] is not sample or prefix["stop"] > start or prefix["n"] != n
-            ):
-                prefix = None  # another sample, another sample size, or further on
+        consumer, layer, start, gates, live = self._reading(name)
+        if int(live.sum()) < 2:
+            return [], []
+        sample = x  # the caller's tensor: a cache holds activations of this sample only
+        x = x.reshape(x.shape[0], *net.in_shape)
+        per_example = net.run_ops(x[:1], gates, stop=start).numel()
+        n = min(x.shape[0], max(256, 2 * BUDGET // per_example))  # big maps: fewer examples
+        x, y = x[:n], y[:n]
+        width, half = net.width(name), n // 2
+        prefix = None if cache is None else cache.pop("received", None)
+        if prefix is not None and (
+            prefix["sample"] is not sample or prefix["stop"] > start or prefix["n"] != n
+        ):
+            prefix = None  # another sample, another sample size, or further on
 
-            def received(part: str, xs: torch.Tensor):  # what the consumer receives, by chunk
-                if prefix is None:
-                    return (net.run_ops(c, gates, stop=start) for c in xs.split(CHUNK))
-                return (net.run_ops(c, gates, start=prefix["stop"], stop=start)
-                        for c in prefix[part])  # fmt: skip
+        def received(part: str, xs: torch.Tensor):  # what the consumer receives, by chunk
+            if prefix is None:
+                return (net.run_ops(c, gates, stop=start) for c in xs.split(CHUNK))
+            return (net.run_ops(c, gates, start=prefix["stop"], stop=start)
+                    for c in prefix[part])  # fmt: skip
 
-            # second moments of the units' outputs and a constant, over examples and positions
-            gram = torch.zeros(width + 1, width + 1, dtype=torch.float64, device=x.device)
-            count, first = 0, []
-            for chunk in received("first", self._mine(x[:half])):
-                if cache is not None:  # kept for the next layer's round only
-                    first.append(chunk)
-                feats = unit_features(chunk, width).to(torch.float64)
-                aug = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], 1)
-                gram = gram + aug.T @ aug
-                count += feats.shape[0]
-            h = torch.cat(list(received("second", self._mine(x[half:]))))
-            prefix = None  # the previous round's activations are not needed any more
-            if cache is not None:  # the held-out half as views of h, in the same chunks
-                cache["received"] = {
-                    "sample": sample,
-                    "stop": start,
-                    "n": n,
-                    "first": first,
-                    "second": list(h.split(CHUNK)),
-                }
-            gram = self._sum(gram)
-            count = int(self._sum(gram.new_tensor(float(count))).item())
-            gram = gram / count
-            ridge = 1e-8 * float(gram.diagonal().mean())
-            eye = torch.eye(width + 1, dtype=gram.dtype, device=gram.device)
-            constant = torch.tensor([width], device=live.device)
-            y = self._mine(y[half:])
+        # second moments of the units' outputs and a constant, over examples and positions
+        gram = torch.zeros(width + 1, width + 1, dtype=torch.float64, device=x.device)
+        count, first = 0, []
+        for chunk in received("first", self._mine(x[:half])):
+            if cache is not None:  # kept for the next layer's round only
+                first.append(chunk)
+            feats = unit_features(chunk, width).to(torch.float64)
+            aug = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], 1)
+            gram = gram + aug.T @ aug
+            count += feats.shape[0]
+        h = torch.cat(list(received("second", self._mine(x[half:]))))
+        prefix = None  # the previous round's activations are not needed any more
+        if cache is not None:  # the held-out half as views of h, in the same chunks
+            cache["received"] = {
+                "sample": sample,
+                "stop": start,
+                "n": n,
+                "first": first,
+                "second": list(h.split(CHUNK)),
+            }
+        gram = self._sum(gram)
+        count = int(self._sum(gram.new_tensor(float(count))).item())
+        gram = gram / count
+        ridge = 1e-8 * float(gram.diagonal().mean())
+        eye = torch.eye(width + 1, dtype=gram.dtype, device=gram.device)
+        constant = torch.tensor([width], device=live.device)
+        y = self._mine(y[half:])
 
-            def consumer_map(hs):  # the consumer's convolution or linear map, current weights
-                return torch.cat([net.map(consumer, c) for c in hs.split(CHUNK)])
+        losses = rest_losses(net, consumer, gates, y)  # the held-out half's
 
-            losses = rest_losses(net, consumer, gates, y)  # the held-out half's
+        z = consumer_map(net, consumer, h)
+        priced = self._pricing_gates(name, gates)
+        before, prior = losses(z), self._prior(priced)
+        block = net.blocks[consumer]
+        ids = self.guide.unit_ids(name)
+        merges, removed, rejected = [], [], torch.zeros_like(live)
 
-            z = consumer_map(h)
-            priced = self._pricing_gates(name, gates)
-            before, prior = losses(z), self._prior(priced)
-            block = net.blocks[consumer]
-            ids = self.guide.unit_ids(name)
-            merges, removed, rejected = [], [], torch.zeros_like(live)
+        def scores(idx, inv):  # residual energy × outgoing weights², per live unit
+            residual = 1.0 / inv.diagonal()[:-1]  # output energy the others cannot rebuild
+            outgoing = self._outgoing(layer, block, width).to(gram.dtype)[idx[:-1]]
+            return residual * outgoing
 
-            def scores(idx, inv):  # residual energy × outgoing weights², per live unit
-                residual = 1.0 / inv.diagonal()[:-1]  # output energy the others cannot rebuild
-                outgoing = self._outgoing(layer, block, width).to(gram.dtype)[idx[:-1]]
-                return residual * outgoing
-
-            idx = torch.cat([torch.nonzero(live).flatten(), constant])
-            inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[: len(idx), : len(idx)])
-            base_score = scores(idx, inv)
-            while int((~rejected).sum()) and int(live.sum()) > 1:
-                score = base_score.clone()
-                score[rejected[idx[:-1]]] = float("inf")
-                pick = int(torch.argmin(score))
-                if not torch.isfinite(score[pick]):
+        idx = torch.cat([torch.nonzero(live).flatten(), constant])
+        inv = torch.linalg.inv(gram[idx][:, idx] + ridge * eye[: len(idx), : len(idx)])
+        base_score = scores(idx, inv)
+        while int((~rejected).sum()) and int(live.sum()) > 1:
+            score = base_score.clone()
+            score[rejected[idx[:-1]]] = float("inf")
+            pick = int(torch.argmin(score))
+            if not torch.isfinite(score[pick]):
+                break
+            unit = int(idx[pick])
+            coef = -inv[:, pick] / inv[pick, pick]  # h_unit ≈ Σ_j coef_j h_j + coef_const
+            coef[pick] = 0.0
+            gates[name][unit] = 0.0
+            proposed = self._change(layer, h, width, unit, idx, coef, base=z)
+            after = losses(proposed)
+            saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
+            self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
+            new_prior = self._prior(priced)  # cost too
+            mean, sd, m = self._moments(after - before)
+            key = (name, int(ids[unit]))
+            self.tests[key] = self.tests.get(key, 0) + 1
+            bound = mean + self.z(self.tests[key]) * sd / m**0.5
+            delta_prior = new_prior - prior
+            if bound * self.num_data + delta_prior < 0:
+                delta_data = mean * self.num_data
+                merges.append(Merge(name, int(ids[unit]), delta_data, delta_prior))
+                removed.append(unit)
+                live[unit] = False
+                # the re-wired consumer's map and losses are the proposal's (the map is
+                # linear in its weights): no second pass over the held-out half
+                z, before, prior = proposed, after, new_prior
+                idx, inv = downdate(idx, inv, pick)
+                base_score = scores(idx, inv)  # the re-wiring changed the outgoing weights
+                if limit is not None and len(removed) >= limit:
                     break
-                unit = int(idx[pick])
-                coef = -inv[:, pick] / inv[pick, pick]  # h_unit ≈ Σ_j coef_j h_j + coef_const
-                coef[pick] = 0.0
-                gates[name][unit] = 0.0
-                proposed = self._change(layer, h, width, unit, idx, coef, base=z)
-                after = losses(proposed)
-                saved = (layer.weight.detach().clone(), layer.bias.detach().clone())
-                self._rewire(layer, block, width, unit, idx, coef)  # ΔP: the re-wired weights'
-                new_prior = self._prior(priced)  # cost too
-                mean, sd, m = self._moments(after - before)
-                key = (name, int(ids[unit]))
-                self.tests[key] = self.tests.get(key, 0) + 1
-                bound = mean + self.z(self.tests[key]) * sd / m**0.5
-                delta_prior = new_prior - prior
-                if bound * self.num_data + delta_prior < 0:
-                    delta_data = mean * self.num_data
-                    merges.append(Merge(name, int(ids[unit]), delta_data, delta_prior))
-                    removed.append(unit)
-                    live[unit] = False
-                    # the re-wired consumer's map and losses are the proposal's (the map is
-                    # linear in its weights): no second pass over the held-out half
-                    z, before, prior = proposed, after, new_prior
-                    idx, inv = downdate(idx, inv, pick)
-                    base_score = scores(idx, inv)  # the re-wiring changed the outgoing weights
-                    if limit is not None and len(removed) >= limit:
-                        break
-                else:
-                    layer.weight.copy_(saved[0])
-                    layer.bias.copy_(saved[1])
-                    gates[name][unit] = 1.0
-                    rejected[unit] = True
-                    if int(rejected.sum()) >= self.max_rejections:
-                        break
-            left = int(live.sum())
-            if left > 3 and self.groups_in(name, left):
-                self._group_move(
-                    name, layer, live, idx=idx, inv=inv, base_score=base_score, gram=gram,
-                    ridge=ridge, eye=eye, h=h, z=z, before=before, prior=prior, priced=priced,
-                    gates=gates, losses=losses, ids=ids, merges=merges, removed=removed,
-                    limit=limit,
-                )  # fmt: skip
-            if merges and cache is not None:  # the network changed: nothing to go on from
-                cache.clear()
-            return merges, removed
-        finally:
-            net.train(was_training)
+            else:
+                layer.weight.copy_(saved[0])
+                layer.bias.copy_(saved[1])
+                gates[name][unit] = 1.0
+                rejected[unit] = True
+                if int(rejected.sum()) >= self.max_rejections:
+                    break
+        left = int(live.sum())
+        if left > 3 and self.groups_in(name, left):
+            self._group_move(
+                name, layer, live, idx=idx, inv=inv, base_score=base_score, gram=gram,
+                ridge=ridge, eye=eye, h=h, z=z, before=before, prior=prior, priced=priced,
+                gates=gates, losses=losses, ids=ids, merges=merges, removed=removed,
+                limit=limit,
+            )  # fmt: skip
+        if merges and cache is not None:  # the network changed: nothing to go on from
+            cache.clear()
+        return merges, removed
 
     @torch.no_grad()
+    @_evaluating
     def settle(self, name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[list[Merge], list[int]]:
         """The final settle (Eq. (15)): silence layer ``name``'s units one at a time while that
         lowers F with confidence, on the trained network (no re-wiring, no retraining).
@@ -478,45 +501,36 @@ class MergeMoves:
         the caller removes them physically. Nothing is fitted, so the whole sample measures.
         """
         net = self.guide.net
-        consumer = net.next_layer(name)
-        layer = net.layers[consumer]
-        was_training = net.training
-        net.eval()
-        try:
-            gates = self._mode_gates()
-            live = gates[name].bool().clone()
-            start = net.op_index(consumer)
-            x = self._mine(x.reshape(x.shape[0], *net.in_shape))
-            y = self._mine(y)
-            h = torch.cat([net.run_ops(c, gates, stop=start) for c in x.split(CHUNK)])
-            losses = rest_losses(net, consumer, gates, y)
+        consumer, layer, start, gates, live = self._reading(name)
+        x = self._mine(x.reshape(x.shape[0], *net.in_shape))
+        y = self._mine(y)
+        h = torch.cat([net.run_ops(c, gates, stop=start) for c in x.split(CHUNK)])
+        losses = rest_losses(net, consumer, gates, y)
 
-            z = torch.cat([net.map(consumer, c) for c in h.split(CHUNK)])
-            before = losses(z)
-            width = net.width(name)
-            prices = self._silencing_prices(name, gates, layer, width, live)
-            ids = self.guide.unit_ids(name)
-            moves, removed = [], []
-            while int(live.sum()) > 1:
-                best = None
-                for unit in torch.nonzero(live).flatten().tolist():
-                    proposed = z + self._silenced(layer, h, width, unit)
-                    after = losses(proposed)
-                    mean, sd, m = self._moments(after - before)
-                    delta_prior = prices[unit]
-                    score = (mean + self.confidence * sd / m**0.5) * self.num_data + delta_prior
-                    if score < 0 and (best is None or score < best[0]):
-                        best = (score, unit, proposed, after, mean, delta_prior)
-                if best is None:
-                    break
-                _, unit, z, before, mean, delta_prior = best
-                gates[name][unit] = 0.0
-                live[unit] = False
-                moves.append(Merge(name, int(ids[unit]), mean * self.num_data, delta_prior))
-                removed.append(unit)
-            return moves, removed
-        finally:
-            net.train(was_training)
+        z = consumer_map(net, consumer, h)
+        before = losses(z)
+        width = net.width(name)
+        prices = self._silencing_prices(name, gates, layer, width, live)
+        ids = self.guide.unit_ids(name)
+        moves, removed = [], []
+        while int(live.sum()) > 1:
+            best = None
+            for unit in torch.nonzero(live).flatten().tolist():
+                proposed = z + self._silenced(layer, h, width, unit)
+                after = losses(proposed)
+                mean, sd, m = self._moments(after - before)
+                delta_prior = prices[unit]
+                score = (mean + self.confidence * sd / m**0.5) * self.num_data + delta_prior
+                if score < 0 and (best is None or score < best[0]):
+                    best = (score, unit, proposed, after, mean, delta_prior)
+            if best is None:
+                break
+            _, unit, z, before, mean, delta_prior = best
+            gates[name][unit] = 0.0
+            live[unit] = False
+            moves.append(Merge(name, int(ids[unit]), mean * self.num_data, delta_prior))
+            removed.append(unit)
+        return moves, removed
 
     def _silencing_prices(self, name, gates, layer, width: int, live) -> dict[int, float]:
         """ΔP of silencing each live unit of layer ``name`` alone (its gate off, the consumer's

@@ -551,19 +551,21 @@ class Trainer:
             if limit is not None and limit <= 0:
                 continue
             moves, removed = self.merges.layer(name, x, y, cache, limit=limit)
-            if not removed:
-                continue
-            gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)
-            gone[removed] = True
-            self.remove(
-                name,
-                gone,
-                self.step,
-                unit_ids=[m.unit for m in moves],  # in the order the moves were accepted
-                merged=True,
-                delta_data=sum(m.delta_data for m in moves),
-                delta_prior=sum(m.delta_prior for m in moves),
-            )
+            self.remove_moved(name, moves, removed, merged=True)
+
+    def remove_moved(self, name: str, moves: list, removed: list[int], **mark) -> None:
+        """Remove the units a merge round or the settle took from layer ``name`` (``removed``:
+        their current indices), as one event with the moves' unit ids in the order they were
+        accepted, their ΔF terms summed, and ``mark`` (``merged`` or ``settled``)."""
+        if not removed:
+            return
+        gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)
+        gone[removed] = True
+        self.remove(
+            name, gone, self.step, unit_ids=[m.unit for m in moves], **mark,
+            delta_data=sum(m.delta_data for m in moves),
+            delta_prior=sum(m.delta_prior for m in moves),
+        )  # fmt: skip
 
     def settle(self) -> dict[str, int] | None:
         """The final settle (Eq. (15), ``settle="auto"`` or ``"on"``): after the last epoch,
@@ -598,15 +600,7 @@ class Trainer:
                 continue
             moves, removed = self.settler.settle(name, x, y)
             out[name] = len(removed)
-            if not removed:
-                continue
-            gone = torch.zeros(self.net.width(name), dtype=torch.bool, device=self.device)
-            gone[removed] = True
-            self.remove(
-                name, gone, self.step, unit_ids=[m.unit for m in moves], settled=True,
-                delta_data=sum(m.delta_data for m in moves),
-                delta_prior=sum(m.delta_prior for m in moves),
-            )  # fmt: skip
+            self.remove_moved(name, moves, removed, settled=True)
         return out
 
     def merge_window_steps(self) -> int:
