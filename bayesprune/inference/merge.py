@@ -151,19 +151,20 @@ def consumer_map(net, consumer: str, h: torch.Tensor) -> torch.Tensor:
 def rest_losses(net, consumer: str, gates: dict, y: torch.Tensor) -> Callable:
     """``losses(z)``: each example's loss when layer ``consumer``'s convolution or linear map
     gives ``z`` (the rest of the network run from there, at ``gates``, chunk by chunk), what a
-    merge move's or a settle's proposal is measured by. A pool right after the consumer runs
+    merge move's or a settle's proposal is measured by; ``losses(z, rows)``: those of the
+    examples ``rows`` of ``y``, ``z`` holding only theirs. A pool right after the consumer runs
     before its ReLU and gates, as in the network's own forward (the same values: max commutes
     with both, §4)."""
     start = net.op_index(consumer)
     pooled = net.ops[start + 1 : start + 2] == [("pool", None)]
 
-    def losses(z: torch.Tensor) -> torch.Tensor:
+    def losses(z: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         logits = torch.cat(
             [net.run_ops(net.activate(consumer, c, gates, pool=pooled), gates,
                          start=start + 1 + pooled)
              for c in z.split(CHUNK)]
         )  # fmt: skip
-        return F.cross_entropy(logits, y, reduction="none")
+        return F.cross_entropy(logits, y if rows is None else y[rows], reduction="none")
 
     return losses
 
@@ -509,28 +510,53 @@ class MergeMoves:
 
         z = consumer_map(net, consumer, h)
         before = losses(z)
-        width = net.width(name)
+        width, n = net.width(name), len(y)
         prices = self._silencing_prices(name, gates, layer, width, live)
         ids = self.guide.unit_ids(name)
+        # Silencing a unit changes only the examples on which it emits something: elsewhere
+        # its d_n is 0. So each unit's d is kept from pass to pass and measured again only on
+        # the examples where both it and the unit the last pass removed emit something (the
+        # network is the same on the others): the same d, at a fraction of the passes' cost.
+        active = h.reshape(n, width, -1).ne(0).any(dim=2)  # (examples, units)
+        changes: dict[int, torch.Tensor] = {}  # unit -> its d on the network now
+        changed = torch.ones(n, dtype=torch.bool, device=active.device)  # where it changed
         moves, removed = [], []
         while int(live.sum()) > 1:
             best = None
             for unit in torch.nonzero(live).flatten().tolist():
-                proposed = z + self._silenced(layer, h, width, unit)
-                after = losses(proposed)
-                mean, sd, m = self._moments(after - before)
+                d = changes.setdefault(unit, before.new_zeros(n))
+                rows = torch.nonzero(active[:, unit] & changed).flatten()
+                if len(rows):
+                    d[rows] = self._silenced_losses(losses, layer, h, z, width, unit, rows)
+                    d[rows] -= before[rows]
+                mean, sd, m = self._moments(d)
                 delta_prior = prices[unit]
                 score = (mean + self.confidence * sd / m**0.5) * self.num_data + delta_prior
                 if score < 0 and (best is None or score < best[0]):
-                    best = (score, unit, proposed, after, mean, delta_prior)
+                    best = (score, unit, mean, delta_prior)
             if best is None:
                 break
-            _, unit, z, before, mean, delta_prior = best
+            _, unit, mean, delta_prior = best
+            changed = active[:, unit]
+            rows = torch.nonzero(changed).flatten()
+            if len(rows):  # (a unit that emits nothing changes nothing)
+                z[rows] += self._silenced(layer, h[rows], width, unit)
+                before[rows] = losses(z[rows], rows)
+            del changes[unit]
             gates[name][unit] = 0.0
             live[unit] = False
             moves.append(Merge(name, int(ids[unit]), mean * self.num_data, delta_prior))
             removed.append(unit)
         return moves, removed
+
+    @classmethod
+    def _silenced_losses(cls, losses, layer, h, z, width: int, unit: int, rows) -> torch.Tensor:
+        """The losses of examples ``rows`` with unit ``unit`` silenced: run on those rows alone,
+        or on all of them where more than three in four are asked for (a filter's map is seldom
+        0 on a whole example, and gathering most of a large map costs more than it saves)."""
+        if 4 * len(rows) > 3 * len(z):
+            return losses(z + cls._silenced(layer, h, width, unit))[rows]
+        return losses(z[rows] + cls._silenced(layer, h[rows], width, unit), rows)
 
     def _silencing_prices(self, name, gates, layer, width: int, live) -> dict[int, float]:
         """ΔP of silencing each live unit of layer ``name`` alone (its gate off, the consumer's

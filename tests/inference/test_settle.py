@@ -7,9 +7,11 @@ import torch
 
 from bayesprune.config import TrainConfig
 from bayesprune.data import make_teacher
-from bayesprune.inference.merge import MergeMoves
+from bayesprune.guides import GateGuide
+from bayesprune.inference import update_slab_variances
+from bayesprune.inference.merge import MergeMoves, rest_losses
 from bayesprune.inference.trainer import SETTLE_SHARE, Trainer, over_budget
-from bayesprune.models import GatedMLP
+from bayesprune.models import GatedMLP, HyperPrior
 from tests.inference.test_merge import (
     _dead,
     _fitted,
@@ -111,6 +113,60 @@ def test_the_units_a_fit_relies_on_are_kept():
     for layer in net.gated:
         _, removed = moves.settle(layer, x, y)
         assert set(removed) <= _dead(net, layer, x), (layer, removed)
+
+
+@torch.no_grad()
+def _settle_every_example(moves: MergeMoves, name: str, x, y) -> tuple[list, list[int]]:
+    """Eq. (15) as it reads: every pass measures every live unit's d on every example (the
+    library keeps each unit's d between passes and measures again only where the network
+    changed; it must take the same units, with the same changes)."""
+    net = moves.guide.net
+    net.eval()
+    consumer, layer, start, gates, live = moves._reading(name)
+    h = net.run_ops(x, gates, stop=start)
+    losses = rest_losses(net, consumer, gates, y)
+    z = net.map(consumer, h)
+    before, width = losses(z), net.width(name)
+    prices = moves._silencing_prices(name, gates, layer, width, live)
+    taken, removed = [], []
+    while int(live.sum()) > 1:
+        scores = {}
+        for unit in torch.nonzero(live).flatten().tolist():
+            proposed = z + MergeMoves._silenced(layer, h, width, unit)
+            after = losses(proposed)
+            d = after - before
+            gain = float(d.mean()) + moves.confidence * float(d.std()) / len(d) ** 0.5
+            scores[unit] = (gain * moves.num_data + prices[unit], proposed, after, d)
+        unit = min(scores, key=lambda u: scores[u][0])
+        if scores[unit][0] >= 0:
+            break
+        _, z, before, d = scores[unit]
+        live[unit], gates[name][unit] = False, 0.0
+        taken.append(float(d.mean()) * moves.num_data)
+        removed.append(unit)
+    return taken, removed
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "pooled"])
+def test_a_settle_that_measures_again_only_where_the_network_changed_takes_the_same_units(kind):
+    """At τ = 30 the fitted networks lose several units of a layer, one pass each (of conv1 and
+    conv2 too): every pass after the first reads the units' d kept from the last, measured
+    again only on the examples where the removed unit emitted something."""
+    net = _network(kind)
+    x = _inputs(net)
+    y = _fitted(net, x)
+    hyper = HyperPrior(temperature=30.0)
+    guide = GateGuide(net, hyper)
+    update_slab_variances(guide, hyper)
+    moves = MergeMoves(guide, hyper, len(x))
+    several = 0
+    for name in net.gated:
+        merges, removed = moves.settle(name, x, y)
+        taken, expected = _settle_every_example(moves, name, x, y)
+        assert removed == expected, name
+        assert [m.delta_data for m in merges] == pytest.approx(taken, rel=1e-4, abs=1e-4)
+        several += len(removed) >= 2
+    assert several  # (the setting does what the test needs: a layer settled over passes)
 
 
 def _teacher_trainer(settle: str) -> tuple[Trainer, dict]:
