@@ -770,9 +770,13 @@ def render_training_cost(name: str, result: dict) -> list[str]:
             sd, sb = sd + x, sb + y
             lines.append(f"| {epoch} | {x:.1f} | {y:.1f} | {sd:.1f} | {sb:.1f} | {sb / sd:.2f}× |")
         extra = b.get("bookkeeping_seconds") or 0.0
+        settle = b.get("settle_seconds")  # after the last epoch, inside the wall time
         lines += [
             "",
-            f"Total {b['train_wall_seconds']:.1f} s against {d['train_wall_seconds']:.1f} s "
+            f"Total {b['train_wall_seconds']:.1f} s"
+            + (f" (the final settle's {settle:.1f} s after the last epoch included)"
+               if settle else "")
+            + f" against {d['train_wall_seconds']:.1f} s "
             f"({b['train_wall_seconds'] / d['train_wall_seconds']:.2f}×); with bayesprune's "
             f"per-epoch evaluation, logs and checkpoints ({extra:.1f} s) "
             f"{(b['train_wall_seconds'] + extra) / d['train_wall_seconds']:.2f}×.",

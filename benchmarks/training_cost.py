@@ -38,7 +38,8 @@ def main() -> Path:
             "commit": result["environment"].get("commit", "unknown"),
             "processor": result["environment"].get("processor", "unknown"),
             **{run: {k: result[run].get(k)
-                     for k in ("epoch_train_seconds", "train_wall_seconds", "bookkeeping_seconds")}
+                     for k in ("epoch_train_seconds", "train_wall_seconds", "bookkeeping_seconds",
+                               "settle_seconds")}
                for run in ("dense", "bayesprune")},
         }  # fmt: skip
         for run, style in (("dense", "k--"), ("bayesprune", "C0-")):
