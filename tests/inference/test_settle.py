@@ -8,7 +8,7 @@ import torch
 from bayesprune.config import TrainConfig
 from bayesprune.data import make_teacher
 from bayesprune.guides import GateGuide
-from bayesprune.inference import update_slab_variances
+from bayesprune.inference import merge, update_slab_variances
 from bayesprune.inference.merge import MergeMoves, rest_losses
 from bayesprune.inference.trainer import SETTLE_SHARE, Trainer, over_budget
 from bayesprune.models import GatedMLP, HyperPrior
@@ -148,10 +148,14 @@ def _settle_every_example(moves: MergeMoves, name: str, x, y) -> tuple[list, lis
 
 
 @pytest.mark.parametrize("kind", ["mlp", "conv", "pooled"])
-def test_a_settle_that_measures_again_only_where_the_network_changed_takes_the_same_units(kind):
+def test_a_settle_that_measures_again_only_where_the_network_changed_takes_the_same_units(
+    kind, monkeypatch
+):
     """At τ = 30 the fitted networks lose several units of a layer, one pass each (of conv1 and
     conv2 too): every pass after the first reads the units' d kept from the last, measured
-    again only on the examples where the removed unit emitted something."""
+    again only on the examples where the removed unit emitted something. In chunks of 100
+    examples (the last one short), as a sample larger than a chunk is run."""
+    monkeypatch.setattr(merge, "CHUNK", 100)
     net = _network(kind)
     x = _inputs(net)
     y = _fitted(net, x)
