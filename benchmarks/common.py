@@ -1416,6 +1416,18 @@ def effective_overrides(overrides: dict | None, result: dict) -> dict:
     return out
 
 
+def settle_ran(run: dict, overrides: dict | None) -> str:
+    """What the final settle (Eq. (15)) was for a matrix run (its bayesprune summary): "off"
+    for a run from before the settle existed (no ``settled``) or before it became the default
+    (no ``settle_skipped``, no ``--set settle``); under ``auto`` a run whose budget left no
+    layer out (``settle_skipped`` empty) was settled as under ``on``, and pools with it."""
+    said = (overrides or {}).get("settle")
+    if "settled" not in run or (said is None and "settle_skipped" not in run):
+        return said or "off"
+    ran = said or "auto"  # the default since the summaries say settle_skipped
+    return "on" if ran == "auto" and not run.get("settle_skipped") else ran
+
+
 def group_words(ran: dict) -> str:
     """The group-move rule of a matrix file's runs (:func:`effective_overrides`) in words."""
     if ran["merge_groups"] != "auto":

@@ -33,7 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import description, effective_overrides, render_matrix_summary, write  # noqa: E402
+from common import (  # noqa: E402
+    description,
+    effective_overrides,
+    render_matrix_summary,
+    settle_ran,
+    write,
+)
 from robustness_matrix import CASES, checks, dense_recipe  # noqa: E402
 
 ISSUE_CELLS = ("mlp-", "lenet5-")  # the matrix's cells with a gap target (not the teacher's)
@@ -64,6 +70,7 @@ def pool(paths: list[Path], dense_paths: list[Path] = ()) -> tuple[list[dict], l
         for cell in result["cells"]:
             key = (cell["case"], cell["seed"])
             ran = effective_overrides(cell.get("overrides"), result)  # groups off before
+            ran["settle"] = settle_ran(cell["bayesprune"], cell.get("overrides"))
             if overrides.setdefault(cell["case"], ran) != ran:
                 raise SystemExit(
                     f"{path}: {cell['case']} ran with overrides {ran}, elsewhere with "

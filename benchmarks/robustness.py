@@ -79,8 +79,9 @@ def main() -> None:
         torch.manual_seed(seed)
         net = build_network(args.arch, data.in_shape, data.num_classes, widths, init=init)
         summary = Trainer(net, data, replace(base, seed=seed)).fit(progress=False)
-        keep = ("initial_widths", "widths", "test_error", "weights_kept_fraction")
-        runs.append({"group": group, "label": label, **{k: summary[k] for k in keep}})
+        keep = ("initial_widths", "widths", "test_error", "weights_kept_fraction",
+                "before_settle", "settled")  # (the settle's: the widths and error before it)
+        runs.append({"group": group, "label": label, **{k: summary.get(k) for k in keep}})
         print(group, label, summary["widths"], summary["test_error"], flush=True)
     spread = {
         group: {

@@ -246,3 +246,28 @@ def test_two_files_with_different_dense_runs_of_one_cell_and_seed_are_refused(tm
     assert row["gaps"] == pytest.approx([0.5])
     with pytest.raises(SystemExit, match="mlp-n10k seed 0 has a dense run at 0.141"):
         script.main(["--from", first, other, *args])
+
+
+def test_runs_the_settle_budget_left_whole_pool_with_settle_on_and_not_with_runs_before_it(
+    tmp_path,
+):
+    """Under the default (``auto``) a run whose budget left no layer out was settled as under
+    ``--set settle=on``: the two pool. A run from before the settle (no ``settled`` in its
+    summary), or with the budget leaving a layer out, is another cell."""
+    script = _script("matrix_summary")
+
+    def run(name, seed, overrides=None, **summary):
+        cell = _cell("mlp-n10k", seed, 0.15, [60, 90], dense=0.145, overrides=overrides)
+        cell["bayesprune"].update(summary)
+        return str(_matrix_file(tmp_path / name, [cell]))
+
+    on = run("on.json", 0, {"settle": "on"}, settled={"fc1": 1, "fc2": 0})
+    auto = run("auto.json", 1, settled={"fc1": 0, "fc2": 2}, settle_skipped=[])
+    before = run("before.json", 2)  # no settled: a run from before the settle
+    partly = run("partly.json", 3, settled={"fc1": 0, "fc2": 1}, settle_skipped=["fc1"])
+    args = ["--name", "s", "--results-dir", str(tmp_path)]
+    row = script.main(["--from", on, auto, *args])["matrix_summary"]["mlp-n10k"]
+    assert row["gaps"] == pytest.approx([0.5, 0.5])
+    for other in (before, partly):
+        with pytest.raises(SystemExit, match="not the same cell"):
+            script.main(["--from", on, other, *args])
