@@ -201,6 +201,7 @@ def compare(
     threads: int = 1,
     measure_step_cost: bool = True,
     out: str | Path | None = None,
+    side_by_side: bool = False,
 ) -> dict:
     """Dense and bayesprune runs of the same network, optimiser, epochs and batch size.
 
@@ -208,31 +209,77 @@ def compare(
     :param measure_step_cost: also time full-width steps in interleaved blocks (:func:`step_cost`).
     :param out: the bayesprune run's directory (metrics per epoch, checkpoints, a summary that
         says ``interrupted`` if the run is stopped by SIGTERM); none by default.
+    :param side_by_side: run the two at once, one (forked) process each, instead of one after
+        the other: the machine's speed then moves both alike (on a shared machine it drifts
+        within minutes: LeNet-5 1.74× run one after the other, 1.41× side by side, docs/method.md
+        §6zzh); each is slower than alone, the ratio is what it measures.
     """
     torch.set_num_threads(threads)
     # before the runs: a commit made while they run must not label them
     env = {"threads": threads, **environment(config.device)}
-    torch.manual_seed(config.seed)
-    dense = train_dense(
-        make_net(),
-        data,
-        config.epochs,
-        config.batch_size,
-        config.lr,
-        config.seed,
-        progress=True,
-        device=config.device,
-        schedule=config.lr_schedule,
-        optimizer=config.optimizer,
-        momentum=config.momentum,
-        memory_format=config.memory_format,
-    )
-    torch.manual_seed(config.seed)
-    pruned = Trainer(make_net(), data, config, out=out).fit(progress=True)
+
+    def arm(which: str) -> dict:
+        torch.set_num_threads(threads)  # (a forked process: set again, as the parent's)
+        torch.manual_seed(config.seed)
+        if which == "bayesprune":
+            return Trainer(make_net(), data, config, out=out).fit(progress=not side_by_side)
+        return train_dense(
+            make_net(), data, config.epochs, config.batch_size, config.lr, config.seed,
+            progress=not side_by_side, device=config.device, schedule=config.lr_schedule,
+            optimizer=config.optimizer, momentum=config.momentum,
+            memory_format=config.memory_format,
+        )  # fmt: skip
+
+    if side_by_side:
+        dense, pruned = side_by_side_runs(arm, ("dense", "bayesprune"))
+        env["side_by_side"] = True
+    else:
+        dense, pruned = arm("dense"), arm("bayesprune")
     result = {"dense": dense, "bayesprune": pruned, "config": vars(config), "environment": env}
     if measure_step_cost:
         result["step_cost"] = step_cost(data, make_net, config)
     return result
+
+
+def side_by_side_runs(run: Callable[[str], dict], arms: tuple[str, ...]) -> list[dict]:
+    """``run(arm)`` for every arm at once, each in a forked process (which inherits the data
+    and the network's constructor); their results in the order of ``arms``. A process that
+    fails raises here, with its error."""
+    import multiprocessing
+    import traceback
+
+    ctx = multiprocessing.get_context("fork")
+
+    def child(arm: str, conn) -> None:
+        try:
+            conn.send(("ok", run(arm)))
+        except BaseException:  # noqa: BLE001 (sent to the parent, which raises it)
+            conn.send(("error", traceback.format_exc()))
+        finally:
+            conn.close()
+
+    pipes, procs = [], []
+    for arm in arms:
+        parent, kid = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=child, args=(arm, kid))
+        proc.start()
+        kid.close()
+        pipes.append(parent)
+        procs.append(proc)
+    answers = []
+    for pipe in pipes:
+        try:
+            answers.append(pipe.recv())
+        except EOFError:  # killed before it could answer (out of memory, a signal)
+            answers.append(("error", "the process ended without an answer"))
+    for proc in procs:
+        proc.join()
+    results = []
+    for arm, (status, value) in zip(arms, answers, strict=True):
+        if status != "ok":
+            raise RuntimeError(f"the {arm} run failed:\n{value}")
+        results.append(value)
+    return results
 
 
 def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
@@ -258,6 +305,11 @@ def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
         "--memory-format", default=TrainConfig.memory_format, choices=MEMORY_FORMATS,
         help="both runs' layout (TrainConfig.memory_format)",
     )  # fmt: skip
+    parser.add_argument(
+        "--side-by-side", action="store_true",
+        help="run dense and bayesprune at once, one process each (the machine's drift then "
+        "moves both alike); default: one after the other in this process",
+    )  # fmt: skip
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", args.data_dir)
     config = TrainConfig(
@@ -268,7 +320,8 @@ def fashion_mnist_main(description: str, name: str, make_net: Callable) -> None:
         theta_window=args.theta_window,
         memory_format=args.memory_format,
     )
-    write(args.name, compare(data, lambda: make_net(data), config, threads=args.threads))
+    write(args.name, compare(data, lambda: make_net(data), config, threads=args.threads,
+                             side_by_side=args.side_by_side))
 
 
 def environment(device: str = "cpu") -> dict:
@@ -657,7 +710,9 @@ def render_run(name: str, result: dict) -> list[str]:
     lines += [
         "",
         f"Error gap {100 * (b['test_error'] - d['test_error']):+.2f} points; "
-        f"wall-time ratio {b['train_wall_seconds'] / d['train_wall_seconds']:.2f}; "
+        f"wall-time ratio {b['train_wall_seconds'] / d['train_wall_seconds']:.2f}"
+        + (" (the two runs side by side, one process each)" if env.get("side_by_side") else "")
+        + "; "
         f"full-width step ratio in the runs "
         f"{b['step_seconds_full_width'] / d['step_seconds_full_width']:.2f}.",
         "",

@@ -89,13 +89,46 @@ def test_fashion_mnist_main_passes_threads_and_epochs_on(monkeypatch):
     import bayesprune.data
 
     got = {}
+
+    def compare(data, make_net, config, threads=1, side_by_side=False):
+        got.update(config=config, threads=threads, side_by_side=side_by_side)
+        return {"x": 1}
+
     monkeypatch.setattr(bayesprune.data, "load_dataset", lambda *a: "data")
-    monkeypatch.setattr(common, "compare", lambda data, make_net, config, threads=1: got.update(
-        config=config, threads=threads) or {"x": 1})
+    monkeypatch.setattr(common, "compare", compare)
     monkeypatch.setattr(common, "write", lambda name, result: got.update(name=name))
     monkeypatch.setattr(sys, "argv", ["fmnist.py", "--threads", "3", "--epochs", "4"])
     common.fashion_mnist_main("d", "fmnist_x", lambda data: None)
     assert got["threads"] == 3 and got["config"].epochs == 4 and got["name"] == "fmnist_x"
+    assert not got["side_by_side"]
+    monkeypatch.setattr(sys, "argv", ["fmnist.py", "--side-by-side"])
+    common.fashion_mnist_main("d", "fmnist_x", lambda data: None)
+    assert got["side_by_side"]
+
+
+def test_side_by_side_runs_the_arms_at_once_in_their_own_processes():
+    """Each arm in its own process, the two at once (each waits for the other to have
+    started before it ends), results in the arms' order; a failing arm raises here."""
+    import os
+    import time
+
+    def run(arm):
+        start = time.time()
+        time.sleep(0.5)
+        return {"arm": arm, "pid": os.getpid(), "start": start, "end": time.time()}
+
+    dense, pruned = common.side_by_side_runs(run, ("dense", "bayesprune"))
+    assert (dense["arm"], pruned["arm"]) == ("dense", "bayesprune")
+    assert len({dense["pid"], pruned["pid"], os.getpid()}) == 3
+    assert dense["start"] < pruned["end"] and pruned["start"] < dense["end"]  # overlapping
+
+    def failing(arm):
+        if arm == "bayesprune":
+            raise ValueError("no such unit")
+        return {}
+
+    with pytest.raises(RuntimeError, match="bayesprune run failed(.|\n)*no such unit"):
+        common.side_by_side_runs(failing, ("dense", "bayesprune"))
 
 
 def test_plain_step_uses_the_optimiser_it_is_given():
