@@ -1475,12 +1475,14 @@ def settle_ran(run: dict, overrides: dict | None) -> str:
     """What the final settle (Eq. (15)) was for a matrix run (its bayesprune summary): "off"
     for a run from before the settle existed (no ``settled``) or before it became the default
     (no ``settle_skipped``, no ``--set settle``); under ``auto`` a run whose budget left no
-    layer out (``settle_skipped`` empty) was settled as under ``on``, and pools with it."""
+    layer out (``settle_skipped`` empty) and stopped no layer's passes (``settle_stopped``)
+    was settled as under ``on``, and pools with it."""
     said = (overrides or {}).get("settle")
     if "settled" not in run or (said is None and "settle_skipped" not in run):
         return said or "off"
     ran = said or "auto"  # the default since the summaries say settle_skipped
-    return "on" if ran == "auto" and not run.get("settle_skipped") else ran
+    budget_bound = run.get("settle_skipped") or run.get("settle_stopped")
+    return "on" if ran == "auto" and not budget_bound else ran
 
 
 def group_words(ran: dict) -> str:

@@ -324,7 +324,7 @@ SUMMARY_KEYS = (
     "gates_binary_fraction", "pruned_early_fraction", "last_prune_epoch", "train_wall_seconds",
     "status", "train_subset", "teacher_widths", "warmup_step", "temperature", "release_steps",
     "undecided_layers", "near_start_layers", "leaving_units", "merged_at_end", "note", "settled",
-    "settle_seconds", "before_settle", "settle_skipped",
+    "settle_seconds", "before_settle", "settle_skipped", "settle_stopped",
 )  # fmt: skip
 
 

@@ -487,7 +487,9 @@ class MergeMoves:
 
     @torch.no_grad()
     @_evaluating
-    def settle(self, name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[list[Merge], list[int]]:
+    def settle(
+        self, name: str, x: torch.Tensor, y: torch.Tensor, max_passes: int | None = None
+    ) -> tuple[list[Merge], list[int]]:
         """The final settle (Eq. (15)): silence layer ``name``'s units one at a time while that
         lowers F with confidence, on the trained network (no re-wiring, no retraining).
 
@@ -500,6 +502,8 @@ class MergeMoves:
         F at the weights the run ends with, the decision of Eq. (9) taken on them.
         Returns the moves (in the order taken) and the (current) indices of the silenced units;
         the caller removes them physically. Nothing is fitted, so the whole sample measures.
+        ``max_passes``: stop after that many passes (each removes at most one unit), the
+        budget of Eq. (15c); ``None``: while a unit qualifies.
         """
         net = self.guide.net
         consumer, layer, start, gates, live = self._reading(name)
@@ -521,7 +525,7 @@ class MergeMoves:
         changes: dict[int, torch.Tensor] = {}  # unit -> its d on the network now
         changed = torch.ones(n, dtype=torch.bool, device=active.device)  # where it changed
         moves, removed = [], []
-        while int(live.sum()) > 1:
+        while int(live.sum()) > 1 and (max_passes is None or len(removed) < max_passes):
             best = None
             for unit in torch.nonzero(live).flatten().tolist():
                 d = changes.setdefault(unit, before.new_zeros(n))

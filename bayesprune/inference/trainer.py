@@ -276,6 +276,7 @@ class Trainer:
         self.removed_at_end: dict[str, int] = {}  # per layer, by the last removal (fit's end)
         self.settled: dict[str, int] | None = None  # per layer, by the final settle (Eq. (15))
         self.settle_skipped: list[str] = []  # layers settle="auto" left out for their cost (15c)
+        self.settle_stopped: dict[str, int] = {}  # layers whose passes the budget ended (15c)
         self.settle_seconds = 0.0  # its time (part of the training wall time)
         self.before_settle: dict | None = None  # the deployed network's widths and error before it
         self.step = 0
@@ -589,17 +590,28 @@ class Trainer:
             "widths": mode_widths(self.guide),
             "test_error": evaluate(det, self.data.x_test, self.data.y_test),
         }
+        shares, spare = {}, 0.0
         if self.config.settle == "auto":
             widths, trained = self.before_settle["widths"], self.config.epochs * n
             shares = settle_cost_shares(det, self.net, widths, len(index), trained)
             self.settle_skipped = over_budget(shares, SETTLE_SHARE)
+            kept = [name for name in shares if name not in self.settle_skipped]
+            spare = SETTLE_SHARE - sum(shares[name] for name in kept)  # beyond one pass each
         out = {}
         for name in self.net.gated:
             if name in self.settle_skipped:
                 out[name] = 0
                 continue
-            moves, removed = self.settler.settle(name, x, y)
+            # a pass removes one unit: passes beyond a layer's first are paid from what the
+            # budget leaves over, in layer order (each counted at the first's cost)
+            passes = 1 + int(max(spare, 0.0) / shares[name]) if shares.get(name) else None
+            moves, removed = self.settler.settle(name, x, y, max_passes=passes)
             out[name] = len(removed)
+            if passes is not None:
+                used = len(removed) + (len(removed) < passes)  # the last found none to remove
+                spare -= (used - 1) * shares[name]
+                if len(removed) == passes:  # the budget ended it, not the evidence
+                    self.settle_stopped[name] = passes
             self.remove_moved(name, moves, removed, settled=True)
         return out
 
@@ -1460,6 +1472,7 @@ class Trainer:
         summary["settled"] = self.settled
         summary["settle_seconds"] = self.settle_seconds
         summary["settle_skipped"] = self.settle_skipped
+        summary["settle_stopped"] = self.settle_stopped
         summary["before_settle"] = self.before_settle
         summary["total_steps"] = self.total_steps
         # the layout --memory-format auto chose here (config.json records "auto")
@@ -1490,6 +1503,13 @@ class Trainer:
             skipped = (f"the final settle left out {', '.join(self.settle_skipped)}: settling "
                        f"{them} too would take its cost over {SETTLE_SHARE:.0%} of the "
                        "training's (Eq. (15c); --settle on settles every layer)")  # fmt: skip
+        if self.settle_stopped:
+            stopped = (f"the final settle stopped at its budget ({SETTLE_SHARE:.0%} of the "
+                       "training's cost, Eq. (15c)) after "
+                       + ", ".join(f"{k} removals in {name}"
+                                   for name, k in self.settle_stopped.items())
+                       + ": more might have gone (--settle on lets it go on)")  # fmt: skip
+            skipped = "; ".join(n for n in (skipped, stopped) if n)
         notes = (note, self.early_note(), leaving, merged, near, skipped, self.data_note)
         summary["note"] = "; ".join(n for n in notes if n) or None
         summary["pruned_early_fraction"] = pruned_early_fraction(

@@ -214,6 +214,41 @@ def test_auto_leaves_out_a_layer_whose_passes_cost_more_than_its_share():
     assert s_on["settle_skipped"] == [] and s_on["before_settle"] == s_auto["before_settle"]
 
 
+@pytest.mark.parametrize(
+    "fc1_share, settled, stopped",
+    [(0.2, 1, {"fc1": 1}), (0.1, 2, {"fc1": 2}), (0.05, 2, {})],
+)  # fmt: skip
+def test_auto_pays_a_layers_passes_beyond_its_first_from_what_the_budget_leaves(
+    monkeypatch, fc1_share, settled, stopped
+):
+    """Eq. (15c) bounds the settle's whole cost, not one pass a layer: with fc2's pass at 2%
+    of the training, fc1's at ``fc1_share`` has 1 + ⌊(25% − 2% − fc1_share)/fc1_share⌋
+    passes, and a settle that used them all (a pass removes at most one unit) is said to have
+    stopped at its budget. Under ``on`` fc1 loses two units."""
+    import bayesprune.inference.trainer as trainer_module
+
+    shares = {"fc1": fc1_share, "fc2": 0.02}
+    monkeypatch.setattr(trainer_module, "settle_cost_shares", lambda *a: dict(shares))
+    _, summary = _teacher_trainer("auto")
+    assert summary["settle_skipped"] == []
+    assert summary["settled"]["fc1"] == settled
+    assert summary["settle_stopped"] == stopped
+    assert ("stopped at its budget" in (summary["note"] or "")) == bool(stopped)
+
+
+def test_a_settle_limited_to_k_passes_takes_the_first_k_units_of_the_whole_settle():
+    net = _network("mlp")
+    x = _inputs(net)
+    y = _fitted(net, x)
+    hyper = HyperPrior(temperature=30.0)
+    guide = GateGuide(net, hyper)
+    update_slab_variances(guide, hyper)
+    moves = MergeMoves(guide, hyper, len(x))
+    _, whole = moves.settle("fc1", x, y)
+    _, two = moves.settle("fc1", x, y, max_passes=2)
+    assert len(whole) > 2 and two == whole[:2]
+
+
 def test_the_cheapest_layers_are_settled_within_the_budget():
     shares = {"conv1": 0.2, "conv2": 0.15, "fc1": 0.001, "fc2": 0.0}
     assert over_budget(shares, 0.25) == ["conv1"]  # fc2, fc1, conv2 fit (0.151); conv1 not
