@@ -245,9 +245,9 @@ class TrainConfig:
     settle: str = _option(
         "auto", "the final settle (Eq. (15)): after the last epoch, silence hidden units one at a "
         "time while that lowers the objective by two standard errors on up to 20,000 training "
-        "examples, at the weights the run ends with; auto: the cheapest layers whose passes over "
-        "their units cost at most a quarter of the training's compute together (Eq. (15c)); "
-        "on: every layer",
+        "examples, at the weights the run ends with; auto: the cheapest layers, and as many "
+        "passes over their units (one unit each) as cost at most a quarter of the training's "
+        "compute together (Eq. (15c)); on: every layer, to the end",
         choices=SETTLES, group="rule",
     )  # fmt: skip
     producer_price: str = _option(

@@ -1506,7 +1506,7 @@ class Trainer:
         if self.settle_stopped:
             stopped = (f"the final settle stopped at its budget ({SETTLE_SHARE:.0%} of the "
                        "training's cost, Eq. (15c)) after "
-                       + ", ".join(f"{k} removals in {name}"
+                       + ", ".join(f"{k} removal{'s' * (k != 1)} in {name}"
                                    for name, k in self.settle_stopped.items())
                        + ": more might have gone (--settle on lets it go on)")  # fmt: skip
             skipped = "; ".join(n for n in (skipped, stopped) if n)
