@@ -147,6 +147,18 @@ def _settle_every_example(moves: MergeMoves, name: str, x, y) -> tuple[list, lis
     return taken, removed
 
 
+def _fitted_at_tau_30(kind: str):
+    """A network fitted to its noisy labels (``_fitted``) and its settler at τ = 30, where the
+    prices take several units of a layer, one pass each."""
+    net = _network(kind)
+    x = _inputs(net)
+    y = _fitted(net, x)
+    hyper = HyperPrior(temperature=30.0)
+    guide = GateGuide(net, hyper)
+    update_slab_variances(guide, hyper)
+    return net, x, y, MergeMoves(guide, hyper, len(x))
+
+
 @pytest.mark.parametrize("kind", ["mlp", "conv", "pooled"])
 def test_a_settle_that_measures_again_only_where_the_network_changed_takes_the_same_units(
     kind, monkeypatch
@@ -156,13 +168,7 @@ def test_a_settle_that_measures_again_only_where_the_network_changed_takes_the_s
     again only on the examples where the removed unit emitted something. In chunks of 100
     examples (the last one short), as a sample larger than a chunk is run."""
     monkeypatch.setattr(merge, "CHUNK", 100)
-    net = _network(kind)
-    x = _inputs(net)
-    y = _fitted(net, x)
-    hyper = HyperPrior(temperature=30.0)
-    guide = GateGuide(net, hyper)
-    update_slab_variances(guide, hyper)
-    moves = MergeMoves(guide, hyper, len(x))
+    net, x, y, moves = _fitted_at_tau_30(kind)
     several = 0
     for name in net.gated:
         merges, removed = moves.settle(name, x, y)
@@ -237,13 +243,7 @@ def test_auto_pays_a_layers_passes_beyond_its_first_from_what_the_budget_leaves(
 
 
 def test_a_settle_limited_to_k_passes_takes_the_first_k_units_of_the_whole_settle():
-    net = _network("mlp")
-    x = _inputs(net)
-    y = _fitted(net, x)
-    hyper = HyperPrior(temperature=30.0)
-    guide = GateGuide(net, hyper)
-    update_slab_variances(guide, hyper)
-    moves = MergeMoves(guide, hyper, len(x))
+    _, x, y, moves = _fitted_at_tau_30("mlp")
     _, whole = moves.settle("fc1", x, y)
     _, two = moves.settle("fc1", x, y, max_passes=2)
     assert len(whole) > 2 and two == whole[:2]
