@@ -1497,20 +1497,20 @@ class Trainer:
         summary["merged_at_end"] = self.merged_at_end()
         summary["removed_in_last_window"] = self.removed_in_last_window()
         merged = self.shrinking_note(summary["removed_in_last_window"], summary["widths"])
-        skipped = None
+        budget = []  # what Eq. (15c) kept the final settle from
         if self.settle_skipped:
             them = "it" if len(self.settle_skipped) == 1 else "them"
-            skipped = (f"the final settle left out {', '.join(self.settle_skipped)}: settling "
-                       f"{them} too would take its cost over {SETTLE_SHARE:.0%} of the "
-                       "training's (Eq. (15c); --settle on settles every layer)")  # fmt: skip
+            budget.append(f"the final settle left out {', '.join(self.settle_skipped)}: "
+                          f"settling {them} too would take its cost over {SETTLE_SHARE:.0%} "
+                          "of the training's (Eq. (15c); --settle on settles every "
+                          "layer)")  # fmt: skip
         if self.settle_stopped:
-            stopped = (f"the final settle stopped at its budget ({SETTLE_SHARE:.0%} of the "
-                       "training's cost, Eq. (15c)) after "
-                       + ", ".join(f"{k} removal{'s' * (k != 1)} in {name}"
-                                   for name, k in self.settle_stopped.items())
-                       + ": more might have gone (--settle on lets it go on)")  # fmt: skip
-            skipped = "; ".join(n for n in (skipped, stopped) if n)
-        notes = (note, self.early_note(), leaving, merged, near, skipped, self.data_note)
+            budget.append(f"the final settle stopped at its budget ({SETTLE_SHARE:.0%} of the "
+                          "training's cost, Eq. (15c)) after "
+                          + ", ".join(f"{k} removal{'s' * (k != 1)} in {name}"
+                                      for name, k in self.settle_stopped.items())
+                          + ": more might have gone (--settle on lets it go on)")  # fmt: skip
+        notes = (note, self.early_note(), leaving, merged, near, *budget, self.data_note)
         summary["note"] = "; ".join(n for n in notes if n) or None
         summary["pruned_early_fraction"] = pruned_early_fraction(
             self.prune_events, self.total_steps
