@@ -782,6 +782,7 @@ RENDERERS: list[tuple[str, str, Callable[[str, dict], list[str]]]] = [
     ("key", "held_out_p3", lambda name, r: render_held_out_p3(name, r)),
     ("key", "unit_redundancy", lambda name, r: render_unit_redundancy(name, r)),
     ("key", "refit_value", lambda name, r: render_refit_value(name, r)),
+    ("key", "decision_time", lambda name, r: render_decision_time(name, r)),
     ("key", "wide_starts", lambda name, r: render_wide_starts(name, r)),
     ("key", "training_cost", lambda name, r: render_training_cost(name, r)),
     ("key", "cli_fuzz", lambda name, r: render_cli_fuzz(name, r)),
@@ -1696,6 +1697,85 @@ def render_laplace_price(name: str, result: dict) -> list[str]:
             )
         )
     return lines + [""]
+
+
+def render_decision_time(name: str, result: dict) -> list[str]:
+    """``decision_time.py``: an MLP's kept widths against the step at which θ may first move,
+    per initialisation, seed and arm, and per arm the widths' spread over the initialisations."""
+    runs = result["decision_time"]
+    lines = [
+        f"## {name}",
+        "",
+        f"`benchmarks/decision_time.py`, commit {result['commit']}, CPU {result['cpu']}, 1 thread "
+        "(docs/method.md §6zzi): the default rule with the warm-up of Eq. (10w) as shipped "
+        "(`rule`), ended at a fixed step (`at<STEP>`) or never ended (`never`: no layer "
+        "released; the final settle still runs). Removals per layer by gate collapse / merge "
+        "move / final settle; the first layer's effective dimension at the end: the singular "
+        "directions holding 90% of the energy of its weights and of its centred activations "
+        "(5,000 training examples).",
+        "",
+        "| init | seed | arm | warm-up step | widths | weights kept (%) "
+        "| test error (%) (before the settle) | removed in the first quarter (%) "
+        "| removed: gates / merges / settle | first layer's directions: weights / activations |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def percent(value) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    for run in runs:
+        before = run["before_settle"].get("test_error")
+        removed = "; ".join(
+            f"{layer} {r['gates']} / {r['merged']} / {r['settled']}"
+            for layer, r in run["removed"].items()
+        )
+        dims = run["first_layer_directions"]
+        lines.append(
+            f"| {run['init']} | {run['seed']} | {run['arm']} | {run['warmup_step'] or '-'} "
+            f"| {'-'.join(map(str, run['widths']))} | {percent(run.get('weights_kept_fraction'))} "
+            f"| {100 * run['test_error']:.2f} ({'-' if before is None else f'{100 * before:.2f}'}) "
+            f"| {percent(run.get('pruned_early_fraction'))} | {removed or '-'} "
+            f"| {dims['weights']} / {dims['activations']} |"
+        )
+    arms = list(dict.fromkeys(run["arm"] for run in runs))
+    inits = list(dict.fromkeys(run["init"] for run in runs))
+    if len(inits) > 1:
+        lines += [
+            "",
+            "Per arm, each initialisation's mean widths over its seeds, and their coefficient of "
+            "variation over the initialisations (P3's measure; its bound 20%):",
+            "",
+            "| arm | " + " | ".join(inits) + " | CV per layer (%) | mean test error (%) |",
+            "|---|" + "---|" * len(inits) + "---|---|",
+        ]
+        for arm in arms:
+            means = []
+            for init in inits:
+                widths = [r["widths"] for r in runs if r["arm"] == arm and r["init"] == init]
+                means.append(torch.tensor(widths, dtype=torch.float64).mean(0))
+            table = torch.stack(means)
+            cv = (table.std(0, unbiased=False) / table.mean(0)).mul(100).tolist()
+            errors = [r["test_error"] for r in runs if r["arm"] == arm]
+            lines.append(
+                f"| {arm} | " + " | ".join("-".join(f"{w:.1f}" for w in m) for m in means)
+                + f" | {' / '.join(f'{c:.1f}' for c in cv)} "
+                f"| {100 * sum(errors) / len(errors):.2f} |"
+            )
+    traces = [run for run in runs if run["keep_trace"]]
+    if traces:
+        lines += [
+            "",
+            "`never` arm: units of each layer that θ's evidence favours keeping (m < 0) at full "
+            "width, by step:",
+            "",
+        ]
+        for run in traces:
+            steps = ", ".join(
+                f"{t['step']}: " + "/".join(str(v) for k, v in t.items() if k != "step")
+                for t in run["keep_trace"]
+            )
+            lines.append(f"- {run['init']}, seed {run['seed']}: {steps}")
+    return lines
 
 
 def render_refit_value(name: str, result: dict) -> list[str]:

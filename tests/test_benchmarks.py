@@ -1574,3 +1574,42 @@ def test_every_script_refuses_a_job_count_below_one(name, monkeypatch, capsys, t
 def test_the_job_count_check_covers_every_script_that_runs_processes():
     # the parametrised test above passes vacuously if the glob finds nothing
     assert len(JOBS_SCRIPTS) >= 21 and {"robustness_matrix", "tradeoff"} <= set(JOBS_SCRIPTS)
+
+
+def test_decision_time_ends_the_warm_up_where_its_arm_says_and_counts_every_removal():
+    """benchmarks/decision_time.py: ``at50`` lets θ move at step 50 (the rule's own warm-up
+    would not end within these two epochs), ``never`` releases no layer and counts, every 300
+    steps, the units θ's evidence favours keeping; the removals by kind add up to the widths."""
+    script = _script("decision_time")
+    runs = {arm: script.measure("normal", 0, arm, (32, 16), None, {"epochs": 2}, "teacher")
+            for arm in ("at50", "never")}  # fmt: skip
+    forced, never = runs["at50"], runs["never"]
+    assert forced["warmup_step"] == 50 and min(forced["release_steps"].values()) == 50
+    assert never["warmup_step"] is None and never["release_steps"] == {}
+    assert [t["step"] for t in never["keep_trace"]] == [300]
+    assert 0 < never["keep_trace"][0]["fc1"] <= 32 and 0 < never["keep_trace"][0]["fc2"] <= 16
+    for run in runs.values():
+        for i, (layer, start) in enumerate((("fc1", 32), ("fc2", 16))):
+            gone = sum(run["removed"].get(layer, {}).values())
+            assert start - gone == run["widths"][i]
+        assert 1 <= run["first_layer_directions"]["weights"] <= run["widths"][0]
+    assert sum(r["merged"] + r["gates"] for r in never["removed"].values()) == 0  # settle only
+    assert 0 < forced["weights_kept_fraction"] < 1 and 0 <= forced["pruned_early_fraction"] <= 1
+    from common import render_decision_time
+
+    table = render_decision_time("smoke", {"decision_time": [forced, never], "commit": "x",
+                                           "cpu": "y"})  # fmt: skip
+    assert sum(line.startswith("| normal | 0 |") for line in table) == 2
+    assert any(line.startswith("- normal, seed 0: 300: ") for line in table)
+
+
+def test_decision_time_counts_the_directions_that_hold_nine_tenths_and_reads_its_arms():
+    import argparse
+
+    script = _script("decision_time")
+    assert script.directions(torch.diag(torch.tensor([3.0, 2.0, 1.0]))) == 2  # 9/14, 13/14
+    assert script.directions(torch.eye(4)) == 4
+    assert script.arm_type("at1200") == "at1200" and script.arm_type("never") == "never"
+    for bad in ("at0", "at", "late", "at-3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            script.arm_type(bad)
