@@ -1703,10 +1703,23 @@ def render_decision_time(name: str, result: dict) -> list[str]:
     """``decision_time.py``: an MLP's kept widths against the step at which θ may first move,
     per initialisation, seed and arm, and per arm the widths' spread over the initialisations."""
     runs = result["decision_time"]
+    first = runs[0]
+    options = [
+        ("--inits", list(dict.fromkeys(r["init"] for r in runs))),
+        ("--seeds", list(dict.fromkeys(str(r["seed"]) for r in runs))),
+        ("--arms", list(dict.fromkeys(r["arm"] for r in runs))),
+        *([("--widths", [",".join(map(str, first["initial_widths"]))])]
+          if first.get("initial_widths", [300, 100]) != [300, 100] else []),
+        *([("--train-subset", [str(first["train_subset"])])] if first["train_subset"] else []),
+        *([("--dataset", [first["dataset"]])] if first["dataset"] != "fashion-mnist" else []),
+        *[("--set", [f"{k}={v}"]) for k, v in first["overrides"].items()],
+    ]
+    command = " ".join(f"{flag} {' '.join(values)}" for flag, values in options)
     lines = [
         f"## {name}",
         "",
-        f"`benchmarks/decision_time.py`, commit {result['commit']}, CPU {result['cpu']}, 1 thread "
+        f"`.venv/bin/python benchmarks/decision_time.py {command} --name {name}`, "
+        f"commit {result['commit']}, CPU {result['cpu']}, 1 thread "
         "(docs/method.md §6zzi): the default rule with the warm-up of Eq. (10w) as shipped "
         "(`rule`), ended at a fixed step (`at<STEP>`) or never ended (`never`: no layer "
         "released; the final settle still runs). Removals per layer by gate collapse / merge "
@@ -1775,7 +1788,7 @@ def render_decision_time(name: str, result: dict) -> list[str]:
                 for t in run["keep_trace"]
             )
             lines.append(f"- {run['init']}, seed {run['seed']}: {steps}")
-    return lines
+    return lines + [""]
 
 
 def render_refit_value(name: str, result: dict) -> list[str]:

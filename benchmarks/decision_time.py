@@ -138,6 +138,7 @@ def measure(
         "dataset": dataset,
         "train_subset": subset,
         "overrides": overrides,
+        "initial_widths": summary["initial_widths"],
         "widths": summary["widths"],
         "test_error": summary["test_error"],
         "before_settle": {k: before[k] for k in ("widths", "test_error") if k in before},

@@ -1601,6 +1601,9 @@ def test_decision_time_ends_the_warm_up_where_its_arm_says_and_counts_every_remo
                                            "cpu": "y"})  # fmt: skip
     assert sum(line.startswith("| normal | 0 |") for line in table) == 2
     assert any(line.startswith("- normal, seed 0: 300: ") for line in table)
+    command = ("decision_time.py --inits normal --seeds 0 --arms at50 never --widths 32,16 "
+               "--dataset teacher --set epochs=2 --name smoke`")  # fmt: skip
+    assert command in table[2]  # the command that makes the file
 
 
 def test_decision_time_counts_the_directions_that_hold_nine_tenths_and_reads_its_arms():
