@@ -193,6 +193,13 @@ class TrainConfig:
         "predictor's loss (Eq. (10w)); 'none': from the first step",
         warmup_tolerance, group="rule",
     )  # fmt: skip
+    warmup_epoch: str = _option(
+        "off", "on: the warm-up (Eq. (10w)) also lasts until every training example has been "
+        "trained on once, so that θ's evidence, taken on each batch before the step trains on "
+        "it, is measured on examples the network has fitted (docs/method.md §6zzi); binds only "
+        "where the data term settles within the first epoch (above about 30,000 examples)",
+        choices=MERGES, group="rule",
+    )  # fmt: skip
     release: str = _option(
         "ordered", "after the warm-up, release the layers' θ from the output back, one "
         "evidence window apart (Eq. (10o)), or all together", choices=RELEASES, group="rule",
@@ -358,6 +365,11 @@ class TrainConfig:
             raise ValueError(groups_need_merges(self.merge_groups))
         self._check_price_scale()  # as the command line does
         self._check_momentum()
+        if self.warmup_epoch == "on" and self.warmup_tolerance is None:
+            raise ValueError(
+                "--warmup-epoch on lengthens the warm-up (Eq. (10w)), which --warmup-tolerance "
+                "none switches off: give one or the other"
+            )
         if self.evidence != "held-out" and self.evidence_share != 0.1:  # not silently ignored
             raise ValueError(
                 f"evidence_share (--evidence-share) is --evidence held-out's; with --evidence "

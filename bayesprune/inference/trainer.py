@@ -349,6 +349,10 @@ class Trainer:
         block = self.block
         block["sum"] += data
         block["examples"] += examples
+        block["seen"] = block.get("seen", 0) + examples
+        if block.get("settled") and self.trained_on_every_example():
+            self.warm_step = self.step + 1  # (warmup_epoch="on": the data term settled earlier)
+            return True
         if block["examples"] < min(len(self.data.x_train), self.config.theta_window):
             return False
         mean = float(block["sum"]) / block["examples"]  # one host sync per block
@@ -364,9 +368,21 @@ class Trainer:
         if learnt < self.learnt_floor:
             return False
         if previous is not None and previous - mean < tolerance * learnt:
-            self.warm_step = self.step + 1
-            return True
+            block["settled"] = True
+            if self.trained_on_every_example():
+                self.warm_step = self.step + 1
+                return True
         return False
+
+    def trained_on_every_example(self) -> bool:
+        """Whether the warm-up may end as far as ``warmup_epoch`` is concerned: with "on", once
+        the steps have taken N examples (one epoch), including this one. θ's evidence of a step
+        is taken on its batch before the step trains on it, so within the first epoch it is
+        measured on examples the network has never fitted, evidence of the held-out kind
+        (docs/method.md §6zk), which the training-set evidence of the objective is not: with
+        "on" no decision reads it alone (§6zzi). Within the first epoch the data term (10w)
+        reads is a held-out loss too."""
+        return self.config.warmup_epoch == "off" or self.block["seen"] >= len(self.data.x_train)
 
     @property
     def learnt_floor(self) -> float:

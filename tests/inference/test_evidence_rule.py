@@ -61,6 +61,27 @@ def test_warm_up_blocks_count_examples_not_steps():
         assert examples % 4000 == 0 and examples >= 8000, (batch, examples)
 
 
+def test_warmup_epoch_waits_until_every_example_has_been_trained_on():
+    """``warmup_epoch="on"`` (docs §6zzi): θ's evidence of a step is taken on its batch before
+    the step trains on it, so in the first epoch it is held-out evidence; the warm-up then
+    lasts until the steps have taken every training example once. Here (4,000 examples, blocks
+    of 700, so the epoch ends inside a block) the data term settles within the first epoch;
+    with "on" θ first moves at the step that completes the epoch, not at the next block's end,
+    and the layers are released from there, one window apart."""
+    steps = {}
+    for switch in ("off", "on"):
+        config = TrainConfig(epochs=2, batch_size=10, lr=1e-2, theta_window=700,
+                             warmup_epoch=switch)  # fmt: skip
+        trainer = _trainer(config)
+        trainer.fit(progress=False)
+        steps[switch] = (trainer.warm_step, trainer.release_steps)
+    (off, _), (on, released) = steps["off"], steps["on"]
+    assert off is not None and off * 10 < 4000  # settled within the first epoch
+    assert on == 4000 // 10 and released == {"fc2": on, "fc1": on + 700 // 10 - 1}
+    with pytest.raises(ValueError, match="--warmup-epoch on lengthens the warm-up"):
+        TrainConfig(warmup_epoch="on", warmup_tolerance=None)
+
+
 def test_a_network_stalled_at_chance_never_ends_its_warm_up():
     """A rate that stalls the network at the constant predictor's loss (LeNet-5 under SGD at
     0.1, docs §6zq) leaves blocks whose means drift by noise around it: "improved by less than
