@@ -195,9 +195,10 @@ class TrainConfig:
     )  # fmt: skip
     warmup_epoch: str = _option(
         "off", "on: the warm-up (Eq. (10w)) also lasts until every training example has been "
-        "trained on once, so that θ's evidence, taken on each batch before the step trains on "
-        "it, is measured on examples the network has fitted (docs/method.md §6zzi); binds only "
-        "where the data term settles within the first epoch (above about 30,000 examples)",
+        "trained on once: θ's evidence is taken on each batch before the step trains on it, so "
+        "in the first epoch it is measured on examples not yet fitted (its running average "
+        "still carries that for about a window after; docs/method.md §6zzi); binds only where "
+        "the data term settles within the first epoch (above about 30,000 examples)",
         choices=MERGES, group="rule",
     )  # fmt: skip
     release: str = _option(

@@ -380,8 +380,10 @@ class Trainer:
         is taken on its batch before the step trains on it, so within the first epoch it is
         measured on examples the network has never fitted, evidence of the held-out kind
         (docs/method.md §6zk), which the training-set evidence of the objective is not: with
-        "on" no decision reads it alone (§6zzi). Within the first epoch the data term (10w)
-        reads is a held-out loss too."""
+        "on" θ first moves at the step that completes the epoch. Its running average then still
+        holds the first epoch's evidence, which decays over about one window (W examples): the
+        option delays the decisions; it does not discard that evidence (§6zzi). Within the
+        first epoch the data term (10w) reads is a held-out loss too."""
         return self.config.warmup_epoch == "off" or self.block["seen"] >= len(self.data.x_train)
 
     @property
