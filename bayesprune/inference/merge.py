@@ -558,16 +558,16 @@ class MergeMoves:
         """The losses of examples ``rows`` with unit ``unit`` silenced: run on those rows alone,
         or on all of them where more than three in four are asked for (a filter's map is seldom
         0 on a whole example, and gathering most of a large map costs more than it saves)."""
-        if 4 * len(rows) > 3 * len(z) and z.dim() == 2:
+        if 4 * len(rows) <= 3 * len(z):
+            return losses(z[rows] + cls._silenced(layer, h[rows], width, unit), rows)
+        if z.dim() == 2:
             return losses(z + cls._silenced(layer, h, width, unit))[rows]
-        if 4 * len(rows) > 3 * len(z):  # a convolution's maps: chunk by chunk, no second
-            starts = range(0, len(z), CHUNK)  # map of the whole sample made
-            return torch.cat([
-                losses(z[i : i + CHUNK] + cls._silenced(layer, h[i : i + CHUNK], width, unit),
-                       slice(i, i + CHUNK))
-                for i in starts
-            ])[rows]  # fmt: skip
-        return losses(z[rows] + cls._silenced(layer, h[rows], width, unit), rows)
+        # a convolution's maps: chunk by chunk, no second map of the whole sample made
+        return torch.cat([
+            losses(z[i : i + CHUNK] + cls._silenced(layer, h[i : i + CHUNK], width, unit),
+                   slice(i, i + CHUNK))
+            for i in range(0, len(z), CHUNK)
+        ])[rows]  # fmt: skip
 
     def _silencing_prices(self, name, gates, layer, width: int, live) -> dict[int, float]:
         """ΔP of silencing each live unit of layer ``name`` alone (its gate off, the consumer's
