@@ -1699,15 +1699,24 @@ def render_laplace_price(name: str, result: dict) -> list[str]:
     return lines + [""]
 
 
+def coefficient_of_variation(widths: list[list[float]]) -> list[float]:
+    """Per layer, the population standard deviation of ``widths`` (one row per run) over their
+    mean: P3's and P6's measure of a spread of widths."""
+    t = torch.tensor(widths, dtype=torch.float64)
+    return (t.std(0, unbiased=False) / t.mean(0)).tolist()
+
+
 def render_decision_time(name: str, result: dict) -> list[str]:
     """``decision_time.py``: an MLP's kept widths against the step at which θ may first move,
     per initialisation, seed and arm, and per arm the widths' spread over the initialisations."""
     runs = result["decision_time"]
     first = runs[0]
+    inits = list(dict.fromkeys(run["init"] for run in runs))
+    arms = list(dict.fromkeys(run["arm"] for run in runs))
     options = [
-        ("--inits", list(dict.fromkeys(r["init"] for r in runs))),
+        ("--inits", inits),
         ("--seeds", list(dict.fromkeys(str(r["seed"]) for r in runs))),
-        ("--arms", list(dict.fromkeys(r["arm"] for r in runs))),
+        ("--arms", arms),
         *([("--widths", [",".join(map(str, first["initial_widths"]))])]
           if first.get("initial_widths", [300, 100]) != [300, 100] else []),
         *([("--train-subset", [str(first["train_subset"])])] if first["train_subset"] else []),
@@ -1750,8 +1759,6 @@ def render_decision_time(name: str, result: dict) -> list[str]:
             f"| {percent(run.get('pruned_early_fraction'))} | {removed or '-'} "
             f"| {dims['weights']} / {dims['activations']} |"
         )
-    arms = list(dict.fromkeys(run["arm"] for run in runs))
-    inits = list(dict.fromkeys(run["init"] for run in runs))
     if len(inits) > 1:
         lines += [
             "",
@@ -1765,9 +1772,8 @@ def render_decision_time(name: str, result: dict) -> list[str]:
             means = []
             for init in inits:
                 widths = [r["widths"] for r in runs if r["arm"] == arm and r["init"] == init]
-                means.append(torch.tensor(widths, dtype=torch.float64).mean(0))
-            table = torch.stack(means)
-            cv = (table.std(0, unbiased=False) / table.mean(0)).mul(100).tolist()
+                means.append(torch.tensor(widths, dtype=torch.float64).mean(0).tolist())
+            cv = [100 * c for c in coefficient_of_variation(means)]
             errors = [r["test_error"] for r in runs if r["arm"] == arm]
             lines.append(
                 f"| {arm} | " + " | ".join("-".join(f"{w:.1f}" for w in m) for m in means)

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import commit, cpu_model, description, write  # noqa: E402
+from common import coefficient_of_variation, commit, cpu_model, description, write  # noqa: E402
 
 from bayesprune.config import TrainConfig, positive  # noqa: E402
 from bayesprune.data import load_dataset  # noqa: E402
@@ -27,11 +27,6 @@ from bayesprune.inference.trainer import Trainer  # noqa: E402
 from bayesprune.models.network import DEFAULT_WIDTHS, build_network  # noqa: E402
 
 BOUNDS = {"seeds": 0.10, "starting widths": 0.20, "initialisations": 0.20}
-
-
-def coefficient_of_variation(widths: list[list[int]]) -> list[float]:
-    t = torch.tensor(widths, dtype=torch.float64)
-    return (t.std(0, unbiased=False) / t.mean(0)).tolist()
 
 
 def main() -> None:
