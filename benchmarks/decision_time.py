@@ -9,6 +9,12 @@ other settings) in which the warm-up of Eq. (10w) is
 - ``rule``: as shipped (θ moves once the data term has stopped falling fast);
 - ``at<STEP>`` (e.g. ``at1200``): ended at that optimiser step whatever the data term does;
   everything after it (release, evidence test, merge moves, settle) is the shipped rule;
+- ``fresh<STEP>``: as ``at<STEP>``, with θ's evidence averages (m, its square, se and the
+  decision d of Eq. (10s)) emptied before step STEP's evidence enters them, so that every
+  decision reads only evidence measured from that step on. At 60,000 examples ``fresh601``
+  decides on examples the network has trained on (the first epoch is steps 1-600), where
+  ``at601`` carries the first epoch's, held-out, evidence in its average for about a window:
+  the pair separates where the evidence comes from at the same decision time (§6zzi);
 - ``never``: never ended, so no layer is released and θ never moves (the final settle still
   runs): the network trained as the gates' evidence sees it at full width. Every 300 steps it
   records, per gated layer, how many units θ's evidence m (Eq. (10s): the running average of
@@ -50,11 +56,13 @@ ENERGY = 0.9  # the share of the energy the effective dimension's directions hol
 
 
 def arm_type(text: str) -> str:
-    """``rule``, ``never`` or ``at<STEP>`` with STEP ≥ 1."""
-    match = re.fullmatch(r"at(\d+)", text)
+    """``rule``, ``never``, ``at<STEP>`` or ``fresh<STEP>`` with STEP ≥ 1."""
+    match = re.fullmatch(r"(?:at|fresh)(\d+)", text)
     if text in ("rule", "never") or (match and int(match.group(1)) >= 1):
         return text
-    raise argparse.ArgumentTypeError(f"{text!r}: an arm is rule, never or at<STEP> (e.g. at1200)")
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: an arm is rule, never, at<STEP> or fresh<STEP> (e.g. at1200, fresh601)"
+    )
 
 
 def directions(matrix: torch.Tensor, energy: float = ENERGY) -> int:
@@ -70,7 +78,8 @@ def trainer_class(arm: str):
 
     if arm == "rule":
         return Trainer
-    at = None if arm == "never" else int(arm[2:])
+    at = None if arm == "never" else int(re.sub(r"\D", "", arm))
+    fresh = arm.startswith("fresh")
 
     class Forced(Trainer):
         trace: list
@@ -80,10 +89,20 @@ def trainer_class(arm: str):
                 return True
             if at is not None and self.step + 1 >= at:
                 self.warm_step = self.step + 1
+                if fresh:
+                    self.empty_evidence()
                 return True
             if at is None and (self.step + 1) % TRACE_EVERY == 0:
                 self.trace.append({"step": self.step + 1, **self.keep_counts()})
             return False
+
+        def empty_evidence(self) -> None:
+            """θ's running averages as at the start of a run: every decision after this reads
+            evidence measured from this step on (called before the step's evidence enters)."""
+            for p in self.guide.theta_parameters():
+                for key, value in self.optim.gates.state.get(p, {}).items():
+                    if torch.is_tensor(value) and key != "evidence_was_on":  # (was at θ = 1)
+                        value.zero_()
 
         def keep_counts(self) -> dict[str, int]:
             state = self.optim.gates.state

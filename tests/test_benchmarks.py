@@ -1606,6 +1606,46 @@ def test_decision_time_ends_the_warm_up_where_its_arm_says_and_counts_every_remo
     assert command in table[2]  # the command that makes the file
 
 
+def test_decision_time_fresh_arm_decides_on_evidence_measured_from_its_step_on():
+    """``fresh<STEP>`` ends the warm-up at STEP, as ``at<STEP>`` does, and empties θ's evidence
+    averages before that step's evidence enters: right after step STEP the average m is that
+    one step's contribution, a·ĝ, where ``at<STEP>``'s still holds the steps before it."""
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import load_dataset
+    from bayesprune.models.network import build_network
+
+    script = _script("decision_time")
+    data = load_dataset("teacher")
+    after = {}
+    for arm in ("at20", "fresh20"):
+
+        class Spy(script.trainer_class(arm)):
+            def warmed_up(self, d, examples, arm=arm):
+                done = super().warmed_up(d, examples)
+                if self.step + 1 == 21:  # the step after: its evidence has not entered yet
+                    state = self.optim.gates.state
+                    thetas = self.guide.theta_parameters()
+                    after[arm] = [state[p]["evidence"].clone() for p in thetas]
+                    grads = [p.grad / len(self.data.x_train) for p in thetas]
+                    rate = min(1.0, examples / self.optim.gates.param_groups[0]["window"])
+                    after[arm + " one step"] = [g * rate for g in grads]
+                return done
+
+        torch.manual_seed(0)
+        net = build_network("mlp", data.in_shape, data.num_classes, (32, 16), 1.0, "kaiming")
+        trainer = Spy(net, data, TrainConfig(seed=0, epochs=2, train_subset=2_000))
+        trainer.trace = []
+        trainer.fit(progress=False)
+        assert trainer.warm_step == 20
+    held, fresh = after["at20"], after["fresh20"]
+    assert all(float(m.abs().max()) > 0 for m in held + fresh)
+    # at20's average holds twenty steps of evidence, fresh20's only step 20's (whose gradient is
+    # gone by now: the step-21 gradient is in .grad), so fresh20's is one step's size
+    for m_held, m_fresh, one in zip(held, fresh, after["fresh20 one step"], strict=True):
+        assert float(m_fresh.abs().mean()) < 0.5 * float(m_held.abs().mean())
+        assert float(m_fresh.abs().mean()) < 5 * float(one.abs().mean())
+
+
 def test_decision_time_counts_the_directions_that_hold_nine_tenths_and_reads_its_arms():
     import argparse
 
@@ -1613,6 +1653,7 @@ def test_decision_time_counts_the_directions_that_hold_nine_tenths_and_reads_its
     assert script.directions(torch.diag(torch.tensor([3.0, 2.0, 1.0]))) == 2  # 9/14, 13/14
     assert script.directions(torch.eye(4)) == 4
     assert script.arm_type("at1200") == "at1200" and script.arm_type("never") == "never"
-    for bad in ("at0", "at", "late", "at-3"):
+    assert script.arm_type("fresh601") == "fresh601"
+    for bad in ("at0", "at", "late", "at-3", "fresh0", "fresh"):
         with pytest.raises(argparse.ArgumentTypeError):
             script.arm_type(bad)
