@@ -382,8 +382,9 @@ class Trainer:
         (docs/method.md §6zk), which the training-set evidence of the objective is not: with
         "on" θ first moves at the step that completes the epoch. Its running average then still
         holds the first epoch's evidence, which decays over about one window (W examples): the
-        option delays the decisions; it does not discard that evidence (§6zzi). Within the
-        first epoch the data term (10w) reads is a held-out loss too."""
+        option delays the decisions; it does not discard that evidence, and discarding it (a
+        benchmark arm) changes nothing beyond noise: the later decision is what acts (§6zzi).
+        Within the first epoch the data term (10w) reads is a held-out loss too."""
         return self.config.warmup_epoch == "off" or self.block["seen"] >= len(self.data.x_train)
 
     @property
