@@ -23,6 +23,7 @@ from bayesprune.models.network import MEMORY_FORMATS  # (--memory-format)
 
 RELEASES = ("ordered", "together")
 MERGES = ("on", "off")
+WARMUP_EPOCHS = ("on", "off")
 MERGE_TESTS = ("spend", "fixed")
 # what a price counts (Eq. (14e) for merges, (10e) for the gates): the units the other layer's
 # gates are heading for keeping, or every live unit
@@ -200,7 +201,7 @@ class TrainConfig:
         "learners' first layers wider (lr 3e-4 at 60,000 examples: 0.27 points more accurate) "
         "at the cost of early pruning (P2); over the matrix 0.10 points, hence off by default "
         "(docs/method.md §6zzi)",
-        choices=MERGES, group="rule",
+        choices=WARMUP_EPOCHS, group="rule",
     )  # fmt: skip
     release: str = _option(
         "ordered", "after the warm-up, release the layers' θ from the output back, one "
