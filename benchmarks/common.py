@@ -1495,6 +1495,12 @@ def group_words(ran: dict) -> str:
     return "auto, up to half a layer at once"
 
 
+def override_words(overrides: dict) -> list[str]:
+    """``key=value`` words for a script's ``--set`` that give back ``overrides`` (None as
+    ``none``, which ``robustness_matrix.parse_overrides`` reads back as None)."""
+    return [f"{k}={'none' if v is None else v}" for k, v in overrides.items()]
+
+
 def matrix_command(name: str, result: dict) -> str:
     """The ``robustness_matrix.py`` command line that makes a file like ``result`` again: its
     cells, seeds, overrides and dense runs, read off the file (before, every table said the
@@ -1508,9 +1514,7 @@ def matrix_command(name: str, result: dict) -> str:
     if "merge_groups_default" not in result or "group_cap_default" not in result:
         overrides = effective_overrides(overrides, result)  # the defaults then, not today's
     if overrides:
-        words += ["--set"] + [
-            f"{k}={'none' if v is None else v}" for k, v in overrides.items()
-        ]
+        words += ["--set", *override_words(overrides)]
     source = str(result.get("dense_from", {}).get("file", ""))
     if source and (HERE.parent / source).is_file():
         words += ["--dense-from", source]
@@ -1721,7 +1725,7 @@ def render_decision_time(name: str, result: dict) -> list[str]:
           if first.get("initial_widths", [300, 100]) != [300, 100] else []),
         *([("--train-subset", [str(first["train_subset"])])] if first["train_subset"] else []),
         *([("--dataset", [first["dataset"]])] if first["dataset"] != "fashion-mnist" else []),
-        *[("--set", [f"{k}={v}"]) for k, v in first["overrides"].items()],
+        *([("--set", override_words(first["overrides"]))] if first["overrides"] else []),
     ]
     command = " ".join(f"{flag} {' '.join(values)}" for flag, values in options)
     lines = [

@@ -1604,6 +1604,9 @@ def test_decision_time_ends_the_warm_up_where_its_arm_says_and_counts_every_remo
     command = ("decision_time.py --inits normal --seeds 0 --arms at50 never --widths 32,16 "
                "--dataset teacher --set epochs=2 --name smoke`")  # fmt: skip
     assert command in table[2]  # the command that makes the file
+    unset = {**forced, "overrides": {"epochs": 2, "warmup_tolerance": None}}
+    table = render_decision_time("smoke", {"decision_time": [unset], "commit": "x", "cpu": "y"})
+    assert "--set epochs=2 warmup_tolerance=none --name smoke`" in table[2]  # as --set reads it
 
 
 def test_decision_time_fresh_arm_decides_on_evidence_measured_from_its_step_on():
