@@ -85,6 +85,10 @@ def command(rng: random.Random, out: Path) -> list[str]:
         ["--lr-theta", rng.choice(["0.1", "100"])], ["--trace-every", "3"],
         # since group moves became the default (auto, Eq. (14x); thirty-eighth session)
         ["--merge-groups", "off"], ["--group-cap", "half"],
+        # since the final settle became the default (fortieth session) and the warm-up's
+        # epoch option (forty-second)
+        ["--settle", rng.choice(["off", "on"])], ["--warmup-epoch", "on"],
+        ["--memory-format", "contiguous"],
     ]  # fmt: skip
     for option in rng.sample(options, rng.choice([0, 1, 2, 3, 4])):
         if option[0] not in args:  # two draws of one flag (--optimizer, --evidence): the first
