@@ -307,6 +307,19 @@ OUTSIDE = {
     "out-mlp-400-100-lr3e-4": {**FMNIST, "widths": (400, 100), "lr": 3e-4},
     "out-mlp-300-200-lr3e-4": {**FMNIST, "widths": (300, 200), "lr": 3e-4},
     "out-mlp-600-200-lr3e-4": {**FMNIST, "widths": (600, 200), "lr": 3e-4},
+    # eight settings chosen before they ran, with their predictions (forty-fourth session,
+    # docs §6zzj): a short run made longer by a smaller batch, sizes and starts between the
+    # earlier ones, a teacher of eight inputs, three hidden layers at 10,000 examples
+    "out-mlp-n1k-b25": {**FMNIST, "train_subset": 1_000, "batch_size": 25},
+    "out-mlp-n7k-b50": {**FMNIST, "train_subset": 7_000, "batch_size": 50},
+    "out-lenet5-n5k-b50": {**FMNIST, "arch": "lenet5", "train_subset": 5_000, "batch_size": 50},
+    "out-mlp-100": {**FMNIST, "widths": (100,)},
+    "out-mlp-1000-1000-n20k-5ep": {**FMNIST, "widths": (1000, 1000), "train_subset": 20_000,
+                                   "epochs": 5},
+    "out-mlp-3ep-b64": {**FMNIST, "epochs": 3, "batch_size": 64},
+    "out-teacher-in8-t10-5": {**FMNIST, "dataset": "teacher", "widths": (300, 100),
+                              "teacher": (8, (10, 5))},
+    "out-mlp3-200-n10k": {**FMNIST, "widths": (200, 200, 200), "train_subset": 10_000},
 }  # fmt: skip
 CASES.update(OUTSIDE)
 FULL = [
