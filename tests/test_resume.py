@@ -378,6 +378,42 @@ def test_a_signal_while_the_last_epoch_is_saved_interrupts_the_run(tmp_path, mon
     _assert_same(_model(out), _model(tmp_path / "whole"))
 
 
+def test_a_signal_during_the_final_settle_stops_it_at_once_and_the_resume_settles_again(
+    tmp_path, monkeypatch
+):
+    """SIGTERM while the final settle (Eq. (15)) measured its first unit: the settle used to go
+    on through every pass (minutes for a wide layer under --settle on) before the run stopped.
+    Now no further unit is measured; the run is interrupted with the last epoch's checkpoint
+    (the network the settle started from, nothing of the partly settled one written), and
+    resuming settles again and ends on the uninterrupted network."""
+    from bayesprune.cli import main
+    from bayesprune.inference.merge import MergeMoves
+
+    args = ["train", "--epochs", "2", "--widths", "6,4", "--settle", "on", "--no-progress",
+            "--no-report", "--threads", "1"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    moments, calls = MergeMoves._moments, []
+
+    def signalled(self, diff):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return moments(self, diff)
+
+    monkeypatch.setattr(MergeMoves, "_moments", signalled)
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out)]) == 128 + signal.SIGTERM
+    assert len(calls) == 1  # the unit being measured when the signal came, and no other
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "final settle" in summary["status_reason"]
+    assert summary["checkpoint"].endswith("epoch_002.pt")
+    assert not (out / "model.pt").exists() and not (out / "checkpoints" / "last.pt").exists()
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--no-progress", "--no-report"]) == 0
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+    _assert_same(_model(out), _model(tmp_path / "whole"))
+
+
 def test_the_progress_bar_stays_off_a_log_file(tmp_path):
     """With stdout and stderr in one log file the bar's \\r fragments glued every epoch line
     to the bar (grep '^epoch' found none of them)."""

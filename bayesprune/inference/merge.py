@@ -38,6 +38,11 @@ BUDGET = 2**26
 GROUP_CAPS = ("excess", "half")
 
 
+class SettleStopped(Exception):
+    """:meth:`MergeMoves.settle` was told to stop (``stop``) between two units' measurements;
+    the layer it was settling is as it was before that call."""
+
+
 @dataclass
 class Merge:
     """One accepted move."""
@@ -488,7 +493,12 @@ class MergeMoves:
     @torch.no_grad()
     @_evaluating
     def settle(
-        self, name: str, x: torch.Tensor, y: torch.Tensor, max_passes: int | None = None
+        self,
+        name: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        max_passes: int | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> tuple[list[Merge], list[int]]:
         """The final settle (Eq. (15)): silence layer ``name``'s units one at a time while that
         lowers F with confidence, on the trained network (no re-wiring, no retraining).
@@ -503,7 +513,10 @@ class MergeMoves:
         Returns the moves (in the order taken) and the (current) indices of the silenced units;
         the caller removes them physically. Nothing is fitted, so the whole sample measures.
         ``max_passes``: stop after that many passes (each removes at most one unit), the
-        budget of Eq. (15c); ``None``: while a unit qualifies.
+        budget of Eq. (15c); ``None``: while a unit qualifies. ``stop``: asked before each
+        unit is measured; once it answers True the settle raises :class:`SettleStopped`,
+        leaving the network as it was (the trainer's signal check: a pass over a wide layer
+        can take minutes, and Ctrl-C must not wait for all of them).
         """
         net = self.guide.net
         consumer, layer, start, gates, live = self._reading(name)
@@ -528,6 +541,8 @@ class MergeMoves:
         while int(live.sum()) > 1 and (max_passes is None or len(removed) < max_passes):
             best = None
             for unit in torch.nonzero(live).flatten().tolist():
+                if stop is not None and stop():
+                    raise SettleStopped(name)
                 d = changes.setdefault(unit, before.new_zeros(n))
                 rows = torch.nonzero(active[:, unit] & changed).flatten()
                 if len(rows):

@@ -44,7 +44,7 @@ from bayesprune.export import (
 from bayesprune.guides.gate_guide import GateGuide
 from bayesprune.inference.elbo import IMPLEMENTATIONS, GatedELBO
 from bayesprune.inference.elbo_fast import vertex_pricing_applies
-from bayesprune.inference.merge import MergeMoves, merges_apply
+from bayesprune.inference.merge import MergeMoves, SettleStopped, merges_apply
 from bayesprune.inference.prior_update import update_slab_variances
 from bayesprune.inference.projected_sgd import THETA_OPTIMIZERS, GateOptim
 from bayesprune.inference.pruning import PruneMessenger
@@ -587,7 +587,7 @@ class Trainer:
             delta_prior=sum(m.delta_prior for m in moves),
         )  # fmt: skip
 
-    def settle(self) -> dict[str, int] | None:
+    def settle(self, stop=None) -> dict[str, int] | None:
         """The final settle (Eq. (15), ``settle="auto"`` or ``"on"``): after the last epoch,
         each gated layer from the input on (under ``auto`` the cheapest layers whose passes
         together cost at most :data:`SETTLE_SHARE` of the training, :func:`settle_cost_shares`;
@@ -597,7 +597,10 @@ class Trainer:
         from a generator seeded by the run's seed; the units go as the gates' and merges' do,
         recorded with ``settled``. Returns how many left each layer (``None``: not settled: the
         option off, weights or a posterior without the prior's closed form, or a run that did
-        not finish)."""
+        not finish). ``stop``: a callable asked before each layer and each unit's measurement;
+        once it answers True, :class:`~bayesprune.inference.merge.SettleStopped` is raised
+        (the layers settled before it are removed from the network in memory: the state to
+        continue from is the last epoch's checkpoint, :meth:`interrupt_settle`)."""
         if self.config.settle == "off" or self.settler is None or self.status != "finished":
             return None
         n = len(self.data.x_train)
@@ -621,10 +624,12 @@ class Trainer:
             if name in self.settle_skipped:
                 out[name] = 0
                 continue
+            if stop is not None and stop():
+                raise SettleStopped(name)
             # a pass removes one unit: passes beyond a layer's first are paid from what the
             # budget leaves over, in layer order (each counted at the first's cost)
             passes = 1 + int(max(spare, 0.0) / shares[name]) if shares.get(name) else None
-            moves, removed = self.settler.settle(name, x, y, max_passes=passes)
+            moves, removed = self.settler.settle(name, x, y, max_passes=passes, stop=stop)
             out[name] = len(removed)
             if passes is not None:
                 used = len(removed) + (len(removed) < passes)  # the last found none to remove
@@ -852,7 +857,10 @@ class Trainer:
             # metrics.jsonl's last ones
             self.removed_at_end = self.remove_collapsed()
             settle_start = time.perf_counter()
-            self.settled = self.settle()
+            try:  # a signal stops the settle between two units' measurements, not after all
+                self.settled = self.settle(stop=lambda: stop.signal is not None)
+            except SettleStopped:
+                self.interrupt_settle(stop.signal)
             self.settle_seconds = time.perf_counter() - settle_start
         wall = self.wall + time.perf_counter() - start - self.bookkeeping
         return self.finish(wall, self.step_seconds(), self.bookkeeping)
@@ -938,6 +946,19 @@ class Trainer:
             path = self.writer.checkpoint("last", self.checkpoint_state())
             self.mark_interrupted(signum, checkpoint=path)
         raise TrainingInterrupted(signum, self.step, path)
+
+    def interrupt_settle(self, signum: int) -> None:
+        """A signal during the final settle: mark the run interrupted and stop. No checkpoint
+        of the partly settled network is written: ``--resume`` continues from the last
+        epoch's (the network the settle started from, :func:`~bayesprune.runs.latest_state`)
+        and settles it again, with the same sample, so that it ends on the network of the run
+        that was not stopped."""
+        path = None
+        if self.writer is not None:
+            path = self.writer.path / "checkpoints" / f"epoch_{self.epoch:03d}.pt"
+            detail = "in the final settle; a resume settles again from the last epoch's checkpoint"
+            self.mark_interrupted(signum, checkpoint=path, detail=detail)
+        raise TrainingInterrupted(signum, self.step, path, where="in the final settle")
 
     def mark_interrupted(self, signum: int, checkpoint=None, detail: str | None = None) -> None:
         """``summary.json`` of a run a signal stopped: ``interrupted``, at which step, and its
@@ -1664,10 +1685,10 @@ class TrainingInterrupted(BaseException):
     A ``BaseException``, as ``KeyboardInterrupt`` is: a sweep's ``except Exception`` around
     ``fit`` does not swallow the user's Ctrl-C and go on with the next run."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+    def __init__(self, signum: int, step: int, checkpoint: Path | None, where: str = ""):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
         name = signal.Signals(signum).name
-        super().__init__(f"{name} at step {step}")
+        super().__init__(f"{name} at step {step}" + (f", {where}" if where else ""))
 
 
 def _weak(method, gone=None):
