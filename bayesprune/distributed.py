@@ -538,9 +538,17 @@ def fit_distributed(
     # (removal, evaluation, export) runs
     trainer.guide.to(trainer.device)
     trainer.removed_at_end = trainer.remove_collapsed()
+    # the final settle (Eq. (15)), as one process runs it after its last epoch: each process
+    # measures its share of the sample and the statistics are summed (on_train_start's shard
+    # and reduce), so every process removes the same units (it was left out here until the
+    # forty-fourth session: a data-parallel run ended unsettled, with "settled": null)
+    settle_start = time.perf_counter()
+    trainer.settled = trainer.settle()
+    trainer.settle_seconds = time.perf_counter() - settle_start
     ended = module.ended if module.ended is not None else time.perf_counter()
     started = module.started if module.started is not None else start
-    wall = trainer.wall + ended - started - trainer.bookkeeping
+    # the settle counts in the training's wall time, as in one process
+    wall = trainer.wall + ended - started - trainer.bookkeeping + trainer.settle_seconds
     summary = trainer.finish(wall, trainer.step_seconds(), trainer.bookkeeping)
     trainer.net.eval()  # as Trainer.fit leaves it: the network model.pt holds
     summary["strategy"] = {

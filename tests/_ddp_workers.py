@@ -128,3 +128,30 @@ def _sharded_merges(rank: int, world: int, port: int, path: str) -> None:
         torch.save(out, path)
     if world > 1:
         dist.destroy_process_group()
+
+
+def _sharded_settle(rank: int, world: int, port: int, path: str) -> None:
+    """The final settle (Eq. (15)) of every layer of the fitted networks at τ = 30, with each
+    process measuring its share of the sample (rank 0 saves the units and their ΔF terms)."""
+    import torch.distributed as dist
+
+    from bayesprune.distributed import all_reduce_sum
+    from tests.inference.test_settle import _fitted_at_tau_30
+
+    torch.set_num_threads(1)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    out = {}
+    for kind in ("mlp", "conv"):
+        net, x, y, moves = _fitted_at_tau_30(kind)
+        if world > 1:
+            moves.shard, moves.reduce = (rank, world), all_reduce_sum
+        out[kind] = {}
+        for name in net.gated:
+            merges, removed = moves.settle(name, x, y)
+            out[kind][name] = (removed, [(m.delta_data, m.delta_prior) for m in merges])
+    if rank == 0:
+        torch.save(out, path)
+    if world > 1:
+        dist.destroy_process_group()

@@ -18,6 +18,7 @@ pytest.importorskip("lightning", reason="the distributed extra (lightning) is no
 from tests._ddp_workers import (  # noqa: E402
     _running_stats,
     _sharded_merges,
+    _sharded_settle,
     _small_trainer,
     _steps,
 )
@@ -81,6 +82,10 @@ def test_ddp_run_prunes_in_lockstep_and_process_0_alone_writes(runs):
     assert len(event_steps) - 1 <= strategy["lockstep_checks_after_removals"] <= len(event_steps)
     assert strategy["gradient_reductions"] == summary["total_steps"]
     assert any(e.get("merged") for e in summary["prune_events"])  # merge moves ran too
+    # the final settle ran, as in one process (its units, if any, leave at the last step)
+    assert summary["settled"] is not None and set(summary["settled"]) == {"fc1", "fc2"}
+    settled = [e for e in summary["prune_events"] if e.get("settled")]
+    assert sum(e["removed"] for e in settled) == sum(summary["settled"].values())
     assert _epochs(ddp) == list(range(1, 7))  # one writer: no record twice
     assert (ddp / "model.pt").exists() and (ddp / "checkpoints" / "epoch_006.pt").exists()
 
@@ -295,6 +300,28 @@ def test_merge_rounds_sharded_over_processes_decide_as_one_process(tmp_path):
     assert [t[2] for t in tests_b] == [t[2] for t in tests_a] and len(tests_a) >= 2
     for (mean_a, sd_a, _), (mean_b, sd_b, _) in zip(tests_a, tests_b, strict=True):
         assert (mean_b, sd_b) == pytest.approx((mean_a, sd_a), rel=1e-3, abs=1e-9)
+
+
+def test_the_final_settle_sharded_over_processes_takes_one_processs_units(tmp_path):
+    """The settle (Eq. (15)) measures each unit's loss changes on this process's share of the
+    sample and sums the statistics over the processes (MergeMoves.shard, reduce): at τ = 30,
+    where the fitted networks lose several units of a layer one pass each, two processes must
+    take the units one process takes, in its order, with its ΔF terms."""
+    import torch.multiprocessing as mp
+
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    _sharded_settle(0, 1, 0, str(one))
+    mp.spawn(_sharded_settle, args=(2, _free_port(), str(two)), nprocs=2, join=True)
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    several = 0
+    for kind in ("mlp", "conv"):
+        for name, (removed, terms) in a[kind].items():
+            assert b[kind][name][0] == removed, (kind, name)
+            flat = [v for pair in terms for v in pair]
+            shared = [v for pair in b[kind][name][1] for v in pair]
+            assert shared == pytest.approx(flat, rel=1e-3, abs=1e-3), (kind, name)
+            several += len(removed) >= 2
+    assert several  # (the setting does what the test needs: a layer settled over passes)
 
 
 def test_sigterm_stops_the_processes_without_a_collective_in_the_handler(monkeypatch):
