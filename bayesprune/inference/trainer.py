@@ -587,7 +587,7 @@ class Trainer:
             delta_prior=sum(m.delta_prior for m in moves),
         )  # fmt: skip
 
-    def settle(self, stop=None) -> dict[str, int] | None:
+    def settle(self, stop=None, measured=None) -> dict[str, int] | None:
         """The final settle (Eq. (15), ``settle="auto"`` or ``"on"``): after the last epoch,
         each gated layer from the input on (under ``auto`` the cheapest layers whose passes
         together cost at most :data:`SETTLE_SHARE` of the training, :func:`settle_cost_shares`;
@@ -600,7 +600,8 @@ class Trainer:
         not finish). ``stop``: a callable asked before each layer and each unit's measurement;
         once it answers True, :class:`~bayesprune.inference.merge.SettleStopped` is raised
         (the layers settled before it are removed from the network in memory: the state to
-        continue from is the last epoch's checkpoint, :meth:`interrupt_settle`)."""
+        continue from is the last epoch's checkpoint, :meth:`interrupt_settle`). ``measured``:
+        called before each unit's measurement (the progress bar's count)."""
         if self.config.settle == "off" or self.settler is None or self.status != "finished":
             return None
         n = len(self.data.x_train)
@@ -619,6 +620,14 @@ class Trainer:
             self.settle_skipped = over_budget(shares, SETTLE_SHARE)
             kept = [name for name in shares if name not in self.settle_skipped]
             spare = SETTLE_SHARE - sum(shares[name] for name in kept)  # beyond one pass each
+        asked = None  # what the settle asks before each unit: count it, and stop?
+        if stop is not None or measured is not None:
+
+            def asked():
+                if measured is not None:
+                    measured()
+                return stop is not None and stop()
+
         out = {}
         for name in self.net.gated:
             if name in self.settle_skipped:
@@ -629,7 +638,7 @@ class Trainer:
             # a pass removes one unit: passes beyond a layer's first are paid from what the
             # budget leaves over, in layer order (each counted at the first's cost)
             passes = 1 + int(max(spare, 0.0) / shares[name]) if shares.get(name) else None
-            moves, removed = self.settler.settle(name, x, y, max_passes=passes, stop=stop)
+            moves, removed = self.settler.settle(name, x, y, max_passes=passes, stop=asked)
             out[name] = len(removed)
             if passes is not None:
                 used = len(removed) + (len(removed) < passes)  # the last found none to remove
@@ -857,10 +866,17 @@ class Trainer:
             # metrics.jsonl's last ones
             self.removed_at_end = self.remove_collapsed()
             settle_start = time.perf_counter()
+            # the settle can take a quarter of the training's time (Eq. (15c)), more under
+            # --settle on: a bar of the units it has measured, where the training's bar shows
+            bar = tqdm(desc="settle", unit="unit", disable=None if progress else True)
             try:  # a signal stops the settle between two units' measurements, not after all
-                self.settled = self.settle(stop=lambda: stop.signal is not None)
+                self.settled = self.settle(
+                    stop=lambda: stop.signal is not None, measured=lambda: bar.update(1)
+                )
             except SettleStopped:
+                bar.close()
                 self.interrupt_settle(stop.signal)
+            bar.close()
             self.settle_seconds = time.perf_counter() - settle_start
         wall = self.wall + time.perf_counter() - start - self.bookkeeping
         return self.finish(wall, self.step_seconds(), self.bookkeeping)

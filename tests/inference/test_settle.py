@@ -203,6 +203,20 @@ def test_the_trainer_settles_after_the_last_epoch_and_records_it():
     assert on.net.widths == s_on["widths"]
 
 
+def test_the_settles_progress_counts_every_unit_it_measures(monkeypatch):
+    """The trainer's settle bar (``measured``, called before each unit's measurement) counts
+    one per unit measured in every pass of every layer: the units its statistics are taken
+    for."""
+    on, _ = _teacher_trainer("on")
+    moments, taken, counted = MergeMoves._moments, [], []
+    monkeypatch.setattr(
+        MergeMoves, "_moments", lambda self, d: taken.append(1) or moments(self, d)
+    )
+    on.settle(measured=lambda: counted.append(1))  # on the settled network: one pass a layer
+    widths = [on.net.width(n) for n in on.net.gated]
+    assert len(counted) == len(taken) >= sum(w for w in widths if w > 1)
+
+
 def test_auto_leaves_out_a_layer_whose_passes_cost_more_than_its_share():
     """Eq. (15c), the default: a layer is settled when its passes fit, with the cheaper layers',
     in a quarter of the training's compute. Here (2,000 examples, 3 epochs, 4 inputs) a pass
