@@ -677,8 +677,9 @@ def _fit(trainer, out: Path, args, run: dict | None = None) -> int:
             warnings.filterwarnings("ignore", message="the run ", category=RuntimeWarning)
             summary = trainer.fit(progress=not args.no_progress, run=run, write_summary=False)
     except TrainingInterrupted as stop:
+        saved = "the last epoch's checkpoint stands" if stop.where else "state saved"
         print(
-            f"bayesprune: interrupted ({stop}); state saved, continue with: "
+            f"bayesprune: interrupted ({stop}); {saved}, continue with: "
             f"bayesprune train --resume {out}",
             file=sys.stderr,
         )

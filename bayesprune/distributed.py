@@ -290,12 +290,7 @@ def lightning_module(trainer: Trainer):
         def on_train_start(self):
             core, world = self.core, self.trainer.world_size
             core.elbo.grad_sync = self.sync if world > 1 else None
-            if world > 1:  # each process measures its share (merges and the settle: one
-                for moves in {core.merges, core.settler} - {None}:  # object if merges are on)
-                    moves.shard = (self.global_rank, world)
-                    moves.reduce = all_reduce_sum
-            if self.threads is not None:  # Lightning set cores / processes; the user said
-                torch.set_num_threads(self.threads)
+            share_measures(core, self.global_rank, world, self.threads)
             self.resync()  # one start: process 0's parameters (a resumed run's too)
             # each process draws the gates of its own examples: its own stream
             pyro.set_rng_seed(core.config.seed * 7919 + 104_729 * self.global_rank + core.step)
@@ -428,6 +423,20 @@ def _sigterm_without_a_collective(lt) -> None:
     connector._sigterm_notifier_fn = notify
 
 
+def share_measures(core: Trainer, rank: int, world: int, threads: int | None) -> None:
+    """Each process measures its share of the merge rounds' and the final settle's samples,
+    the statistics summed over the processes (one object if merges are on); and computes with
+    the threads the user asked for (Lightning set cores / processes). From ``on_train_start``,
+    and again before the settle: a run resumed with no epoch left skips Lightning's loop and
+    its hooks."""
+    if world > 1:
+        for moves in {core.merges, core.settler} - {None}:
+            moves.shard = (rank, world)
+            moves.reduce = all_reduce_sum
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def fit_distributed(
     trainer: Trainer,
     devices: int,
@@ -512,6 +521,24 @@ def fit_distributed(
     with pyro.validation_enabled(False):
         try:
             lt.fit(module)
+            if module.bar is not None:
+                module.bar.close()
+            # Lightning's teardown moves the module (the guide, and the network inside it) to
+            # the CPU; the data and the optimisers' moments stay on the process's device, where
+            # the rest (removal, the settle, evaluation, export) runs
+            trainer.guide.to(trainer.device)
+            trainer.removed_at_end = trainer.remove_collapsed()
+            # the training's clock stops here (a resumed run with no epoch left has no hook)
+            ended = module.ended if module.ended is not None else time.perf_counter()
+            # the final settle (Eq. (15)), as one process runs it after its last epoch: each
+            # process measures its share of the sample, the statistics summed, so every process
+            # removes the same units (left out here until the forty-fourth session: a
+            # data-parallel run ended unsettled, with "settled": null). Inside this handler:
+            # its collectives lose their peer as the loop's do when another process is stopped
+            share_measures(trainer, rank, lt.world_size, threads)
+            settle_start = time.perf_counter()
+            trainer.settled = trainer.settle()
+            trainer.settle_seconds = time.perf_counter() - settle_start
         except BaseException as err:
             _STOPPED_MID_RUN = True
             if not (isinstance(err, Exception) and peer_lost(err)):
@@ -531,22 +558,9 @@ def fit_distributed(
                 file=sys.stderr,
             )
             raise SystemExit(1) from None
-    if module.bar is not None:
-        module.bar.close()
-    # Lightning's teardown moves the module (the guide, and the network inside it) to the CPU;
-    # the data and the optimisers' moments stay on the process's device, where the rest
-    # (removal, evaluation, export) runs
-    trainer.guide.to(trainer.device)
-    trainer.removed_at_end = trainer.remove_collapsed()
-    # the final settle (Eq. (15)), as one process runs it after its last epoch: each process
-    # measures its share of the sample and the statistics are summed (on_train_start's shard
-    # and reduce), so every process removes the same units (it was left out here until the
-    # forty-fourth session: a data-parallel run ended unsettled, with "settled": null)
-    settle_start = time.perf_counter()
-    trainer.settled = trainer.settle()
-    trainer.settle_seconds = time.perf_counter() - settle_start
-    ended = module.ended if module.ended is not None else time.perf_counter()
-    started = module.started if module.started is not None else start
+    # no loop ran (a resumed run with no epoch left): no training in this process, its launch
+    # and setup are setup_seconds
+    started = module.started if module.started is not None else ended
     # the settle counts in the training's wall time, as in one process
     wall = trainer.wall + ended - started - trainer.bookkeeping + trainer.settle_seconds
     summary = trainer.finish(wall, trainer.step_seconds(), trainer.bookkeeping)

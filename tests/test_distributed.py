@@ -176,6 +176,46 @@ def test_a_run_resumes_on_another_number_of_processes(tmp_path):
     assert _summary(out)["status"] == "finished" and _epochs(out) == list(range(1, 7))
 
 
+def test_a_run_resumed_on_two_processes_with_no_epoch_left_settles_as_one_process(
+    tmp_path, monkeypatch
+):
+    """Stopped as its last epoch was saved, a run resumes with nothing left but the settle:
+    Lightning then skips its loop and its hooks, where the settle's sample is shared out
+    (each process measured all of it, with Lightning's thread count) and the training's clock
+    stops (the settle's time was counted twice). Settled on two processes, it must remove the
+    units the uninterrupted one-process run removed: the same model.pt to the bit (the settle
+    changes no weight, only which units stay)."""
+    from bayesprune.cli import main
+    from bayesprune.inference.trainer import Trainer
+
+    args = ["train", "--dataset", "teacher", "--epochs", "2", "--widths", "6,4", "--settle",
+            "on", "--no-progress", "--no-report", "--threads", "1"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole = _summary(tmp_path / "whole")
+    assert sum(whole["settled"].values()) >= 1  # (the setting does what the test needs)
+    end_epoch = Trainer.end_epoch
+
+    def signalled(self, steps, bar=None):
+        end_epoch(self, steps, bar)
+        if self.epoch == self.config.epochs:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "end_epoch", signalled)
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out)]) == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    _run("train", "--resume", str(out), *DDP, "--no-progress", "--no-report")
+    summary = _summary(out)
+    assert summary["status"] == "finished" and summary["strategy"]["devices"] == 2
+    assert summary["settled"] == whole["settled"]
+    assert summary["train_wall_seconds"] < whole["train_wall_seconds"] + summary["settle_seconds"]
+    a = torch.load(out / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    assert a["layers"] == b["layers"]
+    for key, value in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][key], value), key
+
+
 def _wait_for_checkpoint(out, proc):
     deadline = time.time() + 180
     while not (out / "checkpoints" / "epoch_002.pt").exists():

@@ -414,6 +414,49 @@ def test_a_signal_during_the_final_settle_stops_it_at_once_and_the_resume_settle
     _assert_same(_model(out), _model(tmp_path / "whole"))
 
 
+def test_a_settle_stopped_after_a_resume_at_the_last_step_names_the_checkpoint_resume_takes(
+    tmp_path, monkeypatch
+):
+    """Stopped as its last epoch was saved, a run holds last.pt and epoch_002.pt at the same
+    step, and a resume takes last.pt (latest_state prefers it at a tie). Stopped again in the
+    settle of that resume, the summary must name last.pt, not the epoch's file; and the run
+    still ends on the uninterrupted network."""
+    from bayesprune.cli import main
+    from bayesprune.inference.merge import MergeMoves
+    from bayesprune.inference.trainer import Trainer
+
+    args = ["train", "--epochs", "2", "--widths", "6,4", "--settle", "on", "--no-progress",
+            "--no-report", "--threads", "1"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    end_epoch = Trainer.end_epoch
+
+    def signalled(self, steps, bar=None):
+        end_epoch(self, steps, bar)
+        if self.epoch == self.config.epochs:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "end_epoch", signalled)
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out)]) == 128 + signal.SIGTERM
+    assert (out / "checkpoints" / "last.pt").exists()
+    monkeypatch.undo()
+    moments = MergeMoves._moments
+
+    def in_the_settle(self, diff):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return moments(self, diff)
+
+    monkeypatch.setattr(MergeMoves, "_moments", in_the_settle)
+    resume = ["train", "--resume", str(out), "--no-progress", "--no-report"]
+    assert main(resume) == 128 + signal.SIGTERM
+    summary = json.loads((out / "summary.json").read_text())
+    assert "final settle" in summary["status_reason"]
+    assert summary["checkpoint"].endswith("last.pt")
+    monkeypatch.undo()
+    assert main(resume) == 0
+    _assert_same(_model(out), _model(tmp_path / "whole"))
+
+
 def test_the_progress_bar_stays_off_a_log_file(tmp_path):
     """With stdout and stderr in one log file the bar's \\r fragments glued every epoch line
     to the bar (grep '^epoch' found none of them)."""

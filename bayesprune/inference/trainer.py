@@ -298,6 +298,7 @@ class Trainer:
         # for the θ optimiser (no cycle); without its trainer no θ moves (no schedule, no rule)
         self.weak_movable = _weak(self.movable, gone=False)
         self.resumed_from: Path | None = None  # the checkpoint Trainer.resume restored
+        self.resumed_step: int | None = None  # and the step it held
         self.held_here = False  # this trainer took the hold on its run directory
         self.hold_finalizer = None  # Trainer.resume's release of it, should the trainer be dropped
         # data-parallel training (bayesprune.distributed): the examples of this step summed over
@@ -740,7 +741,9 @@ class Trainer:
         ``model.pt`` holds it, however ``fit`` ends.
 
         SIGINT and SIGTERM finish the current step, write ``checkpoints/last.pt`` and
-        ``summary.json`` with status ``interrupted``, and raise :class:`TrainingInterrupted`. A
+        ``summary.json`` with status ``interrupted``, and raise :class:`TrainingInterrupted`;
+        during the final settle they stop it before the next unit's measurement, write no
+        checkpoint (the last epoch's is where a resume settles again) and raise the same. A
         non-finite objective stops the run with status ``failed`` (the last good checkpoint
         stays; no ``model.pt``); a run that ends ``failed`` or ``collapsed`` also raises a
         ``RuntimeWarning`` saying why. An exception inside training marks ``summary.json``
@@ -762,8 +765,8 @@ class Trainer:
             )
         if self.started:  # stopped by a signal or an error: its state is that of a cut run
             raise RuntimeError(  # (its status is the health check's, "finished" until then)
-                f"this Trainer's run stopped at step {self.step}, before its last epoch (a "
-                "signal or an error); continue it from its checkpoint with Trainer.resume(out, "
+                f"this Trainer's run stopped at step {self.step}, before it ended (a signal or "
+                "an error); continue it from its checkpoint with Trainer.resume(out, "
                 "data), or build a new Trainer (and a new network)"
             )
         rng = global_rng_state()  # the caller's random streams, given back when fit ends
@@ -867,16 +870,23 @@ class Trainer:
             self.removed_at_end = self.remove_collapsed()
             settle_start = time.perf_counter()
             # the settle can take a quarter of the training's time (Eq. (15c)), more under
-            # --settle on: a bar of the units it has measured, where the training's bar shows
-            bar = tqdm(desc="settle", unit="unit", disable=None if progress else True)
+            # --settle on: a bar of the units it has measured, where the training's bar shows,
+            # made at the first unit (none where no layer is settled)
+            bar = []
+
+            def measured():
+                if not bar:
+                    bar.append(tqdm(desc="settle", unit="unit",
+                                    disable=None if progress else True))  # fmt: skip
+                bar[0].update(1)
+
             try:  # a signal stops the settle between two units' measurements, not after all
-                self.settled = self.settle(
-                    stop=lambda: stop.signal is not None, measured=lambda: bar.update(1)
-                )
+                self.settled = self.settle(stop=lambda: stop.signal is not None, measured=measured)
             except SettleStopped:
-                bar.close()
                 self.interrupt_settle(stop.signal)
-            bar.close()
+            finally:
+                for b in bar:
+                    b.close()
             self.settle_seconds = time.perf_counter() - settle_start
         wall = self.wall + time.perf_counter() - start - self.bookkeeping
         return self.finish(wall, self.step_seconds(), self.bookkeeping)
@@ -972,6 +982,10 @@ class Trainer:
         path = None
         if self.writer is not None:
             path = self.writer.path / "checkpoints" / f"epoch_{self.epoch:03d}.pt"
+            if self.resumed_from is not None and self.resumed_step == self.step:
+                # resumed at the last step (from last.pt, where a signal came as the last epoch
+                # was saved): that file, which latest_state prefers at a tie, is the one
+                path = Path(self.resumed_from)
             detail = "in the final settle; a resume settles again from the last epoch's checkpoint"
             self.mark_interrupted(signum, checkpoint=path, detail=detail)
         raise TrainingInterrupted(signum, self.step, path, where="in the final settle")
@@ -1187,6 +1201,7 @@ class Trainer:
                 release_run_directory(out)
             raise
         trainer.held_here, trainer.resumed_from = held, path
+        trainer.resumed_step = trainer.step
         if held:  # a resumed trainer dropped without fit() lets go of the directory too (and
             # fit, which lets go itself, detaches this, so that it never frees a later hold)
             trainer.hold_finalizer = weakref.finalize(trainer, release_run_directory, out)
@@ -1696,13 +1711,14 @@ def binary_fraction(theta: torch.Tensor, tol: float = 1e-3) -> float:
 
 
 class TrainingInterrupted(BaseException):
-    """SIGINT or SIGTERM stopped training after a step; its state is in ``checkpoint``.
+    """SIGINT or SIGTERM stopped training after a step, or during the final settle
+    (``where``); the state to continue from is in ``checkpoint``.
 
     A ``BaseException``, as ``KeyboardInterrupt`` is: a sweep's ``except Exception`` around
     ``fit`` does not swallow the user's Ctrl-C and go on with the next run."""
 
     def __init__(self, signum: int, step: int, checkpoint: Path | None, where: str = ""):
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.signum, self.step, self.checkpoint, self.where = signum, step, checkpoint, where
         name = signal.Signals(signum).name
         super().__init__(f"{name} at step {step}" + (f", {where}" if where else ""))
 

@@ -217,6 +217,35 @@ def test_the_settles_progress_counts_every_unit_it_measures(monkeypatch):
     assert len(counted) == len(taken) >= sum(w for w in widths if w > 1)
 
 
+def test_the_settles_bar_is_made_only_where_a_unit_is_measured_and_closed(monkeypatch):
+    """No bar for a run that settles nothing (``--settle off``: a terminal showed an empty
+    "settle: 0unit"); one, closed, for a run that settles."""
+    from bayesprune.inference import trainer as trainer_module
+
+    made = []  # [desc, updates, closed] of each bar
+
+    class Recorded(trainer_module.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.record = [kwargs.get("desc"), 0, False]
+            made.append(self.record)
+
+        def update(self, n=1):
+            self.record[1] += n
+            return super().update(n)
+
+        def close(self):
+            self.record[2] = True
+            return super().close()
+
+    monkeypatch.setattr(trainer_module, "tqdm", Recorded)
+    _teacher_trainer("off")
+    assert [b for b in made if b[0] == "settle"] == []
+    _teacher_trainer("on")
+    settle = [b for b in made if b[0] == "settle"]
+    assert len(settle) == 1 and settle[0][1] >= 1 and settle[0][2], settle
+
+
 def test_auto_leaves_out_a_layer_whose_passes_cost_more_than_its_share():
     """Eq. (15c), the default: a layer is settled when its passes fit, with the cheaper layers',
     in a quarter of the training's compute. Here (2,000 examples, 3 epochs, 4 inputs) a pass
