@@ -350,16 +350,11 @@ def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path, 
     assert "resuming with --threads 2 where the run started with 1" in err
 
 
-def test_a_signal_while_the_last_epoch_is_saved_interrupts_the_run(tmp_path, monkeypatch):
-    """SIGTERM while the last epoch was evaluated and checkpointed was recorded and never
-    looked at: the run went on through its report, printed a finished summary and exited 0.
-    Now it is interrupted there (143), and resuming ends on the uninterrupted network."""
-    from bayesprune.cli import main
+def stop_as_the_last_epoch_is_saved(monkeypatch) -> None:
+    """SIGTERM to this process once the last epoch is evaluated and checkpointed (patched into
+    ``Trainer.end_epoch`` until ``monkeypatch.undo()``)."""
     from bayesprune.inference.trainer import Trainer
 
-    args = ["train", "--epochs", "2", "--widths", "6,4", "--no-progress", "--no-report",
-            "--threads", "1"]  # fmt: skip
-    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     end_epoch = Trainer.end_epoch
 
     def signalled(self, steps, bar=None):
@@ -368,6 +363,18 @@ def test_a_signal_while_the_last_epoch_is_saved_interrupts_the_run(tmp_path, mon
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(Trainer, "end_epoch", signalled)
+
+
+def test_a_signal_while_the_last_epoch_is_saved_interrupts_the_run(tmp_path, monkeypatch):
+    """SIGTERM while the last epoch was evaluated and checkpointed was recorded and never
+    looked at: the run went on through its report, printed a finished summary and exited 0.
+    Now it is interrupted there (143), and resuming ends on the uninterrupted network."""
+    from bayesprune.cli import main
+
+    args = ["train", "--epochs", "2", "--widths", "6,4", "--no-progress", "--no-report",
+            "--threads", "1"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    stop_as_the_last_epoch_is_saved(monkeypatch)
     out = tmp_path / "run"
     assert main([*args, "--out", str(out)]) == 128 + signal.SIGTERM
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
@@ -423,19 +430,11 @@ def test_a_settle_stopped_after_a_resume_at_the_last_step_names_the_checkpoint_r
     still ends on the uninterrupted network."""
     from bayesprune.cli import main
     from bayesprune.inference.merge import MergeMoves
-    from bayesprune.inference.trainer import Trainer
 
     args = ["train", "--epochs", "2", "--widths", "6,4", "--settle", "on", "--no-progress",
             "--no-report", "--threads", "1"]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
-    end_epoch = Trainer.end_epoch
-
-    def signalled(self, steps, bar=None):
-        end_epoch(self, steps, bar)
-        if self.epoch == self.config.epochs:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(Trainer, "end_epoch", signalled)
+    stop_as_the_last_epoch_is_saved(monkeypatch)
     out = tmp_path / "run"
     assert main([*args, "--out", str(out)]) == 128 + signal.SIGTERM
     assert (out / "checkpoints" / "last.pt").exists()
