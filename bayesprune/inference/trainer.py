@@ -298,7 +298,6 @@ class Trainer:
         # for the θ optimiser (no cycle); without its trainer no θ moves (no schedule, no rule)
         self.weak_movable = _weak(self.movable, gone=False)
         self.resumed_from: Path | None = None  # the checkpoint Trainer.resume restored
-        self.resumed_step: int | None = None  # and the step it held
         self.held_here = False  # this trainer took the hold on its run directory
         self.hold_finalizer = None  # Trainer.resume's release of it, should the trainer be dropped
         # data-parallel training (bayesprune.distributed): the examples of this step summed over
@@ -982,7 +981,7 @@ class Trainer:
         path = None
         if self.writer is not None:
             path = self.writer.path / "checkpoints" / f"epoch_{self.epoch:03d}.pt"
-            if self.resumed_from is not None and self.resumed_step == self.step:
+            if self.resumed_from is not None and self.resumed == self.step:
                 # resumed at the last step (from last.pt, where a signal came as the last epoch
                 # was saved): that file, which latest_state prefers at a tie, is the one
                 path = Path(self.resumed_from)
@@ -1201,7 +1200,6 @@ class Trainer:
                 release_run_directory(out)
             raise
         trainer.held_here, trainer.resumed_from = held, path
-        trainer.resumed_step = trainer.step
         if held:  # a resumed trainer dropped without fit() lets go of the directory too (and
             # fit, which lets go itself, detaches this, so that it never frees a later hold)
             trainer.hold_finalizer = weakref.finalize(trainer, release_run_directory, out)
