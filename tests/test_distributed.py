@@ -186,7 +186,7 @@ def test_a_run_resumed_on_two_processes_with_no_epoch_left_settles_as_one_proces
     units the uninterrupted one-process run removed: the same model.pt to the bit (the settle
     changes no weight, only which units stay)."""
     from bayesprune.cli import main
-    from tests.test_resume import stop_as_the_last_epoch_is_saved
+    from tests.test_resume import _assert_same, _model, stop_as_the_last_epoch_is_saved
 
     args = ["train", "--dataset", "teacher", "--epochs", "2", "--widths", "6,4", "--settle",
             "on", "--no-progress", "--no-report", "--threads", "1"]  # fmt: skip
@@ -207,11 +207,7 @@ def test_a_run_resumed_on_two_processes_with_no_epoch_left_settles_as_one_proces
     assert summary["train_wall_seconds"] == pytest.approx(
         trained + summary["settle_seconds"], abs=0.05
     )
-    a = torch.load(out / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
-    assert a["layers"] == b["layers"]
-    for key, value in b["state_dict"].items():
-        assert torch.equal(a["state_dict"][key], value), key
+    _assert_same(_model(out), _model(tmp_path / "whole"))
 
 
 def _wait_for_checkpoint(out, proc):

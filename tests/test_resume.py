@@ -385,8 +385,40 @@ def test_a_signal_while_the_last_epoch_is_saved_interrupts_the_run(tmp_path, mon
     _assert_same(_model(out), _model(tmp_path / "whole"))
 
 
+SETTLED = ["train", "--epochs", "2", "--widths", "6,4", "--settle", "on", "--no-progress",
+           "--no-report", "--threads", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def settled_whole(tmp_path_factory):
+    """The uninterrupted SETTLED run's folder (its settle removes a unit of fc2)."""
+    from bayesprune.cli import main
+
+    out = tmp_path_factory.mktemp("settled") / "whole"
+    assert main([*SETTLED, "--out", str(out)]) == 0
+    return out
+
+
+def signal_in_the_settle(monkeypatch, calls: list | None = None) -> None:
+    """SIGTERM to this process as the final settle measures a unit (patched into
+    ``MergeMoves._moments`` until ``monkeypatch.undo()``): at every unit, or, with ``calls``
+    (a list each measurement appends to), at the first only."""
+    from bayesprune.inference.merge import MergeMoves
+
+    moments = MergeMoves._moments
+
+    def signalled(self, diff):
+        if calls is not None:
+            calls.append(1)
+        if calls is None or len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return moments(self, diff)
+
+    monkeypatch.setattr(MergeMoves, "_moments", signalled)
+
+
 def test_a_signal_during_the_final_settle_stops_it_at_once_and_the_resume_settles_again(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, settled_whole
 ):
     """SIGTERM while the final settle (Eq. (15)) measured its first unit: the settle used to go
     on through every pass (minutes for a wide layer under --settle on) before the run stopped.
@@ -394,22 +426,11 @@ def test_a_signal_during_the_final_settle_stops_it_at_once_and_the_resume_settle
     (the network the settle started from, nothing of the partly settled one written), and
     resuming settles again and ends on the uninterrupted network."""
     from bayesprune.cli import main
-    from bayesprune.inference.merge import MergeMoves
 
-    args = ["train", "--epochs", "2", "--widths", "6,4", "--settle", "on", "--no-progress",
-            "--no-report", "--threads", "1"]  # fmt: skip
-    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
-    moments, calls = MergeMoves._moments, []
-
-    def signalled(self, diff):
-        calls.append(1)
-        if len(calls) == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return moments(self, diff)
-
-    monkeypatch.setattr(MergeMoves, "_moments", signalled)
+    calls = []
+    signal_in_the_settle(monkeypatch, calls)
     out = tmp_path / "run"
-    assert main([*args, "--out", str(out)]) == 128 + signal.SIGTERM
+    assert main([*SETTLED, "--out", str(out)]) == 128 + signal.SIGTERM
     assert len(calls) == 1  # the unit being measured when the signal came, and no other
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "final settle" in summary["status_reason"]
@@ -418,34 +439,24 @@ def test_a_signal_during_the_final_settle_stops_it_at_once_and_the_resume_settle
     monkeypatch.undo()
     assert main(["train", "--resume", str(out), "--no-progress", "--no-report"]) == 0
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
-    _assert_same(_model(out), _model(tmp_path / "whole"))
+    _assert_same(_model(out), _model(settled_whole))
 
 
 def test_a_settle_stopped_after_a_resume_at_the_last_step_names_the_checkpoint_resume_takes(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, settled_whole
 ):
     """Stopped as its last epoch was saved, a run holds last.pt and epoch_002.pt at the same
     step, and a resume takes last.pt (latest_state prefers it at a tie). Stopped again in the
     settle of that resume, the summary must name last.pt, not the epoch's file; and the run
     still ends on the uninterrupted network."""
     from bayesprune.cli import main
-    from bayesprune.inference.merge import MergeMoves
 
-    args = ["train", "--epochs", "2", "--widths", "6,4", "--settle", "on", "--no-progress",
-            "--no-report", "--threads", "1"]  # fmt: skip
-    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     stop_as_the_last_epoch_is_saved(monkeypatch)
     out = tmp_path / "run"
-    assert main([*args, "--out", str(out)]) == 128 + signal.SIGTERM
+    assert main([*SETTLED, "--out", str(out)]) == 128 + signal.SIGTERM
     assert (out / "checkpoints" / "last.pt").exists()
     monkeypatch.undo()
-    moments = MergeMoves._moments
-
-    def in_the_settle(self, diff):
-        os.kill(os.getpid(), signal.SIGTERM)
-        return moments(self, diff)
-
-    monkeypatch.setattr(MergeMoves, "_moments", in_the_settle)
+    signal_in_the_settle(monkeypatch)
     resume = ["train", "--resume", str(out), "--no-progress", "--no-report"]
     assert main(resume) == 128 + signal.SIGTERM
     summary = json.loads((out / "summary.json").read_text())
@@ -453,7 +464,7 @@ def test_a_settle_stopped_after_a_resume_at_the_last_step_names_the_checkpoint_r
     assert summary["checkpoint"].endswith("last.pt")
     monkeypatch.undo()
     assert main(resume) == 0
-    _assert_same(_model(out), _model(tmp_path / "whole"))
+    _assert_same(_model(out), _model(settled_whole))
 
 
 def test_the_progress_bar_stays_off_a_log_file(tmp_path):
