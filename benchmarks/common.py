@@ -222,7 +222,10 @@ def compare(
         torch.set_num_threads(threads)  # (a forked process: set again, as the parent's)
         torch.manual_seed(config.seed)
         if which == "bayesprune":
-            return Trainer(make_net(), data, config, out=out).fit(progress=not side_by_side)
+            trainer = Trainer(make_net(), data, config, out=out)
+            rounds = timed_merge_rounds(trainer)
+            summary = trainer.fit(progress=not side_by_side)
+            return {**summary, "merge_rounds": rounds}
         return train_dense(
             make_net(), data, config.epochs, config.batch_size, config.lr, config.seed,
             progress=not side_by_side, device=config.device, schedule=config.lr_schedule,
@@ -239,6 +242,40 @@ def compare(
     if measure_step_cost:
         result["step_cost"] = step_cost(data, make_net, config)
     return result
+
+
+def timed_merge_rounds(trainer) -> dict[str, dict]:
+    """Time ``trainer``'s merge rounds (Eq. (14), ``MergeMoves.layer``) layer by layer: the dict
+    returned fills in as the run goes, per gated layer ``{"rounds", "seconds", "removed"}`` (the
+    rounds' share of the training's wall time, which includes them; the final settle, which
+    ``settle_seconds`` times, is not a round). Empty for a run without merge moves."""
+    rounds: dict[str, dict] = {}
+    if trainer.merges is None:
+        return rounds
+    layer = trainer.merges.layer
+
+    def timed(name, *args, **kwargs):
+        start = time.perf_counter()
+        moves, removed = layer(name, *args, **kwargs)
+        r = rounds.setdefault(name, {"rounds": 0, "seconds": 0.0, "removed": 0})
+        r["rounds"] += 1
+        r["seconds"] += time.perf_counter() - start
+        r["removed"] += len(removed)
+        return moves, removed
+
+    trainer.merges.layer = timed
+    return rounds
+
+
+def merge_round_words(rounds: dict[str, dict]) -> str:
+    """"merge rounds 44.7 s (conv1 31.1 s in 55 rounds, 0 units removed; …)"."""
+    total = sum(r["seconds"] for r in rounds.values())
+    parts = [
+        f"{name} {r['seconds']:.1f} s in {r['rounds']} rounds, {r['removed']} "
+        f"unit{'s' if r['removed'] != 1 else ''} removed"
+        for name, r in rounds.items()
+    ]
+    return f"merge rounds {total:.1f} s ({'; '.join(parts)})"
 
 
 def side_by_side_runs(run: Callable[[str], dict], arms: tuple[str, ...]) -> list[dict]:
@@ -717,6 +754,14 @@ def render_run(name: str, result: dict) -> list[str]:
         f"{b['step_seconds_full_width'] / d['step_seconds_full_width']:.2f}.",
         "",
     ]
+    if b.get("merge_rounds"):  # (results before the forty-fifth session have none)
+        settle = b.get("settle_seconds")
+        lines += [
+            f"Of bayesprune's wall time: {merge_round_words(b['merge_rounds'])}"
+            + (f"; the final settle {settle:.1f} s" if settle is not None else "")
+            + ".",
+            "",
+        ]
     if "step_cost" in result and "svi_ms" in result["step_cost"]:
         c = result["step_cost"]
         lines += [
@@ -827,11 +872,13 @@ def render_training_cost(name: str, result: dict) -> list[str]:
             lines.append(f"| {epoch} | {x:.1f} | {y:.1f} | {sd:.1f} | {sb:.1f} | {sb / sd:.2f}× |")
         extra = b.get("bookkeeping_seconds") or 0.0
         settle = b.get("settle_seconds")  # after the last epoch, inside the wall time
+        rounds = b.get("merge_rounds")  # inside the epochs' times
         lines += [
             "",
             f"Total {b['train_wall_seconds']:.1f} s"
             + (f" (the final settle's {settle:.1f} s after the last epoch included)"
                if settle else "")
+            + (f", of which {merge_round_words(rounds)}" if rounds else "")
             + f" against {d['train_wall_seconds']:.1f} s "
             f"({b['train_wall_seconds'] / d['train_wall_seconds']:.2f}×); with bayesprune's "
             f"per-epoch evaluation, logs and checkpoints ({extra:.1f} s) "

@@ -39,7 +39,7 @@ def main() -> Path:
             "processor": result["environment"].get("processor", "unknown"),
             **{run: {k: result[run].get(k)
                      for k in ("epoch_train_seconds", "train_wall_seconds", "bookkeeping_seconds",
-                               "settle_seconds")}
+                               "settle_seconds", "merge_rounds")}
                for run in ("dense", "bayesprune")},
         }  # fmt: skip
         for run, style in (("dense", "k--"), ("bayesprune", "C0-")):

@@ -1513,6 +1513,33 @@ def test_wide_starts_times_the_merge_rounds_and_tabulates_each_start():
     assert len(rows) == 2 and rows[1].startswith("| 2,000 | 600-200 | 0 | ")
 
 
+def test_compare_times_the_merge_rounds_per_layer_and_the_run_table_says_so():
+    """The dense-against-bayesprune benchmarks (``common.compare``: fmnist_lenet300.py,
+    fmnist_lenet5.py) record each layer's merge rounds (count, seconds, units removed) inside
+    bayesprune's wall time, and the run's table gives them beside the settle's seconds."""
+    _script("training_cost")  # (puts benchmarks/ on the path)
+    from common import compare, render_run
+
+    from bayesprune.config import TrainConfig
+    from bayesprune.data import make_teacher
+    from bayesprune.models import GatedMLP
+
+    data = make_teacher()  # 2,000 of its examples, as the wide-starts test: rounds in 4 epochs
+    config = TrainConfig(epochs=4, train_subset=2000)
+    result = compare(data, lambda: GatedMLP(4, (300, 100), 3), config, measure_step_cost=False)
+    b = result["bayesprune"]
+    rounds = b["merge_rounds"]
+    assert set(rounds) <= {"fc1", "fc2"} and rounds, rounds  # a round ran within four epochs
+    assert all(r["rounds"] >= 1 and r["seconds"] > 0 for r in rounds.values()), rounds
+    assert sum(r["seconds"] for r in rounds.values()) < b["train_wall_seconds"]
+    merged = sum(e["removed"] for e in b["prune_events"] if e.get("merged"))
+    assert sum(r["removed"] for r in rounds.values()) == merged, (rounds, merged)
+    result["environment"].setdefault("commit", "test")
+    line = next(x for x in render_run("run", result) if x.startswith("Of bayesprune's wall time"))
+    name, r = next(iter(rounds.items()))
+    assert f"{name} {r['seconds']:.1f} s in {r['rounds']} rounds" in line, line
+
+
 def test_training_cost_writes_its_numbers_and_a_table_per_network(tmp_path, monkeypatch):
     """benchmarks/training_cost.py drew only the figure; issue 12 asks for the training cost
     over time in benchmarks/README.md too: the per-epoch times, their sums and the ratio."""
