@@ -250,7 +250,7 @@ def timed_merge_rounds(trainer) -> dict[str, dict]:
     rounds' share of the training's wall time, which includes them; the final settle, which
     ``settle_seconds`` times, is not a round). Empty for a run without merge moves."""
     rounds: dict[str, dict] = {}
-    if trainer.merges is None:
+    if getattr(trainer, "merges", None) is None:  # (merge moves off, or a stand-in trainer)
         return rounds
     layer = trainer.merges.layer
 
